@@ -1,0 +1,3 @@
+from birdsed.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,116 @@
+"""The `birdsed` command line: one subcommand per verb, thin (parse, call the library)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from birdsed import __version__
+from birdsed.errors import BirdsedError
+
+console = Console(stderr=True)
+AddArgs = Callable[[argparse.ArgumentParser], None]
+VERBS: dict[str, tuple[str, str, AddArgs, Callable[[argparse.Namespace], int]]] = {}
+
+
+def verb(name: str, help: str, example: str, add_args: AddArgs):
+    """Register `fn(args) -> int` as the verb `name`; `example` is shown in its --help."""
+
+    def wrap(fn):
+        VERBS[name] = (help, example, add_args, fn)
+        return fn
+
+    return wrap
+
+
+def _add_synth(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", type=Path, help="folder to write the data set into")
+    p.add_argument("--species", type=int, default=6)
+    p.add_argument("--clips-per-species", type=int, default=10)
+    p.add_argument("--soundscapes", type=int, default=4, help="test recordings (the last one is a site_3 file)")
+    p.add_argument("--soundscape-s", type=float, default=120.0, help="length of each soundscape in seconds")
+    p.add_argument("--min-clip-s", type=float, default=3.0)
+    p.add_argument("--max-clip-s", type=float, default=60.0)
+    p.add_argument("--seed", type=int, default=0)
+
+
+@verb("synth", "write a synthetic data set in the Kaggle layout",
+      "birdsed synth data/synth --species 6 --clips-per-species 10 --soundscapes 4 --seed 0", _add_synth)
+def cmd_synth(a: argparse.Namespace) -> int:
+    from birdsed.synth import SynthConfig, synthesize
+
+    cfg = SynthConfig(a.species, a.clips_per_species, a.soundscapes, a.soundscape_s, a.min_clip_s, a.max_clip_s, a.seed)
+    synthesize(a.out, cfg)
+    console.print(f"synthetic data set written to {a.out} (train.csv, train_audio/, test.csv, test_audio/, test_labels.csv)")
+    return 0
+
+
+def _add_prepare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", type=Path, help="a data-set folder (Cornell train.csv, BirdCLEF train_metadata.csv or labels.csv)")
+    p.add_argument("--out", type=Path, required=True, help="store folder (created; a re-run resumes)")
+    p.add_argument("--format", default="auto", choices=["auto", "cornell", "birdclef", "labels"])
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+
+
+@verb("prepare", "decode and resample every recording once into a memory-mapped 32 kHz store",
+      "birdsed prepare ../shared/data/nips4b --out stores/nips4b", _add_prepare)
+def cmd_prepare(a: argparse.Namespace) -> int:
+    from birdsed.manifest import read_dataset
+    from birdsed.store import prepare
+
+    manifest = read_dataset(a.data, a.format)
+    result = prepare(manifest, a.out, workers=a.workers)
+    console.print(result.summary())
+    if result.n_skipped:
+        console.print(f"[yellow]{result.n_skipped} recording(s) skipped: see {a.out / 'report.csv'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _register_all()
+    parser = argparse.ArgumentParser(
+        prog="birdsed",
+        description="Find which bird species call, and when, in audio recordings (sound event detection).",
+        epilog="Run `birdsed VERB --help` for each verb's options and an example.",
+    )
+    parser.add_argument("--version", action="version", version=f"birdsed {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for name, (help, example, add_args, fn) in VERBS.items():
+        p = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_args(p)
+        p.set_defaults(func=fn)
+    return parser
+
+
+def _register_all() -> None:
+    """Import the modules that register further verbs (kept separate so this file stays short)."""
+    from birdsed import cli_model  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False, show_time=False)])
+    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "torch"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except BirdsedError as e:
+        console.print(f"[red]error:[/red] {e}")
+        return 2
+    except KeyboardInterrupt:
+        console.print("[red]interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

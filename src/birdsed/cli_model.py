@@ -1,0 +1,1 @@
+"""Verbs that train, run and score models (registered into birdsed.cli)."""

@@ -1,0 +1,25 @@
+"""birdsed's own exception types: every error a user can cause is one of these."""
+
+
+class BirdsedError(Exception):
+    """Base class of every error birdsed raises on purpose."""
+
+
+class AudioDecodeError(BirdsedError):
+    """An audio file is missing, empty, truncated, corrupt, unsupported or holds NaN/Inf."""
+
+
+class ManifestError(BirdsedError):
+    """A data-set table is malformed or a data-set folder has an unknown layout."""
+
+
+class StoreError(BirdsedError):
+    """A prepared audio store is missing, incomplete or asked for something it lacks."""
+
+
+class ConfigError(BirdsedError):
+    """A configuration value or override is invalid."""
+
+
+class ModelError(BirdsedError):
+    """A model directory or weight file is missing, malformed or does not fit."""

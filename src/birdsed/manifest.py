@@ -1,0 +1,242 @@
+"""Data-set readers: every supported layout becomes one Manifest table.
+
+Manifest columns (the source's other columns are kept after these):
+  recording_id      unique, stable id (the audio path relative to the data-set root)
+  path              absolute audio path
+  primary_labels    list[str], may be empty (a negative clip)
+  secondary_labels  list[str]
+  duration_s        float, NaN when unknown
+  rating            float, NaN when unknown
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from birdsed.errors import ManifestError
+
+log = logging.getLogger(__name__)
+
+CORE_COLUMNS = ["recording_id", "path", "primary_labels", "secondary_labels", "duration_s", "rating"]
+FORMATS = ("cornell", "birdclef", "labels", "auto")
+_SCI_NAME = re.compile(r"^(?P<common>.*?)\s*\((?P<sci>[^()]*)\)\s*$")
+
+
+@dataclass
+class Manifest:
+    """A labelled set of recordings. `missing` lists listed audio files that do not exist."""
+
+    table: pd.DataFrame
+    root: Path
+    source: str
+    missing: list[str] = field(default_factory=list)
+    unmapped_secondary: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def classes(self) -> list[str]:
+        """Sorted union of every primary and secondary label."""
+        labels: set[str] = set()
+        for col in ("primary_labels", "secondary_labels"):
+            for ls in self.table[col]:
+                labels.update(ls)
+        return sorted(labels)
+
+    def subset(self, mask: np.ndarray | pd.Series) -> Manifest:
+        return Manifest(self.table[np.asarray(mask)].reset_index(drop=True), self.root, self.source)
+
+
+def read_csv_checked(path: Path, required: list[str]) -> pd.DataFrame:
+    """Read a CSV as strings; a malformed file or missing column raises ManifestError naming file, line, column."""
+    if not path.is_file():
+        raise ManifestError(f"{path}: file not found")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[], on_bad_lines="error")
+    except pd.errors.ParserError as e:
+        raise ManifestError(f"{path}: malformed CSV ({e})") from e
+    except (UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise ManifestError(f"{path}: not a readable CSV ({e})") from e
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ManifestError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+    return df
+
+
+def _float_column(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
+    if col not in df.columns:
+        return np.full(len(df), np.nan)
+    values = np.full(len(df), np.nan)
+    for i, v in enumerate(df[col]):
+        if v.strip() == "":
+            continue
+        try:
+            values[i] = float(v)
+        except ValueError as e:
+            raise ManifestError(f"{path}: line {i + 2}, column '{col}': not a number: {v!r}") from e
+    return values
+
+
+def _literal_list(value: str, path: Path, line: int, col: str) -> list[str]:
+    value = value.strip()
+    if value in ("", "[]"):
+        return []
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError) as e:
+        raise ManifestError(f"{path}: line {line}, column '{col}': not a Python list literal: {value[:80]!r}") from e
+    if isinstance(parsed, str):
+        parsed = [parsed]
+    if not isinstance(parsed, (list, tuple)) or not all(isinstance(x, str) for x in parsed):
+        raise ManifestError(f"{path}: line {line}, column '{col}': expected a list of strings, got {value[:80]!r}")
+    return [x.strip() for x in parsed if x.strip()]
+
+
+def _finish(df: pd.DataFrame, root: Path, source: str, extra_cols: list[str]) -> Manifest:
+    exists = np.array([Path(p).is_file() for p in df["path"]], dtype=bool)
+    missing = df.loc[~exists, "recording_id"].tolist()
+    if missing:
+        log.warning("%d listed audio file(s) do not exist under %s, e.g. %s", len(missing), root, missing[:3])
+    df = df[exists].reset_index(drop=True)
+    if df["recording_id"].duplicated().any():
+        dup = df.loc[df["recording_id"].duplicated(), "recording_id"].iloc[0]
+        raise ManifestError(f"{root}: recording listed twice: {dup}")
+    cols = CORE_COLUMNS + [c for c in extra_cols if c not in CORE_COLUMNS]
+    return Manifest(df[cols], root, source, missing)
+
+
+def read_cornell(root: Path) -> Manifest:
+    """Kaggle Cornell layout: train.csv + train_audio/<ebird_code>/<filename>."""
+    csv_path = root / "train.csv"
+    df = read_csv_checked(csv_path, ["ebird_code", "filename"])
+    name_to_code: dict[str, str] = {}
+    for _, r in df.iterrows():
+        for col in ("species", "sci_name", "primary_label"):
+            if col in df.columns and r[col].strip():
+                name_to_code[r[col].strip().lower()] = r["ebird_code"]
+    unmapped: dict[str, int] = {}
+    secondary: list[list[str]] = []
+    for i, v in enumerate(df.get("secondary_labels", pd.Series([""] * len(df)))):
+        codes = []
+        for name in _literal_list(v, csv_path, i + 2, "secondary_labels"):
+            m = _SCI_NAME.match(name)
+            keys = [name.lower()] + ([m["sci"].lower(), m["common"].lower()] if m else [])
+            code = next((name_to_code[k] for k in keys if k in name_to_code), None)
+            if code is None:
+                unmapped[name] = unmapped.get(name, 0) + 1
+            elif code not in codes:
+                codes.append(code)
+        secondary.append(codes)
+    if unmapped:
+        log.warning(
+            "%s: %d secondary label(s) (%d distinct names) map to no ebird code and were dropped, e.g. %s",
+            csv_path, sum(unmapped.values()), len(unmapped), list(unmapped)[:3],
+        )
+    out = df.copy()
+    out["recording_id"] = [f"{c}/{f}" for c, f in zip(df["ebird_code"], df["filename"])]
+    out["path"] = [str((root / "train_audio" / rid).resolve()) for rid in out["recording_id"]]
+    out["primary_labels"] = [[c] for c in df["ebird_code"]]
+    out["secondary_labels"] = [[c for c in s if c != p] for s, p in zip(secondary, df["ebird_code"])]
+    out["duration_s"] = _float_column(df, "duration", csv_path)
+    out["rating"] = _float_column(df, "rating", csv_path)
+    m = _finish(out, root, "cornell", list(df.columns))
+    m.unmapped_secondary = unmapped
+    return m
+
+
+def read_birdclef(root: Path) -> Manifest:
+    """BirdCLEF layout: train_metadata.csv (primary_label, secondary_labels, filename), audio in train_audio/."""
+    csv_path = root / "train_metadata.csv"
+    df = read_csv_checked(csv_path, ["primary_label", "filename"])
+    audio_root = root / "train_audio" if (root / "train_audio").is_dir() else root
+    out = df.copy()
+    out["recording_id"] = df["filename"]
+    out["path"] = [str((audio_root / f).resolve()) for f in df["filename"]]
+    out["primary_labels"] = [[p.strip()] for p in df["primary_label"]]
+    sec = df.get("secondary_labels", pd.Series([""] * len(df)))
+    out["secondary_labels"] = [_literal_list(v, csv_path, i + 2, "secondary_labels") for i, v in enumerate(sec)]
+    out["duration_s"] = _float_column(df, "duration", csv_path)
+    out["rating"] = _float_column(df, "rating", csv_path)
+    return _finish(out, root, "birdclef", list(df.columns))
+
+
+def read_labels_csv(root: Path) -> Manifest:
+    """labels.csv layout: filename,labels[,secondary_labels] (space-separated), audio in audio/."""
+    csv_path = root / "labels.csv"
+    df = read_csv_checked(csv_path, ["filename", "labels"])
+    audio_root = root / "audio" if (root / "audio").is_dir() else root
+    out = df.copy()
+    out["recording_id"] = df["filename"]
+    out["path"] = [str((audio_root / f).resolve()) for f in df["filename"]]
+    out["primary_labels"] = [v.split() for v in df["labels"]]
+    sec = df["secondary_labels"] if "secondary_labels" in df.columns else pd.Series([""] * len(df))
+    out["secondary_labels"] = [v.split() for v in sec]
+    out["duration_s"] = _float_column(df, "duration", csv_path)
+    out["rating"] = _float_column(df, "rating", csv_path)
+    return _finish(out, root, "labels", list(df.columns))
+
+
+_READERS = {"cornell": read_cornell, "birdclef": read_birdclef, "labels": read_labels_csv}
+_MARKERS = {"cornell": "train.csv", "birdclef": "train_metadata.csv", "labels": "labels.csv"}
+
+
+def detect_format(root: Path) -> str:
+    """The data-set layout of a folder, from the files present."""
+    found = [fmt for fmt, marker in _MARKERS.items() if (root / marker).is_file()]
+    if not found:
+        raise ManifestError(
+            f"{root}: no known data-set layout (expected one of {sorted(_MARKERS.values())})"
+        )
+    return found[0]
+
+
+def read_dataset(root: str | Path, format: str = "auto") -> Manifest:
+    """Read any supported data-set folder into a Manifest."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ManifestError(f"{root}: data-set folder not found")
+    if format not in FORMATS:
+        raise ManifestError(f"unknown data-set format {format!r}; valid: {list(FORMATS)}")
+    fmt = detect_format(root) if format == "auto" else format
+    return _READERS[fmt](root)
+
+
+def read_kaggle_test(csv_path: str | Path, audio_dir: str | Path | None = None) -> pd.DataFrame:
+    """Kaggle test.csv (site,row_id,seconds,audio_id) with a `path` column for each audio_id.
+
+    `seconds` is a float (end of the 5 s row) or NaN for whole-file rows (site 3).
+    Audio is found as <audio_dir>/<audio_id>.<any audio extension>; `path` is "" when absent.
+    """
+    from birdsed.audio import AUDIO_EXTENSIONS
+
+    csv_path = Path(csv_path)
+    df = read_csv_checked(csv_path, ["site", "row_id", "seconds", "audio_id"])
+    audio_dir = Path(audio_dir) if audio_dir else csv_path.parent / "test_audio"
+    df["seconds"] = _float_column(df, "seconds", csv_path)
+    paths: dict[str, str] = {}
+    for aid in df["audio_id"].unique():
+        hit = next((audio_dir / f"{aid}{ext}" for ext in AUDIO_EXTENSIONS if (audio_dir / f"{aid}{ext}").is_file()), None)
+        paths[aid] = str(hit.resolve()) if hit else ""
+    df["path"] = df["audio_id"].map(paths)
+    absent = [a for a, p in paths.items() if not p]
+    if absent:
+        log.warning("%d audio_id(s) of %s have no file in %s, e.g. %s", len(absent), csv_path, audio_dir, absent[:3])
+    return df
+
+
+def read_truth(csv_path: str | Path) -> dict[str, set[str]]:
+    """A `row_id,birds` table (truth or submission) as {row_id: set of labels}; nocall -> empty set."""
+    csv_path = Path(csv_path)
+    df = read_csv_checked(csv_path, ["row_id", "birds"])
+    if df["row_id"].duplicated().any():
+        raise ManifestError(f"{csv_path}: row_id listed twice: {df.loc[df['row_id'].duplicated(), 'row_id'].iloc[0]}")
+    return {r: {b for b in birds.split() if b != "nocall"} for r, birds in zip(df["row_id"], df["birds"])}
+

@@ -1,0 +1,219 @@
+"""The prepared store: every recording decoded once to mono 32 kHz int16, memory-mapped.
+
+Layout of a store folder:
+  store.json            format version, sample rate, where the data came from
+  manifest.parquet      the Manifest of the recordings that were prepared
+  index.parquet         recording_id, key, n_samples, duration_s, orig_rate_hz, orig_channels
+  report.csv            recording_id,path,reason for every recording skipped
+  audio/<key>.i16       raw little-endian int16 samples (written to a temp name, then renamed)
+  audio/<key>.json      the recording's entry, written last: an entry exists only when its audio is whole
+
+A crop is a slice of a memory map: reading it costs time proportional to its length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from birdsed import SAMPLE_RATE_HZ
+from birdsed.audio import audio_info, stream_audio
+from birdsed.errors import AudioDecodeError, StoreError
+from birdsed.fsutil import atomic_path, write_text_atomic
+from birdsed.manifest import Manifest
+from birdsed.progress import progress_bar
+
+STORE_VERSION = 1
+_INT16_SCALE = 32767.0
+
+
+def recording_key(recording_id: str) -> str:
+    """A file-name-safe, collision-free key for a recording id."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", recording_id)[-80:]
+    return f"{safe}-{hashlib.sha1(recording_id.encode()).hexdigest()[:10]}"
+
+
+def is_store(path: str | os.PathLike) -> bool:
+    return (Path(path) / "store.json").is_file()
+
+
+@dataclass
+class PrepareResult:
+    n_prepared: int
+    n_resumed: int
+    n_skipped: int
+    audio_s: float
+    wall_s: float
+
+    def summary(self) -> str:
+        rate = self.audio_s / self.wall_s if self.wall_s > 0 else float("inf")
+        return (
+            f"prepared {self.n_prepared} recording(s), {self.n_resumed} already done, "
+            f"{self.n_skipped} skipped; {self.audio_s / 3600:.2f} h of audio in {self.wall_s:.1f} s ({rate:.0f}x real time)"
+        )
+
+
+def _source_stamp(path: str) -> dict:
+    st = os.stat(path)
+    return {"source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns}
+
+
+def _entry_is_current(json_path: Path, source: str) -> bool:
+    try:
+        entry = json.loads(json_path.read_text())
+        stamp = _source_stamp(source)
+        return json_path.with_suffix(".i16").is_file() and all(entry.get(k) == v for k, v in stamp.items())
+    except (OSError, ValueError):
+        return False
+
+
+def _prepare_one(recording_id: str, source: str, audio_dir: str) -> tuple[str, dict | None, str | None]:
+    """Decode one recording into the store. Returns (id, entry, None) or (id, None, reason)."""
+    key = recording_key(recording_id)
+    raw_path = Path(audio_dir) / f"{key}.i16"
+    try:
+        info = audio_info(source)
+        n_samples = 0
+        with atomic_path(raw_path) as tmp, open(tmp, "wb") as f:
+            for chunk in stream_audio(source):
+                f.write((np.clip(chunk, -1.0, 1.0) * _INT16_SCALE).round().astype("<i2").tobytes())
+                n_samples += len(chunk)
+    except AudioDecodeError as e:
+        return recording_id, None, str(e)
+    entry = {
+        "recording_id": recording_id, "key": key, "n_samples": n_samples, "duration_s": n_samples / SAMPLE_RATE_HZ,
+        "orig_rate_hz": info.sample_rate_hz, "orig_channels": info.channels, **_source_stamp(source),
+    }
+    write_text_atomic(raw_path.with_suffix(".json"), json.dumps(entry))
+    return recording_id, entry, None
+
+
+def prepare(manifest: Manifest, out: str | os.PathLike, workers: int | None = None, quiet: bool = False) -> PrepareResult:
+    """Decode every recording of `manifest` into the store at `out`, resuming where a run stopped."""
+    out = Path(out)
+    audio_dir = out / "audio"
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "store.json", json.dumps(
+        {"version": STORE_VERSION, "sample_rate_hz": SAMPLE_RATE_HZ, "source": str(manifest.root), "format": manifest.source}
+    ))
+    t0 = time.perf_counter()
+    table = manifest.table
+    entries: dict[str, dict] = {}
+    todo: list[tuple[str, str]] = []
+    for rid, src in zip(table["recording_id"], table["path"]):
+        json_path = audio_dir / f"{recording_key(rid)}.json"
+        if _entry_is_current(json_path, src):
+            entries[rid] = json.loads(json_path.read_text())
+        else:
+            todo.append((rid, src))
+    n_resumed = len(entries)
+    failures: list[tuple[str, str]] = [(rid, "audio file not found") for rid in manifest.missing]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+    new_audio_s = 0.0
+    with progress_bar(total=len(todo), description="prepare", disable=quiet) as advance:
+        if workers == 1:
+            results = (_prepare_one(rid, src, str(audio_dir)) for rid, src in todo)
+            for rid, entry, err in results:
+                new_audio_s += _collect(rid, entry, err, entries, failures)
+                advance(1)
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(_prepare_one, rid, src, str(audio_dir)) for rid, src in todo]
+                for fut in as_completed(futures):
+                    new_audio_s += _collect(*fut.result(), entries, failures)
+                    advance(1)
+    _write_tables(out, manifest, entries, failures)
+    return PrepareResult(len(entries) - n_resumed, n_resumed, len(failures), new_audio_s, time.perf_counter() - t0)
+
+
+def _collect(rid: str, entry: dict | None, err: str | None, entries: dict, failures: list) -> float:
+    if entry is None:
+        failures.append((rid, err or "unknown error"))
+        return 0.0
+    entries[rid] = entry
+    return entry["duration_s"]
+
+
+def _write_tables(out: Path, manifest: Manifest, entries: dict[str, dict], failures: list[tuple[str, str]]) -> None:
+    table = manifest.table
+    ok = table["recording_id"].isin(entries.keys()).to_numpy()
+    prepared = table[ok].reset_index(drop=True).copy()
+    prepared["duration_s"] = [entries[r]["duration_s"] for r in prepared["recording_id"]]
+    index = pd.DataFrame([entries[r] for r in prepared["recording_id"]],
+                         columns=["recording_id", "key", "n_samples", "duration_s", "orig_rate_hz", "orig_channels"])
+    paths = dict(zip(table["recording_id"], table["path"]))
+    report = pd.DataFrame([(r, paths.get(r, ""), why) for r, why in failures], columns=["recording_id", "path", "reason"])
+    for name, df in (("manifest.parquet", prepared), ("index.parquet", index)):
+        with atomic_path(out / name) as tmp:
+            df.to_parquet(tmp, index=False)
+    with atomic_path(out / "report.csv") as tmp:
+        report.to_csv(tmp, index=False)
+
+
+class AudioStore:
+    """Read-only access to a prepared store: crops by (recording, start_s, duration_s)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        if not is_store(self.root):
+            raise StoreError(f"{self.root}: not a prepared store (no store.json); run `birdsed prepare` first")
+        meta = json.loads((self.root / "store.json").read_text())
+        if meta.get("version") != STORE_VERSION:
+            raise StoreError(f"{self.root}: store version {meta.get('version')} is not {STORE_VERSION}; prepare it again")
+        if not (self.root / "index.parquet").is_file():
+            raise StoreError(f"{self.root}: store is incomplete (no index.parquet); run `birdsed prepare` again to finish it")
+        self.sample_rate_hz = int(meta["sample_rate_hz"])
+        self.index = pd.read_parquet(self.root / "index.parquet").set_index("recording_id", drop=False)
+        self._maps: dict[str, np.memmap] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __contains__(self, recording_id: str) -> bool:
+        return recording_id in self.index.index
+
+    def manifest(self) -> Manifest:
+        table = pd.read_parquet(self.root / "manifest.parquet")
+        for col in ("primary_labels", "secondary_labels"):
+            table[col] = [list(x) for x in table[col]]
+        meta = json.loads((self.root / "store.json").read_text())
+        return Manifest(table, Path(meta["source"]), meta["format"])
+
+    def report(self) -> pd.DataFrame:
+        return pd.read_csv(self.root / "report.csv", dtype=str, keep_default_na=False)
+
+    def duration_s(self, recording_id: str) -> float:
+        return float(self._row(recording_id)["duration_s"])
+
+    def _row(self, recording_id: str) -> pd.Series:
+        try:
+            return self.index.loc[recording_id]
+        except KeyError:
+            raise StoreError(f"{self.root}: no recording {recording_id!r} in the store") from None
+
+    def _map(self, recording_id: str) -> np.memmap:
+        m = self._maps.get(recording_id)
+        if m is None:
+            row = self._row(recording_id)
+            path = self.root / "audio" / f"{row['key']}.i16"
+            if not path.is_file() or path.stat().st_size != 2 * int(row["n_samples"]):
+                raise StoreError(f"{path}: audio of {recording_id!r} is missing or has the wrong size; prepare again")
+            m = np.memmap(path, dtype="<i2", mode="r")
+            self._maps[recording_id] = m
+        return m
+
+    def read(self, recording_id: str, start_s: float = 0.0, duration_s: float | None = None) -> np.ndarray:
+        """Samples [start_s, start_s + duration_s) as float32 (shorter at the end of the recording)."""
+        m = self._map(recording_id)
+        start = max(0, int(round(start_s * self.sample_rate_hz)))
+        stop = len(m) if duration_s is None else min(len(m), start + int(round(duration_s * self.sample_rate_hz)))
+        return m[start:stop].astype(np.float32) / _INT16_SCALE

@@ -1,0 +1,301 @@
+"""A synthetic bird data set in the Kaggle Cornell layout, deterministic for a seed.
+
+Species are parametric calls (FM sweeps, trills, harmonic stacks, whistles with
+vibrato, two-note chirps), each with its own band, note length and rhythm, varied per
+individual. Training clips are focal (loud) and weakly labelled; soundscapes are
+distant (quieter, low-passed), overlapping, with silent stretches, and are labelled
+per 5 s row, like the competition's test set.
+
+Layout written:
+  train.csv, train_audio/<code>/<file>   (mixed formats, rates and channels)
+  test.csv, test_audio/<audio_id>.mp3, test_labels.csv (row_id,birds)
+  species.csv
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.fft
+import scipy.signal
+import soundfile as sf
+import soxr
+
+from birdsed.fsutil import atomic_path
+from birdsed.progress import progress_bar
+
+BASE_RATE_HZ = 32_000
+ROW_S = 5.0
+KINDS = ("sweep", "trill", "harmonic", "whistle", "chirp")
+_NAMES = [
+    ("amber piper", "Fictus amberi"), ("slate trillbird", "Fictus ardesia"), ("reed chanter", "Fictus arundo"),
+    ("dusk whistler", "Fictus crepus"), ("coral sparrow", "Fictus corallus"), ("hill warbler", "Fictus collinus"),
+    ("marsh chat", "Fictus palustris"), ("pine flute", "Fictus pinicola"), ("river thrush", "Fictus fluvialis"),
+    ("sand lark", "Fictus arenarius"), ("moss wren", "Fictus muscus"), ("ash finch", "Fictus cinereus"),
+]
+# (format, subtype, rate, channels, extension): the mix of files real collections hold
+_FILE_KINDS = [
+    ("WAV", "PCM_16", 44_100, 2, "wav"), ("FLAC", "PCM_16", 32_000, 1, "flac"), ("OGG", "VORBIS", 22_050, 1, "ogg"),
+    ("MP3", "MPEG_LAYER_III", 48_000, 2, "mp3"), ("WAV", "PCM_32", 48_000, 1, "wav"), ("FLAC", "PCM_24", 44_100, 2, "flac"),
+]
+UNMAPPED_SECONDARY = "Distant Frog (Rana fictiva)"
+
+
+@dataclass(frozen=True)
+class Species:
+    code: str
+    common_name: str
+    sci_name: str
+    kind: str
+    f_lo_hz: float
+    f_hi_hz: float
+    note_s: float
+    notes_per_bout: int
+    gap_s: float
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    species: int = 6
+    clips_per_species: int = 10
+    soundscapes: int = 4
+    soundscape_s: float = 120.0
+    min_clip_s: float = 3.0
+    max_clip_s: float = 60.0
+    seed: int = 0
+
+
+def make_species(n: int, seed: int) -> list[Species]:
+    """n distinct species: kinds cycle, bands spread over 1.2-9 kHz on a log scale."""
+    rng = np.random.default_rng([seed, 1])
+    centres = np.geomspace(1500, 7000, n) if n > 1 else np.array([3000.0])
+    rng.shuffle(centres)
+    out = []
+    for i in range(n):
+        common, sci = _NAMES[i % len(_NAMES)]
+        if i >= len(_NAMES):
+            common, sci = f"{common} {i // len(_NAMES) + 1}", f"{sci} {i // len(_NAMES) + 1}"
+        kind = KINDS[i % len(KINDS)]
+        width = centres[i] * rng.uniform(0.25, 0.6)
+        note_s = {"sweep": 0.25, "trill": 0.04, "harmonic": 0.35, "whistle": 0.6, "chirp": 0.09}[kind] * rng.uniform(0.8, 1.25)
+        notes = {"sweep": 4, "trill": 18, "harmonic": 3, "whistle": 2, "chirp": 6}[kind] + int(rng.integers(0, 3))
+        gap = {"sweep": 0.15, "trill": 0.03, "harmonic": 0.25, "whistle": 0.3, "chirp": 0.12}[kind] * rng.uniform(0.8, 1.25)
+        code = "".join(w[:3] for w in common.split()[:2])[:6] + (str(i // len(_NAMES)) if i >= len(_NAMES) else "")
+        out.append(Species(code, common.title(), sci, kind, centres[i] - width / 2, centres[i] + width / 2, note_s, notes, gap))
+    return out
+
+
+def _note(sp: Species, rng: np.random.Generator, scale: float, sr: int) -> np.ndarray:
+    """One note of a species, float32 in [-1, 1]."""
+    dur = sp.note_s * rng.uniform(0.9, 1.1)
+    t = np.arange(int(dur * sr)) / sr
+    lo, hi = sp.f_lo_hz * scale, sp.f_hi_hz * scale
+    frac = t / dur
+    if sp.kind == "sweep":
+        freq = lo + (hi - lo) * frac if sp.code[0] < "m" else hi - (hi - lo) * frac
+    elif sp.kind == "trill":
+        freq = np.full_like(t, (lo + hi) / 2)
+    elif sp.kind == "harmonic":
+        freq = np.full_like(t, lo * 0.6) * (1 + 0.05 * np.sin(2 * np.pi * 3 * t))
+    elif sp.kind == "whistle":
+        freq = (lo + hi) / 2 + (hi - lo) / 2 * np.sin(2 * np.pi * 9 * t)
+    else:  # chirp: fast up-sweep
+        freq = lo + (hi - lo) * frac**2
+    phase = 2 * np.pi * np.cumsum(freq) / sr
+    wave = np.sin(phase)
+    if sp.kind == "harmonic":
+        wave = wave + 0.6 * np.sin(2 * phase) + 0.35 * np.sin(3 * phase)
+        wave /= 1.95
+    env = np.sin(np.pi * frac) ** 0.5
+    return (wave * env).astype(np.float32)
+
+
+def _bout(sp: Species, rng: np.random.Generator, scale: float, sr: int) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """A bout of notes and the (start_s, end_s) of each note inside it."""
+    parts, spans, t = [], [], 0.0
+    n_notes = max(1, sp.notes_per_bout + int(rng.integers(-1, 2)))
+    for _ in range(n_notes):
+        note = _note(sp, rng, scale, sr)
+        gap = np.zeros(int(sp.gap_s * rng.uniform(0.8, 1.2) * sr), np.float32)
+        spans.append((t, t + len(note) / sr))
+        parts += [note, gap]
+        t += (len(note) + len(gap)) / sr
+    return np.concatenate(parts), spans
+
+
+def _noise_bed(rng: np.random.Generator, n: int, sr: int, level: float) -> np.ndarray:
+    """Pink noise, wind rumble (low-passed, slowly modulated) and sparse rain clicks."""
+    m = scipy.fft.next_fast_len(n, real=True)  # pocketfft is slow on lengths with large prime factors
+    spec = np.fft.rfft(rng.standard_normal(m))
+    f = np.fft.rfftfreq(m, 1 / sr)
+    pink = np.fft.irfft(spec / np.sqrt(np.maximum(f, 20.0)), m)[:n]
+    pink /= np.abs(pink).max() + 1e-9
+    sos = scipy.signal.butter(2, 300, "lowpass", fs=sr, output="sos")
+    wind = scipy.signal.sosfilt(sos, rng.standard_normal(n))
+    wind *= 1 + 0.8 * np.sin(2 * np.pi * rng.uniform(0.05, 0.3) * np.arange(n) / sr + rng.uniform(0, 6.28))
+    wind /= np.abs(wind).max() + 1e-9
+    rain = np.zeros(n)
+    n_clicks = int(rng.uniform(0, 3) * n / sr)
+    rain[rng.integers(0, n, n_clicks)] = rng.uniform(-1, 1, n_clicks)
+    bed = level * (0.5 * pink + rng.uniform(0.2, 1.0) * wind + 0.4 * rain)
+    return bed.astype(np.float32)
+
+
+def _place(buf: np.ndarray, sig: np.ndarray, at: int, gain: float) -> None:
+    end = min(len(buf), at + len(sig))
+    if end > at:
+        buf[at:end] += gain * sig[: end - at]
+
+
+def _write_audio(path: Path, mono_32k: np.ndarray, fmt: tuple) -> None:
+    kind, subtype, rate, channels, _ = fmt
+    x = soxr.resample(mono_32k, BASE_RATE_HZ, rate, "HQ") if rate != BASE_RATE_HZ else mono_32k
+    x = np.clip(x, -0.99, 0.99).astype(np.float32)
+    data = np.stack([x, 0.9 * x], axis=1) if channels == 2 else x
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), data, rate, format=kind, subtype=subtype)
+        if kind == "OGG":
+            tmp.write_bytes(_fix_ogg_serial(tmp.read_bytes()))
+
+
+def _ogg_crc_table() -> list[int]:
+    table = []
+    for i in range(256):
+        crc = i << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+        table.append(crc & 0xFFFFFFFF)
+    return table
+
+
+_OGG_CRC = _ogg_crc_table()
+
+
+def _ogg_crc(data: bytes) -> int:
+    """The Ogg page checksum (CRC-32, polynomial 0x04C11DB7, not reflected)."""
+    crc = 0
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _OGG_CRC[((crc >> 24) ^ byte) & 0xFF]
+    return crc
+
+
+def _fix_ogg_serial(data: bytes, serial: int = 0x62697264) -> bytes:
+    """Give every Ogg page the same stream serial number (libsndfile picks a random one), so equal seeds give equal bytes."""
+    out, pos = bytearray(data), 0
+    while pos + 27 <= len(out) and out[pos:pos + 4] == b"OggS":
+        n_segments = out[pos + 26]
+        end = pos + 27 + n_segments + sum(out[pos + 27:pos + 27 + n_segments])
+        out[pos + 14:pos + 18] = serial.to_bytes(4, "little")
+        out[pos + 22:pos + 26] = b"\0\0\0\0"
+        out[pos + 22:pos + 26] = _ogg_crc(bytes(out[pos:end])).to_bytes(4, "little")
+        pos = end
+    return bytes(out)
+
+
+def _train_clip(sp: Species, others: list[Species], idx: int, cfg: SynthConfig) -> tuple[np.ndarray, list[Species], bool]:
+    rng = np.random.default_rng([cfg.seed, 2, idx])
+    dur = float(np.exp(rng.uniform(np.log(cfg.min_clip_s), np.log(cfg.max_clip_s))))
+    n = int(dur * BASE_RATE_HZ)
+    buf = _noise_bed(rng, n, BASE_RATE_HZ, level=rng.uniform(0.005, 0.04))
+    scale = rng.uniform(0.95, 1.05)  # this individual's pitch
+    n_bouts = 1 + int(rng.integers(0, 1 + int(dur // 8)))
+    for _ in range(n_bouts):
+        bout, _ = _bout(sp, rng, scale, BASE_RATE_HZ)
+        _place(buf, bout, int(rng.integers(0, max(1, n - len(bout) // 2))), rng.uniform(0.3, 0.8))
+    secondary: list[Species] = []
+    if others and rng.random() < 0.3:
+        sec = others[int(rng.integers(0, len(others)))]
+        bout, _ = _bout(sec, rng, rng.uniform(0.95, 1.05), BASE_RATE_HZ)
+        _place(buf, bout, int(rng.integers(0, max(1, n - len(bout)))), rng.uniform(0.05, 0.15))
+        secondary.append(sec)
+    return buf, secondary, bool(rng.random() < 0.05)
+
+
+def _soundscape(species: list[Species], idx: int, cfg: SynthConfig) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+    """A long field recording and its (code, start_s, end_s) note events."""
+    rng = np.random.default_rng([cfg.seed, 3, idx])
+    n = int(cfg.soundscape_s * BASE_RATE_HZ)
+    buf = _noise_bed(rng, n, BASE_RATE_HZ, level=rng.uniform(0.01, 0.05))
+    events: list[tuple[str, float, float]] = []
+    # active stretches alternate with silent ones; calls may overlap inside a stretch
+    t = float(rng.uniform(0, 10))
+    while t < cfg.soundscape_s:
+        active_s = rng.uniform(10, 40)
+        for sp_i in rng.choice(len(species), size=int(rng.integers(1, min(3, len(species)) + 1)), replace=False):
+            sp = species[sp_i]
+            scale = rng.uniform(0.95, 1.05)
+            cutoff = rng.uniform(max(sp.f_hi_hz * 1.1, 4000), 14000)
+            sos = scipy.signal.butter(4, min(cutoff, BASE_RATE_HZ / 2 - 100), "lowpass", fs=BASE_RATE_HZ, output="sos")
+            gain = 10 ** (rng.uniform(-14, -4) / 20) * 0.6
+            bt = t + rng.uniform(0, active_s * 0.3)
+            while bt < min(t + active_s, cfg.soundscape_s):
+                bout, spans = _bout(sp, rng, scale, BASE_RATE_HZ)
+                bout = scipy.signal.sosfilt(sos, bout).astype(np.float32)
+                at = int(bt * BASE_RATE_HZ)
+                _place(buf, bout, at, gain)
+                events += [(sp.code, bt + a, bt + b) for a, b in spans if bt + a < cfg.soundscape_s]
+                bt += len(bout) / BASE_RATE_HZ + rng.uniform(1.0, 8.0)
+        t += active_s + rng.uniform(10, 35)  # a silent stretch
+    return buf, events
+
+
+def row_truth(events: list[tuple[str, float, float]], duration_s: float, min_overlap_s: float = 0.05) -> list[list[str]]:
+    """Species per 5 s row: those with a note overlapping the row by at least min_overlap_s."""
+    n_rows = int(np.ceil(duration_s / ROW_S - 1e-9))
+    rows: list[set[str]] = [set() for _ in range(n_rows)]
+    for code, a, b in events:
+        for r in range(int(a // ROW_S), min(n_rows, int(b // ROW_S) + 1)):
+            if min(b, (r + 1) * ROW_S) - max(a, r * ROW_S) >= min_overlap_s:
+                rows[r].add(code)
+    return [sorted(r) for r in rows]
+
+
+def synthesize(out: str | os.PathLike, cfg: SynthConfig = SynthConfig(), quiet: bool = False) -> Path:
+    """Write the synthetic data set to `out`; returns `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    species = make_species(cfg.species, cfg.seed)
+    pd.DataFrame([{"ebird_code": s.code, "species": s.common_name, "sci_name": s.sci_name, "call_kind": s.kind,
+                   "f_lo_hz": round(s.f_lo_hz), "f_hi_hz": round(s.f_hi_hz)} for s in species]).to_csv(out / "species.csv", index=False)
+    rows = []
+    total = cfg.species * cfg.clips_per_species + cfg.soundscapes
+    with progress_bar(total=total, description="synth", disable=quiet) as advance:
+        for si, sp in enumerate(species):
+            others = [o for o in species if o.code != sp.code]
+            for ci in range(cfg.clips_per_species):
+                idx = si * cfg.clips_per_species + ci
+                wave, secondary, unmapped = _train_clip(sp, others, idx, cfg)
+                fmt = _FILE_KINDS[idx % len(_FILE_KINDS)]
+                filename = f"XC{100000 + idx}.{fmt[4]}"
+                _write_audio(out / "train_audio" / sp.code / filename, wave, fmt)
+                sec_names = [f"{s.common_name} ({s.sci_name})" for s in secondary] + ([UNMAPPED_SECONDARY] if unmapped else [])
+                rows.append({
+                    "rating": f"{3.5 + (idx % 4) * 0.5:.1f}", "ebird_code": sp.code, "channels": f"{fmt[3]} ({'stereo' if fmt[3] == 2 else 'mono'})",
+                    "duration": str(int(round(len(wave) / BASE_RATE_HZ))), "filename": filename, "species": sp.common_name,
+                    "sci_name": sp.sci_name, "secondary_labels": repr(sec_names), "sampling_rate": f"{fmt[2]} (Hz)",
+                    "type": "call, song", "primary_label": f"{sp.sci_name}_{sp.common_name}",
+                })
+                advance(1)
+        pd.DataFrame(rows).to_csv(out / "train.csv", index=False)
+        test_rows, truth_rows = [], []
+        for k in range(cfg.soundscapes):
+            wave, events = _soundscape(species, k, cfg)
+            audio_id = f"{np.random.default_rng([cfg.seed, 4, k]).integers(0, 16**8):08x}"
+            _write_audio(out / "test_audio" / f"{audio_id}.mp3", wave, ("MP3", "MPEG_LAYER_III", 32_000, 1, "mp3"))
+            per_row = row_truth(events, cfg.soundscape_s)
+            site = "site_3" if k == cfg.soundscapes - 1 else f"site_{1 + k % 2}"
+            if site == "site_3":
+                test_rows.append({"site": site, "row_id": f"{site}_{audio_id}", "seconds": "", "audio_id": audio_id})
+                truth_rows.append({"row_id": f"{site}_{audio_id}", "birds": " ".join(sorted({c for r in per_row for c in r})) or "nocall"})
+            for r, birds in enumerate(per_row if site != "site_3" else []):
+                row_id = f"{site}_{audio_id}_{int((r + 1) * ROW_S)}"
+                test_rows.append({"site": site, "row_id": row_id, "seconds": str(int((r + 1) * ROW_S)), "audio_id": audio_id})
+                truth_rows.append({"row_id": row_id, "birds": " ".join(birds) or "nocall"})
+            advance(1)
+    pd.DataFrame(test_rows, columns=["site", "row_id", "seconds", "audio_id"]).to_csv(out / "test.csv", index=False)
+    pd.DataFrame(truth_rows, columns=["row_id", "birds"]).to_csv(out / "test_labels.csv", index=False)
+    return out
