@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+NIPS4B = (REPO / ".." / "shared" / "data" / "nips4b").resolve()
+
+
+def tone(seconds: float, rate: int, freq_hz: float = 1000.0, channels: int = 1, amp: float = 0.5) -> np.ndarray:
+    """A sine at `freq_hz`; stereo copies get slightly different gains. [shape=(n,) or (n, channels)]"""
+    t = np.arange(int(seconds * rate)) / rate
+    x = (amp * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
+    return x if channels == 1 else np.stack([x * (1 - 0.1 * c) for c in range(channels)], axis=1)
+
+
+def write_audio(path: Path, seconds: float = 1.0, rate: int = 32000, channels: int = 1, subtype: str | None = None,
+                freq_hz: float = 1000.0, format: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), tone(seconds, rate, freq_hz, channels), rate, subtype=subtype, format=format)
+    return path
+
+
+@pytest.fixture
+def nips4b() -> Path:
+    if not (NIPS4B / "labels.csv").is_file():
+        pytest.skip(f"NIPS4B data not found at {NIPS4B}")
+    return NIPS4B
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory) -> Path:
+    """A tiny synthetic data set, made once per test session."""
+    from birdsed.synth import SynthConfig, synthesize
+
+    out = tmp_path_factory.mktemp("synth")
+    return synthesize(out, SynthConfig(species=3, clips_per_species=4, soundscapes=2, soundscape_s=30.0,
+                                       min_clip_s=3.0, max_clip_s=8.0, seed=1), quiet=True)
