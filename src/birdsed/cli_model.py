@@ -1,1 +1,135 @@
 """Verbs that train, run and score models (registered into birdsed.cli)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from birdsed.cli import console, verb
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, required=True, help="a data-set folder or a prepared store")
+    p.add_argument("--config", default="seed108", help="a YAML file or a preset name (seed108, small, nips4b)")
+    p.add_argument("--out", type=Path, required=True, help="run folder; the model is written to RUN/model")
+    p.add_argument("--val", type=Path, default=None, help="a separate validation data set (default: a stratified split)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--backbone")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--devices", help="number of devices (GPUs or CPU processes)")
+    p.add_argument("--strategy", help="Lightning strategy, e.g. ddp")
+    p.add_argument("--workers", type=int, help="data-loader worker processes")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.ckpt")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any config value")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@verb("train", "train an SED model (Lightning; CPU, one GPU or many)",
+      "birdsed train --data data/synth --config small --out runs/small --epochs 8", _add_train)
+def cmd_train(a: argparse.Namespace) -> int:
+    from birdsed.config import apply_overrides, load_config
+    from birdsed.train import train
+
+    cfg = load_config(a.config)
+    flags = {"train.epochs": a.epochs, "train.max_steps": a.max_steps, "train.batch_size": a.batch_size,
+             "model.backbone": a.backbone, "train.device": a.device, "train.workers": a.workers, "train.seed": a.seed,
+             "train.devices": a.devices, "train.strategy": a.strategy}
+    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + a.set
+    cfg = apply_overrides(cfg, overrides)
+    model_dir = train(a.data, cfg, a.out, resume=a.resume, val_data=a.val, quiet=a.quiet)
+    console.print(f"model written to {model_dir}")
+    return 0
+
+
+def _add_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, required=True, help="a model directory (RUN/model)")
+    p.add_argument("inputs", nargs="*", help="audio files and folders (recursive)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (a re-run resumes)")
+    p.add_argument("--test-csv", type=Path, help="Kaggle test.csv: predict its audio and write submission.csv")
+    p.add_argument("--audio-dir", type=Path, help="audio of --test-csv (default: test_audio/ beside it)")
+    p.add_argument("--window-s", type=float, default=5.0)
+    p.add_argument("--hop-s", type=float, default=2.5)
+    p.add_argument("--output", choices=["segmentwise", "att", "clipwise"], help="output to decide on (default: the model's)")
+    p.add_argument("--threshold", type=float, help="global threshold (overrides the model's, per-class ones too)")
+    p.add_argument("--max-birds", type=int, help="keep at most K classes per row")
+    p.add_argument("--neighbour-smoothing", choices=["sum", "max"], help="combine each row's scores with its neighbours'")
+    p.add_argument("--format", nargs="+", default=["csv"], choices=["csv", "kaggle", "raven", "audacity"],
+                   help="outputs besides scores.parquet (kaggle is implied by --test-csv)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--workers", type=int, help="decoding processes (default: cores - 1)")
+    p.add_argument("--quiet", action="store_true")
+
+
+@verb("predict", "find calls in recordings: scores, detections, submission, Raven/Audacity files",
+      "birdsed predict --model runs/small/model recordings/ --out preds --format csv raven audacity", _add_predict)
+def cmd_predict(a: argparse.Namespace) -> int:
+    from birdsed.predict import DecisionOptions, run_predict
+
+    decision = DecisionOptions(a.output, a.threshold, a.max_birds, a.neighbour_smoothing)
+    s = run_predict(a.model, a.inputs, a.out, a.test_csv, a.audio_dir, tuple(a.format), a.window_s, a.hop_s,
+                    a.batch_size, a.workers, a.device, decision, a.quiet)
+    console.print(f"{s.n_files} recording(s) ({s.n_done_before} done before); {s.audio_s / 3600:.2f} h of audio in "
+                  f"{s.wall_s:.1f} s = {s.realtime_factor:.0f}x real time; outputs in {s.out}")
+    if s.errors:
+        console.print(f"[yellow]{len(s.errors)} recording(s) failed: see {s.out / 'errors.csv'}")
+        return 1
+    return 0
+
+
+def _add_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--truth", type=Path, required=True, help="row_id,birds truth (e.g. test_labels.csv)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pred", type=Path, help="a submission.csv (row_id,birds)")
+    src.add_argument("--scores", type=Path, help="a scores.parquet from predict")
+    p.add_argument("--test-csv", type=Path, help="maps row_ids to files and times (default: test.csv beside --truth)")
+    p.add_argument("--audio-dir", type=Path)
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+@verb("evaluate", "score predictions: row-wise micro F1, P/R/F1, per class, AP, threshold sweeps",
+      "birdsed evaluate --scores preds/scores.parquet --truth data/synth/test_labels.csv", _add_evaluate)
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    import json
+
+    from birdsed.evaluate import evaluate_submission, scores_report_from_files
+    from birdsed.tables import print_score_report, print_submission_report
+
+    if a.pred:
+        rep = evaluate_submission(a.pred, a.truth)
+        if a.json:
+            print(json.dumps(rep.to_dict(), indent=1))
+        else:
+            print_submission_report(rep)
+        return 0
+    report = scores_report_from_files(a.scores, a.truth, a.test_csv, a.audio_dir)
+    if a.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print_score_report(report)
+    return 0
+
+
+def _add_tune(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, required=True, help="the model directory to store thresholds in")
+    p.add_argument("--scores", type=Path, help="scores.parquet of predict on validation recordings")
+    p.add_argument("--truth", type=Path, help="row_id,birds truth for --scores")
+    p.add_argument("--test-csv", type=Path, help="maps row_ids to files (default: test.csv beside --truth)")
+    p.add_argument("--data", type=Path, help="or: a labelled data set; each recording is one row (whole-file labels)")
+    p.add_argument("--shrink", type=float, default=10.0, help="pull per-class thresholds toward the global one")
+    p.add_argument("--no-per-class", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="print, do not write model.json")
+
+
+@verb("tune", "choose thresholds (global and per class) on validation data; store them in the model",
+      "birdsed tune --model runs/small/model --scores preds/scores.parquet --truth data/synth/test_labels.csv", _add_tune)
+def cmd_tune(a: argparse.Namespace) -> int:
+    from birdsed.tables import print_tune_result
+    from birdsed.tune import tune_model
+
+    result = tune_model(a.model, a.scores, a.truth, a.test_csv, a.data, a.shrink, not a.no_per_class, a.dry_run)
+    print_tune_result(result)
+    return 0

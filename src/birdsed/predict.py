@@ -1,0 +1,172 @@
+"""`predict`: run a model directory over files, folders or a Kaggle test.csv and write every output.
+
+OUT/
+  run.json             model and window settings; a re-run must match them
+  parts/<key>.parquet  one per finished recording (what makes a re-run resume)
+  scores.parquet       all rows, all three outputs
+  detections.csv       file,start_s,end_s,label,score (what passes the decision)
+  submission.csv       with --test-csv: row_id,birds for every row, in order
+  raven/<name>.Table.1.selections.txt, audacity/<name>.txt   on request
+  errors.csv           recordings that failed to decode, with the reason
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from birdsed.audio import find_audio_files
+from birdsed.config import OUTPUT_KINDS
+from birdsed.decide import Thresholds, decide, labels_of, smooth_rows
+from birdsed.errors import BirdsedError, ConfigError
+from birdsed.fsutil import write_text_atomic
+from birdsed.infer import FileResult, predict_files, rows_table
+from birdsed.manifest import read_kaggle_test
+from birdsed.modeldir import WEIGHTS, load_model_dir
+from birdsed.store import recording_key
+from birdsed.writers import detections, merge_runs, raven_table, submission, write_audacity, write_table
+
+log = logging.getLogger(__name__)
+FORMATS = ("csv", "kaggle", "raven", "audacity")
+
+
+@dataclass
+class DecisionOptions:
+    output: str | None = None  # None: the model's default output kind
+    threshold: float | None = None  # overrides the model's thresholds for `output`
+    max_birds: int | None = None
+    neighbour_smoothing: str | None = None  # "sum" or "max"
+
+
+@dataclass
+class PredictSummary:
+    n_files: int
+    n_done_before: int
+    audio_s: float
+    wall_s: float
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    out: Path | None = None
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.audio_s / self.wall_s if self.wall_s > 0 else float("inf")
+
+
+def resolve_inputs(inputs: list[str], test: pd.DataFrame | None) -> tuple[list[str], list[tuple[str, str]]]:
+    """Audio files to run, and (name, reason) for inputs that can't be run at all."""
+    missing: list[tuple[str, str]] = []
+    if test is not None:
+        files = sorted({p for p in test["path"] if p})
+        missing = [(a, "no audio file for this audio_id") for a in sorted(set(test.loc[test["path"] == "", "audio_id"]))]
+        return files, missing
+    files = []
+    for p in find_audio_files(inputs):
+        if p.exists():
+            files.append(str(p))
+        else:
+            missing.append((str(p), "file not found"))
+    return files, missing
+
+
+def decide_scores(scores: pd.DataFrame, classes: list[str], thresholds: Thresholds,
+                  opts: DecisionOptions, default_output: str) -> tuple[pd.DataFrame, np.ndarray, str]:
+    """(rows of the chosen output, boolean presence per row and class, output kind)."""
+    kind = opts.output or default_output
+    if kind not in OUTPUT_KINDS:
+        raise ConfigError(f"unknown output {kind!r}; valid: {list(OUTPUT_KINDS)}")
+    rows = scores[scores["output"] == kind].reset_index(drop=True)
+    values = rows[classes].to_numpy(np.float32)
+    if opts.neighbour_smoothing:
+        for f in rows["file"].unique():
+            idx = np.flatnonzero(rows["file"].to_numpy() == f)
+            values[idx] = smooth_rows(values[idx], opts.neighbour_smoothing)
+    thr = thresholds.vector(kind, classes) if opts.threshold is None else np.full(len(classes), opts.threshold, np.float32)
+    present = decide(values, thr, opts.max_birds)
+    rows = rows.copy()
+    rows[classes] = values
+    return rows, present, kind
+
+
+def _check_run(out: Path, model_dir: Path, window_s: float, hop_s: float, classes: list[str]) -> None:
+    stamp = {"model": str(model_dir.resolve()), "weights_bytes": (model_dir / WEIGHTS).stat().st_size,
+             "window_s": window_s, "hop_s": hop_s, "classes": classes}
+    path = out / "run.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != stamp:
+            raise ConfigError(f"{out} holds results of another model or window setting ({path}); use a new --out")
+    else:
+        write_text_atomic(path, json.dumps(stamp, indent=2))
+
+
+def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_csv: str | Path | None = None,
+                audio_dir: str | Path | None = None, formats: tuple[str, ...] = ("csv",), window_s: float = 5.0,
+                hop_s: float = 2.5, batch_size: int = 64, workers: int | None = None, device: str = "auto",
+                decision: DecisionOptions = DecisionOptions(), quiet: bool = False) -> PredictSummary:
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ConfigError(f"unknown format(s) {sorted(unknown)}; valid: {list(FORMATS)}")
+    if window_s <= 0 or hop_s <= 0:
+        raise ConfigError("--window-s and --hop-s must be positive")
+    model_dir, out = Path(model_dir), Path(out)
+    model, thresholds, meta = load_model_dir(model_dir)
+    classes = model.classes
+    test = read_kaggle_test(test_csv, audio_dir) if test_csv else None
+    files, errors = resolve_inputs(inputs, test)
+    if not files and not errors:
+        raise BirdsedError("no audio files to predict (give files, folders or --test-csv)")
+    out.mkdir(parents=True, exist_ok=True)
+    _check_run(out, model_dir, window_s, hop_s, classes)
+    parts = out / "parts"
+    part_of = {f: parts / f"{recording_key(f)}.parquet" for f in files}
+    todo = [f for f in files if not part_of[f].is_file()]
+    t0 = time.perf_counter()
+    audio_s = 0.0
+    for res in predict_files(model, todo, window_s, hop_s, batch_size, workers, device, quiet) if todo else []:
+        if isinstance(res, FileResult):
+            write_table(rows_table(res, classes), part_of[res.path])
+            audio_s += res.duration_s
+        else:
+            errors.append(res)
+    wall_s = time.perf_counter() - t0
+    write_table(pd.DataFrame(errors, columns=["file", "reason"]), out / "errors.csv")
+    done = [f for f in files if part_of[f].is_file()]
+    scores = pd.concat([pd.read_parquet(part_of[f]) for f in done], ignore_index=True) if done else \
+        pd.DataFrame(columns=["file", "start_s", "end_s", "output", *classes])
+    write_table(scores, out / "scores.parquet")
+    write_outputs(scores, classes, thresholds, decision, meta.get("default_output", "segmentwise"), out, formats, test)
+    return PredictSummary(len(files), len(files) - len(todo), audio_s, wall_s, errors, out)
+
+
+def write_outputs(scores: pd.DataFrame, classes: list[str], thresholds: Thresholds, decision: DecisionOptions,
+                  default_output: str, out: Path, formats: tuple[str, ...], test: pd.DataFrame | None) -> None:
+    rows, present, kind = decide_scores(scores, classes, thresholds, decision, default_output)
+    det = detections(rows, present, classes)
+    write_table(det, out / "detections.csv")
+    if test is not None:
+        birds = labels_of(present, classes)
+        row_birds = {(f, float(s)): b for f, s, b in zip(rows["file"], rows["start_s"], birds)}
+        file_birds = {}
+        for f in rows["file"].unique():
+            idx = np.flatnonzero(rows["file"].to_numpy() == f)
+            whole = rows.loc[idx, classes].to_numpy().max(axis=0, keepdims=True)
+            thr = thresholds.vector(kind, classes) if decision.threshold is None else np.full(len(classes), decision.threshold)
+            file_birds[f] = labels_of(decide(whole, thr, decision.max_birds), classes)[0]
+        write_table(submission(test, row_birds, file_birds), out / "submission.csv")
+    events = merge_runs(det)
+    for fmt, folder in (("raven", "raven"), ("audacity", "audacity")):
+        if fmt not in formats:
+            continue
+        for f in scores["file"].unique():
+            ev = events[events["file"] == f] if len(events) else events
+            stem = Path(f).stem
+            if fmt == "raven":
+                write_table(raven_table(ev), out / folder / f"{stem}.Table.1.selections.txt", sep="\t")
+            else:
+                write_audacity(ev, out / folder / f"{stem}.txt")

@@ -1,0 +1,52 @@
+"""Console tables (rich) for evaluation and tuning results."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from birdsed.config import OUTPUT_KINDS
+
+console = Console(width=None if sys.stdout.isatty() else 120)
+
+
+def print_submission_report(rep) -> None:
+    console.print(f"row-wise micro F1 (competition metric): [bold]{rep.row_f1:.4f}[/bold] over {rep.n_rows} rows")
+    console.print(f"species-only micro precision {rep.precision:.4f}, recall {rep.recall:.4f}, F1 {rep.species_f1:.4f}")
+    if rep.missing_rows:
+        console.print(f"[yellow]{len(rep.missing_rows)} truth row(s) missing from the prediction (counted as nocall), "
+                      f"e.g. {rep.missing_rows[:3]}")
+    t = Table("class", "precision", "recall", "f1", "support", "predicted", title="per class")
+    for r in rep.per_class.to_dict("records"):
+        t.add_row(r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", str(r["support"]),
+                  str(r["predicted"]))
+    console.print(t)
+
+
+def print_score_report(report: dict) -> None:
+    t = Table("output", "threshold", "row F1", "best threshold", "best row F1", "macro AP", "micro AP",
+              title=f"outputs against truth ({report['n_rows']} rows)")
+    for kind in OUTPUT_KINDS:
+        o = report["outputs"][kind]
+        t.add_row(kind, f"{o['seed_threshold']:.2f}", f"{o['seed_row_f1']:.4f}", f"{o['best_threshold']:.2f}",
+                  f"{o['best_row_f1']:.4f}", f"{o['macro_ap']:.4f}", f"{o['micro_ap']:.4f}")
+    console.print(t)
+    sweep = Table("threshold", *OUTPUT_KINDS, title="row-wise F1 against threshold")
+    rows = zip(*(report["outputs"][k]["sweep"] for k in OUTPUT_KINDS))
+    for r in rows:
+        sweep.add_row(f"{r[0]['threshold']:.2f}", *(f"{x['row_f1']:.4f}" for x in r))
+    console.print(sweep)
+    if report["missing_rows"]:
+        console.print(f"[yellow]{len(report['missing_rows'])} truth row(s) have no score, e.g. {report['missing_rows'][:3]}")
+
+
+def print_tune_result(res) -> None:
+    t = Table("output", "before", "global threshold", "F1 (global)", "F1 (per class)", "per-class thresholds",
+              title="threshold tuning (row-wise F1)")
+    for kind in OUTPUT_KINDS:
+        t.add_row(kind, f"{res.before[kind]:.4f}", f"{res.thresholds.global_[kind]:.3f}", f"{res.global_only[kind]:.4f}",
+                  f"{res.after[kind]:.4f}", str(len(res.thresholds.per_class.get(kind, {}))))
+    console.print(t)
+    console.print(f"predict will decide on [bold]{res.best_output}[/bold] by default")

@@ -1,0 +1,251 @@
+"""Training on Lightning: the seed's recipe as a LightningModule plus a `train()` that builds the run folder.
+
+RUN/
+  config.yaml          the resolved config
+  store/               the prepared store (when DATA was not one already)
+  checkpoints/         best.ckpt (by train.select_metric) and last.ckpt (for --resume)
+  metrics.csv          one row per logged step / epoch
+  model/               weights.safetensors + model.json (the best epoch)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from birdsed.augment import Augmenter, mixup
+from birdsed.config import SEED_THRESHOLDS, Config, config_from_dict, save_config
+from birdsed.dataset import CropDataset, WindowDataset
+from birdsed.errors import ConfigError, StoreError
+from birdsed.manifest import Manifest, read_dataset
+from birdsed.metrics import average_precision, row_f1
+from birdsed.model import SEDModel, window_scores
+from birdsed.modeldir import save_model_dir
+from birdsed.sampling import build_items, stratified_split, targets
+from birdsed.store import AudioStore, is_store, prepare
+
+log = logging.getLogger(__name__)
+
+
+def bce(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy on probabilities, in float32 (unsafe under autocast otherwise)."""
+    with torch.autocast(device_type=p.device.type, enabled=False):
+        return F.binary_cross_entropy(p.float().clamp(1e-7, 1 - 1e-7), y.float())
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 0 at `total` steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class SEDTask(L.LightningModule):
+    def __init__(self, config: dict, classes: list[str]):
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg = config_from_dict(config)
+        self.classes = classes
+        self.model = SEDModel(self.cfg.frontend, self.cfg.model, classes)
+        self.aug = Augmenter(self.cfg.augment, self.cfg.frontend)
+        self._val: list[tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]] = []
+        self._tick: tuple[float, int] | None = None
+
+    def _channels_last(self, mel: torch.Tensor) -> torch.Tensor:
+        return mel.contiguous(memory_format=torch.channels_last) if mel.is_cuda else mel
+
+    def training_step(self, batch, batch_idx):
+        wave, y = batch  # (B, n_samples), (B, K)
+        fe = self.model.frontend
+        db = self.aug.db(fe.power_db(self.aug.wave(wave)))
+        mel = self.aug.spec(fe.normalize(db))
+        mel, y = mixup(mel, y, self.cfg.augment)
+        out = self.model.encode(self._channels_last(mel))
+        loss = bce(out["clipwise"], y)
+        w = self.cfg.train.framewise_loss_weight
+        if w > 0:
+            loss = loss + w * bce(out["framewise"].amax(dim=1), y)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
+        now = time.perf_counter()
+        if self._tick is not None:
+            dt = now - self._tick[0]
+            self.log("clips_s", len(y) / max(dt, 1e-9), prog_bar=True, on_step=True, on_epoch=False)
+        self._tick = (now, len(y))
+        return loss
+
+    def on_train_epoch_start(self):
+        self._tick = None
+
+    def validation_step(self, batch, batch_idx):
+        wave, y, rec = batch
+        out = self.model(wave)
+        self.log("val_loss", bce(out["clipwise"], (y > 0).float()), prog_bar=True, batch_size=len(y), sync_dist=True)
+        self._val.append(({k: v.float() for k, v in window_scores(out).items()}, y, rec))
+
+    def on_validation_epoch_end(self):
+        if not self._val:
+            return
+        scores = {k: torch.cat([s[k] for s, _, _ in self._val]) for k in self._val[0][0]}
+        y = torch.cat([t for _, t, _ in self._val])
+        rec = torch.cat([r for _, _, r in self._val])
+        self._val.clear()
+        if self.trainer.world_size > 1:
+            scores = {k: self.all_gather(v).flatten(0, 1) for k, v in scores.items()}
+            y, rec = self.all_gather(y).flatten(0, 1), self.all_gather(rec).flatten(0, 1)
+        metrics = recording_metrics({k: v.cpu().numpy() for k, v in scores.items()}, y.cpu().numpy(), rec.cpu().numpy())
+        for k, v in metrics.items():
+            self.log(k, v, prog_bar=k in ("val_f1_clipwise", "val_map"), rank_zero_only=True)
+
+    def configure_optimizers(self):
+        t = self.cfg.train
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=t.lr)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = max(1, int(t.warmup_frac * total))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def recording_metrics(scores: dict[str, np.ndarray], y: np.ndarray, rec: np.ndarray) -> dict[str, float]:
+    """Validation metrics per recording (max over its windows): row-wise F1 of each output
+    at the seed's thresholds, and macro AP of clipwise."""
+    recs, inverse = np.unique(rec, return_inverse=True)
+    true = np.zeros((len(recs), y.shape[1]), dtype=bool)
+    true[inverse] = y > 0
+    out = {}
+    for kind, s in scores.items():
+        pooled = np.full((len(recs), s.shape[1]), -np.inf, dtype=np.float32)
+        np.maximum.at(pooled, inverse, s)
+        out[f"val_f1_{kind}"] = row_f1(pooled >= SEED_THRESHOLDS[kind], true)
+        if kind == "clipwise":
+            out["val_map"], out["val_micro_ap"] = average_precision(pooled, true)
+    return out
+
+
+@dataclass
+class TrainData:
+    store: AudioStore
+    train: Manifest
+    val: Manifest
+    val_store: AudioStore
+    classes: list[str]
+
+
+def _open_or_prepare(data: Path, dest: Path, workers: int | None) -> AudioStore:
+    if is_store(data):
+        return AudioStore(data)
+    result = prepare(read_dataset(data), dest, workers=workers)
+    log.info(result.summary())
+    store = AudioStore(dest)
+    report = store.report()
+    if len(report):
+        log.warning("%d recording(s) could not be decoded and are left out; see %s", len(report), dest / "report.csv")
+    return store
+
+
+def load_train_data(data: Path, run: Path, cfg: Config, val_data: Path | None = None) -> TrainData:
+    store = _open_or_prepare(Path(data), run / "store", cfg.train.workers or None)
+    manifest = store.manifest()
+    if len(manifest) == 0:
+        raise StoreError(f"{data}: no usable recordings")
+    if val_data is not None:
+        val_store = _open_or_prepare(Path(val_data), run / "val_store", cfg.train.workers or None)
+        train_m, val_m = manifest, val_store.manifest()
+    else:
+        tr, va = stratified_split(manifest, cfg.data.val_fraction, cfg.train.seed)
+        train_m, val_m, val_store = manifest.subset(tr), manifest.subset(va), store
+    classes = sorted(set(manifest.classes) | set(val_m.classes))
+    return TrainData(store, train_m, val_m, val_store, classes)
+
+
+def _accelerator(device: str) -> str:
+    if device == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if device in ("cuda", "gpu"):
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
+        return "gpu"
+    if device == "cpu":
+        return "cpu"
+    raise ConfigError(f"unknown device {device!r}; valid: auto, cpu, cuda")
+
+
+def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, val_data: str | Path | None = None,
+          quiet: bool = False) -> Path:
+    """Train on `data` (a data-set folder or a prepared store) into the run folder `out`; returns out/model."""
+    run = Path(out)
+    run.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    td = load_train_data(Path(data), run, cfg, Path(val_data) if val_data else None)
+    ckpt_dir = run / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if resume and not last.is_file():
+        raise ConfigError(f"--resume: no checkpoint at {last}")
+    save_config(cfg, run / "config.yaml")
+    t = cfg.train
+    items = build_items(td.train, cfg.data, t.seed)
+    tgt = targets(td.train, td.classes, cfg.data)
+    tgt.update(targets(td.val, td.classes, cfg.data))
+    train_ds = CropDataset(td.store, items, tgt, cfg.data.crop_s, cfg.data.short_policy)
+    val_ds = WindowDataset(td.val_store, list(td.val.table["recording_id"]), tgt, cfg.data.crop_s,
+                           cfg.data.val_windows, cfg.data.short_policy)
+    accel = _accelerator(t.device)
+    loader_kw = dict(num_workers=t.workers, pin_memory=accel == "gpu", persistent_workers=t.workers > 0)
+    train_dl = DataLoader(train_ds, batch_size=t.batch_size, shuffle=True, drop_last=len(train_ds) > t.batch_size, **loader_kw)
+    val_dl = DataLoader(val_ds, batch_size=t.batch_size, shuffle=False, **loader_kw) if len(val_ds) else None
+    log.info("training on %d items from %d recordings, %d classes; validating on %d recordings (%d windows)",
+             len(items), len(td.train), len(td.classes), len(td.val), len(val_ds))
+    task = SEDTask(cfg.to_dict(), td.classes)
+    if accel == "gpu":
+        task.model.to(memory_format=torch.channels_last)
+    precision = t.precision if t.precision != "auto" else ("bf16-mixed" if accel == "gpu" else "32-true")
+    monitor = t.select_metric if val_dl is not None else None
+    callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max", save_last=True,
+                                 enable_version_counter=False)]
+    if t.ema:
+        callbacks.append(EMAWeightAveraging(decay=t.ema_decay))
+    if not quiet:
+        callbacks.append(RichProgressBar(leave=True))
+    trainer = L.Trainer(
+        accelerator=accel, devices=t.devices, strategy=t.strategy, precision=precision,
+        max_epochs=t.epochs, max_steps=t.max_steps, gradient_clip_val=t.grad_clip or None,
+        callbacks=callbacks, logger=CSVLogger(run, name="", version=""), default_root_dir=run,
+        log_every_n_steps=10, enable_progress_bar=not quiet, enable_model_summary=False,
+        limit_val_batches=t.limit_val_batches, num_sanity_val_steps=0,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*number of training batches.*")
+        trainer.fit(task, train_dl, val_dl, ckpt_path=str(last) if resume else None)
+    if not trainer.is_global_zero:
+        return run / "model"
+    best = ckpt_dir / "best.ckpt"
+    if monitor and best.is_file():
+        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        task.load_state_dict(state)
+    extra = {"train": {"data": str(data), "best_metric": t.select_metric,
+                       "best_score": float(callbacks[0].best_model_score) if callbacks[0].best_model_score is not None else None,
+                       "epochs": trainer.current_epoch, "steps": trainer.global_step}}
+    model = task.model.to("cpu").to(memory_format=torch.contiguous_format)
+    return save_model_dir(model, run / "model", extra=extra)
+
+
+def default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
