@@ -35,8 +35,34 @@ class Augmenter(nn.Module):
         centres = librosa.mel_frequencies(frontend.n_mels + 2, fmin=frontend.fmin_hz, fmax=frontend.fmax_hz)[1:-1]
         self.register_buffer("mel_centres_hz", torch.tensor(centres, dtype=torch.float32), persistent=False)
 
+    def negatives(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Replace examples, with probability negatives_p, by bird-free noise with an all-zero target.
+
+        Focal training clips are labelled positive in every crop, so without negatives a
+        model learns that any background means a bird; soundscapes are mostly background.
+        """
+        c = self.cfg
+        if not self.training or c.negatives_p <= 0:
+            return x, y
+        B = x.shape[0]
+        chosen = _chosen(c.negatives_p, B, x.device)
+        if not chosen.any():
+            return x, y
+        noise = self._coloured_noise(x)
+        level = 10 ** (-1.3 - 2.0 * torch.rand(B, 1, device=x.device))  # RMS from 0.05 down to 5e-4
+        noise = noise / noise.square().mean(-1, keepdim=True).sqrt().clamp_min(1e-8) * level
+        return torch.where(chosen[:, None], noise, x), torch.where(chosen[:, None], torch.zeros_like(y), y)
+
+    @staticmethod
+    def _coloured_noise(x: torch.Tensor) -> torch.Tensor:
+        """(B, N) noise with a random spectral slope per example: white (0) to brown (-2, wind-like)."""
+        spec = torch.fft.rfft(torch.randn_like(x))
+        f = torch.arange(spec.shape[-1], device=x.device).clamp_min(1).float()
+        slope = -2.0 * torch.rand(x.shape[0], 1, device=x.device)
+        return torch.fft.irfft(spec * f[None, :] ** (slope / 2), n=x.shape[-1])
+
     def wave(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, N) -> (B, N): random gain, background noise (pink or white) at a random SNR."""
+        """(B, N) -> (B, N): random gain, background noise (white to brown) at a random SNR."""
         c = self.cfg
         if not self.training:
             return x
@@ -45,12 +71,7 @@ class Augmenter(nn.Module):
             db = (torch.rand(B, 1, device=x.device) * 2 - 1) * c.gain_db
             x = torch.where(_chosen(c.gain_p, B, x.device)[:, None], x * 10 ** (db / 20), x)
         if c.noise_p > 0:
-            white = torch.randn_like(x)
-            spec = torch.fft.rfft(white)
-            f = torch.arange(spec.shape[-1], device=x.device).clamp_min(1).float()
-            pink = torch.fft.irfft(spec / f.sqrt(), n=x.shape[-1])
-            is_pink = torch.rand(B, 1, device=x.device) < 0.5
-            noise = torch.where(is_pink, pink, white)
+            noise = self._coloured_noise(x)
             lo, hi = c.noise_snr_db
             snr_db = lo + torch.rand(B, 1, device=x.device) * (hi - lo)
             sig_rms = x.square().mean(-1, keepdim=True).sqrt().clamp_min(1e-4)

@@ -52,6 +52,8 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--audio-dir", type=Path, help="audio of --test-csv (default: test_audio/ beside it)")
     p.add_argument("--window-s", type=float, default=5.0)
     p.add_argument("--hop-s", type=float, default=2.5)
+    p.add_argument("--pooling", choices=["window", "segment"], default="window",
+                   help="row scores: max over overlapping windows (the seed), or over the head's time segments in the row")
     p.add_argument("--output", choices=["segmentwise", "att", "clipwise"], help="output to decide on (default: the model's)")
     p.add_argument("--threshold", type=float, help="global threshold (overrides the model's, per-class ones too)")
     p.add_argument("--max-birds", type=int, help="keep at most K classes per row")
@@ -71,7 +73,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
     decision = DecisionOptions(a.output, a.threshold, a.max_birds, a.neighbour_smoothing)
     s = run_predict(a.model, a.inputs, a.out, a.test_csv, a.audio_dir, tuple(a.format), a.window_s, a.hop_s,
-                    a.batch_size, a.workers, a.device, decision, a.quiet)
+                    a.batch_size, a.workers, a.device, decision, a.quiet, a.pooling)
     console.print(f"{s.n_files} recording(s) ({s.n_done_before} done before); {s.audio_s / 3600:.2f} h of audio in "
                   f"{s.wall_s:.1f} s = {s.realtime_factor:.0f}x real time; outputs in {s.out}")
     if s.errors:
@@ -132,4 +134,28 @@ def cmd_tune(a: argparse.Namespace) -> int:
 
     result = tune_model(a.model, a.scores, a.truth, a.test_csv, a.data, a.shrink, not a.no_per_class, a.dry_run)
     print_tune_result(result)
+    return 0
+
+
+def _add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("birdsed-demo"), help="folder for data, run, predictions, report")
+    p.add_argument("--species", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override the small config")
+    p.add_argument("--quiet", action="store_true")
+
+
+@verb("demo", "the whole job on synthetic data: synth, train a small model, predict, evaluate, report",
+      "birdsed demo --out birdsed-demo", _add_demo)
+def cmd_demo(a: argparse.Namespace) -> int:
+    from birdsed.demo import run_demo
+    from birdsed.synth import SynthConfig
+    from birdsed.tables import print_score_report
+
+    res = run_demo(a.out, SynthConfig(species=a.species, seed=a.seed), a.set, a.quiet)
+    print_score_report(res.score_report)
+    console.print(f"[bold green]row-wise micro F1 on the synthetic soundscapes: {res.row_f1:.4f}[/bold green] "
+                  f"(output {res.output}; {res.seconds / 60:.1f} min)")
+    console.print(f"outputs: {res.out / 'predict'} (submission.csv, detections.csv, scores.parquet, raven/, audacity/); "
+                  f"model: {res.out / 'run' / 'model'}")
     return 0

@@ -59,6 +59,7 @@ class DataConfig:
 class AugmentConfig:
     """Each augmentation has a probability (0 = off); all run on the device, in training only."""
 
+    negatives_p: float = 0.0  # bird-free noise examples with all-zero targets
     gain_p: float = 0.5
     gain_db: float = 6.0
     noise_p: float = 0.0

@@ -19,11 +19,13 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from birdsed.audio import stream_audio
 from birdsed.config import OUTPUT_KINDS
 from birdsed.errors import AudioDecodeError
-from birdsed.model import SEDModel, window_scores
+from birdsed.errors import ConfigError
+from birdsed.model import SEDModel, segment_scores, window_scores
 from birdsed.progress import progress_bar
 
 log = logging.getLogger(__name__)
 ROW_S = 5.0
+POOLINGS = ("window", "segment")
 
 
 def window_starts(n_samples: int, window: int, hop: int) -> np.ndarray:
@@ -41,21 +43,65 @@ def n_rows(duration_s: float, row_s: float = ROW_S) -> int:
     return max(1, math.ceil(duration_s / row_s - 1e-9))
 
 
+def window_row_pairs(starts_s: np.ndarray, window_s: float, row_s: float = ROW_S) -> tuple[np.ndarray, np.ndarray]:
+    """(window index, row index) for every row each window overlaps: window [s, s + w) overlaps
+    row [r * row_s, (r + 1) * row_s) when they share a positive stretch of time."""
+    first = np.floor(starts_s / row_s + 1e-9).astype(np.int64)
+    last = np.ceil((starts_s + window_s) / row_s - 1e-9).astype(np.int64) - 1  # inclusive
+    span = int((last - first).max(initial=0)) + 1
+    w = np.repeat(np.arange(len(starts_s)), span)
+    r = (first[:, None] + np.arange(span)[None, :]).ravel()
+    ok = r <= np.repeat(last, span)
+    return w[ok], r[ok]
+
+
+def segment_rows(starts_s: np.ndarray, window_s: float, n_segments: int, row_s: float = ROW_S) -> np.ndarray:
+    """Row index of every segment of every window [shape=(W, n_segments)], by the segment's centre time."""
+    centres = starts_s[:, None] + (np.arange(n_segments)[None, :] + 0.5) * (window_s / n_segments)
+    return np.floor(centres / row_s).astype(np.int64)
+
+
 def rows_from_windows(starts_s: np.ndarray, window_s: float, scores: np.ndarray, duration_s: float,
                       row_s: float = ROW_S) -> np.ndarray:
     """Per-row scores [shape=(n_rows, K)]: for each row, the max over the windows overlapping it.
 
     starts_s [shape=(W,)], scores [shape=(W, K)].
     """
-    R = n_rows(duration_s, row_s)
-    out = np.full((R, scores.shape[1]), -np.inf, dtype=np.float32)
-    first = np.floor(starts_s / row_s + 1e-9).astype(int)
-    last = np.ceil((starts_s + window_s) / row_s - 1e-9).astype(int) - 1  # inclusive
-    for offset in range(int((last - first).max(initial=0)) + 1):
-        r = first + offset
-        ok = (r <= last) & (r < R)
-        np.maximum.at(out, r[ok], scores[ok])
-    return np.where(np.isfinite(out), out, 0.0).astype(np.float32)
+    acc = RowAccumulator(scores.shape[1], row_s)
+    acc.add_windows(starts_s, window_s, scores)
+    return acc.result(duration_s)
+
+
+class RowAccumulator:
+    """Running per-row maxima of one output kind of one recording, fed window batches as they come.
+
+    Memory grows with the number of rows (K floats per 5 s), never with the audio.
+    """
+
+    def __init__(self, n_classes: int, row_s: float = ROW_S):
+        self.row_s = row_s
+        self.rows = np.full((64, n_classes), -np.inf, dtype=np.float32)
+
+    def _grow(self, max_row: int) -> None:
+        if max_row >= len(self.rows):
+            extra = np.full((max(max_row + 1, 2 * len(self.rows)) - len(self.rows), self.rows.shape[1]), -np.inf, np.float32)
+            self.rows = np.vstack([self.rows, extra])
+
+    def add_windows(self, starts_s: np.ndarray, window_s: float, scores: np.ndarray) -> None:
+        """Window pooling: scores [shape=(W, K)] go to every row each window overlaps."""
+        w, r = window_row_pairs(starts_s, window_s, self.row_s)
+        self._grow(int(r.max(initial=0)))
+        np.maximum.at(self.rows, r, scores[w])
+
+    def add_segments(self, starts_s: np.ndarray, window_s: float, seg: np.ndarray) -> None:
+        """Segment pooling: seg [shape=(W, K, T')]; each segment goes to the row holding its centre."""
+        r = segment_rows(starts_s, window_s, seg.shape[2], self.row_s)  # (W, T')
+        self._grow(int(r.max(initial=0)))
+        np.maximum.at(self.rows, r.ravel(), seg.transpose(0, 2, 1).reshape(-1, seg.shape[1]))
+
+    def result(self, duration_s: float) -> np.ndarray:
+        out = self.rows[: n_rows(duration_s, self.row_s)]
+        return np.where(np.isfinite(out), out, 0.0).astype(np.float32)
 
 
 @dataclass
@@ -168,8 +214,16 @@ def pick_device(device: str) -> torch.device:
 
 
 def predict_files(model: SEDModel, files: list[str], window_s: float = 5.0, hop_s: float = 2.5, batch_size: int = 64,
-                  workers: int | None = None, device: str = "auto", quiet: bool = False) -> Iterator[FileResult | tuple[str, str]]:
-    """Yield a FileResult per recording (in completion order), or (path, error) for files that fail to decode."""
+                  workers: int | None = None, device: str = "auto", quiet: bool = False,
+                  pooling: str = "window") -> Iterator[FileResult | tuple[str, str]]:
+    """Yield a FileResult per recording (in completion order), or (path, error) for files that fail to decode.
+
+    pooling "window": a row's score is the max over the windows overlapping it (the seed's rule).
+    pooling "segment": segmentwise and att rows take the max over the head's time segments whose
+    centre lies in the row (sharper in time); clipwise stays window-pooled.
+    """
+    if pooling not in POOLINGS:
+        raise ConfigError(f"unknown pooling {pooling!r}; valid: {list(POOLINGS)}")
     dev = pick_device(device)
     model = model.to(dev).eval()
     if dev.type == "cuda":
@@ -180,7 +234,9 @@ def predict_files(model: SEDModel, files: list[str], window_s: float = 5.0, hop_
     ds = WindowStream(files, window_s, hop_s, batch_size, sr)
     dl = DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=_collate, pin_memory=dev.type == "cuda",
                     prefetch_factor=4 if workers else None)
-    pending: dict[int, dict[int, dict[str, np.ndarray]]] = {}
+    pending: dict[int, dict[str, RowAccumulator]] = {}
+    n_classes = len(model.classes)
+    hop_s_exact = ds.hop / sr
     stats = PredictStats()
     t0 = time.perf_counter()
     rate = lambda: f"{stats.audio_s / max(time.perf_counter() - t0, 1e-9):.0f}x real time"  # noqa: E731
@@ -189,11 +245,20 @@ def predict_files(model: SEDModel, files: list[str], window_s: float = 5.0, hop_
             if len(batch["wave"]):
                 wave = batch["wave"].to(dev, non_blocking=True)
                 with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                    scores = {k: v.float().cpu().numpy() for k, v in window_scores(model(wave)).items()}
-                for j, (f, w) in enumerate(zip(batch["file"].tolist(), batch["win"].tolist())):
-                    pending.setdefault(f, {})[w] = {k: scores[k][j] for k in OUTPUT_KINDS}
+                    out = model(wave)
+                scores = {k: v.float().cpu().numpy() for k, v in window_scores(out).items()}
+                segs = segment_scores(out) if pooling == "segment" else {}
+                fidx, starts_s = batch["file"].numpy(), batch["win"].numpy() * hop_s_exact
+                for f in np.unique(fidx):
+                    sel = fidx == f
+                    accs = pending.setdefault(int(f), {k: RowAccumulator(n_classes) for k in OUTPUT_KINDS})
+                    for k in OUTPUT_KINDS:
+                        if k in segs:
+                            accs[k].add_segments(starts_s[sel], window_s, segs[k][sel])
+                        else:
+                            accs[k].add_windows(starts_s[sel], window_s, scores[k][sel])
             for d in batch["done"]:
-                wins = pending.pop(d.index, {})
+                accs = pending.pop(d.index, None)
                 advance(1)
                 if d.error:
                     stats.errors.append((files[d.index], d.error))
@@ -201,10 +266,9 @@ def predict_files(model: SEDModel, files: list[str], window_s: float = 5.0, hop_
                     continue
                 duration_s = d.n_samples / sr
                 stats.audio_s += duration_s
-                starts_s = np.arange(d.n_windows) * (ds.hop / sr)
-                rows = {k: rows_from_windows(starts_s, window_s, np.stack([wins[i][k] for i in range(d.n_windows)]), duration_s)
-                        for k in OUTPUT_KINDS}
-                yield FileResult(files[d.index], duration_s, rows)
+                if accs is None:  # cannot happen for a decoded file: every file has at least one window
+                    accs = {k: RowAccumulator(n_classes) for k in OUTPUT_KINDS}
+                yield FileResult(files[d.index], duration_s, {k: a.result(duration_s) for k, a in accs.items()})
 
 
 def rows_table(result: FileResult, classes: list[str], row_s: float = ROW_S) -> pd.DataFrame:

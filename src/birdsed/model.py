@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
@@ -174,3 +175,9 @@ def window_scores(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         "segmentwise": out["segmentwise"].amax(dim=-1),
         "att": (out["norm_att"] * out["segmentwise"]).amax(dim=-1),
     }
+
+
+def segment_scores(out: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Time-resolved scores of a window, each [shape=(B, K, T')]: segmentwise, and att = norm_att * segmentwise."""
+    seg = out["segmentwise"].float()
+    return {"segmentwise": seg.cpu().numpy(), "att": (out["norm_att"].float() * seg).cpu().numpy()}

@@ -93,9 +93,9 @@ def decide_scores(scores: pd.DataFrame, classes: list[str], thresholds: Threshol
     return rows, present, kind
 
 
-def _check_run(out: Path, model_dir: Path, window_s: float, hop_s: float, classes: list[str]) -> None:
+def _check_run(out: Path, model_dir: Path, window_s: float, hop_s: float, classes: list[str], pooling: str) -> None:
     stamp = {"model": str(model_dir.resolve()), "weights_bytes": (model_dir / WEIGHTS).stat().st_size,
-             "window_s": window_s, "hop_s": hop_s, "classes": classes}
+             "window_s": window_s, "hop_s": hop_s, "pooling": pooling, "classes": classes}
     path = out / "run.json"
     if path.is_file():
         old = json.loads(path.read_text())
@@ -108,7 +108,7 @@ def _check_run(out: Path, model_dir: Path, window_s: float, hop_s: float, classe
 def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_csv: str | Path | None = None,
                 audio_dir: str | Path | None = None, formats: tuple[str, ...] = ("csv",), window_s: float = 5.0,
                 hop_s: float = 2.5, batch_size: int = 64, workers: int | None = None, device: str = "auto",
-                decision: DecisionOptions = DecisionOptions(), quiet: bool = False) -> PredictSummary:
+                decision: DecisionOptions = DecisionOptions(), quiet: bool = False, pooling: str = "window") -> PredictSummary:
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ConfigError(f"unknown format(s) {sorted(unknown)}; valid: {list(FORMATS)}")
@@ -122,13 +122,13 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
     if not files and not errors:
         raise BirdsedError("no audio files to predict (give files, folders or --test-csv)")
     out.mkdir(parents=True, exist_ok=True)
-    _check_run(out, model_dir, window_s, hop_s, classes)
+    _check_run(out, model_dir, window_s, hop_s, classes, pooling)
     parts = out / "parts"
     part_of = {f: parts / f"{recording_key(f)}.parquet" for f in files}
     todo = [f for f in files if not part_of[f].is_file()]
     t0 = time.perf_counter()
     audio_s = 0.0
-    for res in predict_files(model, todo, window_s, hop_s, batch_size, workers, device, quiet) if todo else []:
+    for res in predict_files(model, todo, window_s, hop_s, batch_size, workers, device, quiet, pooling) if todo else []:
         if isinstance(res, FileResult):
             write_table(rows_table(res, classes), part_of[res.path])
             audio_s += res.duration_s

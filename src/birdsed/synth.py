@@ -202,10 +202,12 @@ def _train_clip(sp: Species, others: list[Species], idx: int, cfg: SynthConfig) 
     n = int(dur * BASE_RATE_HZ)
     buf = _noise_bed(rng, n, BASE_RATE_HZ, level=rng.uniform(0.005, 0.04))
     scale = rng.uniform(0.95, 1.05)  # this individual's pitch
-    n_bouts = 1 + int(rng.integers(0, 1 + int(dur // 8)))
-    for _ in range(n_bouts):
+    # focal recordings: the bird sings through most of the clip, bouts a few seconds apart
+    t = rng.uniform(0, 1.5)
+    while t < dur:
         bout, _ = _bout(sp, rng, scale, BASE_RATE_HZ)
-        _place(buf, bout, int(rng.integers(0, max(1, n - len(bout) // 2))), rng.uniform(0.3, 0.8))
+        _place(buf, bout, int(t * BASE_RATE_HZ), rng.uniform(0.3, 0.8))
+        t += len(bout) / BASE_RATE_HZ + rng.uniform(0.5, 4.0)
     secondary: list[Species] = []
     if others and rng.random() < 0.3:
         sec = others[int(rng.integers(0, len(others)))]

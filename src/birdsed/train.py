@@ -69,7 +69,7 @@ class SEDTask(L.LightningModule):
         return mel.contiguous(memory_format=torch.channels_last) if mel.is_cuda else mel
 
     def training_step(self, batch, batch_idx):
-        wave, y = batch  # (B, n_samples), (B, K)
+        wave, y = self.aug.negatives(*batch)  # (B, n_samples), (B, K)
         fe = self.model.frontend
         db = self.aug.db(fe.power_db(self.aug.wave(wave)))
         mel = self.aug.spec(fe.normalize(db))
@@ -192,6 +192,8 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
     """Train on `data` (a data-set folder or a prepared store) into the run folder `out`; returns out/model."""
     run = Path(out)
     run.mkdir(parents=True, exist_ok=True)
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     td = load_train_data(Path(data), run, cfg, Path(val_data) if val_data else None)
     ckpt_dir = run / "checkpoints"
@@ -231,8 +233,9 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
         limit_val_batches=t.limit_val_batches, num_sanity_val_steps=0,
     )
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*number of training batches.*")
+        for noise in (".*does not have many workers.*", ".*number of training batches.*", ".*exists and is not empty.*",
+                      ".*LeafSpec.*", ".*Checkpoint directory.*exists and is not empty.*"):
+            warnings.filterwarnings("ignore", noise)
         trainer.fit(task, train_dl, val_dl, ckpt_path=str(last) if resume else None)
     if not trainer.is_global_zero:
         return run / "model"
