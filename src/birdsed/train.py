@@ -229,7 +229,7 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
         accelerator=accel, devices=t.devices, strategy=t.strategy, precision=precision,
         max_epochs=t.epochs, max_steps=t.max_steps, gradient_clip_val=t.grad_clip or None,
         callbacks=callbacks, logger=CSVLogger(run, name="", version=""), default_root_dir=run,
-        log_every_n_steps=10, enable_progress_bar=not quiet, enable_model_summary=False,
+        log_every_n_steps=max(1, min(10, len(train_dl))), enable_progress_bar=not quiet, enable_model_summary=False,
         limit_val_batches=t.limit_val_batches, num_sanity_val_steps=0,
     )
     with warnings.catch_warnings():

