@@ -47,3 +47,13 @@ def test_bad_model_dirs(tmp_path):
     (tmp_path / "m2" / "model.json").write_text("{not json")
     with pytest.raises(ModelError, match="not valid JSON"):
         load_model_dir(tmp_path / "m2")
+
+
+def test_pretrained_model_round_trip(tmp_path):
+    m = SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="tf_efficientnet_lite0", pretrained=True), ["x"]).eval()
+    save_model_dir(m, tmp_path / "m")
+    back, _, meta = load_model_dir(tmp_path / "m")
+    assert back.in_chans == 3 and meta["model"]["pretrained"] is False
+    wave = torch.randn(1, 32000)
+    with torch.no_grad():
+        torch.testing.assert_close(m(wave)["clipwise"], back(wave)["clipwise"])

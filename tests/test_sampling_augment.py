@@ -128,3 +128,20 @@ def test_mixup_union_and_weighted():
     torch.testing.assert_close(yw.sum(1), torch.ones(4))
     m0, y0 = mixup(m, y, AugmentConfig(mixup_p=0.0))
     assert torch.equal(m0, m) and torch.equal(y0, y)
+
+
+def test_iterative_stratified_folds():
+    from birdsed.sampling import iterative_stratified_folds
+
+    rng = np.random.default_rng(0)
+    classes = [f"c{i}" for i in range(12)]
+    labels = [list(rng.choice(classes, size=rng.integers(0, 4), replace=False)) for _ in range(300)]
+    folds = iterative_stratified_folds(labels, 5, seed=3)
+    assert set(folds) == {0, 1, 2, 3, 4}  # every example in exactly one fold
+    sizes = np.bincount(folds)
+    assert sizes.max() - sizes.min() <= 3
+    for c in classes:
+        per_fold = np.bincount([f for f, ls in zip(folds, labels) if c in ls], minlength=5)
+        assert per_fold.max() - per_fold.min() <= 2, (c, per_fold)  # stratified per label
+    assert (iterative_stratified_folds(labels, 5, seed=3) == folds).all()
+    assert not (iterative_stratified_folds(labels, 5, seed=4) == folds).all()

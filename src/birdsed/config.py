@@ -38,6 +38,7 @@ class FrontendConfig:
 class ModelConfig:
     backbone: str = "resnet50"
     pretrained: bool | str = False  # True: timm's weights (online); a path: a local weight file
+    in_chans: int = 0  # 0: 3 when pretrained (the mel image repeated), else 1
     dropout: float = 0.5
     drop_path: float = 0.0
 

@@ -80,7 +80,7 @@ def create_backbone(cfg: ModelConfig) -> tuple[nn.Module, int, int]:
     if spec is None:
         raise ModelError(f"unknown backbone {cfg.backbone!r}; valid: {', '.join(sorted(BACKBONES))}")
     pretrained = cfg.pretrained
-    in_chans = 3 if pretrained else 1  # ImageNet weights expect RGB: the mel image is repeated
+    in_chans = cfg.in_chans or (3 if pretrained else 1)  # ImageNet weights expect RGB: the mel image is repeated
     kwargs = dict(num_classes=0, global_pool="", in_chans=in_chans)
     if cfg.drop_path:
         kwargs["drop_path_rate"] = cfg.drop_path

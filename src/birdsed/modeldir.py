@@ -33,7 +33,7 @@ def save_model_dir(model: SEDModel, out: str | Path, thresholds: Thresholds | No
         "birdsed_version": __version__,
         "classes": model.classes,
         "frontend": asdict(model.frontend_cfg),
-        "model": {**asdict(model.model_cfg), "pretrained": False},  # weights are in the file
+        "model": {**asdict(model.model_cfg), "pretrained": False, "in_chans": model.in_chans},  # weights are in the file
         "thresholds": (thresholds or Thresholds()).to_dict(),
         **(extra or {}),
     }

@@ -99,3 +99,41 @@ def stratified_split(manifest: Manifest, fraction: float, seed: int) -> tuple[np
             n_val = min(max(n_val, 1), len(idx) - 1)
         val[rng.permutation(idx)[:n_val]] = True
     return ~val, val
+
+
+def iterative_stratified_folds(labels: list[list[str]], n_folds: int, seed: int) -> np.ndarray:
+    """Fold index per example for multi-label data (Sechidis et al. 2011, iterative stratification).
+
+    Labels are dealt out rarest first: each example carrying the rarest remaining label goes to
+    the fold that most lacks that label (ties: most lacking examples overall, then at random).
+    Examples with no label are dealt round-robin to the folds with most room. Seeded.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    fold = np.full(n, -1, dtype=int)
+    want_total = np.full(n_folds, n / n_folds)
+    classes = sorted({c for ls in labels for c in ls})
+    want = {c: np.full(n_folds, sum(c in ls for ls in labels) / n_folds) for c in classes}
+    remaining = set(range(n))
+    while True:
+        counts = {c: sum(1 for i in remaining if c in labels[i]) for c in classes}
+        live = [c for c in classes if counts[c] > 0]
+        if not live:
+            break
+        rarest = min(live, key=lambda c: (counts[c], c))
+        for i in rng.permutation(sorted(i for i in remaining if rarest in labels[i])):
+            need = want[rarest]
+            best = np.flatnonzero(need == need.max())
+            if len(best) > 1:
+                best = best[want_total[best] == want_total[best].max()]
+            f = int(rng.choice(best))
+            fold[i] = f
+            remaining.discard(int(i))
+            want_total[f] -= 1
+            for c in labels[i]:
+                want[c][f] -= 1
+    for i in rng.permutation(sorted(remaining)):
+        f = int(rng.choice(np.flatnonzero(want_total == want_total.max())))
+        fold[i] = f
+        want_total[f] -= 1
+    return fold

@@ -1,0 +1,36 @@
+"""What every benchmark prints and stores: the machine, the versions, the settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+NIPS4B = (REPO / ".." / "shared" / "data" / "nips4b").resolve()
+
+
+def machine() -> dict:
+    import torch
+
+    import birdsed
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "birdsed": birdsed.__version__,
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "gpu": gpu}
+
+
+def peak_rss_mb(children: bool = False) -> float:
+    """Peak resident memory of this process (or of its finished children), in MiB."""
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+def save_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=float))
+    print(f"results written to {path}")

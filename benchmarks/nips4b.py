@@ -1,0 +1,122 @@
+"""NIPS4B 5-fold cross-validation of the whole birdsed pipeline (train -> tune -> predict).
+
+    python benchmarks/nips4b.py --folds 5 --out bench-out/nips4b [--config nips4b] [--set k=v ...]
+
+Folds are iteratively stratified over labels (seeded). Each fold trains on four folds
+(birdsed's own validation split inside them picks the epoch and the thresholds) and
+predicts the fifth with `predict`; a clip's score per class is the max over its rows.
+Reports over out-of-fold predictions: macro AP (classes with a positive), micro AP,
+row-wise F1 with nocall at the tuned thresholds, species-only micro F1; mean and spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import NIPS4B, machine, save_json  # noqa: E402
+
+from birdsed.config import OUTPUT_KINDS, apply_overrides, load_config  # noqa: E402
+from birdsed.decide import decide  # noqa: E402
+from birdsed.manifest import read_dataset  # noqa: E402
+from birdsed.metrics import average_precision, micro_prf, row_f1, sets_to_matrix  # noqa: E402
+from birdsed.predict import run_predict  # noqa: E402
+from birdsed.sampling import iterative_stratified_folds, stratified_split  # noqa: E402
+from birdsed.train import train  # noqa: E402
+from birdsed.tune import tune  # noqa: E402
+
+
+def write_subset(table: pd.DataFrame, folder: Path) -> Path:
+    """A labels.csv data set naming the clips by absolute path (no audio is copied)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"filename": table["path"], "labels": [" ".join(x) for x in table["primary_labels"]]}).to_csv(
+        folder / "labels.csv", index=False)
+    return folder
+
+
+def clip_scores(model_dir: Path, paths: list[str], out: Path) -> dict[str, np.ndarray]:
+    """(n_clips, K) per output kind: max over each clip's rows."""
+    run_predict(model_dir, paths, out, workers=1, quiet=True)
+    s = pd.read_parquet(out / "scores.parquet")
+    classes = [c for c in s.columns if c not in ("file", "start_s", "end_s", "output")]
+    res = {}
+    for kind in OUTPUT_KINDS:
+        per_file = s[s["output"] == kind].groupby("file")[classes].max()
+        res[kind] = per_file.reindex(paths).to_numpy(np.float32)
+    return res
+
+
+def run_fold(k: int, manifest, folds: np.ndarray, cfg, out: Path) -> dict:
+    t = manifest.table
+    train_t, test_t = t[folds != k].reset_index(drop=True), t[folds == k].reset_index(drop=True)
+    data = write_subset(train_t, out / f"fold{k}" / "data")
+    t0 = time.perf_counter()
+    model_dir = train(data, cfg, out / f"fold{k}" / "run", quiet=True)
+    train_s = time.perf_counter() - t0
+    import json
+
+    classes = json.loads((model_dir / "model.json").read_text())["classes"]
+    # thresholds: tuned on birdsed's validation split inside the training folds (the same split train() used)
+    sub = read_dataset(data)
+    sub.table["duration_s"] = 1.0
+    _, va = stratified_split(sub, cfg.data.val_fraction, cfg.train.seed)
+    val_t = sub.table[va]
+    val_scores = clip_scores(model_dir, list(val_t["path"]), out / f"fold{k}" / "pred_val")
+    val_true = sets_to_matrix([{c for c in x if c in classes} for x in val_t["primary_labels"]], classes)
+    tuned = tune(val_scores, val_true, classes, per_class=False)
+    kind = tuned.best_output
+    scores = clip_scores(model_dir, [str(p) for p in test_t["path"]], out / f"fold{k}" / "pred_test")
+    true_sets = [set(x) for x in test_t["primary_labels"]]
+    all_classes = classes + sorted(set().union(*true_sets) - set(classes))
+    pad = np.zeros((len(test_t), len(all_classes) - len(classes)), np.float32)
+    true = sets_to_matrix(true_sets, all_classes)
+    res = {"fold": k, "n_train": len(train_t), "n_test": len(test_t), "train_s": train_s, "output": kind,
+           "threshold": tuned.thresholds.global_[kind]}
+    for o in OUTPUT_KINDS:
+        s = np.hstack([scores[o], pad])
+        res[f"macro_ap_{o}"], res[f"micro_ap_{o}"] = average_precision(s, true)
+    s = np.hstack([scores[kind], pad])
+    thr = np.concatenate([tuned.thresholds.vector(kind, classes), np.ones(pad.shape[1])])
+    pred = decide(s, thr)
+    res["row_f1"] = row_f1(pred, true)
+    res["species_f1"] = micro_prf(pred, true)[2]
+    res["macro_ap"], res["micro_ap"] = res["macro_ap_clipwise"], res["micro_ap_clipwise"]
+    print(pd.Series(res).to_string(), flush=True)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=NIPS4B)
+    ap.add_argument("--out", type=Path, default=Path("bench-out/nips4b"))
+    ap.add_argument("--config", default="nips4b")
+    ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--only-folds", type=int, nargs="*", help="run these folds only (e.g. a smoke run)")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    if not (a.data / "labels.csv").is_file():
+        sys.exit(f"NIPS4B not found at {a.data}")
+    cfg = apply_overrides(load_config(a.config), a.set)
+    manifest = read_dataset(a.data)
+    folds = iterative_stratified_folds(list(manifest.table["primary_labels"]), a.folds, a.seed)
+    rows = [run_fold(k, manifest, folds, cfg, a.out) for k in (a.only_folds if a.only_folds is not None else range(a.folds))]
+    df = pd.DataFrame(rows)
+    summary = {m: {"mean": float(df[m].mean()), "std": float(df[m].std(ddof=0))}
+               for m in ("macro_ap", "micro_ap", "row_f1", "species_f1", "train_s")}
+    print("\nfold results:\n" + df.round(4).to_string(index=False))
+    print("\nmean ± std over folds:")
+    for m, v in summary.items():
+        print(f"  {m:>12}: {v['mean']:.4f} ± {v['std']:.4f}")
+    save_json(a.out / "nips4b.json", {"machine": machine(), "config": a.config, "overrides": a.set,
+                                      "folds": rows, "summary": summary})
+
+
+if __name__ == "__main__":
+    main()
