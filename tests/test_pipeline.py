@@ -189,3 +189,112 @@ def test_ddp_two_cpu_processes(synth_data, tmp_path):
     assert (tmp_path / "run" / "model" / "weights.safetensors").is_file()
     meta = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
     assert meta["train"]["steps"] == 3, res.stderr[-3000:]
+
+
+def test_onnx_export_matches_pytorch_and_predict_backend(trained, synth_data, tmp_path):
+    import shutil
+
+    from birdsed.export import export_onnx
+
+    _, model_dir = trained
+    model_copy = tmp_path / "model"
+    shutil.copytree(model_dir, model_copy)
+    audio = sorted((synth_data / "test_audio").glob("*.mp3"))[0]
+    diffs = export_onnx(model_copy, model_copy / "model.onnx", check_audio=audio)
+    assert {"random/clipwise", "audio/framewise"} <= set(diffs) and max(diffs.values()) < 1e-3
+    a = run_predict(model_copy, [str(audio)], tmp_path / "torch", quiet=True, workers=0)
+    b = run_predict(model_copy, [str(audio)], tmp_path / "onnx", quiet=True, workers=0, backend="onnx")
+    assert not a.errors and not b.errors
+    sa = pd.read_parquet(tmp_path / "torch" / "scores.parquet")
+    sb = pd.read_parquet(tmp_path / "onnx" / "scores.parquet")
+    classes = [c for c in sa.columns if c not in ("file", "start_s", "end_s", "output")]
+    assert np.abs(sa[classes].to_numpy() - sb[classes].to_numpy()).max() < 1e-3
+
+
+def test_onnx_backend_without_export_is_a_clear_error(trained, synth_data, tmp_path):
+    from birdsed.errors import ModelError
+
+    _, model_dir = trained
+    with pytest.raises(ModelError, match="birdsed export"):
+        run_predict(model_dir, [str(synth_data / "test_audio")], tmp_path, quiet=True, backend="onnx")
+
+
+class FakeKaggle:
+    """A stand-in with the interface of kaggle.api.kaggle_api_extended.KaggleApi."""
+
+    def __init__(self, existing=(), zip_payload=None):
+        self.calls, self.existing, self.zip_payload = [], set(existing), zip_payload
+
+    def competition_download_files(self, competition, path=None, force=False, quiet=True, unzip=False):
+        self.calls.append(("competition_download_files", competition))
+        import zipfile
+
+        with zipfile.ZipFile(f"{path}/{competition}.zip", "w") as z:
+            for name, text in (self.zip_payload or {}).items():
+                z.writestr(name, text)
+
+    def dataset_download_files(self, dataset, path=None, force=False, quiet=True, unzip=False, licenses=[]):
+        self.calls.append(("dataset_download_files", dataset))
+
+    def dataset_status(self, dataset):
+        if dataset not in self.existing:
+            raise RuntimeError("404 Not Found")
+        return "ready"
+
+    def dataset_create_new(self, folder, public=False, quiet=False, convert_to_csv=True, dir_mode="skip"):
+        self.calls.append(("dataset_create_new", folder))
+
+    def dataset_create_version(self, folder, version_notes, quiet=False, convert_to_csv=True, delete_old_versions=False):
+        self.calls.append(("dataset_create_version", folder, version_notes))
+
+
+def test_kaggle_credentials_are_checked_first(tmp_path, monkeypatch):
+    from birdsed.kaggle_io import KaggleError, credentials_problem, download
+
+    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "cfg"))
+    problem = credentials_problem()
+    assert "kaggle.json" in problem and "KAGGLE_USERNAME" in problem
+    with pytest.raises(KaggleError, match="no Kaggle credentials"):
+        download(tmp_path / "data", client=FakeKaggle())
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "kaggle.json").write_text('{"username": "u", "key": "k"}')
+    assert credentials_problem() is None
+    assert credentials_problem({"KAGGLE_USERNAME": "u", "KAGGLE_KEY": "k"}, home=tmp_path / "nowhere") is None
+
+
+def test_kaggle_download_and_publish_with_a_stand_in(trained, tmp_path, monkeypatch):
+    from birdsed.kaggle_io import KaggleError, download, publish
+
+    monkeypatch.setenv("KAGGLE_USERNAME", "me")
+    monkeypatch.setenv("KAGGLE_KEY", "secret")
+    api = FakeKaggle(zip_payload={"train.csv": "ebird_code,filename\n", "test.csv": "site,row_id,seconds,audio_id\n"})
+    out = download(tmp_path / "data", client=api)
+    assert (out / "train.csv").is_file() and not list(out.glob("*.zip"))
+    assert api.calls == [("competition_download_files", "birdsong-recognition")]
+    _, model_dir = trained
+    folder, action = publish(model_dir, "me/birdsed-test", folder=tmp_path / "ds", dry_run=True, client=api)
+    meta = json.loads((folder / "dataset-metadata.json").read_text())
+    assert action == "dry-run" and meta["id"] == "me/birdsed-test" and meta["licenses"]
+    assert (folder / "weights.safetensors").is_file() and (folder / "model.json").is_file()
+    folder, action = publish(model_dir, "me/birdsed-test", folder=tmp_path / "ds", client=api)
+    assert action == "created" and api.calls[-1][0] == "dataset_create_new"
+    api.existing.add("me/birdsed-test")
+    folder, action = publish(model_dir, "me/birdsed-test", "v2", folder=tmp_path / "ds", client=api)
+    assert action == "versioned" and api.calls[-1] == ("dataset_create_version", str(folder), "v2")
+
+    class Offline(FakeKaggle):
+        def competition_download_files(self, *a, **k):
+            raise ConnectionError("Name or service not known")
+
+    with pytest.raises(KaggleError, match="online"):
+        download(tmp_path / "d2", client=Offline())
+    with pytest.raises(Exception, match="owner/slug"):
+        publish(model_dir, "no-slash", folder=tmp_path / "x", dry_run=True)
+
+
+def test_export_cli_writes_kaggle_folder(trained, tmp_path):
+    _, model_dir = trained
+    assert main(["export", "--model", str(model_dir), "--kaggle-dataset", str(tmp_path / "k"), "--dataset", "me/m"]) == 0
+    assert json.loads((tmp_path / "k" / "dataset-metadata.json").read_text())["id"] == "me/m"

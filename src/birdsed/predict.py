@@ -108,7 +108,8 @@ def _check_run(out: Path, model_dir: Path, window_s: float, hop_s: float, classe
 def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_csv: str | Path | None = None,
                 audio_dir: str | Path | None = None, formats: tuple[str, ...] = ("csv",), window_s: float = 5.0,
                 hop_s: float = 2.5, batch_size: int = 64, workers: int | None = None, device: str = "auto",
-                decision: DecisionOptions = DecisionOptions(), quiet: bool = False, pooling: str = "window") -> PredictSummary:
+                decision: DecisionOptions = DecisionOptions(), quiet: bool = False, pooling: str = "window",
+                backend: str = "torch") -> PredictSummary:
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ConfigError(f"unknown format(s) {sorted(unknown)}; valid: {list(FORMATS)}")
@@ -116,6 +117,13 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
         raise ConfigError("--window-s and --hop-s must be positive")
     model_dir, out = Path(model_dir), Path(out)
     model, thresholds, meta = load_model_dir(model_dir)
+    if backend == "onnx":
+        from birdsed.export import OnnxSED
+
+        model = OnnxSED(model_dir)
+        device = "cpu"
+    elif backend != "torch":
+        raise ConfigError(f"unknown backend {backend!r}; valid: torch, onnx")
     classes = model.classes
     test = read_kaggle_test(test_csv, audio_dir) if test_csv else None
     files, errors = resolve_inputs(inputs, test)

@@ -1,0 +1,125 @@
+"""Exports: ONNX (the model with its log-mel front end) and a Kaggle data-set folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from birdsed.errors import BirdsedError, ModelError
+from birdsed.fsutil import atomic_path, write_text_atomic
+from birdsed.model import SEDModel
+from birdsed.modeldir import META, WEIGHTS, load_model_dir, read_meta
+
+log = logging.getLogger(__name__)
+ONNX_OUTPUTS = ("clipwise", "segmentwise", "norm_att", "framewise")
+ONNX_NAME = "model.onnx"
+
+
+class _Outputs(nn.Module):
+    """The output dict as a tuple, in ONNX_OUTPUTS order (ONNX graphs return positional outputs)."""
+
+    def __init__(self, model: SEDModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, wave: torch.Tensor):
+        out = self.model(wave)
+        return tuple(out[k] for k in ONNX_OUTPUTS)
+
+
+def export_onnx(model_dir: str | Path, out: str | Path, window_s: float = 5.0, check_audio: str | Path | None = None,
+                atol: float = 1e-3) -> dict[str, float]:
+    """Write the model as ONNX (input "wave": a batch of 32 kHz waveforms, outputs by name) and check it
+    against PyTorch on random input and, when given, on a real recording. Returns the max abs differences."""
+    model, _, _ = load_model_dir(model_dir)
+    model.frontend.conv_stft = True  # torch.stft has no ONNX export in the TorchScript exporter
+    n = int(round(window_s * model.frontend_cfg.sample_rate_hz))
+    example = torch.randn(2, n) * 0.1
+    out = Path(out)
+    with atomic_path(out) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # the wrapper must be in eval mode too: the exporter restores the wrapper's mode on every submodule afterwards
+        torch.onnx.export(_Outputs(model).eval(), (example,), str(tmp), input_names=["wave"], output_names=list(ONNX_OUTPUTS),
+                          dynamic_axes={"wave": {0: "batch"}, **{k: {0: "batch"} for k in ONNX_OUTPUTS}},
+                          opset_version=17, dynamo=False)
+        inputs = {"random": np.random.default_rng(0).standard_normal((3, n)).astype(np.float32) * 0.1}
+        if check_audio:
+            from birdsed.audio import load_audio
+
+            x = load_audio(check_audio)[:n]
+            inputs["audio"] = np.pad(x, (0, n - len(x)))[None]
+        diffs = compare_onnx(model, str(tmp), inputs)
+        if max(diffs.values()) > atol:
+            raise ModelError(f"ONNX export differs from PyTorch by {max(diffs.values()):.2e} (> {atol}); not written")
+    model.frontend.conv_stft = False
+    return diffs
+
+
+def compare_onnx(model: SEDModel, onnx_path: str, inputs: dict[str, np.ndarray]) -> dict[str, float]:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    diffs = {}
+    model.frontend.conv_stft = False  # compare with the ordinary torch.stft path
+    model.eval()
+    with torch.no_grad():
+        for name, x in inputs.items():
+            ref = model(torch.from_numpy(x))
+            got = dict(zip(ONNX_OUTPUTS, sess.run(None, {"wave": x})))
+            for k in ONNX_OUTPUTS:
+                diffs[f"{name}/{k}"] = float(np.abs(got[k] - ref[k].numpy()).max())
+    return diffs
+
+
+class OnnxSED:
+    """Runs an exported model with ONNX Runtime behind the interface predict uses (call -> output dict)."""
+
+    def __init__(self, model_dir: str | Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        from birdsed.config import FrontendConfig
+
+        path = Path(model_dir) / ONNX_NAME
+        if not path.is_file():
+            raise ModelError(f"{path} not found; write it with `birdsed export --model {model_dir} --onnx {path}`")
+        meta = read_meta(model_dir)
+        self.classes = meta["classes"]
+        self.frontend_cfg = FrontendConfig(**meta["frontend"])
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def to(self, *_args, **_kw) -> OnnxSED:
+        return self
+
+    def eval(self) -> OnnxSED:
+        return self
+
+    def __call__(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
+        outs = self.sess.run(None, {"wave": wave.float().cpu().numpy()})
+        return {k: torch.from_numpy(v) for k, v in zip(ONNX_OUTPUTS, outs)}
+
+
+def kaggle_dataset_folder(model_dir: str | Path, out: str | Path, dataset_id: str, title: str | None = None,
+                          license_name: str = "CC-BY-SA-4.0") -> Path:
+    """A folder `kaggle datasets create -p` accepts: the model files and dataset-metadata.json."""
+    model_dir, out = Path(model_dir), Path(out)
+    read_meta(model_dir)
+    if "/" not in dataset_id or len(dataset_id.split("/")) != 2 or not all(dataset_id.split("/")):
+        raise BirdsedError(f"Kaggle data set id must be owner/slug, got {dataset_id!r}")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (WEIGHTS, META, ONNX_NAME):
+        if (model_dir / name).is_file():
+            shutil.copy2(model_dir / name, out / name)
+    meta = {"title": title or f"birdsed model {dataset_id.split('/')[1]}", "id": dataset_id,
+            "licenses": [{"name": license_name}]}
+    write_text_atomic(out / "dataset-metadata.json", json.dumps(meta, indent=2))
+    return out
