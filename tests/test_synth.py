@@ -41,3 +41,5 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
 def test_row_truth_overlap_rule():
     events = [("a", 4.98, 5.5), ("b", 1.0, 1.2), ("c", 9.99, 10.01)]
     assert row_truth(events, 12.0) == [["b"], ["a"], []]
+    trill = [("t", 10.5 + 0.07 * i, 10.5 + 0.07 * i + 0.04) for i in range(3)]  # 40 ms notes, 120 ms together
+    assert row_truth(trill, 15.0) == [[], [], ["t"]]

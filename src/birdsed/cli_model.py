@@ -157,7 +157,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     print_score_report(res.score_report)
     console.print(f"[bold green]row-wise micro F1 on the synthetic soundscapes: {res.row_f1:.4f}[/bold green] "
                   f"(output {res.output}; {res.seconds / 60:.1f} min)")
-    console.print(f"outputs: {res.out / 'predict'} (submission.csv, detections.csv, scores.parquet, raven/, audacity/); "
+    console.print(f"outputs: {res.out / 'predict'} (report.html, submission.csv, detections.csv, scores.parquet, raven/, audacity/); "
                   f"model: {res.out / 'run' / 'model'}")
     return 0
 
@@ -217,4 +217,26 @@ def cmd_kaggle(a: argparse.Namespace) -> int:
     else:
         folder, action = kaggle_io.publish(a.model, a.dataset, a.message, a.folder, a.dry_run, a.public)
         console.print(f"{action}: {a.dataset} from {folder}")
+    return 0
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pred", type=Path, help="a predict output folder")
+    p.add_argument("--out", type=Path, help="HTML file (default: PRED/report.html)")
+    p.add_argument("--truth", type=Path, help="row_id,birds truth: draws it and adds the evaluation")
+    p.add_argument("--test-csv", type=Path, help="maps truth row_ids to files (default: test.csv beside --truth)")
+    p.add_argument("--run", type=Path, help="a training run folder: adds its loss and metric curves")
+    p.add_argument("--output", choices=["segmentwise", "att", "clipwise"], help="score timeline to draw")
+    p.add_argument("--max-recordings", type=int, default=20)
+    p.add_argument("--page-s", type=float, default=60.0, help="seconds of audio per picture")
+    p.add_argument("--max-minutes", type=float, default=10.0, help="minutes drawn per recording")
+
+
+@verb("report", "an HTML page of what was found: spectrograms with detections, score timelines, evaluation",
+      "birdsed report preds --truth data/synth/test_labels.csv --run runs/small", _add_report)
+def cmd_report(a: argparse.Namespace) -> int:
+    from birdsed.report import build_report
+
+    out = build_report(a.pred, a.out, a.truth, a.test_csv, a.run, a.output, a.max_recordings, a.page_s, a.max_minutes)
+    console.print(f"report written to {out}")
     return 0

@@ -55,4 +55,8 @@ def run_demo(out: str | Path = "birdsed-demo", synth: SynthConfig = SynthConfig(
     rep = evaluate_submission(pred / "submission.csv", data / "test_labels.csv")
     scores = scores_report_from_files(pred / "scores.parquet", data / "test_labels.csv")
     output = pd.read_json(model_dir / "model.json", typ="series").get("default_output", "segmentwise")
+    from birdsed.report import build_report
+
+    report = build_report(pred, truth=data / "test_labels.csv", test_csv=data / "test.csv", run_dir=out / "run")
+    log.info("report written to %s", report)
     return DemoResult(out, rep.row_f1, output, scores, time.perf_counter() - t0)

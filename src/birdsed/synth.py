@@ -246,14 +246,16 @@ def _soundscape(species: list[Species], idx: int, cfg: SynthConfig) -> tuple[np.
 
 
 def row_truth(events: list[tuple[str, float, float]], duration_s: float, min_overlap_s: float = 0.05) -> list[list[str]]:
-    """Species per 5 s row: those with a note overlapping the row by at least min_overlap_s."""
+    """Species per 5 s row: those whose notes add up to at least min_overlap_s of sound inside the row
+    (a trill of 40 ms notes counts by its notes together)."""
     n_rows = int(np.ceil(duration_s / ROW_S - 1e-9))
-    rows: list[set[str]] = [set() for _ in range(n_rows)]
+    sound: list[dict[str, float]] = [{} for _ in range(n_rows)]
     for code, a, b in events:
         for r in range(int(a // ROW_S), min(n_rows, int(b // ROW_S) + 1)):
-            if min(b, (r + 1) * ROW_S) - max(a, r * ROW_S) >= min_overlap_s:
-                rows[r].add(code)
-    return [sorted(r) for r in rows]
+            overlap = min(b, (r + 1) * ROW_S) - max(a, r * ROW_S)
+            if overlap > 0:
+                sound[r][code] = sound[r].get(code, 0.0) + overlap
+    return [sorted(c for c, t in row.items() if t >= min_overlap_s) for row in sound]
 
 
 def synthesize(out: str | os.PathLike, cfg: SynthConfig = SynthConfig(), quiet: bool = False) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
@@ -25,13 +26,19 @@ def print_submission_report(rep) -> None:
     console.print(t)
 
 
+def score_table(report: dict) -> pd.DataFrame:
+    """The seed's table: each output at its threshold, its best threshold, and AP."""
+    return pd.DataFrame([{"output": k, "threshold": o["seed_threshold"], "row F1": o["seed_row_f1"],
+                          "best threshold": o["best_threshold"], "best row F1": o["best_row_f1"],
+                          "macro AP": o["macro_ap"], "micro AP": o["micro_ap"]}
+                         for k, o in ((k, report["outputs"][k]) for k in OUTPUT_KINDS)])
+
+
 def print_score_report(report: dict) -> None:
-    t = Table("output", "threshold", "row F1", "best threshold", "best row F1", "macro AP", "micro AP",
-              title=f"outputs against truth ({report['n_rows']} rows)")
-    for kind in OUTPUT_KINDS:
-        o = report["outputs"][kind]
-        t.add_row(kind, f"{o['seed_threshold']:.2f}", f"{o['seed_row_f1']:.4f}", f"{o['best_threshold']:.2f}",
-                  f"{o['best_row_f1']:.4f}", f"{o['macro_ap']:.4f}", f"{o['micro_ap']:.4f}")
+    df = score_table(report)
+    t = Table(*df.columns, title=f"outputs against truth ({report['n_rows']} rows)")
+    for r in df.itertuples(index=False):
+        t.add_row(r[0], *(f"{x:.4f}" if i != 0 and i != 2 else f"{x:.2f}" for i, x in enumerate(r[1:])))
     console.print(t)
     sweep = Table("threshold", *OUTPUT_KINDS, title="row-wise F1 against threshold")
     rows = zip(*(report["outputs"][k]["sweep"] for k in OUTPUT_KINDS))

@@ -1,0 +1,203 @@
+"""`birdsed report`: one self-contained HTML page (images embedded) of what `predict` found.
+
+Per recording: the log-mel spectrogram in pages of `page_s` seconds with detections drawn as
+labelled bands (truth, when given, as outlined boxes in another colour) and the score
+timeline of the top classes under it. Then a summary per class, the evaluation and the
+threshold sweep when truth is given, and the training curves when a run folder is given.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import librosa  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from birdsed import SAMPLE_RATE_HZ  # noqa: E402
+from birdsed.audio import stream_audio  # noqa: E402
+from birdsed.config import OUTPUT_KINDS  # noqa: E402
+from birdsed.errors import AudioDecodeError, BirdsedError  # noqa: E402
+from birdsed.fsutil import write_text_atomic  # noqa: E402
+from birdsed.manifest import read_kaggle_test, read_truth  # noqa: E402
+from birdsed.writers import merge_runs  # noqa: E402
+
+COLOURS = plt.get_cmap("tab10").colors
+META = ("file", "start_s", "end_s", "output")
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _head_audio(path: str, max_s: float) -> np.ndarray:
+    """The first max_s seconds of a recording (streamed: a long file is never read whole)."""
+    chunks, total = [], 0
+    for c in stream_audio(path, chunk_s=30.0):
+        chunks.append(c)
+        total += len(c)
+        if total >= max_s * SAMPLE_RATE_HZ:
+            break
+    return np.concatenate(chunks)[: int(max_s * SAMPLE_RATE_HZ)]
+
+
+def truth_bands(truth_csv: Path | None, test_csv: Path | None) -> dict[str, list[tuple[float, float, str]]]:
+    """{audio path: [(start_s, end_s, label)]} from row_id,birds truth and test.csv."""
+    if truth_csv is None:
+        return {}
+    if test_csv is None or not Path(test_csv).is_file():
+        raise BirdsedError("drawing the truth needs --test-csv (row_id -> file and time)")
+    test = read_kaggle_test(test_csv).set_index("row_id")
+    bands: dict[str, list] = {}
+    for row_id, birds in read_truth(truth_csv).items():
+        if row_id not in test.index or not birds:
+            continue
+        path, sec = test.at[row_id, "path"], test.at[row_id, "seconds"]
+        span = (0.0, float("inf")) if pd.isna(sec) else (float(sec) - 5.0, float(sec))
+        bands.setdefault(path, []).extend((*span, b) for b in sorted(birds))
+    return bands
+
+
+def recording_figures(path: str, scores: pd.DataFrame, det: pd.DataFrame, output: str,
+                      truth: list[tuple[float, float, str]], page_s: float, max_s: float, top_k: int = 5) -> list[str]:
+    """One image per page: spectrogram with detections (and truth) over the score timeline of the top classes."""
+    try:
+        audio = _head_audio(path, max_s)
+    except AudioDecodeError as e:
+        return [f"<p class=err>{html.escape(str(e))}</p>"]
+    duration = len(audio) / SAMPLE_RATE_HZ
+    rows = scores[(scores["file"] == path) & (scores["output"] == output)]
+    classes = [c for c in scores.columns if c not in META]
+    top = rows[classes].max().sort_values(ascending=False).index[:top_k].tolist() if len(rows) else []
+    colour = {c: COLOURS[i % len(COLOURS)] for i, c in enumerate(sorted(set(top) | set(det["label"]) | {b for *_, b in truth}))}
+    mel = librosa.power_to_db(librosa.feature.melspectrogram(y=audio, sr=SAMPLE_RATE_HZ, n_fft=1024, hop_length=320,
+                                                             n_mels=128, fmin=50, fmax=14000), ref=np.max)
+    images = []
+    for p0 in np.arange(0, max(duration, 1e-3), page_s):
+        p1 = min(p0 + page_s, duration)
+        fig, (ax, ax2) = plt.subplots(2, 1, figsize=(14, 4.6), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
+        f0, f1 = int(p0 * 100), int(p1 * 100) + 1
+        ax.imshow(mel[:, f0:f1], origin="lower", aspect="auto", cmap="magma", extent=(p0, p1, 0, 128), vmin=-80, vmax=0)
+        ax.set_ylabel("mel bin")
+        events = merge_runs(det)
+        lane = {c: i for i, c in enumerate(sorted(set(det["label"])))}  # one lane per class, from the top
+        for _, d in events[(events["end_s"] > p0) & (events["start_s"] < p1)].iterrows():
+            top_y = 1.0 - 0.09 * lane[d["label"]]
+            ax.axvspan(max(d["start_s"], p0), min(d["end_s"], p1), ymin=top_y - 0.08, ymax=top_y, color=colour[d["label"]], alpha=0.85)
+            ax.text(max(d["start_s"], p0) + 0.1, 128 * (top_y - 0.04), f"{d['label']} {d['score']:.2f}", color="white",
+                    fontsize=8, va="center")
+        for a, b, lab in truth:
+            if b > p0 and a < p1:
+                ax.add_patch(plt.Rectangle((max(a, p0), 2), min(b, p1) - max(a, p0), 14, fill=False, ec="cyan", lw=1.5))
+                ax.text(max(a, p0) + 0.1, 9, f"truth: {lab}", color="cyan", fontsize=7, va="center")
+        centres = rows["start_s"].to_numpy() + 2.5
+        for c in top:
+            ax2.step(centres, rows[c].to_numpy(), where="mid", color=colour[c], label=c)
+        ax2.set_ylim(0, 1.02)
+        ax2.set_xlim(p0, p0 + page_s)
+        ax2.set_ylabel(f"{output}\nscore")
+        ax2.set_xlabel("time (s)")
+        if top:
+            ax2.legend(loc="upper right", fontsize=7, ncol=min(5, len(top)))
+        images.append(_png(fig))
+    return images
+
+
+def sweep_figure(score_report: dict) -> str:
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.2), sharey=True)
+    for ax, kind in zip(axes, OUTPUT_KINDS):
+        sw = pd.DataFrame(score_report["outputs"][kind]["sweep"])
+        ax.plot(sw["threshold"], sw["row_f1"], label="row-wise F1")
+        ax.plot(sw["threshold"], sw["species_f1"], label="species F1", ls="--")
+        ax.axvline(score_report["outputs"][kind]["seed_threshold"], color="grey", lw=0.8)
+        ax.set_title(kind)
+        ax.set_xlabel("threshold")
+    axes[0].set_ylabel("F1")
+    axes[0].legend(fontsize=8)
+    return _png(fig)
+
+
+def training_figure(run_dir: Path) -> str:
+    m = pd.read_csv(run_dir / "metrics.csv")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(14, 3.2))
+    if "train_loss_step" in m:
+        t = m.dropna(subset=["train_loss_step"])
+        a1.plot(t["step"], t["train_loss_step"], label="train loss", lw=0.8)
+    if "val_loss" in m:
+        v = m.dropna(subset=["val_loss"])
+        a1.plot(v["step"], v["val_loss"], label="val loss", marker="o")
+    a1.set_xlabel("step")
+    a1.legend(fontsize=8)
+    for col in [c for c in m.columns if c.startswith("val_f1_") or c == "val_map"]:
+        v = m.dropna(subset=[col])
+        a2.plot(v["epoch"], v[col], label=col, marker=".")
+    a2.set_xlabel("epoch")
+    a2.legend(fontsize=8)
+    return _png(fig)
+
+
+def _table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, float_format=lambda x: f"{x:.3f}", border=0, classes="t")
+
+
+def build_report(pred_dir: str | Path, out: str | Path | None = None, truth: str | Path | None = None,
+                 test_csv: str | Path | None = None, run_dir: str | Path | None = None, output: str | None = None,
+                 max_recordings: int = 20, page_s: float = 60.0, max_minutes: float = 10.0) -> Path:
+    pred_dir = Path(pred_dir)
+    if not (pred_dir / "scores.parquet").is_file():
+        raise BirdsedError(f"{pred_dir}: no scores.parquet; run `birdsed predict --out {pred_dir}` first")
+    out = Path(out) if out else pred_dir / "report.html"
+    scores = pd.read_parquet(pred_dir / "scores.parquet")
+    det = pd.read_csv(pred_dir / "detections.csv") if (pred_dir / "detections.csv").is_file() else \
+        pd.DataFrame(columns=["file", "start_s", "end_s", "label", "score"])
+    run_json = json.loads((pred_dir / "run.json").read_text()) if (pred_dir / "run.json").is_file() else {}
+    model_json = Path(run_json.get("model", "")) / "model.json"
+    default_output = json.loads(model_json.read_text()).get("default_output", "segmentwise") if model_json.is_file() else "segmentwise"
+    output = output or default_output
+    if truth and test_csv is None and (Path(truth).parent / "test.csv").is_file():
+        test_csv = Path(truth).parent / "test.csv"
+    bands = truth_bands(Path(truth) if truth else None, Path(test_csv) if test_csv else None)
+    parts = [f"<h1>birdsed report</h1><p>predictions: {html.escape(str(pred_dir.resolve()))}; "
+             f"{scores['file'].nunique()} recording(s); rows decided on <b>{output}</b></p>"]
+    summary = det.groupby("label").agg(detections=("score", "size"), mean_score=("score", "mean"),
+                                       files=("file", "nunique")).reset_index() if len(det) else pd.DataFrame()
+    parts.append("<h2>Detections per class</h2>" + (_table(summary) if len(summary) else "<p>none</p>"))
+    if truth:
+        from birdsed.evaluate import evaluate_submission, scores_report_from_files
+        from birdsed.tables import score_table
+
+        parts.append("<h2>Evaluation</h2>")
+        if (pred_dir / "submission.csv").is_file():
+            rep = evaluate_submission(pred_dir / "submission.csv", truth)
+            parts.append(f"<p>row-wise micro F1 <b>{rep.row_f1:.4f}</b>; species precision {rep.precision:.3f}, "
+                         f"recall {rep.recall:.3f}, F1 {rep.species_f1:.3f} ({rep.n_rows} rows)</p>")
+            parts.append(_table(rep.per_class))
+        sr = scores_report_from_files(pred_dir / "scores.parquet", truth, test_csv)
+        parts.append(_table(score_table(sr)) + sweep_figure(sr))
+    if run_dir and (Path(run_dir) / "metrics.csv").is_file():
+        parts.append("<h2>Training</h2>" + training_figure(Path(run_dir)))
+    files = list(dict.fromkeys(scores["file"]))
+    parts.append(f"<h2>Recordings</h2><p>{min(len(files), max_recordings)} of {len(files)} shown, "
+                 f"the first {max_minutes:g} min of each, in pages of {page_s:g} s</p>")
+    for f in files[:max_recordings]:
+        parts.append(f"<h3>{html.escape(Path(f).name)}</h3><div class=strip>")
+        parts += recording_figures(f, scores, det[det["file"] == f], output, bands.get(f, []), page_s, max_minutes * 60)
+        parts.append("</div>")
+    page = ("<!doctype html><html><head><meta charset=utf-8><title>birdsed report</title><style>"
+            "body{font-family:sans-serif;margin:2em;max-width:1200px}img{max-width:100%;display:block;margin:4px 0}"
+            "table.t{border-collapse:collapse;font-size:13px}table.t td,table.t th{padding:2px 8px;border-bottom:1px solid #ddd}"
+            ".strip{max-height:900px;overflow-y:auto;border:1px solid #eee}.err{color:#b00}</style></head><body>"
+            + "\n".join(parts) + "</body></html>")
+    write_text_atomic(out, page)
+    return out
