@@ -34,3 +34,11 @@ def save_json(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=float))
     print(f"results written to {path}")
+
+
+def print_markdown(rows: list[dict], columns: dict[str, str]) -> None:
+    """Print rows as a Markdown table; `columns` maps a header to a format string over the row's keys."""
+    print("\n| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for r in rows:
+        print("| " + " | ".join(fmt.format(**r) for fmt in columns.values()) + " |")

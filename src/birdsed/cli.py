@@ -38,6 +38,7 @@ def _add_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-clip-s", type=float, default=3.0)
     p.add_argument("--max-clip-s", type=float, default=60.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--soundscape-rate", type=int, default=32000, help="sample rate of the test mp3s")
 
 
 @verb("synth", "write a synthetic data set in the Kaggle layout",
@@ -45,7 +46,8 @@ def _add_synth(p: argparse.ArgumentParser) -> None:
 def cmd_synth(a: argparse.Namespace) -> int:
     from birdsed.synth import SynthConfig, synthesize
 
-    cfg = SynthConfig(a.species, a.clips_per_species, a.soundscapes, a.soundscape_s, a.min_clip_s, a.max_clip_s, a.seed)
+    cfg = SynthConfig(a.species, a.clips_per_species, a.soundscapes, a.soundscape_s, a.min_clip_s, a.max_clip_s, a.seed,
+                      a.soundscape_rate)
     synthesize(a.out, cfg)
     console.print(f"synthetic data set written to {a.out} (train.csv, train_audio/, test.csv, test_audio/, test_labels.csv)")
     return 0

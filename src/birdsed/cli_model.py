@@ -62,6 +62,8 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
                    help="outputs besides scores.parquet (kaggle is implied by --test-csv)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="auto: bf16 on CUDA, fp32 on CPU; bf16 on CPU pays on CPUs with AMX or AVX512-BF16")
     p.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="onnx: ONNX Runtime on the CPU (MODEL/model.onnx)")
     p.add_argument("--workers", type=int, help="decoding processes (default: cores - 1)")
     p.add_argument("--quiet", action="store_true")
@@ -74,7 +76,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
     decision = DecisionOptions(a.output, a.threshold, a.max_birds, a.neighbour_smoothing)
     s = run_predict(a.model, a.inputs, a.out, a.test_csv, a.audio_dir, tuple(a.format), a.window_s, a.hop_s,
-                    a.batch_size, a.workers, a.device, decision, a.quiet, a.pooling, a.backend)
+                    a.batch_size, a.workers, a.device, decision, a.quiet, a.pooling, a.backend, a.precision)
     console.print(f"{s.n_files} recording(s) ({s.n_done_before} done before); {s.audio_s / 3600:.2f} h of audio in "
                   f"{s.wall_s:.1f} s = {s.realtime_factor:.0f}x real time; outputs in {s.out}")
     if s.errors:

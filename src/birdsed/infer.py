@@ -26,6 +26,7 @@ from birdsed.progress import progress_bar
 log = logging.getLogger(__name__)
 ROW_S = 5.0
 POOLINGS = ("window", "segment")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def window_starts(n_samples: int, window: int, hop: int) -> np.ndarray:
@@ -215,7 +216,7 @@ def pick_device(device: str) -> torch.device:
 
 def predict_files(model: SEDModel, files: list[str], window_s: float = 5.0, hop_s: float = 2.5, batch_size: int = 64,
                   workers: int | None = None, device: str = "auto", quiet: bool = False,
-                  pooling: str = "window") -> Iterator[FileResult | tuple[str, str]]:
+                  pooling: str = "window", precision: str = "auto") -> Iterator[FileResult | tuple[str, str]]:
     """Yield a FileResult per recording (in completion order), or (path, error) for files that fail to decode.
 
     pooling "window": a row's score is the max over the windows overlapping it (the seed's rule).
@@ -224,7 +225,11 @@ def predict_files(model: SEDModel, files: list[str], window_s: float = 5.0, hop_
     """
     if pooling not in POOLINGS:
         raise ConfigError(f"unknown pooling {pooling!r}; valid: {list(POOLINGS)}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; valid: {list(PRECISIONS)}")
     dev = pick_device(device)
+    # bf16 autocast: on CUDA by default; on CPUs with AMX/AVX512-BF16 on request (about 2x, scores within ~1e-2)
+    use_bf16 = precision == "bf16" or (precision == "auto" and dev.type == "cuda")
     model = model.to(dev).eval()
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -244,7 +249,7 @@ def predict_files(model: SEDModel, files: list[str], window_s: float = 5.0, hop_
         for batch in dl:
             if len(batch["wave"]):
                 wave = batch["wave"].to(dev, non_blocking=True)
-                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                     out = model(wave)
                 scores = {k: v.float().cpu().numpy() for k, v in window_scores(out).items()}
                 segs = segment_scores(out) if pooling == "segment" else {}

@@ -109,7 +109,7 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
                 audio_dir: str | Path | None = None, formats: tuple[str, ...] = ("csv",), window_s: float = 5.0,
                 hop_s: float = 2.5, batch_size: int = 64, workers: int | None = None, device: str = "auto",
                 decision: DecisionOptions = DecisionOptions(), quiet: bool = False, pooling: str = "window",
-                backend: str = "torch") -> PredictSummary:
+                backend: str = "torch", precision: str = "auto") -> PredictSummary:
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ConfigError(f"unknown format(s) {sorted(unknown)}; valid: {list(FORMATS)}")
@@ -136,7 +136,7 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
     todo = [f for f in files if not part_of[f].is_file()]
     t0 = time.perf_counter()
     audio_s = 0.0
-    for res in predict_files(model, todo, window_s, hop_s, batch_size, workers, device, quiet, pooling) if todo else []:
+    for res in predict_files(model, todo, window_s, hop_s, batch_size, workers, device, quiet, pooling, precision) if todo else []:
         if isinstance(res, FileResult):
             write_table(rows_table(res, classes), part_of[res.path])
             audio_s += res.duration_s

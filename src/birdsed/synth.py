@@ -67,6 +67,7 @@ class SynthConfig:
     min_clip_s: float = 3.0
     max_clip_s: float = 60.0
     seed: int = 0
+    soundscape_rate_hz: int = 32_000  # the test mp3s' sample rate (Kaggle's were mixed)
 
 
 def make_species(n: int, seed: int) -> list[Species]:
@@ -289,7 +290,7 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig = SynthConfig(), quiet: 
         for k in range(cfg.soundscapes):
             wave, events = _soundscape(species, k, cfg)
             audio_id = f"{np.random.default_rng([cfg.seed, 4, k]).integers(0, 16**8):08x}"
-            _write_audio(out / "test_audio" / f"{audio_id}.mp3", wave, ("MP3", "MPEG_LAYER_III", 32_000, 1, "mp3"))
+            _write_audio(out / "test_audio" / f"{audio_id}.mp3", wave, ("MP3", "MPEG_LAYER_III", cfg.soundscape_rate_hz, 1, "mp3"))
             per_row = row_truth(events, cfg.soundscape_s)
             site = "site_3" if k == cfg.soundscapes - 1 else f"site_{1 + k % 2}"
             if site == "site_3":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -188,7 +187,7 @@ def _accelerator(device: str) -> str:
 
 
 def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, val_data: str | Path | None = None,
-          quiet: bool = False) -> Path:
+          quiet: bool = False, extra_callbacks: list | None = None) -> Path:
     """Train on `data` (a data-set folder or a prepared store) into the run folder `out`; returns out/model."""
     run = Path(out)
     run.mkdir(parents=True, exist_ok=True)
@@ -225,6 +224,7 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
         callbacks.append(EMAWeightAveraging(decay=t.ema_decay))
     if not quiet:
         callbacks.append(RichProgressBar(leave=True))
+    callbacks += extra_callbacks or []
     trainer = L.Trainer(
         accelerator=accel, devices=t.devices, strategy=t.strategy, precision=precision,
         max_epochs=t.epochs, max_steps=t.max_steps, gradient_clip_val=t.grad_clip or None,
@@ -249,6 +249,3 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
     model = task.model.to("cpu").to(memory_format=torch.contiguous_format)
     return save_model_dir(model, run / "model", extra=extra)
 
-
-def default_workers() -> int:
-    return min(4, os.cpu_count() or 1)
