@@ -70,12 +70,13 @@ def tune(scores: dict[str, np.ndarray], true: np.ndarray, classes: list[str], st
         g = float(DEFAULT_SWEEP[int(np.argmax(f1s))])
         result.global_[kind] = g
         global_only[kind] = max(f1s)
+        after[kind] = global_only[kind]
         if per_class:
             thr = per_class_thresholds(s, true, g, shrink)
-            result.per_class[kind] = {c: round(float(t), 4) for c, t in zip(classes, thr) if abs(t - g) > 1e-9}
-            after[kind] = row_f1(s >= thr[None, :], true)
-        else:
-            after[kind] = global_only[kind]
+            f1 = row_f1(s >= thr[None, :], true)
+            if f1 > global_only[kind]:  # keep per-class thresholds only where they help on this data
+                result.per_class[kind] = {c: round(float(t), 4) for c, t in zip(classes, thr) if abs(t - g) > 1e-9}
+                after[kind] = f1
     best = max(OUTPUT_KINDS, key=lambda k: after[k])
     return TuneResult(result, best, before, global_only, after)
 
