@@ -298,3 +298,15 @@ def test_export_cli_writes_kaggle_folder(trained, tmp_path):
     _, model_dir = trained
     assert main(["export", "--model", str(model_dir), "--kaggle-dataset", str(tmp_path / "k"), "--dataset", "me/m"]) == 0
     assert json.loads((tmp_path / "k" / "dataset-metadata.json").read_text())["id"] == "me/m"
+
+
+def test_recipe_options_train(synth_data, tmp_path):
+    """EMA of weights, the framewise loss, mixup with label union and bird-free negatives all run."""
+    cfg = apply_overrides(load_config("small"), [*FAST, "train.ema=true", "train.ema_decay=0.9",
+                                                 "train.framewise_loss_weight=0.5", "augment.mixup_union=true",
+                                                 "augment.mixup_p=1.0", "augment.negatives_p=0.5"])
+    model_dir = train(synth_data, cfg, tmp_path, quiet=True)
+    model, _, meta = load_model_dir(model_dir)
+    assert meta["train"]["steps"] == 3
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randn(1, 32000))["clipwise"]).all()
