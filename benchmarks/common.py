@@ -32,7 +32,7 @@ def peak_rss_mb(children: bool = False) -> float:
 
 def save_json(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=float))
+    path.write_text(json.dumps(payload, indent=2, default=str))
     print(f"results written to {path}")
 
 
