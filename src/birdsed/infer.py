@@ -231,8 +231,8 @@ def predict_files(model: SEDModel, files: list[str], window_s: float = 5.0, hop_
     # bf16 autocast: on CUDA by default; on CPUs with AMX/AVX512-BF16 on request (about 2x, scores within ~1e-2)
     use_bf16 = precision == "bf16" or (precision == "auto" and dev.type == "cuda")
     model = model.to(dev).eval()
-    if dev.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    if isinstance(model, SEDModel):
+        model = model.use_channels_last()  # 1.7x on a 2-core CPU for the small model, and the usual layout on GPUs
     workers = max(0, (os.cpu_count() or 2) - 1) if workers is None else workers
     workers = min(workers, len(files))
     sr = model.frontend_cfg.sample_rate_hz

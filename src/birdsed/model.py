@@ -156,11 +156,18 @@ class SEDModel(nn.Module):
         self.frontend = LogMel(frontend)
         self.backbone, self.in_chans, n_features = create_backbone(model)
         self.head = AttentionHead(n_features, len(classes), model.dropout)
+        self.channels_last = False  # set by use_channels_last(): convolutions then run NHWC (faster with oneDNN and cuDNN)
+
+    def use_channels_last(self) -> SEDModel:
+        self.channels_last = True
+        return self.to(memory_format=torch.channels_last)
 
     def encode(self, mel: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, 1, n_mels, T) log-mel -> output dict (framewise at T frames)."""
         n_frames = mel.shape[-1]
         x = mel.expand(-1, self.in_chans, -1, -1) if self.in_chans > 1 else mel
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         feats = self.backbone.forward_features(x)  # (B, C, F', T')
         out = self.head(feats)
         out["framewise"] = F.interpolate(out["segmentwise"], size=n_frames, mode="linear", align_corners=False).transpose(1, 2)

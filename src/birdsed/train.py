@@ -64,16 +64,13 @@ class SEDTask(L.LightningModule):
         self._val: list[tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]] = []
         self._tick: tuple[float, int] | None = None
 
-    def _channels_last(self, mel: torch.Tensor) -> torch.Tensor:
-        return mel.contiguous(memory_format=torch.channels_last) if mel.is_cuda else mel
-
     def training_step(self, batch, batch_idx):
         wave, y = self.aug.negatives(*batch)  # (B, n_samples), (B, K)
         fe = self.model.frontend
         db = self.aug.db(fe.power_db(self.aug.wave(wave)))
         mel = self.aug.spec(fe.normalize(db))
         mel, y = mixup(mel, y, self.cfg.augment)
-        out = self.model.encode(self._channels_last(mel))
+        out = self.model.encode(mel)
         loss = bce(out["clipwise"], y)
         w = self.cfg.train.framewise_loss_weight
         if w > 0:
@@ -215,7 +212,7 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
              len(items), len(td.train), len(td.classes), len(td.val), len(val_ds))
     task = SEDTask(cfg.to_dict(), td.classes)
     if accel == "gpu":
-        task.model.to(memory_format=torch.channels_last)
+        task.model.use_channels_last()
     precision = t.precision if t.precision != "auto" else ("bf16-mixed" if accel == "gpu" else "32-true")
     monitor = t.select_metric if val_dl is not None else None
     callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max", save_last=True,
