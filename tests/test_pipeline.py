@@ -310,3 +310,16 @@ def test_recipe_options_train(synth_data, tmp_path):
     assert meta["train"]["steps"] == 3
     with torch.no_grad():
         assert torch.isfinite(model(torch.randn(1, 32000))["clipwise"]).all()
+
+
+def test_label_files_of_recordings_with_the_same_name_do_not_collide(trained, synth_data, tmp_path):
+    import shutil
+
+    _, model_dir = trained
+    src = sorted((synth_data / "test_audio").glob("*.mp3"))[0]
+    for d in ("a", "b"):
+        (tmp_path / "in" / d).mkdir(parents=True)
+        shutil.copy(src, tmp_path / "in" / d / "rec.mp3")
+    run_predict(model_dir, [str(tmp_path / "in")], tmp_path / "out", formats=("raven", "audacity"), quiet=True, workers=0)
+    assert len(list((tmp_path / "out" / "raven").glob("*.txt"))) == 2
+    assert len(list((tmp_path / "out" / "audacity").glob("*.txt"))) == 2

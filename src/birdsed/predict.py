@@ -168,12 +168,16 @@ def write_outputs(scores: pd.DataFrame, classes: list[str], thresholds: Threshol
             file_birds[f] = labels_of(decide(whole, thr, decision.max_birds), classes)[0]
         write_table(submission(test, row_birds, file_birds), out / "submission.csv")
     events = merge_runs(det)
+    files = list(scores["file"].unique())
+    stems = [Path(f).stem for f in files]
+    # label files are named by the recording's stem; recordings sharing a stem get a unique key instead
+    names = {f: s if stems.count(s) == 1 else recording_key(f) for f, s in zip(files, stems)}
     for fmt, folder in (("raven", "raven"), ("audacity", "audacity")):
         if fmt not in formats:
             continue
-        for f in scores["file"].unique():
+        for f in files:
             ev = events[events["file"] == f] if len(events) else events
-            stem = Path(f).stem
+            stem = names[f]
             if fmt == "raven":
                 write_table(raven_table(ev), out / folder / f"{stem}.Table.1.selections.txt", sep="\t")
             else:
