@@ -97,10 +97,12 @@ def recording_figures(path: str, scores: pd.DataFrame, det: pd.DataFrame, output
             ax.axvspan(max(d["start_s"], p0), min(d["end_s"], p1), ymin=top_y - 0.08, ymax=top_y, color=colour[d["label"]], alpha=0.85)
             ax.text(max(d["start_s"], p0) + 0.1, 128 * (top_y - 0.04), f"{d['label']} {d['score']:.2f}", color="white",
                     fontsize=8, va="center")
+        truth_lane = {c: i for i, c in enumerate(sorted({lab for *_, lab in truth}))}  # one lane per class, from the bottom
         for a, b, lab in truth:
             if b > p0 and a < p1:
-                ax.add_patch(plt.Rectangle((max(a, p0), 2), min(b, p1) - max(a, p0), 14, fill=False, ec="cyan", lw=1.5))
-                ax.text(max(a, p0) + 0.1, 9, f"truth: {lab}", color="cyan", fontsize=7, va="center")
+                y = 2 + 11 * truth_lane[lab]
+                ax.add_patch(plt.Rectangle((max(a, p0), y), min(b, p1) - max(a, p0), 10, fill=False, ec="cyan", lw=1.2))
+                ax.text(max(a, p0) + 0.1, y + 5, f"truth: {lab}", color="cyan", fontsize=7, va="center")
         centres = rows["start_s"].to_numpy() + 2.5
         for c in top:
             ax2.step(centres, rows[c].to_numpy(), where="mid", color=colour[c], label=c)
