@@ -8,7 +8,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -196,18 +196,6 @@ class FileResult:
     rows: dict[str, np.ndarray]  # kind -> (n_rows, K)
 
 
-@dataclass
-class PredictStats:
-    files_done: int = 0
-    audio_s: float = 0.0
-    wall_s: float = 0.0
-    errors: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def realtime_factor(self) -> float:
-        return self.audio_s / self.wall_s if self.wall_s > 0 else float("inf")
-
-
 def pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -242,9 +230,9 @@ def predict_files(model: SEDModel, files: list[str], window_s: float = 5.0, hop_
     pending: dict[int, dict[str, RowAccumulator]] = {}
     n_classes = len(model.classes)
     hop_s_exact = ds.hop / sr
-    stats = PredictStats()
+    audio_s = 0.0  # decoded so far, for the progress bar's real-time factor
     t0 = time.perf_counter()
-    rate = lambda: f"{stats.audio_s / max(time.perf_counter() - t0, 1e-9):.0f}x real time"  # noqa: E731
+    rate = lambda: f"{audio_s / max(time.perf_counter() - t0, 1e-9):.0f}x real time"  # noqa: E731
     with progress_bar(len(files), "predict", disable=quiet, extra=rate) as advance, torch.inference_mode():
         for batch in dl:
             if len(batch["wave"]):
@@ -266,11 +254,10 @@ def predict_files(model: SEDModel, files: list[str], window_s: float = 5.0, hop_
                 accs = pending.pop(d.index, None)
                 advance(1)
                 if d.error:
-                    stats.errors.append((files[d.index], d.error))
                     yield files[d.index], d.error
                     continue
                 duration_s = d.n_samples / sr
-                stats.audio_s += duration_s
+                audio_s += duration_s
                 if accs is None:  # cannot happen for a decoded file: every file has at least one window
                     accs = {k: RowAccumulator(n_classes) for k in OUTPUT_KINDS}
                 yield FileResult(files[d.index], duration_s, {k: a.result(duration_s) for k, a in accs.items()})
