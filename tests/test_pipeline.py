@@ -96,7 +96,23 @@ def test_predict_writes_every_output_and_resumes(trained, synth_data, tmp_path):
     sub = pd.read_csv(out / "submission.csv", keep_default_na=False)
     assert sub["row_id"].tolist() == test["row_id"].tolist()  # every row, in order
     assert (sub["birds"] != "").all()
-    # site_3 rows are decided on the whole file: same as deciding on the max over its rows
+    # site_3 rows are decided on the whole file: the max over its rows, then the threshold
+    from birdsed.manifest import read_kaggle_test
+
+    t = read_kaggle_test(synth_data / "test.csv")
+    site3 = t[t["seconds"].isna()].iloc[0]
+    _, thr, meta = load_model_dir(model_dir)
+    kind = meta.get("default_output", "segmentwise")
+    rows = scores[(scores["file"] == site3["path"]) & (scores["output"] == kind)]
+    whole = rows[meta["classes"]].max().to_numpy()
+    expect = " ".join(c for c, v, th in zip(meta["classes"], whole, thr.vector(kind, meta["classes"])) if v >= th) or "nocall"
+    assert sub.loc[sub["row_id"] == site3["row_id"], "birds"].item() == expect
+    # a site_1 row is the decision on its own 5 s row
+    r1 = t[t["seconds"].notna()].iloc[2]
+    row = scores[(scores["file"] == r1["path"]) & (scores["output"] == kind) & (scores["start_s"] == r1["seconds"] - 5)]
+    vals = row[meta["classes"]].to_numpy()[0]
+    expect = " ".join(c for c, v, th in zip(meta["classes"], vals, thr.vector(kind, meta["classes"])) if v >= th) or "nocall"
+    assert sub.loc[sub["row_id"] == r1["row_id"], "birds"].item() == expect
     det = pd.read_csv(out / "detections.csv")
     assert list(det.columns) == ["file", "start_s", "end_s", "label", "score"]
     raven = list((out / "raven").glob("*.txt"))
