@@ -17,6 +17,7 @@ from bench_predict import random_model  # noqa: E402
 from common import machine, peak_rss_mb, save_json  # noqa: E402
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import soundfile as sf  # noqa: E402
 import soxr  # noqa: E402
 
@@ -59,7 +60,7 @@ def main() -> None:
     row = {"hours": a.hours, "file_mb": round(rec.stat().st_size / 2**20), "make_s": round(make_s, 1), "model": a.model,
            "device": a.device, "wall_s": round(s.wall_s, 1), "realtime_x": round(s.realtime_factor),
            "peak_rss_main_mb": round(peak_rss_mb()), "peak_rss_workers_mb": round(peak_rss_mb(children=True)),
-           "rows": int(len(__import__("pandas").read_parquet(out / "scores.parquet")) / 3)}
+           "rows": int(len(pd.read_parquet(out / "scores.parquet")) / 3)}
     print(row)
     save_json(a.out / "memory.json", {"machine": machine(), "results": [row]})
 

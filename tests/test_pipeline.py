@@ -13,7 +13,7 @@ from birdsed.cli import build_parser, main
 from birdsed.config import apply_overrides, load_config
 from birdsed.errors import ConfigError
 from birdsed.modeldir import load_model_dir
-from birdsed.predict import run_predict
+from birdsed.predict import DecisionOptions, run_predict
 from birdsed.train import train
 
 FAST = ["train.epochs=5", "train.max_steps=3", "train.batch_size=8", "train.workers=0", "data.balance_min=4",
@@ -339,3 +339,13 @@ def test_label_files_of_recordings_with_the_same_name_do_not_collide(trained, sy
     run_predict(model_dir, [str(tmp_path / "in")], tmp_path / "out", formats=("raven", "audacity"), quiet=True, workers=0)
     assert len(list((tmp_path / "out" / "raven").glob("*.txt"))) == 2
     assert len(list((tmp_path / "out" / "audacity").glob("*.txt"))) == 2
+
+
+def test_predict_post_processing_options(trained, synth_data, tmp_path):
+    """--neighbour-smoothing and --max-birds through the whole predict path."""
+    _, model_dir = trained
+    run_predict(model_dir, [], tmp_path, test_csv=synth_data / "test.csv", quiet=True, workers=0,
+                decision=DecisionOptions(
+                    output="clipwise", threshold=0.0, max_birds=1, neighbour_smoothing="sum"))
+    sub = pd.read_csv(tmp_path / "submission.csv", keep_default_na=False)
+    assert (sub["birds"].str.split().str.len() == 1).all()  # threshold 0: every row has a bird, at most one

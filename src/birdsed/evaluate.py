@@ -75,7 +75,7 @@ def align_scores(scores: pd.DataFrame, truth: dict[str, set[str]], test_csv: str
         part = scores[scores["output"] == kind]
         values = part[model_classes].to_numpy(np.float32)
         by_row = {(f, float(s)): i for i, (f, s) in enumerate(zip(part["file"], part["start_s"]))}
-        by_file = {f: values[np.flatnonzero(part["file"].to_numpy() == f)].max(axis=0) for f in part["file"].unique()}
+        by_file = {f: values[idx].max(axis=0) for f, idx in part.groupby("file", sort=False).indices.items()}
         m = np.zeros((len(row_ids), len(classes)), dtype=np.float32)
         for i, r in enumerate(row_ids):
             path, sec = test.at[r, "path"], test.at[r, "seconds"]

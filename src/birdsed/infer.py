@@ -258,8 +258,6 @@ def predict_files(model: SEDModel, files: list[str], window_s: float = 5.0, hop_
                     continue
                 duration_s = d.n_samples / sr
                 audio_s += duration_s
-                if accs is None:  # cannot happen for a decoded file: every file has at least one window
-                    accs = {k: RowAccumulator(n_classes) for k in OUTPUT_KINDS}
                 yield FileResult(files[d.index], duration_s, {k: a.result(duration_s) for k, a in accs.items()})
 
 

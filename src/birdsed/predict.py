@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,22 +76,21 @@ def resolve_inputs(inputs: list[str], test: pd.DataFrame | None) -> tuple[list[s
 
 
 def decide_scores(scores: pd.DataFrame, classes: list[str], thresholds: Thresholds,
-                  opts: DecisionOptions, default_output: str) -> tuple[pd.DataFrame, np.ndarray, str]:
-    """(rows of the chosen output, boolean presence per row and class, output kind)."""
+                  opts: DecisionOptions, default_output: str) -> tuple[pd.DataFrame, np.ndarray, str, np.ndarray]:
+    """(rows of the chosen output, boolean presence per row and class, output kind, thresholds [shape=(K,)])."""
     kind = opts.output or default_output
     if kind not in OUTPUT_KINDS:
         raise ConfigError(f"unknown output {kind!r}; valid: {list(OUTPUT_KINDS)}")
     rows = scores[scores["output"] == kind].reset_index(drop=True)
-    values = rows[classes].to_numpy(np.float32)
+    values = rows[classes].to_numpy(np.float32, copy=True)  # smoothed in place below
     if opts.neighbour_smoothing:
-        for f in rows["file"].unique():
-            idx = np.flatnonzero(rows["file"].to_numpy() == f)
+        for idx in rows.groupby("file", sort=False).indices.values():
             values[idx] = smooth_rows(values[idx], opts.neighbour_smoothing)
     thr = thresholds.vector(kind, classes) if opts.threshold is None else np.full(len(classes), opts.threshold, np.float32)
     present = decide(values, thr, opts.max_birds)
     rows = rows.copy()
     rows[classes] = values
-    return rows, present, kind
+    return rows, present, kind, thr
 
 
 def _check_run(out: Path, model_dir: Path, window_s: float, hop_s: float, classes: list[str], pooling: str) -> None:
@@ -154,29 +154,29 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
 
 def write_outputs(scores: pd.DataFrame, classes: list[str], thresholds: Thresholds, decision: DecisionOptions,
                   default_output: str, out: Path, formats: tuple[str, ...], test: pd.DataFrame | None) -> None:
-    rows, present, kind = decide_scores(scores, classes, thresholds, decision, default_output)
+    rows, present, _, thr = decide_scores(scores, classes, thresholds, decision, default_output)
     det = detections(rows, present, classes)
     write_table(det, out / "detections.csv")
     if test is not None:
         birds = labels_of(present, classes)
         row_birds = {(f, float(s)): b for f, s, b in zip(rows["file"], rows["start_s"], birds)}
-        file_birds = {}
-        for f in rows["file"].unique():
-            idx = np.flatnonzero(rows["file"].to_numpy() == f)
-            whole = rows.loc[idx, classes].to_numpy().max(axis=0, keepdims=True)
-            thr = thresholds.vector(kind, classes) if decision.threshold is None else np.full(len(classes), decision.threshold)
-            file_birds[f] = labels_of(decide(whole, thr, decision.max_birds), classes)[0]
+        values = rows[classes].to_numpy()
+        file_birds = {f: labels_of(decide(values[idx].max(axis=0, keepdims=True), thr, decision.max_birds), classes)[0]
+                      for f, idx in rows.groupby("file", sort=False).indices.items()}
         write_table(submission(test, row_birds, file_birds), out / "submission.csv")
+    if not {"raven", "audacity"} & set(formats):
+        return
     events = merge_runs(det)
+    by_file = dict(tuple(events.groupby("file", sort=False))) if len(events) else {}
     files = list(scores["file"].unique())
-    stems = [Path(f).stem for f in files]
+    stem_counts = Counter(Path(f).stem for f in files)
     # label files are named by the recording's stem; recordings sharing a stem get a unique key instead
-    names = {f: s if stems.count(s) == 1 else recording_key(f) for f, s in zip(files, stems)}
+    names = {f: Path(f).stem if stem_counts[Path(f).stem] == 1 else recording_key(f) for f in files}
     for fmt, folder in (("raven", "raven"), ("audacity", "audacity")):
         if fmt not in formats:
             continue
         for f in files:
-            ev = events[events["file"] == f] if len(events) else events
+            ev = by_file.get(f, events.iloc[:0])
             stem = names[f]
             if fmt == "raven":
                 write_table(raven_table(ev), out / folder / f"{stem}.Table.1.selections.txt", sep="\t")

@@ -83,6 +83,9 @@ def recording_figures(path: str, scores: pd.DataFrame, det: pd.DataFrame, output
     colour = {c: COLOURS[i % len(COLOURS)] for i, c in enumerate(sorted(set(top) | set(det["label"]) | {b for *_, b in truth}))}
     mel = librosa.power_to_db(librosa.feature.melspectrogram(y=audio, sr=SAMPLE_RATE_HZ, n_fft=1024, hop_length=320,
                                                              n_mels=128, fmin=50, fmax=14000), ref=np.max)
+    events = merge_runs(det)
+    lane = {c: i for i, c in enumerate(sorted(set(det["label"])))}  # one lane per class, from the top
+    truth_lane = {c: i for i, c in enumerate(sorted({lab for *_, lab in truth}))}  # one lane per class, from the bottom
     images = []
     for p0 in np.arange(0, max(duration, 1e-3), page_s):
         p1 = min(p0 + page_s, duration)
@@ -90,14 +93,11 @@ def recording_figures(path: str, scores: pd.DataFrame, det: pd.DataFrame, output
         f0, f1 = int(p0 * 100), int(p1 * 100) + 1
         ax.imshow(mel[:, f0:f1], origin="lower", aspect="auto", cmap="magma", extent=(p0, p1, 0, 128), vmin=-80, vmax=0)
         ax.set_ylabel("mel bin")
-        events = merge_runs(det)
-        lane = {c: i for i, c in enumerate(sorted(set(det["label"])))}  # one lane per class, from the top
         for _, d in events[(events["end_s"] > p0) & (events["start_s"] < p1)].iterrows():
             top_y = 1.0 - 0.09 * lane[d["label"]]
             ax.axvspan(max(d["start_s"], p0), min(d["end_s"], p1), ymin=top_y - 0.08, ymax=top_y, color=colour[d["label"]], alpha=0.85)
             ax.text(max(d["start_s"], p0) + 0.1, 128 * (top_y - 0.04), f"{d['label']} {d['score']:.2f}", color="white",
                     fontsize=8, va="center")
-        truth_lane = {c: i for i, c in enumerate(sorted({lab for *_, lab in truth}))}  # one lane per class, from the bottom
         for a, b, lab in truth:
             if b > p0 and a < p1:
                 y = 2 + 11 * truth_lane[lab]

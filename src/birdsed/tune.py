@@ -5,11 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 
 from birdsed.config import OUTPUT_KINDS
 from birdsed.decide import Thresholds
-from birdsed.metrics import DEFAULT_SWEEP, row_f1
+from birdsed.errors import BirdsedError
+from birdsed.manifest import read_dataset, read_truth
+from birdsed.metrics import DEFAULT_SWEEP, row_f1, sets_to_matrix
+from birdsed.modeldir import load_model_dir, read_meta, update_thresholds
 
 GRID = np.round(np.concatenate([np.arange(0.01, 0.1, 0.01), np.arange(0.1, 0.96, 0.025), [0.97, 0.98, 0.99]]), 4)
 
@@ -84,9 +90,6 @@ def tune(scores: dict[str, np.ndarray], true: np.ndarray, classes: list[str], st
 def file_level_scores(model_dir: Path, data: Path) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
     """Run the model over a labelled data set; each recording is one row (max over its 5 s rows)."""
     from birdsed.infer import FileResult, predict_files
-    from birdsed.manifest import read_dataset
-    from birdsed.metrics import sets_to_matrix
-    from birdsed.modeldir import load_model_dir
 
     model, _, _ = load_model_dir(model_dir)
     m = read_dataset(data)
@@ -107,14 +110,7 @@ def file_level_scores(model_dir: Path, data: Path) -> tuple[dict[str, np.ndarray
 def tune_model(model_dir: str | Path, scores_path=None, truth_csv=None, test_csv=None, data=None, shrink: float = 10.0,
                per_class: bool = True, dry_run: bool = False) -> TuneResult:
     """Tune on scores + truth, or on a labelled data set, and store the thresholds in model.json."""
-    from pathlib import Path
-
-    import pandas as pd
-
-    from birdsed.errors import BirdsedError
     from birdsed.evaluate import align_scores, default_test_csv
-    from birdsed.manifest import read_truth
-    from birdsed.modeldir import read_meta, update_thresholds
 
     model_dir = Path(model_dir)
     meta = read_meta(model_dir)
