@@ -324,6 +324,17 @@ def test_recipe_options_train(synth_data, tmp_path):
     model_dir = train(synth_data, cfg, tmp_path, quiet=True)
     model, _, meta = load_model_dir(model_dir)
     assert meta["train"]["steps"] == 3
+
+
+def test_head_warm_up_then_fine_tune_with_frozen_batchnorm(synth_data, tmp_path):
+    """LP-FT: the head warms up on frozen features, then fine-tuning leaves the backbone's BatchNorm statistics alone."""
+    cfg = apply_overrides(load_config("small"), [*FAST, "train.head_warmup_epochs=2", "train.freeze_bn=true"])
+    model_dir = train(synth_data, cfg, tmp_path, quiet=True)
+    model, _, _ = load_model_dir(model_dir)
+    fresh = torch.nn.BatchNorm2d(1)
+    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(torch.all(m.running_mean == fresh.running_mean) for m in norms)  # random init: still 0
+    assert not torch.all(model.frontend.norm.running_mean == 0)  # the front end's statistics were fitted
     with torch.no_grad():
         assert torch.isfinite(model(torch.randn(1, 32000))["clipwise"]).all()
 

@@ -88,6 +88,9 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-2
     warmup_frac: float = 0.05
+    head_warmup_epochs: int = 0  # LP-FT: first train the head on the frozen backbone's cached features (probe.py)
+    head_warmup_lr: float = 1e-3
+    freeze_bn: bool = False  # keep the backbone's BatchNorm statistics (pretrained ones) fixed while fine-tuning
     grad_clip: float = 1.0
     ema: bool = False
     ema_decay: float = 0.999

@@ -177,6 +177,12 @@ class SEDModel(nn.Module):
         return self.encode(self.frontend(wave))
 
 
+def bce(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy on probabilities, in float32 (unsafe under autocast otherwise)."""
+    with torch.autocast(device_type=p.device.type, enabled=False):
+        return F.binary_cross_entropy(p.float().clamp(1e-7, 1 - 1e-7), y.float())
+
+
 def window_scores(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """One score per class for each output kind of a window, each (B, K):
     clipwise; segmentwise = max_t segmentwise; att = max_t norm_att * segmentwise."""

@@ -20,7 +20,6 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
@@ -31,18 +30,13 @@ from birdsed.dataset import CropDataset, WindowDataset
 from birdsed.errors import ConfigError, StoreError
 from birdsed.manifest import Manifest, read_dataset
 from birdsed.metrics import average_precision, row_f1
-from birdsed.model import SEDModel, window_scores
+from birdsed.model import SEDModel, bce, window_scores
 from birdsed.modeldir import save_model_dir
+from birdsed.probe import warm_up_head
 from birdsed.sampling import build_items, stratified_split, targets
 from birdsed.store import AudioStore, is_store, prepare
 
 log = logging.getLogger(__name__)
-
-
-def bce(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy on probabilities, in float32 (unsafe under autocast otherwise)."""
-    with torch.autocast(device_type=p.device.type, enabled=False):
-        return F.binary_cross_entropy(p.float().clamp(1e-7, 1 - 1e-7), y.float())
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -85,6 +79,10 @@ class SEDTask(L.LightningModule):
 
     def on_train_epoch_start(self):
         self._tick = None
+        if self.cfg.train.freeze_bn:  # Lightning keeps modules' modes across validation, so once per epoch is enough
+            for m in self.model.backbone.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()  # normalise by the pretrained statistics; the affine weights still learn
 
     def validation_step(self, batch, batch_idx):
         wave, y, rec = batch
@@ -211,6 +209,10 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
     log.info("training on %d items from %d recordings, %d classes; validating on %d recordings (%d windows)",
              len(items), len(td.train), len(td.classes), len(td.val), len(val_ds))
     task = SEDTask(cfg.to_dict(), td.classes)
+    if t.head_warmup_epochs > 0 and not resume:
+        probe_ds = WindowDataset(td.store, list(td.train.table["recording_id"]), tgt, cfg.data.crop_s, 1, cfg.data.short_policy)
+        warm_up_head(task.model, probe_ds, t.head_warmup_epochs, lr=t.head_warmup_lr, weight_decay=t.weight_decay,
+                     batch_size=t.batch_size, seed=t.seed, recalibrate_bn=not t.freeze_bn, device="cuda" if accel == "gpu" else "cpu")
     if accel == "gpu":
         task.model.use_channels_last()
     precision = t.precision if t.precision != "auto" else ("bf16-mixed" if accel == "gpu" else "32-true")
