@@ -25,11 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import NIPS4B, machine, print_markdown, save_json  # noqa: E402
 from nips4b import write_subset  # noqa: E402
 
-from birdsed.augment import mixup  # noqa: E402
 from birdsed.config import apply_overrides, load_config  # noqa: E402
 from birdsed.dataset import CropDataset, WindowDataset  # noqa: E402
 from birdsed.manifest import read_dataset  # noqa: E402
-from birdsed.model import bce, window_scores  # noqa: E402
+from birdsed.model import window_scores  # noqa: E402
 from birdsed.probe import warm_up_head  # noqa: E402
 from birdsed.sampling import build_items, iterative_stratified_folds, targets  # noqa: E402
 from birdsed.train import SEDTask, load_train_data, recording_metrics  # noqa: E402
@@ -50,17 +49,12 @@ def val_map(task: SEDTask, val_ds: WindowDataset) -> float:
 
 
 def one_epoch(task: SEDTask, crops: CropDataset, lr: float, seed: int) -> None:
-    """One epoch as SEDTask.training_step does it (augmentations included), BatchNorm statistics frozen."""
+    """One epoch of SEDTask's loss (augmentations included), BatchNorm statistics frozen."""
     opt = torch.optim.AdamW(task.parameters(), lr=lr, weight_decay=1e-2)
     task.train()
-    for m in task.model.backbone.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.eval()
-    fe = task.model.frontend
+    task.freeze_batchnorm()
     for wave, y in DataLoader(crops, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(seed)):
-        mel = task.aug.spec(fe.normalize(task.aug.db(fe.power_db(task.aug.wave(wave)))))
-        mel, y = mixup(mel, y, task.cfg.augment)
-        loss = bce(task.model.encode(mel)["clipwise"], y)
+        loss, _ = task.loss(wave, y)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(task.parameters(), 1.0)

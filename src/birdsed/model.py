@@ -177,6 +177,10 @@ class SEDModel(nn.Module):
         return self.encode(self.frontend(wave))
 
 
+def batchnorm_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def bce(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy on probabilities, in float32 (unsafe under autocast otherwise)."""
     with torch.autocast(device_type=p.device.type, enabled=False):

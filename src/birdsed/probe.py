@@ -29,19 +29,20 @@ import torch
 from torch.utils.data import DataLoader
 
 from birdsed.dataset import WindowDataset
-from birdsed.model import SEDModel, bce
+from birdsed.model import SEDModel, batchnorm_layers, bce
 
 log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
 def _recalibrate_batchnorm(backbone: torch.nn.Module, images: list[torch.Tensor]) -> None:
-    """Replace the backbone's BatchNorm running statistics (ImageNet's) by these images' (a cumulative average).
+    """Replace the backbone's BatchNorm running statistics (ImageNet's) by these images' (a cumulative average);
+    the backbone is left in eval mode.
 
     Fine-tuning runs BatchNorm on batch statistics of spectrograms, far from ImageNet's;
     features cached with ImageNet's statistics would train a head for inputs it never sees again.
     """
-    norms = [m for m in backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    norms = batchnorm_layers(backbone)
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
@@ -51,6 +52,7 @@ def _recalibrate_batchnorm(backbone: torch.nn.Module, images: list[torch.Tensor]
         backbone.forward_features(x)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
+    backbone.eval()
 
 
 @torch.no_grad()
@@ -69,7 +71,6 @@ def _frozen_features(model: SEDModel, ds: WindowDataset, batch_size: int, device
     images = [fe.normalize(d).expand(-1, model.in_chans, -1, -1) for d in db.split(batch_size)]
     if recalibrate_bn:
         _recalibrate_batchnorm(model.backbone, images)
-        model.eval()
     feats = [model.backbone.forward_features(x) for x in images]
     return torch.cat(feats), torch.cat(ys).to(device)
 

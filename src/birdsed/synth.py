@@ -70,6 +70,10 @@ class SynthConfig:
     soundscape_rate_hz: int = 32_000  # the test mp3s' sample rate (Kaggle's were mixed)
     soundscape_seed: int | None = None  # other soundscapes of the same species (a validation set); None: seed
 
+    @property
+    def soundscape_seed_or_seed(self) -> int:
+        return self.seed if self.soundscape_seed is None else self.soundscape_seed
+
 
 def make_species(n: int, seed: int) -> list[Species]:
     """n distinct species: kinds cycle, bands spread over 1.2-9 kHz on a log scale."""
@@ -221,8 +225,7 @@ def _train_clip(sp: Species, others: list[Species], idx: int, cfg: SynthConfig) 
 
 def _soundscape(species: list[Species], idx: int, cfg: SynthConfig) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
     """A long field recording and its (code, start_s, end_s) note events."""
-    seed = cfg.seed if cfg.soundscape_seed is None else cfg.soundscape_seed
-    rng = np.random.default_rng([seed, 3, idx])
+    rng = np.random.default_rng([cfg.soundscape_seed_or_seed, 3, idx])
     n = int(cfg.soundscape_s * BASE_RATE_HZ)
     buf = _noise_bed(rng, n, BASE_RATE_HZ, level=rng.uniform(0.01, 0.05))
     events: list[tuple[str, float, float]] = []
@@ -291,8 +294,7 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig = SynthConfig(), quiet: 
         test_rows, truth_rows = [], []
         for k in range(cfg.soundscapes):
             wave, events = _soundscape(species, k, cfg)
-            seed = cfg.seed if cfg.soundscape_seed is None else cfg.soundscape_seed
-            audio_id = f"{np.random.default_rng([seed, 4, k]).integers(0, 16**8):08x}"
+            audio_id = f"{np.random.default_rng([cfg.soundscape_seed_or_seed, 4, k]).integers(0, 16**8):08x}"
             _write_audio(out / "test_audio" / f"{audio_id}.mp3", wave, ("MP3", "MPEG_LAYER_III", cfg.soundscape_rate_hz, 1, "mp3"))
             per_row = row_truth(events, cfg.soundscape_s)
             site = "site_3" if k == cfg.soundscapes - 1 else f"site_{1 + k % 2}"

@@ -30,7 +30,7 @@ from birdsed.dataset import CropDataset, WindowDataset
 from birdsed.errors import ConfigError, StoreError
 from birdsed.manifest import Manifest, read_dataset
 from birdsed.metrics import average_precision, row_f1
-from birdsed.model import SEDModel, bce, window_scores
+from birdsed.model import SEDModel, batchnorm_layers, bce, window_scores
 from birdsed.modeldir import save_model_dir
 from birdsed.probe import warm_up_head
 from birdsed.sampling import build_items, stratified_split, targets
@@ -58,8 +58,10 @@ class SEDTask(L.LightningModule):
         self._val: list[tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]] = []
         self._tick: tuple[float, int] | None = None
 
-    def training_step(self, batch, batch_idx):
-        wave, y = self.aug.negatives(*batch)  # (B, n_samples), (B, K)
+    def loss(self, wave: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """The recipe's training loss of a batch, wave (B, n_samples), y (B, K), augmentations included;
+        returns (loss, batch size after the augmentations)."""
+        wave, y = self.aug.negatives(wave, y)
         fe = self.model.frontend
         db = self.aug.db(fe.power_db(self.aug.wave(wave)))
         mel = self.aug.spec(fe.normalize(db))
@@ -69,20 +71,27 @@ class SEDTask(L.LightningModule):
         w = self.cfg.train.framewise_loss_weight
         if w > 0:
             loss = loss + w * bce(out["framewise"].amax(dim=1), y)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
+        return loss, len(y)
+
+    def freeze_batchnorm(self) -> None:
+        """Normalise by the backbone's pretrained statistics; the affine weights still learn."""
+        for m in batchnorm_layers(self.model.backbone):
+            m.eval()
+
+    def training_step(self, batch, batch_idx):
+        loss, n = self.loss(*batch)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
         now = time.perf_counter()
         if self._tick is not None:
             dt = now - self._tick[0]
-            self.log("clips_s", len(y) / max(dt, 1e-9), prog_bar=True, on_step=True, on_epoch=False)
-        self._tick = (now, len(y))
+            self.log("clips_s", n / max(dt, 1e-9), prog_bar=True, on_step=True, on_epoch=False)
+        self._tick = (now, n)
         return loss
 
     def on_train_epoch_start(self):
         self._tick = None
         if self.cfg.train.freeze_bn:  # Lightning keeps modules' modes across validation, so once per epoch is enough
-            for m in self.model.backbone.modules():
-                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                    m.eval()  # normalise by the pretrained statistics; the affine weights still learn
+            self.freeze_batchnorm()
 
     def validation_step(self, batch, batch_idx):
         wave, y, rec = batch
