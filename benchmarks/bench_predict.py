@@ -28,7 +28,7 @@ from birdsed.synth import SynthConfig, synthesize  # noqa: E402
 
 
 def soundscapes(out: Path, minutes: float, files: int, rate: int) -> Path:
-    folder = out / f"soundscapes_{rate}"
+    folder = out / f"soundscapes_{rate}_{files}x{minutes:g}min"  # one folder per setting: a cached set never stands in for another
     if not (folder / "test_labels.csv").is_file():
         synthesize(folder, SynthConfig(species=6, clips_per_species=1, soundscapes=files, soundscape_s=minutes * 60,
                                        min_clip_s=3, max_clip_s=3, soundscape_rate_hz=rate), quiet=True)

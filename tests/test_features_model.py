@@ -29,6 +29,20 @@ def test_logmel_output_shape_and_normalisation():
     assert per_mel_mean.abs().max() < 1e-4  # BatchNorm over mel bins, training mode
 
 
+@pytest.mark.parametrize("n_fft,hop_length,top_db,seconds", [(1024, 320, 80.0, 12.5), (2048, 320, None, 7.5), (512, 256, 80.0, 5.0)])
+def test_windowed_db_equals_the_per_window_spectrogram(n_fft, hop_length, top_db, seconds):
+    """One STFT over a stretch, windows cut from it, edge frames recomputed: equal to each window's own STFT."""
+    fe = LogMel(FrontendConfig(n_fft=n_fft, hop_length=hop_length, n_mels=64, top_db=top_db))
+    window, hop = 5 * 32000, 80000 if hop_length == 320 else 256 * 300
+    audio = torch.randn(int(seconds * 32000) + 7) * torch.linspace(0.01, 1.0, int(seconds * 32000) + 7)
+    ref = fe.power_db(audio.unfold(0, window, hop))
+    got = fe.windowed_db(audio, window, hop)
+    assert got.shape == ref.shape and len(got) == 1 + (len(audio) - window) // hop
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=0)
+    odd = fe.windowed_db(audio, window, hop + 1)  # hop not a whole number of frames: the per-window path
+    torch.testing.assert_close(odd, fe.power_db(audio.unfold(0, window, hop + 1)))
+
+
 def test_attention_head_arithmetic_by_hand():
     torch.manual_seed(0)
     head = AttentionHead(in_features=3, n_classes=2, dropout=0.0).eval()

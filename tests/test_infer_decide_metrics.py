@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from birdsed.decide import Thresholds, decide, labels_of, smooth_rows
-from birdsed.infer import RowAccumulator, WindowStream, n_rows, rows_from_windows, segment_rows, window_starts
+from birdsed.infer import RowAccumulator, WindowStream, piece_windows, n_rows, rows_from_windows, segment_rows, window_starts
 from birdsed.metrics import average_precision, micro_prf, per_class_prf, row_f1, row_f1_per_row
 from birdsed.tune import per_class_thresholds, tune
 from conftest import write_audio
@@ -54,19 +54,55 @@ def test_window_stream_matches_direct_windowing(tmp_path):
     got: dict[int, dict[int, np.ndarray]] = {}
     done = {}
     for b in ds:
-        for w, f, k in zip(b["wave"].numpy(), b["file"].tolist(), b["win"].tolist()):
-            got.setdefault(f, {})[k] = w
+        assert sum(p.n_samples for p in b["pieces"]) == len(b["audio"])
+        for p in b["pieces"]:
+            for j, w in enumerate(piece_windows(b["audio"], p, ds.window, ds.hop).numpy()):
+                assert p.first_window + j not in got.get(p.file, {})
+                got.setdefault(p.file, {})[p.first_window + j] = w
         for d in b["done"]:
             done[d.index] = d
     for i, p in enumerate(paths):
         x = load_audio(p)
         starts = window_starts(len(x), 160000, 80000)
-        assert done[i].n_windows == len(starts) and done[i].n_samples == len(x)
+        assert done[i].n_windows == len(starts) == len(got[i]) and done[i].n_samples == len(x)
         for k, s in enumerate(starts):
             expect = np.zeros(160000, np.float32)
             piece = x[s:s + 160000]
             expect[: len(piece)] = piece
             np.testing.assert_array_equal(got[i][k], expect)
+
+
+@pytest.mark.parametrize("pooling", ["window", "segment"])
+def test_predict_files_equals_the_model_on_each_window(tmp_path, pooling):
+    """The streamed path (stretches, shared spectrogram, batches across files) scores every window as
+    the model does on that window alone."""
+    import torch
+
+    from birdsed.audio import load_audio
+    from birdsed.config import FrontendConfig, ModelConfig
+    from birdsed.infer import predict_files
+    from birdsed.model import SEDModel, segment_scores, window_scores
+
+    torch.manual_seed(0)
+    model = SEDModel(FrontendConfig(n_mels=64), ModelConfig(backbone="mobilenetv3_small_100", dropout=0.0), ["a", "b", "c"]).eval()
+    paths = [str(write_audio(tmp_path / f"{i}.wav", seconds=s, rate=22050, freq_hz=f))
+             for i, (s, f) in enumerate([(3.0, 800.0), (41.3, 2000.0), (12.5, 4000.0)])]
+    got = {r.path: r for r in predict_files(model, paths, batch_size=5, workers=0, quiet=True, pooling=pooling, device="cpu")}
+    for p in paths:
+        x = torch.from_numpy(load_audio(p))
+        starts = window_starts(len(x), 160000, 80000)
+        padded = torch.nn.functional.pad(x, (0, int(starts[-1]) + 160000 - len(x)))
+        with torch.inference_mode():
+            out = model(padded.unfold(0, 160000, 80000))
+        acc = {k: RowAccumulator(3) for k in ("segmentwise", "att", "clipwise")}
+        segs = segment_scores(out) if pooling == "segment" else {}
+        for k, v in window_scores(out).items():
+            if k in segs:
+                acc[k].add_segments(starts / 32000, 5.0, segs[k])
+            else:
+                acc[k].add_windows(starts / 32000, 5.0, v.numpy())
+        for k in acc:
+            np.testing.assert_allclose(got[p].rows[k], acc[k].result(len(x) / 32000), atol=1e-5)
 
 
 def test_window_stream_reports_bad_files(tmp_path):
@@ -75,7 +111,7 @@ def test_window_stream_reports_bad_files(tmp_path):
     batches = list(WindowStream([str(tmp_path / "bad.wav"), str(good)], 5.0, 2.5, 4, 32000))
     dones = [d for b in batches for d in b["done"]]
     assert [d.error is not None for d in sorted(dones, key=lambda d: d.index)] == [True, False]
-    assert all(f == 1 for b in batches for f in b["file"].tolist())
+    assert all(p.file == 1 for b in batches for p in b["pieces"])
 
 
 def test_decide_thresholds_per_class_and_max_birds():

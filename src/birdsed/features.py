@@ -61,12 +61,46 @@ class LogMel(nn.Module):
         if wave.device.type == "cpu" and len(wave) > CPU_CHUNK:
             # on a CPU, 8 windows at a time keep the complex spectrogram in cache: 4x faster than one big batch
             return torch.cat([self.power_db(c) for c in wave.split(CPU_CHUNK)])
+        return self._to_db(self._mel_power(wave))
+
+    def _mel_power(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, n_samples) -> (B, n_mels, n_frames) mel power (float32, before dB)."""
         with torch.autocast(device_type=wave.device.type, enabled=False):
-            mel = torch.matmul(self.mel_fb, self._power(wave.float()))
+            return torch.matmul(self.mel_fb, self._power(wave.float()))
+
+    def _to_db(self, mel: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, n_frames) mel power -> dB, floored top_db below each item's maximum."""
+        with torch.autocast(device_type=mel.device.type, enabled=False):
             db = 10.0 * torch.log10(mel.clamp_min(1e-10))
             if self.cfg.top_db is not None:
                 db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - self.cfg.top_db)
         return db
+
+    def windowed_db(self, audio: torch.Tensor, window: int, hop: int) -> torch.Tensor:
+        """Half-overlapping windows of one stretch of audio -> (W, n_mels, n_frames) dB, equal to
+        power_db(audio.unfold(0, window, hop)) but with each sample's spectrum computed once.
+
+        audio [shape=(n_samples,)], W = 1 + (n_samples - window) // hop. One STFT runs over the whole
+        stretch and each window takes its frames from it; only the frames whose FFT support crosses
+        a window edge (where the per-window STFT sees zero padding, not the neighbouring audio) are
+        recomputed from the window's own first and last samples.
+        """
+        assert audio.ndim == 1 and len(audio) >= window, f"expected (n >= {window},), got {tuple(audio.shape)}"
+        h, half = self.cfg.hop_length, self.cfg.n_fft // 2
+        n_frames = self.n_frames(window)
+        edge = -(-half // h)  # frames at each end whose support crosses the window's edge
+        if window % h or hop % h or n_frames <= 2 * edge:
+            return self.power_db(audio.unfold(0, window, hop))
+        n_windows = 1 + (len(audio) - window) // hop
+        mel = self._mel_power(audio[None])[0]  # (n_mels, frames of the stretch)
+        mel = mel.unfold(1, n_frames, hop // h)[:, :n_windows].permute(1, 0, 2).contiguous()  # (W, n_mels, n_frames)
+        span = 2 * edge * h  # samples that hold every edge frame's support, a whole number of hops
+        heads = audio[: (n_windows - 1) * hop + span].unfold(0, span, hop)  # (W, span): each window's first samples
+        tails = audio[window - span: window - span + (n_windows - 1) * hop + span].unfold(0, span, hop)
+        ends = self._mel_power(torch.cat([heads, tails]))  # (2W, n_mels, 2 edge + 1), zero-padded as per window
+        mel[:, :, :edge] = ends[:n_windows, :, :edge]
+        mel[:, :, -edge:] = ends[n_windows:, :, -edge:]
+        return self._to_db(mel)
 
     def normalize(self, db: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, T) dB -> (B, 1, n_mels, T), normalised per mel bin."""

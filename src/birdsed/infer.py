@@ -113,11 +113,24 @@ class FileDone:
     error: str | None = None
 
 
-class WindowStream(IterableDataset):
-    """Yields batches {"wave" (b, window), "file" (b,), "win" (b,), "done": [FileDone]} across files.
+@dataclass
+class Piece:
+    """A stretch of one file's audio holding its windows first_window .. first_window + n_windows - 1:
+    samples [offset, offset + n_samples) of the batch's "audio"; window k starts k * hop samples into the file."""
 
-    Each worker process streams its share of the files chunk by chunk (bounded memory),
-    cutting windows as soon as their samples have arrived.
+    file: int
+    first_window: int
+    n_windows: int
+    offset: int
+    n_samples: int
+
+
+class WindowStream(IterableDataset):
+    """Yields batches {"audio" (n,), "pieces": [Piece], "done": [FileDone]} of about batch_size windows across files.
+
+    Each worker process streams its share of the files chunk by chunk (bounded memory) and
+    ships each chunk's newly complete windows as one stretch of audio (the windows overlap, so
+    a stretch carries each sample about once, not twice); `piece_windows` cuts them.
     """
 
     def __init__(self, files: list[str], window_s: float, hop_s: float, batch_size: int, sample_rate_hz: int,
@@ -127,8 +140,8 @@ class WindowStream(IterableDataset):
         self.hop = int(round(hop_s * sample_rate_hz))
         self.sample_rate_hz = sample_rate_hz
 
-    def _windows(self, path: str) -> Iterator[np.ndarray | int]:
-        """Windows of one file as they complete, then the total sample count."""
+    def _stretches(self, path: str) -> Iterator[tuple[int, int, np.ndarray] | int]:
+        """(first window, n windows, audio) as windows complete, then the file's total sample count."""
         buf = np.zeros(0, np.float32)
         buf_start = 0  # sample index of buf[0]
         next_start = 0
@@ -136,53 +149,84 @@ class WindowStream(IterableDataset):
         for chunk in stream_audio(path, self.chunk_s, self.sample_rate_hz):
             buf = np.concatenate([buf, chunk])
             total += len(chunk)
-            while next_start + self.window <= buf_start + len(buf):
-                yield buf[next_start - buf_start: next_start - buf_start + self.window]
-                next_start += self.hop
-            drop = next_start - buf_start
-            if drop > 0:
-                buf, buf_start = buf[drop:], buf_start + drop
+            n = max(0, (buf_start + len(buf) - self.window - next_start) // self.hop + 1)
+            if n:
+                a = next_start - buf_start
+                yield next_start // self.hop, n, buf[a: a + (n - 1) * self.hop + self.window]
+                next_start += n * self.hop
+                buf, buf_start = buf[next_start - buf_start:], next_start
         # the tail: windows that run past the end, zero-padded, as window_starts() lists them
-        for s in window_starts(total, self.window, self.hop):
-            if s < next_start:
-                continue
-            w = np.zeros(self.window, np.float32)
-            piece = buf[s - buf_start: s - buf_start + self.window]
-            w[: len(piece)] = piece
-            yield w
+        starts = window_starts(total, self.window, self.hop)
+        n = int((starts >= next_start).sum())
+        if n:
+            tail = np.zeros((n - 1) * self.hop + self.window, np.float32)
+            piece = buf[next_start - buf_start:]
+            tail[: len(piece)] = piece[: len(tail)]
+            yield next_start // self.hop, n, tail
         yield total
 
     def __iter__(self):
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        waves, fidx, widx, done = [], [], [], []
+        held: list[tuple[int, int, int, np.ndarray]] = []  # (file, first window, n windows, audio) of the batch
+        done: list[FileDone] = []
 
         def flush():
-            batch = {"wave": torch.from_numpy(np.stack(waves)) if waves else torch.zeros(0, self.window),
-                     "file": torch.tensor(fidx, dtype=torch.long), "win": torch.tensor(widx, dtype=torch.long),
+            offsets = np.cumsum([0] + [len(h[3]) for h in held])
+            batch = {"audio": torch.from_numpy(np.concatenate([h[3] for h in held])) if held else torch.zeros(0),
+                     "pieces": [Piece(f, first, n, int(o), len(a)) for (f, first, n, a), o in zip(held, offsets)],
                      "done": list(done)}
-            waves.clear(), fidx.clear(), widx.clear(), done.clear()
+            held.clear(), done.clear()
             return batch
 
         for i in range(wid, len(self.files), nw):
             k = 0
             try:
-                for w in self._windows(self.files[i]):
-                    if isinstance(w, int):
-                        done.append(FileDone(i, k, w))
+                for item in self._stretches(self.files[i]):
+                    if isinstance(item, int):
+                        done.append(FileDone(i, k, item))
                         break
-                    waves.append(w), fidx.append(i), widx.append(k)
-                    k += 1
-                    if len(waves) == self.batch_size:
+                    first, n, a = item
+                    held.append((i, first, n, a))
+                    k = first + n
+                    if sum(h[2] for h in held) >= self.batch_size:
                         yield flush()
             except AudioDecodeError as e:
-                keep = [j for j, f in enumerate(fidx) if f != i]  # drop the failed file's unsent windows
-                waves[:], fidx[:], widx[:] = [waves[j] for j in keep], [fidx[j] for j in keep], [widx[j] for j in keep]
+                held[:] = [h for h in held if h[0] != i]  # drop the failed file's unsent audio
                 done.append(FileDone(i, k, 0, str(e)))
-            if done and not waves:
+            if done and not held:
                 yield flush()
-        if waves or done:
+        if held or done:
             yield flush()
+
+
+def piece_windows(audio: torch.Tensor, piece: Piece, window: int, hop: int) -> torch.Tensor:
+    """The piece's windows as a view of the batch's audio [shape=(n_windows, window)]."""
+    return audio[piece.offset: piece.offset + piece.n_samples].unfold(0, window, hop)
+
+
+def score_pieces(model, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int, batch_size: int,
+                 use_bf16: bool) -> Iterator[tuple[list[Piece], dict[str, torch.Tensor]]]:
+    """Run the model over the pieces' windows, at most about batch_size windows a call; yields (pieces, outputs).
+
+    An SEDModel computes each piece's spectrogram once (LogMel.windowed_db); any other model
+    (ONNX Runtime) takes the windows' waveforms.
+    """
+    dev_type = audio.device.type
+    group: list[Piece] = []
+    for j, p in enumerate(pieces):
+        group.append(p)
+        if sum(q.n_windows for q in group) < batch_size and j + 1 < len(pieces):
+            continue
+        with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=use_bf16):
+            if isinstance(model, SEDModel):
+                fe = model.frontend
+                db = torch.cat([fe.windowed_db(audio[q.offset: q.offset + q.n_samples], window, hop) for q in group])
+                out = model.encode(fe.normalize(db))
+            else:
+                out = model(torch.cat([piece_windows(audio, q, window, hop) for q in group]))
+        yield group, out
+        group = []
 
 
 def _collate(batch):
@@ -194,6 +238,17 @@ class FileResult:
     path: str
     duration_s: float
     rows: dict[str, np.ndarray]  # kind -> (n_rows, K)
+
+
+def default_workers(dev: torch.device) -> int:
+    """Decoding processes: on a GPU, every core but one (the GPU does the model's work); on a CPU,
+    none below 4 cores (the model's threads need every core, and a decoding process contending
+    with them cost more than the overlap gained: 2 cores, small model, 22.05 kHz mp3: 518x real
+    time with decoding between batches vs 421x with one worker, docs/BENCHMARKS.md), then one per 4 cores."""
+    cores = os.cpu_count() or 1
+    if dev.type == "cuda":
+        return max(1, cores - 1)
+    return 0 if cores < 4 else cores // 4
 
 
 def pick_device(device: str) -> torch.device:
@@ -221,7 +276,7 @@ def predict_files(model: SEDModel, files: list[str], window_s: float = 5.0, hop_
     model = model.to(dev).eval()
     if isinstance(model, SEDModel):
         model = model.use_channels_last()  # 1.7x on a 2-core CPU for the small model, and the usual layout on GPUs
-    workers = max(0, (os.cpu_count() or 2) - 1) if workers is None else workers
+    workers = default_workers(dev) if workers is None else workers
     workers = min(workers, len(files))
     sr = model.frontend_cfg.sample_rate_hz
     ds = WindowStream(files, window_s, hop_s, batch_size, sr)
@@ -235,21 +290,21 @@ def predict_files(model: SEDModel, files: list[str], window_s: float = 5.0, hop_
     rate = lambda: f"{audio_s / max(time.perf_counter() - t0, 1e-9):.0f}x real time"  # noqa: E731
     with progress_bar(len(files), "predict", disable=quiet, extra=rate) as advance, torch.inference_mode():
         for batch in dl:
-            if len(batch["wave"]):
-                wave = batch["wave"].to(dev, non_blocking=True)
-                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    out = model(wave)
+            audio = batch["audio"].to(dev, non_blocking=True)
+            for group, out in score_pieces(model, audio, batch["pieces"], ds.window, ds.hop, batch_size, use_bf16):
                 scores = {k: v.float().cpu().numpy() for k, v in window_scores(out).items()}
                 segs = segment_scores(out) if pooling == "segment" else {}
-                fidx, starts_s = batch["file"].numpy(), batch["win"].numpy() * hop_s_exact
-                for f in np.unique(fidx):
-                    sel = fidx == f
-                    accs = pending.setdefault(int(f), {k: RowAccumulator(n_classes) for k in OUTPUT_KINDS})
+                at = 0
+                for p in group:
+                    sel = slice(at, at + p.n_windows)
+                    at += p.n_windows
+                    starts_s = np.arange(p.first_window, p.first_window + p.n_windows) * hop_s_exact
+                    accs = pending.setdefault(p.file, {k: RowAccumulator(n_classes) for k in OUTPUT_KINDS})
                     for k in OUTPUT_KINDS:
                         if k in segs:
-                            accs[k].add_segments(starts_s[sel], window_s, segs[k][sel])
+                            accs[k].add_segments(starts_s, window_s, segs[k][sel])
                         else:
-                            accs[k].add_windows(starts_s[sel], window_s, scores[k][sel])
+                            accs[k].add_windows(starts_s, window_s, scores[k][sel])
             for d in batch["done"]:
                 accs = pending.pop(d.index, None)
                 advance(1)
