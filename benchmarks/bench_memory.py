@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=24.0)
     ap.add_argument("--model", default="small")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=None, help="decoding processes (default: predict's)")
     a = ap.parse_args()
     t0 = time.perf_counter()
     rec = long_recording(a.out / f"long_{a.hours:g}h.flac", a.hours)

@@ -1,13 +1,16 @@
 """Head warm-up (LP-FT) on a tiny store made in tmp_path."""
 
 import pandas as pd
+import pytest
 import torch
 
 from birdsed.config import DataConfig, FrontendConfig, ModelConfig
 from birdsed.dataset import WindowDataset
 from birdsed.manifest import read_dataset
 from birdsed.model import SEDModel
-from birdsed.probe import warm_up_head
+from birdsed.augment import Augmenter, augmented_mel
+from birdsed.config import AugmentConfig
+from birdsed.probe import _frozen_features, warm_up_head
 from birdsed.sampling import targets
 from birdsed.store import AudioStore, prepare
 
@@ -56,3 +59,27 @@ def test_warm_up_fits_the_head_and_front_end_statistics_only(tmp_path):
     with torch.no_grad():
         clip = model(wave)["clipwise"]
     assert (clip.argmax(1) == y.argmax(1)).all()
+
+
+def test_augmented_views_enlarge_the_warm_up_cache(tmp_path):
+    """views=3: the plain windows, then two augmented passes (gain + mixup with the union of labels)."""
+    store = _store(tmp_path)
+    m = store.manifest()
+    classes = ["high", "low"]
+    ds = WindowDataset(store, list(m.table["recording_id"]), targets(m, classes, DataConfig()), 2.0, 1, "pad")
+    torch.manual_seed(0)
+    fcfg = FrontendConfig(n_mels=32)
+    model = SEDModel(fcfg, ModelConfig(backbone="resnet10t", dropout=0.0), classes)
+    acfg = AugmentConfig(gain_p=1.0, gain_db=12.0, mixup_p=1.0, mixup_union=True, specaug_p=0.0, pitch_p=0.0, tempo_p=0.0)
+    aug = Augmenter(acfg, fcfg).train()
+    plain, y1 = _frozen_features(model, ds, 4, torch.device("cpu"), recalibrate_bn=False)
+    feats, y3 = _frozen_features(model, ds, 4, torch.device("cpu"), recalibrate_bn=False, views=3,
+                                 augment=lambda w, y: augmented_mel(aug, model.frontend, w, y, acfg))
+    n = len(ds)
+    assert feats.shape == (3 * n, *plain.shape[1:]) and y3.shape == (3 * n, 2)
+    torch.testing.assert_close(feats[:n], plain)
+    torch.testing.assert_close(y3[:n], y1)
+    assert not torch.allclose(feats[n: 2 * n], plain)  # the augmented copies differ from the plain windows
+    assert (y3[n:].sum(1) >= 1).all() and (y3[n:].sum(1) == 2).any()  # mixup's union: some views hold both classes
+    with pytest.raises(ValueError, match="augment"):
+        _frozen_features(model, ds, 4, torch.device("cpu"), recalibrate_bn=False, views=2)

@@ -151,3 +151,14 @@ def mixup(m: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig) -> tuple[torch.T
     m = lam.view(-1, 1, 1, 1).to(m.dtype) * m + (1 - lam.view(-1, 1, 1, 1).to(m.dtype)) * m[perm]
     y = torch.maximum(y, y[perm]) if cfg.mixup_union else lam[:, None] * y + (1 - lam[:, None]) * y[perm]
     return m, y
+
+
+def augmented_mel(aug: Augmenter, frontend, wave: torch.Tensor, y: torch.Tensor,
+                  cfg: AugmentConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recipe's augmented model input of a batch: wave (B, n_samples), y (B, K) ->
+    (normalised log-mel (B', 1, n_mels, T), targets (B', K)). `frontend` is the model's LogMel;
+    every augmentation the config switches on runs (the Augmenter must be in training mode)."""
+    wave, y = aug.negatives(wave, y)
+    db = aug.db(frontend.power_db(aug.wave(wave)))
+    mel = aug.spec(frontend.normalize(db))
+    return mixup(mel, y, cfg)

@@ -24,14 +24,17 @@ freezing them is the preset.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 from torch.utils.data import DataLoader
 
 from birdsed.dataset import WindowDataset
+from birdsed.errors import ConfigError
 from birdsed.model import SEDModel, batchnorm_layers, bce
 
 log = logging.getLogger(__name__)
+Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @torch.no_grad()
@@ -57,35 +60,50 @@ def _recalibrate_batchnorm(backbone: torch.nn.Module, images: list[torch.Tensor]
 
 @torch.no_grad()
 def _frozen_features(model: SEDModel, ds: WindowDataset, batch_size: int, device: torch.device,
-                     recalibrate_bn: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features (N, C, F', T'), targets (N, K)) for every window of `ds`, after fitting the front end's statistics."""
+                     recalibrate_bn: bool, views: int = 1, augment: Augment | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features (N, C, F', T'), targets (N, K)) for every window of `ds`, after fitting the front end's statistics;
+    with views > 1, N = views x windows: the plain windows, then views - 1 augmented passes over them."""
     fe = model.frontend
-    dbs, ys = [], []
+    waves, dbs, ys = [], [], []
     for wave, y, _ in DataLoader(ds, batch_size=batch_size, shuffle=False):
-        dbs.append(fe.power_db(wave.to(device)))  # (B, n_mels, T)
-        ys.append(y.float())
+        waves.append(wave.to(device))
+        dbs.append(fe.power_db(waves[-1]))  # (B, n_mels, T)
+        ys.append(y.float().to(device))
     db = torch.cat(dbs)
-    fe.norm.running_mean.copy_(db.mean(dim=(0, 2)))
+    fe.norm.running_mean.copy_(db.mean(dim=(0, 2)))  # the plain windows' statistics, also for the augmented views
     fe.norm.running_var.copy_(db.var(dim=(0, 2)))
     model.eval()  # normalise by the statistics just set (training mode would use and update batch statistics)
-    images = [fe.normalize(d).expand(-1, model.in_chans, -1, -1) for d in db.split(batch_size)]
+    images = [fe.normalize(d) for d in db.split(batch_size)]
+    targets = list(torch.cat(ys).split(batch_size))
+    if views > 1 and augment is None:
+        raise ValueError("head warm-up with several views needs an augment function")
+    for _ in range(views - 1):
+        for wave, y in zip(waves, ys):
+            mel, y_aug = augment(wave, y)
+            images.append(mel)
+            targets.append(y_aug)
+    images = [m.expand(-1, model.in_chans, -1, -1) for m in images]
     if recalibrate_bn:
         _recalibrate_batchnorm(model.backbone, images)
     feats = [model.backbone.forward_features(x) for x in images]
-    return torch.cat(feats), torch.cat(ys).to(device)
+    return torch.cat(feats), torch.cat(targets)
 
 
 def warm_up_head(model: SEDModel, ds: WindowDataset, epochs: int, lr: float = 1e-3, weight_decay: float = 1e-2,
                  batch_size: int = 32, seed: int = 0, recalibrate_bn: bool = True,
-                 device: str | torch.device = "cpu") -> float:
+                 device: str | torch.device = "cpu", views: int = 1, augment: Augment | None = None) -> float:
     """Set the front end's statistics and train `model.head` on frozen features of `ds`; returns the last loss.
 
     The model is left on `device` in training mode; only normalisation statistics (front
-    end and backbone) and the head's weights change.
+    end and backbone) and the head's weights change. views > 1 adds views - 1 augmented copies
+    of every window to the cache: augment(wave (B, n), y (B, K)) -> (normalised log-mel, targets),
+    the training recipe's augmentations, so the head does not memorise 440 fixed feature maps.
     """
+    if views < 1:
+        raise ConfigError(f"train.head_warmup_views must be at least 1, got {views}")
     device = torch.device(device)
     model.to(device)
-    feats, y = _frozen_features(model, ds, batch_size, device, recalibrate_bn)
+    feats, y = _frozen_features(model, ds, batch_size, device, recalibrate_bn, views, augment)
     gen = torch.Generator().manual_seed(seed)
     head = model.head
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)

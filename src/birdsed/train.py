@@ -24,7 +24,7 @@ from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, Ric
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
-from birdsed.augment import Augmenter, mixup
+from birdsed.augment import Augmenter, augmented_mel
 from birdsed.config import SEED_THRESHOLDS, Config, config_from_dict, save_config
 from birdsed.dataset import CropDataset, WindowDataset
 from birdsed.errors import ConfigError, StoreError
@@ -61,11 +61,7 @@ class SEDTask(L.LightningModule):
     def loss(self, wave: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
         """The recipe's training loss of a batch, wave (B, n_samples), y (B, K), augmentations included;
         returns (loss, batch size after the augmentations)."""
-        wave, y = self.aug.negatives(wave, y)
-        fe = self.model.frontend
-        db = self.aug.db(fe.power_db(self.aug.wave(wave)))
-        mel = self.aug.spec(fe.normalize(db))
-        mel, y = mixup(mel, y, self.cfg.augment)
+        mel, y = augmented_mel(self.aug, self.model.frontend, wave, y, self.cfg.augment)
         out = self.model.encode(mel)
         loss = bce(out["clipwise"], y)
         w = self.cfg.train.framewise_loss_weight
@@ -220,8 +216,11 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
     task = SEDTask(cfg.to_dict(), td.classes)
     if t.head_warmup_epochs > 0 and not resume:
         probe_ds = WindowDataset(td.store, list(td.train.table["recording_id"]), tgt, cfg.data.crop_s, 1, cfg.data.short_policy)
+        task.aug.train()
         warm_up_head(task.model, probe_ds, t.head_warmup_epochs, lr=t.head_warmup_lr, weight_decay=t.weight_decay,
-                     batch_size=t.batch_size, seed=t.seed, recalibrate_bn=not t.freeze_bn, device="cuda" if accel == "gpu" else "cpu")
+                     batch_size=t.batch_size, seed=t.seed, recalibrate_bn=not t.freeze_bn, device="cuda" if accel == "gpu" else "cpu",
+                     views=t.head_warmup_views,
+                     augment=lambda wave, y: augmented_mel(task.aug.to(wave.device), task.model.frontend, wave, y, cfg.augment))
     if accel == "gpu":
         task.model.use_channels_last()
     precision = t.precision if t.precision != "auto" else ("bf16-mixed" if accel == "gpu" else "32-true")
