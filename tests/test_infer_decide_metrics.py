@@ -72,8 +72,8 @@ def test_window_stream_matches_direct_windowing(tmp_path):
             np.testing.assert_array_equal(got[i][k], expect)
 
 
-@pytest.mark.parametrize("pooling", ["window", "segment"])
-def test_predict_files_equals_the_model_on_each_window(tmp_path, pooling):
+@pytest.mark.parametrize("pooling,workers", [("window", 0), ("segment", 2)])
+def test_predict_files_equals_the_model_on_each_window(tmp_path, pooling, workers):
     """The streamed path (stretches, shared spectrogram, batches across files) scores every window as
     the model does on that window alone."""
     import torch
@@ -87,7 +87,7 @@ def test_predict_files_equals_the_model_on_each_window(tmp_path, pooling):
     model = SEDModel(FrontendConfig(n_mels=64), ModelConfig(backbone="mobilenetv3_small_100", dropout=0.0), ["a", "b", "c"]).eval()
     paths = [str(write_audio(tmp_path / f"{i}.wav", seconds=s, rate=22050, freq_hz=f))
              for i, (s, f) in enumerate([(3.0, 800.0), (41.3, 2000.0), (12.5, 4000.0)])]
-    got = {r.path: r for r in predict_files(model, paths, batch_size=5, workers=0, quiet=True, pooling=pooling, device="cpu")}
+    got = {r.path: r for r in predict_files(model, paths, batch_size=5, workers=workers, quiet=True, pooling=pooling, device="cpu")}
     for p in paths:
         x = torch.from_numpy(load_audio(p))
         starts = window_starts(len(x), 160000, 80000)
