@@ -124,6 +124,10 @@ class Piece:
     offset: int
     n_samples: int
 
+    def audio_of(self, audio: torch.Tensor) -> torch.Tensor:
+        """This piece's samples, a view of the batch's audio [shape=(n_samples,)]."""
+        return audio[self.offset: self.offset + self.n_samples]
+
 
 class WindowStream(IterableDataset):
     """Yields batches {"audio" (n,), "pieces": [Piece], "done": [FileDone]} of about batch_size windows across files.
@@ -202,7 +206,7 @@ class WindowStream(IterableDataset):
 
 def piece_windows(audio: torch.Tensor, piece: Piece, window: int, hop: int) -> torch.Tensor:
     """The piece's windows as a view of the batch's audio [shape=(n_windows, window)]."""
-    return audio[piece.offset: piece.offset + piece.n_samples].unfold(0, window, hop)
+    return piece.audio_of(audio).unfold(0, window, hop)
 
 
 def score_pieces(model, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int, batch_size: int,
@@ -214,19 +218,21 @@ def score_pieces(model, audio: torch.Tensor, pieces: list[Piece], window: int, h
     """
     dev_type = audio.device.type
     group: list[Piece] = []
+    held = 0  # windows in the group
     for j, p in enumerate(pieces):
         group.append(p)
-        if sum(q.n_windows for q in group) < batch_size and j + 1 < len(pieces):
+        held += p.n_windows
+        if held < batch_size and j + 1 < len(pieces):
             continue
         with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=use_bf16):
             if isinstance(model, SEDModel):
                 fe = model.frontend
-                db = torch.cat([fe.windowed_db(audio[q.offset: q.offset + q.n_samples], window, hop) for q in group])
+                db = torch.cat([fe.windowed_db(q.audio_of(audio), window, hop) for q in group])
                 out = model.encode(fe.normalize(db))
             else:
                 out = model(torch.cat([piece_windows(audio, q, window, hop) for q in group]))
         yield group, out
-        group = []
+        group, held = [], 0
 
 
 def _collate(batch):
