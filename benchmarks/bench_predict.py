@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, peak_rss_mb, print_markdown, save_json  # noqa: E402
+from common import machine, peak_rss_mb, workers_peak_rss_mb, print_markdown, save_json  # noqa: E402
 
 import torch  # noqa: E402
 
 from birdsed.config import load_config  # noqa: E402
+from birdsed.infer import default_workers  # noqa: E402
 from birdsed.model import SEDModel  # noqa: E402
 from birdsed.modeldir import save_model_dir  # noqa: E402
 from birdsed.predict import run_predict  # noqa: E402
@@ -62,6 +63,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    workers = default_workers(torch.device(a.device)) if a.workers is None else a.workers  # predict's own default
     rows = []
     for rate in a.rates:
         folder = soundscapes(a.out, a.minutes, a.files, rate)
@@ -72,18 +74,18 @@ def main() -> None:
 
                 export_onnx(model_dir, model_dir / "model.onnx")
             out = a.out / f"pred_{Path(preset).name}_{rate}_{a.device}_{a.backend}_{a.precision}_{time.time_ns()}"
-            s = run_predict(model_dir, [str(folder)], out, batch_size=a.batch_size, workers=a.workers, device=a.device,
+            s = run_predict(model_dir, [str(folder)], out, batch_size=a.batch_size, workers=workers, device=a.device,
                             quiet=True, backend=a.backend, pooling=a.pooling, precision=a.precision)
             row = {"model": Path(preset).name, "input_rate_hz": rate, "device": a.device, "backend": a.backend,
                    "precision": a.precision,
                    "files": s.n_files, "audio_s": round(s.audio_s, 1), "wall_s": round(s.wall_s, 2),
                    "realtime_x": round(s.realtime_factor, 1), "peak_rss_mb": round(peak_rss_mb(), 0),
-                   "peak_rss_workers_mb": round(peak_rss_mb(children=True), 0)}
+                   "peak_rss_workers_mb": workers_peak_rss_mb(workers)}
             print(row, flush=True)
             rows.append(row)
     print_markdown(rows, {"model": "{model}", "input": "mp3 {input_rate_hz} Hz", "device": "{device}", "backend": "{backend}",
                           "precision": "{precision}", "audio s": "{audio_s:.0f}", "wall s": "{wall_s:.1f}", "x real time": "{realtime_x:.0f}",
-                          "peak RSS MiB (main / workers)": "{peak_rss_mb:.0f} / {peak_rss_workers_mb:.0f}"})
+                          "peak RSS MiB (main / workers)": "{peak_rss_mb:.0f} / {peak_rss_workers_mb}"})
     save_json(a.out / f"predict_{a.device}_{a.backend}_{a.precision}.json", {"machine": machine(), "args": vars(a), "results": rows})
 
 

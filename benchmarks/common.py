@@ -30,6 +30,12 @@ def peak_rss_mb(children: bool = False) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
+def workers_peak_rss_mb(workers: int) -> float | None:
+    """Peak RSS of the finished decoding processes, in MiB; None when predict ran none (a finished child
+    process that importing torch leaves behind, about 430 MiB, would otherwise pass for one)."""
+    return round(peak_rss_mb(children=True)) if workers else None
+
+
 def save_json(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str))

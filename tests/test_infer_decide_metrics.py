@@ -46,11 +46,13 @@ def test_segment_pooling_uses_segment_centres():
     assert acc.result(10.0)[:, 0].tolist() == pytest.approx([0.9, 0.3])
 
 
-def test_window_stream_matches_direct_windowing(tmp_path):
+@pytest.mark.parametrize("decode_threads", [1, 2, 5])
+def test_window_stream_matches_direct_windowing(tmp_path, decode_threads):
     from birdsed.audio import load_audio
 
     paths = [str(write_audio(tmp_path / f"{i}.wav", seconds=s, rate=44100)) for i, s in enumerate([3.0, 12.3, 7.5])]
-    ds = WindowStream(paths, window_s=5.0, hop_s=2.5, batch_size=3, sample_rate_hz=32000, chunk_s=1.7)
+    ds = WindowStream(paths, window_s=5.0, hop_s=2.5, batch_size=3, sample_rate_hz=32000, chunk_s=1.7,
+                      decode_threads=decode_threads)
     got: dict[int, dict[int, np.ndarray]] = {}
     done = {}
     for b in ds:
@@ -105,13 +107,18 @@ def test_predict_files_equals_the_model_on_each_window(tmp_path, pooling, worker
             np.testing.assert_allclose(got[p].rows[k], acc[k].result(len(x) / 32000), atol=1e-5)
 
 
-def test_window_stream_reports_bad_files(tmp_path):
+@pytest.mark.parametrize("decode_threads", [1, 2])
+def test_window_stream_reports_bad_files(tmp_path, decode_threads):
     good = write_audio(tmp_path / "good.wav", seconds=6.0)
     (tmp_path / "bad.wav").write_bytes(b"RIFF....garbage")
-    batches = list(WindowStream([str(tmp_path / "bad.wav"), str(good)], 5.0, 2.5, 4, 32000))
-    dones = [d for b in batches for d in b["done"]]
-    assert [d.error is not None for d in sorted(dones, key=lambda d: d.index)] == [True, False]
-    assert all(p.file == 1 for b in batches for p in b["pieces"])
+    (tmp_path / "cut.wav").write_bytes(good.read_bytes()[:3000])  # a valid header, then the data stops
+    files = [str(tmp_path / "bad.wav"), str(good), str(tmp_path / "cut.wav"), str(good)]
+    batches = list(WindowStream(files, 5.0, 2.5, 4, 32000, decode_threads=decode_threads))
+    dones = sorted((d for b in batches for d in b["done"]), key=lambda d: d.index)
+    assert [d.index for d in dones] == [0, 1, 2, 3]
+    assert dones[0].error is not None and dones[1].error is None and dones[3].error is None
+    assert dones[1].n_windows == dones[3].n_windows == 2
+    assert all(p.file in (1, 2, 3) for b in batches for p in b["pieces"])
 
 
 def test_decide_thresholds_per_class_and_max_birds():

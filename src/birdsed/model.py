@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from torch import nn
 from birdsed.config import FrontendConfig, ModelConfig
 from birdsed.errors import ModelError
 from birdsed.features import LogMel
+from birdsed.fold import fold_batchnorm
 
 log = logging.getLogger(__name__)
 
@@ -162,15 +164,26 @@ class SEDModel(nn.Module):
         self.channels_last = True
         return self.to(memory_format=torch.channels_last)
 
-    def encode(self, mel: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, 1, n_mels, T) log-mel -> output dict (framewise at T frames)."""
+    def inference_copy(self) -> SEDModel:
+        """An eval-mode copy for prediction: BatchNorms folded into their convolutions (fold.py), channels_last.
+        The original is left as it is (it may go on training, or be saved)."""
+        fast = copy.deepcopy(self).eval()
+        p = next(fast.parameters())
+        example = torch.randn(2, self.in_chans, self.frontend_cfg.n_mels, 96, device=p.device, dtype=p.dtype)  # (B, C, n_mels, T)
+        n = fold_batchnorm(fast.backbone, lambda: fast.backbone.forward_features(example))
+        log.debug("folded %d BatchNorms into their convolutions", n)
+        return fast.use_channels_last()
+
+    def encode(self, mel: torch.Tensor, framewise: bool = True) -> dict[str, torch.Tensor]:
+        """(B, 1, n_mels, T) log-mel -> output dict (framewise at T frames, unless framewise=False)."""
         n_frames = mel.shape[-1]
         x = mel.expand(-1, self.in_chans, -1, -1) if self.in_chans > 1 else mel
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         feats = self.backbone.forward_features(x)  # (B, C, F', T')
         out = self.head(feats)
-        out["framewise"] = F.interpolate(out["segmentwise"], size=n_frames, mode="linear", align_corners=False).transpose(1, 2)
+        if framewise:
+            out["framewise"] = F.interpolate(out["segmentwise"], size=n_frames, mode="linear", align_corners=False).transpose(1, 2)
         return out
 
     def forward(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
