@@ -107,6 +107,35 @@ def test_predict_files_equals_the_model_on_each_window(tmp_path, pooling, worker
             np.testing.assert_allclose(got[p].rows[k], acc[k].result(len(x) / 32000), atol=1e-5)
 
 
+def test_bf16_predict_stays_close_to_fp32(tmp_path):
+    """bf16 autocast (the GPU default, and --precision bf16 on CPUs) changes the row scores only by rounding."""
+    import torch
+
+    from birdsed.config import FrontendConfig, ModelConfig
+    from birdsed.infer import predict_files
+    from birdsed.model import SEDModel
+
+    torch.manual_seed(0)
+    model = SEDModel(FrontendConfig(n_mels=64), ModelConfig(backbone="mobilenetv3_small_100", dropout=0.0), ["a", "b"]).eval()
+    paths = [str(write_audio(tmp_path / f"{i}.wav", seconds=s, freq_hz=f)) for i, (s, f) in enumerate([(9.0, 900.0), (14.0, 3000.0)])]
+    run = lambda precision: {r.path: r.rows for r in predict_files(model, paths, quiet=True, device="cpu", precision=precision)}  # noqa: E731
+    fp32, bf16 = run("fp32"), run("bf16")
+    for p in paths:
+        for k in fp32[p]:
+            assert fp32[p][k].shape == bf16[p][k].shape
+            np.testing.assert_allclose(bf16[p][k], fp32[p][k], atol=3e-2)
+
+
+def test_default_decoding_processes(monkeypatch):
+    import torch
+
+    from birdsed.infer import default_workers
+
+    for cores, cpu, gpu in [(1, 0, 1), (2, 0, 1), (16, 4, 15)]:
+        monkeypatch.setattr("os.cpu_count", lambda: cores)
+        assert (default_workers(torch.device("cpu")), default_workers(torch.device("cuda"))) == (cpu, gpu)
+
+
 @pytest.mark.parametrize("decode_threads", [1, 2])
 def test_window_stream_reports_bad_files(tmp_path, decode_threads):
     good = write_audio(tmp_path / "good.wav", seconds=6.0)

@@ -317,8 +317,9 @@ def test_export_cli_writes_kaggle_folder(trained, tmp_path):
 
 
 def test_recipe_options_train(synth_data, tmp_path):
-    """EMA of weights, the framewise loss, mixup with label union and bird-free negatives all run."""
-    cfg = apply_overrides(load_config("small"), [*FAST, "train.ema=true", "train.ema_decay=0.9",
+    """EMA of weights, the framewise loss, mixup with label union and bird-free negatives all run, in bf16-mixed
+    (the GPU's default precision, here on the CPU)."""
+    cfg = apply_overrides(load_config("small"), [*FAST, "train.precision=bf16-mixed", "train.ema=true", "train.ema_decay=0.9",
                                                  "train.framewise_loss_weight=0.5", "augment.mixup_union=true",
                                                  "augment.mixup_p=1.0", "augment.negatives_p=0.5"])
     model_dir = train(synth_data, cfg, tmp_path, quiet=True)
