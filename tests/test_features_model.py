@@ -85,6 +85,25 @@ def test_every_backbone_gives_the_output_dict(backbone):
     assert not unused, unused[:5]
 
 
+def test_image_scale_resizes_the_backbone_input_and_survives_the_model_dir(tmp_path):
+    from birdsed.modeldir import load_model_dir, save_model_dir
+
+    torch.manual_seed(0)
+    plain = SEDModel(FrontendConfig(n_mels=64), ModelConfig(backbone="resnet10t", in_chans=3), ["a", "b"]).eval()
+    big = SEDModel(FrontendConfig(n_mels=64), ModelConfig(backbone="resnet10t", in_chans=3, freq_scale=2.0, time_scale=2.0),
+                   ["a", "b"]).eval()
+    mel = torch.randn(2, 1, 64, 101)
+    assert plain.image(mel).shape == (2, 3, 64, 101) and big.image(mel).shape == (2, 3, 128, 202)
+    with torch.no_grad():
+        assert big.encode(mel)["segmentwise"].shape[-1] == 2 * plain.encode(mel)["segmentwise"].shape[-1] - 1
+        assert big.encode(mel)["framewise"].shape == (2, 101, 2)  # framewise stays at the mel's frames
+    save_model_dir(big, tmp_path / "m")
+    back, _, _ = load_model_dir(tmp_path / "m")
+    assert (back.model_cfg.freq_scale, back.model_cfg.time_scale) == (2.0, 2.0)
+    with torch.no_grad():
+        torch.testing.assert_close(back.encode(mel)["clipwise"], big.encode(mel)["clipwise"])
+
+
 def test_unknown_backbone_lists_valid_names():
     with pytest.raises(ModelError, match="valid: .*resnet50"):
         create_backbone(ModelConfig(backbone="resnet9000"))

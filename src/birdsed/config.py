@@ -41,6 +41,8 @@ class ModelConfig:
     in_chans: int = 0  # 0: 3 when pretrained (the mel image repeated), else 1
     dropout: float = 0.5
     drop_path: float = 0.0
+    freq_scale: float = 1.0  # the log-mel image resized by these factors before the backbone (bilinear):
+    time_scale: float = 1.0  # ImageNet CNNs see 64 mels as a 2-cell-high feature map
 
 
 @dataclass

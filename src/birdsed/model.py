@@ -174,13 +174,18 @@ class SEDModel(nn.Module):
         log.debug("folded %d BatchNorms into their convolutions", n)
         return fast.use_channels_last()
 
+    def image(self, mel: torch.Tensor) -> torch.Tensor:
+        """(B, 1, n_mels, T) log-mel -> the backbone's input (B, in_chans, n_mels * freq_scale, T * time_scale)."""
+        cfg = self.model_cfg
+        if cfg.freq_scale != 1.0 or cfg.time_scale != 1.0:
+            mel = F.interpolate(mel, scale_factor=(cfg.freq_scale, cfg.time_scale), mode="bilinear", align_corners=False)
+        x = mel.expand(-1, self.in_chans, -1, -1) if self.in_chans > 1 else mel
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
     def encode(self, mel: torch.Tensor, framewise: bool = True) -> dict[str, torch.Tensor]:
         """(B, 1, n_mels, T) log-mel -> output dict (framewise at T frames, unless framewise=False)."""
         n_frames = mel.shape[-1]
-        x = mel.expand(-1, self.in_chans, -1, -1) if self.in_chans > 1 else mel
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        feats = self.backbone.forward_features(x)  # (B, C, F', T')
+        feats = self.backbone.forward_features(self.image(mel))  # (B, C, F', T')
         out = self.head(feats)
         if framewise:
             out["framewise"] = F.interpolate(out["segmentwise"], size=n_frames, mode="linear", align_corners=False).transpose(1, 2)

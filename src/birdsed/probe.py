@@ -82,7 +82,7 @@ def _frozen_features(model: SEDModel, ds: WindowDataset, batch_size: int, device
             mel, y_aug = augment(wave, y)
             images.append(mel)
             targets.append(y_aug)
-    images = [m.expand(-1, model.in_chans, -1, -1) for m in images]
+    images = [model.image(m) for m in images]
     if recalibrate_bn:
         _recalibrate_batchnorm(model.backbone, images)
     feats = [model.backbone.forward_features(x) for x in images]
