@@ -12,7 +12,7 @@ def test_nips4b_benchmark_smoke(nips4b, tmp_path):
            "--only-folds", "0", "--folds", "5",
            "--set", "model.backbone=mobilenetv3_small_100", "--set", "model.pretrained=false", "--set", "frontend.n_mels=32",
            "--set", "train.max_steps=2", "--set", "train.epochs=1", "--set", "train.batch_size=8", "--set", "train.workers=0",
-           "--set", "data.crop_s=2.0"]
+           "--set", "data.crop_s=2.0", "--set", "train.head_warmup_epochs=3"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads((tmp_path / "nips4b.json").read_text())
