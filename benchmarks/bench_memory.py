@@ -14,15 +14,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_predict import random_model  # noqa: E402
-from common import machine, peak_rss_mb, workers_peak_rss_mb, save_json  # noqa: E402
+from common import machine, peak_rss_mb, predict_workers, workers_peak_rss_mb, save_json  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import soundfile as sf  # noqa: E402
 import soxr  # noqa: E402
-import torch  # noqa: E402
 
-from birdsed.infer import default_workers  # noqa: E402
 from birdsed.predict import run_predict  # noqa: E402
 from birdsed.synth import _bout, make_species  # noqa: E402
 
@@ -58,7 +56,7 @@ def main() -> None:
     make_s = time.perf_counter() - t0
     model_dir = random_model(a.model, a.out)
     out = a.out / f"pred_{time.time_ns()}"
-    workers = default_workers(torch.device(a.device)) if a.workers is None else a.workers  # predict's own default
+    workers = predict_workers(a.workers, a.device)
     s = run_predict(model_dir, [str(rec)], out, workers=workers, device=a.device, quiet=True)
     row = {"hours": a.hours, "file_mb": round(rec.stat().st_size / 2**20), "make_s": round(make_s, 1), "model": a.model,
            "device": a.device, "wall_s": round(s.wall_s, 1), "realtime_x": round(s.realtime_factor),

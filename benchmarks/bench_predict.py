@@ -16,12 +16,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, peak_rss_mb, workers_peak_rss_mb, print_markdown, save_json  # noqa: E402
+from common import machine, peak_rss_mb, predict_workers, workers_peak_rss_mb, print_markdown, save_json  # noqa: E402
 
 import torch  # noqa: E402
 
 from birdsed.config import load_config  # noqa: E402
-from birdsed.infer import default_workers  # noqa: E402
 from birdsed.model import SEDModel  # noqa: E402
 from birdsed.modeldir import save_model_dir  # noqa: E402
 from birdsed.predict import run_predict  # noqa: E402
@@ -79,7 +78,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    workers = default_workers(torch.device(a.device)) if a.workers is None else a.workers  # predict's own default
+    workers = predict_workers(a.workers, a.device)
     rows = []
     for rate in a.rates:
         folder = with_copies(soundscapes(a.out, a.minutes, a.files, rate), a.copies)

@@ -30,6 +30,15 @@ def peak_rss_mb(children: bool = False) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
+def predict_workers(asked: int | None, device: str) -> int:
+    """The decoding processes predict runs: those asked for, else predict's own default for the device."""
+    import torch
+
+    from birdsed.infer import default_workers
+
+    return default_workers(torch.device(device)) if asked is None else asked
+
+
 def workers_peak_rss_mb(workers: int) -> float | None:
     """Peak RSS of the finished decoding processes, in MiB; None when predict ran none (a finished child
     process that importing torch leaves behind, about 430 MiB, would otherwise pass for one)."""

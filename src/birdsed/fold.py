@@ -51,7 +51,7 @@ def conv_bn_pairs(module: nn.Module, run: Callable[[], torch.Tensor]) -> tuple[l
     finally:
         for h in hooks:
             h.remove()
-    once = [(c, b) for c, b in pairs if calls[id(c)] == 1 and calls[id(b)] == 1 and id(c) in names and id(b) in names]
+    once = [(c, b) for c, b in pairs if calls[id(c)] == 1 and calls[id(b)] == 1]
     return [(names[id(c)], names[id(b)]) for c, b in once], reference
 
 

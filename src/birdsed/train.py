@@ -216,9 +216,10 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
     task = SEDTask(cfg.to_dict(), td.classes)
     if t.head_warmup_epochs > 0 and not resume:
         probe_ds = WindowDataset(td.store, list(td.train.table["recording_id"]), tgt, cfg.data.crop_s, 1, cfg.data.short_policy)
-        task.aug.to("cuda" if accel == "gpu" else "cpu").train()
+        warm_dev = "cuda" if accel == "gpu" else "cpu"
+        task.aug.to(warm_dev).train()
         warm_up_head(task.model, probe_ds, t.head_warmup_epochs, lr=t.head_warmup_lr, weight_decay=t.weight_decay,
-                     batch_size=t.batch_size, seed=t.seed, recalibrate_bn=not t.freeze_bn, device="cuda" if accel == "gpu" else "cpu",
+                     batch_size=t.batch_size, seed=t.seed, recalibrate_bn=not t.freeze_bn, device=warm_dev,
                      views=t.head_warmup_views,
                      augment=lambda wave, y: augmented_mel(task.aug, task.model.frontend, wave, y, cfg.augment))
     if accel == "gpu":
