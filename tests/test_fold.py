@@ -35,6 +35,16 @@ def test_inference_copy_folds_every_batchnorm_and_keeps_the_outputs(backbone):
         torch.testing.assert_close(got[k], want[k], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_inference_copy_on_a_gpu_folds_despite_tf32():
+    """On an H100 the fold check used to run in TF32 convolutions and undo every fold (0.6 % off)."""
+    model = SEDModel(FrontendConfig(n_mels=64), ModelConfig(backbone="tf_efficientnet_lite0", dropout=0.0), ["a"])
+    _random_statistics(model)
+    fast = model.cuda().eval().inference_copy()
+    assert next(fast.parameters()).is_cuda
+    assert [n for n, m in fast.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] == ["frontend.norm"]
+
+
 class _PreNormUsedTwice(nn.Module):
     """conv -> bn, but the conv's output is also added back: folding the bn would change the sum."""
 

@@ -165,14 +165,17 @@ class SEDModel(nn.Module):
         return self.to(memory_format=torch.channels_last)
 
     def inference_copy(self) -> SEDModel:
-        """An eval-mode copy for prediction: BatchNorms folded into their convolutions (fold.py), channels_last.
-        The original is left as it is (it may go on training, or be saved)."""
-        fast = copy.deepcopy(self).eval()
-        p = next(fast.parameters())
-        example = torch.randn(2, self.in_chans, self.frontend_cfg.n_mels, 96, device=p.device, dtype=p.dtype)  # (B, C, n_mels, T)
+        """An eval-mode copy for prediction, on this model's device: BatchNorms folded into their convolutions
+        (fold.py), channels_last. The original is left as it is (it may go on training, or be saved).
+
+        The folding is done and checked on the CPU: a GPU's TF32 convolutions differ from exact float32 by
+        more than the check allows (0.6 % on an H100), which would undo every fold there."""
+        device = next(self.parameters()).device
+        fast = copy.deepcopy(self).eval().cpu()
+        example = torch.randn(2, self.in_chans, self.frontend_cfg.n_mels, 96, dtype=next(fast.parameters()).dtype)  # (B, C, n_mels, T)
         n = fold_batchnorm(fast.backbone, lambda: fast.backbone.forward_features(example))
         log.debug("folded %d BatchNorms into their convolutions", n)
-        return fast.use_channels_last()
+        return fast.to(device).use_channels_last()
 
     def image(self, mel: torch.Tensor) -> torch.Tensor:
         """(B, 1, n_mels, T) log-mel -> the backbone's input (B, in_chans, n_mels * freq_scale, T * time_scale)."""
