@@ -6,7 +6,9 @@ Folds are iteratively stratified over labels (seeded). Each fold trains on four 
 (birdsed's own validation split inside them picks the epoch and the thresholds) and
 predicts the fifth with `predict`; a clip's score per class is the max over its rows.
 Reports over out-of-fold predictions: macro AP (classes with a positive), micro AP,
-row-wise F1 with nocall at the tuned thresholds, species-only micro F1; mean and spread.
+row-wise F1 with nocall at the tuned thresholds, species-only micro F1; mean and spread
+over folds, and macro / micro AP pooled over all held-out clips (read back from each fold's
+predict output; benchmarks/nips4b_ensemble.py averages several runs' scores).
 """
 
 from __future__ import annotations
@@ -50,6 +52,32 @@ def clip_scores(model_dir: Path, paths: list[str], out: Path) -> dict[str, np.nd
         per_file = s[s["output"] == kind].groupby("file")[classes].max()
         res[kind] = per_file.reindex(paths).to_numpy(np.float32)
     return res
+
+
+def read_oof(run: Path, folds: list[int] | None = None, output: str = "clipwise") -> pd.DataFrame:
+    """The held-out scores of one output kind from a run's folds (default: all there are), read back from each
+    fold's `predict` output: (clips, classes) indexed by file name (the run may have been made elsewhere);
+    a class a fold's model never saw scores 0 there."""
+    dirs = sorted(run.glob("fold*")) if folds is None else [run / f"fold{k}" for k in folds]
+    parts = []
+    for d in dirs:
+        f = d / "pred_test" / "scores.parquet"
+        if f.is_file():
+            s = pd.read_parquet(f)
+            s = s[s["output"] == output].drop(columns=["start_s", "end_s", "output"])
+            parts.append(s.assign(file=[Path(x).name for x in s["file"]]).groupby("file").max())
+    if not parts:
+        raise SystemExit(f"no fold*/pred_test/scores.parquet under {run}")
+    return pd.concat(parts).fillna(0.0)
+
+
+def pooled_ap(scores: pd.DataFrame, table: pd.DataFrame) -> tuple[float, float]:
+    """Macro / micro AP over all the held-out clips in `scores` (indexed by file name) at once, over the
+    classes with a positive."""
+    labels = table.assign(name=[Path(x).name for x in table["path"]]).set_index("name").loc[scores.index, "primary_labels"]
+    classes = sorted(set(scores.columns) | set().union(*map(set, labels)))
+    s = scores.reindex(columns=classes, fill_value=0.0).to_numpy(np.float32)
+    return average_precision(s, sets_to_matrix([set(x) for x in labels], classes))
 
 
 def run_fold(k: int, manifest, folds: np.ndarray, cfg, out: Path) -> dict:
@@ -114,6 +142,9 @@ def main() -> None:
     print("\nmean ± std over folds:")
     for m, v in summary.items():
         print(f"  {m:>12}: {v['mean']:.4f} ± {v['std']:.4f}")
+    summary["pooled"] = dict(zip(("macro_ap", "micro_ap"), pooled_ap(read_oof(a.out, list(df["fold"])), manifest.table)))
+    print(f"pooled over the {df['n_test'].sum()} held-out clips: macro AP {summary['pooled']['macro_ap']:.4f}, "
+          f"micro AP {summary['pooled']['micro_ap']:.4f}")
     save_json(a.out / "nips4b.json", {"machine": machine(), "config": a.config, "overrides": a.set,
                                       "folds": rows, "summary": summary})
 

@@ -1,0 +1,54 @@
+"""Pooled out-of-fold AP of finished NIPS4B runs, alone and averaged (an ensemble of the runs' models).
+
+    python benchmarks/nips4b_ensemble.py bench-out/nips4b-gpu/preset bench-out/nips4b-gpu/seed1 [...] [--folds 0 1 2]
+
+Each run is the --out folder of a 5-fold `nips4b.py` run (its fold*/pred_test/scores.parquet). A clip's score
+per class is the max over its rows of the clipwise output; the ensemble's is the mean of the runs' scores.
+Macro AP (over classes with a positive) and micro AP are computed over all 550 held-out clips at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import save_json  # noqa: E402
+from nips4b import NIPS4B, pooled_ap, read_oof  # noqa: E402
+
+import pandas as pd  # noqa: E402
+
+from birdsed.manifest import read_dataset  # noqa: E402
+
+
+def mean_scores(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The mean of several runs' (clips, classes) scores over the clips and classes they share."""
+    clips = sorted(set.intersection(*(set(f.index) for f in frames)))
+    classes = sorted(set.union(*(set(f.columns) for f in frames)))
+    return sum(f.reindex(index=clips, columns=classes, fill_value=0.0) for f in frames) / len(frames)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", type=Path, nargs="+")
+    ap.add_argument("--data", type=Path, default=NIPS4B)
+    ap.add_argument("--output", default="clipwise", help="which output kind's scores")
+    ap.add_argument("--folds", type=int, nargs="*", help="only these folds' clips (runs stopped early)")
+    ap.add_argument("--out", type=Path, help="write the table as JSON here")
+    a = ap.parse_args()
+    table = read_dataset(a.data).table
+    frames = {str(r): read_oof(r, a.folds, a.output) for r in a.runs}
+    rows = [{"run": name, "clips": len(f), **dict(zip(("macro_ap", "micro_ap"), pooled_ap(f, table)))}
+            for name, f in frames.items()]
+    if len(frames) > 1:
+        m = mean_scores(list(frames.values()))
+        rows.append({"run": "mean of the runs above", "clips": len(m),
+                     **dict(zip(("macro_ap", "micro_ap"), pooled_ap(m, table)))})
+    print(pd.DataFrame(rows).round(4).to_string(index=False))
+    if a.out:
+        save_json(a.out, {"output": a.output, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
