@@ -6,6 +6,7 @@
 #   bash benchmarks/nips4b_gpu.sh split                                   # here: .gpu/a, .gpu/b
 #   run(command="bash benchmarks/nips4b_gpu.sh stage", carry=[".whl", ".gpu/a"], timeout_s=120)
 #   run(command="bash benchmarks/nips4b_gpu.sh run", carry=[".gpu/b"], timeout_s=500)
+#   run(command="ROUND=2 DEADLINE=300 bash benchmarks/nips4b_gpu.sh run", timeout_s=340)   # if time is left
 #
 # `run` starts every recipe in RECIPES at once (5 processes share the GPU and 16 cores), stops them at
 # DEADLINE seconds, and packs each one's log, nips4b.json and per-fold predictions into $OUT/<name>.tgz;
@@ -17,12 +18,18 @@ OUT=${OUT:-bench-out/nips4b-gpu}
 DATA=${DATA:-/tmp/nips4b}
 DEADLINE=${DEADLINE:-420}
 WORK=${WORK:-/tmp/nips4b-runs}
+ROUND=${ROUND:-1}  # 2: the second round, made on the same warm machine (DEADLINE=300): seeds of ep40_spec, ep40 alone
 RECIPES=(
   "preset|"
   "seed1|--set train.seed=1"
   "ep40_spec|--set train.epochs=40 --set augment.specaug_p=0.5"
   "scale3|--set model.freq_scale=3 --set model.time_scale=3"
   "scale3_ep40_spec|--set model.freq_scale=3 --set model.time_scale=3 --set train.epochs=40 --set augment.specaug_p=0.5"
+)
+[ "$ROUND" = 2 ] && RECIPES=(
+  "ep40_spec_seed1|--set train.epochs=40 --set augment.specaug_p=0.5 --set train.seed=1"
+  "ep40_spec_seed2|--set train.epochs=40 --set augment.specaug_p=0.5 --set train.seed=2"
+  "ep40|--set train.epochs=40"
 )
 
 case "${1:-}" in
@@ -42,7 +49,7 @@ stage)  # device call 1: wheels installed and the first half put in place
   PYTHONPATH="/tmp/site:$PWD/src" python3 -c "import torch, soundfile, soxr, birdsed; print(torch.__version__, torch.cuda.get_device_name(0))"
   ls "$DATA/audio" | wc -l ;;
 run)  # device call 2 (or here, with DATA and SMOKE=1): every recipe at once
-  if [ -z "${SMOKE:-}" ]; then cp .gpu/b/*.csv "$DATA/" && cp .gpu/b/audio/* "$DATA/audio/"; fi
+  if [ -z "${SMOKE:-}" ] && [ -d .gpu/b ]; then cp .gpu/b/*.csv "$DATA/" && cp .gpu/b/audio/* "$DATA/audio/"; fi
   n=$(ls "$DATA/audio" | wc -l)
   [ "$n" = 550 ] || { echo "expected 550 clips in $DATA/audio, found $n (did the stage call run on this machine?)"; exit 1; }
   [ -d /tmp/site ] && export PYTHONPATH=/tmp/site
