@@ -1,6 +1,6 @@
 """NIPS4B 5-fold cross-validation of the whole birdsed pipeline (train -> tune -> predict).
 
-    python benchmarks/nips4b.py --folds 5 --out bench-out/nips4b [--config nips4b] [--set k=v ...]
+    python benchmarks/nips4b.py --folds 5 --out bench-out/nips4b [--config nips4b] [--set k=v ...] [--seeds 0 1 2]
 
 Folds are iteratively stratified over labels (seeded). Each fold trains on four folds
 (birdsed's own validation split inside them picks the epoch and the thresholds) and
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from common import NIPS4B, machine, save_json  # noqa: E402
 
 from birdsed.config import OUTPUT_KINDS, apply_overrides, load_config  # noqa: E402
 from birdsed.decide import decide  # noqa: E402
+from birdsed.ensemble import save_ensemble  # noqa: E402
 from birdsed.manifest import read_dataset  # noqa: E402
 from birdsed.metrics import average_precision, micro_prf, row_f1, sets_to_matrix  # noqa: E402
 from birdsed.predict import run_predict  # noqa: E402
@@ -80,12 +82,22 @@ def pooled_ap(scores: pd.DataFrame, table: pd.DataFrame) -> tuple[float, float]:
     return average_precision(s, sets_to_matrix([set(x) for x in labels], classes))
 
 
-def run_fold(k: int, manifest, folds: np.ndarray, cfg, out: Path) -> dict:
+def train_fold(data: Path, cfg, fold_dir: Path, seeds: list[int] | None) -> Path:
+    """One model (fold_dir/run), or with seeds an ensemble (fold_dir/ensemble) of one model per seed, all on
+    the validation split of cfg.train.seed (so the ensemble's thresholds are tuned on clips none of them saw)."""
+    if not seeds:
+        return train(data, cfg, fold_dir / "run", quiet=True)
+    cfg = replace(cfg, data=replace(cfg.data, split_seed=cfg.data.val_split_seed(cfg.train.seed)))
+    dirs = [train(data, replace(cfg, train=replace(cfg.train, seed=s)), fold_dir / f"run_seed{s}", quiet=True) for s in seeds]
+    return save_ensemble(dirs, fold_dir / "ensemble")
+
+
+def run_fold(k: int, manifest, folds: np.ndarray, cfg, out: Path, seeds: list[int] | None = None) -> dict:
     t = manifest.table
     train_t, test_t = t[folds != k].reset_index(drop=True), t[folds == k].reset_index(drop=True)
     data = write_subset(train_t, out / f"fold{k}" / "data")
     t0 = time.perf_counter()
-    model_dir = train(data, cfg, out / f"fold{k}" / "run", quiet=True)
+    model_dir = train_fold(data, cfg, out / f"fold{k}", seeds)
     train_s = time.perf_counter() - t0
     import json
 
@@ -93,7 +105,7 @@ def run_fold(k: int, manifest, folds: np.ndarray, cfg, out: Path) -> dict:
     # thresholds: tuned on birdsed's validation split inside the training folds (the same split train() used)
     sub = read_dataset(data)
     sub.table["duration_s"] = 1.0
-    _, va = stratified_split(sub, cfg.data.val_fraction, cfg.train.seed)
+    _, va = stratified_split(sub, cfg.data.val_fraction, cfg.data.val_split_seed(cfg.train.seed))
     val_t = sub.table[va]
     val_scores = clip_scores(model_dir, list(val_t["path"]), out / f"fold{k}" / "pred_val")
     val_true = sets_to_matrix([{c for c in x if c in classes} for x in val_t["primary_labels"]], classes)
@@ -127,14 +139,16 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--only-folds", type=int, nargs="*", help="run these folds only (e.g. a smoke run)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="the fold split's seed")
+    ap.add_argument("--seeds", type=int, nargs="*", help="train one model per seed in each fold and predict with "
+                    "their ensemble (birdsed ensemble)")
     a = ap.parse_args()
     if not (a.data / "labels.csv").is_file():
         sys.exit(f"NIPS4B not found at {a.data}")
     cfg = apply_overrides(load_config(a.config), a.set)
     manifest = read_dataset(a.data)
     folds = iterative_stratified_folds(list(manifest.table["primary_labels"]), a.folds, a.seed)
-    rows = [run_fold(k, manifest, folds, cfg, a.out) for k in (a.only_folds if a.only_folds is not None else range(a.folds))]
+    rows = [run_fold(k, manifest, folds, cfg, a.out, a.seeds) for k in (a.only_folds if a.only_folds is not None else range(a.folds))]
     df = pd.DataFrame(rows)
     summary = {m: {"mean": float(df[m].mean()), "std": float(df[m].std(ddof=0))}
                for m in ("macro_ap", "micro_ap", "row_f1", "species_f1", "train_s")}

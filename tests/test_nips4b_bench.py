@@ -4,15 +4,17 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 
-def test_nips4b_benchmark_smoke(nips4b, tmp_path):
+@pytest.mark.parametrize("seeds", [[], ["--seeds", "0", "1"]], ids=["one model", "ensemble of two"])
+def test_nips4b_benchmark_smoke(nips4b, tmp_path, seeds):
     cmd = [sys.executable, str(REPO / "benchmarks" / "nips4b.py"), "--data", str(nips4b), "--out", str(tmp_path),
            "--only-folds", "0", "--folds", "5",
            "--set", "model.backbone=mobilenetv3_small_100", "--set", "model.pretrained=false", "--set", "frontend.n_mels=32",
            "--set", "train.max_steps=2", "--set", "train.epochs=1", "--set", "train.batch_size=8", "--set", "train.workers=0",
-           "--set", "data.crop_s=2.0", "--set", "train.head_warmup_epochs=3"]
+           "--set", "data.crop_s=2.0", "--set", "train.head_warmup_epochs=3", *seeds]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads((tmp_path / "nips4b.json").read_text())
@@ -20,4 +22,8 @@ def test_nips4b_benchmark_smoke(nips4b, tmp_path):
     assert fold["n_test"] == 110 and fold["n_train"] == 440
     for key in ("macro_ap", "micro_ap", "row_f1", "species_f1"):
         assert 0.0 <= fold[key] <= 1.0
-    assert set(out["summary"]) >= {"macro_ap", "micro_ap", "row_f1", "species_f1", "train_s"}
+    assert set(out["summary"]) >= {"macro_ap", "micro_ap", "row_f1", "species_f1", "train_s", "pooled"}
+    assert out["summary"]["pooled"]["macro_ap"] == pytest.approx(fold["macro_ap"])  # one fold: pooled is that fold
+    if seeds:
+        members = json.loads((tmp_path / "fold0" / "ensemble" / "model.json").read_text())["ensemble"]
+        assert len(members) == 2

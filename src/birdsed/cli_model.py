@@ -196,6 +196,22 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_ensemble(p: argparse.ArgumentParser) -> None:
+    p.add_argument("models", type=Path, nargs="+", help="two or more model directories (same classes and sample rate)")
+    p.add_argument("--out", type=Path, required=True, help="the ensemble directory to write (must not exist)")
+
+
+@verb("ensemble", "combine trained models into one model directory whose outputs are their mean",
+      "birdsed ensemble runs/seed0/model runs/seed1/model --out runs/ensemble", _add_ensemble)
+def cmd_ensemble(a: argparse.Namespace) -> int:
+    from birdsed.ensemble import save_ensemble
+
+    out = save_ensemble(a.models, a.out)
+    console.print(f"ensemble of {len(a.models)} models written to {out} (thresholds: the members' mean; "
+                  f"`birdsed tune --model {out} ...` sets its own)")
+    return 0
+
+
 def _add_kaggle(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     d = sub.add_parser("download", help="download and unpack competition data (or a user data set)")

@@ -56,6 +56,10 @@ class DataConfig:
     balance_min: int = 60  # classes below: split long recordings into up to 60 items
     val_fraction: float = 0.1
     val_windows: int = 4  # windows of crop_s scored per validation recording (max over them)
+    split_seed: int | None = None  # seed of the validation split (default: train.seed); fixed, ensemble members share it
+
+    def val_split_seed(self, train_seed: int) -> int:
+        return train_seed if self.split_seed is None else self.split_seed
 
 
 @dataclass

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from birdsed.ensemble import MEMBERS
 from birdsed.errors import BirdsedError, ModelError
 from birdsed.fsutil import atomic_path, write_text_atomic
 from birdsed.model import SEDModel
@@ -39,6 +40,8 @@ def export_onnx(model_dir: str | Path, out: str | Path, window_s: float = 5.0, c
     """Write the model as ONNX (input "wave": a batch of 32 kHz waveforms, outputs by name) and check it
     against PyTorch on random input and, when given, on a real recording. Returns the max abs differences."""
     model, _, _ = load_model_dir(model_dir)
+    if not isinstance(model, SEDModel):
+        raise ModelError(f"{model_dir} is an ensemble; export its members to ONNX one by one ({model_dir}/members/*)")
     model.frontend.conv_stft = True  # torch.stft has no ONNX export in the TorchScript exporter
     n = int(round(window_s * model.frontend_cfg.sample_rate_hz))
     example = torch.randn(2, n) * 0.1
@@ -119,6 +122,8 @@ def kaggle_dataset_folder(model_dir: str | Path, out: str | Path, dataset_id: st
     for name in (WEIGHTS, META, ONNX_NAME):
         if (model_dir / name).is_file():
             shutil.copy2(model_dir / name, out / name)
+    if (model_dir / MEMBERS).is_dir():  # an ensemble: its members travel inside it
+        shutil.copytree(model_dir / MEMBERS, out / MEMBERS, dirs_exist_ok=True)
     meta = {"title": title or f"birdsed model {dataset_id.split('/')[1]}", "id": dataset_id,
             "licenses": [{"name": license_name}]}
     write_text_atomic(out / "dataset-metadata.json", json.dumps(meta, indent=2))

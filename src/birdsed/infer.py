@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from birdsed.audio import stream_audio
 from birdsed.config import OUTPUT_KINDS
+from birdsed.ensemble import Ensemble, average_outputs
 from birdsed.errors import AudioDecodeError
 from birdsed.errors import ConfigError
 from birdsed.model import SEDModel, segment_scores, window_scores
@@ -226,12 +227,19 @@ def piece_windows(audio: torch.Tensor, piece: Piece, window: int, hop: int) -> t
     return piece.audio_of(audio).unfold(0, window, hop)
 
 
+def _sed_outputs(model: SEDModel, audio: torch.Tensor, group: list[Piece], window: int, hop: int) -> dict[str, torch.Tensor]:
+    fe = model.frontend
+    db = torch.cat([fe.windowed_db(q.audio_of(audio), window, hop) for q in group])
+    return model.encode(fe.normalize(db), framewise=False)  # rows and segments never use framewise
+
+
 def score_pieces(model, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int, batch_size: int,
                  use_bf16: bool) -> Iterator[tuple[list[Piece], dict[str, torch.Tensor]]]:
     """Run the model over the pieces' windows, at most about batch_size windows a call; yields (pieces, outputs).
 
-    An SEDModel computes each piece's spectrogram once (LogMel.windowed_db); any other model
-    (ONNX Runtime) takes the windows' waveforms.
+    An SEDModel computes each piece's spectrogram once (LogMel.windowed_db); an Ensemble does so per member
+    (members may differ in front end) and averages the outputs; any other model (ONNX Runtime) takes the
+    windows' waveforms.
     """
     dev_type = audio.device.type
     group: list[Piece] = []
@@ -243,9 +251,9 @@ def score_pieces(model, audio: torch.Tensor, pieces: list[Piece], window: int, h
             continue
         with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=use_bf16):
             if isinstance(model, SEDModel):
-                fe = model.frontend
-                db = torch.cat([fe.windowed_db(q.audio_of(audio), window, hop) for q in group])
-                out = model.encode(fe.normalize(db), framewise=False)  # rows and segments never use it
+                out = _sed_outputs(model, audio, group, window, hop)
+            elif isinstance(model, Ensemble):
+                out = average_outputs([_sed_outputs(m, audio, group, window, hop) for m in model.members])
             else:
                 out = model(torch.cat([piece_windows(audio, q, window, hop) for q in group]))
         yield group, out
@@ -296,7 +304,7 @@ def predict_files(model: SEDModel, files: list[str], window_s: float = 5.0, hop_
     dev = pick_device(device)
     # bf16 autocast: on CUDA by default; on CPUs with AMX/AVX512-BF16 on request (about 2x, scores within ~1e-2)
     use_bf16 = precision == "bf16" or (precision == "auto" and dev.type == "cuda")
-    if isinstance(model, SEDModel):
+    if isinstance(model, (SEDModel, Ensemble)):
         # BatchNorms folded (the small model's encoder 1.9x on a 2-core CPU), channels_last (1.7x there, and
         # the usual layout on GPUs); on a copy, so the caller's model is not changed
         model = model.to(dev).inference_copy()

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from birdsed import __version__
 from birdsed.config import FrontendConfig, ModelConfig
 from birdsed.decide import Thresholds
+from birdsed.ensemble import Ensemble, is_ensemble, member_dirs
 from birdsed.errors import ModelError
 from birdsed.fsutil import atomic_path, write_text_atomic
 from birdsed.model import SEDModel
@@ -55,10 +56,14 @@ def read_meta(model_dir: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[SEDModel, Thresholds, dict]:
-    """Rebuild the model from its directory alone; returns (model in eval mode, thresholds, meta)."""
+def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[SEDModel | Ensemble, Thresholds, dict]:
+    """Rebuild the model (or ensemble, ensemble.py) from its directory alone; returns (model in eval mode,
+    thresholds, meta)."""
     model_dir = Path(model_dir)
     meta = read_meta(model_dir)
+    if is_ensemble(meta):
+        members = [load_model_dir(d, device)[0] for d in member_dirs(model_dir, meta)]
+        return Ensemble(members).eval(), Thresholds.from_dict(meta.get("thresholds")), meta
     try:
         model = SEDModel(FrontendConfig(**meta["frontend"]), ModelConfig(**meta["model"]), meta["classes"])
     except TypeError as e:
@@ -75,6 +80,15 @@ def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu") ->
     except RuntimeError as e:
         raise ModelError(f"{weights}: weights do not fit the model in {META} ({str(e)[:300]})") from e
     return model.to(device).eval(), Thresholds.from_dict(meta.get("thresholds")), meta
+
+
+def weights_bytes(model_dir: str | Path) -> int:
+    """The size of the model's weights (an ensemble's: all its members'), a cheap stamp of which model ran."""
+    model_dir = Path(model_dir)
+    meta = read_meta(model_dir)
+    if is_ensemble(meta):
+        return sum(weights_bytes(d) for d in member_dirs(model_dir, meta))
+    return (model_dir / WEIGHTS).stat().st_size
 
 
 def update_thresholds(model_dir: str | Path, thresholds: Thresholds, default_output: str | None = None) -> None:

@@ -29,7 +29,7 @@ from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import write_text_atomic
 from birdsed.infer import FileResult, predict_files, rows_table
 from birdsed.manifest import read_kaggle_test
-from birdsed.modeldir import WEIGHTS, load_model_dir
+from birdsed.modeldir import load_model_dir, weights_bytes
 from birdsed.store import recording_key
 from birdsed.writers import detections, merge_runs, raven_table, submission, write_audacity, write_table
 
@@ -94,7 +94,7 @@ def decide_scores(scores: pd.DataFrame, classes: list[str], thresholds: Threshol
 
 
 def _check_run(out: Path, model_dir: Path, window_s: float, hop_s: float, classes: list[str], pooling: str) -> None:
-    stamp = {"model": str(model_dir.resolve()), "weights_bytes": (model_dir / WEIGHTS).stat().st_size,
+    stamp = {"model": str(model_dir.resolve()), "weights_bytes": weights_bytes(model_dir),
              "window_s": window_s, "hop_s": hop_s, "pooling": pooling, "classes": classes}
     path = out / "run.json"
     if path.is_file():

@@ -168,7 +168,7 @@ def load_train_data(data: Path, run: Path, cfg: Config, val_data: Path | None = 
         val_store = _open_or_prepare(Path(val_data), run / "val_store", cfg.train.workers or None)
         train_m, val_m = manifest, val_store.manifest()
     else:
-        tr, va = stratified_split(manifest, cfg.data.val_fraction, cfg.train.seed)
+        tr, va = stratified_split(manifest, cfg.data.val_fraction, cfg.data.val_split_seed(cfg.train.seed))
         train_m, val_m, val_store = manifest.subset(tr), manifest.subset(va), store
     classes = sorted(set(manifest.classes) | set(val_m.classes))
     return TrainData(store, train_m, val_m, val_store, classes)
