@@ -122,18 +122,22 @@ def save_ensemble(model_dirs: list[str | Path], out: str | Path) -> Path:
     ens = Ensemble(models)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    names = []
-    for i, d in enumerate(map(Path, model_dirs)):
-        names.append(f"{MEMBERS}/{i}")
-        (tmp / names[-1]).mkdir(parents=True)
-        for f in (WEIGHTS, META):
-            shutil.copy2(d / f, tmp / names[-1] / f)
-    first = read_meta(model_dirs[0])
-    meta = {"birdsed_version": __version__, "ensemble": names, "classes": ens.classes, "frontend": first["frontend"],
-            "model": {"members": len(names), "backbones": [m.model_cfg.backbone for m in models]},
-            "thresholds": mean_thresholds(thresholds, ens.classes).to_dict(),
-            "default_output": first.get("default_output", "segmentwise"),
-            "sources": [str(Path(d).resolve()) for d in model_dirs]}
-    write_text_atomic(tmp / META, json.dumps(meta, indent=2))
-    tmp.rename(out)
+    try:
+        names = []
+        for i, d in enumerate(map(Path, model_dirs)):
+            names.append(f"{MEMBERS}/{i}")
+            (tmp / names[-1]).mkdir(parents=True)
+            for f in (WEIGHTS, META):
+                shutil.copy2(d / f, tmp / names[-1] / f)
+        first = read_meta(model_dirs[0])
+        meta = {"birdsed_version": __version__, "ensemble": names, "classes": ens.classes, "frontend": first["frontend"],
+                "model": {"members": len(names), "backbones": [m.model_cfg.backbone for m in models]},
+                "thresholds": mean_thresholds(thresholds, ens.classes).to_dict(),
+                "default_output": first.get("default_output", "segmentwise"),
+                "sources": [str(Path(d).resolve()) for d in model_dirs]}
+        write_text_atomic(tmp / META, json.dumps(meta, indent=2))
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written is left behind
+        raise
     return out

@@ -29,6 +29,7 @@ from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import write_text_atomic
 from birdsed.infer import FileResult, predict_files, rows_table
 from birdsed.manifest import read_kaggle_test
+from birdsed.ensemble import Ensemble
 from birdsed.modeldir import load_model_dir, weights_bytes
 from birdsed.store import recording_key
 from birdsed.writers import detections, merge_runs, raven_table, submission, write_audacity, write_table
@@ -119,6 +120,9 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
     model, thresholds, meta = load_model_dir(model_dir)
     if backend == "onnx":
         from birdsed.export import OnnxSED
+
+        if isinstance(model, Ensemble):
+            raise ConfigError(f"{model_dir} is an ensemble; the onnx backend runs single models (use --backend torch)")
 
         model = OnnxSED(model_dir)
         device = "cpu"
