@@ -127,6 +127,10 @@ def run_fold(k: int, manifest, folds: np.ndarray, cfg, out: Path, seeds: list[in
     res["row_f1"] = row_f1(pred, true)
     res["species_f1"] = micro_prf(pred, true)[2]
     res["macro_ap"], res["micro_ap"] = res["macro_ap_clipwise"], res["micro_ap_clipwise"]
+    for seed in seeds or []:  # each member alone, for the ensemble's gain
+        member = clip_scores(out / f"fold{k}" / f"run_seed{seed}" / "model", list(map(str, test_t["path"])),
+                             out / f"fold{k}" / f"pred_test_seed{seed}")["clipwise"]
+        res[f"macro_ap_seed{seed}"], res[f"micro_ap_seed{seed}"] = average_precision(np.hstack([member, pad]), true)
     print(pd.Series(res).to_string(), flush=True)
     return res
 

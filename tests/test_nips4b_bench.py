@@ -27,3 +27,4 @@ def test_nips4b_benchmark_smoke(nips4b, tmp_path, seeds):
     if seeds:
         members = json.loads((tmp_path / "fold0" / "ensemble" / "model.json").read_text())["ensemble"]
         assert len(members) == 2
+        assert 0.0 <= fold["macro_ap_seed1"] <= 1.0
