@@ -44,16 +44,17 @@ def write_subset(table: pd.DataFrame, folder: Path) -> Path:
     return folder
 
 
+def per_clip(scores: pd.DataFrame, output: str) -> pd.DataFrame:
+    """A predict scores table's rows of one output kind -> (clips, classes): max over each clip's rows."""
+    s = scores[scores["output"] == output].drop(columns=["start_s", "end_s", "output"])
+    return s.groupby("file").max()
+
+
 def clip_scores(model_dir: Path, paths: list[str], out: Path) -> dict[str, np.ndarray]:
     """(n_clips, K) per output kind: max over each clip's rows."""
     run_predict(model_dir, paths, out, workers=1, quiet=True)
     s = pd.read_parquet(out / "scores.parquet")
-    classes = [c for c in s.columns if c not in ("file", "start_s", "end_s", "output")]
-    res = {}
-    for kind in OUTPUT_KINDS:
-        per_file = s[s["output"] == kind].groupby("file")[classes].max()
-        res[kind] = per_file.reindex(paths).to_numpy(np.float32)
-    return res
+    return {kind: per_clip(s, kind).reindex(paths).to_numpy(np.float32) for kind in OUTPUT_KINDS}
 
 
 def read_oof(run: Path, folds: list[int] | None = None, output: str = "clipwise") -> pd.DataFrame:
@@ -61,13 +62,8 @@ def read_oof(run: Path, folds: list[int] | None = None, output: str = "clipwise"
     fold's `predict` output: (clips, classes) indexed by file name (the run may have been made elsewhere);
     a class a fold's model never saw scores 0 there."""
     dirs = sorted(run.glob("fold*")) if folds is None else [run / f"fold{k}" for k in folds]
-    parts = []
-    for d in dirs:
-        f = d / "pred_test" / "scores.parquet"
-        if f.is_file():
-            s = pd.read_parquet(f)
-            s = s[s["output"] == output].drop(columns=["start_s", "end_s", "output"])
-            parts.append(s.assign(file=[Path(x).name for x in s["file"]]).groupby("file").max())
+    files = [d / "pred_test" / "scores.parquet" for d in dirs]
+    parts = [per_clip(pd.read_parquet(f), output).rename(index=lambda x: Path(x).name) for f in files if f.is_file()]
     if not parts:
         raise SystemExit(f"no fold*/pred_test/scores.parquet under {run}")
     return pd.concat(parts).fillna(0.0)

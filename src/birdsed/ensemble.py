@@ -30,7 +30,7 @@ from birdsed import __version__
 from birdsed.config import OUTPUT_KINDS
 from birdsed.decide import Thresholds
 from birdsed.errors import ModelError
-from birdsed.fsutil import write_text_atomic
+from birdsed.fsutil import atomic_dir, write_text_atomic
 from birdsed.model import SEDModel
 
 MEMBERS = "members"
@@ -105,39 +105,29 @@ def mean_thresholds(members: list[Thresholds], classes: list[str]) -> Thresholds
 
 def save_ensemble(model_dirs: list[str | Path], out: str | Path) -> Path:
     """Copy the model directories into an ensemble directory `out` (written beside it, then renamed)."""
-    from birdsed.modeldir import META, WEIGHTS, load_model_dir, read_meta
+    from birdsed.modeldir import META, WEIGHTS, load_model_dir
 
     out = Path(out)
     if out.exists():
         raise ModelError(f"{out} exists; give a new folder for the ensemble")
     if len(model_dirs) < 2:
         raise ModelError("an ensemble needs at least two model directories")
-    models, thresholds = [], []
-    for d in map(Path, model_dirs):
-        if is_ensemble(read_meta(d)):
+    loaded = [load_model_dir(d) for d in model_dirs]  # checks each member whole before anything is written
+    for d, (model, _, _) in zip(model_dirs, loaded):
+        if isinstance(model, Ensemble):
             raise ModelError(f"{d} is an ensemble already; give its members instead")
-        model, thr, _ = load_model_dir(d)  # checks each member whole before anything is written
-        models.append(model)
-        thresholds.append(thr)
-    ens = Ensemble(models)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        names = []
-        for i, d in enumerate(map(Path, model_dirs)):
-            names.append(f"{MEMBERS}/{i}")
-            (tmp / names[-1]).mkdir(parents=True)
+    ens = Ensemble([model for model, _, _ in loaded])
+    names = [f"{MEMBERS}/{i}" for i in range(len(model_dirs))]
+    first = loaded[0][2]
+    meta = {"birdsed_version": __version__, "ensemble": names, "classes": ens.classes, "frontend": first["frontend"],
+            "model": {"members": len(names), "backbones": [m.model_cfg.backbone for m in ens.members]},
+            "thresholds": mean_thresholds([thr for _, thr, _ in loaded], ens.classes).to_dict(),
+            "default_output": first.get("default_output", "segmentwise"),
+            "sources": [str(Path(d).resolve()) for d in model_dirs]}
+    with atomic_dir(out) as tmp:
+        for d, name in zip(map(Path, model_dirs), names):
+            (tmp / name).mkdir(parents=True)
             for f in (WEIGHTS, META):
-                shutil.copy2(d / f, tmp / names[-1] / f)
-        first = read_meta(model_dirs[0])
-        meta = {"birdsed_version": __version__, "ensemble": names, "classes": ens.classes, "frontend": first["frontend"],
-                "model": {"members": len(names), "backbones": [m.model_cfg.backbone for m in models]},
-                "thresholds": mean_thresholds(thresholds, ens.classes).to_dict(),
-                "default_output": first.get("default_output", "segmentwise"),
-                "sources": [str(Path(d).resolve()) for d in model_dirs]}
+                shutil.copy2(d / f, tmp / name / f)
         write_text_atomic(tmp / META, json.dumps(meta, indent=2))
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written is left behind
-        raise
     return out

@@ -306,8 +306,8 @@ def predict_files(model: SEDModel, files: list[str], window_s: float = 5.0, hop_
     use_bf16 = precision == "bf16" or (precision == "auto" and dev.type == "cuda")
     if isinstance(model, (SEDModel, Ensemble)):
         # BatchNorms folded (the small model's encoder 1.9x on a 2-core CPU), channels_last (1.7x there, and
-        # the usual layout on GPUs); on a copy, so the caller's model is not changed
-        model = model.to(dev).inference_copy()
+        # the usual layout on GPUs); on a copy made where the model is, then moved, so the caller's model is not changed
+        model = model.inference_copy().to(dev)
     else:
         model = model.to(dev).eval()
     workers = default_workers(dev) if workers is None else workers
