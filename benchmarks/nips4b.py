@@ -78,14 +78,15 @@ def pooled_ap(scores: pd.DataFrame, table: pd.DataFrame) -> tuple[float, float]:
     return average_precision(s, sets_to_matrix([set(x) for x in labels], classes))
 
 
-def train_fold(data: Path, cfg, fold_dir: Path, seeds: list[int] | None) -> Path:
+def train_fold(data: Path, cfg, fold_dir: Path, seeds: list[int] | None) -> tuple[Path, dict[int, Path]]:
     """One model (fold_dir/run), or with seeds an ensemble (fold_dir/ensemble) of one model per seed, all on
-    the validation split of cfg.train.seed (so the ensemble's thresholds are tuned on clips none of them saw)."""
+    the validation split of cfg.train.seed (so the ensemble's thresholds are tuned on clips none of them saw).
+    Returns (the model directory to predict with, each seed's member model directory)."""
     if not seeds:
-        return train(data, cfg, fold_dir / "run", quiet=True)
+        return train(data, cfg, fold_dir / "run", quiet=True), {}
     cfg = replace(cfg, data=replace(cfg.data, split_seed=cfg.data.val_split_seed(cfg.train.seed)))
-    dirs = [train(data, replace(cfg, train=replace(cfg.train, seed=s)), fold_dir / f"run_seed{s}", quiet=True) for s in seeds]
-    return save_ensemble(dirs, fold_dir / "ensemble")
+    members = {s: train(data, replace(cfg, train=replace(cfg.train, seed=s)), fold_dir / f"run_seed{s}", quiet=True) for s in seeds}
+    return save_ensemble(list(members.values()), fold_dir / "ensemble"), members
 
 
 def run_fold(k: int, manifest, folds: np.ndarray, cfg, out: Path, seeds: list[int] | None = None) -> dict:
@@ -93,7 +94,7 @@ def run_fold(k: int, manifest, folds: np.ndarray, cfg, out: Path, seeds: list[in
     train_t, test_t = t[folds != k].reset_index(drop=True), t[folds == k].reset_index(drop=True)
     data = write_subset(train_t, out / f"fold{k}" / "data")
     t0 = time.perf_counter()
-    model_dir = train_fold(data, cfg, out / f"fold{k}", seeds)
+    model_dir, members = train_fold(data, cfg, out / f"fold{k}", seeds)
     train_s = time.perf_counter() - t0
     import json
 
@@ -123,9 +124,8 @@ def run_fold(k: int, manifest, folds: np.ndarray, cfg, out: Path, seeds: list[in
     res["row_f1"] = row_f1(pred, true)
     res["species_f1"] = micro_prf(pred, true)[2]
     res["macro_ap"], res["micro_ap"] = res["macro_ap_clipwise"], res["micro_ap_clipwise"]
-    for seed in seeds or []:  # each member alone, for the ensemble's gain
-        member = clip_scores(out / f"fold{k}" / f"run_seed{seed}" / "model", list(map(str, test_t["path"])),
-                             out / f"fold{k}" / f"pred_test_seed{seed}")["clipwise"]
+    for seed, member_dir in members.items():  # each member alone, for the ensemble's gain
+        member = clip_scores(member_dir, list(map(str, test_t["path"])), out / f"fold{k}" / f"pred_test_seed{seed}")["clipwise"]
         res[f"macro_ap_seed{seed}"], res[f"micro_ap_seed{seed}"] = average_precision(np.hstack([member, pad]), true)
     print(pd.Series(res).to_string(), flush=True)
     return res

@@ -288,7 +288,7 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def predict_files(model: SEDModel, files: list[str], window_s: float = 5.0, hop_s: float = 2.5, batch_size: int = 64,
+def predict_files(model: SEDModel | Ensemble, files: list[str], window_s: float = 5.0, hop_s: float = 2.5, batch_size: int = 64,
                   workers: int | None = None, device: str = "auto", quiet: bool = False,
                   pooling: str = "window", precision: str = "auto") -> Iterator[FileResult | tuple[str, str]]:
     """Yield a FileResult per recording (in completion order), or (path, error) for files that fail to decode.

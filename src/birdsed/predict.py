@@ -25,11 +25,11 @@ import pandas as pd
 from birdsed.audio import find_audio_files
 from birdsed.config import OUTPUT_KINDS
 from birdsed.decide import Thresholds, decide, labels_of, smooth_rows
+from birdsed.ensemble import Ensemble
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import write_text_atomic
 from birdsed.infer import FileResult, predict_files, rows_table
 from birdsed.manifest import read_kaggle_test
-from birdsed.ensemble import Ensemble
 from birdsed.modeldir import load_model_dir, weights_bytes
 from birdsed.store import recording_key
 from birdsed.writers import detections, merge_runs, raven_table, submission, write_audacity, write_table
