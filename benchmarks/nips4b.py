@@ -3,8 +3,9 @@
     python benchmarks/nips4b.py --folds 5 --out bench-out/nips4b [--config nips4b] [--set k=v ...] [--seeds 0 1 2]
 
 Folds are iteratively stratified over labels (seeded). Each fold trains on four folds
-(birdsed's own validation split inside them picks the epoch and the thresholds) and
-predicts the fifth with `predict`; a clip's score per class is the max over its rows.
+(birdsed's own validation split inside them picks the epoch and the thresholds; with
+`--set data.val_fraction=0` every training clip is trained on, the last epoch is kept and row F1
+is scored clipwise at the default thresholds) and predicts the fifth with `predict`; a clip's score per class is the max over its rows.
 Reports over out-of-fold predictions: macro AP (classes with a positive), micro AP,
 row-wise F1 with nocall at the tuned thresholds, species-only micro F1; mean and spread
 over folds, and macro / micro AP pooled over all held-out clips (read back from each fold's
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import NIPS4B, machine, save_json  # noqa: E402
 
 from birdsed.config import OUTPUT_KINDS, apply_overrides, load_config  # noqa: E402
-from birdsed.decide import decide  # noqa: E402
+from birdsed.decide import Thresholds, decide  # noqa: E402
 from birdsed.ensemble import save_ensemble  # noqa: E402
 from birdsed.manifest import read_dataset  # noqa: E402
 from birdsed.metrics import average_precision, micro_prf, row_f1, sets_to_matrix  # noqa: E402
@@ -103,23 +104,26 @@ def run_fold(k: int, manifest, folds: np.ndarray, cfg, out: Path, seeds: list[in
     sub = read_dataset(data)
     sub.table["duration_s"] = 1.0
     _, va = stratified_split(sub, cfg.data.val_fraction, cfg.data.val_split_seed(cfg.train.seed))
-    val_t = sub.table[va]
-    val_scores = clip_scores(model_dir, list(val_t["path"]), out / f"fold{k}" / "pred_val")
-    val_true = sets_to_matrix([{c for c in x if c in classes} for x in val_t["primary_labels"]], classes)
-    tuned = tune(val_scores, val_true, classes, per_class=False)
-    kind = tuned.best_output
+    if va.any():
+        val_t = sub.table[va]
+        val_scores = clip_scores(model_dir, list(val_t["path"]), out / f"fold{k}" / "pred_val")
+        val_true = sets_to_matrix([{c for c in x if c in classes} for x in val_t["primary_labels"]], classes)
+        tuned = tune(val_scores, val_true, classes, per_class=False)
+        kind, thresholds = tuned.best_output, tuned.thresholds
+    else:  # data.val_fraction=0: every training clip trained; nothing left to tune on, so clipwise at the default
+        kind, thresholds = "clipwise", Thresholds()
     scores = clip_scores(model_dir, [str(p) for p in test_t["path"]], out / f"fold{k}" / "pred_test")
     true_sets = [set(x) for x in test_t["primary_labels"]]
     all_classes = classes + sorted(set().union(*true_sets) - set(classes))
     pad = np.zeros((len(test_t), len(all_classes) - len(classes)), np.float32)
     true = sets_to_matrix(true_sets, all_classes)
     res = {"fold": k, "n_train": len(train_t), "n_test": len(test_t), "train_s": train_s, "output": kind,
-           "threshold": tuned.thresholds.global_[kind]}
+           "threshold": thresholds.global_[kind]}
     for o in OUTPUT_KINDS:
         s = np.hstack([scores[o], pad])
         res[f"macro_ap_{o}"], res[f"micro_ap_{o}"] = average_precision(s, true)
     s = np.hstack([scores[kind], pad])
-    thr = np.concatenate([tuned.thresholds.vector(kind, classes), np.ones(pad.shape[1])])
+    thr = np.concatenate([thresholds.vector(kind, classes), np.ones(pad.shape[1])])
     pred = decide(s, thr)
     res["row_f1"] = row_f1(pred, true)
     res["species_f1"] = micro_prf(pred, true)[2]

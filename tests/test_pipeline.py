@@ -327,6 +327,18 @@ def test_recipe_options_train(synth_data, tmp_path):
     assert meta["train"]["steps"] == 3
 
 
+def test_training_without_a_validation_split_keeps_the_last_epoch(synth_data, tmp_path):
+    """data.val_fraction=0: every recording is trained on, nothing is validated, the last epoch's weights are saved."""
+    cfg = apply_overrides(load_config("small"), [*FAST, "data.val_fraction=0"])
+    model_dir = train(synth_data, cfg, tmp_path, quiet=True)
+    model, _, meta = load_model_dir(model_dir)
+    assert meta["train"]["steps"] == 3 and meta["train"]["best_score"] is None
+    assert "val_map" not in pd.read_csv(tmp_path / "metrics.csv").columns
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    head = {k.removeprefix("model."): v for k, v in last.items() if k.startswith("model.head.")}
+    assert head and all(torch.equal(model.state_dict()[k], v) for k, v in head.items())
+
+
 def test_head_warm_up_then_fine_tune_with_frozen_batchnorm(synth_data, tmp_path):
     """LP-FT: the head warms up on frozen features, then fine-tuning leaves the backbone's BatchNorm statistics alone."""
     cfg = apply_overrides(load_config("small"), [*FAST, "train.head_warmup_epochs=2", "train.freeze_bn=true"])

@@ -213,6 +213,9 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
     val_dl = DataLoader(val_ds, batch_size=t.batch_size, shuffle=False, **loader_kw) if len(val_ds) else None
     log.info("training on %d items from %d recordings, %d classes; validating on %d recordings (%d windows)",
              len(items), len(td.train), len(td.classes), len(td.val), len(val_ds))
+    if val_dl is None:
+        log.info("no validation recordings (data.val_fraction=%g): the last epoch is kept, thresholds stay at their "
+                 "defaults until `birdsed tune`", cfg.data.val_fraction)
     task = SEDTask(cfg.to_dict(), td.classes)
     if t.head_warmup_epochs > 0 and not resume:
         probe_ds = WindowDataset(td.store, list(td.train.table["recording_id"]), tgt, cfg.data.crop_s, 1, cfg.data.short_policy)
@@ -242,7 +245,7 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
     )
     with warnings.catch_warnings():
         for noise in (".*does not have many workers.*", ".*number of training batches.*", ".*exists and is not empty.*",
-                      ".*LeafSpec.*", ".*Checkpoint directory.*exists and is not empty.*"):
+                      ".*LeafSpec.*", ".*Checkpoint directory.*exists and is not empty.*", ".*no `val_dataloader`.*"):
             warnings.filterwarnings("ignore", noise)
         trainer.fit(task, train_dl, val_dl, ckpt_path=str(last) if resume else None)
     if not trainer.is_global_zero:
