@@ -12,8 +12,11 @@
 #   run(command="bash benchmarks/nips4b_gpu.sh stage", carry=[".whl"], timeout_s=120)
 #   run(command="ROUND=3 DEADLINE=540 bash benchmarks/nips4b_gpu.sh run", carry=[".gpu/a", ".gpu/b"], timeout_s=590)
 #
-# `run` starts every part in RECIPES at once (they share the GPU and 16 cores), stops them at DEADLINE
-# seconds, and packs each recipe's logs, nips4b.json and per-fold predictions into $OUT/<name>.tgz;
+# Round 4 (five processes, each running its "+"-joined parts in turn) likewise, with ROUND=4 DEADLINE=570 and
+# timeout_s=600 in the second call.
+#
+# `run` starts every entry of RECIPES at once (they share the GPU and 16 cores), stops them all DEADLINE
+# seconds after the start, and packs each recipe's logs, nips4b.json and per-fold predictions into $OUT/<name>.tgz;
 # benchmarks/nips4b_ensemble.py then scores them and their mean. A part is "name|folds|overrides": empty
 # folds run all five in one process; several parts of one name (disjoint folds) run in parallel and are
 # merged into one run folder. Rounds 1 and 2 ran on an H100 in an earlier session (the second typed inline
@@ -48,6 +51,14 @@ RECIPES=(
   "lite1_scale3_ep40_spec|0 1|$S3 $L1" "lite1_scale3_ep40_spec|2 3|$S3 $L1" "lite1_scale3_ep40_spec|4|$S3 $L1"
   "scale3_ep40_spec|4|$S3"
 )
+NV="--set data.val_fraction=0"
+[ "$ROUND" = 4 ] && RECIPES=(  # no validation split (all 440 clips trained on), two seeds; the missing folds of round 3's runs
+  "scale3_noval|0 1 2|$S3 $NV"
+  "scale3_noval|3 4|$S3 $NV+scale3_ep40_spec_seed1|2|$S3 --set train.seed=1"
+  "scale3_noval_seed1|0 1 2|$S3 $NV --set train.seed=1"
+  "scale3_noval_seed1|3 4|$S3 $NV --set train.seed=1+lite1_scale3_ep40_spec|1 3|$S3 $L1"
+  "lite2_scale3_ep40_spec|1 3|$S3 $L2+lite2_scale3_ep40_spec_seed1|1 3|$S3 $L2 --set train.seed=1"
+)
 
 case "${1:-}" in
 split)  # the data in two parts, the first about SPLIT_MB MB (labels with the second)
@@ -73,7 +84,7 @@ run)  # device call 2 (or here, with DATA and SMOKE=1): every recipe at once
   n=$(ls "$DATA/audio" | wc -l)
   [ "$n" = 550 ] || { echo "expected 550 clips in $DATA/audio, found $n (did the stage call run on this machine?)"; exit 1; }
   [ -d /tmp/site ] && export PYTHONPATH=/tmp/site
-  # rounds 1-2: 3 threads and 2 loader workers a process; round 3 (12 processes on 16 cores): 1 and 1
+  # rounds 1-2 and 4 (3-5 processes): 3 threads and 2 loader workers a process; round 3 (12 processes on 16 cores): 1 and 1
   [ "$ROUND" = 3 ] && { threads=1; workers=1; } || { threads=3; workers=2; }
   export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=$threads
   extra=(--set train.workers=$workers)
@@ -84,14 +95,18 @@ run)  # device call 2 (or here, with DATA and SMOKE=1): every recipe at once
   fi
   mkdir -p "$OUT" "$WORK/parts"
   { nvidia-smi --query-gpu=name,memory.total --format=csv; nproc --all; } 2>&1 | tee "$OUT/env.log"
-  names=()
-  for r in "${RECIPES[@]}"; do
-    IFS='|' read -r name folds sets <<< "$r"; read -ra sets <<< "$sets"
-    tag=${folds// /}; [ -z "$folds" ] && [ -n "${SMOKE:-}" ] && folds=0
-    only=(); [ -n "$folds" ] && only=(--only-folds $folds)
-    [[ " ${names[*]} " == *" $name "* ]] || names+=("$name")
-    timeout "$DEADLINE" python3 benchmarks/nips4b.py --data "$DATA" --out "$WORK/parts/$name.p$tag" "${only[@]}" "${sets[@]}" \
-      "${extra[@]}" > "$WORK/parts/$name.p$tag.log" 2>&1 &
+  names=() end=$(( $(date +%s) + DEADLINE ))
+  for queue in "${RECIPES[@]}"; do  # one process a RECIPES entry, running its "+"-joined parts in turn
+    IFS='+' read -ra parts <<< "$queue"
+    for r in "${parts[@]}"; do name=${r%%|*}; [[ " ${names[*]} " == *" $name "* ]] || names+=("$name"); done
+    for r in "${parts[@]}"; do
+      IFS='|' read -r name folds sets <<< "$r"; read -ra sets <<< "$sets"
+      tag=${folds// /}; [ -z "$folds" ] && [ -n "${SMOKE:-}" ] && folds=0
+      only=(); [ -n "$folds" ] && only=(--only-folds $folds)
+      left=$(( end - $(date +%s) )); [ "$left" -gt 30 ] || break
+      timeout "$left" python3 benchmarks/nips4b.py --data "$DATA" --out "$WORK/parts/$name.p$tag" "${only[@]}" "${sets[@]}" \
+        "${extra[@]}" > "$WORK/parts/$name.p$tag.log" 2>&1
+    done &
   done
   wait
   for name in "${names[@]}"; do  # merge the parts' folds into one run folder
