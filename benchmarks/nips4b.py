@@ -2,14 +2,16 @@
 
     python benchmarks/nips4b.py --folds 5 --out bench-out/nips4b [--config nips4b] [--set k=v ...] [--seeds 0 1 2]
 
-Folds are iteratively stratified over labels (seeded). Each fold trains on four folds
-(birdsed's own validation split inside them picks the epoch and the thresholds; with
-`--set data.val_fraction=0` every training clip is trained on, the last epoch is kept and row F1
-is scored clipwise at the default thresholds) and predicts the fifth with `predict`; a clip's score per class is the max over its rows.
+Folds are iteratively stratified over labels (seeded). Each fold trains on four folds and
+predicts the fifth with `predict`; a clip's score per class is the max over its rows.
 Reports over out-of-fold predictions: macro AP (classes with a positive), micro AP,
 row-wise F1 with nocall at the tuned thresholds, species-only micro F1; mean and spread
 over folds, and macro / micro AP pooled over all held-out clips (read back from each fold's
 predict output; benchmarks/nips4b_ensemble.py averages several runs' scores).
+
+The preset trains on every clip of the four folds (data.val_fraction=0): the last epoch is kept and row
+F1 is scored clipwise at the default thresholds. With `--set data.val_fraction=0.1` birdsed's own
+validation split inside the four folds picks the epoch, the output and the thresholds.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def pooled_ap(scores: pd.DataFrame, table: pd.DataFrame) -> tuple[float, float]:
 
 def train_fold(data: Path, cfg, fold_dir: Path, seeds: list[int] | None) -> tuple[Path, dict[int, Path]]:
     """One model (fold_dir/run), or with seeds an ensemble (fold_dir/ensemble) of one model per seed, all on
-    the validation split of cfg.train.seed (so the ensemble's thresholds are tuned on clips none of them saw).
+    the validation split (if any) of cfg.train.seed (so the ensemble's thresholds are tuned on clips none of them saw).
     Returns (the model directory to predict with, each seed's member model directory)."""
     if not seeds:
         return train(data, cfg, fold_dir / "run", quiet=True), {}
@@ -100,7 +102,7 @@ def run_fold(k: int, manifest, folds: np.ndarray, cfg, out: Path, seeds: list[in
     import json
 
     classes = json.loads((model_dir / "model.json").read_text())["classes"]
-    # thresholds: tuned on birdsed's validation split inside the training folds (the same split train() used)
+    # thresholds: tuned on birdsed's validation split inside the training folds (the same split train() used), if any
     sub = read_dataset(data)
     sub.table["duration_s"] = 1.0
     _, va = stratified_split(sub, cfg.data.val_fraction, cfg.data.val_split_seed(cfg.train.seed))

@@ -8,8 +8,8 @@ import pytest
 from conftest import REPO
 
 
-@pytest.mark.parametrize("seeds", [[], ["--seeds", "0", "1"], ["--set", "data.val_fraction=0"]],
-                         ids=["one model", "ensemble of two", "no validation split"])
+@pytest.mark.parametrize("seeds", [[], ["--seeds", "0", "1"], ["--set", "data.val_fraction=0.1"]],
+                         ids=["one model", "ensemble of two", "with a validation split"])
 def test_nips4b_benchmark_smoke(nips4b, tmp_path, seeds):
     cmd = [sys.executable, str(REPO / "benchmarks" / "nips4b.py"), "--data", str(nips4b), "--out", str(tmp_path),
            "--only-folds", "0", "--folds", "5",
@@ -25,10 +25,12 @@ def test_nips4b_benchmark_smoke(nips4b, tmp_path, seeds):
         assert 0.0 <= fold[key] <= 1.0
     assert set(out["summary"]) >= {"macro_ap", "micro_ap", "row_f1", "species_f1", "train_s", "pooled"}
     assert out["summary"]["pooled"]["macro_ap"] == pytest.approx(fold["macro_ap"])  # one fold: pooled is that fold
-    if "data.val_fraction=0" in seeds:  # all 440 clips trained on; nothing to tune on, so clipwise at the default
+    if "data.val_fraction=0.1" in seeds:  # the epoch, output and threshold tuned on birdsed's validation split
+        assert (tmp_path / "fold0" / "pred_val" / "scores.parquet").is_file()
+    else:  # the preset: all 440 clips trained on, nothing to tune on, so clipwise at the default threshold
         assert fold["output"] == "clipwise" and fold["threshold"] == 0.5
         assert not (tmp_path / "fold0" / "pred_val").exists()
-    elif seeds:
+    if "--seeds" in seeds:
         members = json.loads((tmp_path / "fold0" / "ensemble" / "model.json").read_text())["ensemble"]
         assert len(members) == 2
         assert 0.0 <= fold["macro_ap_seed1"] <= 1.0
