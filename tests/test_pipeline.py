@@ -339,6 +339,13 @@ def test_training_without_a_validation_split_keeps_the_last_epoch(synth_data, tm
     assert head and all(torch.equal(model.state_dict()[k], v) for k, v in head.items())
 
 
+@pytest.mark.parametrize("fraction", [-0.1, 1.0])
+def test_a_validation_fraction_out_of_range_is_a_clear_error(synth_data, tmp_path, fraction):
+    cfg = apply_overrides(load_config("small"), [*FAST, f"data.val_fraction={fraction}"])
+    with pytest.raises(ConfigError, match="data.val_fraction"):
+        train(synth_data, cfg, tmp_path, quiet=True)
+
+
 def test_head_warm_up_then_fine_tune_with_frozen_batchnorm(synth_data, tmp_path):
     """LP-FT: the head warms up on frozen features, then fine-tuning leaves the backbone's BatchNorm statistics alone."""
     cfg = apply_overrides(load_config("small"), [*FAST, "train.head_warmup_epochs=2", "train.freeze_bn=true"])

@@ -54,7 +54,7 @@ class DataConfig:
     balance: bool = True
     balance_max: int = 80  # classes above: keep the 80 shortest recordings
     balance_min: int = 60  # classes below: split long recordings into up to 60 items
-    val_fraction: float = 0.1
+    val_fraction: float = 0.1  # 0: no validation split (every recording trained on, the last epoch kept)
     val_windows: int = 4  # windows of crop_s scored per validation recording (max over them)
     split_seed: int | None = None  # seed of the validation split (default: train.seed); fixed, ensemble members share it
 

@@ -160,6 +160,8 @@ def _open_or_prepare(data: Path, dest: Path, workers: int | None) -> AudioStore:
 
 
 def load_train_data(data: Path, run: Path, cfg: Config, val_data: Path | None = None) -> TrainData:
+    if val_data is None and not 0.0 <= cfg.data.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be at least 0 and below 1, got {cfg.data.val_fraction}")
     store = _open_or_prepare(Path(data), run / "store", cfg.train.workers or None)
     manifest = store.manifest()
     if len(manifest) == 0:
