@@ -17,6 +17,7 @@ validation split inside the four folds picks the epoch, the output and the thres
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import replace
@@ -99,8 +100,6 @@ def run_fold(k: int, manifest, folds: np.ndarray, cfg, out: Path, seeds: list[in
     t0 = time.perf_counter()
     model_dir, members = train_fold(data, cfg, out / f"fold{k}", seeds)
     train_s = time.perf_counter() - t0
-    import json
-
     classes = json.loads((model_dir / "model.json").read_text())["classes"]
     # thresholds: tuned on birdsed's validation split inside the training folds (the same split train() used), if any
     sub = read_dataset(data)
