@@ -1,11 +1,13 @@
 import librosa
 import numpy as np
 import pytest
+import scipy.signal
 import torch
 
-from birdsed.config import FrontendConfig, ModelConfig
-from birdsed.errors import ModelError
-from birdsed.features import LogMel
+from birdsed.augment import Augmenter
+from birdsed.config import AugmentConfig, FrontendConfig, ModelConfig
+from birdsed.errors import ConfigError, ModelError
+from birdsed.features import PCEN_SCALE, LogMel
 from birdsed.model import BACKBONES, AttentionHead, SEDModel, create_backbone, window_scores
 
 
@@ -21,6 +23,31 @@ def test_logmel_matches_librosa(n_mels, fmin, fmax):
     np.testing.assert_allclose(got, ref, atol=2e-3)
 
 
+def test_pcen_matches_librosa_started_at_the_first_frame():
+    """PCEN of the mel amplitude at int32 scale, librosa's parameters, its smoother started at the first frame."""
+    cfg = FrontendConfig(n_mels=64, compression="pcen", pcen_time_constant_s=0.1, pcen_gain=0.9, pcen_bias=3.0, pcen_power=0.4)
+    x = (np.random.default_rng(1).standard_normal(32000 * 3) * 0.05).astype(np.float32)
+    x[40000:44000] += 0.5 * np.sin(2 * np.pi * 4000 * np.arange(4000) / 32000).astype(np.float32)  # a call over the noise
+    amp = np.sqrt(librosa.feature.melspectrogram(y=x, sr=32000, n_fft=1024, hop_length=320, n_mels=64, fmin=50,
+                                                 fmax=14000, power=2.0)) * PCEN_SCALE
+    t_frames = 0.1 * 32000 / 320
+    b = (np.sqrt(1 + 4 * t_frames ** 2) - 1) / (2 * t_frames ** 2)
+    zi = scipy.signal.lfilter_zi([b], [1, b - 1])[None, :] * amp[:, :1]
+    ref = librosa.pcen(amp, sr=32000, hop_length=320, gain=0.9, bias=3.0, power=0.4, time_constant=0.1, zi=zi)
+    got = LogMel(cfg).power_db(torch.from_numpy(x)[None])[0].numpy()
+    assert got.shape == ref.shape == (64, 301)
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    band = np.argmin(np.abs(librosa.mel_frequencies(66, fmin=50, fmax=14000)[1:-1] - 4000))
+    assert got[band, 125:128].mean() > 3 * got[band, 200:].mean()  # the call's onset stands out of the flattened noise
+
+
+def test_unknown_compression_is_a_config_error():
+    with pytest.raises(ConfigError, match="frontend.compression 'log'"):
+        LogMel(FrontendConfig(compression="log"))
+    with pytest.raises(ConfigError, match="lowpass_p"):
+        Augmenter(AugmentConfig(lowpass_p=0.5), FrontendConfig(compression="pcen"))
+
+
 def test_logmel_output_shape_and_normalisation():
     fe = LogMel(FrontendConfig(n_mels=64)).train()
     m = fe(torch.randn(4, 32000) * 0.1)
@@ -29,10 +56,11 @@ def test_logmel_output_shape_and_normalisation():
     assert per_mel_mean.abs().max() < 1e-4  # BatchNorm over mel bins, training mode
 
 
-@pytest.mark.parametrize("n_fft,hop_length,top_db,seconds", [(1024, 320, 80.0, 12.5), (2048, 320, None, 7.5), (512, 256, 80.0, 5.0)])
-def test_windowed_db_equals_the_per_window_spectrogram(n_fft, hop_length, top_db, seconds):
+@pytest.mark.parametrize("n_fft,hop_length,top_db,seconds,compression", [
+    (1024, 320, 80.0, 12.5, "db"), (2048, 320, None, 7.5, "db"), (512, 256, 80.0, 5.0, "db"), (1024, 320, None, 12.5, "pcen")])
+def test_windowed_db_equals_the_per_window_spectrogram(n_fft, hop_length, top_db, seconds, compression):
     """One STFT over a stretch, windows cut from it, edge frames recomputed: equal to each window's own STFT."""
-    fe = LogMel(FrontendConfig(n_fft=n_fft, hop_length=hop_length, n_mels=64, top_db=top_db))
+    fe = LogMel(FrontendConfig(n_fft=n_fft, hop_length=hop_length, n_mels=64, top_db=top_db, compression=compression))
     window, hop = 5 * 32000, 80000 if hop_length == 320 else 256 * 300
     audio = torch.randn(int(seconds * 32000) + 7) * torch.linspace(0.01, 1.0, int(seconds * 32000) + 7)
     ref = fe.power_db(audio.unfold(0, window, hop))

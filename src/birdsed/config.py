@@ -31,7 +31,12 @@ class FrontendConfig:
     n_mels: int = 128
     fmin_hz: float = 50.0
     fmax_hz: float = 14_000.0
-    top_db: float | None = 80.0
+    top_db: float | None = 80.0  # compression "db" only
+    compression: str = "db"  # "db": log-mel in dB; "pcen": per-channel energy normalisation (librosa.pcen)
+    pcen_time_constant_s: float = 0.4  # PCEN's smoother (librosa's defaults throughout)
+    pcen_gain: float = 0.98
+    pcen_bias: float = 2.0
+    pcen_power: float = 0.5
 
 
 @dataclass

@@ -2,29 +2,41 @@
 
 from __future__ import annotations
 
+import math
+
 import librosa
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from birdsed.config import FrontendConfig
+from birdsed.errors import ConfigError
 
 
 CPU_CHUNK = 8
+COMPRESSIONS = ("db", "pcen")
+PCEN_SCALE = 2.0 ** 31  # PCEN's input: the mel amplitude at int32 scale, as librosa.pcen advises
+PCEN_EPS = 1e-6
 
 
 class LogMel(nn.Module):
     """(B, n_samples) waveform at 32 kHz -> (B, 1, n_mels, n_frames) normalised log-mel.
 
     Power spectrogram (Hann window, centred, zero-padded as librosa), Slaney mel
-    filterbank from librosa, power to dB (ref 1.0, amin 1e-10, optional top_db below the
-    clip's maximum), then per-mel normalisation by a BatchNorm over mel bins (PANNs' bn0),
-    which learns dataset statistics and, unlike per-clip standardisation, keeps a quiet
-    clip quiet.
+    filterbank from librosa, then compressed: power to dB (ref 1.0, amin 1e-10, optional
+    top_db below the clip's maximum), or with compression "pcen" per-channel energy
+    normalisation (each mel band divided by its own smoothed recent energy, then
+    root-compressed: stationary noise such as wind, rain or traffic flattens while onsets
+    stand out; Lostanlen et al. 2019); then per-mel normalisation by a BatchNorm over mel
+    bins (PANNs' bn0), which learns dataset statistics and, unlike per-clip
+    standardisation, keeps a quiet clip quiet. The methods named `*_db` return the
+    compressed values whichever the compression.
     """
 
     def __init__(self, cfg: FrontendConfig):
         super().__init__()
+        if cfg.compression not in COMPRESSIONS:
+            raise ConfigError(f"frontend.compression {cfg.compression!r}: valid: {list(COMPRESSIONS)}")
         self.cfg = cfg
         mel = librosa.filters.mel(sr=cfg.sample_rate_hz, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin_hz, fmax=cfg.fmax_hz)
         self.register_buffer("mel_fb", torch.from_numpy(mel).float(), persistent=False)  # (n_mels, n_fft // 2 + 1)
@@ -57,16 +69,32 @@ class LogMel(nn.Module):
         return 1 + n_samples // self.cfg.hop_length
 
     def power_db(self, wave: torch.Tensor) -> torch.Tensor:
-        """(B, n_samples) -> (B, n_mels, n_frames) mel power in dB, computed in float32."""
+        """(B, n_samples) -> (B, n_mels, n_frames) mel power in dB (or PCEN), computed in float32."""
         if wave.device.type == "cpu" and len(wave) > CPU_CHUNK:
             # on a CPU, 8 windows at a time keep the complex spectrogram in cache: 4x faster than one big batch
             return torch.cat([self.power_db(c) for c in wave.split(CPU_CHUNK)])
-        return self._to_db(self._mel_power(wave))
+        return self._compress(self._mel_power(wave))
 
     def _mel_power(self, wave: torch.Tensor) -> torch.Tensor:
         """(B, n_samples) -> (B, n_mels, n_frames) mel power (float32, before dB)."""
         with torch.autocast(device_type=wave.device.type, enabled=False):
             return torch.matmul(self.mel_fb, self._power(wave.float()))
+
+    def _compress(self, mel: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, n_frames) mel power -> dB or PCEN, each item on its own (its own maximum, its own smoother)."""
+        return self._pcen(mel) if self.cfg.compression == "pcen" else self._to_db(mel)
+
+    def _pcen(self, mel: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, T) mel power -> PCEN, as librosa.pcen on the amplitude sqrt(mel) * 2^31.
+
+        The smoother M[t] = (1 - b) M[t-1] + b E[t], started at E[0] as librosa starts it, is a (T, T) matrix
+        product: exact, and one kernel on any device."""
+        c = self.cfg
+        with torch.autocast(device_type=mel.device.type, enabled=False):
+            e = mel.float().clamp_min(0).sqrt() * PCEN_SCALE
+            smooth = torch.matmul(e, _smoother(e.shape[-1], c.pcen_time_constant_s * c.sample_rate_hz / c.hop_length, e.device))
+            gained = e * (PCEN_EPS + smooth).pow(-c.pcen_gain)
+            return c.pcen_bias ** c.pcen_power * torch.expm1(c.pcen_power * torch.log1p(gained / c.pcen_bias))
 
     def _to_db(self, mel: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, n_frames) mel power -> dB, floored top_db below each item's maximum."""
@@ -100,7 +128,7 @@ class LogMel(nn.Module):
         ends = self._mel_power(torch.cat([heads, tails]))  # (2W, n_mels, 2 edge + 1), zero-padded as per window
         mel[:, :, :edge] = ends[:n_windows, :, :edge]
         mel[:, :, -edge:] = ends[n_windows:, :, -edge:]
-        return self._to_db(mel)
+        return self._compress(mel)
 
     def normalize(self, db: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, T) dB -> (B, 1, n_mels, T), normalised per mel bin."""
@@ -109,3 +137,15 @@ class LogMel(nn.Module):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         assert wave.ndim == 2, f"expected (B, n_samples), got {tuple(wave.shape)}"
         return self.normalize(self.power_db(wave))
+
+
+def _smoother(n_frames: int, time_constant_frames: float, device: torch.device) -> torch.Tensor:
+    """(T, T) W with (E @ W)[t] = PCEN's smoothed energy at frame t: W[k, t] = b (1 - b)^(t - k) for k <= t, plus
+    (1 - b)^(t + 1) on row 0 (the filter's state starts at E[0]); b from the time constant as librosa computes it."""
+    t2 = time_constant_frames ** 2
+    b = (math.sqrt(1 + 4 * t2) - 1) / (2 * t2)
+    t = torch.arange(n_frames, dtype=torch.float64)
+    lag = t[None, :] - t[:, None]  # (k, t): t - k
+    w = torch.where(lag >= 0, b * (1 - b) ** lag.clamp_min(0), torch.zeros(()))
+    w[0] += (1 - b) ** (t + 1)
+    return w.float().to(device)
