@@ -14,7 +14,7 @@ from birdsed.config import apply_overrides, load_config
 from birdsed.errors import ConfigError
 from birdsed.modeldir import load_model_dir
 from birdsed.predict import DecisionOptions, run_predict
-from birdsed.train import train
+from birdsed.train import load_train_data, train
 
 FAST = ["train.epochs=5", "train.max_steps=3", "train.batch_size=8", "train.workers=0", "data.balance_min=4",
         "data.val_windows=1"]
@@ -343,6 +343,28 @@ def test_training_without_a_validation_split_keeps_the_last_epoch(synth_data, tm
 def test_a_validation_fraction_out_of_range_is_a_clear_error(synth_data, tmp_path, fraction):
     cfg = apply_overrides(load_config("small"), [*FAST, f"data.val_fraction={fraction}"])
     with pytest.raises(ConfigError, match="data.val_fraction"):
+        train(synth_data, cfg, tmp_path, quiet=True)
+
+
+def test_subsample_bags_the_training_recordings_per_seed(synth_data, tmp_path):
+    """data.subsample: each seed trains on its own stratified part of the training recordings, every label kept."""
+    def bag(seed, fraction=0.5):
+        cfg = apply_overrides(load_config("small"), [*FAST, f"data.subsample={fraction}", f"train.seed={seed}"])
+        return load_train_data(synth_data, tmp_path / "run", cfg)
+
+    full, half, other = bag(0, 1.0), bag(0), bag(1)
+    assert set(full.val.table["path"]) == set(half.val.table["path"])  # the validation split is not touched
+    paths = [set(d.train.table["path"]) for d in (full, half, other)]
+    assert paths[1] < paths[0] and paths[2] < paths[0] and paths[1] != paths[2]
+    assert abs(len(paths[1]) - len(paths[0]) / 2) <= len(set(full.train.classes))  # half of each label, rounded
+    assert set(half.train.classes) == set(full.train.classes)
+    assert paths[1] == set(bag(0).train.table["path"])  # seeded
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.5])
+def test_a_subsample_out_of_range_is_a_clear_error(synth_data, tmp_path, fraction):
+    cfg = apply_overrides(load_config("small"), [*FAST, f"data.subsample={fraction}"])
+    with pytest.raises(ConfigError, match="data.subsample"):
         train(synth_data, cfg, tmp_path, quiet=True)
 
 

@@ -62,6 +62,8 @@ class DataConfig:
     val_fraction: float = 0.1  # 0: no validation split (every recording trained on, the last epoch kept)
     val_windows: int = 4  # windows of crop_s scored per validation recording (max over them)
     split_seed: int | None = None  # seed of the validation split (default: train.seed); fixed, ensemble members share it
+    subsample: float = 1.0  # below 1: train on this fraction of the training recordings, drawn per train.seed
+    # (stratified by first label, every label kept): bagging, so that ensemble members see different clips
 
     def val_split_seed(self, train_seed: int) -> int:
         return train_seed if self.split_seed is None else self.split_seed

@@ -162,6 +162,8 @@ def _open_or_prepare(data: Path, dest: Path, workers: int | None) -> AudioStore:
 def load_train_data(data: Path, run: Path, cfg: Config, val_data: Path | None = None) -> TrainData:
     if val_data is None and not 0.0 <= cfg.data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be at least 0 and below 1, got {cfg.data.val_fraction}")
+    if not 0.0 < cfg.data.subsample <= 1.0:
+        raise ConfigError(f"data.subsample must be above 0 and at most 1, got {cfg.data.subsample}")
     store = _open_or_prepare(Path(data), run / "store", cfg.train.workers or None)
     manifest = store.manifest()
     if len(manifest) == 0:
@@ -172,6 +174,11 @@ def load_train_data(data: Path, run: Path, cfg: Config, val_data: Path | None = 
     else:
         tr, va = stratified_split(manifest, cfg.data.val_fraction, cfg.data.val_split_seed(cfg.train.seed))
         train_m, val_m, val_store = manifest.subset(tr), manifest.subset(va), store
+    if cfg.data.subsample < 1.0:
+        bag, _ = stratified_split(train_m, 1.0 - cfg.data.subsample, cfg.train.seed)
+        log.info("training on %d of %d recordings (data.subsample=%g, seed %d)", bag.sum(), len(train_m),
+                 cfg.data.subsample, cfg.train.seed)
+        train_m = train_m.subset(bag)
     classes = sorted(set(manifest.classes) | set(val_m.classes))
     return TrainData(store, train_m, val_m, val_store, classes)
 
