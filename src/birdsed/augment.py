@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from birdsed.config import AugmentConfig, FrontendConfig
-from birdsed.errors import ConfigError
 
 
 def _chosen(p: float, batch: int, device: torch.device) -> torch.Tensor:
@@ -32,9 +31,6 @@ def _chosen(p: float, batch: int, device: torch.device) -> torch.Tensor:
 class Augmenter(nn.Module):
     def __init__(self, cfg: AugmentConfig, frontend: FrontendConfig):
         super().__init__()
-        if cfg.lowpass_p > 0 and frontend.compression != "db":
-            raise ConfigError(f"augment.lowpass_p attenuates in dB; frontend.compression {frontend.compression!r} "
-                              "needs augment.lowpass_p=0")
         self.cfg = cfg
         centres = librosa.mel_frequencies(frontend.n_mels + 2, fmin=frontend.fmin_hz, fmax=frontend.fmax_hz)[1:-1]
         self.register_buffer("mel_centres_hz", torch.tensor(centres, dtype=torch.float32), persistent=False)

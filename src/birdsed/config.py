@@ -19,6 +19,8 @@ from birdsed.errors import ConfigError
 
 OUTPUT_KINDS = ("segmentwise", "att", "clipwise")
 SEED_THRESHOLDS = {"segmentwise": 0.9, "att": 0.15, "clipwise": 0.5}
+COMPRESSIONS = ("db", "pcen")
+SHORT_POLICIES = ("loop", "pad")
 
 
 @dataclass
@@ -129,6 +131,20 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def check(self) -> None:
+        """Values no type says are wrong, refused (ConfigError naming the key) before `train` writes or prepares anything."""
+        checks = [
+            (0.0 <= self.data.val_fraction < 1.0, f"data.val_fraction must be at least 0 and below 1, got {self.data.val_fraction}"),
+            (0.0 < self.data.subsample <= 1.0, f"data.subsample must be above 0 and at most 1, got {self.data.subsample}"),
+            (self.data.short_policy in SHORT_POLICIES, f"data.short_policy {self.data.short_policy!r}: valid: {list(SHORT_POLICIES)}"),
+            (self.frontend.compression in COMPRESSIONS, f"frontend.compression {self.frontend.compression!r}: valid: {list(COMPRESSIONS)}"),
+            (self.augment.lowpass_p <= 0 or self.frontend.compression == "db",
+             f"augment.lowpass_p attenuates in dB; frontend.compression {self.frontend.compression!r} needs augment.lowpass_p=0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
 
 
 def _section_from_dict(cls: type, values: dict[str, Any], where: str) -> Any:

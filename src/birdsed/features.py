@@ -9,12 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from birdsed.config import FrontendConfig
+from birdsed.config import COMPRESSIONS, FrontendConfig
 from birdsed.errors import ConfigError
 
 
 CPU_CHUNK = 8
-COMPRESSIONS = ("db", "pcen")
 PCEN_SCALE = 2.0 ** 31  # PCEN's input: the mel amplitude at int32 scale, as librosa.pcen advises
 PCEN_EPS = 1e-6
 

@@ -160,10 +160,7 @@ def _open_or_prepare(data: Path, dest: Path, workers: int | None) -> AudioStore:
 
 
 def load_train_data(data: Path, run: Path, cfg: Config, val_data: Path | None = None) -> TrainData:
-    if val_data is None and not 0.0 <= cfg.data.val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction must be at least 0 and below 1, got {cfg.data.val_fraction}")
-    if not 0.0 < cfg.data.subsample <= 1.0:
-        raise ConfigError(f"data.subsample must be above 0 and at most 1, got {cfg.data.subsample}")
+    cfg.check()
     store = _open_or_prepare(Path(data), run / "store", cfg.train.workers or None)
     manifest = store.manifest()
     if len(manifest) == 0:
@@ -198,6 +195,7 @@ def _accelerator(device: str) -> str:
 def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, val_data: str | Path | None = None,
           quiet: bool = False, extra_callbacks: list | None = None) -> Path:
     """Train on `data` (a data-set folder or a prepared store) into the run folder `out`; returns out/model."""
+    cfg.check()
     run = Path(out)
     run.mkdir(parents=True, exist_ok=True)
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
