@@ -40,6 +40,17 @@ def test_pcen_matches_librosa_started_at_the_first_frame():
     assert got[band, 125:128].mean() > 3 * got[band, 200:].mean()  # the call's onset stands out of the flattened noise
 
 
+def test_a_pcen_model_exports_to_onnx_and_agrees(tmp_path):
+    from birdsed.export import export_onnx
+    from birdsed.modeldir import save_model_dir
+
+    torch.manual_seed(0)
+    model = SEDModel(FrontendConfig(n_mels=32, compression="pcen"), ModelConfig(backbone="mobilenetv3_small_100"), ["x", "y"])
+    save_model_dir(model.eval(), tmp_path / "model")
+    diffs = export_onnx(tmp_path / "model", tmp_path / "model" / "model.onnx")
+    assert diffs and max(diffs.values()) < 1e-4
+
+
 def test_an_unknown_compression_in_a_model_file_is_a_config_error():
     with pytest.raises(ConfigError, match="frontend.compression 'log'"):
         LogMel(FrontendConfig(compression="log"))

@@ -93,7 +93,7 @@ class LogMel(nn.Module):
             e = mel.float().clamp_min(0).sqrt() * PCEN_SCALE
             smooth = torch.matmul(e, _smoother(e.shape[-1], c.pcen_time_constant_s * c.sample_rate_hz / c.hop_length, e.device))
             gained = e * (PCEN_EPS + smooth).pow(-c.pcen_gain)
-            return c.pcen_bias ** c.pcen_power * torch.expm1(c.pcen_power * torch.log1p(gained / c.pcen_bias))
+            return (gained + c.pcen_bias).pow(c.pcen_power) - c.pcen_bias ** c.pcen_power  # no expm1 in ONNX
 
     def _to_db(self, mel: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, n_frames) mel power -> dB, floored top_db below each item's maximum."""
