@@ -57,6 +57,16 @@ def test_members_must_agree_on_classes_and_rate():
         Ensemble([_model(0), _model(1, sample_rate_hz=22050)])
 
 
+def test_ensemble_keeps_its_members_short_recording_policy(tmp_path, caplog):
+    """Members that all trained on looped short recordings make an ensemble that loops them; mixed members pad."""
+    looped = [save_model_dir(_model(i), tmp_path / f"loop{i}", extra={"short_policy": "loop"}) for i in range(2)]
+    padded = save_model_dir(_model(2), tmp_path / "pad")  # saved without the key, as before birdsed wrote it: pad
+    meta = json.loads((save_ensemble(looped, tmp_path / "ens") / "model.json").read_text())
+    assert meta["short_policy"] == "loop"
+    mixed = json.loads((save_ensemble([*looped, padded], tmp_path / "mixed") / "model.json").read_text())
+    assert mixed["short_policy"] == "pad" and "looped and padded" in caplog.text
+
+
 def test_ensemble_dir_round_trip_and_thresholds(tmp_path):
     thr = [Thresholds({"segmentwise": 0.2, "att": 0.2, "clipwise": 0.2}, {"att": {"x": 0.6}}),
            Thresholds({"segmentwise": 0.4, "att": 0.4, "clipwise": 0.4})]

@@ -74,6 +74,23 @@ def test_window_stream_matches_direct_windowing(tmp_path, decode_threads):
             np.testing.assert_array_equal(got[i][k], expect)
 
 
+def test_window_stream_loops_only_a_recording_shorter_than_a_window(tmp_path):
+    """short_policy "loop": a 3 s recording fills its one window by repeating; a longer one's last window is
+    still zero-padded."""
+    from birdsed.audio import load_audio
+
+    paths = [str(write_audio(tmp_path / f"{i}.wav", seconds=s, freq_hz=f)) for i, (s, f) in enumerate([(3.0, 700.0), (7.5, 900.0)])]
+    got = {}
+    for b in WindowStream(paths, 5.0, 2.5, 4, 32000, chunk_s=1.3, short_policy="loop"):
+        for p in b["pieces"]:
+            for j, w in enumerate(piece_windows(b["audio"], p, 160000, 80000).numpy()):
+                got[p.file, p.first_window + j] = w
+    short, long_ = load_audio(paths[0]), load_audio(paths[1])
+    assert sorted(got) == [(0, 0), (1, 0), (1, 1)]
+    np.testing.assert_array_equal(got[0, 0], np.concatenate([short, short[:160000 - len(short)]]))
+    np.testing.assert_array_equal(got[1, 1], np.pad(long_[80000:], (0, 160000 - len(long_) + 80000)))
+
+
 @pytest.mark.parametrize("pooling,workers", [("window", 0), ("segment", 2)])
 def test_predict_files_equals_the_model_on_each_window(tmp_path, pooling, workers):
     """The streamed path (stretches, shared spectrogram, batches across files) scores every window as

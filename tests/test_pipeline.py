@@ -156,6 +156,25 @@ def test_predict_refuses_another_models_folder(trained, synth_data, tmp_path):
         run_predict(model_dir, [str(synth_data / "test_audio")], tmp_path, quiet=True, workers=0, hop_s=1.0)
 
 
+def test_predict_loops_short_recordings_as_the_model_trained(trained, tmp_path):
+    """The small preset crops short recordings looped (data.short_policy=loop): model.json says so, and predict
+    fills a window with a short recording the same way unless told --short pad."""
+    from conftest import write_audio
+
+    _, model_dir = trained
+    assert json.loads((model_dir / "model.json").read_text())["short_policy"] == "loop"
+    clip = str(write_audio(tmp_path / "short.wav", seconds=1.5, freq_hz=3000.0))
+    scores = {}
+    for policy in (None, "loop", "pad"):
+        out = tmp_path / f"pred_{policy}"
+        run_predict(model_dir, [clip], out, quiet=True, workers=0, short_policy=policy)
+        scores[policy] = pd.read_parquet(out / "scores.parquet").drop(columns=["file"])
+    pd.testing.assert_frame_equal(scores[None], scores["loop"])
+    assert not np.allclose(scores["loop"].iloc[:, 3:].to_numpy(float), scores["pad"].iloc[:, 3:].to_numpy(float))
+    assert json.loads((tmp_path / "pred_loop" / "run.json").read_text())["short_policy"] == "loop"
+    assert "short_policy" not in json.loads((tmp_path / "pred_pad" / "run.json").read_text())  # as before
+
+
 def test_evaluate_and_tune_cli(trained, synth_data, tmp_path, capsys):
     _, model_dir = trained
     out = tmp_path / "pred"

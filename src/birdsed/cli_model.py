@@ -55,6 +55,8 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pooling", choices=["window", "segment"], default="window",
                    help="row scores: max over overlapping windows (the seed), or over the head's time segments in the row")
     p.add_argument("--output", choices=["segmentwise", "att", "clipwise"], help="output to decide on (default: the model's)")
+    p.add_argument("--short", choices=["loop", "pad"],
+                   help="a recording shorter than a window: repeat it to fill the window, or zero-pad it (default: as the model trained)")
     p.add_argument("--threshold", type=float, help="global threshold (overrides the model's, per-class ones too)")
     p.add_argument("--max-birds", type=int, help="keep at most K classes per row")
     p.add_argument("--neighbour-smoothing", choices=["sum", "max"], help="combine each row's scores with its neighbours'")
@@ -76,7 +78,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
     decision = DecisionOptions(a.output, a.threshold, a.max_birds, a.neighbour_smoothing)
     s = run_predict(a.model, a.inputs, a.out, a.test_csv, a.audio_dir, tuple(a.format), a.window_s, a.hop_s,
-                    a.batch_size, a.workers, a.device, decision, a.quiet, a.pooling, a.backend, a.precision)
+                    a.batch_size, a.workers, a.device, decision, a.quiet, a.pooling, a.backend, a.precision, a.short)
     console.print(f"{s.n_files} recording(s) ({s.n_done_before} done before); {s.audio_s / 3600:.2f} h of audio in "
                   f"{s.wall_s:.1f} s = {s.realtime_factor:.0f}x real time; outputs in {s.out}")
     if s.errors:

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from birdsed.audio import stream_audio
-from birdsed.config import OUTPUT_KINDS
+from birdsed.config import OUTPUT_KINDS, SHORT_POLICIES
 from birdsed.ensemble import Ensemble, average_outputs
 from birdsed.errors import AudioDecodeError
 from birdsed.errors import ConfigError
@@ -142,8 +142,9 @@ class WindowStream(IterableDataset):
     """
 
     def __init__(self, files: list[str], window_s: float, hop_s: float, batch_size: int, sample_rate_hz: int,
-                 chunk_s: float = 30.0, decode_threads: int = 1):
+                 chunk_s: float = 30.0, decode_threads: int = 1, short_policy: str = "pad"):
         self.files, self.batch_size, self.chunk_s = files, batch_size, chunk_s
+        self.loop_short = short_policy == "loop"  # a recording shorter than a window fills it by repeating
         self.decode_threads = max(1, decode_threads)  # files decoded side by side, a chunk each per step
         self.window = int(round(window_s * sample_rate_hz))
         self.hop = int(round(hop_s * sample_rate_hz))
@@ -164,10 +165,13 @@ class WindowStream(IterableDataset):
                 yield next_start // self.hop, n, buf[a: a + (n - 1) * self.hop + self.window]
                 next_start += n * self.hop
                 buf, buf_start = buf[next_start - buf_start:], next_start
-        # the tail: windows that run past the end, zero-padded, as window_starts() lists them
+        # the tail: windows that run past the end, zero-padded, as window_starts() lists them; a whole recording
+        # shorter than a window looped instead, when the model was trained so (data.short_policy=loop)
         starts = window_starts(total, self.window, self.hop)
         n = int((starts >= next_start).sum())
-        if n:
+        if self.loop_short and 0 < total < self.window:
+            yield 0, 1, np.resize(buf, self.window)  # np.resize repeats the recording
+        elif n:
             tail = np.zeros((n - 1) * self.hop + self.window, np.float32)
             piece = buf[next_start - buf_start:]
             tail[: len(piece)] = piece[: len(tail)]
@@ -290,8 +294,12 @@ def pick_device(device: str) -> torch.device:
 
 def predict_files(model: SEDModel | Ensemble, files: list[str], window_s: float = 5.0, hop_s: float = 2.5, batch_size: int = 64,
                   workers: int | None = None, device: str = "auto", quiet: bool = False,
-                  pooling: str = "window", precision: str = "auto") -> Iterator[FileResult | tuple[str, str]]:
+                  pooling: str = "window", precision: str = "auto",
+                  short_policy: str = "pad") -> Iterator[FileResult | tuple[str, str]]:
     """Yield a FileResult per recording (in completion order), or (path, error) for files that fail to decode.
+
+    short_policy "loop": a recording shorter than a window is repeated to fill it (as `train` crops such
+    recordings with data.short_policy=loop); "pad": zero-padded, like the last window of any recording.
 
     pooling "window": a row's score is the max over the windows overlapping it (the seed's rule).
     pooling "segment": segmentwise and att rows take the max over the head's time segments whose
@@ -301,6 +309,8 @@ def predict_files(model: SEDModel | Ensemble, files: list[str], window_s: float 
         raise ConfigError(f"unknown pooling {pooling!r}; valid: {list(POOLINGS)}")
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; valid: {list(PRECISIONS)}")
+    if short_policy not in SHORT_POLICIES:
+        raise ConfigError(f"unknown short-recording policy {short_policy!r}; valid: {list(SHORT_POLICIES)}")
     dev = pick_device(device)
     # bf16 autocast: on CUDA by default; on CPUs with AMX/AVX512-BF16 on request (about 2x, scores within ~1e-2)
     use_bf16 = precision == "bf16" or (precision == "auto" and dev.type == "cuda")
@@ -316,7 +326,7 @@ def predict_files(model: SEDModel | Ensemble, files: list[str], window_s: float 
     # decoding in the main process runs between batches, so it may take every core (threads: soundfile and soxr
     # release the GIL); a decoding process takes one core
     decode_threads = (os.cpu_count() or 1) if workers == 0 else 1
-    ds = WindowStream(files, window_s, hop_s, batch_size, sr, decode_threads=decode_threads)
+    ds = WindowStream(files, window_s, hop_s, batch_size, sr, decode_threads=decode_threads, short_policy=short_policy)
     dl = DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=_collate, pin_memory=dev.type == "cuda",
                     prefetch_factor=4 if workers else None)
     pending: dict[int, dict[str, RowAccumulator]] = {}

@@ -82,6 +82,12 @@ def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu") ->
     return model.to(device).eval(), Thresholds.from_dict(meta.get("thresholds")), meta
 
 
+def short_policy_of(meta: dict[str, Any]) -> str:
+    """How the model saw recordings shorter than its crop in training ("loop" or "pad"); models saved before
+    birdsed wrote it were predicted with zero padding, so "pad"."""
+    return meta.get("short_policy", "pad")
+
+
 def weights_bytes(model_dir: str | Path) -> int:
     """The size of the model's weights (an ensemble's: all its members'), a cheap stamp of which model ran."""
     model_dir = Path(model_dir)

@@ -30,7 +30,7 @@ from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import write_text_atomic
 from birdsed.infer import FileResult, predict_files, rows_table
 from birdsed.manifest import read_kaggle_test
-from birdsed.modeldir import load_model_dir, weights_bytes
+from birdsed.modeldir import load_model_dir, short_policy_of, weights_bytes
 from birdsed.store import recording_key
 from birdsed.writers import detections, merge_runs, raven_table, submission, write_audacity, write_table
 
@@ -94,9 +94,12 @@ def decide_scores(scores: pd.DataFrame, classes: list[str], thresholds: Threshol
     return rows, present, kind, thr
 
 
-def _check_run(out: Path, model_dir: Path, window_s: float, hop_s: float, classes: list[str], pooling: str) -> None:
+def _check_run(out: Path, model_dir: Path, window_s: float, hop_s: float, classes: list[str], pooling: str,
+               short_policy: str) -> None:
     stamp = {"model": str(model_dir.resolve()), "weights_bytes": weights_bytes(model_dir),
              "window_s": window_s, "hop_s": hop_s, "pooling": pooling, "classes": classes}
+    if short_policy != "pad":  # (so that the stamps of earlier runs, all padded, still match)
+        stamp["short_policy"] = short_policy
     path = out / "run.json"
     if path.is_file():
         old = json.loads(path.read_text())
@@ -110,7 +113,9 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
                 audio_dir: str | Path | None = None, formats: tuple[str, ...] = ("csv",), window_s: float = 5.0,
                 hop_s: float = 2.5, batch_size: int = 64, workers: int | None = None, device: str = "auto",
                 decision: DecisionOptions = DecisionOptions(), quiet: bool = False, pooling: str = "window",
-                backend: str = "torch", precision: str = "auto") -> PredictSummary:
+                backend: str = "torch", precision: str = "auto", short_policy: str | None = None) -> PredictSummary:
+    """short_policy: how recordings shorter than a window are fitted to it, "loop" or "pad" (default: as the
+    model saw them in training)."""
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ConfigError(f"unknown format(s) {sorted(unknown)}; valid: {list(FORMATS)}")
@@ -118,6 +123,7 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
         raise ConfigError("--window-s and --hop-s must be positive")
     model_dir, out = Path(model_dir), Path(out)
     model, thresholds, meta = load_model_dir(model_dir)
+    short_policy = short_policy or short_policy_of(meta)
     if backend == "onnx":
         from birdsed.export import OnnxSED
 
@@ -134,13 +140,14 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
     if not files and not errors:
         raise BirdsedError("no audio files to predict (give files, folders or --test-csv)")
     out.mkdir(parents=True, exist_ok=True)
-    _check_run(out, model_dir, window_s, hop_s, classes, pooling)
+    _check_run(out, model_dir, window_s, hop_s, classes, pooling, short_policy)
     parts = out / "parts"
     part_of = {f: parts / f"{recording_key(f)}.parquet" for f in files}
     todo = [f for f in files if not part_of[f].is_file()]
     t0 = time.perf_counter()
     audio_s = 0.0
-    for res in predict_files(model, todo, window_s, hop_s, batch_size, workers, device, quiet, pooling, precision) if todo else []:
+    for res in predict_files(model, todo, window_s, hop_s, batch_size, workers, device, quiet, pooling, precision,
+                             short_policy) if todo else []:
         if isinstance(res, FileResult):
             write_table(rows_table(res, classes), part_of[res.path])
             audio_s += res.duration_s

@@ -261,7 +261,7 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
     if monitor and best.is_file():
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
         task.load_state_dict(state)
-    extra = {"train": {"data": str(data), "best_metric": t.select_metric,
+    extra = {"short_policy": cfg.data.short_policy, "train": {"data": str(data), "best_metric": t.select_metric,
                        "best_score": float(callbacks[0].best_model_score) if callbacks[0].best_model_score is not None else None,
                        "epochs": trainer.current_epoch, "steps": trainer.global_step}}
     model = task.model.to("cpu").to(memory_format=torch.contiguous_format)
