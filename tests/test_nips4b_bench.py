@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 from conftest import REPO
 
@@ -30,6 +31,13 @@ def test_nips4b_benchmark_smoke(nips4b, tmp_path, seeds):
     else:  # the preset: all 440 clips trained on, nothing to tune on, so clipwise at the default threshold
         assert fold["output"] == "clipwise" and fold["threshold"] == 0.5
         assert not (tmp_path / "fold0" / "pred_val").exists()
+    if not seeds:  # predicting again with the saved fold model and its own policy gives the run's scores
+        again = subprocess.run([sys.executable, str(REPO / "benchmarks" / "nips4b_repredict.py"), str(tmp_path),
+                                "--data", str(nips4b), "--out", str(tmp_path / "again")], capture_output=True, text=True, timeout=600)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert f"pooled macro AP {fold['macro_ap']:.4f}" in again.stdout
+        first, second = (pd.read_parquet(d / "fold0" / "pred_test" / "scores.parquet") for d in (tmp_path, tmp_path / "again"))
+        pd.testing.assert_frame_equal(first, second)
     if "--seeds" in seeds:
         members = json.loads((tmp_path / "fold0" / "ensemble" / "model.json").read_text())["ensemble"]
         assert len(members) == 2
