@@ -57,14 +57,22 @@ def test_members_must_agree_on_classes_and_rate():
         Ensemble([_model(0), _model(1, sample_rate_hz=22050)])
 
 
-def test_ensemble_keeps_its_members_short_recording_policy(tmp_path, caplog):
-    """Members that all trained on looped short recordings make an ensemble that loops them; mixed members pad."""
-    looped = [save_model_dir(_model(i), tmp_path / f"loop{i}", extra={"short_policy": "loop"}) for i in range(2)]
-    padded = save_model_dir(_model(2), tmp_path / "pad")  # saved without the key, as before birdsed wrote it: pad
-    meta = json.loads((save_ensemble(looped, tmp_path / "ens") / "model.json").read_text())
-    assert meta["short_policy"] == "loop"
-    mixed = json.loads((save_ensemble([*looped, padded], tmp_path / "mixed") / "model.json").read_text())
-    assert mixed["short_policy"] == "pad" and "looped and padded" in caplog.text
+def test_each_member_fits_a_short_recording_as_it_trained(tmp_path):
+    """A member trained on looped short recordings sees a short clip looped, one trained on padded ones padded:
+    the ensemble's row is the mean of what each member alone predicts."""
+    looped = save_model_dir(_model(0), tmp_path / "loop", extra={"short_policy": "loop"})
+    padded = save_model_dir(_model(1), tmp_path / "pad")  # saved without the key, as before birdsed wrote it: pad
+    ens = save_ensemble([looped, padded], tmp_path / "ens")
+    clip = str(write_audio(tmp_path / "short.wav", seconds=1.2, freq_hz=2500.0))
+    rows = {}
+    for name, d in (("loop", looped), ("pad", padded), ("ens", ens)):
+        run_predict(d, [clip], tmp_path / f"pred_{name}", quiet=True, workers=0)
+        s = pd.read_parquet(tmp_path / f"pred_{name}" / "scores.parquet")
+        rows[name] = s[s["output"] == "clipwise"][CLASSES].to_numpy()
+    np.testing.assert_allclose(rows["ens"], (rows["loop"] + rows["pad"]) / 2, atol=1e-5)
+    run_predict(looped, [clip], tmp_path / "loop_as_pad", quiet=True, workers=0, short_policy="pad")
+    s = pd.read_parquet(tmp_path / "loop_as_pad" / "scores.parquet")
+    assert not np.allclose(s[s["output"] == "clipwise"][CLASSES].to_numpy(), rows["loop"], atol=1e-4)
 
 
 def test_ensemble_dir_round_trip_and_thresholds(tmp_path):

@@ -74,21 +74,26 @@ def test_window_stream_matches_direct_windowing(tmp_path, decode_threads):
             np.testing.assert_array_equal(got[i][k], expect)
 
 
-def test_window_stream_loops_only_a_recording_shorter_than_a_window(tmp_path):
-    """short_policy "loop": a 3 s recording fills its one window by repeating; a longer one's last window is
-    still zero-padded."""
+def test_a_recording_shorter_than_a_window_is_marked_and_looped_on_request(tmp_path):
+    """The stream zero-pads a 3 s recording's one window and marks it; fitted_audio loops it for a model trained
+    so. A longer recording's last window stays zero-padded either way."""
     from birdsed.audio import load_audio
+    from birdsed.infer import fitted_audio
 
     paths = [str(write_audio(tmp_path / f"{i}.wav", seconds=s, freq_hz=f)) for i, (s, f) in enumerate([(3.0, 700.0), (7.5, 900.0)])]
     got = {}
-    for b in WindowStream(paths, 5.0, 2.5, 4, 32000, chunk_s=1.3, short_policy="loop"):
+    for b in WindowStream(paths, 5.0, 2.5, 4, 32000, chunk_s=1.3):
         for p in b["pieces"]:
-            for j, w in enumerate(piece_windows(b["audio"], p, 160000, 80000).numpy()):
-                got[p.file, p.first_window + j] = w
+            for policy in ("pad", "loop"):
+                for j, w in enumerate(fitted_audio(b["audio"], p, policy).unfold(0, 160000, 80000).numpy()):
+                    got[p.file, p.first_window + j, policy] = w, p.short_len
     short, long_ = load_audio(paths[0]), load_audio(paths[1])
-    assert sorted(got) == [(0, 0), (1, 0), (1, 1)]
-    np.testing.assert_array_equal(got[0, 0], np.concatenate([short, short[:160000 - len(short)]]))
-    np.testing.assert_array_equal(got[1, 1], np.pad(long_[80000:], (0, 160000 - len(long_) + 80000)))
+    assert sorted({k[:2] for k in got}) == [(0, 0), (1, 0), (1, 1)]
+    assert got[0, 0, "pad"][1] == len(short) and got[1, 1, "pad"][1] == 0
+    np.testing.assert_array_equal(got[0, 0, "pad"][0], np.pad(short, (0, 160000 - len(short))))
+    np.testing.assert_array_equal(got[0, 0, "loop"][0], np.concatenate([short, short[:160000 - len(short)]]))
+    for policy in ("pad", "loop"):
+        np.testing.assert_array_equal(got[1, 1, policy][0], np.pad(long_[80000:], (0, 160000 - len(long_) + 80000)))
 
 
 @pytest.mark.parametrize("pooling,workers", [("window", 0), ("segment", 2)])

@@ -171,8 +171,8 @@ def test_predict_loops_short_recordings_as_the_model_trained(trained, tmp_path):
         scores[policy] = pd.read_parquet(out / "scores.parquet").drop(columns=["file"])
     pd.testing.assert_frame_equal(scores[None], scores["loop"])
     assert not np.allclose(scores["loop"].iloc[:, 3:].to_numpy(float), scores["pad"].iloc[:, 3:].to_numpy(float))
-    assert json.loads((tmp_path / "pred_loop" / "run.json").read_text())["short_policy"] == "loop"
-    assert "short_policy" not in json.loads((tmp_path / "pred_pad" / "run.json").read_text())  # as before
+    assert json.loads((tmp_path / "pred_pad" / "run.json").read_text())["short_policy"] == "pad"  # the override
+    assert "short_policy" not in json.loads((tmp_path / "pred_None" / "run.json").read_text())  # as before
 
 
 def test_evaluate_and_tune_cli(trained, synth_data, tmp_path, capsys):

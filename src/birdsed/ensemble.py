@@ -18,7 +18,6 @@ Their time-resolved outputs (segmentwise, norm_att) are resampled to the finest 
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from pathlib import Path
 
@@ -33,8 +32,6 @@ from birdsed.decide import Thresholds
 from birdsed.errors import ModelError
 from birdsed.fsutil import atomic_dir, write_text_atomic
 from birdsed.model import SEDModel
-
-log = logging.getLogger(__name__)
 
 MEMBERS = "members"
 
@@ -108,7 +105,7 @@ def mean_thresholds(members: list[Thresholds], classes: list[str]) -> Thresholds
 
 def save_ensemble(model_dirs: list[str | Path], out: str | Path) -> Path:
     """Copy the model directories into an ensemble directory `out` (written beside it, then renamed)."""
-    from birdsed.modeldir import META, WEIGHTS, load_model_dir, short_policy_of
+    from birdsed.modeldir import META, WEIGHTS, load_model_dir
 
     out = Path(out)
     if out.exists():
@@ -122,14 +119,10 @@ def save_ensemble(model_dirs: list[str | Path], out: str | Path) -> Path:
     ens = Ensemble([model for model, _, _ in loaded])
     names = [f"{MEMBERS}/{i}" for i in range(len(model_dirs))]
     first = loaded[0][2]
-    policies = {short_policy_of(m) for _, _, m in loaded}
-    if len(policies) > 1:
-        log.warning("ensemble members saw short recordings looped and padded; the ensemble pads them")
     meta = {"birdsed_version": __version__, "ensemble": names, "classes": ens.classes, "frontend": first["frontend"],
             "model": {"members": len(names), "backbones": [m.model_cfg.backbone for m in ens.members]},
             "thresholds": mean_thresholds([thr for _, thr, _ in loaded], ens.classes).to_dict(),
             "default_output": first.get("default_output", "segmentwise"),
-            "short_policy": policies.pop() if len(policies) == 1 else "pad",
             "sources": [str(Path(d).resolve()) for d in model_dirs]}
     with atomic_dir(out) as tmp:
         for d, name in zip(map(Path, model_dirs), names):

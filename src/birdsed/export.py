@@ -16,7 +16,7 @@ from birdsed.ensemble import MEMBERS
 from birdsed.errors import BirdsedError, ModelError
 from birdsed.fsutil import atomic_path, write_text_atomic
 from birdsed.model import SEDModel
-from birdsed.modeldir import META, WEIGHTS, load_model_dir, read_meta
+from birdsed.modeldir import META, WEIGHTS, load_model_dir, read_meta, short_policy_of
 
 log = logging.getLogger(__name__)
 ONNX_OUTPUTS = ("clipwise", "segmentwise", "norm_att", "framewise")
@@ -95,6 +95,7 @@ class OnnxSED:
         meta = read_meta(model_dir)
         self.classes = meta["classes"]
         self.frontend_cfg = FrontendConfig(**meta["frontend"])
+        self.short_policy = short_policy_of(meta)
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads

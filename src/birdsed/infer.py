@@ -126,6 +126,7 @@ class Piece:
     n_windows: int
     offset: int
     n_samples: int
+    short_len: int = 0  # a whole recording shorter than a window: its length (its one window is zero-padded)
 
     def audio_of(self, audio: torch.Tensor) -> torch.Tensor:
         """This piece's samples, a view of the batch's audio [shape=(n_samples,)]."""
@@ -142,16 +143,16 @@ class WindowStream(IterableDataset):
     """
 
     def __init__(self, files: list[str], window_s: float, hop_s: float, batch_size: int, sample_rate_hz: int,
-                 chunk_s: float = 30.0, decode_threads: int = 1, short_policy: str = "pad"):
+                 chunk_s: float = 30.0, decode_threads: int = 1):
         self.files, self.batch_size, self.chunk_s = files, batch_size, chunk_s
-        self.loop_short = short_policy == "loop"  # a recording shorter than a window fills it by repeating
         self.decode_threads = max(1, decode_threads)  # files decoded side by side, a chunk each per step
         self.window = int(round(window_s * sample_rate_hz))
         self.hop = int(round(hop_s * sample_rate_hz))
         self.sample_rate_hz = sample_rate_hz
 
-    def _stretches(self, path: str) -> Iterator[tuple[int, int, np.ndarray] | int]:
-        """(first window, n windows, audio) as windows complete, then the file's total sample count."""
+    def _stretches(self, path: str) -> Iterator[tuple[int, int, np.ndarray, int] | int]:
+        """(first window, n windows, audio, short_len) as windows complete, then the file's total sample count;
+        short_len is the recording's length when the whole of it is shorter than a window, else 0."""
         buf = np.zeros(0, np.float32)
         buf_start = 0  # sample index of buf[0]
         next_start = 0
@@ -162,34 +163,31 @@ class WindowStream(IterableDataset):
             n = max(0, (buf_start + len(buf) - self.window - next_start) // self.hop + 1)
             if n:
                 a = next_start - buf_start
-                yield next_start // self.hop, n, buf[a: a + (n - 1) * self.hop + self.window]
+                yield next_start // self.hop, n, buf[a: a + (n - 1) * self.hop + self.window], 0
                 next_start += n * self.hop
                 buf, buf_start = buf[next_start - buf_start:], next_start
-        # the tail: windows that run past the end, zero-padded, as window_starts() lists them; a whole recording
-        # shorter than a window looped instead, when the model was trained so (data.short_policy=loop)
+        # the tail: windows that run past the end, zero-padded, as window_starts() lists them
         starts = window_starts(total, self.window, self.hop)
         n = int((starts >= next_start).sum())
-        if self.loop_short and 0 < total < self.window:
-            yield 0, 1, np.resize(buf, self.window)  # np.resize repeats the recording
-        elif n:
+        if n:
             tail = np.zeros((n - 1) * self.hop + self.window, np.float32)
             piece = buf[next_start - buf_start:]
             tail[: len(piece)] = piece[: len(tail)]
-            yield next_start // self.hop, n, tail
+            yield next_start // self.hop, n, tail, total if total < self.window else 0
         yield total
 
     def __iter__(self):
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         mine = iter(range(wid, len(self.files), nw))
-        held: list[tuple[int, int, int, np.ndarray]] = []  # (file, first window, n windows, audio) of the batch
+        held: list[tuple[int, int, int, np.ndarray, int]] = []  # (file, first window, n windows, audio, short_len)
         done: list[FileDone] = []
         lanes: list[list] = []  # [file index, its _stretches generator, windows sent so far], one per decoding thread
 
         def flush():
             offsets = np.cumsum([0] + [len(h[3]) for h in held])
             batch = {"audio": torch.from_numpy(np.concatenate([h[3] for h in held])) if held else torch.zeros(0),
-                     "pieces": [Piece(f, first, n, int(o), len(a)) for (f, first, n, a), o in zip(held, offsets)],
+                     "pieces": [Piece(f, first, n, int(o), len(a), short) for (f, first, n, a, short), o in zip(held, offsets)],
                      "done": list(done)}
             held.clear(), done.clear()
             return batch
@@ -215,8 +213,8 @@ class WindowStream(IterableDataset):
                     elif isinstance(item, int):
                         done.append(FileDone(i, lane[2], item))
                     else:
-                        first, n, a = item
-                        held.append((i, first, n, a))
+                        first, n, a, short = item
+                        held.append((i, first, n, a, short))
                         lane[2] = first + n
                         continue
                     lanes.remove(lane)
@@ -231,19 +229,30 @@ def piece_windows(audio: torch.Tensor, piece: Piece, window: int, hop: int) -> t
     return piece.audio_of(audio).unfold(0, window, hop)
 
 
-def _sed_outputs(model: SEDModel, audio: torch.Tensor, group: list[Piece], window: int, hop: int) -> dict[str, torch.Tensor]:
-    fe = model.frontend
-    db = torch.cat([fe.windowed_db(q.audio_of(audio), window, hop) for q in group])
+def fitted_audio(audio: torch.Tensor, piece: Piece, policy: str) -> torch.Tensor:
+    """The piece's samples, with a recording shorter than a window repeated to fill it when `policy` is "loop"
+    (as `train` crops short recordings with data.short_policy=loop); otherwise as streamed (zero-padded)."""
+    a = piece.audio_of(audio)
+    if policy != "loop" or not piece.short_len:
+        return a
+    return a[: piece.short_len].repeat(-(-len(a) // piece.short_len))[: len(a)]
+
+
+def _sed_outputs(model: SEDModel, audio: torch.Tensor, group: list[Piece], window: int, hop: int,
+                 policy: str | None) -> dict[str, torch.Tensor]:
+    fe, policy = model.frontend, policy or model.short_policy
+    db = torch.cat([fe.windowed_db(fitted_audio(audio, q, policy), window, hop) for q in group])
     return model.encode(fe.normalize(db), framewise=False)  # rows and segments never use framewise
 
 
 def score_pieces(model, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int, batch_size: int,
-                 use_bf16: bool) -> Iterator[tuple[list[Piece], dict[str, torch.Tensor]]]:
+                 use_bf16: bool, short_policy: str | None = None) -> Iterator[tuple[list[Piece], dict[str, torch.Tensor]]]:
     """Run the model over the pieces' windows, at most about batch_size windows a call; yields (pieces, outputs).
 
     An SEDModel computes each piece's spectrogram once (LogMel.windowed_db); an Ensemble does so per member
     (members may differ in front end) and averages the outputs; any other model (ONNX Runtime) takes the
-    windows' waveforms.
+    windows' waveforms. Each model, or member, fits a recording shorter than a window as it trained
+    (its short_policy), unless short_policy overrides that for all.
     """
     dev_type = audio.device.type
     group: list[Piece] = []
@@ -255,11 +264,12 @@ def score_pieces(model, audio: torch.Tensor, pieces: list[Piece], window: int, h
             continue
         with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=use_bf16):
             if isinstance(model, SEDModel):
-                out = _sed_outputs(model, audio, group, window, hop)
+                out = _sed_outputs(model, audio, group, window, hop, short_policy)
             elif isinstance(model, Ensemble):
-                out = average_outputs([_sed_outputs(m, audio, group, window, hop) for m in model.members])
+                out = average_outputs([_sed_outputs(m, audio, group, window, hop, short_policy) for m in model.members])
             else:
-                out = model(torch.cat([piece_windows(audio, q, window, hop) for q in group]))
+                policy = short_policy or getattr(model, "short_policy", "pad")
+                out = model(torch.cat([fitted_audio(audio, q, policy).unfold(0, window, hop) for q in group]))
         yield group, out
         group, held = [], 0
 
@@ -295,11 +305,12 @@ def pick_device(device: str) -> torch.device:
 def predict_files(model: SEDModel | Ensemble, files: list[str], window_s: float = 5.0, hop_s: float = 2.5, batch_size: int = 64,
                   workers: int | None = None, device: str = "auto", quiet: bool = False,
                   pooling: str = "window", precision: str = "auto",
-                  short_policy: str = "pad") -> Iterator[FileResult | tuple[str, str]]:
+                  short_policy: str | None = None) -> Iterator[FileResult | tuple[str, str]]:
     """Yield a FileResult per recording (in completion order), or (path, error) for files that fail to decode.
 
     short_policy "loop": a recording shorter than a window is repeated to fill it (as `train` crops such
-    recordings with data.short_policy=loop); "pad": zero-padded, like the last window of any recording.
+    recordings with data.short_policy=loop); "pad": zero-padded, like the last window of any recording;
+    None: each model, or ensemble member, as it trained.
 
     pooling "window": a row's score is the max over the windows overlapping it (the seed's rule).
     pooling "segment": segmentwise and att rows take the max over the head's time segments whose
@@ -309,7 +320,7 @@ def predict_files(model: SEDModel | Ensemble, files: list[str], window_s: float 
         raise ConfigError(f"unknown pooling {pooling!r}; valid: {list(POOLINGS)}")
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; valid: {list(PRECISIONS)}")
-    if short_policy not in SHORT_POLICIES:
+    if short_policy is not None and short_policy not in SHORT_POLICIES:
         raise ConfigError(f"unknown short-recording policy {short_policy!r}; valid: {list(SHORT_POLICIES)}")
     dev = pick_device(device)
     # bf16 autocast: on CUDA by default; on CPUs with AMX/AVX512-BF16 on request (about 2x, scores within ~1e-2)
@@ -326,7 +337,7 @@ def predict_files(model: SEDModel | Ensemble, files: list[str], window_s: float 
     # decoding in the main process runs between batches, so it may take every core (threads: soundfile and soxr
     # release the GIL); a decoding process takes one core
     decode_threads = (os.cpu_count() or 1) if workers == 0 else 1
-    ds = WindowStream(files, window_s, hop_s, batch_size, sr, decode_threads=decode_threads, short_policy=short_policy)
+    ds = WindowStream(files, window_s, hop_s, batch_size, sr, decode_threads=decode_threads)
     dl = DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=_collate, pin_memory=dev.type == "cuda",
                     prefetch_factor=4 if workers else None)
     pending: dict[int, dict[str, RowAccumulator]] = {}
@@ -338,7 +349,8 @@ def predict_files(model: SEDModel | Ensemble, files: list[str], window_s: float 
     with progress_bar(len(files), "predict", disable=quiet, extra=rate) as advance, torch.inference_mode():
         for batch in dl:
             audio = batch["audio"].to(dev, non_blocking=True)
-            for group, out in score_pieces(model, audio, batch["pieces"], ds.window, ds.hop, batch_size, use_bf16):
+            for group, out in score_pieces(model, audio, batch["pieces"], ds.window, ds.hop, batch_size, use_bf16,
+                                           short_policy):
                 scores = {k: v.float().cpu().numpy() for k, v in window_scores(out).items()}
                 segs = segment_scores(out) if pooling == "segment" else {}
                 at = 0

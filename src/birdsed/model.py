@@ -170,6 +170,7 @@ class SEDModel(nn.Module):
         self.backbone, self.in_chans, n_features = create_backbone(model)
         self.head = AttentionHead(n_features, len(classes), model.dropout)
         self.channels_last = False  # set by use_channels_last(): convolutions then run NHWC (faster with oneDNN and cuDNN)
+        self.short_policy = "pad"  # how training fitted recordings shorter than a crop (data.short_policy); set on loading
 
     def use_channels_last(self) -> SEDModel:
         self.channels_last = True

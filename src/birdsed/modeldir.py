@@ -79,6 +79,7 @@ def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu") ->
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ModelError(f"{weights}: weights do not fit the model in {META} ({str(e)[:300]})") from e
+    model.short_policy = short_policy_of(meta)
     return model.to(device).eval(), Thresholds.from_dict(meta.get("thresholds")), meta
 
 

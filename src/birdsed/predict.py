@@ -30,7 +30,7 @@ from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import write_text_atomic
 from birdsed.infer import FileResult, predict_files, rows_table
 from birdsed.manifest import read_kaggle_test
-from birdsed.modeldir import load_model_dir, short_policy_of, weights_bytes
+from birdsed.modeldir import load_model_dir, weights_bytes
 from birdsed.store import recording_key
 from birdsed.writers import detections, merge_runs, raven_table, submission, write_audacity, write_table
 
@@ -95,10 +95,10 @@ def decide_scores(scores: pd.DataFrame, classes: list[str], thresholds: Threshol
 
 
 def _check_run(out: Path, model_dir: Path, window_s: float, hop_s: float, classes: list[str], pooling: str,
-               short_policy: str) -> None:
+               short_policy: str | None) -> None:
     stamp = {"model": str(model_dir.resolve()), "weights_bytes": weights_bytes(model_dir),
              "window_s": window_s, "hop_s": hop_s, "pooling": pooling, "classes": classes}
-    if short_policy != "pad":  # (so that the stamps of earlier runs, all padded, still match)
+    if short_policy:  # only when overridden, so that the stamps of earlier runs still match
         stamp["short_policy"] = short_policy
     path = out / "run.json"
     if path.is_file():
@@ -114,8 +114,8 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
                 hop_s: float = 2.5, batch_size: int = 64, workers: int | None = None, device: str = "auto",
                 decision: DecisionOptions = DecisionOptions(), quiet: bool = False, pooling: str = "window",
                 backend: str = "torch", precision: str = "auto", short_policy: str | None = None) -> PredictSummary:
-    """short_policy: how recordings shorter than a window are fitted to it, "loop" or "pad" (default: as the
-    model saw them in training)."""
+    """short_policy: how recordings shorter than a window are fitted to it, "loop" or "pad", for every model
+    (default: each model, or each member of an ensemble, as it saw them in training)."""
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ConfigError(f"unknown format(s) {sorted(unknown)}; valid: {list(FORMATS)}")
@@ -123,7 +123,6 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
         raise ConfigError("--window-s and --hop-s must be positive")
     model_dir, out = Path(model_dir), Path(out)
     model, thresholds, meta = load_model_dir(model_dir)
-    short_policy = short_policy or short_policy_of(meta)
     if backend == "onnx":
         from birdsed.export import OnnxSED
 

@@ -15,7 +15,7 @@ from birdsed.decide import Thresholds
 from birdsed.errors import BirdsedError
 from birdsed.manifest import read_dataset, read_truth
 from birdsed.metrics import DEFAULT_SWEEP, row_f1, sets_to_matrix
-from birdsed.modeldir import load_model_dir, read_meta, short_policy_of, update_thresholds
+from birdsed.modeldir import load_model_dir, read_meta, update_thresholds
 
 GRID = np.round(np.concatenate([np.arange(0.01, 0.1, 0.01), np.arange(0.1, 0.96, 0.025), [0.97, 0.98, 0.99]]), 4)
 
@@ -91,13 +91,13 @@ def file_level_scores(model_dir: Path, data: Path) -> tuple[dict[str, np.ndarray
     """Run the model over a labelled data set; each recording is one row (max over its 5 s rows)."""
     from birdsed.infer import FileResult, predict_files
 
-    model, _, meta = load_model_dir(model_dir)
+    model, _, _ = load_model_dir(model_dir)
     m = read_dataset(data)
     paths = list(m.table["path"])
     rows = {p: i for i, p in enumerate(paths)}
     scores = {k: np.zeros((len(paths), len(model.classes)), np.float32) for k in OUTPUT_KINDS}
     ok = np.zeros(len(paths), bool)
-    for res in predict_files(model, paths, quiet=False, short_policy=short_policy_of(meta)):
+    for res in predict_files(model, paths, quiet=False):
         if isinstance(res, FileResult):
             for k in OUTPUT_KINDS:
                 scores[k][rows[res.path]] = res.rows[k].max(axis=0)
