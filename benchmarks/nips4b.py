@@ -61,6 +61,11 @@ def clip_scores(model_dir: Path, paths: list[str], out: Path) -> dict[str, np.nd
     return {kind: per_clip(s, kind).reindex(paths).to_numpy(np.float32) for kind in OUTPUT_KINDS}
 
 
+def nips4b_folds(table: pd.DataFrame, n_folds: int = 5, seed: int = 0) -> np.ndarray:
+    """The fold of every clip, iteratively stratified over its labels (the split every NIPS4B script uses)."""
+    return iterative_stratified_folds(list(table["primary_labels"]), n_folds, seed)
+
+
 def read_oof(run: Path, folds: list[int] | None = None, output: str = "clipwise") -> pd.DataFrame:
     """The held-out scores of one output kind from a run's folds (default: all there are), read back from each
     fold's `predict` output: (clips, classes) indexed by file name (the run may have been made elsewhere);
@@ -152,7 +157,7 @@ def main() -> None:
         sys.exit(f"NIPS4B not found at {a.data}")
     cfg = apply_overrides(load_config(a.config), a.set)
     manifest = read_dataset(a.data)
-    folds = iterative_stratified_folds(list(manifest.table["primary_labels"]), a.folds, a.seed)
+    folds = nips4b_folds(manifest.table, a.folds, a.seed)
     rows = [run_fold(k, manifest, folds, cfg, a.out, a.seeds) for k in (a.only_folds if a.only_folds is not None else range(a.folds))]
     df = pd.DataFrame(rows)
     summary = {m: {"mean": float(df[m].mean()), "std": float(df[m].std(ddof=0))}

@@ -17,13 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save_json  # noqa: E402
-from nips4b import NIPS4B, pooled_ap, read_oof  # noqa: E402
+from nips4b import NIPS4B, nips4b_folds, pooled_ap, read_oof  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from birdsed.manifest import read_dataset  # noqa: E402
-from birdsed.sampling import iterative_stratified_folds  # noqa: E402
 
 
 def mean_scores(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -52,7 +51,7 @@ def main() -> None:
     a = ap.parse_args()
     table = read_dataset(a.data).table
     frames = {str(r): read_oof(r, a.folds, a.output) for r in a.runs}
-    folds = iterative_stratified_folds(list(table["primary_labels"]), 5, a.seed)  # nips4b.py's split
+    folds = nips4b_folds(table, 5, a.seed)
     fold_of = {Path(p).name: int(k) for p, k in zip(table["path"], folds)}
     rows = [scores_row(name, f, table, fold_of) for name, f in frames.items()]
     if len(frames) > 1:

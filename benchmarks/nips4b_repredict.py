@@ -15,11 +15,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nips4b import NIPS4B, pooled_ap, read_oof  # noqa: E402
+from nips4b import NIPS4B, nips4b_folds, pooled_ap, read_oof  # noqa: E402
 
 from birdsed.manifest import read_dataset  # noqa: E402
 from birdsed.predict import run_predict  # noqa: E402
-from birdsed.sampling import iterative_stratified_folds  # noqa: E402
 
 
 def main() -> None:
@@ -31,7 +30,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="the fold split's seed (as given to nips4b.py)")
     a = ap.parse_args()
     table = read_dataset(a.data).table
-    folds = iterative_stratified_folds(list(table["primary_labels"]), 5, a.seed)
+    folds = nips4b_folds(table, 5, a.seed)
     done = []
     for k in range(5):
         model = a.run / f"fold{k}" / "run" / "model"

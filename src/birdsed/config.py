@@ -40,6 +40,10 @@ class FrontendConfig:
     pcen_bias: float = 2.0
     pcen_power: float = 0.5
 
+    def check(self) -> None:
+        if self.compression not in COMPRESSIONS:
+            raise ConfigError(f"frontend.compression {self.compression!r}: valid: {list(COMPRESSIONS)}")
+
 
 @dataclass
 class ModelConfig:
@@ -134,11 +138,11 @@ class Config:
 
     def check(self) -> None:
         """Values no type says are wrong, refused (ConfigError naming the key) before `train` writes or prepares anything."""
+        self.frontend.check()
         checks = [
             (0.0 <= self.data.val_fraction < 1.0, f"data.val_fraction must be at least 0 and below 1, got {self.data.val_fraction}"),
             (0.0 < self.data.subsample <= 1.0, f"data.subsample must be above 0 and at most 1, got {self.data.subsample}"),
             (self.data.short_policy in SHORT_POLICIES, f"data.short_policy {self.data.short_policy!r}: valid: {list(SHORT_POLICIES)}"),
-            (self.frontend.compression in COMPRESSIONS, f"frontend.compression {self.frontend.compression!r}: valid: {list(COMPRESSIONS)}"),
             (self.augment.lowpass_p <= 0 or self.frontend.compression == "db",
              f"augment.lowpass_p attenuates in dB; frontend.compression {self.frontend.compression!r} needs augment.lowpass_p=0"),
         ]

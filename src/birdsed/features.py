@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import librosa
@@ -9,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from birdsed.config import COMPRESSIONS, FrontendConfig
-from birdsed.errors import ConfigError
+from birdsed.config import FrontendConfig
 
 
 CPU_CHUNK = 8
@@ -34,8 +34,7 @@ class LogMel(nn.Module):
 
     def __init__(self, cfg: FrontendConfig):
         super().__init__()
-        if cfg.compression not in COMPRESSIONS:
-            raise ConfigError(f"frontend.compression {cfg.compression!r}: valid: {list(COMPRESSIONS)}")
+        cfg.check()  # a model.json's front end does not pass through Config.check
         self.cfg = cfg
         mel = librosa.filters.mel(sr=cfg.sample_rate_hz, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin_hz, fmax=cfg.fmax_hz)
         self.register_buffer("mel_fb", torch.from_numpy(mel).float(), persistent=False)  # (n_mels, n_fft // 2 + 1)
@@ -138,13 +137,15 @@ class LogMel(nn.Module):
         return self.normalize(self.power_db(wave))
 
 
+@functools.lru_cache(maxsize=8)
 def _smoother(n_frames: int, time_constant_frames: float, device: torch.device) -> torch.Tensor:
     """(T, T) W with (E @ W)[t] = PCEN's smoothed energy at frame t: W[k, t] = b (1 - b)^(t - k) for k <= t, plus
     (1 - b)^(t + 1) on row 0 (the filter's state starts at E[0]); b from the time constant as librosa computes it."""
     t2 = time_constant_frames ** 2
     b = (math.sqrt(1 + 4 * t2) - 1) / (2 * t2)
-    t = torch.arange(n_frames, dtype=torch.float64)
-    lag = t[None, :] - t[:, None]  # (k, t): t - k
-    w = torch.where(lag >= 0, b * (1 - b) ** lag.clamp_min(0), torch.zeros(()))
-    w[0] += (1 - b) ** (t + 1)
-    return w.float().to(device)
+    with torch.inference_mode(False):  # cached: a plain tensor, usable later in training as well
+        t = torch.arange(n_frames, dtype=torch.float64)
+        lag = t[None, :] - t[:, None]  # (k, t): t - k
+        w = torch.where(lag >= 0, b * (1 - b) ** lag.clamp_min(0), torch.zeros(()))
+        w[0] += (1 - b) ** (t + 1)
+        return w.float().to(device)

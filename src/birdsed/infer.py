@@ -224,9 +224,9 @@ class WindowStream(IterableDataset):
             yield flush()
 
 
-def piece_windows(audio: torch.Tensor, piece: Piece, window: int, hop: int) -> torch.Tensor:
-    """The piece's windows as a view of the batch's audio [shape=(n_windows, window)]."""
-    return piece.audio_of(audio).unfold(0, window, hop)
+def piece_windows(audio: torch.Tensor, piece: Piece, window: int, hop: int, policy: str = "pad") -> torch.Tensor:
+    """The piece's windows [shape=(n_windows, window)], a view of the batch's audio unless `policy` loops it."""
+    return fitted_audio(audio, piece, policy).unfold(0, window, hop)
 
 
 def fitted_audio(audio: torch.Tensor, piece: Piece, policy: str) -> torch.Tensor:
@@ -269,7 +269,7 @@ def score_pieces(model, audio: torch.Tensor, pieces: list[Piece], window: int, h
                 out = average_outputs([_sed_outputs(m, audio, group, window, hop, short_policy) for m in model.members])
             else:
                 policy = short_policy or getattr(model, "short_policy", "pad")
-                out = model(torch.cat([fitted_audio(audio, q, policy).unfold(0, window, hop) for q in group]))
+                out = model(torch.cat([piece_windows(audio, q, window, hop, policy) for q in group]))
         yield group, out
         group, held = [], 0
 
