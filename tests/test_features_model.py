@@ -140,6 +140,55 @@ def test_image_scale_resizes_the_backbone_input_and_survives_the_model_dir(tmp_p
         torch.testing.assert_close(back.encode(mel)["clipwise"], big.encode(mel)["clipwise"])
 
 
+@pytest.mark.parametrize("pool", ["mean", "max", "meanmax"])
+def test_frequency_poolings_that_ignore_where_a_cell_lies(pool):
+    torch.manual_seed(0)
+    head = AttentionHead(in_features=3, n_classes=2, dropout=0.0, freq_pool=pool).eval()
+    feats = torch.randn(2, 3, 4, 5)  # (B, C, F', T')
+    want = {"mean": feats.mean(dim=2), "max": feats.amax(dim=2),
+            "meanmax": torch.cat([feats.mean(dim=2), feats.amax(dim=2)], dim=1)}[pool]
+    torch.testing.assert_close(head.pool_freq(feats), want)
+    # the frequency cells reversed: the same scores
+    torch.testing.assert_close(head(feats.flip(2))["clipwise"], head(feats)["clipwise"])
+
+
+def test_flat_frequency_pooling_keeps_each_cell_and_sees_where_it_lies():
+    torch.manual_seed(0)
+    head = AttentionHead(in_features=3, n_classes=2, dropout=0.0, freq_pool="flat", freq_cells=4).eval()
+    assert head.fc1.in_features == 12 and head.fc1.out_features == 3
+    feats = torch.randn(2, 3, 4, 5)
+    torch.testing.assert_close(head.pool_freq(feats)[:, 2 * 4 + 1], feats[:, 2, 1])  # channel c, cell f -> c * F' + f
+    assert not torch.allclose(head(feats.flip(2))["clipwise"], head(feats)["clipwise"])
+    with pytest.raises(ModelError, match="frequency pooling 'median'"):
+        AttentionHead(3, 2, freq_pool="median")
+
+
+def test_a_flat_head_fits_the_feature_map_and_survives_the_model_dir(tmp_path):
+    from birdsed.modeldir import load_model_dir, save_model_dir
+
+    torch.manual_seed(0)
+    model = SEDModel(FrontendConfig(n_mels=64), ModelConfig(backbone="resnet10t", in_chans=3, freq_scale=2.0,
+                                                             freq_pool="flat"), ["a", "b"]).eval()
+    mel = torch.randn(2, 1, 64, 101)
+    with torch.no_grad():
+        cells = model.backbone.forward_features(model.image(mel)).shape[2]
+        assert cells == 4 and model.head.fc1.in_features == cells * model.head.fc1.out_features
+        out = model.encode(mel)
+    assert out["clipwise"].shape == (2, 2)
+    save_model_dir(model, tmp_path / "m")
+    back, _, _ = load_model_dir(tmp_path / "m")
+    assert back.model_cfg.freq_pool == "flat"
+    with torch.no_grad():
+        torch.testing.assert_close(back.encode(mel)["clipwise"], out["clipwise"])
+
+
+def test_an_unknown_frequency_pooling_is_refused_before_training():
+    from birdsed.config import Config
+
+    with pytest.raises(ConfigError, match="model.freq_pool 'median'"):
+        Config(model=ModelConfig(freq_pool="median")).check()
+
+
 def test_unknown_backbone_lists_valid_names():
     with pytest.raises(ModelError, match="valid: .*resnet50"):
         create_backbone(ModelConfig(backbone="resnet9000"))

@@ -21,6 +21,7 @@ OUTPUT_KINDS = ("segmentwise", "att", "clipwise")
 SEED_THRESHOLDS = {"segmentwise": 0.9, "att": 0.15, "clipwise": 0.5}
 COMPRESSIONS = ("db", "pcen")
 SHORT_POLICIES = ("loop", "pad")
+FREQ_POOLS = ("mean", "max", "meanmax", "flat")
 
 
 @dataclass
@@ -54,6 +55,8 @@ class ModelConfig:
     drop_path: float = 0.0
     freq_scale: float = 1.0  # the log-mel image resized by these factors before the backbone (bilinear):
     time_scale: float = 1.0  # ImageNet CNNs see 64 mels as a 2-cell-high feature map
+    freq_pool: str = "mean"  # how the head pools the feature map's frequency cells: mean (PANNs), max, meanmax,
+    # or flat (every cell kept as its own channels: the head knows where in the spectrum a pattern lies)
 
 
 @dataclass
@@ -142,6 +145,7 @@ class Config:
         checks = [
             (0.0 <= self.data.val_fraction < 1.0, f"data.val_fraction must be at least 0 and below 1, got {self.data.val_fraction}"),
             (0.0 < self.data.subsample <= 1.0, f"data.subsample must be above 0 and at most 1, got {self.data.subsample}"),
+            (self.model.freq_pool in FREQ_POOLS, f"model.freq_pool {self.model.freq_pool!r}: valid: {list(FREQ_POOLS)}"),
             (self.data.short_policy in SHORT_POLICIES, f"data.short_policy {self.data.short_policy!r}: valid: {list(SHORT_POLICIES)}"),
             (self.augment.lowpass_p <= 0 or self.frontend.compression == "db",
              f"augment.lowpass_p attenuates in dB; frontend.compression {self.frontend.compression!r} needs augment.lowpass_p=0"),

@@ -133,20 +133,35 @@ def create_backbone(cfg: ModelConfig) -> tuple[nn.Module, int, int]:
 class AttentionHead(nn.Module):
     """PANNs' decision-level attention head over a (B, C, F', T') feature map.
 
-    Pool frequency (mean), smooth time (max-pool 3 + avg-pool 3), dropout, dense + ReLU,
-    dropout, then cla = sigmoid(conv_cla(x)), norm_att = softmax_t(tanh(conv_att(x))),
-    clipwise = sum_t norm_att * cla.
+    Pool frequency (freq_pool: mean as PANNs, max, both side by side, or flat: every one of the
+    F' cells kept as its own C channels), smooth time (max-pool 3 + avg-pool 3), dropout,
+    dense (-> C) + ReLU, dropout, then cla = sigmoid(conv_cla(x)),
+    norm_att = softmax_t(tanh(conv_att(x))), clipwise = sum_t norm_att * cla.
     """
 
-    def __init__(self, in_features: int, n_classes: int, dropout: float = 0.5):
+    def __init__(self, in_features: int, n_classes: int, dropout: float = 0.5, freq_pool: str = "mean", freq_cells: int = 1):
         super().__init__()
-        self.dropout = dropout
-        self.fc1 = nn.Linear(in_features, in_features)
+        widths = {"mean": 1, "max": 1, "meanmax": 2, "flat": freq_cells}
+        if freq_pool not in widths:
+            raise ModelError(f"unknown frequency pooling {freq_pool!r}; valid: {list(widths)}")
+        width = widths[freq_pool] * in_features
+        self.dropout, self.freq_pool = dropout, freq_pool
+        self.fc1 = nn.Linear(width, in_features)
         self.att = nn.Conv1d(in_features, n_classes, kernel_size=1)
         self.cla = nn.Conv1d(in_features, n_classes, kernel_size=1)
 
+    def pool_freq(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, C, F', T') -> (B, fc1's input width, T')."""
+        if self.freq_pool == "mean":
+            return feats.mean(dim=2)
+        if self.freq_pool == "max":
+            return feats.amax(dim=2)
+        if self.freq_pool == "meanmax":
+            return torch.cat([feats.mean(dim=2), feats.amax(dim=2)], dim=1)
+        return feats.flatten(1, 2)  # (B, C * F', T'), channel-major
+
     def forward(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = feats.mean(dim=2)  # (B, C, T')
+        x = self.pool_freq(feats)  # (B, width, T')
         x = F.max_pool1d(x, 3, 1, 1) + F.avg_pool1d(x, 3, 1, 1)
         x = F.dropout(x, self.dropout, self.training)
         x = F.relu(self.fc1(x.transpose(1, 2))).transpose(1, 2)
@@ -168,9 +183,20 @@ class SEDModel(nn.Module):
         self.frontend_cfg, self.model_cfg, self.classes = frontend, model, list(classes)
         self.frontend = LogMel(frontend)
         self.backbone, self.in_chans, n_features = create_backbone(model)
-        self.head = AttentionHead(n_features, len(classes), model.dropout)
+        cells = self._freq_cells() if model.freq_pool == "flat" else 1
+        self.head = AttentionHead(n_features, len(classes), model.dropout, model.freq_pool, cells)
         self.channels_last = False  # set by use_channels_last(): convolutions then run NHWC (faster with oneDNN and cuDNN)
         self.short_policy = "pad"  # how training fitted recordings shorter than a crop (data.short_policy); set on loading
+
+    @torch.no_grad()
+    def _freq_cells(self) -> int:
+        """F': the frequency cells of the backbone's feature map for this front end's image."""
+        height = int(self.frontend_cfg.n_mels * self.model_cfg.freq_scale)  # as F.interpolate sizes it in image()
+        was_training = self.backbone.training
+        self.backbone.eval()  # no BatchNorm statistics touched
+        cells = self.backbone.forward_features(torch.zeros(1, self.in_chans, height, 64)).shape[2]
+        self.backbone.train(was_training)
+        return int(cells)
 
     def use_channels_last(self) -> SEDModel:
         self.channels_last = True

@@ -104,8 +104,17 @@ def warm_up_head(model: SEDModel, ds: WindowDataset, epochs: int, lr: float = 1e
     device = torch.device(device)
     model.to(device)
     feats, y = _frozen_features(model, ds, batch_size, device, recalibrate_bn, views, augment)
+    loss = fit_head(model.head, feats, y, epochs, lr, weight_decay, batch_size, seed)
+    model.train()
+    log.info("head warm-up: %d windows, %d epochs, final loss %.4f", len(feats), epochs, loss)
+    return loss
+
+
+def fit_head(head: torch.nn.Module, feats: torch.Tensor, y: torch.Tensor, epochs: int, lr: float = 1e-3,
+             weight_decay: float = 1e-2, batch_size: int = 32, seed: int = 0) -> float:
+    """Train a head on cached features (N, C, F', T') for targets (N, K): AdamW, BCE on the clipwise output,
+    shuffled (seeded); returns the last batch's loss. The head is left in training mode."""
     gen = torch.Generator().manual_seed(seed)
-    head = model.head
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     head.train()
     loss = torch.tensor(float("nan"))
@@ -115,7 +124,5 @@ def warm_up_head(model: SEDModel, ds: WindowDataset, epochs: int, lr: float = 1e
             opt.zero_grad()
             loss.backward()
             opt.step()
-    model.train()
-    log.info("head warm-up: %d windows, %d epochs, final loss %.4f", len(feats), epochs, float(loss.detach()))
     return float(loss.detach())
 
