@@ -79,6 +79,17 @@ LP="--set data.short_policy=loop"
   "loop|4|$S3 $NV $LP+loop_seed1|4|$S3 $NV $LP --set train.seed=1+loop_seed2|4|$S3 $NV $LP --set train.seed=2"
 )
 
+FP="--set model.freq_pool=flat"
+[ "$ROUND" = 7 ] && RECIPES=(  # the head keeping every frequency cell (model.freq_pool=flat), padded and looped, all clips;
+  # one fold a process, in turn: flat seed 0, flat looped, flat seed 1. Prepared after the CPU screen in docs/BENCHMARKS.md
+  # ("Where in the spectrum"), not run yet (the two calls of round 3, ROUND=7 DEADLINE=560); round 6 is the alternative
+  "flat|0|$S3 $NV $FP+flat_loop|0|$S3 $NV $FP $LP+flat_seed1|0|$S3 $NV $FP --set train.seed=1"
+  "flat|1|$S3 $NV $FP+flat_loop|1|$S3 $NV $FP $LP+flat_seed1|1|$S3 $NV $FP --set train.seed=1"
+  "flat|2|$S3 $NV $FP+flat_loop|2|$S3 $NV $FP $LP+flat_seed1|2|$S3 $NV $FP --set train.seed=1"
+  "flat|3|$S3 $NV $FP+flat_loop|3|$S3 $NV $FP $LP+flat_seed1|3|$S3 $NV $FP --set train.seed=1"
+  "flat|4|$S3 $NV $FP+flat_loop|4|$S3 $NV $FP $LP+flat_seed1|4|$S3 $NV $FP --set train.seed=1"
+)
+
 case "${1:-}" in
 split)  # the data in two parts, the first about SPLIT_MB MB (labels with the second)
   src=${NIPS4B:-../shared/data/nips4b}

@@ -180,6 +180,10 @@ def test_a_flat_head_fits_the_feature_map_and_survives_the_model_dir(tmp_path):
     assert back.model_cfg.freq_pool == "flat"
     with torch.no_grad():
         torch.testing.assert_close(back.encode(mel)["clipwise"], out["clipwise"])
+    from birdsed.export import export_onnx
+
+    diffs = export_onnx(tmp_path / "m", tmp_path / "m" / "model.onnx")
+    assert diffs and max(diffs.values()) < 1e-4
 
 
 def test_an_unknown_frequency_pooling_is_refused_before_training():
