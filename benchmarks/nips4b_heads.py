@@ -35,7 +35,7 @@ from birdsed.dataset import WindowDataset  # noqa: E402
 from birdsed.manifest import read_dataset  # noqa: E402
 from birdsed.metrics import average_precision  # noqa: E402
 from birdsed.model import AttentionHead, SEDModel  # noqa: E402
-from birdsed.probe import _frozen_features, fit_head  # noqa: E402
+from birdsed.probe import frozen_features, fit_head  # noqa: E402
 from birdsed.sampling import targets  # noqa: E402
 from birdsed.train import load_train_data  # noqa: E402
 
@@ -62,7 +62,7 @@ def main() -> None:
     model = SEDModel(cfg.frontend, cfg.model, td.classes)
     ds = WindowDataset(td.store, list(rec["recording_id"]), targets(td.train, td.classes, cfg.data),
                        cfg.data.crop_s, 1, cfg.data.short_policy)
-    feats, y = _frozen_features(model, ds, 32, torch.device("cpu"), recalibrate_bn=False)  # (550, C, F', T'), (550, K)
+    feats, y = frozen_features(model, ds, 32, torch.device("cpu"), recalibrate_bn=False)  # (550, C, F', T'), (550, K)
     feature_s = time.perf_counter() - t0
     print(f"features {tuple(feats.shape)} in {feature_s:.0f} s", flush=True)
     true = y.numpy() > 0.5

@@ -10,7 +10,7 @@ from birdsed.manifest import read_dataset
 from birdsed.model import SEDModel
 from birdsed.augment import Augmenter, augmented_mel
 from birdsed.config import AugmentConfig
-from birdsed.probe import _frozen_features, warm_up_head
+from birdsed.probe import frozen_features, warm_up_head
 from birdsed.sampling import targets
 from birdsed.store import AudioStore, prepare
 
@@ -72,8 +72,8 @@ def test_augmented_views_enlarge_the_warm_up_cache(tmp_path):
     model = SEDModel(fcfg, ModelConfig(backbone="resnet10t", dropout=0.0), classes)
     acfg = AugmentConfig(gain_p=1.0, gain_db=12.0, mixup_p=1.0, mixup_union=True, specaug_p=0.0, pitch_p=0.0, tempo_p=0.0)
     aug = Augmenter(acfg, fcfg).train()
-    plain, y1 = _frozen_features(model, ds, 4, torch.device("cpu"), recalibrate_bn=False)
-    feats, y3 = _frozen_features(model, ds, 4, torch.device("cpu"), recalibrate_bn=False, views=3,
+    plain, y1 = frozen_features(model, ds, 4, torch.device("cpu"), recalibrate_bn=False)
+    feats, y3 = frozen_features(model, ds, 4, torch.device("cpu"), recalibrate_bn=False, views=3,
                                  augment=lambda w, y: augmented_mel(aug, model.frontend, w, y, acfg))
     n = len(ds)
     assert feats.shape == (3 * n, *plain.shape[1:]) and y3.shape == (3 * n, 2)
@@ -82,4 +82,4 @@ def test_augmented_views_enlarge_the_warm_up_cache(tmp_path):
     assert not torch.allclose(feats[n: 2 * n], plain)  # the augmented copies differ from the plain windows
     assert (y3[n:].sum(1) >= 1).all() and (y3[n:].sum(1) == 2).any()  # mixup's union: some views hold both classes
     with pytest.raises(ValueError, match="augment"):
-        _frozen_features(model, ds, 4, torch.device("cpu"), recalibrate_bn=False, views=2)
+        frozen_features(model, ds, 4, torch.device("cpu"), recalibrate_bn=False, views=2)

@@ -59,7 +59,7 @@ def _recalibrate_batchnorm(backbone: torch.nn.Module, images: list[torch.Tensor]
 
 
 @torch.no_grad()
-def _frozen_features(model: SEDModel, ds: WindowDataset, batch_size: int, device: torch.device,
+def frozen_features(model: SEDModel, ds: WindowDataset, batch_size: int, device: torch.device,
                      recalibrate_bn: bool, views: int = 1, augment: Augment | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(features (N, C, F', T'), targets (N, K)) for every window of `ds`, after fitting the front end's statistics;
     with views > 1, N = views x windows: the plain windows, then views - 1 augmented passes over them."""
@@ -103,7 +103,7 @@ def warm_up_head(model: SEDModel, ds: WindowDataset, epochs: int, lr: float = 1e
         raise ConfigError(f"train.head_warmup_views must be at least 1, got {views}")
     device = torch.device(device)
     model.to(device)
-    feats, y = _frozen_features(model, ds, batch_size, device, recalibrate_bn, views, augment)
+    feats, y = frozen_features(model, ds, batch_size, device, recalibrate_bn, views, augment)
     loss = fit_head(model.head, feats, y, epochs, lr, weight_decay, batch_size, seed)
     model.train()
     log.info("head warm-up: %d windows, %d epochs, final loss %.4f", len(feats), epochs, loss)
