@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from birdsed.config import FrontendConfig, ModelConfig
+from birdsed.config import FREQ_POOLS, FrontendConfig, ModelConfig
 from birdsed.errors import ModelError
 from birdsed.features import LogMel
 from birdsed.fold import fold_batchnorm
@@ -141,10 +141,9 @@ class AttentionHead(nn.Module):
 
     def __init__(self, in_features: int, n_classes: int, dropout: float = 0.5, freq_pool: str = "mean", freq_cells: int = 1):
         super().__init__()
-        widths = {"mean": 1, "max": 1, "meanmax": 2, "flat": freq_cells}
-        if freq_pool not in widths:
-            raise ModelError(f"unknown frequency pooling {freq_pool!r}; valid: {list(widths)}")
-        width = widths[freq_pool] * in_features
+        if freq_pool not in FREQ_POOLS:
+            raise ModelError(f"unknown frequency pooling {freq_pool!r}; valid: {list(FREQ_POOLS)}")
+        width = {"meanmax": 2, "flat": freq_cells}.get(freq_pool, 1) * in_features
         self.dropout, self.freq_pool = dropout, freq_pool
         self.fc1 = nn.Linear(width, in_features)
         self.att = nn.Conv1d(in_features, n_classes, kernel_size=1)
