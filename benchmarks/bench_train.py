@@ -1,7 +1,7 @@
 """Training throughput end to end (prepared store -> loader -> device augmentations -> step) against
 the model-alone rate (random waveforms already on the device, same batch, precision and augmentations).
 
-    python benchmarks/bench_train.py --configs small seed108 --steps 20 --batch-size 16 --device cpu
+    python benchmarks/bench_train.py --configs small seed108 --steps 20 --batch-size 16 --device cpu [--precision bf16-mixed]
 
 The gap between the two is the cost of the data path.
 """
@@ -43,28 +43,28 @@ class StepTimer(L.Callback):
             self.n += len(batch[0])
 
 
-def model_alone(cfg, n_classes: int, steps: int, warmup: int, device: str) -> float:
-    """Clips/s of forward + backward + AdamW on random waveforms already on the device."""
+def model_alone(cfg, n_classes: int, steps: int, warmup: int, device: str, bf16: bool) -> float:
+    """Clips/s of forward + backward + AdamW on random waveforms already on the device (bf16 autocast if asked)."""
     task = SEDTask(cfg.to_dict(), [f"c{i}" for i in range(n_classes)]).to(device).train()
     task.log = lambda *a, **k: None
     opt = torch.optim.AdamW(task.parameters(), lr=1e-4)
     B, n = cfg.train.batch_size, int(cfg.data.crop_s * cfg.frontend.sample_rate_hz)
     wave = torch.randn(B, n, device=device) * 0.1
     y = (torch.rand(B, n_classes, device=device) < 0.05).float()
-    amp = device == "cuda"
-    if amp:
+    cuda = device == "cuda"
+    if cuda:
         task.model.to(memory_format=torch.channels_last)
     for i in range(steps + warmup):
         if i == warmup:
-            if amp:
+            if cuda:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-        with torch.autocast(device_type="cuda" if amp else "cpu", dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
             loss = task.training_step((wave, y), i)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    if amp:
+    if cuda:
         torch.cuda.synchronize()
     return steps * B / (time.perf_counter() - t0)
 
@@ -78,6 +78,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="auto", choices=["auto", "32-true", "bf16-mixed"],
+                    help="train.precision (auto: bf16-mixed on CUDA, 32-true on the CPU)")
     a = ap.parse_args()
     data = a.out / "data"
     if not (data / "train.csv").is_file():
@@ -89,21 +91,24 @@ def main() -> None:
     for preset in a.configs:
         cfg = apply_overrides(load_config(preset), [
             f"train.batch_size={a.batch_size}", f"train.max_steps={a.steps + a.warmup}", "train.epochs=1000",
-            f"train.workers={a.workers}", f"train.device={a.device}", "train.limit_val_batches=0", "model.pretrained=false"])
+            f"train.workers={a.workers}", f"train.device={a.device}", f"train.precision={a.precision}",
+            "train.limit_val_batches=0", "model.pretrained=false"])
         timer = StepTimer(a.warmup)
         t_start = time.perf_counter()
         train(store_dir, cfg, a.out / f"run_{preset}", quiet=True, extra_callbacks=[timer])
         e2e = timer.n / (time.perf_counter() - timer.t0) if timer.t0 else float("nan")
-        alone = model_alone(cfg, n_classes, a.steps, a.warmup, "cuda" if a.device == "cuda" else "cpu")
+        device = "cuda" if a.device == "cuda" else "cpu"
+        bf16 = a.precision == "bf16-mixed" or (a.precision == "auto" and device == "cuda")
+        alone = model_alone(cfg, n_classes, a.steps, a.warmup, device, bf16)
         row = {"config": preset, "backbone": cfg.model.backbone, "n_mels": cfg.frontend.n_mels, "batch": a.batch_size,
-               "device": a.device, "end_to_end_clips_s": round(e2e, 2), "model_alone_clips_s": round(alone, 2),
+               "device": a.device, "bf16": bf16, "end_to_end_clips_s": round(e2e, 2), "model_alone_clips_s": round(alone, 2),
                "ratio": round(e2e / alone, 3), "wall_s": round(time.perf_counter() - t_start, 1)}
         print(row, flush=True)
         rows.append(row)
     print_markdown(rows, {"config": "{config}", "backbone": "{backbone}", "mels": "{n_mels}", "batch": "{batch}",
-                          "device": "{device}", "end to end clips/s": "{end_to_end_clips_s:.1f}",
+                          "device": "{device}", "bf16": "{bf16}", "end to end clips/s": "{end_to_end_clips_s:.1f}",
                           "model alone clips/s": "{model_alone_clips_s:.1f}", "ratio": "{ratio:.2f}"})
-    save_json(a.out / f"train_{a.device}.json", {"machine": machine(), "args": vars(a), "results": rows})
+    save_json(a.out / f"train_{a.device}_{a.precision}.json", {"machine": machine(), "args": vars(a), "results": rows})
 
 
 if __name__ == "__main__":
