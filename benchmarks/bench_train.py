@@ -23,7 +23,7 @@ from birdsed.config import apply_overrides, load_config  # noqa: E402
 from birdsed.store import AudioStore, prepare  # noqa: E402
 from birdsed.manifest import read_dataset  # noqa: E402
 from birdsed.synth import SynthConfig, synthesize  # noqa: E402
-from birdsed.train import SEDTask, train  # noqa: E402
+from birdsed.train import SEDTask, lightning_precision, train  # noqa: E402
 
 
 class StepTimer(L.Callback):
@@ -98,7 +98,7 @@ def main() -> None:
         train(store_dir, cfg, a.out / f"run_{preset}", quiet=True, extra_callbacks=[timer])
         e2e = timer.n / (time.perf_counter() - timer.t0) if timer.t0 else float("nan")
         device = "cuda" if a.device == "cuda" else "cpu"
-        bf16 = a.precision == "bf16-mixed" or (a.precision == "auto" and device == "cuda")
+        bf16 = lightning_precision(a.precision, "gpu" if device == "cuda" else "cpu") == "bf16-mixed"
         alone = model_alone(cfg, n_classes, a.steps, a.warmup, device, bf16)
         row = {"config": preset, "backbone": cfg.model.backbone, "n_mels": cfg.frontend.n_mels, "batch": a.batch_size,
                "device": a.device, "bf16": bf16, "end_to_end_clips_s": round(e2e, 2), "model_alone_clips_s": round(alone, 2),

@@ -192,6 +192,13 @@ def _accelerator(device: str) -> str:
     raise ConfigError(f"unknown device {device!r}; valid: auto, cpu, cuda")
 
 
+def lightning_precision(precision: str, accel: str) -> str:
+    """train.precision for Lightning: auto is bf16-mixed on a GPU, 32-true on the CPU; anything else as given."""
+    if precision != "auto":
+        return precision
+    return "bf16-mixed" if accel == "gpu" else "32-true"
+
+
 def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, val_data: str | Path | None = None,
           quiet: bool = False, extra_callbacks: list | None = None) -> Path:
     """Train on `data` (a data-set folder or a prepared store) into the run folder `out`; returns out/model."""
@@ -234,7 +241,7 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
                      augment=lambda wave, y: augmented_mel(task.aug, task.model.frontend, wave, y, cfg.augment))
     if accel == "gpu":
         task.model.use_channels_last()
-    precision = t.precision if t.precision != "auto" else ("bf16-mixed" if accel == "gpu" else "32-true")
+    precision = lightning_precision(t.precision, accel)
     monitor = t.select_metric if val_dl is not None else None
     callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max", save_last=True,
                                  enable_version_counter=False)]
