@@ -31,7 +31,7 @@ from common import NIPS4B, machine, save_json  # noqa: E402
 
 from birdsed.config import OUTPUT_KINDS, apply_overrides, load_config  # noqa: E402
 from birdsed.decide import Thresholds, decide  # noqa: E402
-from birdsed.ensemble import save_ensemble  # noqa: E402
+from birdsed.modeldir import save_ensemble  # noqa: E402
 from birdsed.manifest import read_dataset  # noqa: E402
 from birdsed.metrics import average_precision, micro_prf, row_f1, sets_to_matrix  # noqa: E402
 from birdsed.predict import run_predict  # noqa: E402

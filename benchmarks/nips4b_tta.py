@@ -58,7 +58,7 @@ def main() -> None:
     for k in range(a.folds):
         model, _, _ = load_model_dir(a.runs / f"fold{k}" / "run" / "model")
         model = model.inference_copy()
-        sr = model.frontend_cfg.sample_rate_hz
+        sr = model.sample_rate_hz
         window, hop = 5 * sr, sr * 5 // 2
         test = table[folds == k].reset_index(drop=True)
         clips = [load_audio(p, sr) for p in test["path"]]

@@ -11,10 +11,10 @@ from conftest import write_audio
 from birdsed.cli import main
 from birdsed.config import FrontendConfig, ModelConfig
 from birdsed.decide import Thresholds
-from birdsed.ensemble import Ensemble, average_outputs, save_ensemble
+from birdsed.ensemble import Ensemble, average_outputs
 from birdsed.errors import ModelError
 from birdsed.model import SEDModel
-from birdsed.modeldir import load_model_dir, save_model_dir
+from birdsed.modeldir import load_model_dir, save_ensemble, save_model_dir
 from birdsed.predict import run_predict
 from birdsed.tune import tune_model
 
@@ -53,7 +53,7 @@ def test_ensemble_forward_is_the_mean_of_its_members():
 def test_members_must_agree_on_classes_and_rate():
     with pytest.raises(ModelError, match="other classes"):
         Ensemble([_model(0), _model(1, classes=["x", "z", "y"])])
-    with pytest.raises(ModelError, match="22050 Hz"):
+    with pytest.raises(ModelError, match="sample_rate_hz 22050"):
         Ensemble([_model(0), _model(1, sample_rate_hz=22050)])
 
 
@@ -132,7 +132,7 @@ def test_predict_through_an_ensemble(tmp_path):
     assert mixed.shape == one.shape and not np.allclose(mixed, one, atol=1e-4)
     with pytest.raises(Exception, match="another model"):
         run_predict(tmp_path / "same", [str(audio)], tmp_path / "mixed", quiet=True, workers=0)
-    with pytest.raises(Exception, match="onnx backend runs single models"):
+    with pytest.raises(Exception, match="onnx backend runs single SED models"):
         run_predict(tmp_path / "same", [str(audio)], tmp_path / "onnx", quiet=True, workers=0, backend="onnx")
 
 
@@ -146,7 +146,7 @@ def test_tune_and_export_an_ensemble(tmp_path):
     tune_model(ens, data=data)
     after = json.loads((ens / "model.json").read_text())
     assert after["thresholds"] != before and after["ensemble"] == ["members/0", "members/1"]
-    with pytest.raises(ModelError, match="is an ensemble"):
+    with pytest.raises(ModelError, match="an ensemble has no single ONNX graph"):
         from birdsed.export import export_onnx
 
         export_onnx(ens, tmp_path / "e.onnx")

@@ -50,8 +50,8 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (a re-run resumes)")
     p.add_argument("--test-csv", type=Path, help="Kaggle test.csv: predict its audio and write submission.csv")
     p.add_argument("--audio-dir", type=Path, help="audio of --test-csv (default: test_audio/ beside it)")
-    p.add_argument("--window-s", type=float, default=5.0)
-    p.add_argument("--hop-s", type=float, default=2.5)
+    p.add_argument("--window-s", type=float, help="window length (default: the model's: 5 s, BirdNET 3 s)")
+    p.add_argument("--hop-s", type=float, help="hop between windows (default: the model's: 2.5 s, BirdNET 3 s)")
     p.add_argument("--pooling", choices=["window", "segment"], default="window",
                    help="row scores: max over overlapping windows (the seed), or over the head's time segments in the row")
     p.add_argument("--output", choices=["segmentwise", "att", "clipwise"], help="output to decide on (default: the model's)")
@@ -199,16 +199,18 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def _add_ensemble(p: argparse.ArgumentParser) -> None:
-    p.add_argument("models", type=Path, nargs="+", help="two or more model directories (same classes and sample rate)")
+    p.add_argument("models", type=Path, nargs="+",
+                   help="two or more model directories of any kind (same classes, sample rate and window)")
     p.add_argument("--out", type=Path, required=True, help="the ensemble directory to write (must not exist)")
+    p.add_argument("--weights", type=float, nargs="+", help="one weight per model (normalised to sum 1; default equal)")
 
 
 @verb("ensemble", "combine trained models into one model directory whose outputs are their mean",
       "birdsed ensemble runs/seed0/model runs/seed1/model --out runs/ensemble", _add_ensemble)
 def cmd_ensemble(a: argparse.Namespace) -> int:
-    from birdsed.ensemble import save_ensemble
+    from birdsed.modeldir import save_ensemble
 
-    out = save_ensemble(a.models, a.out)
+    out = save_ensemble(a.models, a.out, a.weights)
     console.print(f"ensemble of {len(a.models)} models written to {out} (thresholds: the members' mean; "
                   f"`birdsed tune --model {out} ...` sets its own)")
     return 0

@@ -11,53 +11,55 @@ as one piece:
                       front end, thresholds (the members' mean until `tune` sets its own)
   members/<i>/        weights.safetensors + model.json of member i
 
-Members may differ in backbone, mel count or image scale; they must share classes and sample rate.
-Their time-resolved outputs (segmentwise, norm_att) are resampled to the finest member's segment count.
+Members may be of any kind (detector.py) and differ in backbone, mel count or image scale; they must share
+classes, sample rate and window length. Their time-resolved outputs (segmentwise, norm_att) are resampled to
+the finest member's segment count. The directory is written and read by modeldir.py.
 """
 
 from __future__ import annotations
-
-import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from birdsed import __version__
 from birdsed.config import OUTPUT_KINDS
 from birdsed.decide import Thresholds
+from birdsed.detector import Detector
 from birdsed.errors import ModelError
-from birdsed.fsutil import atomic_dir, write_text_atomic
-from birdsed.model import SEDModel
-
-MEMBERS = "members"
+from birdsed.windows import Piece
 
 
-def average_outputs(outs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """The mean of several models' output dicts: clipwise (B, K); segmentwise and norm_att (B, K, T') each
-    linearly resampled to the largest T' first (members with other image scales or backbones differ in T')."""
+def average_outputs(outs: list[dict[str, torch.Tensor]], weights: list[float] | None = None) -> dict[str, torch.Tensor]:
+    """The (weighted) mean of several models' output dicts: clipwise (B, K); segmentwise and norm_att (B, K, T')
+    each linearly resampled to the largest T' first (members with other image scales or backbones differ in T';
+    a model with one score a window has T' = 1). weights sum to 1 (default equal)."""
     if len(outs) == 1:
         return outs[0]
     t = max(o["segmentwise"].shape[-1] for o in outs)
+    w = torch.tensor(weights if weights is not None else [1.0 / len(outs)] * len(outs))
 
     def at_t(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] == 1:
+            return x.float().expand(*x.shape[:-1], t)
         return x if x.shape[-1] == t else F.interpolate(x.float(), size=t, mode="linear", align_corners=False)
 
-    res = {"clipwise": torch.stack([o["clipwise"].float() for o in outs]).mean(0)}
+    def mean(xs: list[torch.Tensor]) -> torch.Tensor:
+        s = torch.stack(xs)  # (M, ...)
+        return (s * w.to(s.device).view(-1, *([1] * (s.dim() - 1)))).sum(0)
+
+    res = {"clipwise": mean([o["clipwise"].float() for o in outs])}
     for k in ("segmentwise", "norm_att"):
-        res[k] = torch.stack([at_t(o[k].float()) for o in outs]).mean(0)
+        res[k] = mean([at_t(o[k].float()) for o in outs])
     res["norm_att"] = res["norm_att"] / res["norm_att"].sum(-1, keepdim=True).clamp_min(1e-12)  # sums to 1 over T' again
     return res
 
 
-class Ensemble(nn.Module):
-    """Several SEDModels as one: same classes, same sample rate; outputs averaged (average_outputs)."""
+class Ensemble:
+    """Several Detectors as one (detector.py): same classes, sample rate and window; their per-window outputs
+    averaged, weighted by `weights` (default equal), as average_outputs does."""
 
-    def __init__(self, members: list[SEDModel]):
-        super().__init__()
+    def __init__(self, members: list[Detector], weights: list[float] | None = None):
         if not members:
             raise ModelError("an ensemble needs at least one model")
         first = members[0]
@@ -65,34 +67,45 @@ class Ensemble(nn.Module):
             if m.classes != first.classes:
                 raise ModelError(f"ensemble member {i} has other classes than member 0 "
                                  f"({len(m.classes)} vs {len(first.classes)}, or another order)")
-            if m.frontend_cfg.sample_rate_hz != first.frontend_cfg.sample_rate_hz:
-                raise ModelError(f"ensemble member {i} runs at {m.frontend_cfg.sample_rate_hz} Hz, member 0 at "
-                                 f"{first.frontend_cfg.sample_rate_hz} Hz")
-        self.members = nn.ModuleList(members)
+            for what in ("sample_rate_hz", "window_s"):
+                if getattr(m, what) != getattr(first, what):
+                    raise ModelError(f"ensemble member {i} has {what} {getattr(m, what)}, member 0 {getattr(first, what)}: "
+                                     "members must score the same windows")
+        self.weights = check_weights(weights, len(members))
+        self.members = list(members)
         self.classes = list(first.classes)
-        self.frontend_cfg = first.frontend_cfg
+        self.sample_rate_hz, self.window_s, self.hop_s = first.sample_rate_hz, first.window_s, first.hop_s
+        self.short_policy = first.short_policy  # members fit short recordings each as they trained (window_outputs)
 
-    def inference_copy(self) -> Ensemble:
-        return Ensemble([m.inference_copy() for m in self.members])
+    def for_inference(self, device: torch.device) -> Ensemble:
+        return Ensemble([m.for_inference(device) for m in self.members], self.weights)
 
-    def forward(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
+    def window_outputs(self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int,
+                       short_policy: str | None) -> dict[str, torch.Tensor]:
+        return average_outputs([m.window_outputs(audio, pieces, window, hop, short_policy) for m in self.members],
+                               self.weights)
+
+    def onnx_module(self) -> nn.Module:
+        raise ModelError("an ensemble has no single ONNX graph; export its members one by one (members/*)")
+
+    def eval(self) -> Ensemble:
+        return self
+
+    def __call__(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, n_samples) waveforms at the members' rate -> averaged output dict."""
-        return average_outputs([m(wave) for m in self.members])
+        return average_outputs([m(wave) for m in self.members], self.weights)
 
 
-def is_ensemble(meta: dict) -> bool:
-    return "ensemble" in meta
-
-
-def member_dirs(model_dir: Path, meta: dict) -> list[Path]:
-    names = meta["ensemble"]
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise ModelError(f"{model_dir / 'model.json'}: 'ensemble' must list member folders")
-    dirs = [model_dir / n for n in names]
-    for d in dirs:
-        if model_dir.resolve() not in d.resolve().parents:
-            raise ModelError(f"{model_dir / 'model.json'}: ensemble member {d} is outside the ensemble folder")
-    return dirs
+def check_weights(weights: list[float] | None, n: int) -> list[float]:
+    """Member weights normalised to sum to 1; None: equal."""
+    if weights is None:
+        return [1.0 / n] * n
+    w = [float(x) for x in weights]
+    if len(w) != n:
+        raise ModelError(f"{len(w)} weights for {n} ensemble members")
+    if not all(np.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0:
+        raise ModelError(f"ensemble weights must be finite, >= 0 and not all 0, got {w}")
+    return [x / sum(w) for x in w]
 
 
 def mean_thresholds(members: list[Thresholds], classes: list[str]) -> Thresholds:
@@ -101,33 +114,3 @@ def mean_thresholds(members: list[Thresholds], classes: list[str]) -> Thresholds
     per = {k: {c: float(v) for c, v in zip(classes, np.mean([t.vector(k, classes) for t in members], axis=0))}
            for k in OUTPUT_KINDS}
     return Thresholds(glob, per)
-
-
-def save_ensemble(model_dirs: list[str | Path], out: str | Path) -> Path:
-    """Copy the model directories into an ensemble directory `out` (written beside it, then renamed)."""
-    from birdsed.modeldir import META, WEIGHTS, load_model_dir
-
-    out = Path(out)
-    if out.exists():
-        raise ModelError(f"{out} exists; give a new folder for the ensemble")
-    if len(model_dirs) < 2:
-        raise ModelError("an ensemble needs at least two model directories")
-    loaded = [load_model_dir(d) for d in model_dirs]  # checks each member whole before anything is written
-    for d, (model, _, _) in zip(model_dirs, loaded):
-        if isinstance(model, Ensemble):
-            raise ModelError(f"{d} is an ensemble already; give its members instead")
-    ens = Ensemble([model for model, _, _ in loaded])
-    names = [f"{MEMBERS}/{i}" for i in range(len(model_dirs))]
-    first = loaded[0][2]
-    meta = {"birdsed_version": __version__, "ensemble": names, "classes": ens.classes, "frontend": first["frontend"],
-            "model": {"members": len(names), "backbones": [m.model_cfg.backbone for m in ens.members]},
-            "thresholds": mean_thresholds([thr for _, thr, _ in loaded], ens.classes).to_dict(),
-            "default_output": first.get("default_output", "segmentwise"),
-            "sources": [str(Path(d).resolve()) for d in model_dirs]}
-    with atomic_dir(out) as tmp:
-        for d, name in zip(map(Path, model_dirs), names):
-            (tmp / name).mkdir(parents=True)
-            for f in (WEIGHTS, META):
-                shutil.copy2(d / f, tmp / name / f)
-        write_text_atomic(tmp / META, json.dumps(meta, indent=2))
-    return out

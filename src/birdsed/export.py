@@ -12,11 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from birdsed.ensemble import MEMBERS
 from birdsed.errors import BirdsedError, ModelError
 from birdsed.fsutil import atomic_path, write_text_atomic
 from birdsed.model import SEDModel
-from birdsed.modeldir import META, WEIGHTS, load_model_dir, read_meta, short_policy_of
+from birdsed.modeldir import MEMBERS, META, WEIGHTS, load_model_dir, read_meta, short_policy_of
+from birdsed.windows import Piece, piece_windows
 
 log = logging.getLogger(__name__)
 ONNX_OUTPUTS = ("clipwise", "segmentwise", "norm_att", "framewise")
@@ -39,9 +39,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, window_s: float = 5.0, c
                 atol: float = 1e-3) -> dict[str, float]:
     """Write the model as ONNX (input "wave": a batch of 32 kHz waveforms, outputs by name) and check it
     against PyTorch on random input and, when given, on a real recording. Returns the max abs differences."""
-    model, _, _ = load_model_dir(model_dir)
-    if not isinstance(model, SEDModel):
-        raise ModelError(f"{model_dir} is an ensemble; export its members to ONNX one by one ({model_dir}/members/*)")
+    model = load_model_dir(model_dir)[0].onnx_module()  # a ModelError for kinds with no ONNX graph
     model.frontend.conv_stft = True  # torch.stft has no ONNX export in the TorchScript exporter
     n = int(round(window_s * model.frontend_cfg.sample_rate_hz))
     example = torch.randn(2, n) * 0.1
@@ -82,7 +80,10 @@ def compare_onnx(model: SEDModel, onnx_path: str, inputs: dict[str, np.ndarray])
 
 
 class OnnxSED:
-    """Runs an exported model with ONNX Runtime behind the interface predict uses (call -> output dict)."""
+    """An exported SED model run by ONNX Runtime, as a Detector (detector.py): it takes the windows' waveforms."""
+
+    window_s = SEDModel.window_s
+    hop_s = SEDModel.hop_s
 
     def __init__(self, model_dir: str | Path, threads: int | None = None):
         import onnxruntime as ort
@@ -95,14 +96,23 @@ class OnnxSED:
         meta = read_meta(model_dir)
         self.classes = meta["classes"]
         self.frontend_cfg = FrontendConfig(**meta["frontend"])
+        self.sample_rate_hz = self.frontend_cfg.sample_rate_hz
         self.short_policy = short_policy_of(meta)
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
         self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
-    def to(self, *_args, **_kw) -> OnnxSED:
-        return self
+    def for_inference(self, device: torch.device) -> OnnxSED:
+        return self  # ONNX Runtime's CPU provider
+
+    def window_outputs(self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int,
+                       short_policy: str | None) -> dict[str, torch.Tensor]:
+        policy = short_policy or self.short_policy
+        return self(torch.cat([piece_windows(audio, q, window, hop, policy) for q in pieces]))
+
+    def onnx_module(self) -> nn.Module:
+        raise ModelError("this is an ONNX model already")
 
     def eval(self) -> OnnxSED:
         return self

@@ -20,11 +20,11 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from birdsed.audio import stream_audio
 from birdsed.config import OUTPUT_KINDS, SHORT_POLICIES
-from birdsed.ensemble import Ensemble, average_outputs
-from birdsed.errors import AudioDecodeError
-from birdsed.errors import ConfigError
-from birdsed.model import SEDModel, segment_scores, window_scores
+from birdsed.detector import Detector
+from birdsed.errors import AudioDecodeError, ConfigError
+from birdsed.model import segment_scores, window_scores
 from birdsed.progress import progress_bar
+from birdsed.windows import Piece, fitted_audio, piece_windows  # noqa: F401 - re-exported for callers of infer
 
 log = logging.getLogger(__name__)
 ROW_S = 5.0
@@ -114,23 +114,6 @@ class FileDone:
     n_windows: int
     n_samples: int
     error: str | None = None
-
-
-@dataclass
-class Piece:
-    """A stretch of one file's audio holding its windows first_window .. first_window + n_windows - 1:
-    samples [offset, offset + n_samples) of the batch's "audio"; window k starts k * hop samples into the file."""
-
-    file: int
-    first_window: int
-    n_windows: int
-    offset: int
-    n_samples: int
-    short_len: int = 0  # a whole recording shorter than a window: its length (its one window is zero-padded)
-
-    def audio_of(self, audio: torch.Tensor) -> torch.Tensor:
-        """This piece's samples, a view of the batch's audio [shape=(n_samples,)]."""
-        return audio[self.offset: self.offset + self.n_samples]
 
 
 class WindowStream(IterableDataset):
@@ -224,35 +207,12 @@ class WindowStream(IterableDataset):
             yield flush()
 
 
-def piece_windows(audio: torch.Tensor, piece: Piece, window: int, hop: int, policy: str = "pad") -> torch.Tensor:
-    """The piece's windows [shape=(n_windows, window)], a view of the batch's audio unless `policy` loops it."""
-    return fitted_audio(audio, piece, policy).unfold(0, window, hop)
-
-
-def fitted_audio(audio: torch.Tensor, piece: Piece, policy: str) -> torch.Tensor:
-    """The piece's samples, with a recording shorter than a window repeated to fill it when `policy` is "loop"
-    (as `train` crops short recordings with data.short_policy=loop); otherwise as streamed (zero-padded)."""
-    a = piece.audio_of(audio)
-    if policy != "loop" or not piece.short_len:
-        return a
-    return a[: piece.short_len].repeat(-(-len(a) // piece.short_len))[: len(a)]
-
-
-def _sed_outputs(model: SEDModel, audio: torch.Tensor, group: list[Piece], window: int, hop: int,
-                 policy: str | None) -> dict[str, torch.Tensor]:
-    fe, policy = model.frontend, policy or model.short_policy
-    db = torch.cat([fe.windowed_db(fitted_audio(audio, q, policy), window, hop) for q in group])
-    return model.encode(fe.normalize(db), framewise=False)  # rows and segments never use framewise
-
-
-def score_pieces(model, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int, batch_size: int,
+def score_pieces(model: Detector, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int, batch_size: int,
                  use_bf16: bool, short_policy: str | None = None) -> Iterator[tuple[list[Piece], dict[str, torch.Tensor]]]:
     """Run the model over the pieces' windows, at most about batch_size windows a call; yields (pieces, outputs).
 
-    An SEDModel computes each piece's spectrogram once (LogMel.windowed_db); an Ensemble does so per member
-    (members may differ in front end) and averages the outputs; any other model (ONNX Runtime) takes the
-    windows' waveforms. Each model, or member, fits a recording shorter than a window as it trained
-    (its short_policy), unless short_policy overrides that for all.
+    Each model (or ensemble member) fits a recording shorter than a window as it trained (its short_policy),
+    unless short_policy overrides that for all.
     """
     dev_type = audio.device.type
     group: list[Piece] = []
@@ -263,13 +223,7 @@ def score_pieces(model, audio: torch.Tensor, pieces: list[Piece], window: int, h
         if held < batch_size and j + 1 < len(pieces):
             continue
         with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=use_bf16):
-            if isinstance(model, SEDModel):
-                out = _sed_outputs(model, audio, group, window, hop, short_policy)
-            elif isinstance(model, Ensemble):
-                out = average_outputs([_sed_outputs(m, audio, group, window, hop, short_policy) for m in model.members])
-            else:
-                policy = short_policy or getattr(model, "short_policy", "pad")
-                out = model(torch.cat([piece_windows(audio, q, window, hop, policy) for q in group]))
+            out = model.window_outputs(audio, group, window, hop, short_policy)
         yield group, out
         group, held = [], 0
 
@@ -302,11 +256,13 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def predict_files(model: SEDModel | Ensemble, files: list[str], window_s: float = 5.0, hop_s: float = 2.5, batch_size: int = 64,
+def predict_files(model: Detector, files: list[str], window_s: float | None = None, hop_s: float | None = None, batch_size: int = 64,
                   workers: int | None = None, device: str = "auto", quiet: bool = False,
                   pooling: str = "window", precision: str = "auto",
                   short_policy: str | None = None) -> Iterator[FileResult | tuple[str, str]]:
     """Yield a FileResult per recording (in completion order), or (path, error) for files that fail to decode.
+
+    window_s, hop_s: default the model's own (5 s and 2.5 s for the SED models, 3 s for BirdNET).
 
     short_policy "loop": a recording shorter than a window is repeated to fill it (as `train` crops such
     recordings with data.short_policy=loop); "pad": zero-padded, like the last window of any recording;
@@ -325,15 +281,14 @@ def predict_files(model: SEDModel | Ensemble, files: list[str], window_s: float 
     dev = pick_device(device)
     # bf16 autocast: on CUDA by default; on CPUs with AMX/AVX512-BF16 on request (about 2x, scores within ~1e-2)
     use_bf16 = precision == "bf16" or (precision == "auto" and dev.type == "cuda")
-    if isinstance(model, (SEDModel, Ensemble)):
-        # BatchNorms folded (the small model's encoder 1.9x on a 2-core CPU), channels_last (1.7x there, and
-        # the usual layout on GPUs); on a copy made where the model is, then moved, so the caller's model is not changed
-        model = model.inference_copy().to(dev)
-    else:
-        model = model.to(dev).eval()
+    window_s = model.window_s if window_s is None else window_s
+    hop_s = model.hop_s if hop_s is None else hop_s
+    # SED models: BatchNorms folded (the small model's encoder 1.9x on a 2-core CPU), channels_last (1.7x there,
+    # and the usual layout on GPUs), on a copy, so the caller's model is not changed
+    model = model.for_inference(dev)
     workers = default_workers(dev) if workers is None else workers
     workers = min(workers, len(files))
-    sr = model.frontend_cfg.sample_rate_hz
+    sr = model.sample_rate_hz
     # decoding in the main process runs between batches, so it may take every core (threads: soundfile and soxr
     # release the GIL); a decoding process takes one core
     decode_threads = (os.cpu_count() or 1) if workers == 0 else 1

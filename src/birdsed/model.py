@@ -19,6 +19,7 @@ from birdsed.config import FREQ_POOLS, FrontendConfig, ModelConfig
 from birdsed.errors import ModelError
 from birdsed.features import LogMel
 from birdsed.fold import fold_batchnorm
+from birdsed.windows import Piece, fitted_audio
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,10 @@ class AttentionHead(nn.Module):
 
 class SEDModel(nn.Module):
     """(B, n_samples) 32 kHz waveform -> {"clipwise" (B, K), "segmentwise" (B, K, T'),
-    "norm_att" (B, K, T'), "framewise" (B, n_frames, K)}."""
+    "norm_att" (B, K, T'), "framewise" (B, n_frames, K)}. A Detector (detector.py)."""
+
+    window_s = 5.0  # the seed's crop and window
+    hop_s = 2.5
 
     def __init__(self, frontend: FrontendConfig, model: ModelConfig, classes: list[str]):
         super().__init__()
@@ -196,6 +200,23 @@ class SEDModel(nn.Module):
         cells = self.backbone.forward_features(torch.zeros(1, self.in_chans, height, 64)).shape[2]
         self.backbone.train(was_training)
         return int(cells)
+
+    @property
+    def sample_rate_hz(self) -> int:
+        return self.frontend_cfg.sample_rate_hz
+
+    def for_inference(self, device: torch.device) -> SEDModel:
+        return self.inference_copy().to(device)
+
+    def window_outputs(self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int,
+                       short_policy: str | None) -> dict[str, torch.Tensor]:
+        """Each piece's spectrogram computed once (LogMel.windowed_db), then cut into windows."""
+        fe, policy = self.frontend, short_policy or self.short_policy
+        db = torch.cat([fe.windowed_db(fitted_audio(audio, q, policy), window, hop) for q in pieces])
+        return self.encode(fe.normalize(db), framewise=False)  # rows and segments never use framewise
+
+    def onnx_module(self) -> SEDModel:
+        return self
 
     def use_channels_last(self) -> SEDModel:
         self.channels_last = True

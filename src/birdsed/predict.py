@@ -25,12 +25,11 @@ import pandas as pd
 from birdsed.audio import find_audio_files
 from birdsed.config import OUTPUT_KINDS
 from birdsed.decide import Thresholds, decide, labels_of, smooth_rows
-from birdsed.ensemble import Ensemble
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import write_text_atomic
 from birdsed.infer import FileResult, predict_files, rows_table
 from birdsed.manifest import read_kaggle_test
-from birdsed.modeldir import load_model_dir, weights_bytes
+from birdsed.modeldir import kind_of, load_model_dir, weights_bytes
 from birdsed.store import recording_key
 from birdsed.writers import detections, merge_runs, raven_table, submission, write_audacity, write_table
 
@@ -110,25 +109,28 @@ def _check_run(out: Path, model_dir: Path, window_s: float, hop_s: float, classe
 
 
 def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_csv: str | Path | None = None,
-                audio_dir: str | Path | None = None, formats: tuple[str, ...] = ("csv",), window_s: float = 5.0,
-                hop_s: float = 2.5, batch_size: int = 64, workers: int | None = None, device: str = "auto",
+                audio_dir: str | Path | None = None, formats: tuple[str, ...] = ("csv",), window_s: float | None = None,
+                hop_s: float | None = None, batch_size: int = 64, workers: int | None = None, device: str = "auto",
                 decision: DecisionOptions = DecisionOptions(), quiet: bool = False, pooling: str = "window",
                 backend: str = "torch", precision: str = "auto", short_policy: str | None = None) -> PredictSummary:
     """short_policy: how recordings shorter than a window are fitted to it, "loop" or "pad", for every model
-    (default: each model, or each member of an ensemble, as it saw them in training)."""
+    (default: each model, or each member of an ensemble, as it saw them in training).
+    window_s, hop_s: default the model's own (5 s / 2.5 s for the SED models, 3 s windows for BirdNET)."""
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ConfigError(f"unknown format(s) {sorted(unknown)}; valid: {list(FORMATS)}")
-    if window_s <= 0 or hop_s <= 0:
+    if (window_s is not None and window_s <= 0) or (hop_s is not None and hop_s <= 0):
         raise ConfigError("--window-s and --hop-s must be positive")
     model_dir, out = Path(model_dir), Path(out)
     model, thresholds, meta = load_model_dir(model_dir)
+    window_s = model.window_s if window_s is None else window_s
+    hop_s = model.hop_s if hop_s is None else hop_s
     if backend == "onnx":
         from birdsed.export import OnnxSED
 
-        if isinstance(model, Ensemble):
-            raise ConfigError(f"{model_dir} is an ensemble; the onnx backend runs single models (use --backend torch)")
-
+        if kind_of(meta) != "sed":
+            raise ConfigError(f"{model_dir} is a {kind_of(meta)} model; the onnx backend runs single SED models "
+                              "(use --backend torch)")
         model = OnnxSED(model_dir)
         device = "cpu"
     elif backend != "torch":

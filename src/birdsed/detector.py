@@ -1,0 +1,47 @@
+"""The Detector interface: what every kind of model gives `predict`, `tune`, `ensemble`, `report` and `export`.
+
+A kind of model (an SED network, an ensemble, an ONNX export, BirdNET, a head on BirdNET embeddings) is
+one class implementing this; nothing downstream asks which kind it holds. The model directory
+(modeldir.py) maps a `kind` in model.json to the class that loads it.
+
+A detector is handed the audio of an inference batch (one tensor at its own sample rate) and the pieces
+of recordings in it (windows.Piece), and returns per-window outputs in the SED head's shapes:
+
+  clipwise    (W, K)      one score per window and class
+  segmentwise (W, K, T')  scores along the window's time (T' = 1 for a model with one score a window)
+  norm_att    (W, K, T')  attention weights over T', summing to 1
+
+so that the three output kinds predict writes (clipwise, segmentwise, att) exist for every kind.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from birdsed.windows import Piece
+
+
+@runtime_checkable
+class Detector(Protocol):
+    classes: list[str]
+    sample_rate_hz: int  # the rate its windows are decoded at
+    window_s: float  # the audio one window holds (5 s for the SED models, 3 s for BirdNET)
+    hop_s: float  # the hop between windows predict uses unless told otherwise
+    short_policy: str  # "loop" | "pad": how it fits a recording shorter than a window
+
+    def for_inference(self, device: torch.device) -> Detector:
+        """A copy (or self) ready to score on `device`, in eval mode; the original is not changed."""
+        ...
+
+    def window_outputs(self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int,
+                       short_policy: str | None) -> dict[str, torch.Tensor]:
+        """Outputs for every window of `pieces` in order (shapes above); `audio` [shape=(n,)] holds the pieces'
+        samples; `short_policy` overrides the detector's own when given."""
+        ...
+
+    def onnx_module(self) -> nn.Module:
+        """A module (B, n_samples) -> output dict that torch.onnx can export; a ModelError for kinds that can't."""
+        ...
