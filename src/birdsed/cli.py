@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_all() -> None:
     """Import the modules that register further verbs (kept separate so this file stays short)."""
-    from birdsed import cli_model  # noqa: F401
+    from birdsed import cli_birdnet, cli_model  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:

