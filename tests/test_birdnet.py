@@ -212,6 +212,26 @@ def test_birdnet_init_predict_tune_ensemble(tmp_path):
 
 
 @needs_birdnet
+def test_a_birdnet_model_writes_a_kaggle_submission_and_a_report(synth_data, tmp_path):
+    from birdsed.report import build_report
+
+    species = tmp_path / "species.txt"
+    species.write_text("amerob\nnorcar\nbkcchi\n")
+    out = tmp_path / "pred"
+    from birdsed.cli import main
+
+    assert main(["birdnet", "init", "--out", str(tmp_path / "bn"), "--species", str(species)]) == 0
+    assert main(["predict", "--model", str(tmp_path / "bn"), "--test-csv", str(synth_data / "test.csv"),
+                 "--out", str(out), "--quiet"]) == 0
+    sub, test = pd.read_csv(out / "submission.csv"), pd.read_csv(synth_data / "test.csv")
+    assert list(sub["row_id"]) == list(test["row_id"]) and sub["birds"].notna().all()
+    words = set(" ".join(sub["birds"]).split())
+    assert words <= {"nocall", "amerob", "norcar", "bkcchi"}
+    page = build_report(out, page_s=20.0)
+    assert page.is_file() and "<img" in page.read_text()
+
+
+@needs_birdnet
 def test_train_a_birdnet_head_and_predict(synth_data, tmp_path):
     from birdsed.config import apply_overrides, load_config
     from birdsed.predict import run_predict

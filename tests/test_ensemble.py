@@ -53,8 +53,36 @@ def test_ensemble_forward_is_the_mean_of_its_members():
 def test_members_must_agree_on_classes_and_rate():
     with pytest.raises(ModelError, match="other classes"):
         Ensemble([_model(0), _model(1, classes=["x", "z", "y"])])
-    with pytest.raises(ModelError, match="sample_rate_hz 22050"):
-        Ensemble([_model(0), _model(1, sample_rate_hz=22050)])
+    assert Ensemble([_model(0), _model(1, sample_rate_hz=22050)]).sample_rate_hz == 32000  # the highest member rate
+
+
+def test_pieces_resampled_for_a_member_at_another_rate_keep_their_windows():
+    from birdsed.ensemble import at_rate
+    from birdsed.windows import Piece
+
+    t = np.arange(32000 * 7) / 32000
+    audio = torch.from_numpy(np.sin(2 * np.pi * 440 * t).astype(np.float32))
+    pieces = [Piece(0, 0, 2, 0, 32000 * 7), Piece(1, 0, 1, 0, 32000 * 3, short_len=32000 * 3)]
+    a, new, w, h = at_rate(audio, pieces, 32000 * 5, 32000 * 2, 32000, 16000)
+    assert (w, h) == (80000, 32000) and [q.n_samples for q in new] == [112000, 80000]
+    assert new[1].offset == 112000 and new[1].short_len == 48000 and len(a) == 192000
+    ref = np.sin(2 * np.pi * 440 * np.arange(16000 * 7) / 16000)
+    assert np.abs(a[1000:100000].numpy() - ref[1000:100000]).max() < 1e-2
+
+
+def test_an_ensemble_across_sample_rates_is_the_mean_of_its_members_own_predictions(tmp_path):
+    audio = tmp_path / "in" / "a.wav"
+    write_audio(audio, seconds=12.0, rate=44100)
+    dirs = _dirs(tmp_path, _model(0), _model(1, sample_rate_hz=22050))
+    ens = save_ensemble(dirs, tmp_path / "ens")
+
+    def scores(model_dir, name):
+        run_predict(model_dir, [str(audio)], tmp_path / name, quiet=True, workers=0)
+        return pd.read_parquet(tmp_path / name / "scores.parquet").sort_values(["output", "start_s"])[CLASSES].to_numpy()
+
+    a, b, both = scores(dirs[0], "a"), scores(dirs[1], "b"), scores(ens, "ens")
+    assert both.shape == a.shape
+    assert np.abs(both - (a + b) / 2).max() < 0.2 * np.abs(a - b).max()
 
 
 def test_each_member_fits_a_short_recording_as_it_trained(tmp_path):

@@ -11,14 +11,16 @@ as one piece:
                       front end, thresholds (the members' mean until `tune` sets its own)
   members/<i>/        weights.safetensors + model.json of member i
 
-Members may be of any kind (detector.py) and differ in backbone, mel count or image scale; they must share
-classes, sample rate and window length. Their time-resolved outputs (segmentwise, norm_att) are resampled to
+Members may be of any kind (detector.py) and differ in backbone, mel count, image scale or sample rate (a member
+at a lower rate than the highest gets each stretch of audio resampled to its own); they must share classes and
+window length, so that they score the same windows and their rows align on the 5 s grid. Their time-resolved outputs (segmentwise, norm_att) are resampled to
 the finest member's segment count. The directory is written and read by modeldir.py.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import soxr
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -67,14 +69,15 @@ class Ensemble:
             if m.classes != first.classes:
                 raise ModelError(f"ensemble member {i} has other classes than member 0 "
                                  f"({len(m.classes)} vs {len(first.classes)}, or another order)")
-            for what in ("sample_rate_hz", "window_s"):
-                if getattr(m, what) != getattr(first, what):
-                    raise ModelError(f"ensemble member {i} has {what} {getattr(m, what)}, member 0 {getattr(first, what)}: "
-                                     "members must score the same windows")
+            if m.window_s != first.window_s:
+                raise ModelError(f"ensemble member {i} scores {m.window_s:g} s windows, member 0 {first.window_s:g} s: "
+                                 "members must score the same windows")
         self.weights = check_weights(weights, len(members))
         self.members = list(members)
         self.classes = list(first.classes)
-        self.sample_rate_hz, self.window_s, self.hop_s = first.sample_rate_hz, first.window_s, first.hop_s
+        # the stream runs at the highest member rate; members at another rate get each piece resampled (at_rate)
+        self.sample_rate_hz = max(m.sample_rate_hz for m in members)
+        self.window_s, self.hop_s = first.window_s, first.hop_s
         self.short_policy = first.short_policy  # members fit short recordings each as they trained (window_outputs)
 
     def for_inference(self, device: torch.device) -> Ensemble:
@@ -82,8 +85,14 @@ class Ensemble:
 
     def window_outputs(self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int,
                        short_policy: str | None) -> dict[str, torch.Tensor]:
-        return average_outputs([m.window_outputs(audio, pieces, window, hop, short_policy) for m in self.members],
-                               self.weights)
+        outs = []
+        for m in self.members:
+            if m.sample_rate_hz == self.sample_rate_hz:
+                outs.append(m.window_outputs(audio, pieces, window, hop, short_policy))
+            else:
+                a, ps, w, h = at_rate(audio, pieces, window, hop, self.sample_rate_hz, m.sample_rate_hz)
+                outs.append(m.window_outputs(a, ps, w, h, short_policy))
+        return average_outputs(outs, self.weights)
 
     def onnx_module(self) -> nn.Module:
         raise ModelError("an ensemble has no single ONNX graph; export its members one by one (members/*)")
@@ -94,6 +103,23 @@ class Ensemble:
     def __call__(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, n_samples) waveforms at the members' rate -> averaged output dict."""
         return average_outputs([m(wave) for m in self.members], self.weights)
+
+
+def at_rate(audio: torch.Tensor, pieces: list[Piece], window: int, hop: int, rate_hz: int,
+            to_hz: int) -> tuple[torch.Tensor, list[Piece], int, int]:
+    """The pieces' audio resampled (soxr) from rate_hz to to_hz, with new pieces, window and hop in samples at to_hz;
+    every piece keeps its windows (trimmed or zero-padded to exactly their span), so rows align across rates."""
+    w, h = round(window * to_hz / rate_hz), round(hop * to_hz / rate_hz)
+    parts, new, at = [], [], 0
+    for q in pieces:
+        x = soxr.resample(q.audio_of(audio).float().cpu().numpy(), rate_hz, to_hz).astype(np.float32)
+        n = (q.n_windows - 1) * h + w
+        x = np.pad(x[:n], (0, max(0, n - len(x))))
+        short = min(n, round(q.short_len * to_hz / rate_hz)) if q.short_len else 0
+        new.append(Piece(q.file, q.first_window, q.n_windows, at, n, short))
+        parts.append(x)
+        at += n
+    return torch.from_numpy(np.concatenate(parts)).to(audio.device), new, w, h
 
 
 def check_weights(weights: list[float] | None, n: int) -> list[float]:

@@ -199,6 +199,18 @@ def lightning_precision(precision: str, accel: str) -> str:
     return "bf16-mixed" if accel == "gpu" else "32-true"
 
 
+def checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
+    """The state_dict of a Lightning checkpoint, unpickled with weights_only=True: a file planted in the run
+    folder can never run code; anything but tensors and plain data is refused with a ModelError."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises several types for bad or unsafe files
+        raise ModelError(f"{path}: not a readable checkpoint of tensors ({str(e)[:200]})") from e
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise ModelError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    return ckpt["state_dict"]
+
+
 def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, val_data: str | Path | None = None,
           quiet: bool = False, extra_callbacks: list | None = None) -> Path:
     """Train on `data` (a data-set folder or a prepared store) into the run folder `out`; returns out/model.
@@ -271,11 +283,7 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
         return run / "model"
     best = ckpt_dir / "best.ckpt"
     if monitor and best.is_file():
-        try:  # weights_only: a checkpoint planted in the run folder can never run code
-            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-        except Exception as e:  # noqa: BLE001 - torch raises several types for bad or unsafe files
-            raise ModelError(f"{best}: not a readable checkpoint of tensors ({str(e)[:200]})") from e
-        task.load_state_dict(state)
+        task.load_state_dict(checkpoint_state(best))
     extra = {"short_policy": cfg.data.short_policy, "train": {"data": str(data), "best_metric": t.select_metric,
                        "best_score": float(callbacks[0].best_model_score) if callbacks[0].best_model_score is not None else None,
                        "epochs": trainer.current_epoch, "steps": trainer.global_step}}
