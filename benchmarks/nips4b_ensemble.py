@@ -1,9 +1,9 @@
 """Pooled out-of-fold AP of finished NIPS4B runs, alone and averaged (an ensemble of the runs' models).
 
-    python benchmarks/nips4b_ensemble.py bench-out/nips4b-gpu/preset bench-out/nips4b-gpu/seed1 [...] [--folds 0 1 2]
+    python benchmarks/nips4b_ensemble.py bench-out/nips4b-gpu/preset bench-out/nips4b-gpu/seed1 [...] [--folds 0 1 2] [--weights 2 1 ...]
 
 Each run is the --out folder of a 5-fold `nips4b.py` run (its fold*/pred_test/scores.parquet). A clip's score
-per class is the max over its rows of the clipwise output; the ensemble's is the mean of the runs' scores.
+per class is the max over its rows of the clipwise output; the ensemble's is the (weighted) mean of the runs' scores.
 Macro AP (over classes with a positive) and micro AP are computed over all 550 held-out clips at once
 ("pooled"), and both also per fold and averaged (as nips4b.py's fold table; higher, since a fold's
 few positives per class rank more easily among 110 clips than among 550).
@@ -25,11 +25,12 @@ import pandas as pd  # noqa: E402
 from birdsed.manifest import read_dataset  # noqa: E402
 
 
-def mean_scores(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """The mean of several runs' (clips, classes) scores over the clips and classes they share."""
+def mean_scores(frames: list[pd.DataFrame], weights: list[float] | None = None) -> pd.DataFrame:
+    """The (weighted) mean of several runs' (clips, classes) scores over the clips and classes they share."""
     clips = sorted(set.intersection(*(set(f.index) for f in frames)))
     classes = sorted(set.union(*(set(f.columns) for f in frames)))
-    return sum(f.reindex(index=clips, columns=classes, fill_value=0.0) for f in frames) / len(frames)
+    w = np.ones(len(frames)) if weights is None else np.asarray(weights, float)
+    return sum(wi * f.reindex(index=clips, columns=classes, fill_value=0.0) for wi, f in zip(w, frames)) / w.sum()
 
 
 def scores_row(name: str, scores: pd.DataFrame, table: pd.DataFrame, fold_of: dict[str, int]) -> dict:
@@ -48,14 +49,18 @@ def main() -> None:
     ap.add_argument("--folds", type=int, nargs="*", help="only these folds' clips (runs stopped early)")
     ap.add_argument("--seed", type=int, default=0, help="the fold split's seed (as given to nips4b.py)")
     ap.add_argument("--out", type=Path, help="write the table as JSON here")
+    ap.add_argument("--weights", type=float, nargs="+", help="one weight per run for the mean (default equal)")
     a = ap.parse_args()
+    if a.weights and len(a.weights) != len(a.runs):
+        sys.exit(f"{len(a.weights)} weights for {len(a.runs)} runs")
     table = read_dataset(a.data).table
     frames = {str(r): read_oof(r, a.folds, a.output) for r in a.runs}
     folds = nips4b_folds(table, 5, a.seed)
     fold_of = {Path(p).name: int(k) for p, k in zip(table["path"], folds)}
     rows = [scores_row(name, f, table, fold_of) for name, f in frames.items()]
     if len(frames) > 1:
-        rows.append(scores_row("mean of the runs above", mean_scores(list(frames.values())), table, fold_of))
+        name = "mean of the runs above" + (f" (weights {a.weights})" if a.weights else "")
+        rows.append(scores_row(name, mean_scores(list(frames.values()), a.weights), table, fold_of))
     print(pd.DataFrame(rows).round(4).to_string(index=False))
     if a.out:
         save_json(a.out, {"output": a.output, "rows": rows})

@@ -251,3 +251,17 @@ def test_train_a_birdnet_head_and_predict(synth_data, tmp_path):
     assert set(s["output"]) == {"clipwise", "segmentwise", "att"} and np.isfinite(s[meta["classes"]].to_numpy()).all()
     with pytest.raises(ModelError, match="no ONNX"):
         model.onnx_module()
+
+
+def test_augmented_views_are_seeded_and_keyed_apart(tmp_path):
+    from birdsed.embedtrain import augmented_view
+
+    x = np.sin(np.arange(48000, dtype=np.float32) / 10)
+    assert augmented_view(x, "r1", 0) is x
+    a, b = augmented_view(x, "r1", 1), augmented_view(x, "r1", 1)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a[:40000], augmented_view(x, "r1", 2)[:40000])
+    assert 0.9 * 48000 < len(a) < 1.1 * 48000
+    cache = EmbeddingCache(tmp_path, 5.0, 1.0, "loop")
+    keys = {cache.key(_Store(), "r1", v) for v in range(3)}
+    assert len(keys) == 3 and cache.key(_Store(), "r1") == cache.key(_Store(), "r1", 0)

@@ -75,6 +75,7 @@ class DataConfig:
     subsample: float = 1.0  # below 1: train on this fraction of the training recordings, drawn per train.seed
     # (stratified by first label, every label kept): bagging, so that ensemble members see different clips
     embedding_cache: str | None = None  # backbone birdnet: folder of cached embeddings (default RUN/embeddings)
+    embedding_views: int = 1  # backbone birdnet: >1 adds views - 1 augmented copies of each recording (embedtrain.py)
 
     def val_split_seed(self, train_seed: int) -> int:
         return train_seed if self.split_seed is None else self.split_seed
@@ -149,6 +150,7 @@ class Config:
             (0.0 < self.data.subsample <= 1.0, f"data.subsample must be above 0 and at most 1, got {self.data.subsample}"),
             (self.model.freq_pool in FREQ_POOLS, f"model.freq_pool {self.model.freq_pool!r}: valid: {list(FREQ_POOLS)}"),
             (self.data.short_policy in SHORT_POLICIES, f"data.short_policy {self.data.short_policy!r}: valid: {list(SHORT_POLICIES)}"),
+            (self.data.embedding_views >= 1, f"data.embedding_views must be at least 1, got {self.data.embedding_views}"),
             (self.model.backbone != "birdnet" or (0 < self.model.embed_hop_s <= 3.0 and self.data.crop_s >= 3.0),
              f"backbone birdnet needs 0 < model.embed_hop_s <= 3 and data.crop_s >= 3, got {self.model.embed_hop_s}, "
              f"{self.data.crop_s}"),

@@ -7,6 +7,8 @@ the store's Nyquist, so nothing BirdNET uses is lost), resampled to 48 kHz, fitt
 BirdNET file's sha256, the hop, the window, the policy and the store entry's source stamp, so a change of any of
 them computes afresh, and re-runs (other folds, seeds, head settings) reuse the rest.
 
+With data.embedding_views = V > 1, V - 1 augmented copies of every recording (augmented_view: speed and pitch,
+gain, noise; seeded, so cached like the plain one) are embedded too, and each batch draws its crops from one view.
 An epoch draws one crop of T' consecutive embeddings (a window_s crop) from each balanced item (sampling.build_items:
 class balancing as for the CNNs), with secondary labels as targets, mixup on the embedding sequences
 (augment.mixup_p / mixup_alpha / mixup_union), AdamW with warm-up and cosine decay, BCE on the clipwise output.
@@ -35,6 +37,7 @@ from birdsed.sampling import Item, build_items, targets
 from birdsed.store import AudioStore, recording_key
 
 log = logging.getLogger(__name__)
+AUGMENT_VERSION = 1  # part of an augmented view's cache key: bump when augmented_view changes
 
 
 def fit_to_window(x: np.ndarray, n: int, policy: str) -> np.ndarray:
@@ -44,6 +47,22 @@ def fit_to_window(x: np.ndarray, n: int, policy: str) -> np.ndarray:
     if policy == "loop" and len(x):
         return np.tile(x, -(-n // len(x)))[:n]
     return np.pad(x, (0, n - len(x)))
+
+
+def augmented_view(x: np.ndarray, rid: str, view: int, sample_rate_hz: int = SAMPLE_RATE_HZ) -> np.ndarray:
+    """View 0: x itself; view v > 0: x played 8 % faster or slower at most (pitch and tempo together, by resampling),
+    its gain changed by up to 6 dB and, half the time, white noise added at 10-30 dB SNR; seeded by (rid, v), so a
+    view is the same every time it is computed."""
+    if view == 0:
+        return x
+    rng = np.random.default_rng([view, int(hashlib.sha1(rid.encode()).hexdigest()[:8], 16)])
+    speed = rng.uniform(0.92, 1.08)
+    y = soxr.resample(x, sample_rate_hz, int(round(sample_rate_hz / speed))).astype(np.float32)
+    y *= np.float32(10 ** (rng.uniform(-6, 6) / 20))
+    if rng.random() < 0.5:
+        rms = float(np.sqrt(np.mean(y ** 2))) + 1e-8
+        y += (rng.standard_normal(len(y)) * rms * 10 ** (-rng.uniform(10, 30) / 20)).astype(np.float32)
+    return y
 
 
 def subwindow_starts(n_samples: int, hop: int) -> np.ndarray:
@@ -57,33 +76,36 @@ class EmbeddingCache:
     def __init__(self, folder: Path, window_s: float, embed_hop_s: float, short_policy: str):
         self.folder, self.window_s, self.embed_hop_s, self.short_policy = Path(folder), window_s, embed_hop_s, short_policy
 
-    def key(self, store: AudioStore, rid: str) -> str:
+    def key(self, store: AudioStore, rid: str, view: int = 0) -> str:
         row = store.index.loc[rid]
         stamp = {"birdnet": SHA256[MODEL_FILE], "window_s": self.window_s, "hop_s": self.embed_hop_s,
                  "policy": self.short_policy, "rid": rid, "n_samples": int(row["n_samples"]),
                  "size": int(row.get("source_size", 0)), "mtime": int(row.get("source_mtime_ns", 0))}
+        if view:
+            stamp["view"] = [view, AUGMENT_VERSION]
         return hashlib.sha1(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:20]
 
-    def path(self, store: AudioStore, rid: str) -> Path:
-        return self.folder / f"{recording_key(rid)}-{self.key(store, rid)}.npy"
+    def path(self, store: AudioStore, rid: str, view: int = 0) -> Path:
+        return self.folder / f"{recording_key(rid)}-{self.key(store, rid, view)}.npy"
 
-    def compute(self, store: AudioStore, rid: str) -> np.ndarray:
+    def compute(self, store: AudioStore, rid: str, view: int = 0) -> np.ndarray:
         x = soxr.resample(store.read(rid), store.sample_rate_hz, SAMPLE_RATE_HZ).astype(np.float32)
+        x = augmented_view(x, rid, view)
         x = fit_to_window(x, int(round(self.window_s * SAMPLE_RATE_HZ)), self.short_policy)
         starts = subwindow_starts(len(x), int(round(self.embed_hop_s * SAMPLE_RATE_HZ)))
         subs = np.stack([x[s: s + N_SAMPLES] for s in starts])
         return shared_runtime(True).embed(subs).astype(np.float16)
 
-    def get_all(self, store: AudioStore, rids: list[str], quiet: bool = False) -> dict[str, np.ndarray]:
+    def get_all(self, store: AudioStore, rids: list[str], view: int = 0, quiet: bool = False) -> dict[str, np.ndarray]:
         self.folder.mkdir(parents=True, exist_ok=True)
         out = {}
-        with progress_bar(len(rids), "embed", disable=quiet) as advance:
+        with progress_bar(len(rids), f"embed (view {view})" if view else "embed", disable=quiet) as advance:
             for rid in rids:
-                p = self.path(store, rid)
+                p = self.path(store, rid, view)
                 if p.is_file():
                     out[rid] = np.load(p, allow_pickle=False)
                 else:
-                    out[rid] = self.compute(store, rid)
+                    out[rid] = self.compute(store, rid, view)
                     with atomic_path(p) as tmp, open(tmp, "wb") as f:
                         np.save(f, out[rid], allow_pickle=False)
                 advance(1)
@@ -125,8 +147,9 @@ def train_embedding_head(td, cfg: Config, run: Path, quiet: bool = False) -> Emb
     n_sub = n_subwindows(window_s, hop)
     cache = EmbeddingCache(Path(d.embedding_cache) if d.embedding_cache else run / "embeddings", window_s, hop, d.short_policy)
     train_ids, val_ids = list(td.train.table["recording_id"]), list(td.val.table["recording_id"])
-    emb = cache.get_all(td.store, train_ids, quiet)
-    val_emb = cache.get_all(td.val_store, val_ids, quiet) if val_ids else {}
+    views = [cache.get_all(td.store, train_ids, v, quiet) for v in range(d.embedding_views)]
+    emb = views[0]
+    val_emb = cache.get_all(td.val_store, val_ids, quiet=quiet) if val_ids else {}
     tgt = targets(td.train, td.classes, d)
     tgt.update(targets(td.val, td.classes, d))
     items = build_items(td.train, d, t.seed)
@@ -151,7 +174,7 @@ def train_embedding_head(td, cfg: Config, run: Path, quiet: bool = False) -> Emb
         losses = []
         for i in range(0, len(order), t.batch_size):
             batch = [items[j] for j in order[i: i + t.batch_size]]
-            x = crop_batch(batch, emb, n_sub, hop, rng)
+            x = crop_batch(batch, views[int(rng.integers(len(views)))], n_sub, hop, rng)
             y = torch.from_numpy(np.stack([tgt[it.recording_id] for it in batch]))
             x, y = mixup(x, y, cfg.augment.mixup_p, cfg.augment.mixup_alpha, cfg.augment.mixup_union, gen)
             loss = bce(head(x)["clipwise"], y)
