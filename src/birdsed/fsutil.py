@@ -49,3 +49,43 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | os.PathLike, name: str = ".lock") -> Iterator[Path]:
+    """Hold `folder`/.lock (holding this process's pid) while writing into `folder`; a second run into the same
+    folder is refused with the holder's pid. A lock whose process is gone (killed) is broken and taken."""
+    from birdsed.errors import BirdsedError
+
+    path = Path(folder) / name
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                raise BirdsedError(f"{folder} is in use by another birdsed run (pid {pid}, {path}); "
+                                   "wait for it, or give another --out") from None
+            path.unlink(missing_ok=True)  # its process is gone: a killed run
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+        return
+    raise BirdsedError(f"{path}: could not take the lock")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -14,6 +14,7 @@ one loader here and one Detector class (detector.py):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -203,14 +204,23 @@ def member_dirs(model_dir: Path, meta: dict) -> list[Path]:
     return dirs
 
 
-def weights_bytes(model_dir: str | Path) -> int:
-    """The size of the model's files (an ensemble's: all its members'), a cheap stamp of which model ran."""
+def model_digest(model_dir: str | Path) -> str:
+    """sha256 of what makes the model's scores: every file of the directory (an ensemble's members too) but
+    model.json's thresholds and default output, which only decide. predict stamps its --out with it."""
     model_dir = Path(model_dir)
+    h = hashlib.sha256()
     meta = read_meta(model_dir)
+    scoring = {k: v for k, v in meta.items() if k not in ("thresholds", "default_output", "birdsed_version")}
+    h.update(json.dumps(scoring, sort_keys=True).encode())
+    for f in sorted(p for p in model_dir.iterdir() if p.is_file() and p.name != META):
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
     if kind_of(meta) == "ensemble":
-        return sum(weights_bytes(d) for d in member_dirs(model_dir, meta))
-    weights = model_dir / WEIGHTS
-    return weights.stat().st_size if weights.is_file() else len(json.dumps(meta.get("birdnet", {})))
+        for d in member_dirs(model_dir, meta):
+            h.update(model_digest(d).encode())
+    return h.hexdigest()
 
 
 def update_thresholds(model_dir: str | Path, thresholds: Thresholds, default_output: str | None = None) -> None:

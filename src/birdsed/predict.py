@@ -26,10 +26,10 @@ from birdsed.audio import find_audio_files
 from birdsed.config import OUTPUT_KINDS
 from birdsed.decide import Thresholds, decide, labels_of, smooth_rows
 from birdsed.errors import BirdsedError, ConfigError
-from birdsed.fsutil import write_text_atomic
+from birdsed.fsutil import run_lock, write_text_atomic
 from birdsed.infer import FileResult, predict_files, rows_table
 from birdsed.manifest import read_kaggle_test
-from birdsed.modeldir import kind_of, load_model_dir, weights_bytes
+from birdsed.modeldir import kind_of, load_model_dir, model_digest
 from birdsed.store import recording_key
 from birdsed.writers import detections, merge_runs, raven_table, submission, write_audacity, write_table
 
@@ -95,7 +95,7 @@ def decide_scores(scores: pd.DataFrame, classes: list[str], thresholds: Threshol
 
 def _check_run(out: Path, model_dir: Path, window_s: float, hop_s: float, classes: list[str], pooling: str,
                short_policy: str | None) -> None:
-    stamp = {"model": str(model_dir.resolve()), "weights_bytes": weights_bytes(model_dir),
+    stamp = {"model": str(model_dir.resolve()), "model_sha256": model_digest(model_dir),
              "window_s": window_s, "hop_s": hop_s, "pooling": pooling, "classes": classes}
     if short_policy:  # only when overridden, so that the stamps of earlier runs still match
         stamp["short_policy"] = short_policy
@@ -103,7 +103,9 @@ def _check_run(out: Path, model_dir: Path, window_s: float, hop_s: float, classe
     if path.is_file():
         old = json.loads(path.read_text())
         if old != stamp:
-            raise ConfigError(f"{out} holds results of another model or window setting ({path}); use a new --out")
+            changed = sorted(k for k in set(old) | set(stamp) if old.get(k) != stamp.get(k))
+            raise ConfigError(f"{out} holds results of another model or window setting ({path}: {', '.join(changed)} "
+                              "differ; the model's files changed, or another model or setting was given); use a new --out")
     else:
         write_text_atomic(path, json.dumps(stamp, indent=2))
 
@@ -141,27 +143,28 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
     if not files and not errors:
         raise BirdsedError("no audio files to predict (give files, folders or --test-csv)")
     out.mkdir(parents=True, exist_ok=True)
-    _check_run(out, model_dir, window_s, hop_s, classes, pooling, short_policy)
-    parts = out / "parts"
-    part_of = {f: parts / f"{recording_key(f)}.parquet" for f in files}
-    todo = [f for f in files if not part_of[f].is_file()]
-    t0 = time.perf_counter()
-    audio_s = 0.0
-    for res in predict_files(model, todo, window_s, hop_s, batch_size, workers, device, quiet, pooling, precision,
-                             short_policy) if todo else []:
-        if isinstance(res, FileResult):
-            write_table(rows_table(res, classes), part_of[res.path])
-            audio_s += res.duration_s
-        else:
-            errors.append(res)
-    wall_s = time.perf_counter() - t0
-    write_table(pd.DataFrame(errors, columns=["file", "reason"]), out / "errors.csv")
-    done = [f for f in files if part_of[f].is_file()]
-    scores = pd.concat([pd.read_parquet(part_of[f]) for f in done], ignore_index=True) if done else \
-        pd.DataFrame(columns=["file", "start_s", "end_s", "output", *classes])
-    write_table(scores, out / "scores.parquet")
-    write_outputs(scores, classes, thresholds, decision, meta.get("default_output", "segmentwise"), out, formats, test)
-    return PredictSummary(len(files), len(files) - len(todo), audio_s, wall_s, errors, out)
+    with run_lock(out):  # a second run into the same --out is refused while this one holds it
+        _check_run(out, model_dir, window_s, hop_s, classes, pooling, short_policy)
+        parts = out / "parts"
+        part_of = {f: parts / f"{recording_key(f)}.parquet" for f in files}
+        todo = [f for f in files if not part_of[f].is_file()]
+        t0 = time.perf_counter()
+        audio_s = 0.0
+        for res in predict_files(model, todo, window_s, hop_s, batch_size, workers, device, quiet, pooling, precision,
+                                 short_policy) if todo else []:
+            if isinstance(res, FileResult):
+                write_table(rows_table(res, classes), part_of[res.path])
+                audio_s += res.duration_s
+            else:
+                errors.append(res)
+        wall_s = time.perf_counter() - t0
+        write_table(pd.DataFrame(errors, columns=["file", "reason"]), out / "errors.csv")
+        done = [f for f in files if part_of[f].is_file()]
+        scores = pd.concat([pd.read_parquet(part_of[f]) for f in done], ignore_index=True) if done else \
+            pd.DataFrame(columns=["file", "start_s", "end_s", "output", *classes])
+        write_table(scores, out / "scores.parquet")
+        write_outputs(scores, classes, thresholds, decision, meta.get("default_output", "segmentwise"), out, formats, test)
+        return PredictSummary(len(files), len(files) - len(todo), audio_s, wall_s, errors, out)
 
 
 def write_outputs(scores: pd.DataFrame, classes: list[str], thresholds: Thresholds, decision: DecisionOptions,

@@ -1,0 +1,67 @@
+"""predict's --out knows what made it: a changed model is refused, a second run into it waits for none (refused)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import write_audio
+
+from birdsed.config import FrontendConfig, ModelConfig
+from birdsed.decide import Thresholds
+from birdsed.errors import BirdsedError, ConfigError
+from birdsed.fsutil import run_lock
+from birdsed.model import SEDModel
+from birdsed.modeldir import model_digest, save_model_dir, update_thresholds
+from birdsed.predict import run_predict
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    torch.manual_seed(0)
+    m = SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), ["x", "y"]).eval()
+    return save_model_dir(m, tmp_path / "m")
+
+
+def test_weights_changed_in_place_at_equal_size_are_refused(model_dir, tmp_path):
+    audio = write_audio(tmp_path / "in" / "a.wav", seconds=6.0)
+    run_predict(model_dir, [str(audio)], tmp_path / "out", quiet=True, workers=0)
+    before = model_digest(model_dir)
+    update_thresholds(model_dir, Thresholds({"segmentwise": 0.3}))  # deciding differently: the scores still hold
+    assert model_digest(model_dir) == before
+    run_predict(model_dir, [str(audio)], tmp_path / "out", quiet=True, workers=0)
+    w = model_dir / "weights.safetensors"
+    size = w.stat().st_size
+    with open(w, "r+b") as f:  # some weights' bytes changed in place
+        f.seek(-64, os.SEEK_END)
+        f.write(bytes(64))
+    assert w.stat().st_size == size and model_digest(model_dir) != before
+    with pytest.raises(ConfigError, match="model_sha256"):
+        run_predict(model_dir, [str(audio)], tmp_path / "out", quiet=True, workers=0)
+    assert not (tmp_path / "out" / ".lock").exists()
+
+
+def test_a_second_run_into_one_folder_is_refused_while_the_first_holds_it(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / ".lock").write_text(str(holder.pid))
+        with pytest.raises(BirdsedError, match=f"in use by another birdsed run \\(pid {holder.pid}"):
+            with run_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_lock(tmp_path) as lock:  # the holder is gone (killed): its lock is broken and taken
+        assert lock.read_text() == str(os.getpid())
+    assert not lock.exists()
+
+
+def test_the_stamp_names_what_changed(model_dir, tmp_path):
+    audio = write_audio(tmp_path / "in" / "a.wav", seconds=6.0)
+    run_predict(model_dir, [str(audio)], tmp_path / "out", quiet=True, workers=0)
+    stamp = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert len(stamp["model_sha256"]) == 64
+    with pytest.raises(ConfigError, match="hop_s"):
+        run_predict(model_dir, [str(audio)], tmp_path / "out", quiet=True, workers=0, hop_s=1.0)
