@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import warnings
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from torch import nn
 from birdsed.errors import BirdsedError, ModelError
 from birdsed.fsutil import atomic_path, write_text_atomic
 from birdsed.model import SEDModel
-from birdsed.modeldir import MEMBERS, META, WEIGHTS, load_model_dir, read_meta, short_policy_of
+from birdsed.modeldir import copy_model_dir, load_model_dir, read_meta, short_policy_of
 from birdsed.windows import Piece, piece_windows
 
 log = logging.getLogger(__name__)
@@ -129,12 +128,7 @@ def kaggle_dataset_folder(model_dir: str | Path, out: str | Path, dataset_id: st
     read_meta(model_dir)
     if "/" not in dataset_id or len(dataset_id.split("/")) != 2 or not all(dataset_id.split("/")):
         raise BirdsedError(f"Kaggle data set id must be owner/slug, got {dataset_id!r}")
-    out.mkdir(parents=True, exist_ok=True)
-    for name in (WEIGHTS, META, ONNX_NAME):
-        if (model_dir / name).is_file():
-            shutil.copy2(model_dir / name, out / name)
-    if (model_dir / MEMBERS).is_dir():  # an ensemble: its members travel inside it
-        shutil.copytree(model_dir / MEMBERS, out / MEMBERS, dirs_exist_ok=True)
+    copy_model_dir(model_dir, out)  # an ensemble's members travel inside it
     meta = {"title": title or f"birdsed model {dataset_id.split('/')[1]}", "id": dataset_id,
             "licenses": [{"name": license_name}]}
     write_text_atomic(out / "dataset-metadata.json", json.dumps(meta, indent=2))

@@ -223,6 +223,20 @@ def model_digest(model_dir: str | Path) -> str:
     return h.hexdigest()
 
 
+def copy_model_dir(model_dir: str | Path, out: str | Path) -> None:
+    """Copy a model directory's files (an ensemble's members inside it) into `out`; links and stray folders are not
+    followed."""
+    model_dir, out = Path(model_dir), Path(out)
+    meta = read_meta(model_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in sorted(model_dir.iterdir()):
+        if f.is_file() and not f.is_symlink():
+            shutil.copy2(f, out / f.name)
+    if kind_of(meta) == "ensemble":
+        for d in member_dirs(model_dir, meta):
+            copy_model_dir(d, out / d.relative_to(model_dir))
+
+
 def update_thresholds(model_dir: str | Path, thresholds: Thresholds, default_output: str | None = None) -> None:
     """Store tuned thresholds (and the output kind predict should decide on) in model.json."""
     meta = read_meta(model_dir)
@@ -280,9 +294,6 @@ def save_ensemble(model_dirs: list[str | Path], out: str | Path, weights: list[f
         meta["frontend"] = metas[0]["frontend"]
     with atomic_dir(out) as tmp:
         for d, name in zip(map(Path, model_dirs), names):
-            (tmp / name).mkdir(parents=True)
-            for f in sorted(d.iterdir()):  # the member's own files; never a folder or link inside it
-                if f.is_file() and not f.is_symlink():
-                    shutil.copy2(f, tmp / name / f.name)
+            copy_model_dir(d, tmp / name)
         write_meta(tmp, meta)
     return out
