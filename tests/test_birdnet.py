@@ -94,17 +94,6 @@ def test_a_birdnet_model_directory_loads_without_running_birdnet(tmp_path):
     assert model.window_s == 3.0 and model.sample_rate_hz == 48000
     with pytest.raises(ModelError, match="no ONNX"):
         model.onnx_module()
-    # a BirdNET-head member (48 kHz) and a CNN member (32 kHz) in one ensemble, rows on the same 5 s grid
-    from birdsed.config import FrontendConfig, ModelConfig
-    from birdsed.model import SEDModel
-    from birdsed.modeldir import save_ensemble, save_model_dir
-
-    cnn = SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), meta["classes"]).eval()
-    save_model_dir(cnn, tmp_path / "cnn")
-    ens = save_ensemble([model_dir, tmp_path / "cnn"], tmp_path / "mixed", weights=[2, 1])
-    run_predict(ens, [str(test[0])], tmp_path / "pred_mixed", quiet=True, workers=0)
-    m = pd.read_parquet(tmp_path / "pred_mixed" / "scores.parquet")
-    assert list(m["start_s"]) == list(s["start_s"]) and np.isfinite(m[meta["classes"]].to_numpy()).all()
 
 
 def test_one_score_a_window_fills_the_three_outputs():
