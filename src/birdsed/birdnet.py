@@ -150,6 +150,7 @@ class BirdNETRuntime:
         self.interp = tfl.Interpreter(model_path=str(checked_file(MODEL_FILE)), num_threads=threads or os.cpu_count() or 1, **kw)
         self.input = self.interp.get_input_details()[0]["index"]
         self.output = self.interp.get_output_details()[0]["index"]
+        self.n_labels = int(self.interp.get_output_details()[0]["shape"][-1])
         self.embedding = next(d["index"] for d in self.interp.get_tensor_details() if d["name"] == EMBEDDING_TENSOR)
         self.embeddings = embeddings
         self._batch = 0
@@ -169,7 +170,7 @@ class BirdNETRuntime:
         for i in range(0, len(x), batch):
             self._run(x[i: i + batch])
             out.append(self.interp.get_tensor(self.output).copy())
-        return np.concatenate(out) if out else np.zeros((0, len(read_labels())), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, self.n_labels), np.float32)
 
     def embed(self, x: np.ndarray, batch: int = 32) -> np.ndarray:
         """(B, 144000) -> (B, 1024) embeddings."""

@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import soxr
 import torch
 
@@ -197,8 +198,6 @@ def train_embedding_head(td, cfg: Config, run: Path, quiet: bool = False) -> Emb
         log.debug("epoch %d: %s", epoch, row)
     if best_state is not None:
         head.load_state_dict(best_state)
-    import pandas as pd
-
     with atomic_path(run / "metrics.csv") as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
     log.info("BirdNET-embedding head: %d items, %d epochs, last loss %.4f%s", len(items), t.epochs, rows[-1]["train_loss"],
