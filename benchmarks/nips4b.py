@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -40,11 +41,14 @@ from birdsed.train import train  # noqa: E402
 from birdsed.tune import tune  # noqa: E402
 
 
-def write_subset(table: pd.DataFrame, folder: Path) -> Path:
-    """A labels.csv data set naming the clips by absolute path (no audio is copied)."""
+def write_subset(table: pd.DataFrame, folder: Path, source: Path | None = None) -> Path:
+    """A labels.csv data set naming the clips by absolute path (no audio is copied), with the source's species.csv
+    (the classes' scientific names) beside it."""
     folder.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"filename": table["path"], "labels": [" ".join(x) for x in table["primary_labels"]]}).to_csv(
         folder / "labels.csv", index=False)
+    if source is not None and (source / "species.csv").is_file():
+        shutil.copyfile(source / "species.csv", folder / "species.csv")
     return folder
 
 
@@ -101,13 +105,13 @@ def train_fold(data: Path, cfg, fold_dir: Path, seeds: list[int] | None) -> tupl
 def run_fold(k: int, manifest, folds: np.ndarray, cfg, out: Path, seeds: list[int] | None = None) -> dict:
     t = manifest.table
     train_t, test_t = t[folds != k].reset_index(drop=True), t[folds == k].reset_index(drop=True)
-    data = write_subset(train_t, out / f"fold{k}" / "data")
+    data = write_subset(train_t, out / f"fold{k}" / "data", manifest.root)
     t0 = time.perf_counter()
     model_dir, members = train_fold(data, cfg, out / f"fold{k}", seeds)
     train_s = time.perf_counter() - t0
     classes = json.loads((model_dir / "model.json").read_text())["classes"]
     # thresholds: tuned on birdsed's validation split inside the training folds (the same split train() used), if any
-    sub = read_dataset(data)
+    sub = read_dataset(data, allow_outside=True)
     sub.table["duration_s"] = 1.0
     _, va = stratified_split(sub, cfg.data.val_fraction, cfg.data.val_split_seed(cfg.train.seed))
     if va.any():
@@ -158,7 +162,8 @@ def main() -> None:
     a = ap.parse_args()
     if not (a.data / "labels.csv").is_file():
         sys.exit(f"NIPS4B not found at {a.data}")
-    cfg = apply_overrides(load_config(a.config), a.set)
+    # the fold subsets name NIPS4B's clips by absolute path (nothing is copied), outside their own folder
+    cfg = apply_overrides(load_config(a.config), [*a.set, "data.allow_outside_paths=true"])
     manifest = read_dataset(a.data)
     folds = nips4b_folds(manifest.table, a.folds, a.seed)
     fold_ids = a.only_folds if a.only_folds is not None else list(range(a.folds))

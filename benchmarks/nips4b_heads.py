@@ -51,7 +51,7 @@ def main() -> None:
     if not (a.data / "labels.csv").is_file():
         sys.exit(f"NIPS4B not found at {a.data}")
     torch.set_num_threads(2)
-    cfg = apply_overrides(load_config("nips4b"), ["data.val_fraction=0", *a.set])
+    cfg = apply_overrides(load_config("nips4b"), ["data.val_fraction=0", "data.allow_outside_paths=true", *a.set])
     table = read_dataset(a.data).table
     td = load_train_data(write_subset(table, a.out / "data"), a.out, cfg)
     rec = td.train.table

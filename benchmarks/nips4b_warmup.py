@@ -73,7 +73,7 @@ def main() -> None:
     manifest = read_dataset(a.data)
     folds = iterative_stratified_folds(list(manifest.table["primary_labels"]), 5, 0)
     data = write_subset(manifest.table[folds != 0].reset_index(drop=True), a.out / "data")
-    base = apply_overrides(load_config("nips4b"), ["data.val_fraction=0.1"])  # it scores on birdsed's validation split
+    base = apply_overrides(load_config("nips4b"), ["data.val_fraction=0.1", "data.allow_outside_paths=true"])  # it scores on birdsed's validation split
     td = load_train_data(data, a.out, base)
     tgt = targets(td.train, td.classes, base.data)
     tgt.update(targets(td.val, td.classes, base.data))

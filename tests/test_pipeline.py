@@ -364,9 +364,8 @@ def test_training_without_a_validation_split_keeps_the_last_epoch(synth_data, tm
     ("data.short_policy=wrap", "data.short_policy"), ("frontend.compression=log", "frontend.compression"),
     ("augment.lowpass_p=0.5 frontend.compression=pcen", "augment.lowpass_p")])
 def test_a_value_out_of_range_is_a_clear_error_before_anything_is_written(synth_data, tmp_path, override, key):
-    cfg = apply_overrides(load_config("small"), [*FAST, *override.split()])
     with pytest.raises(ConfigError, match=key):
-        train(synth_data, cfg, tmp_path / "run", quiet=True)
+        train(synth_data, apply_overrides(load_config("small"), [*FAST, *override.split()]), tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()
 
 

@@ -155,6 +155,20 @@ class BirdNETRuntime:
         self.embeddings = embeddings
         self._batch = 0
 
+    def classifier(self) -> tuple[np.ndarray, np.ndarray]:
+        """BirdNET's own classifier, the dense layer from the embedding to the logits: (W (6522, 1024), b (6522,)),
+        logits = embedding @ W.T + b. Read from the graph (needs a runtime made with embeddings=True)."""
+        if not self.embeddings:
+            raise ModelError("BirdNET's classifier is read from a runtime made with embeddings")
+        ops = self.interp._get_ops_details()  # LiteRT's only listing of the graph's operators
+        fc = next((o for o in ops if o["op_name"] == "FULLY_CONNECTED" and int(o["inputs"][0]) == self.embedding), None)
+        if fc is None or len(fc["inputs"]) < 3:
+            raise ModelError(f"{MODEL_FILE}: no dense layer after {EMBEDDING_TENSOR}")
+        w, b = (self.interp.get_tensor(int(i)).copy() for i in fc["inputs"][1:3])
+        if w.shape != (self.n_labels, EMBED_DIM) or b.shape != (self.n_labels,):
+            raise ModelError(f"{MODEL_FILE}: classifier of shape {w.shape}, {b.shape}; expected ({self.n_labels}, {EMBED_DIM})")
+        return w, b
+
     def _run(self, x: np.ndarray) -> None:
         assert x.ndim == 2 and x.shape[1] == N_SAMPLES, x.shape  # (B, 144000) at 48 kHz
         if len(x) != self._batch:
@@ -281,21 +295,39 @@ def classes_to_map(classes_from: str | Path | None = None, species_file: str | P
             raise ConfigError(f"{path}: names listed twice: {dup[:10]}")
         return names, {}
     if classes_from:
-        import pandas as pd
-
         from birdsed.manifest import read_dataset
 
         root = Path(classes_from)
-        classes = read_dataset(root).classes
-        aliases: dict[str, list[str]] = {}
-        species = root / "species.csv"
-        if species.is_file():
-            table = pd.read_csv(species, dtype=str).fillna("")
-            if "label" in table.columns:
-                cols = [c for c in ALIAS_COLUMNS if c in table.columns]
-                aliases = {row["label"]: [row[c] for c in cols if row[c]] for _, row in table.iterrows()}
-        return classes, aliases
+        return read_dataset(root).classes, dataset_aliases(root)
     return read_labels(), {}
+
+
+def dataset_aliases(root: str | Path) -> dict[str, list[str]]:
+    """Further names per class from a data set's species.csv (a `label` column and any of ALIAS_COLUMNS); {} if
+    it has none."""
+    import pandas as pd
+
+    species = Path(root) / "species.csv"
+    if not species.is_file():
+        return {}
+    try:
+        table = pd.read_csv(species, dtype=str).fillna("")
+    except (ValueError, pd.errors.ParserError) as e:
+        raise ConfigError(f"{species}: not a readable CSV ({e})") from e
+    if "label" not in table.columns:
+        return {}
+    cols = [c for c in ALIAS_COLUMNS if c in table.columns]
+    return {row["label"]: [row[c] for c in cols if row[c]] for _, row in table.iterrows()}
+
+
+def classifier_rows(classes: list[str], aliases: dict[str, list[str]] | None = None) -> tuple[ClassMap, np.ndarray, np.ndarray]:
+    """The classes mapped to BirdNET's labels and the rows of BirdNET's classifier for them: (map, W (K, 1024),
+    b (K,)); an unmapped class gets zeros. A ModelError when no class maps."""
+    cmap = map_classes(classes, read_labels(), ebird_codes(), aliases)
+    w, b = shared_runtime(True).classifier()
+    take = np.array([max(i, 0) for i in cmap.indices])
+    known = np.array([i >= 0 for i in cmap.indices])
+    return cmap, w[take] * known[:, None], b[take] * known
 
 
 def init_model_dir(out: str | Path, classes_from: str | Path | None = None, species_file: str | Path | None = None,

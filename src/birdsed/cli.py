@@ -58,6 +58,8 @@ def _add_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="store folder (created; a re-run resumes)")
     p.add_argument("--format", default="auto", choices=["auto", "cornell", "birdclef", "labels"])
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument("--allow-outside-paths", action="store_true",
+                   help="open files the table names outside its audio folder (refused by default)")
 
 
 @verb("prepare", "decode and resample every recording once into a memory-mapped 32 kHz store",
@@ -66,11 +68,12 @@ def cmd_prepare(a: argparse.Namespace) -> int:
     from birdsed.manifest import read_dataset
     from birdsed.store import prepare
 
-    manifest = read_dataset(a.data, a.format)
+    manifest = read_dataset(a.data, a.format, allow_outside=a.allow_outside_paths)
     result = prepare(manifest, a.out, workers=a.workers)
     console.print(result.summary())
     if result.n_skipped:
         console.print(f"[yellow]{result.n_skipped} recording(s) skipped: see {a.out / 'report.csv'}")
+        return 1  # the batch rule: 0 all done, 1 done with skipped items, 2 refused
     return 0
 
 

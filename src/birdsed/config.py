@@ -7,6 +7,9 @@ The resolved Config is written into every run folder and the model's own part
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -44,6 +47,11 @@ class FrontendConfig:
     def check(self) -> None:
         if self.compression not in COMPRESSIONS:
             raise ConfigError(f"frontend.compression {self.compression!r}: valid: {list(COMPRESSIONS)}")
+        if not self.fmin_hz < self.fmax_hz <= self.sample_rate_hz / 2:
+            raise ConfigError(f"frontend needs fmin_hz < fmax_hz <= sample_rate_hz / 2 (Nyquist), got fmin_hz "
+                              f"{self.fmin_hz}, fmax_hz {self.fmax_hz}, sample_rate_hz {self.sample_rate_hz}")
+        if self.hop_length > self.n_fft:
+            raise ConfigError(f"frontend.hop_length {self.hop_length} is longer than n_fft {self.n_fft}")
 
 
 @dataclass
@@ -58,6 +66,7 @@ class ModelConfig:
     freq_pool: str = "mean"  # how the head pools the feature map's frequency cells: mean (PANNs), max, meanmax,
     # or flat (every cell kept as its own channels: the head knows where in the spectrum a pattern lies)
     embed_hop_s: float = 1.0  # backbone birdnet: 3 s sub-windows of a crop every this many seconds (embedhead.py)
+    birdnet_prior: bool = False  # backbone birdnet: classes BirdNET knows start from its own classifier (embedhead.py)
 
 
 @dataclass
@@ -76,6 +85,7 @@ class DataConfig:
     # (stratified by first label, every label kept): bagging, so that ensemble members see different clips
     embedding_cache: str | None = None  # backbone birdnet: folder of cached embeddings (default RUN/embeddings)
     embedding_views: int = 1  # backbone birdnet: >1 adds views - 1 augmented copies of each recording (embedtrain.py)
+    allow_outside_paths: bool = False  # a table's file outside its audio folder is refused unless this is true
 
     def val_split_seed(self, train_seed: int) -> int:
         return train_seed if self.split_seed is None else self.split_seed
@@ -144,30 +154,148 @@ class Config:
 
     def check(self) -> None:
         """Values no type says are wrong, refused (ConfigError naming the key) before `train` writes or prepares anything."""
+        config_from_dict(self.to_dict(), "config")  # every value's type, range and choices, as from YAML or --set
         self.frontend.check()
+        from birdsed.model import BACKBONES  # the registry (imports torch; check() runs where training will)
+
+        f, m = self.frontend, self.model
         checks = [
-            (0.0 <= self.data.val_fraction < 1.0, f"data.val_fraction must be at least 0 and below 1, got {self.data.val_fraction}"),
-            (0.0 < self.data.subsample <= 1.0, f"data.subsample must be above 0 and at most 1, got {self.data.subsample}"),
-            (self.model.freq_pool in FREQ_POOLS, f"model.freq_pool {self.model.freq_pool!r}: valid: {list(FREQ_POOLS)}"),
-            (self.data.short_policy in SHORT_POLICIES, f"data.short_policy {self.data.short_policy!r}: valid: {list(SHORT_POLICIES)}"),
-            (self.data.embedding_views >= 1, f"data.embedding_views must be at least 1, got {self.data.embedding_views}"),
-            (self.model.backbone != "birdnet" or (0 < self.model.embed_hop_s <= 3.0 and self.data.crop_s >= 3.0),
-             f"backbone birdnet needs 0 < model.embed_hop_s <= 3 and data.crop_s >= 3, got {self.model.embed_hop_s}, "
+            (m.backbone in BACKBONES or m.backbone == "birdnet",
+             f"model.backbone {m.backbone!r}: valid: {sorted([*BACKBONES, 'birdnet'])}"),
+            (m.backbone == "birdnet" or f.sample_rate_hz == SAMPLE_RATE_HZ,
+             f"frontend.sample_rate_hz {f.sample_rate_hz}: the store holds audio at {SAMPLE_RATE_HZ} Hz, "
+             f"so the front end must read it at {SAMPLE_RATE_HZ}"),
+            (m.backbone != "birdnet" or (m.embed_hop_s <= 3.0 and self.data.crop_s >= 3.0),
+             f"backbone birdnet needs 0 < model.embed_hop_s <= 3 and data.crop_s >= 3, got {m.embed_hop_s}, "
              f"{self.data.crop_s}"),
-            (self.augment.lowpass_p <= 0 or self.frontend.compression == "db",
-             f"augment.lowpass_p attenuates in dB; frontend.compression {self.frontend.compression!r} needs augment.lowpass_p=0"),
+            (not m.birdnet_prior or m.backbone == "birdnet", f"model.birdnet_prior needs model.backbone birdnet, got {m.backbone!r}"),
+            (self.augment.lowpass_p <= 0 or f.compression == "db",
+             f"augment.lowpass_p attenuates in dB; frontend.compression {f.compression!r} needs augment.lowpass_p=0"),
+            (self.augment.noise_snr_db[0] <= self.augment.noise_snr_db[1],
+             f"augment.noise_snr_db {list(self.augment.noise_snr_db)}: low above high"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
 
 
-def _section_from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(names))
+# Ranges of numeric values: (low, high, low included, high included); None: no bound on that side. Every field
+# named *_p is a probability in [0, 1]. Checked whenever a section is built from a preset, YAML, --set or model.json.
+POSITIVE, NONNEG, PROBABILITY, FRACTION = (0, None, False, False), (0, None, True, False), (0, 1, True, True), (0, 1, True, False)
+RANGES: dict[str, tuple] = {
+    "frontend.sample_rate_hz": POSITIVE, "frontend.n_fft": POSITIVE, "frontend.hop_length": POSITIVE,
+    "frontend.n_mels": POSITIVE, "frontend.fmin_hz": NONNEG, "frontend.fmax_hz": POSITIVE, "frontend.top_db": POSITIVE,
+    "frontend.pcen_time_constant_s": POSITIVE, "frontend.pcen_gain": NONNEG, "frontend.pcen_bias": NONNEG,
+    "frontend.pcen_power": POSITIVE,
+    "model.in_chans": NONNEG, "model.dropout": FRACTION, "model.drop_path": FRACTION, "model.freq_scale": POSITIVE,
+    "model.time_scale": POSITIVE, "model.embed_hop_s": POSITIVE,
+    "data.crop_s": POSITIVE, "data.secondary_max_s": NONNEG, "data.secondary_weight": PROBABILITY,
+    "data.balance_max": (1, None, True, False), "data.balance_min": (1, None, True, False), "data.val_fraction": FRACTION,
+    "data.val_windows": (1, None, True, False), "data.split_seed": NONNEG, "data.subsample": (0, 1, False, True),
+    "data.embedding_views": (1, None, True, False),
+    "augment.gain_db": NONNEG, "augment.pitch_semitones": NONNEG, "augment.tempo_range": FRACTION,
+    "augment.time_masks": NONNEG, "augment.time_mask_frames": NONNEG, "augment.freq_masks": NONNEG,
+    "augment.freq_mask_bins": NONNEG, "augment.mixup_alpha": POSITIVE,
+    "train.epochs": (1, None, True, False), "train.max_steps": (-1, None, True, False), "train.batch_size": (1, None, True, False),
+    "train.lr": POSITIVE, "train.weight_decay": NONNEG, "train.warmup_frac": FRACTION, "train.head_warmup_epochs": NONNEG,
+    "train.head_warmup_lr": POSITIVE, "train.head_warmup_views": (1, None, True, False), "train.grad_clip": NONNEG,
+    "train.ema_decay": (0, 1, False, False), "train.framewise_loss_weight": NONNEG, "train.workers": NONNEG,
+    "train.seed": NONNEG, "train.limit_val_batches": (0, 1, False, True),
+}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "frontend.compression": COMPRESSIONS, "model.freq_pool": FREQ_POOLS, "data.short_policy": SHORT_POLICIES,
+    "train.device": ("auto", "cpu", "cuda", "gpu"), "train.precision": ("auto", "32", "32-true", "16-mixed", "bf16-mixed",
+                                                                     "bf16-true", "64", "64-true"),
+}
+
+
+def _in_range(key: str, v: Any) -> None:
+    lo, hi, lo_in, hi_in = RANGES.get(key) or (PROBABILITY if key.endswith("_p") else (None, None, True, True))
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return
+    ok = (lo is None or (v >= lo if lo_in else v > lo)) and (hi is None or (v <= hi if hi_in else v < hi))
+    if not ok:
+        want = f"{'[' if lo_in else '('}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{']' if hi_in else ')'}"
+        raise ConfigError(f"{key} = {v!r}: must be in {want}")
+
+
+def coerce(key: str, value: Any, hint: Any) -> Any:
+    """`value` as the type `hint` of the field `key` ("section.name"): ints, floats (also from strings such as
+    "1e-3", which YAML 1.1 leaves as text), bools, strings, tuples, `X | None`, unions; a ConfigError naming the
+    key and the value otherwise."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arm in (a for a in args if a is not type(None)):
+            try:
+                return coerce(key, value, arm)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key} = {value!r}: expected one of "
+                          f"{' | '.join(getattr(a, '__name__', str(a)) for a in args)}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key} = {value!r}: expected a list of {len(args)} values")
+        return tuple(coerce(key, v, a) for v, a in zip(value, args))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise ConfigError(f"{key} = {value!r}: expected true or false")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} = {value!r}: expected a whole number")
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        if isinstance(value, int):
+            return value
+        raise ConfigError(f"{key} = {value!r}: expected a whole number")
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} = {value!r}: expected a number")
+        try:
+            v = float(value) if isinstance(value, (int, float, str)) else None
+        except ValueError:
+            v = None
+        if v is None or not math.isfinite(v):
+            raise ConfigError(f"{key} = {value!r}: expected a finite number")
+        return v
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} = {value!r}: expected text")
+        return value
+    return value
+
+
+def section_from_dict(cls: type, values: dict[str, Any], where: str, section: str) -> Any:
+    """A config section `cls` from a mapping: unknown keys refused, every value coerced to its field's type and
+    checked against RANGES and CHOICES (ConfigError naming `where` and the key)."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: section '{section}' must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {sorted(names)}")
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    kwargs = {}
+    for name, raw in values.items():
+        key = f"{section}.{name}"
+        try:
+            v = coerce(key, raw, hints[name])
+            _in_range(key, v)
+            if key in CHOICES and v not in CHOICES[key]:
+                raise ConfigError(f"{key} = {v!r}: valid: {list(CHOICES[key])}")
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        kwargs[name] = v
     return cls(**kwargs)
 
 
@@ -180,10 +308,7 @@ def config_from_dict(d: dict[str, Any], where: str = "config") -> Config:
     parts = {}
     for name in sections:
         cls = type(getattr(defaults, name))
-        values = d.get(name) or {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{where}: section '{name}' must be a mapping, got {values!r}")
-        parts[name] = _section_from_dict(cls, values, f"{where}: [{name}]")
+        parts[name] = section_from_dict(cls, d.get(name) or {}, where, name)
     return Config(**parts)
 
 

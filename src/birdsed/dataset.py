@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from birdsed.sampling import Item
 from birdsed.store import AudioStore
@@ -28,11 +28,35 @@ def fit_length(x: np.ndarray, n: int, policy: str, offset: int = 0) -> np.ndarra
     return out
 
 
+class EpochSampler(Sampler):
+    """A seeded shuffle per epoch that yields (index, epoch) keys: the order and, through CropDataset, every crop
+    are functions of (seed, epoch, index) alone, so a run resumed from an epoch's checkpoint draws what the
+    uninterrupted run drew, whichever loader worker serves the item. Lightning calls set_epoch before each
+    epoch; without it the epoch advances on every pass."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        epoch = self.epoch
+        self.epoch += 1
+        for i in np.random.default_rng([self.seed, epoch]).permutation(self.n):
+            yield int(i), epoch
+
+
 class CropDataset(Dataset):
-    """(wave (n_samples,), target (K,)) for a random crop inside each item's time range."""
+    """(wave (n_samples,), target (K,)) for a random crop inside each item's time range. A key (index, epoch)
+    (EpochSampler) draws the crop from a generator seeded by (seed, epoch, index); a plain index from the
+    worker's own generator."""
 
     def __init__(self, store: AudioStore, items: list[Item], targets: dict[str, np.ndarray], crop_s: float,
-                 short_policy: str = "loop"):
+                 short_policy: str = "loop", seed: int = 0):
         self.store_root = store.root
         self._store: AudioStore | None = store
         self.items, self.targets = items, targets
@@ -40,6 +64,7 @@ class CropDataset(Dataset):
         self.n = int(round(crop_s * store.sample_rate_hz))
         self._rng: np.random.Generator | None = None
         self._pid = -1
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.items)
@@ -56,8 +81,13 @@ class CropDataset(Dataset):
     def __getstate__(self):
         return {**self.__dict__, "_store": None, "_rng": None}
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         store, rng = self._state()
+        if isinstance(key, tuple):
+            i, epoch = key
+            rng = np.random.default_rng([self.seed, epoch, i])
+        else:
+            i = key
         it = self.items[i]
         span = it.end_s - it.start_s
         start = it.start_s + (rng.uniform(0, span - self.crop_s) if span > self.crop_s else 0.0)

@@ -31,8 +31,30 @@ class Thresholds:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> Thresholds:
+        """From model.json's "thresholds" ({"global": {kind: t}, "per_class": {kind: {class: t}}}); every t a number
+        in [0, 1], every kind one of OUTPUT_KINDS (a ConfigError naming the value otherwise)."""
         d = d or {}
-        return cls({**SEED_THRESHOLDS, **d.get("global", {})}, {k: dict(v) for k, v in d.get("per_class", {}).items()})
+        if not isinstance(d, dict) or not isinstance(d.get("global", {}), dict) or not isinstance(d.get("per_class", {}), dict):
+            raise ConfigError(f"thresholds must be a mapping of 'global' and 'per_class', got {d!r:.200}")
+        per_class = {}
+        for kind, values in d.get("per_class", {}).items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"thresholds per_class[{kind!r}] must map classes to thresholds")
+            per_class[_kind(kind)] = {str(c): _threshold(f"per_class[{kind!r}][{c!r}]", t) for c, t in values.items()}
+        global_ = {_kind(k): _threshold(f"global[{k!r}]", t) for k, t in d.get("global", {}).items()}
+        return cls({**SEED_THRESHOLDS, **global_}, per_class)
+
+
+def _kind(kind: str) -> str:
+    if kind not in OUTPUT_KINDS:
+        raise ConfigError(f"thresholds: unknown output kind {kind!r}; valid: {list(OUTPUT_KINDS)}")
+    return kind
+
+
+def _threshold(where: str, t: object) -> float:
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= float(t) <= 1.0:
+        raise ConfigError(f"thresholds {where} = {t!r}: must be a number in [0, 1]")
+    return float(t)
 
 
 def smooth_rows(scores: np.ndarray, mode: str | None) -> np.ndarray:

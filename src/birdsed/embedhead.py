@@ -29,17 +29,41 @@ def n_subwindows(window_s: float, embed_hop_s: float, sub_s: float = N_SAMPLES /
 class EmbeddingHead(nn.Module):
     """(B, T', 1024) embeddings -> {"clipwise" (B, K), "segmentwise" (B, K, T'), "norm_att" (B, K, T')}.
 
-    The embeddings are standardised by the training set's statistics (buffers), then pass through the PANNs head."""
+    The embeddings are standardised by the training set's statistics (buffers), then pass through the PANNs head.
 
-    def __init__(self, n_classes: int, dropout: float = 0.5, dim: int = EMBED_DIM):
+    With `prior` (model.birdnet_prior), BirdNET's own classifier row of each class that maps to a BirdNET label
+    (birdnet.map_classes) gives that class a logit per sub-window, W_c . e + b_c on the raw embedding, which is
+    scaled by a learnt gain per class (starting at 1) and added to the head's segment logits. The head then starts
+    from BirdNET's detector and learns what the data set adds (its own classes, call and song apart, its site);
+    unmapped classes (prior_known 0) get no prior. The rows are buffers, saved with the head's weights."""
+
+    def __init__(self, n_classes: int, dropout: float = 0.5, dim: int = EMBED_DIM, prior: bool = False):
         super().__init__()
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
         self.head = AttentionHead(dim, n_classes, dropout)
+        self.prior = prior
+        if prior:
+            self.register_buffer("prior_w", torch.zeros(n_classes, dim))
+            self.register_buffer("prior_b", torch.zeros(n_classes))
+            self.register_buffer("prior_known", torch.zeros(n_classes))
+            self.prior_gain = nn.Parameter(torch.ones(n_classes))
+
+    def set_prior(self, w: torch.Tensor, b: torch.Tensor, known: torch.Tensor) -> None:
+        """w (K, D), b (K,): BirdNET's classifier rows of the classes' labels; known (K,) bool: the class maps."""
+        assert self.prior and w.shape == self.prior_w.shape and b.shape == known.shape == self.prior_b.shape
+        k = known.float()
+        self.prior_w.copy_(w * k[:, None])
+        self.prior_b.copy_(b * k)
+        self.prior_known.copy_(k)
 
     def forward(self, emb: torch.Tensor) -> dict[str, torch.Tensor]:
         x = (emb - self.mean) / self.std  # (B, T', D)
-        return self.head(x.transpose(1, 2)[:, :, None, :])  # (B, D, F' = 1, T')
+        offset = None
+        if self.prior:
+            logit = emb @ self.prior_w.T + self.prior_b  # (B, T', K): BirdNET's logits of the mapped labels
+            offset = (logit * (self.prior_gain * self.prior_known)).transpose(1, 2)  # (B, K, T')
+        return self.head(x.transpose(1, 2)[:, :, None, :], offset)  # (B, D, F' = 1, T')
 
 
 class EmbeddingHeadModel:
@@ -63,7 +87,7 @@ class EmbeddingHeadModel:
             raise ModelError(f"{path}: embeddings of {e.get('backbone')!r} (sha256 {str(e.get('sha256'))[:12]}...); "
                              "this birdsed embeds with BirdNET V2.4 only")
         try:
-            head = EmbeddingHead(len(meta["classes"]), float(m.get("dropout", 0.5)))
+            head = EmbeddingHead(len(meta["classes"]), float(m.get("dropout", 0.5)), prior=bool(m.get("birdnet_prior", False)))
             return cls(meta["classes"], head, float(e["window_s"]), float(e["hop_s"]), short_policy=meta.get("short_policy", "loop"))
         except (KeyError, TypeError, ValueError) as err:
             raise ModelError(f"{path}: malformed 'embedding' or 'model' section ({err!r})") from err
@@ -72,7 +96,8 @@ class EmbeddingHeadModel:
         """The model.json sections that rebuild this model (modeldir.py writes them)."""
         return {"embedding": {"backbone": "birdnet", "model_file": MODEL_FILE, "sha256": SHA256[MODEL_FILE],
                               "window_s": self.window_s, "hop_s": self.embed_hop_s, "dim": EMBED_DIM},
-                "model": {"backbone": "birdnet", "dropout": self.head.head.dropout}, "short_policy": self.short_policy}
+                "model": {"backbone": "birdnet", "dropout": self.head.head.dropout, "birdnet_prior": self.head.prior},
+                "short_policy": self.short_policy}
 
     def sub_windows(self, windows: torch.Tensor) -> torch.Tensor:
         """(W, window) 48 kHz -> (W, T', 144000) sub-windows."""

@@ -27,7 +27,8 @@ import pandas as pd
 import soxr
 import torch
 
-from birdsed.birdnet import EMBED_DIM, MODEL_FILE, N_SAMPLES, SAMPLE_RATE_HZ, SHA256, shared_runtime
+from birdsed.birdnet import (EMBED_DIM, MODEL_FILE, N_SAMPLES, SAMPLE_RATE_HZ, SHA256, classifier_rows, dataset_aliases,
+                             shared_runtime)
 from birdsed.config import Config, save_config
 from birdsed.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows
 from birdsed.fsutil import atomic_path
@@ -140,9 +141,19 @@ def mixup(x: torch.Tensor, y: torch.Tensor, p: float, alpha: float, union: bool,
     return x, y
 
 
-def train_embedding_head(td, cfg: Config, run: Path, quiet: bool = False) -> EmbeddingHeadModel:
+def birdnet_prior(head: EmbeddingHead, classes: list[str], aliases: dict[str, list[str]]) -> None:
+    """Give the head BirdNET's classifier rows of the classes that map to a BirdNET label (model.birdnet_prior)."""
+    cmap, w, b = classifier_rows(classes, aliases)
+    head.set_prior(torch.from_numpy(w), torch.from_numpy(b), torch.tensor([i >= 0 for i in cmap.indices]))
+    log.info("BirdNET prior: %d of %d classes map to BirdNET labels%s", len(classes) - len(cmap.unmapped), len(classes),
+             f"; unmapped: {', '.join(cmap.unmapped[:10])}{' ...' if len(cmap.unmapped) > 10 else ''}" if cmap.unmapped else "")
+
+
+def train_embedding_head(td, cfg: Config, run: Path, quiet: bool = False,
+                         aliases: dict[str, list[str]] | None = None) -> EmbeddingHeadModel:
     """Train the head on td (train.TrainData) into run/; returns the model (the best epoch by validation macro AP
-    when there is a validation split, else the last). Writes run/metrics.csv."""
+    when there is a validation split, else the last). Writes run/metrics.csv. aliases: further names per class
+    for model.birdnet_prior's class mapping (a data set's species.csv)."""
     t, d = cfg.train, cfg.data
     window_s, hop = d.crop_s, cfg.model.embed_hop_s
     n_sub = n_subwindows(window_s, hop)
@@ -155,7 +166,9 @@ def train_embedding_head(td, cfg: Config, run: Path, quiet: bool = False) -> Emb
     tgt.update(targets(td.val, td.classes, d))
     items = build_items(td.train, d, t.seed)
     torch.manual_seed(t.seed)
-    head = EmbeddingHead(len(td.classes), cfg.model.dropout)
+    head = EmbeddingHead(len(td.classes), cfg.model.dropout, prior=cfg.model.birdnet_prior)
+    if cfg.model.birdnet_prior:
+        birdnet_prior(head, td.classes, aliases or {})
     stacked = torch.from_numpy(np.concatenate([emb[r] for r in train_ids]).astype(np.float32))
     head.mean.copy_(stacked.mean(0))
     head.std.copy_(stacked.std(0).clamp_min(1e-3))
@@ -213,6 +226,6 @@ def train_birdnet(data: Path, cfg: Config, run: Path, val_data: Path | None = No
     run.mkdir(parents=True, exist_ok=True)
     td = load_train_data(data, run, cfg, val_data)
     save_config(cfg, run / "config.yaml")
-    model = train_embedding_head(td, cfg, run, quiet)
+    model = train_embedding_head(td, cfg, run, quiet, dataset_aliases(data) if data.is_dir() else {})
     return save_head_dir(model, run / "model", extra={"train": {"data": str(data), "epochs": cfg.train.epochs}})
 

@@ -14,7 +14,7 @@ from torch import nn
 from birdsed.errors import BirdsedError, ModelError
 from birdsed.fsutil import atomic_path, write_text_atomic
 from birdsed.model import SEDModel
-from birdsed.modeldir import copy_model_dir, load_model_dir, read_meta, short_policy_of
+from birdsed.modeldir import copy_model_dir, frontend_of, load_model_dir, read_meta, short_policy_of
 from birdsed.windows import Piece, piece_windows
 
 log = logging.getLogger(__name__)
@@ -87,14 +87,12 @@ class OnnxSED:
     def __init__(self, model_dir: str | Path, threads: int | None = None):
         import onnxruntime as ort
 
-        from birdsed.config import FrontendConfig
-
         path = Path(model_dir) / ONNX_NAME
         if not path.is_file():
             raise ModelError(f"{path} not found; write it with `birdsed export --model {model_dir} --onnx {path}`")
         meta = read_meta(model_dir)
         self.classes = meta["classes"]
-        self.frontend_cfg = FrontendConfig(**meta["frontend"])
+        self.frontend_cfg = frontend_of(Path(model_dir), meta)
         self.sample_rate_hz = self.frontend_cfg.sample_rate_hz
         self.short_policy = short_policy_of(meta)
         opts = ort.SessionOptions()

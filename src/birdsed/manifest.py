@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 CORE_COLUMNS = ["recording_id", "path", "primary_labels", "secondary_labels", "duration_s", "rating"]
 FORMATS = ("cornell", "birdclef", "labels", "auto")
+ROW_S = 5.0  # a Kaggle Cornell test row: the 5 s ending at `seconds`
 _SCI_NAME = re.compile(r"^(?P<common>.*?)\s*\((?P<sci>[^()]*)\)\s*$")
 
 
@@ -38,6 +40,7 @@ class Manifest:
     source: str
     missing: list[str] = field(default_factory=list)
     unmapped_secondary: dict[str, int] = field(default_factory=dict)
+    outside: list[str] = field(default_factory=list)  # listed files that resolve outside the audio folder: refused
 
     def __len__(self) -> int:
         return len(self.table)
@@ -100,7 +103,30 @@ def _literal_list(value: str, path: Path, line: int, col: str) -> list[str]:
     return [x.strip() for x in parsed if x.strip()]
 
 
-def _finish(df: pd.DataFrame, root: Path, source: str, extra_cols: list[str]) -> Manifest:
+OUTSIDE = "outside the data set's audio folder: refused, never opened (data.allow_outside_paths=true allows it)"
+
+
+def is_inside(path: str | Path, folder: Path) -> bool:
+    """Whether `path` (links followed, `..` resolved) lies inside `folder`."""
+    return Path(path).resolve().is_relative_to(folder.resolve())
+
+
+def clean_id(name: str) -> str:
+    """One id per file however a table spells its path: `./a.mp3`, `a.mp3` and `x/../a.mp3` are all `a.mp3`."""
+    return Path(os.path.normpath(name.strip())).as_posix()
+
+
+def _finish(df: pd.DataFrame, root: Path, source: str, extra_cols: list[str], audio_root: Path | None = None,
+            allow_outside: bool = False) -> Manifest:
+    """Drop (and list) rows whose file resolves outside `audio_root` (unless allow_outside) or does not exist; a
+    file listed twice is an error."""
+    outside: list[str] = []
+    if audio_root is not None and not allow_outside:
+        inside = np.array([is_inside(p, audio_root) for p in df["path"]], dtype=bool)
+        outside = df.loc[~inside, "recording_id"].tolist()
+        if outside:
+            log.warning("%d listed audio file(s) of %s lie %s, e.g. %s", len(outside), root, OUTSIDE, outside[:3])
+        df = df[inside].reset_index(drop=True)
     exists = np.array([Path(p).is_file() for p in df["path"]], dtype=bool)
     missing = df.loc[~exists, "recording_id"].tolist()
     if missing:
@@ -110,10 +136,10 @@ def _finish(df: pd.DataFrame, root: Path, source: str, extra_cols: list[str]) ->
         dup = df.loc[df["recording_id"].duplicated(), "recording_id"].iloc[0]
         raise ManifestError(f"{root}: recording listed twice: {dup}")
     cols = CORE_COLUMNS + [c for c in extra_cols if c not in CORE_COLUMNS]
-    return Manifest(df[cols], root, source, missing)
+    return Manifest(df[cols], root, source, missing, outside=outside)
 
 
-def read_cornell(root: Path) -> Manifest:
+def read_cornell(root: Path, allow_outside: bool = False) -> Manifest:
     """Kaggle Cornell layout: train.csv + train_audio/<ebird_code>/<filename>."""
     csv_path = root / "train.csv"
     df = read_csv_checked(csv_path, ["ebird_code", "filename"])
@@ -141,47 +167,47 @@ def read_cornell(root: Path) -> Manifest:
             csv_path, sum(unmapped.values()), len(unmapped), list(unmapped)[:3],
         )
     out = df.copy()
-    out["recording_id"] = [f"{c}/{f}" for c, f in zip(df["ebird_code"], df["filename"])]
+    out["recording_id"] = [clean_id(f"{c}/{f}") for c, f in zip(df["ebird_code"], df["filename"])]
     out["path"] = [str((root / "train_audio" / rid).resolve()) for rid in out["recording_id"]]
     out["primary_labels"] = [[c] for c in df["ebird_code"]]
     out["secondary_labels"] = [[c for c in s if c != p] for s, p in zip(secondary, df["ebird_code"])]
     out["duration_s"] = _float_column(df, "duration", csv_path)
     out["rating"] = _float_column(df, "rating", csv_path)
-    m = _finish(out, root, "cornell", list(df.columns))
+    m = _finish(out, root, "cornell", list(df.columns), root / "train_audio", allow_outside)
     m.unmapped_secondary = unmapped
     return m
 
 
-def read_birdclef(root: Path) -> Manifest:
+def read_birdclef(root: Path, allow_outside: bool = False) -> Manifest:
     """BirdCLEF layout: train_metadata.csv (primary_label, secondary_labels, filename), audio in train_audio/."""
     csv_path = root / "train_metadata.csv"
     df = read_csv_checked(csv_path, ["primary_label", "filename"])
     audio_root = root / "train_audio" if (root / "train_audio").is_dir() else root
     out = df.copy()
-    out["recording_id"] = df["filename"]
+    out["recording_id"] = [clean_id(f) for f in df["filename"]]
     out["path"] = [str((audio_root / f).resolve()) for f in df["filename"]]
     out["primary_labels"] = [[p.strip()] for p in df["primary_label"]]
     sec = df.get("secondary_labels", pd.Series([""] * len(df)))
     out["secondary_labels"] = [_literal_list(v, csv_path, i + 2, "secondary_labels") for i, v in enumerate(sec)]
     out["duration_s"] = _float_column(df, "duration", csv_path)
     out["rating"] = _float_column(df, "rating", csv_path)
-    return _finish(out, root, "birdclef", list(df.columns))
+    return _finish(out, root, "birdclef", list(df.columns), audio_root, allow_outside)
 
 
-def read_labels_csv(root: Path) -> Manifest:
+def read_labels_csv(root: Path, allow_outside: bool = False) -> Manifest:
     """labels.csv layout: filename,labels[,secondary_labels] (space-separated), audio in audio/."""
     csv_path = root / "labels.csv"
     df = read_csv_checked(csv_path, ["filename", "labels"])
     audio_root = root / "audio" if (root / "audio").is_dir() else root
     out = df.copy()
-    out["recording_id"] = df["filename"]
+    out["recording_id"] = [clean_id(f) for f in df["filename"]]
     out["path"] = [str((audio_root / f).resolve()) for f in df["filename"]]
     out["primary_labels"] = [v.split() for v in df["labels"]]
     sec = df["secondary_labels"] if "secondary_labels" in df.columns else pd.Series([""] * len(df))
     out["secondary_labels"] = [v.split() for v in sec]
     out["duration_s"] = _float_column(df, "duration", csv_path)
     out["rating"] = _float_column(df, "rating", csv_path)
-    return _finish(out, root, "labels", list(df.columns))
+    return _finish(out, root, "labels", list(df.columns), audio_root, allow_outside)
 
 
 _READERS = {"cornell": read_cornell, "birdclef": read_birdclef, "labels": read_labels_csv}
@@ -198,15 +224,17 @@ def detect_format(root: Path) -> str:
     return found[0]
 
 
-def read_dataset(root: str | Path, format: str = "auto") -> Manifest:
-    """Read any supported data-set folder into a Manifest."""
+def read_dataset(root: str | Path, format: str = "auto", allow_outside: bool = False) -> Manifest:
+    """Read any supported data-set folder into a Manifest. A listed file that resolves outside the data set's
+    audio folder (`..`, an absolute path, a link leaving it) is refused and listed in `outside`, unless
+    allow_outside (data.allow_outside_paths)."""
     root = Path(root)
     if not root.is_dir():
         raise ManifestError(f"{root}: data-set folder not found")
     if format not in FORMATS:
         raise ManifestError(f"unknown data-set format {format!r}; valid: {list(FORMATS)}")
     fmt = detect_format(root) if format == "auto" else format
-    return _READERS[fmt](root)
+    return _READERS[fmt](root, allow_outside)
 
 
 def read_kaggle_test(csv_path: str | Path, audio_dir: str | Path | None = None) -> pd.DataFrame:
@@ -221,12 +249,26 @@ def read_kaggle_test(csv_path: str | Path, audio_dir: str | Path | None = None) 
     df = read_csv_checked(csv_path, ["site", "row_id", "seconds", "audio_id"])
     audio_dir = Path(audio_dir) if audio_dir else csv_path.parent / "test_audio"
     df["seconds"] = _float_column(df, "seconds", csv_path)
+    for i, (sec, rid) in enumerate(zip(df["seconds"], df["row_id"])):
+        if not np.isnan(sec) and not (0 < sec < 1e7 and float(sec / ROW_S).is_integer()):
+            raise ManifestError(f"{csv_path}: line {i + 2} (row_id {rid!r}), column 'seconds': {sec!r} is not a whole "
+                                f"positive multiple of the {ROW_S:g} s row (or empty, for a whole-file row)")
+    if df["row_id"].duplicated().any():
+        i = int(np.flatnonzero(df["row_id"].duplicated())[0])
+        raise ManifestError(f"{csv_path}: line {i + 2}: row_id {df['row_id'].iloc[i]!r} listed twice")
     paths: dict[str, str] = {}
+    outside = []
     for aid in df["audio_id"].unique():
         hit = next((audio_dir / f"{aid}{ext}" for ext in AUDIO_EXTENSIONS if (audio_dir / f"{aid}{ext}").is_file()), None)
+        if hit is not None and not is_inside(hit, audio_dir):
+            outside.append(aid)
+            hit = None
         paths[aid] = str(hit.resolve()) if hit else ""
+    if outside:
+        log.warning("%d audio_id(s) of %s resolve outside %s: refused, never opened, e.g. %s", len(outside), csv_path,
+                    audio_dir, outside[:3])
     df["path"] = df["audio_id"].map(paths)
-    absent = [a for a, p in paths.items() if not p]
+    absent = [a for a, p in paths.items() if not p and a not in outside]
     if absent:
         log.warning("%d audio_id(s) of %s have no file in %s, e.g. %s", len(absent), csv_path, audio_dir, absent[:3])
     return df

@@ -160,14 +160,16 @@ class AttentionHead(nn.Module):
             return torch.cat([feats.mean(dim=2), feats.amax(dim=2)], dim=1)
         return feats.flatten(1, 2)  # (B, C * F', T'), channel-major
 
-    def forward(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, feats: torch.Tensor, cla_offset: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """cla_offset (B, n_classes, T'): added to conv_cla's logits (a prior, e.g. BirdNET's own classifier)."""
         x = self.pool_freq(feats)  # (B, width, T')
         x = F.max_pool1d(x, 3, 1, 1) + F.avg_pool1d(x, 3, 1, 1)
         x = F.dropout(x, self.dropout, self.training)
         x = F.relu(self.fc1(x.transpose(1, 2))).transpose(1, 2)
         x = F.dropout(x, self.dropout, self.training)
         norm_att = torch.softmax(torch.tanh(self.att(x)), dim=-1)  # (B, n_classes, T')
-        cla = torch.sigmoid(self.cla(x))  # (B, n_classes, T')
+        logits = self.cla(x) if cla_offset is None else self.cla(x) + cla_offset
+        cla = torch.sigmoid(logits)  # (B, n_classes, T')
         clipwise = (norm_att * cla).sum(dim=-1)  # (B, n_classes)
         return {"clipwise": clipwise, "segmentwise": cla, "norm_att": norm_att}
 

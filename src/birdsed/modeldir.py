@@ -26,11 +26,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from birdsed import __version__
-from birdsed.config import FrontendConfig, ModelConfig
+from birdsed.config import FrontendConfig, ModelConfig, section_from_dict
 from birdsed.decide import Thresholds
 from birdsed.detector import Detector
 from birdsed.ensemble import Ensemble, check_weights, mean_thresholds
-from birdsed.errors import ModelError
+from birdsed.errors import ConfigError, ModelError
 from birdsed.fsutil import atomic_dir, atomic_path, write_text_atomic
 from birdsed.model import SEDModel
 
@@ -89,10 +89,23 @@ def save_weights(module: torch.nn.Module, out: Path) -> None:
         save_file(state, str(tmp))
 
 
+def frontend_of(model_dir: Path, meta: dict[str, Any]) -> FrontendConfig:
+    """model.json's front end, every value type- and range-checked (a ModelError naming the file)."""
+    try:
+        frontend = section_from_dict(FrontendConfig, meta["frontend"], str(model_dir / META), "frontend")
+        frontend.check()
+    except ConfigError as e:
+        raise ModelError(f"{model_dir / META}: {e}") from None
+    return frontend
+
+
 def _load_sed(model_dir: Path, meta: dict[str, Any]) -> SEDModel:
     try:
-        model = SEDModel(FrontendConfig(**meta["frontend"]), ModelConfig(**{**meta["model"], "pretrained": False}),
-                         meta["classes"])
+        # a loaded model reads nothing but its own directory: 'pretrained' (a training-time option) is ignored
+        model_cfg = section_from_dict(ModelConfig, {**meta["model"], "pretrained": False}, str(model_dir / META), "model")
+        model = SEDModel(frontend_of(model_dir, meta), model_cfg, meta["classes"])
+    except ConfigError as e:
+        raise ModelError(f"{model_dir / META}: {e}") from None
     except TypeError as e:
         raise ModelError(f"{model_dir / META}: config does not fit this birdsed ({e})") from e
     load_weights(model_dir, model)
@@ -141,7 +154,15 @@ def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu") ->
     model = KINDS[kind_of(meta)](model_dir, meta)
     if isinstance(model, torch.nn.Module):
         model = model.to(device)
-    return model, Thresholds.from_dict(meta.get("thresholds")), meta
+    return model, thresholds_of(model_dir, meta), meta
+
+
+def thresholds_of(model_dir: Path, meta: dict[str, Any]) -> Thresholds:
+    """model.json's thresholds, checked (numbers in [0, 1]; a ModelError naming the file)."""
+    try:
+        return Thresholds.from_dict(meta.get("thresholds"))
+    except ConfigError as e:
+        raise ModelError(f"{Path(model_dir) / META}: {e}") from None
 
 
 def save_model_dir(model: SEDModel, out: str | Path, thresholds: Thresholds | None = None,

@@ -29,7 +29,7 @@ from birdsed import SAMPLE_RATE_HZ
 from birdsed.audio import audio_info, stream_audio
 from birdsed.errors import AudioDecodeError, StoreError
 from birdsed.fsutil import atomic_path, write_text_atomic
-from birdsed.manifest import Manifest
+from birdsed.manifest import OUTSIDE, Manifest
 from birdsed.progress import progress_bar
 
 STORE_VERSION = 1
@@ -117,6 +117,7 @@ def prepare(manifest: Manifest, out: str | os.PathLike, workers: int | None = No
             todo.append((rid, src))
     n_resumed = len(entries)
     failures: list[tuple[str, str]] = [(rid, "audio file not found") for rid in manifest.missing]
+    failures += [(rid, OUTSIDE) for rid in manifest.outside]
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     new_audio_s = 0.0
     with progress_bar(total=len(todo), description="prepare", disable=quiet) as advance:

@@ -3,15 +3,17 @@
 RUN/
   config.yaml          the resolved config
   store/               the prepared store (when DATA was not one already)
-  checkpoints/         best.ckpt (by train.select_metric) and last.ckpt (for --resume)
-  metrics.csv          one row per logged step / epoch
+  checkpoints/         best.ckpt (by train.select_metric) and last.ckpt (every epoch's end, for --resume)
+  metrics.csv          one row per logged step / epoch (a resumed run appends to the epochs it kept)
   model/               weights.safetensors + model.json (the best epoch)
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -22,11 +24,13 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from torch.utils.data import DataLoader
 
 from birdsed.augment import Augmenter, augmented_mel
 from birdsed.config import SEED_THRESHOLDS, Config, config_from_dict, save_config
-from birdsed.dataset import CropDataset, WindowDataset
+from birdsed.dataset import CropDataset, EpochSampler, WindowDataset
+from birdsed.fsutil import atomic_path
 from birdsed.errors import ConfigError, ModelError, StoreError
 from birdsed.manifest import Manifest, read_dataset
 from birdsed.metrics import average_precision, row_f1
@@ -109,6 +113,15 @@ class SEDTask(L.LightningModule):
         for k, v in metrics.items():
             self.log(k, v, prog_bar=k in ("val_f1_clipwise", "val_map"), rank_zero_only=True)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the global RNG drives augmentation, mixup and dropout: a resumed run continues its stream
+        checkpoint["birdsed_rng"] = {"torch": torch.get_rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("birdsed_rng", {}).get("torch")
+        if isinstance(state, torch.Tensor):
+            torch.set_rng_state(state)
+
     def configure_optimizers(self):
         t = self.cfg.train
         decay, no_decay = [], []
@@ -147,10 +160,10 @@ class TrainData:
     classes: list[str]
 
 
-def _open_or_prepare(data: Path, dest: Path, workers: int | None) -> AudioStore:
+def _open_or_prepare(data: Path, dest: Path, workers: int | None, allow_outside: bool = False) -> AudioStore:
     if is_store(data):
         return AudioStore(data)
-    result = prepare(read_dataset(data), dest, workers=workers)
+    result = prepare(read_dataset(data, allow_outside=allow_outside), dest, workers=workers)
     log.info(result.summary())
     store = AudioStore(dest)
     report = store.report()
@@ -161,12 +174,12 @@ def _open_or_prepare(data: Path, dest: Path, workers: int | None) -> AudioStore:
 
 def load_train_data(data: Path, run: Path, cfg: Config, val_data: Path | None = None) -> TrainData:
     cfg.check()
-    store = _open_or_prepare(Path(data), run / "store", cfg.train.workers or None)
+    store = _open_or_prepare(Path(data), run / "store", cfg.train.workers or None, cfg.data.allow_outside_paths)
     manifest = store.manifest()
     if len(manifest) == 0:
         raise StoreError(f"{data}: no usable recordings")
     if val_data is not None:
-        val_store = _open_or_prepare(Path(val_data), run / "val_store", cfg.train.workers or None)
+        val_store = _open_or_prepare(Path(val_data), run / "val_store", cfg.train.workers or None, cfg.data.allow_outside_paths)
         train_m, val_m = manifest, val_store.manifest()
     else:
         tr, va = stratified_split(manifest, cfg.data.val_fraction, cfg.data.val_split_seed(cfg.train.seed))
@@ -199,16 +212,48 @@ def lightning_precision(precision: str, accel: str) -> str:
     return "bf16-mixed" if accel == "gpu" else "32-true"
 
 
-def checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
-    """The state_dict of a Lightning checkpoint, unpickled with weights_only=True: a file planted in the run
-    folder can never run code; anything but tensors and plain data is refused with a ModelError."""
+def read_checkpoint(path: Path) -> dict:
+    """A Lightning checkpoint, unpickled with weights_only=True: a file planted in the run folder can never run
+    code; anything but tensors and plain data, a truncated or a foreign file is refused with a ModelError."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises several types for bad or unsafe files
-        raise ModelError(f"{path}: not a readable checkpoint of tensors ({str(e)[:200]})") from e
+        raise ModelError(f"{path}: not a readable checkpoint of tensors ({str(e)[:200]}); nothing was changed") from e
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
-        raise ModelError(f"{path}: not a Lightning checkpoint (no state_dict)")
-    return ckpt["state_dict"]
+        raise ModelError(f"{path}: not a Lightning checkpoint (no state_dict); nothing was changed")
+    return ckpt
+
+
+def checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
+    """The state_dict of a Lightning checkpoint (read_checkpoint)."""
+    return read_checkpoint(path)["state_dict"]
+
+
+class _KeepingWriter(ExperimentWriter):
+    """Lightning's CSV writer, but an existing metrics.csv is appended to, not deleted (train() first cuts it back
+    to the epochs of the checkpoint a run resumes from)."""
+
+    def _check_log_dir_exists(self) -> None:
+        if os.path.isfile(self.metrics_file_path):  # its columns, so that new rows line up with the old ones
+            with open(self.metrics_file_path, newline="") as f:
+                self.metrics_keys = sorted(next(csv.reader(f), []))
+
+
+def csv_logger(run: Path, resume_epoch: int | None) -> CSVLogger:
+    """The run's metrics.csv logger; resuming after epoch `resume_epoch`, the rows of later epochs (the one a kill
+    interrupted) are dropped and the resumed run appends."""
+    logger = CSVLogger(run, name="", version="")
+    metrics = run / "metrics.csv"
+    if resume_epoch is not None and metrics.is_file():
+        import pandas as pd
+
+        rows = pd.read_csv(metrics)
+        if "epoch" in rows.columns:
+            with atomic_path(metrics) as tmp:
+                rows[rows["epoch"] <= resume_epoch].to_csv(tmp, index=False)
+        Path(logger.log_dir).mkdir(parents=True, exist_ok=True)
+        logger._experiment = _KeepingWriter(log_dir=logger.log_dir)  # the property would build the deleting one
+    return logger
 
 
 def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, val_data: str | Path | None = None,
@@ -230,18 +275,22 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
     last = ckpt_dir / "last.ckpt"
     if resume and not last.is_file():
         raise ConfigError(f"--resume: no checkpoint at {last}")
+    resume_epoch = int(read_checkpoint(last).get("epoch", 0)) if resume else None  # a bad file: refused, nothing touched
     save_config(cfg, run / "config.yaml")
     t = cfg.train
     items = build_items(td.train, cfg.data, t.seed)
     tgt = targets(td.train, td.classes, cfg.data)
     tgt.update(targets(td.val, td.classes, cfg.data))
-    train_ds = CropDataset(td.store, items, tgt, cfg.data.crop_s, cfg.data.short_policy)
+    train_ds = CropDataset(td.store, items, tgt, cfg.data.crop_s, cfg.data.short_policy, seed=t.seed)
     val_ds = WindowDataset(td.val_store, list(td.val.table["recording_id"]), tgt, cfg.data.crop_s,
                            cfg.data.val_windows, cfg.data.short_policy)
     accel = _accelerator(t.device)
     loader_kw = dict(num_workers=t.workers, pin_memory=accel == "gpu", persistent_workers=t.workers > 0)
-    train_dl = DataLoader(train_ds, batch_size=t.batch_size, shuffle=True, drop_last=len(train_ds) > t.batch_size, **loader_kw)
-    val_dl = DataLoader(val_ds, batch_size=t.batch_size, shuffle=False, **loader_kw) if len(val_ds) else None
+    # loaders draw from their own generators, never the global one (a resumed run's RNG stream stays the same)
+    train_dl = DataLoader(train_ds, batch_size=t.batch_size, sampler=EpochSampler(len(train_ds), t.seed),
+                          drop_last=len(train_ds) > t.batch_size, generator=torch.Generator().manual_seed(t.seed), **loader_kw)
+    val_dl = DataLoader(val_ds, batch_size=t.batch_size, shuffle=False, generator=torch.Generator().manual_seed(t.seed),
+                        **loader_kw) if len(val_ds) else None
     log.info("training on %d items from %d recordings, %d classes; validating on %d recordings (%d windows)",
              len(items), len(td.train), len(td.classes), len(td.val), len(val_ds))
     if val_dl is None:
@@ -260,8 +309,11 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
         task.model.use_channels_last()
     precision = lightning_precision(t.precision, accel)
     monitor = t.select_metric if val_dl is not None else None
-    callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max", save_last=True,
-                                 enable_version_counter=False)]
+    # best.ckpt by the metric, then last.ckpt at every epoch's end (a kill loses at most the epoch in progress); in
+    # this order, so that last.ckpt holds the best-model tracking of the epoch it closes
+    best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max", enable_version_counter=False)
+    callbacks = [best_cb] if monitor else []
+    callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False))
     if t.ema:
         callbacks.append(EMAWeightAveraging(decay=t.ema_decay))
     if not quiet:
@@ -270,7 +322,7 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
     trainer = L.Trainer(
         accelerator=accel, devices=t.devices, strategy=t.strategy, precision=precision,
         max_epochs=t.epochs, max_steps=t.max_steps, gradient_clip_val=t.grad_clip or None,
-        callbacks=callbacks, logger=CSVLogger(run, name="", version=""), default_root_dir=run,
+        callbacks=callbacks, logger=csv_logger(run, resume_epoch), default_root_dir=run,
         log_every_n_steps=max(1, min(10, len(train_dl))), enable_progress_bar=not quiet, enable_model_summary=False,
         limit_val_batches=t.limit_val_batches, num_sanity_val_steps=0,
     )
@@ -278,15 +330,18 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
         for noise in (".*does not have many workers.*", ".*number of training batches.*", ".*exists and is not empty.*",
                       ".*LeafSpec.*", ".*Checkpoint directory.*exists and is not empty.*", ".*no `val_dataloader`.*"):
             warnings.filterwarnings("ignore", noise)
-        trainer.fit(task, train_dl, val_dl, ckpt_path=str(last) if resume else None)
+        trainer.fit(task, train_dl, val_dl, ckpt_path=str(last) if resume else None, weights_only=True)
     if not trainer.is_global_zero:
         return run / "model"
     best = ckpt_dir / "best.ckpt"
+    kept = {"epoch": trainer.current_epoch - 1, "global_step": trainer.global_step}  # the last epoch's weights
     if monitor and best.is_file():
-        task.load_state_dict(checkpoint_state(best))
+        kept = read_checkpoint(best)
+        task.load_state_dict(kept["state_dict"])
     extra = {"short_policy": cfg.data.short_policy, "train": {"data": str(data), "best_metric": t.select_metric,
-                       "best_score": float(callbacks[0].best_model_score) if callbacks[0].best_model_score is not None else None,
-                       "epochs": trainer.current_epoch, "steps": trainer.global_step}}
+                       "best_score": float(best_cb.best_model_score) if monitor and best_cb.best_model_score is not None else None,
+                       "epochs": trainer.current_epoch, "steps": trainer.global_step,  # what ran
+                       "kept_epoch": int(kept.get("epoch", -1)), "kept_steps": int(kept.get("global_step", 0))}}  # what was kept
     model = task.model.to("cpu").to(memory_format=torch.contiguous_format)
     return save_model_dir(model, run / "model", extra=extra)
 
