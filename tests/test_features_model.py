@@ -189,7 +189,7 @@ def test_a_flat_head_fits_the_feature_map_and_survives_the_model_dir(tmp_path):
 def test_an_unknown_frequency_pooling_is_refused_before_training():
     from birdsed.config import Config
 
-    with pytest.raises(ConfigError, match="model.freq_pool 'median'"):
+    with pytest.raises(ConfigError, match="model.freq_pool = 'median': valid"):
         Config(model=ModelConfig(freq_pool="median")).check()
 
 

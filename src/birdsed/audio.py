@@ -8,6 +8,7 @@ stream resampler keeps its filter state between calls).
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +48,19 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
         raise AudioDecodeError(f"{path}: file not found")
     if path.is_dir():
         raise AudioDecodeError(f"{path}: is a folder, not an audio file")
-    if path.stat().st_size == 0:
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):  # never opened: reading a FIFO would block
+        raise AudioDecodeError(f"{path}: not a regular file (a pipe, socket or device), not opened")
+    if st.st_size == 0:
         raise AudioDecodeError(f"{path}: file is empty (0 bytes)")
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        raise AudioDecodeError(f"{path}: cannot read audio header ({e})") from e
+        # libsndfile says "does not exist or is not a regular file" of any file whose format it cannot tell: not said
+        said = str(e).split(":")[-1].strip()
+        said = "" if "regular file" in said else f"; libsndfile: {said}"
+        raise AudioDecodeError(f"{path}: not a readable audio file: its format is not recognised or its header is "
+                               f"corrupt ({st.st_size} bytes{said})") from e
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioDecodeError(f"{path}: holds no audio frames")
     return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), info.format, info.subtype)
@@ -116,11 +124,12 @@ def load_audio(path: str | os.PathLike, sample_rate_hz: int = SAMPLE_RATE_HZ) ->
 
 
 def find_audio_files(paths: list[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders (recursively) into a sorted list of audio files."""
+    """Expand files and folders (recursively) into a sorted list of audio files. Entries named like audio that are
+    not regular files (a folder `x.mp3`, a pipe) are listed too, so that the batch reports them."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found.extend(sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in AUDIO_EXTENSIONS))
+            found.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in AUDIO_EXTENSIONS))
         else:
             found.append(p)
     return found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from rich.logging import RichHandler
 from birdsed import __version__
 from birdsed.errors import BirdsedError
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # long paths in messages stay whole, never wrapped mid-word
 AddArgs = Callable[[argparse.ArgumentParser], None]
 VERBS: dict[str, tuple[str, str, AddArgs, Callable[[argparse.Namespace], int]]] = {}
 
@@ -100,6 +101,20 @@ def _register_all() -> None:
     from birdsed import cli_birdnet, cli_model  # noqa: F401
 
 
+OS_ADVICE = {errno.ENOSPC: "the disk is full: free space there (what was finished is kept; the same command resumes)",
+             errno.EDQUOT: "the disk quota is used up: free space there (the same command resumes)",
+             errno.EACCES: "permission denied: change the folder's permissions or write elsewhere",
+             errno.EPERM: "operation not permitted: change the folder's permissions or write elsewhere",
+             errno.EROFS: "the file system is read-only: write elsewhere (--out)"}
+
+
+def os_error_message(e: OSError) -> str:
+    """An OSError as one line naming the path and what to do."""
+    where = e.filename or "a file"
+    advice = OS_ADVICE.get(e.errno, e.strerror or str(e))
+    return f"{where}: {advice}" + (f" [{e.strerror}]" if e.errno in OS_ADVICE and e.strerror else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -111,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except BirdsedError as e:
         console.print(f"[red]error:[/red] {e}")
+        return 2
+    except OSError as e:  # disk full, permissions, a read-only file system: one line, what was finished stays
+        console.print(f"[red]error:[/red] {os_error_message(e)}")
         return 2
     except KeyboardInterrupt:
         console.print("[red]interrupted")

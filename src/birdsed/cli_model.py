@@ -95,6 +95,8 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-csv", type=Path, help="maps row_ids to files and times (default: test.csv beside --truth)")
     p.add_argument("--audio-dir", type=Path)
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--strict", action="store_true", help="refuse (exit 2) when any prediction row, truth row or class "
+                   "is not used, or the truth has no positive")
 
 
 @verb("evaluate", "score predictions: row-wise micro F1, P/R/F1, per class, AP, threshold sweeps",
@@ -106,13 +108,13 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from birdsed.tables import print_score_report, print_submission_report
 
     if a.pred:
-        rep = evaluate_submission(a.pred, a.truth)
+        rep = evaluate_submission(a.pred, a.truth, a.strict)
         if a.json:
             print(json.dumps(rep.to_dict(), indent=1))
         else:
             print_submission_report(rep)
         return 0
-    report = scores_report_from_files(a.scores, a.truth, a.test_csv, a.audio_dir)
+    report = scores_report_from_files(a.scores, a.truth, a.test_csv, a.audio_dir, a.strict)
     if a.json:
         print(json.dumps(report, indent=1))
     else:
@@ -129,6 +131,7 @@ def _add_tune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shrink", type=float, default=10.0, help="pull per-class thresholds toward the global one")
     p.add_argument("--no-per-class", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="print, do not write model.json")
+    p.add_argument("--strict", action="store_true", help="refuse when scores and truth do not share every row and class")
 
 
 @verb("tune", "choose thresholds (global and per class) on validation data; store them in the model",
@@ -137,7 +140,7 @@ def cmd_tune(a: argparse.Namespace) -> int:
     from birdsed.tables import print_tune_result
     from birdsed.tune import tune_model
 
-    result = tune_model(a.model, a.scores, a.truth, a.test_csv, a.data, a.shrink, not a.no_per_class, a.dry_run)
+    result = tune_model(a.model, a.scores, a.truth, a.test_csv, a.data, a.shrink, not a.no_per_class, a.dry_run, a.strict)
     print_tune_result(result)
     return 0
 

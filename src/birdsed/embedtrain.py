@@ -98,14 +98,31 @@ class EmbeddingCache:
         subs = np.stack([x[s: s + N_SAMPLES] for s in starts])
         return shared_runtime(True).embed(subs).astype(np.float16)
 
+    @staticmethod
+    def load(path: Path) -> np.ndarray | None:
+        """A cached (n_sub, 1024) array, or None (absent, or not what this cache writes: it is computed afresh;
+        nothing is unpickled)."""
+        if not path.is_file():
+            return None
+        try:
+            e = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            log.warning("%s: unreadable cached embedding (%s); computing it again", path, err)
+            return None
+        if e.ndim != 2 or e.shape[1] != EMBED_DIM or not len(e):
+            log.warning("%s: cached embedding of shape %s; computing it again", path, e.shape)
+            return None
+        return e
+
     def get_all(self, store: AudioStore, rids: list[str], view: int = 0, quiet: bool = False) -> dict[str, np.ndarray]:
         self.folder.mkdir(parents=True, exist_ok=True)
         out = {}
         with progress_bar(len(rids), f"embed (view {view})" if view else "embed", disable=quiet) as advance:
             for rid in rids:
                 p = self.path(store, rid, view)
-                if p.is_file():
-                    out[rid] = np.load(p, allow_pickle=False)
+                cached = self.load(p)
+                if cached is not None:
+                    out[rid] = cached
                 else:
                     out[rid] = self.compute(store, rid, view)
                     with atomic_path(p) as tmp, open(tmp, "wb") as f:

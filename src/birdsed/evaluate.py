@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +10,44 @@ import pandas as pd
 
 from birdsed.config import OUTPUT_KINDS, SEED_THRESHOLDS
 from birdsed.errors import BirdsedError
-from birdsed.manifest import read_kaggle_test, read_truth
+from birdsed.manifest import ROW_S, read_kaggle_test, read_truth
 from birdsed.metrics import average_precision, micro_prf, per_class_prf, row_f1, sets_to_matrix, threshold_sweep
+
+
+@dataclass
+class Unused:
+    """What a score did not use, or could not: each list is counted, printed and in --json; `strict` refuses any."""
+
+    pred_rows_without_truth: list[str] = field(default_factory=list)  # predicted or scored rows no truth row names
+    truth_rows_without_pred: list[str] = field(default_factory=list)  # truth rows with no prediction (scored nocall)
+    truth_classes_unknown: list[str] = field(default_factory=list)  # truth labels the prediction / model never names
+    pred_classes_unknown: list[str] = field(default_factory=list)  # predicted labels no truth row has
+    truth_has_no_positive: bool = False  # every truth row is nocall: F1 and AP say little
+
+    def lines(self) -> list[str]:
+        """One sentence per kind of thing not used (empty when everything was)."""
+        out = []
+        for items, what in ((self.pred_rows_without_truth, "prediction row(s) with no truth row (not scored)"),
+                            (self.truth_rows_without_pred, "truth row(s) with no prediction (scored as nocall)"),
+                            (self.truth_classes_unknown, "truth class(es) the prediction never names (can only be missed)"),
+                            (self.pred_classes_unknown, "predicted class(es) no truth row has")):
+            if items:
+                out.append(f"{len(items)} {what}, e.g. {items[:3]}")
+        if self.truth_has_no_positive:
+            out.append("the truth has no positive at all (every row nocall)")
+        return out
+
+    def check(self, strict: bool) -> None:
+        if strict and self.lines():
+            raise BirdsedError("--strict: " + "; ".join(self.lines()))
+
+
+def check_overlap(n_truth: int, n_used: int, truth: str | Path, pred: str | Path) -> None:
+    """An empty truth, or a prediction sharing no row with it, is an error, never a score."""
+    if n_truth == 0:
+        raise BirdsedError(f"{truth}: the truth has no rows")
+    if n_used == 0:
+        raise BirdsedError(f"{pred} and {truth} share no row: nothing to score (another test set, or another test.csv?)")
 
 
 @dataclass
@@ -23,25 +59,52 @@ class SubmissionReport:
     n_rows: int
     missing_rows: list[str]
     per_class: pd.DataFrame
+    unused: Unused = field(default_factory=Unused)
 
     def to_dict(self) -> dict:
         return {"row_f1": self.row_f1, "precision": self.precision, "recall": self.recall, "species_f1": self.species_f1,
-                "n_rows": self.n_rows, "missing_rows": self.missing_rows, "per_class": self.per_class.to_dict("records")}
+                "n_rows": self.n_rows, "missing_rows": self.missing_rows, "unused": asdict(self.unused),
+                "per_class": self.per_class.to_dict("records")}
 
 
-def evaluate_sets(pred: dict[str, set[str]], truth: dict[str, set[str]]) -> SubmissionReport:
-    """Score predicted label sets against true ones; truth rows missing from `pred` count as predicted nocall."""
+def evaluate_sets(pred: dict[str, set[str]], truth: dict[str, set[str]], strict: bool = False,
+                  names: tuple[str, str] = ("the prediction", "the truth")) -> SubmissionReport:
+    """Score predicted label sets against true ones; truth rows missing from `pred` count as predicted nocall.
+    What was not used is counted in `unused`; with `strict` any of it is an error."""
     rows = list(truth)
     missing = [r for r in rows if r not in pred]
-    classes = sorted(set().union(*truth.values(), *pred.values()))
+    check_overlap(len(rows), len(rows) - len(missing), names[1], names[0])
+    truth_classes, pred_classes = set().union(*truth.values()), set().union(*(pred[r] for r in pred))
+    unused = Unused([r for r in pred if r not in truth], missing, sorted(truth_classes - pred_classes),
+                    sorted(pred_classes - truth_classes), not truth_classes)
+    unused.check(strict)
+    classes = sorted(truth_classes | pred_classes)
     P = sets_to_matrix([pred.get(r, set()) for r in rows], classes)
     T = sets_to_matrix([truth[r] for r in rows], classes)
     p, r, f = micro_prf(P, T)
-    return SubmissionReport(row_f1(P, T), p, r, f, len(rows), missing, per_class_prf(P, T, classes))
+    return SubmissionReport(row_f1(P, T), p, r, f, len(rows), missing, per_class_prf(P, T, classes), unused)
 
 
-def evaluate_submission(pred_csv: str | Path, truth_csv: str | Path) -> SubmissionReport:
-    return evaluate_sets(read_truth(pred_csv), read_truth(truth_csv))
+def evaluate_submission(pred_csv: str | Path, truth_csv: str | Path, strict: bool = False) -> SubmissionReport:
+    return evaluate_sets(read_truth(pred_csv), read_truth(truth_csv), strict, (str(pred_csv), str(truth_csv)))
+
+
+SCORE_COLUMNS = ("file", "start_s", "end_s", "output")
+
+
+def read_scores(path: str | Path) -> pd.DataFrame:
+    """A scores.parquet of predict (a file or a data-set folder); anything else is a clear error naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise BirdsedError(f"{path}: scores not found (predict writes OUT/scores.parquet)")
+    try:
+        scores = pd.read_parquet(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a file that is not Parquet
+        raise BirdsedError(f"{path}: not a Parquet scores table from predict ({type(e).__name__}: {str(e)[:120]})") from e
+    lacking = [c for c in SCORE_COLUMNS if c not in scores.columns]
+    if lacking:
+        raise BirdsedError(f"{path}: not a scores table of predict: no column(s) {lacking}")
+    return scores
 
 
 @dataclass
@@ -53,22 +116,27 @@ class AlignedScores:
     scores: dict[str, np.ndarray]
     true: np.ndarray
     missing_rows: list[str]
+    unused: Unused = field(default_factory=Unused)
 
 
 def align_scores(scores: pd.DataFrame, truth: dict[str, set[str]], test_csv: str | Path,
-                 audio_dir: str | Path | None = None) -> AlignedScores:
+                 audio_dir: str | Path | None = None, strict: bool = False,
+                 names: tuple[str, str] = ("the scores", "the truth")) -> AlignedScores:
     """Line up scores.parquet rows with truth rows through test.csv (row_id -> audio file, seconds).
 
     Rows without `seconds` take the max over the whole file. Truth labels the model does not
-    know get a score column of zeros (they can only be missed).
+    know get a score column of zeros (they can only be missed). What was not used is counted in
+    `unused`; with `strict` any of it is an error; no truth row scored at all is always one.
     """
     test = read_kaggle_test(test_csv, audio_dir).set_index("row_id")
     model_classes = [c for c in scores.columns if c not in ("file", "start_s", "end_s", "output")]
     classes = model_classes + sorted(set().union(*truth.values()) - set(model_classes))
     row_ids = [r for r in truth if r in test.index]
     missing = [r for r in truth if r not in test.index]
-    if not row_ids:
+    if truth and not row_ids:
         raise BirdsedError(f"no truth row_id is listed in {test_csv}")
+    used_rows: set[tuple[str, float]] = set()
+    used_files: set[str] = set()
     out: dict[str, np.ndarray] = {}
     not_scored: set[str] = set()
     for kind in OUTPUT_KINDS:
@@ -81,21 +149,32 @@ def align_scores(scores: pd.DataFrame, truth: dict[str, set[str]], test_csv: str
             path, sec = test.at[r, "path"], test.at[r, "seconds"]
             if pd.isna(sec):
                 v = by_file.get(path)
+                used_files.add(path)
             else:
-                j = by_row.get((path, float(sec) - 5.0))
+                j = by_row.get((path, float(sec) - ROW_S))
                 v = values[j] if j is not None else None
+                used_rows.add((path, float(sec) - ROW_S))
             if v is None:
                 not_scored.add(r)
             else:
                 m[i, : len(model_classes)] = v
         out[kind] = m
+    check_overlap(len(truth), len(row_ids) - len(not_scored), names[1], names[0])
+    part = scores[scores["output"] == OUTPUT_KINDS[0]]
+    unscored = [f"{f}@{s:g}" for f, s in zip(part["file"], part["start_s"])
+                if f not in used_files and (f, float(s)) not in used_rows]
+    truth_classes = set().union(*truth.values())
+    unused = Unused(unscored, missing + sorted(not_scored), sorted(truth_classes - set(model_classes)), [],
+                    not truth_classes)
+    unused.check(strict)
     true = sets_to_matrix([truth[r] for r in row_ids], classes)
-    return AlignedScores(row_ids, classes, out, true, missing + sorted(not_scored))
+    return AlignedScores(row_ids, classes, out, true, missing + sorted(not_scored), unused)
 
 
 def score_report(al: AlignedScores) -> dict:
     """For each output: F1 against threshold (a sweep), macro/micro AP, and the seed's table."""
-    report = {"n_rows": len(al.row_ids), "missing_rows": al.missing_rows, "outputs": {}}
+    report = {"n_rows": len(al.row_ids), "missing_rows": al.missing_rows, "unused": asdict(al.unused),
+              "unused_lines": al.unused.lines(), "outputs": {}}
     for kind in OUTPUT_KINDS:
         s = al.scores[kind]
         sweep = threshold_sweep(s, al.true)
@@ -118,6 +197,7 @@ def default_test_csv(truth_csv: str | Path, test_csv: str | Path | None) -> Path
 
 
 def scores_report_from_files(scores_path: str | Path, truth_csv: str | Path, test_csv: str | Path | None = None,
-                             audio_dir: str | Path | None = None) -> dict:
-    al = align_scores(pd.read_parquet(scores_path), read_truth(truth_csv), default_test_csv(truth_csv, test_csv), audio_dir)
+                             audio_dir: str | Path | None = None, strict: bool = False) -> dict:
+    al = align_scores(read_scores(scores_path), read_truth(truth_csv), default_test_csv(truth_csv, test_csv), audio_dir,
+                      strict, (str(scores_path), str(truth_csv)))
     return score_report(al)

@@ -30,6 +30,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def remove_stale_temps(folder: str | os.PathLike) -> int:
+    """Remove the temporary files atomic_path left in `folder` when a run was killed (`.NAME.XXXX.tmp*`); call it
+    only while holding the folder's run_lock, so that no live writer's file is taken. Returns how many."""
+    n = 0
+    for p in Path(folder).glob(".*.tmp*"):
+        if p.is_file() and not p.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                n += 1
+    return n
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -248,9 +248,10 @@ def read_kaggle_test(csv_path: str | Path, audio_dir: str | Path | None = None) 
     csv_path = Path(csv_path)
     df = read_csv_checked(csv_path, ["site", "row_id", "seconds", "audio_id"])
     audio_dir = Path(audio_dir) if audio_dir else csv_path.parent / "test_audio"
+    raw = df["seconds"].copy()
     df["seconds"] = _float_column(df, "seconds", csv_path)
-    for i, (sec, rid) in enumerate(zip(df["seconds"], df["row_id"])):
-        if not np.isnan(sec) and not (0 < sec < 1e7 and float(sec / ROW_S).is_integer()):
+    for i, (text, sec, rid) in enumerate(zip(raw, df["seconds"], df["row_id"])):
+        if text.strip() and not (0 < sec < 1e7 and float(sec / ROW_S).is_integer()):  # "nan" and "inf" too
             raise ManifestError(f"{csv_path}: line {i + 2} (row_id {rid!r}), column 'seconds': {sec!r} is not a whole "
                                 f"positive multiple of the {ROW_S:g} s row (or empty, for a whole-file row)")
     if df["row_id"].duplicated().any():

@@ -26,7 +26,7 @@ from birdsed.audio import find_audio_files
 from birdsed.config import OUTPUT_KINDS
 from birdsed.decide import Thresholds, decide, labels_of, smooth_rows
 from birdsed.errors import BirdsedError, ConfigError
-from birdsed.fsutil import run_lock, write_text_atomic
+from birdsed.fsutil import remove_stale_temps, run_lock, write_text_atomic
 from birdsed.infer import FileResult, predict_files, rows_table
 from birdsed.manifest import read_kaggle_test
 from birdsed.modeldir import kind_of, load_model_dir, model_digest
@@ -101,13 +101,25 @@ def _check_run(out: Path, model_dir: Path, window_s: float, hop_s: float, classe
         stamp["short_policy"] = short_policy
     path = out / "run.json"
     if path.is_file():
-        old = json.loads(path.read_text())
+        try:
+            old = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not readable ({e}); this --out was tampered with: use a new --out") from e
         if old != stamp:
             changed = sorted(k for k in set(old) | set(stamp) if old.get(k) != stamp.get(k))
             raise ConfigError(f"{out} holds results of another model or window setting ({path}: {', '.join(changed)} "
                               "differ; the model's files changed, or another model or setting was given); use a new --out")
     else:
         write_text_atomic(path, json.dumps(stamp, indent=2))
+
+
+def read_part(path: Path, recording: str) -> pd.DataFrame:
+    """One finished recording's rows; a part that is not what predict wrote is a clear error naming it."""
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        raise BirdsedError(f"{path}: the scores of {recording} are unreadable ({type(e).__name__}); delete that file and "
+                           "run the same command again to predict it afresh") from e
 
 
 def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_csv: str | Path | None = None,
@@ -146,6 +158,8 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
     with run_lock(out):  # a second run into the same --out is refused while this one holds it
         _check_run(out, model_dir, window_s, hop_s, classes, pooling, short_policy)
         parts = out / "parts"
+        for folder in (out, parts):  # what a killed run left half-written
+            remove_stale_temps(folder)
         part_of = {f: parts / f"{recording_key(f)}.parquet" for f in files}
         todo = [f for f in files if not part_of[f].is_file()]
         t0 = time.perf_counter()
@@ -160,7 +174,7 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
         wall_s = time.perf_counter() - t0
         write_table(pd.DataFrame(errors, columns=["file", "reason"]), out / "errors.csv")
         done = [f for f in files if part_of[f].is_file()]
-        scores = pd.concat([pd.read_parquet(part_of[f]) for f in done], ignore_index=True) if done else \
+        scores = pd.concat([read_part(part_of[f], f) for f in done], ignore_index=True) if done else \
             pd.DataFrame(columns=["file", "start_s", "end_s", "output", *classes])
         write_table(scores, out / "scores.parquet")
         write_outputs(scores, classes, thresholds, decision, meta.get("default_output", "segmentwise"), out, formats, test)

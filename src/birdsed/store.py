@@ -28,7 +28,7 @@ import pandas as pd
 from birdsed import SAMPLE_RATE_HZ
 from birdsed.audio import audio_info, stream_audio
 from birdsed.errors import AudioDecodeError, StoreError
-from birdsed.fsutil import atomic_path, write_text_atomic
+from birdsed.fsutil import remove_stale_temps, run_lock, atomic_path, write_text_atomic
 from birdsed.manifest import OUTSIDE, Manifest
 from birdsed.progress import progress_bar
 
@@ -102,6 +102,13 @@ def prepare(manifest: Manifest, out: str | os.PathLike, workers: int | None = No
     out = Path(out)
     audio_dir = out / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(out):  # one prepare at a time into a store; then what a killed run left half-written goes
+        for folder in (out, audio_dir):
+            remove_stale_temps(folder)
+        return _prepare_locked(manifest, out, audio_dir, workers, quiet)
+
+
+def _prepare_locked(manifest: Manifest, out: Path, audio_dir: Path, workers: int | None, quiet: bool) -> PrepareResult:
     write_text_atomic(out / "store.json", json.dumps(
         {"version": STORE_VERSION, "sample_rate_hz": SAMPLE_RATE_HZ, "source": str(manifest.root), "format": manifest.source}
     ))

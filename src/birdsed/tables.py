@@ -16,9 +16,7 @@ console = Console(width=None if sys.stdout.isatty() else 120)
 def print_submission_report(rep) -> None:
     console.print(f"row-wise micro F1 (competition metric): [bold]{rep.row_f1:.4f}[/bold] over {rep.n_rows} rows")
     console.print(f"species-only micro precision {rep.precision:.4f}, recall {rep.recall:.4f}, F1 {rep.species_f1:.4f}")
-    if rep.missing_rows:
-        console.print(f"[yellow]{len(rep.missing_rows)} truth row(s) missing from the prediction (counted as nocall), "
-                      f"e.g. {rep.missing_rows[:3]}")
+    print_unused(rep.unused.lines())
     t = Table("class", "precision", "recall", "f1", "support", "predicted", title="per class")
     for r in rep.per_class.to_dict("records"):
         t.add_row(r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", str(r["support"]),
@@ -45,8 +43,13 @@ def print_score_report(report: dict) -> None:
     for r in rows:
         sweep.add_row(f"{r[0]['threshold']:.2f}", *(f"{x['row_f1']:.4f}" for x in r))
     console.print(sweep)
-    if report["missing_rows"]:
-        console.print(f"[yellow]{len(report['missing_rows'])} truth row(s) have no score, e.g. {report['missing_rows'][:3]}")
+    print_unused(report["unused_lines"])
+
+
+def print_unused(lines: list[str]) -> None:
+    """What evaluate did not use (evaluate.Unused.lines); --strict makes any of it an error."""
+    for line in lines:
+        console.print(f"[yellow]not used: {line}")
 
 
 def print_tune_result(res) -> None:

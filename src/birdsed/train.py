@@ -269,13 +269,13 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
     run.mkdir(parents=True, exist_ok=True)
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    td = load_train_data(Path(data), run, cfg, Path(val_data) if val_data else None)
     ckpt_dir = run / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     if resume and not last.is_file():
         raise ConfigError(f"--resume: no checkpoint at {last}")
     resume_epoch = int(read_checkpoint(last).get("epoch", 0)) if resume else None  # a bad file: refused, nothing touched
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    td = load_train_data(Path(data), run, cfg, Path(val_data) if val_data else None)
     save_config(cfg, run / "config.yaml")
     t = cfg.train
     items = build_items(td.train, cfg.data, t.seed)

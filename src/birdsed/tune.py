@@ -3,20 +3,20 @@ thresholds (coordinate ascent on row-wise F1) shrunk toward the global one for r
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from birdsed.config import OUTPUT_KINDS
 from birdsed.decide import Thresholds
 from birdsed.errors import BirdsedError
 from birdsed.manifest import read_dataset, read_truth
 from birdsed.metrics import DEFAULT_SWEEP, row_f1, sets_to_matrix
-from birdsed.modeldir import load_model_dir, read_meta, update_thresholds
+from birdsed.modeldir import load_model_dir, read_meta, thresholds_of, update_thresholds
 
+log = logging.getLogger(__name__)
 GRID = np.round(np.concatenate([np.arange(0.01, 0.1, 0.01), np.arange(0.1, 0.96, 0.025), [0.97, 0.98, 0.99]]), 4)
 
 
@@ -108,22 +108,26 @@ def file_level_scores(model_dir: Path, data: Path) -> tuple[dict[str, np.ndarray
 
 
 def tune_model(model_dir: str | Path, scores_path=None, truth_csv=None, test_csv=None, data=None, shrink: float = 10.0,
-               per_class: bool = True, dry_run: bool = False) -> TuneResult:
-    """Tune on scores + truth, or on a labelled data set, and store the thresholds in model.json."""
-    from birdsed.evaluate import align_scores, default_test_csv
+               per_class: bool = True, dry_run: bool = False, strict: bool = False) -> TuneResult:
+    """Tune on scores + truth, or on a labelled data set, and store the thresholds in model.json. What the
+    scores and truth did not share is logged (`strict`: an error)."""
+    from birdsed.evaluate import align_scores, default_test_csv, read_scores
 
     model_dir = Path(model_dir)
     meta = read_meta(model_dir)
     classes = meta["classes"]
     if scores_path and truth_csv:
-        al = align_scores(pd.read_parquet(scores_path), read_truth(truth_csv), default_test_csv(truth_csv, test_csv))
+        al = align_scores(read_scores(scores_path), read_truth(truth_csv), default_test_csv(truth_csv, test_csv),
+                          strict=strict, names=(str(scores_path), str(truth_csv)))
+        for line in al.unused.lines():
+            log.warning("tune: %s", line)
         scores = {k: v[:, : len(classes)] for k, v in al.scores.items()}
         true = al.true[:, : len(classes)]
     elif data:
         scores, true, classes = file_level_scores(model_dir, Path(data))
     else:
         raise BirdsedError("tune needs --scores and --truth, or --data")
-    result = tune(scores, true, classes, Thresholds.from_dict(meta.get("thresholds")), shrink, per_class)
+    result = tune(scores, true, classes, thresholds_of(model_dir, meta), shrink, per_class)
     if not dry_run:
         update_thresholds(model_dir, result.thresholds, result.best_output)
     return result

@@ -1,0 +1,346 @@
+"""birdsed tried as a hostile user would: bad audio, tampered model and run folders, planted pickles, tables that
+point outside their folder, bad --set and model.json values, inconsistent truth, a full disk, kill -9.
+
+Each test builds its own bad input in tmp_path and asserts the exit status (0 all done, 1 done with skipped items,
+2 refused), the message naming the thing, no traceback (the CLI is called in-process: an exception would fail the
+test) and no file left half-written. docs/reliability.md has the table of what is tried here.
+"""
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+from conftest import write_audio
+
+from birdsed.cli import main
+from birdsed.config import FrontendConfig, ModelConfig, apply_overrides, load_config
+from birdsed.embedtrain import EmbeddingCache
+from birdsed.model import SEDModel
+from birdsed.modeldir import save_model_dir
+
+FAST = ["train.epochs=3", "train.batch_size=4", "train.workers=0", "data.balance_min=4", "data.val_windows=1"]
+FAST_SET = [x for kv in FAST for x in ("--set", kv)]
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling this would create the marker file
+        return (open, (str(self.marker), "w"))
+
+
+def plant_pickle(path, marker):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps({"state_dict": {"w": _Payload(marker)}, "epoch": 0}))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    m = SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), ["x", "y"]).eval()
+    return save_model_dir(m, tmp_path_factory.mktemp("model") / "m")
+
+
+def run_cli(capsys, *argv) -> tuple[int, str]:
+    rc = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return rc, cap.out + cap.err
+
+
+def no_temp_files(folder) -> bool:
+    return not [p for p in folder.rglob(".*.tmp*")]
+
+
+# --- audio -----------------------------------------------------------------------------------------------------------
+
+def test_bad_audio_in_a_batch_is_skipped_and_reported_with_what_is_wrong(model_dir, tmp_path, capsys):
+    d = tmp_path / "in"
+    write_audio(d / "good.wav", seconds=6.0)
+    sf.write(str(d / "odd.wav"), np.random.default_rng(0).standard_normal((11025 * 7, 3)).astype(np.float32) * 0.1, 11025)
+    (d / "random.mp3").write_bytes(os.urandom(5000))
+    (d / "empty.wav").write_bytes(b"")
+    (d / "folder.wav").mkdir()
+    os.mkfifo(d / "pipe.wav")
+    nan = np.zeros(32000 * 3, np.float32)
+    nan[1000] = np.nan
+    sf.write(str(d / "nan.wav"), nan, 32000, subtype="FLOAT")
+    rc, text = run_cli(capsys, "predict", "--model", model_dir, d, "--out", tmp_path / "out", "--workers", 0, "--quiet")
+    assert rc == 1, text
+    errors = pd.read_csv(tmp_path / "out" / "errors.csv").set_index("file")["reason"]
+    reasons = {os.path.basename(f): r for f, r in errors.items()}
+    assert set(reasons) == {"random.mp3", "empty.wav", "folder.wav", "pipe.wav", "nan.wav"}
+    assert "format is not recognised" in reasons["random.mp3"] and "possibly a pipe" not in reasons["random.mp3"]
+    assert "empty" in reasons["empty.wav"] and "folder" in reasons["folder.wav"]
+    assert "not a regular file" in reasons["pipe.wav"] and "NaN" in reasons["nan.wav"]
+    assert set(pd.read_parquet(tmp_path / "out" / "scores.parquet")["file"].map(os.path.basename)) == {"good.wav", "odd.wav"}
+    assert no_temp_files(tmp_path / "out")
+
+
+# --- tampered model folders ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: m["thresholds"]["global"].update(clipwise="abc"), "thresholds global\\['clipwise'\\] = 'abc'"),
+    (lambda m: m["thresholds"]["global"].update(att=7), "must be a number in \\[0, 1\\]"),
+    (lambda m: m["frontend"].update(sample_rate_hz=0), "frontend.sample_rate_hz = 0"),
+    (lambda m: m["frontend"].update(hop_length=0), "frontend.hop_length = 0"),
+    (lambda m: m["frontend"].update(n_mels="many"), "frontend.n_mels = 'many'"),
+    (lambda m: m.update(short_policy="explode"), "short_policy 'explode'"),
+    (lambda m: m["model"].update(backbone="nope"), "unknown backbone 'nope'"),
+    (lambda m: m.update(classes=[]), "'classes' must be a non-empty list"),
+    (lambda m: m.update(kind="rootkit"), "unknown model kind 'rootkit'"),
+])
+def test_a_tampered_model_json_is_refused_before_anything_is_predicted(model_dir, tmp_path, capsys, edit, message):
+    m = tmp_path / "m"
+    shutil.copytree(model_dir, m)
+    meta = json.loads((m / "model.json").read_text())
+    edit(meta)
+    (m / "model.json").write_text(json.dumps(meta))
+    audio = write_audio(tmp_path / "a.wav", seconds=6.0)
+    rc, text = run_cli(capsys, "predict", "--model", m, audio, "--out", tmp_path / "out", "--workers", 0, "--quiet")
+    assert rc == 2 and "error:" in text
+    assert pytest.importorskip("re").search(message, text.replace("\n", "")), text
+    assert not (tmp_path / "out" / "scores.parquet").exists()
+
+
+def test_a_loaded_model_never_reads_its_pretrained_path(model_dir, tmp_path, capsys, monkeypatch):
+    m = tmp_path / "m"
+    shutil.copytree(model_dir, m)
+    meta = json.loads((m / "model.json").read_text())
+    meta["model"]["pretrained"] = str(tmp_path / "elsewhere.pth")  # would be read if it were honoured
+    (m / "model.json").write_text(json.dumps(meta))
+    import birdsed.model
+
+    monkeypatch.setattr(birdsed.model, "_load_weight_file", lambda p: pytest.fail(f"read {p}"))
+    audio = write_audio(tmp_path / "a.wav", seconds=6.0)
+    rc, text = run_cli(capsys, "predict", "--model", m, audio, "--out", tmp_path / "out", "--workers", 0, "--quiet")
+    assert rc == 0, text
+
+
+def test_planted_pickles_never_run(model_dir, tmp_path, capsys, synth_data):
+    marker = tmp_path / "pwned"
+    # as the model's weights
+    m = tmp_path / "m"
+    shutil.copytree(model_dir, m)
+    plant_pickle(m / "weights.safetensors", marker)
+    audio = write_audio(tmp_path / "a.wav", seconds=6.0)
+    rc, text = run_cli(capsys, "predict", "--model", m, audio, "--out", tmp_path / "out", "--workers", 0, "--quiet")
+    assert rc == 2 and "weights.safetensors" in text
+    # as the checkpoint --resume continues from: refused before anything in the run folder changes
+    run = tmp_path / "run"
+    plant_pickle(run / "checkpoints" / "last.ckpt", marker)
+    (run / "metrics.csv").write_text("epoch,step,train_loss_step\n0,0,1.0\n")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    rc, text = run_cli(capsys, "train", "--data", synth_data, "--config", "small", "--out", run, "--resume", "--quiet", *FAST_SET)
+    assert rc == 2 and "last.ckpt" in text and "nothing was changed" in text
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    # as a cached BirdNET embedding: computed afresh, never unpickled
+    cached = tmp_path / "cache" / "x.npy"
+    plant_pickle(cached, marker)
+    assert EmbeddingCache.load(cached) is None
+    assert not marker.exists()
+
+
+# --- tables ----------------------------------------------------------------------------------------------------------
+
+def test_table_paths_outside_the_audio_folder_are_refused_and_reported(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_audio(data / "audio" / "ok.wav")
+    outside = write_audio(tmp_path / "secret" / "x.wav")
+    (data / "audio" / "link.wav").symlink_to(outside)
+    rows = [("ok.wav", "a"), ("../../secret/x.wav", "a"), (str(outside), "b"), ("link.wav", "b")]
+    pd.DataFrame(rows, columns=["filename", "labels"]).to_csv(data / "labels.csv", index=False)
+    rc, text = run_cli(capsys, "prepare", data, "--out", tmp_path / "store", "--workers", 1)
+    assert rc == 1, text
+    report = pd.read_csv(tmp_path / "store" / "report.csv")
+    assert len(report) == 3 and report["reason"].str.contains("outside the data set's audio folder").all()
+    rc, text = run_cli(capsys, "prepare", data, "--out", tmp_path / "store2", "--workers", 1, "--allow-outside-paths")
+    assert rc == 0, text
+
+
+def test_one_path_per_recording(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_audio(data / "audio" / "a.wav")
+    pd.DataFrame({"filename": ["a.wav", "./a.wav"], "labels": ["x", "y"]}).to_csv(data / "labels.csv", index=False)
+    rc, text = run_cli(capsys, "prepare", data, "--out", tmp_path / "store")
+    assert rc == 2 and "recording listed twice: a.wav" in text
+
+
+@pytest.mark.parametrize("seconds,message", [("-5", "-5.0 is not a whole positive multiple"), ("1e9", "1000000000.0"),
+                                             ("inf", "inf"), ("nan", "nan"), ("7.3", "7.3")])
+def test_test_csv_seconds_must_be_whole_rows(model_dir, tmp_path, capsys, seconds, message):
+    write_audio(tmp_path / "test_audio" / "s1.wav", seconds=10.0)
+    (tmp_path / "test.csv").write_text(f"site,row_id,seconds,audio_id\nsite_1,s1_5,5,s1\nsite_1,s1_x,{seconds},s1\n")
+    rc, text = run_cli(capsys, "predict", "--model", model_dir, "--test-csv", tmp_path / "test.csv", "--out",
+                       tmp_path / "out", "--quiet")
+    assert rc == 2 and "line 3" in text and message in text, text
+
+
+def test_test_csv_row_ids_unique_and_audio_ids_inside(model_dir, tmp_path, capsys):
+    write_audio(tmp_path / "test_audio" / "s1.wav", seconds=10.0)
+    (tmp_path / "test.csv").write_text("site,row_id,seconds,audio_id\nsite_1,r,5,s1\nsite_1,r,10,s1\n")
+    rc, text = run_cli(capsys, "predict", "--model", model_dir, "--test-csv", tmp_path / "test.csv", "--out", tmp_path / "o")
+    assert rc == 2 and "'r' listed twice" in text
+    write_audio(tmp_path / "elsewhere" / "x.wav", seconds=10.0)
+    (tmp_path / "test.csv").write_text("site,row_id,seconds,audio_id\nsite_1,a,5,s1\nsite_1,b,5,../elsewhere/x\n")
+    rc, text = run_cli(capsys, "predict", "--model", model_dir, "--test-csv", tmp_path / "test.csv", "--out",
+                       tmp_path / "o2", "--quiet")
+    assert rc == 1, text  # the escaping row is never opened: reported, its row nocall
+    assert set(pd.read_parquet(tmp_path / "o2" / "scores.parquet")["file"].map(os.path.basename)) == {"s1.wav"}
+    assert len(pd.read_csv(tmp_path / "o2" / "submission.csv")) == 2
+
+
+# --- configuration ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override,message", [
+    ("train.lr=abc", "train.lr = 'abc': expected a finite number"), ("train.epochs=abc", "train.epochs = 'abc'"),
+    ("train.lr=-5", "train.lr = -5.0: must be in (0, inf)"), ("train.epochs=0", "train.epochs = 0"),
+    ("model.backbone=nope", "model.backbone 'nope': valid:"), ("frontend.sample_rate_hz=16000", "Nyquist"),
+    ("frontend.fmax_hz=20000", "Nyquist"), ("data.val_fraction=2", "data.val_fraction = 2.0"),
+    ("augment.mixup_p=1.5", "augment.mixup_p = 1.5"), ("train.device=tpu", "train.device = 'tpu'"),
+    ("augment.noise_snr_db=[30,3]", "low above high"), ("train.nonsense=1", "unknown key"),
+    ("model.birdnet_prior=true", "needs model.backbone birdnet"), ("data.balance=maybe", "expected true or false"),
+])
+def test_a_bad_set_value_is_refused_before_anything_is_written(synth_data, tmp_path, capsys, override, message):
+    rc, text = run_cli(capsys, "train", "--data", synth_data, "--config", "small", "--out", tmp_path / "run",
+                       "--set", override, "--quiet")
+    assert rc == 2 and message in text.replace("\n", ""), text
+    assert not (tmp_path / "run").exists()
+
+
+def test_numbers_yaml_leaves_as_text_are_numbers():
+    cfg = apply_overrides(load_config("small"), ["train.lr=1e-3", "train.epochs=4.0", "train.devices=2"])
+    assert cfg.train.lr == 0.001 and isinstance(cfg.train.lr, float) and cfg.train.epochs == 4 and cfg.train.devices == 2
+
+
+# --- evaluate's accounting -------------------------------------------------------------------------------------------
+
+def test_evaluate_says_what_it_did_not_use_and_strict_refuses(tmp_path, capsys):
+    truth, pred = tmp_path / "truth.csv", tmp_path / "pred.csv"
+    truth.write_text("row_id,birds\na,nocall\nb,nocall\n")
+    pred.write_text("row_id,birds\na,nocall\nb,nocall\n")
+    rc, text = run_cli(capsys, "evaluate", "--pred", pred, "--truth", truth)
+    assert rc == 0 and "the truth has no positive at all" in text
+    rc, text = run_cli(capsys, "evaluate", "--pred", pred, "--truth", truth, "--strict")
+    assert rc == 2 and "--strict" in text
+    truth.write_text("row_id,birds\na,x\nb,nocall\n")
+    pred.write_text("row_id,birds\na,x\nz1,y\nz2,y\n")
+    rc, text = run_cli(capsys, "evaluate", "--pred", pred, "--truth", truth, "--json")
+    unused = json.loads(text)["unused"]
+    assert unused["pred_rows_without_truth"] == ["z1", "z2"] and unused["truth_rows_without_pred"] == ["b"]
+    assert unused["pred_classes_unknown"] == ["y"]
+    truth.write_text("row_id,birds\n")
+    rc, text = run_cli(capsys, "evaluate", "--pred", pred, "--truth", truth)
+    assert rc == 2 and "the truth has no rows" in text
+    truth.write_text("row_id,birds\nq,x\n")
+    rc, text = run_cli(capsys, "evaluate", "--pred", pred, "--truth", truth)
+    assert rc == 2 and "share no row" in text
+
+
+def test_evaluate_scores_refuses_what_is_not_a_scores_table(tmp_path, capsys):
+    truth = tmp_path / "truth.csv"
+    truth.write_text("row_id,birds\na,x\n")
+    (tmp_path / "test.csv").write_text("site,row_id,seconds,audio_id\nsite_1,a,5,f\n")
+    rc, text = run_cli(capsys, "evaluate", "--scores", truth, "--truth", truth)
+    assert rc == 2 and "not a Parquet scores table" in text
+    other = tmp_path / "scores.parquet"
+    pd.DataFrame({"file": ["/else/g.wav"], "start_s": [0.0], "end_s": [5.0], "output": ["clipwise"], "x": [0.9]}).to_parquet(other)
+    rc, text = run_cli(capsys, "evaluate", "--scores", other, "--truth", truth)
+    assert rc == 2 and "share no row" in text
+
+
+# --- a full disk -----------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_full_disk_is_one_clear_error(model_dir, tmp_path, capsys, tiny_disk):
+    files = [write_audio(tmp_path / "in" / f"r{i}.wav", seconds=30.0) for i in range(40)]
+    (tiny_disk / "filler").write_bytes(bytes(60 * 1024))
+    rc, text = run_cli(capsys, "predict", "--model", model_dir, *files, "--out", tiny_disk / "out", "--workers", 0, "--quiet")
+    assert rc == 2 and "the disk is full" in text and "Traceback" not in text, text
+    assert no_temp_files(tiny_disk)
+
+
+# --- kill -9 and the same command again -------------------------------------------------------------------------------
+
+def kill_when(argv, ready, timeout_s=120.0) -> None:
+    """Start `python -m birdsed ARGV`, kill -9 it as soon as ready() holds (or it ends by itself)."""
+    proc = subprocess.Popen([sys.executable, "-m", "birdsed", *map(str, argv)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while proc.poll() is None and not ready() and time.time() - t0 < timeout_s:
+        time.sleep(0.05)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_kill_9_of_predict_then_the_same_command(model_dir, tmp_path, capsys):
+    files = [write_audio(tmp_path / "in" / f"r{i:02d}.wav", seconds=20.0, freq_hz=500 + 100 * i) for i in range(12)]
+    argv = ["predict", "--model", model_dir, tmp_path / "in", "--workers", 0, "--quiet"]
+    kill_when([*argv, "--out", tmp_path / "killed"], lambda: len(list((tmp_path / "killed" / "parts").glob("*.parquet"))) >= 2)
+    assert run_cli(capsys, *argv, "--out", tmp_path / "killed")[0] == 0
+    assert run_cli(capsys, *argv, "--out", tmp_path / "whole")[0] == 0
+    a, b = (pd.read_parquet(tmp_path / d / "scores.parquet").sort_values(["file", "output", "start_s"]).reset_index(drop=True)
+            for d in ("killed", "whole"))
+    assert len(a) == len(files) * 3 * 4 or len(a) > 0
+    pd.testing.assert_frame_equal(a, b)
+    assert no_temp_files(tmp_path / "killed") and not (tmp_path / "killed" / ".lock").exists()
+
+
+def test_kill_9_of_prepare_then_the_same_command(tmp_path, capsys):
+    data = tmp_path / "data"
+    for i in range(16):
+        write_audio(data / "audio" / f"r{i:02d}.flac", seconds=30.0, rate=44100, freq_hz=300 + 50 * i)
+    pd.DataFrame({"filename": [f"r{i:02d}.flac" for i in range(16)], "labels": ["a"] * 16}).to_csv(data / "labels.csv", index=False)
+    kill_when(["prepare", data, "--out", tmp_path / "killed", "--workers", 1],
+              lambda: len(list((tmp_path / "killed" / "audio").glob("*.json"))) >= 2)
+    assert run_cli(capsys, "prepare", data, "--out", tmp_path / "killed", "--workers", 1)[0] == 0
+    assert run_cli(capsys, "prepare", data, "--out", tmp_path / "whole", "--workers", 1)[0] == 0
+    from birdsed.store import AudioStore
+
+    a, b = AudioStore(tmp_path / "killed"), AudioStore(tmp_path / "whole")
+    assert sorted(a.index.index) == sorted(b.index.index)
+    for rid in b.index.index:
+        np.testing.assert_array_equal(a.read(rid), b.read(rid))
+    assert no_temp_files(tmp_path / "killed")
+
+
+def test_kill_9_of_train_then_resume_gives_the_uninterrupted_model(synth_data, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from birdsed.train import train
+
+    whole = train(synth_data, apply_overrides(load_config("small"), FAST), tmp_path / "whole", quiet=True)
+    run = tmp_path / "killed"
+    argv = ["train", "--data", synth_data, "--config", "small", "--out", run, "--quiet", *FAST_SET]
+    kill_when(argv, lambda: (run / "checkpoints" / "last.ckpt").is_file())
+    if (run / "model" / "model.json").is_file():
+        pytest.skip("training finished before it could be killed")
+    rc, text = run_cli(capsys, *argv, "--resume")
+    assert rc == 0, text
+    a, b = load_file(str(whole / "weights.safetensors")), load_file(str(run / "model" / "weights.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    epochs = pd.read_csv(run / "metrics.csv")["epoch"].dropna()
+    assert sorted(set(epochs)) == [0, 1, 2]  # the epochs before the kill are kept, none twice
+    whole_rows = pd.read_csv(tmp_path / "whole" / "metrics.csv")
+    assert len(pd.read_csv(run / "metrics.csv")) == len(whole_rows)
