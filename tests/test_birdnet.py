@@ -140,6 +140,39 @@ def test_a_head_model_directory_round_trips(tmp_path):
         load_model_dir(tmp_path / "m")
 
 
+def test_the_birdnet_prior_adds_birdnets_logit_to_mapped_classes_only(tmp_path):
+    torch.manual_seed(0)
+    with_prior, plain = EmbeddingHead(3, dropout=0.0, prior=True).eval(), EmbeddingHead(3, dropout=0.0).eval()
+    plain.load_state_dict({k: v for k, v in with_prior.state_dict().items() if not k.startswith("prior")})
+    w, b = torch.randn(3, 1024) * 0.05, torch.randn(3)
+    with_prior.set_prior(w, b, torch.tensor([True, False, True]))
+    with torch.no_grad():
+        with_prior.prior_gain.copy_(torch.tensor([0.5, 9.0, 2.0]))
+        emb = torch.randn(4, 3, 1024)
+        a, p = with_prior(emb)["segmentwise"], plain(emb)["segmentwise"]
+    diff = torch.logit(a) - torch.logit(p)  # (B, K, T')
+    expect = (emb @ w.T + b).transpose(1, 2) * torch.tensor([0.5, 0.0, 2.0])[None, :, None]
+    torch.testing.assert_close(diff, expect, atol=2e-3, rtol=1e-3)
+    model = EmbeddingHeadModel(["a", "b", "c"], with_prior, 5.0, 1.0)
+    save_head_dir(model, tmp_path / "m")
+    back, _, meta = load_model_dir(tmp_path / "m")
+    assert meta["model"]["birdnet_prior"] is True and back.head.prior
+    for k, v in with_prior.state_dict().items():
+        torch.testing.assert_close(back.head.state_dict()[k], v)
+
+
+@needs_birdnet
+def test_birdnets_classifier_read_from_the_graph_gives_its_logits():
+    rt = birdnet.BirdNETRuntime(embeddings=True)
+    w, b = rt.classifier()
+    x = np.random.default_rng(0).standard_normal((2, birdnet.N_SAMPLES)).astype(np.float32) * 0.05
+    logits = rt.logits(x)
+    np.testing.assert_allclose(rt.embed(x) @ w.T + b, logits, atol=1e-3)
+    cmap, rows_w, rows_b = birdnet.classifier_rows(["eurbla", "Nothing here"])
+    assert cmap.unmapped == ["Nothing here"] and not rows_w[1].any() and rows_b[1] == 0
+    np.testing.assert_array_equal(rows_w[0], w[cmap.indices[0]])
+
+
 class _Store:
     def __init__(self, n_samples=160000, size=10, mtime=1):
         self.index = pd.DataFrame({"n_samples": [n_samples], "source_size": [size], "source_mtime_ns": [mtime]},

@@ -30,6 +30,7 @@ import torch
 from birdsed.birdnet import (EMBED_DIM, MODEL_FILE, N_SAMPLES, SAMPLE_RATE_HZ, SHA256, classifier_rows, dataset_aliases,
                              shared_runtime)
 from birdsed.config import Config, save_config
+from birdsed.errors import ModelError
 from birdsed.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows
 from birdsed.fsutil import atomic_path
 from birdsed.metrics import average_precision
@@ -159,8 +160,14 @@ def mixup(x: torch.Tensor, y: torch.Tensor, p: float, alpha: float, union: bool,
 
 
 def birdnet_prior(head: EmbeddingHead, classes: list[str], aliases: dict[str, list[str]]) -> None:
-    """Give the head BirdNET's classifier rows of the classes that map to a BirdNET label (model.birdnet_prior)."""
-    cmap, w, b = classifier_rows(classes, aliases)
+    """Give the head BirdNET's classifier rows of the classes that map to a BirdNET label (model.birdnet_prior);
+    when none maps, the head learns without a prior (said in the log)."""
+    try:
+        cmap, w, b = classifier_rows(classes, aliases)
+    except ModelError as e:
+        log.warning("BirdNET prior: %s; the head learns without it (a species.csv beside labels.csv with "
+                    "scientific_name or ebird_code columns maps a data set's own names)", e)
+        return
     head.set_prior(torch.from_numpy(w), torch.from_numpy(b), torch.tensor([i >= 0 for i in cmap.indices]))
     log.info("BirdNET prior: %d of %d classes map to BirdNET labels%s", len(classes) - len(cmap.unmapped), len(classes),
              f"; unmapped: {', '.join(cmap.unmapped[:10])}{' ...' if len(cmap.unmapped) > 10 else ''}" if cmap.unmapped else "")
