@@ -196,6 +196,7 @@ def test_test_csv_row_ids_unique_and_audio_ids_inside(model_dir, tmp_path, capsy
     rc, text = run_cli(capsys, "predict", "--model", model_dir, "--test-csv", tmp_path / "test.csv", "--out",
                        tmp_path / "o2", "--quiet")
     assert rc == 1, text  # the escaping row is never opened: reported, its row nocall
+    assert "refused, never opened" in pd.read_csv(tmp_path / "o2" / "errors.csv")["reason"].iloc[0]
     assert set(pd.read_parquet(tmp_path / "o2" / "scores.parquet")["file"].map(os.path.basename)) == {"s1.wav"}
     assert len(pd.read_csv(tmp_path / "o2" / "submission.csv")) == 2
 
@@ -344,3 +345,13 @@ def test_kill_9_of_train_then_resume_gives_the_uninterrupted_model(synth_data, t
     assert sorted(set(epochs)) == [0, 1, 2]  # the epochs before the kill are kept, none twice
     whole_rows = pd.read_csv(tmp_path / "whole" / "metrics.csv")
     assert len(pd.read_csv(run / "metrics.csv")) == len(whole_rows)
+
+
+def test_decoder_notes_stay_off_the_console(model_dir, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "bad.mp3").write_bytes(np.random.default_rng(1).bytes(5000))
+    write_audio(tmp_path / "in" / "good.wav", seconds=6.0)
+    res = subprocess.run([sys.executable, "-m", "birdsed", "predict", "--model", str(model_dir), str(tmp_path / "in"),
+                          "--out", str(tmp_path / "out"), "--workers", "0"], capture_output=True, text=True)
+    assert res.returncode == 1 and "errors.csv" in res.stdout + res.stderr
+    assert "Audio-MPEG" not in res.stderr and "Note:" not in res.stderr, res.stderr

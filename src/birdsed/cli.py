@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -115,6 +117,35 @@ def os_error_message(e: OSError) -> str:
     return f"{where}: {advice}" + (f" [{e.strerror}]" if e.errno in OS_ADVICE and e.strerror else "")
 
 
+@contextlib.contextmanager
+def c_stderr_off(off: bool):
+    """Decoder libraries (libmpg123 in libsndfile) print notes such as "Illegal Audio-MPEG-Header" to file
+    descriptor 2 from C, over the progress bar; birdsed reports such files itself. While `off`, descriptor 2 goes
+    to /dev/null and Python's own stderr (messages, progress, tracebacks) to a copy of the real one. With -v the
+    decoders' notes stay on the console. Only when stderr is the process's real descriptor 2 (not under a capture)."""
+    try:
+        real = off and sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        real = False
+    if not real:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    py_stderr, sys.stderr = sys.stderr, os.fdopen(os.dup(saved), "w", buffering=1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        sys.stderr.close()
+        sys.stderr = py_stderr
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -123,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "torch"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        return int(args.func(args) or 0)
+        with c_stderr_off(not args.verbose):
+            return int(args.func(args) or 0)
     except BirdsedError as e:
         console.print(f"[red]error:[/red] {e}")
         return 2

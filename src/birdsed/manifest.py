@@ -269,6 +269,7 @@ def read_kaggle_test(csv_path: str | Path, audio_dir: str | Path | None = None) 
         log.warning("%d audio_id(s) of %s resolve outside %s: refused, never opened, e.g. %s", len(outside), csv_path,
                     audio_dir, outside[:3])
     df["path"] = df["audio_id"].map(paths)
+    df.attrs["outside"] = outside  # audio_ids refused (predict reports them)
     absent = [a for a, p in paths.items() if not p and a not in outside]
     if absent:
         log.warning("%d audio_id(s) of %s have no file in %s, e.g. %s", len(absent), csv_path, audio_dir, absent[:3])

@@ -64,7 +64,9 @@ def resolve_inputs(inputs: list[str], test: pd.DataFrame | None) -> tuple[list[s
     missing: list[tuple[str, str]] = []
     if test is not None:
         files = sorted({p for p in test["path"] if p})
-        missing = [(a, "no audio file for this audio_id") for a in sorted(set(test.loc[test["path"] == "", "audio_id"]))]
+        outside = set(test.attrs.get("outside", []))
+        missing = [(a, "resolves outside the test audio folder: refused, never opened" if a in outside else
+                    "no audio file for this audio_id") for a in sorted(set(test.loc[test["path"] == "", "audio_id"]))]
         return files, missing
     files = []
     for p in find_audio_files(inputs):
