@@ -355,3 +355,36 @@ def test_decoder_notes_stay_off_the_console(model_dir, tmp_path):
                           "--out", str(tmp_path / "out"), "--workers", "0"], capture_output=True, text=True)
     assert res.returncode == 1 and "errors.csv" in res.stdout + res.stderr
     assert "Audio-MPEG" not in res.stderr and "Note:" not in res.stderr, res.stderr
+
+
+def test_model_files_have_the_usual_permissions(model_dir):
+    modes = {p.name: p.stat().st_mode & 0o777 for p in model_dir.iterdir()}
+    assert modes["weights.safetensors"] == modes["model.json"], modes
+
+
+def test_a_tampered_ensemble_is_bounded(model_dir, tmp_path, capsys):
+    from birdsed.modeldir import save_ensemble
+
+    ens = save_ensemble([model_dir, model_dir], tmp_path / "ens")
+    meta = json.loads((ens / "model.json").read_text())
+    audio = write_audio(tmp_path / "a.wav", seconds=6.0)
+
+    def predict_with(edit) -> str:
+        m = tmp_path / f"e{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(ens, m)
+        edit(m)
+        rc, text = run_cli(capsys, "predict", "--model", m, audio, "--out", m / "out", "--workers", 0, "--quiet")
+        assert rc == 2 and not (m / "out" / "scores.parquet").exists()
+        return text
+
+    def nest(m):
+        shutil.copytree(ens, m / "members" / "2")
+        (m / "model.json").write_text(json.dumps({**meta, "ensemble": [*meta["ensemble"], "members/2"]}))
+
+    assert "an ensemble inside an ensemble" in predict_with(nest)
+    many = lambda m: (m / "model.json").write_text(json.dumps({**meta, "ensemble": [f"members/{i}" for i in range(65)]}))
+    assert "65 ensemble members; at most 64" in predict_with(many)
+    twice = lambda m: (m / "model.json").write_text(json.dumps({**meta, "ensemble": ["members/0", "members/0"]}))
+    assert "listed twice" in predict_with(twice)
+    away = lambda m: (m / "model.json").write_text(json.dumps({**meta, "ensemble": ["members/0", "../../m"]}))
+    assert "outside the ensemble folder" in predict_with(away)
