@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_all() -> None:
     """Import the modules that register further verbs (kept separate so this file stays short)."""
-    from birdsed import cli_birdnet, cli_model  # noqa: F401
+    from birdsed import cli_birdnet, cli_model, cli_pseudo  # noqa: F401
 
 
 OS_ADVICE = {errno.ENOSPC: "the disk is full: free space there (what was finished is kept; the same command resumes)",

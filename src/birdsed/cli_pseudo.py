@@ -1,0 +1,42 @@
+"""`birdsed pseudo-label`: soft labels of unlabelled recordings from any model directory (pseudo.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from birdsed.cli import console, verb
+from birdsed.config import OUTPUT_KINDS, SHORT_POLICIES
+
+
+def _add_pseudo_label(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, required=True, help="any model directory (a model, an ensemble, BirdNET)")
+    p.add_argument("inputs", nargs="+", help="unlabelled audio files and folders (recursive)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (a re-run resumes); writes pseudo_labels.parquet")
+    p.add_argument("--output", default="clipwise", choices=OUTPUT_KINDS, help="which output gives the soft labels")
+    p.add_argument("--temperature", type=float, default=1.0, help="sigmoid(logit(p) / T) (below 1 sharpens)")
+    p.add_argument("--power", type=float, default=1.0, help="p ** power, after the temperature (above 1 sharpens)")
+    p.add_argument("--floor", type=float, default=0.0, help="soft labels below this become 0")
+    p.add_argument("--top-k", type=int, help="keep each row's k highest soft labels, the rest 0")
+    p.add_argument("--window-s", type=float, help="window length (default: the model's)")
+    p.add_argument("--hop-s", type=float, help="hop between windows (default: the model's)")
+    p.add_argument("--short", choices=SHORT_POLICIES, help="recordings shorter than a window (default: as the model trained)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--workers", type=int, help="decoding processes (default as predict)")
+    p.add_argument("--quiet", action="store_true")
+
+
+@verb("pseudo-label", "soft labels per 5 s row of unlabelled recordings, from any model (for training on them)",
+      "birdsed pseudo-label --model runs/small/model soundscapes/ --out pl --power 2 --floor 0.05", _add_pseudo_label)
+def cmd_pseudo_label(a: argparse.Namespace) -> int:
+    from birdsed.pseudo import SoftLabelOptions, pseudo_label
+
+    opts = SoftLabelOptions(a.output, a.temperature, a.power, a.floor, a.top_k)
+    path, s = pseudo_label(a.model, a.inputs, a.out, opts, window_s=a.window_s, hop_s=a.hop_s, batch_size=a.batch_size,
+                           workers=a.workers, device=a.device, quiet=a.quiet, short_policy=a.short)
+    console.print(f"soft labels of {s.n_files - len(s.errors)} recording(s) written to {path}")
+    if s.errors:
+        console.print(f"[yellow]{len(s.errors)} recording(s) failed: see {s.out / 'errors.csv'}")
+        return 1
+    return 0

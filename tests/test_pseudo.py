@@ -1,0 +1,86 @@
+"""Soft labels of unlabelled recordings: the transform, the table's round trip and schema, refusals, the verb."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import write_audio
+
+from birdsed.cli import main
+from birdsed.config import FrontendConfig, ModelConfig
+from birdsed.errors import ConfigError
+from birdsed.model import SEDModel
+from birdsed.modeldir import save_model_dir
+from birdsed.pseudo import SoftLabelOptions, read_soft_labels, soft_label_table, soft_labels, write_soft_labels
+
+
+def test_the_transform_in_its_order():
+    p = np.array([[0.9, 0.5, 0.1, 0.02]])
+    assert np.allclose(soft_labels(p, SoftLabelOptions()), p)
+    assert np.allclose(soft_labels(p, SoftLabelOptions(power=2)), p ** 2)
+    sharp = soft_labels(p, SoftLabelOptions(temperature=0.5))
+    logit = np.log(p / (1 - p))
+    assert np.allclose(sharp, 1 / (1 + np.exp(-logit / 0.5)), atol=1e-6) and sharp[0, 1] == pytest.approx(0.5)
+    assert np.allclose(soft_labels(p, SoftLabelOptions(floor=0.2)), [[0.9, 0.5, 0.0, 0.0]])
+    assert np.allclose(soft_labels(p, SoftLabelOptions(top_k=2)), [[0.9, 0.5, 0.0, 0.0]])
+    assert np.allclose(soft_labels(p, SoftLabelOptions(power=2, floor=0.2)), [[0.81, 0.25, 0.0, 0.0]])  # power first
+
+
+@pytest.mark.parametrize("opts,match", [(SoftLabelOptions(output="best"), "valid"), (SoftLabelOptions(power=0), "power"),
+                                        (SoftLabelOptions(floor=1), "floor"), (SoftLabelOptions(top_k=0), "top_k")])
+def test_bad_options_are_refused(opts, match):
+    with pytest.raises(ConfigError, match=match):
+        opts.check()
+
+
+def scores_of(files, classes):
+    rows = [{"file": f, "start_s": s, "end_s": s + 5.0, "output": o, **{c: 0.1 * (i + 1) for i, c in enumerate(classes)}}
+            for f in files for s in (5.0, 0.0) for o in ("clipwise", "att", "segmentwise")]
+    return pd.DataFrame(rows)
+
+
+def test_the_table_round_trips_with_its_metadata(tmp_path):
+    files = [str(write_audio(tmp_path / "a.wav")), str(write_audio(tmp_path / "b.wav"))]
+    table = soft_label_table(scores_of(files, ["x", "y"]), ["x", "y"], SoftLabelOptions(power=2))
+    assert list(table.columns) == ["file", "start_s", "end_s", "x", "y"] and len(table) == 4
+    assert list(table["start_s"]) == [0.0, 5.0, 0.0, 5.0] and np.allclose(table["y"], 0.04)
+    write_soft_labels(table, tmp_path / "pl" / "pseudo_labels.parquet", {"classes": ["x", "y"], "transform": {"power": 2}})
+    back = read_soft_labels(tmp_path / "pl", ["x", "y"])
+    pd.testing.assert_frame_equal(back.table, table)
+    assert back.meta["transform"] == {"power": 2} and back.missing_files == []
+    assert list(pd.read_parquet(tmp_path / "pl" / "pseudo_labels.parquet").columns) == list(table.columns)
+
+
+def test_other_classes_are_refused_naming_them_and_missing_files_reported(tmp_path):
+    files = [str(write_audio(tmp_path / "a.wav")), str(tmp_path / "gone.wav")]
+    table = soft_label_table(scores_of(files, ["x", "y"]), ["x", "y"], SoftLabelOptions())
+    write_soft_labels(table, tmp_path / "pl.parquet", {})
+    with pytest.raises(ConfigError, match=r"only in the table \['y'\], only in training \['z'\]"):
+        read_soft_labels(tmp_path / "pl.parquet", ["x", "z"])
+    back = read_soft_labels(tmp_path / "pl.parquet", ["x", "y"])
+    assert back.missing_files == [files[1]] and set(back.table["file"]) == {files[0]}
+    bad = table.assign(x=2.0)
+    write_soft_labels(bad, tmp_path / "bad.parquet", {})
+    with pytest.raises(ConfigError, match=r"in \[0, 1\]"):
+        read_soft_labels(tmp_path / "bad.parquet")
+    (tmp_path / "text.parquet").write_text("file,start_s\n")
+    with pytest.raises(ConfigError, match="not a readable pseudo-label table"):
+        read_soft_labels(tmp_path / "text.parquet")
+
+
+def test_the_verb_writes_soft_labels_of_any_model(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = save_model_dir(SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), ["x", "y"]).eval(),
+                           tmp_path / "m")
+    write_audio(tmp_path / "in" / "a.wav", seconds=12.0)
+    write_audio(tmp_path / "in" / "b.wav", seconds=7.0, freq_hz=3000)
+    argv = ["pseudo-label", "--model", str(model), str(tmp_path / "in"), "--out", str(tmp_path / "pl"), "--workers", "0",
+            "--quiet", "--output", "att", "--top-k", "1"]
+    assert main(argv) == 0
+    pl = read_soft_labels(tmp_path / "pl", ["x", "y"])
+    assert pl.meta["transform"]["output"] == "att" and len(pl.meta["model_sha256"]) == 64
+    assert (pl.table[["x", "y"]].gt(0).sum(axis=1) <= 1).all() and len(pl.table) >= 4
+    scores = pd.read_parquet(tmp_path / "pl" / "scores.parquet")
+    att = scores[scores["output"] == "att"].sort_values(["file", "start_s"])
+    assert np.allclose(att[["x", "y"]].max(axis=1), pl.table[["x", "y"]].max(axis=1))
+    assert main(argv) == 0  # a re-run resumes (every recording done before)
