@@ -53,7 +53,7 @@ def one_epoch(task: SEDTask, crops: CropDataset, lr: float, seed: int) -> None:
     opt = torch.optim.AdamW(task.parameters(), lr=lr, weight_decay=1e-2)
     task.train()
     task.freeze_batchnorm()
-    for wave, y in DataLoader(crops, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(seed)):
+    for wave, y, _ in DataLoader(crops, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(seed)):
         loss, _ = task.loss(wave, y)
         opt.zero_grad()
         loss.backward()

@@ -84,3 +84,64 @@ def test_the_verb_writes_soft_labels_of_any_model(tmp_path, capsys):
     att = scores[scores["output"] == "att"].sort_values(["file", "start_s"])
     assert np.allclose(att[["x", "y"]].max(axis=1), pl.table[["x", "y"]].max(axis=1))
     assert main(argv) == 0  # a re-run resumes (every recording done before)
+
+
+def test_pseudo_windows_join_the_crops_with_their_soft_targets_and_weight(tmp_path):
+    from birdsed.dataset import CropDataset
+    from birdsed.manifest import read_dataset
+    from birdsed.pseudo import load_pool
+    from birdsed.sampling import Item
+    from birdsed.store import AudioStore, prepare
+
+    data = tmp_path / "data"
+    write_audio(data / "audio" / "a.wav", seconds=6.0)
+    pd.DataFrame({"filename": ["a.wav"], "labels": ["x"]}).to_csv(data / "labels.csv", index=False)
+    prepare(read_dataset(data), tmp_path / "store", workers=1, quiet=True)
+    soundscape = str(write_audio(tmp_path / "u" / "s.wav", seconds=12.0, freq_hz=4000))
+    table = pd.DataFrame({"file": [soundscape] * 2, "start_s": [0.0, 5.0], "end_s": [5.0, 10.0], "x": [0.0, 0.2],
+                          "y": [0.9, 0.0]}).astype({"x": "float32", "y": "float32"})
+    write_soft_labels(table, tmp_path / "pl.parquet", {})
+    pool = load_pool([str(tmp_path / "pl.parquet")], ["x", "y"], tmp_path / "pool_store", workers=1)
+    assert len(pool) == 2
+    with pytest.raises(ConfigError, match="differ from the training classes"):
+        load_pool([str(tmp_path / "pl.parquet")], ["x", "z"], tmp_path / "pool2", workers=1)
+    store = AudioStore(tmp_path / "store")
+    tgt = {"a.wav": np.array([1.0, 0.0], np.float32)}
+    ds = CropDataset(store, [Item("a.wav", 0.0, 6.0)], tgt, 5.0, seed=0, pool=pool, n_pseudo=2, pseudo_weight=0.3)
+    assert len(ds) == 3
+    pseudo = [ds[(i, 0)] for i in (1, 2)]
+    assert {tuple(round(float(v), 3) for v in y) for _, y, _ in pseudo} == {(0.0, 0.9), (0.2, 0.0)}
+    assert all(float(w) == pytest.approx(0.3) and x.shape == (160000,) for x, _, w in pseudo)
+    mixed = CropDataset(store, [Item("a.wav", 0.0, 6.0)], tgt, 5.0, seed=0, pool=pool, mix_p=1.0)
+    x, y, w = mixed[(0, 0)]
+    plain_x, _, _ = CropDataset(store, [Item("a.wav", 0.0, 6.0)], tgt, 5.0, seed=0)[(0, 0)]
+    assert float(w) == 1.0 and y[0] == 1.0 and y[1] in (0.0, pytest.approx(0.9))
+    assert not torch.equal(x, plain_x)  # the soundscape is in the background
+
+
+def test_weighted_bce_weights_each_example():
+    from birdsed.model import bce
+
+    p, y = torch.tensor([[0.9, 0.1], [0.2, 0.7]]), torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    assert torch.allclose(bce(p, y, torch.ones(2)), bce(p, y))
+    only_first = bce(p, y, torch.tensor([2.0, 0.0]))
+    assert torch.allclose(only_first, bce(p[:1], y[:1]))
+
+
+def test_train_with_pseudo_labels_end_to_end(synth_data, tmp_path, capsys):
+    from birdsed.config import apply_overrides, load_config
+    from birdsed.train import train
+
+    fast = ["train.epochs=2", "train.max_steps=3", "train.batch_size=8", "train.workers=0", "data.balance_min=4",
+            "data.val_windows=1"]
+    teacher = train(synth_data, apply_overrides(load_config("small"), fast), tmp_path / "teacher", quiet=True)
+    assert main(["pseudo-label", "--model", str(teacher), str(synth_data / "test_audio"), "--out", str(tmp_path / "pl"),
+                 "--workers", "0", "--quiet", "--power", "2"]) == 0
+    argv = ["train", "--data", str(synth_data), "--config", "small", "--out", str(tmp_path / "student"), "--quiet",
+            "--pseudo", str(tmp_path / "pl"), "--set", "augment.pseudo_mix_p=0.5", "--set", "data.pseudo_weight=0.5"]
+    assert main([*argv, *[x for kv in fast for x in ("--set", kv)]]) == 0
+    import yaml
+
+    saved = yaml.safe_load((tmp_path / "student" / "config.yaml").read_text())
+    assert saved["data"]["pseudo"] == [str((tmp_path / "pl").resolve())] and (tmp_path / "student" / "pseudo_store").is_dir()
+    assert (tmp_path / "student" / "model" / "weights.safetensors").is_file()

@@ -122,11 +122,11 @@ def test_pitch_shift_moves_energy_up_in_mel():
 def test_mixup_union_and_weighted():
     torch.manual_seed(0)
     m, y = torch.randn(4, 1, 8, 8), torch.eye(4)
-    _, yu = mixup(m, y, AugmentConfig(mixup_p=1.0, mixup_union=True))
+    _, yu, _ = mixup(m, y, AugmentConfig(mixup_p=1.0, mixup_union=True))
     assert set(yu.sum(1).tolist()) <= {1.0, 2.0} and yu.max() == 1.0
-    _, yw = mixup(m, y, AugmentConfig(mixup_p=1.0))
+    _, yw, _ = mixup(m, y, AugmentConfig(mixup_p=1.0))
     torch.testing.assert_close(yw.sum(1), torch.ones(4))
-    m0, y0 = mixup(m, y, AugmentConfig(mixup_p=0.0))
+    m0, y0, _ = mixup(m, y, AugmentConfig(mixup_p=0.0))
     assert torch.equal(m0, m) and torch.equal(y0, y)
 
 

@@ -138,27 +138,28 @@ class Augmenter(nn.Module):
         return m * keep.unsqueeze(1)
 
 
-def mixup(m: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mix each example with another of the batch (log-mel and targets), with probability mixup_p per batch.
-
-    Targets are lam * y1 + (1 - lam) * y2, or max(y1, y2) with mixup_union (3rd place).
-    """
+def mixup(m: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig,
+          w: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mix each example with another of the batch (log-mel and targets), with probability mixup_p per batch;
+    returns (m, y, w). Targets are lam * y1 + (1 - lam) * y2, or max(y1, y2) with mixup_union (3rd place);
+    the examples' loss weights w (B,) (default 1) mix as lam * w1 + (1 - lam) * w2."""
+    w = torch.ones(len(m), device=m.device) if w is None else w
     if cfg.mixup_p <= 0 or torch.rand(()) >= cfg.mixup_p or len(m) < 2:
-        return m, y
+        return m, y, w
     perm = torch.randperm(len(m), device=m.device)
     lam = torch.distributions.Beta(cfg.mixup_alpha, cfg.mixup_alpha).sample((len(m),)).to(m.device)
     lam = torch.maximum(lam, 1 - lam)  # the first example dominates
     m = lam.view(-1, 1, 1, 1).to(m.dtype) * m + (1 - lam.view(-1, 1, 1, 1).to(m.dtype)) * m[perm]
     y = torch.maximum(y, y[perm]) if cfg.mixup_union else lam[:, None] * y + (1 - lam[:, None]) * y[perm]
-    return m, y
+    return m, y, lam * w + (1 - lam) * w[perm]
 
 
-def augmented_mel(aug: Augmenter, frontend, wave: torch.Tensor, y: torch.Tensor,
-                  cfg: AugmentConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """The recipe's augmented model input of a batch: wave (B, n_samples), y (B, K) ->
-    (normalised log-mel (B', 1, n_mels, T), targets (B', K)). `frontend` is the model's LogMel;
-    every augmentation the config switches on runs (the Augmenter must be in training mode)."""
+def augmented_mel(aug: Augmenter, frontend, wave: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig,
+                  w: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The recipe's augmented model input of a batch: wave (B, n_samples), y (B, K), loss weights w (B,)
+    (default 1) -> (normalised log-mel (B, 1, n_mels, T), targets (B, K), weights (B,)). `frontend` is the
+    model's LogMel; every augmentation the config switches on runs (the Augmenter must be in training mode)."""
     wave, y = aug.negatives(wave, y)
     db = aug.db(frontend.power_db(aug.wave(wave)))
     mel = aug.spec(frontend.normalize(db))
-    return mixup(mel, y, cfg)
+    return mixup(mel, y, cfg, w)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from birdsed.cli import console, verb
@@ -23,6 +24,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="data-loader worker processes")
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.ckpt")
+    p.add_argument("--pseudo", action="append", metavar="PL", help="a pseudo-label table (birdsed pseudo-label): its "
+                   "windows join training with soft targets (repeatable; data.pseudo)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any config value")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -38,6 +41,8 @@ def cmd_train(a: argparse.Namespace) -> int:
              "model.backbone": a.backbone, "train.device": a.device, "train.workers": a.workers, "train.seed": a.seed,
              "train.devices": a.devices, "train.strategy": a.strategy}
     overrides = a.set + [f"{k}={v}" for k, v in flags.items() if v is not None]  # named flags win
+    if a.pseudo:
+        overrides.append(f"data.pseudo={json.dumps([str(Path(p).resolve()) for p in a.pseudo])}")
     cfg = apply_overrides(cfg, overrides)
     model_dir = train(a.data, cfg, a.out, resume=a.resume, val_data=a.val, quiet=a.quiet)
     console.print(f"model written to {model_dir}")

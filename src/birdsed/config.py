@@ -86,6 +86,9 @@ class DataConfig:
     embedding_cache: str | None = None  # backbone birdnet: folder of cached embeddings (default RUN/embeddings)
     embedding_views: int = 1  # backbone birdnet: >1 adds views - 1 augmented copies of each recording (embedtrain.py)
     allow_outside_paths: bool = False  # a table's file outside its audio folder is refused unless this is true
+    pseudo: tuple[str, ...] = ()  # pseudo-label tables (birdsed pseudo-label) whose windows join training (pseudo.py)
+    pseudo_items: float = 0.5  # pseudo-labelled windows per epoch, as a fraction of the labelled items (0: background only)
+    pseudo_weight: float = 1.0  # the loss weight of a pseudo-labelled window against a labelled crop's 1
 
     def val_split_seed(self, train_seed: int) -> int:
         return train_seed if self.split_seed is None else self.split_seed
@@ -113,6 +116,7 @@ class AugmentConfig:
     mixup_p: float = 0.5
     mixup_alpha: float = 0.4
     mixup_union: bool = False  # 3rd place: targets are the union (max) of the two label sets
+    pseudo_mix_p: float = 0.0  # a labelled crop gets a pseudo-labelled window as its background; targets: the max
 
 
 @dataclass
@@ -171,6 +175,9 @@ class Config:
             (not m.birdnet_prior or m.backbone == "birdnet", f"model.birdnet_prior needs model.backbone birdnet, got {m.backbone!r}"),
             (self.augment.lowpass_p <= 0 or f.compression == "db",
              f"augment.lowpass_p attenuates in dB; frontend.compression {f.compression!r} needs augment.lowpass_p=0"),
+            (m.backbone != "birdnet" or not (self.data.pseudo or self.augment.pseudo_mix_p),
+             "pseudo-labels (data.pseudo, augment.pseudo_mix_p) train CNN models; backbone birdnet does not take them yet"),
+            (not self.augment.pseudo_mix_p or self.data.pseudo, "augment.pseudo_mix_p needs pseudo-label tables (data.pseudo)"),
             (self.augment.noise_snr_db[0] <= self.augment.noise_snr_db[1],
              f"augment.noise_snr_db {list(self.augment.noise_snr_db)}: low above high"),
         ]
@@ -192,7 +199,7 @@ RANGES: dict[str, tuple] = {
     "data.crop_s": POSITIVE, "data.secondary_max_s": NONNEG, "data.secondary_weight": PROBABILITY,
     "data.balance_max": (1, None, True, False), "data.balance_min": (1, None, True, False), "data.val_fraction": FRACTION,
     "data.val_windows": (1, None, True, False), "data.split_seed": NONNEG, "data.subsample": (0, 1, False, True),
-    "data.embedding_views": (1, None, True, False),
+    "data.embedding_views": (1, None, True, False), "data.pseudo_items": NONNEG, "data.pseudo_weight": NONNEG,
     "augment.gain_db": NONNEG, "augment.pitch_semitones": NONNEG, "augment.tempo_range": FRACTION,
     "augment.time_masks": NONNEG, "augment.time_mask_frames": NONNEG, "augment.freq_masks": NONNEG,
     "augment.freq_mask_bins": NONNEG, "augment.mixup_alpha": POSITIVE,
@@ -235,6 +242,12 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
                 errors.append(str(e))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{key} = {value!r}: expected one of "
                           f"{' | '.join(getattr(a, '__name__', str(a)) for a in args)}")
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: any number of X
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} = {value!r}: expected a list")
+        return tuple(coerce(key, v, args[0]) for v in value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{key} = {value!r}: expected a list of {len(args)} values")

@@ -51,12 +51,18 @@ class EpochSampler(Sampler):
 
 
 class CropDataset(Dataset):
-    """(wave (n_samples,), target (K,)) for a random crop inside each item's time range. A key (index, epoch)
-    (EpochSampler) draws the crop from a generator seeded by (seed, epoch, index); a plain index from the
-    worker's own generator."""
+    """(wave (n_samples,), target (K,), loss weight ()) for a random crop inside each item's time range. A key
+    (index, epoch) (EpochSampler) draws the crop from a generator seeded by (seed, epoch, index); a plain index
+    from the worker's own generator.
+
+    With a pool of pseudo-labelled windows (pseudo.PseudoPool): `n_pseudo` further items per epoch are windows of
+    the pool (soft targets, weight `pseudo_weight`; each epoch takes the next n_pseudo of a seeded order, so all of
+    them come round), and with probability `mix_p` a labelled crop gets a pool window added as its background
+    (0 to -6 dB), its targets the max of both (augment.pseudo_mix_p)."""
 
     def __init__(self, store: AudioStore, items: list[Item], targets: dict[str, np.ndarray], crop_s: float,
-                 short_policy: str = "loop", seed: int = 0):
+                 short_policy: str = "loop", seed: int = 0, pool=None, n_pseudo: int = 0, pseudo_weight: float = 1.0,
+                 mix_p: float = 0.0):
         self.store_root = store.root
         self._store: AudioStore | None = store
         self.items, self.targets = items, targets
@@ -65,9 +71,12 @@ class CropDataset(Dataset):
         self._rng: np.random.Generator | None = None
         self._pid = -1
         self.seed = seed
+        self.pool, self.pseudo_weight, self.mix_p = pool, pseudo_weight, mix_p
+        self.n_pseudo = n_pseudo if pool is not None and len(pool) else 0
+        self._pool_order = np.random.default_rng([seed, 7]).permutation(len(pool)) if self.n_pseudo else None
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.items) + self.n_pseudo
 
     def _state(self) -> tuple[AudioStore, np.random.Generator]:
         # worker processes get their own generator, seeded from torch's per-worker seed (seed_everything makes it reproducible)
@@ -87,13 +96,22 @@ class CropDataset(Dataset):
             i, epoch = key
             rng = np.random.default_rng([self.seed, epoch, i])
         else:
-            i = key
+            i, epoch = key, 0
+        if i >= len(self.items):  # a pseudo-labelled window
+            k = int(self._pool_order[(epoch * self.n_pseudo + i - len(self.items)) % len(self.pool)])
+            x, y = self.pool.window(k, self.n)
+            return torch.from_numpy(x), torch.from_numpy(y), torch.tensor(self.pseudo_weight, dtype=torch.float32)
         it = self.items[i]
         span = it.end_s - it.start_s
         start = it.start_s + (rng.uniform(0, span - self.crop_s) if span > self.crop_s else 0.0)
         x = store.read(it.recording_id, start, min(self.crop_s, it.end_s - start))
         x = fit_length(x, self.n, self.short_policy, offset=int(rng.integers(0, max(1, self.n - len(x) + 1))))
-        return torch.from_numpy(x), torch.from_numpy(self.targets[it.recording_id])
+        y = self.targets[it.recording_id]
+        if self.pool is not None and len(self.pool) and self.mix_p > 0 and rng.random() < self.mix_p:
+            bg, soft = self.pool.window(int(rng.integers(len(self.pool))), self.n)
+            x = x + bg * np.float32(10 ** (rng.uniform(-6.0, 0.0) / 20))
+            y = np.maximum(y, soft)
+        return torch.from_numpy(x), torch.from_numpy(np.ascontiguousarray(y)), torch.tensor(1.0)
 
 
 class WindowDataset(Dataset):

@@ -149,3 +149,53 @@ def pseudo_label(model_dir: str | Path, inputs: list[str], out: str | Path, opts
     meta = {"model_sha256": model_digest(model_dir), "model": str(Path(model_dir).resolve()), "classes": classes,
             "transform": asdict(opts)}
     return write_soft_labels(table, out / TABLE, meta), summary
+
+
+class PseudoPool:
+    """Pseudo-labelled 5 s windows for training (train --pseudo): their audio in a prepared store, their soft labels
+    (N, K) in the training classes' order. Picklable for loader workers (the store is reopened there)."""
+
+    def __init__(self, store_root: Path, rows: list[tuple[str, float, float]], targets: np.ndarray):
+        self.store_root, self.rows, self.targets = Path(store_root), rows, targets.astype(np.float32)
+        self._store = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_store": None}
+
+    def window(self, k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Window k as n samples (zero-padded at a recording's end) and its soft labels (K,)."""
+        from birdsed.dataset import fit_length
+        from birdsed.store import AudioStore
+
+        if self._store is None:
+            self._store = AudioStore(self.store_root)
+        rid, start, end = self.rows[k]
+        x = self._store.read(rid, start, end - start)
+        return fit_length(x, n, "pad"), self.targets[k]
+
+
+def load_pool(paths: list[str], classes: list[str], dest: Path, workers: int | None = None) -> PseudoPool:
+    """The windows of pseudo-label tables (each checked against the training classes), their recordings prepared
+    once into the store `dest` (a re-run resumes; files that fail to decode are left out and listed in
+    dest/report.csv)."""
+    from birdsed.manifest import Manifest, clean_id
+    from birdsed.store import AudioStore, prepare
+
+    tables = [read_soft_labels(p, classes).table for p in paths]
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=[*KEY_COLUMNS, *classes])
+    files = sorted(table["file"].unique())
+    manifest = Manifest(pd.DataFrame({"recording_id": [clean_id(f) for f in files], "path": files,
+                                      "primary_labels": [[] for _ in files], "secondary_labels": [[] for _ in files],
+                                      "duration_s": np.nan, "rating": np.nan}), Path("/"), "pseudo")
+    prepare(manifest, dest, workers=workers, quiet=True)
+    store = AudioStore(dest)
+    ok = table["file"].map(clean_id).isin(set(store.index.index))
+    if (~ok).any():
+        log.warning("%d pseudo-labelled window(s) of files that did not decode are left out (see %s)", int((~ok).sum()),
+                    dest / "report.csv")
+    table = table[ok].reset_index(drop=True)
+    rows = [(clean_id(f), float(s), float(e)) for f, s, e in zip(table["file"], table["start_s"], table["end_s"])]
+    return PseudoPool(dest, rows, table[classes].to_numpy(np.float32))

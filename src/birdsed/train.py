@@ -62,15 +62,16 @@ class SEDTask(L.LightningModule):
         self._val: list[tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]] = []
         self._tick: tuple[float, int] | None = None
 
-    def loss(self, wave: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """The recipe's training loss of a batch, wave (B, n_samples), y (B, K), augmentations included;
-        returns (loss, batch size after the augmentations)."""
-        mel, y = augmented_mel(self.aug, self.model.frontend, wave, y, self.cfg.augment)
+    def loss(self, wave: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+        """The recipe's training loss of a batch, wave (B, n_samples), y (B, K) (soft for pseudo-labelled items),
+        loss weights w (B,) (data.pseudo_weight for pseudo-labelled items, else 1), augmentations included;
+        returns (loss, batch size)."""
+        mel, y, w = augmented_mel(self.aug, self.model.frontend, wave, y, self.cfg.augment, w)
         out = self.model.encode(mel)
-        loss = bce(out["clipwise"], y)
-        w = self.cfg.train.framewise_loss_weight
-        if w > 0:
-            loss = loss + w * bce(out["framewise"].amax(dim=1), y)
+        loss = bce(out["clipwise"], y, w)
+        fw = self.cfg.train.framewise_loss_weight
+        if fw > 0:
+            loss = loss + fw * bce(out["framewise"].amax(dim=1), y, w)
         return loss, len(y)
 
     def freeze_batchnorm(self) -> None:
@@ -281,7 +282,15 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
     items = build_items(td.train, cfg.data, t.seed)
     tgt = targets(td.train, td.classes, cfg.data)
     tgt.update(targets(td.val, td.classes, cfg.data))
-    train_ds = CropDataset(td.store, items, tgt, cfg.data.crop_s, cfg.data.short_policy, seed=t.seed)
+    pool = None
+    if cfg.data.pseudo:
+        from birdsed.pseudo import load_pool
+
+        pool = load_pool(list(cfg.data.pseudo), td.classes, run / "pseudo_store", t.workers or None)
+        log.info("%d pseudo-labelled windows from %d table(s)", len(pool), len(cfg.data.pseudo))
+    train_ds = CropDataset(td.store, items, tgt, cfg.data.crop_s, cfg.data.short_policy, seed=t.seed, pool=pool,
+                           n_pseudo=int(round(cfg.data.pseudo_items * len(items))), pseudo_weight=cfg.data.pseudo_weight,
+                           mix_p=cfg.augment.pseudo_mix_p)
     val_ds = WindowDataset(td.val_store, list(td.val.table["recording_id"]), tgt, cfg.data.crop_s,
                            cfg.data.val_windows, cfg.data.short_policy)
     accel = _accelerator(t.device)
@@ -304,7 +313,7 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
         warm_up_head(task.model, probe_ds, t.head_warmup_epochs, lr=t.head_warmup_lr, weight_decay=t.weight_decay,
                      batch_size=t.batch_size, seed=t.seed, recalibrate_bn=not t.freeze_bn, device=warm_dev,
                      views=t.head_warmup_views,
-                     augment=lambda wave, y: augmented_mel(task.aug, task.model.frontend, wave, y, cfg.augment))
+                     augment=lambda wave, y: augmented_mel(task.aug, task.model.frontend, wave, y, cfg.augment)[:2])
     if accel == "gpu":
         task.model.use_channels_last()
     precision = lightning_precision(t.precision, accel)
