@@ -145,3 +145,18 @@ def test_train_with_pseudo_labels_end_to_end(synth_data, tmp_path, capsys):
     saved = yaml.safe_load((tmp_path / "student" / "config.yaml").read_text())
     assert saved["data"]["pseudo"] == [str((tmp_path / "pl").resolve())] and (tmp_path / "student" / "pseudo_store").is_dir()
     assert (tmp_path / "student" / "model" / "weights.safetensors").is_file()
+
+
+def test_self_train_rounds_and_resume(synth_data, tmp_path, capsys):
+    fast = ["train.epochs=2", "train.max_steps=2", "train.batch_size=8", "train.workers=0", "data.balance_min=4",
+            "data.val_windows=1"]
+    argv = ["self-train", "--data", str(synth_data), "--unlabelled", str(synth_data / "test_audio"), "--rounds", "1",
+            "--config", "small", "--out", str(tmp_path / "st"), "--workers", "0", "--quiet", "--power", "2",
+            *[x for kv in fast for x in ("--set", kv)]]
+    assert main(argv) == 0
+    rounds = pd.read_csv(tmp_path / "st" / "rounds.csv")
+    assert list(rounds["round"]) == [0, 1] and rounds["pseudo_windows"].iloc[1] > 0
+    assert (tmp_path / "st" / "round0" / "pl" / "pseudo_labels.parquet").is_file()
+    before = (tmp_path / "st" / "round1" / "model" / "weights.safetensors").stat().st_mtime_ns
+    assert main(argv) == 0  # a re-run finds every round done
+    assert (tmp_path / "st" / "round1" / "model" / "weights.safetensors").stat().st_mtime_ns == before

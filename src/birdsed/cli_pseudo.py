@@ -9,15 +9,19 @@ from birdsed.cli import console, verb
 from birdsed.config import OUTPUT_KINDS, SHORT_POLICIES
 
 
-def _add_pseudo_label(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", type=Path, required=True, help="any model directory (a model, an ensemble, BirdNET)")
-    p.add_argument("inputs", nargs="+", help="unlabelled audio files and folders (recursive)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (a re-run resumes); writes pseudo_labels.parquet")
+def _add_soft_label_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="clipwise", choices=OUTPUT_KINDS, help="which output gives the soft labels")
     p.add_argument("--temperature", type=float, default=1.0, help="sigmoid(logit(p) / T) (below 1 sharpens)")
     p.add_argument("--power", type=float, default=1.0, help="p ** power, after the temperature (above 1 sharpens)")
     p.add_argument("--floor", type=float, default=0.0, help="soft labels below this become 0")
     p.add_argument("--top-k", type=int, help="keep each row's k highest soft labels, the rest 0")
+
+
+def _add_pseudo_label(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, required=True, help="any model directory (a model, an ensemble, BirdNET)")
+    p.add_argument("inputs", nargs="+", help="unlabelled audio files and folders (recursive)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (a re-run resumes); writes pseudo_labels.parquet")
+    _add_soft_label_options(p)
     p.add_argument("--window-s", type=float, help="window length (default: the model's)")
     p.add_argument("--hop-s", type=float, help="hop between windows (default: the model's)")
     p.add_argument("--short", choices=SHORT_POLICIES, help="recordings shorter than a window (default: as the model trained)")
@@ -39,4 +43,32 @@ def cmd_pseudo_label(a: argparse.Namespace) -> int:
     if s.errors:
         console.print(f"[yellow]{len(s.errors)} recording(s) failed: see {s.out / 'errors.csv'}")
         return 1
+    return 0
+
+
+def _add_self_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, required=True, help="the labelled data set (or a prepared store)")
+    p.add_argument("--unlabelled", nargs="+", required=True, help="unlabelled audio files and folders")
+    p.add_argument("--rounds", type=int, default=2, help="students after the teacher")
+    p.add_argument("--config", default="small", help="a YAML file or a preset name, for teacher and students")
+    p.add_argument("--out", type=Path, required=True, help="run folder: round0/ (the teacher), round1/, ..., rounds.csv")
+    p.add_argument("--val", type=Path, help="a separate labelled validation set (default: the config's split)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any config value")
+    p.add_argument("--workers", type=int, help="decoding processes while pseudo-labelling")
+    p.add_argument("--quiet", action="store_true")
+    _add_soft_label_options(p)
+
+
+@verb("self-train", "noisy student: teacher -> pseudo-labels of unlabelled recordings -> student, for N rounds (resumable)",
+      "birdsed self-train --data data/synth --unlabelled soundscapes/ --rounds 2 --config small --out runs/st", _add_self_train)
+def cmd_self_train(a: argparse.Namespace) -> int:
+    from birdsed.config import apply_overrides, load_config
+    from birdsed.pseudo import SoftLabelOptions
+    from birdsed.selftrain import self_train
+
+    cfg = apply_overrides(load_config(a.config), a.set)
+    opts = SoftLabelOptions(a.output, a.temperature, a.power, a.floor, a.top_k)
+    table = self_train(a.data, a.unlabelled, a.rounds, cfg, a.out, opts, a.val, a.quiet, a.workers)
+    console.print(table.to_string(index=False))
+    console.print(f"rounds written to {a.out / 'rounds.csv'}; the last student: {table['model'].iloc[-1]}")
     return 0
