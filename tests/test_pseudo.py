@@ -160,3 +160,21 @@ def test_self_train_rounds_and_resume(synth_data, tmp_path, capsys):
     before = (tmp_path / "st" / "round1" / "model" / "weights.safetensors").stat().st_mtime_ns
     assert main(argv) == 0  # a re-run finds every round done
     assert (tmp_path / "st" / "round1" / "model" / "weights.safetensors").stat().st_mtime_ns == before
+
+
+def test_train_with_a_teacher_distils_its_soft_labels(synth_data, tmp_path, capsys):
+    torch.manual_seed(0)
+    from birdsed.manifest import read_dataset
+
+    classes = read_dataset(synth_data).classes
+    teacher = save_model_dir(SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), classes).eval(),
+                             tmp_path / "teacher")
+    fast = ["train.epochs=1", "train.max_steps=2", "train.batch_size=8", "train.workers=0", "data.balance_min=4",
+            "data.val_windows=1"]
+    argv = ["train", "--data", str(synth_data), "--config", "small", "--out", str(tmp_path / "student"), "--quiet",
+            "--teacher", str(teacher), "--unlabelled", str(synth_data / "test_audio"), *[x for kv in fast for x in ("--set", kv)]]
+    assert main(argv) == 0
+    pl = read_soft_labels(tmp_path / "student" / "teacher_pl", classes)
+    n_train = len(read_dataset(synth_data))
+    assert pl.table["file"].nunique() == n_train + len(list((synth_data / "test_audio").iterdir()))
+    assert (tmp_path / "student" / "model" / "model.json").is_file()

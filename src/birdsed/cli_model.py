@@ -26,6 +26,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.ckpt")
     p.add_argument("--pseudo", action="append", metavar="PL", help="a pseudo-label table (birdsed pseudo-label): its "
                    "windows join training with soft targets (repeatable; data.pseudo)")
+    p.add_argument("--teacher", type=Path, metavar="M", help="distil: M's soft labels of the training recordings (and of "
+                   "--unlabelled) join training (RUN/teacher_pl), e.g. an ensemble into a small model")
+    p.add_argument("--unlabelled", nargs="+", default=[], help="with --teacher: unlabelled recordings it labels too")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any config value")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -41,8 +44,14 @@ def cmd_train(a: argparse.Namespace) -> int:
              "model.backbone": a.backbone, "train.device": a.device, "train.workers": a.workers, "train.seed": a.seed,
              "train.devices": a.devices, "train.strategy": a.strategy}
     overrides = a.set + [f"{k}={v}" for k, v in flags.items() if v is not None]  # named flags win
-    if a.pseudo:
-        overrides.append(f"data.pseudo={json.dumps([str(Path(p).resolve()) for p in a.pseudo])}")
+    pseudo = [str(Path(p).resolve()) for p in a.pseudo or []]
+    if a.teacher:
+        from birdsed.pseudo import teacher_labels
+
+        apply_overrides(cfg, overrides).check()  # refused before the teacher runs
+        pseudo.append(str(teacher_labels(a.teacher, a.data, a.out / "teacher_pl", a.unlabelled, quiet=a.quiet).resolve()))
+    if pseudo:
+        overrides.append(f"data.pseudo={json.dumps(pseudo)}")
     cfg = apply_overrides(cfg, overrides)
     model_dir = train(a.data, cfg, a.out, resume=a.resume, val_data=a.val, quiet=a.quiet)
     console.print(f"model written to {model_dir}")

@@ -199,3 +199,15 @@ def load_pool(paths: list[str], classes: list[str], dest: Path, workers: int | N
     table = table[ok].reset_index(drop=True)
     rows = [(clean_id(f), float(s), float(e)) for f, s, e in zip(table["file"], table["start_s"], table["end_s"])]
     return PseudoPool(dest, rows, table[classes].to_numpy(np.float32))
+
+
+def teacher_labels(teacher: str | Path, data: str | Path, out: str | Path, extra: list[str] | None = None,
+                   opts: SoftLabelOptions = SoftLabelOptions(), **predict_kw) -> Path:
+    """Distillation (train --teacher): a teacher's soft labels of every recording of the training data set (a data-set
+    folder or a prepared store), and of `extra` unlabelled recordings, as a pseudo-label table in `out`; training on
+    it (data.pseudo) teaches a small student the teacher's outputs beside the labels."""
+    from birdsed.manifest import read_dataset
+    from birdsed.store import AudioStore, is_store
+
+    manifest = AudioStore(data).manifest() if is_store(data) else read_dataset(data)
+    return pseudo_label(teacher, [*manifest.table["path"], *(extra or [])], out, opts, **predict_kw)[0]
