@@ -32,6 +32,15 @@ def verb(name: str, help: str, example: str, add_args: AddArgs):
     return wrap
 
 
+def batch_status(n_skipped: int, report: Path, what: str = "recording(s) failed") -> int:
+    """The batch rule every verb follows: 0 all done, 1 done with skipped items (said, with where they are listed);
+    2 (refused) is main's, for errors."""
+    if n_skipped:
+        console.print(f"[yellow]{n_skipped} {what}: see {report}")
+        return 1
+    return 0
+
+
 def _add_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", type=Path, help="folder to write the data set into")
     p.add_argument("--species", type=int, default=6)
@@ -74,10 +83,7 @@ def cmd_prepare(a: argparse.Namespace) -> int:
     manifest = read_dataset(a.data, a.format, allow_outside=a.allow_outside_paths)
     result = prepare(manifest, a.out, workers=a.workers)
     console.print(result.summary())
-    if result.n_skipped:
-        console.print(f"[yellow]{result.n_skipped} recording(s) skipped: see {a.out / 'report.csv'}")
-        return 1  # the batch rule: 0 all done, 1 done with skipped items, 2 refused
-    return 0
+    return batch_status(result.n_skipped, a.out / "report.csv", "recording(s) skipped")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from birdsed.cli import console, verb
+from birdsed.cli import batch_status, console, verb
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
@@ -95,10 +95,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
                     a.batch_size, a.workers, a.device, decision, a.quiet, a.pooling, a.backend, a.precision, a.short)
     console.print(f"{s.n_files} recording(s) ({s.n_done_before} done before); {s.audio_s / 3600:.2f} h of audio in "
                   f"{s.wall_s:.1f} s = {s.realtime_factor:.0f}x real time; outputs in {s.out}")
-    if s.errors:
-        console.print(f"[yellow]{len(s.errors)} recording(s) failed: see {s.out / 'errors.csv'}")
-        return 1
-    return 0
+    return batch_status(len(s.errors), s.out / "errors.csv")
 
 
 def _add_evaluate(p: argparse.ArgumentParser) -> None:

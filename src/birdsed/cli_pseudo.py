@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from birdsed.cli import console, verb
+from birdsed.cli import batch_status, console, verb
 from birdsed.config import OUTPUT_KINDS, SHORT_POLICIES
 
 
@@ -40,10 +40,7 @@ def cmd_pseudo_label(a: argparse.Namespace) -> int:
     path, s = pseudo_label(a.model, a.inputs, a.out, opts, window_s=a.window_s, hop_s=a.hop_s, batch_size=a.batch_size,
                            workers=a.workers, device=a.device, quiet=a.quiet, short_policy=a.short)
     console.print(f"soft labels of {s.n_files - len(s.errors)} recording(s) written to {path}")
-    if s.errors:
-        console.print(f"[yellow]{len(s.errors)} recording(s) failed: see {s.out / 'errors.csv'}")
-        return 1
-    return 0
+    return batch_status(len(s.errors), s.out / "errors.csv")
 
 
 def _add_self_train(p: argparse.ArgumentParser) -> None:
