@@ -230,30 +230,52 @@ def checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
     return read_checkpoint(path)["state_dict"]
 
 
-class _KeepingWriter(ExperimentWriter):
-    """Lightning's CSV writer, but an existing metrics.csv is appended to, not deleted (train() first cuts it back
-    to the epochs of the checkpoint a run resumes from)."""
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    """metrics.csv's rows ([] if it is not there)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_rows(path: Path, rows: list[dict]) -> list[str]:
+    """metrics.csv written whole, atomically, with the union of the rows' columns (returned)."""
+    keys = sorted({k for r in rows for k in r})
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    return keys
+
+
+class _AtomicWriter(ExperimentWriter):
+    """Lightning's CSV writer, but every save rewrites metrics.csv whole through a temporary file (a kill mid-write
+    leaves the previous file, never a cut one), and an existing file is kept (resuming) or started afresh."""
+
+    def __init__(self, log_dir: str, keep: bool):
+        self._keep = keep
+        super().__init__(log_dir=log_dir)
 
     def _check_log_dir_exists(self) -> None:
-        if os.path.isfile(self.metrics_file_path):  # its columns, so that new rows line up with the old ones
-            with open(self.metrics_file_path, newline="") as f:
-                self.metrics_keys = sorted(next(csv.reader(f), []))
+        if not self._keep and os.path.isfile(self.metrics_file_path):
+            os.unlink(self.metrics_file_path)
+
+    def save(self) -> None:
+        if not self.metrics:
+            return
+        path = Path(self.metrics_file_path)
+        self.metrics_keys, self.metrics = _write_rows(path, _read_rows(path) + self.metrics), []
 
 
 def csv_logger(run: Path, resume_epoch: int | None) -> CSVLogger:
-    """The run's metrics.csv logger; resuming after epoch `resume_epoch`, the rows of later epochs (the one a kill
-    interrupted) are dropped and the resumed run appends."""
+    """The run's metrics.csv logger (written atomically); resuming after epoch `resume_epoch`, the rows of later
+    epochs (the one a kill interrupted) are dropped and the resumed run appends."""
     logger = CSVLogger(run, name="", version="")
     metrics = run / "metrics.csv"
     if resume_epoch is not None and metrics.is_file():
-        import pandas as pd
-
-        rows = pd.read_csv(metrics)
-        if "epoch" in rows.columns:
-            with atomic_path(metrics) as tmp:
-                rows[rows["epoch"] <= resume_epoch].to_csv(tmp, index=False)
-        Path(logger.log_dir).mkdir(parents=True, exist_ok=True)
-        logger._experiment = _KeepingWriter(log_dir=logger.log_dir)  # the property would build the deleting one
+        _write_rows(metrics, [r for r in _read_rows(metrics) if r.get("epoch", "") == "" or float(r["epoch"]) <= resume_epoch])
+    Path(logger.log_dir).mkdir(parents=True, exist_ok=True)
+    logger._experiment = _AtomicWriter(logger.log_dir, keep=resume_epoch is not None)  # the property builds Lightning's
     return logger
 
 
