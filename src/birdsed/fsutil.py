@@ -32,7 +32,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def remove_stale_temps(folder: str | os.PathLike) -> int:
-    """Remove the temporary files atomic_path left in `folder` when a run was killed (`.NAME.XXXX.tmp*`); call it
+    """Remove the temporary files atomic_path left in `folder` when a run was killed (`.NAME.<random>.tmp*`); call it
     only while holding the folder's run_lock, so that no live writer's file is taken. Returns how many."""
     n = 0
     for p in Path(folder).glob(".*.tmp*"):

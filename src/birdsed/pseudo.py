@@ -26,8 +26,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from birdsed.config import OUTPUT_KINDS
+from birdsed.dataset import fit_length
 from birdsed.errors import ConfigError
 from birdsed.fsutil import atomic_path
+from birdsed.store import AudioStore
 
 log = logging.getLogger(__name__)
 TABLE = "pseudo_labels.parquet"
@@ -167,9 +169,6 @@ class PseudoPool:
 
     def window(self, k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Window k as n samples (zero-padded at a recording's end) and its soft labels (K,)."""
-        from birdsed.dataset import fit_length
-        from birdsed.store import AudioStore
-
         if self._store is None:
             self._store = AudioStore(self.store_root)
         rid, start, end = self.rows[k]
@@ -182,7 +181,7 @@ def load_pool(paths: list[str], classes: list[str], dest: Path, workers: int | N
     once into the store `dest` (a re-run resumes; files that fail to decode are left out and listed in
     dest/report.csv)."""
     from birdsed.manifest import Manifest, clean_id
-    from birdsed.store import AudioStore, prepare
+    from birdsed.store import prepare
 
     tables = [read_soft_labels(p, classes).table for p in paths]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=[*KEY_COLUMNS, *classes])
@@ -207,7 +206,7 @@ def teacher_labels(teacher: str | Path, data: str | Path, out: str | Path, extra
     folder or a prepared store), and of `extra` unlabelled recordings, as a pseudo-label table in `out`; training on
     it (data.pseudo) teaches a small student the teacher's outputs beside the labels."""
     from birdsed.manifest import read_dataset
-    from birdsed.store import AudioStore, is_store
+    from birdsed.store import is_store
 
     manifest = AudioStore(data).manifest() if is_store(data) else read_dataset(data)
     return pseudo_label(teacher, [*manifest.table["path"], *(extra or [])], out, opts, **predict_kw)[0]

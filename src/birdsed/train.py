@@ -255,6 +255,7 @@ class _AtomicWriter(ExperimentWriter):
     def __init__(self, log_dir: str, keep: bool):
         self._keep = keep
         super().__init__(log_dir=log_dir)
+        self._rows = _read_rows(Path(self.metrics_file_path))  # read once; later saves add to these
 
     def _check_log_dir_exists(self) -> None:
         if not self._keep and os.path.isfile(self.metrics_file_path):
@@ -263,8 +264,8 @@ class _AtomicWriter(ExperimentWriter):
     def save(self) -> None:
         if not self.metrics:
             return
-        path = Path(self.metrics_file_path)
-        self.metrics_keys, self.metrics = _write_rows(path, _read_rows(path) + self.metrics), []
+        self._rows += self.metrics
+        self.metrics_keys, self.metrics = _write_rows(Path(self.metrics_file_path), self._rows), []
 
 
 def csv_logger(run: Path, resume_epoch: int | None) -> CSVLogger:
