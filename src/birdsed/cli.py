@@ -51,6 +51,9 @@ def _add_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-clip-s", type=float, default=60.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--soundscape-rate", type=int, default=32000, help="sample rate of the test mp3s")
+    p.add_argument("--soundscape-seed", type=int, help="other soundscapes of the same species (default: --seed)")
+    p.add_argument("--shift", type=float, default=0.0,
+                   help="domain shift of the soundscapes: quieter, reverberant calls and an insect chorus (0 none, 1 strong)")
 
 
 @verb("synth", "write a synthetic data set in the Kaggle layout",
@@ -59,7 +62,7 @@ def cmd_synth(a: argparse.Namespace) -> int:
     from birdsed.synth import SynthConfig, synthesize
 
     cfg = SynthConfig(a.species, a.clips_per_species, a.soundscapes, a.soundscape_s, a.min_clip_s, a.max_clip_s, a.seed,
-                      a.soundscape_rate)
+                      a.soundscape_rate, a.soundscape_seed, a.shift)
     synthesize(a.out, cfg)
     console.print(f"synthetic data set written to {a.out} (train.csv, train_audio/, test.csv, test_audio/, test_labels.csv)")
     return 0

@@ -6,9 +6,16 @@ individual. Training clips are focal (loud) and weakly labelled; soundscapes are
 distant (quieter, low-passed), overlapping, with silent stretches, and are labelled
 per 5 s row, like the competition's test set.
 
+SynthConfig.shift (0 by default) moves the soundscapes further from the training clips, the domain shift that
+pseudo-labelling attacks: at shift s, calls are s * 8 dB quieter still and reverberant (an exponential tail of
+RT60 s * 0.8 s mixed in), and an insect chorus that no training clip holds (a pulsing band of noise at 2.5-5 kHz,
+over the birds' bands) sounds through half of each soundscape, at a level that grows with s. The note events,
+and so the row labels, are those of shift 0.
+
 Layout written:
   train.csv, train_audio/<code>/<file>   (mixed formats, rates and channels)
   test.csv, test_audio/<audio_id>.mp3, test_labels.csv (row_id,birds)
+  test_raven/<audio_id>.Table.1.selections.txt   the same truth as an ecologist keeps it: a box per note
   species.csv
 """
 
@@ -25,6 +32,7 @@ import scipy.signal
 import soundfile as sf
 import soxr
 
+from birdsed.errors import ConfigError
 from birdsed.fsutil import atomic_path
 from birdsed.progress import progress_bar
 
@@ -69,6 +77,7 @@ class SynthConfig:
     seed: int = 0
     soundscape_rate_hz: int = 32_000  # the test mp3s' sample rate (Kaggle's were mixed)
     soundscape_seed: int | None = None  # other soundscapes of the same species (a validation set); None: seed
+    shift: float = 0.0  # domain shift of the soundscapes (module docstring): 0 none, 1 strong
 
     @property
     def soundscape_seed_or_seed(self) -> int:
@@ -223,9 +232,35 @@ def _train_clip(sp: Species, others: list[Species], idx: int, cfg: SynthConfig) 
     return buf, secondary, bool(rng.random() < 0.05)
 
 
+def _reverb(x: np.ndarray, rt60_s: float, rng: np.random.Generator, sr: int) -> np.ndarray:
+    """x with a diffuse tail: decaying noise (60 dB down at rt60_s) convolved, mixed in at half the dry level."""
+    n = max(1, int(rt60_s * sr))
+    tail = rng.standard_normal(n) * np.exp(-6.9 * np.arange(n) / n)
+    tail *= 0.5 / (np.sqrt(np.sum(tail ** 2)) + 1e-9)
+    return (x + scipy.signal.fftconvolve(x, tail)[: len(x)]).astype(np.float32)
+
+
+def _insects(rng: np.random.Generator, n: int, sr: int, level: float) -> np.ndarray:
+    """An insect chorus: band noise at 2.5-5 kHz, pulsing at 20-40 Hz, sounding through half of the recording
+    (a random half, in stretches of 10-30 s)."""
+    sos = scipy.signal.butter(4, [2500, 5000], "bandpass", fs=sr, output="sos")
+    band = scipy.signal.sosfilt(sos, rng.standard_normal(n))
+    band /= np.abs(band).max() + 1e-9
+    t = np.arange(n) / sr
+    pulse = 0.5 * (1 + np.sign(np.sin(2 * np.pi * rng.uniform(20, 40) * t)))
+    on = np.zeros(n, np.float32)
+    pos = int(rng.uniform(0, 10) * sr)
+    while pos < n:
+        span = int(rng.uniform(10, 30) * sr)
+        on[pos: pos + span] = 1.0
+        pos += 2 * span
+    return (level * band * pulse * on).astype(np.float32)
+
+
 def _soundscape(species: list[Species], idx: int, cfg: SynthConfig) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
     """A long field recording and its (code, start_s, end_s) note events."""
     rng = np.random.default_rng([cfg.soundscape_seed_or_seed, 3, idx])
+    tails = np.random.default_rng([cfg.soundscape_seed_or_seed, 6, idx])  # its own draws: every shift, the same calls
     n = int(cfg.soundscape_s * BASE_RATE_HZ)
     buf = _noise_bed(rng, n, BASE_RATE_HZ, level=rng.uniform(0.01, 0.05))
     events: list[tuple[str, float, float]] = []
@@ -243,29 +278,45 @@ def _soundscape(species: list[Species], idx: int, cfg: SynthConfig) -> tuple[np.
             while bt < min(t + active_s, cfg.soundscape_s):
                 bout, spans = _bout(sp, rng, scale, BASE_RATE_HZ)
                 bout = scipy.signal.sosfilt(sos, bout).astype(np.float32)
+                if cfg.shift > 0:
+                    bout = _reverb(bout, 0.8 * cfg.shift, tails, BASE_RATE_HZ)
                 at = int(bt * BASE_RATE_HZ)
-                _place(buf, bout, at, gain)
+                _place(buf, bout, at, gain * 10 ** (-8 * cfg.shift / 20))
                 events += [(sp.code, bt + a, bt + b) for a, b in spans if bt + a < cfg.soundscape_s]
                 bt += len(bout) / BASE_RATE_HZ + rng.uniform(1.0, 8.0)
         t += active_s + rng.uniform(10, 35)  # a silent stretch
+    if cfg.shift > 0:  # drawn after the calls, so that every shift places the same calls
+        buf += _insects(np.random.default_rng([cfg.soundscape_seed_or_seed, 5, idx]), n, BASE_RATE_HZ,
+                        0.03 * cfg.shift)
     return buf, events
 
 
 def row_truth(events: list[tuple[str, float, float]], duration_s: float, min_overlap_s: float = 0.05) -> list[list[str]]:
-    """Species per 5 s row: those whose notes add up to at least min_overlap_s of sound inside the row
-    (a trill of 40 ms notes counts by its notes together)."""
-    n_rows = int(np.ceil(duration_s / ROW_S - 1e-9))
-    sound: list[dict[str, float]] = [{} for _ in range(n_rows)]
-    for code, a, b in events:
-        for r in range(int(a // ROW_S), min(n_rows, int(b // ROW_S) + 1)):
-            overlap = min(b, (r + 1) * ROW_S) - max(a, r * ROW_S)
-            if overlap > 0:
-                sound[r][code] = sound[r].get(code, 0.0) + overlap
-    return [sorted(c for c, t in row.items() if t >= min_overlap_s) for row in sound]
+    """Species per 5 s row: those whose notes cover at least min_overlap_s of the row together (a trill of 40 ms
+    notes counts by its notes together): the rule `evaluate` applies to annotated calls (truth.events.row_labels)."""
+    from birdsed.rows import n_rows
+    from birdsed.truth.events import row_labels
+
+    table = pd.DataFrame(events, columns=["label", "start_s", "end_s"])
+    return [sorted(r) for r in row_labels(table, n_rows(duration_s), min_overlap_s)]
+
+
+def write_raven_truth(path: Path, events: list[tuple[str, float, float]], species: list[Species]) -> None:
+    """The soundscape's notes as a Raven selection table (one box per note, the species' band as its frequencies)."""
+    band = {sp.code: (sp.f_lo_hz * (0.6 if sp.kind == "harmonic" else 1.0), sp.f_hi_hz) for sp in species}
+    rows = sorted(events, key=lambda e: (e[1], e[0]))
+    table = pd.DataFrame({"Selection": range(1, len(rows) + 1), "View": "Spectrogram 1", "Channel": 1,
+                          "Begin Time (s)": [round(a, 4) for _, a, _ in rows], "End Time (s)": [round(b, 4) for *_, b in rows],
+                          "Low Freq (Hz)": [round(band[c][0]) for c, *_ in rows],
+                          "High Freq (Hz)": [round(band[c][1]) for c, *_ in rows], "Species": [c for c, *_ in rows]})
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
 
 
 def synthesize(out: str | os.PathLike, cfg: SynthConfig = SynthConfig(), quiet: bool = False) -> Path:
     """Write the synthetic data set to `out`; returns `out`."""
+    if not 0 <= cfg.shift <= 2:
+        raise ConfigError(f"synth shift must be in [0, 2], got {cfg.shift}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     species = make_species(cfg.species, cfg.seed)
@@ -297,6 +348,8 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig = SynthConfig(), quiet: 
             audio_id = f"{np.random.default_rng([cfg.soundscape_seed_or_seed, 4, k]).integers(0, 16**8):08x}"
             _write_audio(out / "test_audio" / f"{audio_id}.mp3", wave, ("MP3", "MPEG_LAYER_III", cfg.soundscape_rate_hz, 1, "mp3"))
             per_row = row_truth(events, cfg.soundscape_s)
+            (out / "test_raven").mkdir(exist_ok=True)
+            write_raven_truth(out / "test_raven" / f"{audio_id}.Table.1.selections.txt", events, species)
             site = "site_3" if k == cfg.soundscapes - 1 else f"site_{1 + k % 2}"
             if site == "site_3":
                 test_rows.append({"site": site, "row_id": f"{site}_{audio_id}", "seconds": "", "audio_id": audio_id})
