@@ -312,3 +312,24 @@ def test_augmented_views_are_seeded_and_keyed_apart(tmp_path):
     cache = EmbeddingCache(tmp_path, 5.0, 1.0, "loop")
     keys = {cache.key(_Store(), "r1", v) for v in range(3)}
     assert len(keys) == 3 and cache.key(_Store(), "r1") == cache.key(_Store(), "r1", 0)
+
+
+@needs_birdnet
+def test_a_birdnet_head_self_trains_on_pseudo_labelled_windows(synth_data, tmp_path):
+    from birdsed.config import apply_overrides, load_config
+    from birdsed.errors import ConfigError
+    from birdsed.pseudo import read_soft_labels
+    from birdsed.selftrain import self_train
+
+    cfg = apply_overrides(load_config("birdnet"), ["train.epochs=2", f"data.embedding_cache={tmp_path / 'cache'}"])
+    rounds = self_train(synth_data, [str(synth_data / "test_audio")], 1, cfg, tmp_path / "st", quiet=True,
+                        predict_workers=0)
+    assert list(rounds["round"]) == [0, 1] and rounds["pseudo_windows"].iloc[1] > 0
+    pl = read_soft_labels(tmp_path / "st" / "round0" / "pl")
+    assert pl.table["file"].nunique() == len(list((synth_data / "test_audio").iterdir()))
+    student = yaml.safe_load((tmp_path / "st" / "round1" / "config.yaml").read_text())
+    assert student["data"]["pseudo"] and (tmp_path / "st" / "round1" / "pseudo_store" / "index.parquet").exists()
+    w0 = (tmp_path / "st" / "round0" / "model" / "weights.safetensors").read_bytes()
+    assert (tmp_path / "st" / "round1" / "model" / "weights.safetensors").read_bytes() != w0
+    with pytest.raises(ConfigError, match="pseudo_mix_p mixes audio"):
+        apply_overrides(cfg, ["data.pseudo=[\"x\"]", "augment.pseudo_mix_p=0.5"]).check()

@@ -175,8 +175,9 @@ class Config:
             (not m.birdnet_prior or m.backbone == "birdnet", f"model.birdnet_prior needs model.backbone birdnet, got {m.backbone!r}"),
             (self.augment.lowpass_p <= 0 or f.compression == "db",
              f"augment.lowpass_p attenuates in dB; frontend.compression {f.compression!r} needs augment.lowpass_p=0"),
-            (m.backbone != "birdnet" or not (self.data.pseudo or self.augment.pseudo_mix_p),
-             "pseudo-labels (data.pseudo, augment.pseudo_mix_p) train CNN models; backbone birdnet does not take them yet"),
+            (m.backbone != "birdnet" or not self.augment.pseudo_mix_p,
+             "augment.pseudo_mix_p mixes audio under the CNNs' crops; backbone birdnet takes pseudo-labelled windows "
+             "as items of their own only (data.pseudo, data.pseudo_items)"),
             (not self.augment.pseudo_mix_p or self.data.pseudo, "augment.pseudo_mix_p needs pseudo-label tables (data.pseudo)"),
             (self.augment.noise_snr_db[0] <= self.augment.noise_snr_db[1],
              f"augment.noise_snr_db {list(self.augment.noise_snr_db)}: low above high"),

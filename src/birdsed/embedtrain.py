@@ -12,6 +12,11 @@ gain, noise; seeded, so cached like the plain one) are embedded too, and each ba
 An epoch draws one crop of T' consecutive embeddings (a window_s crop) from each balanced item (sampling.build_items:
 class balancing as for the CNNs), with secondary labels as targets, mixup on the embedding sequences
 (augment.mixup_p / mixup_alpha / mixup_union), AdamW with warm-up and cosine decay, BCE on the clipwise output.
+
+Pseudo-labels (data.pseudo, pseudo.py): every pseudo-labelled recording is embedded once too (its own store,
+RUN/pseudo_store; the same cache), and each epoch adds data.pseudo_items x the labelled items of its 5 s windows
+(the next ones of a seeded order), each the window's own sub-windows with its soft labels as targets, weighted
+data.pseudo_weight in the loss. (augment.pseudo_mix_p mixes audio and is the CNNs' alone.)
 """
 
 from __future__ import annotations
@@ -159,6 +164,28 @@ def mixup(x: torch.Tensor, y: torch.Tensor, p: float, alpha: float, union: bool,
     return x, y
 
 
+class PseudoEmbeddings:
+    """The pseudo-labelled windows of data.pseudo as embedding-head items: the windows (Item, exact: a crop of one
+    start), their recordings' embeddings, their soft labels (N, K), and the epoch's draw of them."""
+
+    def __init__(self, cfg: Config, classes: list[str], run: Path, cache: EmbeddingCache, n_sub: int, quiet: bool):
+        from birdsed.pseudo import load_pool
+
+        hop = cfg.model.embed_hop_s
+        pool = load_pool(list(cfg.data.pseudo), classes, run / "pseudo_store", cfg.train.workers or None)
+        store = AudioStore(pool.store_root)
+        self.emb = cache.get_all(store, sorted({rid for rid, _, _ in pool.rows}), quiet=quiet)
+        # end_s = start_s + (n_sub - 1) * hop: crop_batch's range then holds one start, the window's own
+        self.items = [Item(rid, start, start + (n_sub - 1) * hop) for rid, start, _ in pool.rows]
+        self.targets = pool.targets
+        self.order = np.random.default_rng([cfg.train.seed, 7]).permutation(len(self.items))
+        log.info("%d pseudo-labelled windows from %d table(s)", len(self.items), len(cfg.data.pseudo))
+
+    def epoch(self, epoch: int, n: int) -> np.ndarray:
+        """The indices of the n windows epoch `epoch` trains on: the next n of the seeded order, cycling."""
+        return self.order[(epoch * n + np.arange(n)) % len(self.order)] if len(self.order) else np.zeros(0, int)
+
+
 def birdnet_prior(head: EmbeddingHead, classes: list[str], aliases: dict[str, list[str]]) -> None:
     """Give the head BirdNET's classifier rows of the classes that map to a BirdNET label (model.birdnet_prior);
     when none maps, the head learns without a prior (said in the log)."""
@@ -189,6 +216,8 @@ def train_embedding_head(td, cfg: Config, run: Path, quiet: bool = False,
     tgt = targets(td.train, td.classes, d)
     tgt.update(targets(td.val, td.classes, d))
     items = build_items(td.train, d, t.seed)
+    pseudo = PseudoEmbeddings(cfg, td.classes, run, cache, n_sub, quiet) if d.pseudo else None
+    n_pseudo = int(round(d.pseudo_items * len(items))) if pseudo is not None and len(pseudo.items) else 0
     torch.manual_seed(t.seed)
     head = EmbeddingHead(len(td.classes), cfg.model.dropout, prior=cfg.model.birdnet_prior)
     if cfg.model.birdnet_prior:
@@ -208,14 +237,24 @@ def train_embedding_head(td, cfg: Config, run: Path, quiet: bool = False,
     best, best_state, rows = -1.0, None, []
     for epoch in range(t.epochs):
         head.train()
-        order = rng.permutation(len(items))
+        order = rng.permutation(len(items) + n_pseudo)  # j >= len(items): the epoch's pseudo-labelled window j - len(items)
+        drawn = pseudo.epoch(epoch, n_pseudo) if n_pseudo else None
         losses = []
         for i in range(0, len(order), t.batch_size):
-            batch = [items[j] for j in order[i: i + t.batch_size]]
-            x = crop_batch(batch, views[int(rng.integers(len(views)))], n_sub, hop, rng)
-            y = torch.from_numpy(np.stack([tgt[it.recording_id] for it in batch]))
+            js = order[i: i + t.batch_size]
+            batch = [items[j] for j in js if j < len(items)]
+            ks = [int(drawn[j - len(items)]) for j in js if j >= len(items)]
+            xs, ys = [], []
+            if batch:
+                xs.append(crop_batch(batch, views[int(rng.integers(len(views)))], n_sub, hop, rng))
+                ys.append(torch.from_numpy(np.stack([tgt[it.recording_id] for it in batch])))
+            if ks:
+                xs.append(crop_batch([pseudo.items[k] for k in ks], pseudo.emb, n_sub, hop, rng))
+                ys.append(torch.from_numpy(pseudo.targets[ks]))
+            x, y = torch.cat(xs), torch.cat(ys)
+            w = torch.cat([torch.ones(len(batch)), torch.full((len(ks),), d.pseudo_weight)]) if ks else None
             x, y = mixup(x, y, cfg.augment.mixup_p, cfg.augment.mixup_alpha, cfg.augment.mixup_union, gen)
-            loss = bce(head(x)["clipwise"], y)
+            loss = bce(head(x)["clipwise"], y, w)
             opt.zero_grad()
             loss.backward()
             if t.grad_clip:

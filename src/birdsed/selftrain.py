@@ -54,8 +54,6 @@ def self_train(data: str | Path, unlabelled: list[str], rounds: int, cfg: Config
     `unlabelled`; returns (and writes out/rounds.csv) one row per round."""
     if rounds < 1:
         raise ConfigError(f"self-train needs at least one round, got {rounds}")
-    if cfg.model.backbone == "birdnet":
-        raise ConfigError("self-train trains CNN students; backbone birdnet does not take pseudo-labels yet")
     opts.check()
     cfg.check()
     out, data = Path(out), Path(data)
