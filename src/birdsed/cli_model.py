@@ -98,8 +98,27 @@ def cmd_predict(a: argparse.Namespace) -> int:
     return batch_status(len(s.errors), s.out / "errors.csv")
 
 
+def _add_truth_options(p: argparse.ArgumentParser) -> None:
+    from birdsed.truth import TRUTH_FORMATS
+    from birdsed.truth.events import DEFAULT_MIN_OVERLAP_S
+
+    p.add_argument("--truth-format", default="auto", choices=TRUTH_FORMATS, help="the truth's format (default: by content)")
+    p.add_argument("--label-column", help="the annotation tables' label column (Raven default: Species, Annotation, ...)")
+    p.add_argument("--min-overlap-s", type=float, default=DEFAULT_MIN_OVERLAP_S,
+                   help="a 5 s row is positive for a label its annotated calls cover this long")
+
+
+def _truth_kw(a: argparse.Namespace) -> dict:
+    return {"min_overlap_s": a.min_overlap_s, "fmt": a.truth_format, "label_column": a.label_column}
+
+
+TRUTH_HELP = ("the truth: Raven selection tables, Audacity labels or a CSV of file,start_s,end_s,label (a table or a "
+              "folder of them), birdsed's detections.csv, Kaggle row_id,birds (with test.csv), BirdCLEF 2021 labels")
+
+
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--truth", type=Path, required=True, help="row_id,birds truth (e.g. test_labels.csv)")
+    p.add_argument("--truth", type=Path, required=True, help=TRUTH_HELP)
+    _add_truth_options(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--pred", type=Path, help="a submission.csv (row_id,birds)")
     src.add_argument("--scores", type=Path, help="a scores.parquet from predict")
@@ -125,7 +144,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         else:
             print_submission_report(rep)
         return 0
-    report = scores_report_from_files(a.scores, a.truth, a.test_csv, a.audio_dir, a.strict)
+    report = scores_report_from_files(a.scores, a.truth, a.test_csv, a.audio_dir, a.strict, **_truth_kw(a))
     if a.json:
         print(json.dumps(report, indent=1))
     else:
@@ -136,7 +155,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 def _add_tune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, required=True, help="the model directory to store thresholds in")
     p.add_argument("--scores", type=Path, help="scores.parquet of predict on validation recordings")
-    p.add_argument("--truth", type=Path, help="row_id,birds truth for --scores")
+    p.add_argument("--truth", type=Path, help=TRUTH_HELP + ", for --scores")
+    _add_truth_options(p)
     p.add_argument("--test-csv", type=Path, help="maps row_ids to files (default: test.csv beside --truth)")
     p.add_argument("--data", type=Path, help="or: a labelled data set; each recording is one row (whole-file labels)")
     p.add_argument("--shrink", type=float, default=10.0, help="pull per-class thresholds toward the global one")
@@ -151,7 +171,8 @@ def cmd_tune(a: argparse.Namespace) -> int:
     from birdsed.tables import print_tune_result
     from birdsed.tune import tune_model
 
-    result = tune_model(a.model, a.scores, a.truth, a.test_csv, a.data, a.shrink, not a.no_per_class, a.dry_run, a.strict)
+    result = tune_model(a.model, a.scores, a.truth, a.test_csv, a.data, a.shrink, not a.no_per_class, a.dry_run, a.strict,
+                        **_truth_kw(a))
     print_tune_result(result)
     return 0
 
@@ -263,7 +284,8 @@ def cmd_kaggle(a: argparse.Namespace) -> int:
 def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("pred", type=Path, help="a predict output folder")
     p.add_argument("--out", type=Path, help="HTML file (default: PRED/report.html)")
-    p.add_argument("--truth", type=Path, help="row_id,birds truth: draws it and adds the evaluation")
+    p.add_argument("--truth", type=Path, help=TRUTH_HELP + ": drawn under the detections, and the evaluation added")
+    _add_truth_options(p)
     p.add_argument("--test-csv", type=Path, help="maps truth row_ids to files (default: test.csv beside --truth)")
     p.add_argument("--run", type=Path, help="a training run folder: adds its loss and metric curves")
     p.add_argument("--output", choices=["segmentwise", "att", "clipwise"], help="score timeline to draw")
@@ -277,6 +299,7 @@ def _add_report(p: argparse.ArgumentParser) -> None:
 def cmd_report(a: argparse.Namespace) -> int:
     from birdsed.report import build_report
 
-    out = build_report(a.pred, a.out, a.truth, a.test_csv, a.run, a.output, a.max_recordings, a.page_s, a.max_minutes)
+    out = build_report(a.pred, a.out, a.truth, a.test_csv, a.run, a.output, a.max_recordings, a.page_s, a.max_minutes,
+                       **_truth_kw(a))
     console.print(f"report written to {out}")
     return 0

@@ -23,3 +23,7 @@ class ConfigError(BirdsedError):
 
 class ModelError(BirdsedError):
     """A model directory or weight file is missing, malformed or does not fit."""
+
+
+class TruthError(BirdsedError):
+    """An annotation or truth table is malformed, or names times, files or labels it cannot hold."""

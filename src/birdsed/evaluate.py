@@ -10,8 +10,12 @@ import pandas as pd
 
 from birdsed.config import OUTPUT_KINDS, SEED_THRESHOLDS
 from birdsed.errors import BirdsedError
-from birdsed.manifest import ROW_S, read_kaggle_test, read_truth
+from birdsed.manifest import read_truth
 from birdsed.metrics import average_precision, micro_prf, per_class_prf, row_f1, sets_to_matrix, threshold_sweep
+from birdsed.rows import ROW_S
+from birdsed.truth import Truth, load_truth
+from birdsed.truth.events import DEFAULT_MIN_OVERLAP_S, match_events
+from birdsed.truth.grid import truth_rows
 
 
 @dataclass
@@ -23,6 +27,8 @@ class Unused:
     truth_classes_unknown: list[str] = field(default_factory=list)  # truth labels the prediction / model never names
     pred_classes_unknown: list[str] = field(default_factory=list)  # predicted labels no truth row has
     truth_has_no_positive: bool = False  # every truth row is nocall: F1 and AP say little
+    events_past_end: list[str] = field(default_factory=list)  # annotated events after their recording's end (not used)
+    recordings_not_predicted: list[str] = field(default_factory=list)  # annotated recordings with no prediction
 
     def lines(self) -> list[str]:
         """One sentence per kind of thing not used (empty when everything was)."""
@@ -30,7 +36,10 @@ class Unused:
         for items, what in ((self.pred_rows_without_truth, "prediction row(s) with no truth row (not scored)"),
                             (self.truth_rows_without_pred, "truth row(s) with no prediction (scored as nocall)"),
                             (self.truth_classes_unknown, "truth class(es) the prediction never names (can only be missed)"),
-                            (self.pred_classes_unknown, "predicted class(es) no truth row has")):
+                            (self.pred_classes_unknown, "predicted class(es) no truth row has"),
+                            (self.events_past_end, "annotated event(s) beginning after their recording's end (not used)"),
+                            (self.recordings_not_predicted, "annotated recording(s) with no prediction (every event "
+                             "there missed)")):
             if items:
                 out.append(f"{len(items)} {what}, e.g. {items[:3]}")
         if self.truth_has_no_positive:
@@ -117,24 +126,27 @@ class AlignedScores:
     true: np.ndarray
     missing_rows: list[str]
     unused: Unused = field(default_factory=Unused)
+    rows: pd.DataFrame | None = None  # file, start_s of each row (start_s NaN: the whole file)
+    events: pd.DataFrame | None = None  # annotated events, named as the prediction names files (None: row truth)
 
 
-def align_scores(scores: pd.DataFrame, truth: dict[str, set[str]], test_csv: str | Path,
-                 audio_dir: str | Path | None = None, strict: bool = False,
-                 names: tuple[str, str] = ("the scores", "the truth")) -> AlignedScores:
-    """Line up scores.parquet rows with truth rows through test.csv (row_id -> audio file, seconds).
+def align_scores(scores: pd.DataFrame, truth: Truth, strict: bool = False,
+                 names: tuple[str, str] = ("the scores", "the truth"), min_overlap_s: float = DEFAULT_MIN_OVERLAP_S,
+                 audio_dir: str | Path | None = None) -> AlignedScores:
+    """Line up scores.parquet rows with the truth's rows (truth.grid: annotated events become labelled 5 s rows of
+    the predicted files; Kaggle rows map through test.csv).
 
-    Rows without `seconds` take the max over the whole file. Truth labels the model does not
-    know get a score column of zeros (they can only be missed). What was not used is counted in
-    `unused`; with `strict` any of it is an error; no truth row scored at all is always one.
+    Whole-file rows take the max over the file. Truth labels the model does not know get a score column of zeros
+    (they can only be missed). What was not used is counted in `unused`; with `strict` any of it is an error;
+    no truth row scored at all is always one.
     """
-    test = read_kaggle_test(test_csv, audio_dir).set_index("row_id")
-    model_classes = [c for c in scores.columns if c not in ("file", "start_s", "end_s", "output")]
-    classes = model_classes + sorted(set().union(*truth.values()) - set(model_classes))
-    row_ids = [r for r in truth if r in test.index]
-    missing = [r for r in truth if r not in test.index]
-    if truth and not row_ids:
-        raise BirdsedError(f"no truth row_id is listed in {test_csv}")
+    model_classes = [c for c in scores.columns if c not in SCORE_COLUMNS]
+    first = scores[scores["output"] == OUTPUT_KINDS[0]]
+    tr = truth_rows(truth, first, min_overlap_s, audio_dir)
+    rows = tr.rows
+    truth_classes = set().union(*rows["labels"]) if len(rows) else set()
+    classes = model_classes + sorted(truth_classes - set(model_classes))
+    files, starts = rows["file"].to_numpy(), rows["start_s"].to_numpy(float)
     used_rows: set[tuple[str, float]] = set()
     used_files: set[str] = set()
     out: dict[str, np.ndarray] = {}
@@ -144,31 +156,37 @@ def align_scores(scores: pd.DataFrame, truth: dict[str, set[str]], test_csv: str
         values = part[model_classes].to_numpy(np.float32)
         by_row = {(f, float(s)): i for i, (f, s) in enumerate(zip(part["file"], part["start_s"]))}
         by_file = {f: values[idx].max(axis=0) for f, idx in part.groupby("file", sort=False).indices.items()}
-        m = np.zeros((len(row_ids), len(classes)), dtype=np.float32)
-        for i, r in enumerate(row_ids):
-            path, sec = test.at[r, "path"], test.at[r, "seconds"]
-            if pd.isna(sec):
+        m = np.zeros((len(rows), len(classes)), dtype=np.float32)
+        for i, (r, path, start) in enumerate(zip(rows["row_id"], files, starts)):
+            if np.isnan(start):
                 v = by_file.get(path)
                 used_files.add(path)
             else:
-                j = by_row.get((path, float(sec) - ROW_S))
+                j = by_row.get((path, float(start)))
                 v = values[j] if j is not None else None
-                used_rows.add((path, float(sec) - ROW_S))
+                used_rows.add((path, float(start)))
             if v is None:
                 not_scored.add(r)
             else:
                 m[i, : len(model_classes)] = v
         out[kind] = m
-    check_overlap(len(truth), len(row_ids) - len(not_scored), names[1], names[0])
-    part = scores[scores["output"] == OUTPUT_KINDS[0]]
-    unscored = [f"{f}@{s:g}" for f, s in zip(part["file"], part["start_s"])
+    check_overlap(len(rows) + len(truth.not_listed), len(rows) - len(not_scored), names[1], names[0])
+    unscored = [f"{f}@{s:g}" for f, s in zip(first["file"], first["start_s"])
                 if f not in used_files and (f, float(s)) not in used_rows]
-    truth_classes = set().union(*truth.values())
-    unused = Unused(unscored, missing + sorted(not_scored), sorted(truth_classes - set(model_classes)), [],
-                    not truth_classes)
+    missing = truth.not_listed + [r for r in rows["row_id"] if r in not_scored]
+    unused = Unused(unscored, missing, sorted(truth_classes - set(model_classes)), [], not truth_classes,
+                    tr.past_end, tr.not_predicted)
     unused.check(strict)
-    true = sets_to_matrix([truth[r] for r in row_ids], classes)
-    return AlignedScores(row_ids, classes, out, true, missing + sorted(not_scored), unused)
+    true = sets_to_matrix(list(rows["labels"]), classes)
+    return AlignedScores(list(rows["row_id"]), classes, out, true, missing, unused, rows[["file", "start_s"]], tr.events)
+
+
+def row_detections(al: AlignedScores, kind: str, threshold: float) -> pd.DataFrame:
+    """The rows of `kind` at or above threshold, one per (row, class): file, start_s, end_s, label."""
+    r, k = np.nonzero(al.scores[kind][:, : len(al.classes)] >= threshold)
+    start = al.rows["start_s"].to_numpy(float)[r]
+    return pd.DataFrame({"file": al.rows["file"].to_numpy()[r], "start_s": start, "end_s": start + ROW_S,
+                         "label": np.asarray(al.classes)[k]})
 
 
 def score_report(al: AlignedScores) -> dict:
@@ -186,18 +204,22 @@ def score_report(al: AlignedScores) -> dict:
             "best_threshold": float(best["threshold"]), "best_row_f1": float(best["row_f1"]),
             "macro_ap": macro, "micro_ap": micro, "sweep": sweep.to_dict("records"),
         }
+        if al.events is not None:  # annotated calls: which were found, at the best threshold
+            match = match_events(al.events, row_detections(al, kind, float(best["threshold"])))
+            report["outputs"][kind].update(event_recall=match.recall, event_precision=match.precision,
+                                           n_events=match.n_events, n_detections=match.n_detections)
     return report
 
 
-def default_test_csv(truth_csv: str | Path, test_csv: str | Path | None) -> Path:
-    path = Path(test_csv) if test_csv else Path(truth_csv).parent / "test.csv"
-    if not path.is_file():
-        raise BirdsedError(f"{path}: test.csv not found; pass --test-csv to map row_ids to files")
-    return path
+def align_files(scores_path: str | Path, truth: str | Path, test_csv: str | Path | None = None,
+                audio_dir: str | Path | None = None, strict: bool = False, min_overlap_s: float = DEFAULT_MIN_OVERLAP_S,
+                fmt: str = "auto", label_column: str | None = None) -> AlignedScores:
+    """A scores.parquet and any truth (truth.load_truth: annotation tables or a folder of them, Kaggle row truth
+    with its test.csv), lined up."""
+    t = load_truth(truth, fmt, label_column, test_csv, audio_dir)
+    return align_scores(read_scores(scores_path), t, strict, (str(scores_path), str(truth)), min_overlap_s, audio_dir)
 
 
-def scores_report_from_files(scores_path: str | Path, truth_csv: str | Path, test_csv: str | Path | None = None,
-                             audio_dir: str | Path | None = None, strict: bool = False) -> dict:
-    al = align_scores(read_scores(scores_path), read_truth(truth_csv), default_test_csv(truth_csv, test_csv), audio_dir,
-                      strict, (str(scores_path), str(truth_csv)))
-    return score_report(al)
+def scores_report_from_files(scores_path: str | Path, truth: str | Path, test_csv: str | Path | None = None,
+                             audio_dir: str | Path | None = None, strict: bool = False, **truth_kw) -> dict:
+    return score_report(align_files(scores_path, truth, test_csv, audio_dir, strict, **truth_kw))

@@ -24,10 +24,10 @@ from birdsed.detector import Detector
 from birdsed.errors import AudioDecodeError, ConfigError
 from birdsed.model import segment_scores, window_scores
 from birdsed.progress import progress_bar
+from birdsed.rows import ROW_S, n_rows  # noqa: F401 - n_rows re-exported for callers of infer
 from birdsed.windows import Piece, fitted_audio, piece_windows  # noqa: F401 - re-exported for callers of infer
 
 log = logging.getLogger(__name__)
-ROW_S = 5.0
 POOLINGS = ("window", "segment")
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -41,10 +41,6 @@ def window_starts(n_samples: int, window: int, hop: int) -> np.ndarray:
     n_windows = 1 + max(0, math.ceil((n_samples - window) / hop))
     return np.arange(n_windows, dtype=np.int64) * hop
 
-
-def n_rows(duration_s: float, row_s: float = ROW_S) -> int:
-    """Rows of a recording: [0, 5), [5, 10), ... the last one possibly partial; at least one."""
-    return max(1, math.ceil(duration_s / row_s - 1e-9))
 
 
 def window_row_pairs(starts_s: np.ndarray, window_s: float, row_s: float = ROW_S) -> tuple[np.ndarray, np.ndarray]:

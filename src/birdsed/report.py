@@ -27,7 +27,6 @@ from birdsed.audio import stream_audio  # noqa: E402
 from birdsed.config import OUTPUT_KINDS  # noqa: E402
 from birdsed.errors import AudioDecodeError, BirdsedError  # noqa: E402
 from birdsed.fsutil import write_text_atomic  # noqa: E402
-from birdsed.manifest import read_kaggle_test, read_truth  # noqa: E402
 from birdsed.writers import merge_runs  # noqa: E402
 
 COLOURS = plt.get_cmap("tab10").colors
@@ -52,25 +51,33 @@ def _head_audio(path: str, max_s: float) -> np.ndarray:
     return np.concatenate(chunks)[: int(max_s * SAMPLE_RATE_HZ)]
 
 
-def truth_bands(truth_csv: Path | None, test_csv: Path | None) -> dict[str, list[tuple[float, float, str]]]:
-    """{audio path: [(start_s, end_s, label)]} from row_id,birds truth and test.csv."""
-    if truth_csv is None:
-        return {}
-    if test_csv is None or not Path(test_csv).is_file():
-        raise BirdsedError("drawing the truth needs --test-csv (row_id -> file and time)")
-    test = read_kaggle_test(test_csv).set_index("row_id")
+Band = tuple[float, float, str, float, float]  # start_s, end_s, label, low_hz, high_hz (NaN: the whole band)
+MEL_FMIN_HZ, MEL_FMAX_HZ, MEL_BINS = 50.0, 14000.0, 128
+
+
+def truth_bands(al) -> dict[str, list[Band]]:
+    """{predicted file: [Band]}: the annotated calls with their frequency bounds (evaluate.AlignedScores.events),
+    or, for Kaggle's row truth, each labelled row as a box over the whole band."""
     bands: dict[str, list] = {}
-    for row_id, birds in read_truth(truth_csv).items():
-        if row_id not in test.index or not birds:
-            continue
-        path, sec = test.at[row_id, "path"], test.at[row_id, "seconds"]
-        span = (0.0, float("inf")) if pd.isna(sec) else (float(sec) - 5.0, float(sec))
-        bands.setdefault(path, []).extend((*span, b) for b in sorted(birds))
+    if al.events is not None:
+        for f, a, b, lab, lo, hi in al.events[["file", "start_s", "end_s", "label", "low_hz", "high_hz"]].itertuples(index=False):
+            bands.setdefault(f, []).append((float(a), float(b), lab, float(lo), float(hi)))
+        return bands
+    labels = [[al.classes[k] for k in np.flatnonzero(row)] for row in al.true]
+    for (f, start), labs in zip(al.rows.itertuples(index=False), labels):
+        span = (0.0, float("inf")) if np.isnan(start) else (float(start), float(start) + 5.0)
+        bands.setdefault(f, []).extend((*span, lab, np.nan, np.nan) for lab in labs)
     return bands
 
 
+def mel_bin(hz: float) -> float:
+    """Where a frequency falls on the report's mel axis (MEL_BINS bins over MEL_FMIN_HZ..MEL_FMAX_HZ)."""
+    lo, hi = librosa.hz_to_mel(MEL_FMIN_HZ), librosa.hz_to_mel(MEL_FMAX_HZ)
+    return float(np.clip((librosa.hz_to_mel(hz) - lo) / (hi - lo) * MEL_BINS, 0, MEL_BINS))
+
+
 def recording_figures(path: str, scores: pd.DataFrame, det: pd.DataFrame, output: str,
-                      truth: list[tuple[float, float, str]], page_s: float, max_s: float, top_k: int = 5) -> list[str]:
+                      truth: list[Band], page_s: float, max_s: float, top_k: int = 5) -> list[str]:
     """One image per page: spectrogram with detections (and truth) over the score timeline of the top classes."""
     try:
         audio = _head_audio(path, max_s)
@@ -80,12 +87,12 @@ def recording_figures(path: str, scores: pd.DataFrame, det: pd.DataFrame, output
     rows = scores[(scores["file"] == path) & (scores["output"] == output)]
     classes = [c for c in scores.columns if c not in META]
     top = rows[classes].max().sort_values(ascending=False).index[:top_k].tolist() if len(rows) else []
-    colour = {c: COLOURS[i % len(COLOURS)] for i, c in enumerate(sorted(set(top) | set(det["label"]) | {b for *_, b in truth}))}
+    colour = {c: COLOURS[i % len(COLOURS)] for i, c in enumerate(sorted(set(top) | set(det["label"]) | {t[2] for t in truth}))}
     mel = librosa.power_to_db(librosa.feature.melspectrogram(y=audio, sr=SAMPLE_RATE_HZ, n_fft=1024, hop_length=320,
-                                                             n_mels=128, fmin=50, fmax=14000), ref=np.max)
+                                                             n_mels=MEL_BINS, fmin=MEL_FMIN_HZ, fmax=MEL_FMAX_HZ), ref=np.max)
     events = merge_runs(det)
     lane = {c: i for i, c in enumerate(sorted(set(det["label"])))}  # one lane per class, from the top
-    truth_lane = {c: i for i, c in enumerate(sorted({lab for *_, lab in truth}))}  # one lane per class, from the bottom
+    truth_lane = {c: i for i, c in enumerate(sorted({t[2] for t in truth}))}  # boxes without bounds: a lane per class
     images = []
     for p0 in np.arange(0, max(duration, 1e-3), page_s):
         p1 = min(p0 + page_s, duration)
@@ -98,11 +105,14 @@ def recording_figures(path: str, scores: pd.DataFrame, det: pd.DataFrame, output
             ax.axvspan(max(d["start_s"], p0), min(d["end_s"], p1), ymin=top_y - 0.08, ymax=top_y, color=colour[d["label"]], alpha=0.85)
             ax.text(max(d["start_s"], p0) + 0.1, 128 * (top_y - 0.04), f"{d['label']} {d['score']:.2f}", color="white",
                     fontsize=8, va="center")
-        for a, b, lab in truth:
+        for a, b, lab, lo, hi in truth:
             if b > p0 and a < p1:
-                y = 2 + 11 * truth_lane[lab]
-                ax.add_patch(plt.Rectangle((max(a, p0), y), min(b, p1) - max(a, p0), 10, fill=False, ec="cyan", lw=1.2))
-                ax.text(max(a, p0) + 0.1, y + 5, f"truth: {lab}", color="cyan", fontsize=7, va="center")
+                if np.isfinite(lo) and np.isfinite(hi):  # an annotated box: its own frequency bounds
+                    y, h = mel_bin(lo), max(1.0, mel_bin(hi) - mel_bin(lo))
+                else:
+                    y, h = 2 + 11 * truth_lane[lab], 10
+                ax.add_patch(plt.Rectangle((max(a, p0), y), min(b, p1) - max(a, p0), h, fill=False, ec="cyan", lw=1.2))
+                ax.text(max(a, p0) + 0.1, y + h / 2, f"truth: {lab}", color="cyan", fontsize=7, va="center")
         centres = rows["start_s"].to_numpy() + 2.5
         for c in top:
             ax2.step(centres, rows[c].to_numpy(), where="mid", color=colour[c], label=c)
@@ -155,7 +165,9 @@ def _table(df: pd.DataFrame) -> str:
 
 def build_report(pred_dir: str | Path, out: str | Path | None = None, truth: str | Path | None = None,
                  test_csv: str | Path | None = None, run_dir: str | Path | None = None, output: str | None = None,
-                 max_recordings: int = 20, page_s: float = 60.0, max_minutes: float = 10.0) -> Path:
+                 max_recordings: int = 20, page_s: float = 60.0, max_minutes: float = 10.0, **truth_kw) -> Path:
+    """The report of predict's output folder; with `truth` (any truth evaluate reads; truth_kw: its options) the
+    evaluation and the annotated calls drawn under the detections."""
     pred_dir = Path(pred_dir)
     if not (pred_dir / "scores.parquet").is_file():
         raise BirdsedError(f"{pred_dir}: no scores.parquet; run `birdsed predict --out {pred_dir}` first")
@@ -167,26 +179,32 @@ def build_report(pred_dir: str | Path, out: str | Path | None = None, truth: str
     model_json = Path(run_json.get("model", "")) / "model.json"
     default_output = json.loads(model_json.read_text()).get("default_output", "segmentwise") if model_json.is_file() else "segmentwise"
     output = output or default_output
-    if truth and test_csv is None and (Path(truth).parent / "test.csv").is_file():
-        test_csv = Path(truth).parent / "test.csv"
-    bands = truth_bands(Path(truth) if truth else None, Path(test_csv) if test_csv else None)
+    aligned = None
+    if truth:
+        from birdsed.evaluate import align_files
+
+        aligned = align_files(pred_dir / "scores.parquet", truth, test_csv, **truth_kw)
+    bands = truth_bands(aligned) if aligned is not None else {}
     parts = [f"<h1>birdsed report</h1><p>predictions: {html.escape(str(pred_dir.resolve()))}; "
              f"{scores['file'].nunique()} recording(s); rows decided on <b>{output}</b></p>"]
     summary = det.groupby("label").agg(detections=("score", "size"), mean_score=("score", "mean"),
                                        files=("file", "nunique")).reset_index() if len(det) else pd.DataFrame()
     parts.append("<h2>Detections per class</h2>" + (_table(summary) if len(summary) else "<p>none</p>"))
-    if truth:
-        from birdsed.evaluate import evaluate_submission, scores_report_from_files
-        from birdsed.tables import score_table
+    if aligned is not None:
+        from birdsed.evaluate import evaluate_submission, score_report
+        from birdsed.tables import event_table, score_table
 
-        parts.append("<h2>Evaluation</h2>")
-        if (pred_dir / "submission.csv").is_file():
+        parts.append(f"<h2>Evaluation</h2><p>truth: {html.escape(str(truth))}</p>")
+        if aligned.events is None and (pred_dir / "submission.csv").is_file():
             rep = evaluate_submission(pred_dir / "submission.csv", truth)
             parts.append(f"<p>row-wise micro F1 <b>{rep.row_f1:.4f}</b>; species precision {rep.precision:.3f}, "
                          f"recall {rep.recall:.3f}, F1 {rep.species_f1:.3f} ({rep.n_rows} rows)</p>")
             parts.append(_table(rep.per_class))
-        sr = scores_report_from_files(pred_dir / "scores.parquet", truth, test_csv)
+        sr = score_report(aligned)
         parts.append(_table(score_table(sr)) + sweep_figure(sr))
+        if aligned.events is not None:
+            parts.append("<h3>Annotated calls found</h3>" + _table(event_table(sr)))
+        parts += [f"<p class=err>not used: {html.escape(line)}</p>" for line in sr["unused_lines"]]
     if run_dir and (Path(run_dir) / "metrics.csv").is_file():
         parts.append("<h2>Training</h2>" + training_figure(Path(run_dir)))
     files = list(dict.fromkeys(scores["file"]))

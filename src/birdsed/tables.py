@@ -43,7 +43,20 @@ def print_score_report(report: dict) -> None:
     for r in rows:
         sweep.add_row(f"{r[0]['threshold']:.2f}", *(f"{x['row_f1']:.4f}" for x in r))
     console.print(sweep)
+    if "event_recall" in report["outputs"][OUTPUT_KINDS[0]]:
+        df = event_table(report)
+        ev = Table(*df.columns, title="annotated calls found (a detected row of a label overlapping a call of that label)")
+        for r in df.itertuples(index=False):
+            ev.add_row(r[0], f"{r[1]:.2f}", f"{r[2]:.4f}", f"{r[3]:.4f}", str(r[4]), str(r[5]))
+        console.print(ev)
     print_unused(report["unused_lines"])
+
+
+def event_table(report: dict) -> pd.DataFrame:
+    """Event-level recall and precision of each output at its best row-F1 threshold (annotated truth only)."""
+    return pd.DataFrame([{"output": k, "threshold": o["best_threshold"], "event recall": o["event_recall"],
+                          "event precision": o["event_precision"], "events": o["n_events"], "detected rows": o["n_detections"]}
+                         for k, o in ((k, report["outputs"][k]) for k in OUTPUT_KINDS)])
 
 
 def print_unused(lines: list[str]) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 from birdsed.config import OUTPUT_KINDS
 from birdsed.decide import Thresholds
 from birdsed.errors import BirdsedError
-from birdsed.manifest import read_dataset, read_truth
+from birdsed.manifest import read_dataset
 from birdsed.metrics import DEFAULT_SWEEP, row_f1, sets_to_matrix
 from birdsed.modeldir import load_model_dir, read_meta, thresholds_of, update_thresholds
 
@@ -108,17 +108,16 @@ def file_level_scores(model_dir: Path, data: Path) -> tuple[dict[str, np.ndarray
 
 
 def tune_model(model_dir: str | Path, scores_path=None, truth_csv=None, test_csv=None, data=None, shrink: float = 10.0,
-               per_class: bool = True, dry_run: bool = False, strict: bool = False) -> TuneResult:
-    """Tune on scores + truth, or on a labelled data set, and store the thresholds in model.json. What the
-    scores and truth did not share is logged (`strict`: an error)."""
-    from birdsed.evaluate import align_scores, default_test_csv, read_scores
+               per_class: bool = True, dry_run: bool = False, strict: bool = False, **truth_kw) -> TuneResult:
+    """Tune on scores + truth (any truth: evaluate.align_files, truth_kw its options), or on a labelled data set,
+    and store the thresholds in model.json. What the scores and truth did not share is logged (`strict`: an error)."""
+    from birdsed.evaluate import align_files
 
     model_dir = Path(model_dir)
     meta = read_meta(model_dir)
     classes = meta["classes"]
     if scores_path and truth_csv:
-        al = align_scores(read_scores(scores_path), read_truth(truth_csv), default_test_csv(truth_csv, test_csv),
-                          strict=strict, names=(str(scores_path), str(truth_csv)))
+        al = align_files(scores_path, truth_csv, test_csv, strict=strict, **truth_kw)
         for line in al.unused.lines():
             log.warning("tune: %s", line)
         scores = {k: v[:, : len(classes)] for k, v in al.scores.items()}
