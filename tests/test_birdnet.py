@@ -320,6 +320,7 @@ def test_a_birdnet_head_self_trains_on_pseudo_labelled_windows(synth_data, tmp_p
     from birdsed.errors import ConfigError
     from birdsed.pseudo import read_soft_labels
     from birdsed.selftrain import self_train
+    import yaml
 
     cfg = apply_overrides(load_config("birdnet"), ["train.epochs=2", f"data.embedding_cache={tmp_path / 'cache'}"])
     rounds = self_train(synth_data, [str(synth_data / "test_audio")], 1, cfg, tmp_path / "st", quiet=True,

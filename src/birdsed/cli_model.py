@@ -64,6 +64,11 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (a re-run resumes)")
     p.add_argument("--test-csv", type=Path, help="Kaggle test.csv: predict its audio and write submission.csv")
     p.add_argument("--audio-dir", type=Path, help="audio of --test-csv (default: test_audio/ beside it)")
+    p.add_argument("--sample-submission", type=Path, help="a BirdCLEF 2023-2025 sample_submission.csv: submission.csv "
+                   "in its layout (row_id, then one probability column per class, in its order)")
+    p.add_argument("--competition", choices=["birdclef2021", "birdclef2023", "birdclef2024", "birdclef2025"],
+                   help="the one input is the competition's data folder: its test soundscapes are predicted and its "
+                   "submission written (2021: test.csv -> row_id,birds; 2023-2025: sample_submission.csv's layout)")
     p.add_argument("--window-s", type=float, help="window length (default: the model's: 5 s, BirdNET 3 s)")
     p.add_argument("--hop-s", type=float, help="hop between windows (default: the model's: 2.5 s, BirdNET 3 s)")
     p.add_argument("--pooling", choices=["window", "segment"], default="window",
@@ -91,8 +96,14 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from birdsed.predict import DecisionOptions, run_predict
 
     decision = DecisionOptions(a.output, a.threshold, a.max_birds, a.neighbour_smoothing)
-    s = run_predict(a.model, a.inputs, a.out, a.test_csv, a.audio_dir, tuple(a.format), a.window_s, a.hop_s,
-                    a.batch_size, a.workers, a.device, decision, a.quiet, a.pooling, a.backend, a.precision, a.short)
+    inputs, test_csv, audio_dir, sample = a.inputs, a.test_csv, a.audio_dir, a.sample_submission
+    if a.competition:
+        from birdsed.kaggle.birdclef import competition_inputs
+
+        inputs, test_csv, audio_dir, sample = competition_inputs(a.competition, inputs)
+    s = run_predict(a.model, inputs, a.out, test_csv, audio_dir, tuple(a.format), a.window_s, a.hop_s,
+                    a.batch_size, a.workers, a.device, decision, a.quiet, a.pooling, a.backend, a.precision, a.short,
+                    sample)
     console.print(f"{s.n_files} recording(s) ({s.n_done_before} done before); {s.audio_s / 3600:.2f} h of audio in "
                   f"{s.wall_s:.1f} s = {s.realtime_factor:.0f}x real time; outputs in {s.out}")
     return batch_status(len(s.errors), s.out / "errors.csv")

@@ -10,6 +10,7 @@ import pandas as pd
 
 from birdsed.config import OUTPUT_KINDS, SEED_THRESHOLDS
 from birdsed.errors import BirdsedError
+from birdsed.kaggle.birdclef import macro_roc_auc, padded_cmap
 from birdsed.manifest import read_truth
 from birdsed.metrics import average_precision, micro_prf, per_class_prf, row_f1, sets_to_matrix, threshold_sweep
 from birdsed.rows import ROW_S
@@ -178,7 +179,8 @@ def align_scores(scores: pd.DataFrame, truth: Truth, strict: bool = False,
                     tr.past_end, tr.not_predicted)
     unused.check(strict)
     true = sets_to_matrix(list(rows["labels"]), classes)
-    return AlignedScores(list(rows["row_id"]), classes, out, true, missing, unused, rows[["file", "start_s"]], tr.events)
+    return AlignedScores(list(rows["row_id"]), classes, out, true, missing, unused, rows[["file", "start_s"]],
+                         tr.events)
 
 
 def row_detections(al: AlignedScores, kind: str, threshold: float) -> pd.DataFrame:
@@ -203,6 +205,8 @@ def score_report(al: AlignedScores) -> dict:
             "seed_threshold": seed_thr, "seed_row_f1": row_f1(s >= seed_thr, al.true),
             "best_threshold": float(best["threshold"]), "best_row_f1": float(best["row_f1"]),
             "macro_ap": macro, "micro_ap": micro, "sweep": sweep.to_dict("records"),
+            # the BirdCLEF metrics (kaggle.birdclef): 2023's, 2024-2025's
+            "padded_cmap": padded_cmap(al.true, s), "roc_auc": macro_roc_auc(al.true, s),
         }
         if al.events is not None:  # annotated calls: which were found, at the best threshold
             match = match_events(al.events, row_detections(al, kind, float(best["threshold"])))

@@ -11,6 +11,7 @@ Manifest columns (the source's other columns are kept after these):
 
 from __future__ import annotations
 
+import glob
 import ast
 import logging
 import os
@@ -241,7 +242,8 @@ def read_kaggle_test(csv_path: str | Path, audio_dir: str | Path | None = None) 
     """Kaggle test.csv (site,row_id,seconds,audio_id) with a `path` column for each audio_id.
 
     `seconds` is a float (end of the 5 s row) or NaN for whole-file rows (site 3).
-    Audio is found as <audio_dir>/<audio_id>.<any audio extension>; `path` is "" when absent.
+    Audio is found as <audio_dir>/<audio_id>.<any audio extension> (Cornell 2020), else as
+    <audio_dir>/<audio_id>_<site>_*.<ext> (BirdCLEF 2021's soundscapes); `path` is "" when absent.
     """
     from birdsed.audio import AUDIO_EXTENSIONS
 
@@ -259,8 +261,12 @@ def read_kaggle_test(csv_path: str | Path, audio_dir: str | Path | None = None) 
         raise ManifestError(f"{csv_path}: line {i + 2}: row_id {df['row_id'].iloc[i]!r} listed twice")
     paths: dict[str, str] = {}
     outside = []
+    sites = df.groupby("audio_id", sort=False)["site"].first()
     for aid in df["audio_id"].unique():
         hit = next((audio_dir / f"{aid}{ext}" for ext in AUDIO_EXTENSIONS if (audio_dir / f"{aid}{ext}").is_file()), None)
+        if hit is None and audio_dir.is_dir():  # BirdCLEF 2021: <audio_id>_<site>_<date>.ogg
+            hit = next((q for q in sorted(audio_dir.glob(f"{glob.escape(aid)}_{glob.escape(sites[aid])}_*"))
+                        if q.suffix.lower() in AUDIO_EXTENSIONS), None)
         if hit is not None and not is_inside(hit, audio_dir):
             outside.append(aid)
             hit = None

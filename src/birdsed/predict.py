@@ -5,7 +5,8 @@ OUT/
   parts/<key>.parquet  one per finished recording (what makes a re-run resume)
   scores.parquet       all rows, all three outputs
   detections.csv       file,start_s,end_s,label,score (what passes the decision)
-  submission.csv       with --test-csv: row_id,birds for every row, in order
+  submission.csv       with --test-csv: row_id,birds for every row, in order; with --sample-submission (BirdCLEF
+                       2023-2025): row_id, then the scores of each class in the sample's column order
   raven/<name>.Table.1.selections.txt, audacity/<name>.txt   on request
   errors.csv           recordings that failed to decode, with the reason
 """
@@ -28,6 +29,7 @@ from birdsed.decide import Thresholds, decide, labels_of, smooth_rows
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import remove_stale_temps, run_lock, write_text_atomic
 from birdsed.infer import FileResult, predict_files, rows_table
+from birdsed.kaggle.birdclef import probability_submission, sample_columns
 from birdsed.manifest import read_kaggle_test
 from birdsed.modeldir import kind_of, load_model_dir, model_digest
 from birdsed.store import recording_key
@@ -128,10 +130,12 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
                 audio_dir: str | Path | None = None, formats: tuple[str, ...] = ("csv",), window_s: float | None = None,
                 hop_s: float | None = None, batch_size: int = 64, workers: int | None = None, device: str = "auto",
                 decision: DecisionOptions = DecisionOptions(), quiet: bool = False, pooling: str = "window",
-                backend: str = "torch", precision: str = "auto", short_policy: str | None = None) -> PredictSummary:
+                backend: str = "torch", precision: str = "auto", short_policy: str | None = None,
+                sample_submission: str | Path | None = None) -> PredictSummary:
     """short_policy: how recordings shorter than a window are fitted to it, "loop" or "pad", for every model
     (default: each model, or each member of an ensemble, as it saw them in training).
-    window_s, hop_s: default the model's own (5 s / 2.5 s for the SED models, 3 s windows for BirdNET)."""
+    window_s, hop_s: default the model's own (5 s / 2.5 s for the SED models, 3 s windows for BirdNET).
+    sample_submission: a BirdCLEF 2023-2025 sample_submission.csv: submission.csv takes its layout (kaggle.birdclef)."""
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ConfigError(f"unknown format(s) {sorted(unknown)}; valid: {list(FORMATS)}")
@@ -152,6 +156,10 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
     elif backend != "torch":
         raise ConfigError(f"unknown backend {backend!r}; valid: torch, onnx")
     classes = model.classes
+    if sample_submission and test_csv:
+        raise ConfigError("--test-csv (row_id,birds) and --sample-submission (probabilities) write different "
+                          "submissions: give one")
+    columns = sample_columns(sample_submission) if sample_submission else None
     test = read_kaggle_test(test_csv, audio_dir) if test_csv else None
     files, errors = resolve_inputs(inputs, test)
     if not files and not errors:
@@ -179,15 +187,23 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
         scores = pd.concat([read_part(part_of[f], f) for f in done], ignore_index=True) if done else \
             pd.DataFrame(columns=["file", "start_s", "end_s", "output", *classes])
         write_table(scores, out / "scores.parquet")
-        write_outputs(scores, classes, thresholds, decision, meta.get("default_output", "segmentwise"), out, formats, test)
+        write_outputs(scores, classes, thresholds, decision, meta.get("default_output", "segmentwise"), out, formats, test,
+                      columns)
         return PredictSummary(len(files), len(files) - len(todo), audio_s, wall_s, errors, out)
 
 
 def write_outputs(scores: pd.DataFrame, classes: list[str], thresholds: Thresholds, decision: DecisionOptions,
-                  default_output: str, out: Path, formats: tuple[str, ...], test: pd.DataFrame | None) -> None:
+                  default_output: str, out: Path, formats: tuple[str, ...], test: pd.DataFrame | None,
+                  sample_columns: list[str] | None = None) -> None:
     rows, present, _, thr = decide_scores(scores, classes, thresholds, decision, default_output)
     det = detections(rows, present, classes)
     write_table(det, out / "detections.csv")
+    if sample_columns is not None:
+        sub, unknown = probability_submission(rows, classes, sample_columns)
+        if unknown:
+            log.warning("%d class(es) of the sample submission the model does not know score 0, e.g. %s", len(unknown),
+                        unknown[:5])
+        write_table(sub, out / "submission.csv")
     if test is not None:
         birds = labels_of(present, classes)
         row_birds = {(f, float(s)): b for f, s, b in zip(rows["file"], rows["start_s"], birds)}

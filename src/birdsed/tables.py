@@ -28,7 +28,8 @@ def score_table(report: dict) -> pd.DataFrame:
     """The seed's table: each output at its threshold, its best threshold, and AP."""
     return pd.DataFrame([{"output": k, "threshold": o["seed_threshold"], "row F1": o["seed_row_f1"],
                           "best threshold": o["best_threshold"], "best row F1": o["best_row_f1"],
-                          "macro AP": o["macro_ap"], "micro AP": o["micro_ap"]}
+                          "macro AP": o["macro_ap"], "micro AP": o["micro_ap"], "padded cmAP": o["padded_cmap"],
+                          "ROC-AUC": o["roc_auc"]}
                          for k, o in ((k, report["outputs"][k]) for k in OUTPUT_KINDS)])
 
 
