@@ -70,7 +70,11 @@ def run_demo(out: str | Path = "birdsed-demo", synth: SynthConfig = DEMO_SYNTH, 
     log.info("6/6 evaluating against %s", data / "test_labels.csv")
     rep = evaluate_submission(pred / "submission.csv", data / "test_labels.csv")
     scores = scores_report_from_files(pred / "scores.parquet", data / "test_labels.csv")
-    report = build_report(pred, truth=data / "test_labels.csv", test_csv=data / "test.csv", run_dir=out / "run")
+    # the report scores the same soundscapes against their calls as an ecologist keeps them (Raven tables, a box
+    # per note, with frequency bounds), beside the row F1 above against Kaggle's row labels
+    raven = data / "test_raven"
+    report = build_report(pred, truth=raven if raven.is_dir() else data / "test_labels.csv", test_csv=data / "test.csv",
+                          run_dir=out / "run")
     log.info("report written to %s", report)
     output = read_meta(model_dir).get("default_output", "segmentwise")
     return DemoResult(out, rep.row_f1, output, scores, tuned, time.perf_counter() - t0)
