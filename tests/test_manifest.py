@@ -3,7 +3,8 @@ import logging
 import pytest
 
 from birdsed.errors import ManifestError
-from birdsed.manifest import detect_format, read_dataset, read_kaggle_test, read_truth
+from birdsed.kaggle.cornell import read_kaggle_test, read_truth
+from birdsed.manifest import detect_format, read_dataset
 from conftest import write_audio
 
 CORNELL_HEADER = "ebird_code,filename,species,sci_name,secondary_labels,duration,rating\n"

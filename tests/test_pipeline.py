@@ -97,7 +97,7 @@ def test_predict_writes_every_output_and_resumes(trained, synth_data, tmp_path):
     assert sub["row_id"].tolist() == test["row_id"].tolist()  # every row, in order
     assert (sub["birds"] != "").all()
     # site_3 rows are decided on the whole file: the max over its rows, then the threshold
-    from birdsed.manifest import read_kaggle_test
+    from birdsed.kaggle.cornell import read_kaggle_test
 
     t = read_kaggle_test(synth_data / "test.csv")
     site3 = t[t["seconds"].isna()].iloc[0]
@@ -284,7 +284,7 @@ class FakeKaggle:
 
 
 def test_kaggle_credentials_are_checked_first(tmp_path, monkeypatch):
-    from birdsed.kaggle_io import KaggleError, credentials_problem, download
+    from birdsed.kaggle.api import KaggleError, credentials_problem, download
 
     for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
         monkeypatch.delenv(var, raising=False)
@@ -300,7 +300,7 @@ def test_kaggle_credentials_are_checked_first(tmp_path, monkeypatch):
 
 
 def test_kaggle_download_and_publish_with_a_stand_in(trained, tmp_path, monkeypatch):
-    from birdsed.kaggle_io import KaggleError, download, publish
+    from birdsed.kaggle.api import KaggleError, download, publish
 
     monkeypatch.setenv("KAGGLE_USERNAME", "me")
     monkeypatch.setenv("KAGGLE_KEY", "secret")

@@ -2,7 +2,8 @@ import filecmp
 
 import pandas as pd
 
-from birdsed.manifest import read_dataset, read_kaggle_test
+from birdsed.kaggle.cornell import read_kaggle_test
+from birdsed.manifest import read_dataset
 from birdsed.synth import SynthConfig, row_truth, synthesize
 
 

@@ -281,7 +281,7 @@ def _add_kaggle(p: argparse.ArgumentParser) -> None:
       "birdsed kaggle download data/birdsong-recognition   |   birdsed kaggle publish runs/seed108/model --dataset me/birdsed-seed108",
       _add_kaggle)
 def cmd_kaggle(a: argparse.Namespace) -> int:
-    from birdsed import kaggle_io
+    from birdsed.kaggle import api as kaggle_io
 
     if a.action == "download":
         out = kaggle_io.download(a.dir, a.competition, a.dataset)

@@ -30,10 +30,10 @@ from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import remove_stale_temps, run_lock, write_text_atomic
 from birdsed.infer import FileResult, predict_files, rows_table
 from birdsed.kaggle.birdclef import probability_submission, sample_columns
-from birdsed.manifest import read_kaggle_test
+from birdsed.kaggle.cornell import read_kaggle_test, submission
 from birdsed.modeldir import kind_of, load_model_dir, model_digest
 from birdsed.store import recording_key
-from birdsed.writers import detections, merge_runs, raven_table, submission, write_audacity, write_table
+from birdsed.writers import detections, merge_runs, raven_table, write_audacity, write_table
 
 log = logging.getLogger(__name__)
 FORMATS = ("csv", "kaggle", "raven", "audacity")

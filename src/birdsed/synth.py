@@ -35,9 +35,9 @@ import soxr
 from birdsed.errors import ConfigError
 from birdsed.fsutil import atomic_path
 from birdsed.progress import progress_bar
+from birdsed.rows import ROW_S
 
 BASE_RATE_HZ = 32_000
-ROW_S = 5.0
 KINDS = ("sweep", "trill", "harmonic", "whistle", "chirp")
 _NAMES = [
     ("amber piper", "Fictus amberi"), ("slate trillbird", "Fictus ardesia"), ("reed chanter", "Fictus arundo"),

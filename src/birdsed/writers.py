@@ -1,4 +1,4 @@
-"""Output writers: scores.parquet, detections.csv, submission.csv, Raven selection tables, Audacity labels.
+"""Output writers: scores.parquet, detections.csv, Raven selection tables, Audacity labels (the submissions: kaggle/).
 
 Every file is written to a temporary name and renamed, so a reader never sees half a file.
 """
@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from birdsed.decide import NOCALL
 from birdsed.fsutil import atomic_path
 
 META_COLUMNS = ["file", "start_s", "end_s", "output"]
@@ -67,18 +66,3 @@ def write_audacity(events: pd.DataFrame, path: Path) -> Path:
             for s, e, lab, sc in zip(events["start_s"], events["end_s"], events["label"], events["score"]):
                 f.write(f"{s:.3f}\t{e:.3f}\t{lab} ({sc:.2f})\n")
     return path
-
-
-def submission(test: pd.DataFrame, row_birds: dict[tuple[str, float], str], file_birds: dict[str, str]) -> pd.DataFrame:
-    """row_id,birds for every row of test.csv, in its order.
-
-    Rows with `seconds` are looked up by (path, seconds - 5); rows without (site 3) take the
-    whole-file decision. A row with no prediction (missing or failed audio) is `nocall`.
-    """
-    birds = []
-    for path, sec in zip(test["path"], test["seconds"]):
-        if pd.isna(sec):
-            birds.append(file_birds.get(path, NOCALL))
-        else:
-            birds.append(row_birds.get((path, float(sec) - 5.0), NOCALL))
-    return pd.DataFrame({"row_id": test["row_id"].to_numpy(), "birds": birds})

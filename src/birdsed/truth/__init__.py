@@ -1,7 +1,7 @@
 """Truth as people keep it, read into one form for evaluate, tune and report.
 
 Annotation formats (formats.py: Raven, Audacity, a plain CSV, birdsed's detections.csv) give events: a table of
-file, start_s, end_s, label, low_hz, high_hz (events.py); Kaggle's truth (kaggle.py: Cornell 2020 with its
+file, start_s, end_s, label, low_hz, high_hz (events.py); Kaggle's truth (birdsed.kaggle.truth: Cornell 2020 with its
 test.csv, BirdCLEF 2021's soundscape labels) comes as labelled 5 s rows. grid.py lines either up with the 5 s
 rows a prediction scored.
 
@@ -19,7 +19,7 @@ import pandas as pd
 from birdsed.errors import TruthError
 from birdsed.truth.events import EVENT_COLUMNS
 from birdsed.truth.formats import FORMATS
-from birdsed.truth import kaggle
+from birdsed.kaggle import truth as kaggle
 
 TRUTH_FORMATS = ("auto", *FORMATS, "cornell2020", "birdclef2021")
 TABLE_SUFFIXES = (".txt", ".csv", ".tsv")

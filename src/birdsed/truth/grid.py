@@ -22,7 +22,7 @@ from birdsed.errors import TruthError
 from birdsed.rows import ROW_S, n_rows
 from birdsed.truth import Truth
 from birdsed.truth.events import DEFAULT_MIN_OVERLAP_S, past_end, row_labels
-from birdsed.truth.kaggle import ROW_COLUMNS
+from birdsed.kaggle.truth import ROW_COLUMNS
 
 
 @dataclass
