@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -54,8 +55,13 @@ def test_a_second_run_into_one_folder_is_refused_while_the_first_holds_it(tmp_pa
         holder.kill()
         holder.wait()
     with run_lock(tmp_path) as lock:  # the holder is gone (killed): its lock is broken and taken
-        assert lock.read_text() == str(os.getpid())
+        assert lock.read_text() == f"{socket.gethostname()} {os.getpid()}"
     assert not lock.exists()
+    (tmp_path / ".lock").write_text("another-host 1")  # held on another machine of a shared file system: never broken
+    with pytest.raises(BirdsedError, match="host another-host, pid 1"):
+        with run_lock(tmp_path):
+            pass
+    assert (tmp_path / ".lock").read_text() == "another-host 1"
 
 
 def test_the_stamp_names_what_changed(model_dir, tmp_path):

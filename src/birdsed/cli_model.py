@@ -69,6 +69,8 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--competition", choices=["birdclef2021", "birdclef2023", "birdclef2024", "birdclef2025"],
                    help="the one input is the competition's data folder: its test soundscapes are predicted and its "
                    "submission written (2021: test.csv -> row_id,birds; 2023-2025: sample_submission.csv's layout)")
+    p.add_argument("--shard", metavar="I/N", help="run the I-th of N duration-balanced shards of the inputs into the same "
+                   "--out (job arrays: --array=1-N, --shard $SLURM_ARRAY_TASK_ID/N); the last to finish merges")
     p.add_argument("--window-s", type=float, help="window length (default: the model's: 5 s, BirdNET 3 s)")
     p.add_argument("--hop-s", type=float, help="hop between windows (default: the model's: 2.5 s, BirdNET 3 s)")
     p.add_argument("--pooling", choices=["window", "segment"], default="window",
@@ -103,9 +105,12 @@ def cmd_predict(a: argparse.Namespace) -> int:
         inputs, test_csv, audio_dir, sample = competition_inputs(a.competition, inputs)
     s = run_predict(a.model, inputs, a.out, test_csv, audio_dir, tuple(a.format), a.window_s, a.hop_s,
                     a.batch_size, a.workers, a.device, decision, a.quiet, a.pooling, a.backend, a.precision, a.short,
-                    sample)
+                    sample, a.shard)
     console.print(f"{s.n_files} recording(s) ({s.n_done_before} done before); {s.audio_s / 3600:.2f} h of audio in "
                   f"{s.wall_s:.1f} s = {s.realtime_factor:.0f}x real time; outputs in {s.out}")
+    if not s.merged:
+        console.print(f"shard {a.shard} done; the combined outputs wait for the other shards (the last one merges, or "
+                      f"`birdsed merge {s.out}`)")
     return batch_status(len(s.errors), s.out / "errors.csv")
 
 
@@ -125,6 +130,22 @@ def _truth_kw(a: argparse.Namespace) -> dict:
 
 TRUTH_HELP = ("the truth: Raven selection tables, Audacity labels or a CSV of file,start_s,end_s,label (a table or a "
               "folder of them), birdsed's detections.csv, Kaggle row_id,birds (with test.csv), BirdCLEF 2021 labels")
+
+
+def _add_merge(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", type=Path, help="the --out of predict --shard I/N runs")
+
+
+@verb("merge", "build predict's combined outputs from every shard's parts (predict --shard I/N)",
+      "birdsed merge preds", _add_merge)
+def cmd_merge(a: argparse.Namespace) -> int:
+    from birdsed.fsutil import run_lock
+    from birdsed.predict import merge
+
+    with run_lock(a.out, ".lock-merge"):
+        n, n_errors = merge(a.out)
+    console.print(f"{n} recording(s) merged into {a.out} (scores.parquet, detections.csv, ...)")
+    return batch_status(n_errors, a.out / "errors.csv")
 
 
 def _add_evaluate(p: argparse.ArgumentParser) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import socket
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -31,11 +33,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def remove_stale_temps(folder: str | os.PathLike) -> int:
+def remove_stale_temps(folder: str | os.PathLike, names: list[str] | None = None) -> int:
     """Remove the temporary files atomic_path left in `folder` when a run was killed (`.NAME.<random>.tmp*`); call it
-    only while holding the folder's run_lock, so that no live writer's file is taken. Returns how many."""
+    only while holding the folder's run_lock, so that no live writer's file is taken. With `names`, only the
+    temporaries of those files (a shard's own, beside other shards' live ones). Returns how many."""
     n = 0
-    for p in Path(folder).glob(".*.tmp*"):
+    patterns = [f".{glob.escape(name)}.*.tmp*" for name in names] if names is not None else [".*.tmp*"]
+    for p in (q for pattern in patterns for q in Path(folder).glob(pattern)):
         if p.is_file() and not p.is_symlink():
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
@@ -66,8 +70,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def run_lock(folder: str | os.PathLike, name: str = ".lock") -> Iterator[Path]:
-    """Hold `folder`/.lock (holding this process's pid) while writing into `folder`; a second run into the same
-    folder is refused with the holder's pid. A lock whose process is gone (killed) is broken and taken."""
+    """Hold `folder`/`name` (holding this host's name and this process's pid) while writing into `folder`; a second
+    run into the same folder is refused with the holder's host and pid. A lock whose process is gone (killed) is
+    broken and taken; one held on another host (a shared file system) is never broken, only named."""
     from birdsed.errors import BirdsedError
 
     path = Path(folder) / name
@@ -75,23 +80,32 @@ def run_lock(folder: str | os.PathLike, name: str = ".lock") -> Iterator[Path]:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                pid = int(path.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
+            host, pid = _holder(path)
+            if host != socket.gethostname() and pid:
+                raise BirdsedError(f"{folder} is in use by another birdsed run (host {host}, pid {pid}, {path}); wait "
+                                   "for it, or delete that file if the run is gone") from None
             if pid and _alive(pid):
                 raise BirdsedError(f"{folder} is in use by another birdsed run (pid {pid}, {path}); "
                                    "wait for it, or give another --out") from None
             path.unlink(missing_ok=True)  # its process is gone: a killed run
             continue
         with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
+            f.write(f"{socket.gethostname()} {os.getpid()}")
         try:
             yield path
         finally:
             path.unlink(missing_ok=True)
         return
     raise BirdsedError(f"{path}: could not take the lock")
+
+
+def _holder(path: Path) -> tuple[str, int]:
+    """(host, pid) of a lock file; an old lock of a pid alone is this host's; an unreadable one (0: take it)."""
+    try:
+        words = path.read_text().split()
+        return (words[0], int(words[1])) if len(words) == 2 else (socket.gethostname(), int(words[0]) if words else 0)
+    except (OSError, ValueError):
+        return socket.gethostname(), 0
 
 
 def _alive(pid: int) -> bool:

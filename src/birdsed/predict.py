@@ -3,48 +3,40 @@
 OUT/
   run.json             model and window settings; a re-run must match them
   parts/<key>.parquet  one per finished recording (what makes a re-run resume)
-  scores.parquet       all rows, all three outputs
+  scores.parquet       all rows, all three outputs (one row group per recording)
   detections.csv       file,start_s,end_s,label,score (what passes the decision)
   submission.csv       with --test-csv: row_id,birds for every row, in order; with --sample-submission (BirdCLEF
                        2023-2025): row_id, then the scores of each class in the sample's column order
   raven/<name>.Table.1.selections.txt, audacity/<name>.txt   on request
   errors.csv           recordings that failed to decode, with the reason
+  shards/I-of-N.json   with --shard I/N: what shard I did (shard.py); the combined files above wait for every shard
+
+The combined files are built by streaming over the parts (outputs.py), in memory bounded by one recording.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from birdsed.audio import find_audio_files
-from birdsed.config import OUTPUT_KINDS
-from birdsed.decide import Thresholds, decide, labels_of, smooth_rows
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import remove_stale_temps, run_lock, write_text_atomic
 from birdsed.infer import FileResult, predict_files, rows_table
-from birdsed.kaggle.birdclef import probability_submission, sample_columns
-from birdsed.kaggle.cornell import read_kaggle_test, submission
-from birdsed.modeldir import kind_of, load_model_dir, model_digest
+from birdsed.kaggle.birdclef import sample_columns
+from birdsed.kaggle.cornell import read_kaggle_test
+from birdsed.modeldir import kind_of, load_model_dir, model_digest, read_meta, thresholds_of
+from birdsed.outputs import FORMATS, DecisionOptions, OutputSpec, decide_scores, read_part, write_combined  # noqa: F401
+from birdsed.shard import finished, missing_shards, parse_shard, record_path, shard_files, write_record
 from birdsed.store import recording_key
-from birdsed.writers import detections, merge_runs, raven_table, write_audacity, write_table
+from birdsed.writers import write_table
 
 log = logging.getLogger(__name__)
-FORMATS = ("csv", "kaggle", "raven", "audacity")
-
-
-@dataclass
-class DecisionOptions:
-    output: str | None = None  # None: the model's default output kind
-    threshold: float | None = None  # overrides the model's thresholds for `output`
-    max_birds: int | None = None
-    neighbour_smoothing: str | None = None  # "sum" or "max"
 
 
 @dataclass
@@ -55,6 +47,7 @@ class PredictSummary:
     wall_s: float
     errors: list[tuple[str, str]] = field(default_factory=list)
     out: Path | None = None
+    merged: bool = True  # False: a shard whose combined outputs wait for the other shards
 
     @property
     def realtime_factor(self) -> float:
@@ -79,24 +72,6 @@ def resolve_inputs(inputs: list[str], test: pd.DataFrame | None) -> tuple[list[s
     return files, missing
 
 
-def decide_scores(scores: pd.DataFrame, classes: list[str], thresholds: Thresholds,
-                  opts: DecisionOptions, default_output: str) -> tuple[pd.DataFrame, np.ndarray, str, np.ndarray]:
-    """(rows of the chosen output, boolean presence per row and class, output kind, thresholds [shape=(K,)])."""
-    kind = opts.output or default_output
-    if kind not in OUTPUT_KINDS:
-        raise ConfigError(f"unknown output {kind!r}; valid: {list(OUTPUT_KINDS)}")
-    rows = scores[scores["output"] == kind].reset_index(drop=True)
-    values = rows[classes].to_numpy(np.float32, copy=True)  # smoothed in place below
-    if opts.neighbour_smoothing:
-        for idx in rows.groupby("file", sort=False).indices.values():
-            values[idx] = smooth_rows(values[idx], opts.neighbour_smoothing)
-    thr = thresholds.vector(kind, classes) if opts.threshold is None else np.full(len(classes), opts.threshold, np.float32)
-    present = decide(values, thr, opts.max_birds)
-    rows = rows.copy()
-    rows[classes] = values
-    return rows, present, kind, thr
-
-
 def _check_run(out: Path, model_dir: Path, window_s: float, hop_s: float, classes: list[str], pooling: str,
                short_policy: str | None) -> None:
     stamp = {"model": str(model_dir.resolve()), "model_sha256": model_digest(model_dir),
@@ -117,25 +92,17 @@ def _check_run(out: Path, model_dir: Path, window_s: float, hop_s: float, classe
         write_text_atomic(path, json.dumps(stamp, indent=2))
 
 
-def read_part(path: Path, recording: str) -> pd.DataFrame:
-    """One finished recording's rows; a part that is not what predict wrote is a clear error naming it."""
-    try:
-        return pd.read_parquet(path)
-    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a damaged file
-        raise BirdsedError(f"{path}: the scores of {recording} are unreadable ({type(e).__name__}); delete that file and "
-                           "run the same command again to predict it afresh") from e
-
-
 def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_csv: str | Path | None = None,
                 audio_dir: str | Path | None = None, formats: tuple[str, ...] = ("csv",), window_s: float | None = None,
                 hop_s: float | None = None, batch_size: int = 64, workers: int | None = None, device: str = "auto",
                 decision: DecisionOptions = DecisionOptions(), quiet: bool = False, pooling: str = "window",
                 backend: str = "torch", precision: str = "auto", short_policy: str | None = None,
-                sample_submission: str | Path | None = None) -> PredictSummary:
+                sample_submission: str | Path | None = None, shard: str | None = None) -> PredictSummary:
     """short_policy: how recordings shorter than a window are fitted to it, "loop" or "pad", for every model
     (default: each model, or each member of an ensemble, as it saw them in training).
     window_s, hop_s: default the model's own (5 s / 2.5 s for the SED models, 3 s windows for BirdNET).
-    sample_submission: a BirdCLEF 2023-2025 sample_submission.csv: submission.csv takes its layout (kaggle.birdclef)."""
+    sample_submission: a BirdCLEF 2023-2025 sample_submission.csv: submission.csv takes its layout (kaggle.birdclef).
+    shard: "I/N": only the I-th of N shards of the inputs (shard.py); the last shard to finish merges."""
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ConfigError(f"unknown format(s) {sorted(unknown)}; valid: {list(FORMATS)}")
@@ -159,18 +126,29 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
     if sample_submission and test_csv:
         raise ConfigError("--test-csv (row_id,birds) and --sample-submission (probabilities) write different "
                           "submissions: give one")
-    columns = sample_columns(sample_submission) if sample_submission else None
+    if sample_submission:
+        sample_columns(sample_submission)  # a bad sample is refused before anything runs
     test = read_kaggle_test(test_csv, audio_dir) if test_csv else None
     files, errors = resolve_inputs(inputs, test)
     if not files and not errors:
         raise BirdsedError("no audio files to predict (give files, folders or --test-csv)")
+    spec = OutputSpec(tuple(formats), decision, str(test_csv) if test_csv else None,
+                      str(audio_dir) if audio_dir else None, str(sample_submission) if sample_submission else None)
+    i, n = parse_shard(shard) if shard else (0, 0)
+    if shard:
+        mine = set(shard_files([*files, *(e[0] for e in errors)], i, n))  # an input that can't run has its shard too
+        files, errors = [f for f in files if f in mine], [e for e in errors if e[0] in mine]
     out.mkdir(parents=True, exist_ok=True)
-    with run_lock(out):  # a second run into the same --out is refused while this one holds it
+    parts = out / "parts"
+    part_of = {f: parts / f"{recording_key(f)}.parquet" for f in files}
+    # one lock per shard: N shards write side by side into one --out (their files never overlap)
+    with run_lock(out, f".lock-shard{i}of{n}" if shard else ".lock"):
         _check_run(out, model_dir, window_s, hop_s, classes, pooling, short_policy)
-        parts = out / "parts"
-        for folder in (out, parts):  # what a killed run left half-written
-            remove_stale_temps(folder)
-        part_of = {f: parts / f"{recording_key(f)}.parquet" for f in files}
+        if shard:  # what this shard's killed run left half-written (never another shard's live files)
+            remove_stale_temps(parts, [p.name for p in part_of.values()])
+        else:
+            for folder in (out, parts):
+                remove_stale_temps(folder)
         todo = [f for f in files if not part_of[f].is_file()]
         t0 = time.perf_counter()
         audio_s = 0.0
@@ -182,50 +160,63 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
             else:
                 errors.append(res)
         wall_s = time.perf_counter() - t0
-        write_table(pd.DataFrame(errors, columns=["file", "reason"]), out / "errors.csv")
-        done = [f for f in files if part_of[f].is_file()]
-        scores = pd.concat([read_part(part_of[f], f) for f in done], ignore_index=True) if done else \
-            pd.DataFrame(columns=["file", "start_s", "end_s", "output", *classes])
-        write_table(scores, out / "scores.parquet")
-        write_outputs(scores, classes, thresholds, decision, meta.get("default_output", "segmentwise"), out, formats, test,
-                      columns)
-        return PredictSummary(len(files), len(files) - len(todo), audio_s, wall_s, errors, out)
+        summary = PredictSummary(len(files), len(files) - len(todo), audio_s, wall_s, errors, out)
+        if shard:
+            write_record(out, i, n, files, errors, spec.to_dict())
+        else:
+            write_table(pd.DataFrame(errors, columns=["file", "reason"]), out / "errors.csv")
+            done = [f for f in files if part_of[f].is_file()]
+            write_combined(out, [(f, part_of[f]) for f in done], classes, thresholds,
+                           meta.get("default_output", "segmentwise"), spec)
+            return summary
+    summary.merged = merge_if_complete(out)
+    return summary
 
 
-def write_outputs(scores: pd.DataFrame, classes: list[str], thresholds: Thresholds, decision: DecisionOptions,
-                  default_output: str, out: Path, formats: tuple[str, ...], test: pd.DataFrame | None,
-                  sample_columns: list[str] | None = None) -> None:
-    rows, present, _, thr = decide_scores(scores, classes, thresholds, decision, default_output)
-    det = detections(rows, present, classes)
-    write_table(det, out / "detections.csv")
-    if sample_columns is not None:
-        sub, unknown = probability_submission(rows, classes, sample_columns)
-        if unknown:
-            log.warning("%d class(es) of the sample submission the model does not know score 0, e.g. %s", len(unknown),
-                        unknown[:5])
-        write_table(sub, out / "submission.csv")
-    if test is not None:
-        birds = labels_of(present, classes)
-        row_birds = {(f, float(s)): b for f, s, b in zip(rows["file"], rows["start_s"], birds)}
-        values = rows[classes].to_numpy()
-        file_birds = {f: labels_of(decide(values[idx].max(axis=0, keepdims=True), thr, decision.max_birds), classes)[0]
-                      for f, idx in rows.groupby("file", sort=False).indices.items()}
-        write_table(submission(test, row_birds, file_birds), out / "submission.csv")
-    if not {"raven", "audacity"} & set(formats):
-        return
-    events = merge_runs(det)
-    by_file = dict(tuple(events.groupby("file", sort=False))) if len(events) else {}
-    files = list(scores["file"].unique())
-    stem_counts = Counter(Path(f).stem for f in files)
-    # label files are named by the recording's stem; recordings sharing a stem get a unique key instead
-    names = {f: Path(f).stem if stem_counts[Path(f).stem] == 1 else recording_key(f) for f in files}
-    for fmt, folder in (("raven", "raven"), ("audacity", "audacity")):
-        if fmt not in formats:
-            continue
-        for f in files:
-            ev = by_file.get(f, events.iloc[:0])
-            stem = names[f]
-            if fmt == "raven":
-                write_table(raven_table(ev), out / folder / f"{stem}.Table.1.selections.txt", sep="\t")
-            else:
-                write_audacity(ev, out / folder / f"{stem}.txt")
+def merge_if_complete(out: Path) -> bool:
+    """After a shard: build the combined outputs when every shard has finished (the last one to finish does; a
+    shard finishing beside a merge in progress leaves it to that one). True when they were built."""
+    n, records = finished(out)
+    if missing_shards(n, records):
+        return False
+    try:
+        with run_lock(out, ".lock-merge"):
+            merge(out)
+    except BirdsedError as e:
+        if "in use by another birdsed run" not in str(e):
+            raise
+        log.info("%s: another shard is merging", out)
+        return False
+    return True
+
+
+def merge(out: str | Path) -> tuple[int, int]:
+    """`birdsed merge OUT`: the combined outputs of every shard's parts (refused while a shard is missing).
+    Returns (recordings merged, errors)."""
+    out = Path(out)
+    n, records = finished(out)
+    missing = missing_shards(n, records)
+    if missing:
+        raise BirdsedError(f"{out}: shard(s) {missing} of {n} have not finished ({out / 'shards'}); run them "
+                           f"(predict --shard I/{n} with the same inputs), then merge")
+    specs = {json.dumps(r["spec"], sort_keys=True) for r in records}
+    if len(specs) > 1:
+        raise BirdsedError(f"{out}: the shards were run with different output options; run them with the same ones")
+    try:
+        run = json.loads((out / "run.json").read_text())
+    except (OSError, ValueError) as e:
+        raise BirdsedError(f"{out / 'run.json'}: unreadable ({e})") from e
+    model_dir = Path(run["model"])
+    if not (model_dir / "model.json").is_file() or model_digest(model_dir) != run["model_sha256"]:
+        raise BirdsedError(f"{model_dir}: the model the shards ran is not there, or changed; merge needs it "
+                           "(its thresholds decide the detections)")
+    meta = read_meta(model_dir)
+    files = sorted({f for r in records for f in r["files"]})
+    errors = sorted({tuple(e) for r in records for e in r["errors"]})
+    parts = out / "parts"
+    done = [(f, parts / f"{recording_key(f)}.parquet") for f in files]
+    done = [(f, p) for f, p in done if p.is_file()]
+    write_table(pd.DataFrame(errors, columns=["file", "reason"]), out / "errors.csv")
+    write_combined(out, done, run["classes"], thresholds_of(model_dir, meta), meta.get("default_output", "segmentwise"),
+                   OutputSpec.from_dict(records[0]["spec"]))
+    return len(done), len(errors)

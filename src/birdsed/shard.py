@@ -1,0 +1,82 @@
+"""Job-array shards: `predict --shard I/N` runs the I-th of N parts of the inputs into one shared --out, side by side
+with the other N - 1 (on one machine or many, over a shared file system); the last shard to finish, or
+`birdsed merge OUT`, builds the combined outputs (outputs.py) from every shard's parts.
+
+Shards are deterministic and balanced by duration: the files, sorted, go largest first (file size stands for
+duration: reading every header of a large archive costs more than the balance gains) to the shard with the
+least so far (LPT scheduling), so every shard of the same inputs and N gets the same files wherever it runs.
+
+OUT/shards/<I>-of-<N>.json   written (atomically) when shard I finishes: its files, its errors, the output spec
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+from pathlib import Path
+
+from birdsed.errors import BirdsedError, ConfigError
+from birdsed.fsutil import write_text_atomic
+
+SHARDS = "shards"
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'I/N' -> (I, N), 1 <= I <= N (SLURM: --array=1-N and --shard $SLURM_ARRAY_TASK_ID/N)."""
+    try:
+        i, n = (int(x) for x in str(text).split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {text!r}: expected I/N, e.g. 3/8") from None
+    if not 1 <= i <= n:
+        raise ConfigError(f"--shard {text!r}: I must be in 1..N")
+    return i, n
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def shard_files(files: list[str], i: int, n: int) -> list[str]:
+    """The files of shard i of n (1-based), in sorted order."""
+    load = [(0, k) for k in range(n)]
+    mine = []
+    for f in sorted(sorted(files), key=_size, reverse=True):
+        total, k = heapq.heappop(load)
+        if k == i - 1:
+            mine.append(f)
+        heapq.heappush(load, (total + _size(f), k))
+    return sorted(mine)
+
+
+def record_path(out: Path, i: int, n: int) -> Path:
+    return out / SHARDS / f"{i}-of-{n}.json"
+
+
+def write_record(out: Path, i: int, n: int, files: list[str], errors: list[tuple[str, str]], spec: dict) -> None:
+    write_text_atomic(record_path(out, i, n), json.dumps({"shard": i, "of": n, "files": files,
+                                                          "errors": [list(e) for e in errors], "spec": spec}))
+
+
+def finished(out: Path) -> tuple[int, list[dict]]:
+    """(N, the records of the shards of N that have finished); an OUT with shards of several N is an error."""
+    paths = sorted((out / SHARDS).glob("*-of-*.json"))
+    if not paths:
+        raise BirdsedError(f"{out}: no finished shard (predict --shard I/N writes {out / SHARDS}/I-of-N.json)")
+    ns = {int(p.stem.split("-of-")[1]) for p in paths}
+    if len(ns) > 1:
+        raise BirdsedError(f"{out}: shards of several counts ({sorted(ns)}); one --out takes one N")
+    records = []
+    for p in paths:
+        try:
+            records.append(json.loads(p.read_text()))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise BirdsedError(f"{p}: unreadable shard record ({e}); run that shard again") from e
+    return ns.pop(), records
+
+
+def missing_shards(n: int, records: list[dict]) -> list[int]:
+    return sorted(set(range(1, n + 1)) - {int(r["shard"]) for r in records})

@@ -1,0 +1,102 @@
+"""Job-array shards and streamed outputs (shard.py, outputs.py): N shards side by side into one --out give the
+outputs one run gives."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from birdsed.config import FrontendConfig, ModelConfig
+from birdsed.errors import BirdsedError, ConfigError
+from birdsed.model import SEDModel
+from birdsed.modeldir import save_model_dir
+from birdsed.predict import merge, run_predict
+from birdsed.shard import parse_shard, shard_files
+
+
+def test_shards_cover_every_file_once_deterministically_and_balance_sizes(tmp_path):
+    sizes = [5, 90, 40, 40, 10, 70, 1, 33]
+    files = []
+    for k, n in enumerate(sizes):
+        f = tmp_path / f"f{k}.wav"
+        f.write_bytes(b"x" * n)
+        files.append(str(f))
+    shards = [shard_files(files, i, 3) for i in (1, 2, 3)]
+    assert sorted(f for s in shards for f in s) == sorted(files)
+    assert shards == [shard_files(list(reversed(files)), i, 3) for i in (1, 2, 3)]  # input order does not matter
+    loads = [sum(len(open(f, "rb").read()) for f in s) for s in shards]
+    assert max(loads) - min(loads) <= max(sizes)  # LPT: within one file of each other
+    assert shard_files(files, 1, 1) == sorted(files)
+
+
+@pytest.mark.parametrize("text", ["0/4", "5/4", "a/b", "3", "1/0"])
+def test_a_bad_shard_is_refused(text):
+    with pytest.raises(ConfigError, match="--shard"):
+        parse_shard(text)
+
+
+def model_dir(tmp_path, classes):
+    torch.manual_seed(0)
+    return save_model_dir(SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), classes).eval(),
+                          tmp_path / "m")
+
+
+def test_shards_side_by_side_merge_into_the_outputs_of_one_run(synth_data, tmp_path):
+    from birdsed.manifest import read_dataset
+
+    m = model_dir(tmp_path, read_dataset(synth_data).classes)
+    audio = sorted(str(p) for p in (synth_data / "test_audio").iterdir())
+    (tmp_path / "in").mkdir()
+    inputs = []
+    for k, a in enumerate(audio * 2):  # four recordings (copies under other names)
+        dst = tmp_path / "in" / f"r{k}.mp3"
+        dst.write_bytes(open(a, "rb").read())
+        inputs.append(str(dst))
+    one = run_predict(m, inputs, tmp_path / "one", formats=("csv", "raven"), quiet=True, workers=0)
+    assert one.merged
+    shared = tmp_path / "shared"
+    cmd = [sys.executable, "-m", "birdsed", "predict", "--model", str(m), *inputs, "--out", str(shared), "--workers", "0",
+           "--quiet", "--format", "csv", "raven", "--shard"]
+    jobs = [subprocess.Popen([*cmd, f"{i}/3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for i in (1, 2, 3)]
+    outs = [j.communicate(timeout=600)[0] for j in jobs]
+    assert [j.returncode for j in jobs] == [0, 0, 0], outs
+    a, b = pd.read_parquet(tmp_path / "one" / "scores.parquet"), pd.read_parquet(shared / "scores.parquet")
+    pd.testing.assert_frame_equal(a.sort_values(["file", "output", "start_s"]).reset_index(drop=True),
+                                  b.sort_values(["file", "output", "start_s"]).reset_index(drop=True))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "one" / "detections.csv"), pd.read_csv(shared / "detections.csv"))
+    assert sorted(p.name for p in (shared / "raven").iterdir()) == sorted(p.name for p in (tmp_path / "one" / "raven").iterdir())
+    assert sorted(p.name for p in (shared / "shards").iterdir()) == ["1-of-3.json", "2-of-3.json", "3-of-3.json"]
+    assert not list(shared.glob(".lock*"))
+    # merge again by hand: the same files; a missing shard is refused, naming it
+    assert merge(shared) == (4, 0)
+    (shared / "shards" / "2-of-3.json").unlink()
+    with pytest.raises(BirdsedError, match=r"shard\(s\) \[2\] of 3 have not finished"):
+        merge(shared)
+
+
+def test_a_shard_does_not_merge_while_others_are_missing(synth_data, tmp_path):
+    from birdsed.manifest import read_dataset
+
+    m = model_dir(tmp_path, read_dataset(synth_data).classes)
+    audio = sorted(str(p) for p in (synth_data / "test_audio").iterdir())
+    s = run_predict(m, audio, tmp_path / "out", quiet=True, workers=0, shard="1/2")
+    assert not s.merged and not (tmp_path / "out" / "scores.parquet").exists()
+    s = run_predict(m, audio, tmp_path / "out", quiet=True, workers=0, shard="2/2")
+    assert s.merged and len(pd.read_parquet(tmp_path / "out" / "scores.parquet")["file"].unique()) == len(audio)
+
+
+def test_scores_are_one_row_group_per_recording(synth_data, tmp_path):
+    import pyarrow.parquet as pq
+
+    from birdsed.manifest import read_dataset
+
+    m = model_dir(tmp_path, read_dataset(synth_data).classes)
+    audio = sorted(str(p) for p in (synth_data / "test_audio").iterdir())
+    run_predict(m, audio, tmp_path / "out", quiet=True, workers=0)
+    f = pq.ParquetFile(tmp_path / "out" / "scores.parquet")
+    assert f.metadata.num_row_groups == len(audio)
