@@ -71,6 +71,9 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
                    "submission written (2021: test.csv -> row_id,birds; 2023-2025: sample_submission.csv's layout)")
     p.add_argument("--shard", metavar="I/N", help="run the I-th of N duration-balanced shards of the inputs into the same "
                    "--out (job arrays: --array=1-N, --shard $SLURM_ARRAY_TASK_ID/N); the last to finish merges")
+    p.add_argument("--cluster", metavar="SPEC", help="run on a dask.distributed cluster: local:N (N worker processes), "
+                   "tcp://HOST:PORT (a running scheduler) or FILE.yaml (dask-jobqueue: SLURM, PBS, SGE, LSF); needs "
+                   "pip install 'birdsed[cluster]'")
     p.add_argument("--window-s", type=float, help="window length (default: the model's: 5 s, BirdNET 3 s)")
     p.add_argument("--hop-s", type=float, help="hop between windows (default: the model's: 2.5 s, BirdNET 3 s)")
     p.add_argument("--pooling", choices=["window", "segment"], default="window",
@@ -105,7 +108,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         inputs, test_csv, audio_dir, sample = competition_inputs(a.competition, inputs)
     s = run_predict(a.model, inputs, a.out, test_csv, audio_dir, tuple(a.format), a.window_s, a.hop_s,
                     a.batch_size, a.workers, a.device, decision, a.quiet, a.pooling, a.backend, a.precision, a.short,
-                    sample, a.shard)
+                    sample, a.shard, a.cluster)
     console.print(f"{s.n_files} recording(s) ({s.n_done_before} done before); {s.audio_s / 3600:.2f} h of audio in "
                   f"{s.wall_s:.1f} s = {s.realtime_factor:.0f}x real time; outputs in {s.out}")
     if not s.merged:

@@ -97,12 +97,16 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
                 hop_s: float | None = None, batch_size: int = 64, workers: int | None = None, device: str = "auto",
                 decision: DecisionOptions = DecisionOptions(), quiet: bool = False, pooling: str = "window",
                 backend: str = "torch", precision: str = "auto", short_policy: str | None = None,
-                sample_submission: str | Path | None = None, shard: str | None = None) -> PredictSummary:
+                sample_submission: str | Path | None = None, shard: str | None = None,
+                cluster: str | None = None) -> PredictSummary:
     """short_policy: how recordings shorter than a window are fitted to it, "loop" or "pad", for every model
     (default: each model, or each member of an ensemble, as it saw them in training).
     window_s, hop_s: default the model's own (5 s / 2.5 s for the SED models, 3 s windows for BirdNET).
     sample_submission: a BirdCLEF 2023-2025 sample_submission.csv: submission.csv takes its layout (kaggle.birdclef).
-    shard: "I/N": only the I-th of N shards of the inputs (shard.py); the last shard to finish merges."""
+    shard: "I/N": only the I-th of N shards of the inputs (shard.py); the last shard to finish merges.
+    cluster: run the recordings on a dask.distributed cluster (cluster.py: local:N, tcp://HOST:PORT, FILE.yaml)."""
+    if cluster and backend != "torch":
+        raise ConfigError("--cluster runs the torch backend")
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ConfigError(f"unknown format(s) {sorted(unknown)}; valid: {list(FORMATS)}")
@@ -152,8 +156,16 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
         todo = [f for f in files if not part_of[f].is_file()]
         t0 = time.perf_counter()
         audio_s = 0.0
+        if cluster and todo:
+            from birdsed.cluster import predict_on_cluster
+
+            options = {"window_s": window_s, "hop_s": hop_s, "batch_size": batch_size, "device": device,
+                       "pooling": pooling, "precision": precision, "short_policy": short_policy}
+            audio_s, failed = predict_on_cluster(cluster, model_dir, todo, part_of, options, quiet)
+            errors += failed
+            remove_stale_temps(parts, [part_of[f].name for f in todo])  # a worker killed mid-write left its temp
         for res in predict_files(model, todo, window_s, hop_s, batch_size, workers, device, quiet, pooling, precision,
-                                 short_policy) if todo else []:
+                                 short_policy) if todo and not cluster else []:
             if isinstance(res, FileResult):
                 write_table(rows_table(res, classes), part_of[res.path])
                 audio_s += res.duration_s

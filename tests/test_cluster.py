@@ -1,0 +1,88 @@
+"""predict --cluster on dask.distributed (cluster.py): the outputs of one process, and a worker killed mid-run
+loses nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from birdsed.config import FrontendConfig, ModelConfig
+from birdsed.errors import ConfigError
+from birdsed.model import SEDModel
+from birdsed.modeldir import save_model_dir
+from birdsed.predict import run_predict
+
+distributed = pytest.importorskip("distributed", reason="the cluster extra: pip install 'birdsed[cluster]'")
+
+
+@pytest.fixture
+def setup(synth_data, tmp_path):
+    from birdsed.manifest import read_dataset
+
+    torch.manual_seed(0)
+    m = save_model_dir(SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"),
+                                read_dataset(synth_data).classes).eval(), tmp_path / "m")
+    audio = sorted((synth_data / "test_audio").iterdir())
+    (tmp_path / "in").mkdir()
+    inputs = []
+    for k in range(8):
+        dst = tmp_path / "in" / f"r{k}.mp3"
+        dst.write_bytes(audio[k % len(audio)].read_bytes())
+        inputs.append(str(dst))
+    (tmp_path / "in" / "broken.mp3").write_bytes(b"not audio at all" * 10)
+    return m, inputs + [str(tmp_path / "in" / "broken.mp3")]
+
+
+def sorted_scores(path):
+    return pd.read_parquet(path).sort_values(["file", "output", "start_s"]).reset_index(drop=True)
+
+
+def test_a_local_cluster_gives_the_outputs_of_one_process(setup, tmp_path):
+    m, inputs = setup
+    one = run_predict(m, inputs, tmp_path / "one", quiet=True, workers=0)
+    two = run_predict(m, inputs, tmp_path / "two", quiet=True, cluster="local:2")
+    pd.testing.assert_frame_equal(sorted_scores(tmp_path / "one" / "scores.parquet"),
+                                  sorted_scores(tmp_path / "two" / "scores.parquet"), atol=1e-5, rtol=0)
+    assert [e[0] for e in two.errors] == [e[0] for e in one.errors] == [inputs[-1]]  # reported once, not retried
+    assert abs(two.audio_s - one.audio_s) < 1e-6
+    again = run_predict(m, inputs, tmp_path / "two", quiet=True, cluster="local:1")  # resumes: nothing left to run
+    assert again.n_done_before == len(inputs) - 1 and again.audio_s == 0
+
+
+def test_a_worker_killed_mid_run_loses_only_its_recording(setup, tmp_path):
+    m, inputs = setup
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        killed = []
+
+        def kill_one_worker_after_the_first_part():
+            parts = tmp_path / "out" / "parts"
+            deadline = time.time() + 120
+            while time.time() < deadline and not (parts.is_dir() and any(parts.glob("*.parquet"))):
+                time.sleep(0.05)
+            with distributed.Client(cluster.scheduler_address) as c:
+                pids = list(c.run(os.getpid).values())
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+
+        t = threading.Thread(target=kill_one_worker_after_the_first_part)
+        t.start()
+        s = run_predict(m, inputs, tmp_path / "out", quiet=True, cluster=cluster.scheduler_address)
+        t.join()
+    assert killed
+    scores = pd.read_parquet(tmp_path / "out" / "scores.parquet")
+    assert scores["file"].nunique() == len(inputs) - 1 and [e[0] for e in s.errors] == [inputs[-1]]
+    assert not list((tmp_path / "out" / "parts").glob(".*.tmp*"))
+
+
+@pytest.mark.parametrize("spec, match", [("local:x", "local:N"), ("local:0", "at least 1"), ("nowhere", "expected local:N"),
+                                         ("missing.yaml", "file not found")])
+def test_bad_cluster_specs_are_refused(setup, tmp_path, spec, match):
+    m, inputs = setup
+    with pytest.raises(ConfigError, match=match):
+        run_predict(m, inputs[:1], tmp_path / "o", quiet=True, cluster=spec)
