@@ -110,16 +110,18 @@ def fold_teacher(runs: list[Path], k: int, fold_dir: Path) -> Path:
 
 
 def train_fold(data: Path, cfg, fold_dir: Path, seeds: list[int] | None, pool: list[str] | None = None,
-               rounds: int = 0, teacher: Path | None = None) -> tuple[Path, dict[int, Path]]:
+               rounds: int = 0, teacher: Path | None = None, pl_opts=None) -> tuple[Path, dict[int, Path]]:
     """One model (fold_dir/run), or with seeds an ensemble (fold_dir/ensemble) of one model per seed, all on
     the validation split (if any) of cfg.train.seed (so the ensemble's thresholds are tuned on clips none of them saw);
     with rounds, the last of `rounds` noisy students on the unlabelled `pool` (fold_dir/st); with a teacher, a model
     that learns the teacher's soft labels of the training clips too (fold_dir/teacher_pl).
     Returns (the model directory to predict with, each seed's (or round's) member model directory)."""
     if rounds:
+        from birdsed.pseudo import SoftLabelOptions
         from birdsed.selftrain import self_train
 
-        table = self_train(data, pool or [], rounds, cfg, fold_dir / "st", quiet=True, predict_workers=1)
+        table = self_train(data, pool or [], rounds, cfg, fold_dir / "st", pl_opts or SoftLabelOptions(), quiet=True,
+                           predict_workers=1)
         return Path(table["model"].iloc[-1]), {f"round{r}": Path(m) for r, m in zip(table["round"], table["model"])}
     if teacher is not None:
         from birdsed.pseudo import teacher_labels
@@ -134,13 +136,14 @@ def train_fold(data: Path, cfg, fold_dir: Path, seeds: list[int] | None, pool: l
 
 
 def run_fold(k: int, manifest, folds: np.ndarray, cfg, out: Path, seeds: list[int] | None = None, rounds: int = 0,
-             teachers: list[Path] | None = None) -> dict:
+             teachers: list[Path] | None = None, pl_opts=None) -> dict:
     t = manifest.table
     train_t, test_t = t[folds != k].reset_index(drop=True), t[folds == k].reset_index(drop=True)
     data = write_subset(train_t, out / f"fold{k}" / "data", manifest.root)
     teacher = fold_teacher(teachers, k, out / f"fold{k}") if teachers else None
     t0 = time.perf_counter()
-    model_dir, members = train_fold(data, cfg, out / f"fold{k}", seeds, [str(p) for p in test_t["path"]], rounds, teacher)
+    model_dir, members = train_fold(data, cfg, out / f"fold{k}", seeds, [str(p) for p in test_t["path"]], rounds, teacher,
+                                    pl_opts)
     train_s = time.perf_counter() - t0
     classes = json.loads((model_dir / "model.json").read_text())["classes"]
     # thresholds: tuned on birdsed's validation split inside the training folds (the same split train() used), if any
@@ -205,6 +208,8 @@ def main() -> None:
     ap.add_argument("--baseline-only", action="store_true", help="fit the anchor only (no birdsed training)")
     ap.add_argument("--self-train", type=int, default=0, metavar="N", help="N noisy-student rounds per fold on the "
                     "held-out fold's audio as the unlabelled pool (transductive; its labels are never read)")
+    ap.add_argument("--pl-power", type=float, default=1.0, help="with --self-train: the soft labels' power transform")
+    ap.add_argument("--pl-floor", type=float, default=0.0, help="with --self-train: soft labels below it become 0")
     ap.add_argument("--teacher", type=Path, nargs="*", metavar="RUN", help="distil from the ensemble of these runs' "
                     "models of each fold (their soft labels of the training clips join training)")
     a = ap.parse_args()
@@ -226,7 +231,10 @@ def main() -> None:
         if a.baseline_only:
             save_json(a.out / "nips4b.json", {"machine": machine(), "anchor": anchor})
             return
-    rows = [run_fold(k, manifest, folds, cfg, a.out, a.seeds, a.self_train, a.teacher) for k in fold_ids]
+    from birdsed.pseudo import SoftLabelOptions
+
+    pl_opts = SoftLabelOptions(power=a.pl_power, floor=a.pl_floor)
+    rows = [run_fold(k, manifest, folds, cfg, a.out, a.seeds, a.self_train, a.teacher, pl_opts) for k in fold_ids]
     df = pd.DataFrame(rows)
     summary = {m: {"mean": float(df[m].mean()), "std": float(df[m].std(ddof=0))}
                for m in ("macro_ap", "micro_ap", "row_f1", "species_f1", "train_s")}
