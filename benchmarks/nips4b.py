@@ -102,7 +102,8 @@ def fold_teacher(runs: list[Path], k: int, fold_dir: Path) -> Path:
     """The ensemble of the runs' fold-k models (each trained on the same four folds), saved in fold_dir/teacher."""
     models = []
     for r in runs:
-        found = [d for d in (r / f"fold{k}" / "run" / "model", r / f"fold{k}" / "ensemble") if (d / "model.json").is_file()]
+        found = [d for d in (r / f"fold{k}" / "run" / "model", r / f"fold{k}" / "ensemble",
+                             r / f"fold{k}" / "st" / "round0" / "model") if (d / "model.json").is_file()]
         if not found:
             raise SystemExit(f"{r}: no fold{k}/run/model to distil from")
         models.append(found[0])

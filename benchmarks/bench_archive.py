@@ -1,0 +1,121 @@
+"""Memory at corpus scale (issue #21): the peak RSS of `predict` and of `birdsed merge` must not grow with the number
+of recordings; beside them, in the same run, the peer they replaced: every part concatenated in memory (pandas).
+
+    python benchmarks/bench_archive.py --counts 2000 20000 --long 100
+
+Recordings: --count short ones (--short-s seconds each, 32 kHz WAV: quiet noise with a synthetic call) as hard links
+of a few distinct files (each link its own path, so its own recording and part), and --long one-hour FLAC ones the
+same way. Each measurement runs in a fresh process (its peak RSS alone): predict --shard 1/1 (predicts, then merges:
+the whole job of one process), then `birdsed merge` again on its own, then the peer. Then the same archive on a local
+Dask cluster of --cluster-workers workers beside one process (throughput, the cluster's overhead on one machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_memory import long_recording  # noqa: E402
+from bench_predict import random_model  # noqa: E402
+from common import machine, print_markdown, save_json  # noqa: E402
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+MEASURE = ("import json, resource, subprocess, sys, time; t = time.perf_counter(); "
+           "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
+           "print(json.dumps({'rc': rc, 'wall_s': time.perf_counter() - t, "
+           "'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
+PEER = ("import sys, pandas as pd, pathlib; parts = sorted(pathlib.Path(sys.argv[1]).glob('*.parquet')); "
+        "pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True).to_parquet(sys.argv[2])")
+
+
+def measured(cmd: list[str]) -> dict:
+    """Run cmd in a fresh process; its exit status, wall time and peak RSS."""
+    res = subprocess.run([sys.executable, "-c", MEASURE, *cmd], capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def archive(folder: Path, count: int, seconds: float, distinct: int = 8) -> Path:
+    """`count` recordings of `seconds` each: hard links of `distinct` files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if len(list(folder.glob("*.wav"))) == count:
+        return folder
+    rng = np.random.default_rng(0)
+    sources = []
+    for k in range(distinct):
+        src = folder.parent / f"src_{seconds:g}s_{k}.wav"
+        if not src.is_file():
+            x = (rng.standard_normal(int(seconds * 32000)) * 0.01).astype(np.float32)
+            t = np.arange(int(0.3 * 32000)) / 32000
+            x[:len(t)] += 0.3 * np.sin(2 * np.pi * (2000 + 2000 * t) * t).astype(np.float32)
+            sf.write(str(src), x, 32000)
+        sources.append(src)
+    for i in range(count):
+        dst = folder / f"rec{i:06d}.wav"
+        if not dst.exists():
+            os.link(sources[i % distinct], dst)
+    return folder
+
+
+def run_case(name: str, audio: Path, model: Path, out: Path, cluster_workers: int) -> list[dict]:
+    n = len(list(audio.iterdir()))
+    cli = [sys.executable, "-m", "birdsed"]
+    rows = []
+    pred = out / f"pred_{name}"
+    r = measured([*cli, "predict", "--model", str(model), str(audio), "--out", str(pred), "--shard", "1/1",
+                  "--workers", "0", "--quiet"])
+    rows.append({"archive": name, "recordings": n, "process": "predict (predict + merge)", **r})
+    rows.append({"archive": name, "recordings": n, "process": "birdsed merge",
+                 **measured([*cli, "merge", str(pred)])})
+    rows.append({"archive": name, "recordings": n, "process": "peer: pd.concat of every part",
+                 **measured([sys.executable, "-c", PEER, str(pred / "parts"), str(out / f"peer_{name}.parquet")])})
+    if cluster_workers:
+        for label, extra in (("one process, again", []), (f"local Dask cluster of {cluster_workers}",
+                                                          ["--cluster", f"local:{cluster_workers}"])):
+            o = out / f"thr_{name}_{len(extra)}"
+            r = measured([*cli, "predict", "--model", str(model), str(audio), "--out", str(o), "--workers", "0", "--quiet",
+                          *extra])
+            rows.append({"archive": name, "recordings": n, "process": label, **r})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("bench-out/archive"))
+    ap.add_argument("--counts", type=int, nargs="+", default=[2000, 20000])
+    ap.add_argument("--short-s", type=float, default=2.0)
+    ap.add_argument("--long", type=int, default=0, help="also this many one-hour recordings")
+    ap.add_argument("--model", default="small")
+    ap.add_argument("--cluster-workers", type=int, default=2, help="0: no throughput comparison")
+    ap.add_argument("--cluster-on", type=int, default=None, help="compare throughput on this count only (default: the first)")
+    a = ap.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    model = random_model(a.model, a.out, n_classes=20)
+    rows, t0 = [], time.perf_counter()
+    on = a.cluster_on or a.counts[0]
+    for count in a.counts:
+        audio = archive(a.out / f"short_{count}", count, a.short_s)
+        rows += run_case(f"{count} x {a.short_s:g} s", audio, model, a.out, a.cluster_workers if count == on else 0)
+    if a.long:
+        src = long_recording(a.out / "long_src.flac", 1.0)
+        folder = a.out / f"long_{a.long}"
+        folder.mkdir(exist_ok=True)
+        for i in range(a.long):
+            if not (folder / f"hour{i:04d}.flac").exists():
+                os.link(src, folder / f"hour{i:04d}.flac")
+        rows += run_case(f"{a.long} x 1 h", folder, model, a.out, 0)
+    print_markdown(rows, {"archive": "{archive}", "process": "{process}", "peak RSS (MiB)": "{peak_rss_mb:.0f}",
+                          "wall (s)": "{wall_s:.1f}", "exit": "{rc}"})
+    save_json(a.out / "archive.json", {"args": vars(a), "machine": machine(), "rows": rows,
+                                       "seconds": round(time.perf_counter() - t0)})
+
+
+if __name__ == "__main__":
+    main()
