@@ -244,6 +244,10 @@ def test_onnx_export_matches_pytorch_and_predict_backend(trained, synth_data, tm
     sb = pd.read_parquet(tmp_path / "onnx" / "scores.parquet")
     classes = [c for c in sa.columns if c not in ("file", "start_s", "end_s", "output")]
     assert np.abs(sa[classes].to_numpy() - sb[classes].to_numpy()).max() < 1e-3
+    pytest.importorskip("openvino")
+    c = run_predict(model_copy, [str(audio)], tmp_path / "ov", quiet=True, workers=0, backend="openvino")
+    sc = pd.read_parquet(tmp_path / "ov" / "scores.parquet")
+    assert not c.errors and np.abs(sa[classes].to_numpy() - sc[classes].to_numpy()).max() < 1e-3
 
 
 def test_onnx_backend_without_export_is_a_clear_error(trained, synth_data, tmp_path):

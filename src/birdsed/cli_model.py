@@ -90,7 +90,8 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="auto: bf16 on CUDA, fp32 on CPU; bf16 on CPU pays on CPUs with AMX or AVX512-BF16")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="onnx: ONNX Runtime on the CPU (MODEL/model.onnx)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "openvino"],
+                   help="onnx: ONNX Runtime on the CPU (MODEL/model.onnx); openvino: OpenVINO on the CPU (pip install openvino)")
     p.add_argument("--workers", type=int, help="decoding processes (default: GPU: cores - 1; CPU: 0 below 4 cores, else cores / 4)")
     p.add_argument("--quiet", action="store_true")
 

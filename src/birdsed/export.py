@@ -87,6 +87,13 @@ class OnnxSED:
     def __init__(self, model_dir: str | Path, threads: int | None = None):
         import onnxruntime as ort
 
+        path = self._load(model_dir)
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def _load(self, model_dir: str | Path) -> Path:
         path = Path(model_dir) / ONNX_NAME
         if not path.is_file():
             raise ModelError(f"{path} not found; write it with `birdsed export --model {model_dir} --onnx {path}`")
@@ -95,10 +102,7 @@ class OnnxSED:
         self.frontend_cfg = frontend_of(Path(model_dir), meta)
         self.sample_rate_hz = self.frontend_cfg.sample_rate_hz
         self.short_policy = short_policy_of(meta)
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return path
 
     def for_inference(self, device: torch.device) -> OnnxSED:
         return self  # ONNX Runtime's CPU provider
@@ -117,6 +121,25 @@ class OnnxSED:
     def __call__(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
         outs = self.sess.run(None, {"wave": wave.float().cpu().numpy()})
         return {k: torch.from_numpy(v) for k, v in zip(ONNX_OUTPUTS, outs)}
+
+
+class OpenVinoSED(OnnxSED):
+    """The exported ONNX model compiled by OpenVINO for the CPU (predict --backend openvino; pip install openvino):
+    BirdCLEF 2023's 2nd place ran its CPU inference on it (about 40 % less time than ONNX Runtime, its paper)."""
+
+    def __init__(self, model_dir: str | Path, threads: int | None = None):
+        try:
+            import openvino as ov
+        except ImportError as e:
+            raise ModelError("--backend openvino needs OpenVINO: pip install openvino") from e
+        path = self._load(model_dir)
+        # f32: on CPUs with AMX OpenVINO would run bf16 by default, and its scores would differ from torch's
+        config = {"INFERENCE_PRECISION_HINT": "f32", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
+        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+
+    def __call__(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
+        res = self.compiled(wave.float().cpu().numpy())
+        return {k: torch.from_numpy(res[self.compiled.output(i)].copy()) for i, k in enumerate(ONNX_OUTPUTS)}
 
 
 def kaggle_dataset_folder(model_dir: str | Path, out: str | Path, dataset_id: str, title: str | None = None,

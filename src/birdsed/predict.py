@@ -37,6 +37,7 @@ from birdsed.store import recording_key
 from birdsed.writers import write_table
 
 log = logging.getLogger(__name__)
+BACKENDS = ("torch", "onnx", "openvino")
 
 
 @dataclass
@@ -116,16 +117,16 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
     model, thresholds, meta = load_model_dir(model_dir)
     window_s = model.window_s if window_s is None else window_s
     hop_s = model.hop_s if hop_s is None else hop_s
-    if backend == "onnx":
-        from birdsed.export import OnnxSED
+    if backend in ("onnx", "openvino"):
+        from birdsed.export import OnnxSED, OpenVinoSED
 
         if kind_of(meta) != "sed":
-            raise ConfigError(f"{model_dir} is a {kind_of(meta)} model; the onnx backend runs single SED models "
+            raise ConfigError(f"{model_dir} is a {kind_of(meta)} model; the {backend} backend runs single SED models "
                               "(use --backend torch)")
-        model = OnnxSED(model_dir)
+        model = OnnxSED(model_dir) if backend == "onnx" else OpenVinoSED(model_dir)
         device = "cpu"
     elif backend != "torch":
-        raise ConfigError(f"unknown backend {backend!r}; valid: torch, onnx")
+        raise ConfigError(f"unknown backend {backend!r}; valid: {list(BACKENDS)}")
     classes = model.classes
     if sample_submission and test_csv:
         raise ConfigError("--test-csv (row_id,birds) and --sample-submission (probabilities) write different "
