@@ -20,6 +20,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--devices", help="number of devices (GPUs or CPU processes)")
+    p.add_argument("--num-nodes", type=int, help="machines of a multi-node run (srun / torchrun start one process per device)")
     p.add_argument("--strategy", help="Lightning strategy, e.g. ddp")
     p.add_argument("--workers", type=int, help="data-loader worker processes")
     p.add_argument("--seed", type=int)
@@ -42,7 +43,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     cfg = load_config(a.config)
     flags = {"train.epochs": a.epochs, "train.max_steps": a.max_steps, "train.batch_size": a.batch_size,
              "model.backbone": a.backbone, "train.device": a.device, "train.workers": a.workers, "train.seed": a.seed,
-             "train.devices": a.devices, "train.strategy": a.strategy}
+             "train.devices": a.devices, "train.num_nodes": a.num_nodes, "train.strategy": a.strategy}
     overrides = a.set + [f"{k}={v}" for k, v in flags.items() if v is not None]  # named flags win
     pseudo = [str(Path(p).resolve()) for p in a.pseudo or []]
     if a.teacher:

@@ -141,6 +141,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # auto: bf16-mixed on CUDA, 32 on CPU
     devices: int | str = 1
+    num_nodes: int = 1  # machines of a multi-node run (Lightning reads the rest from SLURM or torchrun)
     strategy: str = "auto"
     limit_val_batches: float = 1.0
 
@@ -204,7 +205,7 @@ RANGES: dict[str, tuple] = {
     "augment.gain_db": NONNEG, "augment.pitch_semitones": NONNEG, "augment.tempo_range": FRACTION,
     "augment.time_masks": NONNEG, "augment.time_mask_frames": NONNEG, "augment.freq_masks": NONNEG,
     "augment.freq_mask_bins": NONNEG, "augment.mixup_alpha": POSITIVE,
-    "train.epochs": (1, None, True, False), "train.max_steps": (-1, None, True, False), "train.batch_size": (1, None, True, False),
+    "train.num_nodes": (1, None, True, False), "train.epochs": (1, None, True, False), "train.max_steps": (-1, None, True, False), "train.batch_size": (1, None, True, False),
     "train.lr": POSITIVE, "train.weight_decay": NONNEG, "train.warmup_frac": FRACTION, "train.head_warmup_epochs": NONNEG,
     "train.head_warmup_lr": POSITIVE, "train.head_warmup_views": (1, None, True, False), "train.grad_clip": NONNEG,
     "train.ema_decay": (0, 1, False, False), "train.framewise_loss_weight": NONNEG, "train.workers": NONNEG,

@@ -352,7 +352,7 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
         callbacks.append(RichProgressBar(leave=True))
     callbacks += extra_callbacks or []
     trainer = L.Trainer(
-        accelerator=accel, devices=t.devices, strategy=t.strategy, precision=precision,
+        accelerator=accel, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=precision,
         max_epochs=t.epochs, max_steps=t.max_steps, gradient_clip_val=t.grad_clip or None,
         callbacks=callbacks, logger=csv_logger(run, resume_epoch), default_root_dir=run,
         log_every_n_steps=max(1, min(10, len(train_dl))), enable_progress_bar=not quiet, enable_model_summary=False,
