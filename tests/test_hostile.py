@@ -347,6 +347,24 @@ def test_kill_9_of_train_then_resume_gives_the_uninterrupted_model(synth_data, t
     assert len(pd.read_csv(run / "metrics.csv")) == len(whole_rows)
 
 
+def test_kill_9_of_self_train_then_the_same_command(synth_data, tmp_path, capsys):
+    """Killed while its first student trains (the teacher and its pseudo-labels done): the same command keeps the
+    finished round, resumes the student and writes every round."""
+    run = tmp_path / "st"
+    argv = ["self-train", "--data", synth_data, "--unlabelled", synth_data / "test_audio", "--rounds", "1",
+            "--config", "small", "--out", run, "--workers", "0", "--quiet", *FAST_SET]
+    kill_when(argv, lambda: (run / "round1" / "checkpoints" / "last.ckpt").is_file())
+    if (run / "rounds.csv").is_file():
+        pytest.skip("self-training finished before it could be killed")
+    assert (run / "round0" / "pl" / "pseudo_labels.parquet").is_file()
+    teacher = (run / "round0" / "model" / "weights.safetensors").stat().st_mtime_ns
+    rc, text = run_cli(capsys, *argv)
+    assert rc == 0, text
+    assert list(pd.read_csv(run / "rounds.csv")["round"]) == [0, 1]
+    assert (run / "round0" / "model" / "weights.safetensors").stat().st_mtime_ns == teacher  # not trained again
+    assert (run / "round1" / "model" / "model.json").is_file() and no_temp_files(run)
+
+
 def test_decoder_notes_stay_off_the_console(model_dir, tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "bad.mp3").write_bytes(np.random.default_rng(1).bytes(5000))
