@@ -131,7 +131,7 @@ class OpenVinoSED(OnnxSED):
         try:
             import openvino as ov
         except ImportError as e:
-            raise ModelError("--backend openvino needs OpenVINO: pip install openvino") from e
+            raise ModelError("--backend openvino needs OpenVINO: pip install 'birdsed[openvino]'") from e
         path = self._load(model_dir)
         # f32: on CPUs with AMX OpenVINO would run bf16 by default, and its scores would differ from torch's
         config = {"INFERENCE_PRECISION_HINT": "f32", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
