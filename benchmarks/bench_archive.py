@@ -28,12 +28,16 @@ from common import machine, print_markdown, save_json  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-MEASURE = ("import json, resource, subprocess, sys, time; t = time.perf_counter(); "
-           "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
-           "print(json.dumps({'rc': rc, 'wall_s': time.perf_counter() - t, "
-           "'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
-PEER = ("import sys, pandas as pd, pathlib; parts = sorted(pathlib.Path(sys.argv[1]).glob('*.parquet')); "
-        "pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True).to_parquet(sys.argv[2])")
+MEASURE = (
+    "import json, resource, subprocess, sys, time; t = time.perf_counter(); "
+    "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
+    "print(json.dumps({'rc': rc, 'wall_s': time.perf_counter() - t, "
+    "'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))"
+)
+PEER = (
+    "import sys, pandas as pd, pathlib; parts = sorted(pathlib.Path(sys.argv[1]).glob('*.parquet')); "
+    "pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True).to_parquet(sys.argv[2])"
+)
 
 
 def measured(cmd: list[str]) -> dict:
@@ -54,7 +58,7 @@ def archive(folder: Path, count: int, seconds: float, distinct: int = 8) -> Path
         if not src.is_file():
             x = (rng.standard_normal(int(seconds * 32000)) * 0.01).astype(np.float32)
             t = np.arange(int(0.3 * 32000)) / 32000
-            x[:len(t)] += 0.3 * np.sin(2 * np.pi * (2000 + 2000 * t) * t).astype(np.float32)
+            x[: len(t)] += 0.3 * np.sin(2 * np.pi * (2000 + 2000 * t) * t).astype(np.float32)
             sf.write(str(src), x, 32000)
         sources.append(src)
     for i in range(count):
@@ -69,19 +73,53 @@ def run_case(name: str, audio: Path, model: Path, out: Path, cluster_workers: in
     cli = [sys.executable, "-m", "birdsed"]
     rows = []
     pred = out / f"pred_{name}"
-    r = measured([*cli, "predict", "--model", str(model), str(audio), "--out", str(pred), "--shard", "1/1",
-                  "--workers", "0", "--quiet"])
+    r = measured(
+        [
+            *cli,
+            "predict",
+            "--model",
+            str(model),
+            str(audio),
+            "--out",
+            str(pred),
+            "--shard",
+            "1/1",
+            "--workers",
+            "0",
+            "--quiet",
+        ]
+    )
     rows.append({"archive": name, "recordings": n, "process": "predict (predict + merge)", **r})
-    rows.append({"archive": name, "recordings": n, "process": "birdsed merge",
-                 **measured([*cli, "merge", str(pred)])})
-    rows.append({"archive": name, "recordings": n, "process": "peer: pd.concat of every part",
-                 **measured([sys.executable, "-c", PEER, str(pred / "parts"), str(out / f"peer_{name}.parquet")])})
+    rows.append({"archive": name, "recordings": n, "process": "birdsed merge", **measured([*cli, "merge", str(pred)])})
+    rows.append(
+        {
+            "archive": name,
+            "recordings": n,
+            "process": "peer: pd.concat of every part",
+            **measured([sys.executable, "-c", PEER, str(pred / "parts"), str(out / f"peer_{name}.parquet")]),
+        }
+    )
     if cluster_workers:
-        for label, extra in (("one process, again", []), (f"local Dask cluster of {cluster_workers}",
-                                                          ["--cluster", f"local:{cluster_workers}"])):
+        for label, extra in (
+            ("one process, again", []),
+            (f"local Dask cluster of {cluster_workers}", ["--cluster", f"local:{cluster_workers}"]),
+        ):
             o = out / f"thr_{name}_{len(extra)}"
-            r = measured([*cli, "predict", "--model", str(model), str(audio), "--out", str(o), "--workers", "0", "--quiet",
-                          *extra])
+            r = measured(
+                [
+                    *cli,
+                    "predict",
+                    "--model",
+                    str(model),
+                    str(audio),
+                    "--out",
+                    str(o),
+                    "--workers",
+                    "0",
+                    "--quiet",
+                    *extra,
+                ]
+            )
             rows.append({"archive": name, "recordings": n, "process": label, **r})
     return rows
 
@@ -94,7 +132,9 @@ def main() -> None:
     ap.add_argument("--long", type=int, default=0, help="also this many one-hour recordings")
     ap.add_argument("--model", default="small")
     ap.add_argument("--cluster-workers", type=int, default=2, help="0: no throughput comparison")
-    ap.add_argument("--cluster-on", type=int, default=None, help="compare throughput on this count only (default: the first)")
+    ap.add_argument(
+        "--cluster-on", type=int, default=None, help="compare throughput on this count only (default: the first)"
+    )
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     model = random_model(a.model, a.out, n_classes=20)
@@ -111,10 +151,20 @@ def main() -> None:
             if not (folder / f"hour{i:04d}.flac").exists():
                 os.link(src, folder / f"hour{i:04d}.flac")
         rows += run_case(f"{a.long} x 1 h", folder, model, a.out, 0)
-    print_markdown(rows, {"archive": "{archive}", "process": "{process}", "peak RSS (MiB)": "{peak_rss_mb:.0f}",
-                          "wall (s)": "{wall_s:.1f}", "exit": "{rc}"})
-    save_json(a.out / "archive.json", {"args": vars(a), "machine": machine(), "rows": rows,
-                                       "seconds": round(time.perf_counter() - t0)})
+    print_markdown(
+        rows,
+        {
+            "archive": "{archive}",
+            "process": "{process}",
+            "peak RSS (MiB)": "{peak_rss_mb:.0f}",
+            "wall (s)": "{wall_s:.1f}",
+            "exit": "{rc}",
+        },
+    )
+    save_json(
+        a.out / "archive.json",
+        {"args": vars(a), "machine": machine(), "rows": rows, "seconds": round(time.perf_counter() - t0)},
+    )
 
 
 if __name__ == "__main__":

@@ -47,8 +47,11 @@ def main() -> None:
     if not (small / "model.onnx").is_file():
         export_onnx(small, small / "model.onnx")
     members = [random_model("small", a.out / f"member{k}", a.classes) for k in range(3)]
-    ensemble = save_ensemble(members, a.out / "ensemble3") if not (a.out / "ensemble3" / "model.json").is_file() \
+    ensemble = (
+        save_ensemble(members, a.out / "ensemble3")
+        if not (a.out / "ensemble3" / "model.json").is_file()
         else a.out / "ensemble3"
+    )
     test_h = a.test_soundscapes * a.test_minutes / 60
     rows, reference = [], None
     for backend in a.backends:
@@ -65,11 +68,29 @@ def main() -> None:
         elif backend != "ensemble3" and reference is not None:
             diff = float(np.abs(scores[classes].to_numpy() - reference).max())
         x = s.audio_s / wall
-        rows.append({"backend": backend, "audio_h": s.audio_s / 3600, "wall_s": wall, "x_realtime": x,
-                     "test_min": test_h * 60 / x, "limit_min": a.limit_min, "max_diff_vs_torch": diff})
-    print_markdown(rows, {"model / backend": "{backend}", "audio (h)": "{audio_h:.2f}", "wall (s)": "{wall_s:.1f}",
-                          "x real time": "{x_realtime:.0f}", f"{a.test_soundscapes} x {a.test_minutes:g} min (min)": "{test_min:.1f}",
-                          "limit (min)": "{limit_min:.0f}", "max |score - torch|": "{max_diff_vs_torch}"})
+        rows.append(
+            {
+                "backend": backend,
+                "audio_h": s.audio_s / 3600,
+                "wall_s": wall,
+                "x_realtime": x,
+                "test_min": test_h * 60 / x,
+                "limit_min": a.limit_min,
+                "max_diff_vs_torch": diff,
+            }
+        )
+    print_markdown(
+        rows,
+        {
+            "model / backend": "{backend}",
+            "audio (h)": "{audio_h:.2f}",
+            "wall (s)": "{wall_s:.1f}",
+            "x real time": "{x_realtime:.0f}",
+            f"{a.test_soundscapes} x {a.test_minutes:g} min (min)": "{test_min:.1f}",
+            "limit (min)": "{limit_min:.0f}",
+            "max |score - torch|": "{max_diff_vs_torch}",
+        },
+    )
     save_json(a.out / "birdclef.json", {"args": vars(a), "machine": machine(), "rows": rows})
 
 

@@ -55,7 +55,8 @@ def real_soundscapes(out: Path, files: int, minutes: float) -> list[Path]:
 
 
 def file_by_file(paths: list[Path], classes_idx: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
-    """birdnetlib's way: whole file at 48 kHz, one 3 s chunk per interpreter call. Returns per-file (chunks, K) scores."""
+    """birdnetlib's way: whole file at 48 kHz, one 3 s chunk per interpreter call.
+    Returns per-file (chunks, K) scores."""
     import librosa
 
     rt = BirdNETRuntime(embeddings=False)
@@ -65,7 +66,7 @@ def file_by_file(paths: list[Path], classes_idx: np.ndarray) -> tuple[dict[str, 
         audio_s += len(x) / SAMPLE_RATE_HZ
         scores = []
         for s in range(0, len(x), N_SAMPLES):
-            chunk = x[s: s + N_SAMPLES]
+            chunk = x[s : s + N_SAMPLES]
             if len(chunk) < N_SAMPLES // 2:  # birdnetlib drops a last chunk under 1.5 s
                 break
             chunk = np.pad(chunk, (0, N_SAMPLES - len(chunk)))
@@ -96,12 +97,20 @@ def main() -> None:
     t0 = time.perf_counter()
     s = run_predict(model, [str(p) for p in paths], pred, quiet=True)
     wall = time.perf_counter() - t0
-    rows.append({"runner": "birdsed predict (streamed, batched)", "audio_s": s.audio_s, "wall_s": wall,
-                 "x_realtime": s.audio_s / wall})
+    rows.append(
+        {
+            "runner": "birdsed predict (streamed, batched)",
+            "audio_s": s.audio_s,
+            "wall_s": wall,
+            "x_realtime": s.audio_s / wall,
+        }
+    )
     t0 = time.perf_counter()
     naive, audio_s = file_by_file(paths, idx)
     wall = time.perf_counter() - t0
-    rows.append({"runner": "file by file (birdnetlib's loop)", "audio_s": audio_s, "wall_s": wall, "x_realtime": audio_s / wall})
+    rows.append(
+        {"runner": "file by file (birdnetlib's loop)", "audio_s": audio_s, "wall_s": wall, "x_realtime": audio_s / wall}
+    )
     # agreement: birdsed's window k (hop 3 s) is the naive chunk k; compare the clipwise rows' inputs via scores.parquet
     scores = pd.read_parquet(pred / "scores.parquet")
     known = [c for c, i in zip(meta["classes"], meta["birdnet"]["indices"]) if i >= 0]
@@ -115,11 +124,28 @@ def main() -> None:
         starts = np.arange(len(theirs)) * 3.0
         rebuilt = np.stack([theirs[(starts < (r + 1) * 5) & (starts + 3 > r * 5)].max(0) for r in range(n)])
         diffs.append(float(np.abs(rebuilt - ours[:n]).max()))
-    res = {"machine": machine(), "files": a.files, "minutes": a.minutes, "labels": len(read_labels()),
-           "rows": rows, "max_abs_score_diff": max(diffs), "peak_rss_mb": peak_rss_mb()}
-    print_markdown(rows, {"runner": "{runner}", "audio (s)": "{audio_s:.0f}", "wall (s)": "{wall_s:.1f}",
-                         "x real time": "{x_realtime:.0f}"})
-    print(f"largest score difference between the two, over the 5 s rows: {max(diffs):.4f}; peak RSS {res['peak_rss_mb']:.0f} MB")
+    res = {
+        "machine": machine(),
+        "files": a.files,
+        "minutes": a.minutes,
+        "labels": len(read_labels()),
+        "rows": rows,
+        "max_abs_score_diff": max(diffs),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    print_markdown(
+        rows,
+        {
+            "runner": "{runner}",
+            "audio (s)": "{audio_s:.0f}",
+            "wall (s)": "{wall_s:.1f}",
+            "x real time": "{x_realtime:.0f}",
+        },
+    )
+    print(
+        f"largest score difference between the two, over the 5 s rows: {max(diffs):.4f}; "
+        f"peak RSS {res['peak_rss_mb']:.0f} MB"
+    )
     save_json(a.out / "bench_birdnet.json", res)
 
 

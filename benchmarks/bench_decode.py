@@ -46,11 +46,19 @@ def main() -> None:
         x, sr = sf.read(str(path), dtype="float32")
         read_s = timed(lambda: sf.read(str(path), dtype="float32"))
         resample_s = timed(lambda: soxr.resample(x, sr, 32000, quality="HQ"))
-        rows.append({"rate": rate, "audio_s": dur, "stream": dur / stream_s, "read": dur / read_s,
-                     "resample": dur / resample_s})
-    print_markdown(rows, {"input": "mp3 {rate} Hz", "audio s": "{audio_s:.0f}",
-                          "stream_audio (decode + resample), x real time": "{stream:.0f}",
-                          "libsndfile decode": "{read:.0f}", "soxr HQ resample": "{resample:.0f}"})
+        rows.append(
+            {"rate": rate, "audio_s": dur, "stream": dur / stream_s, "read": dur / read_s, "resample": dur / resample_s}
+        )
+    print_markdown(
+        rows,
+        {
+            "input": "mp3 {rate} Hz",
+            "audio s": "{audio_s:.0f}",
+            "stream_audio (decode + resample), x real time": "{stream:.0f}",
+            "libsndfile decode": "{read:.0f}",
+            "soxr HQ resample": "{resample:.0f}",
+        },
+    )
     save_json(a.out / "decode.json", {"machine": machine(), "threads": 1, "rows": rows})
 
 

@@ -38,7 +38,7 @@ def long_recording(path: Path, hours: float, rate: int = 22050) -> Path:
         for _ in range(int(hours * 60)):
             x = (rng.standard_normal(block) * 0.003).astype(np.float32)
             at = int(rng.integers(0, block - len(call)))
-            x[at:at + len(call)] += call
+            x[at : at + len(call)] += call
             f.write(x)
     return path
 
@@ -58,10 +58,18 @@ def main() -> None:
     out = a.out / f"pred_{time.time_ns()}"
     workers = predict_workers(a.workers, a.device)
     s = run_predict(model_dir, [str(rec)], out, workers=workers, device=a.device, quiet=True)
-    row = {"hours": a.hours, "file_mb": round(rec.stat().st_size / 2**20), "make_s": round(make_s, 1), "model": a.model,
-           "device": a.device, "wall_s": round(s.wall_s, 1), "realtime_x": round(s.realtime_factor),
-           "peak_rss_main_mb": round(peak_rss_mb()), "peak_rss_workers_mb": workers_peak_rss_mb(workers),
-           "rows": int(len(pd.read_parquet(out / "scores.parquet")) / 3)}
+    row = {
+        "hours": a.hours,
+        "file_mb": round(rec.stat().st_size / 2**20),
+        "make_s": round(make_s, 1),
+        "model": a.model,
+        "device": a.device,
+        "wall_s": round(s.wall_s, 1),
+        "realtime_x": round(s.realtime_factor),
+        "peak_rss_main_mb": round(peak_rss_mb()),
+        "peak_rss_workers_mb": workers_peak_rss_mb(workers),
+        "rows": int(len(pd.read_parquet(out / "scores.parquet")) / 3),
+    }
     print(row)
     save_json(a.out / "memory.json", {"machine": machine(), "results": [row]})
 

@@ -57,8 +57,13 @@ def main() -> None:
     rows = []
     for rate in (22050, 44100):
         files = sorted(str(p) for p in soundscapes(a.out, a.minutes, a.files, rate).glob("*.mp3"))
-        rows.append({"part": f"decode mp3 {rate} Hz (x real time)", "before": round(decode_rates(files, 1)),
-                     "after": round(decode_rates(files, 2))})
+        rows.append(
+            {
+                "part": f"decode mp3 {rate} Hz (x real time)",
+                "before": round(decode_rates(files, 1)),
+                "after": round(decode_rates(files, 2)),
+            }
+        )
     cfg = load_config("small")
     cfg.model.pretrained = False
     for backbone in a.backbones:
@@ -66,8 +71,13 @@ def main() -> None:
         model = SEDModel(cfg.frontend, cfg.model, [f"sp{i:03d}" for i in range(264)]).eval()
         mel = model.frontend(torch.randn(64, 5 * cfg.frontend.sample_rate_hz))
         plain = copy.deepcopy(model).use_channels_last()
-        rows.append({"part": f"{backbone} encoder, 64 windows (ms)", "before": round(encoder_ms(plain, mel)),
-                     "after": round(encoder_ms(model.inference_copy(), mel))})
+        rows.append(
+            {
+                "part": f"{backbone} encoder, 64 windows (ms)",
+                "before": round(encoder_ms(plain, mel)),
+                "after": round(encoder_ms(model.inference_copy(), mel)),
+            }
+        )
     print("\n| part | before | after |\n|---|---|---|")
     for r in rows:
         print(f"| {r['part']} | {r['before']} | {r['after']} |")

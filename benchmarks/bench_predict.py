@@ -28,10 +28,23 @@ from birdsed.synth import SynthConfig, synthesize  # noqa: E402
 
 
 def soundscapes(out: Path, minutes: float, files: int, rate: int) -> Path:
-    folder = out / f"soundscapes_{rate}_{files}x{minutes:g}min"  # one folder per setting: a cached set never stands in for another
+    folder = (
+        out / f"soundscapes_{rate}_{files}x{minutes:g}min"
+    )  # one folder per setting: a cached set never stands in for another
     if not (folder / "test_labels.csv").is_file():
-        synthesize(folder, SynthConfig(species=6, clips_per_species=1, soundscapes=files, soundscape_s=minutes * 60,
-                                       min_clip_s=3, max_clip_s=3, soundscape_rate_hz=rate), quiet=True)
+        synthesize(
+            folder,
+            SynthConfig(
+                species=6,
+                clips_per_species=1,
+                soundscapes=files,
+                soundscape_s=minutes * 60,
+                min_clip_s=3,
+                max_clip_s=3,
+                soundscape_rate_hz=rate,
+            ),
+            quiet=True,
+        )
     return folder / "test_audio"
 
 
@@ -82,26 +95,58 @@ def main() -> None:
     rows = []
     for rate in a.rates:
         folder = with_copies(soundscapes(a.out, a.minutes, a.files, rate), a.copies)
-        for preset in ([str(a.model_dir)] if a.model_dir else a.models):
+        for preset in [str(a.model_dir)] if a.model_dir else a.models:
             model_dir = a.model_dir or random_model(preset, a.out)
             if a.backend == "onnx" and not (model_dir / "model.onnx").is_file():
                 from birdsed.export import export_onnx
 
                 export_onnx(model_dir, model_dir / "model.onnx")
             out = a.out / f"pred_{Path(preset).name}_{rate}_{a.device}_{a.backend}_{a.precision}_{time.time_ns()}"
-            s = run_predict(model_dir, [str(folder)], out, batch_size=a.batch_size, workers=workers, device=a.device,
-                            quiet=True, backend=a.backend, pooling=a.pooling, precision=a.precision)
-            row = {"model": Path(preset).name, "input_rate_hz": rate, "device": a.device, "backend": a.backend,
-                   "precision": a.precision,
-                   "files": s.n_files, "audio_s": round(s.audio_s, 1), "wall_s": round(s.wall_s, 2),
-                   "realtime_x": round(s.realtime_factor, 1), "peak_rss_mb": round(peak_rss_mb(), 0),
-                   "peak_rss_workers_mb": workers_peak_rss_mb(workers)}
+            s = run_predict(
+                model_dir,
+                [str(folder)],
+                out,
+                batch_size=a.batch_size,
+                workers=workers,
+                device=a.device,
+                quiet=True,
+                backend=a.backend,
+                pooling=a.pooling,
+                precision=a.precision,
+            )
+            row = {
+                "model": Path(preset).name,
+                "input_rate_hz": rate,
+                "device": a.device,
+                "backend": a.backend,
+                "precision": a.precision,
+                "files": s.n_files,
+                "audio_s": round(s.audio_s, 1),
+                "wall_s": round(s.wall_s, 2),
+                "realtime_x": round(s.realtime_factor, 1),
+                "peak_rss_mb": round(peak_rss_mb(), 0),
+                "peak_rss_workers_mb": workers_peak_rss_mb(workers),
+            }
             print(row, flush=True)
             rows.append(row)
-    print_markdown(rows, {"model": "{model}", "input": "mp3 {input_rate_hz} Hz", "device": "{device}", "backend": "{backend}",
-                          "precision": "{precision}", "audio s": "{audio_s:.0f}", "wall s": "{wall_s:.1f}", "x real time": "{realtime_x:.0f}",
-                          "peak RSS MiB (main / workers)": "{peak_rss_mb:.0f} / {peak_rss_workers_mb}"})
-    save_json(a.out / f"predict_{a.device}_{a.backend}_{a.precision}.json", {"machine": machine(), "args": vars(a), "results": rows})
+    print_markdown(
+        rows,
+        {
+            "model": "{model}",
+            "input": "mp3 {input_rate_hz} Hz",
+            "device": "{device}",
+            "backend": "{backend}",
+            "precision": "{precision}",
+            "audio s": "{audio_s:.0f}",
+            "wall s": "{wall_s:.1f}",
+            "x real time": "{realtime_x:.0f}",
+            "peak RSS MiB (main / workers)": "{peak_rss_mb:.0f} / {peak_rss_workers_mb}",
+        },
+    )
+    save_json(
+        a.out / f"predict_{a.device}_{a.backend}_{a.precision}.json",
+        {"machine": machine(), "args": vars(a), "results": rows},
+    )
 
 
 if __name__ == "__main__":

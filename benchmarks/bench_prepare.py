@@ -1,6 +1,6 @@
 """`prepare` throughput: audio seconds decoded and resampled per wall second, all cores.
 
-    python benchmarks/bench_prepare.py            # NIPS4B (550 FLAC files) and a synthetic set (mixed formats)
+python benchmarks/bench_prepare.py            # NIPS4B (550 FLAC files) and a synthetic set (mixed formats)
 """
 
 from __future__ import annotations
@@ -36,15 +36,30 @@ def main() -> None:
         m = read_dataset(data)
         r = prepare(m, store, workers=a.workers, quiet=True)
         again = prepare(m, store, workers=a.workers, quiet=True)
-        row = {"data": name, "recordings": len(m), "audio_h": round(r.audio_s / 3600, 3), "wall_s": round(r.wall_s, 2),
-               "realtime_x": round(r.audio_s / r.wall_s, 0), "resume_wall_s": round(again.wall_s, 2),
-               "formats": sorted({Path(p).suffix for p in m.table["path"]})}
+        row = {
+            "data": name,
+            "recordings": len(m),
+            "audio_h": round(r.audio_s / 3600, 3),
+            "wall_s": round(r.wall_s, 2),
+            "realtime_x": round(r.audio_s / r.wall_s, 0),
+            "resume_wall_s": round(again.wall_s, 2),
+            "formats": sorted({Path(p).suffix for p in m.table["path"]}),
+        }
         print(row, flush=True)
         rows.append(row)
     for r in rows:
         r["formats_joined"] = ", ".join(r["formats"])
-    print_markdown(rows, {"data": "{data} ({formats_joined})", "recordings": "{recordings}", "audio h": "{audio_h:.2f}",
-                          "wall s": "{wall_s:.1f}", "x real time": "{realtime_x:.0f}", "re-run (resume) s": "{resume_wall_s:.2f}"})
+    print_markdown(
+        rows,
+        {
+            "data": "{data} ({formats_joined})",
+            "recordings": "{recordings}",
+            "audio h": "{audio_h:.2f}",
+            "wall s": "{wall_s:.1f}",
+            "x real time": "{realtime_x:.0f}",
+            "re-run (resume) s": "{resume_wall_s:.2f}",
+        },
+    )
     save_json(a.out / "prepare.json", {"machine": machine(), "results": rows})
 
 

@@ -1,7 +1,8 @@
 """Training throughput end to end (prepared store -> loader -> device augmentations -> step) against
 the model-alone rate (random waveforms already on the device, same batch, precision and augmentations).
 
-    python benchmarks/bench_train.py --configs small seed108 --steps 20 --batch-size 16 --device cpu [--precision bf16-mixed]
+    python benchmarks/bench_train.py --configs small seed108 --steps 20 --batch-size 16 --device cpu \
+        [--precision bf16-mixed]
 
 The gap between the two is the cost of the data path.
 """
@@ -78,8 +79,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--precision", default="auto", choices=["auto", "32-true", "bf16-mixed"],
-                    help="train.precision (auto: bf16-mixed on CUDA, 32-true on the CPU)")
+    ap.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "32-true", "bf16-mixed"],
+        help="train.precision (auto: bf16-mixed on CUDA, 32-true on the CPU)",
+    )
     a = ap.parse_args()
     data = a.out / "data"
     if not (data / "train.csv").is_file():
@@ -89,10 +94,19 @@ def main() -> None:
     n_classes = len(AudioStore(store_dir).manifest().classes)
     rows = []
     for preset in a.configs:
-        cfg = apply_overrides(load_config(preset), [
-            f"train.batch_size={a.batch_size}", f"train.max_steps={a.steps + a.warmup}", "train.epochs=1000",
-            f"train.workers={a.workers}", f"train.device={a.device}", f"train.precision={a.precision}",
-            "train.limit_val_batches=0", "model.pretrained=false"])
+        cfg = apply_overrides(
+            load_config(preset),
+            [
+                f"train.batch_size={a.batch_size}",
+                f"train.max_steps={a.steps + a.warmup}",
+                "train.epochs=1000",
+                f"train.workers={a.workers}",
+                f"train.device={a.device}",
+                f"train.precision={a.precision}",
+                "train.limit_val_batches=0",
+                "model.pretrained=false",
+            ],
+        )
         timer = StepTimer(a.warmup)
         t_start = time.perf_counter()
         train(store_dir, cfg, a.out / f"run_{preset}", quiet=True, extra_callbacks=[timer])
@@ -100,14 +114,34 @@ def main() -> None:
         device = "cuda" if a.device == "cuda" else "cpu"
         bf16 = lightning_precision(a.precision, "gpu" if device == "cuda" else "cpu") == "bf16-mixed"
         alone = model_alone(cfg, n_classes, a.steps, a.warmup, device, bf16)
-        row = {"config": preset, "backbone": cfg.model.backbone, "n_mels": cfg.frontend.n_mels, "batch": a.batch_size,
-               "device": a.device, "bf16": bf16, "end_to_end_clips_s": round(e2e, 2), "model_alone_clips_s": round(alone, 2),
-               "ratio": round(e2e / alone, 3), "wall_s": round(time.perf_counter() - t_start, 1)}
+        row = {
+            "config": preset,
+            "backbone": cfg.model.backbone,
+            "n_mels": cfg.frontend.n_mels,
+            "batch": a.batch_size,
+            "device": a.device,
+            "bf16": bf16,
+            "end_to_end_clips_s": round(e2e, 2),
+            "model_alone_clips_s": round(alone, 2),
+            "ratio": round(e2e / alone, 3),
+            "wall_s": round(time.perf_counter() - t_start, 1),
+        }
         print(row, flush=True)
         rows.append(row)
-    print_markdown(rows, {"config": "{config}", "backbone": "{backbone}", "mels": "{n_mels}", "batch": "{batch}",
-                          "device": "{device}", "bf16": "{bf16}", "end to end clips/s": "{end_to_end_clips_s:.1f}",
-                          "model alone clips/s": "{model_alone_clips_s:.1f}", "ratio": "{ratio:.2f}"})
+    print_markdown(
+        rows,
+        {
+            "config": "{config}",
+            "backbone": "{backbone}",
+            "mels": "{n_mels}",
+            "batch": "{batch}",
+            "device": "{device}",
+            "bf16": "{bf16}",
+            "end to end clips/s": "{end_to_end_clips_s:.1f}",
+            "model alone clips/s": "{model_alone_clips_s:.1f}",
+            "ratio": "{ratio:.2f}",
+        },
+    )
     save_json(a.out / f"train_{a.device}_{a.precision}.json", {"machine": machine(), "args": vars(a), "results": rows})
 
 

@@ -19,9 +19,16 @@ def machine() -> dict:
     import birdsed
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"python": sys.version.split()[0], "torch": torch.__version__, "birdsed": birdsed.__version__,
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "gpu": gpu}
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "birdsed": birdsed.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "gpu": gpu,
+    }
 
 
 def peak_rss_mb(children: bool = False) -> float:

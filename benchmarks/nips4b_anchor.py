@@ -41,7 +41,7 @@ def clip_features(paths: list[str], cache: Path) -> np.ndarray:
     feats = []
     for p in paths:
         x = fit_to_window(load_audio(p, SAMPLE_RATE_HZ), N_SAMPLES, "pad")
-        subs = np.stack([x[s: s + N_SAMPLES] for s in subwindow_starts(len(x), SAMPLE_RATE_HZ)])
+        subs = np.stack([x[s : s + N_SAMPLES] for s in subwindow_starts(len(x), SAMPLE_RATE_HZ)])
         e = rt.embed(subs)
         feats.append(np.concatenate([e.mean(0), e.max(0)]))
     features = np.stack(feats).astype(np.float32)
@@ -76,7 +76,9 @@ def choose_c(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
     return max(scores, key=scores.get)
 
 
-def anchor_oof(table: pd.DataFrame, folds: np.ndarray, fold_ids: list[int], cache: Path) -> tuple[pd.DataFrame, list[dict]]:
+def anchor_oof(
+    table: pd.DataFrame, folds: np.ndarray, fold_ids: list[int], cache: Path
+) -> tuple[pd.DataFrame, list[dict]]:
     """Out-of-fold scores (clips of fold_ids x classes, indexed by file name) and per-fold rows (C, seconds)."""
     paths = [str(p) for p in table["path"]]
     t0 = time.perf_counter()

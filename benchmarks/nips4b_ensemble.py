@@ -1,6 +1,7 @@
 """Pooled out-of-fold AP of finished NIPS4B runs, alone and averaged (an ensemble of the runs' models).
 
-    python benchmarks/nips4b_ensemble.py bench-out/nips4b-gpu/preset bench-out/nips4b-gpu/seed1 [...] [--folds 0 1 2] [--weights 2 1 ...]
+    python benchmarks/nips4b_ensemble.py bench-out/nips4b-gpu/preset bench-out/nips4b-gpu/seed1 [...] \
+        [--folds 0 1 2] [--weights 2 1 ...]
 
 Each run is the --out folder of a 5-fold `nips4b.py` run (its fold*/pred_test/scores.parquet). A clip's score
 per class is the max over its rows of the clipwise output; the ensemble's is the (weighted) mean of the runs' scores.
@@ -35,10 +36,18 @@ def mean_scores(frames: list[pd.DataFrame], weights: list[float] | None = None) 
 
 def scores_row(name: str, scores: pd.DataFrame, table: pd.DataFrame, fold_of: dict[str, int]) -> dict:
     folds = sorted({fold_of[f] for f in scores.index})
-    per_fold = np.array([pooled_ap(scores[[fold_of[f] == k for f in scores.index]], table) for k in folds])  # (folds, 2)
+    per_fold = np.array(
+        [pooled_ap(scores[[fold_of[f] == k for f in scores.index]], table) for k in folds]
+    )  # (folds, 2)
     macro, micro = pooled_ap(scores, table)
-    return {"run": name, "clips": len(scores), "macro_ap": macro, "micro_ap": micro,
-            "macro_ap_fold_mean": float(per_fold[:, 0].mean()), "micro_ap_fold_mean": float(per_fold[:, 1].mean())}
+    return {
+        "run": name,
+        "clips": len(scores),
+        "macro_ap": macro,
+        "micro_ap": micro,
+        "macro_ap_fold_mean": float(per_fold[:, 0].mean()),
+        "micro_ap_fold_mean": float(per_fold[:, 1].mean()),
+    }
 
 
 def main() -> None:

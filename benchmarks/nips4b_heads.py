@@ -60,8 +60,14 @@ def main() -> None:
     t0 = time.perf_counter()
     torch.manual_seed(0)
     model = SEDModel(cfg.frontend, cfg.model, td.classes)
-    ds = WindowDataset(td.store, list(rec["recording_id"]), targets(td.train, td.classes, cfg.data),
-                       cfg.data.crop_s, 1, cfg.data.short_policy)
+    ds = WindowDataset(
+        td.store,
+        list(rec["recording_id"]),
+        targets(td.train, td.classes, cfg.data),
+        cfg.data.crop_s,
+        1,
+        cfg.data.short_policy,
+    )
     feats, y = frozen_features(model, ds, 32, torch.device("cpu"), recalibrate_bn=False)  # (550, C, F', T'), (550, K)
     feature_s = time.perf_counter() - t0
     print(f"features {tuple(feats.shape)} in {feature_s:.0f} s", flush=True)
@@ -81,16 +87,40 @@ def main() -> None:
                     scores[te.numpy()] = head(feats[te])["clipwise"].numpy()
             macro, micro = average_precision(scores, true)
             per_fold = [average_precision(scores[fold == k], true[fold == k])[0] for k in range(5)]
-            rows.append({"pool": pool, "seed": seed, "macro_ap": macro, "micro_ap": micro,
-                         "macro_ap_fold_mean": float(np.mean(per_fold)), "head_s": time.perf_counter() - t0})
+            rows.append(
+                {
+                    "pool": pool,
+                    "seed": seed,
+                    "macro_ap": macro,
+                    "micro_ap": micro,
+                    "macro_ap_fold_mean": float(np.mean(per_fold)),
+                    "head_s": time.perf_counter() - t0,
+                }
+            )
             print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
     summary = df.groupby("pool", sort=False)[["macro_ap", "micro_ap", "macro_ap_fold_mean"]].agg(["mean", "std"])
     print(summary.round(4).to_string())
-    print_markdown(rows, {"frequency pooling": "{pool}", "seed": "{seed}", "pooled macro AP": "{macro_ap:.3f}",
-                          "pooled micro AP": "{micro_ap:.3f}", "macro AP, fold mean": "{macro_ap_fold_mean:.3f}"})
-    save_json(a.out / "nips4b_heads.json", {"machine": machine(), "overrides": a.set, "feature_shape": list(feats.shape),
-                                            "feature_s": feature_s, "rows": rows})
+    print_markdown(
+        rows,
+        {
+            "frequency pooling": "{pool}",
+            "seed": "{seed}",
+            "pooled macro AP": "{macro_ap:.3f}",
+            "pooled micro AP": "{micro_ap:.3f}",
+            "macro AP, fold mean": "{macro_ap_fold_mean:.3f}",
+        },
+    )
+    save_json(
+        a.out / "nips4b_heads.json",
+        {
+            "machine": machine(),
+            "overrides": a.set,
+            "feature_shape": list(feats.shape),
+            "feature_s": feature_s,
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

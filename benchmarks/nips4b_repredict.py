@@ -41,7 +41,10 @@ def main() -> None:
     if not done:
         raise SystemExit(f"no fold*/run/model under {a.run}")
     macro, micro = pooled_ap(read_oof(a.out, done), table)
-    print(f"folds {done}, {a.short or 'each model'}'s short-clip policy: pooled macro AP {macro:.4f}, micro AP {micro:.4f}")
+    print(
+        f"folds {done}, {a.short or 'each model'}'s short-clip policy: "
+        f"pooled macro AP {macro:.4f}, micro AP {micro:.4f}"
+    )
 
 
 if __name__ == "__main__":

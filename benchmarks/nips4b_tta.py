@@ -29,8 +29,14 @@ from birdsed.metrics import average_precision, sets_to_matrix  # noqa: E402
 from birdsed.modeldir import load_model_dir  # noqa: E402
 from birdsed.sampling import iterative_stratified_folds  # noqa: E402
 
-VARIANTS = {"plain": (0.0, 0.0), "delay 0.5 s": (0.5, 0.0), "delay 1 s": (1.0, 0.0), "delay 1.5 s": (1.5, 0.0),
-            "+6 dB": (0.0, 6.0), "-6 dB": (0.0, -6.0)}  # name -> (delay s, gain dB)
+VARIANTS = {
+    "plain": (0.0, 0.0),
+    "delay 0.5 s": (0.5, 0.0),
+    "delay 1 s": (1.0, 0.0),
+    "delay 1.5 s": (1.5, 0.0),
+    "+6 dB": (0.0, 6.0),
+    "-6 dB": (0.0, -6.0),
+}  # name -> (delay s, gain dB)
 DELAYS = ["plain", "delay 0.5 s", "delay 1 s", "delay 1.5 s"]
 
 
@@ -69,8 +75,9 @@ def main() -> None:
         scores = {}
         for name, (delay_s, gain_db) in VARIANTS.items():
             lead = np.zeros(int(delay_s * sr), np.float32)
-            scores[name] = np.stack([clip_score(model, np.concatenate([lead, x * 10 ** (gain_db / 20)]), window, hop)
-                                     for x in clips])
+            scores[name] = np.stack(
+                [clip_score(model, np.concatenate([lead, x * 10 ** (gain_db / 20)]), window, hop) for x in clips]
+            )
         scores["mean of delays"] = np.mean([scores[n] for n in DELAYS], axis=0)
         scores["mean of all"] = np.mean([scores[n] for n in VARIANTS], axis=0)
         for n in names:

@@ -34,8 +34,13 @@ from birdsed.sampling import build_items, iterative_stratified_folds, targets  #
 from birdsed.train import SEDTask, load_train_data, recording_metrics  # noqa: E402
 
 OFF = {"gain_p": 0.0, "noise_p": 0.0, "mixup_p": 0.0, "specaug_p": 0.0, "pitch_p": 0.0, "tempo_p": 0.0}
-GROUPS = {"none": {}, "mixup": {"mixup_p": 0.5}, "gain + noise": {"gain_p": 0.5, "noise_p": 0.2},
-          "pitch + tempo": {"pitch_p": 0.2, "tempo_p": 0.2}, "SpecAugment": {"specaug_p": 0.5}}
+GROUPS = {
+    "none": {},
+    "mixup": {"mixup_p": 0.5},
+    "gain + noise": {"gain_p": 0.5, "noise_p": 0.2},
+    "pitch + tempo": {"pitch_p": 0.2, "tempo_p": 0.2},
+    "SpecAugment": {"specaug_p": 0.5},
+}
 
 
 def val_map(task: SEDTask, val_ds: WindowDataset) -> float:
@@ -73,7 +78,9 @@ def main() -> None:
     manifest = read_dataset(a.data)
     folds = iterative_stratified_folds(list(manifest.table["primary_labels"]), 5, 0)
     data = write_subset(manifest.table[folds != 0].reset_index(drop=True), a.out / "data")
-    base = apply_overrides(load_config("nips4b"), ["data.val_fraction=0.1", "data.allow_outside_paths=true"])  # it scores on birdsed's validation split
+    base = apply_overrides(
+        load_config("nips4b"), ["data.val_fraction=0.1", "data.allow_outside_paths=true"]
+    )  # it scores on birdsed's validation split
     td = load_train_data(data, a.out, base)
     tgt = targets(td.train, td.classes, base.data)
     tgt.update(targets(td.val, td.classes, base.data))
@@ -86,8 +93,14 @@ def main() -> None:
         torch.manual_seed(0)
         task = SEDTask(base.to_dict(), td.classes)
         warm_up_head(task.model, warm_ds, 100, recalibrate_bn=recompute)
-        rows.append({"step": "head warm-up", "bn": "recomputed" if recompute else "ImageNet", "aug": "",
-                     "val_map": val_map(task, val_ds)})
+        rows.append(
+            {
+                "step": "head warm-up",
+                "bn": "recomputed" if recompute else "ImageNet",
+                "aug": "",
+                "val_map": val_map(task, val_ds),
+            }
+        )
         start = copy.deepcopy(task.state_dict())
     for name, on in GROUPS.items():
         cfg = apply_overrides(copy.deepcopy(base), [f"augment.{k}={v}" for k, v in {**OFF, **on}.items()])
@@ -95,13 +108,23 @@ def main() -> None:
         task = SEDTask(cfg.to_dict(), td.classes)
         task.load_state_dict(start)
         one_epoch(task, crops, a.lr, seed=0)
-        rows.append({"step": "+ 1 epoch fine-tuning", "bn": "ImageNet (frozen)", "aug": name,
-                     "val_map": val_map(task, val_ds)})
+        rows.append(
+            {"step": "+ 1 epoch fine-tuning", "bn": "ImageNet (frozen)", "aug": name, "val_map": val_map(task, val_ds)}
+        )
         print(rows[-1], flush=True)
-    print_markdown(rows, {"step": "{step}", "BatchNorm statistics": "{bn}", "augmentation": "{aug}",
-                          "internal val macro AP": "{val_map:.3f}"})
-    save_json(a.out / "nips4b_warmup.json", {"machine": machine(), "lr": a.lr, "rows": rows,
-                                              "n_train": len(td.train), "n_val": len(td.val)})
+    print_markdown(
+        rows,
+        {
+            "step": "{step}",
+            "BatchNorm statistics": "{bn}",
+            "augmentation": "{aug}",
+            "internal val macro AP": "{val_map:.3f}",
+        },
+    )
+    save_json(
+        a.out / "nips4b_warmup.json",
+        {"machine": machine(), "lr": a.lr, "rows": rows, "n_train": len(td.train), "n_val": len(td.val)},
+    )
 
 
 if __name__ == "__main__":

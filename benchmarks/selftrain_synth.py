@@ -42,10 +42,13 @@ def make_data(out: Path, base: SynthConfig, shift: float, pool: int) -> dict[str
     sets = {
         "train": dataclasses.replace(base, shift=shift),
         "test_in": dataclasses.replace(base, clips_per_species=0, shift=0.0),
-        "val": dataclasses.replace(base, clips_per_species=0, soundscapes=3, soundscape_seed=base.seed + 1000, shift=shift),
+        "val": dataclasses.replace(
+            base, clips_per_species=0, soundscapes=3, soundscape_seed=base.seed + 1000, shift=shift
+        ),
         "val_in": dataclasses.replace(base, clips_per_species=0, soundscapes=3, soundscape_seed=base.seed + 1000),
-        "pool": dataclasses.replace(base, clips_per_species=0, soundscapes=pool, soundscape_seed=base.seed + 2000,
-                                    shift=shift),
+        "pool": dataclasses.replace(
+            base, clips_per_species=0, soundscapes=pool, soundscape_seed=base.seed + 2000, shift=shift
+        ),
     }
     paths = {}
     for name, cfg in sets.items():
@@ -71,8 +74,13 @@ def score(model: Path, val: Path, test: Path, work: Path, pooling: str) -> dict:
     rep = evaluate_submission(work / "test" / "submission.csv", test / "test_labels.csv")
     scores = scores_report_from_files(work / "test" / "scores.parquet", test / "test_labels.csv")
     out = read_meta(copy).get("default_output", "segmentwise")
-    return {"row_f1": rep.row_f1, "output": tuned.best_output, "macro_ap": scores["outputs"][out]["macro_ap"],
-            "micro_ap": scores["outputs"][out]["micro_ap"], "predict_s": round(seconds, 1)}
+    return {
+        "row_f1": rep.row_f1,
+        "output": tuned.best_output,
+        "macro_ap": scores["outputs"][out]["macro_ap"],
+        "micro_ap": scores["outputs"][out]["micro_ap"],
+        "predict_s": round(seconds, 1),
+    }
 
 
 def main() -> None:
@@ -92,29 +100,61 @@ def main() -> None:
     ap.add_argument("--pooling", default="segment")
     a = ap.parse_args()
 
-    base = SynthConfig(species=a.species, clips_per_species=a.clips_per_species, soundscapes=4, soundscape_s=120.0,
-                       seed=a.seed)
+    base = SynthConfig(
+        species=a.species, clips_per_species=a.clips_per_species, soundscapes=4, soundscape_s=120.0, seed=a.seed
+    )
     t0 = time.perf_counter()
     data = make_data(a.out, base, a.shift, a.pool)
     cfg = apply_overrides(load_config(a.config), a.set)
     opts = SoftLabelOptions(a.output, power=a.power, floor=a.floor)
-    rounds = self_train(data["train"], [str(data["pool"] / "test_audio")], a.rounds, cfg, a.out / "st", opts,
-                        quiet=True)
+    rounds = self_train(
+        data["train"], [str(data["pool"] / "test_audio")], a.rounds, cfg, a.out / "st", opts, quiet=True
+    )
     train_s = time.perf_counter() - t0
-    rows = [{"model": "baseline, no shift (in domain)", "test": "unshifted",
-             **score(Path(rounds["model"][0]), data["val_in"], data["test_in"], a.out / "eval" / "in_domain", a.pooling)}]
+    rows = [
+        {
+            "model": "baseline, no shift (in domain)",
+            "test": "unshifted",
+            **score(Path(rounds["model"][0]), data["val_in"], data["test_in"], a.out / "eval" / "in_domain", a.pooling),
+        }
+    ]
     for k, model in zip(rounds["round"], rounds["model"]):
         name = "baseline (round 0)" if k == 0 else f"self-train round {k}"
-        rows.append({"model": name, "test": f"shift {a.shift:g}",
-                     **score(Path(model), data["val"], data["train"], a.out / "eval" / f"round{k}", a.pooling)})
-    print_markdown(rows, {"model": "{model}", "test soundscapes": "{test}", "row F1 (tuned)": "{row_f1:.3f}",
-                          "macro AP": "{macro_ap:.3f}", "micro AP": "{micro_ap:.3f}", "output": "{output}"})
+        rows.append(
+            {
+                "model": name,
+                "test": f"shift {a.shift:g}",
+                **score(Path(model), data["val"], data["train"], a.out / "eval" / f"round{k}", a.pooling),
+            }
+        )
+    print_markdown(
+        rows,
+        {
+            "model": "{model}",
+            "test soundscapes": "{test}",
+            "row F1 (tuned)": "{row_f1:.3f}",
+            "macro AP": "{macro_ap:.3f}",
+            "micro AP": "{micro_ap:.3f}",
+            "output": "{output}",
+        },
+    )
     drop = rows[0]["row_f1"] - rows[1]["row_f1"]
     if drop > 0:
-        print(f"\nshift costs {drop:.3f} row F1; the last round recovers {(rows[-1]['row_f1'] - rows[1]['row_f1']) / drop:.0%}")
-    save_json(a.out / "results.json", {"args": vars(a), "machine": machine(), "rows": rows,
-                                       "rounds": rounds.to_dict("records"), "seconds": round(time.perf_counter() - t0),
-                                       "train_and_pseudo_s": round(train_s)})
+        print(
+            f"\nshift costs {drop:.3f} row F1; "
+            f"the last round recovers {(rows[-1]['row_f1'] - rows[1]['row_f1']) / drop:.0%}"
+        )
+    save_json(
+        a.out / "results.json",
+        {
+            "args": vars(a),
+            "machine": machine(),
+            "rows": rows,
+            "rounds": rounds.to_dict("records"),
+            "seconds": round(time.perf_counter() - t0),
+            "train_and_pseudo_s": round(train_s),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,15 @@ def tone(seconds: float, rate: int, freq_hz: float = 1000.0, channels: int = 1, 
     return x if channels == 1 else np.stack([x * (1 - 0.1 * c) for c in range(channels)], axis=1)
 
 
-def write_audio(path: Path, seconds: float = 1.0, rate: int = 32000, channels: int = 1, subtype: str | None = None,
-                freq_hz: float = 1000.0, format: str | None = None) -> Path:
+def write_audio(
+    path: Path,
+    seconds: float = 1.0,
+    rate: int = 32000,
+    channels: int = 1,
+    subtype: str | None = None,
+    freq_hz: float = 1000.0,
+    format: str | None = None,
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), tone(seconds, rate, freq_hz, channels), rate, subtype=subtype, format=format)
     return path
@@ -37,5 +44,10 @@ def synth_data(tmp_path_factory) -> Path:
     from birdsed.synth import SynthConfig, synthesize
 
     out = tmp_path_factory.mktemp("synth")
-    return synthesize(out, SynthConfig(species=3, clips_per_species=4, soundscapes=2, soundscape_s=30.0,
-                                       min_clip_s=3.0, max_clip_s=8.0, seed=1), quiet=True)
+    return synthesize(
+        out,
+        SynthConfig(
+            species=3, clips_per_species=4, soundscapes=2, soundscape_s=30.0, min_clip_s=3.0, max_clip_s=8.0, seed=1
+        ),
+        quiet=True,
+    )

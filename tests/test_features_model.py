@@ -15,8 +15,12 @@ def test_logmel_matches_librosa(n_mels, fmin, fmax):
     cfg = FrontendConfig(n_mels=n_mels, fmin_hz=fmin, fmax_hz=fmax, top_db=80.0)
     x = (np.random.default_rng(0).standard_normal(32000 * 2) * 0.1).astype(np.float32)
     x[:16000] *= np.linspace(0, 1, 16000, dtype=np.float32)  # not stationary
-    ref = librosa.power_to_db(librosa.feature.melspectrogram(
-        y=x, sr=32000, n_fft=1024, hop_length=320, n_mels=n_mels, fmin=fmin, fmax=fmax, power=2.0), top_db=80.0)
+    ref = librosa.power_to_db(
+        librosa.feature.melspectrogram(
+            y=x, sr=32000, n_fft=1024, hop_length=320, n_mels=n_mels, fmin=fmin, fmax=fmax, power=2.0
+        ),
+        top_db=80.0,
+    )
     got = LogMel(cfg).power_db(torch.from_numpy(x)[None])[0].numpy()
     assert got.shape == ref.shape == (n_mels, 201)
     np.testing.assert_allclose(got, ref, atol=2e-3)
@@ -24,13 +28,23 @@ def test_logmel_matches_librosa(n_mels, fmin, fmax):
 
 def test_pcen_matches_librosa_started_at_the_first_frame():
     """PCEN of the mel amplitude at int32 scale, librosa's parameters, its smoother started at the first frame."""
-    cfg = FrontendConfig(n_mels=64, compression="pcen", pcen_time_constant_s=0.1, pcen_gain=0.9, pcen_bias=3.0, pcen_power=0.4)
+    cfg = FrontendConfig(
+        n_mels=64, compression="pcen", pcen_time_constant_s=0.1, pcen_gain=0.9, pcen_bias=3.0, pcen_power=0.4
+    )
     x = (np.random.default_rng(1).standard_normal(32000 * 3) * 0.05).astype(np.float32)
-    x[40000:44000] += 0.5 * np.sin(2 * np.pi * 4000 * np.arange(4000) / 32000).astype(np.float32)  # a call over the noise
-    amp = np.sqrt(librosa.feature.melspectrogram(y=x, sr=32000, n_fft=1024, hop_length=320, n_mels=64, fmin=50,
-                                                 fmax=14000, power=2.0)) * PCEN_SCALE
+    x[40000:44000] += 0.5 * np.sin(2 * np.pi * 4000 * np.arange(4000) / 32000).astype(
+        np.float32
+    )  # a call over the noise
+    amp = (
+        np.sqrt(
+            librosa.feature.melspectrogram(
+                y=x, sr=32000, n_fft=1024, hop_length=320, n_mels=64, fmin=50, fmax=14000, power=2.0
+            )
+        )
+        * PCEN_SCALE
+    )
     t_frames = 0.1 * 32000 / 320
-    b = (np.sqrt(1 + 4 * t_frames ** 2) - 1) / (2 * t_frames ** 2)
+    b = (np.sqrt(1 + 4 * t_frames**2) - 1) / (2 * t_frames**2)
     zi = scipy.signal.lfilter_zi([b], [1, b - 1])[None, :] * amp[:, :1]
     ref = librosa.pcen(amp, sr=32000, hop_length=320, gain=0.9, bias=3.0, power=0.4, time_constant=0.1, zi=zi)
     got = LogMel(cfg).power_db(torch.from_numpy(x)[None])[0].numpy()
@@ -45,7 +59,9 @@ def test_a_pcen_model_exports_to_onnx_and_agrees(tmp_path):
     from birdsed.modeldir import save_model_dir
 
     torch.manual_seed(0)
-    model = SEDModel(FrontendConfig(n_mels=32, compression="pcen"), ModelConfig(backbone="mobilenetv3_small_100"), ["x", "y"])
+    model = SEDModel(
+        FrontendConfig(n_mels=32, compression="pcen"), ModelConfig(backbone="mobilenetv3_small_100"), ["x", "y"]
+    )
     save_model_dir(model.eval(), tmp_path / "model")
     diffs = export_onnx(tmp_path / "model", tmp_path / "model" / "model.onnx")
     assert diffs and max(diffs.values()) < 1e-4
@@ -64,8 +80,15 @@ def test_logmel_output_shape_and_normalisation():
     assert per_mel_mean.abs().max() < 1e-4  # BatchNorm over mel bins, training mode
 
 
-@pytest.mark.parametrize("n_fft,hop_length,top_db,seconds,compression", [
-    (1024, 320, 80.0, 12.5, "db"), (2048, 320, None, 7.5, "db"), (512, 256, 80.0, 5.0, "db"), (1024, 320, None, 12.5, "pcen")])
+@pytest.mark.parametrize(
+    "n_fft,hop_length,top_db,seconds,compression",
+    [
+        (1024, 320, 80.0, 12.5, "db"),
+        (2048, 320, None, 7.5, "db"),
+        (512, 256, 80.0, 5.0, "db"),
+        (1024, 320, None, 12.5, "pcen"),
+    ],
+)
 def test_windowed_db_equals_the_per_window_spectrogram(n_fft, hop_length, top_db, seconds, compression):
     """One STFT over a stretch, windows cut from it, edge frames recomputed: equal to each window's own STFT."""
     fe = LogMel(FrontendConfig(n_fft=n_fft, hop_length=hop_length, n_mels=64, top_db=top_db, compression=compression))
@@ -87,9 +110,9 @@ def test_attention_head_arithmetic_by_hand():
     # by hand
     x = feats.mean(dim=2)[0]  # (C, T')
     pad = torch.nn.functional.pad(x, (1, 1), value=float("-inf"))
-    mx = torch.stack([pad[:, t:t + 3].max(dim=1).values for t in range(5)], dim=1)
+    mx = torch.stack([pad[:, t : t + 3].max(dim=1).values for t in range(5)], dim=1)
     padz = torch.nn.functional.pad(x, (1, 1), value=0.0)
-    av = torch.stack([padz[:, t:t + 3].sum(dim=1) / 3 for t in range(5)], dim=1)  # count_include_pad
+    av = torch.stack([padz[:, t : t + 3].sum(dim=1) / 3 for t in range(5)], dim=1)  # count_include_pad
     h = torch.relu(head.fc1.weight @ (mx + av) + head.fc1.bias[:, None])  # (C, T')
     att = head.att.weight[:, :, 0] @ h + head.att.bias[:, None]
     cla = torch.sigmoid(head.cla.weight[:, :, 0] @ h + head.cla.bias[:, None])
@@ -126,8 +149,11 @@ def test_image_scale_resizes_the_backbone_input_and_survives_the_model_dir(tmp_p
 
     torch.manual_seed(0)
     plain = SEDModel(FrontendConfig(n_mels=64), ModelConfig(backbone="resnet10t", in_chans=3), ["a", "b"]).eval()
-    big = SEDModel(FrontendConfig(n_mels=64), ModelConfig(backbone="resnet10t", in_chans=3, freq_scale=2.0, time_scale=2.0),
-                   ["a", "b"]).eval()
+    big = SEDModel(
+        FrontendConfig(n_mels=64),
+        ModelConfig(backbone="resnet10t", in_chans=3, freq_scale=2.0, time_scale=2.0),
+        ["a", "b"],
+    ).eval()
     mel = torch.randn(2, 1, 64, 101)
     assert plain.image(mel).shape == (2, 3, 64, 101) and big.image(mel).shape == (2, 3, 128, 202)
     with torch.no_grad():
@@ -145,8 +171,11 @@ def test_frequency_poolings_that_ignore_where_a_cell_lies(pool):
     torch.manual_seed(0)
     head = AttentionHead(in_features=3, n_classes=2, dropout=0.0, freq_pool=pool).eval()
     feats = torch.randn(2, 3, 4, 5)  # (B, C, F', T')
-    want = {"mean": feats.mean(dim=2), "max": feats.amax(dim=2),
-            "meanmax": torch.cat([feats.mean(dim=2), feats.amax(dim=2)], dim=1)}[pool]
+    want = {
+        "mean": feats.mean(dim=2),
+        "max": feats.amax(dim=2),
+        "meanmax": torch.cat([feats.mean(dim=2), feats.amax(dim=2)], dim=1),
+    }[pool]
     torch.testing.assert_close(head.pool_freq(feats), want)
     # the frequency cells reversed: the same scores
     torch.testing.assert_close(head(feats.flip(2))["clipwise"], head(feats)["clipwise"])
@@ -167,8 +196,11 @@ def test_a_flat_head_fits_the_feature_map_and_survives_the_model_dir(tmp_path):
     from birdsed.modeldir import load_model_dir, save_model_dir
 
     torch.manual_seed(0)
-    model = SEDModel(FrontendConfig(n_mels=64), ModelConfig(backbone="resnet10t", in_chans=3, freq_scale=2.0,
-                                                             freq_pool="flat"), ["a", "b"]).eval()
+    model = SEDModel(
+        FrontendConfig(n_mels=64),
+        ModelConfig(backbone="resnet10t", in_chans=3, freq_scale=2.0, freq_pool="flat"),
+        ["a", "b"],
+    ).eval()
     mel = torch.randn(2, 1, 64, 101)
     with torch.no_grad():
         cells = model.backbone.forward_features(model.image(mel)).shape[2]
@@ -206,7 +238,9 @@ def test_lite_backbones_load_offline_imagenet_weights(n):
     path = getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path()
     src = torch.load(path, map_location="cpu", weights_only=True)
     torch.testing.assert_close(net.conv_stem.weight, src["_conv_stem.weight"])
-    torch.testing.assert_close(net.bn2.running_var, src["_bn1.running_var"])  # the last BatchNorm: the order lined up to the end
+    torch.testing.assert_close(
+        net.bn2.running_var, src["_bn1.running_var"]
+    )  # the last BatchNorm: the order lined up to the end
     bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all((m.running_var >= 0).all() for m in bns)  # a variance in a mean's or a bias's slot would go negative
 

@@ -64,10 +64,13 @@ def no_temp_files(folder) -> bool:
 
 # --- audio -----------------------------------------------------------------------------------------------------------
 
+
 def test_bad_audio_in_a_batch_is_skipped_and_reported_with_what_is_wrong(model_dir, tmp_path, capsys):
     d = tmp_path / "in"
     write_audio(d / "good.wav", seconds=6.0)
-    sf.write(str(d / "odd.wav"), np.random.default_rng(0).standard_normal((11025 * 7, 3)).astype(np.float32) * 0.1, 11025)
+    sf.write(
+        str(d / "odd.wav"), np.random.default_rng(0).standard_normal((11025 * 7, 3)).astype(np.float32) * 0.1, 11025
+    )
     (d / "random.mp3").write_bytes(os.urandom(5000))
     (d / "empty.wav").write_bytes(b"")
     (d / "folder.wav").mkdir()
@@ -83,23 +86,30 @@ def test_bad_audio_in_a_batch_is_skipped_and_reported_with_what_is_wrong(model_d
     assert "format is not recognised" in reasons["random.mp3"] and "possibly a pipe" not in reasons["random.mp3"]
     assert "empty" in reasons["empty.wav"] and "folder" in reasons["folder.wav"]
     assert "not a regular file" in reasons["pipe.wav"] and "NaN" in reasons["nan.wav"]
-    assert set(pd.read_parquet(tmp_path / "out" / "scores.parquet")["file"].map(os.path.basename)) == {"good.wav", "odd.wav"}
+    assert set(pd.read_parquet(tmp_path / "out" / "scores.parquet")["file"].map(os.path.basename)) == {
+        "good.wav",
+        "odd.wav",
+    }
     assert no_temp_files(tmp_path / "out")
 
 
 # --- tampered model folders ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda m: m["thresholds"]["global"].update(clipwise="abc"), "thresholds global\\['clipwise'\\] = 'abc'"),
-    (lambda m: m["thresholds"]["global"].update(att=7), "must be a number in \\[0, 1\\]"),
-    (lambda m: m["frontend"].update(sample_rate_hz=0), "frontend.sample_rate_hz = 0"),
-    (lambda m: m["frontend"].update(hop_length=0), "frontend.hop_length = 0"),
-    (lambda m: m["frontend"].update(n_mels="many"), "frontend.n_mels = 'many'"),
-    (lambda m: m.update(short_policy="explode"), "short_policy 'explode'"),
-    (lambda m: m["model"].update(backbone="nope"), "unknown backbone 'nope'"),
-    (lambda m: m.update(classes=[]), "'classes' must be a non-empty list"),
-    (lambda m: m.update(kind="rootkit"), "unknown model kind 'rootkit'"),
-])
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda m: m["thresholds"]["global"].update(clipwise="abc"), "thresholds global\\['clipwise'\\] = 'abc'"),
+        (lambda m: m["thresholds"]["global"].update(att=7), "must be a number in \\[0, 1\\]"),
+        (lambda m: m["frontend"].update(sample_rate_hz=0), "frontend.sample_rate_hz = 0"),
+        (lambda m: m["frontend"].update(hop_length=0), "frontend.hop_length = 0"),
+        (lambda m: m["frontend"].update(n_mels="many"), "frontend.n_mels = 'many'"),
+        (lambda m: m.update(short_policy="explode"), "short_policy 'explode'"),
+        (lambda m: m["model"].update(backbone="nope"), "unknown backbone 'nope'"),
+        (lambda m: m.update(classes=[]), "'classes' must be a non-empty list"),
+        (lambda m: m.update(kind="rootkit"), "unknown model kind 'rootkit'"),
+    ],
+)
 def test_a_tampered_model_json_is_refused_before_anything_is_predicted(model_dir, tmp_path, capsys, edit, message):
     m = tmp_path / "m"
     shutil.copytree(model_dir, m)
@@ -141,7 +151,9 @@ def test_planted_pickles_never_run(model_dir, tmp_path, capsys, synth_data):
     plant_pickle(run / "checkpoints" / "last.ckpt", marker)
     (run / "metrics.csv").write_text("epoch,step,train_loss_step\n0,0,1.0\n")
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    rc, text = run_cli(capsys, "train", "--data", synth_data, "--config", "small", "--out", run, "--resume", "--quiet", *FAST_SET)
+    rc, text = run_cli(
+        capsys, "train", "--data", synth_data, "--config", "small", "--out", run, "--resume", "--quiet", *FAST_SET
+    )
     assert rc == 2 and "last.ckpt" in text and "nothing was changed" in text
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     # as a cached BirdNET embedding: computed afresh, never unpickled
@@ -152,6 +164,7 @@ def test_planted_pickles_never_run(model_dir, tmp_path, capsys, synth_data):
 
 
 # --- tables ----------------------------------------------------------------------------------------------------------
+
 
 def test_table_paths_outside_the_audio_folder_are_refused_and_reported(tmp_path, capsys):
     data = tmp_path / "data"
@@ -176,25 +189,53 @@ def test_one_path_per_recording(tmp_path, capsys):
     assert rc == 2 and "recording listed twice: a.wav" in text
 
 
-@pytest.mark.parametrize("seconds,message", [("-5", "-5.0 is not a whole positive multiple"), ("1e9", "1000000000.0"),
-                                             ("inf", "inf"), ("nan", "nan"), ("7.3", "7.3")])
+@pytest.mark.parametrize(
+    "seconds,message",
+    [
+        ("-5", "-5.0 is not a whole positive multiple"),
+        ("1e9", "1000000000.0"),
+        ("inf", "inf"),
+        ("nan", "nan"),
+        ("7.3", "7.3"),
+    ],
+)
 def test_test_csv_seconds_must_be_whole_rows(model_dir, tmp_path, capsys, seconds, message):
     write_audio(tmp_path / "test_audio" / "s1.wav", seconds=10.0)
     (tmp_path / "test.csv").write_text(f"site,row_id,seconds,audio_id\nsite_1,s1_5,5,s1\nsite_1,s1_x,{seconds},s1\n")
-    rc, text = run_cli(capsys, "predict", "--model", model_dir, "--test-csv", tmp_path / "test.csv", "--out",
-                       tmp_path / "out", "--quiet")
+    rc, text = run_cli(
+        capsys,
+        "predict",
+        "--model",
+        model_dir,
+        "--test-csv",
+        tmp_path / "test.csv",
+        "--out",
+        tmp_path / "out",
+        "--quiet",
+    )
     assert rc == 2 and "line 3" in text and message in text, text
 
 
 def test_test_csv_row_ids_unique_and_audio_ids_inside(model_dir, tmp_path, capsys):
     write_audio(tmp_path / "test_audio" / "s1.wav", seconds=10.0)
     (tmp_path / "test.csv").write_text("site,row_id,seconds,audio_id\nsite_1,r,5,s1\nsite_1,r,10,s1\n")
-    rc, text = run_cli(capsys, "predict", "--model", model_dir, "--test-csv", tmp_path / "test.csv", "--out", tmp_path / "o")
+    rc, text = run_cli(
+        capsys, "predict", "--model", model_dir, "--test-csv", tmp_path / "test.csv", "--out", tmp_path / "o"
+    )
     assert rc == 2 and "'r' listed twice" in text
     write_audio(tmp_path / "elsewhere" / "x.wav", seconds=10.0)
     (tmp_path / "test.csv").write_text("site,row_id,seconds,audio_id\nsite_1,a,5,s1\nsite_1,b,5,../elsewhere/x\n")
-    rc, text = run_cli(capsys, "predict", "--model", model_dir, "--test-csv", tmp_path / "test.csv", "--out",
-                       tmp_path / "o2", "--quiet")
+    rc, text = run_cli(
+        capsys,
+        "predict",
+        "--model",
+        model_dir,
+        "--test-csv",
+        tmp_path / "test.csv",
+        "--out",
+        tmp_path / "o2",
+        "--quiet",
+    )
     assert rc == 1, text  # the escaping row is never opened: reported, its row nocall
     assert "refused, never opened" in pd.read_csv(tmp_path / "o2" / "errors.csv")["reason"].iloc[0]
     assert set(pd.read_parquet(tmp_path / "o2" / "scores.parquet")["file"].map(os.path.basename)) == {"s1.wav"}
@@ -203,28 +244,53 @@ def test_test_csv_row_ids_unique_and_audio_ids_inside(model_dir, tmp_path, capsy
 
 # --- configuration ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("override,message", [
-    ("train.lr=abc", "train.lr = 'abc': expected a finite number"), ("train.epochs=abc", "train.epochs = 'abc'"),
-    ("train.lr=-5", "train.lr = -5.0: must be in (0, inf)"), ("train.epochs=0", "train.epochs = 0"),
-    ("model.backbone=nope", "model.backbone 'nope': valid:"), ("frontend.sample_rate_hz=16000", "Nyquist"),
-    ("frontend.fmax_hz=20000", "Nyquist"), ("data.val_fraction=2", "data.val_fraction = 2.0"),
-    ("augment.mixup_p=1.5", "augment.mixup_p = 1.5"), ("train.device=tpu", "train.device = 'tpu'"),
-    ("augment.noise_snr_db=[30,3]", "low above high"), ("train.nonsense=1", "unknown key"),
-    ("model.birdnet_prior=true", "needs model.backbone birdnet"), ("data.balance=maybe", "expected true or false"),
-])
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.lr=abc", "train.lr = 'abc': expected a finite number"),
+        ("train.epochs=abc", "train.epochs = 'abc'"),
+        ("train.lr=-5", "train.lr = -5.0: must be in (0, inf)"),
+        ("train.epochs=0", "train.epochs = 0"),
+        ("model.backbone=nope", "model.backbone 'nope': valid:"),
+        ("frontend.sample_rate_hz=16000", "Nyquist"),
+        ("frontend.fmax_hz=20000", "Nyquist"),
+        ("data.val_fraction=2", "data.val_fraction = 2.0"),
+        ("augment.mixup_p=1.5", "augment.mixup_p = 1.5"),
+        ("train.device=tpu", "train.device = 'tpu'"),
+        ("augment.noise_snr_db=[30,3]", "low above high"),
+        ("train.nonsense=1", "unknown key"),
+        ("model.birdnet_prior=true", "needs model.backbone birdnet"),
+        ("data.balance=maybe", "expected true or false"),
+    ],
+)
 def test_a_bad_set_value_is_refused_before_anything_is_written(synth_data, tmp_path, capsys, override, message):
-    rc, text = run_cli(capsys, "train", "--data", synth_data, "--config", "small", "--out", tmp_path / "run",
-                       "--set", override, "--quiet")
+    rc, text = run_cli(
+        capsys,
+        "train",
+        "--data",
+        synth_data,
+        "--config",
+        "small",
+        "--out",
+        tmp_path / "run",
+        "--set",
+        override,
+        "--quiet",
+    )
     assert rc == 2 and message in text.replace("\n", ""), text
     assert not (tmp_path / "run").exists()
 
 
 def test_numbers_yaml_leaves_as_text_are_numbers():
     cfg = apply_overrides(load_config("small"), ["train.lr=1e-3", "train.epochs=4.0", "train.devices=2"])
-    assert cfg.train.lr == 0.001 and isinstance(cfg.train.lr, float) and cfg.train.epochs == 4 and cfg.train.devices == 2
+    assert (
+        cfg.train.lr == 0.001 and isinstance(cfg.train.lr, float) and cfg.train.epochs == 4 and cfg.train.devices == 2
+    )
 
 
 # --- evaluate's accounting -------------------------------------------------------------------------------------------
+
 
 def test_evaluate_says_what_it_did_not_use_and_strict_refuses(tmp_path, capsys):
     truth, pred = tmp_path / "truth.csv", tmp_path / "pred.csv"
@@ -255,19 +321,25 @@ def test_evaluate_scores_refuses_what_is_not_a_scores_table(tmp_path, capsys):
     rc, text = run_cli(capsys, "evaluate", "--scores", truth, "--truth", truth)
     assert rc == 2 and "not a Parquet scores table" in text
     other = tmp_path / "scores.parquet"
-    pd.DataFrame({"file": ["/else/g.wav"], "start_s": [0.0], "end_s": [5.0], "output": ["clipwise"], "x": [0.9]}).to_parquet(other)
+    pd.DataFrame(
+        {"file": ["/else/g.wav"], "start_s": [0.0], "end_s": [5.0], "output": ["clipwise"], "x": [0.9]}
+    ).to_parquet(other)
     rc, text = run_cli(capsys, "evaluate", "--scores", other, "--truth", truth)
     assert rc == 2 and "share no row" in text
 
 
 # --- a full disk -----------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def tiny_disk(tmp_path):
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mnt)],
-                                           capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mnt)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
@@ -276,17 +348,21 @@ def tiny_disk(tmp_path):
 def test_a_full_disk_is_one_clear_error(model_dir, tmp_path, capsys, tiny_disk):
     files = [write_audio(tmp_path / "in" / f"r{i}.wav", seconds=30.0) for i in range(40)]
     (tiny_disk / "filler").write_bytes(bytes(60 * 1024))
-    rc, text = run_cli(capsys, "predict", "--model", model_dir, *files, "--out", tiny_disk / "out", "--workers", 0, "--quiet")
+    rc, text = run_cli(
+        capsys, "predict", "--model", model_dir, *files, "--out", tiny_disk / "out", "--workers", 0, "--quiet"
+    )
     assert rc == 2 and "the disk is full" in text and "Traceback" not in text, text
     assert no_temp_files(tiny_disk)
 
 
 # --- kill -9 and the same command again -------------------------------------------------------------------------------
 
+
 def kill_when(argv, ready, timeout_s=120.0) -> None:
     """Start `python -m birdsed ARGV`, kill -9 it as soon as ready() holds (or it ends by itself)."""
-    proc = subprocess.Popen([sys.executable, "-m", "birdsed", *map(str, argv)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "birdsed", *map(str, argv)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     t0 = time.time()
     while proc.poll() is None and not ready() and time.time() - t0 < timeout_s:
         time.sleep(0.05)
@@ -298,11 +374,17 @@ def kill_when(argv, ready, timeout_s=120.0) -> None:
 def test_kill_9_of_predict_then_the_same_command(model_dir, tmp_path, capsys):
     files = [write_audio(tmp_path / "in" / f"r{i:02d}.wav", seconds=20.0, freq_hz=500 + 100 * i) for i in range(12)]
     argv = ["predict", "--model", model_dir, tmp_path / "in", "--workers", 0, "--quiet"]
-    kill_when([*argv, "--out", tmp_path / "killed"], lambda: len(list((tmp_path / "killed" / "parts").glob("*.parquet"))) >= 2)
+    kill_when(
+        [*argv, "--out", tmp_path / "killed"], lambda: len(list((tmp_path / "killed" / "parts").glob("*.parquet"))) >= 2
+    )
     assert run_cli(capsys, *argv, "--out", tmp_path / "killed")[0] == 0
     assert run_cli(capsys, *argv, "--out", tmp_path / "whole")[0] == 0
-    a, b = (pd.read_parquet(tmp_path / d / "scores.parquet").sort_values(["file", "output", "start_s"]).reset_index(drop=True)
-            for d in ("killed", "whole"))
+    a, b = (
+        pd.read_parquet(tmp_path / d / "scores.parquet")
+        .sort_values(["file", "output", "start_s"])
+        .reset_index(drop=True)
+        for d in ("killed", "whole")
+    )
     assert len(a) == len(files) * 3 * 4 or len(a) > 0
     pd.testing.assert_frame_equal(a, b)
     assert no_temp_files(tmp_path / "killed") and not (tmp_path / "killed" / ".lock").exists()
@@ -312,9 +394,13 @@ def test_kill_9_of_prepare_then_the_same_command(tmp_path, capsys):
     data = tmp_path / "data"
     for i in range(16):
         write_audio(data / "audio" / f"r{i:02d}.flac", seconds=30.0, rate=44100, freq_hz=300 + 50 * i)
-    pd.DataFrame({"filename": [f"r{i:02d}.flac" for i in range(16)], "labels": ["a"] * 16}).to_csv(data / "labels.csv", index=False)
-    kill_when(["prepare", data, "--out", tmp_path / "killed", "--workers", 1],
-              lambda: len(list((tmp_path / "killed" / "audio").glob("*.json"))) >= 2)
+    pd.DataFrame({"filename": [f"r{i:02d}.flac" for i in range(16)], "labels": ["a"] * 16}).to_csv(
+        data / "labels.csv", index=False
+    )
+    kill_when(
+        ["prepare", data, "--out", tmp_path / "killed", "--workers", 1],
+        lambda: len(list((tmp_path / "killed" / "audio").glob("*.json"))) >= 2,
+    )
     assert run_cli(capsys, "prepare", data, "--out", tmp_path / "killed", "--workers", 1)[0] == 0
     assert run_cli(capsys, "prepare", data, "--out", tmp_path / "whole", "--workers", 1)[0] == 0
     from birdsed.store import AudioStore
@@ -351,8 +437,23 @@ def test_kill_9_of_self_train_then_the_same_command(synth_data, tmp_path, capsys
     """Killed while its first student trains (the teacher and its pseudo-labels done): the same command keeps the
     finished round, resumes the student and writes every round."""
     run = tmp_path / "st"
-    argv = ["self-train", "--data", synth_data, "--unlabelled", synth_data / "test_audio", "--rounds", "1",
-            "--config", "small", "--out", run, "--workers", "0", "--quiet", *FAST_SET]
+    argv = [
+        "self-train",
+        "--data",
+        synth_data,
+        "--unlabelled",
+        synth_data / "test_audio",
+        "--rounds",
+        "1",
+        "--config",
+        "small",
+        "--out",
+        run,
+        "--workers",
+        "0",
+        "--quiet",
+        *FAST_SET,
+    ]
     kill_when(argv, lambda: (run / "round1" / "checkpoints" / "last.ckpt").is_file())
     if (run / "rounds.csv").is_file():
         pytest.skip("self-training finished before it could be killed")
@@ -369,8 +470,23 @@ def test_decoder_notes_stay_off_the_console(model_dir, tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "bad.mp3").write_bytes(np.random.default_rng(1).bytes(5000))
     write_audio(tmp_path / "in" / "good.wav", seconds=6.0)
-    res = subprocess.run([sys.executable, "-m", "birdsed", "predict", "--model", str(model_dir), str(tmp_path / "in"),
-                          "--out", str(tmp_path / "out"), "--workers", "0"], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "birdsed",
+            "predict",
+            "--model",
+            str(model_dir),
+            str(tmp_path / "in"),
+            "--out",
+            str(tmp_path / "out"),
+            "--workers",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 1 and "errors.csv" in res.stdout + res.stderr
     assert "Audio-MPEG" not in res.stderr and "Note:" not in res.stderr, res.stderr
 
@@ -400,7 +516,9 @@ def test_a_tampered_ensemble_is_bounded(model_dir, tmp_path, capsys):
         (m / "model.json").write_text(json.dumps({**meta, "ensemble": [*meta["ensemble"], "members/2"]}))
 
     assert "an ensemble inside an ensemble" in predict_with(nest)
-    many = lambda m: (m / "model.json").write_text(json.dumps({**meta, "ensemble": [f"members/{i}" for i in range(65)]}))
+    many = lambda m: (m / "model.json").write_text(
+        json.dumps({**meta, "ensemble": [f"members/{i}" for i in range(65)]})
+    )
     assert "65 ensemble members; at most 64" in predict_with(many)
     twice = lambda m: (m / "model.json").write_text(json.dumps({**meta, "ensemble": ["members/0", "members/0"]}))
     assert "listed twice" in predict_with(twice)

@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 
 from birdsed.decide import Thresholds, decide, labels_of, smooth_rows
-from birdsed.infer import RowAccumulator, WindowStream, piece_windows, n_rows, rows_from_windows, segment_rows, window_starts
+from birdsed.infer import (
+    RowAccumulator,
+    WindowStream,
+    piece_windows,
+    n_rows,
+    rows_from_windows,
+    segment_rows,
+    window_starts,
+)
 from birdsed.metrics import average_precision, micro_prf, per_class_prf, row_f1, row_f1_per_row
 from birdsed.tune import per_class_thresholds, tune
 from conftest import write_audio
@@ -39,7 +47,7 @@ def test_accumulator_in_pieces_equals_at_once():
 
 
 def test_segment_pooling_uses_segment_centres():
-    assert segment_rows(np.array([2.5]), 5.0, 4).tolist() == [[0, 0, 1, 1]]  # centres 3.125, 3.75... 
+    assert segment_rows(np.array([2.5]), 5.0, 4).tolist() == [[0, 0, 1, 1]]  # centres 3.125, 3.75...
     acc = RowAccumulator(1)
     seg = np.array([[[0.1, 0.9, 0.2, 0.3]]], dtype=np.float32)  # (W=1, K=1, T'=4), centres 3.1, 4.4, 5.6, 6.9
     acc.add_segments(np.array([2.5]), 5.0, seg)
@@ -51,8 +59,9 @@ def test_window_stream_matches_direct_windowing(tmp_path, decode_threads):
     from birdsed.audio import load_audio
 
     paths = [str(write_audio(tmp_path / f"{i}.wav", seconds=s, rate=44100)) for i, s in enumerate([3.0, 12.3, 7.5])]
-    ds = WindowStream(paths, window_s=5.0, hop_s=2.5, batch_size=3, sample_rate_hz=32000, chunk_s=1.7,
-                      decode_threads=decode_threads)
+    ds = WindowStream(
+        paths, window_s=5.0, hop_s=2.5, batch_size=3, sample_rate_hz=32000, chunk_s=1.7, decode_threads=decode_threads
+    )
     got: dict[int, dict[int, np.ndarray]] = {}
     done = {}
     for b in ds:
@@ -69,7 +78,7 @@ def test_window_stream_matches_direct_windowing(tmp_path, decode_threads):
         assert done[i].n_windows == len(starts) == len(got[i]) and done[i].n_samples == len(x)
         for k, s in enumerate(starts):
             expect = np.zeros(160000, np.float32)
-            piece = x[s:s + 160000]
+            piece = x[s : s + 160000]
             expect[: len(piece)] = piece
             np.testing.assert_array_equal(got[i][k], expect)
 
@@ -80,7 +89,10 @@ def test_a_recording_shorter_than_a_window_is_marked_and_looped_on_request(tmp_p
     from birdsed.audio import load_audio
     from birdsed.infer import fitted_audio
 
-    paths = [str(write_audio(tmp_path / f"{i}.wav", seconds=s, freq_hz=f)) for i, (s, f) in enumerate([(3.0, 700.0), (7.5, 900.0)])]
+    paths = [
+        str(write_audio(tmp_path / f"{i}.wav", seconds=s, freq_hz=f))
+        for i, (s, f) in enumerate([(3.0, 700.0), (7.5, 900.0)])
+    ]
     got = {}
     for b in WindowStream(paths, 5.0, 2.5, 4, 32000, chunk_s=1.3):
         for p in b["pieces"]:
@@ -91,7 +103,7 @@ def test_a_recording_shorter_than_a_window_is_marked_and_looped_on_request(tmp_p
     assert sorted({k[:2] for k in got}) == [(0, 0), (1, 0), (1, 1)]
     assert got[0, 0, "pad"][1] == len(short) and got[1, 1, "pad"][1] == 0
     np.testing.assert_array_equal(got[0, 0, "pad"][0], np.pad(short, (0, 160000 - len(short))))
-    np.testing.assert_array_equal(got[0, 0, "loop"][0], np.concatenate([short, short[:160000 - len(short)]]))
+    np.testing.assert_array_equal(got[0, 0, "loop"][0], np.concatenate([short, short[: 160000 - len(short)]]))
     for policy in ("pad", "loop"):
         np.testing.assert_array_equal(got[1, 1, policy][0], np.pad(long_[80000:], (0, 160000 - len(long_) + 80000)))
 
@@ -108,10 +120,17 @@ def test_predict_files_equals_the_model_on_each_window(tmp_path, pooling, worker
     from birdsed.model import SEDModel, segment_scores, window_scores
 
     torch.manual_seed(0)
-    model = SEDModel(FrontendConfig(n_mels=64), ModelConfig(backbone="mobilenetv3_small_100", dropout=0.0), ["a", "b", "c"]).eval()
-    paths = [str(write_audio(tmp_path / f"{i}.wav", seconds=s, rate=22050, freq_hz=f))
-             for i, (s, f) in enumerate([(3.0, 800.0), (41.3, 2000.0), (12.5, 4000.0)])]
-    got = {r.path: r for r in predict_files(model, paths, batch_size=5, workers=workers, quiet=True, pooling=pooling, device="cpu")}
+    model = SEDModel(
+        FrontendConfig(n_mels=64), ModelConfig(backbone="mobilenetv3_small_100", dropout=0.0), ["a", "b", "c"]
+    ).eval()
+    paths = [
+        str(write_audio(tmp_path / f"{i}.wav", seconds=s, rate=22050, freq_hz=f))
+        for i, (s, f) in enumerate([(3.0, 800.0), (41.3, 2000.0), (12.5, 4000.0)])
+    ]
+    got = {
+        r.path: r
+        for r in predict_files(model, paths, batch_size=5, workers=workers, quiet=True, pooling=pooling, device="cpu")
+    }
     for p in paths:
         x = torch.from_numpy(load_audio(p))
         starts = window_starts(len(x), 160000, 80000)
@@ -138,9 +157,16 @@ def test_bf16_predict_stays_close_to_fp32(tmp_path):
     from birdsed.model import SEDModel
 
     torch.manual_seed(0)
-    model = SEDModel(FrontendConfig(n_mels=64), ModelConfig(backbone="mobilenetv3_small_100", dropout=0.0), ["a", "b"]).eval()
-    paths = [str(write_audio(tmp_path / f"{i}.wav", seconds=s, freq_hz=f)) for i, (s, f) in enumerate([(9.0, 900.0), (14.0, 3000.0)])]
-    run = lambda precision: {r.path: r.rows for r in predict_files(model, paths, quiet=True, device="cpu", precision=precision)}  # noqa: E731
+    model = SEDModel(
+        FrontendConfig(n_mels=64), ModelConfig(backbone="mobilenetv3_small_100", dropout=0.0), ["a", "b"]
+    ).eval()
+    paths = [
+        str(write_audio(tmp_path / f"{i}.wav", seconds=s, freq_hz=f))
+        for i, (s, f) in enumerate([(9.0, 900.0), (14.0, 3000.0)])
+    ]
+    run = lambda precision: {
+        r.path: r.rows for r in predict_files(model, paths, quiet=True, device="cpu", precision=precision)
+    }  # noqa: E731
     fp32, bf16 = run("fp32"), run("bf16")
     for p in paths:
         for k in fp32[p]:

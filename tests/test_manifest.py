@@ -19,10 +19,14 @@ def _cornell(tmp_path, rows):
 
 
 def test_cornell_maps_secondary_names_and_warns_on_unmapped(tmp_path, caplog):
-    root = _cornell(tmp_path, [
-        'amecro,a.mp3,American Crow,Corvus brachyrhynchos,"[\'Red-winged Blackbird (Agelaius phoeniceus)\', \'Nowhere Bird (Avis nulla)\']",12,4.5\n',
-        "rewbla,b.wav,Red-winged Blackbird,Agelaius phoeniceus,[],30,3\n",
-    ])
+    root = _cornell(
+        tmp_path,
+        [
+            "amecro,a.mp3,American Crow,Corvus brachyrhynchos,"
+            "\"['Red-winged Blackbird (Agelaius phoeniceus)', 'Nowhere Bird (Avis nulla)']\",12,4.5\n",
+            "rewbla,b.wav,Red-winged Blackbird,Agelaius phoeniceus,[],30,3\n",
+        ],
+    )
     with caplog.at_level(logging.WARNING):
         m = read_dataset(root)
     assert m.source == "cornell"
@@ -37,7 +41,7 @@ def test_cornell_maps_secondary_names_and_warns_on_unmapped(tmp_path, caplog):
 
 
 def test_cornell_bad_literal_names_line_and_column(tmp_path):
-    root = _cornell(tmp_path, ["amecro,a.wav,American Crow,Corvus b,\"['unclosed\",1,1\n"])
+    root = _cornell(tmp_path, ['amecro,a.wav,American Crow,Corvus b,"[\'unclosed",1,1\n'])
     with pytest.raises(ManifestError, match=r"line 2, column 'secondary_labels'"):
         read_dataset(root)
 
@@ -73,7 +77,8 @@ def test_labels_csv_keeps_negatives_and_reports_missing_audio(tmp_path, caplog):
 
 def test_birdclef(tmp_path):
     (tmp_path / "train_metadata.csv").write_text(
-        "primary_label,secondary_labels,filename\nbkcchi,\"['amerob']\",bkcchi/XC1.ogg\namerob,[],amerob/XC2.ogg\n")
+        "primary_label,secondary_labels,filename\nbkcchi,\"['amerob']\",bkcchi/XC1.ogg\namerob,[],amerob/XC2.ogg\n"
+    )
     write_audio(tmp_path / "train_audio" / "bkcchi" / "XC1.ogg")
     write_audio(tmp_path / "train_audio" / "amerob" / "XC2.ogg")
     m = read_dataset(tmp_path)

@@ -50,7 +50,9 @@ def test_bad_model_dirs(tmp_path):
 
 
 def test_pretrained_model_round_trip(tmp_path):
-    m = SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="tf_efficientnet_lite0", pretrained=True), ["x"]).eval()
+    m = SEDModel(
+        FrontendConfig(n_mels=32), ModelConfig(backbone="tf_efficientnet_lite0", pretrained=True), ["x"]
+    ).eval()
     save_model_dir(m, tmp_path / "m")
     back, _, meta = load_model_dir(tmp_path / "m")
     assert back.in_chans == 3 and meta["model"]["pretrained"] is False

@@ -9,14 +9,43 @@ import pytest
 from conftest import REPO
 
 
-@pytest.mark.parametrize("seeds", [[], ["--seeds", "0", "1"], ["--set", "data.val_fraction=0.1"]],
-                         ids=["one model", "ensemble of two", "with a validation split"])
+@pytest.mark.parametrize(
+    "seeds",
+    [[], ["--seeds", "0", "1"], ["--set", "data.val_fraction=0.1"]],
+    ids=["one model", "ensemble of two", "with a validation split"],
+)
 def test_nips4b_benchmark_smoke(nips4b, tmp_path, seeds):
-    cmd = [sys.executable, str(REPO / "benchmarks" / "nips4b.py"), "--data", str(nips4b), "--out", str(tmp_path),
-           "--only-folds", "0", "--folds", "5",
-           "--set", "model.backbone=mobilenetv3_small_100", "--set", "model.pretrained=false", "--set", "frontend.n_mels=32",
-           "--set", "train.max_steps=2", "--set", "train.epochs=1", "--set", "train.batch_size=8", "--set", "train.workers=0",
-           "--set", "data.crop_s=2.0", "--set", "train.head_warmup_epochs=3", *seeds]
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "nips4b.py"),
+        "--data",
+        str(nips4b),
+        "--out",
+        str(tmp_path),
+        "--only-folds",
+        "0",
+        "--folds",
+        "5",
+        "--set",
+        "model.backbone=mobilenetv3_small_100",
+        "--set",
+        "model.pretrained=false",
+        "--set",
+        "frontend.n_mels=32",
+        "--set",
+        "train.max_steps=2",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "train.workers=0",
+        "--set",
+        "data.crop_s=2.0",
+        "--set",
+        "train.head_warmup_epochs=3",
+        *seeds,
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads((tmp_path / "nips4b.json").read_text())
@@ -32,11 +61,25 @@ def test_nips4b_benchmark_smoke(nips4b, tmp_path, seeds):
         assert fold["output"] == "clipwise" and fold["threshold"] == 0.5
         assert not (tmp_path / "fold0" / "pred_val").exists()
     if not seeds:  # predicting again with the saved fold model and its own policy gives the run's scores
-        again = subprocess.run([sys.executable, str(REPO / "benchmarks" / "nips4b_repredict.py"), str(tmp_path),
-                                "--data", str(nips4b), "--out", str(tmp_path / "again")], capture_output=True, text=True, timeout=600)
+        again = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "benchmarks" / "nips4b_repredict.py"),
+                str(tmp_path),
+                "--data",
+                str(nips4b),
+                "--out",
+                str(tmp_path / "again"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert again.returncode == 0, again.stderr[-3000:]
         assert f"pooled macro AP {fold['macro_ap']:.4f}" in again.stdout
-        first, second = (pd.read_parquet(d / "fold0" / "pred_test" / "scores.parquet") for d in (tmp_path, tmp_path / "again"))
+        first, second = (
+            pd.read_parquet(d / "fold0" / "pred_test" / "scores.parquet") for d in (tmp_path, tmp_path / "again")
+        )
         pd.testing.assert_frame_equal(first, second)
     if "--seeds" in seeds:
         members = json.loads((tmp_path / "fold0" / "ensemble" / "model.json").read_text())["ensemble"]

@@ -16,8 +16,14 @@ from birdsed.modeldir import load_model_dir
 from birdsed.predict import DecisionOptions, run_predict
 from birdsed.train import load_train_data, train
 
-FAST = ["train.epochs=5", "train.max_steps=3", "train.batch_size=8", "train.workers=0", "data.balance_min=4",
-        "data.val_windows=1"]
+FAST = [
+    "train.epochs=5",
+    "train.max_steps=3",
+    "train.batch_size=8",
+    "train.workers=0",
+    "data.balance_min=4",
+    "data.val_windows=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +39,12 @@ def test_train_writes_run_folder_and_model_loads_back(trained):
     assert (run / "config.yaml").is_file() and (run / "metrics.csv").is_file()
     assert (run / "checkpoints" / "last.ckpt").is_file()
     metrics = pd.read_csv(run / "metrics.csv")
-    assert {"train_loss_step", "val_loss", "val_f1_clipwise", "val_f1_segmentwise", "val_f1_att", "val_map"} <= set(metrics.columns)
+    assert {"train_loss_step", "val_loss", "val_f1_clipwise", "val_f1_segmentwise", "val_f1_att", "val_map"} <= set(
+        metrics.columns
+    )
     model, thr, meta = load_model_dir(model_dir)
     assert meta["classes"] == sorted(meta["classes"]) and len(meta["classes"]) == 3
-    assert meta["train"]["steps"] == 3, res.stderr[-3000:]
+    assert meta["train"]["steps"] == 3, meta["train"]
     # identical outputs to the checkpointed weights
     state = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     from birdsed.train import SEDTask
@@ -86,8 +94,15 @@ def test_corrupt_recording_is_skipped_and_reported(synth_data, tmp_path):
 def test_predict_writes_every_output_and_resumes(trained, synth_data, tmp_path):
     _, model_dir = trained
     out = tmp_path / "pred"
-    s = run_predict(model_dir, [], out, test_csv=synth_data / "test.csv", formats=("csv", "raven", "audacity"),
-                    workers=1, quiet=True)
+    s = run_predict(
+        model_dir,
+        [],
+        out,
+        test_csv=synth_data / "test.csv",
+        formats=("csv", "raven", "audacity"),
+        workers=1,
+        quiet=True,
+    )
     assert s.n_files == 2 and not s.errors and s.audio_s == pytest.approx(60.0, abs=0.2)
     scores = pd.read_parquet(out / "scores.parquet")
     assert list(scores.columns[:4]) == ["file", "start_s", "end_s", "output"]
@@ -105,13 +120,18 @@ def test_predict_writes_every_output_and_resumes(trained, synth_data, tmp_path):
     kind = meta.get("default_output", "segmentwise")
     rows = scores[(scores["file"] == site3["path"]) & (scores["output"] == kind)]
     whole = rows[meta["classes"]].max().to_numpy()
-    expect = " ".join(c for c, v, th in zip(meta["classes"], whole, thr.vector(kind, meta["classes"])) if v >= th) or "nocall"
+    expect = (
+        " ".join(c for c, v, th in zip(meta["classes"], whole, thr.vector(kind, meta["classes"])) if v >= th)
+        or "nocall"
+    )
     assert sub.loc[sub["row_id"] == site3["row_id"], "birds"].item() == expect
     # a site_1 row is the decision on its own 5 s row
     r1 = t[t["seconds"].notna()].iloc[2]
     row = scores[(scores["file"] == r1["path"]) & (scores["output"] == kind) & (scores["start_s"] == r1["seconds"] - 5)]
     vals = row[meta["classes"]].to_numpy()[0]
-    expect = " ".join(c for c, v, th in zip(meta["classes"], vals, thr.vector(kind, meta["classes"])) if v >= th) or "nocall"
+    expect = (
+        " ".join(c for c, v, th in zip(meta["classes"], vals, thr.vector(kind, meta["classes"])) if v >= th) or "nocall"
+    )
     assert sub.loc[sub["row_id"] == r1["row_id"], "birds"].item() == expect
     det = pd.read_csv(out / "detections.csv")
     assert list(det.columns) == ["file", "start_s", "end_s", "label", "score"]
@@ -130,8 +150,11 @@ def test_predict_writes_every_output_and_resumes(trained, synth_data, tmp_path):
     first_part.unlink()
     again = run_predict(model_dir, [], out, test_csv=synth_data / "test.csv", quiet=True)
     assert again.n_done_before == 1
-    pd.testing.assert_frame_equal(pd.read_parquet(out / "scores.parquet").sort_values(["file", "output", "start_s"]).reset_index(drop=True),
-                                  scores.sort_values(["file", "output", "start_s"]).reset_index(drop=True), atol=1e-6)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(out / "scores.parquet").sort_values(["file", "output", "start_s"]).reset_index(drop=True),
+        scores.sort_values(["file", "output", "start_s"]).reset_index(drop=True),
+        atol=1e-6,
+    )
 
 
 def test_predict_folder_with_a_corrupt_file(trained, synth_data, tmp_path):
@@ -191,7 +214,9 @@ def test_evaluate_and_tune_cli(trained, synth_data, tmp_path, capsys):
     import shutil
 
     shutil.copytree(model_dir, model_copy)
-    assert main(["tune", "--model", str(model_copy), "--scores", str(out / "scores.parquet"), "--truth", str(truth)]) == 0
+    assert (
+        main(["tune", "--model", str(model_copy), "--scores", str(out / "scores.parquet"), "--truth", str(truth)]) == 0
+    )
     meta = json.loads((model_copy / "model.json").read_text())
     assert meta["default_output"] in ("segmentwise", "att", "clipwise")
 
@@ -216,14 +241,33 @@ def test_ddp_two_cpu_processes(synth_data, tmp_path):
     """Lightning's DDP with the gloo backend: two CPU processes train a few steps and write one model."""
     store = tmp_path / "store"
     assert main(["prepare", str(synth_data), "--out", str(store), "--workers", "1"]) == 0
-    cmd = [sys.executable, "-m", "birdsed", "train", "--data", str(store), "--config", "small", "--out", str(tmp_path / "run"),
-           "--device", "cpu", "--devices", "2", "--strategy", "ddp", "--quiet", *sum((["--set", o] for o in FAST), []),
-           "--batch-size", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "birdsed",
+        "train",
+        "--data",
+        str(store),
+        "--config",
+        "small",
+        "--out",
+        str(tmp_path / "run"),
+        "--device",
+        "cpu",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        "--quiet",
+        *sum((["--set", o] for o in FAST), []),
+        "--batch-size",
+        "2",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (tmp_path / "run" / "model" / "weights.safetensors").is_file()
     meta = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
-    assert meta["train"]["steps"] == 3, res.stderr[-3000:]
+    assert meta["train"]["steps"] == 3, meta["train"]
 
 
 def test_onnx_export_matches_pytorch_and_predict_backend(trained, synth_data, tmp_path):
@@ -283,7 +327,9 @@ class FakeKaggle:
     def dataset_create_new(self, folder, public=False, quiet=False, convert_to_csv=True, dir_mode="skip"):
         self.calls.append(("dataset_create_new", folder))
 
-    def dataset_create_version(self, folder, version_notes, quiet=False, convert_to_csv=True, delete_old_versions=False):
+    def dataset_create_version(
+        self, folder, version_notes, quiet=False, convert_to_csv=True, delete_old_versions=False
+    ):
         self.calls.append(("dataset_create_version", folder, version_notes))
 
 
@@ -335,16 +381,28 @@ def test_kaggle_download_and_publish_with_a_stand_in(trained, tmp_path, monkeypa
 
 def test_export_cli_writes_kaggle_folder(trained, tmp_path):
     _, model_dir = trained
-    assert main(["export", "--model", str(model_dir), "--kaggle-dataset", str(tmp_path / "k"), "--dataset", "me/m"]) == 0
+    assert (
+        main(["export", "--model", str(model_dir), "--kaggle-dataset", str(tmp_path / "k"), "--dataset", "me/m"]) == 0
+    )
     assert json.loads((tmp_path / "k" / "dataset-metadata.json").read_text())["id"] == "me/m"
 
 
 def test_recipe_options_train(synth_data, tmp_path):
     """EMA of weights, the framewise loss, mixup with label union and bird-free negatives all run, in bf16-mixed
     (the GPU's default precision, here on the CPU)."""
-    cfg = apply_overrides(load_config("small"), [*FAST, "train.precision=bf16-mixed", "train.ema=true", "train.ema_decay=0.9",
-                                                 "train.framewise_loss_weight=0.5", "augment.mixup_union=true",
-                                                 "augment.mixup_p=1.0", "augment.negatives_p=0.5"])
+    cfg = apply_overrides(
+        load_config("small"),
+        [
+            *FAST,
+            "train.precision=bf16-mixed",
+            "train.ema=true",
+            "train.ema_decay=0.9",
+            "train.framewise_loss_weight=0.5",
+            "augment.mixup_union=true",
+            "augment.mixup_p=1.0",
+            "augment.negatives_p=0.5",
+        ],
+    )
     model_dir = train(synth_data, cfg, tmp_path, quiet=True)
     model, _, meta = load_model_dir(model_dir)
     assert meta["train"]["steps"] == 3
@@ -362,19 +420,29 @@ def test_training_without_a_validation_split_keeps_the_last_epoch(synth_data, tm
     assert head and all(torch.equal(model.state_dict()[k], v) for k, v in head.items())
 
 
-@pytest.mark.parametrize("override,key", [
-    ("data.val_fraction=-0.1", "data.val_fraction"), ("data.val_fraction=1.0", "data.val_fraction"),
-    ("data.subsample=0", "data.subsample"), ("data.subsample=1.5", "data.subsample"),
-    ("data.short_policy=wrap", "data.short_policy"), ("frontend.compression=log", "frontend.compression"),
-    ("augment.lowpass_p=0.5 frontend.compression=pcen", "augment.lowpass_p")])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("data.val_fraction=-0.1", "data.val_fraction"),
+        ("data.val_fraction=1.0", "data.val_fraction"),
+        ("data.subsample=0", "data.subsample"),
+        ("data.subsample=1.5", "data.subsample"),
+        ("data.short_policy=wrap", "data.short_policy"),
+        ("frontend.compression=log", "frontend.compression"),
+        ("augment.lowpass_p=0.5 frontend.compression=pcen", "augment.lowpass_p"),
+    ],
+)
 def test_a_value_out_of_range_is_a_clear_error_before_anything_is_written(synth_data, tmp_path, override, key):
     with pytest.raises(ConfigError, match=key):
-        train(synth_data, apply_overrides(load_config("small"), [*FAST, *override.split()]), tmp_path / "run", quiet=True)
+        train(
+            synth_data, apply_overrides(load_config("small"), [*FAST, *override.split()]), tmp_path / "run", quiet=True
+        )
     assert not (tmp_path / "run").exists()
 
 
 def test_subsample_bags_the_training_recordings_per_seed(synth_data, tmp_path):
     """data.subsample: each seed trains on its own stratified part of the training recordings, every label kept."""
+
     def bag(seed, fraction=0.5):
         cfg = apply_overrides(load_config("small"), [*FAST, f"data.subsample={fraction}", f"train.seed={seed}"])
         return load_train_data(synth_data, tmp_path / "run", cfg)
@@ -389,7 +457,8 @@ def test_subsample_bags_the_training_recordings_per_seed(synth_data, tmp_path):
 
 
 def test_head_warm_up_then_fine_tune_with_frozen_batchnorm(synth_data, tmp_path):
-    """LP-FT: the head warms up on frozen features, then fine-tuning leaves the backbone's BatchNorm statistics alone."""
+    """LP-FT: the head warms up on frozen features, then fine-tuning leaves the backbone's BatchNorm statistics
+    alone."""
     cfg = apply_overrides(load_config("small"), [*FAST, "train.head_warmup_epochs=2", "train.freeze_bn=true"])
     model_dir = train(synth_data, cfg, tmp_path, quiet=True)
     model, _, _ = load_model_dir(model_dir)
@@ -409,7 +478,9 @@ def test_label_files_of_recordings_with_the_same_name_do_not_collide(trained, sy
     for d in ("a", "b"):
         (tmp_path / "in" / d).mkdir(parents=True)
         shutil.copy(src, tmp_path / "in" / d / "rec.mp3")
-    run_predict(model_dir, [str(tmp_path / "in")], tmp_path / "out", formats=("raven", "audacity"), quiet=True, workers=0)
+    run_predict(
+        model_dir, [str(tmp_path / "in")], tmp_path / "out", formats=("raven", "audacity"), quiet=True, workers=0
+    )
     assert len(list((tmp_path / "out" / "raven").glob("*.txt"))) == 2
     assert len(list((tmp_path / "out" / "audacity").glob("*.txt"))) == 2
 
@@ -417,8 +488,14 @@ def test_label_files_of_recordings_with_the_same_name_do_not_collide(trained, sy
 def test_predict_post_processing_options(trained, synth_data, tmp_path):
     """--neighbour-smoothing and --max-birds through the whole predict path."""
     _, model_dir = trained
-    run_predict(model_dir, [], tmp_path, test_csv=synth_data / "test.csv", quiet=True, workers=0,
-                decision=DecisionOptions(
-                    output="clipwise", threshold=0.0, max_birds=1, neighbour_smoothing="sum"))
+    run_predict(
+        model_dir,
+        [],
+        tmp_path,
+        test_csv=synth_data / "test.csv",
+        quiet=True,
+        workers=0,
+        decision=DecisionOptions(output="clipwise", threshold=0.0, max_birds=1, neighbour_smoothing="sum"),
+    )
     sub = pd.read_csv(tmp_path / "submission.csv", keep_default_na=False)
     assert (sub["birds"].str.split().str.len() == 1).all()  # threshold 0: every row has a bird, at most one

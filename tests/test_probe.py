@@ -50,7 +50,9 @@ def test_warm_up_fits_the_head_and_front_end_statistics_only(tmp_path):
     for k, v in model.backbone.state_dict().items():
         if "running_" not in k and "num_batches" not in k:
             assert torch.equal(v, backbone_before[k]), k  # weights frozen; only BatchNorm statistics are refitted
-    assert any(not torch.equal(v, backbone_before[k]) for k, v in model.backbone.state_dict().items() if "running_mean" in k)
+    assert any(
+        not torch.equal(v, backbone_before[k]) for k, v in model.backbone.state_dict().items() if "running_mean" in k
+    )
     assert any(not torch.equal(v, head_before[k]) for k, v in model.head.state_dict().items())
     db = model.frontend.power_db(wave)
     assert torch.allclose(model.frontend.norm.running_mean, db.mean(dim=(0, 2)), atol=1e-3)
@@ -70,16 +72,25 @@ def test_augmented_views_enlarge_the_warm_up_cache(tmp_path):
     torch.manual_seed(0)
     fcfg = FrontendConfig(n_mels=32)
     model = SEDModel(fcfg, ModelConfig(backbone="resnet10t", dropout=0.0), classes)
-    acfg = AugmentConfig(gain_p=1.0, gain_db=12.0, mixup_p=1.0, mixup_union=True, specaug_p=0.0, pitch_p=0.0, tempo_p=0.0)
+    acfg = AugmentConfig(
+        gain_p=1.0, gain_db=12.0, mixup_p=1.0, mixup_union=True, specaug_p=0.0, pitch_p=0.0, tempo_p=0.0
+    )
     aug = Augmenter(acfg, fcfg).train()
     plain, y1 = frozen_features(model, ds, 4, torch.device("cpu"), recalibrate_bn=False)
-    feats, y3 = frozen_features(model, ds, 4, torch.device("cpu"), recalibrate_bn=False, views=3,
-                                 augment=lambda w, y: augmented_mel(aug, model.frontend, w, y, acfg)[:2])
+    feats, y3 = frozen_features(
+        model,
+        ds,
+        4,
+        torch.device("cpu"),
+        recalibrate_bn=False,
+        views=3,
+        augment=lambda w, y: augmented_mel(aug, model.frontend, w, y, acfg)[:2],
+    )
     n = len(ds)
     assert feats.shape == (3 * n, *plain.shape[1:]) and y3.shape == (3 * n, 2)
     torch.testing.assert_close(feats[:n], plain)
     torch.testing.assert_close(y3[:n], y1)
-    assert not torch.allclose(feats[n: 2 * n], plain)  # the augmented copies differ from the plain windows
+    assert not torch.allclose(feats[n : 2 * n], plain)  # the augmented copies differ from the plain windows
     assert (y3[n:].sum(1) >= 1).all() and (y3[n:].sum(1) == 2).any()  # mixup's union: some views hold both classes
     with pytest.raises(ValueError, match="augment"):
         frozen_features(model, ds, 4, torch.device("cpu"), recalibrate_bn=False, views=2)

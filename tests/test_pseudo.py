@@ -17,7 +17,7 @@ from birdsed.pseudo import SoftLabelOptions, read_soft_labels, soft_label_table,
 def test_the_transform_in_its_order():
     p = np.array([[0.9, 0.5, 0.1, 0.02]])
     assert np.allclose(soft_labels(p, SoftLabelOptions()), p)
-    assert np.allclose(soft_labels(p, SoftLabelOptions(power=2)), p ** 2)
+    assert np.allclose(soft_labels(p, SoftLabelOptions(power=2)), p**2)
     sharp = soft_labels(p, SoftLabelOptions(temperature=0.5))
     logit = np.log(p / (1 - p))
     assert np.allclose(sharp, 1 / (1 + np.exp(-logit / 0.5)), atol=1e-6) and sharp[0, 1] == pytest.approx(0.5)
@@ -26,16 +26,27 @@ def test_the_transform_in_its_order():
     assert np.allclose(soft_labels(p, SoftLabelOptions(power=2, floor=0.2)), [[0.81, 0.25, 0.0, 0.0]])  # power first
 
 
-@pytest.mark.parametrize("opts,match", [(SoftLabelOptions(output="best"), "valid"), (SoftLabelOptions(power=0), "power"),
-                                        (SoftLabelOptions(floor=1), "floor"), (SoftLabelOptions(top_k=0), "top_k")])
+@pytest.mark.parametrize(
+    "opts,match",
+    [
+        (SoftLabelOptions(output="best"), "valid"),
+        (SoftLabelOptions(power=0), "power"),
+        (SoftLabelOptions(floor=1), "floor"),
+        (SoftLabelOptions(top_k=0), "top_k"),
+    ],
+)
 def test_bad_options_are_refused(opts, match):
     with pytest.raises(ConfigError, match=match):
         opts.check()
 
 
 def scores_of(files, classes):
-    rows = [{"file": f, "start_s": s, "end_s": s + 5.0, "output": o, **{c: 0.1 * (i + 1) for i, c in enumerate(classes)}}
-            for f in files for s in (5.0, 0.0) for o in ("clipwise", "att", "segmentwise")]
+    rows = [
+        {"file": f, "start_s": s, "end_s": s + 5.0, "output": o, **{c: 0.1 * (i + 1) for i, c in enumerate(classes)}}
+        for f in files
+        for s in (5.0, 0.0)
+        for o in ("clipwise", "att", "segmentwise")
+    ]
     return pd.DataFrame(rows)
 
 
@@ -44,7 +55,9 @@ def test_the_table_round_trips_with_its_metadata(tmp_path):
     table = soft_label_table(scores_of(files, ["x", "y"]), ["x", "y"], SoftLabelOptions(power=2))
     assert list(table.columns) == ["file", "start_s", "end_s", "x", "y"] and len(table) == 4
     assert list(table["start_s"]) == [0.0, 5.0, 0.0, 5.0] and np.allclose(table["y"], 0.04)
-    write_soft_labels(table, tmp_path / "pl" / "pseudo_labels.parquet", {"classes": ["x", "y"], "transform": {"power": 2}})
+    write_soft_labels(
+        table, tmp_path / "pl" / "pseudo_labels.parquet", {"classes": ["x", "y"], "transform": {"power": 2}}
+    )
     back = read_soft_labels(tmp_path / "pl", ["x", "y"])
     pd.testing.assert_frame_equal(back.table, table)
     assert back.meta["transform"] == {"power": 2} and back.missing_files == []
@@ -70,12 +83,27 @@ def test_other_classes_are_refused_naming_them_and_missing_files_reported(tmp_pa
 
 def test_the_verb_writes_soft_labels_of_any_model(tmp_path, capsys):
     torch.manual_seed(0)
-    model = save_model_dir(SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), ["x", "y"]).eval(),
-                           tmp_path / "m")
+    model = save_model_dir(
+        SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), ["x", "y"]).eval(),
+        tmp_path / "m",
+    )
     write_audio(tmp_path / "in" / "a.wav", seconds=12.0)
     write_audio(tmp_path / "in" / "b.wav", seconds=7.0, freq_hz=3000)
-    argv = ["pseudo-label", "--model", str(model), str(tmp_path / "in"), "--out", str(tmp_path / "pl"), "--workers", "0",
-            "--quiet", "--output", "att", "--top-k", "1"]
+    argv = [
+        "pseudo-label",
+        "--model",
+        str(model),
+        str(tmp_path / "in"),
+        "--out",
+        str(tmp_path / "pl"),
+        "--workers",
+        "0",
+        "--quiet",
+        "--output",
+        "att",
+        "--top-k",
+        "1",
+    ]
     assert main(argv) == 0
     pl = read_soft_labels(tmp_path / "pl", ["x", "y"])
     assert pl.meta["transform"]["output"] == "att" and len(pl.meta["model_sha256"]) == 64
@@ -98,8 +126,9 @@ def test_pseudo_windows_join_the_crops_with_their_soft_targets_and_weight(tmp_pa
     pd.DataFrame({"filename": ["a.wav"], "labels": ["x"]}).to_csv(data / "labels.csv", index=False)
     prepare(read_dataset(data), tmp_path / "store", workers=1, quiet=True)
     soundscape = str(write_audio(tmp_path / "u" / "s.wav", seconds=12.0, freq_hz=4000))
-    table = pd.DataFrame({"file": [soundscape] * 2, "start_s": [0.0, 5.0], "end_s": [5.0, 10.0], "x": [0.0, 0.2],
-                          "y": [0.9, 0.0]}).astype({"x": "float32", "y": "float32"})
+    table = pd.DataFrame(
+        {"file": [soundscape] * 2, "start_s": [0.0, 5.0], "end_s": [5.0, 10.0], "x": [0.0, 0.2], "y": [0.9, 0.0]}
+    ).astype({"x": "float32", "y": "float32"})
     write_soft_labels(table, tmp_path / "pl.parquet", {})
     pool = load_pool([str(tmp_path / "pl.parquet")], ["x", "y"], tmp_path / "pool_store", workers=1)
     assert len(pool) == 2
@@ -132,27 +161,88 @@ def test_train_with_pseudo_labels_end_to_end(synth_data, tmp_path, capsys):
     from birdsed.config import apply_overrides, load_config
     from birdsed.train import train
 
-    fast = ["train.epochs=2", "train.max_steps=3", "train.batch_size=8", "train.workers=0", "data.balance_min=4",
-            "data.val_windows=1"]
+    fast = [
+        "train.epochs=2",
+        "train.max_steps=3",
+        "train.batch_size=8",
+        "train.workers=0",
+        "data.balance_min=4",
+        "data.val_windows=1",
+    ]
     teacher = train(synth_data, apply_overrides(load_config("small"), fast), tmp_path / "teacher", quiet=True)
-    assert main(["pseudo-label", "--model", str(teacher), str(synth_data / "test_audio"), "--out", str(tmp_path / "pl"),
-                 "--workers", "0", "--quiet", "--power", "2"]) == 0
-    argv = ["train", "--data", str(synth_data), "--config", "small", "--out", str(tmp_path / "student"), "--quiet",
-            "--pseudo", str(tmp_path / "pl"), "--set", "augment.pseudo_mix_p=0.5", "--set", "data.pseudo_weight=0.5"]
+    assert (
+        main(
+            [
+                "pseudo-label",
+                "--model",
+                str(teacher),
+                str(synth_data / "test_audio"),
+                "--out",
+                str(tmp_path / "pl"),
+                "--workers",
+                "0",
+                "--quiet",
+                "--power",
+                "2",
+            ]
+        )
+        == 0
+    )
+    argv = [
+        "train",
+        "--data",
+        str(synth_data),
+        "--config",
+        "small",
+        "--out",
+        str(tmp_path / "student"),
+        "--quiet",
+        "--pseudo",
+        str(tmp_path / "pl"),
+        "--set",
+        "augment.pseudo_mix_p=0.5",
+        "--set",
+        "data.pseudo_weight=0.5",
+    ]
     assert main([*argv, *[x for kv in fast for x in ("--set", kv)]]) == 0
     import yaml
 
     saved = yaml.safe_load((tmp_path / "student" / "config.yaml").read_text())
-    assert saved["data"]["pseudo"] == [str((tmp_path / "pl").resolve())] and (tmp_path / "student" / "pseudo_store").is_dir()
+    assert (
+        saved["data"]["pseudo"] == [str((tmp_path / "pl").resolve())]
+        and (tmp_path / "student" / "pseudo_store").is_dir()
+    )
     assert (tmp_path / "student" / "model" / "weights.safetensors").is_file()
 
 
 def test_self_train_rounds_and_resume(synth_data, tmp_path, capsys):
-    fast = ["train.epochs=2", "train.max_steps=2", "train.batch_size=8", "train.workers=0", "data.balance_min=4",
-            "data.val_windows=1"]
-    argv = ["self-train", "--data", str(synth_data), "--unlabelled", str(synth_data / "test_audio"), "--rounds", "1",
-            "--config", "small", "--out", str(tmp_path / "st"), "--workers", "0", "--quiet", "--power", "2",
-            *[x for kv in fast for x in ("--set", kv)]]
+    fast = [
+        "train.epochs=2",
+        "train.max_steps=2",
+        "train.batch_size=8",
+        "train.workers=0",
+        "data.balance_min=4",
+        "data.val_windows=1",
+    ]
+    argv = [
+        "self-train",
+        "--data",
+        str(synth_data),
+        "--unlabelled",
+        str(synth_data / "test_audio"),
+        "--rounds",
+        "1",
+        "--config",
+        "small",
+        "--out",
+        str(tmp_path / "st"),
+        "--workers",
+        "0",
+        "--quiet",
+        "--power",
+        "2",
+        *[x for kv in fast for x in ("--set", kv)],
+    ]
     assert main(argv) == 0
     rounds = pd.read_csv(tmp_path / "st" / "rounds.csv")
     assert list(rounds["round"]) == [0, 1] and rounds["pseudo_windows"].iloc[1] > 0
@@ -167,12 +257,33 @@ def test_train_with_a_teacher_distils_its_soft_labels(synth_data, tmp_path, caps
     from birdsed.manifest import read_dataset
 
     classes = read_dataset(synth_data).classes
-    teacher = save_model_dir(SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), classes).eval(),
-                             tmp_path / "teacher")
-    fast = ["train.epochs=1", "train.max_steps=2", "train.batch_size=8", "train.workers=0", "data.balance_min=4",
-            "data.val_windows=1"]
-    argv = ["train", "--data", str(synth_data), "--config", "small", "--out", str(tmp_path / "student"), "--quiet",
-            "--teacher", str(teacher), "--unlabelled", str(synth_data / "test_audio"), *[x for kv in fast for x in ("--set", kv)]]
+    teacher = save_model_dir(
+        SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), classes).eval(),
+        tmp_path / "teacher",
+    )
+    fast = [
+        "train.epochs=1",
+        "train.max_steps=2",
+        "train.batch_size=8",
+        "train.workers=0",
+        "data.balance_min=4",
+        "data.val_windows=1",
+    ]
+    argv = [
+        "train",
+        "--data",
+        str(synth_data),
+        "--config",
+        "small",
+        "--out",
+        str(tmp_path / "student"),
+        "--quiet",
+        "--teacher",
+        str(teacher),
+        "--unlabelled",
+        str(synth_data / "test_audio"),
+        *[x for kv in fast for x in ("--set", kv)],
+    ]
     assert main(argv) == 0
     pl = read_soft_labels(tmp_path / "student" / "teacher_pl", classes)
     n_train = len(read_dataset(synth_data))

@@ -1,5 +1,4 @@
 import base64
-import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -27,8 +26,10 @@ def report_page(synth_data, tmp_path_factory):
     from birdsed.train import train
 
     tmp = tmp_path_factory.mktemp("report")
-    cfg = apply_overrides(load_config("small"), ["train.epochs=2", "train.max_steps=2", "train.batch_size=8",
-                                                 "train.workers=0", "data.balance_min=4"])
+    cfg = apply_overrides(
+        load_config("small"),
+        ["train.epochs=2", "train.max_steps=2", "train.batch_size=8", "train.workers=0", "data.balance_min=4"],
+    )
     model_dir = train(synth_data, cfg, tmp / "run", quiet=True)
     run_predict(model_dir, [], tmp / "pred", test_csv=synth_data / "test.csv", quiet=True, workers=0)
     page = build_report(tmp / "pred", truth=synth_data / "test_labels.csv", run_dir=tmp / "run", page_s=20.0)
@@ -61,9 +62,23 @@ def test_report_renders_in_headless_chromium(report_page, tmp_path):
     if not chromium:
         pytest.skip("chromium not installed (apt-get install chromium)")
     shot = tmp_path / "shot.png"
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                    "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-                    f"--screenshot={shot}", "--window-size=1280,2000", report_page.as_uri()],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1280,2000",
+            report_page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000  # a page with pictures, not a blank one

@@ -14,8 +14,16 @@ def _manifest(groups: dict[str, list[float]], secondary: dict[int, list[str]] | 
     rows = []
     for g, durs in groups.items():
         for i, d in enumerate(durs):
-            rows.append({"recording_id": f"{g}/{i}", "path": "", "primary_labels": [g] if g != "none" else [],
-                         "secondary_labels": [], "duration_s": d, "rating": np.nan})
+            rows.append(
+                {
+                    "recording_id": f"{g}/{i}",
+                    "path": "",
+                    "primary_labels": [g] if g != "none" else [],
+                    "secondary_labels": [],
+                    "duration_s": d,
+                    "rating": np.nan,
+                }
+            )
     t = pd.DataFrame(rows)
     for i, s in (secondary or {}).items():
         t.at[i, "secondary_labels"] = s
@@ -81,8 +89,9 @@ def test_fit_length_loop_and_pad():
     assert fit_length(np.arange(10, dtype=np.float32), 4, "pad").tolist() == [0, 1, 2, 3]
 
 
-ALL_ON = AugmentConfig(negatives_p=1.0, gain_p=1.0, noise_p=1.0, lowpass_p=1.0, pitch_p=1.0, tempo_p=1.0,
-                       specaug_p=1.0, mixup_p=1.0)
+ALL_ON = AugmentConfig(
+    negatives_p=1.0, gain_p=1.0, noise_p=1.0, lowpass_p=1.0, pitch_p=1.0, tempo_p=1.0, specaug_p=1.0, mixup_p=1.0
+)
 
 
 def test_augmentations_are_identity_in_eval_mode():

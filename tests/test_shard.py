@@ -41,8 +41,10 @@ def test_a_bad_shard_is_refused(text):
 
 def model_dir(tmp_path, classes):
     torch.manual_seed(0)
-    return save_model_dir(SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), classes).eval(),
-                          tmp_path / "m")
+    return save_model_dir(
+        SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), classes).eval(),
+        tmp_path / "m",
+    )
 
 
 def test_shards_side_by_side_merge_into_the_outputs_of_one_run(synth_data, tmp_path):
@@ -59,17 +61,41 @@ def test_shards_side_by_side_merge_into_the_outputs_of_one_run(synth_data, tmp_p
     one = run_predict(m, inputs, tmp_path / "one", formats=("csv", "raven"), quiet=True, workers=0)
     assert one.merged
     shared = tmp_path / "shared"
-    cmd = [sys.executable, "-m", "birdsed", "predict", "--model", str(m), *inputs, "--out", str(shared), "--workers", "0",
-           "--quiet", "--format", "csv", "raven", "--shard"]
-    jobs = [subprocess.Popen([*cmd, f"{i}/3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for i in (1, 2, 3)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "birdsed",
+        "predict",
+        "--model",
+        str(m),
+        *inputs,
+        "--out",
+        str(shared),
+        "--workers",
+        "0",
+        "--quiet",
+        "--format",
+        "csv",
+        "raven",
+        "--shard",
+    ]
+    jobs = [
+        subprocess.Popen([*cmd, f"{i}/3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for i in (1, 2, 3)
+    ]
     outs = [j.communicate(timeout=600)[0] for j in jobs]
     assert [j.returncode for j in jobs] == [0, 0, 0], outs
     a, b = pd.read_parquet(tmp_path / "one" / "scores.parquet"), pd.read_parquet(shared / "scores.parquet")
-    pd.testing.assert_frame_equal(a.sort_values(["file", "output", "start_s"]).reset_index(drop=True),
-                                  b.sort_values(["file", "output", "start_s"]).reset_index(drop=True))
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "one" / "detections.csv"), pd.read_csv(shared / "detections.csv"))
-    assert sorted(p.name for p in (shared / "raven").iterdir()) == sorted(p.name for p in (tmp_path / "one" / "raven").iterdir())
+    pd.testing.assert_frame_equal(
+        a.sort_values(["file", "output", "start_s"]).reset_index(drop=True),
+        b.sort_values(["file", "output", "start_s"]).reset_index(drop=True),
+    )
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "one" / "detections.csv"), pd.read_csv(shared / "detections.csv")
+    )
+    assert sorted(p.name for p in (shared / "raven").iterdir()) == sorted(
+        p.name for p in (tmp_path / "one" / "raven").iterdir()
+    )
     assert sorted(p.name for p in (shared / "shards").iterdir()) == ["1-of-3.json", "2-of-3.json", "3-of-3.json"]
     assert not list(shared.glob(".lock*"))
     # merge again by hand: the same files; a missing shard is refused, naming it

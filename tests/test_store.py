@@ -21,7 +21,9 @@ def _dataset(tmp_path, n=4, bad=()):
         rate = [22050, 32000, 44100, 48000][i % 4]
         path = root / "audio" / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(path), rng.uniform(-0.5, 0.5, (int(3.3 * rate), 1 + i % 2)).astype(np.float32), rate, subtype="PCM_24")
+        sf.write(
+            str(path), rng.uniform(-0.5, 0.5, (int(3.3 * rate), 1 + i % 2)).astype(np.float32), rate, subtype="PCM_24"
+        )
         lines.append(f"{name},sp{i % 2}")
     for name in bad:
         (root / "audio" / name).write_bytes(b"garbage" * 50)

@@ -1,4 +1,5 @@
-"""Truth as people keep it (birdsed.truth): readers, rows from events, event matching, evaluate / tune / report on it."""
+"""Truth as people keep it (birdsed.truth): readers, rows from events, event matching, evaluate / tune / report
+on it."""
 
 from __future__ import annotations
 
@@ -41,9 +42,14 @@ def scores_of(files_rows: dict[str, int], classes: list[str], values: dict | Non
 
 
 def test_raven_one_per_recording_keeps_the_spectrogram_view_and_bounds(tmp_path):
-    t = raven(tmp_path / "rec1.Table.1.selections.txt",
-              [(1, "Spectrogram 1", 1, 1.0, 2.5, 2000, 4000, "amerob"), (1, "Waveform 1", 1, 1.0, 2.5, 2000, 4000, "amerob"),
-               (2, "Spectrogram 1", 1, 7.0, 8.0, 3000, 5000, "norcar")])
+    t = raven(
+        tmp_path / "rec1.Table.1.selections.txt",
+        [
+            (1, "Spectrogram 1", 1, 1.0, 2.5, 2000, 4000, "amerob"),
+            (1, "Waveform 1", 1, 1.0, 2.5, 2000, 4000, "amerob"),
+            (2, "Spectrogram 1", 1, 7.0, 8.0, 3000, 5000, "norcar"),
+        ],
+    )
     truth = load_truth(t)
     assert truth.fmt == "raven" and truth.covered == ["rec1"]
     ev = truth.events
@@ -53,11 +59,19 @@ def test_raven_one_per_recording_keeps_the_spectrogram_view_and_bounds(tmp_path)
 
 def test_raven_for_many_files_reads_file_offsets(tmp_path):
     header = "Selection\tView\tBegin Time (s)\tEnd Time (s)\tBegin Path\tFile Offset (s)\tAnnotation"
-    t = raven(tmp_path / "all.txt", [(1, "Spectrogram 1", 100.0, 101.0, "/x/a.wav", 3.0, "wren"),
-                                     (2, "Spectrogram 1", 130.0, 132.0, "/x/b.wav", 2.0, "robin")], header)
+    t = raven(
+        tmp_path / "all.txt",
+        [
+            (1, "Spectrogram 1", 100.0, 101.0, "/x/a.wav", 3.0, "wren"),
+            (2, "Spectrogram 1", 130.0, 132.0, "/x/b.wav", 2.0, "robin"),
+        ],
+        header,
+    )
     ev = load_truth(t).events
     assert list(ev["file"]) == ["/x/a.wav", "/x/b.wav"]
-    assert list(ev["start_s"]) == [3.0, 2.0] and list(ev["end_s"]) == [4.0, 4.0] and list(ev["label"]) == ["wren", "robin"]
+    assert (
+        list(ev["start_s"]) == [3.0, 2.0] and list(ev["end_s"]) == [4.0, 4.0] and list(ev["label"]) == ["wren", "robin"]
+    )
 
 
 def test_audacity_labels_with_frequency_lines(tmp_path):
@@ -71,18 +85,29 @@ def test_audacity_labels_with_frequency_lines(tmp_path):
 def test_a_plain_csv_and_birdsed_detections(tmp_path):
     (tmp_path / "det.csv").write_text("file,start_s,end_s,label,score\na.wav,0,5,wren,0.9\nb.wav,5,10,robin,0.4\n")
     truth = load_truth(tmp_path / "det.csv")
-    assert truth.fmt == "table" and truth.covered == ["a.wav", "b.wav"] and list(truth.events["label"]) == ["wren", "robin"]
+    assert (
+        truth.fmt == "table"
+        and truth.covered == ["a.wav", "b.wav"]
+        and list(truth.events["label"]) == ["wren", "robin"]
+    )
 
 
-@pytest.mark.parametrize("rows, header, match", [
-    ([(1, "Spectrogram 1", 1, 3.0, 2.0, 1, 2, "x")], RAVEN_HEADER, r"line 2: end time 2 s is not after the begin time 3"),
-    ([(1, "Spectrogram 1", 1, -1.0, 2.0, 1, 2, "x")], RAVEN_HEADER, r"line 2: begin time -1 s is negative"),
-    ([(1, "Spectrogram 1", 1, "abc", 2.0, 1, 2, "x")], RAVEN_HEADER, r"line 2: start 'abc' is not a number"),
-    ([(1, "Spectrogram 1", 1, 1.0, 2.0, 1, 2, "")], RAVEN_HEADER, r"line 2: empty label"),
-    ([(1, "Spectrogram 1", 1, 1.0, 2.0, 9, 2, "x")], RAVEN_HEADER, r"low frequency 9 Hz above"),
-    ([(1, 2.0, "x")], "Selection\tBegin Time (s)\tSpecies", r"needs \['End Time \(s\)'\]; its columns are"),
-    ([(1, 1.0, 2.0, "x")], "Selection\tBegin Time (s)\tEnd Time (s)\tNotes", r"no label column .*its columns are"),
-])
+@pytest.mark.parametrize(
+    "rows, header, match",
+    [
+        (
+            [(1, "Spectrogram 1", 1, 3.0, 2.0, 1, 2, "x")],
+            RAVEN_HEADER,
+            r"line 2: end time 2 s is not after the begin time 3",
+        ),
+        ([(1, "Spectrogram 1", 1, -1.0, 2.0, 1, 2, "x")], RAVEN_HEADER, r"line 2: begin time -1 s is negative"),
+        ([(1, "Spectrogram 1", 1, "abc", 2.0, 1, 2, "x")], RAVEN_HEADER, r"line 2: start 'abc' is not a number"),
+        ([(1, "Spectrogram 1", 1, 1.0, 2.0, 1, 2, "")], RAVEN_HEADER, r"line 2: empty label"),
+        ([(1, "Spectrogram 1", 1, 1.0, 2.0, 9, 2, "x")], RAVEN_HEADER, r"low frequency 9 Hz above"),
+        ([(1, 2.0, "x")], "Selection\tBegin Time (s)\tSpecies", r"needs \['End Time \(s\)'\]; its columns are"),
+        ([(1, 1.0, 2.0, "x")], "Selection\tBegin Time (s)\tEnd Time (s)\tNotes", r"no label column .*its columns are"),
+    ],
+)
 def test_bad_raven_tables_name_the_file_line_and_value(tmp_path, rows, header, match):
     t = raven(tmp_path / "r.txt", rows, header)
     with pytest.raises(TruthError, match=match) as err:
@@ -102,9 +127,14 @@ def test_an_unknown_table_and_a_missing_label_column_are_refused(tmp_path):
 
 
 def test_rows_from_events_an_event_spanning_two_rows_and_the_union_rule():
-    ev = events(("f", 4.0, 6.0, "a"),  # 1 s in row 0, 1 s in row 1
-                ("f", 10.0, 10.02, "b"), ("f", 10.1, 10.12, "b"), ("f", 10.2, 10.22, "b"),  # 60 ms of notes together
-                ("f", 11.0, 11.04, "c"), ("f", 11.0, 11.04, "c"))  # two boxes over one 40 ms call: counted once
+    ev = events(
+        ("f", 4.0, 6.0, "a"),  # 1 s in row 0, 1 s in row 1
+        ("f", 10.0, 10.02, "b"),
+        ("f", 10.1, 10.12, "b"),
+        ("f", 10.2, 10.22, "b"),  # 60 ms of notes together
+        ("f", 11.0, 11.04, "c"),
+        ("f", 11.0, 11.04, "c"),
+    )  # two boxes over one 40 ms call: counted once
     rows = row_labels(ev, 3, min_overlap_s=0.05)
     assert rows == [{"a"}, {"a"}, {"b"}]
     assert row_labels(ev, 3, min_overlap_s=1.5) == [set(), set(), set()]
@@ -112,8 +142,14 @@ def test_rows_from_events_an_event_spanning_two_rows_and_the_union_rule():
 
 def test_event_matching_by_overlap_and_label():
     truth = events(("f", 1.0, 2.0, "a"), ("f", 12.0, 13.0, "a"), ("f", 1.0, 2.0, "b"), ("g", 0.5, 1.0, "a"))
-    det = pd.DataFrame({"file": ["f", "f", "f", "g"], "start_s": [0.0, 5.0, 0.0, 5.0], "end_s": [5.0, 10.0, 5.0, 10.0],
-                        "label": ["a", "a", "c", "a"]})
+    det = pd.DataFrame(
+        {
+            "file": ["f", "f", "f", "g"],
+            "start_s": [0.0, 5.0, 0.0, 5.0],
+            "end_s": [5.0, 10.0, 5.0, 10.0],
+            "label": ["a", "a", "c", "a"],
+        }
+    )
     m = match_events(truth, det)
     assert (m.recall, m.precision) == (0.25, 0.25)  # only f's first 'a' found, by the first detection
     per = m.per_label.set_index("label")
@@ -170,16 +206,21 @@ def test_events_past_the_end_and_unpredicted_recordings_are_reported(tmp_path):
 
 def test_min_overlap_out_of_range_is_refused():
     with pytest.raises(TruthError, match="min-overlap-s"):
-        truth_rows(Truth("x", "table", events(("f", 0, 1, "a")), ["f"]),
-                   pd.DataFrame({"file": ["f"], "start_s": [0.0], "end_s": [5.0]}), min_overlap_s=0)
+        truth_rows(
+            Truth("x", "table", events(("f", 0, 1, "a")), ["f"]),
+            pd.DataFrame({"file": ["f"], "start_s": [0.0], "end_s": [5.0]}),
+            min_overlap_s=0,
+        )
 
 
 def test_birdclef2021_soundscape_labels(tmp_path):
     from conftest import write_audio
 
     write_audio(tmp_path / "train_soundscapes" / "7019_COR_20190904.ogg", seconds=10, format="OGG", subtype="VORBIS")
-    (tmp_path / "labels.csv").write_text("row_id,site,audio_id,seconds,birds\n7019_COR_5,COR,7019,5,nocall\n"
-                                         "7019_COR_10,COR,7019,10,rewbla bkcchi\n9999_SSW_5,SSW,9999,5,nocall\n")
+    (tmp_path / "labels.csv").write_text(
+        "row_id,site,audio_id,seconds,birds\n7019_COR_5,COR,7019,5,nocall\n"
+        "7019_COR_10,COR,7019,10,rewbla bkcchi\n9999_SSW_5,SSW,9999,5,nocall\n"
+    )
     truth = load_truth(tmp_path / "labels.csv")
     assert truth.fmt == "birdclef2021" and truth.not_listed == ["9999_SSW_5"]
     assert list(truth.rows["start_s"]) == [0.0, 5.0] and truth.rows["labels"].iloc[1] == {"rewbla", "bkcchi"}
@@ -200,8 +241,10 @@ def test_raven_truth_of_synth_equals_its_kaggle_truth_row_for_row(synth_data, tm
 
     torch.manual_seed(0)
     classes = read_dataset(synth_data).classes
-    model = save_model_dir(SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"),
-                                    classes).eval(), tmp_path / "m")
+    model = save_model_dir(
+        SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), classes).eval(),
+        tmp_path / "m",
+    )
     pred = tmp_path / "pred"
     run_predict(model, [], pred, test_csv=synth_data / "test.csv", quiet=True, workers=0)
     kag = align_files(pred / "scores.parquet", synth_data / "test_labels.csv")

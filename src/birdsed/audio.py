@@ -59,8 +59,10 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
         # libsndfile says "does not exist or is not a regular file" of any file whose format it cannot tell: not said
         said = str(e).split(":")[-1].strip()
         said = "" if "regular file" in said else f"; libsndfile: {said}"
-        raise AudioDecodeError(f"{path}: not a readable audio file: its format is not recognised or its header is "
-                               f"corrupt ({st.st_size} bytes{said})") from e
+        raise AudioDecodeError(
+            f"{path}: not a readable audio file: its format is not recognised or its header is "
+            f"corrupt ({st.st_size} bytes{said})"
+        ) from e
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioDecodeError(f"{path}: holds no audio frames")
     return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), info.format, info.subtype)
@@ -95,7 +97,9 @@ def stream_audio(
                 frames_read += len(block)
                 mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
                 if not np.isfinite(mono).all():
-                    raise AudioDecodeError(f"{info.path}: holds NaN or Inf samples near {frames_read / info.sample_rate_hz:.2f} s")
+                    raise AudioDecodeError(
+                        f"{info.path}: holds NaN or Inf samples near {frames_read / info.sample_rate_hz:.2f} s"
+                    )
                 out = resampler.resample_chunk(mono, last=last) if resampler else np.ascontiguousarray(mono)
                 if len(out):
                     pending.append(out)

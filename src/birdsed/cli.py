@@ -52,33 +52,62 @@ def _add_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--soundscape-rate", type=int, default=32000, help="sample rate of the test mp3s")
     p.add_argument("--soundscape-seed", type=int, help="other soundscapes of the same species (default: --seed)")
-    p.add_argument("--shift", type=float, default=0.0,
-                   help="domain shift of the soundscapes: quieter, reverberant calls and an insect chorus (0 none, 1 strong)")
+    p.add_argument(
+        "--shift",
+        type=float,
+        default=0.0,
+        help="domain shift of the soundscapes: quieter, reverberant calls and an insect chorus (0 none, 1 strong)",
+    )
 
 
-@verb("synth", "write a synthetic data set in the Kaggle layout",
-      "birdsed synth data/synth --species 6 --clips-per-species 10 --soundscapes 4 --seed 0", _add_synth)
+@verb(
+    "synth",
+    "write a synthetic data set in the Kaggle layout",
+    "birdsed synth data/synth --species 6 --clips-per-species 10 --soundscapes 4 --seed 0",
+    _add_synth,
+)
 def cmd_synth(a: argparse.Namespace) -> int:
     from birdsed.synth import SynthConfig, synthesize
 
-    cfg = SynthConfig(a.species, a.clips_per_species, a.soundscapes, a.soundscape_s, a.min_clip_s, a.max_clip_s, a.seed,
-                      a.soundscape_rate, a.soundscape_seed, a.shift)
+    cfg = SynthConfig(
+        a.species,
+        a.clips_per_species,
+        a.soundscapes,
+        a.soundscape_s,
+        a.min_clip_s,
+        a.max_clip_s,
+        a.seed,
+        a.soundscape_rate,
+        a.soundscape_seed,
+        a.shift,
+    )
     synthesize(a.out, cfg)
-    console.print(f"synthetic data set written to {a.out} (train.csv, train_audio/, test.csv, test_audio/, test_labels.csv)")
+    console.print(
+        f"synthetic data set written to {a.out} (train.csv, train_audio/, test.csv, test_audio/, test_labels.csv)"
+    )
     return 0
 
 
 def _add_prepare(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", type=Path, help="a data-set folder (Cornell train.csv, BirdCLEF train_metadata.csv or labels.csv)")
+    p.add_argument(
+        "data", type=Path, help="a data-set folder (Cornell train.csv, BirdCLEF train_metadata.csv or labels.csv)"
+    )
     p.add_argument("--out", type=Path, required=True, help="store folder (created; a re-run resumes)")
     p.add_argument("--format", default="auto", choices=["auto", "cornell", "birdclef", "labels"])
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
-    p.add_argument("--allow-outside-paths", action="store_true",
-                   help="open files the table names outside its audio folder (refused by default)")
+    p.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="open files the table names outside its audio folder (refused by default)",
+    )
 
 
-@verb("prepare", "decode and resample every recording once into a memory-mapped 32 kHz store",
-      "birdsed prepare ../shared/data/nips4b --out stores/nips4b", _add_prepare)
+@verb(
+    "prepare",
+    "decode and resample every recording once into a memory-mapped 32 kHz store",
+    "birdsed prepare ../shared/data/nips4b --out stores/nips4b",
+    _add_prepare,
+)
 def cmd_prepare(a: argparse.Namespace) -> int:
     from birdsed.manifest import read_dataset
     from birdsed.store import prepare
@@ -100,8 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for name, (help, example, add_args, fn) in VERBS.items():
-        p = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         add_args(p)
         p.set_defaults(func=fn)
     return parser
@@ -112,11 +146,13 @@ def _register_all() -> None:
     from birdsed import cli_birdnet, cli_model, cli_pseudo  # noqa: F401
 
 
-OS_ADVICE = {errno.ENOSPC: "the disk is full: free space there (what was finished is kept; the same command resumes)",
-             errno.EDQUOT: "the disk quota is used up: free space there (the same command resumes)",
-             errno.EACCES: "permission denied: change the folder's permissions or write elsewhere",
-             errno.EPERM: "operation not permitted: change the folder's permissions or write elsewhere",
-             errno.EROFS: "the file system is read-only: write elsewhere (--out)"}
+OS_ADVICE = {
+    errno.ENOSPC: "the disk is full: free space there (what was finished is kept; the same command resumes)",
+    errno.EDQUOT: "the disk quota is used up: free space there (the same command resumes)",
+    errno.EACCES: "permission denied: change the folder's permissions or write elsewhere",
+    errno.EPERM: "operation not permitted: change the folder's permissions or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere (--out)",
+}
 
 
 def os_error_message(e: OSError) -> str:
@@ -158,8 +194,11 @@ def c_stderr_off(off: bool):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(console=console, show_path=False, show_time=False)])
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+    )
     for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "torch"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

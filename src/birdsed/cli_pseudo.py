@@ -20,25 +20,44 @@ def _add_soft_label_options(p: argparse.ArgumentParser) -> None:
 def _add_pseudo_label(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, required=True, help="any model directory (a model, an ensemble, BirdNET)")
     p.add_argument("inputs", nargs="+", help="unlabelled audio files and folders (recursive)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (a re-run resumes); writes pseudo_labels.parquet")
+    p.add_argument(
+        "--out", type=Path, required=True, help="output folder (a re-run resumes); writes pseudo_labels.parquet"
+    )
     _add_soft_label_options(p)
     p.add_argument("--window-s", type=float, help="window length (default: the model's)")
     p.add_argument("--hop-s", type=float, help="hop between windows (default: the model's)")
-    p.add_argument("--short", choices=SHORT_POLICIES, help="recordings shorter than a window (default: as the model trained)")
+    p.add_argument(
+        "--short", choices=SHORT_POLICIES, help="recordings shorter than a window (default: as the model trained)"
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--workers", type=int, help="decoding processes (default as predict)")
     p.add_argument("--quiet", action="store_true")
 
 
-@verb("pseudo-label", "soft labels per 5 s row of unlabelled recordings, from any model (for training on them)",
-      "birdsed pseudo-label --model runs/small/model soundscapes/ --out pl --power 2 --floor 0.05", _add_pseudo_label)
+@verb(
+    "pseudo-label",
+    "soft labels per 5 s row of unlabelled recordings, from any model (for training on them)",
+    "birdsed pseudo-label --model runs/small/model soundscapes/ --out pl --power 2 --floor 0.05",
+    _add_pseudo_label,
+)
 def cmd_pseudo_label(a: argparse.Namespace) -> int:
     from birdsed.pseudo import SoftLabelOptions, pseudo_label
 
     opts = SoftLabelOptions(a.output, a.temperature, a.power, a.floor, a.top_k)
-    path, s = pseudo_label(a.model, a.inputs, a.out, opts, window_s=a.window_s, hop_s=a.hop_s, batch_size=a.batch_size,
-                           workers=a.workers, device=a.device, quiet=a.quiet, short_policy=a.short)
+    path, s = pseudo_label(
+        a.model,
+        a.inputs,
+        a.out,
+        opts,
+        window_s=a.window_s,
+        hop_s=a.hop_s,
+        batch_size=a.batch_size,
+        workers=a.workers,
+        device=a.device,
+        quiet=a.quiet,
+        short_policy=a.short,
+    )
     console.print(f"soft labels of {s.n_files - len(s.errors)} recording(s) written to {path}")
     return batch_status(len(s.errors), s.out / "errors.csv")
 
@@ -48,7 +67,9 @@ def _add_self_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unlabelled", nargs="+", required=True, help="unlabelled audio files and folders")
     p.add_argument("--rounds", type=int, default=2, help="students after the teacher")
     p.add_argument("--config", default="small", help="a YAML file or a preset name, for teacher and students")
-    p.add_argument("--out", type=Path, required=True, help="run folder: round0/ (the teacher), round1/, ..., rounds.csv")
+    p.add_argument(
+        "--out", type=Path, required=True, help="run folder: round0/ (the teacher), round1/, ..., rounds.csv"
+    )
     p.add_argument("--val", type=Path, help="a separate labelled validation set (default: the config's split)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any config value")
     p.add_argument("--workers", type=int, help="decoding processes while pseudo-labelling")
@@ -56,8 +77,12 @@ def _add_self_train(p: argparse.ArgumentParser) -> None:
     _add_soft_label_options(p)
 
 
-@verb("self-train", "noisy student: teacher -> pseudo-labels of unlabelled recordings -> student, for N rounds (resumable)",
-      "birdsed self-train --data data/synth --unlabelled soundscapes/ --rounds 2 --config small --out runs/st", _add_self_train)
+@verb(
+    "self-train",
+    "noisy student: teacher -> pseudo-labels of unlabelled recordings -> student, for N rounds (resumable)",
+    "birdsed self-train --data data/synth --unlabelled soundscapes/ --rounds 2 --config small --out runs/st",
+    _add_self_train,
+)
 def cmd_self_train(a: argparse.Namespace) -> int:
     from birdsed.config import apply_overrides, load_config
     from birdsed.pseudo import SoftLabelOptions

@@ -29,8 +29,13 @@ from birdsed.progress import progress_bar
 from birdsed.shard import shard_files
 
 log = logging.getLogger(__name__)
-JOBQUEUE = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECluster", "lsf": "LSFCluster",
-            "htcondor": "HTCondorCluster"}
+JOBQUEUE = {
+    "slurm": "SLURMCluster",
+    "pbs": "PBSCluster",
+    "sge": "SGECluster",
+    "lsf": "LSFCluster",
+    "htcondor": "HTCondorCluster",
+}
 _MODELS: dict[str, object] = {}  # per worker process: model directory -> loaded model
 
 
@@ -118,16 +123,33 @@ def run_chunk(model_dir: str, files: list[str], parts: list[str], options: dict)
     return out
 
 
-def predict_on_cluster(spec: str, model_dir: Path, files: list[str], part_of: dict[str, Path], options: dict,
-                       quiet: bool = False, chunks_per_worker: int = 4) -> tuple[float, list[tuple[str, str]]]:
+def predict_on_cluster(
+    spec: str,
+    model_dir: Path,
+    files: list[str],
+    part_of: dict[str, Path],
+    options: dict,
+    quiet: bool = False,
+    chunks_per_worker: int = 4,
+) -> tuple[float, list[tuple[str, str]]]:
     """Run the files on the cluster (module docstring); returns (seconds of audio predicted, decode errors)."""
     with connect(spec) as client:
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
         n_chunks = min(len(files), max(1, n_workers * chunks_per_worker))
         chunks = [c for c in (shard_files(files, i + 1, n_chunks) for i in range(n_chunks)) if c]
-        futures = [client.submit(run_chunk, str(model_dir.resolve()), c, [str(part_of[f]) for f in c], options,
-                                 key=f"birdsed-chunk-{i}-{len(chunks)}", retries=2, pure=False)
-                   for i, c in enumerate(chunks)]
+        futures = [
+            client.submit(
+                run_chunk,
+                str(model_dir.resolve()),
+                c,
+                [str(part_of[f]) for f in c],
+                options,
+                key=f"birdsed-chunk-{i}-{len(chunks)}",
+                retries=2,
+                pure=False,
+            )
+            for i, c in enumerate(chunks)
+        ]
         audio_s, errors = 0.0, []
         distributed = _need_distributed()
         with progress_bar(len(files), f"predict on {n_workers} worker(s)", disable=quiet) as advance:

@@ -48,8 +48,10 @@ class FrontendConfig:
         if self.compression not in COMPRESSIONS:
             raise ConfigError(f"frontend.compression {self.compression!r}: valid: {list(COMPRESSIONS)}")
         if not self.fmin_hz < self.fmax_hz <= self.sample_rate_hz / 2:
-            raise ConfigError(f"frontend needs fmin_hz < fmax_hz <= sample_rate_hz / 2 (Nyquist), got fmin_hz "
-                              f"{self.fmin_hz}, fmax_hz {self.fmax_hz}, sample_rate_hz {self.sample_rate_hz}")
+            raise ConfigError(
+                f"frontend needs fmin_hz < fmax_hz <= sample_rate_hz / 2 (Nyquist), got fmin_hz "
+                f"{self.fmin_hz}, fmax_hz {self.fmax_hz}, sample_rate_hz {self.sample_rate_hz}"
+            )
         if self.hop_length > self.n_fft:
             raise ConfigError(f"frontend.hop_length {self.hop_length} is longer than n_fft {self.n_fft}")
 
@@ -80,14 +82,18 @@ class DataConfig:
     balance_min: int = 60  # classes below: split long recordings into up to 60 items
     val_fraction: float = 0.1  # 0: no validation split (every recording trained on, the last epoch kept)
     val_windows: int = 4  # windows of crop_s scored per validation recording (max over them)
-    split_seed: int | None = None  # seed of the validation split (default: train.seed); fixed, ensemble members share it
+    split_seed: int | None = (
+        None  # seed of the validation split (default: train.seed); fixed, ensemble members share it
+    )
     subsample: float = 1.0  # below 1: train on this fraction of the training recordings, drawn per train.seed
     # (stratified by first label, every label kept): bagging, so that ensemble members see different clips
     embedding_cache: str | None = None  # backbone birdnet: folder of cached embeddings (default RUN/embeddings)
     embedding_views: int = 1  # backbone birdnet: >1 adds views - 1 augmented copies of each recording (embedtrain.py)
     allow_outside_paths: bool = False  # a table's file outside its audio folder is refused unless this is true
     pseudo: tuple[str, ...] = ()  # pseudo-label tables (birdsed pseudo-label) whose windows join training (pseudo.py)
-    pseudo_items: float = 0.5  # pseudo-labelled windows per epoch, as a fraction of the labelled items (0: background only)
+    pseudo_items: float = (
+        0.5  # pseudo-labelled windows per epoch, as a fraction of the labelled items (0: background only)
+    )
     pseudo_weight: float = 1.0  # the loss weight of a pseudo-labelled window against a labelled crop's 1
 
     def val_split_seed(self, train_seed: int) -> int:
@@ -158,30 +164,49 @@ class Config:
         return dataclasses.asdict(self)
 
     def check(self) -> None:
-        """Values no type says are wrong, refused (ConfigError naming the key) before `train` writes or prepares anything."""
+        """Values no type says are wrong, refused (ConfigError naming the key) before `train` writes or prepares
+        anything."""
         config_from_dict(self.to_dict(), "config")  # every value's type, range and choices, as from YAML or --set
         self.frontend.check()
         from birdsed.model import BACKBONES  # the registry (imports torch; check() runs where training will)
 
         f, m = self.frontend, self.model
         checks = [
-            (m.backbone in BACKBONES or m.backbone == "birdnet",
-             f"model.backbone {m.backbone!r}: valid: {sorted([*BACKBONES, 'birdnet'])}"),
-            (m.backbone == "birdnet" or f.sample_rate_hz == SAMPLE_RATE_HZ,
-             f"frontend.sample_rate_hz {f.sample_rate_hz}: the store holds audio at {SAMPLE_RATE_HZ} Hz, "
-             f"so the front end must read it at {SAMPLE_RATE_HZ}"),
-            (m.backbone != "birdnet" or (m.embed_hop_s <= 3.0 and self.data.crop_s >= 3.0),
-             f"backbone birdnet needs 0 < model.embed_hop_s <= 3 and data.crop_s >= 3, got {m.embed_hop_s}, "
-             f"{self.data.crop_s}"),
-            (not m.birdnet_prior or m.backbone == "birdnet", f"model.birdnet_prior needs model.backbone birdnet, got {m.backbone!r}"),
-            (self.augment.lowpass_p <= 0 or f.compression == "db",
-             f"augment.lowpass_p attenuates in dB; frontend.compression {f.compression!r} needs augment.lowpass_p=0"),
-            (m.backbone != "birdnet" or not self.augment.pseudo_mix_p,
-             "augment.pseudo_mix_p mixes audio under the CNNs' crops; backbone birdnet takes pseudo-labelled windows "
-             "as items of their own only (data.pseudo, data.pseudo_items)"),
-            (not self.augment.pseudo_mix_p or self.data.pseudo, "augment.pseudo_mix_p needs pseudo-label tables (data.pseudo)"),
-            (self.augment.noise_snr_db[0] <= self.augment.noise_snr_db[1],
-             f"augment.noise_snr_db {list(self.augment.noise_snr_db)}: low above high"),
+            (
+                m.backbone in BACKBONES or m.backbone == "birdnet",
+                f"model.backbone {m.backbone!r}: valid: {sorted([*BACKBONES, 'birdnet'])}",
+            ),
+            (
+                m.backbone == "birdnet" or f.sample_rate_hz == SAMPLE_RATE_HZ,
+                f"frontend.sample_rate_hz {f.sample_rate_hz}: the store holds audio at {SAMPLE_RATE_HZ} Hz, "
+                f"so the front end must read it at {SAMPLE_RATE_HZ}",
+            ),
+            (
+                m.backbone != "birdnet" or (m.embed_hop_s <= 3.0 and self.data.crop_s >= 3.0),
+                f"backbone birdnet needs 0 < model.embed_hop_s <= 3 and data.crop_s >= 3, got {m.embed_hop_s}, "
+                f"{self.data.crop_s}",
+            ),
+            (
+                not m.birdnet_prior or m.backbone == "birdnet",
+                f"model.birdnet_prior needs model.backbone birdnet, got {m.backbone!r}",
+            ),
+            (
+                self.augment.lowpass_p <= 0 or f.compression == "db",
+                f"augment.lowpass_p attenuates in dB; frontend.compression {f.compression!r} needs augment.lowpass_p=0",
+            ),
+            (
+                m.backbone != "birdnet" or not self.augment.pseudo_mix_p,
+                "augment.pseudo_mix_p mixes audio under the CNNs' crops; backbone birdnet takes pseudo-labelled "
+                "windows as items of their own only (data.pseudo, data.pseudo_items)",
+            ),
+            (
+                not self.augment.pseudo_mix_p or self.data.pseudo,
+                "augment.pseudo_mix_p needs pseudo-label tables (data.pseudo)",
+            ),
+            (
+                self.augment.noise_snr_db[0] <= self.augment.noise_snr_db[1],
+                f"augment.noise_snr_db {list(self.augment.noise_snr_db)}: low above high",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -190,31 +215,73 @@ class Config:
 
 # Ranges of numeric values: (low, high, low included, high included); None: no bound on that side. Every field
 # named *_p is a probability in [0, 1]. Checked whenever a section is built from a preset, YAML, --set or model.json.
-POSITIVE, NONNEG, PROBABILITY, FRACTION = (0, None, False, False), (0, None, True, False), (0, 1, True, True), (0, 1, True, False)
+POSITIVE, NONNEG, PROBABILITY, FRACTION = (
+    (0, None, False, False),
+    (0, None, True, False),
+    (0, 1, True, True),
+    (0, 1, True, False),
+)
 RANGES: dict[str, tuple] = {
-    "frontend.sample_rate_hz": POSITIVE, "frontend.n_fft": POSITIVE, "frontend.hop_length": POSITIVE,
-    "frontend.n_mels": POSITIVE, "frontend.fmin_hz": NONNEG, "frontend.fmax_hz": POSITIVE, "frontend.top_db": POSITIVE,
-    "frontend.pcen_time_constant_s": POSITIVE, "frontend.pcen_gain": NONNEG, "frontend.pcen_bias": NONNEG,
+    "frontend.sample_rate_hz": POSITIVE,
+    "frontend.n_fft": POSITIVE,
+    "frontend.hop_length": POSITIVE,
+    "frontend.n_mels": POSITIVE,
+    "frontend.fmin_hz": NONNEG,
+    "frontend.fmax_hz": POSITIVE,
+    "frontend.top_db": POSITIVE,
+    "frontend.pcen_time_constant_s": POSITIVE,
+    "frontend.pcen_gain": NONNEG,
+    "frontend.pcen_bias": NONNEG,
     "frontend.pcen_power": POSITIVE,
-    "model.in_chans": NONNEG, "model.dropout": FRACTION, "model.drop_path": FRACTION, "model.freq_scale": POSITIVE,
-    "model.time_scale": POSITIVE, "model.embed_hop_s": POSITIVE,
-    "data.crop_s": POSITIVE, "data.secondary_max_s": NONNEG, "data.secondary_weight": PROBABILITY,
-    "data.balance_max": (1, None, True, False), "data.balance_min": (1, None, True, False), "data.val_fraction": FRACTION,
-    "data.val_windows": (1, None, True, False), "data.split_seed": NONNEG, "data.subsample": (0, 1, False, True),
-    "data.embedding_views": (1, None, True, False), "data.pseudo_items": NONNEG, "data.pseudo_weight": NONNEG,
-    "augment.gain_db": NONNEG, "augment.pitch_semitones": NONNEG, "augment.tempo_range": FRACTION,
-    "augment.time_masks": NONNEG, "augment.time_mask_frames": NONNEG, "augment.freq_masks": NONNEG,
-    "augment.freq_mask_bins": NONNEG, "augment.mixup_alpha": POSITIVE,
-    "train.num_nodes": (1, None, True, False), "train.epochs": (1, None, True, False), "train.max_steps": (-1, None, True, False), "train.batch_size": (1, None, True, False),
-    "train.lr": POSITIVE, "train.weight_decay": NONNEG, "train.warmup_frac": FRACTION, "train.head_warmup_epochs": NONNEG,
-    "train.head_warmup_lr": POSITIVE, "train.head_warmup_views": (1, None, True, False), "train.grad_clip": NONNEG,
-    "train.ema_decay": (0, 1, False, False), "train.framewise_loss_weight": NONNEG, "train.workers": NONNEG,
-    "train.seed": NONNEG, "train.limit_val_batches": (0, 1, False, True),
+    "model.in_chans": NONNEG,
+    "model.dropout": FRACTION,
+    "model.drop_path": FRACTION,
+    "model.freq_scale": POSITIVE,
+    "model.time_scale": POSITIVE,
+    "model.embed_hop_s": POSITIVE,
+    "data.crop_s": POSITIVE,
+    "data.secondary_max_s": NONNEG,
+    "data.secondary_weight": PROBABILITY,
+    "data.balance_max": (1, None, True, False),
+    "data.balance_min": (1, None, True, False),
+    "data.val_fraction": FRACTION,
+    "data.val_windows": (1, None, True, False),
+    "data.split_seed": NONNEG,
+    "data.subsample": (0, 1, False, True),
+    "data.embedding_views": (1, None, True, False),
+    "data.pseudo_items": NONNEG,
+    "data.pseudo_weight": NONNEG,
+    "augment.gain_db": NONNEG,
+    "augment.pitch_semitones": NONNEG,
+    "augment.tempo_range": FRACTION,
+    "augment.time_masks": NONNEG,
+    "augment.time_mask_frames": NONNEG,
+    "augment.freq_masks": NONNEG,
+    "augment.freq_mask_bins": NONNEG,
+    "augment.mixup_alpha": POSITIVE,
+    "train.num_nodes": (1, None, True, False),
+    "train.epochs": (1, None, True, False),
+    "train.max_steps": (-1, None, True, False),
+    "train.batch_size": (1, None, True, False),
+    "train.lr": POSITIVE,
+    "train.weight_decay": NONNEG,
+    "train.warmup_frac": FRACTION,
+    "train.head_warmup_epochs": NONNEG,
+    "train.head_warmup_lr": POSITIVE,
+    "train.head_warmup_views": (1, None, True, False),
+    "train.grad_clip": NONNEG,
+    "train.ema_decay": (0, 1, False, False),
+    "train.framewise_loss_weight": NONNEG,
+    "train.workers": NONNEG,
+    "train.seed": NONNEG,
+    "train.limit_val_batches": (0, 1, False, True),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
-    "frontend.compression": COMPRESSIONS, "model.freq_pool": FREQ_POOLS, "data.short_policy": SHORT_POLICIES,
-    "train.device": ("auto", "cpu", "cuda", "gpu"), "train.precision": ("auto", "32", "32-true", "16-mixed", "bf16-mixed",
-                                                                     "bf16-true", "64", "64-true"),
+    "frontend.compression": COMPRESSIONS,
+    "model.freq_pool": FREQ_POOLS,
+    "data.short_policy": SHORT_POLICIES,
+    "train.device": ("auto", "cpu", "cuda", "gpu"),
+    "train.precision": ("auto", "32", "32-true", "16-mixed", "bf16-mixed", "bf16-true", "64", "64-true"),
 }
 
 
@@ -224,7 +291,8 @@ def _in_range(key: str, v: Any) -> None:
         return
     ok = (lo is None or (v >= lo if lo_in else v > lo)) and (hi is None or (v <= hi if hi_in else v < hi))
     if not ok:
-        want = f"{'[' if lo_in else '('}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{']' if hi_in else ')'}"
+        low, high = "-inf" if lo is None else lo, "inf" if hi is None else hi
+        want = f"{'[' if lo_in else '('}{low}, {high}{']' if hi_in else ')'}"
         raise ConfigError(f"{key} = {v!r}: must be in {want}")
 
 
@@ -242,8 +310,11 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
                 return coerce(key, value, arm)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key} = {value!r}: expected one of "
-                          f"{' | '.join(getattr(a, '__name__', str(a)) for a in args)}")
+        raise ConfigError(
+            errors[0]
+            if len(errors) == 1
+            else f"{key} = {value!r}: expected one of {' | '.join(getattr(a, '__name__', str(a)) for a in args)}"
+        )
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: any number of X
         if isinstance(value, str):
             value = [value]

@@ -21,10 +21,10 @@ def fit_length(x: np.ndarray, n: int, policy: str, offset: int = 0) -> np.ndarra
         return x[:n]
     if policy == "loop" and len(x) > 0:
         reps = int(np.ceil(n / len(x))) + 1
-        return np.tile(x, reps)[offset % len(x):][:n]
+        return np.tile(x, reps)[offset % len(x) :][:n]
     out = np.zeros(n, dtype=np.float32)
     start = min(offset, n - len(x))
-    out[start:start + len(x)] = x
+    out[start : start + len(x)] = x
     return out
 
 
@@ -60,9 +60,19 @@ class CropDataset(Dataset):
     them come round), and with probability `mix_p` a labelled crop gets a pool window added as its background
     (0 to -6 dB), its targets the max of both (augment.pseudo_mix_p)."""
 
-    def __init__(self, store: AudioStore, items: list[Item], targets: dict[str, np.ndarray], crop_s: float,
-                 short_policy: str = "loop", seed: int = 0, pool=None, n_pseudo: int = 0, pseudo_weight: float = 1.0,
-                 mix_p: float = 0.0):
+    def __init__(
+        self,
+        store: AudioStore,
+        items: list[Item],
+        targets: dict[str, np.ndarray],
+        crop_s: float,
+        short_policy: str = "loop",
+        seed: int = 0,
+        pool=None,
+        n_pseudo: int = 0,
+        pseudo_weight: float = 1.0,
+        mix_p: float = 0.0,
+    ):
         self.store_root = store.root
         self._store: AudioStore | None = store
         self.items, self.targets = items, targets
@@ -79,7 +89,8 @@ class CropDataset(Dataset):
         return len(self.items) + self.n_pseudo
 
     def _state(self) -> tuple[AudioStore, np.random.Generator]:
-        # worker processes get their own generator, seeded from torch's per-worker seed (seed_everything makes it reproducible)
+        # worker processes get their own generator, seeded from torch's per-worker seed
+        # (seed_everything makes it reproducible)
         if self._rng is None or self._pid != os.getpid():
             self._rng = np.random.default_rng(torch.initial_seed() % 2**63)
             self._pid = os.getpid()
@@ -120,8 +131,15 @@ class WindowDataset(Dataset):
     Returns (wave, target, recording index) so scores can be max-pooled per recording.
     """
 
-    def __init__(self, store: AudioStore, recording_ids: list[str], targets: dict[str, np.ndarray], crop_s: float,
-                 max_windows: int, short_policy: str = "loop"):
+    def __init__(
+        self,
+        store: AudioStore,
+        recording_ids: list[str],
+        targets: dict[str, np.ndarray],
+        crop_s: float,
+        max_windows: int,
+        short_policy: str = "loop",
+    ):
         self.store_root, self._store = store.root, store
         self.targets, self.crop_s, self.short_policy = targets, crop_s, short_policy
         self.n = int(round(crop_s * store.sample_rate_hz))

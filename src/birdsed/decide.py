@@ -34,7 +34,11 @@ class Thresholds:
         """From model.json's "thresholds" ({"global": {kind: t}, "per_class": {kind: {class: t}}}); every t a number
         in [0, 1], every kind one of OUTPUT_KINDS (a ConfigError naming the value otherwise)."""
         d = d or {}
-        if not isinstance(d, dict) or not isinstance(d.get("global", {}), dict) or not isinstance(d.get("per_class", {}), dict):
+        if (
+            not isinstance(d, dict)
+            or not isinstance(d.get("global", {}), dict)
+            or not isinstance(d.get("per_class", {}), dict)
+        ):
             raise ConfigError(f"thresholds must be a mapping of 'global' and 'per_class', got {d!r:.200}")
         per_class = {}
         for kind, values in d.get("per_class", {}).items():

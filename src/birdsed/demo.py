@@ -43,8 +43,13 @@ def _fresh(folder: Path) -> Path:
     return folder
 
 
-def run_demo(out: str | Path = "birdsed-demo", synth: SynthConfig = DEMO_SYNTH, overrides: list[str] | None = None,
-             quiet: bool = False, pooling: str = "segment") -> DemoResult:
+def run_demo(
+    out: str | Path = "birdsed-demo",
+    synth: SynthConfig = DEMO_SYNTH,
+    overrides: list[str] | None = None,
+    quiet: bool = False,
+    pooling: str = "segment",
+) -> DemoResult:
     out = Path(out)
     t0 = time.perf_counter()
     data, val = out / "data", out / "val"
@@ -53,8 +58,11 @@ def run_demo(out: str | Path = "birdsed-demo", synth: SynthConfig = DEMO_SYNTH, 
         synthesize(data, synth, quiet=quiet)
     if not (val / "test_labels.csv").is_file():
         log.info("2/6 synthesising validation soundscapes (same species, other recordings) into %s", val)
-        synthesize(val, dataclasses.replace(synth, clips_per_species=0, soundscapes=3, soundscape_seed=synth.seed + 1000),
-                   quiet=quiet)
+        synthesize(
+            val,
+            dataclasses.replace(synth, clips_per_species=0, soundscapes=3, soundscape_seed=synth.seed + 1000),
+            quiet=quiet,
+        )
     cfg = apply_overrides(load_config("small"), overrides or [])
     log.info("3/6 training %s (configs/small.yaml) into %s", cfg.model.backbone, out / "run")
     model_dir = train(data, cfg, out / "run", quiet=quiet)
@@ -65,16 +73,27 @@ def run_demo(out: str | Path = "birdsed-demo", synth: SynthConfig = DEMO_SYNTH, 
     tuned = tune_model(model_dir, out / "predict_val" / "scores.parquet", val / "test_labels.csv")
     log.info("5/6 predicting the test soundscapes into %s", out / "predict")
     pred = _fresh(out / "predict")
-    run_predict(model_dir, [], pred, test_csv=data / "test.csv", formats=("csv", "kaggle", "raven", "audacity"),
-                quiet=quiet, pooling=pooling)
+    run_predict(
+        model_dir,
+        [],
+        pred,
+        test_csv=data / "test.csv",
+        formats=("csv", "kaggle", "raven", "audacity"),
+        quiet=quiet,
+        pooling=pooling,
+    )
     log.info("6/6 evaluating against %s", data / "test_labels.csv")
     rep = evaluate_submission(pred / "submission.csv", data / "test_labels.csv")
     scores = scores_report_from_files(pred / "scores.parquet", data / "test_labels.csv")
     # the report scores the same soundscapes against their calls as an ecologist keeps them (Raven tables, a box
     # per note, with frequency bounds), beside the row F1 above against Kaggle's row labels
     raven = data / "test_raven"
-    report = build_report(pred, truth=raven if raven.is_dir() else data / "test_labels.csv", test_csv=data / "test.csv",
-                          run_dir=out / "run")
+    report = build_report(
+        pred,
+        truth=raven if raven.is_dir() else data / "test_labels.csv",
+        test_csv=data / "test.csv",
+        run_dir=out / "run",
+    )
     log.info("report written to %s", report)
     output = read_meta(model_dir).get("default_output", "segmentwise")
     return DemoResult(out, rep.row_f1, output, scores, tuned, time.perf_counter() - t0)

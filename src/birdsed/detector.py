@@ -36,8 +36,9 @@ class Detector(Protocol):
         """A copy (or self) ready to score on `device`, in eval mode; the original is not changed."""
         ...
 
-    def window_outputs(self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int,
-                       short_policy: str | None) -> dict[str, torch.Tensor]:
+    def window_outputs(
+        self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int, short_policy: str | None
+    ) -> dict[str, torch.Tensor]:
         """Outputs for every window of `pieces` in order (shapes above); `audio` [shape=(n,)] holds the pieces'
         samples; `short_policy` overrides the detector's own when given."""
         ...

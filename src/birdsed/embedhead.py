@@ -71,11 +71,20 @@ class EmbeddingHeadModel:
 
     sample_rate_hz = SAMPLE_RATE_HZ
 
-    def __init__(self, classes: list[str], head: EmbeddingHead, window_s: float = 5.0, embed_hop_s: float = 1.0,
-                 hop_s: float = 2.5, short_policy: str = "loop"):
+    def __init__(
+        self,
+        classes: list[str],
+        head: EmbeddingHead,
+        window_s: float = 5.0,
+        embed_hop_s: float = 1.0,
+        hop_s: float = 2.5,
+        short_policy: str = "loop",
+    ):
         if embed_hop_s <= 0 or window_s * SAMPLE_RATE_HZ < N_SAMPLES:
-            raise ModelError(f"a BirdNET-embedding head needs windows of at least 3 s and a positive embed_hop_s, "
-                             f"got window_s {window_s}, embed_hop_s {embed_hop_s}")
+            raise ModelError(
+                f"a BirdNET-embedding head needs windows of at least 3 s and a positive embed_hop_s, "
+                f"got window_s {window_s}, embed_hop_s {embed_hop_s}"
+            )
         self.classes, self.head = list(classes), head
         self.window_s, self.embed_hop_s, self.hop_s, self.short_policy = window_s, embed_hop_s, hop_s, short_policy
         self.n_sub = n_subwindows(window_s, embed_hop_s)
@@ -84,20 +93,38 @@ class EmbeddingHeadModel:
     def from_meta(cls, path: Path, meta: dict[str, Any]) -> EmbeddingHeadModel:
         e, m = meta["embedding"], meta["model"]
         if e.get("backbone") != "birdnet" or e.get("sha256") != SHA256[MODEL_FILE]:
-            raise ModelError(f"{path}: embeddings of {e.get('backbone')!r} (sha256 {str(e.get('sha256'))[:12]}...); "
-                             "this birdsed embeds with BirdNET V2.4 only")
+            raise ModelError(
+                f"{path}: embeddings of {e.get('backbone')!r} (sha256 {str(e.get('sha256'))[:12]}...); "
+                "this birdsed embeds with BirdNET V2.4 only"
+            )
         try:
-            head = EmbeddingHead(len(meta["classes"]), float(m.get("dropout", 0.5)), prior=bool(m.get("birdnet_prior", False)))
-            return cls(meta["classes"], head, float(e["window_s"]), float(e["hop_s"]), short_policy=meta.get("short_policy", "loop"))
+            head = EmbeddingHead(
+                len(meta["classes"]), float(m.get("dropout", 0.5)), prior=bool(m.get("birdnet_prior", False))
+            )
+            return cls(
+                meta["classes"],
+                head,
+                float(e["window_s"]),
+                float(e["hop_s"]),
+                short_policy=meta.get("short_policy", "loop"),
+            )
         except (KeyError, TypeError, ValueError) as err:
             raise ModelError(f"{path}: malformed 'embedding' or 'model' section ({err!r})") from err
 
     def meta(self) -> dict[str, Any]:
         """The model.json sections that rebuild this model (modeldir.py writes them)."""
-        return {"embedding": {"backbone": "birdnet", "model_file": MODEL_FILE, "sha256": SHA256[MODEL_FILE],
-                              "window_s": self.window_s, "hop_s": self.embed_hop_s, "dim": EMBED_DIM},
-                "model": {"backbone": "birdnet", "dropout": self.head.head.dropout, "birdnet_prior": self.head.prior},
-                "short_policy": self.short_policy}
+        return {
+            "embedding": {
+                "backbone": "birdnet",
+                "model_file": MODEL_FILE,
+                "sha256": SHA256[MODEL_FILE],
+                "window_s": self.window_s,
+                "hop_s": self.embed_hop_s,
+                "dim": EMBED_DIM,
+            },
+            "model": {"backbone": "birdnet", "dropout": self.head.head.dropout, "birdnet_prior": self.head.prior},
+            "short_policy": self.short_policy,
+        }
 
     def sub_windows(self, windows: torch.Tensor) -> torch.Tensor:
         """(W, window) 48 kHz -> (W, T', 144000) sub-windows."""
@@ -115,8 +142,9 @@ class EmbeddingHeadModel:
         fast.head = copy.deepcopy(self.head).eval().cpu()  # BirdNET runs on the CPU; the head is tiny
         return fast
 
-    def window_outputs(self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int,
-                       short_policy: str | None) -> dict[str, torch.Tensor]:
+    def window_outputs(
+        self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int, short_policy: str | None
+    ) -> dict[str, torch.Tensor]:
         policy = short_policy or self.short_policy
         windows = torch.cat([fitted_audio(audio, q, policy).unfold(0, window, hop) for q in pieces])
         return self.head(self.embed(windows))

@@ -32,8 +32,16 @@ import pandas as pd
 import soxr
 import torch
 
-from birdsed.birdnet import (EMBED_DIM, MODEL_FILE, N_SAMPLES, SAMPLE_RATE_HZ, SHA256, classifier_rows, dataset_aliases,
-                             shared_runtime)
+from birdsed.birdnet import (
+    EMBED_DIM,
+    MODEL_FILE,
+    N_SAMPLES,
+    SAMPLE_RATE_HZ,
+    SHA256,
+    classifier_rows,
+    dataset_aliases,
+    shared_runtime,
+)
 from birdsed.config import Config, save_config
 from birdsed.errors import ModelError
 from birdsed.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows
@@ -68,7 +76,7 @@ def augmented_view(x: np.ndarray, rid: str, view: int, sample_rate_hz: int = SAM
     y = soxr.resample(x, sample_rate_hz, int(round(sample_rate_hz / speed))).astype(np.float32)
     y *= np.float32(10 ** (rng.uniform(-6, 6) / 20))
     if rng.random() < 0.5:
-        rms = float(np.sqrt(np.mean(y ** 2))) + 1e-8
+        rms = float(np.sqrt(np.mean(y**2))) + 1e-8
         y += (rng.standard_normal(len(y)) * rms * 10 ** (-rng.uniform(10, 30) / 20)).astype(np.float32)
     return y
 
@@ -82,13 +90,25 @@ class EmbeddingCache:
     """(n_sub, 1024) float16 BirdNET embeddings per recording of a store, computed once, kept as .npy files."""
 
     def __init__(self, folder: Path, window_s: float, embed_hop_s: float, short_policy: str):
-        self.folder, self.window_s, self.embed_hop_s, self.short_policy = Path(folder), window_s, embed_hop_s, short_policy
+        self.folder, self.window_s, self.embed_hop_s, self.short_policy = (
+            Path(folder),
+            window_s,
+            embed_hop_s,
+            short_policy,
+        )
 
     def key(self, store: AudioStore, rid: str, view: int = 0) -> str:
         row = store.index.loc[rid]
-        stamp = {"birdnet": SHA256[MODEL_FILE], "window_s": self.window_s, "hop_s": self.embed_hop_s,
-                 "policy": self.short_policy, "rid": rid, "n_samples": int(row["n_samples"]),
-                 "size": int(row.get("source_size", 0)), "mtime": int(row.get("source_mtime_ns", 0))}
+        stamp = {
+            "birdnet": SHA256[MODEL_FILE],
+            "window_s": self.window_s,
+            "hop_s": self.embed_hop_s,
+            "policy": self.short_policy,
+            "rid": rid,
+            "n_samples": int(row["n_samples"]),
+            "size": int(row.get("source_size", 0)),
+            "mtime": int(row.get("source_mtime_ns", 0)),
+        }
         if view:
             stamp["view"] = [view, AUGMENT_VERSION]
         return hashlib.sha1(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:20]
@@ -101,7 +121,7 @@ class EmbeddingCache:
         x = augmented_view(x, rid, view)
         x = fit_to_window(x, int(round(self.window_s * SAMPLE_RATE_HZ)), self.short_policy)
         starts = subwindow_starts(len(x), int(round(self.embed_hop_s * SAMPLE_RATE_HZ)))
-        subs = np.stack([x[s: s + N_SAMPLES] for s in starts])
+        subs = np.stack([x[s : s + N_SAMPLES] for s in starts])
         return shared_runtime(True).embed(subs).astype(np.float16)
 
     @staticmethod
@@ -137,9 +157,11 @@ class EmbeddingCache:
         return out
 
 
-def crop_batch(items: list[Item], emb: dict[str, np.ndarray], n_sub: int, hop_s: float,
-               rng: np.random.Generator) -> torch.Tensor:
-    """(B, n_sub, 1024): for each item, n_sub consecutive embeddings starting at a random sub-window in its time range."""
+def crop_batch(
+    items: list[Item], emb: dict[str, np.ndarray], n_sub: int, hop_s: float, rng: np.random.Generator
+) -> torch.Tensor:
+    """(B, n_sub, 1024): for each item, n_sub consecutive embeddings starting at a random sub-window in its
+    time range."""
     out = np.empty((len(items), n_sub, EMBED_DIM), np.float32)
     for b, it in enumerate(items):
         e = emb[it.recording_id]
@@ -147,12 +169,13 @@ def crop_batch(items: list[Item], emb: dict[str, np.ndarray], n_sub: int, hop_s:
         lo = min(last, int(it.start_s / hop_s))
         hi = max(lo, min(last, int(math.floor(it.end_s / hop_s)) - n_sub + 1))
         s = int(rng.integers(lo, hi + 1))
-        out[b] = e[s: s + n_sub]
+        out[b] = e[s : s + n_sub]
     return torch.from_numpy(out)
 
 
-def mixup(x: torch.Tensor, y: torch.Tensor, p: float, alpha: float, union: bool,
-          gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def mixup(
+    x: torch.Tensor, y: torch.Tensor, p: float, alpha: float, union: bool, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """With probability p per batch: x mixed with a shuffled copy by lam ~ Beta(alpha, alpha); targets mixed by lam,
     or their union (max) with `union`."""
     if p <= 0 or len(x) < 2 or torch.rand((), generator=gen) >= p:
@@ -192,23 +215,35 @@ def birdnet_prior(head: EmbeddingHead, classes: list[str], aliases: dict[str, li
     try:
         cmap, w, b = classifier_rows(classes, aliases)
     except ModelError as e:
-        log.warning("BirdNET prior: %s; the head learns without it (a species.csv beside labels.csv with "
-                    "scientific_name or ebird_code columns maps a data set's own names)", e)
+        log.warning(
+            "BirdNET prior: %s; the head learns without it (a species.csv beside labels.csv with "
+            "scientific_name or ebird_code columns maps a data set's own names)",
+            e,
+        )
         return
     head.set_prior(torch.from_numpy(w), torch.from_numpy(b), torch.tensor([i >= 0 for i in cmap.indices]))
-    log.info("BirdNET prior: %d of %d classes map to BirdNET labels%s", len(classes) - len(cmap.unmapped), len(classes),
-             f"; unmapped: {', '.join(cmap.unmapped[:10])}{' ...' if len(cmap.unmapped) > 10 else ''}" if cmap.unmapped else "")
+    log.info(
+        "BirdNET prior: %d of %d classes map to BirdNET labels%s",
+        len(classes) - len(cmap.unmapped),
+        len(classes),
+        f"; unmapped: {', '.join(cmap.unmapped[:10])}{' ...' if len(cmap.unmapped) > 10 else ''}"
+        if cmap.unmapped
+        else "",
+    )
 
 
-def train_embedding_head(td, cfg: Config, run: Path, quiet: bool = False,
-                         aliases: dict[str, list[str]] | None = None) -> EmbeddingHeadModel:
+def train_embedding_head(
+    td, cfg: Config, run: Path, quiet: bool = False, aliases: dict[str, list[str]] | None = None
+) -> EmbeddingHeadModel:
     """Train the head on td (train.TrainData) into run/; returns the model (the best epoch by validation macro AP
     when there is a validation split, else the last). Writes run/metrics.csv. aliases: further names per class
     for model.birdnet_prior's class mapping (a data set's species.csv)."""
     t, d = cfg.train, cfg.data
     window_s, hop = d.crop_s, cfg.model.embed_hop_s
     n_sub = n_subwindows(window_s, hop)
-    cache = EmbeddingCache(Path(d.embedding_cache) if d.embedding_cache else run / "embeddings", window_s, hop, d.short_policy)
+    cache = EmbeddingCache(
+        Path(d.embedding_cache) if d.embedding_cache else run / "embeddings", window_s, hop, d.short_policy
+    )
     train_ids, val_ids = list(td.train.table["recording_id"]), list(td.val.table["recording_id"])
     views = [cache.get_all(td.store, train_ids, v, quiet) for v in range(d.embedding_views)]
     emb = views[0]
@@ -232,16 +267,22 @@ def train_embedding_head(td, cfg: Config, run: Path, quiet: bool = False,
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, int(t.warmup_frac * total)))
     rng, gen = np.random.default_rng(t.seed), torch.Generator().manual_seed(t.seed)
-    val_x = torch.stack([crop_batch([Item(r, 0.0, window_s)], val_emb, n_sub, hop, rng)[0] for r in val_ids]) if val_ids else None
+    val_x = (
+        torch.stack([crop_batch([Item(r, 0.0, window_s)], val_emb, n_sub, hop, rng)[0] for r in val_ids])
+        if val_ids
+        else None
+    )
     val_y = np.stack([tgt[r] for r in val_ids]) >= 0.5 if val_ids else None
     best, best_state, rows = -1.0, None, []
     for epoch in range(t.epochs):
         head.train()
-        order = rng.permutation(len(items) + n_pseudo)  # j >= len(items): the epoch's pseudo-labelled window j - len(items)
+        order = rng.permutation(
+            len(items) + n_pseudo
+        )  # j >= len(items): the epoch's pseudo-labelled window j - len(items)
         drawn = pseudo.epoch(epoch, n_pseudo) if n_pseudo else None
         losses = []
         for i in range(0, len(order), t.batch_size):
-            js = order[i: i + t.batch_size]
+            js = order[i : i + t.batch_size]
             batch = [items[j] for j in js if j < len(items)]
             ks = [int(drawn[j - len(items)]) for j in js if j >= len(items)]
             xs, ys = [], []
@@ -276,8 +317,13 @@ def train_embedding_head(td, cfg: Config, run: Path, quiet: bool = False,
         head.load_state_dict(best_state)
     with atomic_path(run / "metrics.csv") as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
-    log.info("BirdNET-embedding head: %d items, %d epochs, last loss %.4f%s", len(items), t.epochs, rows[-1]["train_loss"],
-             f", best validation macro AP {best:.4f}" if best_state is not None else "")
+    log.info(
+        "BirdNET-embedding head: %d items, %d epochs, last loss %.4f%s",
+        len(items),
+        t.epochs,
+        rows[-1]["train_loss"],
+        f", best validation macro AP {best:.4f}" if best_state is not None else "",
+    )
     return EmbeddingHeadModel(td.classes, head.eval(), window_s, hop, short_policy=d.short_policy)
 
 
@@ -291,4 +337,3 @@ def train_birdnet(data: Path, cfg: Config, run: Path, val_data: Path | None = No
     save_config(cfg, run / "config.yaml")
     model = train_embedding_head(td, cfg, run, quiet, dataset_aliases(data) if data.is_dir() else {})
     return save_head_dir(model, run / "model", extra={"train": {"data": str(data), "epochs": cfg.train.epochs}})
-

@@ -13,8 +13,9 @@ as one piece:
 
 Members may be of any kind (detector.py) and differ in backbone, mel count, image scale or sample rate (a member
 at a lower rate than the highest gets each stretch of audio resampled to its own); they must share classes and
-window length, so that they score the same windows and their rows align on the 5 s grid. Their time-resolved outputs (segmentwise, norm_att) are resampled to
-the finest member's segment count. The directory is written and read by modeldir.py.
+window length, so that they score the same windows and their rows align on the 5 s grid. Their time-resolved
+outputs (segmentwise, norm_att) are resampled to the finest member's segment count. The directory is written and
+read by modeldir.py.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def average_outputs(outs: list[dict[str, torch.Tensor]], weights: list[float] | 
     res = {"clipwise": mean([o["clipwise"].float() for o in outs])}
     for k in ("segmentwise", "norm_att"):
         res[k] = mean([at_t(o[k].float()) for o in outs])
-    res["norm_att"] = res["norm_att"] / res["norm_att"].sum(-1, keepdim=True).clamp_min(1e-12)  # sums to 1 over T' again
+    res["norm_att"] = res["norm_att"] / res["norm_att"].sum(-1, keepdim=True).clamp_min(
+        1e-12
+    )  # sums to 1 over T' again
     return res
 
 
@@ -67,11 +70,15 @@ class Ensemble:
         first = members[0]
         for i, m in enumerate(members[1:], 1):
             if m.classes != first.classes:
-                raise ModelError(f"ensemble member {i} has other classes than member 0 "
-                                 f"({len(m.classes)} vs {len(first.classes)}, or another order)")
+                raise ModelError(
+                    f"ensemble member {i} has other classes than member 0 "
+                    f"({len(m.classes)} vs {len(first.classes)}, or another order)"
+                )
             if m.window_s != first.window_s:
-                raise ModelError(f"ensemble member {i} scores {m.window_s:g} s windows, member 0 {first.window_s:g} s: "
-                                 "members must score the same windows")
+                raise ModelError(
+                    f"ensemble member {i} scores {m.window_s:g} s windows, member 0 {first.window_s:g} s: "
+                    "members must score the same windows"
+                )
         self.weights = check_weights(weights, len(members))
         self.members = list(members)
         self.classes = list(first.classes)
@@ -83,8 +90,9 @@ class Ensemble:
     def for_inference(self, device: torch.device) -> Ensemble:
         return Ensemble([m.for_inference(device) for m in self.members], self.weights)
 
-    def window_outputs(self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int,
-                       short_policy: str | None) -> dict[str, torch.Tensor]:
+    def window_outputs(
+        self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int, short_policy: str | None
+    ) -> dict[str, torch.Tensor]:
         outs = []
         for m in self.members:
             if m.sample_rate_hz == self.sample_rate_hz:
@@ -105,8 +113,9 @@ class Ensemble:
         return average_outputs([m(wave) for m in self.members], self.weights)
 
 
-def at_rate(audio: torch.Tensor, pieces: list[Piece], window: int, hop: int, rate_hz: int,
-            to_hz: int) -> tuple[torch.Tensor, list[Piece], int, int]:
+def at_rate(
+    audio: torch.Tensor, pieces: list[Piece], window: int, hop: int, rate_hz: int, to_hz: int
+) -> tuple[torch.Tensor, list[Piece], int, int]:
     """The pieces' audio resampled (soxr) from rate_hz to to_hz, with new pieces, window and hop in samples at to_hz;
     every piece keeps its windows (trimmed or zero-padded to exactly their span), so rows align across rates."""
     w, h = round(window * to_hz / rate_hz), round(hop * to_hz / rate_hz)
@@ -137,6 +146,8 @@ def check_weights(weights: list[float] | None, n: int) -> list[float]:
 def mean_thresholds(members: list[Thresholds], classes: list[str]) -> Thresholds:
     """Per class and output kind, the members' mean threshold (a starting point; `tune` the ensemble for its own)."""
     glob = {k: float(np.mean([t.global_[k] for t in members])) for k in OUTPUT_KINDS}
-    per = {k: {c: float(v) for c, v in zip(classes, np.mean([t.vector(k, classes) for t in members], axis=0))}
-           for k in OUTPUT_KINDS}
+    per = {
+        k: {c: float(v) for c, v in zip(classes, np.mean([t.vector(k, classes) for t in members], axis=0))}
+        for k in OUTPUT_KINDS
+    }
     return Thresholds(glob, per)

@@ -34,13 +34,14 @@ class Unused:
     def lines(self) -> list[str]:
         """One sentence per kind of thing not used (empty when everything was)."""
         out = []
-        for items, what in ((self.pred_rows_without_truth, "prediction row(s) with no truth row (not scored)"),
-                            (self.truth_rows_without_pred, "truth row(s) with no prediction (scored as nocall)"),
-                            (self.truth_classes_unknown, "truth class(es) the prediction never names (can only be missed)"),
-                            (self.pred_classes_unknown, "predicted class(es) no truth row has"),
-                            (self.events_past_end, "annotated event(s) beginning after their recording's end (not used)"),
-                            (self.recordings_not_predicted, "annotated recording(s) with no prediction (every event "
-                             "there missed)")):
+        for items, what in (
+            (self.pred_rows_without_truth, "prediction row(s) with no truth row (not scored)"),
+            (self.truth_rows_without_pred, "truth row(s) with no prediction (scored as nocall)"),
+            (self.truth_classes_unknown, "truth class(es) the prediction never names (can only be missed)"),
+            (self.pred_classes_unknown, "predicted class(es) no truth row has"),
+            (self.events_past_end, "annotated event(s) beginning after their recording's end (not used)"),
+            (self.recordings_not_predicted, "annotated recording(s) with no prediction (every event there missed)"),
+        ):
             if items:
                 out.append(f"{len(items)} {what}, e.g. {items[:3]}")
         if self.truth_has_no_positive:
@@ -57,7 +58,9 @@ def check_overlap(n_truth: int, n_used: int, truth: str | Path, pred: str | Path
     if n_truth == 0:
         raise BirdsedError(f"{truth}: the truth has no rows")
     if n_used == 0:
-        raise BirdsedError(f"{pred} and {truth} share no row: nothing to score (another test set, or another test.csv?)")
+        raise BirdsedError(
+            f"{pred} and {truth} share no row: nothing to score (another test set, or another test.csv?)"
+        )
 
 
 @dataclass
@@ -72,21 +75,37 @@ class SubmissionReport:
     unused: Unused = field(default_factory=Unused)
 
     def to_dict(self) -> dict:
-        return {"row_f1": self.row_f1, "precision": self.precision, "recall": self.recall, "species_f1": self.species_f1,
-                "n_rows": self.n_rows, "missing_rows": self.missing_rows, "unused": asdict(self.unused),
-                "per_class": self.per_class.to_dict("records")}
+        return {
+            "row_f1": self.row_f1,
+            "precision": self.precision,
+            "recall": self.recall,
+            "species_f1": self.species_f1,
+            "n_rows": self.n_rows,
+            "missing_rows": self.missing_rows,
+            "unused": asdict(self.unused),
+            "per_class": self.per_class.to_dict("records"),
+        }
 
 
-def evaluate_sets(pred: dict[str, set[str]], truth: dict[str, set[str]], strict: bool = False,
-                  names: tuple[str, str] = ("the prediction", "the truth")) -> SubmissionReport:
+def evaluate_sets(
+    pred: dict[str, set[str]],
+    truth: dict[str, set[str]],
+    strict: bool = False,
+    names: tuple[str, str] = ("the prediction", "the truth"),
+) -> SubmissionReport:
     """Score predicted label sets against true ones; truth rows missing from `pred` count as predicted nocall.
     What was not used is counted in `unused`; with `strict` any of it is an error."""
     rows = list(truth)
     missing = [r for r in rows if r not in pred]
     check_overlap(len(rows), len(rows) - len(missing), names[1], names[0])
     truth_classes, pred_classes = set().union(*truth.values()), set().union(*(pred[r] for r in pred))
-    unused = Unused([r for r in pred if r not in truth], missing, sorted(truth_classes - pred_classes),
-                    sorted(pred_classes - truth_classes), not truth_classes)
+    unused = Unused(
+        [r for r in pred if r not in truth],
+        missing,
+        sorted(truth_classes - pred_classes),
+        sorted(pred_classes - truth_classes),
+        not truth_classes,
+    )
     unused.check(strict)
     classes = sorted(truth_classes | pred_classes)
     P = sets_to_matrix([pred.get(r, set()) for r in rows], classes)
@@ -110,7 +129,9 @@ def read_scores(path: str | Path) -> pd.DataFrame:
     try:
         scores = pd.read_parquet(path)
     except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a file that is not Parquet
-        raise BirdsedError(f"{path}: not a Parquet scores table from predict ({type(e).__name__}: {str(e)[:120]})") from e
+        raise BirdsedError(
+            f"{path}: not a Parquet scores table from predict ({type(e).__name__}: {str(e)[:120]})"
+        ) from e
     lacking = [c for c in SCORE_COLUMNS if c not in scores.columns]
     if lacking:
         raise BirdsedError(f"{path}: not a scores table of predict: no column(s) {lacking}")
@@ -131,9 +152,14 @@ class AlignedScores:
     events: pd.DataFrame | None = None  # annotated events, named as the prediction names files (None: row truth)
 
 
-def align_scores(scores: pd.DataFrame, truth: Truth, strict: bool = False,
-                 names: tuple[str, str] = ("the scores", "the truth"), min_overlap_s: float = DEFAULT_MIN_OVERLAP_S,
-                 audio_dir: str | Path | None = None) -> AlignedScores:
+def align_scores(
+    scores: pd.DataFrame,
+    truth: Truth,
+    strict: bool = False,
+    names: tuple[str, str] = ("the scores", "the truth"),
+    min_overlap_s: float = DEFAULT_MIN_OVERLAP_S,
+    audio_dir: str | Path | None = None,
+) -> AlignedScores:
     """Line up scores.parquet rows with the truth's rows (truth.grid: annotated events become labelled 5 s rows of
     the predicted files; Kaggle rows map through test.csv).
 
@@ -172,29 +198,51 @@ def align_scores(scores: pd.DataFrame, truth: Truth, strict: bool = False,
                 m[i, : len(model_classes)] = v
         out[kind] = m
     check_overlap(len(rows) + len(truth.not_listed), len(rows) - len(not_scored), names[1], names[0])
-    unscored = [f"{f}@{s:g}" for f, s in zip(first["file"], first["start_s"])
-                if f not in used_files and (f, float(s)) not in used_rows]
+    unscored = [
+        f"{f}@{s:g}"
+        for f, s in zip(first["file"], first["start_s"])
+        if f not in used_files and (f, float(s)) not in used_rows
+    ]
     missing = truth.not_listed + [r for r in rows["row_id"] if r in not_scored]
-    unused = Unused(unscored, missing, sorted(truth_classes - set(model_classes)), [], not truth_classes,
-                    tr.past_end, tr.not_predicted)
+    unused = Unused(
+        unscored,
+        missing,
+        sorted(truth_classes - set(model_classes)),
+        [],
+        not truth_classes,
+        tr.past_end,
+        tr.not_predicted,
+    )
     unused.check(strict)
     true = sets_to_matrix(list(rows["labels"]), classes)
-    return AlignedScores(list(rows["row_id"]), classes, out, true, missing, unused, rows[["file", "start_s"]],
-                         tr.events)
+    return AlignedScores(
+        list(rows["row_id"]), classes, out, true, missing, unused, rows[["file", "start_s"]], tr.events
+    )
 
 
 def row_detections(al: AlignedScores, kind: str, threshold: float) -> pd.DataFrame:
     """The rows of `kind` at or above threshold, one per (row, class): file, start_s, end_s, label."""
     r, k = np.nonzero(al.scores[kind][:, : len(al.classes)] >= threshold)
     start = al.rows["start_s"].to_numpy(float)[r]
-    return pd.DataFrame({"file": al.rows["file"].to_numpy()[r], "start_s": start, "end_s": start + ROW_S,
-                         "label": np.asarray(al.classes)[k]})
+    return pd.DataFrame(
+        {
+            "file": al.rows["file"].to_numpy()[r],
+            "start_s": start,
+            "end_s": start + ROW_S,
+            "label": np.asarray(al.classes)[k],
+        }
+    )
 
 
 def score_report(al: AlignedScores) -> dict:
     """For each output: F1 against threshold (a sweep), macro/micro AP, and the seed's table."""
-    report = {"n_rows": len(al.row_ids), "missing_rows": al.missing_rows, "unused": asdict(al.unused),
-              "unused_lines": al.unused.lines(), "outputs": {}}
+    report = {
+        "n_rows": len(al.row_ids),
+        "missing_rows": al.missing_rows,
+        "unused": asdict(al.unused),
+        "unused_lines": al.unused.lines(),
+        "outputs": {},
+    }
     for kind in OUTPUT_KINDS:
         s = al.scores[kind]
         sweep = threshold_sweep(s, al.true)
@@ -202,28 +250,50 @@ def score_report(al: AlignedScores) -> dict:
         macro, micro = average_precision(s, al.true)
         seed_thr = SEED_THRESHOLDS[kind]
         report["outputs"][kind] = {
-            "seed_threshold": seed_thr, "seed_row_f1": row_f1(s >= seed_thr, al.true),
-            "best_threshold": float(best["threshold"]), "best_row_f1": float(best["row_f1"]),
-            "macro_ap": macro, "micro_ap": micro, "sweep": sweep.to_dict("records"),
+            "seed_threshold": seed_thr,
+            "seed_row_f1": row_f1(s >= seed_thr, al.true),
+            "best_threshold": float(best["threshold"]),
+            "best_row_f1": float(best["row_f1"]),
+            "macro_ap": macro,
+            "micro_ap": micro,
+            "sweep": sweep.to_dict("records"),
             # the BirdCLEF metrics (kaggle.birdclef): 2023's, 2024-2025's
-            "padded_cmap": padded_cmap(al.true, s), "roc_auc": macro_roc_auc(al.true, s),
+            "padded_cmap": padded_cmap(al.true, s),
+            "roc_auc": macro_roc_auc(al.true, s),
         }
         if al.events is not None:  # annotated calls: which were found, at the best threshold
             match = match_events(al.events, row_detections(al, kind, float(best["threshold"])))
-            report["outputs"][kind].update(event_recall=match.recall, event_precision=match.precision,
-                                           n_events=match.n_events, n_detections=match.n_detections)
+            report["outputs"][kind].update(
+                event_recall=match.recall,
+                event_precision=match.precision,
+                n_events=match.n_events,
+                n_detections=match.n_detections,
+            )
     return report
 
 
-def align_files(scores_path: str | Path, truth: str | Path, test_csv: str | Path | None = None,
-                audio_dir: str | Path | None = None, strict: bool = False, min_overlap_s: float = DEFAULT_MIN_OVERLAP_S,
-                fmt: str = "auto", label_column: str | None = None) -> AlignedScores:
+def align_files(
+    scores_path: str | Path,
+    truth: str | Path,
+    test_csv: str | Path | None = None,
+    audio_dir: str | Path | None = None,
+    strict: bool = False,
+    min_overlap_s: float = DEFAULT_MIN_OVERLAP_S,
+    fmt: str = "auto",
+    label_column: str | None = None,
+) -> AlignedScores:
     """A scores.parquet and any truth (truth.load_truth: annotation tables or a folder of them, Kaggle row truth
     with its test.csv), lined up."""
     t = load_truth(truth, fmt, label_column, test_csv, audio_dir)
     return align_scores(read_scores(scores_path), t, strict, (str(scores_path), str(truth)), min_overlap_s, audio_dir)
 
 
-def scores_report_from_files(scores_path: str | Path, truth: str | Path, test_csv: str | Path | None = None,
-                             audio_dir: str | Path | None = None, strict: bool = False, **truth_kw) -> dict:
+def scores_report_from_files(
+    scores_path: str | Path,
+    truth: str | Path,
+    test_csv: str | Path | None = None,
+    audio_dir: str | Path | None = None,
+    strict: bool = False,
+    **truth_kw,
+) -> dict:
     return score_report(align_files(scores_path, truth, test_csv, audio_dir, strict, **truth_kw))

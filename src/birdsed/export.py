@@ -34,8 +34,13 @@ class _Outputs(nn.Module):
         return tuple(out[k] for k in ONNX_OUTPUTS)
 
 
-def export_onnx(model_dir: str | Path, out: str | Path, window_s: float = 5.0, check_audio: str | Path | None = None,
-                atol: float = 1e-3) -> dict[str, float]:
+def export_onnx(
+    model_dir: str | Path,
+    out: str | Path,
+    window_s: float = 5.0,
+    check_audio: str | Path | None = None,
+    atol: float = 1e-3,
+) -> dict[str, float]:
     """Write the model as ONNX (input "wave": a batch of 32 kHz waveforms, outputs by name) and check it
     against PyTorch on random input and, when given, on a real recording. Returns the max abs differences."""
     model = load_model_dir(model_dir)[0].onnx_module()  # a ModelError for kinds with no ONNX graph
@@ -46,9 +51,16 @@ def export_onnx(model_dir: str | Path, out: str | Path, window_s: float = 5.0, c
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # the wrapper must be in eval mode too: the exporter restores the wrapper's mode on every submodule afterwards
-        torch.onnx.export(_Outputs(model).eval(), (example,), str(tmp), input_names=["wave"], output_names=list(ONNX_OUTPUTS),
-                          dynamic_axes={"wave": {0: "batch"}, **{k: {0: "batch"} for k in ONNX_OUTPUTS}},
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(
+            _Outputs(model).eval(),
+            (example,),
+            str(tmp),
+            input_names=["wave"],
+            output_names=list(ONNX_OUTPUTS),
+            dynamic_axes={"wave": {0: "batch"}, **{k: {0: "batch"} for k in ONNX_OUTPUTS}},
+            opset_version=17,
+            dynamo=False,
+        )
         inputs = {"random": np.random.default_rng(0).standard_normal((3, n)).astype(np.float32) * 0.1}
         if check_audio:
             from birdsed.audio import load_audio
@@ -107,8 +119,9 @@ class OnnxSED:
     def for_inference(self, device: torch.device) -> OnnxSED:
         return self  # ONNX Runtime's CPU provider
 
-    def window_outputs(self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int,
-                       short_policy: str | None) -> dict[str, torch.Tensor]:
+    def window_outputs(
+        self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int, short_policy: str | None
+    ) -> dict[str, torch.Tensor]:
         policy = short_policy or self.short_policy
         return self(torch.cat([piece_windows(audio, q, window, hop, policy) for q in pieces]))
 
@@ -142,15 +155,23 @@ class OpenVinoSED(OnnxSED):
         return {k: torch.from_numpy(res[self.compiled.output(i)].copy()) for i, k in enumerate(ONNX_OUTPUTS)}
 
 
-def kaggle_dataset_folder(model_dir: str | Path, out: str | Path, dataset_id: str, title: str | None = None,
-                          license_name: str = "CC-BY-SA-4.0") -> Path:
+def kaggle_dataset_folder(
+    model_dir: str | Path,
+    out: str | Path,
+    dataset_id: str,
+    title: str | None = None,
+    license_name: str = "CC-BY-SA-4.0",
+) -> Path:
     """A folder `kaggle datasets create -p` accepts: the model files and dataset-metadata.json."""
     model_dir, out = Path(model_dir), Path(out)
     read_meta(model_dir)
     if "/" not in dataset_id or len(dataset_id.split("/")) != 2 or not all(dataset_id.split("/")):
         raise BirdsedError(f"Kaggle data set id must be owner/slug, got {dataset_id!r}")
     copy_model_dir(model_dir, out)  # an ensemble's members travel inside it
-    meta = {"title": title or f"birdsed model {dataset_id.split('/')[1]}", "id": dataset_id,
-            "licenses": [{"name": license_name}]}
+    meta = {
+        "title": title or f"birdsed model {dataset_id.split('/')[1]}",
+        "id": dataset_id,
+        "licenses": [{"name": license_name}],
+    }
     write_text_atomic(out / "dataset-metadata.json", json.dumps(meta, indent=2))
     return out

@@ -14,7 +14,7 @@ from birdsed.config import FrontendConfig
 
 
 CPU_CHUNK = 8
-PCEN_SCALE = 2.0 ** 31  # PCEN's input: the mel amplitude at int32 scale, as librosa.pcen advises
+PCEN_SCALE = 2.0**31  # PCEN's input: the mel amplitude at int32 scale, as librosa.pcen advises
 PCEN_EPS = 1e-6
 
 
@@ -36,7 +36,9 @@ class LogMel(nn.Module):
         super().__init__()
         cfg.check()  # a model.json's front end does not pass through Config.check
         self.cfg = cfg
-        mel = librosa.filters.mel(sr=cfg.sample_rate_hz, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin_hz, fmax=cfg.fmax_hz)
+        mel = librosa.filters.mel(
+            sr=cfg.sample_rate_hz, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin_hz, fmax=cfg.fmax_hz
+        )
         self.register_buffer("mel_fb", torch.from_numpy(mel).float(), persistent=False)  # (n_mels, n_fft // 2 + 1)
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
         self.norm = nn.BatchNorm1d(cfg.n_mels)
@@ -54,8 +56,15 @@ class LogMel(nn.Module):
     def _power(self, wave: torch.Tensor) -> torch.Tensor:
         """(B, n_samples) -> (B, n_fft // 2 + 1, n_frames) power spectrogram, centred and zero-padded."""
         if not self.conv_stft:
-            spec = torch.stft(wave, self.cfg.n_fft, self.cfg.hop_length, window=self.window,
-                              center=True, pad_mode="constant", return_complex=True)
+            spec = torch.stft(
+                wave,
+                self.cfg.n_fft,
+                self.cfg.hop_length,
+                window=self.window,
+                center=True,
+                pad_mode="constant",
+                return_complex=True,
+            )
             return spec.real.square() + spec.imag.square()
         half = self.cfg.n_fft // 2
         x = F.pad(wave.unsqueeze(1), (half, half))
@@ -90,9 +99,11 @@ class LogMel(nn.Module):
         c = self.cfg
         with torch.autocast(device_type=mel.device.type, enabled=False):
             e = mel.float().clamp_min(0).sqrt() * PCEN_SCALE
-            smooth = torch.matmul(e, _smoother(e.shape[-1], c.pcen_time_constant_s * c.sample_rate_hz / c.hop_length, e.device))
+            smooth = torch.matmul(
+                e, _smoother(e.shape[-1], c.pcen_time_constant_s * c.sample_rate_hz / c.hop_length, e.device)
+            )
             gained = e * (PCEN_EPS + smooth).pow(-c.pcen_gain)
-            return (gained + c.pcen_bias).pow(c.pcen_power) - c.pcen_bias ** c.pcen_power  # no expm1 in ONNX
+            return (gained + c.pcen_bias).pow(c.pcen_power) - c.pcen_bias**c.pcen_power  # no expm1 in ONNX
 
     def _to_db(self, mel: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, n_frames) mel power -> dB, floored top_db below each item's maximum."""
@@ -122,7 +133,7 @@ class LogMel(nn.Module):
         mel = mel.unfold(1, n_frames, hop // h)[:, :n_windows].permute(1, 0, 2).contiguous()  # (W, n_mels, n_frames)
         span = 2 * edge * h  # samples that hold every edge frame's support, a whole number of hops
         heads = audio[: (n_windows - 1) * hop + span].unfold(0, span, hop)  # (W, span): each window's first samples
-        tails = audio[window - span: window - span + (n_windows - 1) * hop + span].unfold(0, span, hop)
+        tails = audio[window - span : window - span + (n_windows - 1) * hop + span].unfold(0, span, hop)
         ends = self._mel_power(torch.cat([heads, tails]))  # (2W, n_mels, 2 edge + 1), zero-padded as per window
         mel[:, :, :edge] = ends[:n_windows, :, :edge]
         mel[:, :, -edge:] = ends[n_windows:, :, -edge:]
@@ -141,7 +152,7 @@ class LogMel(nn.Module):
 def _smoother(n_frames: int, time_constant_frames: float, device: torch.device) -> torch.Tensor:
     """(T, T) W with (E @ W)[t] = PCEN's smoothed energy at frame t: W[k, t] = b (1 - b)^(t - k) for k <= t, plus
     (1 - b)^(t + 1) on row 0 (the filter's state starts at E[0]); b from the time constant as librosa computes it."""
-    t2 = time_constant_frames ** 2
+    t2 = time_constant_frames**2
     b = (math.sqrt(1 + 4 * t2) - 1) / (2 * t2)
     with torch.inference_mode(False):  # cached: a plain tensor, usable later in training as well
         t = torch.arange(n_frames, dtype=torch.float64)

@@ -29,7 +29,9 @@ def conv_bn_pairs(module: nn.Module, run: Callable[[], torch.Tensor]) -> tuple[l
     Conv2d, each module called once by `run`; also returns run()'s output (the reference)."""
     names = {id(m): n for n, m in module.named_modules()}
     calls: dict[int, int] = {}
-    conv_out: dict[int, tuple[nn.Module, torch.Tensor]] = {}  # id(output) -> (conv, output kept alive so ids stay unique)
+    conv_out: dict[
+        int, tuple[nn.Module, torch.Tensor]
+    ] = {}  # id(output) -> (conv, output kept alive so ids stay unique)
     pairs: list[tuple[nn.Module, nn.Module]] = []
 
     def after_conv(conv, args, out):
@@ -42,9 +44,14 @@ def conv_bn_pairs(module: nn.Module, run: Callable[[], torch.Tensor]) -> tuple[l
         if hit is not None and hit[1] is args[0]:
             pairs.append((hit[0], bn))
 
-    hooks = [m.register_forward_hook(after_conv) for m in module.modules() if type(m) in (nn.Conv2d, Conv2dSame)]  # linear in weight and bias (not e.g. StdConv2d)
-    hooks += [m.register_forward_pre_hook(before_bn) for m in module.modules()
-              if type(m) in (nn.BatchNorm2d, BatchNormAct2d) and not m.training and m.track_running_stats]
+    hooks = [
+        m.register_forward_hook(after_conv) for m in module.modules() if type(m) in (nn.Conv2d, Conv2dSame)
+    ]  # linear in weight and bias (not e.g. StdConv2d)
+    hooks += [
+        m.register_forward_pre_hook(before_bn)
+        for m in module.modules()
+        if type(m) in (nn.BatchNorm2d, BatchNormAct2d) and not m.training and m.track_running_stats
+    ]
     try:
         with torch.inference_mode():
             reference = run()
@@ -71,13 +78,16 @@ def fold_batchnorm(module: nn.Module, run: Callable[[], torch.Tensor], rtol: flo
     if not pairs:
         return 0
     saved = {n: module.get_submodule(n) for pair in pairs for n in pair}
-    originals = {c: (saved[c].weight.detach().clone(), None if saved[c].bias is None else saved[c].bias.detach().clone())
-                 for c, _ in pairs}
+    originals = {
+        c: (saved[c].weight.detach().clone(), None if saved[c].bias is None else saved[c].bias.detach().clone())
+        for c, _ in pairs
+    }
     with torch.no_grad():
         for c_name, b_name in pairs:
             conv, bn = saved[c_name], saved[b_name]
-            conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var,
-                                                          bn.eps, bn.weight, bn.bias)
+            conv.weight, conv.bias = fuse_conv_bn_weights(
+                conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
+            )
             _replace(module, b_name, _without_norm(bn))
         with torch.inference_mode():
             folded = run()

@@ -82,11 +82,14 @@ def run_lock(folder: str | os.PathLike, name: str = ".lock") -> Iterator[Path]:
         except FileExistsError:
             host, pid = _holder(path)
             if host != socket.gethostname() and pid:
-                raise BirdsedError(f"{folder} is in use by another birdsed run (host {host}, pid {pid}, {path}); wait "
-                                   "for it, or delete that file if the run is gone") from None
+                raise BirdsedError(
+                    f"{folder} is in use by another birdsed run (host {host}, pid {pid}, {path}); wait "
+                    "for it, or delete that file if the run is gone"
+                ) from None
             if pid and _alive(pid):
-                raise BirdsedError(f"{folder} is in use by another birdsed run (pid {pid}, {path}); "
-                                   "wait for it, or give another --out") from None
+                raise BirdsedError(
+                    f"{folder} is in use by another birdsed run (pid {pid}, {path}); wait for it, or give another --out"
+                ) from None
             path.unlink(missing_ok=True)  # its process is gone: a killed run
             continue
         with os.fdopen(fd, "w") as f:

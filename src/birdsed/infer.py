@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -42,7 +41,6 @@ def window_starts(n_samples: int, window: int, hop: int) -> np.ndarray:
     return np.arange(n_windows, dtype=np.int64) * hop
 
 
-
 def window_row_pairs(starts_s: np.ndarray, window_s: float, row_s: float = ROW_S) -> tuple[np.ndarray, np.ndarray]:
     """(window index, row index) for every row each window overlaps: window [s, s + w) overlaps
     row [r * row_s, (r + 1) * row_s) when they share a positive stretch of time."""
@@ -61,8 +59,9 @@ def segment_rows(starts_s: np.ndarray, window_s: float, n_segments: int, row_s: 
     return np.floor(centres / row_s).astype(np.int64)
 
 
-def rows_from_windows(starts_s: np.ndarray, window_s: float, scores: np.ndarray, duration_s: float,
-                      row_s: float = ROW_S) -> np.ndarray:
+def rows_from_windows(
+    starts_s: np.ndarray, window_s: float, scores: np.ndarray, duration_s: float, row_s: float = ROW_S
+) -> np.ndarray:
     """Per-row scores [shape=(n_rows, K)]: for each row, the max over the windows overlapping it.
 
     starts_s [shape=(W,)], scores [shape=(W, K)].
@@ -84,7 +83,9 @@ class RowAccumulator:
 
     def _grow(self, max_row: int) -> None:
         if max_row >= len(self.rows):
-            extra = np.full((max(max_row + 1, 2 * len(self.rows)) - len(self.rows), self.rows.shape[1]), -np.inf, np.float32)
+            extra = np.full(
+                (max(max_row + 1, 2 * len(self.rows)) - len(self.rows), self.rows.shape[1]), -np.inf, np.float32
+            )
             self.rows = np.vstack([self.rows, extra])
 
     def add_windows(self, starts_s: np.ndarray, window_s: float, scores: np.ndarray) -> None:
@@ -121,8 +122,16 @@ class WindowStream(IterableDataset):
     once, not twice); `piece_windows` cuts them.
     """
 
-    def __init__(self, files: list[str], window_s: float, hop_s: float, batch_size: int, sample_rate_hz: int,
-                 chunk_s: float = 30.0, decode_threads: int = 1):
+    def __init__(
+        self,
+        files: list[str],
+        window_s: float,
+        hop_s: float,
+        batch_size: int,
+        sample_rate_hz: int,
+        chunk_s: float = 30.0,
+        decode_threads: int = 1,
+    ):
         self.files, self.batch_size, self.chunk_s = files, batch_size, chunk_s
         self.decode_threads = max(1, decode_threads)  # files decoded side by side, a chunk each per step
         self.window = int(round(window_s * sample_rate_hz))
@@ -142,15 +151,15 @@ class WindowStream(IterableDataset):
             n = max(0, (buf_start + len(buf) - self.window - next_start) // self.hop + 1)
             if n:
                 a = next_start - buf_start
-                yield next_start // self.hop, n, buf[a: a + (n - 1) * self.hop + self.window], 0
+                yield next_start // self.hop, n, buf[a : a + (n - 1) * self.hop + self.window], 0
                 next_start += n * self.hop
-                buf, buf_start = buf[next_start - buf_start:], next_start
+                buf, buf_start = buf[next_start - buf_start :], next_start
         # the tail: windows that run past the end, zero-padded, as window_starts() lists them
         starts = window_starts(total, self.window, self.hop)
         n = int((starts >= next_start).sum())
         if n:
             tail = np.zeros((n - 1) * self.hop + self.window, np.float32)
-            piece = buf[next_start - buf_start:]
+            piece = buf[next_start - buf_start :]
             tail[: len(piece)] = piece[: len(tail)]
             yield next_start // self.hop, n, tail, total if total < self.window else 0
         yield total
@@ -165,9 +174,13 @@ class WindowStream(IterableDataset):
 
         def flush():
             offsets = np.cumsum([0] + [len(h[3]) for h in held])
-            batch = {"audio": torch.from_numpy(np.concatenate([h[3] for h in held])) if held else torch.zeros(0),
-                     "pieces": [Piece(f, first, n, int(o), len(a), short) for (f, first, n, a, short), o in zip(held, offsets)],
-                     "done": list(done)}
+            batch = {
+                "audio": torch.from_numpy(np.concatenate([h[3] for h in held])) if held else torch.zeros(0),
+                "pieces": [
+                    Piece(f, first, n, int(o), len(a), short) for (f, first, n, a, short), o in zip(held, offsets)
+                ],
+                "done": list(done),
+            }
             held.clear(), done.clear()
             return batch
 
@@ -203,8 +216,16 @@ class WindowStream(IterableDataset):
             yield flush()
 
 
-def score_pieces(model: Detector, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int, batch_size: int,
-                 use_bf16: bool, short_policy: str | None = None) -> Iterator[tuple[list[Piece], dict[str, torch.Tensor]]]:
+def score_pieces(
+    model: Detector,
+    audio: torch.Tensor,
+    pieces: list[Piece],
+    window: int,
+    hop: int,
+    batch_size: int,
+    use_bf16: bool,
+    short_policy: str | None = None,
+) -> Iterator[tuple[list[Piece], dict[str, torch.Tensor]]]:
     """Run the model over the pieces' windows, at most about batch_size windows a call; yields (pieces, outputs).
 
     Each model (or ensemble member) fits a recording shorter than a window as it trained (its short_policy),
@@ -252,10 +273,19 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def predict_files(model: Detector, files: list[str], window_s: float | None = None, hop_s: float | None = None, batch_size: int = 64,
-                  workers: int | None = None, device: str = "auto", quiet: bool = False,
-                  pooling: str = "window", precision: str = "auto",
-                  short_policy: str | None = None) -> Iterator[FileResult | tuple[str, str]]:
+def predict_files(
+    model: Detector,
+    files: list[str],
+    window_s: float | None = None,
+    hop_s: float | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+    device: str = "auto",
+    quiet: bool = False,
+    pooling: str = "window",
+    precision: str = "auto",
+    short_policy: str | None = None,
+) -> Iterator[FileResult | tuple[str, str]]:
     """Yield a FileResult per recording (in completion order), or (path, error) for files that fail to decode.
 
     window_s, hop_s: default the model's own (5 s and 2.5 s for the SED models, 3 s for BirdNET).
@@ -289,8 +319,14 @@ def predict_files(model: Detector, files: list[str], window_s: float | None = No
     # release the GIL); a decoding process takes one core
     decode_threads = (os.cpu_count() or 1) if workers == 0 else 1
     ds = WindowStream(files, window_s, hop_s, batch_size, sr, decode_threads=decode_threads)
-    dl = DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=_collate, pin_memory=dev.type == "cuda",
-                    prefetch_factor=4 if workers else None)
+    dl = DataLoader(
+        ds,
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=dev.type == "cuda",
+        prefetch_factor=4 if workers else None,
+    )
     pending: dict[int, dict[str, RowAccumulator]] = {}
     n_classes = len(model.classes)
     hop_s_exact = ds.hop / sr
@@ -300,8 +336,9 @@ def predict_files(model: Detector, files: list[str], window_s: float | None = No
     with progress_bar(len(files), "predict", disable=quiet, extra=rate) as advance, torch.inference_mode():
         for batch in dl:
             audio = batch["audio"].to(dev, non_blocking=True)
-            for group, out in score_pieces(model, audio, batch["pieces"], ds.window, ds.hop, batch_size, use_bf16,
-                                           short_policy):
+            for group, out in score_pieces(
+                model, audio, batch["pieces"], ds.window, ds.hop, batch_size, use_bf16, short_policy
+            ):
                 scores = {k: v.float().cpu().numpy() for k, v in window_scores(out).items()}
                 segs = segment_scores(out) if pooling == "segment" else {}
                 at = 0

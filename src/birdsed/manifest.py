@@ -115,8 +115,14 @@ def clean_id(name: str) -> str:
     return Path(os.path.normpath(name.strip())).as_posix()
 
 
-def _finish(df: pd.DataFrame, root: Path, source: str, extra_cols: list[str], audio_root: Path | None = None,
-            allow_outside: bool = False) -> Manifest:
+def _finish(
+    df: pd.DataFrame,
+    root: Path,
+    source: str,
+    extra_cols: list[str],
+    audio_root: Path | None = None,
+    allow_outside: bool = False,
+) -> Manifest:
     """Drop (and list) rows whose file resolves outside `audio_root` (unless allow_outside) or does not exist; a
     file listed twice is an error."""
     outside: list[str] = []
@@ -163,7 +169,10 @@ def read_cornell(root: Path, allow_outside: bool = False) -> Manifest:
     if unmapped:
         log.warning(
             "%s: %d secondary label(s) (%d distinct names) map to no ebird code and were dropped, e.g. %s",
-            csv_path, sum(unmapped.values()), len(unmapped), list(unmapped)[:3],
+            csv_path,
+            sum(unmapped.values()),
+            len(unmapped),
+            list(unmapped)[:3],
         )
     out = df.copy()
     out["recording_id"] = [clean_id(f"{c}/{f}") for c, f in zip(df["ebird_code"], df["filename"])]
@@ -217,9 +226,7 @@ def detect_format(root: Path) -> str:
     """The data-set layout of a folder, from the files present."""
     found = [fmt for fmt, marker in _MARKERS.items() if (root / marker).is_file()]
     if not found:
-        raise ManifestError(
-            f"{root}: no known data-set layout (expected one of {sorted(_MARKERS.values())})"
-        )
+        raise ManifestError(f"{root}: no known data-set layout (expected one of {sorted(_MARKERS.values())})")
     return found[0]
 
 

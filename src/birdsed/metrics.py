@@ -40,7 +40,9 @@ def per_class_prf(pred: np.ndarray, true: np.ndarray, classes: list[str]) -> pd.
     p = np.divide(tp, n_pred, out=np.zeros(len(classes)), where=n_pred > 0)
     r = np.divide(tp, n_true, out=np.zeros(len(classes)), where=n_true > 0)
     f = np.divide(2 * p * r, p + r, out=np.zeros(len(classes)), where=(p + r) > 0)
-    return pd.DataFrame({"class": classes, "precision": p, "recall": r, "f1": f, "support": n_true, "predicted": n_pred})
+    return pd.DataFrame(
+        {"class": classes, "precision": p, "recall": r, "f1": f, "support": n_true, "predicted": n_pred}
+    )
 
 
 def average_precision(scores: np.ndarray, true: np.ndarray) -> tuple[float, float]:

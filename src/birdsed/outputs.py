@@ -59,12 +59,18 @@ class OutputSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> OutputSpec:
-        return cls(tuple(d.get("formats", ("csv",))), DecisionOptions(**d.get("decision", {})), d.get("test_csv"),
-                   d.get("audio_dir"), d.get("sample_submission"))
+        return cls(
+            tuple(d.get("formats", ("csv",))),
+            DecisionOptions(**d.get("decision", {})),
+            d.get("test_csv"),
+            d.get("audio_dir"),
+            d.get("sample_submission"),
+        )
 
 
-def decide_scores(scores: pd.DataFrame, classes: list[str], thresholds: Thresholds,
-                  opts: DecisionOptions, default_output: str) -> tuple[pd.DataFrame, np.ndarray, str, np.ndarray]:
+def decide_scores(
+    scores: pd.DataFrame, classes: list[str], thresholds: Thresholds, opts: DecisionOptions, default_output: str
+) -> tuple[pd.DataFrame, np.ndarray, str, np.ndarray]:
     """(rows of the chosen output, boolean presence per row and class, output kind, thresholds [shape=(K,)])."""
     kind = opts.output or default_output
     if kind not in OUTPUT_KINDS:
@@ -74,7 +80,11 @@ def decide_scores(scores: pd.DataFrame, classes: list[str], thresholds: Threshol
     if opts.neighbour_smoothing:
         for idx in rows.groupby("file", sort=False).indices.values():
             values[idx] = smooth_rows(values[idx], opts.neighbour_smoothing)
-    thr = thresholds.vector(kind, classes) if opts.threshold is None else np.full(len(classes), opts.threshold, np.float32)
+    thr = (
+        thresholds.vector(kind, classes)
+        if opts.threshold is None
+        else np.full(len(classes), opts.threshold, np.float32)
+    )
     present = decide(values, thr, opts.max_birds)
     rows = rows.copy()
     rows[classes] = values
@@ -86,8 +96,10 @@ def read_part(path: Path, recording: str) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
     except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a damaged file
-        raise BirdsedError(f"{path}: the scores of {recording} are unreadable ({type(e).__name__}); delete that file and "
-                           "run the same command again to predict it afresh") from e
+        raise BirdsedError(
+            f"{path}: the scores of {recording} are unreadable ({type(e).__name__}); delete that file and "
+            "run the same command again to predict it afresh"
+        ) from e
 
 
 def label_file_names(files: list[str]) -> dict[str, str]:
@@ -96,8 +108,14 @@ def label_file_names(files: list[str]) -> dict[str, str]:
     return {f: Path(f).stem if stem_counts[Path(f).stem] == 1 else recording_key(f) for f in files}
 
 
-def write_combined(out: Path, parts: list[tuple[str, Path]], classes: list[str], thresholds: Thresholds,
-                   default_output: str, spec: OutputSpec) -> None:
+def write_combined(
+    out: Path,
+    parts: list[tuple[str, Path]],
+    classes: list[str],
+    thresholds: Thresholds,
+    default_output: str,
+    spec: OutputSpec,
+) -> None:
     """Build every combined output of `out` from the (recording, part) pairs, in their order, streaming."""
     from birdsed.kaggle.birdclef import probability_submission, sample_columns
     from birdsed.kaggle.cornell import read_kaggle_test, submission
@@ -112,8 +130,11 @@ def write_combined(out: Path, parts: list[tuple[str, Path]], classes: list[str],
     with contextlib.ExitStack() as stack:
         scores_tmp = stack.enter_context(atomic_path(out / "scores.parquet"))
         det_out = stack.enter_context(open(stack.enter_context(atomic_path(out / "detections.csv")), "w", newline=""))
-        sub_out = stack.enter_context(open(stack.enter_context(atomic_path(out / "submission.csv")), "w", newline="")) \
-            if columns is not None else None
+        sub_out = (
+            stack.enter_context(open(stack.enter_context(atomic_path(out / "submission.csv")), "w", newline=""))
+            if columns is not None
+            else None
+        )
         writer, first = None, True
         for f, part in parts:
             df = read_part(part, f)
@@ -145,7 +166,8 @@ def write_combined(out: Path, parts: list[tuple[str, Path]], classes: list[str],
             if sub_out is not None:
                 pd.DataFrame(columns=["row_id", *columns]).to_csv(sub_out, index=False)
     if unknown:
-        log.warning("%d class(es) of the sample submission the model does not know score 0, e.g. %s", len(unknown),
-                    unknown[:5])
+        log.warning(
+            "%d class(es) of the sample submission the model does not know score 0, e.g. %s", len(unknown), unknown[:5]
+        )
     if test is not None:
         write_table(submission(test, row_birds, file_birds), out / "submission.csv")

@@ -32,7 +32,7 @@ from birdsed.kaggle.birdclef import sample_columns
 from birdsed.kaggle.cornell import read_kaggle_test
 from birdsed.modeldir import kind_of, load_model_dir, model_digest, read_meta, thresholds_of
 from birdsed.outputs import FORMATS, DecisionOptions, OutputSpec, decide_scores, read_part, write_combined  # noqa: F401
-from birdsed.shard import finished, missing_shards, parse_shard, record_path, shard_files, write_record
+from birdsed.shard import finished, missing_shards, parse_shard, shard_files, write_record
 from birdsed.store import recording_key
 from birdsed.writers import write_table
 
@@ -61,8 +61,15 @@ def resolve_inputs(inputs: list[str], test: pd.DataFrame | None) -> tuple[list[s
     if test is not None:
         files = sorted({p for p in test["path"] if p})
         outside = set(test.attrs.get("outside", []))
-        missing = [(a, "resolves outside the test audio folder: refused, never opened" if a in outside else
-                    "no audio file for this audio_id") for a in sorted(set(test.loc[test["path"] == "", "audio_id"]))]
+        missing = [
+            (
+                a,
+                "resolves outside the test audio folder: refused, never opened"
+                if a in outside
+                else "no audio file for this audio_id",
+            )
+            for a in sorted(set(test.loc[test["path"] == "", "audio_id"]))
+        ]
         return files, missing
     files = []
     for p in find_audio_files(inputs):
@@ -73,10 +80,23 @@ def resolve_inputs(inputs: list[str], test: pd.DataFrame | None) -> tuple[list[s
     return files, missing
 
 
-def _check_run(out: Path, model_dir: Path, window_s: float, hop_s: float, classes: list[str], pooling: str,
-               short_policy: str | None) -> None:
-    stamp = {"model": str(model_dir.resolve()), "model_sha256": model_digest(model_dir),
-             "window_s": window_s, "hop_s": hop_s, "pooling": pooling, "classes": classes}
+def _check_run(
+    out: Path,
+    model_dir: Path,
+    window_s: float,
+    hop_s: float,
+    classes: list[str],
+    pooling: str,
+    short_policy: str | None,
+) -> None:
+    stamp = {
+        "model": str(model_dir.resolve()),
+        "model_sha256": model_digest(model_dir),
+        "window_s": window_s,
+        "hop_s": hop_s,
+        "pooling": pooling,
+        "classes": classes,
+    }
     if short_policy:  # only when overridden, so that the stamps of earlier runs still match
         stamp["short_policy"] = short_policy
     path = out / "run.json"
@@ -87,19 +107,36 @@ def _check_run(out: Path, model_dir: Path, window_s: float, hop_s: float, classe
             raise ConfigError(f"{path}: not readable ({e}); this --out was tampered with: use a new --out") from e
         if old != stamp:
             changed = sorted(k for k in set(old) | set(stamp) if old.get(k) != stamp.get(k))
-            raise ConfigError(f"{out} holds results of another model or window setting ({path}: {', '.join(changed)} "
-                              "differ; the model's files changed, or another model or setting was given); use a new --out")
+            raise ConfigError(
+                f"{out} holds results of another model or window setting ({path}: {', '.join(changed)} "
+                "differ; the model's files changed, or another model or setting was given); use a new --out"
+            )
     else:
         write_text_atomic(path, json.dumps(stamp, indent=2))
 
 
-def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_csv: str | Path | None = None,
-                audio_dir: str | Path | None = None, formats: tuple[str, ...] = ("csv",), window_s: float | None = None,
-                hop_s: float | None = None, batch_size: int = 64, workers: int | None = None, device: str = "auto",
-                decision: DecisionOptions = DecisionOptions(), quiet: bool = False, pooling: str = "window",
-                backend: str = "torch", precision: str = "auto", short_policy: str | None = None,
-                sample_submission: str | Path | None = None, shard: str | None = None,
-                cluster: str | None = None) -> PredictSummary:
+def run_predict(
+    model_dir: str | Path,
+    inputs: list[str],
+    out: str | Path,
+    test_csv: str | Path | None = None,
+    audio_dir: str | Path | None = None,
+    formats: tuple[str, ...] = ("csv",),
+    window_s: float | None = None,
+    hop_s: float | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+    device: str = "auto",
+    decision: DecisionOptions = DecisionOptions(),
+    quiet: bool = False,
+    pooling: str = "window",
+    backend: str = "torch",
+    precision: str = "auto",
+    short_policy: str | None = None,
+    sample_submission: str | Path | None = None,
+    shard: str | None = None,
+    cluster: str | None = None,
+) -> PredictSummary:
     """short_policy: how recordings shorter than a window are fitted to it, "loop" or "pad", for every model
     (default: each model, or each member of an ensemble, as it saw them in training).
     window_s, hop_s: default the model's own (5 s / 2.5 s for the SED models, 3 s windows for BirdNET).
@@ -121,24 +158,32 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
         from birdsed.export import OnnxSED, OpenVinoSED
 
         if kind_of(meta) != "sed":
-            raise ConfigError(f"{model_dir} is a {kind_of(meta)} model; the {backend} backend runs single SED models "
-                              "(use --backend torch)")
+            raise ConfigError(
+                f"{model_dir} is a {kind_of(meta)} model; the {backend} backend runs single SED models "
+                "(use --backend torch)"
+            )
         model = OnnxSED(model_dir) if backend == "onnx" else OpenVinoSED(model_dir)
         device = "cpu"
     elif backend != "torch":
         raise ConfigError(f"unknown backend {backend!r}; valid: {list(BACKENDS)}")
     classes = model.classes
     if sample_submission and test_csv:
-        raise ConfigError("--test-csv (row_id,birds) and --sample-submission (probabilities) write different "
-                          "submissions: give one")
+        raise ConfigError(
+            "--test-csv (row_id,birds) and --sample-submission (probabilities) write different submissions: give one"
+        )
     if sample_submission:
         sample_columns(sample_submission)  # a bad sample is refused before anything runs
     test = read_kaggle_test(test_csv, audio_dir) if test_csv else None
     files, errors = resolve_inputs(inputs, test)
     if not files and not errors:
         raise BirdsedError("no audio files to predict (give files, folders or --test-csv)")
-    spec = OutputSpec(tuple(formats), decision, str(test_csv) if test_csv else None,
-                      str(audio_dir) if audio_dir else None, str(sample_submission) if sample_submission else None)
+    spec = OutputSpec(
+        tuple(formats),
+        decision,
+        str(test_csv) if test_csv else None,
+        str(audio_dir) if audio_dir else None,
+        str(sample_submission) if sample_submission else None,
+    )
     i, n = parse_shard(shard) if shard else (0, 0)
     if shard:
         mine = set(shard_files([*files, *(e[0] for e in errors)], i, n))  # an input that can't run has its shard too
@@ -160,13 +205,25 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
         if cluster and todo:
             from birdsed.cluster import predict_on_cluster
 
-            options = {"window_s": window_s, "hop_s": hop_s, "batch_size": batch_size, "device": device,
-                       "pooling": pooling, "precision": precision, "short_policy": short_policy}
+            options = {
+                "window_s": window_s,
+                "hop_s": hop_s,
+                "batch_size": batch_size,
+                "device": device,
+                "pooling": pooling,
+                "precision": precision,
+                "short_policy": short_policy,
+            }
             audio_s, failed = predict_on_cluster(cluster, model_dir, todo, part_of, options, quiet)
             errors += failed
             remove_stale_temps(parts, [part_of[f].name for f in todo])  # a worker killed mid-write left its temp
-        for res in predict_files(model, todo, window_s, hop_s, batch_size, workers, device, quiet, pooling, precision,
-                                 short_policy) if todo and not cluster else []:
+        for res in (
+            predict_files(
+                model, todo, window_s, hop_s, batch_size, workers, device, quiet, pooling, precision, short_policy
+            )
+            if todo and not cluster
+            else []
+        ):
             if isinstance(res, FileResult):
                 write_table(rows_table(res, classes), part_of[res.path])
                 audio_s += res.duration_s
@@ -179,8 +236,14 @@ def run_predict(model_dir: str | Path, inputs: list[str], out: str | Path, test_
         else:
             write_table(pd.DataFrame(errors, columns=["file", "reason"]), out / "errors.csv")
             done = [f for f in files if part_of[f].is_file()]
-            write_combined(out, [(f, part_of[f]) for f in done], classes, thresholds,
-                           meta.get("default_output", "segmentwise"), spec)
+            write_combined(
+                out,
+                [(f, part_of[f]) for f in done],
+                classes,
+                thresholds,
+                meta.get("default_output", "segmentwise"),
+                spec,
+            )
             return summary
     summary.merged = merge_if_complete(out)
     return summary
@@ -210,8 +273,10 @@ def merge(out: str | Path) -> tuple[int, int]:
     n, records = finished(out)
     missing = missing_shards(n, records)
     if missing:
-        raise BirdsedError(f"{out}: shard(s) {missing} of {n} have not finished ({out / 'shards'}); run them "
-                           f"(predict --shard I/{n} with the same inputs), then merge")
+        raise BirdsedError(
+            f"{out}: shard(s) {missing} of {n} have not finished ({out / 'shards'}); run them "
+            f"(predict --shard I/{n} with the same inputs), then merge"
+        )
     specs = {json.dumps(r["spec"], sort_keys=True) for r in records}
     if len(specs) > 1:
         raise BirdsedError(f"{out}: the shards were run with different output options; run them with the same ones")
@@ -221,8 +286,10 @@ def merge(out: str | Path) -> tuple[int, int]:
         raise BirdsedError(f"{out / 'run.json'}: unreadable ({e})") from e
     model_dir = Path(run["model"])
     if not (model_dir / "model.json").is_file() or model_digest(model_dir) != run["model_sha256"]:
-        raise BirdsedError(f"{model_dir}: the model the shards ran is not there, or changed; merge needs it "
-                           "(its thresholds decide the detections)")
+        raise BirdsedError(
+            f"{model_dir}: the model the shards ran is not there, or changed; merge needs it "
+            "(its thresholds decide the detections)"
+        )
     meta = read_meta(model_dir)
     files = sorted({f for r in records for f in r["files"]})
     errors = sorted({tuple(e) for r in records for e in r["errors"]})
@@ -230,6 +297,12 @@ def merge(out: str | Path) -> tuple[int, int]:
     done = [(f, parts / f"{recording_key(f)}.parquet") for f in files]
     done = [(f, p) for f, p in done if p.is_file()]
     write_table(pd.DataFrame(errors, columns=["file", "reason"]), out / "errors.csv")
-    write_combined(out, done, run["classes"], thresholds_of(model_dir, meta), meta.get("default_output", "segmentwise"),
-                   OutputSpec.from_dict(records[0]["spec"]))
+    write_combined(
+        out,
+        done,
+        run["classes"],
+        thresholds_of(model_dir, meta),
+        meta.get("default_output", "segmentwise"),
+        OutputSpec.from_dict(records[0]["spec"]),
+    )
     return len(done), len(errors)

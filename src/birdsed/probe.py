@@ -59,8 +59,15 @@ def _recalibrate_batchnorm(backbone: torch.nn.Module, images: list[torch.Tensor]
 
 
 @torch.no_grad()
-def frozen_features(model: SEDModel, ds: WindowDataset, batch_size: int, device: torch.device,
-                     recalibrate_bn: bool, views: int = 1, augment: Augment | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def frozen_features(
+    model: SEDModel,
+    ds: WindowDataset,
+    batch_size: int,
+    device: torch.device,
+    recalibrate_bn: bool,
+    views: int = 1,
+    augment: Augment | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(features (N, C, F', T'), targets (N, K)) for every window of `ds`, after fitting the front end's statistics;
     with views > 1, N = views x windows: the plain windows, then views - 1 augmented passes over them."""
     fe = model.frontend
@@ -89,9 +96,19 @@ def frozen_features(model: SEDModel, ds: WindowDataset, batch_size: int, device:
     return torch.cat(feats), torch.cat(targets)
 
 
-def warm_up_head(model: SEDModel, ds: WindowDataset, epochs: int, lr: float = 1e-3, weight_decay: float = 1e-2,
-                 batch_size: int = 32, seed: int = 0, recalibrate_bn: bool = True,
-                 device: str | torch.device = "cpu", views: int = 1, augment: Augment | None = None) -> float:
+def warm_up_head(
+    model: SEDModel,
+    ds: WindowDataset,
+    epochs: int,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-2,
+    batch_size: int = 32,
+    seed: int = 0,
+    recalibrate_bn: bool = True,
+    device: str | torch.device = "cpu",
+    views: int = 1,
+    augment: Augment | None = None,
+) -> float:
     """Set the front end's statistics and train `model.head` on frozen features of `ds`; returns the last loss.
 
     The model is left on `device` in training mode; only normalisation statistics (front
@@ -110,8 +127,16 @@ def warm_up_head(model: SEDModel, ds: WindowDataset, epochs: int, lr: float = 1e
     return loss
 
 
-def fit_head(head: torch.nn.Module, feats: torch.Tensor, y: torch.Tensor, epochs: int, lr: float = 1e-3,
-             weight_decay: float = 1e-2, batch_size: int = 32, seed: int = 0) -> float:
+def fit_head(
+    head: torch.nn.Module,
+    feats: torch.Tensor,
+    y: torch.Tensor,
+    epochs: int,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-2,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> float:
     """Train a head on cached features (N, C, F', T') for targets (N, K): AdamW, BCE on the clipwise output,
     shuffled (seeded); returns the last batch's loss. The head is left in training mode."""
     gen = torch.Generator().manual_seed(seed)
@@ -125,4 +150,3 @@ def fit_head(head: torch.nn.Module, feats: torch.Tensor, y: torch.Tensor, epochs
             loss.backward()
             opt.step()
     return float(loss.detach())
-

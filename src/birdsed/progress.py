@@ -9,11 +9,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 @contextlib.contextmanager
-def progress_bar(total: int | None, description: str, disable: bool = False,
-                 extra: Callable[[], str] | None = None) -> Iterator[Callable[[int], None]]:
+def progress_bar(
+    total: int | None, description: str, disable: bool = False, extra: Callable[[], str] | None = None
+) -> Iterator[Callable[[int], None]]:
     """Yield `advance(n)`; `extra()` returns a short status string shown after the bar (e.g. speed)."""
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[extra]}")]
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[extra]}"),
+    ]
     with Progress(*columns, disable=disable, transient=False) as bar:
         task = bar.add_task(description, total=total, extra="")
 

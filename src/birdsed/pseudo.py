@@ -65,17 +65,20 @@ def soft_labels(p: np.ndarray, opts: SoftLabelOptions) -> np.ndarray:
         logit = np.log(np.clip(q, eps, 1 - eps)) - np.log1p(-np.clip(q, eps, 1 - eps))
         q = 1.0 / (1.0 + np.exp(-logit / opts.temperature))
     if opts.power != 1.0:
-        q = q ** opts.power
+        q = q**opts.power
     q[q < opts.floor] = 0.0
     if opts.top_k is not None and opts.top_k < q.shape[1]:
-        drop = np.argsort(-q, axis=1, kind="stable")[:, opts.top_k:]
+        drop = np.argsort(-q, axis=1, kind="stable")[:, opts.top_k :]
         np.put_along_axis(q, drop, 0.0, axis=1)
     return q.astype(np.float32)
 
 
 def soft_label_table(scores: pd.DataFrame, classes: list[str], opts: SoftLabelOptions) -> pd.DataFrame:
-    """predict's scores table (every output kind) -> the soft-label table of opts.output, rows in file and time order."""
-    rows = scores[scores["output"] == opts.output].sort_values(["file", "start_s"], kind="stable").reset_index(drop=True)
+    """predict's scores table (every output kind) -> the soft-label table of opts.output, rows in file and time
+    order."""
+    rows = (
+        scores[scores["output"] == opts.output].sort_values(["file", "start_s"], kind="stable").reset_index(drop=True)
+    )
     values = soft_labels(rows[classes].to_numpy(np.float32), opts)
     return pd.concat([rows[list(KEY_COLUMNS)], pd.DataFrame(values, columns=classes)], axis=1)
 
@@ -99,7 +102,8 @@ class SoftLabels:
 
 def read_soft_labels(path: str | Path, classes: list[str] | None = None) -> SoftLabels:
     """A pseudo-label table (a PL folder or its pseudo_labels.parquet). With `classes` (the training classes), a table
-    of other classes is refused naming the ones that differ. Rows of files that are not there are left out and listed."""
+    of other classes is refused naming the ones that differ. Rows of files that are not there are left out and
+    listed."""
     path = Path(path)
     if path.is_dir():
         path = path / TABLE
@@ -125,8 +129,10 @@ def read_soft_labels(path: str | Path, classes: list[str] | None = None) -> Soft
         raise ConfigError(f"{path}: soft labels must be numbers in [0, 1]")
     if classes is not None and own != list(classes):
         only_pl, only_train = sorted(set(own) - set(classes)), sorted(set(classes) - set(own))
-        raise ConfigError(f"{path}: its classes differ from the training classes: only in the table {only_pl[:20]}, "
-                          f"only in training {only_train[:20]}" + ("" if only_pl or only_train else " (same names, other order)"))
+        raise ConfigError(
+            f"{path}: its classes differ from the training classes: only in the table {only_pl[:20]}, "
+            f"only in training {only_train[:20]}" + ("" if only_pl or only_train else " (same names, other order)")
+        )
     present = {f: Path(f).is_file() for f in table["file"].unique()}
     missing = sorted(f for f, ok in present.items() if not ok)
     for f in missing:
@@ -136,8 +142,9 @@ def read_soft_labels(path: str | Path, classes: list[str] | None = None) -> Soft
     return SoftLabels(table, own, meta, missing)
 
 
-def pseudo_label(model_dir: str | Path, inputs: list[str], out: str | Path, opts: SoftLabelOptions = SoftLabelOptions(),
-                 **predict_kw) -> tuple[Path, object]:
+def pseudo_label(
+    model_dir: str | Path, inputs: list[str], out: str | Path, opts: SoftLabelOptions = SoftLabelOptions(), **predict_kw
+) -> tuple[Path, object]:
     """Score unlabelled recordings with any model directory (predict: streamed, resumable, bad files reported) and
     write out/pseudo_labels.parquet. Returns (its path, predict's summary)."""
     from birdsed.modeldir import model_digest, read_meta
@@ -148,8 +155,12 @@ def pseudo_label(model_dir: str | Path, inputs: list[str], out: str | Path, opts
     summary = run_predict(model_dir, inputs, out, **predict_kw)
     classes = read_meta(model_dir)["classes"]
     table = soft_label_table(pd.read_parquet(out / "scores.parquet"), classes, opts)
-    meta = {"model_sha256": model_digest(model_dir), "model": str(Path(model_dir).resolve()), "classes": classes,
-            "transform": asdict(opts)}
+    meta = {
+        "model_sha256": model_digest(model_dir),
+        "model": str(Path(model_dir).resolve()),
+        "classes": classes,
+        "transform": asdict(opts),
+    }
     return write_soft_labels(table, out / TABLE, meta), summary
 
 
@@ -186,22 +197,42 @@ def load_pool(paths: list[str], classes: list[str], dest: Path, workers: int | N
     tables = [read_soft_labels(p, classes).table for p in paths]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=[*KEY_COLUMNS, *classes])
     files = sorted(table["file"].unique())
-    manifest = Manifest(pd.DataFrame({"recording_id": [clean_id(f) for f in files], "path": files,
-                                      "primary_labels": [[] for _ in files], "secondary_labels": [[] for _ in files],
-                                      "duration_s": np.nan, "rating": np.nan}), Path("/"), "pseudo")
+    manifest = Manifest(
+        pd.DataFrame(
+            {
+                "recording_id": [clean_id(f) for f in files],
+                "path": files,
+                "primary_labels": [[] for _ in files],
+                "secondary_labels": [[] for _ in files],
+                "duration_s": np.nan,
+                "rating": np.nan,
+            }
+        ),
+        Path("/"),
+        "pseudo",
+    )
     prepare(manifest, dest, workers=workers, quiet=True)
     store = AudioStore(dest)
     ok = table["file"].map(clean_id).isin(set(store.index.index))
     if (~ok).any():
-        log.warning("%d pseudo-labelled window(s) of files that did not decode are left out (see %s)", int((~ok).sum()),
-                    dest / "report.csv")
+        log.warning(
+            "%d pseudo-labelled window(s) of files that did not decode are left out (see %s)",
+            int((~ok).sum()),
+            dest / "report.csv",
+        )
     table = table[ok].reset_index(drop=True)
     rows = [(clean_id(f), float(s), float(e)) for f, s, e in zip(table["file"], table["start_s"], table["end_s"])]
     return PseudoPool(dest, rows, table[classes].to_numpy(np.float32))
 
 
-def teacher_labels(teacher: str | Path, data: str | Path, out: str | Path, extra: list[str] | None = None,
-                   opts: SoftLabelOptions = SoftLabelOptions(), **predict_kw) -> Path:
+def teacher_labels(
+    teacher: str | Path,
+    data: str | Path,
+    out: str | Path,
+    extra: list[str] | None = None,
+    opts: SoftLabelOptions = SoftLabelOptions(),
+    **predict_kw,
+) -> Path:
     """Distillation (train --teacher): a teacher's soft labels of every recording of the training data set (a data-set
     folder or a prepared store), and of `extra` unlabelled recordings, as a pseudo-label table in `out`; training on
     it (data.pseudo) teaches a small student the teacher's outputs beside the labels."""

@@ -60,7 +60,9 @@ def truth_bands(al) -> dict[str, list[Band]]:
     or, for Kaggle's row truth, each labelled row as a box over the whole band."""
     bands: dict[str, list] = {}
     if al.events is not None:
-        for f, a, b, lab, lo, hi in al.events[["file", "start_s", "end_s", "label", "low_hz", "high_hz"]].itertuples(index=False):
+        for f, a, b, lab, lo, hi in al.events[["file", "start_s", "end_s", "label", "low_hz", "high_hz"]].itertuples(
+            index=False
+        ):
             bands.setdefault(f, []).append((float(a), float(b), lab, float(lo), float(hi)))
         return bands
     labels = [[al.classes[k] for k in np.flatnonzero(row)] for row in al.true]
@@ -76,8 +78,16 @@ def mel_bin(hz: float) -> float:
     return float(np.clip((librosa.hz_to_mel(hz) - lo) / (hi - lo) * MEL_BINS, 0, MEL_BINS))
 
 
-def recording_figures(path: str, scores: pd.DataFrame, det: pd.DataFrame, output: str,
-                      truth: list[Band], page_s: float, max_s: float, top_k: int = 5) -> list[str]:
+def recording_figures(
+    path: str,
+    scores: pd.DataFrame,
+    det: pd.DataFrame,
+    output: str,
+    truth: list[Band],
+    page_s: float,
+    max_s: float,
+    top_k: int = 5,
+) -> list[str]:
     """One image per page: spectrogram with detections (and truth) over the score timeline of the top classes."""
     try:
         audio = _head_audio(path, max_s)
@@ -87,9 +97,15 @@ def recording_figures(path: str, scores: pd.DataFrame, det: pd.DataFrame, output
     rows = scores[(scores["file"] == path) & (scores["output"] == output)]
     classes = [c for c in scores.columns if c not in META]
     top = rows[classes].max().sort_values(ascending=False).index[:top_k].tolist() if len(rows) else []
-    colour = {c: COLOURS[i % len(COLOURS)] for i, c in enumerate(sorted(set(top) | set(det["label"]) | {t[2] for t in truth}))}
-    mel = librosa.power_to_db(librosa.feature.melspectrogram(y=audio, sr=SAMPLE_RATE_HZ, n_fft=1024, hop_length=320,
-                                                             n_mels=MEL_BINS, fmin=MEL_FMIN_HZ, fmax=MEL_FMAX_HZ), ref=np.max)
+    colour = {
+        c: COLOURS[i % len(COLOURS)] for i, c in enumerate(sorted(set(top) | set(det["label"]) | {t[2] for t in truth}))
+    }
+    mel = librosa.power_to_db(
+        librosa.feature.melspectrogram(
+            y=audio, sr=SAMPLE_RATE_HZ, n_fft=1024, hop_length=320, n_mels=MEL_BINS, fmin=MEL_FMIN_HZ, fmax=MEL_FMAX_HZ
+        ),
+        ref=np.max,
+    )
     events = merge_runs(det)
     lane = {c: i for i, c in enumerate(sorted(set(det["label"])))}  # one lane per class, from the top
     truth_lane = {c: i for i, c in enumerate(sorted({t[2] for t in truth}))}  # boxes without bounds: a lane per class
@@ -102,9 +118,22 @@ def recording_figures(path: str, scores: pd.DataFrame, det: pd.DataFrame, output
         ax.set_ylabel("mel bin")
         for _, d in events[(events["end_s"] > p0) & (events["start_s"] < p1)].iterrows():
             top_y = 1.0 - 0.09 * lane[d["label"]]
-            ax.axvspan(max(d["start_s"], p0), min(d["end_s"], p1), ymin=top_y - 0.08, ymax=top_y, color=colour[d["label"]], alpha=0.85)
-            ax.text(max(d["start_s"], p0) + 0.1, 128 * (top_y - 0.04), f"{d['label']} {d['score']:.2f}", color="white",
-                    fontsize=8, va="center")
+            ax.axvspan(
+                max(d["start_s"], p0),
+                min(d["end_s"], p1),
+                ymin=top_y - 0.08,
+                ymax=top_y,
+                color=colour[d["label"]],
+                alpha=0.85,
+            )
+            ax.text(
+                max(d["start_s"], p0) + 0.1,
+                128 * (top_y - 0.04),
+                f"{d['label']} {d['score']:.2f}",
+                color="white",
+                fontsize=8,
+                va="center",
+            )
         for a, b, lab, lo, hi in truth:
             if b > p0 and a < p1:
                 if np.isfinite(lo) and np.isfinite(hi):  # an annotated box: its own frequency bounds
@@ -163,9 +192,18 @@ def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, float_format=lambda x: f"{x:.3f}", border=0, classes="t")
 
 
-def build_report(pred_dir: str | Path, out: str | Path | None = None, truth: str | Path | None = None,
-                 test_csv: str | Path | None = None, run_dir: str | Path | None = None, output: str | None = None,
-                 max_recordings: int = 20, page_s: float = 60.0, max_minutes: float = 10.0, **truth_kw) -> Path:
+def build_report(
+    pred_dir: str | Path,
+    out: str | Path | None = None,
+    truth: str | Path | None = None,
+    test_csv: str | Path | None = None,
+    run_dir: str | Path | None = None,
+    output: str | None = None,
+    max_recordings: int = 20,
+    page_s: float = 60.0,
+    max_minutes: float = 10.0,
+    **truth_kw,
+) -> Path:
     """The report of predict's output folder; with `truth` (any truth evaluate reads; truth_kw: its options) the
     evaluation and the annotated calls drawn under the detections."""
     pred_dir = Path(pred_dir)
@@ -173,11 +211,18 @@ def build_report(pred_dir: str | Path, out: str | Path | None = None, truth: str
         raise BirdsedError(f"{pred_dir}: no scores.parquet; run `birdsed predict --out {pred_dir}` first")
     out = Path(out) if out else pred_dir / "report.html"
     scores = pd.read_parquet(pred_dir / "scores.parquet")
-    det = pd.read_csv(pred_dir / "detections.csv") if (pred_dir / "detections.csv").is_file() else \
-        pd.DataFrame(columns=["file", "start_s", "end_s", "label", "score"])
+    det = (
+        pd.read_csv(pred_dir / "detections.csv")
+        if (pred_dir / "detections.csv").is_file()
+        else pd.DataFrame(columns=["file", "start_s", "end_s", "label", "score"])
+    )
     run_json = json.loads((pred_dir / "run.json").read_text()) if (pred_dir / "run.json").is_file() else {}
     model_json = Path(run_json.get("model", "")) / "model.json"
-    default_output = json.loads(model_json.read_text()).get("default_output", "segmentwise") if model_json.is_file() else "segmentwise"
+    default_output = (
+        json.loads(model_json.read_text()).get("default_output", "segmentwise")
+        if model_json.is_file()
+        else "segmentwise"
+    )
     output = output or default_output
     aligned = None
     if truth:
@@ -185,10 +230,17 @@ def build_report(pred_dir: str | Path, out: str | Path | None = None, truth: str
 
         aligned = align_files(pred_dir / "scores.parquet", truth, test_csv, **truth_kw)
     bands = truth_bands(aligned) if aligned is not None else {}
-    parts = [f"<h1>birdsed report</h1><p>predictions: {html.escape(str(pred_dir.resolve()))}; "
-             f"{scores['file'].nunique()} recording(s); rows decided on <b>{output}</b></p>"]
-    summary = det.groupby("label").agg(detections=("score", "size"), mean_score=("score", "mean"),
-                                       files=("file", "nunique")).reset_index() if len(det) else pd.DataFrame()
+    parts = [
+        f"<h1>birdsed report</h1><p>predictions: {html.escape(str(pred_dir.resolve()))}; "
+        f"{scores['file'].nunique()} recording(s); rows decided on <b>{output}</b></p>"
+    ]
+    summary = (
+        det.groupby("label")
+        .agg(detections=("score", "size"), mean_score=("score", "mean"), files=("file", "nunique"))
+        .reset_index()
+        if len(det)
+        else pd.DataFrame()
+    )
     parts.append("<h2>Detections per class</h2>" + (_table(summary) if len(summary) else "<p>none</p>"))
     if aligned is not None:
         from birdsed.evaluate import evaluate_submission, score_report
@@ -197,8 +249,10 @@ def build_report(pred_dir: str | Path, out: str | Path | None = None, truth: str
         parts.append(f"<h2>Evaluation</h2><p>truth: {html.escape(str(truth))}</p>")
         if aligned.events is None and (pred_dir / "submission.csv").is_file():
             rep = evaluate_submission(pred_dir / "submission.csv", truth)
-            parts.append(f"<p>row-wise micro F1 <b>{rep.row_f1:.4f}</b>; species precision {rep.precision:.3f}, "
-                         f"recall {rep.recall:.3f}, F1 {rep.species_f1:.3f} ({rep.n_rows} rows)</p>")
+            parts.append(
+                f"<p>row-wise micro F1 <b>{rep.row_f1:.4f}</b>; species precision {rep.precision:.3f}, "
+                f"recall {rep.recall:.3f}, F1 {rep.species_f1:.3f} ({rep.n_rows} rows)</p>"
+            )
             parts.append(_table(rep.per_class))
         sr = score_report(aligned)
         parts.append(_table(score_table(sr)) + sweep_figure(sr))
@@ -208,16 +262,22 @@ def build_report(pred_dir: str | Path, out: str | Path | None = None, truth: str
     if run_dir and (Path(run_dir) / "metrics.csv").is_file():
         parts.append("<h2>Training</h2>" + training_figure(Path(run_dir)))
     files = list(dict.fromkeys(scores["file"]))
-    parts.append(f"<h2>Recordings</h2><p>{min(len(files), max_recordings)} of {len(files)} shown, "
-                 f"the first {max_minutes:g} min of each, in pages of {page_s:g} s</p>")
+    parts.append(
+        f"<h2>Recordings</h2><p>{min(len(files), max_recordings)} of {len(files)} shown, "
+        f"the first {max_minutes:g} min of each, in pages of {page_s:g} s</p>"
+    )
     for f in files[:max_recordings]:
         parts.append(f"<h3>{html.escape(Path(f).name)}</h3><div class=strip>")
         parts += recording_figures(f, scores, det[det["file"] == f], output, bands.get(f, []), page_s, max_minutes * 60)
         parts.append("</div>")
-    page = ("<!doctype html><html><head><meta charset=utf-8><title>birdsed report</title><style>"
-            "body{font-family:sans-serif;margin:2em;max-width:1200px}img{max-width:100%;display:block;margin:4px 0}"
-            "table.t{border-collapse:collapse;font-size:13px}table.t td,table.t th{padding:2px 8px;border-bottom:1px solid #ddd}"
-            ".strip{max-height:900px;overflow-y:auto;border:1px solid #eee}.err{color:#b00}</style></head><body>"
-            + "\n".join(parts) + "</body></html>")
+    page = (
+        "<!doctype html><html><head><meta charset=utf-8><title>birdsed report</title><style>"
+        "body{font-family:sans-serif;margin:2em;max-width:1200px}img{max-width:100%;display:block;margin:4px 0}"
+        "table.t{border-collapse:collapse;font-size:13px}"
+        "table.t td,table.t th{padding:2px 8px;border-bottom:1px solid #ddd}"
+        ".strip{max-height:900px;overflow-y:auto;border:1px solid #eee}.err{color:#b00}</style></head><body>"
+        + "\n".join(parts)
+        + "</body></html>"
+    )
     write_text_atomic(out, page)
     return out

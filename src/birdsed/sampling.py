@@ -72,8 +72,12 @@ def targets(manifest: Manifest, classes: list[str], cfg: DataConfig) -> dict[str
     when the recording is shorter than `secondary_max_s`, else 0."""
     index = {c: i for i, c in enumerate(classes)}
     out = {}
-    for rid, prim, sec, dur in zip(manifest.table["recording_id"], manifest.table["primary_labels"],
-                                   manifest.table["secondary_labels"], manifest.table["duration_s"]):
+    for rid, prim, sec, dur in zip(
+        manifest.table["recording_id"],
+        manifest.table["primary_labels"],
+        manifest.table["secondary_labels"],
+        manifest.table["duration_s"],
+    ):
         y = np.zeros(len(classes), dtype=np.float32)
         if cfg.secondary_weight > 0 and np.isfinite(dur) and dur < cfg.secondary_max_s:
             for c in sec:

@@ -31,8 +31,13 @@ log = logging.getLogger(__name__)
 
 def round_row(k: int, run: Path, n_pseudo: int) -> dict:
     train = json.loads((run / "model" / "model.json").read_text()).get("train", {})
-    return {"round": k, "model": str(run / "model"), "best_metric": train.get("best_metric"),
-            "best_score": train.get("best_score"), "pseudo_windows": n_pseudo}
+    return {
+        "round": k,
+        "model": str(run / "model"),
+        "best_metric": train.get("best_metric"),
+        "best_score": train.get("best_score"),
+        "pseudo_windows": n_pseudo,
+    }
 
 
 def train_round(data: Path, cfg: Config, run: Path, val_data: Path | None, quiet: bool) -> Path:
@@ -47,9 +52,17 @@ def train_round(data: Path, cfg: Config, run: Path, val_data: Path | None, quiet
     return train(data, cfg, run, resume=resume, val_data=val_data, quiet=quiet)
 
 
-def self_train(data: str | Path, unlabelled: list[str], rounds: int, cfg: Config, out: str | Path,
-               opts: SoftLabelOptions = SoftLabelOptions(), val_data: str | Path | None = None,
-               quiet: bool = False, predict_workers: int | None = None) -> pd.DataFrame:
+def self_train(
+    data: str | Path,
+    unlabelled: list[str],
+    rounds: int,
+    cfg: Config,
+    out: str | Path,
+    opts: SoftLabelOptions = SoftLabelOptions(),
+    val_data: str | Path | None = None,
+    quiet: bool = False,
+    predict_workers: int | None = None,
+) -> pd.DataFrame:
     """Teacher on the labels, then `rounds` students each on the labels and the previous model's soft labels of
     `unlabelled`; returns (and writes out/rounds.csv) one row per round."""
     if rounds < 1:

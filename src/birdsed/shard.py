@@ -57,8 +57,10 @@ def record_path(out: Path, i: int, n: int) -> Path:
 
 
 def write_record(out: Path, i: int, n: int, files: list[str], errors: list[tuple[str, str]], spec: dict) -> None:
-    write_text_atomic(record_path(out, i, n), json.dumps({"shard": i, "of": n, "files": files,
-                                                          "errors": [list(e) for e in errors], "spec": spec}))
+    write_text_atomic(
+        record_path(out, i, n),
+        json.dumps({"shard": i, "of": n, "files": files, "errors": [list(e) for e in errors], "spec": spec}),
+    )
 
 
 def finished(out: Path) -> tuple[int, list[dict]]:

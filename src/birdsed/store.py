@@ -58,7 +58,8 @@ class PrepareResult:
         rate = self.audio_s / self.wall_s if self.wall_s > 0 else float("inf")
         return (
             f"prepared {self.n_prepared} recording(s), {self.n_resumed} already done, "
-            f"{self.n_skipped} skipped; {self.audio_s / 3600:.2f} h of audio in {self.wall_s:.1f} s ({rate:.0f}x real time)"
+            f"{self.n_skipped} skipped; {self.audio_s / 3600:.2f} h of audio in {self.wall_s:.1f} s "
+            f"({rate:.0f}x real time)"
         )
 
 
@@ -90,14 +91,21 @@ def _prepare_one(recording_id: str, source: str, audio_dir: str) -> tuple[str, d
     except AudioDecodeError as e:
         return recording_id, None, str(e)
     entry = {
-        "recording_id": recording_id, "key": key, "n_samples": n_samples, "duration_s": n_samples / SAMPLE_RATE_HZ,
-        "orig_rate_hz": info.sample_rate_hz, "orig_channels": info.channels, **_source_stamp(source),
+        "recording_id": recording_id,
+        "key": key,
+        "n_samples": n_samples,
+        "duration_s": n_samples / SAMPLE_RATE_HZ,
+        "orig_rate_hz": info.sample_rate_hz,
+        "orig_channels": info.channels,
+        **_source_stamp(source),
     }
     write_text_atomic(raw_path.with_suffix(".json"), json.dumps(entry))
     return recording_id, entry, None
 
 
-def prepare(manifest: Manifest, out: str | os.PathLike, workers: int | None = None, quiet: bool = False) -> PrepareResult:
+def prepare(
+    manifest: Manifest, out: str | os.PathLike, workers: int | None = None, quiet: bool = False
+) -> PrepareResult:
     """Decode every recording of `manifest` into the store at `out`, resuming where a run stopped."""
     out = Path(out)
     audio_dir = out / "audio"
@@ -109,9 +117,17 @@ def prepare(manifest: Manifest, out: str | os.PathLike, workers: int | None = No
 
 
 def _prepare_locked(manifest: Manifest, out: Path, audio_dir: Path, workers: int | None, quiet: bool) -> PrepareResult:
-    write_text_atomic(out / "store.json", json.dumps(
-        {"version": STORE_VERSION, "sample_rate_hz": SAMPLE_RATE_HZ, "source": str(manifest.root), "format": manifest.source}
-    ))
+    write_text_atomic(
+        out / "store.json",
+        json.dumps(
+            {
+                "version": STORE_VERSION,
+                "sample_rate_hz": SAMPLE_RATE_HZ,
+                "source": str(manifest.root),
+                "format": manifest.source,
+            }
+        ),
+    )
     t0 = time.perf_counter()
     table = manifest.table
     entries: dict[str, dict] = {}
@@ -156,10 +172,14 @@ def _write_tables(out: Path, manifest: Manifest, entries: dict[str, dict], failu
     ok = table["recording_id"].isin(entries.keys()).to_numpy()
     prepared = table[ok].reset_index(drop=True).copy()
     prepared["duration_s"] = [entries[r]["duration_s"] for r in prepared["recording_id"]]
-    index = pd.DataFrame([entries[r] for r in prepared["recording_id"]],
-                         columns=["recording_id", "key", "n_samples", "duration_s", "orig_rate_hz", "orig_channels"])
+    index = pd.DataFrame(
+        [entries[r] for r in prepared["recording_id"]],
+        columns=["recording_id", "key", "n_samples", "duration_s", "orig_rate_hz", "orig_channels"],
+    )
     paths = dict(zip(table["recording_id"], table["path"]))
-    report = pd.DataFrame([(r, paths.get(r, ""), why) for r, why in failures], columns=["recording_id", "path", "reason"])
+    report = pd.DataFrame(
+        [(r, paths.get(r, ""), why) for r, why in failures], columns=["recording_id", "path", "reason"]
+    )
     for name, df in (("manifest.parquet", prepared), ("index.parquet", index)):
         with atomic_path(out / name) as tmp:
             df.to_parquet(tmp, index=False)
@@ -176,9 +196,13 @@ class AudioStore:
             raise StoreError(f"{self.root}: not a prepared store (no store.json); run `birdsed prepare` first")
         meta = json.loads((self.root / "store.json").read_text())
         if meta.get("version") != STORE_VERSION:
-            raise StoreError(f"{self.root}: store version {meta.get('version')} is not {STORE_VERSION}; prepare it again")
+            raise StoreError(
+                f"{self.root}: store version {meta.get('version')} is not {STORE_VERSION}; prepare it again"
+            )
         if not (self.root / "index.parquet").is_file():
-            raise StoreError(f"{self.root}: store is incomplete (no index.parquet); run `birdsed prepare` again to finish it")
+            raise StoreError(
+                f"{self.root}: store is incomplete (no index.parquet); run `birdsed prepare` again to finish it"
+            )
         self.sample_rate_hz = int(meta["sample_rate_hz"])
         self.index = pd.read_parquet(self.root / "index.parquet").set_index("recording_id", drop=False)
         self._maps: dict[str, np.memmap] = {}

@@ -40,15 +40,27 @@ from birdsed.rows import ROW_S
 BASE_RATE_HZ = 32_000
 KINDS = ("sweep", "trill", "harmonic", "whistle", "chirp")
 _NAMES = [
-    ("amber piper", "Fictus amberi"), ("slate trillbird", "Fictus ardesia"), ("reed chanter", "Fictus arundo"),
-    ("dusk whistler", "Fictus crepus"), ("coral sparrow", "Fictus corallus"), ("hill warbler", "Fictus collinus"),
-    ("marsh chat", "Fictus palustris"), ("pine flute", "Fictus pinicola"), ("river thrush", "Fictus fluvialis"),
-    ("sand lark", "Fictus arenarius"), ("moss wren", "Fictus muscus"), ("ash finch", "Fictus cinereus"),
+    ("amber piper", "Fictus amberi"),
+    ("slate trillbird", "Fictus ardesia"),
+    ("reed chanter", "Fictus arundo"),
+    ("dusk whistler", "Fictus crepus"),
+    ("coral sparrow", "Fictus corallus"),
+    ("hill warbler", "Fictus collinus"),
+    ("marsh chat", "Fictus palustris"),
+    ("pine flute", "Fictus pinicola"),
+    ("river thrush", "Fictus fluvialis"),
+    ("sand lark", "Fictus arenarius"),
+    ("moss wren", "Fictus muscus"),
+    ("ash finch", "Fictus cinereus"),
 ]
 # (format, subtype, rate, channels, extension): the mix of files real collections hold
 _FILE_KINDS = [
-    ("WAV", "PCM_16", 44_100, 2, "wav"), ("FLAC", "PCM_16", 32_000, 1, "flac"), ("OGG", "VORBIS", 22_050, 1, "ogg"),
-    ("MP3", "MPEG_LAYER_III", 48_000, 2, "mp3"), ("WAV", "PCM_32", 48_000, 1, "wav"), ("FLAC", "PCM_24", 44_100, 2, "flac"),
+    ("WAV", "PCM_16", 44_100, 2, "wav"),
+    ("FLAC", "PCM_16", 32_000, 1, "flac"),
+    ("OGG", "VORBIS", 22_050, 1, "ogg"),
+    ("MP3", "MPEG_LAYER_III", 48_000, 2, "mp3"),
+    ("WAV", "PCM_32", 48_000, 1, "wav"),
+    ("FLAC", "PCM_24", 44_100, 2, "flac"),
 ]
 UNMAPPED_SECONDARY = "Distant Frog (Rana fictiva)"
 
@@ -96,11 +108,17 @@ def make_species(n: int, seed: int) -> list[Species]:
             common, sci = f"{common} {i // len(_NAMES) + 1}", f"{sci} {i // len(_NAMES) + 1}"
         kind = KINDS[i % len(KINDS)]
         width = centres[i] * rng.uniform(0.25, 0.6)
-        note_s = {"sweep": 0.25, "trill": 0.04, "harmonic": 0.35, "whistle": 0.6, "chirp": 0.09}[kind] * rng.uniform(0.8, 1.25)
+        note_s = {"sweep": 0.25, "trill": 0.04, "harmonic": 0.35, "whistle": 0.6, "chirp": 0.09}[kind] * rng.uniform(
+            0.8, 1.25
+        )
         notes = {"sweep": 4, "trill": 18, "harmonic": 3, "whistle": 2, "chirp": 6}[kind] + int(rng.integers(0, 3))
-        gap = {"sweep": 0.15, "trill": 0.03, "harmonic": 0.25, "whistle": 0.3, "chirp": 0.12}[kind] * rng.uniform(0.8, 1.25)
+        gap = {"sweep": 0.15, "trill": 0.03, "harmonic": 0.25, "whistle": 0.3, "chirp": 0.12}[kind] * rng.uniform(
+            0.8, 1.25
+        )
         code = "".join(w[:3] for w in common.split()[:2])[:6] + (str(i // len(_NAMES)) if i >= len(_NAMES) else "")
-        out.append(Species(code, common.title(), sci, kind, centres[i] - width / 2, centres[i] + width / 2, note_s, notes, gap))
+        out.append(
+            Species(code, common.title(), sci, kind, centres[i] - width / 2, centres[i] + width / 2, note_s, notes, gap)
+        )
     return out
 
 
@@ -199,19 +217,22 @@ def _ogg_crc(data: bytes) -> int:
 
 
 def _fix_ogg_serial(data: bytes, serial: int = 0x62697264) -> bytes:
-    """Give every Ogg page the same stream serial number (libsndfile picks a random one), so equal seeds give equal bytes."""
+    """Give every Ogg page the same stream serial number (libsndfile picks a random one), so equal seeds give
+    equal bytes."""
     out, pos = bytearray(data), 0
-    while pos + 27 <= len(out) and out[pos:pos + 4] == b"OggS":
+    while pos + 27 <= len(out) and out[pos : pos + 4] == b"OggS":
         n_segments = out[pos + 26]
-        end = pos + 27 + n_segments + sum(out[pos + 27:pos + 27 + n_segments])
-        out[pos + 14:pos + 18] = serial.to_bytes(4, "little")
-        out[pos + 22:pos + 26] = b"\0\0\0\0"
-        out[pos + 22:pos + 26] = _ogg_crc(bytes(out[pos:end])).to_bytes(4, "little")
+        end = pos + 27 + n_segments + sum(out[pos + 27 : pos + 27 + n_segments])
+        out[pos + 14 : pos + 18] = serial.to_bytes(4, "little")
+        out[pos + 22 : pos + 26] = b"\0\0\0\0"
+        out[pos + 22 : pos + 26] = _ogg_crc(bytes(out[pos:end])).to_bytes(4, "little")
         pos = end
     return bytes(out)
 
 
-def _train_clip(sp: Species, others: list[Species], idx: int, cfg: SynthConfig) -> tuple[np.ndarray, list[Species], bool]:
+def _train_clip(
+    sp: Species, others: list[Species], idx: int, cfg: SynthConfig
+) -> tuple[np.ndarray, list[Species], bool]:
     rng = np.random.default_rng([cfg.seed, 2, idx])
     dur = float(np.exp(rng.uniform(np.log(cfg.min_clip_s), np.log(cfg.max_clip_s))))
     n = int(dur * BASE_RATE_HZ)
@@ -236,7 +257,7 @@ def _reverb(x: np.ndarray, rt60_s: float, rng: np.random.Generator, sr: int) -> 
     """x with a diffuse tail: decaying noise (60 dB down at rt60_s) convolved, mixed in at half the dry level."""
     n = max(1, int(rt60_s * sr))
     tail = rng.standard_normal(n) * np.exp(-6.9 * np.arange(n) / n)
-    tail *= 0.5 / (np.sqrt(np.sum(tail ** 2)) + 1e-9)
+    tail *= 0.5 / (np.sqrt(np.sum(tail**2)) + 1e-9)
     return (x + scipy.signal.fftconvolve(x, tail)[: len(x)]).astype(np.float32)
 
 
@@ -252,12 +273,14 @@ def _insects(rng: np.random.Generator, n: int, sr: int, level: float) -> np.ndar
     pos = int(rng.uniform(0, 10) * sr)
     while pos < n:
         span = int(rng.uniform(10, 30) * sr)
-        on[pos: pos + span] = 1.0
+        on[pos : pos + span] = 1.0
         pos += 2 * span
     return (level * band * pulse * on).astype(np.float32)
 
 
-def _soundscape(species: list[Species], idx: int, cfg: SynthConfig) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+def _soundscape(
+    species: list[Species], idx: int, cfg: SynthConfig
+) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
     """A long field recording and its (code, start_s, end_s) note events."""
     rng = np.random.default_rng([cfg.soundscape_seed_or_seed, 3, idx])
     tails = np.random.default_rng([cfg.soundscape_seed_or_seed, 6, idx])  # its own draws: every shift, the same calls
@@ -286,12 +309,13 @@ def _soundscape(species: list[Species], idx: int, cfg: SynthConfig) -> tuple[np.
                 bt += len(bout) / BASE_RATE_HZ + rng.uniform(1.0, 8.0)
         t += active_s + rng.uniform(10, 35)  # a silent stretch
     if cfg.shift > 0:  # drawn after the calls, so that every shift places the same calls
-        buf += _insects(np.random.default_rng([cfg.soundscape_seed_or_seed, 5, idx]), n, BASE_RATE_HZ,
-                        0.03 * cfg.shift)
+        buf += _insects(np.random.default_rng([cfg.soundscape_seed_or_seed, 5, idx]), n, BASE_RATE_HZ, 0.03 * cfg.shift)
     return buf, events
 
 
-def row_truth(events: list[tuple[str, float, float]], duration_s: float, min_overlap_s: float = 0.05) -> list[list[str]]:
+def row_truth(
+    events: list[tuple[str, float, float]], duration_s: float, min_overlap_s: float = 0.05
+) -> list[list[str]]:
     """Species per 5 s row: those whose notes cover at least min_overlap_s of the row together (a trill of 40 ms
     notes counts by its notes together): the rule `evaluate` applies to annotated calls (truth.events.row_labels)."""
     from birdsed.rows import n_rows
@@ -305,10 +329,18 @@ def write_raven_truth(path: Path, events: list[tuple[str, float, float]], specie
     """The soundscape's notes as a Raven selection table (one box per note, the species' band as its frequencies)."""
     band = {sp.code: (sp.f_lo_hz * (0.6 if sp.kind == "harmonic" else 1.0), sp.f_hi_hz) for sp in species}
     rows = sorted(events, key=lambda e: (e[1], e[0]))
-    table = pd.DataFrame({"Selection": range(1, len(rows) + 1), "View": "Spectrogram 1", "Channel": 1,
-                          "Begin Time (s)": [round(a, 4) for _, a, _ in rows], "End Time (s)": [round(b, 4) for *_, b in rows],
-                          "Low Freq (Hz)": [round(band[c][0]) for c, *_ in rows],
-                          "High Freq (Hz)": [round(band[c][1]) for c, *_ in rows], "Species": [c for c, *_ in rows]})
+    table = pd.DataFrame(
+        {
+            "Selection": range(1, len(rows) + 1),
+            "View": "Spectrogram 1",
+            "Channel": 1,
+            "Begin Time (s)": [round(a, 4) for _, a, _ in rows],
+            "End Time (s)": [round(b, 4) for *_, b in rows],
+            "Low Freq (Hz)": [round(band[c][0]) for c, *_ in rows],
+            "High Freq (Hz)": [round(band[c][1]) for c, *_ in rows],
+            "Species": [c for c, *_ in rows],
+        }
+    )
     with atomic_path(path) as tmp:
         table.to_csv(tmp, sep="\t", index=False)
 
@@ -320,8 +352,19 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig = SynthConfig(), quiet: 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     species = make_species(cfg.species, cfg.seed)
-    pd.DataFrame([{"ebird_code": s.code, "species": s.common_name, "sci_name": s.sci_name, "call_kind": s.kind,
-                   "f_lo_hz": round(s.f_lo_hz), "f_hi_hz": round(s.f_hi_hz)} for s in species]).to_csv(out / "species.csv", index=False)
+    pd.DataFrame(
+        [
+            {
+                "ebird_code": s.code,
+                "species": s.common_name,
+                "sci_name": s.sci_name,
+                "call_kind": s.kind,
+                "f_lo_hz": round(s.f_lo_hz),
+                "f_hi_hz": round(s.f_hi_hz),
+            }
+            for s in species
+        ]
+    ).to_csv(out / "species.csv", index=False)
     rows = []
     total = cfg.species * cfg.clips_per_species + cfg.soundscapes
     with progress_bar(total=total, description="synth", disable=quiet) as advance:
@@ -333,30 +376,52 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig = SynthConfig(), quiet: 
                 fmt = _FILE_KINDS[idx % len(_FILE_KINDS)]
                 filename = f"XC{100000 + idx}.{fmt[4]}"
                 _write_audio(out / "train_audio" / sp.code / filename, wave, fmt)
-                sec_names = [f"{s.common_name} ({s.sci_name})" for s in secondary] + ([UNMAPPED_SECONDARY] if unmapped else [])
-                rows.append({
-                    "rating": f"{3.5 + (idx % 4) * 0.5:.1f}", "ebird_code": sp.code, "channels": f"{fmt[3]} ({'stereo' if fmt[3] == 2 else 'mono'})",
-                    "duration": str(int(round(len(wave) / BASE_RATE_HZ))), "filename": filename, "species": sp.common_name,
-                    "sci_name": sp.sci_name, "secondary_labels": repr(sec_names), "sampling_rate": f"{fmt[2]} (Hz)",
-                    "type": "call, song", "primary_label": f"{sp.sci_name}_{sp.common_name}",
-                })
+                sec_names = [f"{s.common_name} ({s.sci_name})" for s in secondary] + (
+                    [UNMAPPED_SECONDARY] if unmapped else []
+                )
+                rows.append(
+                    {
+                        "rating": f"{3.5 + (idx % 4) * 0.5:.1f}",
+                        "ebird_code": sp.code,
+                        "channels": f"{fmt[3]} ({'stereo' if fmt[3] == 2 else 'mono'})",
+                        "duration": str(int(round(len(wave) / BASE_RATE_HZ))),
+                        "filename": filename,
+                        "species": sp.common_name,
+                        "sci_name": sp.sci_name,
+                        "secondary_labels": repr(sec_names),
+                        "sampling_rate": f"{fmt[2]} (Hz)",
+                        "type": "call, song",
+                        "primary_label": f"{sp.sci_name}_{sp.common_name}",
+                    }
+                )
                 advance(1)
         pd.DataFrame(rows).to_csv(out / "train.csv", index=False)
         test_rows, truth_rows = [], []
         for k in range(cfg.soundscapes):
             wave, events = _soundscape(species, k, cfg)
             audio_id = f"{np.random.default_rng([cfg.soundscape_seed_or_seed, 4, k]).integers(0, 16**8):08x}"
-            _write_audio(out / "test_audio" / f"{audio_id}.mp3", wave, ("MP3", "MPEG_LAYER_III", cfg.soundscape_rate_hz, 1, "mp3"))
+            _write_audio(
+                out / "test_audio" / f"{audio_id}.mp3",
+                wave,
+                ("MP3", "MPEG_LAYER_III", cfg.soundscape_rate_hz, 1, "mp3"),
+            )
             per_row = row_truth(events, cfg.soundscape_s)
             (out / "test_raven").mkdir(exist_ok=True)
             write_raven_truth(out / "test_raven" / f"{audio_id}.Table.1.selections.txt", events, species)
             site = "site_3" if k == cfg.soundscapes - 1 else f"site_{1 + k % 2}"
             if site == "site_3":
                 test_rows.append({"site": site, "row_id": f"{site}_{audio_id}", "seconds": "", "audio_id": audio_id})
-                truth_rows.append({"row_id": f"{site}_{audio_id}", "birds": " ".join(sorted({c for r in per_row for c in r})) or "nocall"})
+                truth_rows.append(
+                    {
+                        "row_id": f"{site}_{audio_id}",
+                        "birds": " ".join(sorted({c for r in per_row for c in r})) or "nocall",
+                    }
+                )
             for r, birds in enumerate(per_row if site != "site_3" else []):
                 row_id = f"{site}_{audio_id}_{int((r + 1) * ROW_S)}"
-                test_rows.append({"site": site, "row_id": row_id, "seconds": str(int((r + 1) * ROW_S)), "audio_id": audio_id})
+                test_rows.append(
+                    {"site": site, "row_id": row_id, "seconds": str(int((r + 1) * ROW_S)), "audio_id": audio_id}
+                )
                 truth_rows.append({"row_id": row_id, "birds": " ".join(birds) or "nocall"})
             advance(1)
     pd.DataFrame(test_rows, columns=["site", "row_id", "seconds", "audio_id"]).to_csv(out / "test.csv", index=False)

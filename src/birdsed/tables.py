@@ -19,18 +19,35 @@ def print_submission_report(rep) -> None:
     print_unused(rep.unused.lines())
     t = Table("class", "precision", "recall", "f1", "support", "predicted", title="per class")
     for r in rep.per_class.to_dict("records"):
-        t.add_row(r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", str(r["support"]),
-                  str(r["predicted"]))
+        t.add_row(
+            r["class"],
+            f"{r['precision']:.3f}",
+            f"{r['recall']:.3f}",
+            f"{r['f1']:.3f}",
+            str(r["support"]),
+            str(r["predicted"]),
+        )
     console.print(t)
 
 
 def score_table(report: dict) -> pd.DataFrame:
     """The seed's table: each output at its threshold, its best threshold, and AP."""
-    return pd.DataFrame([{"output": k, "threshold": o["seed_threshold"], "row F1": o["seed_row_f1"],
-                          "best threshold": o["best_threshold"], "best row F1": o["best_row_f1"],
-                          "macro AP": o["macro_ap"], "micro AP": o["micro_ap"], "padded cmAP": o["padded_cmap"],
-                          "ROC-AUC": o["roc_auc"]}
-                         for k, o in ((k, report["outputs"][k]) for k in OUTPUT_KINDS)])
+    return pd.DataFrame(
+        [
+            {
+                "output": k,
+                "threshold": o["seed_threshold"],
+                "row F1": o["seed_row_f1"],
+                "best threshold": o["best_threshold"],
+                "best row F1": o["best_row_f1"],
+                "macro AP": o["macro_ap"],
+                "micro AP": o["micro_ap"],
+                "padded cmAP": o["padded_cmap"],
+                "ROC-AUC": o["roc_auc"],
+            }
+            for k, o in ((k, report["outputs"][k]) for k in OUTPUT_KINDS)
+        ]
+    )
 
 
 def print_score_report(report: dict) -> None:
@@ -46,7 +63,9 @@ def print_score_report(report: dict) -> None:
     console.print(sweep)
     if "event_recall" in report["outputs"][OUTPUT_KINDS[0]]:
         df = event_table(report)
-        ev = Table(*df.columns, title="annotated calls found (a detected row of a label overlapping a call of that label)")
+        ev = Table(
+            *df.columns, title="annotated calls found (a detected row of a label overlapping a call of that label)"
+        )
         for r in df.itertuples(index=False):
             ev.add_row(r[0], f"{r[1]:.2f}", f"{r[2]:.4f}", f"{r[3]:.4f}", str(r[4]), str(r[5]))
         console.print(ev)
@@ -55,9 +74,19 @@ def print_score_report(report: dict) -> None:
 
 def event_table(report: dict) -> pd.DataFrame:
     """Event-level recall and precision of each output at its best row-F1 threshold (annotated truth only)."""
-    return pd.DataFrame([{"output": k, "threshold": o["best_threshold"], "event recall": o["event_recall"],
-                          "event precision": o["event_precision"], "events": o["n_events"], "detected rows": o["n_detections"]}
-                         for k, o in ((k, report["outputs"][k]) for k in OUTPUT_KINDS)])
+    return pd.DataFrame(
+        [
+            {
+                "output": k,
+                "threshold": o["best_threshold"],
+                "event recall": o["event_recall"],
+                "event precision": o["event_precision"],
+                "events": o["n_events"],
+                "detected rows": o["n_detections"],
+            }
+            for k, o in ((k, report["outputs"][k]) for k in OUTPUT_KINDS)
+        ]
+    )
 
 
 def print_unused(lines: list[str]) -> None:
@@ -67,10 +96,23 @@ def print_unused(lines: list[str]) -> None:
 
 
 def print_tune_result(res) -> None:
-    t = Table("output", "before", "global threshold", "F1 (global)", "F1 (per class)", "per-class thresholds",
-              title="threshold tuning (row-wise F1)")
+    t = Table(
+        "output",
+        "before",
+        "global threshold",
+        "F1 (global)",
+        "F1 (per class)",
+        "per-class thresholds",
+        title="threshold tuning (row-wise F1)",
+    )
     for kind in OUTPUT_KINDS:
-        t.add_row(kind, f"{res.before[kind]:.4f}", f"{res.thresholds.global_[kind]:.3f}", f"{res.global_only[kind]:.4f}",
-                  f"{res.after[kind]:.4f}", str(len(res.thresholds.per_class.get(kind, {}))))
+        t.add_row(
+            kind,
+            f"{res.before[kind]:.4f}",
+            f"{res.thresholds.global_[kind]:.3f}",
+            f"{res.global_only[kind]:.4f}",
+            f"{res.after[kind]:.4f}",
+            str(len(res.thresholds.per_class.get(kind, {}))),
+        )
     console.print(t)
     console.print(f"predict will decide on [bold]{res.best_output}[/bold] by default")

@@ -128,8 +128,9 @@ class SEDTask(L.LightningModule):
         decay, no_decay = [], []
         for name, p in self.named_parameters():
             (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=t.lr)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=t.lr
+        )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = max(1, int(t.warmup_frac * total))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup))
@@ -180,15 +181,22 @@ def load_train_data(data: Path, run: Path, cfg: Config, val_data: Path | None = 
     if len(manifest) == 0:
         raise StoreError(f"{data}: no usable recordings")
     if val_data is not None:
-        val_store = _open_or_prepare(Path(val_data), run / "val_store", cfg.train.workers or None, cfg.data.allow_outside_paths)
+        val_store = _open_or_prepare(
+            Path(val_data), run / "val_store", cfg.train.workers or None, cfg.data.allow_outside_paths
+        )
         train_m, val_m = manifest, val_store.manifest()
     else:
         tr, va = stratified_split(manifest, cfg.data.val_fraction, cfg.data.val_split_seed(cfg.train.seed))
         train_m, val_m, val_store = manifest.subset(tr), manifest.subset(va), store
     if cfg.data.subsample < 1.0:
         bag, _ = stratified_split(train_m, 1.0 - cfg.data.subsample, cfg.train.seed)
-        log.info("training on %d of %d recordings (data.subsample=%g, seed %d)", bag.sum(), len(train_m),
-                 cfg.data.subsample, cfg.train.seed)
+        log.info(
+            "training on %d of %d recordings (data.subsample=%g, seed %d)",
+            bag.sum(),
+            len(train_m),
+            cfg.data.subsample,
+            cfg.train.seed,
+        )
         train_m = train_m.subset(bag)
     classes = sorted(set(manifest.classes) | set(val_m.classes))
     return TrainData(store, train_m, val_m, val_store, classes)
@@ -274,14 +282,23 @@ def csv_logger(run: Path, resume_epoch: int | None) -> CSVLogger:
     logger = CSVLogger(run, name="", version="")
     metrics = run / "metrics.csv"
     if resume_epoch is not None and metrics.is_file():
-        _write_rows(metrics, [r for r in _read_rows(metrics) if r.get("epoch", "") == "" or float(r["epoch"]) <= resume_epoch])
+        _write_rows(
+            metrics, [r for r in _read_rows(metrics) if r.get("epoch", "") == "" or float(r["epoch"]) <= resume_epoch]
+        )
     Path(logger.log_dir).mkdir(parents=True, exist_ok=True)
     logger._experiment = _AtomicWriter(logger.log_dir, keep=resume_epoch is not None)  # the property builds Lightning's
     return logger
 
 
-def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, val_data: str | Path | None = None,
-          quiet: bool = False, extra_callbacks: list | None = None) -> Path:
+def train(
+    data: str | Path,
+    cfg: Config,
+    out: str | Path,
+    resume: bool = False,
+    val_data: str | Path | None = None,
+    quiet: bool = False,
+    extra_callbacks: list | None = None,
+) -> Path:
     """Train on `data` (a data-set folder or a prepared store) into the run folder `out`; returns out/model.
     model.backbone=birdnet trains the head on frozen BirdNET embeddings instead (embedtrain.py)."""
     cfg.check()
@@ -297,7 +314,9 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
     last = ckpt_dir / "last.ckpt"
     if resume and not last.is_file():
         raise ConfigError(f"--resume: no checkpoint at {last}")
-    resume_epoch = int(read_checkpoint(last).get("epoch", 0)) if resume else None  # a bad file: refused, nothing touched
+    resume_epoch = (
+        int(read_checkpoint(last).get("epoch", 0)) if resume else None
+    )  # a bad file: refused, nothing touched
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     td = load_train_data(Path(data), run, cfg, Path(val_data) if val_data else None)
     save_config(cfg, run / "config.yaml")
@@ -311,56 +330,123 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
 
         pool = load_pool(list(cfg.data.pseudo), td.classes, run / "pseudo_store", t.workers or None)
         log.info("%d pseudo-labelled windows from %d table(s)", len(pool), len(cfg.data.pseudo))
-    train_ds = CropDataset(td.store, items, tgt, cfg.data.crop_s, cfg.data.short_policy, seed=t.seed, pool=pool,
-                           n_pseudo=int(round(cfg.data.pseudo_items * len(items))), pseudo_weight=cfg.data.pseudo_weight,
-                           mix_p=cfg.augment.pseudo_mix_p)
-    val_ds = WindowDataset(td.val_store, list(td.val.table["recording_id"]), tgt, cfg.data.crop_s,
-                           cfg.data.val_windows, cfg.data.short_policy)
+    train_ds = CropDataset(
+        td.store,
+        items,
+        tgt,
+        cfg.data.crop_s,
+        cfg.data.short_policy,
+        seed=t.seed,
+        pool=pool,
+        n_pseudo=int(round(cfg.data.pseudo_items * len(items))),
+        pseudo_weight=cfg.data.pseudo_weight,
+        mix_p=cfg.augment.pseudo_mix_p,
+    )
+    val_ds = WindowDataset(
+        td.val_store,
+        list(td.val.table["recording_id"]),
+        tgt,
+        cfg.data.crop_s,
+        cfg.data.val_windows,
+        cfg.data.short_policy,
+    )
     accel = _accelerator(t.device)
     loader_kw = dict(num_workers=t.workers, pin_memory=accel == "gpu", persistent_workers=t.workers > 0)
     # loaders draw from their own generators, never the global one (a resumed run's RNG stream stays the same)
-    train_dl = DataLoader(train_ds, batch_size=t.batch_size, sampler=EpochSampler(len(train_ds), t.seed),
-                          drop_last=len(train_ds) > t.batch_size, generator=torch.Generator().manual_seed(t.seed), **loader_kw)
-    val_dl = DataLoader(val_ds, batch_size=t.batch_size, shuffle=False, generator=torch.Generator().manual_seed(t.seed),
-                        **loader_kw) if len(val_ds) else None
-    log.info("training on %d items from %d recordings, %d classes; validating on %d recordings (%d windows)",
-             len(items), len(td.train), len(td.classes), len(td.val), len(val_ds))
+    train_dl = DataLoader(
+        train_ds,
+        batch_size=t.batch_size,
+        sampler=EpochSampler(len(train_ds), t.seed),
+        drop_last=len(train_ds) > t.batch_size,
+        generator=torch.Generator().manual_seed(t.seed),
+        **loader_kw,
+    )
+    val_dl = (
+        DataLoader(
+            val_ds, batch_size=t.batch_size, shuffle=False, generator=torch.Generator().manual_seed(t.seed), **loader_kw
+        )
+        if len(val_ds)
+        else None
+    )
+    log.info(
+        "training on %d items from %d recordings, %d classes; validating on %d recordings (%d windows)",
+        len(items),
+        len(td.train),
+        len(td.classes),
+        len(td.val),
+        len(val_ds),
+    )
     if val_dl is None:
-        log.info("no validation recordings (data.val_fraction=%g): the last epoch is kept, thresholds stay at their "
-                 "defaults until `birdsed tune`", cfg.data.val_fraction)
+        log.info(
+            "no validation recordings (data.val_fraction=%g): the last epoch is kept, thresholds stay at their "
+            "defaults until `birdsed tune`",
+            cfg.data.val_fraction,
+        )
     task = SEDTask(cfg.to_dict(), td.classes)
     if t.head_warmup_epochs > 0 and not resume:
-        probe_ds = WindowDataset(td.store, list(td.train.table["recording_id"]), tgt, cfg.data.crop_s, 1, cfg.data.short_policy)
+        probe_ds = WindowDataset(
+            td.store, list(td.train.table["recording_id"]), tgt, cfg.data.crop_s, 1, cfg.data.short_policy
+        )
         warm_dev = "cuda" if accel == "gpu" else "cpu"
         task.aug.to(warm_dev).train()
-        warm_up_head(task.model, probe_ds, t.head_warmup_epochs, lr=t.head_warmup_lr, weight_decay=t.weight_decay,
-                     batch_size=t.batch_size, seed=t.seed, recalibrate_bn=not t.freeze_bn, device=warm_dev,
-                     views=t.head_warmup_views,
-                     augment=lambda wave, y: augmented_mel(task.aug, task.model.frontend, wave, y, cfg.augment)[:2])
+        warm_up_head(
+            task.model,
+            probe_ds,
+            t.head_warmup_epochs,
+            lr=t.head_warmup_lr,
+            weight_decay=t.weight_decay,
+            batch_size=t.batch_size,
+            seed=t.seed,
+            recalibrate_bn=not t.freeze_bn,
+            device=warm_dev,
+            views=t.head_warmup_views,
+            augment=lambda wave, y: augmented_mel(task.aug, task.model.frontend, wave, y, cfg.augment)[:2],
+        )
     if accel == "gpu":
         task.model.use_channels_last()
     precision = lightning_precision(t.precision, accel)
     monitor = t.select_metric if val_dl is not None else None
     # best.ckpt by the metric, then last.ckpt at every epoch's end (a kill loses at most the epoch in progress); in
     # this order, so that last.ckpt holds the best-model tracking of the epoch it closes
-    best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max", enable_version_counter=False)
+    best_cb = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max", enable_version_counter=False
+    )
     callbacks = [best_cb] if monitor else []
-    callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False))
+    callbacks.append(
+        ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+    )
     if t.ema:
         callbacks.append(EMAWeightAveraging(decay=t.ema_decay))
     if not quiet:
         callbacks.append(RichProgressBar(leave=True))
     callbacks += extra_callbacks or []
     trainer = L.Trainer(
-        accelerator=accel, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=precision,
-        max_epochs=t.epochs, max_steps=t.max_steps, gradient_clip_val=t.grad_clip or None,
-        callbacks=callbacks, logger=csv_logger(run, resume_epoch), default_root_dir=run,
-        log_every_n_steps=max(1, min(10, len(train_dl))), enable_progress_bar=not quiet, enable_model_summary=False,
-        limit_val_batches=t.limit_val_batches, num_sanity_val_steps=0,
+        accelerator=accel,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=precision,
+        max_epochs=t.epochs,
+        max_steps=t.max_steps,
+        gradient_clip_val=t.grad_clip or None,
+        callbacks=callbacks,
+        logger=csv_logger(run, resume_epoch),
+        default_root_dir=run,
+        log_every_n_steps=max(1, min(10, len(train_dl))),
+        enable_progress_bar=not quiet,
+        enable_model_summary=False,
+        limit_val_batches=t.limit_val_batches,
+        num_sanity_val_steps=0,
     )
     with warnings.catch_warnings():
-        for noise in (".*does not have many workers.*", ".*number of training batches.*", ".*exists and is not empty.*",
-                      ".*LeafSpec.*", ".*Checkpoint directory.*exists and is not empty.*", ".*no `val_dataloader`.*"):
+        for noise in (
+            ".*does not have many workers.*",
+            ".*number of training batches.*",
+            ".*exists and is not empty.*",
+            ".*LeafSpec.*",
+            ".*Checkpoint directory.*exists and is not empty.*",
+            ".*no `val_dataloader`.*",
+        ):
             warnings.filterwarnings("ignore", noise)
         trainer.fit(task, train_dl, val_dl, ckpt_path=str(last) if resume else None, weights_only=True)
     if not trainer.is_global_zero:
@@ -370,10 +456,17 @@ def train(data: str | Path, cfg: Config, out: str | Path, resume: bool = False, 
     if monitor and best.is_file():
         kept = read_checkpoint(best)
         task.load_state_dict(kept["state_dict"])
-    extra = {"short_policy": cfg.data.short_policy, "train": {"data": str(data), "best_metric": t.select_metric,
-                       "best_score": float(best_cb.best_model_score) if monitor and best_cb.best_model_score is not None else None,
-                       "epochs": trainer.current_epoch, "steps": trainer.global_step,  # what ran
-                       "kept_epoch": int(kept.get("epoch", -1)), "kept_steps": int(kept.get("global_step", 0))}}  # what was kept
+    extra = {
+        "short_policy": cfg.data.short_policy,
+        "train": {
+            "data": str(data),
+            "best_metric": t.select_metric,
+            "best_score": float(best_cb.best_model_score) if monitor and best_cb.best_model_score is not None else None,
+            "epochs": trainer.current_epoch,
+            "steps": trainer.global_step,  # what ran
+            "kept_epoch": int(kept.get("epoch", -1)),
+            "kept_steps": int(kept.get("global_step", 0)),
+        },
+    }  # what was kept
     model = task.model.to("cpu").to(memory_format=torch.contiguous_format)
     return save_model_dir(model, run / "model", extra=extra)
-

@@ -36,8 +36,14 @@ def _row_f1_batch(tp: np.ndarray, n_pred: np.ndarray, n_true: np.ndarray) -> np.
     return f1.mean(axis=1)
 
 
-def per_class_thresholds(scores: np.ndarray, true: np.ndarray, global_thr: float, shrink: float = 10.0,
-                         passes: int = 2, grid: np.ndarray = GRID) -> np.ndarray:
+def per_class_thresholds(
+    scores: np.ndarray,
+    true: np.ndarray,
+    global_thr: float,
+    shrink: float = 10.0,
+    passes: int = 2,
+    grid: np.ndarray = GRID,
+) -> np.ndarray:
     """(K,) thresholds maximising row-wise F1 one class at a time, shrunk toward `global_thr`:
     thr = (n_pos * best + shrink * global) / (n_pos + shrink)."""
     true = true.astype(bool)
@@ -62,8 +68,14 @@ def per_class_thresholds(scores: np.ndarray, true: np.ndarray, global_thr: float
     return thr
 
 
-def tune(scores: dict[str, np.ndarray], true: np.ndarray, classes: list[str], start: Thresholds | None = None,
-         shrink: float = 10.0, per_class: bool = True) -> TuneResult:
+def tune(
+    scores: dict[str, np.ndarray],
+    true: np.ndarray,
+    classes: list[str],
+    start: Thresholds | None = None,
+    shrink: float = 10.0,
+    per_class: bool = True,
+) -> TuneResult:
     """Tune thresholds of every output kind on (n_rows, K) scores; pick the output with the best F1."""
     start = start or Thresholds()
     true = true.astype(bool)
@@ -107,8 +119,18 @@ def file_level_scores(model_dir: Path, data: Path) -> tuple[dict[str, np.ndarray
     return {k: v[ok] for k, v in scores.items()}, true[ok], model.classes
 
 
-def tune_model(model_dir: str | Path, scores_path=None, truth_csv=None, test_csv=None, data=None, shrink: float = 10.0,
-               per_class: bool = True, dry_run: bool = False, strict: bool = False, **truth_kw) -> TuneResult:
+def tune_model(
+    model_dir: str | Path,
+    scores_path=None,
+    truth_csv=None,
+    test_csv=None,
+    data=None,
+    shrink: float = 10.0,
+    per_class: bool = True,
+    dry_run: bool = False,
+    strict: bool = False,
+    **truth_kw,
+) -> TuneResult:
     """Tune on scores + truth (any truth: evaluate.align_files, truth_kw its options), or on a labelled data set,
     and store the thresholds in model.json. What the scores and truth did not share is logged (`strict`: an error)."""
     from birdsed.evaluate import align_files

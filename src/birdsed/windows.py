@@ -22,7 +22,7 @@ class Piece:
 
     def audio_of(self, audio: torch.Tensor) -> torch.Tensor:
         """This piece's samples, a view of the batch's audio [shape=(n_samples,)]."""
-        return audio[self.offset: self.offset + self.n_samples]
+        return audio[self.offset : self.offset + self.n_samples]
 
 
 def piece_windows(audio: torch.Tensor, piece: Piece, window: int, hop: int, policy: str = "pad") -> torch.Tensor:

@@ -31,9 +31,15 @@ def detections(scores: pd.DataFrame, present: np.ndarray, classes: list[str]) ->
     """
     r, k = np.nonzero(present)
     values = scores[classes].to_numpy()
-    return pd.DataFrame({"file": scores["file"].to_numpy()[r], "start_s": scores["start_s"].to_numpy()[r],
-                         "end_s": scores["end_s"].to_numpy()[r], "label": np.asarray(classes)[k],
-                         "score": values[r, k].round(4)})
+    return pd.DataFrame(
+        {
+            "file": scores["file"].to_numpy()[r],
+            "start_s": scores["start_s"].to_numpy()[r],
+            "end_s": scores["end_s"].to_numpy()[r],
+            "label": np.asarray(classes)[k],
+            "score": values[r, k].round(4),
+        }
+    )
 
 
 def merge_runs(det: pd.DataFrame) -> pd.DataFrame:
@@ -41,22 +47,37 @@ def merge_runs(det: pd.DataFrame) -> pd.DataFrame:
     if det.empty:
         return det
     det = det.sort_values(["file", "label", "start_s"]).reset_index(drop=True)
-    new_event = (det["file"] != det["file"].shift()) | (det["label"] != det["label"].shift()) | (
-        det["start_s"] > det["end_s"].shift() + 1e-6)
+    new_event = (
+        (det["file"] != det["file"].shift())
+        | (det["label"] != det["label"].shift())
+        | (det["start_s"] > det["end_s"].shift() + 1e-6)
+    )
     event = new_event.cumsum()
-    merged = det.groupby(event).agg(file=("file", "first"), start_s=("start_s", "min"), end_s=("end_s", "max"),
-                                    label=("label", "first"), score=("score", "max"))
+    merged = det.groupby(event).agg(
+        file=("file", "first"),
+        start_s=("start_s", "min"),
+        end_s=("end_s", "max"),
+        label=("label", "first"),
+        score=("score", "max"),
+    )
     return merged.sort_values(["file", "start_s", "label"]).reset_index(drop=True)
 
 
 def raven_table(events: pd.DataFrame, low_hz: float = 50.0, high_hz: float = 14000.0) -> pd.DataFrame:
     """A Raven Pro selection table (tab-separated) for one recording's events."""
-    return pd.DataFrame({
-        "Selection": np.arange(1, len(events) + 1), "View": "Spectrogram 1", "Channel": 1,
-        "Begin Time (s)": events["start_s"].to_numpy(), "End Time (s)": events["end_s"].to_numpy(),
-        "Low Freq (Hz)": low_hz, "High Freq (Hz)": high_hz, "Species": events["label"].to_numpy(),
-        "Score": events["score"].to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "Selection": np.arange(1, len(events) + 1),
+            "View": "Spectrogram 1",
+            "Channel": 1,
+            "Begin Time (s)": events["start_s"].to_numpy(),
+            "End Time (s)": events["end_s"].to_numpy(),
+            "Low Freq (Hz)": low_hz,
+            "High Freq (Hz)": high_hz,
+            "Species": events["label"].to_numpy(),
+            "Score": events["score"].to_numpy(),
+        }
+    )
 
 
 def write_audacity(events: pd.DataFrame, path: Path) -> Path:

@@ -32,9 +32,11 @@ def credentials_problem(env: dict[str, str] | None = None, home: Path | None = N
     config_dir = Path(env["KAGGLE_CONFIG_DIR"]) if env.get("KAGGLE_CONFIG_DIR") else (home or Path.home()) / ".kaggle"
     if (config_dir / "kaggle.json").is_file() or (config_dir / "access_token").is_file():
         return None
-    return (f"no Kaggle credentials: {config_dir / 'kaggle.json'} does not exist and KAGGLE_USERNAME/KAGGLE_KEY are "
-            "not set. Create an API token on kaggle.com (Settings > API > Create New Token), save it as "
-            f"{config_dir / 'kaggle.json'} (chmod 600), or export KAGGLE_USERNAME and KAGGLE_KEY.")
+    return (
+        f"no Kaggle credentials: {config_dir / 'kaggle.json'} does not exist and KAGGLE_USERNAME/KAGGLE_KEY are "
+        "not set. Create an API token on kaggle.com (Settings > API > Create New Token), save it as "
+        f"{config_dir / 'kaggle.json'} (chmod 600), or export KAGGLE_USERNAME and KAGGLE_KEY."
+    )
 
 
 def get_api(client: Any = None) -> Any:
@@ -47,7 +49,9 @@ def get_api(client: Any = None) -> Any:
     try:
         from kaggle.api.kaggle_api_extended import KaggleApi
     except ImportError as e:
-        raise KaggleError("the kaggle package is not installed: pip install 'birdsed[kaggle]' (or pip install kaggle)") from e
+        raise KaggleError(
+            "the kaggle package is not installed: pip install 'birdsed[kaggle]' (or pip install kaggle)"
+        ) from e
     api = KaggleApi()
     try:
         api.authenticate()
@@ -62,11 +66,15 @@ def _network(what: str, fn, *args, **kwargs):
     except KaggleError:
         raise
     except Exception as e:  # noqa: BLE001 - requests/HTTP errors of many types
-        raise KaggleError(f"{what} failed ({type(e).__name__}: {e}). Is this machine online? Kaggle's API needs "
-                          "internet access; offline, copy the data in by hand.") from e
+        raise KaggleError(
+            f"{what} failed ({type(e).__name__}: {e}). Is this machine online? Kaggle's API needs "
+            "internet access; offline, copy the data in by hand."
+        ) from e
 
 
-def download(out: str | Path, competition: str | None = COMPETITION, dataset: str | None = None, client: Any = None) -> Path:
+def download(
+    out: str | Path, competition: str | None = COMPETITION, dataset: str | None = None, client: Any = None
+) -> Path:
     """Download and unpack a competition's files (or a user data set) into `out`."""
     out = Path(out)
     api = get_api(client)
@@ -74,8 +82,13 @@ def download(out: str | Path, competition: str | None = COMPETITION, dataset: st
     if dataset:
         _network(f"downloading data set {dataset}", api.dataset_download_files, dataset, path=str(out), quiet=False)
     else:
-        _network(f"downloading competition {competition}", api.competition_download_files, competition, path=str(out),
-                 quiet=False)
+        _network(
+            f"downloading competition {competition}",
+            api.competition_download_files,
+            competition,
+            path=str(out),
+            quiet=False,
+        )
     for z in sorted(out.glob("*.zip")):
         log.info("unpacking %s", z.name)
         with zipfile.ZipFile(z) as zf:
@@ -84,8 +97,15 @@ def download(out: str | Path, competition: str | None = COMPETITION, dataset: st
     return out
 
 
-def publish(model_dir: str | Path, dataset_id: str, message: str = "new version", folder: str | Path | None = None,
-            dry_run: bool = False, public: bool = False, client: Any = None) -> tuple[Path, str]:
+def publish(
+    model_dir: str | Path,
+    dataset_id: str,
+    message: str = "new version",
+    folder: str | Path | None = None,
+    dry_run: bool = False,
+    public: bool = False,
+    client: Any = None,
+) -> tuple[Path, str]:
     """Write the data-set folder and create the data set, or a new version when it exists.
 
     Returns (folder, action) with action one of "dry-run", "created", "versioned".

@@ -30,7 +30,9 @@ def competition_inputs(competition: str, inputs: list[str]) -> tuple[list[str], 
     """predict --competition: (inputs, test_csv, audio_dir, sample_submission) from the competition's data folder
     (the one input): test_soundscapes/ and sample_submission.csv, or for 2021 test.csv and test_soundscapes/."""
     if len(inputs) != 1 or not Path(inputs[0]).is_dir():
-        raise BirdsedError(f"--competition {competition}: give the competition's data folder as the one input, got {inputs}")
+        raise BirdsedError(
+            f"--competition {competition}: give the competition's data folder as the one input, got {inputs}"
+        )
     folder = Path(inputs[0])
     soundscapes = folder / "test_soundscapes"
     if competition == "birdclef2021":
@@ -53,7 +55,9 @@ def sample_columns(sample_csv: str | Path) -> list[str]:
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise BirdsedError(f"{path}: not a readable sample submission ({e})") from e
     if not header or header[0] != "row_id" or len(header) < 2:
-        raise BirdsedError(f"{path}: a sample submission starts with row_id, then one column per class; got {header[:5]}")
+        raise BirdsedError(
+            f"{path}: a sample submission starts with row_id, then one column per class; got {header[:5]}"
+        )
     return header[1:]
 
 
@@ -62,7 +66,9 @@ def row_id(file: str, start_s: float) -> str:
     return f"{Path(file).stem}_{int(round(start_s + ROW_S))}"
 
 
-def probability_submission(rows: pd.DataFrame, classes: list[str], columns: list[str]) -> tuple[pd.DataFrame, list[str]]:
+def probability_submission(
+    rows: pd.DataFrame, classes: list[str], columns: list[str]
+) -> tuple[pd.DataFrame, list[str]]:
     """rows: predict's scores of one output kind (file, start_s, one column per model class) -> (the submission:
     row_id, then `columns` in order; the columns the model does not know, filled with 0)."""
     rows = rows.sort_values(["file", "start_s"], kind="stable")

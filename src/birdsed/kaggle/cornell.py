@@ -36,8 +36,10 @@ def read_kaggle_test(csv_path: str | Path, audio_dir: str | Path | None = None) 
     df["seconds"] = _float_column(df, "seconds", csv_path)
     for i, (text, sec, rid) in enumerate(zip(raw, df["seconds"], df["row_id"])):
         if text.strip() and not (0 < sec < 1e7 and float(sec / ROW_S).is_integer()):  # "nan" and "inf" too
-            raise ManifestError(f"{csv_path}: line {i + 2} (row_id {rid!r}), column 'seconds': {sec!r} is not a whole "
-                                f"positive multiple of the {ROW_S:g} s row (or empty, for a whole-file row)")
+            raise ManifestError(
+                f"{csv_path}: line {i + 2} (row_id {rid!r}), column 'seconds': {sec!r} is not a whole "
+                f"positive multiple of the {ROW_S:g} s row (or empty, for a whole-file row)"
+            )
     if df["row_id"].duplicated().any():
         i = int(np.flatnonzero(df["row_id"].duplicated())[0])
         raise ManifestError(f"{csv_path}: line {i + 2}: row_id {df['row_id'].iloc[i]!r} listed twice")
@@ -45,17 +47,30 @@ def read_kaggle_test(csv_path: str | Path, audio_dir: str | Path | None = None) 
     outside = []
     sites = df.groupby("audio_id", sort=False)["site"].first()
     for aid in df["audio_id"].unique():
-        hit = next((audio_dir / f"{aid}{ext}" for ext in AUDIO_EXTENSIONS if (audio_dir / f"{aid}{ext}").is_file()), None)
+        hit = next(
+            (audio_dir / f"{aid}{ext}" for ext in AUDIO_EXTENSIONS if (audio_dir / f"{aid}{ext}").is_file()), None
+        )
         if hit is None and audio_dir.is_dir():  # BirdCLEF 2021: <audio_id>_<site>_<date>.ogg
-            hit = next((q for q in sorted(audio_dir.glob(f"{glob.escape(aid)}_{glob.escape(sites[aid])}_*"))
-                        if q.suffix.lower() in AUDIO_EXTENSIONS), None)
+            hit = next(
+                (
+                    q
+                    for q in sorted(audio_dir.glob(f"{glob.escape(aid)}_{glob.escape(sites[aid])}_*"))
+                    if q.suffix.lower() in AUDIO_EXTENSIONS
+                ),
+                None,
+            )
         if hit is not None and not is_inside(hit, audio_dir):
             outside.append(aid)
             hit = None
         paths[aid] = str(hit.resolve()) if hit else ""
     if outside:
-        log.warning("%d audio_id(s) of %s resolve outside %s: refused, never opened, e.g. %s", len(outside), csv_path,
-                    audio_dir, outside[:3])
+        log.warning(
+            "%d audio_id(s) of %s resolve outside %s: refused, never opened, e.g. %s",
+            len(outside),
+            csv_path,
+            audio_dir,
+            outside[:3],
+        )
     df["path"] = df["audio_id"].map(paths)
     df.attrs["outside"] = outside  # audio_ids refused (predict reports them)
     absent = [a for a, p in paths.items() if not p and a not in outside]

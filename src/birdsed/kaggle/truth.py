@@ -50,9 +50,15 @@ def cornell_rows(truth_csv: Path, test_csv: Path, audio_dir: Path | None = None)
     listed = [r for r in truth if r in test.index]
     if truth and not listed:
         raise TruthError(f"no row_id of {truth_csv} is listed in {test_csv}")
-    rows = pd.DataFrame({"row_id": listed, "file": [test.at[r, "path"] for r in listed],
-                         "start_s": [float(test.at[r, "seconds"]) - ROW_S for r in listed],
-                         "labels": [truth[r] for r in listed]}, columns=ROW_COLUMNS)
+    rows = pd.DataFrame(
+        {
+            "row_id": listed,
+            "file": [test.at[r, "path"] for r in listed],
+            "start_s": [float(test.at[r, "seconds"]) - ROW_S for r in listed],
+            "labels": [truth[r] for r in listed],
+        },
+        columns=ROW_COLUMNS,
+    )
     return rows, [r for r in truth if r not in test.index]
 
 
@@ -68,9 +74,18 @@ def birdclef2021_rows(csv: Path, audio_dir: Path | None = None) -> tuple[pd.Data
     bad = np.flatnonzero(~np.isfinite(sec) | (sec <= 0) | (sec % ROW_S != 0))
     if len(bad):
         i = int(bad[0])
-        raise TruthError(f"{csv}: line {i + 2}: seconds {df['seconds'].iloc[i]!r} is not a positive multiple of {ROW_S:g}")
+        raise TruthError(
+            f"{csv}: line {i + 2}: seconds {df['seconds'].iloc[i]!r} is not a positive multiple of {ROW_S:g}"
+        )
     files = [found[(a, s)] for a, s in zip(df["audio_id"], df["site"])]
     ok = [bool(f) for f in files]
-    rows = pd.DataFrame({"row_id": df["row_id"][ok], "file": np.asarray(files)[ok], "start_s": (sec - ROW_S)[ok],
-                         "labels": [_labels(b) for b, k in zip(df["birds"], ok) if k]}, columns=ROW_COLUMNS)
+    rows = pd.DataFrame(
+        {
+            "row_id": df["row_id"][ok],
+            "file": np.asarray(files)[ok],
+            "start_s": (sec - ROW_S)[ok],
+            "labels": [_labels(b) for b, k in zip(df["birds"], ok) if k],
+        },
+        columns=ROW_COLUMNS,
+    )
     return rows.reset_index(drop=True), list(df["row_id"][[not k for k in ok]])

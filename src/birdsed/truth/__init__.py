@@ -48,15 +48,20 @@ def sniff(path: Path) -> str:
     for name, reader in FORMATS.items():
         if reader.sniff(path):
             return name
-    raise TruthError(f"{path}: not a truth table birdsed knows: a Raven selection table (tab-separated, with "
-                     f"'Begin Time (s)'), an Audacity label file (start<TAB>end<TAB>label), a CSV of file,start_s,end_s,"
-                     f"label, or Kaggle's row_id,birds")
+    raise TruthError(
+        f"{path}: not a truth table birdsed knows: a Raven selection table (tab-separated, with "
+        f"'Begin Time (s)'), an Audacity label file (start<TAB>end<TAB>label), a CSV of file,start_s,end_s,"
+        f"label, or Kaggle's row_id,birds"
+    )
 
 
 def tables_in(path: Path) -> list[Path]:
     if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES
-                       and not p.name.startswith("."))
+        found = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES and not p.name.startswith(".")
+        )
         if not found:
             raise TruthError(f"{path}: no annotation tables ({', '.join(TABLE_SUFFIXES)}) in this folder")
         return found
@@ -65,8 +70,13 @@ def tables_in(path: Path) -> list[Path]:
     return [path]
 
 
-def load_truth(path: str | Path, fmt: str = "auto", label_column: str | None = None, test_csv: str | Path | None = None,
-               audio_dir: str | Path | None = None) -> Truth:
+def load_truth(
+    path: str | Path,
+    fmt: str = "auto",
+    label_column: str | None = None,
+    test_csv: str | Path | None = None,
+    audio_dir: str | Path | None = None,
+) -> Truth:
     """Read a truth table (or a folder of annotation tables, one format). Kaggle Cornell truth needs its test.csv
     (default: test.csv beside the truth)."""
     path = Path(path)
@@ -75,7 +85,9 @@ def load_truth(path: str | Path, fmt: str = "auto", label_column: str | None = N
     tables = tables_in(path)
     kinds = {t: (fmt if fmt != "auto" else sniff(t)) for t in tables}
     if len(set(kinds.values())) > 1:
-        raise TruthError(f"{path}: tables of several formats ({sorted(set(kinds.values()))}); give one format per folder")
+        raise TruthError(
+            f"{path}: tables of several formats ({sorted(set(kinds.values()))}); give one format per folder"
+        )
     kind = next(iter(kinds.values()))
     if kind in ("cornell2020", "birdclef2021"):
         if len(tables) > 1:
@@ -85,7 +97,9 @@ def load_truth(path: str | Path, fmt: str = "auto", label_column: str | None = N
         else:
             test = Path(test_csv) if test_csv else tables[0].parent / "test.csv"
             if not test.is_file():
-                raise TruthError(f"{test}: test.csv not found; pass --test-csv to map {tables[0].name}'s row_ids to files")
+                raise TruthError(
+                    f"{test}: test.csv not found; pass --test-csv to map {tables[0].name}'s row_ids to files"
+                )
             rows, not_listed = kaggle.cornell_rows(tables[0], test, Path(audio_dir) if audio_dir else None)
         return Truth(str(path), kind, rows=rows, not_listed=not_listed)
     parts, covered = [], []

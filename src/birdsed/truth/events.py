@@ -18,6 +18,7 @@ import pandas as pd
 
 from birdsed.errors import TruthError
 from birdsed.rows import ROW_S, n_rows  # noqa: F401 - n_rows re-exported for the readers
+
 EVENT_COLUMNS = ["file", "start_s", "end_s", "label", "low_hz", "high_hz", "where"]
 DEFAULT_MIN_OVERLAP_S = 0.05
 
@@ -25,11 +26,17 @@ DEFAULT_MIN_OVERLAP_S = 0.05
 def event_table(file, start_s, end_s, label, where, low_hz=None, high_hz=None) -> pd.DataFrame:
     """An event table from columns (sequences of one length), its times checked (check_times)."""
     n = len(start_s)
-    df = pd.DataFrame({"file": list(file), "start_s": _floats(start_s, where, "start"), "end_s": _floats(end_s, where, "end"),
-                       "label": [str(x).strip() for x in label],
-                       "low_hz": _floats(low_hz, where, "low frequency") if low_hz is not None else np.full(n, np.nan),
-                       "high_hz": _floats(high_hz, where, "high frequency") if high_hz is not None else np.full(n, np.nan),
-                       "where": list(where)})
+    df = pd.DataFrame(
+        {
+            "file": list(file),
+            "start_s": _floats(start_s, where, "start"),
+            "end_s": _floats(end_s, where, "end"),
+            "label": [str(x).strip() for x in label],
+            "low_hz": _floats(low_hz, where, "low frequency") if low_hz is not None else np.full(n, np.nan),
+            "high_hz": _floats(high_hz, where, "high frequency") if high_hz is not None else np.full(n, np.nan),
+            "where": list(where),
+        }
+    )
     check_times(df)
     return df
 
@@ -47,8 +54,9 @@ def _floats(values, where, what: str) -> np.ndarray:
 def check_times(events: pd.DataFrame) -> None:
     """Refuse, naming the file, line and value: a time that is missing, not finite or negative, an end before
     its start, an empty label, a low frequency above the high one."""
-    for w, a, b, lab, lo, hi in zip(events["where"], events["start_s"], events["end_s"], events["label"],
-                                    events["low_hz"], events["high_hz"]):
+    for w, a, b, lab, lo, hi in zip(
+        events["where"], events["start_s"], events["end_s"], events["label"], events["low_hz"], events["high_hz"]
+    ):
         if not (np.isfinite(a) and np.isfinite(b)):
             raise TruthError(f"{w}: begin / end time {a!r} / {b!r} must be numbers")
         if a < 0:
@@ -98,8 +106,13 @@ class EventMatch:
     per_label: pd.DataFrame = field(default_factory=pd.DataFrame)  # label, events, found, detections, correct
 
     def to_dict(self) -> dict:
-        return {"event_recall": self.recall, "event_precision": self.precision, "n_events": self.n_events,
-                "n_detections": self.n_detections, "per_label": self.per_label.to_dict("records")}
+        return {
+            "event_recall": self.recall,
+            "event_precision": self.precision,
+            "n_events": self.n_events,
+            "n_detections": self.n_detections,
+            "per_label": self.per_label.to_dict("records"),
+        }
 
 
 def match_events(truth: pd.DataFrame, det: pd.DataFrame) -> EventMatch:
@@ -118,11 +131,19 @@ def match_events(truth: pd.DataFrame, det: pd.DataFrame) -> EventMatch:
         correct[d_idx] = hit.any(axis=1)
         found[t_idx] |= hit.any(axis=0)
     labels = sorted(set(truth["label"]) | set(det["label"]))
-    per = pd.DataFrame({
-        "label": labels,
-        "events": [int((truth["label"] == x).sum()) for x in labels],
-        "found": [int(found[(truth["label"] == x).to_numpy()].sum()) for x in labels],
-        "detections": [int((det["label"] == x).sum()) for x in labels],
-        "correct": [int(correct[(det["label"] == x).to_numpy()].sum()) for x in labels]})
-    return EventMatch(float(found.mean()) if len(found) else 0.0, float(correct.mean()) if len(correct) else 0.0,
-                      len(truth), len(det), per)
+    per = pd.DataFrame(
+        {
+            "label": labels,
+            "events": [int((truth["label"] == x).sum()) for x in labels],
+            "found": [int(found[(truth["label"] == x).to_numpy()].sum()) for x in labels],
+            "detections": [int((det["label"] == x).sum()) for x in labels],
+            "correct": [int(correct[(det["label"] == x).to_numpy()].sum()) for x in labels],
+        }
+    )
+    return EventMatch(
+        float(found.mean()) if len(found) else 0.0,
+        float(correct.mean()) if len(correct) else 0.0,
+        len(truth),
+        len(det),
+        per,
+    )

@@ -64,17 +64,27 @@ class Raven:
         if not rows:
             raise TruthError(f"{path}: empty selection table")
         header = [h.strip() for h in rows[0]]
-        df = pd.DataFrame([r + [""] * (len(header) - len(r)) for r in rows[1:] if any(c.strip() for c in r)],
-                          columns=header, dtype=str) if len(rows) > 1 else pd.DataFrame(columns=header, dtype=str)
+        df = (
+            pd.DataFrame(
+                [r + [""] * (len(header) - len(r)) for r in rows[1:] if any(c.strip() for c in r)],
+                columns=header,
+                dtype=str,
+            )
+            if len(rows) > 1
+            else pd.DataFrame(columns=header, dtype=str)
+        )
         df["where"] = [f"{path}: line {i + 2}" for i in range(len(df))]
         lacking = [c for c in ("Begin Time (s)", "End Time (s)") if c not in header]
         if lacking:
             raise TruthError(f"{path}: a Raven selection table needs {lacking}; its columns are {header}")
         label = label_column or next((c for c in RAVEN_LABEL_COLUMNS if c in header), None)
         if label is None or label not in header:
-            raise TruthError(f"{path}: no label column {label_column!r}" if label_column else
-                             f"{path}: no label column (looked for {list(RAVEN_LABEL_COLUMNS)}; pass --label-column); "
-                             f"its columns are {header}")
+            raise TruthError(
+                f"{path}: no label column {label_column!r}"
+                if label_column
+                else f"{path}: no label column (looked for {list(RAVEN_LABEL_COLUMNS)}; pass --label-column); "
+                f"its columns are {header}"
+            )
         if "View" in header and df["View"].str.startswith("Spectrogram").any():
             df = df[df["View"].str.startswith("Spectrogram")]
         begin, end = df["Begin Time (s)"], df["End Time (s)"]
@@ -87,9 +97,15 @@ class Raven:
                 begin, end = offset, offset + length
         else:
             files = [recording_of(path)] * len(df)
-        events = event_table(files, list(begin), list(end), list(df[label]), list(df["where"]),
-                             list(df["Low Freq (Hz)"]) if "Low Freq (Hz)" in header else None,
-                             list(df["High Freq (Hz)"]) if "High Freq (Hz)" in header else None)
+        events = event_table(
+            files,
+            list(begin),
+            list(end),
+            list(df[label]),
+            list(df["where"]),
+            list(df["Low Freq (Hz)"]) if "Low Freq (Hz)" in header else None,
+            list(df["High Freq (Hz)"]) if "High Freq (Hz)" in header else None,
+        )
         return events, sorted(set(files)) if file_col is not None else [recording_of(path)]
 
 
@@ -125,7 +141,9 @@ class Audacity:
             where.append(f"{path}: line {i + 1}")
             lows.append("")
             highs.append("")
-        return event_table([recording_of(path)] * len(starts), starts, ends, labels, where, lows, highs), [recording_of(path)]
+        return event_table([recording_of(path)] * len(starts), starts, ends, labels, where, lows, highs), [
+            recording_of(path)
+        ]
 
 
 class Table:
@@ -145,11 +163,19 @@ class Table:
         label = label_column or "label"
         lacking = [c for c in (*TABLE_COLUMNS[:3], label) if c not in df.columns]
         if lacking:
-            raise TruthError(f"{path}: an event table needs the column(s) {lacking}; its columns are {list(df.columns)}")
+            raise TruthError(
+                f"{path}: an event table needs the column(s) {lacking}; its columns are {list(df.columns)}"
+            )
         where = [f"{path}: line {i + 2}" for i in range(len(df))]
-        events = event_table(df["file"], list(df["start_s"]), list(df["end_s"]), list(df[label]), where,
-                             list(df["low_hz"]) if "low_hz" in df.columns else None,
-                             list(df["high_hz"]) if "high_hz" in df.columns else None)
+        events = event_table(
+            df["file"],
+            list(df["start_s"]),
+            list(df["end_s"]),
+            list(df[label]),
+            where,
+            list(df["low_hz"]) if "low_hz" in df.columns else None,
+            list(df["high_hz"]) if "high_hz" in df.columns else None,
+        )
         return events, sorted(set(df["file"]))
 
 

@@ -54,8 +54,9 @@ def match_names(names: list[str], predicted: list[str]) -> dict[str, str]:
 
 
 def _duration(name: str, events: pd.DataFrame, audio_dir: Path | None) -> float:
-    candidates = [Path(name)] + ([audio_dir / Path(name).name, *sorted(audio_dir.glob(Path(name).stem + ".*"))]
-                                 if audio_dir else [])
+    candidates = [Path(name)] + (
+        [audio_dir / Path(name).name, *sorted(audio_dir.glob(Path(name).stem + ".*"))] if audio_dir else []
+    )
     for c in candidates:
         if c.is_file():
             try:
@@ -65,8 +66,12 @@ def _duration(name: str, events: pd.DataFrame, audio_dir: Path | None) -> float:
     return float(events["end_s"].max()) if len(events) else ROW_S
 
 
-def truth_rows(truth: Truth, scored: pd.DataFrame, min_overlap_s: float = DEFAULT_MIN_OVERLAP_S,
-               audio_dir: str | Path | None = None) -> TruthRows:
+def truth_rows(
+    truth: Truth,
+    scored: pd.DataFrame,
+    min_overlap_s: float = DEFAULT_MIN_OVERLAP_S,
+    audio_dir: str | Path | None = None,
+) -> TruthRows:
     """scored: file, start_s, end_s of the rows of one output kind of a scores table."""
     if truth.is_rows:
         return TruthRows(truth.rows)
