@@ -25,6 +25,16 @@ SEED_THRESHOLDS = {"segmentwise": 0.9, "att": 0.15, "clipwise": 0.5}
 COMPRESSIONS = ("db", "pcen")
 SHORT_POLICIES = ("loop", "pad")
 FREQ_POOLS = ("mean", "max", "meanmax", "flat")
+# the choices of predict (each owned by the module named, written here once so that the CLI lists them without
+# importing that module's libraries)
+POOLINGS = ("window", "segment")  # infer.py: a row's score from whole windows, or from the head's time segments
+PRECISIONS = ("auto", "fp32", "bf16")  # infer.py
+BACKENDS = ("torch", "onnx", "openvino")  # predict.py, export.py
+OUTPUT_FORMATS = ("csv", "kaggle", "raven", "audacity")  # outputs.py
+SMOOTHINGS = ("sum", "max")  # decide.py
+DEVICES = ("auto", "cpu", "cuda")
+DATA_FORMATS = ("auto", "cornell", "birdclef", "labels")  # manifest.py
+COMPETITIONS = ("birdclef2021", "birdclef2023", "birdclef2024", "birdclef2025")  # kaggle/birdclef.py
 
 
 @dataclass

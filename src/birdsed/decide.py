@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from birdsed.config import OUTPUT_KINDS, SEED_THRESHOLDS
+from birdsed.config import OUTPUT_KINDS, SEED_THRESHOLDS, SMOOTHINGS
 from birdsed.errors import ConfigError
 
 NOCALL = "nocall"
@@ -74,7 +74,7 @@ def smooth_rows(scores: np.ndarray, mode: str | None) -> np.ndarray:
         return scores + prev + nxt
     if mode == "max":
         return np.maximum(scores, np.maximum(prev, nxt))
-    raise ConfigError(f"unknown neighbour smoothing {mode!r}; valid: sum, max")
+    raise ConfigError(f"unknown neighbour smoothing {mode!r}; valid: {list(SMOOTHINGS)}")
 
 
 def decide(scores: np.ndarray, thresholds: np.ndarray, max_birds: int | None = None) -> np.ndarray:

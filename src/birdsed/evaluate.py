@@ -297,3 +297,40 @@ def scores_report_from_files(
     **truth_kw,
 ) -> dict:
     return score_report(align_files(scores_path, truth, test_csv, audio_dir, strict, **truth_kw))
+
+
+def score_table(report: dict) -> pd.DataFrame:
+    """The seed's table: each output at its threshold, its best threshold, and AP."""
+    return pd.DataFrame(
+        [
+            {
+                "output": k,
+                "threshold": o["seed_threshold"],
+                "row F1": o["seed_row_f1"],
+                "best threshold": o["best_threshold"],
+                "best row F1": o["best_row_f1"],
+                "macro AP": o["macro_ap"],
+                "micro AP": o["micro_ap"],
+                "padded cmAP": o["padded_cmap"],
+                "ROC-AUC": o["roc_auc"],
+            }
+            for k, o in ((k, report["outputs"][k]) for k in OUTPUT_KINDS)
+        ]
+    )
+
+
+def event_table(report: dict) -> pd.DataFrame:
+    """Event-level recall and precision of each output at its best row-F1 threshold (annotated truth only)."""
+    return pd.DataFrame(
+        [
+            {
+                "output": k,
+                "threshold": o["best_threshold"],
+                "event recall": o["event_recall"],
+                "event precision": o["event_precision"],
+                "events": o["n_events"],
+                "detected rows": o["n_detections"],
+            }
+            for k, o in ((k, report["outputs"][k]) for k in OUTPUT_KINDS)
+        ]
+    )

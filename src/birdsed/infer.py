@@ -22,13 +22,12 @@ from birdsed.config import OUTPUT_KINDS, SHORT_POLICIES
 from birdsed.detector import Detector
 from birdsed.errors import AudioDecodeError, ConfigError
 from birdsed.model import segment_scores, window_scores
+from birdsed.config import POOLINGS, PRECISIONS  # noqa: F401 - re-exported
 from birdsed.progress import progress_bar
 from birdsed.rows import ROW_S, n_rows  # noqa: F401 - n_rows re-exported for callers of infer
 from birdsed.windows import Piece, fitted_audio, piece_windows  # noqa: F401 - re-exported for callers of infer
 
 log = logging.getLogger(__name__)
-POOLINGS = ("window", "segment")
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def window_starts(n_samples: int, window: int, hop: int) -> np.ndarray:

@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from birdsed.config import DATA_FORMATS
 from birdsed.errors import ManifestError
 
 log = logging.getLogger(__name__)
 
 CORE_COLUMNS = ["recording_id", "path", "primary_labels", "secondary_labels", "duration_s", "rating"]
-FORMATS = ("cornell", "birdclef", "labels", "auto")
+FORMATS = DATA_FORMATS
 _SCI_NAME = re.compile(r"^(?P<common>.*?)\s*\((?P<sci>[^()]*)\)\s*$")
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from birdsed.config import OUTPUT_KINDS
+from birdsed.config import OUTPUT_FORMATS, OUTPUT_KINDS
 from birdsed.decide import Thresholds, decide, labels_of, smooth_rows
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import atomic_path
@@ -32,7 +32,7 @@ from birdsed.store import recording_key
 from birdsed.writers import detections, merge_runs, raven_table, write_audacity, write_table
 
 log = logging.getLogger(__name__)
-FORMATS = ("csv", "kaggle", "raven", "audacity")
+FORMATS = OUTPUT_FORMATS
 META_COLUMNS = ["file", "start_s", "end_s", "output"]
 
 

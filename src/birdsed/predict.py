@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from birdsed.audio import find_audio_files
+from birdsed.config import BACKENDS
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import remove_stale_temps, run_lock, write_text_atomic
 from birdsed.infer import FileResult, predict_files, rows_table
@@ -37,7 +38,6 @@ from birdsed.store import recording_key
 from birdsed.writers import write_table
 
 log = logging.getLogger(__name__)
-BACKENDS = ("torch", "onnx", "openvino")
 
 
 @dataclass

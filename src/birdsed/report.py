@@ -244,7 +244,7 @@ def build_report(
     parts.append("<h2>Detections per class</h2>" + (_table(summary) if len(summary) else "<p>none</p>"))
     if aligned is not None:
         from birdsed.evaluate import evaluate_submission, score_report
-        from birdsed.tables import event_table, score_table
+        from birdsed.evaluate import event_table, score_table
 
         parts.append(f"<h2>Evaluation</h2><p>truth: {html.escape(str(truth))}</p>")
         if aligned.events is None and (pred_dir / "submission.csv").is_file():

@@ -22,7 +22,6 @@ import pandas as pd
 from birdsed.errors import BirdsedError
 from birdsed.rows import ROW_S
 
-COMPETITIONS = ("birdclef2023", "birdclef2024", "birdclef2025")
 TIME_LIMIT_MIN = {"birdclef2023": 120, "birdclef2024": 120, "birdclef2025": 90}
 
 

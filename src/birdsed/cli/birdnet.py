@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from birdsed.birdnet_info import DEFAULT_HOP_S, DEFAULT_THRESHOLD, INSTALL, LICENSE_NOTE
-from birdsed.cli import console, verb
+from birdsed.cli.registry import console, verb
 
 
 def _add_birdnet(p: argparse.ArgumentParser) -> None:

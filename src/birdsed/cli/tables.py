@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 
-import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
 from birdsed.config import OUTPUT_KINDS
+from birdsed.evaluate import event_table, score_table
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 
@@ -28,26 +28,6 @@ def print_submission_report(rep) -> None:
             str(r["predicted"]),
         )
     console.print(t)
-
-
-def score_table(report: dict) -> pd.DataFrame:
-    """The seed's table: each output at its threshold, its best threshold, and AP."""
-    return pd.DataFrame(
-        [
-            {
-                "output": k,
-                "threshold": o["seed_threshold"],
-                "row F1": o["seed_row_f1"],
-                "best threshold": o["best_threshold"],
-                "best row F1": o["best_row_f1"],
-                "macro AP": o["macro_ap"],
-                "micro AP": o["micro_ap"],
-                "padded cmAP": o["padded_cmap"],
-                "ROC-AUC": o["roc_auc"],
-            }
-            for k, o in ((k, report["outputs"][k]) for k in OUTPUT_KINDS)
-        ]
-    )
 
 
 def print_score_report(report: dict) -> None:
@@ -70,23 +50,6 @@ def print_score_report(report: dict) -> None:
             ev.add_row(r[0], f"{r[1]:.2f}", f"{r[2]:.4f}", f"{r[3]:.4f}", str(r[4]), str(r[5]))
         console.print(ev)
     print_unused(report["unused_lines"])
-
-
-def event_table(report: dict) -> pd.DataFrame:
-    """Event-level recall and precision of each output at its best row-F1 threshold (annotated truth only)."""
-    return pd.DataFrame(
-        [
-            {
-                "output": k,
-                "threshold": o["best_threshold"],
-                "event recall": o["event_recall"],
-                "event precision": o["event_precision"],
-                "events": o["n_events"],
-                "detected rows": o["n_detections"],
-            }
-            for k, o in ((k, report["outputs"][k]) for k in OUTPUT_KINDS)
-        ]
-    )
 
 
 def print_unused(lines: list[str]) -> None:

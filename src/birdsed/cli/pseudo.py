@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from birdsed.cli import batch_status, console, verb
-from birdsed.config import OUTPUT_KINDS, SHORT_POLICIES
+from birdsed.cli.registry import batch_status, console, verb
+from birdsed.config import DEVICES, OUTPUT_KINDS, SHORT_POLICIES
 
 
 def _add_soft_label_options(p: argparse.ArgumentParser) -> None:
@@ -30,7 +30,7 @@ def _add_pseudo_label(p: argparse.ArgumentParser) -> None:
         "--short", choices=SHORT_POLICIES, help="recordings shorter than a window (default: as the model trained)"
     )
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--workers", type=int, help="decoding processes (default as predict)")
     p.add_argument("--quiet", action="store_true")
 

@@ -1,0 +1,125 @@
+"""The `birdsed` command line: one subcommand per verb, thin (parse, call the library).
+
+registry.py holds the registry and the console; each module registers its verbs: data.py (synth, prepare, demo),
+train.py, predict.py (predict, merge), evaluate.py (evaluate, tune, report), model.py (export, ensemble, kaggle),
+birdnet.py, pseudo.py (pseudo-label, self-train); tables.py prints results. Library modules are imported inside the
+handlers, so that `birdsed --help` and each verb load only what they use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import logging
+import os
+import sys
+
+from rich.logging import RichHandler
+
+from birdsed import __version__
+from birdsed.cli.registry import VERBS, batch_status, console, verb  # noqa: F401 - the CLI's public names
+from birdsed.errors import BirdsedError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _register_all()
+    parser = argparse.ArgumentParser(
+        prog="birdsed",
+        description="Find which bird species call, and when, in audio recordings (sound event detection).",
+        epilog="Run `birdsed VERB --help` for each verb's options and an example.",
+    )
+    parser.add_argument("--version", action="version", version=f"birdsed {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for name, (help, example, add_args, fn) in VERBS.items():
+        p = sub.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        add_args(p)
+        p.set_defaults(func=fn)
+    return parser
+
+
+def _register_all() -> None:
+    """Import every module that registers verbs (in the order `birdsed --help` lists them)."""
+    import birdsed.cli.data
+    import birdsed.cli.train
+    import birdsed.cli.predict
+    import birdsed.cli.evaluate
+    import birdsed.cli.model
+    import birdsed.cli.birdnet
+    import birdsed.cli.pseudo  # noqa: F401
+
+
+OS_ADVICE = {
+    errno.ENOSPC: "the disk is full: free space there (what was finished is kept; the same command resumes)",
+    errno.EDQUOT: "the disk quota is used up: free space there (the same command resumes)",
+    errno.EACCES: "permission denied: change the folder's permissions or write elsewhere",
+    errno.EPERM: "operation not permitted: change the folder's permissions or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere (--out)",
+}
+
+
+def os_error_message(e: OSError) -> str:
+    """An OSError as one line naming the path and what to do."""
+    where = e.filename or "a file"
+    advice = OS_ADVICE.get(e.errno, e.strerror or str(e))
+    return f"{where}: {advice}" + (f" [{e.strerror}]" if e.errno in OS_ADVICE and e.strerror else "")
+
+
+@contextlib.contextmanager
+def c_stderr_off(off: bool):
+    """Decoder libraries (libmpg123 in libsndfile) print notes such as "Illegal Audio-MPEG-Header" to file
+    descriptor 2 from C, over the progress bar; birdsed reports such files itself. While `off`, descriptor 2 goes
+    to /dev/null and Python's own stderr (messages, progress, tracebacks) to a copy of the real one. With -v the
+    decoders' notes stay on the console. Only when stderr is the process's real descriptor 2 (not under a capture)."""
+    try:
+        real = off and sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        real = False
+    if not real:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    py_stderr, sys.stderr = sys.stderr, os.fdopen(os.dup(saved), "w", buffering=1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        sys.stderr.close()
+        sys.stderr = py_stderr
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+    )
+    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "torch"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        with c_stderr_off(not args.verbose):
+            return int(args.func(args) or 0)
+    except BirdsedError as e:
+        console.print(f"[red]error:[/red] {e}")
+        return 2
+    except OSError as e:  # disk full, permissions, a read-only file system: one line, what was finished stays
+        console.print(f"[red]error:[/red] {os_error_message(e)}")
+        return 2
+    except KeyboardInterrupt:
+        console.print("[red]interrupted")
+        return 130

@@ -1,0 +1,164 @@
+"""`birdsed predict` and `birdsed merge` (its shards' combined outputs)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from birdsed.cli.registry import batch_status, console, verb
+from birdsed.config import (
+    BACKENDS,
+    COMPETITIONS,
+    DEVICES,
+    OUTPUT_FORMATS,
+    OUTPUT_KINDS,
+    POOLINGS,
+    PRECISIONS,
+    SHORT_POLICIES,
+    SMOOTHINGS,
+)
+
+
+def _add_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, required=True, help="a model directory (RUN/model)")
+    p.add_argument("inputs", nargs="*", help="audio files and folders (recursive)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (a re-run resumes)")
+    p.add_argument("--test-csv", type=Path, help="Kaggle test.csv: predict its audio and write submission.csv")
+    p.add_argument("--audio-dir", type=Path, help="audio of --test-csv (default: test_audio/ beside it)")
+    p.add_argument(
+        "--sample-submission",
+        type=Path,
+        help="a BirdCLEF 2023-2025 sample_submission.csv: submission.csv "
+        "in its layout (row_id, then one probability column per class, in its order)",
+    )
+    p.add_argument(
+        "--competition",
+        choices=COMPETITIONS,
+        help="the one input is the competition's data folder: its test soundscapes are predicted and its "
+        "submission written (2021: test.csv -> row_id,birds; 2023-2025: sample_submission.csv's layout)",
+    )
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run the I-th of N duration-balanced shards of the inputs into the same "
+        "--out (job arrays: --array=1-N, --shard $SLURM_ARRAY_TASK_ID/N); the last to finish merges",
+    )
+    p.add_argument(
+        "--cluster",
+        metavar="SPEC",
+        help="run on a dask.distributed cluster: local:N (N worker processes), "
+        "tcp://HOST:PORT (a running scheduler) or FILE.yaml (dask-jobqueue: SLURM, PBS, SGE, LSF); needs "
+        "pip install 'birdsed[cluster]'",
+    )
+    p.add_argument("--window-s", type=float, help="window length (default: the model's: 5 s, BirdNET 3 s)")
+    p.add_argument("--hop-s", type=float, help="hop between windows (default: the model's: 2.5 s, BirdNET 3 s)")
+    p.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default="window",
+        help="row scores: max over overlapping windows (the seed), or over the head's time segments in the row",
+    )
+    p.add_argument("--output", choices=OUTPUT_KINDS, help="output to decide on (default: the model's)")
+    p.add_argument(
+        "--short",
+        choices=SHORT_POLICIES,
+        help="a recording shorter than a window: repeat it to fill the window, or zero-pad it "
+        "(default: as the model trained)",
+    )
+    p.add_argument("--threshold", type=float, help="global threshold (overrides the model's, per-class ones too)")
+    p.add_argument("--max-birds", type=int, help="keep at most K classes per row")
+    p.add_argument("--neighbour-smoothing", choices=SMOOTHINGS, help="combine each row's scores with its neighbours'")
+    p.add_argument(
+        "--format",
+        nargs="+",
+        default=["csv"],
+        choices=OUTPUT_FORMATS,
+        help="outputs besides scores.parquet (kaggle is implied by --test-csv)",
+    )
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="auto: bf16 on CUDA, fp32 on CPU; bf16 on CPU pays on CPUs with AMX or AVX512-BF16",
+    )
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=BACKENDS,
+        help="onnx: ONNX Runtime on the CPU (MODEL/model.onnx); openvino: OpenVINO on the CPU (pip install openvino)",
+    )
+    p.add_argument(
+        "--workers", type=int, help="decoding processes (default: GPU: cores - 1; CPU: 0 below 4 cores, else cores / 4)"
+    )
+    p.add_argument("--quiet", action="store_true")
+
+
+@verb(
+    "predict",
+    "find calls in recordings: scores, detections, submission, Raven/Audacity files",
+    "birdsed predict --model runs/small/model recordings/ --out preds --format csv raven audacity",
+    _add_predict,
+)
+def cmd_predict(a: argparse.Namespace) -> int:
+    from birdsed.predict import DecisionOptions, run_predict
+
+    decision = DecisionOptions(a.output, a.threshold, a.max_birds, a.neighbour_smoothing)
+    inputs, test_csv, audio_dir, sample = a.inputs, a.test_csv, a.audio_dir, a.sample_submission
+    if a.competition:
+        from birdsed.kaggle.birdclef import competition_inputs
+
+        inputs, test_csv, audio_dir, sample = competition_inputs(a.competition, inputs)
+    s = run_predict(
+        a.model,
+        inputs,
+        a.out,
+        test_csv=test_csv,
+        audio_dir=audio_dir,
+        formats=tuple(a.format),
+        window_s=a.window_s,
+        hop_s=a.hop_s,
+        batch_size=a.batch_size,
+        workers=a.workers,
+        device=a.device,
+        decision=decision,
+        quiet=a.quiet,
+        pooling=a.pooling,
+        backend=a.backend,
+        precision=a.precision,
+        short_policy=a.short,
+        sample_submission=sample,
+        shard=a.shard,
+        cluster=a.cluster,
+    )
+    console.print(
+        f"{s.n_files} recording(s) ({s.n_done_before} done before); {s.audio_s / 3600:.2f} h of audio in "
+        f"{s.wall_s:.1f} s = {s.realtime_factor:.0f}x real time; outputs in {s.out}"
+    )
+    if not s.merged:
+        console.print(
+            f"shard {a.shard} done; the combined outputs wait for the other shards (the last one merges, or "
+            f"`birdsed merge {s.out}`)"
+        )
+    return batch_status(len(s.errors), s.out / "errors.csv")
+
+
+def _add_merge(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", type=Path, help="the --out of predict --shard I/N runs")
+
+
+@verb(
+    "merge",
+    "build predict's combined outputs from every shard's parts (predict --shard I/N)",
+    "birdsed merge preds",
+    _add_merge,
+)
+def cmd_merge(a: argparse.Namespace) -> int:
+    from birdsed.fsutil import run_lock
+    from birdsed.predict import merge
+
+    with run_lock(a.out, ".lock-merge"):
+        n, n_errors = merge(a.out)
+    console.print(f"{n} recording(s) merged into {a.out} (scores.parquet, detections.csv, ...)")
+    return batch_status(n_errors, a.out / "errors.csv")

@@ -1,0 +1,32 @@
+"""The verb registry every CLI module registers into, the console, and the one batch exit rule."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+
+console = Console(stderr=True, soft_wrap=True)  # long paths in messages stay whole, never wrapped mid-word
+AddArgs = Callable[[argparse.ArgumentParser], None]
+VERBS: dict[str, tuple[str, str, AddArgs, Callable[[argparse.Namespace], int]]] = {}
+
+
+def verb(name: str, help: str, example: str, add_args: AddArgs):
+    """Register `fn(args) -> int` as the verb `name`; `example` is shown in its --help."""
+
+    def wrap(fn):
+        VERBS[name] = (help, example, add_args, fn)
+        return fn
+
+    return wrap
+
+
+def batch_status(n_skipped: int, report: Path, what: str = "recording(s) failed") -> int:
+    """The batch rule every verb follows: 0 all done, 1 done with skipped items (said, with where they are listed);
+    2 (refused) is main's, for errors."""
+    if n_skipped:
+        console.print(f"[yellow]{n_skipped} {what}: see {report}")
+        return 1
+    return 0
