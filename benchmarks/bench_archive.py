@@ -68,60 +68,27 @@ def archive(folder: Path, count: int, seconds: float, distinct: int = 8) -> Path
     return folder
 
 
+def predict_cmd(model: Path, audio: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "birdsed", "predict", "--model", str(model), str(audio), "--out", str(out),
+            "--workers", "0", "--quiet", *extra]  # fmt: skip
+
+
 def run_case(name: str, audio: Path, model: Path, out: Path, cluster_workers: int) -> list[dict]:
     n = len(list(audio.iterdir()))
-    cli = [sys.executable, "-m", "birdsed"]
-    rows = []
     pred = out / f"pred_{name}"
-    r = measured(
-        [
-            *cli,
-            "predict",
-            "--model",
-            str(model),
-            str(audio),
-            "--out",
-            str(pred),
-            "--shard",
-            "1/1",
-            "--workers",
-            "0",
-            "--quiet",
-        ]
-    )
-    rows.append({"archive": name, "recordings": n, "process": "predict (predict + merge)", **r})
-    rows.append({"archive": name, "recordings": n, "process": "birdsed merge", **measured([*cli, "merge", str(pred)])})
-    rows.append(
-        {
-            "archive": name,
-            "recordings": n,
-            "process": "peer: pd.concat of every part",
-            **measured([sys.executable, "-c", PEER, str(pred / "parts"), str(out / f"peer_{name}.parquet")]),
-        }
-    )
+    peer = [sys.executable, "-c", PEER, str(pred / "parts"), str(out / f"peer_{name}.parquet")]
+    runs = [
+        ("predict (predict + merge)", predict_cmd(model, audio, pred, "--shard", "1/1")),
+        ("birdsed merge", [sys.executable, "-m", "birdsed", "merge", str(pred)]),
+        ("peer: pd.concat of every part", peer),
+    ]
     if cluster_workers:
-        for label, extra in (
-            ("one process, again", []),
-            (f"local Dask cluster of {cluster_workers}", ["--cluster", f"local:{cluster_workers}"]),
-        ):
-            o = out / f"thr_{name}_{len(extra)}"
-            r = measured(
-                [
-                    *cli,
-                    "predict",
-                    "--model",
-                    str(model),
-                    str(audio),
-                    "--out",
-                    str(o),
-                    "--workers",
-                    "0",
-                    "--quiet",
-                    *extra,
-                ]
-            )
-            rows.append({"archive": name, "recordings": n, "process": label, **r})
-    return rows
+        runs += [
+            ("one process, again", predict_cmd(model, audio, out / f"thr_{name}_one")),
+            (f"local Dask cluster of {cluster_workers}",
+             predict_cmd(model, audio, out / f"thr_{name}_dask", "--cluster", f"local:{cluster_workers}")),
+        ]  # fmt: skip
+    return [{"archive": name, "recordings": n, "process": label, **measured(cmd)} for label, cmd in runs]
 
 
 def main() -> None:

@@ -31,6 +31,19 @@ def write_audio(
     return path
 
 
+def tiny_model(folder: Path, classes: list[str]) -> Path:
+    """An untrained MobileNetV3 SED model directory over `classes` (seeded weights): for tests of what runs a model."""
+    import torch
+
+    from birdsed.config import FrontendConfig, ModelConfig
+    from birdsed.model import SEDModel
+    from birdsed.modeldir import save_model_dir
+
+    torch.manual_seed(0)
+    model = SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), classes).eval()
+    return save_model_dir(model, folder)
+
+
 @pytest.fixture
 def nips4b() -> Path:
     if not (NIPS4B / "labels.csv").is_file():

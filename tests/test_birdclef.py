@@ -62,20 +62,13 @@ def test_the_submission_follows_the_sample_columns(tmp_path):
 def test_predict_competition_writes_the_sample_layout_and_2021_rows(synth_data, tmp_path):
     import shutil
 
-    import torch
+    from conftest import tiny_model
 
     from birdsed.cli import main
-    from birdsed.config import FrontendConfig, ModelConfig
     from birdsed.manifest import read_dataset
-    from birdsed.model import SEDModel
-    from birdsed.modeldir import save_model_dir
 
-    torch.manual_seed(0)
     classes = read_dataset(synth_data).classes
-    model = save_model_dir(
-        SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), classes).eval(),
-        tmp_path / "m",
-    )
+    model = tiny_model(tmp_path / "m", classes)
     comp = tmp_path / "birdclef-2024"
     shutil.copytree(synth_data / "test_audio", comp / "test_soundscapes")
     (comp / "sample_submission.csv").write_text("row_id," + ",".join(reversed(classes)) + ",zzz\n")

@@ -10,12 +10,10 @@ import time
 
 import pandas as pd
 import pytest
-import torch
 
-from birdsed.config import FrontendConfig, ModelConfig
+from conftest import tiny_model
+
 from birdsed.errors import ConfigError
-from birdsed.model import SEDModel
-from birdsed.modeldir import save_model_dir
 from birdsed.predict import run_predict
 
 distributed = pytest.importorskip("distributed", reason="the cluster extra: pip install 'birdsed[cluster]'")
@@ -25,13 +23,7 @@ distributed = pytest.importorskip("distributed", reason="the cluster extra: pip 
 def setup(synth_data, tmp_path):
     from birdsed.manifest import read_dataset
 
-    torch.manual_seed(0)
-    m = save_model_dir(
-        SEDModel(
-            FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), read_dataset(synth_data).classes
-        ).eval(),
-        tmp_path / "m",
-    )
+    m = tiny_model(tmp_path / "m", read_dataset(synth_data).classes)
     audio = sorted((synth_data / "test_audio").iterdir())
     (tmp_path / "in").mkdir()
     inputs = []

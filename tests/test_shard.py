@@ -8,12 +8,10 @@ import sys
 
 import pandas as pd
 import pytest
-import torch
 
-from birdsed.config import FrontendConfig, ModelConfig
+from conftest import tiny_model
+
 from birdsed.errors import BirdsedError, ConfigError
-from birdsed.model import SEDModel
-from birdsed.modeldir import save_model_dir
 from birdsed.predict import merge, run_predict
 from birdsed.shard import parse_shard, shard_files
 
@@ -40,11 +38,7 @@ def test_a_bad_shard_is_refused(text):
 
 
 def model_dir(tmp_path, classes):
-    torch.manual_seed(0)
-    return save_model_dir(
-        SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), classes).eval(),
-        tmp_path / "m",
-    )
+    return tiny_model(tmp_path / "m", classes)
 
 
 def test_shards_side_by_side_merge_into_the_outputs_of_one_run(synth_data, tmp_path):

@@ -229,22 +229,16 @@ def test_birdclef2021_soundscape_labels(tmp_path):
 
 def test_raven_truth_of_synth_equals_its_kaggle_truth_row_for_row(synth_data, tmp_path):
     """synth writes its soundscapes' notes as Raven tables; evaluate on them = evaluate on test_labels.csv."""
+    from conftest import tiny_model
+
+    from birdsed.evaluate import align_files, scores_report_from_files
     from birdsed.manifest import read_dataset
     from birdsed.predict import run_predict
-    from birdsed.model import SEDModel
-    from birdsed.config import FrontendConfig, ModelConfig
-    from birdsed.modeldir import save_model_dir
-    from birdsed.evaluate import scores_report_from_files, align_files
-    from birdsed.tune import tune_model
     from birdsed.report import build_report
-    import torch
+    from birdsed.tune import tune_model
 
-    torch.manual_seed(0)
     classes = read_dataset(synth_data).classes
-    model = save_model_dir(
-        SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), classes).eval(),
-        tmp_path / "m",
-    )
+    model = tiny_model(tmp_path / "m", classes)
     pred = tmp_path / "pred"
     run_predict(model, [], pred, test_csv=synth_data / "test.csv", quiet=True, workers=0)
     kag = align_files(pred / "scores.parquet", synth_data / "test_labels.csv")
