@@ -148,7 +148,7 @@ def train_fold(
     if teacher is not None:
         from birdsed.pseudo import teacher_labels
 
-        pl = teacher_labels(teacher, data, fold_dir / "teacher_pl", quiet=True, workers=1)
+        pl = teacher_labels(teacher, data, fold_dir / "teacher_pl", quiet=True, workers=1, allow_outside=True)
         cfg = replace(cfg, data=replace(cfg.data, pseudo=(str(pl.parent.resolve()),)))
     if not seeds:
         return train(data, cfg, fold_dir / "run", quiet=True), {}

@@ -231,13 +231,17 @@ def teacher_labels(
     out: str | Path,
     extra: list[str] | None = None,
     opts: SoftLabelOptions = SoftLabelOptions(),
+    allow_outside: bool = False,
     **predict_kw,
 ) -> Path:
     """Distillation (train --teacher): a teacher's soft labels of every recording of the training data set (a data-set
     folder or a prepared store), and of `extra` unlabelled recordings, as a pseudo-label table in `out`; training on
-    it (data.pseudo) teaches a small student the teacher's outputs beside the labels."""
+    it (data.pseudo) teaches a small student the teacher's outputs beside the labels. allow_outside: the data set's
+    table may name files outside its folder (data.allow_outside_paths, as training reads it)."""
     from birdsed.manifest import read_dataset
     from birdsed.store import is_store
 
-    manifest = AudioStore(data).manifest() if is_store(data) else read_dataset(data)
+    manifest = AudioStore(data).manifest() if is_store(data) else read_dataset(data, allow_outside=allow_outside)
+    if not len(manifest.table):
+        raise ConfigError(f"{data}: no training recording to take the teacher's soft labels of")
     return pseudo_label(teacher, [*manifest.table["path"], *(extra or [])], out, opts, **predict_kw)[0]

@@ -77,10 +77,11 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.teacher:
         from birdsed.pseudo import teacher_labels
 
-        apply_overrides(cfg, overrides).check()  # refused before the teacher runs
-        pseudo.append(
-            str(teacher_labels(a.teacher, a.data, a.out / "teacher_pl", a.unlabelled, quiet=a.quiet).resolve())
-        )
+        checked = apply_overrides(cfg, overrides)
+        checked.check()  # refused before the teacher runs
+        pl = teacher_labels(a.teacher, a.data, a.out / "teacher_pl", a.unlabelled, quiet=a.quiet,
+                            allow_outside=checked.data.allow_outside_paths)  # fmt: skip
+        pseudo.append(str(pl.resolve()))
     if pseudo:
         overrides.append(f"data.pseudo={json.dumps(pseudo)}")
     cfg = apply_overrides(cfg, overrides)
