@@ -289,3 +289,24 @@ def test_train_with_a_teacher_distils_its_soft_labels(synth_data, tmp_path, caps
     n_train = len(read_dataset(synth_data))
     assert pl.table["file"].nunique() == n_train + len(list((synth_data / "test_audio").iterdir()))
     assert (tmp_path / "student" / "model" / "model.json").is_file()
+
+
+def test_teacher_labels_read_the_data_set_as_training_does(synth_data, tmp_path):
+    """A labels.csv naming files outside its folder (as benchmarks' fold subsets do) needs allow_outside, as train."""
+    from conftest import tiny_model
+
+    from birdsed.errors import ConfigError
+    from birdsed.manifest import read_dataset
+    from birdsed.pseudo import teacher_labels
+
+    m = read_dataset(synth_data)
+    sub = tmp_path / "subset"
+    sub.mkdir()
+    pd.DataFrame(
+        {"filename": m.table["path"][:3], "labels": [" ".join(x) for x in m.table["primary_labels"][:3]]}
+    ).to_csv(sub / "labels.csv", index=False)
+    teacher = tiny_model(tmp_path / "teacher", m.classes)
+    with pytest.raises(ConfigError, match="no training recording"):
+        teacher_labels(teacher, sub, tmp_path / "pl0", quiet=True, workers=0)
+    pl = teacher_labels(teacher, sub, tmp_path / "pl", quiet=True, workers=0, allow_outside=True)
+    assert read_soft_labels(pl, m.classes).table["file"].nunique() == 3
