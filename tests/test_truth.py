@@ -257,3 +257,10 @@ def test_raven_truth_of_synth_equals_its_kaggle_truth_row_for_row(synth_data, tm
     assert tuned.best_output in ("clipwise", "segmentwise", "att")
     page = build_report(pred, truth=synth_data / "test_raven")
     assert page.is_file() and "truth" in page.read_text()
+
+
+def test_the_cli_choice_list_names_every_reader():
+    from birdsed.config import TRUTH_FORMATS
+    from birdsed.truth.formats import FORMATS
+
+    assert set(TRUTH_FORMATS) == {"auto", *FORMATS, "cornell2020", "birdclef2021"}

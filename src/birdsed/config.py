@@ -34,6 +34,8 @@ OUTPUT_FORMATS = ("csv", "kaggle", "raven", "audacity")  # outputs.py
 SMOOTHINGS = ("sum", "max")  # decide.py
 DEVICES = ("auto", "cpu", "cuda")
 DATA_FORMATS = ("auto", "cornell", "birdclef", "labels")  # manifest.py
+TRUTH_FORMATS = ("auto", "raven", "audacity", "table", "cornell2020", "birdclef2021")  # truth/, kaggle/truth.py
+DEFAULT_MIN_OVERLAP_S = 0.05  # truth/events.py: a row is positive for a label its calls cover this long
 COMPETITIONS = ("birdclef2021", "birdclef2023", "birdclef2024", "birdclef2025")  # kaggle/birdclef.py
 
 

@@ -11,8 +11,7 @@ from birdsed.config import OUTPUT_KINDS
 
 
 def _add_truth_options(p: argparse.ArgumentParser) -> None:
-    from birdsed.truth import TRUTH_FORMATS
-    from birdsed.truth.events import DEFAULT_MIN_OVERLAP_S
+    from birdsed.config import DEFAULT_MIN_OVERLAP_S, TRUTH_FORMATS
 
     p.add_argument(
         "--truth-format", default="auto", choices=TRUTH_FORMATS, help="the truth's format (default: by content)"

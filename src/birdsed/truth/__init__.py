@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from birdsed.config import TRUTH_FORMATS
 from birdsed.errors import TruthError
 from birdsed.truth.events import EVENT_COLUMNS
 from birdsed.truth.formats import FORMATS
 from birdsed.kaggle import truth as kaggle
 
-TRUTH_FORMATS = ("auto", *FORMATS, "cornell2020", "birdclef2021")
 TABLE_SUFFIXES = (".txt", ".csv", ".tsv")
 
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from birdsed.config import DEFAULT_MIN_OVERLAP_S
 from birdsed.errors import TruthError
 from birdsed.rows import ROW_S, n_rows  # noqa: F401 - n_rows re-exported for the readers
 
 EVENT_COLUMNS = ["file", "start_s", "end_s", "label", "low_hz", "high_hz", "where"]
-DEFAULT_MIN_OVERLAP_S = 0.05
 
 
 def event_table(file, start_s, end_s, label, where, low_hz=None, high_hz=None) -> pd.DataFrame:
