@@ -19,6 +19,16 @@ from birdsed.predict import run_predict
 distributed = pytest.importorskip("distributed", reason="the cluster extra: pip install 'birdsed[cluster]'")
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """A LocalCluster a test starts itself sets OMP_NUM_THREADS=1 (and more) in this process: put it back, or every
+    later test's subprocesses would run torch on one thread (and differ in their last bits from in-process runs)."""
+    env = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(env)
+
+
 @pytest.fixture
 def setup(synth_data, tmp_path):
     from birdsed.manifest import read_dataset
@@ -51,7 +61,9 @@ def test_a_local_cluster_gives_the_outputs_of_one_process(setup, tmp_path):
     )
     assert [e[0] for e in two.errors] == [e[0] for e in one.errors] == [inputs[-1]]  # reported once, not retried
     assert abs(two.audio_s - one.audio_s) < 1e-6
+    env = dict(os.environ)
     again = run_predict(m, inputs, tmp_path / "two", quiet=True, cluster="local:1")  # resumes: nothing left to run
+    assert dict(os.environ) == env  # dask's OMP_NUM_THREADS=1 for its workers does not stay in this process
     assert again.n_done_before == len(inputs) - 1 and again.audio_s == 0
 
 

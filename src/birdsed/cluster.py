@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +53,7 @@ def connect(spec: str) -> Iterator[object]:
     """A dask Client for a --cluster value (module docstring); the cluster it started is closed on exit."""
     distributed = _need_distributed()
     cluster = None
+    environ = dict(os.environ)  # dask sets OMP_NUM_THREADS=1 and more in this process for its workers: undone on exit
     if spec.startswith("local:"):
         try:
             n = int(spec.split(":", 1)[1])
@@ -76,6 +78,8 @@ def connect(spec: str) -> Iterator[object]:
     finally:
         if cluster is not None:
             cluster.close()
+        os.environ.clear()
+        os.environ.update(environ)
 
 
 def _jobqueue(path: Path):
