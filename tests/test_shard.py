@@ -110,13 +110,19 @@ def test_a_shard_does_not_merge_while_others_are_missing(synth_data, tmp_path):
     assert s.merged and len(pd.read_parquet(tmp_path / "out" / "scores.parquet")["file"].unique()) == len(audio)
 
 
-def test_scores_are_one_row_group_per_recording(synth_data, tmp_path):
+def test_scores_are_written_in_row_groups_of_whole_recordings(synth_data, tmp_path, monkeypatch):
     import pyarrow.parquet as pq
 
+    from birdsed import outputs
     from birdsed.manifest import read_dataset
 
     m = model_dir(tmp_path, read_dataset(synth_data).classes)
     audio = sorted(str(p) for p in (synth_data / "test_audio").iterdir())
     run_predict(m, audio, tmp_path / "out", quiet=True, workers=0)
-    f = pq.ParquetFile(tmp_path / "out" / "scores.parquet")
-    assert f.metadata.num_row_groups == len(audio)
+    assert pq.ParquetFile(tmp_path / "out" / "scores.parquet").metadata.num_row_groups == 1  # a few small recordings
+    monkeypatch.setattr(outputs, "ROW_GROUP_ROWS", 1)
+    run_predict(m, audio, tmp_path / "out2", quiet=True, workers=0)
+    f = pq.ParquetFile(tmp_path / "out2" / "scores.parquet")
+    assert f.metadata.num_row_groups == len(audio)  # never a recording split
+    assert [len(f.read_row_group(i).column("file").unique()) for i in range(len(audio))] == [1] * len(audio)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / "scores.parquet"), f.read().to_pandas())

@@ -2,8 +2,8 @@
 never the archive's (issue #21).
 
 OUT/parts/<key>.parquet (one per finished recording, what a re-run resumes from) ->
-  scores.parquet     one Parquet file, one row group per recording (pd.read_parquet reads it whole; pyarrow's
-                     ParquetFile.iter_batches a recording at a time)
+  scores.parquet     one Parquet file in row groups of about ROW_GROUP_ROWS rows, whole recordings each
+                     (pd.read_parquet reads it whole; pyarrow's ParquetFile.iter_batches a piece at a time)
   detections.csv     appended recording by recording
   submission.csv     Kaggle Cornell / BirdCLEF 2021 (row_id,birds for every row of test.csv: the one table held
                      whole, as test.csv itself is) or BirdCLEF 2023-2025 (appended recording by recording)
@@ -108,6 +108,38 @@ def label_file_names(files: list[str]) -> dict[str, str]:
     return {f: Path(f).stem if stem_counts[Path(f).stem] == 1 else recording_key(f) for f in files}
 
 
+ROW_GROUP_ROWS = 32_768  # rows per row group of scores.parquet (a recording is never split; a long one may exceed it)
+
+
+class _RowGroups:
+    """scores.parquet written row group by row group: parts are gathered until ROW_GROUP_ROWS, then written, so that
+    memory holds one row group (not one per recording: 20,000 row groups' metadata alone took 0.8 GB)."""
+
+    def __init__(self, stack: contextlib.ExitStack, path: Path):
+        self.stack, self.path, self.writer, self.buffer, self.rows = stack, path, None, [], 0
+
+    def add(self, table: pa.Table) -> None:
+        self.buffer.append(table)
+        self.rows += table.num_rows
+        if self.rows >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.buffer:
+            return
+        if self.writer is None:
+            self.writer = self.stack.enter_context(pq.ParquetWriter(self.path, self.buffer[0].schema))
+        schema = self.writer.schema
+        table = pa.concat_tables([t if t.schema == schema else t.cast(schema) for t in self.buffer])
+        self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self.buffer, self.rows = [], 0
+
+    def close(self) -> bool:
+        """Write what is gathered; False when nothing was ever written."""
+        self._flush()
+        return self.writer is not None
+
+
 def write_combined(
     out: Path,
     parts: list[tuple[str, Path]],
@@ -135,13 +167,11 @@ def write_combined(
             if columns is not None
             else None
         )
-        writer, first = None, True
+        scores = _RowGroups(stack, scores_tmp)
+        first = True
         for f, part in parts:
             df = read_part(part, f)
-            table = pa.Table.from_pandas(df, preserve_index=False)
-            if writer is None:
-                writer = stack.enter_context(pq.ParquetWriter(scores_tmp, table.schema))
-            writer.write_table(table if table.schema == writer.schema else table.cast(writer.schema))
+            scores.add(pa.Table.from_pandas(df, preserve_index=False))
             rows, present, _, thr = decide_scores(df, classes, thresholds, spec.decision, default_output)
             det = detections(rows, present, classes)
             det.to_csv(det_out, header=first, index=False)
@@ -160,7 +190,7 @@ def write_combined(
                 else:
                     write_audacity(events, out / "audacity" / f"{names[f]}.txt")
             first = False
-        if writer is None:  # nothing finished: the tables with their columns and no row
+        if not scores.close():  # nothing finished: the tables with their columns and no row
             pd.DataFrame(columns=[*META_COLUMNS, *classes]).to_parquet(scores_tmp, index=False)
             pd.DataFrame(columns=["file", "start_s", "end_s", "label", "score"]).to_csv(det_out, index=False)
             if sub_out is not None:

@@ -3,7 +3,7 @@
 OUT/
   run.json             model and window settings; a re-run must match them
   parts/<key>.parquet  one per finished recording (what makes a re-run resume)
-  scores.parquet       all rows, all three outputs (one row group per recording)
+  scores.parquet       all rows, all three outputs (row groups of whole recordings, outputs.ROW_GROUP_ROWS rows)
   detections.csv       file,start_s,end_s,label,score (what passes the decision)
   submission.csv       with --test-csv: row_id,birds for every row, in order; with --sample-submission (BirdCLEF
                        2023-2025): row_id, then the scores of each class in the sample's column order
