@@ -1,8 +1,8 @@
-"""Exports: ONNX (the model with its log-mel front end) and a Kaggle data-set folder."""
+"""Exports: ONNX (the model with its log-mel front end), run by ONNX Runtime or OpenVINO (the Kaggle data-set
+folder: kaggle/api.py)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from birdsed.errors import BirdsedError, ModelError
-from birdsed.fsutil import atomic_path, write_text_atomic
+from birdsed.errors import ModelError
+from birdsed.fsutil import atomic_path
 from birdsed.model import SEDModel
-from birdsed.modeldir import copy_model_dir, frontend_of, load_model_dir, read_meta, short_policy_of
+from birdsed.modeldir import frontend_of, load_model_dir, read_meta, short_policy_of
 from birdsed.windows import Piece, piece_windows
 
 log = logging.getLogger(__name__)
@@ -153,25 +153,3 @@ class OpenVinoSED(OnnxSED):
     def __call__(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
         res = self.compiled(wave.float().cpu().numpy())
         return {k: torch.from_numpy(res[self.compiled.output(i)].copy()) for i, k in enumerate(ONNX_OUTPUTS)}
-
-
-def kaggle_dataset_folder(
-    model_dir: str | Path,
-    out: str | Path,
-    dataset_id: str,
-    title: str | None = None,
-    license_name: str = "CC-BY-SA-4.0",
-) -> Path:
-    """A folder `kaggle datasets create -p` accepts: the model files and dataset-metadata.json."""
-    model_dir, out = Path(model_dir), Path(out)
-    read_meta(model_dir)
-    if "/" not in dataset_id or len(dataset_id.split("/")) != 2 or not all(dataset_id.split("/")):
-        raise BirdsedError(f"Kaggle data set id must be owner/slug, got {dataset_id!r}")
-    copy_model_dir(model_dir, out)  # an ensemble's members travel inside it
-    meta = {
-        "title": title or f"birdsed model {dataset_id.split('/')[1]}",
-        "id": dataset_id,
-        "licenses": [{"name": license_name}],
-    }
-    write_text_atomic(out / "dataset-metadata.json", json.dumps(meta, indent=2))
-    return out

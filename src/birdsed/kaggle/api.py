@@ -7,6 +7,7 @@ do the same, checking credentials first and saying exactly what is missing.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import zipfile
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from birdsed.errors import BirdsedError
-from birdsed.export import kaggle_dataset_folder
+from birdsed.fsutil import write_text_atomic
 
 log = logging.getLogger(__name__)
 COMPETITION = "birdsong-recognition"
@@ -22,6 +23,30 @@ COMPETITION = "birdsong-recognition"
 
 class KaggleError(BirdsedError):
     """Kaggle credentials are missing, the package is absent, or the service cannot be reached."""
+
+
+def kaggle_dataset_folder(
+    model_dir: str | Path,
+    out: str | Path,
+    dataset_id: str,
+    title: str | None = None,
+    license_name: str = "CC-BY-SA-4.0",
+) -> Path:
+    """A folder `kaggle datasets create -p` accepts: the model files and dataset-metadata.json."""
+    from birdsed.modeldir import copy_model_dir, read_meta
+
+    model_dir, out = Path(model_dir), Path(out)
+    read_meta(model_dir)
+    if "/" not in dataset_id or len(dataset_id.split("/")) != 2 or not all(dataset_id.split("/")):
+        raise BirdsedError(f"Kaggle data set id must be owner/slug, got {dataset_id!r}")
+    copy_model_dir(model_dir, out)  # an ensemble's members travel inside it
+    meta = {
+        "title": title or f"birdsed model {dataset_id.split('/')[1]}",
+        "id": dataset_id,
+        "licenses": [{"name": license_name}],
+    }
+    write_text_atomic(out / "dataset-metadata.json", json.dumps(meta, indent=2))
+    return out
 
 
 def credentials_problem(env: dict[str, str] | None = None, home: Path | None = None) -> str | None:
