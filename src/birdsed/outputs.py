@@ -113,7 +113,8 @@ ROW_GROUP_ROWS = 32_768  # rows per row group of scores.parquet (a recording is 
 
 class _RowGroups:
     """scores.parquet written row group by row group: parts are gathered until ROW_GROUP_ROWS, then written, so that
-    memory holds one row group (not one per recording: 20,000 row groups' metadata alone took 0.8 GB)."""
+    memory holds one row group (not one per recording: 20,000 row groups' metadata alone took 0.8 GB), and the gathered
+    parts are combined every 256, so that short recordings do not cost a table each."""
 
     def __init__(self, stack: contextlib.ExitStack, path: Path):
         self.stack, self.path, self.writer, self.buffer, self.rows = stack, path, None, [], 0
@@ -123,14 +124,19 @@ class _RowGroups:
         self.rows += table.num_rows
         if self.rows >= ROW_GROUP_ROWS:
             self._flush()
+        elif len(self.buffer) >= 256:  # short recordings: thousands of tiny tables cost far more than their rows
+            self.buffer = [self._combined()]
+
+    def _combined(self) -> pa.Table:
+        schema = self.buffer[0].schema if self.writer is None else self.writer.schema
+        return pa.concat_tables([t if t.schema == schema else t.cast(schema) for t in self.buffer]).combine_chunks()
 
     def _flush(self) -> None:
         if not self.buffer:
             return
+        table = self._combined()
         if self.writer is None:
-            self.writer = self.stack.enter_context(pq.ParquetWriter(self.path, self.buffer[0].schema))
-        schema = self.writer.schema
-        table = pa.concat_tables([t if t.schema == schema else t.cast(schema) for t in self.buffer])
+            self.writer = self.stack.enter_context(pq.ParquetWriter(self.path, table.schema))
         self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
         self.buffer, self.rows = [], 0
 
