@@ -5,7 +5,7 @@
     FILE.yaml         a batch-system cluster of dask-jobqueue: {kind: slurm|pbs|sge|lsf|htcondor, jobs: N, then the
                       keyword arguments of its cluster class: cores, memory, queue, walltime, account, ...}
 
-Work goes out in chunks of files of about equal total size (shard.shard_files), several per worker, so that a slow
+Work goes out in chunks of files of about equal total size (shard.partition), several per worker, so that a slow
 one is not waited for. Each worker loads the model once and keeps it (one per worker process), and runs the same
 streamed, batched loop as `predict` on one machine (infer.predict_files) over its chunk, writing each recording's
 part into OUT/parts (a shared file system for workers on other machines), atomically. What the client gets back
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.progress import progress_bar
-from birdsed.shard import shard_files
+from birdsed.shard import partition
 
 log = logging.getLogger(__name__)
 JOBQUEUE = {
@@ -140,7 +140,7 @@ def predict_on_cluster(
     with connect(spec) as client:
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
         n_chunks = min(len(files), max(1, n_workers * chunks_per_worker))
-        chunks = [c for c in (shard_files(files, i + 1, n_chunks) for i in range(n_chunks)) if c]
+        chunks = [c for c in partition(files, n_chunks) if c]
         futures = [
             client.submit(
                 run_chunk,
@@ -155,10 +155,9 @@ def predict_on_cluster(
             for i, c in enumerate(chunks)
         ]
         audio_s, errors = 0.0, []
-        distributed = _need_distributed()
         with progress_bar(len(files), f"predict on {n_workers} worker(s)", disable=quiet) as advance:
             size = {fut.key: len(c) for fut, c in zip(futures, chunks)}
-            for fut in distributed.as_completed(futures):
+            for fut in _need_distributed().as_completed(futures):
                 for f, duration, reason in fut.result():
                     if duration is None:
                         errors.append((f, reason))

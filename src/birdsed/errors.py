@@ -27,3 +27,7 @@ class ModelError(BirdsedError):
 
 class TruthError(BirdsedError):
     """An annotation or truth table is malformed, or names times, files or labels it cannot hold."""
+
+
+class RunLocked(BirdsedError):
+    """A folder is held by another birdsed run (fsutil.run_lock)."""

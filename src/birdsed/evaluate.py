@@ -222,7 +222,7 @@ def align_scores(
 
 def row_detections(al: AlignedScores, kind: str, threshold: float) -> pd.DataFrame:
     """The rows of `kind` at or above threshold, one per (row, class): file, start_s, end_s, label."""
-    r, k = np.nonzero(al.scores[kind][:, : len(al.classes)] >= threshold)
+    r, k = np.nonzero(al.scores[kind] >= threshold)
     start = al.rows["start_s"].to_numpy(float)[r]
     return pd.DataFrame(
         {

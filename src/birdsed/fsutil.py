@@ -73,7 +73,7 @@ def run_lock(folder: str | os.PathLike, name: str = ".lock") -> Iterator[Path]:
     """Hold `folder`/`name` (holding this host's name and this process's pid) while writing into `folder`; a second
     run into the same folder is refused with the holder's host and pid. A lock whose process is gone (killed) is
     broken and taken; one held on another host (a shared file system) is never broken, only named."""
-    from birdsed.errors import BirdsedError
+    from birdsed.errors import BirdsedError, RunLocked
 
     path = Path(folder) / name
     for _ in range(2):
@@ -82,12 +82,12 @@ def run_lock(folder: str | os.PathLike, name: str = ".lock") -> Iterator[Path]:
         except FileExistsError:
             host, pid = _holder(path)
             if host != socket.gethostname() and pid:
-                raise BirdsedError(
+                raise RunLocked(
                     f"{folder} is in use by another birdsed run (host {host}, pid {pid}, {path}); wait "
                     "for it, or delete that file if the run is gone"
                 ) from None
             if pid and _alive(pid):
-                raise BirdsedError(
+                raise RunLocked(
                     f"{folder} is in use by another birdsed run (pid {pid}, {path}); wait for it, or give another --out"
                 ) from None
             path.unlink(missing_ok=True)  # its process is gone: a killed run

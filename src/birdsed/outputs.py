@@ -189,8 +189,8 @@ def write_combined(
                 row_birds.update({(f, float(s)): b for s, b in zip(rows["start_s"], birds)})
                 whole = decide(rows[classes].to_numpy().max(axis=0, keepdims=True), thr, spec.decision.max_birds)
                 file_birds[f] = labels_of(whole, classes)[0]
+            events = merge_runs(det) if labels else None
             for fmt in labels:
-                events = merge_runs(det)
                 if fmt == "raven":
                     write_table(raven_table(events), out / "raven" / f"{names[f]}.Table.1.selections.txt", sep="\t")
                 else:

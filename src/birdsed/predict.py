@@ -26,7 +26,7 @@ import pandas as pd
 
 from birdsed.audio import find_audio_files
 from birdsed.config import BACKENDS
-from birdsed.errors import BirdsedError, ConfigError
+from birdsed.errors import BirdsedError, ConfigError, RunLocked
 from birdsed.fsutil import remove_stale_temps, run_lock, write_text_atomic
 from birdsed.infer import FileResult, predict_files, rows_table
 from birdsed.kaggle.birdclef import sample_columns
@@ -258,9 +258,7 @@ def merge_if_complete(out: Path) -> bool:
     try:
         with run_lock(out, ".lock-merge"):
             merge(out)
-    except BirdsedError as e:
-        if "in use by another birdsed run" not in str(e):
-            raise
+    except RunLocked:
         log.info("%s: another shard is merging", out)
         return False
     return True

@@ -40,16 +40,21 @@ def _size(path: str) -> int:
         return 0
 
 
+def partition(files: list[str], n: int) -> list[list[str]]:
+    """The files of each of n shards, each in sorted order (module docstring: LPT on file size, each size read once)."""
+    sizes = {f: _size(f) for f in files}
+    load = [(0, k) for k in range(n)]
+    shards: list[list[str]] = [[] for _ in range(n)]
+    for f in sorted(sorted(files), key=sizes.__getitem__, reverse=True):
+        total, k = heapq.heappop(load)
+        shards[k].append(f)
+        heapq.heappush(load, (total + sizes[f], k))
+    return [sorted(s) for s in shards]
+
+
 def shard_files(files: list[str], i: int, n: int) -> list[str]:
     """The files of shard i of n (1-based), in sorted order."""
-    load = [(0, k) for k in range(n)]
-    mine = []
-    for f in sorted(sorted(files), key=_size, reverse=True):
-        total, k = heapq.heappop(load)
-        if k == i - 1:
-            mine.append(f)
-        heapq.heappush(load, (total + _size(f), k))
-    return sorted(mine)
+    return partition(files, n)[i - 1]
 
 
 def record_path(out: Path, i: int, n: int) -> Path:

@@ -7,9 +7,9 @@
   then one probability column per class in sample_submission.csv's order. 2023 was scored by padded cmAP: five
   rows of all-positive truth and all-one scores appended, then macro AP over every class (sklearn's
   average_precision_score, average="macro"); 2024 and 2025 by macro ROC-AUC over the classes with at least one
-  positive row. Both run on a CPU-only notebook with a time limit (2023-2025: 120 minutes for about 1,100 soundscapes
-  of 1-4 minutes). (BirdCLEF 2023, 2024, 2025 on Kaggle, "Evaluation" pages; the 2023 metric notebook
-  "birdclef-2023-metric"; HawkEars' core/metrics.py keeps the same padding.)
+  positive row. Submissions run in a CPU-only notebook under a time limit (benchmarks/bench_birdclef.py measures
+  against BirdCLEF 2024's 120 minutes). (BirdCLEF 2023, 2024, 2025 on Kaggle, "Evaluation" pages; the 2023 metric
+  notebook "birdclef-2023-metric"; HawkEars' core/metrics.py keeps the same padding.)
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import pandas as pd
 
 from birdsed.errors import BirdsedError
 from birdsed.rows import ROW_S
-
-TIME_LIMIT_MIN = {"birdclef2023": 120, "birdclef2024": 120, "birdclef2025": 90}
 
 
 def competition_inputs(competition: str, inputs: list[str]) -> tuple[list[str], Path | None, Path | None, Path | None]:

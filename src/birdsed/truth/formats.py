@@ -41,6 +41,22 @@ def _read_text(path: Path) -> str:
         raise TruthError(f"{path}: cannot read ({e.strerror or e})") from e
 
 
+def _head(path: Path, n_bytes: int = 16_384) -> str:
+    """The start of a table (enough to sniff its format: its header, or its first lines), decoded as _read_text
+    decodes the whole; a line cut at n_bytes is left out."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(n_bytes)
+    except OSError as e:
+        raise TruthError(f"{path}: cannot read ({e.strerror or e})") from e
+    if len(raw) == n_bytes:
+        raw = raw[: raw.rfind(b"\n") + 1] or raw
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:  # also a multi-byte character cut at n_bytes: sniffing only needs ASCII
+        return raw.decode("latin-1")
+
+
 def recording_of(table: Path) -> str:
     """The recording a per-recording table is named after: 'XC1.Table.1.selections.txt' -> 'XC1'."""
     name = table.name
@@ -55,7 +71,7 @@ class Raven:
 
     @staticmethod
     def sniff(path: Path) -> bool:
-        head = _read_text(path).split("\n", 1)[0]
+        head = _head(path).split("\n", 1)[0]
         return "\t" in head and "Begin Time (s)" in head
 
     @staticmethod
@@ -118,8 +134,8 @@ class Audacity:
 
     @staticmethod
     def sniff(path: Path) -> bool:
-        lines = [x for x in _read_text(path).splitlines() if x.strip()]
-        return bool(lines) and all(_AUDACITY_LINE.match(x) or x.startswith("\\\t") for x in lines[:20])
+        lines = [x for x in _head(path).splitlines()[:20] if x.strip()]
+        return bool(lines) and all(_AUDACITY_LINE.match(x) or x.startswith("\\\t") for x in lines)
 
     @staticmethod
     def read(path: Path, label_column: str | None = None) -> tuple[pd.DataFrame, list[str]]:
@@ -151,7 +167,7 @@ class Table:
 
     @staticmethod
     def sniff(path: Path) -> bool:
-        head = _read_text(path).split("\n", 1)[0]
+        head = _head(path).split("\n", 1)[0]
         return all(c in [h.strip() for h in head.split(",")] for c in TABLE_COLUMNS)
 
     @staticmethod
