@@ -25,9 +25,9 @@ from common import machine, print_markdown, save_json  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from birdsed.export import export_onnx  # noqa: E402
-from birdsed.modeldir import save_ensemble  # noqa: E402
-from birdsed.predict import run_predict  # noqa: E402
+from birdsed.model.export import export_onnx  # noqa: E402
+from birdsed.model.modeldir import save_ensemble  # noqa: E402
+from birdsed.infer.predict import run_predict  # noqa: E402
 
 
 def main() -> None:

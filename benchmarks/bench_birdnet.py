@@ -27,8 +27,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from birdsed.birdnet import N_SAMPLES, SAMPLE_RATE_HZ, BirdNETRuntime, init_model_dir, read_labels  # noqa: E402
-from birdsed.predict import run_predict  # noqa: E402
+from birdsed.model.birdnet import N_SAMPLES, SAMPLE_RATE_HZ, BirdNETRuntime, init_model_dir, read_labels  # noqa: E402
+from birdsed.infer.predict import run_predict  # noqa: E402
 
 
 def real_soundscapes(out: Path, files: int, minutes: float) -> list[Path]:

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_predict import soundscapes  # noqa: E402
 from common import machine, print_markdown, save_json  # noqa: E402
 
-from birdsed.audio import stream_audio  # noqa: E402
+from birdsed.audio.decode import stream_audio  # noqa: E402
 
 
 def timed(fn) -> float:

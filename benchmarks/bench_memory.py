@@ -21,8 +21,8 @@ import pandas as pd  # noqa: E402
 import soundfile as sf  # noqa: E402
 import soxr  # noqa: E402
 
-from birdsed.predict import run_predict  # noqa: E402
-from birdsed.synth import _bout, make_species  # noqa: E402
+from birdsed.infer.predict import run_predict  # noqa: E402
+from birdsed.data.synth import _bout, make_species  # noqa: E402
 
 
 def long_recording(path: Path, hours: float, rate: int = 22050) -> Path:

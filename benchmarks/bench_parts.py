@@ -23,9 +23,9 @@ from common import machine, save_json  # noqa: E402
 
 import torch  # noqa: E402
 
-from birdsed.audio import stream_audio  # noqa: E402
+from birdsed.audio.decode import stream_audio  # noqa: E402
 from birdsed.config import load_config  # noqa: E402
-from birdsed.model import SEDModel  # noqa: E402
+from birdsed.model.sed import SEDModel  # noqa: E402
 
 
 def decode_rates(files: list[str], threads: int) -> float:

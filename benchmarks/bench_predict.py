@@ -21,10 +21,10 @@ from common import machine, peak_rss_mb, predict_workers, workers_peak_rss_mb, p
 import torch  # noqa: E402
 
 from birdsed.config import load_config  # noqa: E402
-from birdsed.model import SEDModel  # noqa: E402
-from birdsed.modeldir import save_model_dir  # noqa: E402
-from birdsed.predict import run_predict  # noqa: E402
-from birdsed.synth import SynthConfig, synthesize  # noqa: E402
+from birdsed.model.sed import SEDModel  # noqa: E402
+from birdsed.model.modeldir import save_model_dir  # noqa: E402
+from birdsed.infer.predict import run_predict  # noqa: E402
+from birdsed.data.synth import SynthConfig, synthesize  # noqa: E402
 
 
 def soundscapes(out: Path, minutes: float, files: int, rate: int) -> Path:
@@ -98,7 +98,7 @@ def main() -> None:
         for preset in [str(a.model_dir)] if a.model_dir else a.models:
             model_dir = a.model_dir or random_model(preset, a.out)
             if a.backend == "onnx" and not (model_dir / "model.onnx").is_file():
-                from birdsed.export import export_onnx
+                from birdsed.model.export import export_onnx
 
                 export_onnx(model_dir, model_dir / "model.onnx")
             out = a.out / f"pred_{Path(preset).name}_{rate}_{a.device}_{a.backend}_{a.precision}_{time.time_ns()}"

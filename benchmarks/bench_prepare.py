@@ -13,9 +13,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import NIPS4B, machine, print_markdown, save_json  # noqa: E402
 
-from birdsed.manifest import read_dataset  # noqa: E402
-from birdsed.store import prepare  # noqa: E402
-from birdsed.synth import SynthConfig, synthesize  # noqa: E402
+from birdsed.data.manifest import read_dataset  # noqa: E402
+from birdsed.data.store import prepare  # noqa: E402
+from birdsed.data.synth import SynthConfig, synthesize  # noqa: E402
 
 
 def main() -> None:

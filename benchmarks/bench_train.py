@@ -21,10 +21,10 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
 from birdsed.config import apply_overrides, load_config  # noqa: E402
-from birdsed.store import AudioStore, prepare  # noqa: E402
-from birdsed.manifest import read_dataset  # noqa: E402
-from birdsed.synth import SynthConfig, synthesize  # noqa: E402
-from birdsed.train import SEDTask, lightning_precision, train  # noqa: E402
+from birdsed.data.store import AudioStore, prepare  # noqa: E402
+from birdsed.data.manifest import read_dataset  # noqa: E402
+from birdsed.data.synth import SynthConfig, synthesize  # noqa: E402
+from birdsed.train.run import SEDTask, lightning_precision, train  # noqa: E402
 
 
 class StepTimer(L.Callback):

@@ -41,7 +41,7 @@ def predict_workers(asked: int | None, device: str) -> int:
     """The decoding processes predict runs: those asked for, else predict's own default for the device."""
     import torch
 
-    from birdsed.infer import default_workers
+    from birdsed.infer.loop import default_workers
 
     return default_workers(torch.device(device)) if asked is None else asked
 

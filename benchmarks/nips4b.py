@@ -38,14 +38,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import NIPS4B, machine, save_json  # noqa: E402
 
 from birdsed.config import OUTPUT_KINDS, apply_overrides, load_config  # noqa: E402
-from birdsed.decide import Thresholds, decide  # noqa: E402
-from birdsed.modeldir import save_ensemble  # noqa: E402
-from birdsed.manifest import read_dataset  # noqa: E402
-from birdsed.metrics import average_precision, micro_prf, row_f1, sets_to_matrix  # noqa: E402
-from birdsed.predict import run_predict  # noqa: E402
-from birdsed.sampling import iterative_stratified_folds, stratified_split  # noqa: E402
-from birdsed.train import train  # noqa: E402
-from birdsed.tune import tune  # noqa: E402
+from birdsed.infer.decide import Thresholds, decide  # noqa: E402
+from birdsed.model.modeldir import save_ensemble  # noqa: E402
+from birdsed.data.manifest import read_dataset  # noqa: E402
+from birdsed.evaluate.metrics import average_precision, micro_prf, row_f1, sets_to_matrix  # noqa: E402
+from birdsed.infer.predict import run_predict  # noqa: E402
+from birdsed.data.sampling import iterative_stratified_folds, stratified_split  # noqa: E402
+from birdsed.train.run import train  # noqa: E402
+from birdsed.evaluate.tune import tune  # noqa: E402
 
 
 def write_subset(table: pd.DataFrame, folder: Path, source: Path | None = None) -> Path:
@@ -138,15 +138,15 @@ def train_fold(
     that learns the teacher's soft labels of the training clips too (fold_dir/teacher_pl).
     Returns (the model directory to predict with, each seed's (or round's) member model directory)."""
     if rounds:
-        from birdsed.pseudo import SoftLabelOptions
-        from birdsed.selftrain import self_train
+        from birdsed.train.pseudo import SoftLabelOptions
+        from birdsed.train.selftrain import self_train
 
         table = self_train(
             data, pool or [], rounds, cfg, fold_dir / "st", pl_opts or SoftLabelOptions(), quiet=True, predict_workers=1
         )
         return Path(table["model"].iloc[-1]), {f"round{r}": Path(m) for r, m in zip(table["round"], table["model"])}
     if teacher is not None:
-        from birdsed.pseudo import teacher_labels
+        from birdsed.train.pseudo import teacher_labels
 
         pl = teacher_labels(teacher, data, fold_dir / "teacher_pl", quiet=True, workers=1, allow_outside=True)
         cfg = replace(cfg, data=replace(cfg.data, pseudo=(str(pl.parent.resolve()),)))
@@ -300,7 +300,7 @@ def main() -> None:
         if a.baseline_only:
             save_json(a.out / "nips4b.json", {"machine": machine(), "anchor": anchor})
             return
-    from birdsed.pseudo import SoftLabelOptions
+    from birdsed.train.pseudo import SoftLabelOptions
 
     pl_opts = SoftLabelOptions(power=a.pl_power, floor=a.pl_floor)
     rows = [run_fold(k, manifest, folds, cfg, a.out, a.seeds, a.self_train, a.teacher, pl_opts) for k in fold_ids]

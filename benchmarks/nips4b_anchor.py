@@ -23,10 +23,10 @@ from sklearn.model_selection import KFold
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import StandardScaler
 
-from birdsed.audio import load_audio
-from birdsed.birdnet import N_SAMPLES, SAMPLE_RATE_HZ, shared_runtime
-from birdsed.embedtrain import fit_to_window, subwindow_starts
-from birdsed.metrics import sets_to_matrix
+from birdsed.audio.decode import load_audio
+from birdsed.model.birdnet import N_SAMPLES, SAMPLE_RATE_HZ, shared_runtime
+from birdsed.train.embedtrain import fit_to_window, subwindow_starts
+from birdsed.evaluate.metrics import sets_to_matrix
 
 C_GRID = (0.01, 0.1, 1.0)
 

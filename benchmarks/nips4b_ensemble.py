@@ -23,7 +23,7 @@ from nips4b import NIPS4B, nips4b_folds, pooled_ap, read_oof  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from birdsed.manifest import read_dataset  # noqa: E402
+from birdsed.data.manifest import read_dataset  # noqa: E402
 
 
 def mean_scores(frames: list[pd.DataFrame], weights: list[float] | None = None) -> pd.DataFrame:

@@ -31,13 +31,13 @@ from common import NIPS4B, machine, print_markdown, save_json  # noqa: E402
 from nips4b import nips4b_folds, write_subset  # noqa: E402
 
 from birdsed.config import apply_overrides, load_config  # noqa: E402
-from birdsed.dataset import WindowDataset  # noqa: E402
-from birdsed.manifest import read_dataset  # noqa: E402
-from birdsed.metrics import average_precision  # noqa: E402
-from birdsed.model import AttentionHead, SEDModel  # noqa: E402
-from birdsed.probe import frozen_features, fit_head  # noqa: E402
-from birdsed.sampling import targets  # noqa: E402
-from birdsed.train import load_train_data  # noqa: E402
+from birdsed.data.dataset import WindowDataset  # noqa: E402
+from birdsed.data.manifest import read_dataset  # noqa: E402
+from birdsed.evaluate.metrics import average_precision  # noqa: E402
+from birdsed.model.sed import AttentionHead, SEDModel  # noqa: E402
+from birdsed.train.head_warmup import frozen_features, fit_head  # noqa: E402
+from birdsed.data.sampling import targets  # noqa: E402
+from birdsed.train.run import load_train_data  # noqa: E402
 
 
 def main() -> None:

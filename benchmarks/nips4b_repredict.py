@@ -17,8 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nips4b import NIPS4B, nips4b_folds, pooled_ap, read_oof  # noqa: E402
 
-from birdsed.manifest import read_dataset  # noqa: E402
-from birdsed.predict import run_predict  # noqa: E402
+from birdsed.data.manifest import read_dataset  # noqa: E402
+from birdsed.infer.predict import run_predict  # noqa: E402
 
 
 def main() -> None:

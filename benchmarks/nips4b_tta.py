@@ -22,12 +22,12 @@ from nips4b import NIPS4B  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from birdsed.audio import load_audio  # noqa: E402
-from birdsed.infer import window_starts  # noqa: E402
-from birdsed.manifest import read_dataset  # noqa: E402
-from birdsed.metrics import average_precision, sets_to_matrix  # noqa: E402
-from birdsed.modeldir import load_model_dir  # noqa: E402
-from birdsed.sampling import iterative_stratified_folds  # noqa: E402
+from birdsed.audio.decode import load_audio  # noqa: E402
+from birdsed.infer.loop import window_starts  # noqa: E402
+from birdsed.data.manifest import read_dataset  # noqa: E402
+from birdsed.evaluate.metrics import average_precision, sets_to_matrix  # noqa: E402
+from birdsed.model.modeldir import load_model_dir  # noqa: E402
+from birdsed.data.sampling import iterative_stratified_folds  # noqa: E402
 
 VARIANTS = {
     "plain": (0.0, 0.0),

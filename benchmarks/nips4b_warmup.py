@@ -26,12 +26,12 @@ from common import NIPS4B, machine, print_markdown, save_json  # noqa: E402
 from nips4b import write_subset  # noqa: E402
 
 from birdsed.config import apply_overrides, load_config  # noqa: E402
-from birdsed.dataset import CropDataset, WindowDataset  # noqa: E402
-from birdsed.manifest import read_dataset  # noqa: E402
-from birdsed.model import window_scores  # noqa: E402
-from birdsed.probe import warm_up_head  # noqa: E402
-from birdsed.sampling import build_items, iterative_stratified_folds, targets  # noqa: E402
-from birdsed.train import SEDTask, load_train_data, recording_metrics  # noqa: E402
+from birdsed.data.dataset import CropDataset, WindowDataset  # noqa: E402
+from birdsed.data.manifest import read_dataset  # noqa: E402
+from birdsed.model.sed import window_scores  # noqa: E402
+from birdsed.train.head_warmup import warm_up_head  # noqa: E402
+from birdsed.data.sampling import build_items, iterative_stratified_folds, targets  # noqa: E402
+from birdsed.train.run import SEDTask, load_train_data, recording_metrics  # noqa: E402
 
 OFF = {"gain_p": 0.0, "noise_p": 0.0, "mixup_p": 0.0, "specaug_p": 0.0, "pitch_p": 0.0, "tempo_p": 0.0}
 GROUPS = {

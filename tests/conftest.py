@@ -36,8 +36,8 @@ def tiny_model(folder: Path, classes: list[str]) -> Path:
     import torch
 
     from birdsed.config import FrontendConfig, ModelConfig
-    from birdsed.model import SEDModel
-    from birdsed.modeldir import save_model_dir
+    from birdsed.model.sed import SEDModel
+    from birdsed.model.modeldir import save_model_dir
 
     torch.manual_seed(0)
     model = SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), classes).eval()
@@ -54,7 +54,7 @@ def nips4b() -> Path:
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory) -> Path:
     """A tiny synthetic data set, made once per test session."""
-    from birdsed.synth import SynthConfig, synthesize
+    from birdsed.data.synth import SynthConfig, synthesize
 
     out = tmp_path_factory.mktemp("synth")
     return synthesize(

@@ -65,7 +65,7 @@ def test_predict_competition_writes_the_sample_layout_and_2021_rows(synth_data, 
     from conftest import tiny_model
 
     from birdsed.cli import main
-    from birdsed.manifest import read_dataset
+    from birdsed.data.manifest import read_dataset
 
     classes = read_dataset(synth_data).classes
     model = tiny_model(tmp_path / "m", classes)

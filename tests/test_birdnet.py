@@ -11,13 +11,13 @@ import pytest
 import torch
 from conftest import write_audio
 
-from birdsed import birdnet
-from birdsed.birdnet import map_classes, classes_to_map, norm_name
-from birdsed.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows
-from birdsed.embedtrain import EmbeddingCache, crop_batch, fit_to_window, mixup, subwindow_starts
+from birdsed.model import birdnet
+from birdsed.model.birdnet import map_classes, classes_to_map, norm_name
+from birdsed.model.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows
+from birdsed.train.embedtrain import EmbeddingCache, crop_batch, fit_to_window, mixup, subwindow_starts
 from birdsed.errors import ConfigError, ModelError
-from birdsed.modeldir import kind_of, load_model_dir, save_head_dir
-from birdsed.sampling import Item
+from birdsed.model.modeldir import kind_of, load_model_dir, save_head_dir
+from birdsed.data.sampling import Item
 
 LABELS = ["Turdus merula_Eurasian Blackbird", "Erithacus rubecula_European Robin", "Parus major_Great Tit"]
 CODES = {LABELS[0]: "eurbla", LABELS[1]: "eurrob1", LABELS[2]: "gretit1"}
@@ -120,7 +120,7 @@ def test_a_birdnet_model_directory_loads_without_running_birdnet(tmp_path):
 
 
 def test_one_score_a_window_fills_the_three_outputs():
-    from birdsed.model import window_scores
+    from birdsed.model.sed import window_scores
 
     p = torch.rand(4, 3)
     out = birdnet.one_segment_outputs(p)
@@ -244,8 +244,8 @@ def test_mixup_on_embeddings_mixes_inputs_and_unions_targets():
 @needs_birdnet
 def test_birdnet_init_predict_tune_ensemble(tmp_path):
     from birdsed.cli import main
-    from birdsed.predict import run_predict
-    from birdsed.tune import tune_model
+    from birdsed.infer.predict import run_predict
+    from birdsed.evaluate.tune import tune_model
 
     species = tmp_path / "species.txt"
     species.write_text("eurbla\nErithacus rubecula\nGreat Tit\nNot a bird\n")
@@ -304,7 +304,7 @@ def test_birdnet_init_predict_tune_ensemble(tmp_path):
 
 @needs_birdnet
 def test_a_birdnet_model_writes_a_kaggle_submission_and_a_report(synth_data, tmp_path):
-    from birdsed.report import build_report
+    from birdsed.evaluate.report import build_report
 
     species = Path(__file__).parent / "data" / "cornell2020_ebird_codes.txt"  # the competition's 264 classes
     codes = [line.strip() for line in species.read_text().splitlines() if line.strip() and not line.startswith("#")]
@@ -342,8 +342,8 @@ def test_a_birdnet_model_writes_a_kaggle_submission_and_a_report(synth_data, tmp
 @needs_birdnet
 def test_train_a_birdnet_head_and_predict(synth_data, tmp_path):
     from birdsed.config import apply_overrides, load_config
-    from birdsed.predict import run_predict
-    from birdsed.train import train
+    from birdsed.infer.predict import run_predict
+    from birdsed.train.run import train
 
     cfg = apply_overrides(load_config("birdnet"), ["train.epochs=2", f"data.embedding_cache={tmp_path / 'cache'}"])
     model_dir = train(synth_data, cfg, tmp_path / "run", quiet=True)
@@ -361,8 +361,8 @@ def test_train_a_birdnet_head_and_predict(synth_data, tmp_path):
         model.onnx_module()
     # a BirdNET-head member (48 kHz) and a CNN member (32 kHz) in one ensemble, rows on the same 5 s grid
     from birdsed.config import FrontendConfig, ModelConfig
-    from birdsed.model import SEDModel
-    from birdsed.modeldir import save_ensemble, save_model_dir
+    from birdsed.model.sed import SEDModel
+    from birdsed.model.modeldir import save_ensemble, save_model_dir
 
     cnn = SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), meta["classes"]).eval()
     save_model_dir(cnn, tmp_path / "cnn")
@@ -373,7 +373,7 @@ def test_train_a_birdnet_head_and_predict(synth_data, tmp_path):
 
 
 def test_augmented_views_are_seeded_and_keyed_apart(tmp_path):
-    from birdsed.embedtrain import augmented_view
+    from birdsed.train.embedtrain import augmented_view
 
     x = np.sin(np.arange(48000, dtype=np.float32) / 10)
     assert augmented_view(x, "r1", 0) is x
@@ -390,8 +390,8 @@ def test_augmented_views_are_seeded_and_keyed_apart(tmp_path):
 def test_a_birdnet_head_self_trains_on_pseudo_labelled_windows(synth_data, tmp_path):
     from birdsed.config import apply_overrides, load_config
     from birdsed.errors import ConfigError
-    from birdsed.pseudo import read_soft_labels
-    from birdsed.selftrain import self_train
+    from birdsed.train.pseudo import read_soft_labels
+    from birdsed.train.selftrain import self_train
     import yaml
 
     cfg = apply_overrides(load_config("birdnet"), ["train.epochs=2", f"data.embedding_cache={tmp_path / 'cache'}"])

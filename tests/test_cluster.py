@@ -14,7 +14,7 @@ import pytest
 from conftest import tiny_model
 
 from birdsed.errors import ConfigError
-from birdsed.predict import run_predict
+from birdsed.infer.predict import run_predict
 
 distributed = pytest.importorskip("distributed", reason="the cluster extra: pip install 'birdsed[cluster]'")
 
@@ -31,7 +31,7 @@ def _environment_restored():
 
 @pytest.fixture
 def setup(synth_data, tmp_path):
-    from birdsed.manifest import read_dataset
+    from birdsed.data.manifest import read_dataset
 
     m = tiny_model(tmp_path / "m", read_dataset(synth_data).classes)
     audio = sorted((synth_data / "test_audio").iterdir())

@@ -10,13 +10,13 @@ from conftest import write_audio
 
 from birdsed.cli import main
 from birdsed.config import FrontendConfig, ModelConfig
-from birdsed.decide import Thresholds
-from birdsed.ensemble import Ensemble, average_outputs
+from birdsed.infer.decide import Thresholds
+from birdsed.model.ensemble import Ensemble, average_outputs
 from birdsed.errors import ModelError
-from birdsed.model import SEDModel
-from birdsed.modeldir import load_model_dir, save_ensemble, save_model_dir
-from birdsed.predict import run_predict
-from birdsed.tune import tune_model
+from birdsed.model.sed import SEDModel
+from birdsed.model.modeldir import load_model_dir, save_ensemble, save_model_dir
+from birdsed.infer.predict import run_predict
+from birdsed.evaluate.tune import tune_model
 
 CLASSES = ["x", "y", "z"]
 
@@ -68,8 +68,8 @@ def test_members_must_agree_on_classes_and_rate():
 
 
 def test_pieces_resampled_for_a_member_at_another_rate_keep_their_windows():
-    from birdsed.ensemble import at_rate
-    from birdsed.windows import Piece
+    from birdsed.model.ensemble import at_rate
+    from birdsed.model.windows import Piece
 
     t = np.arange(32000 * 7) / 32000
     audio = torch.from_numpy(np.sin(2 * np.pi * 440 * t).astype(np.float32))
@@ -194,7 +194,7 @@ def test_tune_and_export_an_ensemble(tmp_path):
     after = json.loads((ens / "model.json").read_text())
     assert after["thresholds"] != before and after["ensemble"] == ["members/0", "members/1"]
     with pytest.raises(ModelError, match="an ensemble has no single ONNX graph"):
-        from birdsed.export import export_onnx
+        from birdsed.model.export import export_onnx
 
         export_onnx(ens, tmp_path / "e.onnx")
     assert main(["export", "--model", str(ens), "--kaggle-dataset", str(tmp_path / "k"), "--dataset", "me/ens"]) == 0

@@ -6,8 +6,8 @@ import torch
 
 from birdsed.config import FrontendConfig, ModelConfig
 from birdsed.errors import ConfigError, ModelError
-from birdsed.features import PCEN_SCALE, LogMel
-from birdsed.model import BACKBONES, AttentionHead, SEDModel, create_backbone, window_scores
+from birdsed.model.frontend import PCEN_SCALE, LogMel
+from birdsed.model.sed import BACKBONES, AttentionHead, SEDModel, create_backbone, window_scores
 
 
 @pytest.mark.parametrize("n_mels,fmin,fmax", [(128, 50, 14000), (64, 50, 14000), (96, 300, 10000)])
@@ -55,8 +55,8 @@ def test_pcen_matches_librosa_started_at_the_first_frame():
 
 
 def test_a_pcen_model_exports_to_onnx_and_agrees(tmp_path):
-    from birdsed.export import export_onnx
-    from birdsed.modeldir import save_model_dir
+    from birdsed.model.export import export_onnx
+    from birdsed.model.modeldir import save_model_dir
 
     torch.manual_seed(0)
     model = SEDModel(
@@ -145,7 +145,7 @@ def test_every_backbone_gives_the_output_dict(backbone):
 
 
 def test_image_scale_resizes_the_backbone_input_and_survives_the_model_dir(tmp_path):
-    from birdsed.modeldir import load_model_dir, save_model_dir
+    from birdsed.model.modeldir import load_model_dir, save_model_dir
 
     torch.manual_seed(0)
     plain = SEDModel(FrontendConfig(n_mels=64), ModelConfig(backbone="resnet10t", in_chans=3), ["a", "b"]).eval()
@@ -193,7 +193,7 @@ def test_flat_frequency_pooling_keeps_each_cell_and_sees_where_it_lies():
 
 
 def test_a_flat_head_fits_the_feature_map_and_survives_the_model_dir(tmp_path):
-    from birdsed.modeldir import load_model_dir, save_model_dir
+    from birdsed.model.modeldir import load_model_dir, save_model_dir
 
     torch.manual_seed(0)
     model = SEDModel(
@@ -212,7 +212,7 @@ def test_a_flat_head_fits_the_feature_map_and_survives_the_model_dir(tmp_path):
     assert back.model_cfg.freq_pool == "flat"
     with torch.no_grad():
         torch.testing.assert_close(back.encode(mel)["clipwise"], out["clipwise"])
-    from birdsed.export import export_onnx
+    from birdsed.model.export import export_onnx
 
     diffs = export_onnx(tmp_path / "m", tmp_path / "m" / "model.onnx")
     assert diffs and max(diffs.values()) < 1e-4
@@ -246,7 +246,7 @@ def test_lite_backbones_load_offline_imagenet_weights(n):
 
 
 def test_lite_weights_missing_package_names_it(monkeypatch):
-    from birdsed import model as model_mod
+    from birdsed.model import sed as model_mod
 
     monkeypatch.setitem(model_mod.LITE_PACKAGES, "tf_efficientnet_lite0", ("no-such-pkg", "no_such_pkg_birdsed", "X"))
     with pytest.raises(ModelError, match="pip install no-such-pkg"):

@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from birdsed.config import FrontendConfig, ModelConfig
-from birdsed.fold import conv_bn_pairs, fold_batchnorm
-from birdsed.model import SEDModel, batchnorm_layers
+from birdsed.model.bn_fusion import conv_bn_pairs, fold_batchnorm
+from birdsed.model.sed import SEDModel, batchnorm_layers
 
 
 def _random_statistics(model: nn.Module) -> None:

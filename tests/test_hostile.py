@@ -24,9 +24,9 @@ from conftest import write_audio
 
 from birdsed.cli import main
 from birdsed.config import FrontendConfig, ModelConfig, apply_overrides, load_config
-from birdsed.embedtrain import EmbeddingCache
-from birdsed.model import SEDModel
-from birdsed.modeldir import save_model_dir
+from birdsed.train.embedtrain import EmbeddingCache
+from birdsed.model.sed import SEDModel
+from birdsed.model.modeldir import save_model_dir
 
 FAST = ["train.epochs=3", "train.batch_size=4", "train.workers=0", "data.balance_min=4", "data.val_windows=1"]
 FAST_SET = [x for kv in FAST for x in ("--set", kv)]
@@ -129,9 +129,9 @@ def test_a_loaded_model_never_reads_its_pretrained_path(model_dir, tmp_path, cap
     meta = json.loads((m / "model.json").read_text())
     meta["model"]["pretrained"] = str(tmp_path / "elsewhere.pth")  # would be read if it were honoured
     (m / "model.json").write_text(json.dumps(meta))
-    import birdsed.model
+    import birdsed.model.sed
 
-    monkeypatch.setattr(birdsed.model, "_load_weight_file", lambda p: pytest.fail(f"read {p}"))
+    monkeypatch.setattr(birdsed.model.sed, "_load_weight_file", lambda p: pytest.fail(f"read {p}"))
     audio = write_audio(tmp_path / "a.wav", seconds=6.0)
     rc, text = run_cli(capsys, "predict", "--model", m, audio, "--out", tmp_path / "out", "--workers", 0, "--quiet")
     assert rc == 0, text
@@ -403,7 +403,7 @@ def test_kill_9_of_prepare_then_the_same_command(tmp_path, capsys):
     )
     assert run_cli(capsys, "prepare", data, "--out", tmp_path / "killed", "--workers", 1)[0] == 0
     assert run_cli(capsys, "prepare", data, "--out", tmp_path / "whole", "--workers", 1)[0] == 0
-    from birdsed.store import AudioStore
+    from birdsed.data.store import AudioStore
 
     a, b = AudioStore(tmp_path / "killed"), AudioStore(tmp_path / "whole")
     assert sorted(a.index.index) == sorted(b.index.index)
@@ -415,7 +415,7 @@ def test_kill_9_of_prepare_then_the_same_command(tmp_path, capsys):
 def test_kill_9_of_train_then_resume_gives_the_uninterrupted_model(synth_data, tmp_path, capsys):
     from safetensors.torch import load_file
 
-    from birdsed.train import train
+    from birdsed.train.run import train
 
     whole = train(synth_data, apply_overrides(load_config("small"), FAST), tmp_path / "whole", quiet=True)
     run = tmp_path / "killed"
@@ -497,7 +497,7 @@ def test_model_files_have_the_usual_permissions(model_dir):
 
 
 def test_a_tampered_ensemble_is_bounded(model_dir, tmp_path, capsys):
-    from birdsed.modeldir import save_ensemble
+    from birdsed.model.modeldir import save_ensemble
 
     ens = save_ensemble([model_dir, model_dir], tmp_path / "ens")
     meta = json.loads((ens / "model.json").read_text())

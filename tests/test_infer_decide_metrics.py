@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from birdsed.decide import Thresholds, decide, labels_of, smooth_rows
-from birdsed.infer import (
+from birdsed.infer.decide import Thresholds, decide, labels_of, smooth_rows
+from birdsed.infer.loop import (
     RowAccumulator,
     WindowStream,
     piece_windows,
@@ -11,8 +11,8 @@ from birdsed.infer import (
     segment_rows,
     window_starts,
 )
-from birdsed.metrics import average_precision, micro_prf, per_class_prf, row_f1, row_f1_per_row
-from birdsed.tune import per_class_thresholds, tune
+from birdsed.evaluate.metrics import average_precision, micro_prf, per_class_prf, row_f1, row_f1_per_row
+from birdsed.evaluate.tune import per_class_thresholds, tune
 from conftest import write_audio
 
 
@@ -56,7 +56,7 @@ def test_segment_pooling_uses_segment_centres():
 
 @pytest.mark.parametrize("decode_threads", [1, 2, 5])
 def test_window_stream_matches_direct_windowing(tmp_path, decode_threads):
-    from birdsed.audio import load_audio
+    from birdsed.audio.decode import load_audio
 
     paths = [str(write_audio(tmp_path / f"{i}.wav", seconds=s, rate=44100)) for i, s in enumerate([3.0, 12.3, 7.5])]
     ds = WindowStream(
@@ -86,8 +86,8 @@ def test_window_stream_matches_direct_windowing(tmp_path, decode_threads):
 def test_a_recording_shorter_than_a_window_is_marked_and_looped_on_request(tmp_path):
     """The stream zero-pads a 3 s recording's one window and marks it; fitted_audio loops it for a model trained
     so. A longer recording's last window stays zero-padded either way."""
-    from birdsed.audio import load_audio
-    from birdsed.infer import fitted_audio
+    from birdsed.audio.decode import load_audio
+    from birdsed.infer.loop import fitted_audio
 
     paths = [
         str(write_audio(tmp_path / f"{i}.wav", seconds=s, freq_hz=f))
@@ -114,10 +114,10 @@ def test_predict_files_equals_the_model_on_each_window(tmp_path, pooling, worker
     the model does on that window alone."""
     import torch
 
-    from birdsed.audio import load_audio
+    from birdsed.audio.decode import load_audio
     from birdsed.config import FrontendConfig, ModelConfig
-    from birdsed.infer import predict_files
-    from birdsed.model import SEDModel, segment_scores, window_scores
+    from birdsed.infer.loop import predict_files
+    from birdsed.model.sed import SEDModel, segment_scores, window_scores
 
     torch.manual_seed(0)
     model = SEDModel(
@@ -153,8 +153,8 @@ def test_bf16_predict_stays_close_to_fp32(tmp_path):
     import torch
 
     from birdsed.config import FrontendConfig, ModelConfig
-    from birdsed.infer import predict_files
-    from birdsed.model import SEDModel
+    from birdsed.infer.loop import predict_files
+    from birdsed.model.sed import SEDModel
 
     torch.manual_seed(0)
     model = SEDModel(
@@ -177,7 +177,7 @@ def test_bf16_predict_stays_close_to_fp32(tmp_path):
 def test_default_decoding_processes(monkeypatch):
     import torch
 
-    from birdsed.infer import default_workers
+    from birdsed.infer.loop import default_workers
 
     for cores, cpu, gpu in [(1, 0, 1), (2, 0, 1), (16, 4, 15)]:
         monkeypatch.setattr("os.cpu_count", lambda: cores)

@@ -4,7 +4,7 @@ import pytest
 
 from birdsed.errors import ManifestError
 from birdsed.kaggle.cornell import read_kaggle_test, read_truth
-from birdsed.manifest import detect_format, read_dataset
+from birdsed.data.manifest import detect_format, read_dataset
 from conftest import write_audio
 
 CORNELL_HEADER = "ebird_code,filename,species,sci_name,secondary_labels,duration,rating\n"
@@ -107,8 +107,8 @@ def test_read_truth(tmp_path):
 
 
 def test_nips4b_through_reader_and_store(nips4b, tmp_path):
-    from birdsed.audio import load_audio
-    from birdsed.store import AudioStore, prepare
+    from birdsed.audio.decode import load_audio
+    from birdsed.data.store import AudioStore, prepare
 
     m = read_dataset(nips4b)
     assert m.source == "labels" and len(m) == 550

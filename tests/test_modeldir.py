@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from birdsed.config import FrontendConfig, ModelConfig
-from birdsed.decide import Thresholds
+from birdsed.infer.decide import Thresholds
 from birdsed.errors import ModelError
-from birdsed.model import SEDModel
-from birdsed.modeldir import load_model_dir, save_model_dir, update_thresholds
+from birdsed.model.sed import SEDModel
+from birdsed.model.modeldir import load_model_dir, save_model_dir, update_thresholds
 
 
 def _model():

@@ -12,9 +12,9 @@ import torch
 from birdsed.cli import build_parser, main
 from birdsed.config import apply_overrides, load_config
 from birdsed.errors import ConfigError
-from birdsed.modeldir import load_model_dir
-from birdsed.predict import DecisionOptions, run_predict
-from birdsed.train import load_train_data, train
+from birdsed.model.modeldir import load_model_dir
+from birdsed.infer.predict import DecisionOptions, run_predict
+from birdsed.train.run import load_train_data, train
 
 FAST = [
     "train.epochs=5",
@@ -47,7 +47,7 @@ def test_train_writes_run_folder_and_model_loads_back(trained):
     assert meta["train"]["steps"] == 3, meta["train"]
     # identical outputs to the checkpointed weights
     state = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-    from birdsed.train import SEDTask
+    from birdsed.train.run import SEDTask
 
     task = SEDTask(load_config_dict(run), meta["classes"])
     task.load_state_dict(state)
@@ -273,7 +273,7 @@ def test_ddp_two_cpu_processes(synth_data, tmp_path):
 def test_onnx_export_matches_pytorch_and_predict_backend(trained, synth_data, tmp_path):
     import shutil
 
-    from birdsed.export import export_onnx
+    from birdsed.model.export import export_onnx
 
     _, model_dir = trained
     model_copy = tmp_path / "model"

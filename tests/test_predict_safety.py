@@ -11,12 +11,12 @@ import torch
 from conftest import write_audio
 
 from birdsed.config import FrontendConfig, ModelConfig
-from birdsed.decide import Thresholds
+from birdsed.infer.decide import Thresholds
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import run_lock
-from birdsed.model import SEDModel
-from birdsed.modeldir import model_digest, save_model_dir, update_thresholds
-from birdsed.predict import run_predict
+from birdsed.model.sed import SEDModel
+from birdsed.model.modeldir import model_digest, save_model_dir, update_thresholds
+from birdsed.infer.predict import run_predict
 
 
 @pytest.fixture

@@ -5,14 +5,14 @@ import pytest
 import torch
 
 from birdsed.config import DataConfig, FrontendConfig, ModelConfig
-from birdsed.dataset import WindowDataset
-from birdsed.manifest import read_dataset
-from birdsed.model import SEDModel
-from birdsed.augment import Augmenter, augmented_mel
+from birdsed.data.dataset import WindowDataset
+from birdsed.data.manifest import read_dataset
+from birdsed.model.sed import SEDModel
+from birdsed.train.augment import Augmenter, augmented_mel
 from birdsed.config import AugmentConfig
-from birdsed.probe import frozen_features, warm_up_head
-from birdsed.sampling import targets
-from birdsed.store import AudioStore, prepare
+from birdsed.train.head_warmup import frozen_features, warm_up_head
+from birdsed.data.sampling import targets
+from birdsed.data.store import AudioStore, prepare
 
 from conftest import write_audio
 

@@ -9,9 +9,9 @@ from conftest import write_audio
 from birdsed.cli import main
 from birdsed.config import FrontendConfig, ModelConfig
 from birdsed.errors import ConfigError
-from birdsed.model import SEDModel
-from birdsed.modeldir import save_model_dir
-from birdsed.pseudo import SoftLabelOptions, read_soft_labels, soft_label_table, soft_labels, write_soft_labels
+from birdsed.model.sed import SEDModel
+from birdsed.model.modeldir import save_model_dir
+from birdsed.train.pseudo import SoftLabelOptions, read_soft_labels, soft_label_table, soft_labels, write_soft_labels
 
 
 def test_the_transform_in_its_order():
@@ -115,11 +115,11 @@ def test_the_verb_writes_soft_labels_of_any_model(tmp_path, capsys):
 
 
 def test_pseudo_windows_join_the_crops_with_their_soft_targets_and_weight(tmp_path):
-    from birdsed.dataset import CropDataset
-    from birdsed.manifest import read_dataset
-    from birdsed.pseudo import load_pool
-    from birdsed.sampling import Item
-    from birdsed.store import AudioStore, prepare
+    from birdsed.data.dataset import CropDataset
+    from birdsed.data.manifest import read_dataset
+    from birdsed.train.pseudo import load_pool
+    from birdsed.data.sampling import Item
+    from birdsed.data.store import AudioStore, prepare
 
     data = tmp_path / "data"
     write_audio(data / "audio" / "a.wav", seconds=6.0)
@@ -149,7 +149,7 @@ def test_pseudo_windows_join_the_crops_with_their_soft_targets_and_weight(tmp_pa
 
 
 def test_weighted_bce_weights_each_example():
-    from birdsed.model import bce
+    from birdsed.model.sed import bce
 
     p, y = torch.tensor([[0.9, 0.1], [0.2, 0.7]]), torch.tensor([[1.0, 0.0], [0.0, 0.0]])
     assert torch.allclose(bce(p, y, torch.ones(2)), bce(p, y))
@@ -159,7 +159,7 @@ def test_weighted_bce_weights_each_example():
 
 def test_train_with_pseudo_labels_end_to_end(synth_data, tmp_path, capsys):
     from birdsed.config import apply_overrides, load_config
-    from birdsed.train import train
+    from birdsed.train.run import train
 
     fast = [
         "train.epochs=2",
@@ -254,7 +254,7 @@ def test_self_train_rounds_and_resume(synth_data, tmp_path, capsys):
 
 def test_train_with_a_teacher_distils_its_soft_labels(synth_data, tmp_path, capsys):
     torch.manual_seed(0)
-    from birdsed.manifest import read_dataset
+    from birdsed.data.manifest import read_dataset
 
     classes = read_dataset(synth_data).classes
     teacher = save_model_dir(
@@ -296,8 +296,8 @@ def test_teacher_labels_read_the_data_set_as_training_does(synth_data, tmp_path)
     from conftest import tiny_model
 
     from birdsed.errors import ConfigError
-    from birdsed.manifest import read_dataset
-    from birdsed.pseudo import teacher_labels
+    from birdsed.data.manifest import read_dataset
+    from birdsed.train.pseudo import teacher_labels
 
     m = read_dataset(synth_data)
     sub = tmp_path / "subset"

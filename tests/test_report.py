@@ -5,8 +5,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from birdsed.predict import run_predict
-from birdsed.report import build_report
+from birdsed.infer.predict import run_predict
+from birdsed.evaluate.report import build_report
 
 
 class _Collect(HTMLParser):
@@ -23,7 +23,7 @@ class _Collect(HTMLParser):
 @pytest.fixture(scope="module")
 def report_page(synth_data, tmp_path_factory):
     from birdsed.config import apply_overrides, load_config
-    from birdsed.train import train
+    from birdsed.train.run import train
 
     tmp = tmp_path_factory.mktemp("report")
     cfg = apply_overrides(

@@ -3,11 +3,11 @@ import pandas as pd
 import pytest
 import torch
 
-from birdsed.augment import Augmenter, mixup
+from birdsed.train.augment import Augmenter, mixup
 from birdsed.config import AugmentConfig, DataConfig, FrontendConfig
-from birdsed.dataset import fit_length
-from birdsed.manifest import Manifest
-from birdsed.sampling import build_items, split_counts, stratified_split, targets
+from birdsed.data.dataset import fit_length
+from birdsed.data.manifest import Manifest
+from birdsed.data.sampling import build_items, split_counts, stratified_split, targets
 
 
 def _manifest(groups: dict[str, list[float]], secondary: dict[int, list[str]] | None = None) -> Manifest:
@@ -140,7 +140,7 @@ def test_mixup_union_and_weighted():
 
 
 def test_iterative_stratified_folds():
-    from birdsed.sampling import iterative_stratified_folds
+    from birdsed.data.sampling import iterative_stratified_folds
 
     rng = np.random.default_rng(0)
     classes = [f"c{i}" for i in range(12)]

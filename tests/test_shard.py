@@ -12,8 +12,8 @@ import pytest
 from conftest import tiny_model
 
 from birdsed.errors import BirdsedError, ConfigError
-from birdsed.predict import merge, run_predict
-from birdsed.shard import parse_shard, shard_files
+from birdsed.infer.predict import merge, run_predict
+from birdsed.infer.shard import parse_shard, shard_files
 
 
 def test_shards_cover_every_file_once_deterministically_and_balance_sizes(tmp_path):
@@ -42,7 +42,7 @@ def model_dir(tmp_path, classes):
 
 
 def test_shards_side_by_side_merge_into_the_outputs_of_one_run(synth_data, tmp_path):
-    from birdsed.manifest import read_dataset
+    from birdsed.data.manifest import read_dataset
 
     m = model_dir(tmp_path, read_dataset(synth_data).classes)
     audio = sorted(str(p) for p in (synth_data / "test_audio").iterdir())
@@ -100,7 +100,7 @@ def test_shards_side_by_side_merge_into_the_outputs_of_one_run(synth_data, tmp_p
 
 
 def test_a_shard_does_not_merge_while_others_are_missing(synth_data, tmp_path):
-    from birdsed.manifest import read_dataset
+    from birdsed.data.manifest import read_dataset
 
     m = model_dir(tmp_path, read_dataset(synth_data).classes)
     audio = sorted(str(p) for p in (synth_data / "test_audio").iterdir())
@@ -113,8 +113,8 @@ def test_a_shard_does_not_merge_while_others_are_missing(synth_data, tmp_path):
 def test_scores_are_written_in_row_groups_of_whole_recordings(synth_data, tmp_path, monkeypatch):
     import pyarrow.parquet as pq
 
-    from birdsed import outputs
-    from birdsed.manifest import read_dataset
+    from birdsed.infer import outputs
+    from birdsed.data.manifest import read_dataset
 
     m = model_dir(tmp_path, read_dataset(synth_data).classes)
     audio = sorted(str(p) for p in (synth_data / "test_audio").iterdir())

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from birdsed.audio import load_audio
+from birdsed.audio.decode import load_audio
 from birdsed.errors import StoreError
-from birdsed.manifest import read_dataset
-from birdsed.store import AudioStore, prepare, recording_key
+from birdsed.data.manifest import read_dataset
+from birdsed.data.store import AudioStore, prepare, recording_key
 from conftest import write_audio
 
 

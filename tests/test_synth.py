@@ -3,8 +3,8 @@ import filecmp
 import pandas as pd
 
 from birdsed.kaggle.cornell import read_kaggle_test
-from birdsed.manifest import read_dataset
-from birdsed.synth import SynthConfig, row_truth, synthesize
+from birdsed.data.manifest import read_dataset
+from birdsed.data.synth import SynthConfig, row_truth, synthesize
 
 
 def _tree_equal(a, b) -> bool:

@@ -180,7 +180,7 @@ class Config:
         anything."""
         config_from_dict(self.to_dict(), "config")  # every value's type, range and choices, as from YAML or --set
         self.frontend.check()
-        from birdsed.model import BACKBONES  # the registry (imports torch; check() runs where training will)
+        from birdsed.model.sed import BACKBONES  # the registry (imports torch; check() runs where training will)
 
         f, m = self.frontend, self.model
         checks = [

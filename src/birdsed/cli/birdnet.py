@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from birdsed.birdnet_info import DEFAULT_HOP_S, DEFAULT_THRESHOLD, INSTALL, LICENSE_NOTE
+from birdsed.model.birdnet_info import DEFAULT_HOP_S, DEFAULT_THRESHOLD, INSTALL, LICENSE_NOTE
 from birdsed.cli.registry import console, verb
 
 
@@ -56,7 +56,7 @@ def _add_birdnet(p: argparse.ArgumentParser) -> None:
     _add_birdnet,
 )
 def cmd_birdnet(a: argparse.Namespace) -> int:
-    from birdsed.birdnet import init_model_dir
+    from birdsed.model.birdnet import init_model_dir
 
     cmap = init_model_dir(a.out, a.classes_from, a.species, a.hop_s, a.sensitivity, a.threshold)
     n = len(cmap.classes)

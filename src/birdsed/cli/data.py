@@ -35,7 +35,7 @@ def _add_synth(p: argparse.ArgumentParser) -> None:
     _add_synth,
 )
 def cmd_synth(a: argparse.Namespace) -> int:
-    from birdsed.synth import SynthConfig, synthesize
+    from birdsed.data.synth import SynthConfig, synthesize
 
     cfg = SynthConfig(
         a.species,
@@ -77,8 +77,8 @@ def _add_prepare(p: argparse.ArgumentParser) -> None:
     _add_prepare,
 )
 def cmd_prepare(a: argparse.Namespace) -> int:
-    from birdsed.manifest import read_dataset
-    from birdsed.store import prepare
+    from birdsed.data.manifest import read_dataset
+    from birdsed.data.store import prepare
 
     manifest = read_dataset(a.data, a.format, allow_outside=a.allow_outside_paths)
     result = prepare(manifest, a.out, workers=a.workers)
@@ -105,7 +105,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     import dataclasses
 
     from birdsed.demo import DEMO_SYNTH, run_demo
-    from birdsed.cli.tables import print_score_report, print_tune_result
+    from birdsed.cli.result_tables import print_score_report, print_tune_result
 
     synth = dataclasses.replace(DEMO_SYNTH, species=a.species, clips_per_species=a.clips_per_species, seed=a.seed)
     res = run_demo(a.out, synth, a.set, a.quiet)

@@ -61,8 +61,8 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
 )
 def cmd_evaluate(a: argparse.Namespace) -> int:
 
-    from birdsed.evaluate import evaluate_submission, scores_report_from_files
-    from birdsed.cli.tables import print_score_report, print_submission_report
+    from birdsed.evaluate.score import evaluate_submission, scores_report_from_files
+    from birdsed.cli.result_tables import print_score_report, print_submission_report
 
     if a.pred:
         rep = evaluate_submission(a.pred, a.truth, a.strict)
@@ -103,8 +103,8 @@ def _add_tune(p: argparse.ArgumentParser) -> None:
     _add_tune,
 )
 def cmd_tune(a: argparse.Namespace) -> int:
-    from birdsed.cli.tables import print_tune_result
-    from birdsed.tune import tune_model
+    from birdsed.cli.result_tables import print_tune_result
+    from birdsed.evaluate.tune import tune_model
 
     result = tune_model(
         a.model,
@@ -142,7 +142,7 @@ def _add_report(p: argparse.ArgumentParser) -> None:
     _add_report,
 )
 def cmd_report(a: argparse.Namespace) -> int:
-    from birdsed.report import build_report
+    from birdsed.evaluate.report import build_report
 
     out = build_report(
         a.pred,

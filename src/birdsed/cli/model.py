@@ -29,7 +29,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 )
 def cmd_export(a: argparse.Namespace) -> int:
     from birdsed.errors import BirdsedError
-    from birdsed.export import export_onnx
+    from birdsed.model.export import export_onnx
     from birdsed.kaggle.api import kaggle_dataset_folder
 
     if not a.onnx and not a.kaggle_dataset:
@@ -65,7 +65,7 @@ def _add_ensemble(p: argparse.ArgumentParser) -> None:
     _add_ensemble,
 )
 def cmd_ensemble(a: argparse.Namespace) -> int:
-    from birdsed.modeldir import save_ensemble
+    from birdsed.model.modeldir import save_ensemble
 
     out = save_ensemble(a.models, a.out, a.weights)
     console.print(

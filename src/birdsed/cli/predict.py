@@ -102,7 +102,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     _add_predict,
 )
 def cmd_predict(a: argparse.Namespace) -> int:
-    from birdsed.predict import DecisionOptions, run_predict
+    from birdsed.infer.predict import DecisionOptions, run_predict
 
     decision = DecisionOptions(a.output, a.threshold, a.max_birds, a.neighbour_smoothing)
     inputs, test_csv, audio_dir, sample = a.inputs, a.test_csv, a.audio_dir, a.sample_submission
@@ -156,7 +156,7 @@ def _add_merge(p: argparse.ArgumentParser) -> None:
 )
 def cmd_merge(a: argparse.Namespace) -> int:
     from birdsed.fsutil import run_lock
-    from birdsed.predict import merge
+    from birdsed.infer.predict import merge
 
     with run_lock(a.out, ".lock-merge"):
         n, n_errors = merge(a.out)

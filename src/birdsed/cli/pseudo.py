@@ -42,7 +42,7 @@ def _add_pseudo_label(p: argparse.ArgumentParser) -> None:
     _add_pseudo_label,
 )
 def cmd_pseudo_label(a: argparse.Namespace) -> int:
-    from birdsed.pseudo import SoftLabelOptions, pseudo_label
+    from birdsed.train.pseudo import SoftLabelOptions, pseudo_label
 
     opts = SoftLabelOptions(a.output, a.temperature, a.power, a.floor, a.top_k)
     path, s = pseudo_label(
@@ -85,8 +85,8 @@ def _add_self_train(p: argparse.ArgumentParser) -> None:
 )
 def cmd_self_train(a: argparse.Namespace) -> int:
     from birdsed.config import apply_overrides, load_config
-    from birdsed.pseudo import SoftLabelOptions
-    from birdsed.selftrain import self_train
+    from birdsed.train.pseudo import SoftLabelOptions
+    from birdsed.train.selftrain import self_train
 
     cfg = apply_overrides(load_config(a.config), a.set)
     opts = SoftLabelOptions(a.output, a.temperature, a.power, a.floor, a.top_k)

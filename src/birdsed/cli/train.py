@@ -57,7 +57,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 )
 def cmd_train(a: argparse.Namespace) -> int:
     from birdsed.config import apply_overrides, load_config
-    from birdsed.train import train
+    from birdsed.train.run import train
 
     cfg = load_config(a.config)
     flags = {
@@ -75,7 +75,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     overrides = a.set + [f"{k}={v}" for k, v in flags.items() if v is not None]  # named flags win
     pseudo = [str(Path(p).resolve()) for p in a.pseudo or []]
     if a.teacher:
-        from birdsed.pseudo import teacher_labels
+        from birdsed.train.pseudo import teacher_labels
 
         checked = apply_overrides(cfg, overrides)
         checked.check()  # refused before the teacher runs

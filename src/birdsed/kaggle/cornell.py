@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from birdsed.decide import NOCALL
+from birdsed.infer.decide import NOCALL
 from birdsed.errors import ManifestError
-from birdsed.manifest import _float_column, is_inside, read_csv_checked
+from birdsed.data.manifest import _float_column, is_inside, read_csv_checked
 from birdsed.rows import ROW_S
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def read_kaggle_test(csv_path: str | Path, audio_dir: str | Path | None = None) 
     Audio is found as <audio_dir>/<audio_id>.<any audio extension> (Cornell 2020), else as
     <audio_dir>/<audio_id>_<site>_*.<ext> (BirdCLEF 2021's soundscapes); `path` is "" when absent.
     """
-    from birdsed.audio import AUDIO_EXTENSIONS
+    from birdsed.audio.decode import AUDIO_EXTENSIONS
 
     csv_path = Path(csv_path)
     df = read_csv_checked(csv_path, ["site", "row_id", "seconds", "audio_id"])

@@ -17,7 +17,7 @@ import pandas as pd
 
 from birdsed.errors import TruthError
 from birdsed.kaggle.cornell import read_kaggle_test, read_truth
-from birdsed.manifest import read_csv_checked
+from birdsed.data.manifest import read_csv_checked
 from birdsed.rows import ROW_S
 
 ROW_COLUMNS = ["row_id", "file", "start_s", "labels"]  # start_s NaN: the whole file

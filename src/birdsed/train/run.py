@@ -27,18 +27,18 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from torch.utils.data import DataLoader
 
-from birdsed.augment import Augmenter, augmented_mel
+from birdsed.train.augment import Augmenter, augmented_mel
 from birdsed.config import SEED_THRESHOLDS, Config, config_from_dict, save_config
-from birdsed.dataset import CropDataset, EpochSampler, WindowDataset
+from birdsed.data.dataset import CropDataset, EpochSampler, WindowDataset
 from birdsed.fsutil import atomic_path
 from birdsed.errors import ConfigError, ModelError, StoreError
-from birdsed.manifest import Manifest, read_dataset
-from birdsed.metrics import average_precision, row_f1
-from birdsed.model import SEDModel, batchnorm_layers, bce, window_scores
-from birdsed.modeldir import save_model_dir
-from birdsed.probe import warm_up_head
-from birdsed.sampling import build_items, stratified_split, targets
-from birdsed.store import AudioStore, is_store, prepare
+from birdsed.data.manifest import Manifest, read_dataset
+from birdsed.evaluate.metrics import average_precision, row_f1
+from birdsed.model.sed import SEDModel, batchnorm_layers, bce, window_scores
+from birdsed.model.modeldir import save_model_dir
+from birdsed.train.head_warmup import warm_up_head
+from birdsed.data.sampling import build_items, stratified_split, targets
+from birdsed.data.store import AudioStore, is_store, prepare
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ def train(
     cfg.check()
     run = Path(out)
     if cfg.model.backbone == "birdnet":
-        from birdsed.embedtrain import train_birdnet
+        from birdsed.train.embedtrain import train_birdnet
 
         return train_birdnet(Path(data), cfg, run, Path(val_data) if val_data else None, quiet)
     run.mkdir(parents=True, exist_ok=True)
@@ -326,7 +326,7 @@ def train(
     tgt.update(targets(td.val, td.classes, cfg.data))
     pool = None
     if cfg.data.pseudo:
-        from birdsed.pseudo import load_pool
+        from birdsed.train.pseudo import load_pool
 
         pool = load_pool(list(cfg.data.pseudo), td.classes, run / "pseudo_store", t.workers or None)
         log.info("%d pseudo-labelled windows from %d table(s)", len(pool), len(cfg.data.pseudo))

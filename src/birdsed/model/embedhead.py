@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from birdsed.birdnet import EMBED_DIM, MODEL_FILE, N_SAMPLES, SAMPLE_RATE_HZ, SHA256, shared_runtime
+from birdsed.model.birdnet import EMBED_DIM, MODEL_FILE, N_SAMPLES, SAMPLE_RATE_HZ, SHA256, shared_runtime
 from birdsed.errors import ModelError
-from birdsed.model import AttentionHead
-from birdsed.windows import Piece, fitted_audio
+from birdsed.model.sed import AttentionHead
+from birdsed.model.windows import Piece, fitted_audio
 
 
 def n_subwindows(window_s: float, embed_hop_s: float, sub_s: float = N_SAMPLES / SAMPLE_RATE_HZ) -> int:

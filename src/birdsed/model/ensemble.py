@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from birdsed.config import OUTPUT_KINDS
-from birdsed.decide import Thresholds
-from birdsed.detector import Detector
+from birdsed.infer.decide import Thresholds
+from birdsed.model.detector import Detector
 from birdsed.errors import ModelError
-from birdsed.windows import Piece
+from birdsed.model.windows import Piece
 
 
 def average_outputs(outs: list[dict[str, torch.Tensor]], weights: list[float] | None = None) -> dict[str, torch.Tensor]:

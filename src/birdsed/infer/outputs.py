@@ -25,11 +25,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from birdsed.config import OUTPUT_FORMATS, OUTPUT_KINDS
-from birdsed.decide import Thresholds, decide, labels_of, smooth_rows
+from birdsed.infer.decide import Thresholds, decide, labels_of, smooth_rows
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import atomic_path
-from birdsed.store import recording_key
-from birdsed.writers import detections, merge_runs, raven_table, write_audacity, write_table
+from birdsed.data.store import recording_key
+from birdsed.infer.writers import detections, merge_runs, raven_table, write_audacity, write_table
 
 log = logging.getLogger(__name__)
 FORMATS = OUTPUT_FORMATS

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from birdsed.config import OUTPUT_KINDS
-from birdsed.decide import Thresholds
+from birdsed.infer.decide import Thresholds
 from birdsed.errors import BirdsedError
-from birdsed.manifest import read_dataset
-from birdsed.metrics import DEFAULT_SWEEP, row_f1, sets_to_matrix
-from birdsed.modeldir import load_model_dir, read_meta, thresholds_of, update_thresholds
+from birdsed.data.manifest import read_dataset
+from birdsed.evaluate.metrics import DEFAULT_SWEEP, row_f1, sets_to_matrix
+from birdsed.model.modeldir import load_model_dir, read_meta, thresholds_of, update_thresholds
 
 log = logging.getLogger(__name__)
 GRID = np.round(np.concatenate([np.arange(0.01, 0.1, 0.01), np.arange(0.1, 0.96, 0.025), [0.97, 0.98, 0.99]]), 4)
@@ -101,7 +101,7 @@ def tune(
 
 def file_level_scores(model_dir: Path, data: Path) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
     """Run the model over a labelled data set; each recording is one row (max over its 5 s rows)."""
-    from birdsed.infer import FileResult, predict_files
+    from birdsed.infer.loop import FileResult, predict_files
 
     model, _, _ = load_model_dir(model_dir)
     m = read_dataset(data)
@@ -133,7 +133,7 @@ def tune_model(
 ) -> TuneResult:
     """Tune on scores + truth (any truth: evaluate.align_files, truth_kw its options), or on a labelled data set,
     and store the thresholds in model.json. What the scores and truth did not share is logged (`strict`: an error)."""
-    from birdsed.evaluate import align_files
+    from birdsed.evaluate.score import align_files
 
     model_dir = Path(model_dir)
     meta = read_meta(model_dir)

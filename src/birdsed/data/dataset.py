@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from birdsed.sampling import Item
-from birdsed.store import AudioStore
+from birdsed.data.sampling import Item
+from birdsed.data.store import AudioStore
 
 
 def fit_length(x: np.ndarray, n: int, policy: str, offset: int = 0) -> np.ndarray:

@@ -12,7 +12,7 @@ interpreter runs without its default XNNPACK delegate (about 2x slower on this m
 runtime that only classifies keeps the delegate. Scores are sigmoid(sensitivity * logit), as BirdNET's
 own analyzer computes them (sensitivity 1 by default).
 
-data/birdnet_ebird_codes.csv maps each label ("Scientific name_Common name") to its eBird code (the class
+model/birdnet_ebird_codes.csv maps each label ("Scientific name_Common name") to its eBird code (the class
 names of the Cornell and BirdCLEF competitions); it was derived once from eBird_taxonomy_codes_2024E.json of
 the `birdnet-analyzer` 2.4.0 wheel (which pulls TensorFlow, so birdsed does not depend on it).
 """
@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from birdsed.birdnet_info import DEFAULT_HOP_S, DEFAULT_THRESHOLD, INSTALL, LICENSE_NOTE
+from birdsed.model.birdnet_info import DEFAULT_HOP_S, DEFAULT_THRESHOLD, INSTALL, LICENSE_NOTE
 from birdsed.errors import ConfigError, ModelError
-from birdsed.windows import Piece, piece_windows
+from birdsed.model.windows import Piece, piece_windows
 
 SAMPLE_RATE_HZ = 48_000
 WINDOW_S = 3.0
@@ -93,7 +93,7 @@ def read_labels(path: Path | None = None) -> list[str]:
 
 def ebird_codes() -> dict[str, str]:
     """label -> eBird code, from the table shipped with birdsed."""
-    with resources.files("birdsed").joinpath("data/birdnet_ebird_codes.csv").open(encoding="utf-8") as f:
+    with resources.files("birdsed").joinpath("model/birdnet_ebird_codes.csv").open(encoding="utf-8") as f:
         return {row["label"]: row["ebird_code"] for row in csv.DictReader(f)}
 
 
@@ -315,7 +315,7 @@ def classes_to_map(
             raise ConfigError(f"{path}: names listed twice: {dup[:10]}")
         return names, {}
     if classes_from:
-        from birdsed.manifest import read_dataset
+        from birdsed.data.manifest import read_dataset
 
         root = Path(classes_from)
         return read_dataset(root).classes, dataset_aliases(root)
@@ -361,7 +361,7 @@ def init_model_dir(
     threshold: float = DEFAULT_THRESHOLD,
 ) -> ClassMap:
     """Write a BirdNET model directory restricted to a class list (classes_to_map); returns the class mapping."""
-    from birdsed.modeldir import save_birdnet_dir
+    from birdsed.model.modeldir import save_birdnet_dir
 
     if not 0 < threshold < 1:
         raise ConfigError(f"threshold must be in (0, 1), got {threshold}")

@@ -24,7 +24,7 @@ import pandas as pd
 from birdsed.config import Config
 from birdsed.errors import ConfigError
 from birdsed.fsutil import atomic_path
-from birdsed.pseudo import TABLE, SoftLabelOptions, pseudo_label
+from birdsed.train.pseudo import TABLE, SoftLabelOptions, pseudo_label
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def round_row(k: int, run: Path, n_pseudo: int) -> dict:
 
 def train_round(data: Path, cfg: Config, run: Path, val_data: Path | None, quiet: bool) -> Path:
     """One round's training, resumed from its last epoch when a killed run left one."""
-    from birdsed.train import train
+    from birdsed.train.run import train
 
     if (run / "model" / "model.json").is_file():
         return run / "model"

@@ -13,9 +13,9 @@ from torch import nn
 
 from birdsed.errors import ModelError
 from birdsed.fsutil import atomic_path
-from birdsed.model import SEDModel
-from birdsed.modeldir import frontend_of, load_model_dir, read_meta, short_policy_of
-from birdsed.windows import Piece, piece_windows
+from birdsed.model.sed import SEDModel
+from birdsed.model.modeldir import frontend_of, load_model_dir, read_meta, short_policy_of
+from birdsed.model.windows import Piece, piece_windows
 
 log = logging.getLogger(__name__)
 ONNX_OUTPUTS = ("clipwise", "segmentwise", "norm_att", "framewise")
@@ -63,7 +63,7 @@ def export_onnx(
         )
         inputs = {"random": np.random.default_rng(0).standard_normal((3, n)).astype(np.float32) * 0.1}
         if check_audio:
-            from birdsed.audio import load_audio
+            from birdsed.audio.decode import load_audio
 
             x = load_audio(check_audio)[:n]
             inputs["audio"] = np.pad(x, (0, n - len(x)))[None]

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from birdsed.config import DataConfig
-from birdsed.manifest import Manifest
+from birdsed.data.manifest import Manifest
 
 NO_LABEL = "<none>"  # the balancing group of clips with no label (negatives)
 

@@ -24,18 +24,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from birdsed.audio import find_audio_files
+from birdsed.audio.decode import find_audio_files
 from birdsed.config import BACKENDS
 from birdsed.errors import BirdsedError, ConfigError, RunLocked
 from birdsed.fsutil import remove_stale_temps, run_lock, write_text_atomic
-from birdsed.infer import FileResult, predict_files, rows_table
+from birdsed.infer.loop import FileResult, predict_files, rows_table
 from birdsed.kaggle.birdclef import sample_columns
 from birdsed.kaggle.cornell import read_kaggle_test
-from birdsed.modeldir import kind_of, load_model_dir, model_digest, read_meta, thresholds_of
-from birdsed.outputs import FORMATS, DecisionOptions, OutputSpec, decide_scores, read_part, write_combined  # noqa: F401
-from birdsed.shard import finished, missing_shards, parse_shard, shard_files, write_record
-from birdsed.store import recording_key
-from birdsed.writers import write_table
+from birdsed.model.modeldir import kind_of, load_model_dir, model_digest, read_meta, thresholds_of
+from birdsed.infer.outputs import FORMATS, DecisionOptions, OutputSpec, decide_scores, read_part, write_combined  # noqa: F401
+from birdsed.infer.shard import finished, missing_shards, parse_shard, shard_files, write_record
+from birdsed.data.store import recording_key
+from birdsed.infer.writers import write_table
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def run_predict(
     window_s = model.window_s if window_s is None else window_s
     hop_s = model.hop_s if hop_s is None else hop_s
     if backend in ("onnx", "openvino"):
-        from birdsed.export import OnnxSED, OpenVinoSED
+        from birdsed.model.export import OnnxSED, OpenVinoSED
 
         if kind_of(meta) != "sed":
             raise ConfigError(
@@ -203,7 +203,7 @@ def run_predict(
         t0 = time.perf_counter()
         audio_s = 0.0
         if cluster and todo:
-            from birdsed.cluster import predict_on_cluster
+            from birdsed.infer.cluster import predict_on_cluster
 
             options = {
                 "window_s": window_s,

@@ -17,15 +17,15 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from birdsed.audio import stream_audio
+from birdsed.audio.decode import stream_audio
 from birdsed.config import OUTPUT_KINDS, SHORT_POLICIES
-from birdsed.detector import Detector
+from birdsed.model.detector import Detector
 from birdsed.errors import AudioDecodeError, ConfigError
-from birdsed.model import segment_scores, window_scores
+from birdsed.model.sed import segment_scores, window_scores
 from birdsed.config import POOLINGS, PRECISIONS  # noqa: F401 - re-exported
 from birdsed.progress import progress_bar
 from birdsed.rows import ROW_S, n_rows  # noqa: F401 - n_rows re-exported for callers of infer
-from birdsed.windows import Piece, fitted_audio, piece_windows  # noqa: F401 - re-exported for callers of infer
+from birdsed.model.windows import Piece, fitted_audio, piece_windows  # noqa: F401 - re-exported for callers of infer
 
 log = logging.getLogger(__name__)
 

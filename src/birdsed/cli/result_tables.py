@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from birdsed.config import OUTPUT_KINDS
-from birdsed.evaluate import event_table, score_table
+from birdsed.evaluate.score import event_table, score_table
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 

@@ -29,9 +29,9 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import DataLoader
 
-from birdsed.dataset import WindowDataset
+from birdsed.data.dataset import WindowDataset
 from birdsed.errors import ConfigError
-from birdsed.model import SEDModel, batchnorm_layers, bce
+from birdsed.model.sed import SEDModel, batchnorm_layers, bce
 
 log = logging.getLogger(__name__)
 Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

@@ -12,7 +12,14 @@ from birdsed.config import OUTPUT_KINDS, SEED_THRESHOLDS
 from birdsed.errors import BirdsedError
 from birdsed.kaggle.birdclef import macro_roc_auc, padded_cmap
 from birdsed.kaggle.cornell import read_truth
-from birdsed.metrics import average_precision, micro_prf, per_class_prf, row_f1, sets_to_matrix, threshold_sweep
+from birdsed.evaluate.metrics import (
+    average_precision,
+    micro_prf,
+    per_class_prf,
+    row_f1,
+    sets_to_matrix,
+    threshold_sweep,
+)
 from birdsed.rows import ROW_S
 from birdsed.truth import Truth, load_truth
 from birdsed.truth.events import DEFAULT_MIN_OVERLAP_S, match_events

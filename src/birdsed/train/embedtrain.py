@@ -32,7 +32,7 @@ import pandas as pd
 import soxr
 import torch
 
-from birdsed.birdnet import (
+from birdsed.model.birdnet import (
     EMBED_DIM,
     MODEL_FILE,
     N_SAMPLES,
@@ -44,13 +44,13 @@ from birdsed.birdnet import (
 )
 from birdsed.config import Config, save_config
 from birdsed.errors import ModelError
-from birdsed.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows
+from birdsed.model.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows
 from birdsed.fsutil import atomic_path
-from birdsed.metrics import average_precision
-from birdsed.model import bce
+from birdsed.evaluate.metrics import average_precision
+from birdsed.model.sed import bce
 from birdsed.progress import progress_bar
-from birdsed.sampling import Item, build_items, targets
-from birdsed.store import AudioStore, recording_key
+from birdsed.data.sampling import Item, build_items, targets
+from birdsed.data.store import AudioStore, recording_key
 
 log = logging.getLogger(__name__)
 AUGMENT_VERSION = 1  # part of an augmented view's cache key: bump when augmented_view changes
@@ -192,7 +192,7 @@ class PseudoEmbeddings:
     start), their recordings' embeddings, their soft labels (N, K), and the epoch's draw of them."""
 
     def __init__(self, cfg: Config, classes: list[str], run: Path, cache: EmbeddingCache, n_sub: int, quiet: bool):
-        from birdsed.pseudo import load_pool
+        from birdsed.train.pseudo import load_pool
 
         hop = cfg.model.embed_hop_s
         pool = load_pool(list(cfg.data.pseudo), classes, run / "pseudo_store", cfg.train.workers or None)
@@ -263,7 +263,7 @@ def train_embedding_head(
     opt = torch.optim.AdamW(head.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(items) / t.batch_size))
     total = steps_per_epoch * t.epochs
-    from birdsed.train import lr_factor
+    from birdsed.train.run import lr_factor
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, int(t.warmup_frac * total)))
     rng, gen = np.random.default_rng(t.seed), torch.Generator().manual_seed(t.seed)
@@ -329,8 +329,8 @@ def train_embedding_head(
 
 def train_birdnet(data: Path, cfg: Config, run: Path, val_data: Path | None = None, quiet: bool = False) -> Path:
     """`train` for model.backbone=birdnet: prepare (or open) the store, train the head, write run/model."""
-    from birdsed.modeldir import save_head_dir
-    from birdsed.train import load_train_data
+    from birdsed.model.modeldir import save_head_dir
+    from birdsed.train.run import load_train_data
 
     run.mkdir(parents=True, exist_ok=True)
     td = load_train_data(data, run, cfg, val_data)

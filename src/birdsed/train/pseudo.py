@@ -26,10 +26,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from birdsed.config import OUTPUT_KINDS
-from birdsed.dataset import fit_length
+from birdsed.data.dataset import fit_length
 from birdsed.errors import ConfigError
 from birdsed.fsutil import atomic_path
-from birdsed.store import AudioStore
+from birdsed.data.store import AudioStore
 
 log = logging.getLogger(__name__)
 TABLE = "pseudo_labels.parquet"
@@ -147,8 +147,8 @@ def pseudo_label(
 ) -> tuple[Path, object]:
     """Score unlabelled recordings with any model directory (predict: streamed, resumable, bad files reported) and
     write out/pseudo_labels.parquet. Returns (its path, predict's summary)."""
-    from birdsed.modeldir import model_digest, read_meta
-    from birdsed.predict import run_predict
+    from birdsed.model.modeldir import model_digest, read_meta
+    from birdsed.infer.predict import run_predict
 
     opts.check()
     out = Path(out)
@@ -191,8 +191,8 @@ def load_pool(paths: list[str], classes: list[str], dest: Path, workers: int | N
     """The windows of pseudo-label tables (each checked against the training classes), their recordings prepared
     once into the store `dest` (a re-run resumes; files that fail to decode are left out and listed in
     dest/report.csv)."""
-    from birdsed.manifest import Manifest, clean_id
-    from birdsed.store import prepare
+    from birdsed.data.manifest import Manifest, clean_id
+    from birdsed.data.store import prepare
 
     tables = [read_soft_labels(p, classes).table for p in paths]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=[*KEY_COLUMNS, *classes])
@@ -238,8 +238,8 @@ def teacher_labels(
     folder or a prepared store), and of `extra` unlabelled recordings, as a pseudo-label table in `out`; training on
     it (data.pseudo) teaches a small student the teacher's outputs beside the labels. allow_outside: the data set's
     table may name files outside its folder (data.allow_outside_paths, as training reads it)."""
-    from birdsed.manifest import read_dataset
-    from birdsed.store import is_store
+    from birdsed.data.manifest import read_dataset
+    from birdsed.data.store import is_store
 
     manifest = AudioStore(data).manifest() if is_store(data) else read_dataset(data, allow_outside=allow_outside)
     if not len(manifest.table):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.progress import progress_bar
-from birdsed.shard import partition
+from birdsed.infer.shard import partition
 
 log = logging.getLogger(__name__)
 JOBQUEUE = {
@@ -106,9 +106,9 @@ def _jobqueue(path: Path):
 def run_chunk(model_dir: str, files: list[str], parts: list[str], options: dict) -> list[tuple[str, float | None, str]]:
     """On a worker: predict `files` whose parts are not there yet, writing each part; returns (file, duration_s,
     "") for each one predicted and (file, None, reason) for each that failed to decode."""
-    from birdsed.infer import FileResult, predict_files, rows_table
-    from birdsed.modeldir import load_model_dir
-    from birdsed.writers import write_table
+    from birdsed.infer.loop import FileResult, predict_files, rows_table
+    from birdsed.model.modeldir import load_model_dir
+    from birdsed.infer.writers import write_table
 
     part_of = dict(zip(files, map(Path, parts)))
     todo = [f for f in files if not part_of[f].is_file()]

@@ -27,12 +27,12 @@ from safetensors.torch import load_file, save_file
 
 from birdsed import __version__
 from birdsed.config import FrontendConfig, ModelConfig, section_from_dict
-from birdsed.decide import Thresholds
-from birdsed.detector import Detector
-from birdsed.ensemble import Ensemble, mean_thresholds
+from birdsed.infer.decide import Thresholds
+from birdsed.model.detector import Detector
+from birdsed.model.ensemble import Ensemble, mean_thresholds
 from birdsed.errors import ConfigError, ModelError
 from birdsed.fsutil import atomic_dir, atomic_path, write_text_atomic
-from birdsed.model import SEDModel
+from birdsed.model.sed import SEDModel
 
 WEIGHTS = "weights.safetensors"
 META = "model.json"
@@ -130,13 +130,13 @@ def _load_ensemble(model_dir: Path, meta: dict[str, Any]) -> Ensemble:
 
 
 def _load_birdnet(model_dir: Path, meta: dict[str, Any]) -> Detector:
-    from birdsed.birdnet import BirdNETDetector
+    from birdsed.model.birdnet import BirdNETDetector
 
     return BirdNETDetector.from_meta(model_dir / META, meta)
 
 
 def _load_birdnet_head(model_dir: Path, meta: dict[str, Any]) -> Detector:
-    from birdsed.embedhead import EmbeddingHeadModel
+    from birdsed.model.embedhead import EmbeddingHeadModel
 
     model = EmbeddingHeadModel.from_meta(model_dir / META, meta)
     load_weights(model_dir, model.head)

@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from birdsed.windows import Piece
+from birdsed.model.windows import Piece
 
 
 @runtime_checkable

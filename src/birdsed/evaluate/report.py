@@ -23,11 +23,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from birdsed import SAMPLE_RATE_HZ  # noqa: E402
-from birdsed.audio import stream_audio  # noqa: E402
+from birdsed.audio.decode import stream_audio  # noqa: E402
 from birdsed.config import OUTPUT_KINDS  # noqa: E402
 from birdsed.errors import AudioDecodeError, BirdsedError  # noqa: E402
 from birdsed.fsutil import write_text_atomic  # noqa: E402
-from birdsed.writers import merge_runs  # noqa: E402
+from birdsed.infer.writers import merge_runs  # noqa: E402
 
 COLOURS = plt.get_cmap("tab10").colors
 META = ("file", "start_s", "end_s", "output")
@@ -226,7 +226,7 @@ def build_report(
     output = output or default_output
     aligned = None
     if truth:
-        from birdsed.evaluate import align_files
+        from birdsed.evaluate.score import align_files
 
         aligned = align_files(pred_dir / "scores.parquet", truth, test_csv, **truth_kw)
     bands = truth_bands(aligned) if aligned is not None else {}
@@ -243,8 +243,8 @@ def build_report(
     )
     parts.append("<h2>Detections per class</h2>" + (_table(summary) if len(summary) else "<p>none</p>"))
     if aligned is not None:
-        from birdsed.evaluate import evaluate_submission, score_report
-        from birdsed.evaluate import event_table, score_table
+        from birdsed.evaluate.score import evaluate_submission, score_report
+        from birdsed.evaluate.score import event_table, score_table
 
         parts.append(f"<h2>Evaluation</h2><p>truth: {html.escape(str(truth))}</p>")
         if aligned.events is None and (pred_dir / "submission.csv").is_file():

@@ -26,10 +26,10 @@ import numpy as np
 import pandas as pd
 
 from birdsed import SAMPLE_RATE_HZ
-from birdsed.audio import audio_info, stream_audio
+from birdsed.audio.decode import audio_info, stream_audio
 from birdsed.errors import AudioDecodeError, StoreError
 from birdsed.fsutil import remove_stale_temps, run_lock, atomic_path, write_text_atomic
-from birdsed.manifest import OUTSIDE, Manifest
+from birdsed.data.manifest import OUTSIDE, Manifest
 from birdsed.progress import progress_bar
 
 STORE_VERSION = 1

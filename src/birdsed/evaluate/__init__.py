@@ -1,0 +1,1 @@
+"""Scoring against truth: metrics, evaluate, threshold tuning, the HTML report."""

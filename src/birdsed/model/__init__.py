@@ -1,0 +1,1 @@
+"""Models: every kind behind the Detector interface, the model directory, and exports."""

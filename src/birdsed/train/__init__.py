@@ -1,0 +1,2 @@
+"""Training: the Lightning recipe, augmentations, head warm-up, heads on BirdNET embeddings, pseudo-labels and
+self-training."""
