@@ -24,7 +24,9 @@ from birdsed.config import apply_overrides, load_config  # noqa: E402
 from birdsed.data.store import AudioStore, prepare  # noqa: E402
 from birdsed.data.manifest import read_dataset  # noqa: E402
 from birdsed.data.synth import SynthConfig, synthesize  # noqa: E402
-from birdsed.train.run import SEDTask, lightning_precision, train  # noqa: E402
+from birdsed.train.task import SEDTask
+from birdsed.device import lightning_precision
+from birdsed.train.run import train  # noqa: E402
 
 
 class StepTimer(L.Callback):

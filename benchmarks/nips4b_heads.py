@@ -37,7 +37,7 @@ from birdsed.evaluate.metrics import average_precision  # noqa: E402
 from birdsed.model.sed import AttentionHead, SEDModel  # noqa: E402
 from birdsed.train.head_warmup import frozen_features, fit_head  # noqa: E402
 from birdsed.data.sampling import targets  # noqa: E402
-from birdsed.train.run import load_train_data  # noqa: E402
+from birdsed.train.data import load_train_data  # noqa: E402
 
 
 def main() -> None:

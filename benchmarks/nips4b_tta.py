@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from birdsed.audio.decode import load_audio  # noqa: E402
-from birdsed.infer.loop import window_starts  # noqa: E402
+from birdsed.infer.grid import window_starts  # noqa: E402
 from birdsed.data.manifest import read_dataset  # noqa: E402
 from birdsed.evaluate.metrics import average_precision, sets_to_matrix  # noqa: E402
 from birdsed.model.modeldir import load_model_dir  # noqa: E402

@@ -31,7 +31,9 @@ from birdsed.data.manifest import read_dataset  # noqa: E402
 from birdsed.model.sed import window_scores  # noqa: E402
 from birdsed.train.head_warmup import warm_up_head  # noqa: E402
 from birdsed.data.sampling import build_items, iterative_stratified_folds, targets  # noqa: E402
-from birdsed.train.run import SEDTask, load_train_data, recording_metrics  # noqa: E402
+from birdsed.train.task import SEDTask
+from birdsed.train.data import load_train_data
+from birdsed.evaluate.metrics import recording_metrics  # noqa: E402
 
 OFF = {"gain_p": 0.0, "noise_p": 0.0, "mixup_p": 0.0, "specaug_p": 0.0, "pitch_p": 0.0, "tempo_p": 0.0}
 GROUPS = {

@@ -29,7 +29,7 @@ from common import machine, print_markdown, save_json  # noqa: E402
 
 from birdsed.config import apply_overrides, load_config  # noqa: E402
 from birdsed.evaluate.score import evaluate_submission, scores_report_from_files  # noqa: E402
-from birdsed.model.modeldir import read_meta  # noqa: E402
+from birdsed.model.meta import read_meta  # noqa: E402
 from birdsed.infer.predict import run_predict  # noqa: E402
 from birdsed.train.pseudo import SoftLabelOptions  # noqa: E402
 from birdsed.train.selftrain import self_train  # noqa: E402

@@ -16,7 +16,8 @@ from birdsed.model.birdnet import map_classes, classes_to_map, norm_name
 from birdsed.model.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows
 from birdsed.train.embedtrain import EmbeddingCache, crop_batch, fit_to_window, mixup, subwindow_starts
 from birdsed.errors import ConfigError, ModelError
-from birdsed.model.modeldir import kind_of, load_model_dir, save_head_dir
+from birdsed.model.meta import kind_of
+from birdsed.model.modeldir import load_model_dir, save_head_dir
 from birdsed.data.sampling import Item
 
 LABELS = ["Turdus merula_Eurasian Blackbird", "Erithacus rubecula_European Robin", "Parus major_Great Tit"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from birdsed.errors import ModelError
-from birdsed.train.run import checkpoint_state
+from birdsed.train.checkpoint import checkpoint_state
 
 
 class _Payload:

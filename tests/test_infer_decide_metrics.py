@@ -2,15 +2,10 @@ import numpy as np
 import pytest
 
 from birdsed.infer.decide import Thresholds, decide, labels_of, smooth_rows
-from birdsed.infer.loop import (
-    RowAccumulator,
-    WindowStream,
-    piece_windows,
-    n_rows,
-    rows_from_windows,
-    segment_rows,
-    window_starts,
-)
+from birdsed.infer.grid import RowAccumulator, rows_from_windows, segment_rows, window_starts
+from birdsed.infer.stream import WindowStream
+from birdsed.model.windows import piece_windows
+from birdsed.rows import n_rows
 from birdsed.evaluate.metrics import average_precision, micro_prf, per_class_prf, row_f1, row_f1_per_row
 from birdsed.evaluate.tune import per_class_thresholds, tune
 from conftest import write_audio
@@ -87,7 +82,7 @@ def test_a_recording_shorter_than_a_window_is_marked_and_looped_on_request(tmp_p
     """The stream zero-pads a 3 s recording's one window and marks it; fitted_audio loops it for a model trained
     so. A longer recording's last window stays zero-padded either way."""
     from birdsed.audio.decode import load_audio
-    from birdsed.infer.loop import fitted_audio
+    from birdsed.model.windows import fitted_audio
 
     paths = [
         str(write_audio(tmp_path / f"{i}.wav", seconds=s, freq_hz=f))

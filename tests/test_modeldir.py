@@ -7,7 +7,8 @@ from birdsed.config import FrontendConfig, ModelConfig
 from birdsed.infer.decide import Thresholds
 from birdsed.errors import ModelError
 from birdsed.model.sed import SEDModel
-from birdsed.model.modeldir import load_model_dir, save_model_dir, update_thresholds
+from birdsed.model.modeldir import load_model_dir, save_model_dir
+from birdsed.model.meta import update_thresholds
 
 
 def _model():

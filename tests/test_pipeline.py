@@ -13,8 +13,10 @@ from birdsed.cli import build_parser, main
 from birdsed.config import apply_overrides, load_config
 from birdsed.errors import ConfigError
 from birdsed.model.modeldir import load_model_dir
-from birdsed.infer.predict import DecisionOptions, run_predict
-from birdsed.train.run import load_train_data, train
+from birdsed.infer.outputs import DecisionOptions
+from birdsed.infer.predict import run_predict
+from birdsed.train.data import load_train_data
+from birdsed.train.run import train
 
 FAST = [
     "train.epochs=5",
@@ -47,7 +49,7 @@ def test_train_writes_run_folder_and_model_loads_back(trained):
     assert meta["train"]["steps"] == 3, meta["train"]
     # identical outputs to the checkpointed weights
     state = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-    from birdsed.train.run import SEDTask
+    from birdsed.train.task import SEDTask
 
     task = SEDTask(load_config_dict(run), meta["classes"])
     task.load_state_dict(state)

@@ -15,7 +15,8 @@ from birdsed.infer.decide import Thresholds
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import run_lock
 from birdsed.model.sed import SEDModel
-from birdsed.model.modeldir import model_digest, save_model_dir, update_thresholds
+from birdsed.model.meta import model_digest, update_thresholds
+from birdsed.model.modeldir import save_model_dir
 from birdsed.infer.predict import run_predict
 
 

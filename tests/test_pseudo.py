@@ -149,7 +149,7 @@ def test_pseudo_windows_join_the_crops_with_their_soft_targets_and_weight(tmp_pa
 
 
 def test_weighted_bce_weights_each_example():
-    from birdsed.model.sed import bce
+    from birdsed.train.loss import bce
 
     p, y = torch.tensor([[0.9, 0.1], [0.2, 0.7]]), torch.tensor([[1.0, 0.0], [0.0, 0.0]])
     assert torch.allclose(bce(p, y, torch.ones(2)), bce(p, y))

@@ -1,6 +1,6 @@
 """`birdsed demo`: the whole job on the embedded default, end to end on synthetic data.
 
-synth (training clips, validation soundscapes, test soundscapes) -> train (configs/small.yaml)
+synth (training clips, validation soundscapes, test soundscapes) -> train (config/presets/small.yaml)
 -> tune thresholds on the validation soundscapes -> predict the test soundscapes -> evaluate -> report.
 The test soundscapes are never used to choose anything.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from birdsed.config import apply_overrides, load_config
 from birdsed.evaluate.score import evaluate_submission, scores_report_from_files
-from birdsed.model.modeldir import read_meta
+from birdsed.model.meta import default_output_of, read_meta
 from birdsed.infer.predict import run_predict
 from birdsed.evaluate.report import build_report
 from birdsed.data.synth import SynthConfig, synthesize
@@ -64,7 +64,7 @@ def run_demo(
             quiet=quiet,
         )
     cfg = apply_overrides(load_config("small"), overrides or [])
-    log.info("3/6 training %s (configs/small.yaml) into %s", cfg.model.backbone, out / "run")
+    log.info("3/6 training %s (config/presets/small.yaml) into %s", cfg.model.backbone, out / "run")
     model_dir = train(data, cfg, out / "run", quiet=quiet)
     # segment pooling: a row takes the attention head's time segments inside it, so a call does not leak into
     # the neighbouring rows through the half-overlapping windows (docs/BENCHMARKS.md compares both poolings)
@@ -95,5 +95,5 @@ def run_demo(
         run_dir=out / "run",
     )
     log.info("report written to %s", report)
-    output = read_meta(model_dir).get("default_output", "segmentwise")
+    output = default_output_of(read_meta(model_dir))
     return DemoResult(out, rep.row_f1, output, scores, tuned, time.perf_counter() - t0)

@@ -11,3 +11,9 @@ ROW_S = 5.0
 def n_rows(duration_s: float, row_s: float = ROW_S) -> int:
     """Rows of a recording: [0, 5), [5, 10), ... the last one possibly partial; at least one."""
     return max(1, math.ceil(duration_s / row_s - 1e-9))
+
+
+# scores.parquet: these columns, then one per class (rows of every output kind, told apart by `output`)
+SCORE_META_COLUMNS = ("file", "start_s", "end_s", "output")
+# detections.csv: one row per (row, present class)
+DETECTION_COLUMNS = ("file", "start_s", "end_s", "label", "score")

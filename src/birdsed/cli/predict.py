@@ -102,7 +102,8 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     _add_predict,
 )
 def cmd_predict(a: argparse.Namespace) -> int:
-    from birdsed.infer.predict import DecisionOptions, run_predict
+    from birdsed.infer.outputs import DecisionOptions
+    from birdsed.infer.predict import run_predict
 
     decision = DecisionOptions(a.output, a.threshold, a.max_birds, a.neighbour_smoothing)
     inputs, test_csv, audio_dir, sample = a.inputs, a.test_csv, a.audio_dir, a.sample_submission

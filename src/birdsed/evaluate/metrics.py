@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score
 
+from birdsed.config import REFERENCE_THRESHOLDS
+
 
 def row_f1_per_row(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     """F1 of each row's predicted set against its true set, `nocall` standing for an empty set."""
@@ -76,3 +78,19 @@ def sets_to_matrix(rows: list[set[str]], classes: list[str]) -> np.ndarray:
         for c in s:
             m[i, index[c]] = True
     return m
+
+
+def recording_metrics(scores: dict[str, np.ndarray], y: np.ndarray, rec: np.ndarray) -> dict[str, float]:
+    """Validation metrics per recording (max over its windows): row-wise F1 of each output
+    at the reference thresholds, and macro AP of clipwise."""
+    recs, inverse = np.unique(rec, return_inverse=True)
+    true = np.zeros((len(recs), y.shape[1]), dtype=bool)
+    true[inverse] = y > 0
+    out = {}
+    for kind, s in scores.items():
+        pooled = np.full((len(recs), s.shape[1]), -np.inf, dtype=np.float32)
+        np.maximum.at(pooled, inverse, s)
+        out[f"val_f1_{kind}"] = row_f1(pooled >= REFERENCE_THRESHOLDS[kind], true)
+        if kind == "clipwise":
+            out["val_map"], out["val_micro_ap"] = average_precision(pooled, true)
+    return out

@@ -28,9 +28,10 @@ from birdsed.config import OUTPUT_KINDS  # noqa: E402
 from birdsed.errors import AudioDecodeError, BirdsedError  # noqa: E402
 from birdsed.fsutil import write_text_atomic  # noqa: E402
 from birdsed.infer.writers import merge_runs  # noqa: E402
+from birdsed.rows import DETECTION_COLUMNS, SCORE_META_COLUMNS
+from birdsed.model.meta import default_output_of
 
 COLOURS = plt.get_cmap("tab10").colors
-META = ("file", "start_s", "end_s", "output")
 
 
 def _png(fig) -> str:
@@ -95,7 +96,7 @@ def recording_figures(
         return [f"<p class=err>{html.escape(str(e))}</p>"]
     duration = len(audio) / SAMPLE_RATE_HZ
     rows = scores[(scores["file"] == path) & (scores["output"] == output)]
-    classes = [c for c in scores.columns if c not in META]
+    classes = [c for c in scores.columns if c not in SCORE_META_COLUMNS]
     top = rows[classes].max().sort_values(ascending=False).index[:top_k].tolist() if len(rows) else []
     colour = {
         c: COLOURS[i % len(COLOURS)] for i, c in enumerate(sorted(set(top) | set(det["label"]) | {t[2] for t in truth}))
@@ -214,15 +215,11 @@ def build_report(
     det = (
         pd.read_csv(pred_dir / "detections.csv")
         if (pred_dir / "detections.csv").is_file()
-        else pd.DataFrame(columns=["file", "start_s", "end_s", "label", "score"])
+        else pd.DataFrame(columns=list(DETECTION_COLUMNS))
     )
     run_json = json.loads((pred_dir / "run.json").read_text()) if (pred_dir / "run.json").is_file() else {}
     model_json = Path(run_json.get("model", "")) / "model.json"
-    default_output = (
-        json.loads(model_json.read_text()).get("default_output", "segmentwise")
-        if model_json.is_file()
-        else "segmentwise"
-    )
+    default_output = default_output_of(json.loads(model_json.read_text()) if model_json.is_file() else {})
     output = output or default_output
     aligned = None
     if truth:

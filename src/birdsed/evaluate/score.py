@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from birdsed.config import OUTPUT_KINDS, SEED_THRESHOLDS
+from birdsed.config import OUTPUT_KINDS, REFERENCE_THRESHOLDS
 from birdsed.errors import BirdsedError
 from birdsed.kaggle.birdclef import macro_roc_auc, padded_cmap
 from birdsed.kaggle.cornell import read_truth
@@ -20,9 +20,10 @@ from birdsed.evaluate.metrics import (
     sets_to_matrix,
     threshold_sweep,
 )
-from birdsed.rows import ROW_S
+from birdsed.rows import ROW_S, SCORE_META_COLUMNS
 from birdsed.truth import Truth, load_truth
-from birdsed.truth.events import DEFAULT_MIN_OVERLAP_S, match_events
+from birdsed.config import DEFAULT_MIN_OVERLAP_S
+from birdsed.truth.events import match_events
 from birdsed.truth.grid import truth_rows
 
 
@@ -125,9 +126,6 @@ def evaluate_submission(pred_csv: str | Path, truth_csv: str | Path, strict: boo
     return evaluate_sets(read_truth(pred_csv), read_truth(truth_csv), strict, (str(pred_csv), str(truth_csv)))
 
 
-SCORE_COLUMNS = ("file", "start_s", "end_s", "output")
-
-
 def read_scores(path: str | Path) -> pd.DataFrame:
     """A scores.parquet of predict (a file or a data-set folder); anything else is a clear error naming it."""
     path = Path(path)
@@ -139,7 +137,7 @@ def read_scores(path: str | Path) -> pd.DataFrame:
         raise BirdsedError(
             f"{path}: not a Parquet scores table from predict ({type(e).__name__}: {str(e)[:120]})"
         ) from e
-    lacking = [c for c in SCORE_COLUMNS if c not in scores.columns]
+    lacking = [c for c in SCORE_META_COLUMNS if c not in scores.columns]
     if lacking:
         raise BirdsedError(f"{path}: not a scores table of predict: no column(s) {lacking}")
     return scores
@@ -174,7 +172,7 @@ def align_scores(
     (they can only be missed). What was not used is counted in `unused`; with `strict` any of it is an error;
     no truth row scored at all is always one.
     """
-    model_classes = [c for c in scores.columns if c not in SCORE_COLUMNS]
+    model_classes = [c for c in scores.columns if c not in SCORE_META_COLUMNS]
     first = scores[scores["output"] == OUTPUT_KINDS[0]]
     tr = truth_rows(truth, first, min_overlap_s, audio_dir)
     rows = tr.rows
@@ -255,7 +253,7 @@ def score_report(al: AlignedScores) -> dict:
         sweep = threshold_sweep(s, al.true)
         best = sweep.loc[sweep["row_f1"].idxmax()]
         macro, micro = average_precision(s, al.true)
-        seed_thr = SEED_THRESHOLDS[kind]
+        seed_thr = REFERENCE_THRESHOLDS[kind]
         report["outputs"][kind] = {
             "seed_threshold": seed_thr,
             "seed_row_f1": row_f1(s >= seed_thr, al.true),

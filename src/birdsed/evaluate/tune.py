@@ -14,7 +14,8 @@ from birdsed.infer.decide import Thresholds
 from birdsed.errors import BirdsedError
 from birdsed.data.manifest import read_dataset
 from birdsed.evaluate.metrics import DEFAULT_SWEEP, row_f1, sets_to_matrix
-from birdsed.model.modeldir import load_model_dir, read_meta, thresholds_of, update_thresholds
+from birdsed.model.modeldir import load_model_dir
+from birdsed.model.meta import read_meta, thresholds_of, update_thresholds
 
 log = logging.getLogger(__name__)
 GRID = np.round(np.concatenate([np.arange(0.01, 0.1, 0.01), np.arange(0.1, 0.96, 0.025), [0.97, 0.98, 0.99]]), 4)
@@ -101,7 +102,8 @@ def tune(
 
 def file_level_scores(model_dir: Path, data: Path) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
     """Run the model over a labelled data set; each recording is one row (max over its 5 s rows)."""
-    from birdsed.infer.loop import FileResult, predict_files
+    from birdsed.infer.grid import FileResult
+    from birdsed.infer.loop import predict_files
 
     model, _, _ = load_model_dir(model_dir)
     m = read_dataset(data)

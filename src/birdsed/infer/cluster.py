@@ -106,7 +106,8 @@ def _jobqueue(path: Path):
 def run_chunk(model_dir: str, files: list[str], parts: list[str], options: dict) -> list[tuple[str, float | None, str]]:
     """On a worker: predict `files` whose parts are not there yet, writing each part; returns (file, duration_s,
     "") for each one predicted and (file, None, reason) for each that failed to decode."""
-    from birdsed.infer.loop import FileResult, predict_files, rows_table
+    from birdsed.infer.grid import FileResult, rows_table
+    from birdsed.infer.loop import predict_files
     from birdsed.model.modeldir import load_model_dir
     from birdsed.infer.writers import write_table
 

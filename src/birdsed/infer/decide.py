@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from birdsed.config import OUTPUT_KINDS, SEED_THRESHOLDS, SMOOTHINGS
+from birdsed.config import OUTPUT_KINDS, REFERENCE_THRESHOLDS, SMOOTHINGS
 from birdsed.errors import ConfigError
 
 NOCALL = "nocall"
@@ -16,7 +16,7 @@ NOCALL = "nocall"
 class Thresholds:
     """A global threshold per output kind, and optional per-class ones that override it."""
 
-    global_: dict[str, float] = field(default_factory=lambda: dict(SEED_THRESHOLDS))
+    global_: dict[str, float] = field(default_factory=lambda: dict(REFERENCE_THRESHOLDS))
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def vector(self, kind: str, classes: list[str]) -> np.ndarray:
@@ -46,7 +46,7 @@ class Thresholds:
                 raise ConfigError(f"thresholds per_class[{kind!r}] must map classes to thresholds")
             per_class[_kind(kind)] = {str(c): _threshold(f"per_class[{kind!r}][{c!r}]", t) for c, t in values.items()}
         global_ = {_kind(k): _threshold(f"global[{k!r}]", t) for k, t in d.get("global", {}).items()}
-        return cls({**SEED_THRESHOLDS, **global_}, per_class)
+        return cls({**REFERENCE_THRESHOLDS, **global_}, per_class)
 
 
 def _kind(kind: str) -> str:

@@ -30,10 +30,10 @@ from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import atomic_path
 from birdsed.data.store import recording_key
 from birdsed.infer.writers import detections, merge_runs, raven_table, write_audacity, write_table
+from birdsed.rows import DETECTION_COLUMNS, SCORE_META_COLUMNS
 
 log = logging.getLogger(__name__)
 FORMATS = OUTPUT_FORMATS
-META_COLUMNS = ["file", "start_s", "end_s", "output"]
 
 
 @dataclass
@@ -197,8 +197,8 @@ def write_combined(
                     write_audacity(events, out / "audacity" / f"{names[f]}.txt")
             first = False
         if not scores.close():  # nothing finished: the tables with their columns and no row
-            pd.DataFrame(columns=[*META_COLUMNS, *classes]).to_parquet(scores_tmp, index=False)
-            pd.DataFrame(columns=["file", "start_s", "end_s", "label", "score"]).to_csv(det_out, index=False)
+            pd.DataFrame(columns=[*SCORE_META_COLUMNS, *classes]).to_parquet(scores_tmp, index=False)
+            pd.DataFrame(columns=list(DETECTION_COLUMNS)).to_csv(det_out, index=False)
             if sub_out is not None:
                 pd.DataFrame(columns=["row_id", *columns]).to_csv(sub_out, index=False)
     if unknown:

@@ -28,10 +28,12 @@ from birdsed.audio.decode import find_audio_files
 from birdsed.config import BACKENDS
 from birdsed.errors import BirdsedError, ConfigError, RunLocked
 from birdsed.fsutil import remove_stale_temps, run_lock, write_text_atomic
-from birdsed.infer.loop import FileResult, predict_files, rows_table
+from birdsed.infer.grid import FileResult, rows_table
+from birdsed.infer.loop import predict_files
 from birdsed.kaggle.birdclef import sample_columns
 from birdsed.kaggle.cornell import read_kaggle_test
-from birdsed.model.modeldir import kind_of, load_model_dir, model_digest, read_meta, thresholds_of
+from birdsed.model.meta import default_output_of, kind_of, model_digest, read_meta, thresholds_of
+from birdsed.model.modeldir import load_model_dir
 from birdsed.infer.outputs import FORMATS, DecisionOptions, OutputSpec, decide_scores, read_part, write_combined  # noqa: F401
 from birdsed.infer.shard import finished, missing_shards, parse_shard, shard_files, write_record
 from birdsed.data.store import recording_key
@@ -241,7 +243,7 @@ def run_predict(
                 [(f, part_of[f]) for f in done],
                 classes,
                 thresholds,
-                meta.get("default_output", "segmentwise"),
+                default_output_of(meta),
                 spec,
             )
             return summary
@@ -300,7 +302,7 @@ def merge(out: str | Path) -> tuple[int, int]:
         done,
         run["classes"],
         thresholds_of(model_dir, meta),
-        meta.get("default_output", "segmentwise"),
+        default_output_of(meta),
         OutputSpec.from_dict(records[0]["spec"]),
     )
     return len(done), len(errors)

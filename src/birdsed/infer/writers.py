@@ -12,8 +12,6 @@ import pandas as pd
 
 from birdsed.fsutil import atomic_path
 
-META_COLUMNS = ["file", "start_s", "end_s", "output"]
-
 
 def write_table(df: pd.DataFrame, path: Path, sep: str = ",") -> Path:
     with atomic_path(path) as tmp:

@@ -33,7 +33,7 @@ def kaggle_dataset_folder(
     license_name: str = "CC-BY-SA-4.0",
 ) -> Path:
     """A folder `kaggle datasets create -p` accepts: the model files and dataset-metadata.json."""
-    from birdsed.model.modeldir import copy_model_dir, read_meta
+    from birdsed.model.meta import copy_model_dir, read_meta
 
     model_dir, out = Path(model_dir), Path(out)
     read_meta(model_dir)

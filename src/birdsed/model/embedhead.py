@@ -1,4 +1,5 @@
-"""birdsed's attention (SED) head on frozen BirdNET V2.4 embeddings (model.backbone: birdnet; configs/birdnet.yaml).
+"""birdsed's attention (SED) head on frozen BirdNET V2.4 embeddings (model.backbone: birdnet;
+config/presets/birdnet.yaml).
 
 A 5 s window at 48 kHz is cut into 3 s sub-windows every `embed_hop_s` (1 s: three of them, at 0, 1 and 2 s),
 BirdNET embeds each (birdnet.py, 1,024-d), and the sequence (B, T' = 3, 1024) goes through the PANNs head as a

@@ -47,7 +47,7 @@ from birdsed.errors import ModelError
 from birdsed.model.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows
 from birdsed.fsutil import atomic_path
 from birdsed.evaluate.metrics import average_precision
-from birdsed.model.sed import bce
+from birdsed.train.loss import bce
 from birdsed.progress import progress_bar
 from birdsed.data.sampling import Item, build_items, targets
 from birdsed.data.store import AudioStore, recording_key
@@ -263,7 +263,7 @@ def train_embedding_head(
     opt = torch.optim.AdamW(head.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(items) / t.batch_size))
     total = steps_per_epoch * t.epochs
-    from birdsed.train.run import lr_factor
+    from birdsed.train.task import lr_factor
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, int(t.warmup_frac * total)))
     rng, gen = np.random.default_rng(t.seed), torch.Generator().manual_seed(t.seed)
@@ -330,7 +330,7 @@ def train_embedding_head(
 def train_birdnet(data: Path, cfg: Config, run: Path, val_data: Path | None = None, quiet: bool = False) -> Path:
     """`train` for model.backbone=birdnet: prepare (or open) the store, train the head, write run/model."""
     from birdsed.model.modeldir import save_head_dir
-    from birdsed.train.run import load_train_data
+    from birdsed.train.data import load_train_data
 
     run.mkdir(parents=True, exist_ok=True)
     td = load_train_data(data, run, cfg, val_data)

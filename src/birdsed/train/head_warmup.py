@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader
 
 from birdsed.data.dataset import WindowDataset
 from birdsed.errors import ConfigError
-from birdsed.model.sed import SEDModel, batchnorm_layers, bce
+from birdsed.model.sed import SEDModel, batchnorm_layers
+from birdsed.train.loss import bce
 
 log = logging.getLogger(__name__)
 Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

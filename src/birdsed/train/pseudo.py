@@ -147,7 +147,7 @@ def pseudo_label(
 ) -> tuple[Path, object]:
     """Score unlabelled recordings with any model directory (predict: streamed, resumable, bad files reported) and
     write out/pseudo_labels.parquet. Returns (its path, predict's summary)."""
-    from birdsed.model.modeldir import model_digest, read_meta
+    from birdsed.model.meta import model_digest, read_meta
     from birdsed.infer.predict import run_predict
 
     opts.check()

@@ -1,4 +1,4 @@
-"""Training on Lightning: the seed's recipe as a LightningModule plus a `train()` that builds the run folder.
+"""Training on Lightning: `train()` builds the run folder around the recipe's LightningModule (task.py).
 
 RUN/
   config.yaml          the resolved config
@@ -10,284 +10,28 @@ RUN/
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
-import os
-import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, RichProgressBar
-from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from torch.utils.data import DataLoader
 
-from birdsed.train.augment import Augmenter, augmented_mel
-from birdsed.config import SEED_THRESHOLDS, Config, config_from_dict, save_config
+from birdsed.config import Config, save_config
 from birdsed.data.dataset import CropDataset, EpochSampler, WindowDataset
-from birdsed.fsutil import atomic_path
-from birdsed.errors import ConfigError, ModelError, StoreError
-from birdsed.data.manifest import Manifest, read_dataset
-from birdsed.evaluate.metrics import average_precision, row_f1
-from birdsed.model.sed import SEDModel, batchnorm_layers, bce, window_scores
+from birdsed.data.sampling import build_items, targets
+from birdsed.device import lightning_accelerator, lightning_precision
+from birdsed.errors import ConfigError
 from birdsed.model.modeldir import save_model_dir
+from birdsed.train.augment import augmented_mel
+from birdsed.train.checkpoint import csv_logger, read_checkpoint
+from birdsed.train.data import load_train_data
 from birdsed.train.head_warmup import warm_up_head
-from birdsed.data.sampling import build_items, stratified_split, targets
-from birdsed.data.store import AudioStore, is_store, prepare
+from birdsed.train.task import SEDTask
 
 log = logging.getLogger(__name__)
-
-
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up to 1, then cosine decay to 0 at `total` steps."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.5 * (1 + math.cos(math.pi * progress))
-
-
-class SEDTask(L.LightningModule):
-    def __init__(self, config: dict, classes: list[str]):
-        super().__init__()
-        self.save_hyperparameters()
-        self.cfg = config_from_dict(config)
-        self.classes = classes
-        self.model = SEDModel(self.cfg.frontend, self.cfg.model, classes)
-        self.aug = Augmenter(self.cfg.augment, self.cfg.frontend)
-        self._val: list[tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]] = []
-        self._tick: tuple[float, int] | None = None
-
-    def loss(self, wave: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
-        """The recipe's training loss of a batch, wave (B, n_samples), y (B, K) (soft for pseudo-labelled items),
-        loss weights w (B,) (data.pseudo_weight for pseudo-labelled items, else 1), augmentations included;
-        returns (loss, batch size)."""
-        mel, y, w = augmented_mel(self.aug, self.model.frontend, wave, y, self.cfg.augment, w)
-        out = self.model.encode(mel)
-        loss = bce(out["clipwise"], y, w)
-        fw = self.cfg.train.framewise_loss_weight
-        if fw > 0:
-            loss = loss + fw * bce(out["framewise"].amax(dim=1), y, w)
-        return loss, len(y)
-
-    def freeze_batchnorm(self) -> None:
-        """Normalise by the backbone's pretrained statistics; the affine weights still learn."""
-        for m in batchnorm_layers(self.model.backbone):
-            m.eval()
-
-    def training_step(self, batch, batch_idx):
-        loss, n = self.loss(*batch)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
-        now = time.perf_counter()
-        if self._tick is not None:
-            dt = now - self._tick[0]
-            self.log("clips_s", n / max(dt, 1e-9), prog_bar=True, on_step=True, on_epoch=False)
-        self._tick = (now, n)
-        return loss
-
-    def on_train_epoch_start(self):
-        self._tick = None
-        if self.cfg.train.freeze_bn:  # Lightning keeps modules' modes across validation, so once per epoch is enough
-            self.freeze_batchnorm()
-
-    def validation_step(self, batch, batch_idx):
-        wave, y, rec = batch
-        out = self.model(wave)
-        self.log("val_loss", bce(out["clipwise"], (y > 0).float()), prog_bar=True, batch_size=len(y), sync_dist=True)
-        self._val.append(({k: v.float() for k, v in window_scores(out).items()}, y, rec))
-
-    def on_validation_epoch_end(self):
-        if not self._val:
-            return
-        scores = {k: torch.cat([s[k] for s, _, _ in self._val]) for k in self._val[0][0]}
-        y = torch.cat([t for _, t, _ in self._val])
-        rec = torch.cat([r for _, _, r in self._val])
-        self._val.clear()
-        if self.trainer.world_size > 1:
-            scores = {k: self.all_gather(v).flatten(0, 1) for k, v in scores.items()}
-            y, rec = self.all_gather(y).flatten(0, 1), self.all_gather(rec).flatten(0, 1)
-        metrics = recording_metrics({k: v.cpu().numpy() for k, v in scores.items()}, y.cpu().numpy(), rec.cpu().numpy())
-        for k, v in metrics.items():
-            self.log(k, v, prog_bar=k in ("val_f1_clipwise", "val_map"), rank_zero_only=True)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # the global RNG drives augmentation, mixup and dropout: a resumed run continues its stream
-        checkpoint["birdsed_rng"] = {"torch": torch.get_rng_state()}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint.get("birdsed_rng", {}).get("torch")
-        if isinstance(state, torch.Tensor):
-            torch.set_rng_state(state)
-
-    def configure_optimizers(self):
-        t = self.cfg.train
-        decay, no_decay = [], []
-        for name, p in self.named_parameters():
-            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=t.lr
-        )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = max(1, int(t.warmup_frac * total))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-def recording_metrics(scores: dict[str, np.ndarray], y: np.ndarray, rec: np.ndarray) -> dict[str, float]:
-    """Validation metrics per recording (max over its windows): row-wise F1 of each output
-    at the seed's thresholds, and macro AP of clipwise."""
-    recs, inverse = np.unique(rec, return_inverse=True)
-    true = np.zeros((len(recs), y.shape[1]), dtype=bool)
-    true[inverse] = y > 0
-    out = {}
-    for kind, s in scores.items():
-        pooled = np.full((len(recs), s.shape[1]), -np.inf, dtype=np.float32)
-        np.maximum.at(pooled, inverse, s)
-        out[f"val_f1_{kind}"] = row_f1(pooled >= SEED_THRESHOLDS[kind], true)
-        if kind == "clipwise":
-            out["val_map"], out["val_micro_ap"] = average_precision(pooled, true)
-    return out
-
-
-@dataclass
-class TrainData:
-    store: AudioStore
-    train: Manifest
-    val: Manifest
-    val_store: AudioStore
-    classes: list[str]
-
-
-def _open_or_prepare(data: Path, dest: Path, workers: int | None, allow_outside: bool = False) -> AudioStore:
-    if is_store(data):
-        return AudioStore(data)
-    result = prepare(read_dataset(data, allow_outside=allow_outside), dest, workers=workers)
-    log.info(result.summary())
-    store = AudioStore(dest)
-    report = store.report()
-    if len(report):
-        log.warning("%d recording(s) could not be decoded and are left out; see %s", len(report), dest / "report.csv")
-    return store
-
-
-def load_train_data(data: Path, run: Path, cfg: Config, val_data: Path | None = None) -> TrainData:
-    cfg.check()
-    store = _open_or_prepare(Path(data), run / "store", cfg.train.workers or None, cfg.data.allow_outside_paths)
-    manifest = store.manifest()
-    if len(manifest) == 0:
-        raise StoreError(f"{data}: no usable recordings")
-    if val_data is not None:
-        val_store = _open_or_prepare(
-            Path(val_data), run / "val_store", cfg.train.workers or None, cfg.data.allow_outside_paths
-        )
-        train_m, val_m = manifest, val_store.manifest()
-    else:
-        tr, va = stratified_split(manifest, cfg.data.val_fraction, cfg.data.val_split_seed(cfg.train.seed))
-        train_m, val_m, val_store = manifest.subset(tr), manifest.subset(va), store
-    if cfg.data.subsample < 1.0:
-        bag, _ = stratified_split(train_m, 1.0 - cfg.data.subsample, cfg.train.seed)
-        log.info(
-            "training on %d of %d recordings (data.subsample=%g, seed %d)",
-            bag.sum(),
-            len(train_m),
-            cfg.data.subsample,
-            cfg.train.seed,
-        )
-        train_m = train_m.subset(bag)
-    classes = sorted(set(manifest.classes) | set(val_m.classes))
-    return TrainData(store, train_m, val_m, val_store, classes)
-
-
-def _accelerator(device: str) -> str:
-    if device == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    if device in ("cuda", "gpu"):
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
-        return "gpu"
-    if device == "cpu":
-        return "cpu"
-    raise ConfigError(f"unknown device {device!r}; valid: auto, cpu, cuda")
-
-
-def lightning_precision(precision: str, accel: str) -> str:
-    """train.precision for Lightning: auto is bf16-mixed on a GPU, 32-true on the CPU; anything else as given."""
-    if precision != "auto":
-        return precision
-    return "bf16-mixed" if accel == "gpu" else "32-true"
-
-
-def read_checkpoint(path: Path) -> dict:
-    """A Lightning checkpoint, unpickled with weights_only=True: a file planted in the run folder can never run
-    code; anything but tensors and plain data, a truncated or a foreign file is refused with a ModelError."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises several types for bad or unsafe files
-        raise ModelError(f"{path}: not a readable checkpoint of tensors ({str(e)[:200]}); nothing was changed") from e
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
-        raise ModelError(f"{path}: not a Lightning checkpoint (no state_dict); nothing was changed")
-    return ckpt
-
-
-def checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
-    """The state_dict of a Lightning checkpoint (read_checkpoint)."""
-    return read_checkpoint(path)["state_dict"]
-
-
-def _read_rows(path: Path) -> list[dict[str, str]]:
-    """metrics.csv's rows ([] if it is not there)."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _write_rows(path: Path, rows: list[dict]) -> list[str]:
-    """metrics.csv written whole, atomically, with the union of the rows' columns (returned)."""
-    keys = sorted({k for r in rows for k in r})
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-    return keys
-
-
-class _AtomicWriter(ExperimentWriter):
-    """Lightning's CSV writer, but every save rewrites metrics.csv whole through a temporary file (a kill mid-write
-    leaves the previous file, never a cut one), and an existing file is kept (resuming) or started afresh."""
-
-    def __init__(self, log_dir: str, keep: bool):
-        self._keep = keep
-        super().__init__(log_dir=log_dir)
-        self._rows = _read_rows(Path(self.metrics_file_path))  # read once; later saves add to these
-
-    def _check_log_dir_exists(self) -> None:
-        if not self._keep and os.path.isfile(self.metrics_file_path):
-            os.unlink(self.metrics_file_path)
-
-    def save(self) -> None:
-        if not self.metrics:
-            return
-        self._rows += self.metrics
-        self.metrics_keys, self.metrics = _write_rows(Path(self.metrics_file_path), self._rows), []
-
-
-def csv_logger(run: Path, resume_epoch: int | None) -> CSVLogger:
-    """The run's metrics.csv logger (written atomically); resuming after epoch `resume_epoch`, the rows of later
-    epochs (the one a kill interrupted) are dropped and the resumed run appends."""
-    logger = CSVLogger(run, name="", version="")
-    metrics = run / "metrics.csv"
-    if resume_epoch is not None and metrics.is_file():
-        _write_rows(
-            metrics, [r for r in _read_rows(metrics) if r.get("epoch", "") == "" or float(r["epoch"]) <= resume_epoch]
-        )
-    Path(logger.log_dir).mkdir(parents=True, exist_ok=True)
-    logger._experiment = _AtomicWriter(logger.log_dir, keep=resume_epoch is not None)  # the property builds Lightning's
-    return logger
 
 
 def train(
@@ -350,7 +94,7 @@ def train(
         cfg.data.val_windows,
         cfg.data.short_policy,
     )
-    accel = _accelerator(t.device)
+    accel = lightning_accelerator(t.device)
     loader_kw = dict(num_workers=t.workers, pin_memory=accel == "gpu", persistent_workers=t.workers > 0)
     # loaders draw from their own generators, never the global one (a resumed run's RNG stream stays the same)
     train_dl = DataLoader(

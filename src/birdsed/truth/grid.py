@@ -21,7 +21,8 @@ import soundfile as sf
 from birdsed.errors import TruthError
 from birdsed.rows import ROW_S, n_rows
 from birdsed.truth import Truth
-from birdsed.truth.events import DEFAULT_MIN_OVERLAP_S, past_end, row_labels
+from birdsed.config import DEFAULT_MIN_OVERLAP_S
+from birdsed.truth.events import past_end, row_labels
 from birdsed.kaggle.truth import ROW_COLUMNS
 
 

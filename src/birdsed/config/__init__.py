@@ -1,0 +1,81 @@
+"""Typed configuration: one dataclass per stage (sections.py), YAML presets (presets/), `section.key=value`
+overrides checked against each field's type, range and choices (checks.py, load.py), every choice list once
+(choices.py).
+
+The resolved Config is written into every run folder and the model's own part (frontend + model) into model.json,
+so inference rebuilds the model with no flags. Import from here: `from birdsed.config import Config, load_config`.
+"""
+
+from birdsed.config.choices import (
+    OUTPUT_KINDS,
+    DEFAULT_OUTPUT,
+    REFERENCE_THRESHOLDS,
+    COMPRESSIONS,
+    SHORT_POLICIES,
+    FREQ_POOLS,
+    POOLINGS,
+    PRECISIONS,
+    DEVICES,
+    BACKENDS,
+    OUTPUT_FORMATS,
+    SMOOTHINGS,
+    DATA_FORMATS,
+    TRUTH_FORMATS,
+    DEFAULT_MIN_OVERLAP_S,
+    COMPETITIONS,
+)
+from birdsed.config.sections import (
+    FrontendConfig,
+    ModelConfig,
+    DataConfig,
+    AugmentConfig,
+    TrainConfig,
+    Config,
+)
+from birdsed.config.checks import (
+    RANGES,
+    CHOICES,
+    coerce,
+)
+from birdsed.config.load import (
+    section_from_dict,
+    config_from_dict,
+    preset_names,
+    load_config,
+    apply_overrides,
+    save_config,
+)
+
+__all__ = [
+    "OUTPUT_KINDS",
+    "DEFAULT_OUTPUT",
+    "REFERENCE_THRESHOLDS",
+    "COMPRESSIONS",
+    "SHORT_POLICIES",
+    "FREQ_POOLS",
+    "POOLINGS",
+    "PRECISIONS",
+    "DEVICES",
+    "BACKENDS",
+    "OUTPUT_FORMATS",
+    "SMOOTHINGS",
+    "DATA_FORMATS",
+    "TRUTH_FORMATS",
+    "DEFAULT_MIN_OVERLAP_S",
+    "COMPETITIONS",
+    "FrontendConfig",
+    "ModelConfig",
+    "DataConfig",
+    "AugmentConfig",
+    "TrainConfig",
+    "Config",
+    "RANGES",
+    "CHOICES",
+    "coerce",
+    "section_from_dict",
+    "config_from_dict",
+    "preset_names",
+    "load_config",
+    "apply_overrides",
+    "save_config",
+]

@@ -1,0 +1,20 @@
+"""Every choice list and fixed default of birdsed, written once: the CLI lists them without importing the
+modules that own them (named beside each)."""
+
+OUTPUT_KINDS = ("segmentwise", "att", "clipwise")  # the model's three outputs (README: choosing the output)
+DEFAULT_OUTPUT = "segmentwise"  # the output predict decides on until `tune` stores another in model.json
+# the reference solution's thresholds per output (docs/seed-system.md), before any tuning
+REFERENCE_THRESHOLDS = {"segmentwise": 0.9, "att": 0.15, "clipwise": 0.5}
+COMPRESSIONS = ("db", "pcen")  # model/frontend.py
+SHORT_POLICIES = ("loop", "pad")  # data/dataset.py, model/windows.py
+FREQ_POOLS = ("mean", "max", "meanmax", "flat")  # model/sed.py
+POOLINGS = ("window", "segment")  # infer/loop.py: a row's score from whole windows, or from the head's segments
+PRECISIONS = ("auto", "fp32", "bf16")  # device.py
+DEVICES = ("auto", "cpu", "cuda")  # device.py
+BACKENDS = ("torch", "onnx", "openvino")  # infer/predict.py, model/export.py
+OUTPUT_FORMATS = ("csv", "kaggle", "raven", "audacity")  # infer/outputs.py
+SMOOTHINGS = ("sum", "max")  # infer/decide.py
+DATA_FORMATS = ("auto", "cornell", "birdclef", "labels")  # data/manifest.py
+TRUTH_FORMATS = ("auto", "raven", "audacity", "table", "cornell2020", "birdclef2021")  # truth/, kaggle/truth.py
+DEFAULT_MIN_OVERLAP_S = 0.05  # truth/events.py: a row is positive for a label its calls cover this long
+COMPETITIONS = ("birdclef2021", "birdclef2023", "birdclef2024", "birdclef2025")  # kaggle/birdclef.py

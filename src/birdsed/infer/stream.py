@@ -1,0 +1,129 @@
+"""Streamed decoding for inference: files read chunk by chunk in DataLoader worker processes (or the main process),
+several side by side, shipped as stretches of audio whose complete windows go to the model in batches across files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from birdsed.audio.decode import stream_audio
+from birdsed.errors import AudioDecodeError
+from birdsed.infer.grid import window_starts
+from birdsed.model.windows import Piece
+
+
+@dataclass
+class FileDone:
+    index: int
+    n_windows: int
+    n_samples: int
+    error: str | None = None
+
+
+class WindowStream(IterableDataset):
+    """Yields batches {"audio" (n,), "pieces": [Piece], "done": [FileDone]} of about batch_size windows across files.
+
+    Each worker process (or the main process) streams its share of the files chunk by chunk
+    (bounded memory), decode_threads files side by side, and ships each chunk's newly complete
+    windows as one stretch of audio (the windows overlap, so a stretch carries each sample about
+    once, not twice); `piece_windows` cuts them.
+    """
+
+    def __init__(
+        self,
+        files: list[str],
+        window_s: float,
+        hop_s: float,
+        batch_size: int,
+        sample_rate_hz: int,
+        chunk_s: float = 30.0,
+        decode_threads: int = 1,
+    ):
+        self.files, self.batch_size, self.chunk_s = files, batch_size, chunk_s
+        self.decode_threads = max(1, decode_threads)  # files decoded side by side, a chunk each per step
+        self.window = int(round(window_s * sample_rate_hz))
+        self.hop = int(round(hop_s * sample_rate_hz))
+        self.sample_rate_hz = sample_rate_hz
+
+    def _stretches(self, path: str) -> Iterator[tuple[int, int, np.ndarray, int] | int]:
+        """(first window, n windows, audio, short_len) as windows complete, then the file's total sample count;
+        short_len is the recording's length when the whole of it is shorter than a window, else 0."""
+        buf = np.zeros(0, np.float32)
+        buf_start = 0  # sample index of buf[0]
+        next_start = 0
+        total = 0
+        for chunk in stream_audio(path, self.chunk_s, self.sample_rate_hz):
+            buf = np.concatenate([buf, chunk])
+            total += len(chunk)
+            n = max(0, (buf_start + len(buf) - self.window - next_start) // self.hop + 1)
+            if n:
+                a = next_start - buf_start
+                yield next_start // self.hop, n, buf[a : a + (n - 1) * self.hop + self.window], 0
+                next_start += n * self.hop
+                buf, buf_start = buf[next_start - buf_start :], next_start
+        # the tail: windows that run past the end, zero-padded, as window_starts() lists them
+        starts = window_starts(total, self.window, self.hop)
+        n = int((starts >= next_start).sum())
+        if n:
+            tail = np.zeros((n - 1) * self.hop + self.window, np.float32)
+            piece = buf[next_start - buf_start :]
+            tail[: len(piece)] = piece[: len(tail)]
+            yield next_start // self.hop, n, tail, total if total < self.window else 0
+        yield total
+
+    def __iter__(self):
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        mine = iter(range(wid, len(self.files), nw))
+        held: list[tuple[int, int, int, np.ndarray, int]] = []  # (file, first window, n windows, audio, short_len)
+        done: list[FileDone] = []
+        lanes: list[list] = []  # [file index, its _stretches generator, windows sent so far], one per decoding thread
+
+        def flush():
+            offsets = np.cumsum([0] + [len(h[3]) for h in held])
+            batch = {
+                "audio": torch.from_numpy(np.concatenate([h[3] for h in held])) if held else torch.zeros(0),
+                "pieces": [
+                    Piece(f, first, n, int(o), len(a), short) for (f, first, n, a, short), o in zip(held, offsets)
+                ],
+                "done": list(done),
+            }
+            held.clear(), done.clear()
+            return batch
+
+        def step(lane):  # one chunk of one file; soundfile and soxr release the GIL, so lanes decode in parallel
+            try:
+                return next(lane[1])
+            except AudioDecodeError as e:
+                return e
+
+        with ThreadPoolExecutor(self.decode_threads) if self.decode_threads > 1 else nullcontext() as pool:
+            while True:
+                while len(lanes) < self.decode_threads and (i := next(mine, None)) is not None:
+                    lanes.append([i, self._stretches(self.files[i]), 0])
+                if not lanes:
+                    break
+                items = list(pool.map(step, lanes) if pool else map(step, lanes))
+                for lane, item in zip(list(lanes), items):
+                    i = lane[0]
+                    if isinstance(item, AudioDecodeError):
+                        held[:] = [h for h in held if h[0] != i]  # drop the failed file's unsent audio
+                        done.append(FileDone(i, lane[2], 0, str(item)))
+                    elif isinstance(item, int):
+                        done.append(FileDone(i, lane[2], item))
+                    else:
+                        first, n, a, short = item
+                        held.append((i, first, n, a, short))
+                        lane[2] = first + n
+                        continue
+                    lanes.remove(lane)
+                if sum(h[2] for h in held) >= self.batch_size or (done and not held):
+                    yield flush()
+        if held or done:
+            yield flush()

@@ -1,0 +1,84 @@
+"""What a training run keeps on disk and a kill must not corrupt: Lightning checkpoints, read without running
+code, and metrics.csv, rewritten atomically (a resumed run appends to the epochs it kept)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+from birdsed.errors import ModelError
+from birdsed.fsutil import atomic_path
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A Lightning checkpoint, unpickled with weights_only=True: a file planted in the run folder can never run
+    code; anything but tensors and plain data, a truncated or a foreign file is refused with a ModelError."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises several types for bad or unsafe files
+        raise ModelError(f"{path}: not a readable checkpoint of tensors ({str(e)[:200]}); nothing was changed") from e
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise ModelError(f"{path}: not a Lightning checkpoint (no state_dict); nothing was changed")
+    return ckpt
+
+
+def checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
+    """The state_dict of a Lightning checkpoint (read_checkpoint)."""
+    return read_checkpoint(path)["state_dict"]
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    """metrics.csv's rows ([] if it is not there)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_rows(path: Path, rows: list[dict]) -> list[str]:
+    """metrics.csv written whole, atomically, with the union of the rows' columns (returned)."""
+    keys = sorted({k for r in rows for k in r})
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    return keys
+
+
+class _AtomicWriter(ExperimentWriter):
+    """Lightning's CSV writer, but every save rewrites metrics.csv whole through a temporary file (a kill mid-write
+    leaves the previous file, never a cut one), and an existing file is kept (resuming) or started afresh."""
+
+    def __init__(self, log_dir: str, keep: bool):
+        self._keep = keep
+        super().__init__(log_dir=log_dir)
+        self._rows = _read_rows(Path(self.metrics_file_path))  # read once; later saves add to these
+
+    def _check_log_dir_exists(self) -> None:
+        if not self._keep and os.path.isfile(self.metrics_file_path):
+            os.unlink(self.metrics_file_path)
+
+    def save(self) -> None:
+        if not self.metrics:
+            return
+        self._rows += self.metrics
+        self.metrics_keys, self.metrics = _write_rows(Path(self.metrics_file_path), self._rows), []
+
+
+def csv_logger(run: Path, resume_epoch: int | None) -> CSVLogger:
+    """The run's metrics.csv logger (written atomically); resuming after epoch `resume_epoch`, the rows of later
+    epochs (the one a kill interrupted) are dropped and the resumed run appends."""
+    logger = CSVLogger(run, name="", version="")
+    metrics = run / "metrics.csv"
+    if resume_epoch is not None and metrics.is_file():
+        _write_rows(
+            metrics, [r for r in _read_rows(metrics) if r.get("epoch", "") == "" or float(r["epoch"]) <= resume_epoch]
+        )
+    Path(logger.log_dir).mkdir(parents=True, exist_ok=True)
+    logger._experiment = _AtomicWriter(logger.log_dir, keep=resume_epoch is not None)  # the property builds Lightning's
+    return logger
