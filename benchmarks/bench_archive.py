@@ -21,12 +21,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
 from bench_memory import long_recording  # noqa: E402
 from bench_predict import random_model  # noqa: E402
 from common import machine, print_markdown, save_json  # noqa: E402
-
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
 
 MEASURE = (
     "import json, resource, subprocess, sys, time; t = time.perf_counter(); "

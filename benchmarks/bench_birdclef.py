@@ -19,15 +19,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from bench_predict import random_model, soundscapes, with_copies  # noqa: E402
 from common import machine, print_markdown, save_json  # noqa: E402
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
+from birdsed.infer.predict import run_predict  # noqa: E402
 from birdsed.model.export import export_onnx  # noqa: E402
 from birdsed.model.modeldir import save_ensemble  # noqa: E402
-from birdsed.infer.predict import run_predict  # noqa: E402
 
 
 def main() -> None:

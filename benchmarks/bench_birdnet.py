@@ -21,14 +21,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import NIPS4B, machine, peak_rss_mb, print_markdown, save_json  # noqa: E402
-
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import soundfile as sf  # noqa: E402
+from common import NIPS4B, machine, peak_rss_mb, print_markdown, save_json  # noqa: E402
 
-from birdsed.model.birdnet import N_SAMPLES, SAMPLE_RATE_HZ, BirdNETRuntime, init_model_dir, read_labels  # noqa: E402
 from birdsed.infer.predict import run_predict  # noqa: E402
+from birdsed.model.birdnet import N_SAMPLES, SAMPLE_RATE_HZ, BirdNETRuntime, init_model_dir
+from birdsed.model.birdnet_labels import read_labels  # noqa: E402
 
 
 def real_soundscapes(out: Path, files: int, minutes: float) -> list[Path]:

@@ -13,16 +13,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_predict import random_model  # noqa: E402
-from common import machine, peak_rss_mb, predict_workers, workers_peak_rss_mb, save_json  # noqa: E402
-
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import soundfile as sf  # noqa: E402
 import soxr  # noqa: E402
+from bench_predict import random_model  # noqa: E402
+from common import machine, peak_rss_mb, predict_workers, save_json, workers_peak_rss_mb  # noqa: E402
 
+from birdsed.data.synth_calls import call_bout, make_species  # noqa: E402
 from birdsed.infer.predict import run_predict  # noqa: E402
-from birdsed.data.synth import _bout, make_species  # noqa: E402
 
 
 def long_recording(path: Path, hours: float, rate: int = 22050) -> Path:
@@ -31,7 +30,7 @@ def long_recording(path: Path, hours: float, rate: int = 22050) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     species = make_species(4, 0)
-    call, _ = _bout(species[0], rng, 1.0, 32000)
+    call, _ = call_bout(species[0], rng, 1.0, 32000)
     call = soxr.resample(call, 32000, rate).astype(np.float32) * 0.3
     block = rate * 60  # one minute per block
     with sf.SoundFile(str(path), "w", rate, 1, "PCM_16", format="FLAC") as f:

@@ -18,10 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch  # noqa: E402
 from bench_predict import soundscapes  # noqa: E402
 from common import machine, save_json  # noqa: E402
-
-import torch  # noqa: E402
 
 from birdsed.audio.decode import stream_audio  # noqa: E402
 from birdsed.config import load_config  # noqa: E402

@@ -16,15 +16,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, peak_rss_mb, predict_workers, workers_peak_rss_mb, print_markdown, save_json  # noqa: E402
-
 import torch  # noqa: E402
+from common import machine, peak_rss_mb, predict_workers, print_markdown, save_json, workers_peak_rss_mb  # noqa: E402
 
 from birdsed.config import load_config  # noqa: E402
-from birdsed.model.sed import SEDModel  # noqa: E402
-from birdsed.model.modeldir import save_model_dir  # noqa: E402
-from birdsed.infer.predict import run_predict  # noqa: E402
 from birdsed.data.synth import SynthConfig, synthesize  # noqa: E402
+from birdsed.infer.predict import run_predict  # noqa: E402
+from birdsed.model.modeldir import save_model_dir  # noqa: E402
+from birdsed.model.sed import SEDModel  # noqa: E402
 
 
 def soundscapes(out: Path, minutes: float, files: int, rate: int) -> Path:

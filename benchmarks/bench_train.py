@@ -15,18 +15,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, print_markdown, save_json  # noqa: E402
-
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
+from common import machine, print_markdown, save_json  # noqa: E402
 
 from birdsed.config import apply_overrides, load_config  # noqa: E402
-from birdsed.data.store import AudioStore, prepare  # noqa: E402
 from birdsed.data.manifest import read_dataset  # noqa: E402
+from birdsed.data.store import AudioStore, prepare  # noqa: E402
 from birdsed.data.synth import SynthConfig, synthesize  # noqa: E402
-from birdsed.train.task import SEDTask
 from birdsed.device import lightning_precision
 from birdsed.train.run import train  # noqa: E402
+from birdsed.train.task import SEDTask
 
 
 class StepTimer(L.Callback):

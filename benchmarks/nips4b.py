@@ -38,14 +38,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import NIPS4B, machine, save_json  # noqa: E402
 
 from birdsed.config import OUTPUT_KINDS, apply_overrides, load_config  # noqa: E402
-from birdsed.infer.decide import Thresholds, decide  # noqa: E402
-from birdsed.model.modeldir import save_ensemble  # noqa: E402
 from birdsed.data.manifest import read_dataset  # noqa: E402
-from birdsed.evaluate.metrics import average_precision, micro_prf, row_f1, sets_to_matrix  # noqa: E402
-from birdsed.infer.predict import run_predict  # noqa: E402
 from birdsed.data.sampling import iterative_stratified_folds, stratified_split  # noqa: E402
-from birdsed.train.run import train  # noqa: E402
+from birdsed.evaluate.metrics import average_precision, micro_prf, row_f1, sets_to_matrix  # noqa: E402
 from birdsed.evaluate.tune import tune  # noqa: E402
+from birdsed.infer.decide import Thresholds, decide  # noqa: E402
+from birdsed.infer.predict import run_predict  # noqa: E402
+from birdsed.model.modeldir import save_ensemble  # noqa: E402
+from birdsed.train.run import train  # noqa: E402
 
 
 def write_subset(table: pd.DataFrame, folder: Path, source: Path | None = None) -> Path:

@@ -24,9 +24,9 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import StandardScaler
 
 from birdsed.audio.decode import load_audio
-from birdsed.model.birdnet import N_SAMPLES, SAMPLE_RATE_HZ, shared_runtime
-from birdsed.train.embedtrain import fit_to_window, subwindow_starts
 from birdsed.evaluate.metrics import sets_to_matrix
+from birdsed.model.birdnet import N_SAMPLES, SAMPLE_RATE_HZ, shared_runtime
+from birdsed.train.embedcache import fit_to_window, subwindow_starts
 
 C_GRID = (0.01, 0.1, 1.0)
 

@@ -17,11 +17,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save_json  # noqa: E402
-from nips4b import NIPS4B, nips4b_folds, pooled_ap, read_oof  # noqa: E402
-
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from common import save_json  # noqa: E402
+from nips4b import NIPS4B, nips4b_folds, pooled_ap, read_oof  # noqa: E402
 
 from birdsed.data.manifest import read_dataset  # noqa: E402
 

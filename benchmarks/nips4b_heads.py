@@ -33,11 +33,11 @@ from nips4b import nips4b_folds, write_subset  # noqa: E402
 from birdsed.config import apply_overrides, load_config  # noqa: E402
 from birdsed.data.dataset import WindowDataset  # noqa: E402
 from birdsed.data.manifest import read_dataset  # noqa: E402
+from birdsed.data.sampling import targets  # noqa: E402
 from birdsed.evaluate.metrics import average_precision  # noqa: E402
 from birdsed.model.sed import AttentionHead, SEDModel  # noqa: E402
-from birdsed.train.head_warmup import frozen_features, fit_head  # noqa: E402
-from birdsed.data.sampling import targets  # noqa: E402
 from birdsed.train.data import load_train_data  # noqa: E402
+from birdsed.train.head_warmup import fit_head, frozen_features  # noqa: E402
 
 
 def main() -> None:

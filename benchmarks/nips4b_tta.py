@@ -16,18 +16,17 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from common import save_json  # noqa: E402
 from nips4b import NIPS4B  # noqa: E402
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
 from birdsed.audio.decode import load_audio  # noqa: E402
-from birdsed.infer.grid import window_starts  # noqa: E402
 from birdsed.data.manifest import read_dataset  # noqa: E402
-from birdsed.evaluate.metrics import average_precision, sets_to_matrix  # noqa: E402
-from birdsed.model.modeldir import load_model_dir  # noqa: E402
 from birdsed.data.sampling import iterative_stratified_folds  # noqa: E402
+from birdsed.evaluate.metrics import average_precision, sets_to_matrix  # noqa: E402
+from birdsed.infer.grid import window_starts  # noqa: E402
+from birdsed.model.modeldir import load_model_dir  # noqa: E402
 
 VARIANTS = {
     "plain": (0.0, 0.0),

@@ -28,12 +28,12 @@ from nips4b import write_subset  # noqa: E402
 from birdsed.config import apply_overrides, load_config  # noqa: E402
 from birdsed.data.dataset import CropDataset, WindowDataset  # noqa: E402
 from birdsed.data.manifest import read_dataset  # noqa: E402
-from birdsed.model.sed import window_scores  # noqa: E402
-from birdsed.train.head_warmup import warm_up_head  # noqa: E402
 from birdsed.data.sampling import build_items, iterative_stratified_folds, targets  # noqa: E402
-from birdsed.train.task import SEDTask
-from birdsed.train.data import load_train_data
 from birdsed.evaluate.metrics import recording_metrics  # noqa: E402
+from birdsed.model.sed import window_scores  # noqa: E402
+from birdsed.train.data import load_train_data
+from birdsed.train.head_warmup import warm_up_head  # noqa: E402
+from birdsed.train.task import SEDTask
 
 OFF = {"gain_p": 0.0, "noise_p": 0.0, "mixup_p": 0.0, "specaug_p": 0.0, "pitch_p": 0.0, "tempo_p": 0.0}
 GROUPS = {

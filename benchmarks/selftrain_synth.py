@@ -28,13 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, print_markdown, save_json  # noqa: E402
 
 from birdsed.config import apply_overrides, load_config  # noqa: E402
-from birdsed.evaluate.score import evaluate_submission, scores_report_from_files  # noqa: E402
-from birdsed.model.meta import read_meta  # noqa: E402
+from birdsed.data.synth import SynthConfig, synthesize  # noqa: E402
+from birdsed.evaluate.score import scores_report_from_files  # noqa: E402
+from birdsed.evaluate.submission import evaluate_submission
+from birdsed.evaluate.tune import tune_model  # noqa: E402
 from birdsed.infer.predict import run_predict  # noqa: E402
+from birdsed.model.meta import read_meta  # noqa: E402
 from birdsed.train.pseudo import SoftLabelOptions  # noqa: E402
 from birdsed.train.selftrain import self_train  # noqa: E402
-from birdsed.data.synth import SynthConfig, synthesize  # noqa: E402
-from birdsed.evaluate.tune import tune_model  # noqa: E402
 
 
 def make_data(out: Path, base: SynthConfig, shift: float, pool: int) -> dict[str, Path]:

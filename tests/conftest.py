@@ -36,8 +36,8 @@ def tiny_model(folder: Path, classes: list[str]) -> Path:
     import torch
 
     from birdsed.config import FrontendConfig, ModelConfig
-    from birdsed.model.sed import SEDModel
     from birdsed.model.modeldir import save_model_dir
+    from birdsed.model.sed import SEDModel
 
     torch.manual_seed(0)
     model = SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), classes).eval()

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import write_audio
 
 from birdsed.audio.decode import find_audio_files, load_audio, stream_audio
 from birdsed.errors import AudioDecodeError
-from conftest import write_audio
 
 
 @pytest.mark.parametrize(

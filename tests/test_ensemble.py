@@ -10,13 +10,13 @@ from conftest import write_audio
 
 from birdsed.cli import main
 from birdsed.config import FrontendConfig, ModelConfig
-from birdsed.infer.decide import Thresholds
-from birdsed.model.ensemble import Ensemble, average_outputs
 from birdsed.errors import ModelError
-from birdsed.model.sed import SEDModel
-from birdsed.model.modeldir import load_model_dir, save_ensemble, save_model_dir
-from birdsed.infer.predict import run_predict
 from birdsed.evaluate.tune import tune_model
+from birdsed.infer.decide import Thresholds
+from birdsed.infer.predict import run_predict
+from birdsed.model.ensemble import Ensemble, average_outputs
+from birdsed.model.modeldir import load_model_dir, save_ensemble, save_model_dir
+from birdsed.model.sed import SEDModel
 
 CLASSES = ["x", "y", "z"]
 

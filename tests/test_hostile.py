@@ -24,9 +24,9 @@ from conftest import write_audio
 
 from birdsed.cli import main
 from birdsed.config import FrontendConfig, ModelConfig, apply_overrides, load_config
-from birdsed.train.embedtrain import EmbeddingCache
-from birdsed.model.sed import SEDModel
 from birdsed.model.modeldir import save_model_dir
+from birdsed.model.sed import SEDModel
+from birdsed.train.embedcache import EmbeddingCache
 
 FAST = ["train.epochs=3", "train.batch_size=4", "train.workers=0", "data.balance_min=4", "data.val_windows=1"]
 FAST_SET = [x for kv in FAST for x in ("--set", kv)]

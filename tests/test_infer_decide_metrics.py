@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
+from conftest import write_audio
 
+from birdsed.evaluate.metrics import average_precision, micro_prf, per_class_prf, row_f1, row_f1_per_row
+from birdsed.evaluate.tune import per_class_thresholds, tune
 from birdsed.infer.decide import Thresholds, decide, labels_of, smooth_rows
 from birdsed.infer.grid import RowAccumulator, rows_from_windows, segment_rows, window_starts
 from birdsed.infer.stream import WindowStream
 from birdsed.model.windows import piece_windows
 from birdsed.rows import n_rows
-from birdsed.evaluate.metrics import average_precision, micro_prf, per_class_prf, row_f1, row_f1_per_row
-from birdsed.evaluate.tune import per_class_thresholds, tune
-from conftest import write_audio
 
 
 def test_window_starts_edge_cases():

@@ -1,11 +1,11 @@
 import logging
 
 import pytest
+from conftest import write_audio
 
+from birdsed.data.manifest import detect_format, read_dataset
 from birdsed.errors import ManifestError
 from birdsed.kaggle.cornell import read_kaggle_test, read_truth
-from birdsed.data.manifest import detect_format, read_dataset
-from conftest import write_audio
 
 CORNELL_HEADER = "ebird_code,filename,species,sci_name,secondary_labels,duration,rating\n"
 

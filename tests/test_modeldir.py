@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from birdsed.config import FrontendConfig, ModelConfig
-from birdsed.infer.decide import Thresholds
 from birdsed.errors import ModelError
-from birdsed.model.sed import SEDModel
-from birdsed.model.modeldir import load_model_dir, save_model_dir
+from birdsed.infer.decide import Thresholds
 from birdsed.model.meta import update_thresholds
+from birdsed.model.modeldir import load_model_dir, save_model_dir
+from birdsed.model.sed import SEDModel
 
 
 def _model():

@@ -12,9 +12,9 @@ import torch
 from birdsed.cli import build_parser, main
 from birdsed.config import apply_overrides, load_config
 from birdsed.errors import ConfigError
-from birdsed.model.modeldir import load_model_dir
 from birdsed.infer.outputs import DecisionOptions
 from birdsed.infer.predict import run_predict
+from birdsed.model.modeldir import load_model_dir
 from birdsed.train.data import load_train_data
 from birdsed.train.run import train
 

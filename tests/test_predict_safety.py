@@ -11,13 +11,13 @@ import torch
 from conftest import write_audio
 
 from birdsed.config import FrontendConfig, ModelConfig
-from birdsed.infer.decide import Thresholds
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import run_lock
-from birdsed.model.sed import SEDModel
+from birdsed.infer.decide import Thresholds
+from birdsed.infer.predict import run_predict
 from birdsed.model.meta import model_digest, update_thresholds
 from birdsed.model.modeldir import save_model_dir
-from birdsed.infer.predict import run_predict
+from birdsed.model.sed import SEDModel
 
 
 @pytest.fixture

@@ -3,18 +3,16 @@
 import pandas as pd
 import pytest
 import torch
+from conftest import write_audio
 
-from birdsed.config import DataConfig, FrontendConfig, ModelConfig
+from birdsed.config import AugmentConfig, DataConfig, FrontendConfig, ModelConfig
 from birdsed.data.dataset import WindowDataset
 from birdsed.data.manifest import read_dataset
-from birdsed.model.sed import SEDModel
-from birdsed.train.augment import Augmenter, augmented_mel
-from birdsed.config import AugmentConfig
-from birdsed.train.head_warmup import frozen_features, warm_up_head
 from birdsed.data.sampling import targets
 from birdsed.data.store import AudioStore, prepare
-
-from conftest import write_audio
+from birdsed.model.sed import SEDModel
+from birdsed.train.augment import Augmenter, augmented_mel
+from birdsed.train.head_warmup import frozen_features, warm_up_head
 
 
 def _store(tmp_path):

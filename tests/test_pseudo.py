@@ -9,8 +9,8 @@ from conftest import write_audio
 from birdsed.cli import main
 from birdsed.config import FrontendConfig, ModelConfig
 from birdsed.errors import ConfigError
-from birdsed.model.sed import SEDModel
 from birdsed.model.modeldir import save_model_dir
+from birdsed.model.sed import SEDModel
 from birdsed.train.pseudo import SoftLabelOptions, read_soft_labels, soft_label_table, soft_labels, write_soft_labels
 
 
@@ -117,9 +117,9 @@ def test_the_verb_writes_soft_labels_of_any_model(tmp_path, capsys):
 def test_pseudo_windows_join_the_crops_with_their_soft_targets_and_weight(tmp_path):
     from birdsed.data.dataset import CropDataset
     from birdsed.data.manifest import read_dataset
-    from birdsed.train.pseudo import load_pool
     from birdsed.data.sampling import Item
     from birdsed.data.store import AudioStore, prepare
+    from birdsed.train.pseudo import load_pool
 
     data = tmp_path / "data"
     write_audio(data / "audio" / "a.wav", seconds=6.0)
@@ -295,8 +295,8 @@ def test_teacher_labels_read_the_data_set_as_training_does(synth_data, tmp_path)
     """A labels.csv naming files outside its folder (as benchmarks' fold subsets do) needs allow_outside, as train."""
     from conftest import tiny_model
 
-    from birdsed.errors import ConfigError
     from birdsed.data.manifest import read_dataset
+    from birdsed.errors import ConfigError
     from birdsed.train.pseudo import teacher_labels
 
     m = read_dataset(synth_data)

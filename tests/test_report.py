@@ -5,8 +5,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from birdsed.infer.predict import run_predict
 from birdsed.evaluate.report import build_report
+from birdsed.infer.predict import run_predict
 
 
 class _Collect(HTMLParser):

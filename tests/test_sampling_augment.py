@@ -3,11 +3,11 @@ import pandas as pd
 import pytest
 import torch
 
-from birdsed.train.augment import Augmenter, mixup
 from birdsed.config import AugmentConfig, DataConfig, FrontendConfig
 from birdsed.data.dataset import fit_length
 from birdsed.data.manifest import Manifest
 from birdsed.data.sampling import build_items, split_counts, stratified_split, targets
+from birdsed.train.augment import Augmenter, mixup
 
 
 def _manifest(groups: dict[str, list[float]], secondary: dict[int, list[str]] | None = None) -> Manifest:

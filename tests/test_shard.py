@@ -8,7 +8,6 @@ import sys
 
 import pandas as pd
 import pytest
-
 from conftest import tiny_model
 
 from birdsed.errors import BirdsedError, ConfigError
@@ -113,8 +112,8 @@ def test_a_shard_does_not_merge_while_others_are_missing(synth_data, tmp_path):
 def test_scores_are_written_in_row_groups_of_whole_recordings(synth_data, tmp_path, monkeypatch):
     import pyarrow.parquet as pq
 
-    from birdsed.infer import outputs
     from birdsed.data.manifest import read_dataset
+    from birdsed.infer import outputs
 
     m = model_dir(tmp_path, read_dataset(synth_data).classes)
     audio = sorted(str(p) for p in (synth_data / "test_audio").iterdir())

@@ -4,12 +4,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import write_audio
 
 from birdsed.audio.decode import load_audio
-from birdsed.errors import StoreError
 from birdsed.data.manifest import read_dataset
 from birdsed.data.store import AudioStore, prepare, recording_key
-from conftest import write_audio
+from birdsed.errors import StoreError
 
 
 def _dataset(tmp_path, n=4, bad=()):

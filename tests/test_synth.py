@@ -2,9 +2,9 @@ import filecmp
 
 import pandas as pd
 
-from birdsed.kaggle.cornell import read_kaggle_test
 from birdsed.data.manifest import read_dataset
 from birdsed.data.synth import SynthConfig, row_truth, synthesize
+from birdsed.kaggle.cornell import read_kaggle_test
 
 
 def _tree_equal(a, b) -> bool:

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from birdsed.errors import TruthError
-from birdsed.evaluate.score import align_scores, score_report
 from birdsed.evaluate.metrics import average_precision, row_f1
+from birdsed.evaluate.score import align_scores, score_report
 from birdsed.truth import Truth, load_truth
 from birdsed.truth.events import event_table, match_events, row_labels
 from birdsed.truth.grid import match_names, truth_rows
@@ -231,11 +231,11 @@ def test_raven_truth_of_synth_equals_its_kaggle_truth_row_for_row(synth_data, tm
     """synth writes its soundscapes' notes as Raven tables; evaluate on them = evaluate on test_labels.csv."""
     from conftest import tiny_model
 
-    from birdsed.evaluate.score import align_files, scores_report_from_files
     from birdsed.data.manifest import read_dataset
-    from birdsed.infer.predict import run_predict
     from birdsed.evaluate.report import build_report
+    from birdsed.evaluate.score import align_files, scores_report_from_files
     from birdsed.evaluate.tune import tune_model
+    from birdsed.infer.predict import run_predict
 
     classes = read_dataset(synth_data).classes
     model = tiny_model(tmp_path / "m", classes)

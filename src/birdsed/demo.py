@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from birdsed.config import apply_overrides, load_config
-from birdsed.evaluate.score import evaluate_submission, scores_report_from_files
-from birdsed.model.meta import default_output_of, read_meta
-from birdsed.infer.predict import run_predict
-from birdsed.evaluate.report import build_report
 from birdsed.data.synth import SynthConfig, synthesize
-from birdsed.train.run import train
+from birdsed.evaluate.report import build_report
+from birdsed.evaluate.score import scores_report_from_files
+from birdsed.evaluate.submission import evaluate_submission
 from birdsed.evaluate.tune import TuneResult, tune_model
+from birdsed.infer.predict import run_predict
+from birdsed.model.meta import default_output_of, read_meta
+from birdsed.train.run import train
 
 log = logging.getLogger(__name__)
 DEMO_SYNTH = SynthConfig(species=6, clips_per_species=20, soundscapes=4, soundscape_s=120.0)

@@ -47,13 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_all() -> None:
     """Import every module that registers verbs (in the order `birdsed --help` lists them)."""
-    import birdsed.cli.data
-    import birdsed.cli.train
-    import birdsed.cli.predict
-    import birdsed.cli.evaluate
-    import birdsed.cli.model
-    import birdsed.cli.birdnet
-    import birdsed.cli.pseudo  # noqa: F401
+    import importlib
+
+    for name in ("data", "train", "predict", "evaluate", "model", "birdnet", "pseudo"):
+        importlib.import_module(f"birdsed.cli.{name}")
 
 
 OS_ADVICE = {

@@ -104,8 +104,8 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
 def cmd_demo(a: argparse.Namespace) -> int:
     import dataclasses
 
-    from birdsed.demo import DEMO_SYNTH, run_demo
     from birdsed.cli.result_tables import print_score_report, print_tune_result
+    from birdsed.demo import DEMO_SYNTH, run_demo
 
     synth = dataclasses.replace(DEMO_SYNTH, species=a.species, clips_per_species=a.clips_per_species, seed=a.seed)
     res = run_demo(a.out, synth, a.set, a.quiet)

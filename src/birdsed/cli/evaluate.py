@@ -61,8 +61,9 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
 )
 def cmd_evaluate(a: argparse.Namespace) -> int:
 
-    from birdsed.evaluate.score import evaluate_submission, scores_report_from_files
     from birdsed.cli.result_tables import print_score_report, print_submission_report
+    from birdsed.evaluate.score import scores_report_from_files
+    from birdsed.evaluate.submission import evaluate_submission
 
     if a.pred:
         rep = evaluate_submission(a.pred, a.truth, a.strict)

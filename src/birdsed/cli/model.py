@@ -29,8 +29,8 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 )
 def cmd_export(a: argparse.Namespace) -> int:
     from birdsed.errors import BirdsedError
-    from birdsed.model.export import export_onnx
     from birdsed.kaggle.api import kaggle_dataset_folder
+    from birdsed.model.export import export_onnx
 
     if not a.onnx and not a.kaggle_dataset:
         raise BirdsedError("nothing to export: give --onnx and/or --kaggle-dataset")

@@ -6,44 +6,44 @@ The resolved Config is written into every run folder and the model's own part (f
 so inference rebuilds the model with no flags. Import from here: `from birdsed.config import Config, load_config`.
 """
 
-from birdsed.config.choices import (
-    OUTPUT_KINDS,
-    DEFAULT_OUTPUT,
-    REFERENCE_THRESHOLDS,
-    COMPRESSIONS,
-    SHORT_POLICIES,
-    FREQ_POOLS,
-    POOLINGS,
-    PRECISIONS,
-    DEVICES,
-    BACKENDS,
-    OUTPUT_FORMATS,
-    SMOOTHINGS,
-    DATA_FORMATS,
-    TRUTH_FORMATS,
-    DEFAULT_MIN_OVERLAP_S,
-    COMPETITIONS,
-)
-from birdsed.config.sections import (
-    FrontendConfig,
-    ModelConfig,
-    DataConfig,
-    AugmentConfig,
-    TrainConfig,
-    Config,
-)
 from birdsed.config.checks import (
-    RANGES,
     CHOICES,
+    RANGES,
     coerce,
 )
+from birdsed.config.choices import (
+    BACKENDS,
+    COMPETITIONS,
+    COMPRESSIONS,
+    DATA_FORMATS,
+    DEFAULT_MIN_OVERLAP_S,
+    DEFAULT_OUTPUT,
+    DEVICES,
+    FREQ_POOLS,
+    OUTPUT_FORMATS,
+    OUTPUT_KINDS,
+    POOLINGS,
+    PRECISIONS,
+    REFERENCE_THRESHOLDS,
+    SHORT_POLICIES,
+    SMOOTHINGS,
+    TRUTH_FORMATS,
+)
 from birdsed.config.load import (
-    section_from_dict,
-    config_from_dict,
-    preset_names,
-    load_config,
     apply_overrides,
+    config_from_dict,
+    load_config,
+    preset_names,
     save_config,
+    section_from_dict,
+)
+from birdsed.config.sections import (
+    AugmentConfig,
+    Config,
+    DataConfig,
+    FrontendConfig,
+    ModelConfig,
+    TrainConfig,
 )
 
 __all__ = [

@@ -11,7 +11,6 @@ from typing import Any
 from birdsed.config.choices import COMPRESSIONS, FREQ_POOLS, SHORT_POLICIES
 from birdsed.errors import ConfigError
 
-
 # Ranges of numeric values: (low, high, low included, high included); None: no bound on that side. Every field
 # named *_p is a probability in [0, 1]. Checked whenever a section is built from a preset, YAML, --set or model.json.
 POSITIVE, NONNEG, PROBABILITY, FRACTION = (

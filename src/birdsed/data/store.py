@@ -27,9 +27,9 @@ import pandas as pd
 
 from birdsed import SAMPLE_RATE_HZ
 from birdsed.audio.decode import audio_info, stream_audio
-from birdsed.errors import AudioDecodeError, StoreError
-from birdsed.fsutil import remove_stale_temps, run_lock, atomic_path, write_text_atomic
 from birdsed.data.manifest import OUTSIDE, Manifest
+from birdsed.errors import AudioDecodeError, StoreError
+from birdsed.fsutil import atomic_path, remove_stale_temps, run_lock, write_text_atomic
 from birdsed.progress import progress_bar
 
 STORE_VERSION = 1

@@ -32,27 +32,13 @@ import scipy.signal
 import soundfile as sf
 import soxr
 
+from birdsed.data.synth_calls import Species, call_bout, insects, make_species, noise_bed, place, reverb
 from birdsed.errors import ConfigError
 from birdsed.fsutil import atomic_path
 from birdsed.progress import progress_bar
 from birdsed.rows import ROW_S
 
 BASE_RATE_HZ = 32_000
-KINDS = ("sweep", "trill", "harmonic", "whistle", "chirp")
-_NAMES = [
-    ("amber piper", "Fictus amberi"),
-    ("slate trillbird", "Fictus ardesia"),
-    ("reed chanter", "Fictus arundo"),
-    ("dusk whistler", "Fictus crepus"),
-    ("coral sparrow", "Fictus corallus"),
-    ("hill warbler", "Fictus collinus"),
-    ("marsh chat", "Fictus palustris"),
-    ("pine flute", "Fictus pinicola"),
-    ("river thrush", "Fictus fluvialis"),
-    ("sand lark", "Fictus arenarius"),
-    ("moss wren", "Fictus muscus"),
-    ("ash finch", "Fictus cinereus"),
-]
 # (format, subtype, rate, channels, extension): the mix of files real collections hold
 _FILE_KINDS = [
     ("WAV", "PCM_16", 44_100, 2, "wav"),
@@ -63,19 +49,6 @@ _FILE_KINDS = [
     ("FLAC", "PCM_24", 44_100, 2, "flac"),
 ]
 UNMAPPED_SECONDARY = "Distant Frog (Rana fictiva)"
-
-
-@dataclass(frozen=True)
-class Species:
-    code: str
-    common_name: str
-    sci_name: str
-    kind: str
-    f_lo_hz: float
-    f_hi_hz: float
-    note_s: float
-    notes_per_bout: int
-    gap_s: float
 
 
 @dataclass(frozen=True)
@@ -94,94 +67,6 @@ class SynthConfig:
     @property
     def soundscape_seed_or_seed(self) -> int:
         return self.seed if self.soundscape_seed is None else self.soundscape_seed
-
-
-def make_species(n: int, seed: int) -> list[Species]:
-    """n distinct species: kinds cycle, bands spread over 1.2-9 kHz on a log scale."""
-    rng = np.random.default_rng([seed, 1])
-    centres = np.geomspace(1500, 7000, n) if n > 1 else np.array([3000.0])
-    rng.shuffle(centres)
-    out = []
-    for i in range(n):
-        common, sci = _NAMES[i % len(_NAMES)]
-        if i >= len(_NAMES):
-            common, sci = f"{common} {i // len(_NAMES) + 1}", f"{sci} {i // len(_NAMES) + 1}"
-        kind = KINDS[i % len(KINDS)]
-        width = centres[i] * rng.uniform(0.25, 0.6)
-        note_s = {"sweep": 0.25, "trill": 0.04, "harmonic": 0.35, "whistle": 0.6, "chirp": 0.09}[kind] * rng.uniform(
-            0.8, 1.25
-        )
-        notes = {"sweep": 4, "trill": 18, "harmonic": 3, "whistle": 2, "chirp": 6}[kind] + int(rng.integers(0, 3))
-        gap = {"sweep": 0.15, "trill": 0.03, "harmonic": 0.25, "whistle": 0.3, "chirp": 0.12}[kind] * rng.uniform(
-            0.8, 1.25
-        )
-        code = "".join(w[:3] for w in common.split()[:2])[:6] + (str(i // len(_NAMES)) if i >= len(_NAMES) else "")
-        out.append(
-            Species(code, common.title(), sci, kind, centres[i] - width / 2, centres[i] + width / 2, note_s, notes, gap)
-        )
-    return out
-
-
-def _note(sp: Species, rng: np.random.Generator, scale: float, sr: int) -> np.ndarray:
-    """One note of a species, float32 in [-1, 1]."""
-    dur = sp.note_s * rng.uniform(0.9, 1.1)
-    t = np.arange(int(dur * sr)) / sr
-    lo, hi = sp.f_lo_hz * scale, sp.f_hi_hz * scale
-    frac = t / dur
-    if sp.kind == "sweep":
-        freq = lo + (hi - lo) * frac if sp.code[0] < "m" else hi - (hi - lo) * frac
-    elif sp.kind == "trill":
-        freq = np.full_like(t, (lo + hi) / 2)
-    elif sp.kind == "harmonic":
-        freq = np.full_like(t, lo * 0.6) * (1 + 0.05 * np.sin(2 * np.pi * 3 * t))
-    elif sp.kind == "whistle":
-        freq = (lo + hi) / 2 + (hi - lo) / 2 * np.sin(2 * np.pi * 9 * t)
-    else:  # chirp: fast up-sweep
-        freq = lo + (hi - lo) * frac**2
-    phase = 2 * np.pi * np.cumsum(freq) / sr
-    wave = np.sin(phase)
-    if sp.kind == "harmonic":
-        wave = wave + 0.6 * np.sin(2 * phase) + 0.35 * np.sin(3 * phase)
-        wave /= 1.95
-    env = np.sin(np.pi * frac) ** 0.5
-    return (wave * env).astype(np.float32)
-
-
-def _bout(sp: Species, rng: np.random.Generator, scale: float, sr: int) -> tuple[np.ndarray, list[tuple[float, float]]]:
-    """A bout of notes and the (start_s, end_s) of each note inside it."""
-    parts, spans, t = [], [], 0.0
-    n_notes = max(1, sp.notes_per_bout + int(rng.integers(-1, 2)))
-    for _ in range(n_notes):
-        note = _note(sp, rng, scale, sr)
-        gap = np.zeros(int(sp.gap_s * rng.uniform(0.8, 1.2) * sr), np.float32)
-        spans.append((t, t + len(note) / sr))
-        parts += [note, gap]
-        t += (len(note) + len(gap)) / sr
-    return np.concatenate(parts), spans
-
-
-def _noise_bed(rng: np.random.Generator, n: int, sr: int, level: float) -> np.ndarray:
-    """Pink noise, wind rumble (low-passed, slowly modulated) and sparse rain clicks."""
-    m = scipy.fft.next_fast_len(n, real=True)  # pocketfft is slow on lengths with large prime factors
-    spec = np.fft.rfft(rng.standard_normal(m))
-    f = np.fft.rfftfreq(m, 1 / sr)
-    pink = np.fft.irfft(spec / np.sqrt(np.maximum(f, 20.0)), m)[:n]
-    pink /= np.abs(pink).max() + 1e-9
-    sos = scipy.signal.butter(2, 300, "lowpass", fs=sr, output="sos")
-    wind = scipy.signal.sosfilt(sos, rng.standard_normal(n))
-    wind *= 1 + 0.8 * np.sin(2 * np.pi * rng.uniform(0.05, 0.3) * np.arange(n) / sr + rng.uniform(0, 6.28))
-    wind /= np.abs(wind).max() + 1e-9
-    rain = np.zeros(n)
-    n_clicks = int(rng.uniform(0, 3) * n / sr)
-    rain[rng.integers(0, n, n_clicks)] = rng.uniform(-1, 1, n_clicks)
-    bed = level * (0.5 * pink + rng.uniform(0.2, 1.0) * wind + 0.4 * rain)
-    return bed.astype(np.float32)
-
-
-def _place(buf: np.ndarray, sig: np.ndarray, at: int, gain: float) -> None:
-    end = min(len(buf), at + len(sig))
-    if end > at:
-        buf[at:end] += gain * sig[: end - at]
 
 
 def _write_audio(path: Path, mono_32k: np.ndarray, fmt: tuple) -> None:
@@ -236,46 +121,21 @@ def _train_clip(
     rng = np.random.default_rng([cfg.seed, 2, idx])
     dur = float(np.exp(rng.uniform(np.log(cfg.min_clip_s), np.log(cfg.max_clip_s))))
     n = int(dur * BASE_RATE_HZ)
-    buf = _noise_bed(rng, n, BASE_RATE_HZ, level=rng.uniform(0.005, 0.04))
+    buf = noise_bed(rng, n, BASE_RATE_HZ, level=rng.uniform(0.005, 0.04))
     scale = rng.uniform(0.95, 1.05)  # this individual's pitch
     # focal recordings: the bird sings through most of the clip, bouts a few seconds apart
     t = rng.uniform(0, 1.5)
     while t < dur:
-        bout, _ = _bout(sp, rng, scale, BASE_RATE_HZ)
-        _place(buf, bout, int(t * BASE_RATE_HZ), rng.uniform(0.3, 0.8))
+        bout, _ = call_bout(sp, rng, scale, BASE_RATE_HZ)
+        place(buf, bout, int(t * BASE_RATE_HZ), rng.uniform(0.3, 0.8))
         t += len(bout) / BASE_RATE_HZ + rng.uniform(0.5, 4.0)
     secondary: list[Species] = []
     if others and rng.random() < 0.3:
         sec = others[int(rng.integers(0, len(others)))]
-        bout, _ = _bout(sec, rng, rng.uniform(0.95, 1.05), BASE_RATE_HZ)
-        _place(buf, bout, int(rng.integers(0, max(1, n - len(bout)))), rng.uniform(0.05, 0.15))
+        bout, _ = call_bout(sec, rng, rng.uniform(0.95, 1.05), BASE_RATE_HZ)
+        place(buf, bout, int(rng.integers(0, max(1, n - len(bout)))), rng.uniform(0.05, 0.15))
         secondary.append(sec)
     return buf, secondary, bool(rng.random() < 0.05)
-
-
-def _reverb(x: np.ndarray, rt60_s: float, rng: np.random.Generator, sr: int) -> np.ndarray:
-    """x with a diffuse tail: decaying noise (60 dB down at rt60_s) convolved, mixed in at half the dry level."""
-    n = max(1, int(rt60_s * sr))
-    tail = rng.standard_normal(n) * np.exp(-6.9 * np.arange(n) / n)
-    tail *= 0.5 / (np.sqrt(np.sum(tail**2)) + 1e-9)
-    return (x + scipy.signal.fftconvolve(x, tail)[: len(x)]).astype(np.float32)
-
-
-def _insects(rng: np.random.Generator, n: int, sr: int, level: float) -> np.ndarray:
-    """An insect chorus: band noise at 2.5-5 kHz, pulsing at 20-40 Hz, sounding through half of the recording
-    (a random half, in stretches of 10-30 s)."""
-    sos = scipy.signal.butter(4, [2500, 5000], "bandpass", fs=sr, output="sos")
-    band = scipy.signal.sosfilt(sos, rng.standard_normal(n))
-    band /= np.abs(band).max() + 1e-9
-    t = np.arange(n) / sr
-    pulse = 0.5 * (1 + np.sign(np.sin(2 * np.pi * rng.uniform(20, 40) * t)))
-    on = np.zeros(n, np.float32)
-    pos = int(rng.uniform(0, 10) * sr)
-    while pos < n:
-        span = int(rng.uniform(10, 30) * sr)
-        on[pos : pos + span] = 1.0
-        pos += 2 * span
-    return (level * band * pulse * on).astype(np.float32)
 
 
 def _soundscape(
@@ -285,7 +145,7 @@ def _soundscape(
     rng = np.random.default_rng([cfg.soundscape_seed_or_seed, 3, idx])
     tails = np.random.default_rng([cfg.soundscape_seed_or_seed, 6, idx])  # its own draws: every shift, the same calls
     n = int(cfg.soundscape_s * BASE_RATE_HZ)
-    buf = _noise_bed(rng, n, BASE_RATE_HZ, level=rng.uniform(0.01, 0.05))
+    buf = noise_bed(rng, n, BASE_RATE_HZ, level=rng.uniform(0.01, 0.05))
     events: list[tuple[str, float, float]] = []
     # active stretches alternate with silent ones; calls may overlap inside a stretch
     t = float(rng.uniform(0, 10))
@@ -299,17 +159,17 @@ def _soundscape(
             gain = 10 ** (rng.uniform(-14, -4) / 20) * 0.6
             bt = t + rng.uniform(0, active_s * 0.3)
             while bt < min(t + active_s, cfg.soundscape_s):
-                bout, spans = _bout(sp, rng, scale, BASE_RATE_HZ)
+                bout, spans = call_bout(sp, rng, scale, BASE_RATE_HZ)
                 bout = scipy.signal.sosfilt(sos, bout).astype(np.float32)
                 if cfg.shift > 0:
-                    bout = _reverb(bout, 0.8 * cfg.shift, tails, BASE_RATE_HZ)
+                    bout = reverb(bout, 0.8 * cfg.shift, tails, BASE_RATE_HZ)
                 at = int(bt * BASE_RATE_HZ)
-                _place(buf, bout, at, gain * 10 ** (-8 * cfg.shift / 20))
+                place(buf, bout, at, gain * 10 ** (-8 * cfg.shift / 20))
                 events += [(sp.code, bt + a, bt + b) for a, b in spans if bt + a < cfg.soundscape_s]
                 bt += len(bout) / BASE_RATE_HZ + rng.uniform(1.0, 8.0)
         t += active_s + rng.uniform(10, 35)  # a silent stretch
     if cfg.shift > 0:  # drawn after the calls, so that every shift places the same calls
-        buf += _insects(np.random.default_rng([cfg.soundscape_seed_or_seed, 5, idx]), n, BASE_RATE_HZ, 0.03 * cfg.shift)
+        buf += insects(np.random.default_rng([cfg.soundscape_seed_or_seed, 5, idx]), n, BASE_RATE_HZ, 0.03 * cfg.shift)
     return buf, events
 
 

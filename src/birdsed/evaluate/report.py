@@ -28,8 +28,8 @@ from birdsed.config import OUTPUT_KINDS  # noqa: E402
 from birdsed.errors import AudioDecodeError, BirdsedError  # noqa: E402
 from birdsed.fsutil import write_text_atomic  # noqa: E402
 from birdsed.infer.writers import merge_runs  # noqa: E402
-from birdsed.rows import DETECTION_COLUMNS, SCORE_META_COLUMNS
 from birdsed.model.meta import default_output_of
+from birdsed.rows import DETECTION_COLUMNS, SCORE_META_COLUMNS
 
 COLOURS = plt.get_cmap("tab10").colors
 
@@ -240,8 +240,8 @@ def build_report(
     )
     parts.append("<h2>Detections per class</h2>" + (_table(summary) if len(summary) else "<p>none</p>"))
     if aligned is not None:
-        from birdsed.evaluate.score import evaluate_submission, score_report
-        from birdsed.evaluate.score import event_table, score_table
+        from birdsed.evaluate.score import event_table, score_report, score_table
+        from birdsed.evaluate.submission import evaluate_submission
 
         parts.append(f"<h2>Evaluation</h2><p>truth: {html.escape(str(truth))}</p>")
         if aligned.events is None and (pred_dir / "submission.csv").is_file():

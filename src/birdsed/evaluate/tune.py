@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from birdsed.config import OUTPUT_KINDS
-from birdsed.infer.decide import Thresholds
-from birdsed.errors import BirdsedError
 from birdsed.data.manifest import read_dataset
+from birdsed.errors import BirdsedError
 from birdsed.evaluate.metrics import DEFAULT_SWEEP, row_f1, sets_to_matrix
-from birdsed.model.modeldir import load_model_dir
+from birdsed.infer.decide import Thresholds
 from birdsed.model.meta import read_meta, thresholds_of, update_thresholds
+from birdsed.model.modeldir import load_model_dir
 
 log = logging.getLogger(__name__)
 GRID = np.round(np.concatenate([np.arange(0.01, 0.1, 0.01), np.arange(0.1, 0.96, 0.025), [0.97, 0.98, 0.99]]), 4)

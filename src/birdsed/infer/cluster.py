@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from birdsed.errors import BirdsedError, ConfigError
-from birdsed.progress import progress_bar
 from birdsed.infer.shard import partition
+from birdsed.progress import progress_bar
 
 log = logging.getLogger(__name__)
 JOBQUEUE = {
@@ -108,8 +108,8 @@ def run_chunk(model_dir: str, files: list[str], parts: list[str], options: dict)
     "") for each one predicted and (file, None, reason) for each that failed to decode."""
     from birdsed.infer.grid import FileResult, rows_table
     from birdsed.infer.loop import predict_files
-    from birdsed.model.modeldir import load_model_dir
     from birdsed.infer.writers import write_table
+    from birdsed.model.modeldir import load_model_dir
 
     part_of = dict(zip(files, map(Path, parts)))
     todo = [f for f in files if not part_of[f].is_file()]

@@ -25,10 +25,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from birdsed.config import OUTPUT_FORMATS, OUTPUT_KINDS
-from birdsed.infer.decide import Thresholds, decide, labels_of, smooth_rows
+from birdsed.data.store import recording_key
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import atomic_path
-from birdsed.data.store import recording_key
+from birdsed.infer.decide import Thresholds, decide, labels_of, smooth_rows
 from birdsed.infer.writers import detections, merge_runs, raven_table, write_audacity, write_table
 from birdsed.rows import DETECTION_COLUMNS, SCORE_META_COLUMNS
 

@@ -26,18 +26,18 @@ import pandas as pd
 
 from birdsed.audio.decode import find_audio_files
 from birdsed.config import BACKENDS
+from birdsed.data.store import recording_key
 from birdsed.errors import BirdsedError, ConfigError, RunLocked
 from birdsed.fsutil import remove_stale_temps, run_lock, write_text_atomic
 from birdsed.infer.grid import FileResult, rows_table
 from birdsed.infer.loop import predict_files
+from birdsed.infer.outputs import FORMATS, DecisionOptions, OutputSpec, decide_scores, read_part, write_combined  # noqa: F401
+from birdsed.infer.shard import finished, missing_shards, parse_shard, shard_files, write_record
+from birdsed.infer.writers import write_table
 from birdsed.kaggle.birdclef import sample_columns
 from birdsed.kaggle.cornell import read_kaggle_test
 from birdsed.model.meta import default_output_of, kind_of, model_digest, read_meta, thresholds_of
 from birdsed.model.modeldir import load_model_dir
-from birdsed.infer.outputs import FORMATS, DecisionOptions, OutputSpec, decide_scores, read_part, write_combined  # noqa: F401
-from birdsed.infer.shard import finished, missing_shards, parse_shard, shard_files, write_record
-from birdsed.data.store import recording_key
-from birdsed.infer.writers import write_table
 
 log = logging.getLogger(__name__)
 

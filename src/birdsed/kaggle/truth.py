@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from birdsed.data.manifest import read_csv_checked
 from birdsed.errors import TruthError
 from birdsed.kaggle.cornell import read_kaggle_test, read_truth
-from birdsed.data.manifest import read_csv_checked
 from birdsed.rows import ROW_S
 
 ROW_COLUMNS = ["row_id", "file", "start_s", "labels"]  # start_s NaN: the whole file

@@ -16,8 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from birdsed.model.birdnet import EMBED_DIM, MODEL_FILE, N_SAMPLES, SAMPLE_RATE_HZ, SHA256, shared_runtime
 from birdsed.errors import ModelError
+from birdsed.model.birdnet import EMBED_DIM, N_SAMPLES, SAMPLE_RATE_HZ, shared_runtime
+from birdsed.model.birdnet_labels import MODEL_FILE, SHA256
 from birdsed.model.sed import AttentionHead
 from birdsed.model.windows import Piece, fitted_audio
 

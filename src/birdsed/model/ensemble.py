@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from birdsed.config import OUTPUT_KINDS
+from birdsed.errors import ModelError
 from birdsed.infer.decide import Thresholds
 from birdsed.model.detector import Detector
-from birdsed.errors import ModelError
 from birdsed.model.windows import Piece
 
 

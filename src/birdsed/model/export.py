@@ -13,9 +13,9 @@ from torch import nn
 
 from birdsed.errors import ModelError
 from birdsed.fsutil import atomic_path
-from birdsed.model.sed import SEDModel
 from birdsed.model.meta import frontend_of, read_meta, short_policy_of
 from birdsed.model.modeldir import load_model_dir
+from birdsed.model.sed import SEDModel
 from birdsed.model.windows import Piece, piece_windows
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,6 @@ from torch import nn
 
 from birdsed.config import FrontendConfig
 
-
 CPU_CHUNK = 8
 PCEN_SCALE = 2.0**31  # PCEN's input: the mel amplitude at int32 scale, as librosa.pcen advises
 PCEN_EPS = 1e-6

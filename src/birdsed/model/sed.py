@@ -17,8 +17,8 @@ from torch import nn
 
 from birdsed.config import FREQ_POOLS, FrontendConfig, ModelConfig
 from birdsed.errors import ModelError
-from birdsed.model.frontend import LogMel
 from birdsed.model.bn_fusion import fold_batchnorm
+from birdsed.model.frontend import LogMel
 from birdsed.model.windows import Piece, fitted_audio
 
 log = logging.getLogger(__name__)

@@ -27,9 +27,9 @@ import pyarrow.parquet as pq
 
 from birdsed.config import OUTPUT_KINDS
 from birdsed.data.dataset import fit_length
+from birdsed.data.store import AudioStore
 from birdsed.errors import ConfigError
 from birdsed.fsutil import atomic_path
-from birdsed.data.store import AudioStore
 
 log = logging.getLogger(__name__)
 TABLE = "pseudo_labels.parquet"
@@ -147,8 +147,8 @@ def pseudo_label(
 ) -> tuple[Path, object]:
     """Score unlabelled recordings with any model directory (predict: streamed, resumable, bad files reported) and
     write out/pseudo_labels.parquet. Returns (its path, predict's summary)."""
-    from birdsed.model.meta import model_digest, read_meta
     from birdsed.infer.predict import run_predict
+    from birdsed.model.meta import model_digest, read_meta
 
     opts.check()
     out = Path(out)

@@ -18,9 +18,9 @@ import pandas as pd
 
 from birdsed.config import TRUTH_FORMATS
 from birdsed.errors import TruthError
+from birdsed.kaggle import truth as kaggle
 from birdsed.truth.events import EVENT_COLUMNS
 from birdsed.truth.formats import FORMATS
-from birdsed.kaggle import truth as kaggle
 
 TABLE_SUFFIXES = (".txt", ".csv", ".tsv")
 

@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from birdsed.config import DEFAULT_MIN_OVERLAP_S
 from birdsed.errors import TruthError
+from birdsed.kaggle.truth import ROW_COLUMNS
 from birdsed.rows import ROW_S, n_rows
 from birdsed.truth import Truth
-from birdsed.config import DEFAULT_MIN_OVERLAP_S
 from birdsed.truth.events import past_end, row_labels
-from birdsed.kaggle.truth import ROW_COLUMNS
 
 
 @dataclass

