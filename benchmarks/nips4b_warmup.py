@@ -30,7 +30,7 @@ from birdsed.data.dataset import CropDataset, WindowDataset  # noqa: E402
 from birdsed.data.manifest import read_dataset  # noqa: E402
 from birdsed.data.sampling import build_items, iterative_stratified_folds, targets  # noqa: E402
 from birdsed.evaluate.metrics import recording_metrics  # noqa: E402
-from birdsed.model.sed import window_scores  # noqa: E402
+from birdsed.model.detector import window_scores  # noqa: E402
 from birdsed.train.data import load_train_data
 from birdsed.train.head_warmup import warm_up_head  # noqa: E402
 from birdsed.train.task import SEDTask

@@ -122,7 +122,7 @@ def test_a_birdnet_model_directory_loads_without_running_birdnet(tmp_path):
 
 
 def test_one_score_a_window_fills_the_three_outputs():
-    from birdsed.model.sed import window_scores
+    from birdsed.model.detector import window_scores
 
     p = torch.rand(4, 3)
     out = birdnet.one_segment_outputs(p)

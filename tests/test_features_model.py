@@ -6,8 +6,9 @@ import torch
 
 from birdsed.config import FrontendConfig, ModelConfig
 from birdsed.errors import ConfigError, ModelError
+from birdsed.model.detector import window_scores
 from birdsed.model.frontend import PCEN_SCALE, LogMel
-from birdsed.model.sed import BACKBONES, AttentionHead, SEDModel, create_backbone, window_scores
+from birdsed.model.sed import BACKBONES, AttentionHead, SEDModel, create_backbone
 
 
 @pytest.mark.parametrize("n_mels,fmin,fmax", [(128, 50, 14000), (64, 50, 14000), (96, 300, 10000)])

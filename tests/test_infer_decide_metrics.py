@@ -112,7 +112,8 @@ def test_predict_files_equals_the_model_on_each_window(tmp_path, pooling, worker
     from birdsed.audio.decode import load_audio
     from birdsed.config import FrontendConfig, ModelConfig
     from birdsed.infer.loop import predict_files
-    from birdsed.model.sed import SEDModel, segment_scores, window_scores
+    from birdsed.model.detector import segment_scores, window_scores
+    from birdsed.model.sed import SEDModel
 
     torch.manual_seed(0)
     model = SEDModel(

@@ -17,8 +17,7 @@ from birdsed.device import pick_device, use_bf16
 from birdsed.errors import ConfigError
 from birdsed.infer.grid import FileResult, RowAccumulator
 from birdsed.infer.stream import WindowStream
-from birdsed.model.detector import Detector
-from birdsed.model.sed import segment_scores, window_scores
+from birdsed.model.detector import Detector, segment_scores, window_scores
 from birdsed.model.windows import Piece
 from birdsed.progress import progress_bar
 

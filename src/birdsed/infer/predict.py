@@ -157,7 +157,7 @@ def run_predict(
     window_s = model.window_s if window_s is None else window_s
     hop_s = model.hop_s if hop_s is None else hop_s
     if backend in ("onnx", "openvino"):
-        from birdsed.model.export import OnnxSED, OpenVinoSED
+        from birdsed.model.onnx_detector import OnnxSED, OpenVinoSED
 
         if kind_of(meta) != "sed":
             raise ConfigError(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -46,3 +47,19 @@ class Detector(Protocol):
     def onnx_module(self) -> nn.Module:
         """A module (B, n_samples) -> output dict that torch.onnx can export; a ModelError for kinds that can't."""
         ...
+
+
+def window_scores(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One score per class for each output kind of a window, each (B, K):
+    clipwise; segmentwise = max_t segmentwise; att = max_t norm_att * segmentwise."""
+    return {
+        "clipwise": out["clipwise"],
+        "segmentwise": out["segmentwise"].amax(dim=-1),
+        "att": (out["norm_att"] * out["segmentwise"]).amax(dim=-1),
+    }
+
+
+def segment_scores(out: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Time-resolved scores of a window, each [shape=(B, K, T')]: segmentwise, and att = norm_att * segmentwise."""
+    seg = out["segmentwise"].float()
+    return {"segmentwise": seg.cpu().numpy(), "att": (out["norm_att"].float() * seg).cpu().numpy()}

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -44,7 +44,9 @@ from birdsed.model.meta import (
     thresholds_of,
     write_meta,
 )
-from birdsed.model.sed import SEDModel
+
+if TYPE_CHECKING:
+    from birdsed.model.sed import SEDModel
 
 
 def load_weights(model_dir: Path, module: torch.nn.Module) -> None:
@@ -69,6 +71,8 @@ def save_weights(module: torch.nn.Module, out: Path) -> None:
 
 
 def _load_sed(model_dir: Path, meta: dict[str, Any]) -> SEDModel:
+    from birdsed.model.sed import SEDModel  # timm (and torchvision with it): only when an SED model is loaded
+
     try:
         # a loaded model reads nothing but its own directory: 'pretrained' (a training-time option) is ignored
         model_cfg = section_from_dict(

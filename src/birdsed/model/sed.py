@@ -9,7 +9,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
@@ -19,7 +18,7 @@ from birdsed.config import FREQ_POOLS, FrontendConfig, ModelConfig
 from birdsed.errors import ModelError
 from birdsed.model.bn_fusion import fold_batchnorm
 from birdsed.model.frontend import LogMel
-from birdsed.model.windows import Piece, fitted_audio
+from birdsed.model.windows import SED_HOP_S, SED_WINDOW_S, Piece, fitted_audio
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +192,8 @@ class SEDModel(nn.Module):
     """(B, n_samples) 32 kHz waveform -> {"clipwise" (B, K), "segmentwise" (B, K, T'),
     "norm_att" (B, K, T'), "framewise" (B, n_frames, K)}. A Detector (detector.py)."""
 
-    window_s = 5.0  # the seed's crop and window
-    hop_s = 2.5
+    window_s = SED_WINDOW_S
+    hop_s = SED_HOP_S
 
     def __init__(self, frontend: FrontendConfig, model: ModelConfig, classes: list[str]):
         super().__init__()
@@ -286,19 +285,3 @@ class SEDModel(nn.Module):
 
 def batchnorm_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-def window_scores(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """One score per class for each output kind of a window, each (B, K):
-    clipwise; segmentwise = max_t segmentwise; att = max_t norm_att * segmentwise."""
-    return {
-        "clipwise": out["clipwise"],
-        "segmentwise": out["segmentwise"].amax(dim=-1),
-        "att": (out["norm_att"] * out["segmentwise"]).amax(dim=-1),
-    }
-
-
-def segment_scores(out: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """Time-resolved scores of a window, each [shape=(B, K, T')]: segmentwise, and att = norm_att * segmentwise."""
-    seg = out["segmentwise"].float()
-    return {"segmentwise": seg.cpu().numpy(), "att": (out["norm_att"].float() * seg).cpu().numpy()}

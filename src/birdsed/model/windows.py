@@ -7,6 +7,10 @@ from dataclasses import dataclass
 
 import torch
 
+# the SED models' window and hop (the reference solution's crop; README: how predict reads a recording)
+SED_WINDOW_S = 5.0
+SED_HOP_S = 2.5
+
 
 @dataclass
 class Piece:

@@ -11,7 +11,8 @@ import torch
 
 from birdsed.config import config_from_dict
 from birdsed.evaluate.metrics import recording_metrics
-from birdsed.model.sed import SEDModel, batchnorm_layers, window_scores
+from birdsed.model.detector import window_scores
+from birdsed.model.sed import SEDModel, batchnorm_layers
 from birdsed.train.augment import Augmenter, augmented_mel
 from birdsed.train.loss import bce
 
