@@ -11,7 +11,8 @@ import pytest
 from conftest import tiny_model
 
 from birdsed.errors import BirdsedError, ConfigError
-from birdsed.infer.predict import merge, run_predict
+from birdsed.infer.merge import merge
+from birdsed.infer.predict import run_predict
 from birdsed.infer.shard import parse_shard, shard_files
 
 

@@ -157,7 +157,7 @@ def _add_merge(p: argparse.ArgumentParser) -> None:
 )
 def cmd_merge(a: argparse.Namespace) -> int:
     from birdsed.fsutil import run_lock
-    from birdsed.infer.predict import merge
+    from birdsed.infer.merge import merge
 
     with run_lock(a.out, ".lock-merge"):
         n, n_errors = merge(a.out)

@@ -27,16 +27,17 @@ import pandas as pd
 from birdsed.audio.decode import find_audio_files
 from birdsed.config import BACKENDS
 from birdsed.data.store import recording_key
-from birdsed.errors import BirdsedError, ConfigError, RunLocked
+from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import remove_stale_temps, run_lock, write_text_atomic
 from birdsed.infer.grid import FileResult, rows_table
 from birdsed.infer.loop import predict_files
-from birdsed.infer.outputs import FORMATS, DecisionOptions, OutputSpec, decide_scores, read_part, write_combined  # noqa: F401
-from birdsed.infer.shard import finished, missing_shards, parse_shard, shard_files, write_record
+from birdsed.infer.merge import merge_if_complete
+from birdsed.infer.outputs import FORMATS, DecisionOptions, OutputSpec, write_combined
+from birdsed.infer.shard import parse_shard, shard_files, write_record
 from birdsed.infer.writers import write_table
 from birdsed.kaggle.birdclef import sample_columns
 from birdsed.kaggle.cornell import read_kaggle_test
-from birdsed.model.meta import default_output_of, kind_of, model_digest, read_meta, thresholds_of
+from birdsed.model.meta import default_output_of, kind_of, model_digest
 from birdsed.model.modeldir import load_model_dir
 
 log = logging.getLogger(__name__)
@@ -249,60 +250,3 @@ def run_predict(
             return summary
     summary.merged = merge_if_complete(out)
     return summary
-
-
-def merge_if_complete(out: Path) -> bool:
-    """After a shard: build the combined outputs when every shard has finished (the last one to finish does; a
-    shard finishing beside a merge in progress leaves it to that one). True when they were built."""
-    n, records = finished(out)
-    if missing_shards(n, records):
-        return False
-    try:
-        with run_lock(out, ".lock-merge"):
-            merge(out)
-    except RunLocked:
-        log.info("%s: another shard is merging", out)
-        return False
-    return True
-
-
-def merge(out: str | Path) -> tuple[int, int]:
-    """`birdsed merge OUT`: the combined outputs of every shard's parts (refused while a shard is missing).
-    Returns (recordings merged, errors)."""
-    out = Path(out)
-    n, records = finished(out)
-    missing = missing_shards(n, records)
-    if missing:
-        raise BirdsedError(
-            f"{out}: shard(s) {missing} of {n} have not finished ({out / 'shards'}); run them "
-            f"(predict --shard I/{n} with the same inputs), then merge"
-        )
-    specs = {json.dumps(r["spec"], sort_keys=True) for r in records}
-    if len(specs) > 1:
-        raise BirdsedError(f"{out}: the shards were run with different output options; run them with the same ones")
-    try:
-        run = json.loads((out / "run.json").read_text())
-    except (OSError, ValueError) as e:
-        raise BirdsedError(f"{out / 'run.json'}: unreadable ({e})") from e
-    model_dir = Path(run["model"])
-    if not (model_dir / "model.json").is_file() or model_digest(model_dir) != run["model_sha256"]:
-        raise BirdsedError(
-            f"{model_dir}: the model the shards ran is not there, or changed; merge needs it "
-            "(its thresholds decide the detections)"
-        )
-    meta = read_meta(model_dir)
-    files = sorted({f for r in records for f in r["files"]})
-    errors = sorted({tuple(e) for r in records for e in r["errors"]})
-    parts = out / "parts"
-    done = [(f, parts / f"{recording_key(f)}.parquet") for f in files]
-    done = [(f, p) for f, p in done if p.is_file()]
-    write_table(pd.DataFrame(errors, columns=["file", "reason"]), out / "errors.csv")
-    write_combined(
-        out,
-        done,
-        run["classes"],
-        thresholds_of(model_dir, meta),
-        default_output_of(meta),
-        OutputSpec.from_dict(records[0]["spec"]),
-    )
-    return len(done), len(errors)

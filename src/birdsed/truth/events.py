@@ -18,7 +18,7 @@ import pandas as pd
 
 from birdsed.config import DEFAULT_MIN_OVERLAP_S
 from birdsed.errors import TruthError
-from birdsed.rows import ROW_S, n_rows  # noqa: F401 - n_rows re-exported for the readers
+from birdsed.rows import ROW_S
 
 EVENT_COLUMNS = ["file", "start_s", "end_s", "label", "low_hz", "high_hz", "where"]
 

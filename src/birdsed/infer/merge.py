@@ -1,0 +1,78 @@
+"""The combined outputs of a predict folder's parts, once every shard has finished (`birdsed merge OUT`, or the
+last shard to finish). Reads model.json's thresholds without torch: a merge costs the parts it streams, not a
+model's stack."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from birdsed.data.store import recording_key
+from birdsed.errors import BirdsedError, RunLocked
+from birdsed.fsutil import run_lock
+from birdsed.infer.outputs import OutputSpec, write_combined
+from birdsed.infer.shard import finished, missing_shards
+from birdsed.infer.writers import write_table
+from birdsed.model.meta import default_output_of, model_digest, read_meta, thresholds_of
+
+log = logging.getLogger(__name__)
+
+
+def merge_if_complete(out: Path) -> bool:
+    """After a shard: build the combined outputs when every shard has finished (the last one to finish does; a
+    shard finishing beside a merge in progress leaves it to that one). True when they were built."""
+    n, records = finished(out)
+    if missing_shards(n, records):
+        return False
+    try:
+        with run_lock(out, ".lock-merge"):
+            merge(out)
+    except RunLocked:
+        log.info("%s: another shard is merging", out)
+        return False
+    return True
+
+
+def merge(out: str | Path) -> tuple[int, int]:
+    """`birdsed merge OUT`: the combined outputs of every shard's parts (refused while a shard is missing).
+    Returns (recordings merged, errors)."""
+    out = Path(out)
+    n, records = finished(out)
+    missing = missing_shards(n, records)
+    if missing:
+        raise BirdsedError(
+            f"{out}: shard(s) {missing} of {n} have not finished ({out / 'shards'}); run them "
+            f"(predict --shard I/{n} with the same inputs), then merge"
+        )
+    specs = {json.dumps(r["spec"], sort_keys=True) for r in records}
+    if len(specs) > 1:
+        raise BirdsedError(f"{out}: the shards were run with different output options; run them with the same ones")
+    try:
+        run = json.loads((out / "run.json").read_text())
+    except (OSError, ValueError) as e:
+        raise BirdsedError(f"{out / 'run.json'}: unreadable ({e})") from e
+    model_dir = Path(run["model"])
+    if not (model_dir / "model.json").is_file() or model_digest(model_dir) != run["model_sha256"]:
+        raise BirdsedError(
+            f"{model_dir}: the model the shards ran is not there, or changed; merge needs it "
+            "(its thresholds decide the detections)"
+        )
+    meta = read_meta(model_dir)
+    files = sorted({f for r in records for f in r["files"]})
+    errors = sorted({tuple(e) for r in records for e in r["errors"]})
+    parts = out / "parts"
+    done = [(f, parts / f"{recording_key(f)}.parquet") for f in files]
+    done = [(f, p) for f, p in done if p.is_file()]
+    write_table(pd.DataFrame(errors, columns=["file", "reason"]), out / "errors.csv")
+    write_combined(
+        out,
+        done,
+        run["classes"],
+        thresholds_of(model_dir, meta),
+        default_output_of(meta),
+        OutputSpec.from_dict(records[0]["spec"]),
+    )
+    return len(done), len(errors)
