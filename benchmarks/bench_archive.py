@@ -1,7 +1,7 @@
 """Memory at corpus scale (issue #21): the peak RSS of `predict` and of `birdsed merge` must not grow with the number
 of recordings; beside them, in the same run, the peer they replaced: every part concatenated in memory (pandas).
 
-    python benchmarks/bench_archive.py --counts 2000 20000 --long 100
+    python benchmarks/bench_archive.py --counts 2000 20000 --long 50 --cluster-on 2000 long
 
 Recordings: --count short ones (--short-s seconds each, 32 kHz WAV: quiet noise with a synthetic call) as hard links
 of a few distinct files (each link its own path, so its own recording and part), and --long one-hour FLAC ones the
@@ -99,16 +99,20 @@ def main() -> None:
     ap.add_argument("--model", default="small")
     ap.add_argument("--cluster-workers", type=int, default=2, help="0: no throughput comparison")
     ap.add_argument(
-        "--cluster-on", type=int, default=None, help="compare throughput on this count only (default: the first)"
+        "--cluster-on",
+        nargs="+",
+        default=None,
+        help="compare throughput on these archives: counts of short recordings, and/or 'long' (default: the first)",
     )
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     model = random_model(a.model, a.out, n_classes=20)
     rows, t0 = [], time.perf_counter()
-    on = a.cluster_on or a.counts[0]
+    on = set(a.cluster_on or [str(a.counts[0])])
     for count in a.counts:
         audio = archive(a.out / f"short_{count}", count, a.short_s)
-        rows += run_case(f"{count} x {a.short_s:g} s", audio, model, a.out, a.cluster_workers if count == on else 0)
+        workers = a.cluster_workers if str(count) in on else 0
+        rows += run_case(f"{count} x {a.short_s:g} s", audio, model, a.out, workers)
     if a.long:
         src = long_recording(a.out / "long_src.flac", 1.0)
         folder = a.out / f"long_{a.long}"
@@ -116,7 +120,7 @@ def main() -> None:
         for i in range(a.long):
             if not (folder / f"hour{i:04d}.flac").exists():
                 os.link(src, folder / f"hour{i:04d}.flac")
-        rows += run_case(f"{a.long} x 1 h", folder, model, a.out, 0)
+        rows += run_case(f"{a.long} x 1 h", folder, model, a.out, a.cluster_workers if "long" in on else 0)
     print_markdown(
         rows,
         {

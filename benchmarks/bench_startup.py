@@ -84,6 +84,9 @@ def main() -> None:
     torch_s = wall([py, "-c", "import torch"], a.repeats)
     rows = [{"process": "python -c pass", "wall_s": wall([py, "-c", "pass"], a.repeats)}]
     rows.append({"process": "python -c 'import torch' (peer)", "wall_s": torch_s})
+    # the floor of any process that builds a timm network (timm imports torchvision, which imports torch._dynamo)
+    rows.append({"process": "python -c 'import torch, timm' (peer)", "wall_s": wall([py, "-c", "import torch, timm"],
+                                                                                   a.repeats)})  # fmt: skip
     for verb, code in VERB_IMPORTS.items():
         rows.append({"process": f"{verb}'s imports: {code}", "wall_s": wall([py, "-c", code], a.repeats),
                      "heavy_packages": " ".join(imported(code))})  # fmt: skip
@@ -91,6 +94,13 @@ def main() -> None:
     predict = lambda i: [py, "-m", "birdsed", "predict", "--model", str(model), str(wav), "--out",  # noqa: E731
                          str(a.out / f"pred_{stamp}_{i}"), "--quiet"]  # fmt: skip
     rows.append({"process": "birdsed predict, one 10 s file (whole process)", "wall_s": wall(predict, a.repeats)})
+    onnx = model / "model.onnx"
+    if not onnx.is_file():
+        subprocess.run([py, "-m", "birdsed", "export", "--model", str(model), "--onnx", str(onnx)], check=True,
+                       capture_output=True)  # fmt: skip
+    rows.append({"process": "birdsed predict --backend onnx, the same (whole process)",
+                 "wall_s": wall(lambda i: [*predict(i)[:-2], str(a.out / f"onnx_{stamp}_{i}"), "--quiet", "--backend",
+                                           "onnx"], a.repeats)})  # fmt: skip
     rows.append({"process": "birdsed predict --help", "wall_s": wall([py, "-m", "birdsed", "predict", "--help"], 3)})
     for r in rows:
         r["above_torch_s"] = round(r["wall_s"] - torch_s, 2)
@@ -98,7 +108,7 @@ def main() -> None:
     print_markdown(rows, {"process": "{process}", "wall s": "{wall_s:.2f}", "above torch s": "{above_torch_s:+.2f}"})
     for r in rows:
         if "heavy_packages" in r:
-            print(f"{r['process']}: {r['heavy packages']}")
+            print(f"{r['process']}: {r['heavy_packages']}")
     heavy = [{"package": name, "import_s": round(s, 2)} for name, s in importtime(VERB_IMPORTS["predict"])]
     print_markdown(heavy[:12], {"package": "{package}", "cumulative import s": "{import_s:.2f}"})
     save_json(a.out / "startup.json", {"machine": machine(), "repeats": a.repeats, "rows": rows, "importtime": heavy})

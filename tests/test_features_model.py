@@ -279,3 +279,15 @@ def test_download_failure_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(timm, "create_model", offline)
     with pytest.raises(ModelError, match="could not download pretrained weights.*model.pretrained"):
         create_backbone(ModelConfig(backbone="resnet18", pretrained=True))
+
+
+MEL_CASES = [(32000, 1024, 64, 50, 14000), (32000, 1024, 128, 20, 16000), (48000, 2048, 96, 0, 24000)]
+
+
+@pytest.mark.parametrize("sr,n_fft,n_mels,fmin,fmax", MEL_CASES)
+def test_the_mel_filterbank_is_librosas(sr, n_fft, n_mels, fmin, fmax):
+    from birdsed.model.frontend import mel_filterbank
+
+    ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    got = mel_filterbank(sr, n_fft, n_mels, fmin, fmax)
+    assert got.shape == ref.shape and np.abs(got - ref).max() < 1e-7

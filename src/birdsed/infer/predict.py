@@ -37,7 +37,7 @@ from birdsed.infer.shard import parse_shard, shard_files, write_record
 from birdsed.infer.writers import write_table
 from birdsed.kaggle.birdclef import sample_columns
 from birdsed.kaggle.cornell import read_kaggle_test
-from birdsed.model.meta import default_output_of, kind_of, model_digest
+from birdsed.model.meta import default_output_of, kind_of, model_digest, read_meta, thresholds_of
 from birdsed.model.modeldir import load_model_dir
 
 log = logging.getLogger(__name__)
@@ -154,21 +154,24 @@ def run_predict(
     if (window_s is not None and window_s <= 0) or (hop_s is not None and hop_s <= 0):
         raise ConfigError("--window-s and --hop-s must be positive")
     model_dir, out = Path(model_dir), Path(out)
-    model, thresholds, meta = load_model_dir(model_dir)
-    window_s = model.window_s if window_s is None else window_s
-    hop_s = model.hop_s if hop_s is None else hop_s
     if backend in ("onnx", "openvino"):
         from birdsed.model.onnx_detector import OnnxSED, OpenVinoSED
 
+        meta = read_meta(model_dir)
         if kind_of(meta) != "sed":
             raise ConfigError(
                 f"{model_dir} is a {kind_of(meta)} model; the {backend} backend runs single SED models "
                 "(use --backend torch)"
             )
-        model = OnnxSED(model_dir) if backend == "onnx" else OpenVinoSED(model_dir)
+        # the export alone: the PyTorch network (and timm) is never built
+        model, thresholds = (OnnxSED if backend == "onnx" else OpenVinoSED)(model_dir), thresholds_of(model_dir, meta)
         device = "cpu"
-    elif backend != "torch":
+    elif backend == "torch":
+        model, thresholds, meta = load_model_dir(model_dir)
+    else:
         raise ConfigError(f"unknown backend {backend!r}; valid: {list(BACKENDS)}")
+    window_s = model.window_s if window_s is None else window_s
+    hop_s = model.hop_s if hop_s is None else hop_s
     classes = model.classes
     if sample_submission and test_csv:
         raise ConfigError(
