@@ -67,3 +67,15 @@ def test_the_own_model_quick_start_runs_as_written(user_folder):
     assert (user_folder / "runs" / "mine" / "model" / "model.json").is_file()
     assert list((user_folder / "preds_mine" / "audacity").glob("*.txt"))
     assert "F1" in outs[-1].stdout or "f1" in outs[-1].stdout.lower(), outs[-1].stdout
+
+
+def test_the_python_api_lines_run_as_written(user_folder, monkeypatch):
+    text = README.read_text().split("## From Python", 1)[1]
+    code = re.search(r"```python\n(.*?)```", text, flags=re.S).group(1)
+    assert '["train.epochs=20"]' in code
+    fast = '["train.epochs=1", "train.max_steps=2", "train.batch_size=4"]'  # speed only
+    monkeypatch.chdir(user_folder)
+    code = code.replace('["train.epochs=20"]', fast)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert float(out.stdout.strip().splitlines()[-1]) >= 0

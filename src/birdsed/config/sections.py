@@ -118,7 +118,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-2
     warmup_frac: float = 0.05
-    head_warmup_epochs: int = 0  # LP-FT: first train the head on the frozen backbone's cached features (probe.py)
+    head_warmup_epochs: int = 0  # LP-FT: first train the head on the frozen backbone's features (head_warmup.py)
     head_warmup_lr: float = 1e-3
     head_warmup_views: int = 1  # >1: the warm-up cache also holds views - 1 augmented copies of each window
     freeze_bn: bool = False  # keep the backbone's BatchNorm statistics (pretrained ones) fixed while fine-tuning

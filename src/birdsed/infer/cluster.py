@@ -7,7 +7,7 @@
 
 Work goes out in chunks of files of about equal total size (shard.partition), several per worker, so that a slow
 one is not waited for. Each worker loads the model once and keeps it (one per worker process), and runs the same
-streamed, batched loop as `predict` on one machine (infer.predict_files) over its chunk, writing each recording's
+streamed, batched loop as `predict` on one machine (loop.predict_files) over its chunk, writing each recording's
 part into OUT/parts (a shared file system for workers on other machines), atomically. What the client gets back
 is small: each recording's duration, or why it failed to decode.
 

@@ -245,7 +245,7 @@ class SEDModel(nn.Module):
 
     def inference_copy(self) -> SEDModel:
         """An eval-mode copy for prediction, on this model's device: BatchNorms folded into their convolutions
-        (fold.py), channels_last. The original is left as it is (it may go on training, or be saved).
+        (bn_fusion.py), channels_last. The original is left as it is (it may go on training, or be saved).
 
         The folding is done and checked on the CPU: a GPU's TF32 convolutions differ from exact float32 by
         more than the check allows (0.6 % on an H100), which would undo every fold there."""

@@ -1,7 +1,7 @@
 """Noisy-student self-training (`birdsed self-train`): teacher -> pseudo-labels -> student, for N rounds.
 
 RUN/
-  round0/              the teacher, trained on the labels alone (train.py's run folder; round0/model)
+  round0/              the teacher, trained on the labels alone (train/run.py's run folder; round0/model)
   round0/pl/           its soft labels of the unlabelled recordings (pseudo.py)
   round1/              a student trained on the labels and round0/pl (augmentation and dropout on, as in training)
   round1/pl/ ...       each student is the next round's teacher
