@@ -1,4 +1,4 @@
-"""Training items: class balancing (the seed's 80/60 rule), targets, and the validation split.
+"""Training items: class balancing (the reference solution's 80/60 rule), targets, and the validation split.
 
 An item is a time range of one recording; each epoch a random crop is taken inside it.
 """

@@ -138,7 +138,7 @@ def row_detections(al: AlignedScores, kind: str, threshold: float) -> pd.DataFra
 
 
 def score_report(al: AlignedScores) -> dict:
-    """For each output: F1 against threshold (a sweep), macro/micro AP, and the seed's table."""
+    """For each output: F1 against threshold (a sweep), macro/micro AP, and the reference solution's table."""
     report = {
         "n_rows": len(al.row_ids),
         "missing_rows": al.missing_rows,
@@ -203,7 +203,7 @@ def scores_report_from_files(
 
 
 def score_table(report: dict) -> pd.DataFrame:
-    """The seed's table: each output at its threshold, its best threshold, and AP."""
+    """The reference solution's table: each output at its threshold, its best threshold, and AP."""
     return pd.DataFrame(
         [
             {

@@ -89,7 +89,7 @@ def predict_files(
     recordings with data.short_policy=loop); "pad": zero-padded, like the last window of any recording;
     None: each model, or ensemble member, as it trained.
 
-    pooling "window": a row's score is the max over the windows overlapping it (the seed's rule).
+    pooling "window": a row's score is the max over the windows overlapping it (the reference solution's rule).
     pooling "segment": segmentwise and att rows take the max over the head's time segments whose
     centre lies in the row (sharper in time); clipwise stays window-pooled.
     """

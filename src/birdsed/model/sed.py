@@ -35,7 +35,7 @@ class BackboneSpec:
 BACKBONES: dict[str, BackboneSpec] = {
     "resnet18": BackboneSpec("resnet18", "fast; 1st-stage baseline"),
     "resnet34": BackboneSpec("resnet34", ""),
-    "resnet50": BackboneSpec("resnet50", "the seed's backbone (108th place)"),
+    "resnet50": BackboneSpec("resnet50", "the reference solution's backbone (108th place)"),
     "resnet101": BackboneSpec("resnet101", "tried by the seed"),
     "efficientnet_b0": BackboneSpec("efficientnet_b0", "tried by the seed"),
     "efficientnet_b1": BackboneSpec("efficientnet_b1", ""),
