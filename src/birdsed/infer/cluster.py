@@ -61,7 +61,17 @@ def connect(spec: str) -> Iterator[object]:
             raise ConfigError(f"--cluster {spec!r}: expected local:N, e.g. local:4") from None
         if n < 1:
             raise ConfigError(f"--cluster {spec!r}: N must be at least 1")
-        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        import dask
+
+        # Dask spawns each worker with MALLOC_TRIM_THRESHOLD_=65536: glibc then returns freed memory to the system at
+        # every large free, and the model loop ran 1.5x slower a file (10.3 s against 6.7 s a one-hour FLAC, one
+        # thread each, docs/BENCHMARKS.md); the thread limits it sets (OMP_NUM_THREADS=1, ...) are kept
+        spawn_env = dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}
+        keep = {k: v for k, v in spawn_env.items() if k != "MALLOC_TRIM_THRESHOLD_"}
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": keep}):
+            cluster = distributed.LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+            )
         address = cluster
     elif spec.endswith((".yaml", ".yml")):
         cluster = _jobqueue(Path(spec))
