@@ -466,6 +466,31 @@ def test_kill_9_of_self_train_then_the_same_command(synth_data, tmp_path, capsys
     assert (run / "round1" / "model" / "model.json").is_file() and no_temp_files(run)
 
 
+
+def test_a_killed_runs_half_written_files_go_and_a_live_run_keeps_its_folder(synth_data, tmp_path, capsys):
+    """What kill -9 leaves mid-write (a metrics.csv temporary, a half-copied model folder) is removed by the next
+    train into that folder; while a live run holds the folder, a second one is refused and touches nothing."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    planted = [run / ".metrics.csv.k1ll3d.tmp.csv", run / "checkpoints" / ".last.ckpt.k1ll3d.tmp.ckpt"]
+    for p in planted:
+        p.write_text("half")
+    (run / ".model.k1ll3d.tmp").mkdir()
+    (run / ".model.k1ll3d.tmp" / "weights.safetensors").write_bytes(b"half")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    argv = ["train", "--data", synth_data, "--config", "small", "--out", run, "--quiet", *FAST_SET]
+    try:
+        (run / ".lock").write_text(str(holder.pid))
+        rc, text = run_cli(capsys, *argv)
+        assert rc == 2 and f"pid {holder.pid}" in text, text
+        assert all(p.is_file() for p in planted)  # a live run's files are never taken
+    finally:
+        holder.kill()
+        holder.wait()
+    rc, text = run_cli(capsys, *argv)
+    assert rc == 0, text
+    assert (run / "model" / "model.json").is_file() and no_temp_files(run) and not (run / ".lock").exists()
+
 def test_decoder_notes_stay_off_the_console(model_dir, tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "bad.mp3").write_bytes(np.random.default_rng(1).bytes(5000))

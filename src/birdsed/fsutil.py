@@ -34,16 +34,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def remove_stale_temps(folder: str | os.PathLike, names: list[str] | None = None) -> int:
-    """Remove the temporary files atomic_path left in `folder` when a run was killed (`.NAME.<random>.tmp*`); call it
-    only while holding the folder's run_lock, so that no live writer's file is taken. With `names`, only the
-    temporaries of those files (a shard's own, beside other shards' live ones). Returns how many."""
+    """Remove the temporary files (atomic_path) and folders (atomic_dir) left in `folder` when a run was killed
+    (`.NAME.<random>.tmp*`); call it only while holding the folder's run_lock, so that no live writer's file is
+    taken. With `names`, only the temporaries of those files (a shard's own, beside other shards' live ones).
+    Returns how many."""
     n = 0
     patterns = [f".{glob.escape(name)}.*.tmp*" for name in names] if names is not None else [".*.tmp*"]
     for p in (q for pattern in patterns for q in Path(folder).glob(pattern)):
-        if p.is_file() and not p.is_symlink():
-            with contextlib.suppress(FileNotFoundError):
+        if p.is_symlink():
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
                 p.unlink()
-                n += 1
+            n += 1
     return n
 
 

@@ -10,13 +10,16 @@ RUN/
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from birdsed.config import Config, save_config
@@ -24,6 +27,7 @@ from birdsed.data.dataset import CropDataset, EpochSampler, WindowDataset
 from birdsed.data.sampling import build_items, targets
 from birdsed.device import lightning_accelerator, lightning_precision
 from birdsed.errors import ConfigError
+from birdsed.fsutil import remove_stale_temps, run_lock
 from birdsed.model.modeldir import save_model_dir
 from birdsed.train.augment import augmented_mel
 from birdsed.train.checkpoint import csv_logger, read_checkpoint
@@ -44,14 +48,42 @@ def train(
     extra_callbacks: list | None = None,
 ) -> Path:
     """Train on `data` (a data-set folder or a prepared store) into the run folder `out`; returns out/model.
-    model.backbone=birdnet trains the head on frozen BirdNET embeddings instead (embedtrain.py)."""
+    model.backbone=birdnet trains the head on frozen BirdNET embeddings instead (embedtrain.py).
+    One run at a time into a folder: the launching process (rank zero) holds its lock and first removes what a
+    killed run left half-written; the other ranks of a multi-process run write nothing there."""
     cfg.check()
     run = Path(out)
-    if cfg.model.backbone == "birdnet":
-        from birdsed.train.embedtrain import train_birdnet
+    with held_run_folder(run, (run, run / "checkpoints", run / "model")):
+        if cfg.model.backbone == "birdnet":
+            from birdsed.train.embedtrain import train_birdnet
 
-        return train_birdnet(Path(data), cfg, run, Path(val_data) if val_data else None, quiet)
+            return train_birdnet(Path(data), cfg, run, Path(val_data) if val_data else None, quiet)
+        return _train_sed(Path(data), cfg, run, resume, val_data, quiet, extra_callbacks)
+
+
+@contextlib.contextmanager
+def held_run_folder(run: Path, swept: tuple[Path, ...], lock: str = ".lock") -> Iterator[None]:
+    """Hold `run`'s lock and remove what a killed run left half-written in the `swept` folders, in the launching
+    process (rank zero) alone: a multi-process run's other ranks start after it, and write nothing there."""
     run.mkdir(parents=True, exist_ok=True)
+    if rank_zero_only.rank != 0:
+        yield
+        return
+    with run_lock(run, lock):
+        for folder in swept:
+            remove_stale_temps(folder)
+        yield
+
+
+def _train_sed(
+    data: Path,
+    cfg: Config,
+    run: Path,
+    resume: bool,
+    val_data: str | Path | None,
+    quiet: bool,
+    extra_callbacks: list | None,
+) -> Path:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     ckpt_dir = run / "checkpoints"

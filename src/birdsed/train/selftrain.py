@@ -71,7 +71,23 @@ def self_train(
     cfg.check()
     out, data = Path(out), Path(data)
     val = Path(val_data) if val_data else None
-    out.mkdir(parents=True, exist_ok=True)
+    from birdsed.train.run import held_run_folder
+
+    with held_run_folder(out, (out,), ".lock-self-train"):  # its rounds.csv; each round's folder: its own train
+        return _self_train_locked(data, unlabelled, rounds, cfg, out, opts, val, quiet, predict_workers)
+
+
+def _self_train_locked(
+    data: Path,
+    unlabelled: list[str],
+    rounds: int,
+    cfg: Config,
+    out: Path,
+    opts: SoftLabelOptions,
+    val: Path | None,
+    quiet: bool,
+    predict_workers: int | None,
+) -> pd.DataFrame:
     rows = []
     model = train_round(data, cfg, out / "round0", val, quiet)
     rows.append(round_row(0, out / "round0", 0))
