@@ -33,3 +33,29 @@ def test_a_checkpoint_of_tensors_loads(tmp_path):
     ckpt.write_bytes(b"truncated")
     with pytest.raises(ModelError, match="not a readable checkpoint"):
         checkpoint_state(ckpt)
+
+
+def test_a_checkpoint_write_that_fails_midway_leaves_the_last_one_whole(tmp_path, monkeypatch):
+    """Checkpoints are written beside their path and renamed; a write that dies (a kill, a full disk) leaves the
+    previous last.ckpt readable, no temporary beside it and nothing in the system's temporary folder."""
+    from birdsed.train.checkpoint import AtomicCheckpointIO, read_checkpoint
+
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(system_tmp))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    io, last = AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "epoch": 1}, last)
+    real_save = torch.save
+
+    def dies_midway(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        with open(f, "r+b") as fh:
+            fh.truncate(100)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", dies_midway)
+    with pytest.raises(OSError, match="No space"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "epoch": 2}, last)
+    assert read_checkpoint(last)["epoch"] == 1
+    assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"] and not list(system_tmp.iterdir())

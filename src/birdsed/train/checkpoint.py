@@ -1,5 +1,6 @@
-"""What a training run keeps on disk and a kill must not corrupt: Lightning checkpoints, read without running
-code, and metrics.csv, rewritten atomically (a resumed run appends to the epochs it kept)."""
+"""What a training run keeps on disk and a kill must not corrupt: Lightning checkpoints, written atomically beside
+their path and read without running code, and metrics.csv, rewritten atomically (a resumed run appends to the
+epochs it kept)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.plugins import TorchCheckpointIO
 
 from birdsed.errors import ModelError
 from birdsed.fsutil import atomic_path
@@ -26,6 +28,18 @@ def read_checkpoint(path: Path) -> dict:
         raise ModelError(f"{path}: not a Lightning checkpoint (no state_dict); nothing was changed")
     return ckpt
 
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file beside their path, then renamed over it. Lightning's own write goes
+    through the system's temporary folder and is moved across file systems: a kill mid-move left a truncated
+    last.ckpt (the run could not resume) and the whole checkpoint in /tmp."""
+
+    def save_checkpoint(self, checkpoint: dict, path: str | os.PathLike, storage_options: object = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
 
 def checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
     """The state_dict of a Lightning checkpoint (read_checkpoint)."""

@@ -30,7 +30,7 @@ from birdsed.errors import ConfigError
 from birdsed.fsutil import remove_stale_temps, run_lock
 from birdsed.model.modeldir import save_model_dir
 from birdsed.train.augment import augmented_mel
-from birdsed.train.checkpoint import csv_logger, read_checkpoint
+from birdsed.train.checkpoint import AtomicCheckpointIO, csv_logger, read_checkpoint
 from birdsed.train.data import load_train_data
 from birdsed.train.head_warmup import warm_up_head
 from birdsed.train.task import SEDTask
@@ -206,6 +206,7 @@ def _train_sed(
         max_steps=t.max_steps,
         gradient_clip_val=t.grad_clip or None,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         logger=csv_logger(run, resume_epoch),
         default_root_dir=run,
         log_every_n_steps=max(1, min(10, len(train_dl))),
