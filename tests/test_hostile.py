@@ -466,7 +466,6 @@ def test_kill_9_of_self_train_then_the_same_command(synth_data, tmp_path, capsys
     assert (run / "round1" / "model" / "model.json").is_file() and no_temp_files(run)
 
 
-
 def test_a_killed_runs_half_written_files_go_and_a_live_run_keeps_its_folder(synth_data, tmp_path, capsys):
     """What kill -9 leaves mid-write (a metrics.csv temporary, a half-copied model folder) is removed by the next
     train into that folder; while a live run holds the folder, a second one is refused and touches nothing."""
@@ -490,6 +489,7 @@ def test_a_killed_runs_half_written_files_go_and_a_live_run_keeps_its_folder(syn
     rc, text = run_cli(capsys, *argv)
     assert rc == 0, text
     assert (run / "model" / "model.json").is_file() and no_temp_files(run) and not (run / ".lock").exists()
+
 
 def test_decoder_notes_stay_off_the_console(model_dir, tmp_path):
     (tmp_path / "in").mkdir()

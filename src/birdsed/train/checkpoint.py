@@ -29,7 +29,6 @@ def read_checkpoint(path: Path) -> dict:
     return ckpt
 
 
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file beside their path, then renamed over it. Lightning's own write goes
     through the system's temporary folder and is moved across file systems: a kill mid-move left a truncated
@@ -40,6 +39,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
+
 
 def checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
     """The state_dict of a Lightning checkpoint (read_checkpoint)."""
