@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -72,22 +74,41 @@ def predict_cmd(model: Path, audio: Path, out: Path, *extra: str) -> list[str]:
             "--workers", "0", "--quiet", *extra]  # fmt: skip
 
 
-def run_case(name: str, audio: Path, model: Path, out: Path, cluster_workers: int) -> list[dict]:
+def run_case(name: str, audio: Path, model: Path, out: Path, cluster_workers: int, repeats: int = 1) -> list[dict]:
+    """Memory: predict, merge and the peer once each. Throughput: one process and the cluster, in turn, `repeats`
+    times (each into an empty folder: a folder left by an earlier run would resume, not predict)."""
     n = len(list(audio.iterdir()))
     pred = out / f"pred_{name}"
     peer = [sys.executable, "-c", PEER, str(pred / "parts"), str(out / f"peer_{name}.parquet")]
+    shutil.rmtree(pred, ignore_errors=True)
     runs = [
         ("predict (predict + merge)", predict_cmd(model, audio, pred, "--shard", "1/1")),
         ("birdsed merge", [sys.executable, "-m", "birdsed", "merge", str(pred)]),
         ("peer: pd.concat of every part", peer),
     ]
-    if cluster_workers:
+    for r in range(repeats if cluster_workers else 0):
+        one, dask = out / f"thr_{name}_one_{r}", out / f"thr_{name}_dask_{r}"
+        for folder in (one, dask):
+            shutil.rmtree(folder, ignore_errors=True)
         runs += [
-            ("one process, again", predict_cmd(model, audio, out / f"thr_{name}_one")),
-            (f"local Dask cluster of {cluster_workers}",
-             predict_cmd(model, audio, out / f"thr_{name}_dask", "--cluster", f"local:{cluster_workers}")),
+            (f"one process, again ({r + 1})", predict_cmd(model, audio, one)),
+            (f"local Dask cluster of {cluster_workers} ({r + 1})",
+             predict_cmd(model, audio, dask, "--cluster", f"local:{cluster_workers}")),
         ]  # fmt: skip
     return [{"archive": name, "recordings": n, "process": label, **measured(cmd)} for label, cmd in runs]
+
+
+def cluster_costs(rows: list[dict]) -> list[dict]:
+    """Per archive: each turn's cluster wall over the one process's just before it, and their median."""
+    out = []
+    for name in dict.fromkeys(r["archive"] for r in rows):
+        one = [r["wall_s"] for r in rows if r["archive"] == name and r["process"].startswith("one process")]
+        dask = [r["wall_s"] for r in rows if r["archive"] == name and r["process"].startswith("local Dask")]
+        if one:
+            ratios = [d / o - 1 for o, d in zip(one, dask)]
+            out.append({"archive": name, "turns": len(ratios), "each": " ".join(f"{x:+.1%}" for x in ratios),
+                        "median": statistics.median(ratios)})  # fmt: skip
+    return out
 
 
 def main() -> None:
@@ -98,6 +119,7 @@ def main() -> None:
     ap.add_argument("--long", type=int, default=0, help="also this many one-hour recordings")
     ap.add_argument("--model", default="small")
     ap.add_argument("--cluster-workers", type=int, default=2, help="0: no throughput comparison")
+    ap.add_argument("--repeats", type=int, default=1, help="turns of one process, then the cluster (throughput)")
     ap.add_argument(
         "--cluster-on",
         nargs="+",
@@ -112,7 +134,7 @@ def main() -> None:
     for count in a.counts:
         audio = archive(a.out / f"short_{count}", count, a.short_s)
         workers = a.cluster_workers if str(count) in on else 0
-        rows += run_case(f"{count} x {a.short_s:g} s", audio, model, a.out, workers)
+        rows += run_case(f"{count} x {a.short_s:g} s", audio, model, a.out, workers, a.repeats)
     if a.long:
         src = long_recording(a.out / "long_src.flac", 1.0)
         folder = a.out / f"long_{a.long}"
@@ -120,7 +142,7 @@ def main() -> None:
         for i in range(a.long):
             if not (folder / f"hour{i:04d}.flac").exists():
                 os.link(src, folder / f"hour{i:04d}.flac")
-        rows += run_case(f"{a.long} x 1 h", folder, model, a.out, a.cluster_workers if "long" in on else 0)
+        rows += run_case(f"{a.long} x 1 h", folder, model, a.out, a.cluster_workers if "long" in on else 0, a.repeats)
     print_markdown(
         rows,
         {
@@ -131,10 +153,15 @@ def main() -> None:
             "exit": "{rc}",
         },
     )
+    costs = cluster_costs(rows)
+    if costs:
+        print_markdown(costs, {"archive": "{archive}", "turns": "{turns}", "the cluster's cost, each turn": "{each}",
+                               "median": "{median:+.1%}"})  # fmt: skip
     save_json(
         a.out / "archive.json",
-        {"args": vars(a), "machine": machine(), "rows": rows, "seconds": round(time.perf_counter() - t0)},
-    )
+        {"args": vars(a), "machine": machine(), "rows": rows, "cluster_costs": costs,
+         "seconds": round(time.perf_counter() - t0)},
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -69,6 +69,22 @@ def importtime(code: str) -> list[tuple[str, float]]:
     return sorted(top.items(), key=lambda kv: -kv[1])
 
 
+def export_program(model_dir: Path, out: Path) -> Path:
+    """The model's network (a batch of two 5 s waveforms in, its outputs out) saved as a torch.export program."""
+    import torch
+
+    from birdsed.model.export import OutputsAsTuple
+    from birdsed.model.modeldir import load_model_dir
+
+    if not out.is_file():
+        sed = load_model_dir(model_dir)[0].onnx_module()
+        net = OutputsAsTuple(sed).eval()
+        example = torch.randn(2, 5 * sed.frontend_cfg.sample_rate_hz) * 0.1
+        program = torch.export.export(net, (example,))  # a fixed batch: what is timed is the load
+        torch.export.save(program, str(out))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("bench-out/startup"))
@@ -102,6 +118,11 @@ def main() -> None:
                  "wall_s": wall(lambda i: [*predict(i)[:-2], str(a.out / f"onnx_{stamp}_{i}"), "--quiet", "--backend",
                                            "onnx"], a.repeats)})  # fmt: skip
     rows.append({"process": "birdsed predict --help", "wall_s": wall([py, "-m", "birdsed", "predict", "--help"], 3)})
+    # peer: the network as a torch.export program, loaded without timm (an alternative to building it, not taken)
+    program = export_program(model, a.out / "network.pt2")
+    load = f"import torch; torch.export.load({str(program)!r}).module()"
+    rows.append({"process": "peer: torch.export.load of the same network", "wall_s": wall([py, "-c", load], a.repeats),
+                 "heavy_packages": " ".join(imported(load))})  # fmt: skip
     for r in rows:
         r["above_torch_s"] = round(r["wall_s"] - torch_s, 2)
         r["wall_s"] = round(r["wall_s"], 2)

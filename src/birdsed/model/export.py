@@ -20,7 +20,7 @@ from birdsed.model.sed import SEDModel
 log = logging.getLogger(__name__)
 
 
-class _Outputs(nn.Module):
+class OutputsAsTuple(nn.Module):
     """The output dict as a tuple, in ONNX_OUTPUTS order (ONNX graphs return positional outputs)."""
 
     def __init__(self, model: SEDModel):
@@ -50,7 +50,7 @@ def export_onnx(
         warnings.simplefilter("ignore")
         # the wrapper must be in eval mode too: the exporter restores the wrapper's mode on every submodule afterwards
         torch.onnx.export(
-            _Outputs(model).eval(),
+            OutputsAsTuple(model).eval(),
             (example,),
             str(tmp),
             input_names=["wave"],
