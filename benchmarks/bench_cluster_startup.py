@@ -10,6 +10,7 @@ and closing the cluster. The peer is one process importing torch and timm, as si
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -22,8 +23,6 @@ from common import machine, print_markdown, save_json  # noqa: E402
 
 def _import_stack() -> None:
     import timm  # noqa: F401 - timm imports torch
-
-    return None
 
 
 def one_turn(workers: int) -> dict:
@@ -54,7 +53,7 @@ def main() -> None:
         code = f"import json, bench_cluster_startup as b; print(json.dumps(b.one_turn({a.workers})))"
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                              cwd=Path(__file__).resolve().parent)  # fmt: skip
-        rows.append(eval_json(res.stdout))
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
     peer = []
     for _ in range(a.repeats):
         t = time.perf_counter()
@@ -66,12 +65,6 @@ def main() -> None:
     table.append({"step": "peer: one process imports torch and timm", "s": statistics.median(peer)})
     print_markdown(table, {"step": "{step}", f"median of {a.repeats} (s)": "{s:.2f}"})
     save_json(a.out / "cluster_startup.json", {"machine": machine(), "args": vars(a), "turns": rows, "peer_s": peer})
-
-
-def eval_json(stdout: str) -> dict:
-    import json
-
-    return json.loads(stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

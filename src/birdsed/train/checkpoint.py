@@ -4,17 +4,20 @@ epochs it kept)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.plugins import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 
 from birdsed.errors import ModelError
-from birdsed.fsutil import atomic_path
+from birdsed.fsutil import atomic_path, remove_stale_temps, run_lock
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -27,6 +30,20 @@ def read_checkpoint(path: Path) -> dict:
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise ModelError(f"{path}: not a Lightning checkpoint (no state_dict); nothing was changed")
     return ckpt
+
+
+@contextlib.contextmanager
+def held_run_folder(run: Path, swept: tuple[Path, ...], lock: str = ".lock") -> Iterator[None]:
+    """Hold `run`'s lock and remove what a killed run left half-written in the `swept` folders, in the launching
+    process (rank zero) alone: a multi-process run's other ranks start after it, and write nothing there."""
+    run.mkdir(parents=True, exist_ok=True)
+    if rank_zero_only.rank != 0:
+        yield
+        return
+    with run_lock(run, lock):
+        for folder in swept:
+            remove_stale_temps(folder)
+        yield
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -10,16 +10,13 @@ RUN/
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, RichProgressBar
-from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from birdsed.config import Config, save_config
@@ -27,10 +24,9 @@ from birdsed.data.dataset import CropDataset, EpochSampler, WindowDataset
 from birdsed.data.sampling import build_items, targets
 from birdsed.device import lightning_accelerator, lightning_precision
 from birdsed.errors import ConfigError
-from birdsed.fsutil import remove_stale_temps, run_lock
 from birdsed.model.modeldir import save_model_dir
 from birdsed.train.augment import augmented_mel
-from birdsed.train.checkpoint import AtomicCheckpointIO, csv_logger, read_checkpoint
+from birdsed.train.checkpoint import AtomicCheckpointIO, csv_logger, held_run_folder, read_checkpoint
 from birdsed.train.data import load_train_data
 from birdsed.train.head_warmup import warm_up_head
 from birdsed.train.task import SEDTask
@@ -59,20 +55,6 @@ def train(
 
             return train_birdnet(Path(data), cfg, run, Path(val_data) if val_data else None, quiet)
         return _train_sed(Path(data), cfg, run, resume, val_data, quiet, extra_callbacks)
-
-
-@contextlib.contextmanager
-def held_run_folder(run: Path, swept: tuple[Path, ...], lock: str = ".lock") -> Iterator[None]:
-    """Hold `run`'s lock and remove what a killed run left half-written in the `swept` folders, in the launching
-    process (rank zero) alone: a multi-process run's other ranks start after it, and write nothing there."""
-    run.mkdir(parents=True, exist_ok=True)
-    if rank_zero_only.rank != 0:
-        yield
-        return
-    with run_lock(run, lock):
-        for folder in swept:
-            remove_stale_temps(folder)
-        yield
 
 
 def _train_sed(

@@ -71,36 +71,22 @@ def self_train(
     cfg.check()
     out, data = Path(out), Path(data)
     val = Path(val_data) if val_data else None
-    from birdsed.train.run import held_run_folder
+    from birdsed.train.checkpoint import held_run_folder
 
     with held_run_folder(out, (out,), ".lock-self-train"):  # its rounds.csv; each round's folder: its own train
-        return _self_train_locked(data, unlabelled, rounds, cfg, out, opts, val, quiet, predict_workers)
-
-
-def _self_train_locked(
-    data: Path,
-    unlabelled: list[str],
-    rounds: int,
-    cfg: Config,
-    out: Path,
-    opts: SoftLabelOptions,
-    val: Path | None,
-    quiet: bool,
-    predict_workers: int | None,
-) -> pd.DataFrame:
-    rows = []
-    model = train_round(data, cfg, out / "round0", val, quiet)
-    rows.append(round_row(0, out / "round0", 0))
-    for k in range(1, rounds + 1):
-        pl = out / f"round{k - 1}" / "pl"
-        if not (pl / TABLE).is_file():  # a killed pseudo-labelling resumes from predict's parts
-            pseudo_label(model, unlabelled, pl, opts, quiet=quiet, workers=predict_workers)
-        n_pseudo = len(pd.read_parquet(pl / TABLE, columns=["file"]))
-        student = replace(cfg, data=replace(cfg.data, pseudo=(str(pl.resolve()),)))
-        model = train_round(data, student, out / f"round{k}", val, quiet)
-        rows.append(round_row(k, out / f"round{k}", n_pseudo))
-        table = pd.DataFrame(rows)
-        with atomic_path(out / "rounds.csv") as tmp:
-            table.to_csv(tmp, index=False)
-        log.info("round %d: %s %s", k, rows[-1]["best_metric"], rows[-1]["best_score"])
-    return pd.DataFrame(rows)
+        rows = []
+        model = train_round(data, cfg, out / "round0", val, quiet)
+        rows.append(round_row(0, out / "round0", 0))
+        for k in range(1, rounds + 1):
+            pl = out / f"round{k - 1}" / "pl"
+            if not (pl / TABLE).is_file():  # a killed pseudo-labelling resumes from predict's parts
+                pseudo_label(model, unlabelled, pl, opts, quiet=quiet, workers=predict_workers)
+            n_pseudo = len(pd.read_parquet(pl / TABLE, columns=["file"]))
+            student = replace(cfg, data=replace(cfg.data, pseudo=(str(pl.resolve()),)))
+            model = train_round(data, student, out / f"round{k}", val, quiet)
+            rows.append(round_row(k, out / f"round{k}", n_pseudo))
+            table = pd.DataFrame(rows)
+            with atomic_path(out / "rounds.csv") as tmp:
+                table.to_csv(tmp, index=False)
+            log.info("round %d: %s %s", k, rows[-1]["best_metric"], rows[-1]["best_score"])
+        return pd.DataFrame(rows)
