@@ -64,8 +64,8 @@ def connect(spec: str) -> Iterator[object]:
         import dask
 
         # Dask spawns each worker with MALLOC_TRIM_THRESHOLD_=65536: glibc then returns freed memory to the system at
-        # every large free, and the model loop ran 1.5x slower a file (10.3 s against 6.7 s a one-hour FLAC, one
-        # thread each, docs/BENCHMARKS.md); the thread limits it sets (OMP_NUM_THREADS=1, ...) are kept
+        # every large free, and a local cluster ran 78 % slower than one process (docs/BENCHMARKS.md, Archives); the
+        # thread limits it sets (OMP_NUM_THREADS=1, ...) are kept
         spawn_env = dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}
         keep = {k: v for k, v in spawn_env.items() if k != "MALLOC_TRIM_THRESHOLD_"}
         with dask.config.set({"distributed.nanny.pre-spawn-environ": keep}):
