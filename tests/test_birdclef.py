@@ -51,8 +51,8 @@ def test_the_submission_follows_the_sample_columns(tmp_path):
     )
     sub, unknown = probability_submission(rows, ["amb", "zeb", "extra"], cols)
     assert list(sub.columns) == ["row_id", "zeb", "amb", "unk"] and unknown == ["unk"]
-    assert list(sub["row_id"]) == ["s1_5", "s1_10", "s2_5"]
-    assert list(sub["zeb"]) == pytest.approx([0.9, 0.8, 0.7]) and (sub["unk"] == 0).all()
+    assert list(sub["row_id"]) == ["s2_5", "s1_5", "s1_10"]  # by time in each recording, recordings as they come
+    assert list(sub["zeb"]) == pytest.approx([0.7, 0.9, 0.8]) and (sub["unk"] == 0).all()
     assert row_id("a/b/XC9.ogg", 55.0) == "XC9_60"
     (tmp_path / "bad.csv").write_text("id,x\n")
     with pytest.raises(BirdsedError, match="starts with row_id"):

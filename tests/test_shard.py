@@ -114,15 +114,35 @@ def test_scores_are_written_in_row_groups_of_whole_recordings(synth_data, tmp_pa
     import pyarrow.parquet as pq
 
     from birdsed.data.manifest import read_dataset
-    from birdsed.infer import outputs
+    from birdsed.infer import parts
 
     m = model_dir(tmp_path, read_dataset(synth_data).classes)
     audio = sorted(str(p) for p in (synth_data / "test_audio").iterdir())
     run_predict(m, audio, tmp_path / "out", quiet=True, workers=0)
     assert pq.ParquetFile(tmp_path / "out" / "scores.parquet").metadata.num_row_groups == 1  # a few small recordings
-    monkeypatch.setattr(outputs, "ROW_GROUP_ROWS", 1)
+    monkeypatch.setattr(parts, "ROW_GROUP_ROWS", 1)
     run_predict(m, audio, tmp_path / "out2", quiet=True, workers=0)
     f = pq.ParquetFile(tmp_path / "out2" / "scores.parquet")
     assert f.metadata.num_row_groups == len(audio)  # never a recording split
     assert [len(f.read_row_group(i).column("file").unique()) for i in range(len(audio))] == [1] * len(audio)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / "scores.parquet"), f.read().to_pandas())
+
+
+def test_the_combined_outputs_do_not_depend_on_how_the_parts_are_batched(synth_data, tmp_path, monkeypatch):
+    """write_combined decides many recordings at once (parts.batches); one recording a batch gives the same files."""
+    from birdsed.data.manifest import read_dataset
+    from birdsed.infer import parts
+
+    m = model_dir(tmp_path, read_dataset(synth_data).classes)
+    from birdsed.infer.outputs import DecisionOptions
+
+    decision = DecisionOptions(threshold=0.0, max_birds=1)  # a detection in every row: files with something in them
+    kw = dict(test_csv=synth_data / "test.csv", formats=("csv", "raven", "audacity"), decision=decision, quiet=True)
+    run_predict(m, [], tmp_path / "whole", workers=0, **kw)
+    monkeypatch.setattr(parts, "DECIDE_CELLS", 1)  # every recording a batch alone
+    run_predict(m, [], tmp_path / "one", workers=0, **kw)
+    whole = sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole").rglob("*") if p.is_file())
+    assert [p for p in whole if p.parts[0] == "raven"] and pd.read_csv(tmp_path / "whole" / "detections.csv").size
+    for rel in whole:
+        if rel.parts[0] != "parts" and rel.suffix != ".json":
+            assert (tmp_path / "whole" / rel).read_bytes() == (tmp_path / "one" / rel).read_bytes(), rel

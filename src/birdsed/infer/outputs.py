@@ -21,14 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from birdsed.config import OUTPUT_FORMATS, OUTPUT_KINDS
 from birdsed.data.store import recording_key
-from birdsed.errors import BirdsedError, ConfigError
+from birdsed.errors import ConfigError
 from birdsed.fsutil import atomic_path
 from birdsed.infer.decide import Thresholds, decide, labels_of, smooth_rows
+from birdsed.infer.parts import RowGroups, batches, concat
 from birdsed.infer.writers import detections, merge_runs, raven_table, write_audacity, write_table
 from birdsed.rows import DETECTION_COLUMNS, SCORE_META_COLUMNS
 
@@ -91,59 +90,10 @@ def decide_scores(
     return rows, present, kind, thr
 
 
-def read_part(path: Path, recording: str) -> pd.DataFrame:
-    """One finished recording's rows; a part that is not what predict wrote is a clear error naming it."""
-    try:
-        return pd.read_parquet(path)
-    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a damaged file
-        raise BirdsedError(
-            f"{path}: the scores of {recording} are unreadable ({type(e).__name__}); delete that file and "
-            "run the same command again to predict it afresh"
-        ) from e
-
-
 def label_file_names(files: list[str]) -> dict[str, str]:
     """Raven / Audacity files are named by the recording's stem; recordings sharing a stem get a unique key."""
     stem_counts = Counter(Path(f).stem for f in files)
     return {f: Path(f).stem if stem_counts[Path(f).stem] == 1 else recording_key(f) for f in files}
-
-
-ROW_GROUP_ROWS = 32_768  # rows per row group of scores.parquet (a recording is never split; a long one may exceed it)
-
-
-class _RowGroups:
-    """scores.parquet written row group by row group: parts are gathered until ROW_GROUP_ROWS, then written, so that
-    memory holds one row group (not one per recording: 20,000 row groups' metadata alone took 0.8 GB), and the gathered
-    parts are combined every 256, so that short recordings do not cost a table each."""
-
-    def __init__(self, stack: contextlib.ExitStack, path: Path):
-        self.stack, self.path, self.writer, self.buffer, self.rows = stack, path, None, [], 0
-
-    def add(self, table: pa.Table) -> None:
-        self.buffer.append(table)
-        self.rows += table.num_rows
-        if self.rows >= ROW_GROUP_ROWS:
-            self._flush()
-        elif len(self.buffer) >= 256:  # short recordings: thousands of tiny tables cost far more than their rows
-            self.buffer = [self._combined()]
-
-    def _combined(self) -> pa.Table:
-        schema = self.buffer[0].schema if self.writer is None else self.writer.schema
-        return pa.concat_tables([t if t.schema == schema else t.cast(schema) for t in self.buffer]).combine_chunks()
-
-    def _flush(self) -> None:
-        if not self.buffer:
-            return
-        table = self._combined()
-        if self.writer is None:
-            self.writer = self.stack.enter_context(pq.ParquetWriter(self.path, table.schema))
-        self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
-        self.buffer, self.rows = [], 0
-
-    def close(self) -> bool:
-        """Write what is gathered; False when nothing was ever written."""
-        self._flush()
-        return self.writer is not None
 
 
 def write_combined(
@@ -173,28 +123,31 @@ def write_combined(
             if columns is not None
             else None
         )
-        scores = _RowGroups(stack, scores_tmp)
+        scores = RowGroups(stack, scores_tmp)
         first = True
-        for f, part in parts:
-            df = read_part(part, f)
-            scores.add(pa.Table.from_pandas(df, preserve_index=False))
-            rows, present, _, thr = decide_scores(df, classes, thresholds, spec.decision, default_output)
+        for batch in batches(parts, len(SCORE_META_COLUMNS) + len(classes)):
+            table = concat([t for _, t in batch], scores.schema)
+            scores.add(table)
+            df = table.to_pandas()
+            rows, present, kind, thr = decide_scores(df, classes, thresholds, spec.decision, default_output)
+            per_row = np.repeat(np.arange(len(batch)), [t.num_rows for _, t in batch])  # recording: place in batch
+            recording = per_row[df["output"].to_numpy() == kind]  # the recording of each of `rows`
             det = detections(rows, present, classes)
             det.to_csv(det_out, header=first, index=False)
             if sub_out is not None:
                 sub, unknown = probability_submission(rows, classes, columns)
                 sub.to_csv(sub_out, header=first, index=False)
             if test is not None:
-                birds = labels_of(present, classes)
-                row_birds.update({(f, float(s)): b for s, b in zip(rows["start_s"], birds)})
-                whole = decide(rows[classes].to_numpy().max(axis=0, keepdims=True), thr, spec.decision.max_birds)
-                file_birds[f] = labels_of(whole, classes)[0]
-            events = merge_runs(det) if labels else None
-            for fmt in labels:
-                if fmt == "raven":
-                    write_table(raven_table(events), out / "raven" / f"{names[f]}.Table.1.selections.txt", sep="\t")
-                else:
-                    write_audacity(events, out / "audacity" / f"{names[f]}.txt")
+                names_of_rows = [batch[j][0] for j in recording]
+                row_birds.update(zip(zip(names_of_rows, rows["start_s"].astype(float)), labels_of(present, classes)))
+                per_file = pd.DataFrame(rows[classes].to_numpy()).groupby(recording).max()
+                whole = labels_of(decide(per_file.to_numpy(), thr, spec.decision.max_birds), classes)
+                file_birds.update((batch[j][0], b) for j, b in zip(per_file.index, whole))
+            if labels:
+                r = np.nonzero(present)[0]  # each detection's row, in the order of `det`
+                at = pd.Index(np.arange(len(r))).groupby(recording[r])
+                for j, (f, _) in enumerate(batch):
+                    _write_labels(out, labels, names[f], merge_runs(det.iloc[at[j]] if j in at else det.iloc[:0]))
             first = False
         if not scores.close():  # nothing finished: the tables with their columns and no row
             pd.DataFrame(columns=[*SCORE_META_COLUMNS, *classes]).to_parquet(scores_tmp, index=False)
@@ -207,3 +160,12 @@ def write_combined(
         )
     if test is not None:
         write_table(submission(test, row_birds, file_birds), out / "submission.csv")
+
+
+def _write_labels(out: Path, labels: list[str], name: str, events: pd.DataFrame) -> None:
+    """One recording's Raven and/or Audacity file (written even when it has no event)."""
+    for fmt in labels:
+        if fmt == "raven":
+            write_table(raven_table(events), out / "raven" / f"{name}.Table.1.selections.txt", sep="\t")
+        else:
+            write_audacity(events, out / "audacity" / f"{name}.txt")

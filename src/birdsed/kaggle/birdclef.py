@@ -68,7 +68,8 @@ def probability_submission(
 ) -> tuple[pd.DataFrame, list[str]]:
     """rows: predict's scores of one output kind (file, start_s, one column per model class) -> (the submission:
     row_id, then `columns` in order; the columns the model does not know, filled with 0)."""
-    rows = rows.sort_values(["file", "start_s"], kind="stable")
+    # by time within each recording, the recordings in the order they come (a batch of them, in predict's order)
+    rows = rows.iloc[np.lexsort((rows["start_s"].to_numpy(), pd.factorize(rows["file"])[0]))]
     unknown = [c for c in columns if c not in classes]
     out = pd.DataFrame({"row_id": [row_id(f, s) for f, s in zip(rows["file"], rows["start_s"])]})
     known = [c for c in columns if c in classes]
