@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import glob
 import os
 import shutil
@@ -39,10 +40,11 @@ def remove_stale_temps(folder: str | os.PathLike, names: list[str] | None = None
     taken. With `names`, only the temporaries of those files (a shard's own, beside other shards' live ones).
     Returns how many."""
     n = 0
-    patterns = [f".{glob.escape(name)}.*.tmp*" for name in names] if names is not None else [".*.tmp*"]
-    for p in (q for pattern in patterns for q in Path(folder).glob(pattern)):
-        if p.is_symlink():
-            continue
+    temps = [p for p in Path(folder).glob(".*.tmp*") if not p.is_symlink()]  # one listing of the folder
+    if names is not None:  # usually no temporary at all: each is matched against the names, not each name globbed
+        patterns = [f".{glob.escape(name)}.*.tmp*" for name in names]
+        temps = [p for p in temps if any(fnmatch.fnmatchcase(p.name, pattern) for pattern in patterns)]
+    for p in temps:
         with contextlib.suppress(FileNotFoundError):
             if p.is_dir():
                 shutil.rmtree(p)
