@@ -104,3 +104,28 @@ def test_bad_cluster_specs_are_refused(setup, tmp_path, spec, match):
     m, inputs = setup
     with pytest.raises(ConfigError, match=match):
         run_predict(m, inputs[:1], tmp_path / "o", quiet=True, cluster=spec)
+
+
+def test_a_model_the_workers_cannot_load_is_a_clear_error_and_the_client_never_imports_torch(setup, tmp_path):
+    """With --cluster this process reads model.json only: the workers load the network and report what fails."""
+    import json
+    import subprocess
+    import sys
+
+    m, inputs = setup
+    code = (
+        "import sys; from birdsed.infer.predict import run_predict; "
+        f"run_predict({str(m)!r}, {inputs[:2]!r}, {str(tmp_path / 'ok')!r}, quiet=True, cluster='local:1'); "
+        "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'the client imported torch'"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert pd.read_parquet(tmp_path / "ok" / "scores.parquet")["file"].nunique() == 2
+    broken = tiny_model(tmp_path / "broken", json.loads((m / "model.json").read_text())["classes"])
+    (broken / "weights.safetensors").write_bytes(b"\0" * 64)
+    res = subprocess.run(
+        [sys.executable, "-m", "birdsed", "predict", "--model", str(broken), *inputs[:2], "--out", str(tmp_path / "o"),
+         "--cluster", "local:1", "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 2 and "weights.safetensors: not a readable safetensors file" in res.stderr, res.stderr

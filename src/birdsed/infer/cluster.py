@@ -19,10 +19,10 @@ parts. The combined outputs are built by the client afterwards (outputs.py), as 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from birdsed.errors import BirdsedError, ConfigError
@@ -48,12 +48,11 @@ def _need_distributed():
     return distributed
 
 
-@contextlib.contextmanager
-def connect(spec: str) -> Iterator[object]:
-    """A dask Client for a --cluster value (module docstring); the cluster it started is closed on exit."""
+def connect(spec: str) -> tuple[object, object | None]:
+    """(a dask Client for a --cluster value (module docstring), the cluster it started, or None for a running
+    scheduler): the caller closes both."""
     distributed = _need_distributed()
     cluster = None
-    environ = dict(os.environ)  # dask sets OMP_NUM_THREADS=1 and more in this process for its workers: undone on exit
     if spec.startswith("local:"):
         try:
             n = int(spec.split(":", 1)[1])
@@ -81,15 +80,11 @@ def connect(spec: str) -> Iterator[object]:
     else:
         raise ConfigError(f"--cluster {spec!r}: expected local:N, tcp://HOST:PORT or a cluster YAML file")
     try:
-        with distributed.Client(address) as client:
-            yield client
+        return distributed.Client(address), cluster
     except OSError as e:
-        raise BirdsedError(f"--cluster {spec}: cannot reach the scheduler ({e})") from e
-    finally:
         if cluster is not None:
             cluster.close()
-        os.environ.clear()
-        os.environ.update(environ)
+        raise BirdsedError(f"--cluster {spec}: cannot reach the scheduler ({e})") from e
 
 
 def _jobqueue(path: Path):
@@ -113,20 +108,29 @@ def _jobqueue(path: Path):
     return cluster
 
 
+def load_on_worker(model_dir: str) -> tuple[float, float, list[str]]:
+    """On a worker: load the model (kept for the worker's chunks); returns what the client needs of it (window_s,
+    hop_s, classes), so that the client never builds the network itself."""
+    from birdsed.model.modeldir import load_model_dir
+
+    if model_dir not in _MODELS:
+        _MODELS[model_dir] = load_model_dir(Path(model_dir))[0]
+    model = _MODELS[model_dir]
+    return model.window_s, model.hop_s, list(model.classes)
+
+
 def run_chunk(model_dir: str, files: list[str], parts: list[str], options: dict) -> list[tuple[str, float | None, str]]:
     """On a worker: predict `files` whose parts are not there yet, writing each part; returns (file, duration_s,
     "") for each one predicted and (file, None, reason) for each that failed to decode."""
     from birdsed.infer.grid import FileResult, rows_table
     from birdsed.infer.loop import predict_files
     from birdsed.infer.writers import write_table
-    from birdsed.model.modeldir import load_model_dir
 
     part_of = dict(zip(files, map(Path, parts)))
     todo = [f for f in files if not part_of[f].is_file()]
     if not todo:
         return []
-    if model_dir not in _MODELS:
-        _MODELS[model_dir] = load_model_dir(Path(model_dir))[0]
+    load_on_worker(model_dir)
     model = _MODELS[model_dir]
     out = []
     for res in predict_files(model, todo, quiet=True, workers=0, **options):
@@ -138,24 +142,96 @@ def run_chunk(model_dir: str, files: list[str], parts: list[str], options: dict)
     return out
 
 
-def predict_on_cluster(
-    spec: str,
-    model_dir: Path,
-    files: list[str],
-    part_of: dict[str, Path],
-    options: dict,
-    quiet: bool = False,
-    chunks_per_worker: int = 4,
-) -> tuple[float, list[tuple[str, str]]]:
-    """Run the files on the cluster (module docstring); returns (seconds of audio predicted, decode errors)."""
-    with connect(spec) as client:
+@dataclass(frozen=True)
+class ModelFacts:
+    """What predict's client needs of a model the workers hold (the names a Detector gives them)."""
+
+    window_s: float
+    hop_s: float
+    classes: list[str]
+
+
+class ClusterRun:
+    """One predict's cluster: started first, its workers load the model while the client lists the inputs (the
+    client itself imports neither torch nor the network); closed in the background while the client builds the
+    combined outputs (close_soon), and waited for on exit.
+
+        with ClusterRun(spec, model_dir) as run:
+            facts = run.model_facts()  # window_s, hop_s, classes, from the first worker to load the model
+            audio_s, errors = run.predict(files, part_of, options)
+            run.close_soon()
+    """
+
+    def __init__(self, spec: str, model_dir: Path, chunks_per_worker: int = 4):
+        self.spec, self.model_dir, self.chunks_per_worker = spec, str(model_dir.resolve()), chunks_per_worker
+        self.client = self.cluster = self._closer = None
+
+    def __enter__(self) -> ClusterRun:
+        self._environ = dict(os.environ)  # dask sets OMP_NUM_THREADS=1 and more here for its workers: undone on exit
+        try:
+            self.client, self.cluster = connect(self.spec)
+            # one per worker there now (a batch system's may still be queued: then the first to come)
+            workers = list(self.client.scheduler_info().get("workers", {})) or [None]
+            self._loading = [
+                self.client.submit(
+                    load_on_worker,
+                    self.model_dir,
+                    key=f"birdsed-load-{i}",
+                    workers=None if w is None else [w],
+                    allow_other_workers=True,
+                    pure=False,
+                )
+                for i, w in enumerate(workers)
+            ]
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self._closer is None:
+                self._close_client()
+                self._close_cluster()
+            else:
+                self._closer.join()
+        finally:
+            os.environ.clear()
+            os.environ.update(self._environ)
+
+    def _close_client(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+    def _close_cluster(self) -> None:
+        if self.cluster is not None:
+            self.cluster.close()
+
+    def close_soon(self) -> None:
+        """Close the client, and start closing the cluster (a graceful close takes a second or two) while the caller
+        goes on; __exit__ waits for it."""
+        self._close_client()
+        self._closer = threading.Thread(target=self._close_cluster, name="birdsed-cluster-close", daemon=True)
+        self._closer.start()
+
+    def model_facts(self) -> ModelFacts:
+        """The model's window_s, hop_s and classes, from the first worker to load it (a model a worker cannot load
+        raises its ModelError here)."""
+        first = next(iter(_need_distributed().as_completed(self._loading)))
+        return ModelFacts(*first.result())
+
+    def predict(
+        self, files: list[str], part_of: dict[str, Path], options: dict, quiet: bool = False
+    ) -> tuple[float, list[tuple[str, str]]]:
+        """Run the files on the cluster (module docstring); returns (seconds of audio predicted, decode errors)."""
+        client = self.client
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-        n_chunks = min(len(files), max(1, n_workers * chunks_per_worker))
+        n_chunks = min(len(files), max(1, n_workers * self.chunks_per_worker))
         chunks = [c for c in partition(files, n_chunks) if c]
         futures = [
             client.submit(
                 run_chunk,
-                str(model_dir.resolve()),
+                self.model_dir,
                 c,
                 [str(part_of[f]) for f in c],
                 options,

@@ -3,7 +3,7 @@
 OUT/
   run.json             model and window settings; a re-run must match them
   parts/<key>.parquet  one per finished recording (what makes a re-run resume)
-  scores.parquet       all rows, all three outputs (row groups of whole recordings, outputs.ROW_GROUP_ROWS rows)
+  scores.parquet       all rows, all three outputs (row groups of whole recordings, parts.ROW_GROUP_ROWS rows)
   detections.csv       file,start_s,end_s,label,score (what passes the decision)
   submission.csv       with --test-csv: row_id,birds for every row, in order; with --sample-submission (BirdCLEF
                        2023-2025): row_id, then the scores of each class in the sample's column order
@@ -16,9 +16,11 @@ The combined files are built by streaming over the parts (outputs.py), in memory
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +32,6 @@ from birdsed.data.store import recording_key
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import remove_stale_temps, run_lock, write_text_atomic
 from birdsed.infer.grid import FileResult, rows_table
-from birdsed.infer.loop import predict_files
 from birdsed.infer.merge import merge_if_complete
 from birdsed.infer.outputs import FORMATS, DecisionOptions, OutputSpec, write_combined
 from birdsed.infer.shard import parse_shard, shard_files, write_record
@@ -38,7 +39,6 @@ from birdsed.infer.writers import write_table
 from birdsed.kaggle.birdclef import sample_columns
 from birdsed.kaggle.cornell import read_kaggle_test
 from birdsed.model.meta import default_output_of, kind_of, model_digest, read_meta, thresholds_of
-from birdsed.model.modeldir import load_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +153,106 @@ def run_predict(
         raise ConfigError(f"unknown format(s) {sorted(unknown)}; valid: {list(FORMATS)}")
     if (window_s is not None and window_s <= 0) or (hop_s is not None and hop_s <= 0):
         raise ConfigError("--window-s and --hop-s must be positive")
+    if sample_submission and test_csv:
+        raise ConfigError(
+            "--test-csv (row_id,birds) and --sample-submission (probabilities) write different submissions: give one"
+        )
     model_dir, out = Path(model_dir), Path(out)
-    if backend in ("onnx", "openvino"):
+    device = device if backend == "torch" else "cpu"
+    with _models(model_dir, backend, cluster) as (model, runner, thresholds, meta):
+        if sample_submission:
+            sample_columns(sample_submission)  # a bad sample is refused before anything runs
+        test = read_kaggle_test(test_csv, audio_dir) if test_csv else None
+        files, errors = resolve_inputs(inputs, test)
+        if not files and not errors:
+            raise BirdsedError("no audio files to predict (give files, folders or --test-csv)")
+        spec = OutputSpec(
+            tuple(formats),
+            decision,
+            str(test_csv) if test_csv else None,
+            str(audio_dir) if audio_dir else None,
+            str(sample_submission) if sample_submission else None,
+        )
+        i, n = parse_shard(shard) if shard else (0, 0)
+        if shard:
+            mine = set(shard_files([*files, *(e[0] for e in errors)], i, n))  # an input that can't run has its shard
+            files, errors = [f for f in files if f in mine], [e for e in errors if e[0] in mine]
+        facts = runner.model_facts() if runner else model  # window_s, hop_s, classes
+        window_s = facts.window_s if window_s is None else window_s
+        hop_s = facts.hop_s if hop_s is None else hop_s
+        classes = facts.classes
+        out.mkdir(parents=True, exist_ok=True)
+        parts = out / "parts"
+        part_of = {f: parts / f"{recording_key(f)}.parquet" for f in files}
+        # one lock per shard: N shards write side by side into one --out (their files never overlap)
+        with run_lock(out, f".lock-shard{i}of{n}" if shard else ".lock"):
+            _check_run(out, model_dir, window_s, hop_s, classes, pooling, short_policy)
+            if shard:  # what this shard's killed run left half-written (never another shard's live files)
+                remove_stale_temps(parts, [p.name for p in part_of.values()])
+            else:
+                for folder in (out, parts):
+                    remove_stale_temps(folder)
+            todo = [f for f in files if not part_of[f].is_file()]
+            t0 = time.perf_counter()
+            audio_s = 0.0
+            if runner:
+                if todo:
+                    options = {
+                        "window_s": window_s,
+                        "hop_s": hop_s,
+                        "batch_size": batch_size,
+                        "device": device,
+                        "pooling": pooling,
+                        "precision": precision,
+                        "short_policy": short_policy,
+                    }
+                    audio_s, failed = runner.predict(todo, part_of, options, quiet)
+                    errors += failed
+                    remove_stale_temps(parts, [part_of[f].name for f in todo])  # a worker killed mid-write left it
+                runner.close_soon()  # while the combined outputs are built
+            else:
+                from birdsed.infer.loop import predict_files  # torch: only where this process predicts
+
+                for res in predict_files(
+                    model, todo, window_s, hop_s, batch_size, workers, device, quiet, pooling, precision, short_policy
+                ):
+                    if isinstance(res, FileResult):
+                        write_table(rows_table(res, classes), part_of[res.path])
+                        audio_s += res.duration_s
+                    else:
+                        errors.append(res)
+            wall_s = time.perf_counter() - t0
+            summary = PredictSummary(len(files), len(files) - len(todo), audio_s, wall_s, errors, out)
+            if shard:
+                write_record(out, i, n, files, errors, spec.to_dict())
+            else:
+                write_table(pd.DataFrame(errors, columns=["file", "reason"]), out / "errors.csv")
+                done = [f for f in files if part_of[f].is_file()]
+                write_combined(
+                    out,
+                    [(f, part_of[f]) for f in done],
+                    classes,
+                    thresholds,
+                    default_output_of(meta),
+                    spec,
+                )
+                return summary
+    summary.merged = merge_if_complete(out)
+    return summary
+
+
+@contextlib.contextmanager
+def _models(model_dir: Path, backend: str, cluster: str | None) -> Iterator[tuple]:
+    """(model, cluster run, thresholds, model.json): the model loaded here, or with --cluster only model.json here
+    and the model on the workers (ClusterRun: they start loading it at once, while the inputs are listed)."""
+    if cluster:
+        from birdsed.infer.cluster import ClusterRun
+
+        meta = read_meta(model_dir)
+        thresholds = thresholds_of(model_dir, meta)
+        with ClusterRun(cluster, model_dir) as runner:
+            yield None, runner, thresholds, meta
+    elif backend in ("onnx", "openvino"):
         from birdsed.model.onnx_detector import OnnxSED, OpenVinoSED
 
         meta = read_meta(model_dir)
@@ -164,92 +262,11 @@ def run_predict(
                 "(use --backend torch)"
             )
         # the export alone: the PyTorch network (and timm) is never built
-        model, thresholds = (OnnxSED if backend == "onnx" else OpenVinoSED)(model_dir), thresholds_of(model_dir, meta)
-        device = "cpu"
+        yield (OnnxSED if backend == "onnx" else OpenVinoSED)(model_dir), None, thresholds_of(model_dir, meta), meta
     elif backend == "torch":
+        from birdsed.model.modeldir import load_model_dir
+
         model, thresholds, meta = load_model_dir(model_dir)
+        yield model, None, thresholds, meta
     else:
         raise ConfigError(f"unknown backend {backend!r}; valid: {list(BACKENDS)}")
-    window_s = model.window_s if window_s is None else window_s
-    hop_s = model.hop_s if hop_s is None else hop_s
-    classes = model.classes
-    if sample_submission and test_csv:
-        raise ConfigError(
-            "--test-csv (row_id,birds) and --sample-submission (probabilities) write different submissions: give one"
-        )
-    if sample_submission:
-        sample_columns(sample_submission)  # a bad sample is refused before anything runs
-    test = read_kaggle_test(test_csv, audio_dir) if test_csv else None
-    files, errors = resolve_inputs(inputs, test)
-    if not files and not errors:
-        raise BirdsedError("no audio files to predict (give files, folders or --test-csv)")
-    spec = OutputSpec(
-        tuple(formats),
-        decision,
-        str(test_csv) if test_csv else None,
-        str(audio_dir) if audio_dir else None,
-        str(sample_submission) if sample_submission else None,
-    )
-    i, n = parse_shard(shard) if shard else (0, 0)
-    if shard:
-        mine = set(shard_files([*files, *(e[0] for e in errors)], i, n))  # an input that can't run has its shard too
-        files, errors = [f for f in files if f in mine], [e for e in errors if e[0] in mine]
-    out.mkdir(parents=True, exist_ok=True)
-    parts = out / "parts"
-    part_of = {f: parts / f"{recording_key(f)}.parquet" for f in files}
-    # one lock per shard: N shards write side by side into one --out (their files never overlap)
-    with run_lock(out, f".lock-shard{i}of{n}" if shard else ".lock"):
-        _check_run(out, model_dir, window_s, hop_s, classes, pooling, short_policy)
-        if shard:  # what this shard's killed run left half-written (never another shard's live files)
-            remove_stale_temps(parts, [p.name for p in part_of.values()])
-        else:
-            for folder in (out, parts):
-                remove_stale_temps(folder)
-        todo = [f for f in files if not part_of[f].is_file()]
-        t0 = time.perf_counter()
-        audio_s = 0.0
-        if cluster and todo:
-            from birdsed.infer.cluster import predict_on_cluster
-
-            options = {
-                "window_s": window_s,
-                "hop_s": hop_s,
-                "batch_size": batch_size,
-                "device": device,
-                "pooling": pooling,
-                "precision": precision,
-                "short_policy": short_policy,
-            }
-            audio_s, failed = predict_on_cluster(cluster, model_dir, todo, part_of, options, quiet)
-            errors += failed
-            remove_stale_temps(parts, [part_of[f].name for f in todo])  # a worker killed mid-write left its temp
-        for res in (
-            predict_files(
-                model, todo, window_s, hop_s, batch_size, workers, device, quiet, pooling, precision, short_policy
-            )
-            if todo and not cluster
-            else []
-        ):
-            if isinstance(res, FileResult):
-                write_table(rows_table(res, classes), part_of[res.path])
-                audio_s += res.duration_s
-            else:
-                errors.append(res)
-        wall_s = time.perf_counter() - t0
-        summary = PredictSummary(len(files), len(files) - len(todo), audio_s, wall_s, errors, out)
-        if shard:
-            write_record(out, i, n, files, errors, spec.to_dict())
-        else:
-            write_table(pd.DataFrame(errors, columns=["file", "reason"]), out / "errors.csv")
-            done = [f for f in files if part_of[f].is_file()]
-            write_combined(
-                out,
-                [(f, part_of[f]) for f in done],
-                classes,
-                thresholds,
-                default_output_of(meta),
-                spec,
-            )
-            return summary
-    summary.merged = merge_if_complete(out)
-    return summary
