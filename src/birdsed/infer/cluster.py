@@ -5,7 +5,7 @@
     FILE.yaml         a batch-system cluster of dask-jobqueue: {kind: slurm|pbs|sge|lsf|htcondor, jobs: N, then the
                       keyword arguments of its cluster class: cores, memory, queue, walltime, account, ...}
 
-Work goes out in chunks of files of about equal total size (shard.partition), several per worker, so that a slow
+Work goes out in chunks of files of about equal total size (shard.partition), 16 per worker, so that a slow
 one is not waited for. Each worker loads the model once and keeps it (one per worker process), and runs the same
 streamed, batched loop as `predict` on one machine (loop.predict_files) over its chunk, writing each recording's
 part into OUT/parts (a shared file system for workers on other machines), atomically. What the client gets back
@@ -14,7 +14,12 @@ is small: each recording's duration, or why it failed to decode.
 Faults: a worker that dies mid-chunk loses what it had not written; the scheduler runs the chunk again elsewhere,
 and the recordings whose parts exist are skipped there. A recording that fails to decode is an error returned once,
 not an exception, so it is never retried. A client killed and started again with the same command resumes from the
-parts. The combined outputs are built by the client afterwards (outputs.py), as on one machine.
+parts. The combined outputs are built by the client afterwards (outputs.py), as on one machine, while the cluster
+closes.
+
+The client never imports torch or builds the network: the workers start loading the model as soon as the cluster is
+up, while the client lists the inputs, and the first to finish tells it the model's window and classes
+(cluster_worker.py holds what runs on the workers).
 """
 
 from __future__ import annotations
@@ -37,7 +42,6 @@ JOBQUEUE = {
     "lsf": "LSFCluster",
     "htcondor": "HTCondorCluster",
 }
-_MODELS: dict[str, object] = {}  # per worker process: model directory -> loaded model
 
 
 def _need_distributed():
@@ -67,7 +71,7 @@ def connect(spec: str) -> tuple[object, object | None]:
         # thread limits it sets (OMP_NUM_THREADS=1, ...) are kept
         spawn_env = dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}
         keep = {k: v for k, v in spawn_env.items() if k != "MALLOC_TRIM_THRESHOLD_"}
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": keep}):
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": keep, **_forkserver()}):
             cluster = distributed.LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
             )
@@ -85,6 +89,29 @@ def connect(spec: str) -> tuple[object, object | None]:
         if cluster is not None:
             cluster.close()
         raise BirdsedError(f"--cluster {spec}: cannot reach the scheduler ({e})") from e
+
+
+# what a local worker needs before its first task: imported once, in the fork server, not once a worker
+WORKER_PRELOAD = ["distributed", "birdsed.infer.cluster_worker", "birdsed.infer.loop", "birdsed.model.modeldir",
+                  "birdsed.model.sed"]  # fmt: skip
+
+
+def _forkserver() -> dict:
+    """Dask configuration under which local workers are forked from a server that has imported torch, timm and the
+    model stack once (WORKER_PRELOAD), rather than each spawned and importing them itself: two workers took 5-6 s
+    to be ready side by side on 2 cores, against 3.5-4 s for one process. The server starts with the first worker,
+    so it has Dask's thread limits in its environment; {} where fork servers do not exist (Windows)."""
+    import multiprocessing
+
+    import dask
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return {}
+    from distributed.utils import get_mp_context
+
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        get_mp_context().set_forkserver_preload(WORKER_PRELOAD)  # after Dask's own preload list, which it sets once
+    return {"distributed.worker.multiprocessing-method": "forkserver"}
 
 
 def _jobqueue(path: Path):
@@ -108,40 +135,6 @@ def _jobqueue(path: Path):
     return cluster
 
 
-def load_on_worker(model_dir: str) -> tuple[float, float, list[str]]:
-    """On a worker: load the model (kept for the worker's chunks); returns what the client needs of it (window_s,
-    hop_s, classes), so that the client never builds the network itself."""
-    from birdsed.model.modeldir import load_model_dir
-
-    if model_dir not in _MODELS:
-        _MODELS[model_dir] = load_model_dir(Path(model_dir))[0]
-    model = _MODELS[model_dir]
-    return model.window_s, model.hop_s, list(model.classes)
-
-
-def run_chunk(model_dir: str, files: list[str], parts: list[str], options: dict) -> list[tuple[str, float | None, str]]:
-    """On a worker: predict `files` whose parts are not there yet, writing each part; returns (file, duration_s,
-    "") for each one predicted and (file, None, reason) for each that failed to decode."""
-    from birdsed.infer.grid import FileResult, rows_table
-    from birdsed.infer.loop import predict_files
-    from birdsed.infer.writers import write_table
-
-    part_of = dict(zip(files, map(Path, parts)))
-    todo = [f for f in files if not part_of[f].is_file()]
-    if not todo:
-        return []
-    load_on_worker(model_dir)
-    model = _MODELS[model_dir]
-    out = []
-    for res in predict_files(model, todo, quiet=True, workers=0, **options):
-        if isinstance(res, FileResult):
-            write_table(rows_table(res, model.classes), part_of[res.path])
-            out.append((res.path, res.duration_s, ""))
-        else:
-            out.append((res[0], None, res[1]))
-    return out
-
-
 @dataclass(frozen=True)
 class ModelFacts:
     """What predict's client needs of a model the workers hold (the names a Detector gives them)."""
@@ -162,7 +155,7 @@ class ClusterRun:
             run.close_soon()
     """
 
-    def __init__(self, spec: str, model_dir: Path, chunks_per_worker: int = 4):
+    def __init__(self, spec: str, model_dir: Path, chunks_per_worker: int = 16):
         self.spec, self.model_dir, self.chunks_per_worker = spec, str(model_dir.resolve()), chunks_per_worker
         self.client = self.cluster = self._closer = None
 
@@ -170,6 +163,10 @@ class ClusterRun:
         self._environ = dict(os.environ)  # dask sets OMP_NUM_THREADS=1 and more here for its workers: undone on exit
         try:
             self.client, self.cluster = connect(self.spec)
+            from birdsed.infer.cluster_worker import QuickExit, load_on_worker
+
+            if self.cluster is not None:  # workers birdsed started: they exit at once when closed
+                self.client.register_plugin(QuickExit(), name="birdsed-quick-exit")
             # one per worker there now (a batch system's may still be queued: then the first to come)
             workers = list(self.client.scheduler_info().get("workers", {})) or [None]
             self._loading = [
@@ -224,6 +221,8 @@ class ClusterRun:
         self, files: list[str], part_of: dict[str, Path], options: dict, quiet: bool = False
     ) -> tuple[float, list[tuple[str, str]]]:
         """Run the files on the cluster (module docstring); returns (seconds of audio predicted, decode errors)."""
+        from birdsed.infer.cluster_worker import run_chunk
+
         client = self.client
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
         n_chunks = min(len(files), max(1, n_workers * self.chunks_per_worker))
