@@ -126,11 +126,11 @@ def write_combined(
         scores = RowGroups(stack, scores_tmp)
         first = True
         for batch in batches(parts, len(SCORE_META_COLUMNS) + len(classes)):
-            table = concat([t for _, t in batch], scores.schema)
+            table = concat([batch.table], scores.schema)
             scores.add(table)
             df = table.to_pandas()
             rows, present, kind, thr = decide_scores(df, classes, thresholds, spec.decision, default_output)
-            per_row = np.repeat(np.arange(len(batch)), [t.num_rows for _, t in batch])  # recording: place in batch
+            per_row = np.repeat(np.arange(len(batch.files)), batch.n_rows)  # each row's recording: place in batch
             recording = per_row[df["output"].to_numpy() == kind]  # the recording of each of `rows`
             det = detections(rows, present, classes)
             det.to_csv(det_out, header=first, index=False)
@@ -138,15 +138,15 @@ def write_combined(
                 sub, unknown = probability_submission(rows, classes, columns)
                 sub.to_csv(sub_out, header=first, index=False)
             if test is not None:
-                names_of_rows = [batch[j][0] for j in recording]
+                names_of_rows = [batch.files[j] for j in recording]
                 row_birds.update(zip(zip(names_of_rows, rows["start_s"].astype(float)), labels_of(present, classes)))
                 per_file = pd.DataFrame(rows[classes].to_numpy()).groupby(recording).max()
                 whole = labels_of(decide(per_file.to_numpy(), thr, spec.decision.max_birds), classes)
-                file_birds.update((batch[j][0], b) for j, b in zip(per_file.index, whole))
+                file_birds.update((batch.files[j], b) for j, b in zip(per_file.index, whole))
             if labels:
                 r = np.nonzero(present)[0]  # each detection's row, in the order of `det`
                 at = pd.Index(np.arange(len(r))).groupby(recording[r])
-                for j, (f, _) in enumerate(batch):
+                for j, f in enumerate(batch.files):
                     _write_labels(out, labels, names[f], merge_runs(det.iloc[at[j]] if j in at else det.iloc[:0]))
             first = False
         if not scores.close():  # nothing finished: the tables with their columns and no row

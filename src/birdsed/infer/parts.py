@@ -2,8 +2,9 @@
 batches of whole recordings, so that the work per recording is not paid once a recording (2,000 two-second
 recordings took 17 s one by one, pandas' fixed cost per call), and memory holds one batch, never the archive.
 
-    parts -> batches(...)  lists of (recording, table), up to ROW_GROUP_ROWS rows and DECIDE_CELLS score cells each
-                           (or one recording, when it alone is larger), read a few parts ahead on threads
+    parts -> batches(...)  Batch: recordings and one table of their rows, up to ROW_GROUP_ROWS rows and
+                           DECIDE_CELLS score cells (or one recording, when it alone is larger); parts read a few
+                           ahead on threads
     RowGroups              scores.parquet, row group by row group: whole recordings, about ROW_GROUP_ROWS rows each
 """
 
@@ -13,6 +14,7 @@ import contextlib
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,6 +24,7 @@ from birdsed.errors import BirdsedError
 
 ROW_GROUP_ROWS = 32_768  # rows per row group of scores.parquet (a recording is never split; a long one may exceed it)
 DECIDE_CELLS = 1 << 22  # score cells decided at once (about 16 MB of float32): a wide model's batches hold fewer rows
+COMBINE_EVERY = 256  # tables read, combined into one
 READ_AHEAD = 8  # parts read ahead of the one being gathered (pyarrow reads without the GIL)
 
 
@@ -50,20 +53,34 @@ def _read_in_order(parts: list[tuple[str, Path]]) -> Iterator[tuple[str, pa.Tabl
             yield g, fut.result()
 
 
-def batches(parts: list[tuple[str, Path]], n_columns: int) -> Iterator[list[tuple[str, pa.Table]]]:
+@dataclass
+class Batch:
+    """Whole recordings, in order: their names, their rows in `table` (in that order), and the table."""
+
+    files: list[str]
+    n_rows: list[int]
+    table: pa.Table
+
+
+def batches(parts: list[tuple[str, Path]], n_columns: int) -> Iterator[Batch]:
     """Whole recordings in their order, gathered up to ROW_GROUP_ROWS rows and DECIDE_CELLS cells of `n_columns`
-    columns (a recording larger than that is a batch alone)."""
+    columns (a recording larger than that is a batch alone). The tables read are combined every COMBINE_EVERY: ten
+    thousand tiny tables held for one batch took 550 MB (their read buffers), one table of their rows a few."""
     limit = max(1, min(ROW_GROUP_ROWS, DECIDE_CELLS // max(1, n_columns)))
-    batch: list[tuple[str, pa.Table]] = []
-    rows = 0
+    files: list[str] = []
+    n_rows: list[int] = []
+    tables: list[pa.Table] = []
     for f, table in _read_in_order(parts):
-        if batch and rows + table.num_rows > limit:
-            yield batch
-            batch, rows = [], 0
-        batch.append((f, table))
-        rows += table.num_rows
-    if batch:
-        yield batch
+        if files and sum(n_rows) + table.num_rows > limit:
+            yield Batch(files, n_rows, concat(tables))
+            files, n_rows, tables = [], [], []
+        files.append(f)
+        n_rows.append(table.num_rows)
+        tables.append(table)
+        if len(tables) >= COMBINE_EVERY:
+            tables = [concat(tables)]
+    if files:
+        yield Batch(files, n_rows, concat(tables))
 
 
 def concat(tables: list[pa.Table], schema: pa.Schema | None = None) -> pa.Table:
