@@ -146,3 +146,19 @@ def test_the_combined_outputs_do_not_depend_on_how_the_parts_are_batched(synth_d
     for rel in whole:
         if rel.parts[0] != "parts" and rel.suffix != ".json":
             assert (tmp_path / "whole" / rel).read_bytes() == (tmp_path / "one" / rel).read_bytes(), rel
+
+
+def test_without_the_cluster_extra_cluster_names_the_pip_command(synth_data, tmp_path):
+    """dask.distributed made unimportable (as where birdsed[cluster] is not installed): exit 2, the pip command, and
+    no output folder half made."""
+    from birdsed.data.manifest import read_dataset
+
+    m = model_dir(tmp_path, read_dataset(synth_data).classes)
+    audio = sorted(str(p) for p in (synth_data / "test_audio").iterdir())[:1]
+    argv = ["predict", "--model", str(m), *audio, "--out", str(tmp_path / "out"), "--cluster", "local:2", "--quiet"]
+    code = f"import sys; sys.modules['distributed'] = None; from birdsed.cli import main; sys.exit(main({argv!r}))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    said = res.stdout + res.stderr
+    assert res.returncode == 2, said[-2000:]
+    assert "pip install 'birdsed[cluster]'" in said
+    assert not (tmp_path / "out" / "scores.parquet").exists()

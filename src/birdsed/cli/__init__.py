@@ -18,7 +18,7 @@ import sys
 from rich.logging import RichHandler
 
 from birdsed import __version__
-from birdsed.cli.registry import VERBS, batch_status, console, verb  # noqa: F401 - the CLI's public names
+from birdsed.cli.registry import VERBS, batch_status, console, say, verb  # noqa: F401 - the CLI's public names
 from birdsed.errors import BirdsedError
 
 
@@ -112,10 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         with c_stderr_off(not args.verbose):
             return int(args.func(args) or 0)
     except BirdsedError as e:
-        console.print(f"[red]error:[/red] {e}")
+        say(f"error: {e}", style="red")
         return 2
     except OSError as e:  # disk full, permissions, a read-only file system: one line, what was finished stays
-        console.print(f"[red]error:[/red] {os_error_message(e)}")
+        say(f"error: {os_error_message(e)}", style="red")
         return 2
     except KeyboardInterrupt:
         console.print("[red]interrupted")

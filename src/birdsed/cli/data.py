@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from birdsed.cli.registry import batch_status, console, verb
+from birdsed.cli.registry import batch_status, console, say, verb
 from birdsed.config import DATA_FORMATS
 
 
@@ -50,9 +50,7 @@ def cmd_synth(a: argparse.Namespace) -> int:
         a.shift,
     )
     synthesize(a.out, cfg)
-    console.print(
-        f"synthetic data set written to {a.out} (train.csv, train_audio/, test.csv, test_audio/, test_labels.csv)"
-    )
+    say(f"synthetic data set written to {a.out} (train.csv, train_audio/, test.csv, test_audio/, test_labels.csv)")
     return 0
 
 
@@ -82,7 +80,7 @@ def cmd_prepare(a: argparse.Namespace) -> int:
 
     manifest = read_dataset(a.data, a.format, allow_outside=a.allow_outside_paths)
     result = prepare(manifest, a.out, workers=a.workers)
-    console.print(result.summary())
+    say(result.summary())
     return batch_status(result.n_skipped, a.out / "report.csv", "recording(s) skipped")
 
 
@@ -115,7 +113,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
         f"[bold green]row-wise micro F1 on the synthetic test soundscapes: {res.row_f1:.4f}[/bold green] "
         f"(output {res.output} at the thresholds tuned on the validation soundscapes; {res.seconds / 60:.1f} min)"
     )
-    console.print(
+    say(
         f"outputs: {res.out / 'predict'} "
         "(report.html, submission.csv, detections.csv, scores.parquet, raven/, audacity/); "
         f"model: {res.out / 'run' / 'model'}"

@@ -6,6 +6,7 @@ import sys
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from birdsed.config import OUTPUT_KINDS
 from birdsed.evaluate.score import event_table, score_table
@@ -20,7 +21,7 @@ def print_submission_report(rep) -> None:
     t = Table("class", "precision", "recall", "f1", "support", "predicted", title="per class")
     for r in rep.per_class.to_dict("records"):
         t.add_row(
-            r["class"],
+            Text(r["class"]),
             f"{r['precision']:.3f}",
             f"{r['recall']:.3f}",
             f"{r['f1']:.3f}",
@@ -55,7 +56,7 @@ def print_score_report(report: dict) -> None:
 def print_unused(lines: list[str]) -> None:
     """What evaluate did not use (evaluate.Unused.lines); --strict makes any of it an error."""
     for line in lines:
-        console.print(f"[yellow]not used: {line}")
+        console.print(f"not used: {line}", style="yellow", markup=False)
 
 
 def print_tune_result(res) -> None:
