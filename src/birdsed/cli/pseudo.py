@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from birdsed.cli.registry import batch_status, say, verb
-from birdsed.config import DEVICES, OUTPUT_KINDS, SHORT_POLICIES
+from birdsed.config import DEVICES, OUTPUT_KINDS, SHORT_POLICIES, preset_names
 
 
 def _add_soft_label_options(p: argparse.ArgumentParser) -> None:
@@ -66,7 +66,11 @@ def _add_self_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="the labelled data set (or a prepared store)")
     p.add_argument("--unlabelled", nargs="+", required=True, help="unlabelled audio files and folders")
     p.add_argument("--rounds", type=int, default=2, help="students after the teacher")
-    p.add_argument("--config", default="small", help="a YAML file or a preset name, for teacher and students")
+    p.add_argument(
+        "--config",
+        default="small",
+        help=f"a YAML file or a preset name ({', '.join(preset_names())}), for teacher and students",
+    )
     p.add_argument(
         "--out", type=Path, required=True, help="run folder: round0/ (the teacher), round1/, ..., rounds.csv"
     )

@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 from birdsed.cli.registry import say, verb
-from birdsed.config import DEVICES
+from birdsed.config import DEVICES, preset_names
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="a data-set folder or a prepared store")
-    p.add_argument("--config", default="seed108", help="a YAML file or a preset name (seed108, small, nips4b)")
+    p.add_argument("--config", default="seed108", help=f"a YAML file or a preset name ({', '.join(preset_names())})")
     p.add_argument("--out", type=Path, required=True, help="run folder; the model is written to RUN/model")
     p.add_argument(
         "--val", type=Path, default=None, help="a separate validation data set (default: a stratified split)"
