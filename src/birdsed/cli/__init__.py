@@ -2,8 +2,8 @@
 
 registry.py holds the registry and the console; each module registers its verbs: data.py (synth, prepare, demo),
 train.py, predict.py (predict, merge), evaluate.py (evaluate, tune, report), model.py (export, ensemble, kaggle),
-birdnet.py, pseudo.py (pseudo-label, self-train); tables.py prints results. Library modules are imported inside the
-handlers, so that `birdsed --help` and each verb load only what they use.
+birdnet.py, pseudo.py (pseudo-label, self-train); result_tables.py prints results. Library modules are imported inside
+the handlers, so that `birdsed --help` and each verb load only what they use.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 from rich.logging import RichHandler
 
 from birdsed import __version__
-from birdsed.cli.registry import VERBS, batch_status, console, say, verb  # noqa: F401 - the CLI's public names
+from birdsed.cli.registry import VERBS, batch_status, console, verb  # noqa: F401 - the CLI's public names
 from birdsed.errors import BirdsedError
 
 
@@ -112,11 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         with c_stderr_off(not args.verbose):
             return int(args.func(args) or 0)
     except BirdsedError as e:
-        say(f"error: {e}", style="red")
+        console.print(f"error: {e}", style="red")
         return 2
     except OSError as e:  # disk full, permissions, a read-only file system: one line, what was finished stays
-        say(f"error: {os_error_message(e)}", style="red")
+        console.print(f"error: {os_error_message(e)}", style="red")
         return 2
     except KeyboardInterrupt:
-        console.print("[red]interrupted")
+        console.print("interrupted", style="red")
         return 130

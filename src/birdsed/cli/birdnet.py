@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from birdsed.cli.registry import say, verb
+from birdsed.cli.registry import console, verb
 from birdsed.model.birdnet_info import DEFAULT_HOP_S, DEFAULT_THRESHOLD, INSTALL, LICENSE_NOTE
 
 
@@ -60,13 +60,13 @@ def cmd_birdnet(a: argparse.Namespace) -> int:
 
     cmap = init_model_dir(a.out, a.classes_from, a.species, a.hop_s, a.sensitivity, a.threshold)
     n = len(cmap.classes)
-    say(
+    console.print(
         f"BirdNET model directory written to {a.out}: {n - len(cmap.unmapped)} of {n} classes mapped "
         f"to BirdNET labels ({LICENSE_NOTE})"
     )
     if cmap.unmapped:
         shown = ", ".join(cmap.unmapped[:20]) + (" ..." if len(cmap.unmapped) > 20 else "")
-        say(
+        console.print(
             f"{len(cmap.unmapped)} class(es) have no BirdNET label and score 0: {shown} "
             f"(listed in {a.out / 'model.json'} under 'unmapped')",
             style="yellow",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from birdsed.cli.registry import batch_status, console, say, verb
+from rich.text import Text
+
+from birdsed.cli.registry import batch_status, console, verb
 from birdsed.config import DATA_FORMATS
 
 
@@ -50,7 +52,9 @@ def cmd_synth(a: argparse.Namespace) -> int:
         a.shift,
     )
     synthesize(a.out, cfg)
-    say(f"synthetic data set written to {a.out} (train.csv, train_audio/, test.csv, test_audio/, test_labels.csv)")
+    console.print(
+        f"synthetic data set written to {a.out} (train.csv, train_audio/, test.csv, test_audio/, test_labels.csv)"
+    )
     return 0
 
 
@@ -80,7 +84,7 @@ def cmd_prepare(a: argparse.Namespace) -> int:
 
     manifest = read_dataset(a.data, a.format, allow_outside=a.allow_outside_paths)
     result = prepare(manifest, a.out, workers=a.workers)
-    say(result.summary())
+    console.print(result.summary())
     return batch_status(result.n_skipped, a.out / "report.csv", "recording(s) skipped")
 
 
@@ -110,10 +114,12 @@ def cmd_demo(a: argparse.Namespace) -> int:
     print_tune_result(res.tuned)
     print_score_report(res.score_report)
     console.print(
-        f"[bold green]row-wise micro F1 on the synthetic test soundscapes: {res.row_f1:.4f}[/bold green] "
-        f"(output {res.output} at the thresholds tuned on the validation soundscapes; {res.seconds / 60:.1f} min)"
+        Text.assemble(
+            (f"row-wise micro F1 on the synthetic test soundscapes: {res.row_f1:.4f}", "bold green"),
+            f" (output {res.output} at the thresholds tuned on the validation soundscapes; {res.seconds / 60:.1f} min)",
+        )
     )
-    say(
+    console.print(
         f"outputs: {res.out / 'predict'} "
         "(report.html, submission.csv, detections.csv, scores.parquet, raven/, audacity/); "
         f"model: {res.out / 'run' / 'model'}"

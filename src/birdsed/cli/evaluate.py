@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from birdsed.cli.registry import say, verb
+from birdsed.cli.registry import console, verb
 from birdsed.config import OUTPUT_KINDS
 
 
@@ -157,5 +157,5 @@ def cmd_report(a: argparse.Namespace) -> int:
         max_minutes=a.max_minutes,
         **_truth_kw(a),
     )
-    say(f"report written to {out}")
+    console.print(f"report written to {out}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from birdsed.cli.registry import say, verb
+from birdsed.cli.registry import console, verb
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:
@@ -36,12 +36,12 @@ def cmd_export(a: argparse.Namespace) -> int:
         raise BirdsedError("nothing to export: give --onnx and/or --kaggle-dataset")
     if a.onnx:
         diffs = export_onnx(a.model, a.onnx, check_audio=a.check_audio)
-        say(f"ONNX model written to {a.onnx}; max |ONNX - PyTorch| = {max(diffs.values()):.2e}")
+        console.print(f"ONNX model written to {a.onnx}; max |ONNX - PyTorch| = {max(diffs.values()):.2e}")
     if a.kaggle_dataset:
         if not a.dataset:
             raise BirdsedError("--kaggle-dataset needs --dataset owner/slug")
         folder = kaggle_dataset_folder(a.model, a.kaggle_dataset, a.dataset)
-        say(
+        console.print(
             f"Kaggle data-set folder written to {folder} (upload: birdsed kaggle publish, or kaggle datasets create -p)"
         )
     return 0
@@ -68,7 +68,7 @@ def cmd_ensemble(a: argparse.Namespace) -> int:
     from birdsed.model.modeldir import save_ensemble
 
     out = save_ensemble(a.models, a.out, a.weights)
-    say(
+    console.print(
         f"ensemble of {len(a.models)} models written to {out} (thresholds: the members' mean; "
         f"`birdsed tune --model {out} ...` sets its own)"
     )
@@ -102,8 +102,8 @@ def cmd_kaggle(a: argparse.Namespace) -> int:
 
     if a.action == "download":
         out = kaggle_io.download(a.dir, a.competition, a.dataset)
-        say(f"downloaded into {out}")
+        console.print(f"downloaded into {out}")
     else:
         folder, action = kaggle_io.publish(a.model, a.dataset, a.message, a.folder, a.dry_run, a.public)
-        say(f"{action}: {a.dataset} from {folder}")
+        console.print(f"{action}: {a.dataset} from {folder}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from birdsed.cli.registry import batch_status, say, verb
+from birdsed.cli.registry import batch_status, console, verb
 from birdsed.config import (
     BACKENDS,
     COMPETITIONS,
@@ -133,12 +133,12 @@ def cmd_predict(a: argparse.Namespace) -> int:
         shard=a.shard,
         cluster=a.cluster,
     )
-    say(
+    console.print(
         f"{s.n_files} recording(s) ({s.n_done_before} done before); {s.audio_s / 3600:.2f} h of audio in "
         f"{s.wall_s:.1f} s = {s.realtime_factor:.0f}x real time; outputs in {s.out}"
     )
     if not s.merged:
-        say(
+        console.print(
             f"shard {a.shard} done; the combined outputs wait for the other shards (the last one merges, or "
             f"`birdsed merge {s.out}`)"
         )
@@ -161,5 +161,5 @@ def cmd_merge(a: argparse.Namespace) -> int:
 
     with run_lock(a.out, ".lock-merge"):
         n, n_errors = merge(a.out)
-    say(f"{n} recording(s) merged into {a.out} (scores.parquet, detections.csv, ...)")
+    console.print(f"{n} recording(s) merged into {a.out} (scores.parquet, detections.csv, ...)")
     return batch_status(n_errors, a.out / "errors.csv")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from birdsed.cli.registry import batch_status, say, verb
+from birdsed.cli.registry import batch_status, console, verb
 from birdsed.config import DEVICES, OUTPUT_KINDS, SHORT_POLICIES, preset_names
 
 
@@ -58,7 +58,7 @@ def cmd_pseudo_label(a: argparse.Namespace) -> int:
         quiet=a.quiet,
         short_policy=a.short,
     )
-    say(f"soft labels of {s.n_files - len(s.errors)} recording(s) written to {path}")
+    console.print(f"soft labels of {s.n_files - len(s.errors)} recording(s) written to {path}")
     return batch_status(len(s.errors), s.out / "errors.csv")
 
 
@@ -95,6 +95,6 @@ def cmd_self_train(a: argparse.Namespace) -> int:
     cfg = apply_overrides(load_config(a.config), a.set)
     opts = SoftLabelOptions(a.output, a.temperature, a.power, a.floor, a.top_k)
     table = self_train(a.data, a.unlabelled, a.rounds, cfg, a.out, opts, a.val, a.quiet, a.workers)
-    say(table.to_string(index=False))
-    say(f"rounds written to {a.out / 'rounds.csv'}; the last student: {table['model'].iloc[-1]}")
+    console.print(table.to_string(index=False))
+    console.print(f"rounds written to {a.out / 'rounds.csv'}; the last student: {table['model'].iloc[-1]}")
     return 0

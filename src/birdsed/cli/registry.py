@@ -8,15 +8,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-console = Console(stderr=True, soft_wrap=True)  # long paths in messages stay whole, never wrapped mid-word
+# Long paths in messages stay whole, never wrapped mid-word. No markup: what is printed holds paths, class names and
+# error texts, where `pip install 'birdsed[cluster]'` or a folder `site [A]` would lose its brackets; emphasis is a
+# `style=` or a rich Text.
+console = Console(stderr=True, soft_wrap=True, markup=False)
 AddArgs = Callable[[argparse.ArgumentParser], None]
 VERBS: dict[str, tuple[str, str, AddArgs, Callable[[argparse.Namespace], int]]] = {}
-
-
-def say(text: str, style: str | None = None) -> None:
-    """Print a line that holds paths, class names or an error's words: as written, never read as rich markup (where
-    `pip install 'birdsed[cluster]'` or a folder `site [A]` would lose its brackets)."""
-    console.print(text, style=style, markup=False)
 
 
 def verb(name: str, help: str, example: str, add_args: AddArgs):
@@ -33,6 +30,6 @@ def batch_status(n_skipped: int, report: Path, what: str = "recording(s) failed"
     """The batch rule every verb follows: 0 all done, 1 done with skipped items (said, with where they are listed);
     2 (refused) is main's, for errors."""
     if n_skipped:
-        say(f"{n_skipped} {what}: see {report}", style="yellow")
+        console.print(f"{n_skipped} {what}: see {report}", style="yellow")
         return 1
     return 0

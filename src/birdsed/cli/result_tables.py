@@ -11,17 +11,21 @@ from rich.text import Text
 from birdsed.config import OUTPUT_KINDS
 from birdsed.evaluate.score import event_table, score_table
 
-console = Console(width=None if sys.stdout.isatty() else 120)
+console = Console(width=None if sys.stdout.isatty() else 120, markup=False)  # as registry.console
 
 
 def print_submission_report(rep) -> None:
-    console.print(f"row-wise micro F1 (competition metric): [bold]{rep.row_f1:.4f}[/bold] over {rep.n_rows} rows")
+    console.print(
+        Text.assemble(
+            "row-wise micro F1 (competition metric): ", (f"{rep.row_f1:.4f}", "bold"), f" over {rep.n_rows} rows"
+        )
+    )
     console.print(f"species-only micro precision {rep.precision:.4f}, recall {rep.recall:.4f}, F1 {rep.species_f1:.4f}")
     print_unused(rep.unused.lines())
     t = Table("class", "precision", "recall", "f1", "support", "predicted", title="per class")
     for r in rep.per_class.to_dict("records"):
         t.add_row(
-            Text(r["class"]),
+            r["class"],
             f"{r['precision']:.3f}",
             f"{r['recall']:.3f}",
             f"{r['f1']:.3f}",
@@ -56,7 +60,7 @@ def print_score_report(report: dict) -> None:
 def print_unused(lines: list[str]) -> None:
     """What evaluate did not use (evaluate.Unused.lines); --strict makes any of it an error."""
     for line in lines:
-        console.print(f"not used: {line}", style="yellow", markup=False)
+        console.print(f"not used: {line}", style="yellow")
 
 
 def print_tune_result(res) -> None:
@@ -79,4 +83,4 @@ def print_tune_result(res) -> None:
             str(len(res.thresholds.per_class.get(kind, {}))),
         )
     console.print(t)
-    console.print(f"predict will decide on [bold]{res.best_output}[/bold] by default")
+    console.print(Text.assemble("predict will decide on ", (res.best_output, "bold"), " by default"))

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from birdsed.cli.registry import say, verb
+from birdsed.cli.registry import console, verb
 from birdsed.config import DEVICES, preset_names
 
 
@@ -86,5 +86,5 @@ def cmd_train(a: argparse.Namespace) -> int:
         overrides.append(f"data.pseudo={json.dumps(pseudo)}")
     cfg = apply_overrides(cfg, overrides)
     model_dir = train(a.data, cfg, a.out, resume=a.resume, val_data=a.val, quiet=a.quiet)
-    say(f"model written to {model_dir}")
+    console.print(f"model written to {model_dir}")
     return 0
