@@ -1,0 +1,74 @@
+"""What a number on the command line may be: argparse types that refuse NaN, infinities and values outside a range
+with a message naming the value and the range (argparse prefixes the option), and the machine's own limits on counts
+of processes and devices. Every numeric option of every verb takes its type from here; config values are checked in
+`config/checks.py`.
+
+    p.add_argument("--hop-s", type=number(0.01, 3600), ...)          # finite, 0.01 <= x <= 3600
+    p.add_argument("--threshold", type=number(0, 1), ...)
+    p.add_argument("--batch-size", type=count(1, 65536), ...)        # a whole number, 1 <= n <= 65536
+    p.add_argument("--workers", type=count(0, cores_cap()), ...)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Callable
+
+
+def cores() -> int:
+    """The cores this process may run on (its affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def cores_cap(factor: int = 4) -> int:
+    """The most worker processes a verb starts: `factor` per core this process may use (at least 4)."""
+    return max(4, factor * cores())
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def number(
+    lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False
+) -> Callable[[str], float]:
+    """An argparse type: a finite float in [lo, hi] (an open end with lo_open / hi_open; None: unbounded)."""
+
+    def parse(text: str) -> float:
+        try:
+            x = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(x):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number")
+        if lo is not None and (x < lo or (lo_open and x == lo)):
+            raise argparse.ArgumentTypeError(f"{text}: must be {'>' if lo_open else '>='} {_fmt(lo)}")
+        if hi is not None and (x > hi or (hi_open and x == hi)):
+            raise argparse.ArgumentTypeError(f"{text}: must be {'<' if hi_open else '<='} {_fmt(hi)}")
+        return x
+
+    parse.__name__ = "number"  # argparse names the type in its own messages
+    return parse
+
+
+def count(lo: int | None = 0, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number in [lo, hi] (None: unbounded on that side)."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if lo is not None and n < lo:
+            raise argparse.ArgumentTypeError(f"{text}: must be >= {lo}")
+        if hi is not None and n > hi:
+            raise argparse.ArgumentTypeError(f"{text}: must be <= {hi}")
+        return n
+
+    parse.__name__ = "count"
+    return parse

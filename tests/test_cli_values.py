@@ -1,0 +1,39 @@
+"""The argparse types of cli/values.py: finite numbers in a range, whole counts, the machine's caps."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from birdsed.cli.values import cores, cores_cap, count, number
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "abc", "-0.5", "1.5"])
+def test_number_refuses_what_is_not_a_finite_value_in_range(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        number(0, 1)(text)
+
+
+def test_number_takes_the_ends_unless_open():
+    assert number(0, 1)("0") == 0.0 and number(0, 1)("1") == 1.0
+    with pytest.raises(argparse.ArgumentTypeError, match="> 0"):
+        number(0, 10, lo_open=True)("0")
+
+
+@pytest.mark.parametrize("text", ["0", "-5", "1.5", "x", "99999999999999999999"])
+def test_count_refuses_what_is_not_a_whole_number_in_range(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        count(1, 1000)(text)
+
+
+def test_an_option_with_a_bad_value_exits_2_naming_it(capsys):
+    p = argparse.ArgumentParser()
+    p.add_argument("--hop-s", type=number(0.01, 3600))
+    with pytest.raises(SystemExit) as e:
+        p.parse_args(["--hop-s", "nan"])
+    assert e.value.code == 2 and "--hop-s" in capsys.readouterr().err
+
+
+def test_the_cap_on_processes_follows_the_cores():
+    assert cores() >= 1 and cores_cap() >= 4 * cores()
