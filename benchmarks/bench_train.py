@@ -104,7 +104,7 @@ def main() -> None:
                 f"train.workers={a.workers}",
                 f"train.device={a.device}",
                 f"train.precision={a.precision}",
-                "train.limit_val_batches=0",
+                "data.val_fraction=0",
                 "model.pretrained=false",
             ],
         )
