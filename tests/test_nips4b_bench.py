@@ -8,7 +8,10 @@ import pandas as pd
 import pytest
 from conftest import REPO
 
+# Three benchmark subprocesses on the real recordings (minutes on 2 cores): run with -m slow.
 
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "seeds",
     [[], ["--seeds", "0", "1"], ["--set", "data.val_fraction=0.1"]],
