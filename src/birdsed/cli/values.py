@@ -7,6 +7,7 @@ of processes and devices. Every numeric option of every verb takes its type from
     p.add_argument("--threshold", type=number(0, 1), ...)
     p.add_argument("--batch-size", type=count(1, 65536), ...)        # a whole number, 1 <= n <= 65536
     p.add_argument("--workers", type=count(0, cores_cap()), ...)
+    p.add_argument("--week", type=count(1, 48, also=(-1,)), ...)    # 1 <= n <= 48, or -1
 """
 
 from __future__ import annotations
@@ -56,14 +57,21 @@ def number(
     return parse
 
 
-def count(lo: int | None = 0, hi: int | None = None) -> Callable[[str], int]:
-    """An argparse type: a whole number in [lo, hi] (None: unbounded on that side)."""
+def count(lo: int | None = 0, hi: int | None = None, also: tuple[int, ...] = ()) -> Callable[[str], int]:
+    """An argparse type: a whole number in [lo, hi] (None: unbounded on that side), or one of `also` (a value with a
+    meaning of its own, such as BirdNET's week -1, all year)."""
 
     def parse(text: str) -> int:
         try:
             n = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if n in also:
+            return n
+        if also and ((lo is not None and n < lo) or (hi is not None and n > hi)):
+            raise argparse.ArgumentTypeError(
+                f"{text}: must be {lo} to {hi} or {' or '.join(str(a) for a in also)}"
+            )
         if lo is not None and n < lo:
             raise argparse.ArgumentTypeError(f"{text}: must be >= {lo}")
         if hi is not None and n > hi:

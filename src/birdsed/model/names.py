@@ -1,0 +1,172 @@
+"""Species names: any name a class goes by (an eBird code, a scientific or common name, BirdNET's
+"Scientific_Common" label, a data set's own code listed in its species.csv) -> its code, common and scientific names.
+
+Built from what ships with birdsed (model/birdnet_ebird_codes.csv: BirdNET V2.4's 6,522 labels with their eBird
+codes), so it needs neither the birdnet extra nor a network. A species list is read through `read_species_list`:
+names that match nothing get the closest known names suggested; two names of one species become one class.
+
+    names = Names.default()
+    names.lookup("woothr")                 # Species(code='woothr', common='Wood Thrush', scientific='Hylocichla ...')
+    names.suggest("Wood Thursh")           # ['Wood Thrush', ...]
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import logging
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from birdsed.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+CODES_TABLE = "model/birdnet_ebird_codes.csv"
+
+
+@dataclass(frozen=True)
+class Species:
+    """One species' names; `label` is BirdNET's "Scientific_Common" ("" for a species BirdNET does not know)."""
+
+    code: str
+    common: str
+    scientific: str
+    label: str = ""
+
+
+def norm_name(name: str) -> str:
+    """Case, spaces, hyphens, underscores and apostrophes do not matter when names are matched."""
+    return re.sub(r"[\s_\-']+", " ", name).strip().casefold()
+
+
+def species_of_label(label: str, code: str = "") -> Species:
+    """A BirdNET label "Scientific_Common" as a Species."""
+    scientific, _, common = label.partition("_")
+    return Species(code or scientific, common or scientific, scientific, label)
+
+
+@dataclass
+class Names:
+    """Every known species, and every name each answers to."""
+
+    species: list[Species]
+    index: dict[str, int] = field(default_factory=dict)  # norm_name(any name) -> position in `species`
+    shown: dict[str, str] = field(default_factory=dict)  # norm_name -> the name as written (for suggestions)
+
+    def __post_init__(self) -> None:
+        for i, s in enumerate(self.species):
+            for name in (s.code, s.scientific, s.common, s.label):
+                self.add(name, i)
+
+    def add(self, name: str, i: int) -> None:
+        """`name` answers to species i (the first species to claim a name keeps it)."""
+        if name:
+            self.index.setdefault(norm_name(name), i)
+            self.shown.setdefault(norm_name(name), name)
+
+    @classmethod
+    def default(cls) -> Names:
+        """BirdNET V2.4's labels and their eBird codes, from the table shipped with birdsed."""
+        return cls(list(_shipped_species()))
+
+    def with_aliases(self, aliases: dict[str, list[str]]) -> Names:
+        """A copy where each own code (a data set's class) answers to the species one of its names matches; own codes
+        that match nothing become species of their own (code = common = the code)."""
+        out = Names(list(self.species))
+        for own, others in aliases.items():
+            hit = next((out.index[norm_name(n)] for n in [own, *others] if norm_name(n) in out.index), None)
+            if hit is None:
+                scientific = next((n for n in others if " " in n.strip()), own)
+                out.species.append(Species(own, own, scientific))
+                hit = len(out.species) - 1
+            out.add(own, hit)
+            for n in others:
+                out.add(n, hit)
+        return out
+
+    def lookup(self, name: str) -> Species | None:
+        """The species `name` is one of the names of, or None."""
+        i = self.index.get(norm_name(name))
+        return None if i is None else self.species[i]
+
+    def describe(self, name: str) -> Species:
+        """`name`'s species, or one that carries only `name` (so that every class has a row to print)."""
+        return self.lookup(name) or Species(name, "", "")
+
+    def suggest(self, name: str, n: int = 3) -> list[str]:
+        """Up to n known names closest to `name` (difflib's ratio, at least 0.6)."""
+        close = difflib.get_close_matches(norm_name(name), list(self.shown), n=n, cutoff=0.6)
+        return [self.shown[c] for c in close]
+
+
+@lru_cache(maxsize=1)
+def _shipped_species() -> tuple[Species, ...]:
+    with resources.files("birdsed").joinpath(CODES_TABLE).open(encoding="utf-8") as f:
+        return tuple(species_of_label(row["label"], row["ebird_code"]) for row in csv.DictReader(f))
+
+
+@dataclass
+class SpeciesList:
+    """A species list as read: its classes (one per species, in the list's order), the names folded into an
+    earlier one of the same species, and the names that match nothing with suggestions."""
+
+    classes: list[str]
+    merged: list[tuple[str, str]]  # (name dropped, the class it is the same species as)
+    unknown: dict[str, list[str]]  # name -> closest known names
+
+    def messages(self, where: str) -> list[str]:
+        """What to tell the user, each said once."""
+        out = [
+            f"{where}: {a!r} is listed twice: kept once"
+            if a == b
+            else f"{where}: {a!r} and {b!r} are one species: kept as one class, {b!r}"
+            for a, b in dict.fromkeys(self.merged)
+        ]
+        for name, close in self.unknown.items():
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            out.append(f"{where}: {name!r} matches no known species name{hint}")
+        return out
+
+
+def resolve_names(names: list[str], known: Names | None = None) -> SpeciesList:
+    """Fold the names of one species into one class (the first written), and collect the unknown ones with
+    suggestions; unknown names stay classes (a user's own code)."""
+    known = known or Names.default()
+    classes: list[str] = []
+    merged: list[tuple[str, str]] = []
+    unknown: dict[str, list[str]] = {}
+    first_of: dict[Species | str, str] = {}
+    for name in names:
+        sp = known.lookup(name)
+        key: Species | str = sp if sp is not None else norm_name(name)
+        if key in first_of:
+            merged.append((name, first_of[key]))
+            continue
+        first_of[key] = name
+        classes.append(name)
+        if sp is None:
+            unknown[name] = known.suggest(name)
+    return SpeciesList(classes, merged, unknown)
+
+
+def read_species_list(path: str | Path, known: Names | None = None) -> SpeciesList:
+    """A species file (one name a line, # starts a comment) resolved by `resolve_names`; what it folded or did not
+    know is logged, each once."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: species file not found")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason})") from e
+    names = [n for n in (line.split("#")[0].strip() for line in lines) if n]
+    if not names:
+        raise ConfigError(f"{path}: no species names in it (one a line)")
+    found = resolve_names(names, known)
+    for message in found.messages(str(path)):
+        log.warning("%s", message)
+    return found
