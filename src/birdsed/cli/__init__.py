@@ -2,8 +2,8 @@
 
 registry.py holds the registry and the console; each module registers its verbs: data.py (synth, prepare, demo),
 train.py, predict.py (predict, merge), evaluate.py (evaluate, tune, report), model.py (export, ensemble, kaggle),
-birdnet.py, pseudo.py (pseudo-label, self-train); result_tables.py prints results. Library modules are imported inside
-the handlers, so that `birdsed --help` and each verb load only what they use.
+birdnet.py (init, species), summary.py, pseudo.py (pseudo-label, self-train); result_tables.py prints results.
+Library modules are imported inside the handlers, so that `birdsed --help` and each verb load only what they use.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _register_all() -> None:
     """Import every module that registers verbs (in the order `birdsed --help` lists them)."""
     import importlib
 
-    for name in ("data", "train", "predict", "evaluate", "model", "birdnet", "pseudo"):
+    for name in ("data", "train", "predict", "evaluate", "summary", "model", "birdnet", "pseudo"):
         importlib.import_module(f"birdsed.cli.{name}")
 
 

@@ -69,9 +69,7 @@ def count(lo: int | None = 0, hi: int | None = None, also: tuple[int, ...] = ())
         if n in also:
             return n
         if also and ((lo is not None and n < lo) or (hi is not None and n > hi)):
-            raise argparse.ArgumentTypeError(
-                f"{text}: must be {lo} to {hi} or {' or '.join(str(a) for a in also)}"
-            )
+            raise argparse.ArgumentTypeError(f"{text}: must be {lo} to {hi} or {' or '.join(str(a) for a in also)}")
         if lo is not None and n < lo:
             raise argparse.ArgumentTypeError(f"{text}: must be >= {lo}")
         if hi is not None and n > hi:

@@ -1,0 +1,272 @@
+"""`birdsed summary PRED`: per species (and per recording, site, day or hour of day), the 5 s rows it was detected
+in, the minutes present, the first and last detection, the highest score and the detections per hour of recording.
+
+Streamed over PRED/scores.parquet one row group at a time (a row group holds whole recordings), so memory holds one
+row group and the running totals (groups x classes), never the archive. A row has a species where predict's decision
+says so: the same output kind, thresholds, neighbour smoothing and max-birds (infer/outputs.decide_scores), with the
+model's thresholds read from model.json without torch, and the options of a sharded run from its shard records.
+
+--by site needs a `site` column in the scores, --by day and --by hour a `time` column (each row's start as a
+date-time); predict writes neither yet, so those groupings are refused with what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from birdsed.errors import BirdsedError, ConfigError
+from birdsed.infer.decide import Thresholds
+from birdsed.infer.outputs import DecisionOptions, decide_scores
+from birdsed.model.meta import default_output_of, model_digest, read_meta, thresholds_of
+from birdsed.model.names import Names
+from birdsed.rows import SCORE_META_COLUMNS
+
+GROUPINGS = ("all", "recording", "site", "day", "hour")
+SITE_COLUMN = "site"  # a row's site (from a sites table, when predict knows it)
+TIME_COLUMN = "time"  # a row's start as a date-time (from the recording's name or a sites table)
+NEEDS = {"site": SITE_COLUMN, "day": TIME_COLUMN, "hour": TIME_COLUMN}
+GROUP_COLUMN = {"recording": "file", "site": "site", "day": "day", "hour": "hour"}
+SUMMARY_FORMATS = (".csv", ".parquet")
+SUMMARY_COLUMNS = (
+    "class",
+    "code",
+    "common",
+    "scientific",
+    "rows",
+    "minutes",
+    "first_file",
+    "first_s",
+    "last_file",
+    "last_s",
+    "max_score",
+    "per_hour",
+    "hours_recorded",
+)
+TIME_COLUMNS = ("first_time", "last_time")
+
+
+@dataclass
+class Decision:
+    """How predict decided presence: the class columns, the options, the model's thresholds and default output."""
+
+    classes: list[str]
+    options: DecisionOptions
+    thresholds: Thresholds
+    default_output: str
+    source: str  # where the thresholds come from, to say so
+
+
+def decision_of(pred: Path, output: str | None = None, threshold: float | None = None) -> Decision:
+    """The decision predict made for PRED (run.json's model, its thresholds; a sharded run's options), with
+    `output` / `threshold` overriding them as predict's options do."""
+    run_path = pred / "run.json"
+    try:
+        run = json.loads(run_path.read_text())
+        classes = list(run["classes"])
+        model_dir = Path(run["model"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise BirdsedError(f"{run_path}: not a predict folder's run.json ({e})") from e
+    options = _recorded_options(pred)
+    if output is not None:
+        options.output = output
+    if threshold is not None:
+        options.threshold = threshold
+    if not (model_dir / "model.json").is_file() or model_digest(model_dir) != run.get("model_sha256"):
+        if options.threshold is None:
+            raise BirdsedError(
+                f"{model_dir}: the model predict ran ({run_path}) is not there or changed, and its thresholds decide "
+                "presence: give --threshold"
+            )
+        return Decision(classes, options, Thresholds(), options.output or "clipwise", f"--threshold {threshold}")
+    meta = read_meta(model_dir)
+    source = f"--threshold {options.threshold}" if options.threshold is not None else f"{model_dir}'s thresholds"
+    return Decision(classes, options, thresholds_of(model_dir, meta), default_output_of(meta), source)
+
+
+def _recorded_options(pred: Path) -> DecisionOptions:
+    """A sharded run's decision options (its shard records keep them); the defaults otherwise."""
+    for record in sorted((pred / "shards").glob("*-of-*.json")):
+        try:
+            return DecisionOptions(**json.loads(record.read_text())["spec"]["decision"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return DecisionOptions()
+
+
+@dataclass
+class Totals:
+    """Running totals of one group, per class [shape=(K,)]."""
+
+    n_classes: int
+    rows: np.ndarray = field(init=False)  # rows with the class
+    seconds: np.ndarray = field(init=False)  # seconds of those rows
+    max_score: np.ndarray = field(init=False)
+    first: list = field(init=False)  # per class: (sort key, file, start_s, time) of the first detection, or None
+    last: list = field(init=False)
+    recorded_s: float = 0.0  # seconds of recording in the group
+
+    def __post_init__(self) -> None:
+        k = self.n_classes
+        self.rows = np.zeros(k, np.int64)
+        self.seconds = np.zeros(k, np.float64)
+        self.max_score = np.full(k, -np.inf, np.float32)
+        self.first = [None] * k
+        self.last = [None] * k
+
+    def add(self, present: np.ndarray, values: np.ndarray, rows: pd.DataFrame, order: np.ndarray) -> None:
+        """Rows of this group: presence and scores [shape=(n, K)], their table, and a sort key [shape=(n,)]
+        (the row's time, or its place in the stream)."""
+        dur = (rows["end_s"].to_numpy(np.float64) - rows["start_s"].to_numpy(np.float64)).clip(min=0)  # (n,)
+        self.recorded_s += float(dur.sum())
+        self.rows += present.sum(0)
+        self.seconds += (present * dur[:, None]).sum(0)
+        self.max_score = np.maximum(self.max_score, values.max(0))
+        keyed = np.where(present, order[:, None], np.inf)  # (n, K)
+        lo, hi = keyed.argmin(0), np.where(present, order[:, None], -np.inf).argmax(0)
+        for k in np.nonzero(present.any(0))[0]:
+            a, b = _when(rows, order, lo[k]), _when(rows, order, hi[k])
+            if self.first[k] is None or a[0] < self.first[k][0]:
+                self.first[k] = a
+            if self.last[k] is None or b[0] > self.last[k][0]:
+                self.last[k] = b
+
+
+def _when(rows: pd.DataFrame, order: np.ndarray, i: int) -> tuple:
+    time = rows[TIME_COLUMN].iloc[i] if TIME_COLUMN in rows else None
+    return (float(order[i]), rows["file"].iloc[i], float(rows["start_s"].iloc[i]), time)
+
+
+def check_grouping(by: str, columns: list[str], where: Path) -> None:
+    """A grouping the scores can give, or a ConfigError saying what is missing."""
+    if by not in GROUPINGS:
+        raise ConfigError(f"--by {by!r}: valid: {list(GROUPINGS)}")
+    need = NEEDS.get(by)
+    if need and need not in columns:
+        raise ConfigError(
+            f"--by {by} needs each row's {'site' if need == SITE_COLUMN else 'date and time'} (a {need!r} column), "
+            f"which {where} does not have: predict does not write recording places and times yet; "
+            "use --by recording or all"
+        )
+
+
+def _row_groups(path: Path, kind: str, columns: list[str]) -> Iterator[pd.DataFrame]:
+    """The rows of output kind `kind`, one row group at a time."""
+    try:
+        f = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as e:
+        raise BirdsedError(f"{path}: not a readable Parquet file ({e})") from e
+    for i in range(f.num_row_groups):
+        try:
+            table = f.read_row_group(i, columns=columns)
+        except (OSError, pa.ArrowException) as e:
+            raise BirdsedError(f"{path}: row group {i} unreadable ({e}); predict again into a new --out") from e
+        yield table.filter(pc.equal(table["output"], kind)).to_pandas()
+
+
+def group_keys(rows: pd.DataFrame, by: str) -> pd.Series:
+    """Each row's group under `by`."""
+    if by == "all":
+        return pd.Series("", index=rows.index)
+    if by in ("recording", "site"):
+        return rows[GROUP_COLUMN[by]].astype(str)
+    time = pd.to_datetime(rows[TIME_COLUMN])
+    return time.dt.strftime("%Y-%m-%d") if by == "day" else time.dt.hour.astype(str).str.zfill(2)
+
+
+def summarize(
+    pred: str | Path, by: str = "all", output: str | None = None, threshold: float | None = None
+) -> tuple[pd.DataFrame, Decision]:
+    """The summary table of a predict folder (one row per group and species detected), and the decision used."""
+    pred = Path(pred)
+    path = pred / "scores.parquet"
+    if not path.is_file():
+        raise BirdsedError(f"{path} not found: summary reads a predict --out folder's scores")
+    decision = decision_of(pred, output, threshold)
+    try:
+        names_in = pq.read_schema(path).names
+    except (OSError, pa.ArrowException) as e:
+        raise BirdsedError(f"{path}: not a readable Parquet file ({e})") from e
+    check_grouping(by, names_in, path)
+    classes = decision.classes
+    missing = [c for c in [*SCORE_META_COLUMNS, *classes] if c not in names_in]
+    if missing:
+        raise BirdsedError(f"{path}: columns {missing[:5]} missing (run.json's classes); predict again")
+    extra = [c for c in (SITE_COLUMN, TIME_COLUMN) if c in names_in]
+    kind = decision.options.output or decision.default_output
+    totals: dict[str, Totals] = {}
+    seen = 0
+    for rows in _row_groups(path, kind, [*SCORE_META_COLUMNS, *extra, *classes]):
+        if rows.empty:
+            continue
+        rows, present, _, _ = decide_scores(rows, classes, decision.thresholds, decision.options, kind)
+        values = rows[classes].to_numpy(np.float32)
+        order = (
+            pd.to_datetime(rows[TIME_COLUMN]).to_numpy("datetime64[ns]").astype(np.int64).astype(np.float64)
+            if TIME_COLUMN in rows
+            else np.arange(seen, seen + len(rows), dtype=np.float64)
+        )
+        seen += len(rows)
+        keys = group_keys(rows, by)
+        for key, idx in keys.groupby(keys, sort=False).indices.items():
+            t = totals.setdefault(key, Totals(len(classes)))
+            t.add(present[idx], values[idx], rows.iloc[idx], order[idx])
+    return _table(totals, classes, by, TIME_COLUMN in extra), decision
+
+
+def _table(totals: dict[str, Totals], classes: list[str], by: str, with_time: bool) -> pd.DataFrame:
+    names = Names.default()
+    out = []
+    for key, t in totals.items():
+        hours = t.recorded_s / 3600
+        for k in np.nonzero(t.rows)[0]:
+            sp = names.describe(classes[k])
+            first, last = t.first[k], t.last[k]
+            row = {GROUP_COLUMN[by]: key} if by != "all" else {}
+            row |= {
+                "class": classes[k],
+                "code": sp.code,
+                "common": sp.common,
+                "scientific": sp.scientific,
+                "rows": int(t.rows[k]),
+                "minutes": round(float(t.seconds[k]) / 60, 2),
+                "first_file": first[1],
+                "first_s": first[2],
+                "last_file": last[1],
+                "last_s": last[2],
+                "max_score": round(float(t.max_score[k]), 4),
+                "per_hour": round(int(t.rows[k]) / hours, 3) if hours > 0 else float("nan"),
+                "hours_recorded": round(hours, 3),
+            }
+            if with_time:
+                row |= {"first_time": first[3], "last_time": last[3]}
+            out.append(row)
+    columns = [*([GROUP_COLUMN[by]] if by != "all" else []), *SUMMARY_COLUMNS, *(TIME_COLUMNS if with_time else ())]
+    table = pd.DataFrame(out, columns=columns)
+    keys = [GROUP_COLUMN[by]] if by != "all" else []  # groups in order, each group's most detected species first
+    return table.sort_values([*keys, "rows"], ascending=[True] * len(keys) + [False], kind="stable").reset_index(
+        drop=True
+    )
+
+
+def write_summary(table: pd.DataFrame, path: str | Path) -> None:
+    """The table as CSV or Parquet (by the name's suffix), written atomically."""
+    from birdsed.fsutil import atomic_path
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUMMARY_FORMATS:
+        raise ConfigError(f"--out {path}: the summary is written as {' or '.join(SUMMARY_FORMATS)}")
+    with atomic_path(path) as tmp:
+        if suffix == ".csv":
+            table.to_csv(tmp, index=False)
+        else:
+            table.to_parquet(tmp, index=False)
