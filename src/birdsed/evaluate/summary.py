@@ -223,38 +223,38 @@ def summarize(
 
 
 def _table(totals: dict[str, Totals], classes: list[str], by: str, with_time: bool) -> pd.DataFrame:
+    """One row per group and species detected: each group's columns built as arrays."""
     names = Names.default()
-    out = []
+    described = [names.describe(c) for c in classes]
+    parts = []
     for key, t in totals.items():
+        ks = np.nonzero(t.rows)[0]
         hours = t.recorded_s / 3600
-        for k in np.nonzero(t.rows)[0]:
-            sp = names.describe(classes[k])
-            first, last = t.first[k], t.last[k]
-            row = {GROUP_COLUMN[by]: key} if by != "all" else {}
-            row |= {
-                "class": classes[k],
-                "code": sp.code,
-                "common": sp.common,
-                "scientific": sp.scientific,
-                "rows": int(t.rows[k]),
-                "minutes": round(float(t.seconds[k]) / 60, 2),
-                "first_file": first[1],
-                "first_s": first[2],
-                "last_file": last[1],
-                "last_s": last[2],
-                "max_score": round(float(t.max_score[k]), 4),
-                "per_hour": round(int(t.rows[k]) / hours, 3) if hours > 0 else float("nan"),
-                "hours_recorded": round(hours, 3),
-            }
-            if with_time:
-                row |= {"first_time": first[3], "last_time": last[3]}
-            out.append(row)
+        first, last = [t.first[k] for k in ks], [t.last[k] for k in ks]
+        part = {
+            "class": [classes[k] for k in ks],
+            "code": [described[k].code for k in ks],
+            "common": [described[k].common for k in ks],
+            "scientific": [described[k].scientific for k in ks],
+            "rows": t.rows[ks],
+            "minutes": (t.seconds[ks] / 60).round(2),
+            "first_file": [w[1] for w in first],
+            "first_s": [w[2] for w in first],
+            "last_file": [w[1] for w in last],
+            "last_s": [w[2] for w in last],
+            "max_score": t.max_score[ks].astype(np.float64).round(4),
+            "per_hour": (t.rows[ks] / hours).round(3) if hours > 0 else np.full(len(ks), np.nan),
+            "hours_recorded": round(hours, 3),
+        }
+        if with_time:
+            part |= {"first_time": [w[3] for w in first], "last_time": [w[3] for w in last]}
+        parts.append(pd.DataFrame({GROUP_COLUMN[by]: key, **part} if by != "all" else part))
     columns = [*([GROUP_COLUMN[by]] if by != "all" else []), *SUMMARY_COLUMNS, *(TIME_COLUMNS if with_time else ())]
-    table = pd.DataFrame(out, columns=columns)
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
     keys = [GROUP_COLUMN[by]] if by != "all" else []  # groups in order, each group's most detected species first
     return table.sort_values([*keys, "rows"], ascending=[True] * len(keys) + [False], kind="stable").reset_index(
         drop=True
-    )
+    )[columns]
 
 
 def write_summary(table: pd.DataFrame, path: str | Path) -> None:
