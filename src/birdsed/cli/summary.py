@@ -55,8 +55,13 @@ def cmd_summary(a: argparse.Namespace) -> int:
         shown.add_column(c, overflow="fold", justify="right" if c in ("rows", "minutes", "max", "per hour") else "left")
     for r in table.head(SHOWN_ROWS).to_dict("records"):
         first, last = _when(r, "first", a.by), _when(r, "last", a.by)
-        cells = [str(r[c]) for c in group] + [r["code"], r["common"], str(r["rows"]), f"{r['minutes']:g}"]
-        shown.add_row(*cells, first, last, f"{r['max_score']:.3f}", f"{r['per_hour']:g}")
+        cells = [Path(r[c]).name if c == "file" else str(r[c]) for c in group] + [
+            r["code"],
+            r["common"],
+            str(r["rows"]),
+            f"{r['minutes']:g}",
+        ]
+        shown.add_row(*cells, first, last, f"{r['max_score']:.3f}", f"{r['per_hour']:.1f}")
     console.print(shown)
     if len(table) > SHOWN_ROWS:
         console.print(f"... {len(table) - SHOWN_ROWS} more rows" + ("" if a.out else " (--out FILE.csv writes all)"))
