@@ -471,11 +471,14 @@ def test_a_killed_runs_half_written_files_go_and_a_live_run_keeps_its_folder(syn
     train into that folder; while a live run holds the folder, a second one is refused and touches nothing."""
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    planted = [run / ".metrics.csv.k1ll3d.tmp.csv", run / "checkpoints" / ".last.ckpt.k1ll3d.tmp.ckpt"]
+    planted = [
+        run / ".metrics.csv.birdsed-0badc0de.tmp.csv",
+        run / "checkpoints" / ".last.ckpt.birdsed-0badc0de.tmp.ckpt",
+    ]
     for p in planted:
         p.write_text("half")
-    (run / ".model.k1ll3d.tmp").mkdir()
-    (run / ".model.k1ll3d.tmp" / "weights.safetensors").write_bytes(b"half")
+    (run / ".model.birdsed-0badc0de.tmpdir").mkdir()
+    (run / ".model.birdsed-0badc0de.tmpdir" / "weights.safetensors").write_bytes(b"half")
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     argv = ["train", "--data", synth_data, "--config", "small", "--out", run, "--quiet", *FAST_SET]
     try:

@@ -65,7 +65,7 @@ def test_resume_skips_finished_and_redoes_partial(tmp_path):
     # simulate a run killed mid-way: one entry's json never written, another's audio half-written under a temp name
     key0 = recording_key("r0.flac")
     (store_dir / "audio" / f"{key0}.json").unlink()
-    (store_dir / "audio" / f".{key0}.i16.junk.tmp.i16").write_bytes(b"\0" * 10)
+    (store_dir / "audio" / f".{key0}.i16.birdsed-0badc0de.tmp.i16").write_bytes(b"\0" * 10)
     again = prepare(m, store_dir, workers=1, quiet=True)
     assert (again.n_prepared, again.n_resumed) == (1, 3)
     store = AudioStore(store_dir)
