@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import pandas as pd
 from birdsed.config import OUTPUT_FORMATS, OUTPUT_KINDS
 from birdsed.data.store import recording_key
 from birdsed.errors import ConfigError
-from birdsed.fsutil import atomic_path
+from birdsed.fsutil import atomic_path, remove_stale_temps
 from birdsed.infer.decide import Thresholds, decide, labels_of, smooth_rows
 from birdsed.infer.parts import RowGroups, batches, concat
 from birdsed.infer.writers import detections, merge_runs, raven_table, write_audacity, write_table
@@ -112,6 +113,7 @@ def write_combined(
     columns = sample_columns(spec.sample_submission) if spec.sample_submission else None
     names = label_file_names([f for f, _ in parts])
     labels = [fmt for fmt in ("raven", "audacity") if fmt in spec.formats]
+    _remove_stale_outputs(out, labels, names.values())
     row_birds: dict[tuple[str, float], str] = {}
     file_birds: dict[str, str] = {}
     unknown: list[str] = []
@@ -162,10 +164,27 @@ def write_combined(
         write_table(submission(test, row_birds, file_birds), out / "submission.csv")
 
 
+COMBINED = ("scores.parquet", "detections.csv", "submission.csv")  # what write_combined writes in `out` itself
+
+
+def _label_path(out: Path, fmt: str, name: str) -> Path:
+    """Where one recording's Raven or Audacity file goes."""
+    return out / "raven" / f"{name}.Table.1.selections.txt" if fmt == "raven" else out / "audacity" / f"{name}.txt"
+
+
+def _remove_stale_outputs(out: Path, labels: list[str], names: Iterable[str]) -> None:
+    """The temporaries of the combined outputs that a run killed while writing them left (every caller holds the
+    lock of `out`'s combined outputs: predict's, or the merge's); only those of the files written here."""
+    remove_stale_temps(out, COMBINED)
+    names = list(names)
+    for fmt in labels:
+        remove_stale_temps(out / fmt, [_label_path(out, fmt, name).name for name in names])
+
+
 def _write_labels(out: Path, labels: list[str], name: str, events: pd.DataFrame) -> None:
     """One recording's Raven and/or Audacity file (written even when it has no event)."""
     for fmt in labels:
         if fmt == "raven":
-            write_table(raven_table(events), out / "raven" / f"{name}.Table.1.selections.txt", sep="\t")
+            write_table(raven_table(events), _label_path(out, fmt, name), sep="\t")
         else:
-            write_audacity(events, out / "audacity" / f"{name}.txt")
+            write_audacity(events, _label_path(out, fmt, name))
