@@ -48,10 +48,9 @@ def test_a_checkpoint_write_that_fails_midway_leaves_the_last_one_whole(tmp_path
     io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "epoch": 1}, last)
     real_save = torch.save
 
-    def dies_midway(obj, f, *args, **kwargs):
+    def dies_midway(obj, f, *args, **kwargs):  # f: the open temporary file
         real_save(obj, f, *args, **kwargs)
-        with open(f, "r+b") as fh:
-            fh.truncate(100)
+        f.truncate(100)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", dies_midway)

@@ -34,7 +34,7 @@ import soxr
 
 from birdsed.data.synth_calls import Species, call_bout, insects, make_species, noise_bed, place, reverb
 from birdsed.errors import ConfigError
-from birdsed.fsutil import atomic_path
+from birdsed.fsutil import atomic_dir, atomic_path, remove_stale_temps, run_lock
 from birdsed.progress import progress_bar
 from birdsed.rows import ROW_S
 
@@ -210,7 +210,16 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig = SynthConfig(), quiet: 
     if not 0 <= cfg.shift <= 2:
         raise ConfigError(f"synth shift must be in [0, 2], got {cfg.shift}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with run_lock(out.parent, f".{out.name}.lock"):  # one synth into `out` at a time; then a killed one's folder goes
+        remove_stale_temps(out.parent, [out.name])
+        with atomic_dir(out, into_existing=True) as tmp:  # a failed or killed run leaves no half-written data set
+            _synthesize(tmp, cfg, quiet)
+    return out
+
+
+def _synthesize(out: Path, cfg: SynthConfig, quiet: bool) -> None:
+    """Write the data set into the (new, empty) folder `out`."""
     species = make_species(cfg.species, cfg.seed)
     pd.DataFrame(
         [
@@ -286,4 +295,3 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig = SynthConfig(), quiet: 
             advance(1)
     pd.DataFrame(test_rows, columns=["site", "row_id", "seconds", "audio_id"]).to_csv(out / "test.csv", index=False)
     pd.DataFrame(truth_rows, columns=["row_id", "birds"]).to_csv(out / "test_labels.csv", index=False)
-    return out

@@ -54,8 +54,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict, path: str | os.PathLike, storage_options: object = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: a full disk is an OSError (errno)
+            torch.save(checkpoint, f)
 
 
 def checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
