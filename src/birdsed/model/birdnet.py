@@ -12,6 +12,10 @@ interpreter runs without its default XNNPACK delegate (about 2x slower on this m
 runtime that only classifies keeps the delegate. Scores are sigmoid(sensitivity * logit), as BirdNET's
 own analyzer computes them (sensitivity 1 by default).
 
+Two backends run the same file: LiteRT, and the graph run in torch (birdnet_torch.py, equal to LiteRT within 1e-4
+on real recordings). `--device` picks: on CUDA torch (in bf16 under predict's autocast, as the CNNs), on the CPU
+LiteRT, measured faster there (docs/BENCHMARKS.md, benchmarks/bench_birdnet_torch.py).
+
 model/birdnet_ebird_codes.csv maps each label ("Scientific name_Common name") to its eBird code (the class
 names of the Cornell and BirdCLEF competitions); it was derived once from eBird_taxonomy_codes_2024E.json of
 the `birdnet-analyzer` 2.4.0 wheel (which pulls TensorFlow, so birdsed does not depend on it).
@@ -19,6 +23,7 @@ the `birdnet-analyzer` 2.4.0 wheel (which pulls TensorFlow, so birdsed does not 
 
 from __future__ import annotations
 
+import copy
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -117,10 +122,53 @@ class BirdNETRuntime:
         return np.concatenate(out) if out else np.zeros((0, EMBED_DIM), np.float32)
 
 
-@lru_cache(maxsize=2)
-def shared_runtime(embeddings: bool) -> BirdNETRuntime:
-    """One interpreter per process and mode (building one reads 52 MB)."""
+class TorchRuntime:
+    """BirdNET through the torch port on a device; the same methods as BirdNETRuntime (it always has embeddings).
+    Runs in the caller's autocast, if any (predict's bf16 on CUDA)."""
+
+    embeddings = True
+
+    def __init__(self, device: torch.device):
+        from birdsed.model.birdnet_torch import load_birdnet_torch
+
+        self.device = device
+        self.model = load_birdnet_torch().to(device)
+        self.n_labels = len(read_labels())
+
+    def _outputs(self, x: np.ndarray | torch.Tensor, batch: int, which: int) -> np.ndarray:
+        x = torch.as_tensor(x, dtype=torch.float32)
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(x), batch):
+                y = self.model(x[i : i + batch].to(self.device, non_blocking=True))[which]
+                out.append(y.float().cpu().numpy())
+        width = (self.n_labels, EMBED_DIM)[which]
+        return np.concatenate(out) if out else np.zeros((0, width), np.float32)
+
+    def logits(self, x: np.ndarray | torch.Tensor, batch: int = 32) -> np.ndarray:
+        """(B, 144000) -> (B, 6522) logits."""
+        return self._outputs(x, batch, 0)
+
+    def embed(self, x: np.ndarray | torch.Tensor, batch: int = 32) -> np.ndarray:
+        """(B, 144000) -> (B, 1024) embeddings."""
+        return self._outputs(x, batch, 1)
+
+
+def backend_for(device: torch.device | str | None) -> str:
+    """The backend BirdNET runs on for a device: torch on CUDA, LiteRT on the CPU (faster there, measured)."""
+    return "torch" if torch.device(device or "cpu").type == "cuda" else "litert"
+
+
+@lru_cache(maxsize=4)
+def _runtime(embeddings: bool, device: str) -> BirdNETRuntime | TorchRuntime:
+    if backend_for(device) == "torch":
+        return TorchRuntime(torch.device(device))
     return BirdNETRuntime(embeddings)
+
+
+def shared_runtime(embeddings: bool, device: torch.device | str | None = None) -> BirdNETRuntime | TorchRuntime:
+    """One runtime per process, mode and device (building one reads 52 MB): LiteRT's on the CPU, torch's on CUDA."""
+    return _runtime(embeddings, str(torch.device(device or "cpu")))
 
 
 class BirdNETDetector:
@@ -137,6 +185,7 @@ class BirdNETDetector:
         if not 0.5 <= sensitivity <= 1.5:
             raise ModelError(f"BirdNET sensitivity must be in [0.5, 1.5] (BirdNET-Analyzer's range), got {sensitivity}")
         self.class_map, self.hop_s, self.sensitivity = class_map, float(hop_s), float(sensitivity)
+        self.device = torch.device("cpu")
         self.classes = list(class_map.classes)
         self._take = torch.tensor([max(i, 0) for i in class_map.indices])
         self._known = torch.tensor([i >= 0 for i in class_map.indices])
@@ -158,12 +207,16 @@ class BirdNETDetector:
             raise ModelError(f"{path}: malformed 'birdnet' section ({e!r})") from e
 
     def for_inference(self, device: torch.device) -> BirdNETDetector:
+        """This detector on `device` (backend_for: torch on CUDA, LiteRT on the CPU)."""
         checked_file(MODEL_FILE)  # a clear error now, not in the middle of a batch
-        return self
+        fast = copy.copy(self)
+        fast.device = torch.device(device)
+        shared_runtime(False, fast.device)  # built now: a port that cannot run this file fails before any batch
+        return fast
 
-    def scores(self, wave: np.ndarray) -> torch.Tensor:
+    def scores(self, wave: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(W, 144000) 48 kHz windows -> (W, K) sigmoid(sensitivity * logit) of the model's classes (0 if unmapped)."""
-        logits = torch.from_numpy(shared_runtime(False).logits(wave))
+        logits = torch.from_numpy(shared_runtime(False, self.device).logits(wave))
         p = torch.sigmoid(self.sensitivity * logits[:, self._take])
         return torch.where(self._known, p, torch.zeros_like(p))
 
@@ -176,11 +229,12 @@ class BirdNETDetector:
                 "(leave --window-s unset)"
             )
         policy = short_policy or self.short_policy
-        wave = torch.cat([piece_windows(audio, q, window, hop, policy) for q in pieces]).float().cpu().numpy()
-        return one_segment_outputs(self.scores(wave))
+        wave = torch.cat([piece_windows(audio, q, window, hop, policy) for q in pieces]).float()
+        return one_segment_outputs(self.scores(wave if backend_for(self.device) == "torch" else wave.cpu().numpy()))
 
     def __call__(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
-        return one_segment_outputs(self.scores(wave.float().cpu().numpy()))
+        wave = wave.float()
+        return one_segment_outputs(self.scores(wave if backend_for(self.device) == "torch" else wave.cpu().numpy()))
 
     def onnx_module(self) -> nn.Module:
         raise ModelError("BirdNET is a TFLite model; it has no ONNX export in birdsed")

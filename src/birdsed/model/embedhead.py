@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from birdsed.errors import ModelError
-from birdsed.model.birdnet import EMBED_DIM, N_SAMPLES, SAMPLE_RATE_HZ, shared_runtime
+from birdsed.model.birdnet import EMBED_DIM, N_SAMPLES, SAMPLE_RATE_HZ, backend_for, shared_runtime
 from birdsed.model.birdnet_labels import MODEL_FILE, SHA256
 from birdsed.model.sed import AttentionHead
 from birdsed.model.windows import Piece, fitted_audio
@@ -90,6 +90,7 @@ class EmbeddingHeadModel:
         self.classes, self.head = list(classes), head
         self.window_s, self.embed_hop_s, self.hop_s, self.short_policy = window_s, embed_hop_s, hop_s, short_policy
         self.n_sub = n_subwindows(window_s, embed_hop_s)
+        self.device = torch.device("cpu")  # where BirdNET runs (for_inference)
 
     @classmethod
     def from_meta(cls, path: Path, meta: dict[str, Any]) -> EmbeddingHeadModel:
@@ -135,13 +136,17 @@ class EmbeddingHeadModel:
 
     def embed(self, windows: torch.Tensor) -> torch.Tensor:
         """(W, window) -> (W, T', 1024) BirdNET embeddings."""
-        subs = self.sub_windows(windows.float().cpu())
-        emb = shared_runtime(True).embed(subs.reshape(-1, N_SAMPLES).numpy())
+        runtime = shared_runtime(True, self.device)
+        subs = self.sub_windows(windows.float()).reshape(-1, N_SAMPLES)
+        emb = runtime.embed(subs if backend_for(self.device) == "torch" else subs.cpu().numpy())
         return torch.from_numpy(emb).view(len(windows), self.n_sub, EMBED_DIM)
 
     def for_inference(self, device: torch.device) -> EmbeddingHeadModel:
+        """BirdNET on `device` (backend_for: torch on CUDA, LiteRT on the CPU); the head, tiny, on the CPU."""
         fast = copy.copy(self)
-        fast.head = copy.deepcopy(self.head).eval().cpu()  # BirdNET runs on the CPU; the head is tiny
+        fast.device = torch.device(device)
+        shared_runtime(True, fast.device)  # built now, not in the middle of a batch
+        fast.head = copy.deepcopy(self.head).eval().cpu()
         return fast
 
     def window_outputs(

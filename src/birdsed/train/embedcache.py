@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import soxr
+import torch
 
 from birdsed.config import Config
 from birdsed.data.sampling import Item
@@ -56,15 +57,22 @@ def subwindow_starts(n_samples: int, hop: int) -> np.ndarray:
 
 
 class EmbeddingCache:
-    """(n_sub, 1024) float16 BirdNET embeddings per recording of a store, computed once, kept as .npy files."""
+    """(n_sub, 1024) float16 BirdNET embeddings per recording of a store, computed once, kept as .npy files.
 
-    def __init__(self, folder: Path, window_s: float, embed_hop_s: float, short_policy: str):
+    BirdNET runs on `device` (birdnet.backend_for: torch on CUDA, LiteRT on the CPU), always in fp32. The key does
+    not name the backend: both give the same embeddings at the cache's float16 precision on real recordings
+    (tests/test_birdnet_torch.py), so a cache written on a GPU serves a CPU run and back."""
+
+    def __init__(
+        self, folder: Path, window_s: float, embed_hop_s: float, short_policy: str, device: torch.device | str = "cpu"
+    ):
         self.folder, self.window_s, self.embed_hop_s, self.short_policy = (
             Path(folder),
             window_s,
             embed_hop_s,
             short_policy,
         )
+        self.device = torch.device(device)
 
     def key(self, store: AudioStore, rid: str, view: int = 0) -> str:
         row = store.index.loc[rid]
@@ -91,7 +99,7 @@ class EmbeddingCache:
         x = fit_to_window(x, int(round(self.window_s * SAMPLE_RATE_HZ)), self.short_policy)
         starts = subwindow_starts(len(x), int(round(self.embed_hop_s * SAMPLE_RATE_HZ)))
         subs = np.stack([x[s : s + N_SAMPLES] for s in starts])
-        return shared_runtime(True).embed(subs).astype(np.float16)
+        return shared_runtime(True, self.device).embed(subs).astype(np.float16)
 
     @staticmethod
     def load(path: Path) -> np.ndarray | None:

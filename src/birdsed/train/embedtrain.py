@@ -31,6 +31,7 @@ import torch
 
 from birdsed.config import Config, save_config
 from birdsed.data.sampling import Item, build_items, targets
+from birdsed.device import pick_device
 from birdsed.errors import ModelError
 from birdsed.evaluate.metrics import average_precision
 from birdsed.fsutil import atomic_path
@@ -106,7 +107,11 @@ def train_embedding_head(
     window_s, hop = d.crop_s, cfg.model.embed_hop_s
     n_sub = n_subwindows(window_s, hop)
     cache = EmbeddingCache(
-        Path(d.embedding_cache) if d.embedding_cache else run / "embeddings", window_s, hop, d.short_policy
+        Path(d.embedding_cache) if d.embedding_cache else run / "embeddings",
+        window_s,
+        hop,
+        d.short_policy,
+        pick_device("cuda" if t.device == "gpu" else t.device),
     )
     train_ids, val_ids = list(td.train.table["recording_id"]), list(td.val.table["recording_id"])
     views = [cache.get_all(td.store, train_ids, v, quiet) for v in range(d.embedding_views)]
