@@ -98,8 +98,8 @@ def main() -> None:
                 "audio_s": round(audio_s, 1),
                 "wall_s": round(wall, 2),
                 "x_realtime": round(audio_s / wall, 1),
-                # the zero-padded tails: their constant stretch leaves only FFT rounding noise in most bins, which
-                # the spectrogram's power < 1 (Pow) lifts; LiteRT's FFT and torch's round differently there
+                # apart: the zero-padded tails (a constant stretch leaves FFT rounding noise in most bins, which the
+                # spectrogram's power < 1 lifts: the port's FFT runs in float64 for them)
                 "max_diff_full": float(np.abs(logits - ref)[~padded].max(initial=0)),
                 "max_diff_padded": float(np.abs(logits - ref)[padded].max(initial=0)),
             }
