@@ -145,11 +145,11 @@ class TorchRuntime:
         width = (self.n_labels, EMBED_DIM)[which]
         return np.concatenate(out) if out else np.zeros((0, width), np.float32)
 
-    def logits(self, x: np.ndarray | torch.Tensor, batch: int = 32) -> np.ndarray:
+    def logits(self, x: np.ndarray | torch.Tensor, batch: int = 256) -> np.ndarray:
         """(B, 144000) -> (B, 6522) logits."""
         return self._outputs(x, batch, 0)
 
-    def embed(self, x: np.ndarray | torch.Tensor, batch: int = 32) -> np.ndarray:
+    def embed(self, x: np.ndarray | torch.Tensor, batch: int = 256) -> np.ndarray:
         """(B, 144000) -> (B, 1024) embeddings."""
         return self._outputs(x, batch, 1)
 
@@ -168,7 +168,8 @@ def _runtime(embeddings: bool, device: str) -> BirdNETRuntime | TorchRuntime:
 
 def shared_runtime(embeddings: bool, device: torch.device | str | None = None) -> BirdNETRuntime | TorchRuntime:
     """One runtime per process, mode and device (building one reads 52 MB): LiteRT's on the CPU, torch's on CUDA."""
-    return _runtime(embeddings, str(torch.device(device or "cpu")))
+    device = str(torch.device(device or "cpu"))
+    return _runtime(embeddings or backend_for(device) == "torch", device)  # one torch module gives both outputs
 
 
 class BirdNETDetector:
