@@ -138,3 +138,24 @@ def test_on_cuda_the_port_runs_float32_without_tf32_and_restores_the_flags():
         assert torch.backends.cudnn.enabled == before[2]
     after = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.enabled)
     assert after == before
+
+
+@needs_birdnet
+def test_predict_through_the_torch_backend_gives_litert_scores(nips4b, tmp_path, monkeypatch):
+    from birdsed.infer.predict import run_predict
+
+    species = tmp_path / "species.txt"
+    species.write_text("eurbla\nErithacus rubecula\nGreat Tit\n")
+    birdnet.init_model_dir(tmp_path / "bn", species_file=species)
+    clips = [str(p) for p in sorted((nips4b / "audio").glob("*.flac"))[:2]]
+    run_predict(tmp_path / "bn", clips, tmp_path / "lite", quiet=True, workers=0, device="cpu")
+    birdnet._runtime.cache_clear()
+    monkeypatch.setattr(birdnet, "backend_for", lambda device: "torch")  # what --device cuda picks
+    try:
+        run_predict(tmp_path / "bn", clips, tmp_path / "torch", quiet=True, workers=0, device="cpu")
+    finally:
+        birdnet._runtime.cache_clear()
+    lite, port = (pd.read_parquet(tmp_path / d / "scores.parquet") for d in ("lite", "torch"))
+    assert len(lite) == len(port) > 0 and list(lite.columns) == list(port.columns)
+    cls = list(lite.columns[4:])
+    np.testing.assert_allclose(port[cls].to_numpy(), lite[cls].to_numpy(), atol=1e-5)
