@@ -101,7 +101,7 @@ def _birdnet_meta(**over):
         ({"sha256": "0" * 64}, "not V2.4"),
         ({"indices": [5]}, "one BirdNET label"),
         ({"indices": [99999, 1]}, "one BirdNET label"),
-        ({"hop_s": "x"}, "malformed"),
+        ({"hop_s": "x"}, "birdnet.hop_s = .x.: must be a finite number"),
         ({"sensitivity": 9}, "sensitivity"),
     ],
 )

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
+
+from birdsed.config.choices import DEFAULT_MIN_OVERLAP_S
+
 ROW_S = 5.0
 
 
@@ -17,3 +22,44 @@ def n_rows(duration_s: float, row_s: float = ROW_S) -> int:
 SCORE_META_COLUMNS = ("file", "start_s", "end_s", "output")
 # detections.csv: one row per (row, present class)
 DETECTION_COLUMNS = ("file", "start_s", "end_s", "label", "score")
+
+
+def _union_length(spans: list[tuple[float, float]]) -> float:
+    total, end = 0.0, -np.inf
+    for a, b in sorted(spans):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
+
+def row_labels(events: pd.DataFrame, rows: int, min_overlap_s: float = DEFAULT_MIN_OVERLAP_S) -> list[set[str]]:
+    """The labels of each of a file's `rows` 5 s rows, from its events (truth/events.py's docstring); events past
+    the last row are the caller's to report (truth.events.past_end)."""
+    spans: list[dict[str, list[tuple[float, float]]]] = [{} for _ in range(rows)]
+    for a, b, lab in zip(events["start_s"], events["end_s"], events["label"]):
+        for r in range(int(a // ROW_S), min(rows, int(b // ROW_S) + 1)):
+            lo, hi = max(a, r * ROW_S), min(b, (r + 1) * ROW_S)
+            if hi > lo:
+                spans[r].setdefault(lab, []).append((lo, hi))
+    return [{lab for lab, s in row.items() if _union_length(s) >= min_overlap_s - 1e-9} for row in spans]
+
+
+# class names that would collide with scores.parquet's own columns (a class is a column there)
+RESERVED_NAMES = frozenset(SCORE_META_COLUMNS)
+
+
+def class_name_problem(classes: list[str]) -> str | None:
+    """What is wrong with a list of class names, or None: an empty (or blank) name, a name listed twice, or one of
+    RESERVED_NAMES (a class named `file` would overwrite scores.parquet's file column, and every predict dies)."""
+    blank = [c for c in classes if not str(c).strip()]
+    if blank:
+        return f"an empty class name ({blank[0]!r})"
+    reserved = sorted({c for c in classes if c in RESERVED_NAMES})
+    if reserved:
+        return f"class name(s) {reserved} are reserved for output columns ({sorted(RESERVED_NAMES)}); rename them"
+    seen: set[str] = set()
+    twice = sorted({c for c in classes if c in seen or seen.add(c)})
+    if twice:
+        return f"class name(s) {twice} listed twice"
+    return None

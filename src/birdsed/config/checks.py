@@ -21,10 +21,10 @@ POSITIVE, NONNEG, PROBABILITY, FRACTION = (
 )
 
 RANGES: dict[str, tuple] = {
-    "frontend.sample_rate_hz": POSITIVE,
-    "frontend.n_fft": POSITIVE,
-    "frontend.hop_length": POSITIVE,
-    "frontend.n_mels": POSITIVE,
+    "frontend.sample_rate_hz": (0, 768_000, False, True),  # upper bounds: what a front end can be built with
+    "frontend.n_fft": (0, 65_536, False, True),
+    "frontend.hop_length": (0, 65_536, False, True),
+    "frontend.n_mels": (0, 1_024, False, True),
     "frontend.fmin_hz": NONNEG,
     "frontend.fmax_hz": POSITIVE,
     "frontend.top_db": POSITIVE,
@@ -32,11 +32,11 @@ RANGES: dict[str, tuple] = {
     "frontend.pcen_gain": NONNEG,
     "frontend.pcen_bias": NONNEG,
     "frontend.pcen_power": POSITIVE,
-    "model.in_chans": NONNEG,
+    "model.in_chans": (0, 16, True, True),
     "model.dropout": FRACTION,
     "model.drop_path": FRACTION,
-    "model.freq_scale": POSITIVE,
-    "model.time_scale": POSITIVE,
+    "model.freq_scale": (0.05, 16, True, True),  # the mel image resized: not to nothing
+    "model.time_scale": (0.05, 16, True, True),
     "model.embed_hop_s": POSITIVE,
     "data.crop_s": POSITIVE,
     "data.secondary_max_s": NONNEG,

@@ -8,6 +8,25 @@ REFERENCE_THRESHOLDS = {"segmentwise": 0.9, "att": 0.15, "clipwise": 0.5}
 COMPRESSIONS = ("db", "pcen")  # model/frontend.py
 SHORT_POLICIES = ("loop", "pad")  # data/dataset.py, model/windows.py
 FREQ_POOLS = ("mean", "max", "meanmax", "flat")  # model/sed.py
+# model.backbone: the CNNs of model/sed.py's BACKBONES (a test keeps the two lists equal), and birdnet (embedhead.py);
+# config checks a name here without importing the network
+CNN_BACKBONES = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "efficientnet_b0",
+    "efficientnet_b1",
+    "efficientnet_b2",
+    "efficientnet_b3",
+    "densenet121",
+    "tf_efficientnet_lite0",
+    "tf_efficientnet_lite1",
+    "tf_efficientnet_lite2",
+    "mobilenetv3_small_100",
+    "resnet10t",
+)
+BACKBONES = (*CNN_BACKBONES, "birdnet")
 POOLINGS = ("window", "segment")  # infer/loop.py: a row's score from whole windows, or from the head's segments
 PRECISIONS = ("auto", "fp32", "bf16")  # device.py
 DEVICES = ("auto", "cpu", "cuda")  # device.py

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from birdsed import SAMPLE_RATE_HZ
-from birdsed.config.choices import COMPRESSIONS
+from birdsed.config.choices import BACKBONES, COMPRESSIONS
 from birdsed.errors import ConfigError
 
 
@@ -155,13 +155,11 @@ class Config:
 
         config_from_dict(self.to_dict(), "config")  # every value's type, range and choices, as from YAML or --set
         self.frontend.check()
-        from birdsed.model.sed import BACKBONES  # the registry (imports torch; check() runs where training will)
-
         f, m = self.frontend, self.model
         checks = [
             (
-                m.backbone in BACKBONES or m.backbone == "birdnet",
-                f"model.backbone {m.backbone!r}: valid: {sorted([*BACKBONES, 'birdnet'])}",
+                m.backbone in BACKBONES,
+                f"model.backbone {m.backbone!r}: valid: {sorted(BACKBONES)}",
             ),
             (
                 m.backbone == "birdnet" or f.sample_rate_hz == SAMPLE_RATE_HZ,

@@ -23,6 +23,7 @@ import pandas as pd
 
 from birdsed.config import DATA_FORMATS
 from birdsed.errors import ManifestError
+from birdsed.rows import class_name_problem
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,11 @@ def _finish(
         dup = df.loc[df["recording_id"].duplicated(), "recording_id"].iloc[0]
         raise ManifestError(f"{root}: recording listed twice: {dup}")
     cols = CORE_COLUMNS + [c for c in extra_cols if c not in CORE_COLUMNS]
-    return Manifest(df[cols], root, source, missing, outside=outside)
+    manifest = Manifest(df[cols], root, source, missing, outside=outside)
+    problem = class_name_problem(manifest.classes)
+    if problem:
+        raise ManifestError(f"{root}: {problem}")
+    return manifest
 
 
 def read_cornell(root: Path, allow_outside: bool = False) -> Manifest:

@@ -31,6 +31,7 @@ from birdsed.data.manifest import OUTSIDE, Manifest
 from birdsed.errors import AudioDecodeError, StoreError
 from birdsed.fsutil import atomic_path, remove_stale_temps, run_lock, write_text_atomic
 from birdsed.progress import progress_bar
+from birdsed.rows import class_name_problem
 
 STORE_VERSION = 1
 _INT16_SCALE = 32767.0
@@ -187,6 +188,64 @@ def _write_tables(out: Path, manifest: Manifest, entries: dict[str, dict], failu
         report.to_csv(tmp, index=False)
 
 
+INDEX_COLUMNS = ("recording_id", "key", "n_samples", "duration_s")
+MANIFEST_COLUMNS = ("recording_id", "path", "primary_labels", "secondary_labels")
+
+
+def _store_meta(root: Path) -> dict:
+    """store.json, checked: a JSON object of this format's version, sample rate (an int), source and format."""
+    path = root / "store.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise StoreError(f"{path}: not valid JSON ({str(e)[:200]}); prepare the store again") from None
+    if not isinstance(meta, dict):
+        raise StoreError(f"{path}: not a JSON object; prepare the store again")
+    if meta.get("version") != STORE_VERSION:
+        raise StoreError(f"{root}: store version {meta.get('version')!r} is not {STORE_VERSION}; prepare it again")
+    rate = meta.get("sample_rate_hz")
+    if rate != SAMPLE_RATE_HZ or isinstance(rate, bool):
+        raise StoreError(f"{path}: sample_rate_hz {rate!r}; a store holds audio at {SAMPLE_RATE_HZ} Hz")
+    for key in ("source", "format"):
+        if not isinstance(meta.get(key), str):
+            raise StoreError(f"{path}: {key!r} missing or not text ({meta.get(key)!r:.80}); prepare the store again")
+    return meta
+
+
+def _table(root: Path, name: str, columns: tuple[str, ...]) -> pd.DataFrame:
+    """A store's parquet table, readable and with its columns (a StoreError naming the file otherwise)."""
+    path = root / name
+    if not path.is_file():
+        raise StoreError(f"{root}: store is incomplete (no {name}); run `birdsed prepare` again to finish it")
+    try:
+        table = pd.read_parquet(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        raise StoreError(f"{path}: not a readable table ({type(e).__name__}); prepare the store again") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise StoreError(f"{path}: missing column(s) {missing}; prepare the store again")
+    return table
+
+
+def _checked_index(root: Path) -> pd.DataFrame:
+    index = _table(root, "index.parquet", INDEX_COLUMNS)
+    try:
+        n = pd.to_numeric(index["n_samples"], errors="raise")
+        d = pd.to_numeric(index["duration_s"], errors="raise")
+        ok = bool(((n >= 0) & np.isfinite(d) & (d >= 0)).all()) and index["recording_id"].map(type).eq(str).all()
+    except (ValueError, TypeError):
+        ok = False
+    if not ok or index["recording_id"].duplicated().any():
+        raise StoreError(f"{root / 'index.parquet'}: damaged ids, sample counts or durations; prepare the store again")
+    return index
+
+
+def check_store(root: str | os.PathLike) -> Manifest:
+    """Open a prepared store and read its manifest, every file checked (a StoreError naming the file and what is
+    wrong): what `train` calls before it creates anything."""
+    return AudioStore(root).manifest()
+
+
 class AudioStore:
     """Read-only access to a prepared store: crops by (recording, start_s, duration_s)."""
 
@@ -194,17 +253,9 @@ class AudioStore:
         self.root = Path(root)
         if not is_store(self.root):
             raise StoreError(f"{self.root}: not a prepared store (no store.json); run `birdsed prepare` first")
-        meta = json.loads((self.root / "store.json").read_text())
-        if meta.get("version") != STORE_VERSION:
-            raise StoreError(
-                f"{self.root}: store version {meta.get('version')} is not {STORE_VERSION}; prepare it again"
-            )
-        if not (self.root / "index.parquet").is_file():
-            raise StoreError(
-                f"{self.root}: store is incomplete (no index.parquet); run `birdsed prepare` again to finish it"
-            )
-        self.sample_rate_hz = int(meta["sample_rate_hz"])
-        self.index = pd.read_parquet(self.root / "index.parquet").set_index("recording_id", drop=False)
+        self.meta = _store_meta(self.root)
+        self.sample_rate_hz = SAMPLE_RATE_HZ
+        self.index = _checked_index(self.root).set_index("recording_id", drop=False)
         self._maps: dict[str, np.memmap] = {}
 
     def __len__(self) -> int:
@@ -214,11 +265,19 @@ class AudioStore:
         return recording_id in self.index.index
 
     def manifest(self) -> Manifest:
-        table = pd.read_parquet(self.root / "manifest.parquet")
-        for col in ("primary_labels", "secondary_labels"):
-            table[col] = [list(x) for x in table[col]]
-        meta = json.loads((self.root / "store.json").read_text())
-        return Manifest(table, Path(meta["source"]), meta["format"])
+        """The recordings prepared, with their labels (checked: lists of names, none of them reserved)."""
+        path = self.root / "manifest.parquet"
+        table = _table(self.root, "manifest.parquet", MANIFEST_COLUMNS)
+        try:
+            for col in ("primary_labels", "secondary_labels"):
+                table[col] = [[str(x) for x in labels] for labels in table[col]]
+        except TypeError:
+            raise StoreError(f"{path}: labels are not lists of names; prepare the store again") from None
+        manifest = Manifest(table, Path(self.meta["source"]), self.meta["format"])
+        problem = class_name_problem(manifest.classes)
+        if problem:
+            raise StoreError(f"{path}: {problem}")
+        return manifest
 
     def report(self) -> pd.DataFrame:
         return pd.read_csv(self.root / "report.csv", dtype=str, keep_default_na=False)

@@ -177,9 +177,8 @@ def row_truth(
     events: list[tuple[str, float, float]], duration_s: float, min_overlap_s: float = 0.05
 ) -> list[list[str]]:
     """Species per 5 s row: those whose notes cover at least min_overlap_s of the row together (a trill of 40 ms
-    notes counts by its notes together): the rule `evaluate` applies to annotated calls (truth.events.row_labels)."""
-    from birdsed.rows import n_rows
-    from birdsed.truth.events import row_labels
+    notes counts by its notes together): the rule `evaluate` applies to annotated calls (rows.row_labels)."""
+    from birdsed.rows import n_rows, row_labels
 
     table = pd.DataFrame(events, columns=["label", "start_s", "end_s"])
     return [sorted(r) for r in row_labels(table, n_rows(duration_s), min_overlap_s)]

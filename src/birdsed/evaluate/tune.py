@@ -11,9 +11,9 @@ import numpy as np
 
 from birdsed.config import OUTPUT_KINDS
 from birdsed.data.manifest import read_dataset
+from birdsed.decisions import Thresholds
 from birdsed.errors import BirdsedError
 from birdsed.evaluate.metrics import DEFAULT_SWEEP, row_f1, sets_to_matrix
-from birdsed.infer.decide import Thresholds
 from birdsed.model.meta import read_meta, thresholds_of, update_thresholds
 from birdsed.model.modeldir import load_model_dir
 

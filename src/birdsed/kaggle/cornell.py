@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from birdsed.data.manifest import _float_column, is_inside, read_csv_checked
+from birdsed.decisions import NOCALL
 from birdsed.errors import ManifestError
-from birdsed.infer.decide import NOCALL
 from birdsed.rows import ROW_S
 
 log = logging.getLogger(__name__)

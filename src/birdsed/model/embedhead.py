@@ -19,6 +19,8 @@ from torch import nn
 from birdsed.errors import ModelError
 from birdsed.model.birdnet import EMBED_DIM, N_SAMPLES, SAMPLE_RATE_HZ, backend_for, shared_runtime
 from birdsed.model.birdnet_labels import MODEL_FILE, SHA256
+from birdsed.model.kinds import HeadMeta
+from birdsed.model.modeldir import load_weights
 from birdsed.model.sed import AttentionHead
 from birdsed.model.windows import Piece, fitted_audio
 
@@ -93,26 +95,16 @@ class EmbeddingHeadModel:
         self.device = torch.device("cpu")  # where BirdNET runs (for_inference)
 
     @classmethod
-    def from_meta(cls, path: Path, meta: dict[str, Any]) -> EmbeddingHeadModel:
-        e, m = meta["embedding"], meta["model"]
-        if e.get("backbone") != "birdnet" or e.get("sha256") != SHA256[MODEL_FILE]:
+    def from_meta(cls, meta: HeadMeta) -> EmbeddingHeadModel:
+        """From model.json's checked "embedding" and "model" sections (kinds.py): BirdNET V2.4 embeddings only."""
+        e = meta.embedding
+        if e.backbone != "birdnet" or e.sha256 != SHA256[MODEL_FILE]:
             raise ModelError(
-                f"{path}: embeddings of {e.get('backbone')!r} (sha256 {str(e.get('sha256'))[:12]}...); "
+                f"{meta.path}: embeddings of {e.backbone!r} (sha256 {e.sha256[:12]}...); "
                 "this birdsed embeds with BirdNET V2.4 only"
             )
-        try:
-            head = EmbeddingHead(
-                len(meta["classes"]), float(m.get("dropout", 0.5)), prior=bool(m.get("birdnet_prior", False))
-            )
-            return cls(
-                meta["classes"],
-                head,
-                float(e["window_s"]),
-                float(e["hop_s"]),
-                short_policy=meta.get("short_policy", "loop"),
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            raise ModelError(f"{path}: malformed 'embedding' or 'model' section ({err!r})") from err
+        head = EmbeddingHead(len(meta.classes), meta.dropout, prior=meta.birdnet_prior)
+        return cls(meta.classes, head, e.window_s, e.hop_s, short_policy=meta.short_policy)
 
     def meta(self) -> dict[str, Any]:
         """The model.json sections that rebuild this model (modeldir.py writes them)."""
@@ -165,3 +157,10 @@ class EmbeddingHeadModel:
     def eval(self) -> EmbeddingHeadModel:
         self.head.eval()
         return self
+
+
+def load_head(model_dir: Path, meta: HeadMeta) -> EmbeddingHeadModel:
+    """The loader of kind "birdnet_head" (kinds.py): the head's weights from weights.safetensors."""
+    model = EmbeddingHeadModel.from_meta(meta)
+    load_weights(model_dir, model.head)
+    return model

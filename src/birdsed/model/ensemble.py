@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from birdsed.config import OUTPUT_KINDS
+from birdsed.decisions import Thresholds
 from birdsed.errors import ModelError
-from birdsed.infer.decide import Thresholds
 from birdsed.model.detector import Detector
 from birdsed.model.windows import Piece
 
@@ -132,15 +132,20 @@ def at_rate(
 
 
 def check_weights(weights: list[float] | None, n: int) -> list[float]:
-    """Member weights normalised to sum to 1; None: equal."""
+    """Member weights normalised to sum to 1; None: equal. Each must be finite and positive; they are scaled by
+    their largest first, so that their sum stays finite (1e308 twice is 0.5 each, not 0)."""
     if weights is None:
         return [1.0 / n] * n
     w = [float(x) for x in weights]
     if len(w) != n:
         raise ModelError(f"{len(w)} weights for {n} ensemble members")
-    if not all(np.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0:
-        raise ModelError(f"ensemble weights must be finite, >= 0 and not all 0, got {w}")
-    return [x / sum(w) for x in w]
+    if not all(np.isfinite(x) and x > 0 for x in w):
+        raise ModelError(f"ensemble weights must be finite and > 0, got {w}")
+    top = max(w)
+    scaled = [x / top for x in w]  # in (0, 1]: the sum is at most n
+    if not all(x > 0 for x in scaled):
+        raise ModelError(f"ensemble weights {w}: their ratio is beyond what a float holds")
+    return [x / sum(scaled) for x in scaled]
 
 
 def mean_thresholds(members: list[Thresholds], classes: list[str]) -> Thresholds:

@@ -1,5 +1,6 @@
 """model.json, read and written without torch: what kind of model a directory holds, its classes, thresholds,
-default output and members, checked; its digest; copies. Loading the networks is modeldir.py's.
+default output and members, checked by its kind's typed metadata (kinds.py); its digest; copies. A file of a model
+folder that is a link leaving the folder is refused (own_file). Loading the networks is modeldir.py's.
 
 The files of a model directory:
   model.json            every kind: kind, classes, thresholds, default_output, and the kind's own keys
@@ -15,10 +16,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from birdsed.config import DEFAULT_OUTPUT, OUTPUT_KINDS, FrontendConfig, section_from_dict
+from birdsed.config import DEFAULT_OUTPUT, OUTPUT_KINDS, FrontendConfig
+from birdsed.decisions import Thresholds
 from birdsed.errors import ConfigError, ModelError
 from birdsed.fsutil import write_text_atomic
-from birdsed.infer.decide import Thresholds
+from birdsed.model.kinds import MAX_MEMBERS, EnsembleMeta, ModelMeta, frontend_section, kind_of, parse_meta
+
+__all__ = ["MAX_MEMBERS", "kind_of"]
 
 WEIGHTS = "weights.safetensors"
 
@@ -26,14 +30,43 @@ META = "model.json"
 
 MEMBERS = "members"
 
-MAX_MEMBERS = 64  # an ensemble's members are all loaded at once: a bound against a hostile model.json
+MAX_META_BYTES = 64 << 20  # a model.json of 6,522 BirdNET classes is under 1 MB
 
-REQUIRED = {
-    "sed": ("classes", "frontend", "model"),
-    "ensemble": ("classes", "ensemble"),
-    "birdnet": ("classes", "birdnet"),
-    "birdnet_head": ("classes", "model", "embedding"),
-}
+
+def own_file(model_dir: str | Path, name: str) -> Path:
+    """`model_dir/name`, refused (a ModelError naming it) when it is a link that leaves the model folder: a loaded
+    model reads only its own folder (docs/reliability.md: links in a model folder)."""
+    path = Path(model_dir) / name
+    if path.is_symlink() and Path(model_dir).resolve() not in path.resolve().parents:
+        raise ModelError(f"{path}: a link to {path.resolve()}, outside the model folder; a model reads only its own")
+    return path
+
+
+def read_model_meta(model_dir: str | Path) -> ModelMeta:
+    """model.json as its kind's typed metadata (model/kinds.py), every value checked."""
+    return read_both(model_dir)[1]
+
+
+def read_meta(model_dir: str | Path) -> dict[str, Any]:
+    """model.json as read (the dict update_thresholds writes back), after its kind's checks passed."""
+    return read_both(model_dir)[0]
+
+
+def read_both(model_dir: str | Path) -> tuple[dict[str, Any], ModelMeta]:
+    """model.json as read and as its kind's typed metadata: a ModelError naming the file and what is wrong (no JSON,
+    nested too deeply, a key missing, a value of the wrong type or out of range, a link out of the folder)."""
+    path = own_file(model_dir, META)
+    if not path.is_file():
+        raise ModelError(f"{model_dir}: not a model directory (no {META})")
+    if path.stat().st_size > MAX_META_BYTES:
+        raise ModelError(f"{path}: {path.stat().st_size} bytes; a model.json is at most {MAX_META_BYTES}")
+    try:
+        raw = json.loads(path.read_text())
+    except RecursionError:
+        raise ModelError(f"{path}: nested too deeply to be a model.json") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelError(f"{path}: not valid JSON ({e})") from e
+    return raw, parse_meta(path, raw)
 
 
 def default_output_of(meta: dict[str, Any]) -> str:
@@ -44,40 +77,9 @@ def default_output_of(meta: dict[str, Any]) -> str:
     return kind
 
 
-def kind_of(meta: dict[str, Any]) -> str:
-    return meta.get("kind") or ("ensemble" if "ensemble" in meta else "sed")
-
-
-def read_meta(model_dir: str | Path) -> dict[str, Any]:
-    path = Path(model_dir) / META
-    if not path.is_file():
-        raise ModelError(f"{model_dir}: not a model directory (no {META})")
-    try:
-        meta = json.loads(path.read_text())
-    except ValueError as e:
-        raise ModelError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(meta, dict):
-        raise ModelError(f"{path}: not a JSON object")
-    kind = kind_of(meta)
-    if kind not in REQUIRED:
-        raise ModelError(f"{path}: unknown model kind {kind!r}; valid: {list(REQUIRED)}")
-    for key in REQUIRED[kind]:
-        if key not in meta:
-            raise ModelError(f"{path}: missing {key!r}")
-    classes = meta["classes"]
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        raise ModelError(f"{path}: 'classes' must be a non-empty list of names")
-    return meta
-
-
 def frontend_of(model_dir: Path, meta: dict[str, Any]) -> FrontendConfig:
     """model.json's front end, every value type- and range-checked (a ModelError naming the file)."""
-    try:
-        frontend = section_from_dict(FrontendConfig, meta["frontend"], str(model_dir / META), "frontend")
-        frontend.check()
-    except ConfigError as e:
-        raise ModelError(f"{model_dir / META}: {e}") from None
-    return frontend
+    return frontend_section(Path(model_dir) / META, meta["frontend"])
 
 
 def thresholds_of(model_dir: Path, meta: dict[str, Any]) -> Thresholds:
@@ -101,19 +103,12 @@ def short_policy_of(meta: dict[str, Any]) -> str:
     return policy
 
 
-def member_dirs(model_dir: Path, meta: dict) -> list[Path]:
-    names = meta["ensemble"]
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise ModelError(f"{model_dir / META}: 'ensemble' must list member folders")
-    if len(names) > MAX_MEMBERS:
-        raise ModelError(f"{model_dir / META}: {len(names)} ensemble members; at most {MAX_MEMBERS}")
-    if len(set(names)) != len(names):
-        raise ModelError(f"{model_dir / META}: an ensemble member is listed twice")
-    dirs = [model_dir / n for n in names]
-    for d in dirs:
-        if model_dir.resolve() not in d.resolve().parents:
-            raise ModelError(f"{model_dir / META}: ensemble member {d} is outside the ensemble folder")
-    return dirs
+def member_dirs(model_dir: Path, meta: dict[str, Any] | EnsembleMeta) -> list[Path]:
+    """An ensemble's member folders (their names checked by model/kinds.py), each inside the ensemble's folder."""
+    typed = meta if isinstance(meta, EnsembleMeta) else parse_meta(Path(model_dir) / META, meta)
+    if not isinstance(typed, EnsembleMeta):
+        raise ModelError(f"{model_dir / META}: not an ensemble")
+    return [model_dir / n for n in typed.members]
 
 
 def model_digest(model_dir: str | Path) -> str:
@@ -124,7 +119,7 @@ def model_digest(model_dir: str | Path) -> str:
     meta = read_meta(model_dir)
     scoring = {k: v for k, v in meta.items() if k not in ("thresholds", "default_output", "birdsed_version")}
     h.update(json.dumps(scoring, sort_keys=True).encode())
-    for f in sorted(p for p in model_dir.iterdir() if p.is_file() and p.name != META):
+    for f in sorted(own_file(model_dir, p.name) for p in model_dir.iterdir() if p.is_file() and p.name != META):
         h.update(f.name.encode())
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):

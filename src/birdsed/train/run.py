@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from birdsed.config import Config, save_config
 from birdsed.data.dataset import CropDataset, EpochSampler, WindowDataset
 from birdsed.data.sampling import build_items, targets
+from birdsed.data.store import check_store, is_store
 from birdsed.device import lightning_accelerator, lightning_precision
 from birdsed.errors import ConfigError
 from birdsed.model.modeldir import save_model_dir
@@ -48,6 +49,9 @@ def train(
     One run at a time into a folder: the launching process (rank zero) holds its lock and first removes what a
     killed run left half-written; the other ranks of a multi-process run write nothing there."""
     cfg.check()
+    for given in (data, val_data):
+        if given is not None and is_store(given):
+            check_store(given)  # a damaged store is refused before the run folder exists
     run = Path(out)
     with held_run_folder(run, (run, run / "checkpoints", run / "model")):
         if cfg.model.backbone == "birdnet":

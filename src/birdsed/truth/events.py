@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from birdsed.config import DEFAULT_MIN_OVERLAP_S
 from birdsed.errors import TruthError
-from birdsed.rows import ROW_S
+from birdsed.rows import row_labels
+
+__all__ = ["EVENT_COLUMNS", "row_labels"]  # row_labels lives in rows.py (data/synth uses it too)
 
 EVENT_COLUMNS = ["file", "start_s", "end_s", "label", "low_hz", "high_hz", "where"]
 
@@ -67,27 +68,6 @@ def check_times(events: pd.DataFrame) -> None:
             raise TruthError(f"{w}: empty label")
         if np.isfinite(lo) and np.isfinite(hi) and lo > hi:
             raise TruthError(f"{w}: low frequency {lo:g} Hz above the high one {hi:g} Hz")
-
-
-def _union_length(spans: list[tuple[float, float]]) -> float:
-    total, end = 0.0, -np.inf
-    for a, b in sorted(spans):
-        if b > end:
-            total += b - max(a, end)
-            end = b
-    return total
-
-
-def row_labels(events: pd.DataFrame, rows: int, min_overlap_s: float = DEFAULT_MIN_OVERLAP_S) -> list[set[str]]:
-    """The labels of each of a file's `rows` 5 s rows, from its events (module docstring); events past the last
-    row are the caller's to report (past_end)."""
-    spans: list[dict[str, list[tuple[float, float]]]] = [{} for _ in range(rows)]
-    for a, b, lab in zip(events["start_s"], events["end_s"], events["label"]):
-        for r in range(int(a // ROW_S), min(rows, int(b // ROW_S) + 1)):
-            lo, hi = max(a, r * ROW_S), min(b, (r + 1) * ROW_S)
-            if hi > lo:
-                spans[r].setdefault(lab, []).append((lo, hi))
-    return [{lab for lab, s in row.items() if _union_length(s) >= min_overlap_s - 1e-9} for row in spans]
 
 
 def past_end(events: pd.DataFrame, duration_s: float, tolerance_s: float = 0.5) -> pd.Series:
