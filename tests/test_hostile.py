@@ -541,7 +541,9 @@ def test_a_tampered_ensemble_is_bounded(model_dir, tmp_path, capsys):
 
     def nest(m):
         shutil.copytree(ens, m / "members" / "2")
-        (m / "model.json").write_text(json.dumps({**meta, "ensemble": [*meta["ensemble"], "members/2"]}))
+        # the weights fit (model.json is checked whole before any member loads)
+        three = {**meta, "ensemble": [*meta["ensemble"], "members/2"], "weights": [1 / 3] * 3}
+        (m / "model.json").write_text(json.dumps(three))
 
     assert "an ensemble inside an ensemble" in predict_with(nest)
     many = lambda m: (m / "model.json").write_text(

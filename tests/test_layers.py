@@ -4,6 +4,8 @@ subpackages and top-level modules (docs/architecture.md gives the order)."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import birdsed
@@ -79,3 +81,21 @@ def test_decisions_and_config_sit_below_model_and_infer():
     graph = import_graph()
     for low in ("config", "decisions", "rows", "errors"):
         assert not {"model", "infer", "kaggle", "train"} & set(graph.get(low, {})), (low, graph.get(low))
+
+
+def test_config_checks_a_backbone_by_name_without_importing_the_network():
+    code = (
+        "import sys\n"
+        "from birdsed.config import Config\n"
+        "Config().check()\n"
+        "from birdsed.model.meta import read_meta\n"
+        "assert 'torch' not in sys.modules and 'timm' not in sys.modules, sorted(sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_backbone_names_config_knows_are_the_networks_sed_builds():
+    from birdsed.config.choices import BACKBONES, CNN_BACKBONES
+    from birdsed.model.sed import BACKBONES as NETWORKS
+
+    assert sorted(NETWORKS) == sorted(CNN_BACKBONES) and set(BACKBONES) == {*CNN_BACKBONES, "birdnet"}
