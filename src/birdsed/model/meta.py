@@ -16,11 +16,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from birdsed.config import DEFAULT_OUTPUT, OUTPUT_KINDS, FrontendConfig
+from birdsed.config import DEFAULT_OUTPUT, OUTPUT_KINDS
 from birdsed.decisions import Thresholds
 from birdsed.errors import ConfigError, ModelError
 from birdsed.fsutil import write_text_atomic
-from birdsed.model.kinds import MAX_MEMBERS, EnsembleMeta, ModelMeta, frontend_section, kind_of, parse_meta
+from birdsed.model.kinds import MAX_MEMBERS, EnsembleMeta, ModelMeta, kind_of, parse_meta
 
 __all__ = ["MAX_MEMBERS", "kind_of"]
 
@@ -77,11 +77,6 @@ def default_output_of(meta: dict[str, Any]) -> str:
     return kind
 
 
-def frontend_of(model_dir: Path, meta: dict[str, Any]) -> FrontendConfig:
-    """model.json's front end, every value type- and range-checked (a ModelError naming the file)."""
-    return frontend_section(Path(model_dir) / META, meta["frontend"])
-
-
 def thresholds_of(model_dir: Path, meta: dict[str, Any]) -> Thresholds:
     """model.json's thresholds, checked (numbers in [0, 1]; a ModelError naming the file)."""
     try:
@@ -91,16 +86,9 @@ def thresholds_of(model_dir: Path, meta: dict[str, Any]) -> Thresholds:
 
 
 def write_meta(out: Path, meta: dict[str, Any]) -> None:
+    """Write model.json, checked first by its kind's typed metadata: what birdsed writes, it can load again."""
+    parse_meta(out / META, meta)
     write_text_atomic(out / META, json.dumps(meta, indent=2))
-
-
-def short_policy_of(meta: dict[str, Any]) -> str:
-    """How the model saw recordings shorter than its crop in training ("loop" or "pad"); models saved before
-    birdsed wrote it were predicted with zero padding, so "pad"."""
-    policy = meta.get("short_policy", "pad")
-    if policy not in ("loop", "pad"):
-        raise ModelError(f"model.json short_policy {policy!r}: valid: ['loop', 'pad']")
-    return policy
 
 
 def member_dirs(model_dir: Path, meta: dict[str, Any] | EnsembleMeta) -> list[Path]:

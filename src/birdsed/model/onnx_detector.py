@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from birdsed.errors import ModelError
-from birdsed.model.meta import frontend_of, read_meta, short_policy_of
+from birdsed.model.kinds import SedMeta
+from birdsed.model.meta import read_model_meta
 from birdsed.model.windows import SED_HOP_S, SED_WINDOW_S, Piece, piece_windows
 
 ONNX_OUTPUTS = ("clipwise", "segmentwise", "norm_att", "framewise")
@@ -36,11 +37,13 @@ class OnnxSED:
         path = Path(model_dir) / ONNX_NAME
         if not path.is_file():
             raise ModelError(f"{path} not found; write it with `birdsed export --model {model_dir} --onnx {path}`")
-        meta = read_meta(model_dir)
-        self.classes = meta["classes"]
-        self.frontend_cfg = frontend_of(Path(model_dir), meta)
+        meta = read_model_meta(model_dir)
+        if not isinstance(meta, SedMeta):
+            raise ModelError(f"{model_dir} is a {meta.kind} model; an ONNX export is of a single SED model")
+        self.classes = meta.classes
+        self.frontend_cfg = meta.frontend
         self.sample_rate_hz = self.frontend_cfg.sample_rate_hz
-        self.short_policy = short_policy_of(meta)
+        self.short_policy = meta.short_policy
         return path
 
     def for_inference(self, device: torch.device) -> OnnxSED:
