@@ -15,9 +15,9 @@ from birdsed.data.sampling import Item
 from birdsed.errors import ConfigError, ModelError
 from birdsed.model import birdnet, birdnet_labels
 from birdsed.model.birdnet_labels import classes_to_map, map_classes, norm_name
-from birdsed.model.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows
+from birdsed.model.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows, save_head_dir
 from birdsed.model.meta import kind_of
-from birdsed.model.modeldir import load_model_dir, save_head_dir
+from birdsed.model.modeldir import load_model_dir
 from birdsed.train.embedcache import EmbeddingCache, fit_to_window, subwindow_starts
 from birdsed.train.embedtrain import crop_batch, mixup
 

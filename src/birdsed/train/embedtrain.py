@@ -198,7 +198,7 @@ def train_embedding_head(
 
 def train_birdnet(data: Path, cfg: Config, run: Path, val_data: Path | None = None, quiet: bool = False) -> Path:
     """`train` for model.backbone=birdnet: prepare (or open) the store, train the head, write run/model."""
-    from birdsed.model.modeldir import save_head_dir
+    from birdsed.model.embedhead import save_head_dir
     from birdsed.train.data import load_train_data
 
     run.mkdir(parents=True, exist_ok=True)
