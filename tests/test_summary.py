@@ -11,6 +11,7 @@ import pytest
 
 from birdsed.cli import main
 from birdsed.evaluate.summary import summarize
+from birdsed.model.birdnet_labels import MODEL_FILE, SHA256
 from birdsed.model.meta import model_digest
 
 CLASSES = ["woothr", "eurbla", "mycall"]
@@ -26,7 +27,8 @@ def make_pred(root, extra=None, model=True, last_row_s=5.0):
     m = root / "model"
     m.mkdir(parents=True)
     thresholds = {"global": {"clipwise": 0.5}, "per_class": {"clipwise": {"mycall": 0.9}}}
-    meta = {"kind": "birdnet", "classes": CLASSES, "birdnet": {}, "thresholds": thresholds}
+    birdnet = {"model_file": MODEL_FILE, "sha256": SHA256[MODEL_FILE], "n_labels": 6522, "indices": [-1] * 3}
+    meta = {"kind": "birdnet", "classes": CLASSES, "birdnet": birdnet, "thresholds": thresholds}  # a whole model.json
     meta["default_output"] = "clipwise"
     (m / "model.json").write_text(json.dumps(meta))
     pred = root / "pred"
