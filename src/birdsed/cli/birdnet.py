@@ -62,12 +62,17 @@ def _add_birdnet(p: argparse.ArgumentParser) -> None:
         help="with --lat/--lon: the species whose occurrence there is at least this (default: BirdNET-Analyzer's)",
     )
     init.add_argument(
-        "--hop-s", type=float, default=DEFAULT_HOP_S, help="hop between 3 s windows (default: no overlap)"
+        "--hop-s",
+        type=number(0.1, 3600),
+        default=DEFAULT_HOP_S,
+        help="hop between 3 s windows, 0.1 s or more (default: no overlap)",
     )
-    init.add_argument("--sensitivity", type=float, default=1.0, help="score = sigmoid(sensitivity * logit), 0.5-1.5")
+    init.add_argument(
+        "--sensitivity", type=number(0.5, 1.5), default=1.0, help="score = sigmoid(sensitivity * logit), 0.5-1.5"
+    )
     init.add_argument(
         "--threshold",
-        type=float,
+        type=number(0, 1, lo_open=True, hi_open=True),
         default=DEFAULT_THRESHOLD,
         help="threshold of every output kind (default: BirdNET-Analyzer's minimum confidence)",
     )

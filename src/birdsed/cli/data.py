@@ -8,23 +8,46 @@ from pathlib import Path
 from rich.text import Text
 
 from birdsed.cli.registry import batch_status, console, verb
+from birdsed.cli.values import cores_cap, count, number
 from birdsed.config import DATA_FORMATS
+from birdsed.rows import ROW_S
+
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding and most tools take 32-bit seeds
+MAX_SPECIES, MAX_CLIPS_PER_SPECIES, MAX_SOUNDSCAPES = 1000, 10_000, 1000
+MIN_CLIP_S, MAX_CLIP_S, MAX_SOUNDSCAPE_S = 0.5, 600.0, 3600.0
+
+
+def _add_synth_sizes(p: argparse.ArgumentParser, clips_per_species: int) -> None:
+    """The synthetic data set's size and seed, shared by synth and demo."""
+    p.add_argument("--species", type=count(1, MAX_SPECIES), default=6)
+    p.add_argument("--clips-per-species", type=count(1, MAX_CLIPS_PER_SPECIES), default=clips_per_species)
+    p.add_argument("--seed", type=count(0, MAX_SEED), default=0)
 
 
 def _add_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", type=Path, help="folder to write the data set into")
-    p.add_argument("--species", type=int, default=6)
-    p.add_argument("--clips-per-species", type=int, default=10)
-    p.add_argument("--soundscapes", type=int, default=4, help="test recordings (the last one is a site_3 file)")
-    p.add_argument("--soundscape-s", type=float, default=120.0, help="length of each soundscape in seconds")
-    p.add_argument("--min-clip-s", type=float, default=3.0)
-    p.add_argument("--max-clip-s", type=float, default=60.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--soundscape-rate", type=int, default=32000, help="sample rate of the test mp3s")
-    p.add_argument("--soundscape-seed", type=int, help="other soundscapes of the same species (default: --seed)")
+    _add_synth_sizes(p, clips_per_species=10)
+    p.add_argument(
+        "--soundscapes",
+        type=count(1, MAX_SOUNDSCAPES),
+        default=4,
+        help="test recordings (the last one is a site_3 file)",
+    )
+    p.add_argument(
+        "--soundscape-s",
+        type=number(ROW_S, MAX_SOUNDSCAPE_S),
+        default=120.0,
+        help="length of each soundscape in seconds",
+    )
+    p.add_argument("--min-clip-s", type=number(MIN_CLIP_S, MAX_CLIP_S), default=3.0)
+    p.add_argument("--max-clip-s", type=number(MIN_CLIP_S, MAX_CLIP_S), default=60.0)
+    p.add_argument("--soundscape-rate", type=count(8000, 192000), default=32000, help="sample rate of the test mp3s")
+    p.add_argument(
+        "--soundscape-seed", type=count(0, MAX_SEED), help="other soundscapes of the same species (default: --seed)"
+    )
     p.add_argument(
         "--shift",
-        type=float,
+        type=number(0, 2),
         default=0.0,
         help="domain shift of the soundscapes: quieter, reverberant calls and an insect chorus (0 none, 1 strong)",
     )
@@ -64,7 +87,9 @@ def _add_prepare(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", type=Path, required=True, help="store folder (created; a re-run resumes)")
     p.add_argument("--format", default="auto", choices=DATA_FORMATS)
-    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument(
+        "--workers", type=count(0, cores_cap()), default=None, help="decoding processes (default: all cores)"
+    )
     p.add_argument(
         "--allow-outside-paths",
         action="store_true",
@@ -90,9 +115,7 @@ def cmd_prepare(a: argparse.Namespace) -> int:
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("birdsed-demo"), help="folder for data, run, predictions, report")
-    p.add_argument("--species", type=int, default=6)
-    p.add_argument("--clips-per-species", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
+    _add_synth_sizes(p, clips_per_species=20)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override the small config")
     p.add_argument("--quiet", action="store_true")
 

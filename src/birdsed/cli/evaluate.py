@@ -7,7 +7,10 @@ import json
 from pathlib import Path
 
 from birdsed.cli.registry import console, verb
+from birdsed.cli.values import count, number
 from birdsed.config import OUTPUT_KINDS
+from birdsed.config.choices import REPORT_MAX_MINUTES, REPORT_MIN_PAGE_S
+from birdsed.rows import ROW_S
 
 
 def _add_truth_options(p: argparse.ArgumentParser) -> None:
@@ -21,7 +24,7 @@ def _add_truth_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--min-overlap-s",
-        type=float,
+        type=number(0, ROW_S, lo_open=True),
         default=DEFAULT_MIN_OVERLAP_S,
         help="a 5 s row is positive for a label its annotated calls cover this long",
     )
@@ -89,7 +92,12 @@ def _add_tune(p: argparse.ArgumentParser) -> None:
     _add_truth_options(p)
     p.add_argument("--test-csv", type=Path, help="maps row_ids to files (default: test.csv beside --truth)")
     p.add_argument("--data", type=Path, help="or: a labelled data set; each recording is one row (whole-file labels)")
-    p.add_argument("--shrink", type=float, default=10.0, help="pull per-class thresholds toward the global one")
+    p.add_argument(
+        "--shrink",
+        type=number(0, 1e6),
+        default=10.0,
+        help="pull per-class thresholds toward the global one (0: none)",
+    )
     p.add_argument("--no-per-class", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="print, do not write model.json")
     p.add_argument(
@@ -131,9 +139,14 @@ def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-csv", type=Path, help="maps truth row_ids to files (default: test.csv beside --truth)")
     p.add_argument("--run", type=Path, help="a training run folder: adds its loss and metric curves")
     p.add_argument("--output", choices=OUTPUT_KINDS, help="score timeline to draw")
-    p.add_argument("--max-recordings", type=int, default=20)
-    p.add_argument("--page-s", type=float, default=60.0, help="seconds of audio per picture")
-    p.add_argument("--max-minutes", type=float, default=10.0, help="minutes drawn per recording")
+    p.add_argument("--max-recordings", type=count(0, 100_000), default=20, help="recordings drawn")
+    p.add_argument("--page-s", type=number(REPORT_MIN_PAGE_S, 3600), default=60.0, help="seconds of audio per picture")
+    p.add_argument(
+        "--max-minutes",
+        type=number(0, REPORT_MAX_MINUTES, lo_open=True),
+        default=10.0,
+        help="minutes drawn per recording",
+    )
 
 
 @verb(
@@ -143,6 +156,7 @@ def _add_report(p: argparse.ArgumentParser) -> None:
     _add_report,
 )
 def cmd_report(a: argparse.Namespace) -> int:
+
     from birdsed.evaluate.report import build_report
 
     out = build_report(

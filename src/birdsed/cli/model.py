@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from birdsed.cli.registry import console, verb
+from birdsed.cli.values import number
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:
@@ -55,7 +56,12 @@ def _add_ensemble(p: argparse.ArgumentParser) -> None:
         help="two or more model directories of any kind (same classes, sample rate and window)",
     )
     p.add_argument("--out", type=Path, required=True, help="the ensemble directory to write (must not exist)")
-    p.add_argument("--weights", type=float, nargs="+", help="one weight per model (normalised to sum 1; default equal)")
+    p.add_argument(
+        "--weights",
+        type=number(0, 1e6),
+        nargs="+",
+        help="one weight per model, 0 to 1e6 (normalised to sum 1; default equal)",
+    )
 
 
 @verb(

@@ -36,4 +36,7 @@ SMOOTHINGS = ("sum", "max")  # infer/decide.py
 DATA_FORMATS = ("auto", "cornell", "birdclef", "labels")  # data/manifest.py
 TRUTH_FORMATS = ("auto", "raven", "audacity", "table", "cornell2020", "birdclef2021")  # truth/, kaggle/truth.py
 DEFAULT_MIN_OVERLAP_S = 0.05  # truth/events.py: a row is positive for a label its calls cover this long
+REPORT_MIN_PAGE_S = 1.0  # evaluate/report.py: the shortest page of a recording drawn as one picture
+REPORT_MAX_MINUTES = 60.0  # evaluate/report.py: the most minutes of a recording read and drawn
+REPORT_MAX_PICTURES = 200  # evaluate/report.py: the most recording pictures one report draws (then it says so)
 COMPETITIONS = ("birdclef2021", "birdclef2023", "birdclef2024", "birdclef2025")  # kaggle/birdclef.py

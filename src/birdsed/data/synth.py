@@ -208,6 +208,8 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig = SynthConfig(), quiet: 
     """Write the synthetic data set to `out`; returns `out`."""
     if not 0 <= cfg.shift <= 2:
         raise ConfigError(f"synth shift must be in [0, 2], got {cfg.shift}")
+    if cfg.min_clip_s > cfg.max_clip_s:
+        raise ConfigError(f"synth min_clip_s {cfg.min_clip_s:g} is above max_clip_s {cfg.max_clip_s:g}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with run_lock(out.parent, f".{out.name}.lock"):  # one synth into `out` at a time; then a killed one's folder goes

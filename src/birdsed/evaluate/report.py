@@ -4,14 +4,21 @@ Per recording: the log-mel spectrogram in pages of `page_s` seconds with detecti
 labelled bands (truth, when given, as outlined boxes in another colour) and the score
 timeline of the top classes under it. Then a summary per class, the evaluation and the
 threshold sweep when truth is given, and the training curves when a run folder is given.
+
+Text from the data (class names, file names) is drawn as written: matplotlib's mathtext is off for every figure
+(a class named `a$\foo$b` is text, not a formula), and the page escapes it as HTML. The pictures drawn are bounded
+(REPORT_MAX_PICTURES, pages of at least REPORT_MIN_PAGE_S): past the bound the page says what was not drawn.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -25,13 +32,44 @@ import pandas as pd  # noqa: E402
 from birdsed import SAMPLE_RATE_HZ  # noqa: E402
 from birdsed.audio.decode import stream_audio  # noqa: E402
 from birdsed.config import OUTPUT_KINDS  # noqa: E402
-from birdsed.errors import AudioDecodeError, BirdsedError  # noqa: E402
+from birdsed.config.choices import REPORT_MAX_MINUTES, REPORT_MAX_PICTURES, REPORT_MIN_PAGE_S  # noqa: E402
+from birdsed.errors import AudioDecodeError, BirdsedError, ConfigError  # noqa: E402
 from birdsed.fsutil import write_text_atomic  # noqa: E402
 from birdsed.infer.writers import merge_runs  # noqa: E402
 from birdsed.model.meta import default_output_of
 from birdsed.rows import DETECTION_COLUMNS, SCORE_META_COLUMNS
 
 COLOURS = plt.get_cmap("tab10").colors
+
+
+def plain_text(draw: Callable[..., str | list[str]]) -> Callable[..., str | list[str]]:
+    """Run a figure-drawing function with mathtext and TeX off, so that text from the data is drawn as written."""
+
+    @functools.wraps(draw)
+    def wrapped(*args, **kwargs):
+        with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+            return draw(*args, **kwargs)
+
+    return wrapped
+
+
+def check_pages(max_recordings: int, page_s: float, max_minutes: float) -> None:
+    """Refuse what the command line's types refuse (cli/evaluate.py), for callers of build_report."""
+    if not (math.isfinite(page_s) and page_s >= REPORT_MIN_PAGE_S):
+        raise ConfigError(f"report page_s (--page-s) must be a finite number >= {REPORT_MIN_PAGE_S:g}, got {page_s}")
+    if not (math.isfinite(max_minutes) and 0 < max_minutes <= REPORT_MAX_MINUTES):
+        raise ConfigError(
+            f"report max_minutes (--max-minutes) must be in (0, {REPORT_MAX_MINUTES:g}], got {max_minutes}"
+        )
+    if max_recordings < 0:
+        raise ConfigError(f"report max_recordings (--max-recordings) must be >= 0, got {max_recordings}")
+
+
+def read_detections(path: Path) -> pd.DataFrame:
+    """predict's detections.csv with file names and labels as written (an empty or "NA" class name stays text)."""
+    if not path.is_file():
+        return pd.DataFrame(columns=list(DETECTION_COLUMNS))
+    return pd.read_csv(path, dtype={"file": str, "label": str}, keep_default_na=False, na_values={"score": ["", "nan"]})
 
 
 def _png(fig) -> str:
@@ -79,6 +117,7 @@ def mel_bin(hz: float) -> float:
     return float(np.clip((librosa.hz_to_mel(hz) - lo) / (hi - lo) * MEL_BINS, 0, MEL_BINS))
 
 
+@plain_text
 def recording_figures(
     path: str,
     scores: pd.DataFrame,
@@ -88,8 +127,10 @@ def recording_figures(
     page_s: float,
     max_s: float,
     top_k: int = 5,
+    max_pictures: int = REPORT_MAX_PICTURES,
 ) -> list[str]:
-    """One image per page: spectrogram with detections (and truth) over the score timeline of the top classes."""
+    """One image per page: spectrogram with detections (and truth) over the score timeline of the top classes; at
+    most `max_pictures` of them, then a line saying how many pages were left out."""
     try:
         audio = _head_audio(path, max_s)
     except AudioDecodeError as e:
@@ -111,7 +152,8 @@ def recording_figures(
     lane = {c: i for i, c in enumerate(sorted(set(det["label"])))}  # one lane per class, from the top
     truth_lane = {c: i for i, c in enumerate(sorted({t[2] for t in truth}))}  # boxes without bounds: a lane per class
     images = []
-    for p0 in np.arange(0, max(duration, 1e-3), page_s):
+    starts = np.arange(0, max(duration, 1e-3), page_s)
+    for p0 in starts[:max_pictures]:
         p1 = min(p0 + page_s, duration)
         fig, (ax, ax2) = plt.subplots(2, 1, figsize=(14, 4.6), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
         f0, f1 = int(p0 * 100), int(p1 * 100) + 1
@@ -144,18 +186,26 @@ def recording_figures(
                 ax.add_patch(plt.Rectangle((max(a, p0), y), min(b, p1) - max(a, p0), h, fill=False, ec="cyan", lw=1.2))
                 ax.text(max(a, p0) + 0.1, y + h / 2, f"truth: {lab}", color="cyan", fontsize=7, va="center")
         centres = rows["start_s"].to_numpy() + 2.5
-        for c in top:
-            ax2.step(centres, rows[c].to_numpy(), where="mid", color=colour[c], label=c)
+        lines = [ax2.step(centres, rows[c].to_numpy(), where="mid", color=colour[c])[0] for c in top]
         ax2.set_ylim(0, 1.02)
         ax2.set_xlim(p0, p0 + page_s)
         ax2.set_ylabel(f"{output}\nscore")
         ax2.set_xlabel("time (s)")
         if top:
-            ax2.legend(loc="upper right", fontsize=7, ncol=min(5, len(top)))
+            # handles and labels given: a class named "_x" is not hidden, as matplotlib hides "_" labels
+            ax2.legend(lines, top, loc="upper right", fontsize=7, ncol=min(5, len(top)))
         images.append(_png(fig))
+    if len(starts) > max_pictures:
+        images.append(f"<p class=err>{len(starts) - max_pictures} page(s) not drawn: {_LIMIT_NOTE}</p>")
     return images
 
 
+_LIMIT_NOTE = (
+    f"a report draws at most {REPORT_MAX_PICTURES} pictures (raise --page-s, lower --max-minutes or --max-recordings)"
+)
+
+
+@plain_text
 def sweep_figure(score_report: dict) -> str:
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.2), sharey=True)
     for ax, kind in zip(axes, OUTPUT_KINDS):
@@ -170,6 +220,7 @@ def sweep_figure(score_report: dict) -> str:
     return _png(fig)
 
 
+@plain_text
 def training_figure(run_dir: Path) -> str:
     m = pd.read_csv(run_dir / "metrics.csv")
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(14, 3.2))
@@ -208,15 +259,12 @@ def build_report(
     """The report of predict's output folder; with `truth` (any truth evaluate reads; truth_kw: its options) the
     evaluation and the annotated calls drawn under the detections."""
     pred_dir = Path(pred_dir)
+    check_pages(max_recordings, page_s, max_minutes)
     if not (pred_dir / "scores.parquet").is_file():
         raise BirdsedError(f"{pred_dir}: no scores.parquet; run `birdsed predict --out {pred_dir}` first")
     out = Path(out) if out else pred_dir / "report.html"
     scores = pd.read_parquet(pred_dir / "scores.parquet")
-    det = (
-        pd.read_csv(pred_dir / "detections.csv")
-        if (pred_dir / "detections.csv").is_file()
-        else pd.DataFrame(columns=list(DETECTION_COLUMNS))
-    )
+    det = read_detections(pred_dir / "detections.csv")
     run_json = json.loads((pred_dir / "run.json").read_text()) if (pred_dir / "run.json").is_file() else {}
     model_json = Path(run_json.get("model", "")) / "model.json"
     default_output = default_output_of(json.loads(model_json.read_text()) if model_json.is_file() else {})
@@ -263,9 +311,19 @@ def build_report(
         f"<h2>Recordings</h2><p>{min(len(files), max_recordings)} of {len(files)} shown, "
         f"the first {max_minutes:g} min of each, in pages of {page_s:g} s</p>"
     )
-    for f in files[:max_recordings]:
+    budget = REPORT_MAX_PICTURES
+    for i, f in enumerate(files[:max_recordings]):
+        if budget <= 0:
+            parts.append(
+                f"<p class=err>{min(len(files), max_recordings) - i} recording(s) not drawn: {_LIMIT_NOTE}</p>"
+            )
+            break
         parts.append(f"<h3>{html.escape(Path(f).name)}</h3><div class=strip>")
-        parts += recording_figures(f, scores, det[det["file"] == f], output, bands.get(f, []), page_s, max_minutes * 60)
+        figures = recording_figures(
+            f, scores, det[det["file"] == f], output, bands.get(f, []), page_s, max_minutes * 60, max_pictures=budget
+        )
+        budget -= sum(p.startswith("<img") for p in figures)
+        parts += figures
         parts.append("</div>")
     page = (
         "<!doctype html><html><head><meta charset=utf-8><title>birdsed report</title><style>"

@@ -4,6 +4,7 @@ thresholds (coordinate ascent on row-wise F1) shrunk toward the global one for r
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 from birdsed.config import OUTPUT_KINDS
 from birdsed.data.manifest import read_dataset
 from birdsed.decisions import Thresholds
-from birdsed.errors import BirdsedError
+from birdsed.errors import BirdsedError, ConfigError
 from birdsed.evaluate.metrics import DEFAULT_SWEEP, row_f1, sets_to_matrix
 from birdsed.model.meta import read_meta, thresholds_of, update_thresholds
 from birdsed.model.modeldir import load_model_dir
@@ -137,6 +138,8 @@ def tune_model(
     and store the thresholds in model.json. What the scores and truth did not share is logged (`strict`: an error)."""
     from birdsed.evaluate.score import align_files
 
+    if not (math.isfinite(shrink) and shrink >= 0):
+        raise ConfigError(f"tune shrink (--shrink) must be a finite number >= 0, got {shrink}")
     model_dir = Path(model_dir)
     meta = read_meta(model_dir)
     classes = meta["classes"]
