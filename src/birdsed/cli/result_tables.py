@@ -73,14 +73,14 @@ def print_tune_result(res) -> None:
         "per-class thresholds",
         title="threshold tuning (row-wise F1)",
     )
-    for kind in OUTPUT_KINDS:
+    for output in OUTPUT_KINDS:
         t.add_row(
-            kind,
-            f"{res.before[kind]:.4f}",
-            f"{res.thresholds.global_[kind]:.3f}",
-            f"{res.global_only[kind]:.4f}",
-            f"{res.after[kind]:.4f}",
-            str(len(res.thresholds.per_class.get(kind, {}))),
+            output,
+            f"{res.before[output]:.4f}",
+            f"{res.thresholds.global_[output]:.3f}",
+            f"{res.global_only[output]:.4f}",
+            f"{res.after[output]:.4f}",
+            str(len(res.thresholds.per_class.get(output, {}))),
         )
     console.print(t)
     console.print(Text.assemble("predict will decide on ", (res.best_output, "bold"), " by default"))

@@ -3,7 +3,7 @@ modules that own them (named beside each)."""
 
 OUTPUT_KINDS = ("segmentwise", "att", "clipwise")  # the model's three outputs (README: choosing the output)
 DEFAULT_OUTPUT = "segmentwise"  # the output predict decides on until `tune` stores another in model.json
-# the reference solution's thresholds per output (docs/seed-system.md), before any tuning
+# the reference solution's thresholds per output (README: the reference recipe), before any tuning
 REFERENCE_THRESHOLDS = {"segmentwise": 0.9, "att": 0.15, "clipwise": 0.5}
 COMPRESSIONS = ("db", "pcen")  # model/frontend.py
 SHORT_POLICIES = ("loop", "pad")  # data/dataset.py, model/windows.py

@@ -59,17 +59,20 @@ def preset_names() -> list[str]:
 
 
 def load_config(path_or_name: str | Path | None) -> Config:
-    """A YAML file, or the name of a packaged preset (seed108, small, nips4b)."""
+    """A YAML file, or the bare name of a packaged preset (seed108, small, nips4b, ...). Anything that looks like a
+    path (a folder in it, or a .yaml/.yml suffix) is a file and must exist: `some/dir/small.yaml` is never the preset
+    `small`."""
     if path_or_name is None:
         return Config()
     p = Path(path_or_name)
-    if not p.is_file():
-        name = p.name[:-5] if p.name.endswith(".yaml") else p.name
-        if name not in preset_names():
-            raise ConfigError(f"config {path_or_name}: no such file or preset; presets: {preset_names()}")
-        text = resources.files("birdsed.config.presets").joinpath(f"{name}.yaml").read_text()
-    else:
+    if p.is_file():
         text = p.read_text()
+    elif str(path_or_name) in preset_names():
+        text = resources.files("birdsed.config.presets").joinpath(f"{path_or_name}.yaml").read_text()
+    elif str(path_or_name) != p.name or p.suffix in (".yaml", ".yml"):
+        raise ConfigError(f"config {path_or_name}: no such file")
+    else:
+        raise ConfigError(f"config {path_or_name}: no such file or preset; presets: {preset_names()}")
     try:
         d = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:

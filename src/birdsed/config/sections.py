@@ -14,7 +14,7 @@ from birdsed.errors import ConfigError
 
 @dataclass
 class FrontendConfig:
-    """Log-mel front end (PANNs / the seed: 32 kHz, 1024-point FFT, 10 ms hop)."""
+    """Log-mel front end (PANNs / the reference: 32 kHz, 1024-point FFT, 10 ms hop)."""
 
     sample_rate_hz: int = SAMPLE_RATE_HZ
     n_fft: int = 1024

@@ -40,7 +40,7 @@ from birdsed.rows import ROW_S
 
 BASE_RATE_HZ = 32_000
 # (format, subtype, rate, channels, extension): the mix of files real collections hold
-_FILE_KINDS = [
+_FILE_FORMATS = [
     ("WAV", "PCM_16", 44_100, 2, "wav"),
     ("FLAC", "PCM_16", 32_000, 1, "flac"),
     ("OGG", "VORBIS", 22_050, 1, "ogg"),
@@ -70,13 +70,13 @@ class SynthConfig:
 
 
 def _write_audio(path: Path, mono_32k: np.ndarray, fmt: tuple) -> None:
-    kind, subtype, rate, channels, _ = fmt
+    container, subtype, rate, channels, _ = fmt
     x = soxr.resample(mono_32k, BASE_RATE_HZ, rate, "HQ") if rate != BASE_RATE_HZ else mono_32k
     x = np.clip(x, -0.99, 0.99).astype(np.float32)
     data = np.stack([x, 0.9 * x], axis=1) if channels == 2 else x
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), data, rate, format=kind, subtype=subtype)
-        if kind == "OGG":
+        sf.write(str(tmp), data, rate, format=container, subtype=subtype)
+        if container == "OGG":
             tmp.write_bytes(_fix_ogg_serial(tmp.read_bytes()))
 
 
@@ -186,7 +186,7 @@ def row_truth(
 
 def write_raven_truth(path: Path, events: list[tuple[str, float, float]], species: list[Species]) -> None:
     """The soundscape's notes as a Raven selection table (one box per note, the species' band as its frequencies)."""
-    band = {sp.code: (sp.f_lo_hz * (0.6 if sp.kind == "harmonic" else 1.0), sp.f_hi_hz) for sp in species}
+    band = {sp.code: (sp.f_lo_hz * (0.6 if sp.call_type == "harmonic" else 1.0), sp.f_hi_hz) for sp in species}
     rows = sorted(events, key=lambda e: (e[1], e[0]))
     table = pd.DataFrame(
         {
@@ -228,7 +228,7 @@ def _synthesize(out: Path, cfg: SynthConfig, quiet: bool) -> None:
                 "ebird_code": s.code,
                 "species": s.common_name,
                 "sci_name": s.sci_name,
-                "call_kind": s.kind,
+                "call_kind": s.call_type,
                 "f_lo_hz": round(s.f_lo_hz),
                 "f_hi_hz": round(s.f_hi_hz),
             }
@@ -243,7 +243,7 @@ def _synthesize(out: Path, cfg: SynthConfig, quiet: bool) -> None:
             for ci in range(cfg.clips_per_species):
                 idx = si * cfg.clips_per_species + ci
                 wave, secondary, unmapped = _train_clip(sp, others, idx, cfg)
-                fmt = _FILE_KINDS[idx % len(_FILE_KINDS)]
+                fmt = _FILE_FORMATS[idx % len(_FILE_FORMATS)]
                 filename = f"XC{100000 + idx}.{fmt[4]}"
                 _write_audio(out / "train_audio" / sp.code / filename, wave, fmt)
                 sec_names = [f"{s.common_name} ({s.sci_name})" for s in secondary] + (

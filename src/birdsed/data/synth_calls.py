@@ -9,7 +9,7 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
-KINDS = ("sweep", "trill", "harmonic", "whistle", "chirp")
+CALL_TYPES = ("sweep", "trill", "harmonic", "whistle", "chirp")
 
 _NAMES = [
     ("amber piper", "Fictus amberi"),
@@ -32,7 +32,7 @@ class Species:
     code: str
     common_name: str
     sci_name: str
-    kind: str
+    call_type: str  # one of CALL_TYPES (species.csv's call_kind column)
     f_lo_hz: float
     f_hi_hz: float
     note_s: float
@@ -41,7 +41,7 @@ class Species:
 
 
 def make_species(n: int, seed: int) -> list[Species]:
-    """n distinct species: kinds cycle, bands spread over 1.2-9 kHz on a log scale."""
+    """n distinct species: call types cycle, bands spread over 1.2-9 kHz on a log scale."""
     rng = np.random.default_rng([seed, 1])
     centres = np.geomspace(1500, 7000, n) if n > 1 else np.array([3000.0])
     rng.shuffle(centres)
@@ -50,18 +50,20 @@ def make_species(n: int, seed: int) -> list[Species]:
         common, sci = _NAMES[i % len(_NAMES)]
         if i >= len(_NAMES):
             common, sci = f"{common} {i // len(_NAMES) + 1}", f"{sci} {i // len(_NAMES) + 1}"
-        kind = KINDS[i % len(KINDS)]
+        call_type = CALL_TYPES[i % len(CALL_TYPES)]
         width = centres[i] * rng.uniform(0.25, 0.6)
-        note_s = {"sweep": 0.25, "trill": 0.04, "harmonic": 0.35, "whistle": 0.6, "chirp": 0.09}[kind] * rng.uniform(
-            0.8, 1.25
-        )
-        notes = {"sweep": 4, "trill": 18, "harmonic": 3, "whistle": 2, "chirp": 6}[kind] + int(rng.integers(0, 3))
-        gap = {"sweep": 0.15, "trill": 0.03, "harmonic": 0.25, "whistle": 0.3, "chirp": 0.12}[kind] * rng.uniform(
+        note_s = {"sweep": 0.25, "trill": 0.04, "harmonic": 0.35, "whistle": 0.6, "chirp": 0.09}[
+            call_type
+        ] * rng.uniform(0.8, 1.25)
+        notes = {"sweep": 4, "trill": 18, "harmonic": 3, "whistle": 2, "chirp": 6}[call_type] + int(rng.integers(0, 3))
+        gap = {"sweep": 0.15, "trill": 0.03, "harmonic": 0.25, "whistle": 0.3, "chirp": 0.12}[call_type] * rng.uniform(
             0.8, 1.25
         )
         code = "".join(w[:3] for w in common.split()[:2])[:6] + (str(i // len(_NAMES)) if i >= len(_NAMES) else "")
         out.append(
-            Species(code, common.title(), sci, kind, centres[i] - width / 2, centres[i] + width / 2, note_s, notes, gap)
+            Species(
+                code, common.title(), sci, call_type, centres[i] - width / 2, centres[i] + width / 2, note_s, notes, gap
+            )
         )
     return out
 
@@ -72,19 +74,19 @@ def _note(sp: Species, rng: np.random.Generator, scale: float, sr: int) -> np.nd
     t = np.arange(int(dur * sr)) / sr
     lo, hi = sp.f_lo_hz * scale, sp.f_hi_hz * scale
     frac = t / dur
-    if sp.kind == "sweep":
+    if sp.call_type == "sweep":
         freq = lo + (hi - lo) * frac if sp.code[0] < "m" else hi - (hi - lo) * frac
-    elif sp.kind == "trill":
+    elif sp.call_type == "trill":
         freq = np.full_like(t, (lo + hi) / 2)
-    elif sp.kind == "harmonic":
+    elif sp.call_type == "harmonic":
         freq = np.full_like(t, lo * 0.6) * (1 + 0.05 * np.sin(2 * np.pi * 3 * t))
-    elif sp.kind == "whistle":
+    elif sp.call_type == "whistle":
         freq = (lo + hi) / 2 + (hi - lo) / 2 * np.sin(2 * np.pi * 9 * t)
     else:  # chirp: fast up-sweep
         freq = lo + (hi - lo) * frac**2
     phase = 2 * np.pi * np.cumsum(freq) / sr
     wave = np.sin(phase)
-    if sp.kind == "harmonic":
+    if sp.call_type == "harmonic":
         wave = wave + 0.6 * np.sin(2 * phase) + 0.35 * np.sin(3 * phase)
         wave /= 1.95
     env = np.sin(np.pi * frac) ** 0.5

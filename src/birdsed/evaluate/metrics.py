@@ -88,10 +88,10 @@ def recording_metrics(scores: dict[str, np.ndarray], y: np.ndarray, rec: np.ndar
     true = np.zeros((len(recs), y.shape[1]), dtype=bool)
     true[inverse] = y > 0
     out = {}
-    for kind, s in scores.items():
+    for output, s in scores.items():
         pooled = np.full((len(recs), s.shape[1]), -np.inf, dtype=np.float32)
         np.maximum.at(pooled, inverse, s)
-        out[f"val_f1_{kind}"] = row_f1(pooled >= REFERENCE_THRESHOLDS[kind], true)
-        if kind == "clipwise":
+        out[f"val_f1_{output}"] = row_f1(pooled >= REFERENCE_THRESHOLDS[output], true)
+        if output == "clipwise":
             out["val_map"], out["val_micro_ap"] = average_precision(pooled, true)
     return out

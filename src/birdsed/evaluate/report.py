@@ -208,12 +208,12 @@ _LIMIT_NOTE = (
 @plain_text
 def sweep_figure(score_report: dict) -> str:
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.2), sharey=True)
-    for ax, kind in zip(axes, OUTPUT_KINDS):
-        sw = pd.DataFrame(score_report["outputs"][kind]["sweep"])
+    for ax, output in zip(axes, OUTPUT_KINDS):
+        sw = pd.DataFrame(score_report["outputs"][output]["sweep"])
         ax.plot(sw["threshold"], sw["row_f1"], label="row-wise F1")
         ax.plot(sw["threshold"], sw["species_f1"], label="species F1", ls="--")
-        ax.axvline(score_report["outputs"][kind]["seed_threshold"], color="grey", lw=0.8)
-        ax.set_title(kind)
+        ax.axvline(score_report["outputs"][output]["reference_threshold"], color="grey", lw=0.8)
+        ax.set_title(output)
         ax.set_xlabel("threshold")
     axes[0].set_ylabel("F1")
     axes[0].legend(fontsize=8)

@@ -43,7 +43,7 @@ def read_scores(path: str | Path) -> pd.DataFrame:
 
 @dataclass
 class AlignedScores:
-    """Scores of every truth row, per output kind [shape=(n_rows, K)], and the truth [same shape]."""
+    """Scores of every truth row, per output [shape=(n_rows, K)], and the truth [same shape]."""
 
     row_ids: list[str]
     classes: list[str]
@@ -81,8 +81,8 @@ def align_scores(
     used_files: set[str] = set()
     out: dict[str, np.ndarray] = {}
     not_scored: set[str] = set()
-    for kind in OUTPUT_KINDS:
-        part = scores[scores["output"] == kind]
+    for output in OUTPUT_KINDS:
+        part = scores[scores["output"] == output]
         values = part[model_classes].to_numpy(np.float32)
         by_row = {(f, float(s)): i for i, (f, s) in enumerate(zip(part["file"], part["start_s"]))}
         by_file = {f: values[idx].max(axis=0) for f, idx in part.groupby("file", sort=False).indices.items()}
@@ -99,7 +99,7 @@ def align_scores(
                 not_scored.add(r)
             else:
                 m[i, : len(model_classes)] = v
-        out[kind] = m
+        out[output] = m
     check_overlap(len(rows) + len(truth.not_listed), len(rows) - len(not_scored), names[1], names[0])
     unscored = [
         f"{f}@{s:g}"
@@ -123,9 +123,9 @@ def align_scores(
     )
 
 
-def row_detections(al: AlignedScores, kind: str, threshold: float) -> pd.DataFrame:
-    """The rows of `kind` at or above threshold, one per (row, class): file, start_s, end_s, label."""
-    r, k = np.nonzero(al.scores[kind] >= threshold)
+def row_detections(al: AlignedScores, output: str, threshold: float) -> pd.DataFrame:
+    """The rows of output `output` at or above threshold, one per (row, class): file, start_s, end_s, label."""
+    r, k = np.nonzero(al.scores[output] >= threshold)
     start = al.rows["start_s"].to_numpy(float)[r]
     return pd.DataFrame(
         {
@@ -146,15 +146,15 @@ def score_report(al: AlignedScores) -> dict:
         "unused_lines": al.unused.lines(),
         "outputs": {},
     }
-    for kind in OUTPUT_KINDS:
-        s = al.scores[kind]
+    for output in OUTPUT_KINDS:
+        s = al.scores[output]
         sweep = threshold_sweep(s, al.true)
         best = sweep.loc[sweep["row_f1"].idxmax()]
         macro, micro = average_precision(s, al.true)
-        seed_thr = REFERENCE_THRESHOLDS[kind]
-        report["outputs"][kind] = {
-            "seed_threshold": seed_thr,
-            "seed_row_f1": row_f1(s >= seed_thr, al.true),
+        ref_thr = REFERENCE_THRESHOLDS[output]
+        report["outputs"][output] = {
+            "reference_threshold": ref_thr,
+            "reference_row_f1": row_f1(s >= ref_thr, al.true),
             "best_threshold": float(best["threshold"]),
             "best_row_f1": float(best["row_f1"]),
             "macro_ap": macro,
@@ -165,8 +165,8 @@ def score_report(al: AlignedScores) -> dict:
             "roc_auc": macro_roc_auc(al.true, s),
         }
         if al.events is not None:  # annotated calls: which were found, at the best threshold
-            match = match_events(al.events, row_detections(al, kind, float(best["threshold"])))
-            report["outputs"][kind].update(
+            match = match_events(al.events, row_detections(al, output, float(best["threshold"])))
+            report["outputs"][output].update(
                 event_recall=match.recall,
                 event_precision=match.precision,
                 n_events=match.n_events,
@@ -208,8 +208,8 @@ def score_table(report: dict) -> pd.DataFrame:
         [
             {
                 "output": k,
-                "threshold": o["seed_threshold"],
-                "row F1": o["seed_row_f1"],
+                "threshold": o["reference_threshold"],
+                "row F1": o["reference_row_f1"],
                 "best threshold": o["best_threshold"],
                 "best row F1": o["best_row_f1"],
                 "macro AP": o["macro_ap"],

@@ -1,4 +1,4 @@
-"""Threshold tuning on validation data: a global threshold per output kind, then per-class
+"""Threshold tuning on validation data: a global threshold per output, then per-class
 thresholds (coordinate ascent on row-wise F1) shrunk toward the global one for rare classes."""
 
 from __future__ import annotations
@@ -78,25 +78,25 @@ def tune(
     shrink: float = 10.0,
     per_class: bool = True,
 ) -> TuneResult:
-    """Tune thresholds of every output kind on (n_rows, K) scores; pick the output with the best F1."""
+    """Tune thresholds of every output on (n_rows, K) scores; pick the output with the best F1."""
     start = start or Thresholds()
     true = true.astype(bool)
     result = Thresholds(dict(start.global_), {})
     before, global_only, after = {}, {}, {}
-    for kind in OUTPUT_KINDS:
-        s = scores[kind]
-        before[kind] = row_f1(s >= start.vector(kind, classes)[None, :], true)
+    for output in OUTPUT_KINDS:
+        s = scores[output]
+        before[output] = row_f1(s >= start.vector(output, classes)[None, :], true)
         f1s = [row_f1(s >= t, true) for t in DEFAULT_SWEEP]
         g = float(DEFAULT_SWEEP[int(np.argmax(f1s))])
-        result.global_[kind] = g
-        global_only[kind] = max(f1s)
-        after[kind] = global_only[kind]
+        result.global_[output] = g
+        global_only[output] = max(f1s)
+        after[output] = global_only[output]
         if per_class:
             thr = per_class_thresholds(s, true, g, shrink)
             f1 = row_f1(s >= thr[None, :], true)
-            if f1 > global_only[kind]:  # keep per-class thresholds only where they help on this data
-                result.per_class[kind] = {c: round(float(t), 4) for c, t in zip(classes, thr) if abs(t - g) > 1e-9}
-                after[kind] = f1
+            if f1 > global_only[output]:  # keep per-class thresholds only where they help on this data
+                result.per_class[output] = {c: round(float(t), 4) for c, t in zip(classes, thr) if abs(t - g) > 1e-9}
+                after[output] = f1
     best = max(OUTPUT_KINDS, key=lambda k: after[k])
     return TuneResult(result, best, before, global_only, after)
 

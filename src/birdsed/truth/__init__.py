@@ -83,16 +83,16 @@ def load_truth(
     if fmt not in TRUTH_FORMATS:
         raise TruthError(f"truth format {fmt!r}: valid: {list(TRUTH_FORMATS)}")
     tables = tables_in(path)
-    kinds = {t: (fmt if fmt != "auto" else sniff(t)) for t in tables}
-    if len(set(kinds.values())) > 1:
+    formats = {t: (fmt if fmt != "auto" else sniff(t)) for t in tables}
+    if len(set(formats.values())) > 1:
         raise TruthError(
-            f"{path}: tables of several formats ({sorted(set(kinds.values()))}); give one format per folder"
+            f"{path}: tables of several formats ({sorted(set(formats.values()))}); give one format per folder"
         )
-    kind = next(iter(kinds.values()))
-    if kind in ("cornell2020", "birdclef2021"):
+    found = next(iter(formats.values()))
+    if found in ("cornell2020", "birdclef2021"):
         if len(tables) > 1:
-            raise TruthError(f"{path}: one {kind} table at a time, found {len(tables)}")
-        if kind == "birdclef2021":
+            raise TruthError(f"{path}: one {found} table at a time, found {len(tables)}")
+        if found == "birdclef2021":
             rows, not_listed = kaggle.birdclef2021_rows(tables[0], Path(audio_dir) if audio_dir else None)
         else:
             test = Path(test_csv) if test_csv else tables[0].parent / "test.csv"
@@ -101,11 +101,11 @@ def load_truth(
                     f"{test}: test.csv not found; pass --test-csv to map {tables[0].name}'s row_ids to files"
                 )
             rows, not_listed = kaggle.cornell_rows(tables[0], test, Path(audio_dir) if audio_dir else None)
-        return Truth(str(path), kind, rows=rows, not_listed=not_listed)
+        return Truth(str(path), found, rows=rows, not_listed=not_listed)
     parts, covered = [], []
     for t in tables:
-        events, files = FORMATS[kind].read(t, label_column)
+        events, files = FORMATS[found].read(t, label_column)
         parts.append(events)
         covered += files
     events = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=EVENT_COLUMNS)
-    return Truth(str(path), kind, events=events, covered=sorted(set(covered)))
+    return Truth(str(path), found, events=events, covered=sorted(set(covered)))
