@@ -31,3 +31,7 @@ class TruthError(BirdsedError):
 
 class RunLocked(BirdsedError):
     """A folder is held by another birdsed run (fsutil.run_lock)."""
+
+
+class ReviewError(BirdsedError):
+    """A predict folder cannot be reviewed, a verdict table is malformed, or a request names what PRED lacks."""

@@ -49,7 +49,7 @@ def _register_all() -> None:
     """Import every module that registers verbs (in the order `birdsed --help` lists them)."""
     import importlib
 
-    for name in ("data", "train", "predict", "evaluate", "summary", "model", "birdnet", "pseudo"):
+    for name in ("data", "train", "predict", "evaluate", "summary", "review", "model", "birdnet", "pseudo"):
         importlib.import_module(f"birdsed.cli.{name}")
 
 

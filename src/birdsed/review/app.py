@@ -1,0 +1,301 @@
+"""The review web app (Starlette, served by uvicorn): a thin view over queue.py, media.py and verdicts.py.
+
+Routes (all under one predict folder, PRED):
+    GET  /                      the page (page.html)
+    GET  /api/state             classes with their names, the output kind, progress per species, the verdicts given
+    GET  /api/queue             the next cards: ?species= &recording= &folder= &lo= &hi= &sample= &n= &seed=
+    GET  /api/audio             a clip with context as WAV (Range requests answered): ?file= &start_s= &end_s=
+    GET  /api/spectrogram       the same clip's spectrogram as PNG
+    POST /api/verdict           {file, start_s, end_s, label, verdict, other_label, reviewer}: committed at once
+    POST /api/undo              {file, start_s, end_s, label, reviewer}: that verdict taken back
+
+Only the recordings PRED's scores name are ever opened: any other `file` is refused (403) before the disk is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from birdsed.errors import AudioDecodeError, BirdsedError, ReviewError
+from birdsed.model.names import Names
+from birdsed.review.media import excerpt, spectrogram_png, wav_bytes
+from birdsed.review.queue import Predictions, QueueSpec, progress, select
+from birdsed.review.verdicts import Verdict, VerdictStore, store_path
+
+MAX_CARDS = 500
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+
+
+class Refused(Exception):
+    """A request the app answers with an error status and a message (never a traceback)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class Review:
+    """The state behind the app: PRED's predictions, the verdict store, the model's species names."""
+
+    def __init__(self, pred: Path, output: str | None = None):
+        self.preds = Predictions.open(pred, output)
+        self.store = VerdictStore(store_path(pred))
+        self.names = Names.default()
+        self._files = self.preds.files
+        self._clips = None
+
+    def clips(self):
+        if self._clips is None:
+            self._clips = self.preds.clips()
+        return self._clips
+
+    def species(self, label: str) -> dict:
+        s = self.names.describe(label)
+        return {"label": label, "code": s.code, "common": s.common, "scientific": s.scientific}
+
+    def check_file(self, file: str) -> str:
+        """`file` if PRED's scores name it; refused otherwise (the server opens no other file)."""
+        if file not in self._files:
+            raise Refused(403, f"{file!r} is not a recording of {self.preds.pred}'s predictions: not served")
+        return file
+
+    @lru_cache(maxsize=4096)  # noqa: B019 - one Review per server, alive as long as it
+    def problem(self, file: str) -> str:
+        """Why a recording cannot be played ("" when it can): moved, unreadable."""
+        from birdsed.audio.decode import audio_info
+
+        try:
+            audio_info(file)
+        except AudioDecodeError as e:
+            return str(e)
+        return ""
+
+
+def _number(req: Request, name: str, default: float | None = None) -> float:
+    text = req.query_params.get(name)
+    if text is None:
+        if default is None:
+            raise Refused(400, f"missing ?{name}=")
+        return default
+    try:
+        x = float(text)
+    except ValueError:
+        raise Refused(400, f"?{name}={text!r} is not a number") from None
+    if not math.isfinite(x):
+        raise Refused(400, f"?{name}={text!r} is not a finite number")
+    return x
+
+
+def _clip_of(review: Review, req: Request) -> tuple[str, float, float]:
+    file = review.check_file(req.query_params.get("file", ""))
+    start_s, end_s = _number(req, "start_s"), _number(req, "end_s")
+    if not (0 <= start_s < end_s <= start_s + 60):
+        raise Refused(400, f"clip {start_s}-{end_s} s: must be 0 <= start < end <= start + 60")
+    return file, start_s, end_s
+
+
+def build_app(pred: str | Path, output: str | None = None) -> Starlette:
+    """The app over one predict folder (a ReviewError if PRED cannot be reviewed)."""
+    review = Review(Path(pred), output)
+
+    def guarded(handler):
+        async def route(req: Request) -> Response:
+            try:
+                return await handler(req)
+            except Refused as e:
+                return JSONResponse({"error": str(e)}, status_code=e.status)
+            except AudioDecodeError as e:
+                return JSONResponse({"error": str(e)}, status_code=404)
+            except BirdsedError as e:
+                return JSONResponse({"error": str(e)}, status_code=400)
+
+        return route
+
+    async def page(req: Request) -> Response:
+        html = resources.files("birdsed.review").joinpath("page.html").read_text(encoding="utf-8")
+        return HTMLResponse(html.replace("{{PRED}}", json.dumps(str(review.preds.pred))[1:-1]))
+
+    async def state(req: Request) -> Response:
+        table = review.store.table()
+        return JSONResponse(
+            {
+                "pred": str(review.preds.pred),
+                "output": review.preds.output,
+                "classes": [review.species(c) for c in review.preds.classes],
+                "progress": progress(table, review.preds.classes).fillna(-1).to_dict("records"),
+                "verdicts": table.fillna(-1).to_dict("records"),
+            }
+        )
+
+    async def queue(req: Request) -> Response:
+        q = req.query_params
+        species = q.get("species") or None
+        if species is not None and species not in review.preds.classes:
+            raise Refused(400, f"species {species!r} is not a class of the model")
+        spec = QueueSpec(
+            species=species,
+            recording=q.get("recording") or None,
+            folder=q.get("folder") or None,
+            band=(_number(req, "lo", 0.0), _number(req, "hi", 1.0)),
+            sample=q.get("sample", "top"),
+            n=int(min(max(_number(req, "n", 50), 1), MAX_CARDS)),
+            seed=int(_number(req, "seed", 0)),
+        )
+        clips = review.preds.clips(species) if species else review.clips()
+        chosen = select(clips, spec, done=review.store.keys())
+        cards = [
+            {**r, **review.species(r["label"]), "name": Path(r["file"]).name, "problem": review.problem(r["file"])}
+            for r in chosen.to_dict("records")
+        ]
+        return JSONResponse({"cards": cards})
+
+    async def audio(req: Request) -> Response:
+        file, start_s, end_s = _clip_of(review, req)
+        data = wav_bytes(excerpt(file, start_s, end_s))
+        return _ranged(data, req.headers.get("range"), "audio/wav")
+
+    async def spectrogram(req: Request) -> Response:
+        file, start_s, end_s = _clip_of(review, req)
+        png = spectrogram_png(excerpt(file, start_s, end_s), start_s, end_s)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+    async def verdict(req: Request) -> Response:
+        body = await _json(req)
+        v = _verdict_of(review, body)
+        review.store.put([v])
+        return JSONResponse({"saved": asdict(v.checked())})
+
+    async def undo(req: Request) -> Response:
+        body = await _json(req)
+        file = review.check_file(str(body.get("file", "")))
+        try:
+            taken = review.store.remove(
+                file, float(body["start_s"]), float(body["end_s"]), str(body["label"]), str(body.get("reviewer", ""))
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise Refused(400, f"undo needs file, start_s, end_s, label ({e})") from None
+        return JSONResponse({"removed": taken})
+
+    routes = [
+        Route("/", guarded(page)),
+        Route("/api/state", guarded(state)),
+        Route("/api/queue", guarded(queue)),
+        Route("/api/audio", guarded(audio)),
+        Route("/api/spectrogram", guarded(spectrogram)),
+        Route("/api/verdict", guarded(verdict), methods=["POST"]),
+        Route("/api/undo", guarded(undo), methods=["POST"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.review = review
+    return app
+
+
+async def _json(req: Request) -> dict:
+    try:
+        body = await req.json()
+    except ValueError:
+        raise Refused(400, "the request's body is not JSON") from None
+    if not isinstance(body, dict):
+        raise Refused(400, "the request's body must be a JSON object")
+    return body
+
+
+def _verdict_of(review: Review, body: dict) -> Verdict:
+    file = review.check_file(str(body.get("file", "")))
+    label = str(body.get("label", ""))
+    other = str(body.get("other_label") or "")
+    for name, value in (("label", label), ("other_label", other)):
+        if value and value not in review.preds.classes:
+            raise Refused(400, f"{name} {value!r} is not a class of the model")
+    try:
+        start_s, end_s = float(body["start_s"]), float(body["end_s"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise Refused(400, f"a verdict needs start_s and end_s as numbers ({e})") from None
+    verdict = "no" if other else str(body.get("verdict", ""))  # another species: not this one
+    v = Verdict(
+        file,
+        start_s,
+        end_s,
+        label,
+        verdict,
+        other,
+        str(body.get("reviewer") or ""),
+        "",
+        review.preds.score_of(file, start_s, label),
+    )
+    try:
+        return v.checked()
+    except ReviewError as e:
+        raise Refused(400, str(e)) from None
+
+
+def _ranged(data: bytes, range_header: str | None, media_type: str) -> Response:
+    """`data`, or the one byte range the request asks for (206), so that the browser can seek."""
+    headers = {"Accept-Ranges": "bytes", "Cache-Control": "max-age=3600"}
+    m = _RANGE.match(range_header.strip()) if range_header else None
+    if not m or (not m.group(1) and not m.group(2)):
+        return Response(data, media_type=media_type, headers=headers)
+    size = len(data)
+    if m.group(1):
+        first, last = int(m.group(1)), int(m.group(2)) if m.group(2) else size - 1
+    else:  # the last N bytes
+        first, last = max(0, size - int(m.group(2))), size - 1
+    if first >= size or last < first:
+        return Response(b"", status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+    last = min(last, size - 1)
+    return Response(
+        data[first : last + 1],
+        status_code=206,
+        media_type=media_type,
+        headers={**headers, "Content-Range": f"bytes {first}-{last}/{size}"},
+    )
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A ReviewError saying so if `port` on `host` cannot be bound (in use, or not this machine's address)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise ReviewError(f"--host {host}: not an address of this machine ({e})") from e
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise ReviewError(
+                f"port {port} on {host} is in use (or not allowed: {e.strerror}): choose another with --port"
+            ) from None
+
+
+def serve(pred: str | Path, host: str, port: int, open_browser: bool, output: str | None = None, say=print) -> None:
+    """Serve the review page of PRED until interrupted (Ctrl-C); every verdict is already on disk."""
+    import uvicorn
+
+    app = build_app(pred, output)
+    check_port_free(host, port)
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    n = len(app.state.review.preds.rows)
+    say(
+        f"review {pred}: {n} rows of {len(app.state.review.preds.classes)} species ({app.state.review.preds.output});"
+        f" verdicts in {app.state.review.store.path}"
+    )
+    say(f"open {url}  (Ctrl-C stops; verdicts are saved as they are given)")
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

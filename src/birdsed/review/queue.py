@@ -1,0 +1,185 @@
+"""What to review next: clips (a recording's 5 s row and one species, with its score) from a predict folder's
+scores.parquet, filtered by species, recording, folder and score band, and sampled `top` (highest scores first),
+`stratified` (equal counts per score band: the sample calibrate wants) or `random` (seeded); progress per species.
+
+The selection functions are pure: a clip table in, a clip table out.
+
+    preds = Predictions.open(pred)                     # run.json's classes, one output kind's scores
+    clips = preds.clips("woothr")                      # file, start_s, end_s, label, score
+    queue = select(clips, QueueSpec(sample="stratified", n=50), done=store.keys())
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from birdsed.config import DEFAULT_OUTPUT, OUTPUT_KINDS
+from birdsed.errors import BirdsedError, ReviewError
+from birdsed.rows import SCORE_META_COLUMNS
+
+SAMPLINGS = ("top", "stratified", "random")
+BAND_EDGES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # score bands: stratified draws equally from each
+CLIP_COLUMNS = ("file", "start_s", "end_s", "label", "score")
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """Which clips, and how many in what order."""
+
+    species: str | None = None
+    recording: str | None = None  # a file as scores.parquet names it
+    folder: str | None = None  # clips of recordings under this folder
+    band: tuple[float, float] = (0.0, 1.0)  # lo <= score <= hi
+    sample: str = "top"
+    n: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sample not in SAMPLINGS:
+            raise ReviewError(f"sampling {self.sample!r}: valid: {list(SAMPLINGS)}")
+        lo, hi = self.band
+        if not (0.0 <= lo <= hi <= 1.0):
+            raise ReviewError(f"score band {lo}..{hi}: must be 0 <= lo <= hi <= 1")
+
+
+def band_of(scores: np.ndarray, edges: tuple[float, ...] = BAND_EDGES) -> np.ndarray:
+    """Index of each score's band [edges[i], edges[i + 1]) (the last band includes 1.0). [shape=(n,)]"""
+    return np.clip(np.searchsorted(np.asarray(edges), scores, side="right") - 1, 0, len(edges) - 2)
+
+
+def select(clips: pd.DataFrame, spec: QueueSpec, done: set | frozenset = frozenset()) -> pd.DataFrame:
+    """The queue: `clips` (CLIP_COLUMNS) filtered by `spec`, without those in `done` ((file, start_s, label)), sampled
+    and ordered as spec.sample says, at most spec.n."""
+    keep = (clips["score"] >= spec.band[0]) & (clips["score"] <= spec.band[1])
+    if spec.species is not None:
+        keep &= clips["label"] == spec.species
+    if spec.recording is not None:
+        keep &= clips["file"] == spec.recording
+    if spec.folder is not None:
+        prefix = spec.folder.rstrip("/") + "/"
+        keep &= clips["file"].str.startswith(prefix)
+    if done:
+        keys = list(zip(clips["file"], clips["start_s"].astype(float), clips["label"]))
+        keep &= ~np.array([k in done for k in keys], dtype=bool)
+    pool = clips[keep.to_numpy()]
+    rng = np.random.default_rng(spec.seed)
+    if spec.sample == "top":
+        out = pool.sort_values(["score", "file", "start_s"], ascending=[False, True, True], kind="stable")
+    elif spec.sample == "random":
+        out = pool.iloc[rng.permutation(len(pool))]
+    else:
+        out = pool.iloc[_stratified_order(pool["score"].to_numpy(), rng)]
+    return out.head(spec.n).reset_index(drop=True)
+
+
+def _stratified_order(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Positions in round-robin over score bands (random within each band), so that any prefix holds about equal
+    counts per band (bands that run out leave their turns to the others)."""
+    bands = band_of(scores)
+    per_band = [rng.permutation(np.flatnonzero(bands == b)) for b in range(len(BAND_EDGES) - 1)]
+    per_band = [b for b in per_band if len(b)]
+    order = []
+    for i in range(max((len(b) for b in per_band), default=0)):
+        order.extend(int(b[i]) for b in per_band if i < len(b))
+    return np.array(order, dtype=np.int64)
+
+
+def progress(verdicts: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """Per species with verdicts: verified (yes + no + unsure), yes, no, unsure and the share of yes among yes + no."""
+    rows = []
+    for label, g in verdicts.groupby("label", sort=False):
+        n = g["verdict"].value_counts()
+        yes, no, unsure = (int(n.get(v, 0)) for v in ("yes", "no", "unsure"))
+        rows.append((label, yes + no + unsure, yes, no, unsure, yes / (yes + no) if yes + no else float("nan")))
+    order = {c: i for i, c in enumerate(classes)}
+    out = pd.DataFrame(rows, columns=["label", "verified", "yes", "no", "unsure", "yes_share"])
+    return out.sort_values("label", key=lambda s: s.map(lambda c: order.get(c, len(order)))).reset_index(drop=True)
+
+
+@dataclass
+class Predictions:
+    """A predict folder's scores of one output kind, as a (rows, classes) matrix beside the rows' file and times."""
+
+    pred: Path
+    classes: list[str]
+    output: str
+    model_dir: Path | None
+    rows: pd.DataFrame  # file, start_s, end_s
+    scores: np.ndarray  # [shape=(len(rows), len(classes))]
+
+    @classmethod
+    def open(cls, pred: str | Path, output: str | None = None) -> Predictions:
+        """Read PRED's run.json and scores.parquet (one output kind: `output`, else the model's default output, else
+        the first in the file); a ReviewError naming what is missing."""
+        pred = Path(pred)
+        run_path, scores_path = pred / "run.json", pred / "scores.parquet"
+        if not scores_path.is_file():
+            raise ReviewError(
+                f"{pred}: no scores.parquet: not a finished predict folder (run `birdsed predict` "
+                "or `birdsed merge` first)"
+            )
+        try:
+            run = json.loads(run_path.read_text())
+            classes = [str(c) for c in run["classes"]]
+            model_dir = Path(run["model"]) if run.get("model") else None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ReviewError(f"{run_path}: not a predict folder's run.json ({e})") from e
+        table = _read_scores(scores_path, classes)
+        present = [k for k in OUTPUT_KINDS if k in set(table["output"].unique().to_pylist())]
+        if output is None:
+            output = _default_output(model_dir) if model_dir else DEFAULT_OUTPUT
+            output = output if output in present else (present[0] if present else output)
+        if output not in present:
+            raise ReviewError(f"{scores_path}: no rows of output {output!r}; it holds {present}")
+        table = table.filter(pc.equal(table["output"], output))
+        rows = table.select(["file", "start_s", "end_s"]).to_pandas()
+        scores = np.stack([table[c].to_numpy(zero_copy_only=False) for c in classes], axis=1).astype(np.float32)
+        return cls(pred, classes, output, model_dir, rows, scores)
+
+    @property
+    def files(self) -> set[str]:
+        return set(self.rows["file"].unique())
+
+    def clips(self, species: str | None = None) -> pd.DataFrame:
+        """Every (row, class) of one species (or all) as CLIP_COLUMNS."""
+        which = range(len(self.classes)) if species is None else [self.class_index(species)]
+        parts = [self.rows.assign(label=self.classes[k], score=self.scores[:, k].astype(np.float64)) for k in which]
+        return pd.concat(parts, ignore_index=True)[list(CLIP_COLUMNS)]
+
+    def class_index(self, species: str) -> int:
+        try:
+            return self.classes.index(species)
+        except ValueError:
+            raise ReviewError(f"{species!r}: not a class of {self.pred}'s model") from None
+
+    def score_of(self, file: str, start_s: float, label: str) -> float | None:
+        """The score of one clip, or None if PRED has no such row or class."""
+        if label not in self.classes:
+            return None
+        hit = np.flatnonzero((self.rows["file"].to_numpy() == file) & np.isclose(self.rows["start_s"], start_s))
+        return float(self.scores[hit[0], self.class_index(label)]) if len(hit) else None
+
+
+def _read_scores(path: Path, classes: list[str]) -> pa.Table:
+    try:
+        table = pq.read_table(path, columns=[*SCORE_META_COLUMNS, *classes])
+    except (OSError, pa.ArrowException) as e:
+        raise ReviewError(f"{path}: not a readable scores table with run.json's classes ({e})") from e
+    return table
+
+
+def _default_output(model_dir: Path) -> str:
+    from birdsed.model.meta import default_output_of, read_meta
+
+    try:
+        return default_output_of(read_meta(model_dir))
+    except BirdsedError:
+        return DEFAULT_OUTPUT

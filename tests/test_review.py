@@ -1,0 +1,321 @@
+"""review/: the verdict store (SQLite, two writers, import / export with unknown files and labels listed), the queues
+(filters, top / stratified / random, progress), and the web app's routes on a real server (files outside PRED's
+predictions refused, a moved recording said, a port in use)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from birdsed.errors import ReviewError
+from birdsed.review.queue import QueueSpec, band_of, progress, select
+from birdsed.review.verdicts import (
+    VERDICT_COLUMNS,
+    Verdict,
+    VerdictStore,
+    check_known,
+    load_verdicts,
+    read_verdict_table,
+)
+from tests.conftest import tiny_model, write_audio
+
+CLASSES = ["amecro", "woothr", "Turdus merula"]
+
+
+def run_cli(*argv, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "birdsed", *map(str, argv)], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def pred(tmp_path_factory) -> Path:
+    """A tiny predict folder: 3 recordings of 12 s, an untrained model of 3 classes, every row a detection."""
+    root = tmp_path_factory.mktemp("review")
+    model = tiny_model(root / "model", CLASSES)
+    for i, f in enumerate([700, 2500, 5000]):
+        write_audio(root / "audio" / f"rec{i}.wav", seconds=12, rate=16000, freq_hz=f)
+    res = run_cli("predict", "--model", model, root / "audio", "--out", root / "pred", "--threshold", "0")
+    assert res.returncode == 0, res.stderr
+    return root / "pred"
+
+
+# --- the verdict store ---------------------------------------------------------------------------------------------
+
+
+def test_verdicts_are_kept_replaced_per_reviewer_and_undone(tmp_path):
+    with VerdictStore(tmp_path / "v.sqlite") as store:
+        store.put([Verdict("a.wav", 0, 5, "amecro", "yes"), Verdict("a.wav", 5, 10, "amecro", "no", reviewer="x")])
+        store.put([Verdict("a.wav", 0, 5, "amecro", "unsure")])  # the same clip, the same reviewer: replaced
+        store.put([Verdict("a.wav", 0, 5, "amecro", "no", reviewer="y")])  # another reviewer: kept beside
+        table = store.table()
+        assert list(table.columns[: len(VERDICT_COLUMNS)]) == list(VERDICT_COLUMNS)
+        assert sorted(table["verdict"]) == ["no", "no", "unsure"]
+        assert all(table["time"].str.endswith("+00:00"))
+        assert store.remove("a.wav", 0, 5, "amecro", "y") and not store.remove("a.wav", 0, 5, "amecro", "y")
+        assert len(store.table()) == 2
+    with VerdictStore(tmp_path / "v.sqlite") as store:  # reopened: nothing lost
+        assert len(store.table()) == 2
+        assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (Verdict("a.wav", 0, 5, "amecro", "maybe"), "must be one of"),
+        (Verdict("a.wav", 5, 5, "amecro", "yes"), "not a clip"),
+        (Verdict("a.wav", 0, 5, "amecro", "yes", score=1.5), "must be in [0, 1]"),
+    ],
+)
+def test_a_bad_verdict_is_refused_naming_it(tmp_path, bad, message):
+    with VerdictStore(tmp_path / "v.sqlite") as store, pytest.raises(ReviewError, match=message.replace("[", r"\[")):
+        store.put([Verdict("a.wav", 0, 5, "amecro", "yes"), bad])
+    with VerdictStore(tmp_path / "v.sqlite") as store:
+        assert store.table().empty  # all or nothing
+
+
+WRITER = """
+import sys
+from birdsed.review.verdicts import Verdict, VerdictStore
+store = VerdictStore(sys.argv[1])
+for i in range(int(sys.argv[3])):
+    store.put([Verdict("a.wav", 5.0 * i, 5.0 * i + 5, "amecro", "yes", reviewer=sys.argv[2])])
+"""
+
+
+def test_two_writers_at_once_lose_nothing(tmp_path):
+    path = tmp_path / "review" / "verdicts.sqlite"
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), who, "150"]) for who in ("tab1", "tab2")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    with VerdictStore(path) as store:
+        table = store.table()
+    assert len(table) == 300 and table.groupby("reviewer").size().to_dict() == {"tab1": 150, "tab2": 150}
+
+
+def test_a_verdict_csv_is_read_checked_and_unknown_files_and_labels_are_listed(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text(
+        "file,start_s,end_s,label,verdict,other_label\n"
+        "a.wav,0,5,amecro,YES,\n"
+        "a.wav,5,10,amecro,no,woothr\n"
+        "gone.wav,0,5,amecro,yes,\n"
+        "a.wav,0,5,dodo,no,\n"
+        "a.wav,0,5,woothr,no,dodo\n"
+    )
+    table = read_verdict_table(path)
+    assert list(table["verdict"][:2]) == ["yes", "no"] and table["score"].isna().all()
+    good, bad = check_known(table, {"a.wav"}, CLASSES)
+    assert len(good) == 2
+    assert list(bad["reason"]) == [
+        "file not in the predictions",
+        "label not a class of the model",
+        "other_label not a class of the model",
+    ]
+    path.write_text("file,start_s,end_s,label,verdict\na.wav,zero,5,amecro,yes\n")
+    with pytest.raises(ReviewError, match=r"row 2: start_s 'zero' is not a number"):
+        read_verdict_table(path)
+    path.write_text("file,start,end,label\n")
+    with pytest.raises(ReviewError, match=r"missing column\(s\) \['start_s', 'end_s', 'verdict'\]"):
+        read_verdict_table(path)
+
+
+def test_review_import_and_export_round_trip_and_list_what_was_not_added(pred, tmp_path):
+    rec0 = str(pred.parent / "audio" / "rec0.wav")
+    src = tmp_path / "raven.csv"
+    src.write_text(
+        f"file,start_s,end_s,label,verdict\n{rec0},0,5,amecro,yes\n{rec0},5,10,woothr,no\n"
+        f"/elsewhere/x.wav,0,5,amecro,yes\n{rec0},0,5,dodo,no\n"
+    )
+    pred_copy = tmp_path / "pred"
+    subprocess.run(["cp", "-r", str(pred), str(pred_copy)], check=True)
+    res = run_cli("review", pred_copy, "--import", src)
+    assert res.returncode == 1, res.stderr
+    assert "2 verdict(s) not added" in res.stderr and "/elsewhere/x.wav 0 s amecro: file not in the predictions" in (
+        res.stderr
+    )
+    skipped = pd.read_csv(pred_copy / "review" / "import_skipped.csv")
+    assert list(skipped["label"]) == ["amecro", "dodo"]
+    res = run_cli("review", pred_copy, "--export", tmp_path / "out.csv")
+    assert res.returncode == 0, res.stderr
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert list(out.columns) == [*VERDICT_COLUMNS, "score"]
+    assert len(out) == 2 and out["score"].between(0, 1).all()  # scores filled in from the predictions
+    assert len(load_verdicts(pred_copy)) == 2
+
+
+def test_a_folder_without_scores_is_refused(tmp_path):
+    res = run_cli("review", tmp_path, "--no-browser")
+    assert res.returncode == 2 and "no scores.parquet" in res.stderr and "Traceback" not in res.stderr
+
+
+# --- queues --------------------------------------------------------------------------------------------------------
+
+
+def clip_table(n: int = 200, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "file": [f"/d/{'a' if i % 2 else 'b'}/r{i % 7}.wav" for i in range(n)],
+            "start_s": 5.0 * (np.arange(n) // 7),
+            "end_s": 5.0 * (np.arange(n) // 7) + 5,
+            "label": np.where(np.arange(n) % 3 == 0, "amecro", "woothr"),
+            "score": rng.beta(0.5, 2.0, n),
+        }
+    )
+
+
+def test_top_queue_is_by_score_filtered_and_without_what_was_verified():
+    clips = clip_table()
+    q = select(clips, QueueSpec(species="woothr", sample="top", n=10))
+    assert (q["label"] == "woothr").all() and q["score"].is_monotonic_decreasing and len(q) == 10
+    first = (q["file"][0], q["start_s"][0], q["label"][0])
+    q2 = select(clips, QueueSpec(species="woothr", sample="top", n=10), done={first})
+    assert (q2["file"][0], q2["start_s"][0]) == (q["file"][1], q["start_s"][1])
+    assert select(clips, QueueSpec(folder="/d/a", n=500))["file"].str.startswith("/d/a/").all()
+    assert set(select(clips, QueueSpec(recording="/d/b/r0.wav", n=500))["file"]) == {"/d/b/r0.wav"}
+    band = select(clips, QueueSpec(band=(0.2, 0.5), n=500))["score"]
+    assert band.between(0.2, 0.5).all() and len(band) == int(clips["score"].between(0.2, 0.5).sum())
+
+
+def test_stratified_queue_draws_equally_from_each_score_band_and_random_is_seeded():
+    clips = clip_table(2000).assign(score=np.random.default_rng(0).uniform(0, 1, 2000) ** 3)  # mostly low
+    q = select(clips, QueueSpec(sample="stratified", n=100, seed=3))
+    counts = np.bincount(band_of(q["score"].to_numpy()), minlength=10)
+    assert counts.min() == counts.max() == 10  # the top scores would fill the queue from the highest band
+    assert np.bincount(band_of(select(clips, QueueSpec(n=100))["score"].to_numpy()), minlength=10)[:5].sum() == 0
+    r1, r2 = (select(clips, QueueSpec(sample="random", n=20, seed=s)) for s in (1, 1))
+    assert r1.equals(r2) and not r1.equals(select(clips, QueueSpec(sample="random", n=20, seed=2)))
+    with pytest.raises(ReviewError, match="sampling 'best'"):
+        QueueSpec(sample="best")
+
+
+def test_progress_per_species():
+    v = pd.DataFrame({"label": ["a", "a", "a", "b"], "verdict": ["yes", "no", "unsure", "unsure"]})
+    p = progress(v, ["b", "a"]).set_index("label")
+    assert list(p.index) == ["b", "a"]
+    assert p.loc["a", "verified"] == 3 and p.loc["a", "yes_share"] == 0.5 and np.isnan(p.loc["b", "yes_share"])
+
+
+# --- the web app on a real server ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(pred, tmp_path):
+    """The review app of a copy of `pred` served by uvicorn in a thread; yields (base url, the copy)."""
+    import uvicorn
+
+    from birdsed.review.app import build_app
+
+    copy = tmp_path / "pred"
+    subprocess.run(["cp", "-r", str(pred), str(copy)], check=True)
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(build_app(copy), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", copy
+    srv.should_exit = True
+    thread.join(10)
+
+
+def get(url: str, headers: dict | None = None) -> tuple[int, bytes, object]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=30) as r:
+            return r.status, r.read(), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers
+
+
+def post(url: str, body: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_the_server_serves_only_the_recordings_of_the_predictions(server, tmp_path):
+    base, copy = server
+    secret = tmp_path / "secret.wav"
+    write_audio(secret, seconds=12)
+    for file in (str(secret), "/etc/passwd", str(copy.parent / "audio" / ".." / "audio" / "rec0.wav")):
+        q = urllib.parse.urlencode({"file": file, "start_s": 0, "end_s": 5})
+        for route in ("audio", "spectrogram"):
+            status, body, _ = get(f"{base}/api/{route}?{q}")
+            assert status == 403 and b"not a recording of" in body
+    status, body = post(
+        f"{base}/api/verdict", {"file": str(secret), "start_s": 0, "end_s": 5, "label": "amecro", "verdict": "yes"}
+    )
+    assert status == 403 and not load_verdicts(copy / "review" / "verdicts.sqlite").shape[0]
+
+
+def test_a_card_plays_seeks_and_its_verdicts_are_committed_at_once(server):
+    base, copy = server
+    status, body, _ = get(f"{base}/api/queue?species=woothr&n=3")
+    card = json.loads(body)["cards"][0]
+    assert status == 200 and card["common"] == "Wood Thrush" and card["problem"] == ""
+    q = urllib.parse.urlencode({"file": card["file"], "start_s": card["start_s"], "end_s": card["end_s"]})
+    status, wav, headers = get(f"{base}/api/audio?{q}")
+    assert status == 200 and wav[:4] == b"RIFF" and headers["Accept-Ranges"] == "bytes"
+    status, part, headers = get(f"{base}/api/audio?{q}", {"Range": "bytes=100-199"})
+    assert status == 206 and part == wav[100:200] and headers["Content-Range"] == f"bytes 100-199/{len(wav)}"
+    status, png, _ = get(f"{base}/api/spectrogram?{q}")
+    assert status == 200 and png[:8] == b"\x89PNG\r\n\x1a\n"
+    clip = {k: card[k] for k in ("file", "start_s", "end_s", "label")}
+    assert post(f"{base}/api/verdict", {**clip, "verdict": "no", "other_label": "amecro"})[0] == 200
+    table = load_verdicts(copy)  # on disk as soon as the answer came
+    assert list(table[["verdict", "other_label"]].iloc[0]) == ["no", "amecro"] and table["score"][0] == card["score"]
+    status, body, _ = get(f"{base}/api/queue?species=woothr&n=3")
+    assert card["file"] not in {(c["file"], c["start_s"]) for c in json.loads(body)["cards"]}
+    assert post(f"{base}/api/verdict", {**clip, "verdict": "yes", "other_label": "dodo"})[0] == 400
+    assert post(f"{base}/api/undo", clip) == (200, {"removed": True})
+    assert load_verdicts(copy).empty
+
+
+@pytest.fixture
+def moved(pred, tmp_path) -> Path:
+    """A copy of `pred` whose scores name one recording that is not there (moved after predict)."""
+    copy = tmp_path / "moved"
+    subprocess.run(["cp", "-r", str(pred), str(copy)], check=True)
+    scores = pd.read_parquet(copy / "scores.parquet")
+    scores["file"] = scores["file"].str.replace("rec1.wav", "rec1-moved.wav")
+    scores.to_parquet(copy / "scores.parquet")
+    return copy
+
+
+def test_a_moved_recording_is_said_on_its_card_and_the_queue_goes_on(moved):
+    from birdsed.review.app import build_app
+
+    review = build_app(moved).state.review
+    said = {Path(f).name: review.problem(f) for f in review.preds.files}
+    assert said["rec0.wav"] == said["rec2.wav"] == "" and said["rec1-moved.wav"].endswith(
+        "rec1-moved.wav: file not found"
+    )
+
+
+def test_a_port_in_use_is_one_clear_error(pred):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        res = run_cli("review", pred, "--no-browser", "--port", port, timeout=120)
+    assert res.returncode == 2 and f"port {port} on 127.0.0.1 is in use" in res.stderr and "Traceback" not in res.stderr
