@@ -28,7 +28,7 @@ from birdsed.review.verdicts import (
     load_verdicts,
     read_verdict_table,
 )
-from tests.conftest import tiny_model, write_audio
+from conftest import tiny_model, write_audio
 
 CLASSES = ["amecro", "woothr", "Turdus merula"]
 
@@ -219,7 +219,7 @@ def free_port() -> int:
 @pytest.fixture
 def server(pred, tmp_path):
     """The review app of a copy of `pred` served by uvicorn in a thread; yields (base url, the copy)."""
-    import uvicorn
+    uvicorn = pytest.importorskip("uvicorn", reason="the review extra (starlette, uvicorn) is not installed")
 
     from birdsed.review.app import build_app
 
