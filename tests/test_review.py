@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_model, write_audio
 
 from birdsed.errors import ReviewError
 from birdsed.review.queue import QueueSpec, band_of, progress, select
@@ -28,7 +29,6 @@ from birdsed.review.verdicts import (
     load_verdicts,
     read_verdict_table,
 )
-from conftest import tiny_model, write_audio
 
 CLASSES = ["amecro", "woothr", "Turdus merula"]
 
