@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from birdsed.cli.registry import console, verb
-from birdsed.cli.values import count
+from birdsed.cli.values import count, number
 from birdsed.config import OUTPUT_KINDS
 
 
@@ -86,3 +86,72 @@ def _exchange(a: argparse.Namespace) -> int:
         vs.write_verdict_table(table, a.export_csv)
         console.print(f"{len(table)} verdict(s) written to {a.export_csv}")
     return status
+
+
+def _add_calibrate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, required=True, metavar="M", help="the model directory the scores came from")
+    p.add_argument(
+        "--verdicts",
+        type=Path,
+        required=True,
+        metavar="V",
+        help="a predict folder with verdicts (PRED/review/verdicts.sqlite), a verdicts.sqlite, or a CSV "
+        "of the verdict table with a score column (review --export writes one)",
+    )
+    p.add_argument(
+        "--precision", type=number(0.5, 0.999), default=0.9, help="the precision the thresholds reach (default 0.9)"
+    )
+    p.add_argument(
+        "--min-verdicts",
+        type=count(2, 100000),
+        default=10,
+        help="a species with fewer yes + no verdicts gets no threshold (listed; default 10)",
+    )
+    p.add_argument("--output", choices=OUTPUT_KINDS, help="output kind the thresholds are for (default: the model's)")
+
+
+@verb(
+    "calibrate",
+    "per species: the probability a detection is right, from verdicts; thresholds for a chosen precision, stored in "
+    "the model",
+    "birdsed calibrate --model runs/small/model --verdicts preds --precision 0.95",
+    _add_calibrate,
+)
+def cmd_calibrate(a: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from birdsed.evaluate.calibrate import calibrate, store_calibration
+    from birdsed.model.meta import default_output_of, read_meta
+    from birdsed.review.verdicts import load_verdicts
+
+    meta = read_meta(a.model)
+    output = a.output or default_output_of(meta)
+    cal = calibrate(load_verdicts(a.verdicts), meta["classes"], a.precision, a.min_verdicts)
+    shown = Table(title=f"calibration at precision {a.precision:g} ({output}; prior strength lambda {cal.lam:.3g})")
+    for c in ("species", "verdicts", "yes", "threshold", "precision", "95 % CI", "yes above"):
+        shown.add_column(c, justify="left" if c == "species" else "right", overflow="fold")
+    for s in cal.calibrated:
+        shown.add_row(
+            s.label,
+            str(s.n),
+            str(s.n_yes),
+            f"{s.threshold:.3f}",
+            f"{s.precision:.2f}",
+            f"{s.precision_lo:.2f}-{s.precision_hi:.2f}",
+            f"{s.yes_above}/{s.n_above}" if s.n_above else "none",
+        )
+    console.print(shown)
+    store_calibration(a.model, cal, output)
+    console.print(f"{len(cal.calibrated)} species' thresholds and the calibration written to {a.model}/model.json")
+    for s in cal.too_few:
+        console.print(
+            f"  too few verdicts to trust for {s.label}: {s.reason} (its threshold unchanged)", style="yellow"
+        )
+    if cal.too_few:
+        console.print(
+            f"{len(cal.too_few)} species not calibrated: review more of their clips "
+            "(birdsed review PRED, sampling 'stratified')",
+            style="yellow",
+        )
+        return 1
+    return 0

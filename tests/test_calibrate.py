@@ -1,0 +1,133 @@
+"""evaluate/calibrate.py and `birdsed calibrate`: per-species logistic fits of verdicts on logit(score), partially
+pooled; thresholds for a chosen precision with a 95 % interval, stored in model.json; bad verdict tables refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import tiny_model
+
+from birdsed.errors import ReviewError
+from birdsed.evaluate.calibrate import LAMBDAS, calibrate, fit_map, logit, probability, sigmoid
+
+TRUTH = {"amecro": (-1.0, 1.5), "woothr": (0.5, 1.0), "Turdus merula": (-2.0, 2.0)}
+
+
+def simulated(truth=TRUTH, n=300, seed=0, few: dict | None = None) -> pd.DataFrame:
+    """Verdicts of a reviewer who says yes with probability sigmoid(a + b logit(score)), scores uniform."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, (a, b) in truth.items():
+        m = (few or {}).get(label, n)
+        s = rng.uniform(0.01, 0.99, m)
+        yes = rng.random(m) < sigmoid(a + b * logit(s))
+        rows += [
+            {
+                "file": f"r{i % 9}.wav",
+                "start_s": 5.0 * i,
+                "end_s": 5.0 * i + 5,
+                "label": label,
+                "verdict": "yes" if y else "no",
+                "other_label": "",
+                "reviewer": "sim",
+                "time": "",
+                "score": x,
+            }
+            for i, (x, y) in enumerate(zip(s, yes))
+        ]
+    return pd.DataFrame(rows)
+
+
+def test_the_threshold_of_a_known_curve_is_found_with_an_interval_that_holds_the_precision():
+    cal = calibrate(simulated(), list(TRUTH), precision=0.9)
+    assert cal.lam in LAMBDAS and not cal.too_few
+    for s in cal.species:
+        a, b = TRUTH[s.label]
+        true_t = float(sigmoid((logit(0.9) - a) / b))
+        assert abs(s.threshold - true_t) < 0.06, (s.label, s.threshold, true_t)
+        assert s.precision == pytest.approx(0.9) and s.precision_lo < 0.9 < s.precision_hi
+        assert probability(s.threshold, s.a, s.b) == pytest.approx(0.9)
+        assert s.n_above and s.yes_above / s.n_above > 0.8
+
+
+def test_a_species_with_few_verdicts_borrows_from_the_pooled_fit():
+    x = logit(np.array([0.2, 0.4, 0.6, 0.8, 0.9]))
+    y = np.array([0.0, 1.0, 0.0, 1.0, 1.0])
+    pooled = np.array([-1.0, 2.0])
+    own, _ = fit_map(x, y, np.zeros(2), 1e-6)
+    weak, _ = fit_map(x, y, pooled, 0.01)
+    strong, _ = fit_map(x, y, pooled, 1000.0)
+    assert np.allclose(weak, own, atol=0.1) and np.allclose(strong, pooled, atol=0.02)
+    cal = calibrate(simulated(few={"woothr": 6}), list(TRUTH))
+    small = next(s for s in cal.species if s.label == "woothr")
+    assert small.threshold is None and small.reason == "6 verdicts (yes + no); at least 10 needed"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda v: v.assign(label=v["label"].replace("woothr", "dodo")), "class(es) the model lacks: 'dodo'"),
+        (lambda v: v.assign(verdict="yes"), "no 'no' verdict at all"),
+        (lambda v: v.assign(score=np.nan), "without a score"),
+    ],
+)
+def test_bad_verdict_tables_are_refused_naming_what_is_wrong(edit, message):
+    with pytest.raises(ReviewError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        calibrate(edit(simulated(n=40)), list(TRUTH))
+
+
+def test_a_species_without_a_no_is_listed_and_gets_no_threshold():
+    v = simulated(n=60)
+    v.loc[v["label"] == "amecro", "verdict"] = "yes"
+    cal = calibrate(v, list(TRUTH))
+    assert [(s.label, s.reason) for s in cal.too_few] == [("amecro", "no 'no' among its 60 verdicts")]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return tiny_model(tmp_path_factory.mktemp("cal") / "model", list(TRUTH))
+
+
+def run_cli(*argv) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "birdsed", *map(str, argv)], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_calibrate_writes_thresholds_and_the_calibration_into_the_model_and_prints_the_table(model, tmp_path):
+    m = tmp_path / "model"
+    shutil.copytree(model, m)
+    verdicts = simulated(few={"woothr": 5})
+    verdicts.to_csv(tmp_path / "v.csv", index=False)
+    res = run_cli("calibrate", "--model", m, "--verdicts", tmp_path / "v.csv", "--precision", "0.9")
+    assert res.returncode == 1, res.stderr  # done, with a species listed as too few to trust
+    assert "too few verdicts to trust for woothr: 5 verdicts" in res.stderr and "Turdus" in res.stderr
+    meta = json.loads((m / "model.json").read_text())
+    cal = meta["calibration"]
+    assert cal["precision"] == 0.9 and cal["output"] == meta.get("default_output", "segmentwise")
+    thr = meta["thresholds"]["per_class"][cal["output"]]
+    assert set(thr) == {"amecro", "Turdus merula"} and thr["amecro"] == cal["per_class"]["amecro"]["threshold"]
+    assert cal["per_class"]["woothr"]["threshold"] is None
+    # a model that predicts with these thresholds still loads
+    from birdsed.model.meta import read_meta, thresholds_of
+
+    assert thresholds_of(m, read_meta(m)).vector(cal["output"], list(TRUTH))[0] == pytest.approx(thr["amecro"])
+
+
+def test_calibrate_refuses_a_class_the_model_lacks_and_leaves_the_model_as_it_was(model, tmp_path):
+    m = tmp_path / "model"
+    shutil.copytree(model, m)
+    before = (m / "model.json").read_text()
+    simulated(n=30).assign(label="dodo").to_csv(tmp_path / "v.csv", index=False)
+    res = run_cli("calibrate", "--model", m, "--verdicts", tmp_path / "v.csv")
+    assert res.returncode == 2 and "error: verdicts for 1 class(es) the model lacks: 'dodo'" in res.stderr
+    assert "Traceback" not in res.stderr and (m / "model.json").read_text() == before
+    res = run_cli("calibrate", "--model", m, "--verdicts", tmp_path / "v.csv", "--precision", "1.5")
+    assert res.returncode == 2 and "1.5: must be <= 0.999" in res.stderr
