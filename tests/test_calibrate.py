@@ -102,8 +102,11 @@ def run_cli(*argv) -> subprocess.CompletedProcess:
 
 
 def test_calibrate_writes_thresholds_and_the_calibration_into_the_model_and_prints_the_table(model, tmp_path):
+    from birdsed.model.meta import model_digest
+
     m = tmp_path / "model"
     shutil.copytree(model, m)
+    digest = model_digest(m)
     verdicts = simulated(few={"woothr": 5})
     verdicts.to_csv(tmp_path / "v.csv", index=False)
     res = run_cli("calibrate", "--model", m, "--verdicts", tmp_path / "v.csv", "--precision", "0.9")
@@ -115,6 +118,7 @@ def test_calibrate_writes_thresholds_and_the_calibration_into_the_model_and_prin
     thr = meta["thresholds"]["per_class"][cal["output"]]
     assert set(thr) == {"amecro", "Turdus merula"} and thr["amecro"] == cal["per_class"]["amecro"]["threshold"]
     assert cal["per_class"]["woothr"]["threshold"] is None
+    assert model_digest(m) == digest  # calibration only decides: predict's --out folders of this model stay valid
     # a model that predicts with these thresholds still loads
     from birdsed.model.meta import read_meta, thresholds_of
 

@@ -32,6 +32,8 @@ MEMBERS = "members"
 
 MAX_META_BYTES = 64 << 20  # a model.json of 6,522 BirdNET classes is under 1 MB
 
+DECIDING_KEYS = ("thresholds", "default_output", "calibration", "birdsed_version")  # not part of the model's digest
+
 
 def own_file(model_dir: str | Path, name: str) -> Path:
     """`model_dir/name`, refused (a ModelError naming it) when it is a link that leaves the model folder: a loaded
@@ -101,11 +103,11 @@ def member_dirs(model_dir: Path, meta: dict[str, Any] | EnsembleMeta) -> list[Pa
 
 def model_digest(model_dir: str | Path) -> str:
     """sha256 of what makes the model's scores: every file of the directory (an ensemble's members too) but
-    model.json's thresholds and default output, which only decide. predict stamps its --out with it."""
+    model.json's thresholds, default output and calibration, which only decide. predict stamps its --out with it."""
     model_dir = Path(model_dir)
     h = hashlib.sha256()
     meta = read_meta(model_dir)
-    scoring = {k: v for k, v in meta.items() if k not in ("thresholds", "default_output", "birdsed_version")}
+    scoring = {k: v for k, v in meta.items() if k not in DECIDING_KEYS}
     h.update(json.dumps(scoring, sort_keys=True).encode())
     for f in sorted(own_file(model_dir, p.name) for p in model_dir.iterdir() if p.is_file() and p.name != META):
         h.update(f.name.encode())
