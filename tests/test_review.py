@@ -200,6 +200,20 @@ def test_stratified_queue_draws_equally_from_each_score_band_and_random_is_seede
         QueueSpec(sample="best")
 
 
+def test_candidates_are_bounded_and_give_the_queue_the_whole_table_gives(pred):
+    from birdsed.review.queue import Predictions
+
+    preds = Predictions.open(pred)
+    every = preds.clips()
+    done = {tuple(k) for k in every[["file", "start_s", "label"]].head(4).itertuples(index=False)}
+    for spec in (QueueSpec(n=5), QueueSpec(n=5, species="woothr", band=(0.3, 1.0)), QueueSpec(n=3, folder="/nowhere")):
+        small = preds.candidates(spec, done)
+        assert len(small) <= len(preds.classes) * (spec.n + 4)
+        assert select(small, spec, done).equals(select(every, spec, done))
+    strat = preds.candidates(QueueSpec(n=1, sample="stratified"))
+    assert strat.groupby(["label", band_of(strat["score"].to_numpy())]).size().max() == 1
+
+
 def test_progress_per_species():
     v = pd.DataFrame({"label": ["a", "a", "a", "b"], "verdict": ["yes", "no", "unsure", "unsure"]})
     p = progress(v, ["b", "a"]).set_index("label")

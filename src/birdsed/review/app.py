@@ -53,12 +53,6 @@ class Review:
         self.store = VerdictStore(store_path(pred))
         self.names = Names.default()
         self._files = self.preds.files
-        self._clips = None
-
-    def clips(self):
-        if self._clips is None:
-            self._clips = self.preds.clips()
-        return self._clips
 
     def species(self, label: str) -> dict:
         s = self.names.describe(label)
@@ -152,8 +146,8 @@ def build_app(pred: str | Path, output: str | None = None) -> Starlette:
             n=int(min(max(_number(req, "n", 50), 1), MAX_CARDS)),
             seed=int(_number(req, "seed", 0)),
         )
-        clips = review.preds.clips(species) if species else review.clips()
-        chosen = select(clips, spec, done=review.store.keys())
+        done = review.store.keys()
+        chosen = select(review.preds.candidates(spec, done), spec, done=done)
         cards = [
             {**r, **review.species(r["label"]), "name": Path(r["file"]).name, "problem": review.problem(r["file"])}
             for r in chosen.to_dict("records")

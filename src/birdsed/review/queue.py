@@ -154,6 +154,39 @@ class Predictions:
         parts = [self.rows.assign(label=self.classes[k], score=self.scores[:, k].astype(np.float64)) for k in which]
         return pd.concat(parts, ignore_index=True)[list(CLIP_COLUMNS)]
 
+    def candidates(self, spec: QueueSpec, done: set | frozenset = frozenset()) -> pd.DataFrame:
+        """The clips `select(..., spec, done)` can choose from, bounded without building every (row, class) clip: per
+        class in scope, the rows that pass the filters, then at most n + (its clips in `done`) per class (per score
+        band for `stratified`): the highest for `top`, a seeded random draw otherwise."""
+        rows = np.ones(len(self.rows), dtype=bool)
+        if spec.recording is not None:
+            rows &= (self.rows["file"] == spec.recording).to_numpy()
+        if spec.folder is not None:
+            rows &= self.rows["file"].str.startswith(spec.folder.rstrip("/") + "/").to_numpy()
+        which = range(len(self.classes)) if spec.species is None else [self.class_index(spec.species)]
+        done_per_class = pd.Series([k[2] for k in done], dtype=object).value_counts().to_dict() if done else {}
+        rng = np.random.default_rng(spec.seed)
+        parts = []
+        for k in which:
+            s = self.scores[:, k]
+            pos = np.flatnonzero(rows & (s >= spec.band[0]) & (s <= spec.band[1]))
+            cap = spec.n + int(done_per_class.get(self.classes[k], 0))
+            if spec.sample == "top" and len(pos) > cap:
+                pos = pos[np.argpartition(-s[pos], cap - 1)[:cap]]
+            elif spec.sample == "random" and len(pos) > cap:
+                pos = rng.choice(pos, cap, replace=False)
+            elif spec.sample == "stratified":
+                bands = band_of(s[pos])
+                pos = np.concatenate(
+                    [rng.permutation(pos[bands == b])[:cap] for b in range(len(BAND_EDGES) - 1)] + [pos[:0]]
+                )
+            parts.append(self.rows.iloc[np.sort(pos)].assign(label=self.classes[k], score=s[np.sort(pos)]))
+        if not parts:
+            return pd.DataFrame(columns=list(CLIP_COLUMNS))
+        out = pd.concat(parts, ignore_index=True)
+        out["score"] = out["score"].astype(np.float64)
+        return out[list(CLIP_COLUMNS)]
+
     def class_index(self, species: str) -> int:
         try:
             return self.classes.index(species)
