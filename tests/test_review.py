@@ -333,3 +333,45 @@ def test_a_port_in_use_is_one_clear_error(pred):
         port = s.getsockname()[1]
         res = run_cli("review", pred, "--no-browser", "--port", port, timeout=120)
     assert res.returncode == 2 and f"port {port} on 127.0.0.1 is in use" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_kill_9_of_the_server_loses_no_verdict_and_a_restart_goes_on(pred, tmp_path):
+    import signal
+
+    copy = tmp_path / "pred"
+    subprocess.run(["cp", "-r", str(pred), str(copy)], check=True)
+
+    def start() -> tuple[subprocess.Popen, str]:
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "birdsed", "review", str(copy), "--no-browser", "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return proc, f"http://127.0.0.1:{port}"
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "the review server did not start"
+                time.sleep(0.2)
+
+    proc, base = start()
+    cards = json.loads(get(f"{base}/api/queue?n=5")[1])["cards"]
+    for card, verdict in zip(cards, ["yes", "no", "unsure", "yes", "no"]):
+        clip = {k: card[k] for k in ("file", "start_s", "end_s", "label")}
+        assert post(f"{base}/api/verdict", {**clip, "verdict": verdict})[0] == 200
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    proc, base = start()
+    try:
+        state = json.loads(get(f"{base}/api/state")[1])
+        assert len(state["verdicts"]) == 5
+        left = json.loads(get(f"{base}/api/queue?n=100")[1])["cards"]
+        assert len(left) == 27 - 5 and not {(c["file"], c["start_s"], c["label"]) for c in left} & {
+            (c["file"], c["start_s"], c["label"]) for c in cards
+        }
+    finally:
+        proc.terminate()
+        proc.wait(30)
