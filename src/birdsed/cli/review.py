@@ -45,6 +45,13 @@ def cmd_review(a: argparse.Namespace) -> int:
 
     if a.import_csv is not None or a.export_csv is not None:
         return _exchange(a)
+    import importlib.util
+
+    from birdsed.errors import ReviewError
+
+    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ReviewError(f"birdsed review serves its page with {' and '.join(missing)}: pip install 'birdsed[review]'")
     from birdsed.review.app import serve
 
     serve(a.pred, a.host, a.port, not a.no_browser, a.output, say=lambda s: console.print(s))
