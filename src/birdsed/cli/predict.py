@@ -6,10 +6,14 @@ import argparse
 from pathlib import Path
 
 from birdsed.cli.registry import batch_status, console, verb
+from birdsed.cli.values import cores_cap, count, number
 from birdsed.config import (
     BACKENDS,
     COMPETITIONS,
     DEVICES,
+    MAX_WINDOW_S,
+    MIN_HOP_S,
+    MIN_WINDOW_S,
     OUTPUT_FORMATS,
     OUTPUT_KINDS,
     POOLINGS,
@@ -50,8 +54,16 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
         "tcp://HOST:PORT (a running scheduler) or FILE.yaml (dask-jobqueue: SLURM, PBS, SGE, LSF); needs "
         "pip install 'birdsed[cluster]'",
     )
-    p.add_argument("--window-s", type=float, help="window length (default: the model's: 5 s, BirdNET 3 s)")
-    p.add_argument("--hop-s", type=float, help="hop between windows (default: the model's: 2.5 s, BirdNET 3 s)")
+    p.add_argument(
+        "--window-s",
+        type=number(MIN_WINDOW_S, MAX_WINDOW_S),
+        help=f"window length, {MIN_WINDOW_S:g} to {MAX_WINDOW_S:g} s (default: the model's: 5 s, BirdNET 3 s)",
+    )
+    p.add_argument(
+        "--hop-s",
+        type=number(MIN_HOP_S, MAX_WINDOW_S),
+        help=f"hop between windows, {MIN_HOP_S:g} to {MAX_WINDOW_S:g} s (default: the model's: 2.5 s, BirdNET 3 s)",
+    )
     p.add_argument(
         "--pooling",
         choices=POOLINGS,
@@ -65,8 +77,10 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
         help="a recording shorter than a window: repeat it to fill the window, or zero-pad it "
         "(default: as the model trained)",
     )
-    p.add_argument("--threshold", type=float, help="global threshold (overrides the model's, per-class ones too)")
-    p.add_argument("--max-birds", type=int, help="keep at most K classes per row")
+    p.add_argument(
+        "--threshold", type=number(0, 1), help="global threshold in [0, 1] (overrides the model's, per-class ones too)"
+    )
+    p.add_argument("--max-birds", type=count(1), help="keep at most K >= 1 classes per row (default: no limit)")
     p.add_argument("--neighbour-smoothing", choices=SMOOTHINGS, help="combine each row's scores with its neighbours'")
     p.add_argument(
         "--format",
@@ -75,7 +89,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
         choices=OUTPUT_FORMATS,
         help="outputs besides scores.parquet (kaggle is implied by --test-csv)",
     )
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=count(1, 65536), default=64, help="windows per forward pass (1 to 65536)")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument(
         "--precision",
@@ -90,7 +104,10 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
         help="onnx: ONNX Runtime on the CPU (MODEL/model.onnx); openvino: OpenVINO on the CPU (pip install openvino)",
     )
     p.add_argument(
-        "--workers", type=int, help="decoding processes (default: GPU: cores - 1; CPU: 0 below 4 cores, else cores / 4)"
+        "--workers",
+        type=count(0, cores_cap()),
+        help=f"decoding processes, 0 to {cores_cap()} (4 per core; default: GPU: cores - 1; CPU: 0 below 4 cores, "
+        "else cores / 4)",
     )
     p.add_argument("--quiet", action="store_true")
 

@@ -33,6 +33,10 @@ DEVICES = ("auto", "cpu", "cuda")  # device.py
 BACKENDS = ("torch", "onnx", "openvino")  # infer/predict.py, model/export.py
 OUTPUT_FORMATS = ("csv", "kaggle", "raven", "audacity")  # infer/outputs.py
 SMOOTHINGS = ("sum", "max")  # infer/decide.py
+# predict --window-s / --hop-s (infer/predict.py): a window up to a minute (the models train on 3 to 5 s; 1e9 s tried
+# to allocate 116 TiB), a hop of at least 50 ms (20 windows a second; 0.0001 s kept a 7 s file busy for minutes)
+MIN_WINDOW_S, MAX_WINDOW_S, MIN_HOP_S = 0.5, 60.0, 0.05
+MAX_SHARDS = 100_000  # predict --shard I/N (infer/shard.py): N beyond any job array (1/99999999999 ate the memory)
 DATA_FORMATS = ("auto", "cornell", "birdclef", "labels")  # data/manifest.py
 TRUTH_FORMATS = ("auto", "raven", "audacity", "table", "cornell2020", "birdclef2021")  # truth/, kaggle/truth.py
 DEFAULT_MIN_OVERLAP_S = 0.05  # truth/events.py: a row is positive for a label its calls cover this long

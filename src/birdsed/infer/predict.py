@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from birdsed.audio.decode import find_audio_files
-from birdsed.config import BACKENDS
+from birdsed.config import BACKENDS, MAX_WINDOW_S, MIN_HOP_S, MIN_WINDOW_S
 from birdsed.data.store import recording_key
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import remove_stale_temps, run_lock, write_text_atomic
@@ -81,6 +82,13 @@ def resolve_inputs(inputs: list[str], test: pd.DataFrame | None) -> tuple[list[s
         else:
             missing.append((str(p), "file not found"))
     return files, missing
+
+
+def _check_grid(window_s: float | None, hop_s: float | None) -> None:
+    """The window and hop the CLI's types allow (config.choices): a huge window or a tiny hop never starts."""
+    for name, value, lo in (("window_s", window_s, MIN_WINDOW_S), ("hop_s", hop_s, MIN_HOP_S)):
+        if value is not None and not (math.isfinite(value) and lo <= value <= MAX_WINDOW_S):
+            raise ConfigError(f"{name} = {value!r}: must be a number from {lo:g} to {MAX_WINDOW_S:g} s")
 
 
 def _check_run(
@@ -151,8 +159,7 @@ def run_predict(
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ConfigError(f"unknown format(s) {sorted(unknown)}; valid: {list(FORMATS)}")
-    if (window_s is not None and window_s <= 0) or (hop_s is not None and hop_s <= 0):
-        raise ConfigError("--window-s and --hop-s must be positive")
+    _check_grid(window_s, hop_s)
     if sample_submission and test_csv:
         raise ConfigError(
             "--test-csv (row_id,birds) and --sample-submission (probabilities) write different submissions: give one"

@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+from birdsed.config import MAX_SHARDS
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import write_text_atomic
 
@@ -23,13 +24,15 @@ SHARDS = "shards"
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """'I/N' -> (I, N), 1 <= I <= N (SLURM: --array=1-N and --shard $SLURM_ARRAY_TASK_ID/N)."""
+    """'I/N' -> (I, N), 1 <= I <= N <= MAX_SHARDS (SLURM: --array=1-N and --shard $SLURM_ARRAY_TASK_ID/N)."""
     try:
         i, n = (int(x) for x in str(text).split("/"))
     except ValueError:
         raise ConfigError(f"--shard {text!r}: expected I/N, e.g. 3/8") from None
     if not 1 <= i <= n:
         raise ConfigError(f"--shard {text!r}: I must be in 1..N")
+    if n > MAX_SHARDS:
+        raise ConfigError(f"--shard {text!r}: N must be <= {MAX_SHARDS}")
     return i, n
 
 
