@@ -5,12 +5,17 @@ Each test asserts the exit status (0 all done, 1 done with skipped items, 2 refu
 that no other recording's outputs are lost. docs/reliability.md has the table of what is tried here.
 """
 
+import csv
+from pathlib import Path
+
+import pandas as pd
 import pytest
 import torch
 from conftest import write_audio
 
 from birdsed.cli import main
 from birdsed.config import FrontendConfig, ModelConfig
+from birdsed.errors import BirdsedError
 from birdsed.model.modeldir import save_model_dir
 from birdsed.model.sed import SEDModel
 
@@ -67,3 +72,57 @@ def test_a_shard_count_beyond_any_job_array_is_refused(model_dir, tmp_path, caps
     write_audio(tmp_path / "in" / "a.wav", seconds=3.0)
     rc, text = predict(capsys, model_dir, tmp_path / "out", tmp_path / "in", "--shard", "1/99999999999")
     assert rc == 2 and "--shard" in text and "N must be <= 100000" in text
+
+
+def test_the_same_recording_given_twice_is_predicted_once(model_dir, tmp_path, capsys, monkeypatch):
+    one = tmp_path / "one"
+    write_audio(one / "x.wav", seconds=3.0)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    rc, text = predict(capsys, model_dir, out, "one", "one/x.wav", one / "x.wav", "one/../one/x.wav")
+    assert rc == 0, text
+    assert "1 recording(s)" in text
+    assert pd.read_parquet(out / "scores.parquet")["file"].unique().tolist() == [str(Path("one") / "x.wav")]
+
+
+def test_a_file_named_like_a_spreadsheet_formula_is_written_as_text(model_dir, tmp_path, capsys):
+    from birdsed.infer.writers import read_spreadsheet_csv
+
+    name = '=HYPERLINK("x").wav'
+    write_audio(tmp_path / "in" / name, seconds=3.0)
+    (tmp_path / "in" / "@bad.wav").write_bytes(b"not audio")
+    out = tmp_path / "out"
+    rc, text = predict(capsys, model_dir, out, tmp_path / "in", "--threshold", "0")
+    assert rc == 1, text
+    for table in ("detections.csv", "errors.csv"):
+        cells = [c for line in (out / table).read_text().splitlines()[1:] for c in next(csv.reader([line]))]
+        assert cells and not [c for c in cells if c[:1] in ("=", "+", "@", "-")], (table, cells)
+    det = read_spreadsheet_csv(out / "detections.csv")
+    assert set(det["file"]) == {str(tmp_path / "in" / name)}  # read back as it was
+    assert read_spreadsheet_csv(out / "errors.csv")["file"].tolist() == [str(tmp_path / "in" / "@bad.wav")]
+
+
+def test_a_file_name_too_long_for_a_raven_table_keeps_every_output(model_dir, tmp_path, capsys):
+    long = "b" * 221 + ".wav"  # 225 characters: NAME.Table.1.selections.txt and its temporary name exceed 255 bytes
+    write_audio(tmp_path / "in" / long, seconds=3.0)
+    write_audio(tmp_path / "in" / "short.wav", seconds=3.0)
+    out = tmp_path / "out"
+    rc, text = predict(capsys, model_dir, out, tmp_path / "in", "--format", "csv", "raven", "audacity")
+    assert rc == 0, text
+    assert pd.read_parquet(out / "scores.parquet")["file"].nunique() == 2
+    raven = sorted(p.name for p in (out / "raven").iterdir())
+    assert len(raven) == 2 and "short.Table.1.selections.txt" in raven
+    assert all(len(n.encode()) < 255 - 30 for n in raven)
+    assert len(list((out / "audacity").iterdir())) == 2
+
+
+def test_demo_says_where_it_writes_before_it_starts(tmp_path, capsys, monkeypatch):
+    import birdsed.demo
+
+    def refuse(*args, **kwargs):
+        raise BirdsedError("stopped here")
+
+    monkeypatch.setattr(birdsed.demo, "run_demo", refuse)
+    monkeypatch.chdir(tmp_path)
+    rc, text = run_cli(capsys, "demo")
+    assert rc == 2 and str(tmp_path / "birdsed-demo") in text.replace("\n", "")

@@ -7,6 +7,7 @@ stream resampler keeps its filter state between calls).
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ import soxr
 
 from birdsed import SAMPLE_RATE_HZ
 from birdsed.errors import AudioDecodeError
+
+log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aif", ".aiff", ".w64", ".rf64")
 DEFAULT_CHUNK_S = 60.0
@@ -128,12 +131,26 @@ def load_audio(path: str | os.PathLike, sample_rate_hz: int = SAMPLE_RATE_HZ) ->
 
 
 def find_audio_files(paths: list[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders (recursively) into a sorted list of audio files. Entries named like audio that are
-    not regular files (a folder `x.mp3`, a pipe) are listed too, so that the batch reports them."""
+    """Expand files and folders (recursively) into a sorted list of audio files, one entry per real file (the first
+    name it was given by: `one one/x.wav`, or a relative and an absolute path, is scored once; said under -v).
+    Entries named like audio that are not regular files (a folder `x.mp3`, a pipe) are listed too, so that the batch
+    reports them."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             found.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in AUDIO_EXTENSIONS))
         else:
             found.append(p)
-    return found
+    return _one_per_file(found)
+
+
+def _one_per_file(found: list[Path]) -> list[Path]:
+    """`found` without a second name of a file already listed (symbolic links and `..` resolved)."""
+    first: dict[str, Path] = {}
+    for p in found:
+        real = os.path.realpath(p)
+        if real in first:
+            log.info("%s is %s, given already: predicted once", p, first[real])
+        else:
+            first[real] = p
+    return list(first.values())

@@ -133,6 +133,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from birdsed.demo import DEMO_SYNTH, run_demo
 
     synth = dataclasses.replace(DEMO_SYNTH, species=a.species, clips_per_species=a.clips_per_species, seed=a.seed)
+    console.print(f"demo: data, run, predictions and report go into {a.out.resolve()}")  # said before anything
     res = run_demo(a.out, synth, a.set, a.quiet)
     print_tune_result(res.tuned)
     print_score_report(res.score_report)

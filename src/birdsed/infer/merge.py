@@ -8,14 +8,12 @@ import json
 import logging
 from pathlib import Path
 
-import pandas as pd
-
 from birdsed.data.store import recording_key
 from birdsed.errors import BirdsedError, RunLocked
 from birdsed.fsutil import run_lock
 from birdsed.infer.outputs import OutputSpec, write_combined
 from birdsed.infer.shard import finished, missing_shards
-from birdsed.infer.writers import write_table
+from birdsed.infer.writers import write_errors
 from birdsed.model.meta import default_output_of, model_digest, read_meta, thresholds_of
 
 log = logging.getLogger(__name__)
@@ -66,7 +64,7 @@ def merge(out: str | Path) -> tuple[int, int]:
     parts = out / "parts"
     done = [(f, parts / f"{recording_key(f)}.parquet") for f in files]
     done = [(f, p) for f, p in done if p.is_file()]
-    write_table(pd.DataFrame(errors, columns=["file", "reason"]), out / "errors.csv")
+    write_errors(errors, out / "errors.csv")
     write_combined(
         out,
         done,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -29,7 +30,14 @@ from birdsed.errors import ConfigError
 from birdsed.fsutil import atomic_path, remove_stale_temps
 from birdsed.infer.decide import Thresholds, decide, labels_of, smooth_rows
 from birdsed.infer.parts import RowGroups, batches, concat
-from birdsed.infer.writers import detections, merge_runs, raven_table, write_audacity, write_table
+from birdsed.infer.writers import (
+    detections,
+    merge_runs,
+    raven_table,
+    spreadsheet_safe,
+    write_audacity,
+    write_table,
+)
 from birdsed.rows import DETECTION_COLUMNS, SCORE_META_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -91,10 +99,23 @@ def decide_scores(
     return rows, present, kind, thr
 
 
+# the longest stem a Raven / Audacity file is named by: the name plus ".Table.1.selections.txt" and the temporary
+# name's additions (fsutil.atomic_path) must stay within the 255 bytes of a file name
+MAX_LABEL_STEM_BYTES = 150
+
+
 def label_file_names(files: list[str]) -> dict[str, str]:
-    """Raven / Audacity files are named by the recording's stem; recordings sharing a stem get a unique key."""
+    """Raven / Audacity files are named by the recording's stem; recordings sharing a stem, and stems too long for a
+    file name (over MAX_LABEL_STEM_BYTES bytes), get their unique key (data.store.recording_key: at most 91
+    characters, the name's end and a hash of the whole)."""
     stem_counts = Counter(Path(f).stem for f in files)
-    return {f: Path(f).stem if stem_counts[Path(f).stem] == 1 else recording_key(f) for f in files}
+
+    def name(f: str) -> str:
+        stem = Path(f).stem
+        fits = len(os.fsencode(stem)) <= MAX_LABEL_STEM_BYTES
+        return stem if stem_counts[stem] == 1 and fits else recording_key(f)
+
+    return {f: name(f) for f in files}
 
 
 def write_combined(
@@ -135,7 +156,7 @@ def write_combined(
             per_row = np.repeat(np.arange(len(batch.files)), batch.n_rows)  # each row's recording: place in batch
             recording = per_row[df["output"].to_numpy() == kind]  # the recording of each of `rows`
             det = detections(rows, present, classes)
-            det.to_csv(det_out, header=first, index=False)
+            spreadsheet_safe(det).to_csv(det_out, header=first, index=False)
             if sub_out is not None:
                 sub, unknown = probability_submission(rows, classes, columns)
                 sub.to_csv(sub_out, header=first, index=False)

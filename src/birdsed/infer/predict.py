@@ -36,7 +36,7 @@ from birdsed.infer.grid import FileResult, rows_table
 from birdsed.infer.merge import merge_if_complete
 from birdsed.infer.outputs import FORMATS, DecisionOptions, OutputSpec, write_combined
 from birdsed.infer.shard import parse_shard, shard_files, write_record
-from birdsed.infer.writers import write_table
+from birdsed.infer.writers import write_errors, write_table
 from birdsed.kaggle.birdclef import sample_columns
 from birdsed.kaggle.cornell import read_kaggle_test
 from birdsed.model.meta import default_output_of, kind_of, model_digest, read_meta, thresholds_of
@@ -233,7 +233,7 @@ def run_predict(
             if shard:
                 write_record(out, i, n, files, errors, spec.to_dict())
             else:
-                write_table(pd.DataFrame(errors, columns=["file", "reason"]), out / "errors.csv")
+                write_errors(errors, out / "errors.csv")
                 done = [f for f in files if part_of[f].is_file()]
                 write_combined(
                     out,

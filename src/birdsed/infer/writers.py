@@ -1,6 +1,10 @@
 """Output writers: scores.parquet, detections.csv, Raven selection tables, Audacity labels (the submissions: kaggle/).
 
 Every file is written to a temporary name and renamed, so a reader never sees half a file.
+
+The CSV tables meant for spreadsheets (detections.csv, errors.csv) never hold a formula: a text cell starting with
+= + - @, a tab, a carriage return or a quote ' is written with one more ' in front (`=HYPERLINK("x").wav` is written
+`'=HYPERLINK("x").wav`, which a spreadsheet shows as text); `read_spreadsheet_csv` takes it off again.
 """
 
 from __future__ import annotations
@@ -11,6 +15,35 @@ import numpy as np
 import pandas as pd
 
 from birdsed.fsutil import atomic_path
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def spreadsheet_cell(value: object) -> object:
+    """A text cell a spreadsheet shows as text (module docstring); anything else as it is."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
+def spreadsheet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with every text cell made safe by spreadsheet_cell (a copy; numbers untouched)."""
+    text = [c for c in df.columns if df[c].dtype == object]
+    if not text:
+        return df
+    return df.assign(**{c: df[c].map(spreadsheet_cell) for c in text})
+
+
+def read_spreadsheet_csv(path: Path) -> pd.DataFrame:
+    """A table written with spreadsheet_safe, its text cells as they were."""
+    df = pd.read_csv(path)
+    for c in df.columns:
+        if df[c].dtype == object:
+            df[c] = df[c].map(lambda v: v[1:] if isinstance(v, str) and v.startswith("'") else v)
+    return df
+
+
+def write_errors(errors: list[tuple[str, str]], path: Path) -> Path:
+    """errors.csv: file, reason (spreadsheet-safe)."""
+    return write_table(spreadsheet_safe(pd.DataFrame(errors, columns=["file", "reason"])), path)
 
 
 def write_table(df: pd.DataFrame, path: Path, sep: str = ",") -> Path:
