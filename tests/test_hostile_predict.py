@@ -6,6 +6,8 @@ that no other recording's outputs are lost. docs/reliability.md has the table of
 """
 
 import csv
+import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -126,3 +128,27 @@ def test_demo_says_where_it_writes_before_it_starts(tmp_path, capsys, monkeypatc
     monkeypatch.chdir(tmp_path)
     rc, text = run_cli(capsys, "demo")
     assert rc == 2 and str(tmp_path / "birdsed-demo") in text.replace("\n", "")
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_alone(model_dir, tmp_path, capsys):
+    d = tmp_path / "in"
+    write_audio(d / "good.wav", seconds=3.0)
+    shutil.copy(d / "good.wav", os.fsdecode(os.fsencode(d) + b"/\xff.wav"))
+    out = tmp_path / "out"
+    rc, text = predict(capsys, model_dir, out, d, "--format", "csv", "raven", "audacity")
+    assert rc == 1, text
+    assert pd.read_parquet(out / "scores.parquet")["file"].tolist()[:1] == [str(d / "good.wav")]
+    errors = pd.read_csv(out / "errors.csv")
+    assert errors["file"].tolist() == [f"{d}/\\xff.wav"] and "not valid UTF-8" in errors["reason"][0]
+
+
+def test_a_data_set_path_that_is_not_utf8_is_reported_by_prepare(tmp_path, capsys):
+    root = Path(os.fsdecode(os.fsencode(tmp_path) + b"/ds\xff"))
+    write_audio(tmp_path / "a.wav", seconds=1.0)
+    (root / "audio").mkdir(parents=True)
+    shutil.copy(tmp_path / "a.wav", root / "audio" / "a.wav")
+    (root / "labels.csv").write_text("filename,labels\na.wav,x\n")
+    rc, text = run_cli(capsys, "prepare", root, "--out", tmp_path / "store", "--workers", 1)
+    assert rc == 1, text
+    report = pd.read_csv(tmp_path / "store" / "report.csv")
+    assert report["recording_id"].tolist() == ["a.wav"] and "ds\\xff" in report["reason"][0]

@@ -68,6 +68,16 @@ def _write_failed(e: BaseException, path: Path, tmp: Path) -> OSError | None:
     return None
 
 
+def undecodable_name(path: str | os.PathLike) -> str | None:
+    """None for a path that is valid UTF-8 (every output can hold it); else the path as shown in errors.csv and
+    messages: each byte that is not UTF-8 written as \\xNN (b"\\xff.wav" -> "\\xff.wav")."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` (temp_name); on success it replaces `path`, on error it is removed.

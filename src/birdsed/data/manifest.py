@@ -23,6 +23,7 @@ import pandas as pd
 
 from birdsed.config import DATA_FORMATS
 from birdsed.errors import ManifestError
+from birdsed.fsutil import undecodable_name
 from birdsed.rows import class_name_problem
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ class Manifest:
     missing: list[str] = field(default_factory=list)
     unmapped_secondary: dict[str, int] = field(default_factory=dict)
     outside: list[str] = field(default_factory=list)  # listed files that resolve outside the audio folder: refused
+    # (recording_id, why) of listed files whose path is not valid UTF-8 (no store table can hold it): skipped
+    bad_names: list[tuple[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.table)
@@ -107,6 +110,17 @@ def _literal_list(value: str, path: Path, line: int, col: str) -> list[str]:
 OUTSIDE = "outside the data set's audio folder: refused, never opened (data.allow_outside_paths=true allows it)"
 
 
+BAD_NAME = "_bad_name"  # a reader's column, taken off by _finish: the path is not valid UTF-8 (shown escaped)
+
+
+def audio_paths(folder: Path, names: pd.Series) -> tuple[list[str], list[bool]]:
+    """The resolved paths of `names` in `folder`, and whether each is not valid UTF-8 (a folder named with other
+    bytes): such a path is given as fsutil.undecodable_name shows it (no table can hold it), and _finish drops it."""
+    paths = [str((folder / n).resolve()) for n in names]
+    shown = [undecodable_name(p) for p in paths]
+    return [s or p for p, s in zip(paths, shown)], [s is not None for s in shown]
+
+
 def is_inside(path: str | Path, folder: Path) -> bool:
     """Whether `path` (links followed, `..` resolved) lies inside `folder`."""
     return Path(path).resolve().is_relative_to(folder.resolve())
@@ -125,8 +139,18 @@ def _finish(
     audio_root: Path | None = None,
     allow_outside: bool = False,
 ) -> Manifest:
-    """Drop (and list) rows whose file resolves outside `audio_root` (unless allow_outside) or does not exist; a
-    file listed twice is an error."""
+    """Drop (and list) rows whose file resolves outside `audio_root` (unless allow_outside), whose path is not valid
+    UTF-8, or that does not exist; a file listed twice is an error."""
+    bad = df.pop(BAD_NAME).to_numpy(bool)
+    bad_names = [
+        (rid, f"its path {p} is not valid UTF-8 (shown with \\xNN escapes): rename it")
+        for rid, p in zip(df.loc[bad, "recording_id"], df.loc[bad, "path"])
+    ]
+    if bad_names:
+        log.warning(
+            "%d listed audio file(s) have a path that is not valid UTF-8, e.g. %s", len(bad_names), bad_names[0][1]
+        )
+        df = df[~bad].reset_index(drop=True)
     outside: list[str] = []
     if audio_root is not None and not allow_outside:
         inside = np.array([is_inside(p, audio_root) for p in df["path"]], dtype=bool)
@@ -143,7 +167,7 @@ def _finish(
         dup = df.loc[df["recording_id"].duplicated(), "recording_id"].iloc[0]
         raise ManifestError(f"{root}: recording listed twice: {dup}")
     cols = CORE_COLUMNS + [c for c in extra_cols if c not in CORE_COLUMNS]
-    manifest = Manifest(df[cols], root, source, missing, outside=outside)
+    manifest = Manifest(df[cols], root, source, missing, outside=outside, bad_names=bad_names)
     problem = class_name_problem(manifest.classes)
     if problem:
         raise ManifestError(f"{root}: {problem}")
@@ -182,7 +206,7 @@ def read_cornell(root: Path, allow_outside: bool = False) -> Manifest:
         )
     out = df.copy()
     out["recording_id"] = [clean_id(f"{c}/{f}") for c, f in zip(df["ebird_code"], df["filename"])]
-    out["path"] = [str((root / "train_audio" / rid).resolve()) for rid in out["recording_id"]]
+    out["path"], out[BAD_NAME] = audio_paths(root / "train_audio", out["recording_id"])
     out["primary_labels"] = [[c] for c in df["ebird_code"]]
     out["secondary_labels"] = [[c for c in s if c != p] for s, p in zip(secondary, df["ebird_code"])]
     out["duration_s"] = _float_column(df, "duration", csv_path)
@@ -199,7 +223,7 @@ def read_birdclef(root: Path, allow_outside: bool = False) -> Manifest:
     audio_root = root / "train_audio" if (root / "train_audio").is_dir() else root
     out = df.copy()
     out["recording_id"] = [clean_id(f) for f in df["filename"]]
-    out["path"] = [str((audio_root / f).resolve()) for f in df["filename"]]
+    out["path"], out[BAD_NAME] = audio_paths(audio_root, df["filename"])
     out["primary_labels"] = [[p.strip()] for p in df["primary_label"]]
     sec = df.get("secondary_labels", pd.Series([""] * len(df)))
     out["secondary_labels"] = [_literal_list(v, csv_path, i + 2, "secondary_labels") for i, v in enumerate(sec)]
@@ -215,7 +239,7 @@ def read_labels_csv(root: Path, allow_outside: bool = False) -> Manifest:
     audio_root = root / "audio" if (root / "audio").is_dir() else root
     out = df.copy()
     out["recording_id"] = [clean_id(f) for f in df["filename"]]
-    out["path"] = [str((audio_root / f).resolve()) for f in df["filename"]]
+    out["path"], out[BAD_NAME] = audio_paths(audio_root, df["filename"])
     out["primary_labels"] = [v.split() for v in df["labels"]]
     sec = df["secondary_labels"] if "secondary_labels" in df.columns else pd.Series([""] * len(df))
     out["secondary_labels"] = [v.split() for v in sec]

@@ -142,6 +142,7 @@ def _prepare_locked(manifest: Manifest, out: Path, audio_dir: Path, workers: int
     n_resumed = len(entries)
     failures: list[tuple[str, str]] = [(rid, "audio file not found") for rid in manifest.missing]
     failures += [(rid, OUTSIDE) for rid in manifest.outside]
+    failures += manifest.bad_names
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     new_audio_s = 0.0
     with progress_bar(total=len(todo), description="prepare", disable=quiet) as advance:

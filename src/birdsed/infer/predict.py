@@ -31,7 +31,7 @@ from birdsed.audio.decode import find_audio_files
 from birdsed.config import BACKENDS, MAX_WINDOW_S, MIN_HOP_S, MIN_WINDOW_S
 from birdsed.data.store import recording_key
 from birdsed.errors import BirdsedError, ConfigError
-from birdsed.fsutil import remove_stale_temps, run_lock, write_text_atomic
+from birdsed.fsutil import remove_stale_temps, run_lock, undecodable_name, write_text_atomic
 from birdsed.infer.grid import FileResult, rows_table
 from birdsed.infer.merge import merge_if_complete
 from birdsed.infer.outputs import FORMATS, DecisionOptions, OutputSpec, write_combined
@@ -77,7 +77,10 @@ def resolve_inputs(inputs: list[str], test: pd.DataFrame | None) -> tuple[list[s
         return files, missing
     files = []
     for p in find_audio_files(inputs):
-        if p.exists():
+        shown = undecodable_name(p)
+        if shown is not None:  # no output (Parquet, CSV, the part's key) can hold it: that file alone is skipped
+            missing.append((shown, "the file name is not valid UTF-8 (shown with \\xNN escapes): rename it"))
+        elif p.exists():
             files.append(str(p))
         else:
             missing.append((str(p), "file not found"))
