@@ -152,3 +152,20 @@ def test_a_data_set_path_that_is_not_utf8_is_reported_by_prepare(tmp_path, capsy
     assert rc == 1, text
     report = pd.read_csv(tmp_path / "store" / "report.csv")
     assert report["recording_id"].tolist() == ["a.wav"] and "ds\\xff" in report["reason"][0]
+
+
+def test_a_recording_changed_after_it_was_scored_is_scored_again(model_dir, tmp_path, capsys):
+    d = tmp_path / "in"
+    write_audio(d / "a.wav", seconds=3.0)
+    write_audio(d / "b.wav", seconds=3.0)
+    out = tmp_path / "out"
+    assert predict(capsys, model_dir, out, d)[0] == 0
+    first = pd.read_parquet(out / "scores.parquet")
+    write_audio(d / "a.wav", seconds=12.0, freq_hz=3000.0)  # replaced (or it was still being written before)
+    rc, text = predict(capsys, model_dir, out, d)
+    assert rc == 0 and "1 done before; 1 changed since scored, scored again" in text, text
+    again = pd.read_parquet(out / "scores.parquet")
+    assert again[again["file"] == str(d / "a.wav")]["end_s"].max() > first["end_s"].max()
+    assert len(list((out / "parts").glob("*.parquet"))) == 2  # the old part of a.wav is gone
+    rc, text = predict(capsys, model_dir, out, d)
+    assert rc == 0 and "2 done before)" in text, text

@@ -151,7 +151,9 @@ def cmd_predict(a: argparse.Namespace) -> int:
         cluster=a.cluster,
     )
     console.print(
-        f"{s.n_files} recording(s) ({s.n_done_before} done before); {s.audio_s / 3600:.2f} h of audio in "
+        f"{s.n_files} recording(s) ({s.n_done_before} done before"
+        + (f"; {s.n_changed} changed since scored, scored again" if s.n_changed else "")
+        + f"); {s.audio_s / 3600:.2f} h of audio in "
         f"{s.wall_s:.1f} s = {s.realtime_factor:.0f}x real time; outputs in {s.out}"
     )
     if not s.merged:

@@ -62,7 +62,8 @@ def merge(out: str | Path) -> tuple[int, int]:
     files = sorted({f for r in records for f in r["files"]})
     errors = sorted({tuple(e) for r in records for e in r["errors"]})
     parts = out / "parts"
-    done = [(f, parts / f"{recording_key(f)}.parquet") for f in files]
+    name_of = {f: name for r in records for f, name in r.get("parts", {}).items()}
+    done = [(f, parts / name_of.get(f, f"{recording_key(f)}.parquet")) for f in files]
     done = [(f, p) for f, p in done if p.is_file()]
     write_errors(errors, out / "errors.csv")
     write_combined(

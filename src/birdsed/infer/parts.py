@@ -1,4 +1,5 @@
-"""A predict folder's parts (OUT/parts/<key>.parquet, one per finished recording), read for the combined outputs: in
+"""A predict folder's parts (OUT/parts/<key>.<size>-<mtime_ns>.parquet, one per finished recording), read for the
+combined outputs: in
 batches of whole recordings, so that the work per recording is not paid once a recording (2,000 two-second
 recordings took 17 s one by one, pandas' fixed cost per call), and memory holds one batch, never the archive.
 
@@ -6,11 +7,18 @@ recordings took 17 s one by one, pandas' fixed cost per call), and memory holds 
                            DECIDE_CELLS score cells (or one recording, when it alone is larger); parts read a few
                            ahead on threads
     RowGroups              scores.parquet, row group by row group: whole recordings, about ROW_GROUP_ROWS rows each
+
+A part remembers what it scored by its name: the recording's key (data.store.recording_key) and the size and
+modification time (ns) the recording had when it was listed, before it was read. A recording that changed since (still
+being written then, or replaced) has another name: it is scored again, and its old part removed (`part_paths`,
+`superseded`). Size and mtime, not a hash: a hash reads every recording of an archive at every re-run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,12 +28,51 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from birdsed.data.store import recording_key
 from birdsed.errors import BirdsedError
 
 ROW_GROUP_ROWS = 32_768  # rows per row group of scores.parquet (a recording is never split; a long one may exceed it)
 DECIDE_CELLS = 1 << 22  # score cells decided at once (about 16 MB of float32): a wide model's batches hold fewer rows
 COMBINE_EVERY = 256  # tables read, combined into one
 READ_AHEAD = 8  # parts read ahead of the one being gathered (pyarrow reads without the GIL)
+
+
+def stamp(path: str) -> str:
+    """The recording as it is now: "<size>-<mtime_ns>" ("0-0" when it can't be read: its error is reported)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "0-0"
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+def part_paths(parts: Path, files: list[str]) -> dict[str, Path]:
+    """Each recording's part as it is now (module docstring): listed before anything is read."""
+    return {f: parts / f"{recording_key(f)}.{stamp(f)}.parquet" for f in files}
+
+
+def superseded(parts: Path, part_of: dict[str, Path]) -> dict[str, list[Path]]:
+    """The parts of the recordings of `part_of` that scored an earlier version of them (another size or mtime, or
+    the name of before the stamp), by recording; only names predict itself gives its parts."""
+    if not parts.is_dir():
+        return {}
+    by_key: dict[str, list[str]] = {}
+    for name in os.listdir(parts):
+        if not name.endswith(".parquet") or name.startswith("."):
+            continue
+        base = name[: -len(".parquet")]
+        m = _STAMPED.fullmatch(base)
+        for key in {base, m[1]} if m else {base}:  # <key>.<size>-<mtime_ns>, or <key> (before the stamp)
+            by_key.setdefault(key, []).append(name)
+    old: dict[str, list[Path]] = {}
+    for f, path in part_of.items():
+        names = [n for n in by_key.get(recording_key(f), []) if n != path.name]
+        if names:
+            old[f] = [parts / n for n in names]
+    return old
+
+
+_STAMPED = re.compile(r"(.+)\.([0-9]+-[0-9]+)")
 
 
 def read_part(path: Path, recording: str) -> pa.Table:

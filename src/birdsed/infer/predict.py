@@ -2,7 +2,8 @@
 
 OUT/
   run.json             model and window settings; a re-run must match them
-  parts/<key>.parquet  one per finished recording (what makes a re-run resume)
+  parts/<key>.<size>-<mtime_ns>.parquet  one per finished recording (what makes a re-run resume; a recording whose
+                       size or mtime changed since is scored again: parts.py)
   scores.parquet       all rows, all three outputs (row groups of whole recordings, parts.ROW_GROUP_ROWS rows)
   detections.csv       file,start_s,end_s,label,score (what passes the decision)
   submission.csv       with --test-csv: row_id,birds for every row, in order; with --sample-submission (BirdCLEF
@@ -29,12 +30,12 @@ import pandas as pd
 
 from birdsed.audio.decode import find_audio_files
 from birdsed.config import BACKENDS, MAX_WINDOW_S, MIN_HOP_S, MIN_WINDOW_S
-from birdsed.data.store import recording_key
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import remove_stale_temps, run_lock, undecodable_name, write_text_atomic
 from birdsed.infer.grid import FileResult, rows_table
 from birdsed.infer.merge import merge_if_complete
 from birdsed.infer.outputs import FORMATS, DecisionOptions, OutputSpec, write_combined
+from birdsed.infer.parts import part_paths, superseded
 from birdsed.infer.shard import parse_shard, shard_files, write_record
 from birdsed.infer.writers import write_errors, write_table
 from birdsed.kaggle.birdclef import sample_columns
@@ -52,6 +53,7 @@ class PredictSummary:
     wall_s: float
     errors: list[tuple[str, str]] = field(default_factory=list)
     out: Path | None = None
+    n_changed: int = 0  # recordings scored again: they changed since their part was written (parts.py)
     merged: bool = True  # False: a shard whose combined outputs wait for the other shards
 
     @property
@@ -193,7 +195,7 @@ def run_predict(
         classes = facts.classes
         out.mkdir(parents=True, exist_ok=True)
         parts = out / "parts"
-        part_of = {f: parts / f"{recording_key(f)}.parquet" for f in files}
+        part_of = part_paths(parts, files)  # named by each recording as it is now, before anything reads it
         # one lock per shard: N shards write side by side into one --out (their files never overlap)
         with run_lock(out, f".lock-shard{i}of{n}" if shard else ".lock"):
             _check_run(out, model_dir, window_s, hop_s, classes, pooling, short_policy)
@@ -202,7 +204,17 @@ def run_predict(
             else:
                 for folder in (out, parts):
                     remove_stale_temps(folder)
+            changed = superseded(parts, part_of)
             todo = [f for f in files if not part_of[f].is_file()]
+            if changed:
+                log.warning(
+                    "%d recording(s) changed since they were scored (size or modification time), scored again: %s",
+                    len(changed),
+                    ", ".join(sorted(changed)[:3]) + (", ..." if len(changed) > 3 else ""),
+                )
+                for old in changed.values():  # predict's own parts of an earlier version of the recording
+                    for path in old:
+                        path.unlink(missing_ok=True)
             t0 = time.perf_counter()
             audio_s = 0.0
             if runner:
@@ -232,9 +244,9 @@ def run_predict(
                     else:
                         errors.append(res)
             wall_s = time.perf_counter() - t0
-            summary = PredictSummary(len(files), len(files) - len(todo), audio_s, wall_s, errors, out)
+            summary = PredictSummary(len(files), len(files) - len(todo), audio_s, wall_s, errors, out, len(changed))
             if shard:
-                write_record(out, i, n, files, errors, spec.to_dict())
+                write_record(out, i, n, files, errors, spec.to_dict(), {f: p.name for f, p in part_of.items()})
             else:
                 write_errors(errors, out / "errors.csv")
                 done = [f for f in files if part_of[f].is_file()]

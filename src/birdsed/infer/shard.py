@@ -64,11 +64,12 @@ def record_path(out: Path, i: int, n: int) -> Path:
     return out / SHARDS / f"{i}-of-{n}.json"
 
 
-def write_record(out: Path, i: int, n: int, files: list[str], errors: list[tuple[str, str]], spec: dict) -> None:
-    write_text_atomic(
-        record_path(out, i, n),
-        json.dumps({"shard": i, "of": n, "files": files, "errors": [list(e) for e in errors], "spec": spec}),
-    )
+def write_record(
+    out: Path, i: int, n: int, files: list[str], errors: list[tuple[str, str]], spec: dict, parts: dict[str, str]
+) -> None:
+    """parts: each file's part name in OUT/parts (what it scored: parts.py)."""
+    record = {"shard": i, "of": n, "files": files, "errors": [list(e) for e in errors], "spec": spec, "parts": parts}
+    write_text_atomic(record_path(out, i, n), json.dumps(record))
 
 
 def finished(out: Path) -> tuple[int, list[dict]]:
