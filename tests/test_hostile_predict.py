@@ -169,3 +169,33 @@ def test_a_recording_changed_after_it_was_scored_is_scored_again(model_dir, tmp_
     assert len(list((out / "parts").glob("*.parquet"))) == 2  # the old part of a.wav is gone
     rc, text = predict(capsys, model_dir, out, d)
     assert rc == 0 and "2 done before)" in text, text
+
+
+def test_a_recording_whose_size_changes_between_shards_is_in_one_shard(model_dir, tmp_path, capsys):
+    d = tmp_path / "in"
+    write_audio(d / "a.wav", seconds=6.0)
+    write_audio(d / "b.wav", seconds=3.0)
+    out = tmp_path / "out"
+    rc, text = predict(capsys, model_dir, out, d, "--shard", "1/2")  # by size: a.wav in shard 1, b.wav in shard 2
+    assert rc == 0 and "wait for the other shards" in text, text
+    write_audio(d / "b.wav", seconds=9.0)  # now the larger: shard 1 by size at shard 2's start
+    rc, text = predict(capsys, model_dir, out, d, "--shard", "2/2")
+    assert rc == 0, text
+    assert sorted(pd.read_parquet(out / "scores.parquet")["file"].unique()) == [str(d / "a.wav"), str(d / "b.wav")]
+    assert pd.read_csv(out / "errors.csv").empty
+
+
+def test_a_recording_of_the_input_set_missing_from_the_merge_is_an_error(model_dir, tmp_path, capsys):
+    d = tmp_path / "in"
+    write_audio(d / "a.wav", seconds=3.0)
+    write_audio(d / "b.wav", seconds=3.0)
+    out = tmp_path / "out"
+    for i in (1, 2):
+        assert predict(capsys, model_dir, out, d, "--shard", f"{i}/2")[0] == 0
+    (out / "shards" / "1-of-2.json").write_text(  # a shard whose record lost a recording (or an older birdsed's)
+        (out / "shards" / "1-of-2.json").read_text().replace(str(d / "a.wav"), str(d / "x.wav"))
+    )
+    rc, text = run_cli(capsys, "merge", out)
+    assert rc == 1, text
+    errors = pd.read_csv(out / "errors.csv")
+    assert str(d / "a.wav") in errors["file"].tolist() and "in no shard's outputs" in " ".join(errors["reason"])

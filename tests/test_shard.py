@@ -90,7 +90,12 @@ def test_shards_side_by_side_merge_into_the_outputs_of_one_run(synth_data, tmp_p
     assert sorted(p.name for p in (shared / "raven").iterdir()) == sorted(
         p.name for p in (tmp_path / "one" / "raven").iterdir()
     )
-    assert sorted(p.name for p in (shared / "shards").iterdir()) == ["1-of-3.json", "2-of-3.json", "3-of-3.json"]
+    assert sorted(p.name for p in (shared / "shards").iterdir()) == [
+        "1-of-3.json",
+        "2-of-3.json",
+        "3-of-3.json",
+        "partition-3.json",
+    ]
     assert not list(shared.glob(".lock*"))
     # merge again by hand: the same files; a missing shard is refused, naming it
     assert merge(shared) == (4, 0)

@@ -12,7 +12,7 @@ from birdsed.data.store import recording_key
 from birdsed.errors import BirdsedError, RunLocked
 from birdsed.fsutil import run_lock
 from birdsed.infer.outputs import OutputSpec, write_combined
-from birdsed.infer.shard import finished, missing_shards
+from birdsed.infer.shard import finished, missing_shards, partition_path, shared_partition
 from birdsed.infer.writers import write_errors
 from birdsed.model.meta import default_output_of, model_digest, read_meta, thresholds_of
 
@@ -32,6 +32,19 @@ def merge_if_complete(out: Path) -> bool:
         log.info("%s: another shard is merging", out)
         return False
     return True
+
+
+def unaccounted(
+    out: Path, n: int, files: list[str], done: list[str], errors: set[tuple[str, ...]]
+) -> list[tuple[str, str]]:
+    """(recording, why) for each recording of the shards' input set (shard.py's partition) or of a shard's files
+    that is neither in the merged outputs nor an error of its shard: never dropped without a word."""
+    path = partition_path(out, n)
+    in_set = {f for s in shared_partition(out, [], n) for f in s} if path.is_file() else set()
+    accounted = set(done) | {e[0] for e in errors}
+    return [
+        (f, "in the shards' input set but in no shard's outputs") for f in sorted((in_set | set(files)) - accounted)
+    ]
 
 
 def merge(out: str | Path) -> tuple[int, int]:
@@ -60,11 +73,12 @@ def merge(out: str | Path) -> tuple[int, int]:
         )
     meta = read_meta(model_dir)
     files = sorted({f for r in records for f in r["files"]})
-    errors = sorted({tuple(e) for r in records for e in r["errors"]})
+    errors = {tuple(e) for r in records for e in r["errors"]}
     parts = out / "parts"
     name_of = {f: name for r in records for f, name in r.get("parts", {}).items()}
     done = [(f, parts / name_of.get(f, f"{recording_key(f)}.parquet")) for f in files]
     done = [(f, p) for f, p in done if p.is_file()]
+    errors = sorted(errors | set(unaccounted(out, n, files, [f for f, _ in done], errors)))
     write_errors(errors, out / "errors.csv")
     write_combined(
         out,

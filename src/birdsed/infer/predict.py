@@ -36,7 +36,7 @@ from birdsed.infer.grid import FileResult, rows_table
 from birdsed.infer.merge import merge_if_complete
 from birdsed.infer.outputs import FORMATS, DecisionOptions, OutputSpec, write_combined
 from birdsed.infer.parts import part_paths, superseded
-from birdsed.infer.shard import parse_shard, shard_files, write_record
+from birdsed.infer.shard import my_inputs, parse_shard, write_record
 from birdsed.infer.writers import write_errors, write_table
 from birdsed.kaggle.birdclef import sample_columns
 from birdsed.kaggle.cornell import read_kaggle_test
@@ -187,8 +187,16 @@ def run_predict(
         )
         i, n = parse_shard(shard) if shard else (0, 0)
         if shard:
-            mine = set(shard_files([*files, *(e[0] for e in errors)], i, n))  # an input that can't run has its shard
-            files, errors = [f for f in files if f in mine], [e for e in errors if e[0] in mine]
+            out.mkdir(parents=True, exist_ok=True)
+            files, errors, new = my_inputs(out, files, errors, i, n)
+            if new:
+                log.warning(
+                    "%d input(s) appeared after the first shard of %s started: not in its input set, not predicted "
+                    "(run them into a new --out): %s",
+                    len(new),
+                    out,
+                    ", ".join(new[:3]) + (", ..." if len(new) > 3 else ""),
+                )
         facts = runner.model_facts() if runner else model  # window_s, hop_s, classes
         window_s = facts.window_s if window_s is None else window_s
         hop_s = facts.hop_s if hop_s is None else hop_s

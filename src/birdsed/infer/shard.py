@@ -2,11 +2,16 @@
 with the other N - 1 (on one machine or many, over a shared file system); the last shard to finish, or
 `birdsed merge OUT`, builds the combined outputs (outputs.py) from every shard's parts.
 
-Shards are deterministic and balanced by duration: the files, sorted, go largest first (file size stands for
-duration: reading every header of a large archive costs more than the balance gains) to the shard with the
-least so far (LPT scheduling), so every shard of the same inputs and N gets the same files wherever it runs.
+Shards are balanced by duration: the files, sorted, go largest first (file size stands for duration: reading every
+header of a large archive costs more than the balance gains) to the shard with the least so far (LPT scheduling).
+The first shard to start writes that partition of the input set into OUT; every later shard takes its files from it,
+not from sizes it reads again (a file whose size changed between two shards' starts was in neither). An input that
+appeared after the first shard started is not in the set (said); one that is gone is that shard's error; and the
+merge makes every recording of the set that is in no shard's outputs an error (errors.csv, exit 1).
 
-OUT/shards/<I>-of-<N>.json   written (atomically) when shard I finishes: its files, its errors, the output spec
+OUT/shards/partition-<N>.json  the input set and each shard's files, written once (by the first shard to start)
+OUT/shards/<I>-of-<N>.json     written (atomically) when shard I finishes: its files, its errors, the output spec and
+                               each file's part
 """
 
 from __future__ import annotations
@@ -58,6 +63,48 @@ def partition(files: list[str], n: int) -> list[list[str]]:
 def shard_files(files: list[str], i: int, n: int) -> list[str]:
     """The files of shard i of n (1-based), in sorted order."""
     return partition(files, n)[i - 1]
+
+
+def partition_path(out: Path, n: int) -> Path:
+    return out / SHARDS / f"partition-{n}.json"
+
+
+def shared_partition(out: Path, names: list[str], n: int) -> list[list[str]]:
+    """The partition of the input set among n shards: the one the first shard to start wrote into OUT, or this one's
+    `names` partitioned and written there now (created once, atomically: two shards starting together agree)."""
+    path = partition_path(out, n)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"of": n, "shards": partition(names, n)}))
+        try:
+            os.link(tmp, path)  # fails when another shard was first: its partition holds
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    try:
+        shards = json.loads(path.read_text())["shards"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise BirdsedError(f"{path}: unreadable partition of the shards ({e}); use a new --out") from e
+    if not isinstance(shards, list) or len(shards) != n:
+        raise BirdsedError(f"{path}: not a partition into {n} shards; use a new --out")
+    return shards
+
+
+def my_inputs(
+    out: Path, files: list[str], errors: list[tuple[str, str]], i: int, n: int
+) -> tuple[list[str], list[tuple[str, str]], list[str]]:
+    """Shard i's (files, errors) from the shared partition, and the inputs listed now that are not in the input set
+    (they appeared after the first shard started). A file of the set that is gone now is an error of its shard."""
+    shards = shared_partition(out, [*files, *(e[0] for e in errors)], n)  # an input that can't run has its shard
+    mine = shards[i - 1]
+    listed = set(files) | {e[0] for e in errors}
+    in_set = {f for s in shards for f in s}
+    gone = [(f, "file not found (it was an input when the first shard started)") for f in mine if f not in listed]
+    keep = set(mine)
+    new = sorted(listed - in_set)
+    return [f for f in files if f in keep], [e for e in errors if e[0] in keep] + gone, new
 
 
 def record_path(out: Path, i: int, n: int) -> Path:
