@@ -89,6 +89,7 @@ def test_the_same_recording_given_twice_is_predicted_once(model_dir, tmp_path, c
 
 def test_a_file_named_like_a_spreadsheet_formula_is_written_as_text(model_dir, tmp_path, capsys):
     from birdsed.infer.writers import read_spreadsheet_csv
+    from birdsed.truth.formats import Table
 
     name = '=HYPERLINK("x").wav'
     write_audio(tmp_path / "in" / name, seconds=3.0)
@@ -102,6 +103,8 @@ def test_a_file_named_like_a_spreadsheet_formula_is_written_as_text(model_dir, t
     det = read_spreadsheet_csv(out / "detections.csv")
     assert set(det["file"]) == {str(tmp_path / "in" / name)}  # read back as it was
     assert read_spreadsheet_csv(out / "errors.csv")["file"].tolist() == [str(tmp_path / "in" / "@bad.wav")]
+    events, files = Table.read(out / "detections.csv")  # detections.csv as evaluate's truth: the names as they were
+    assert files == [str(tmp_path / "in" / name)]
 
 
 def test_a_file_name_too_long_for_a_raven_table_keeps_every_output(model_dir, tmp_path, capsys):

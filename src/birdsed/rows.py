@@ -63,3 +63,18 @@ def class_name_problem(classes: list[str]) -> str | None:
     if twice:
         return f"class name(s) {twice} listed twice"
     return None
+
+
+# detections.csv and errors.csv (infer/writers.py) never hold a spreadsheet formula: a text cell starting with one of
+# these is written with one "'" in front, and read back without it
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def spreadsheet_cell(value: object) -> object:
+    """A text cell a spreadsheet shows as text (infer/writers.py); anything else as it is."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
+def plain_cell(value: object) -> object:
+    """A cell as it was before spreadsheet_cell (a text cell "'" + one of FORMULA_START loses the "'")."""
+    return value[1:] if isinstance(value, str) and value[:1] == "'" and value[1:2] in FORMULA_START else value

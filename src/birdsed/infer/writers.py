@@ -4,7 +4,8 @@ Every file is written to a temporary name and renamed, so a reader never sees ha
 
 The CSV tables meant for spreadsheets (detections.csv, errors.csv) never hold a formula: a text cell starting with
 = + - @, a tab, a carriage return or a quote ' is written with one more ' in front (`=HYPERLINK("x").wav` is written
-`'=HYPERLINK("x").wav`, which a spreadsheet shows as text); `read_spreadsheet_csv` takes it off again.
+`'=HYPERLINK("x").wav`, which a spreadsheet shows as text); `read_spreadsheet_csv` and the truth reader of event
+tables take it off again (`plain_cell`).
 """
 
 from __future__ import annotations
@@ -15,13 +16,7 @@ import numpy as np
 import pandas as pd
 
 from birdsed.fsutil import atomic_path
-
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
-
-
-def spreadsheet_cell(value: object) -> object:
-    """A text cell a spreadsheet shows as text (module docstring); anything else as it is."""
-    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_START) else value
+from birdsed.rows import plain_cell, spreadsheet_cell
 
 
 def spreadsheet_safe(df: pd.DataFrame) -> pd.DataFrame:
@@ -37,7 +32,7 @@ def read_spreadsheet_csv(path: Path) -> pd.DataFrame:
     df = pd.read_csv(path)
     for c in df.columns:
         if df[c].dtype == object:
-            df[c] = df[c].map(lambda v: v[1:] if isinstance(v, str) and v.startswith("'") else v)
+            df[c] = df[c].map(plain_cell)
     return df
 
 

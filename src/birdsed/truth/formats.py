@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from birdsed.errors import TruthError
+from birdsed.rows import plain_cell
 from birdsed.truth.events import event_table
 
 RAVEN_LABEL_COLUMNS = ("Species", "Annotation", "Label", "Class", "Species Code", "Common Name", "Sound Type", "ID")
@@ -182,6 +183,8 @@ class Table:
             raise TruthError(
                 f"{path}: an event table needs the column(s) {lacking}; its columns are {list(df.columns)}"
             )
+        for c in ("file", label):  # a table predict wrote (detections.csv): its cells as they were (writers.py)
+            df[c] = df[c].map(plain_cell)
         where = [f"{path}: line {i + 2}" for i in range(len(df))]
         events = event_table(
             df["file"],
