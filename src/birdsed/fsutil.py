@@ -212,10 +212,17 @@ def run_lock(folder: str | os.PathLike, name: str = ".lock") -> Iterator[Path]:
 
 def _link_lock(path: Path) -> bool:
     """Create `path` whole, holding "HOST PID"; False when it exists."""
+    return create_text_once(path, f"{socket.gethostname()} {os.getpid()}")
+
+
+def create_text_once(path: str | os.PathLike, text: str) -> bool:
+    """Create `path` whole, holding `text`, unless it exists (then False, and it is left as it is): two processes
+    racing to create it agree on one whole file (a run's lock, a shared partition of shards)."""
+    path = Path(path)
     tmp = temp_name(path)  # the words first, under a temporary name (a kill here leaves it to remove_stale_temps)
     try:
         with open(tmp, "x") as f:
-            f.write(f"{socket.gethostname()} {os.getpid()}")
+            f.write(text)
         os.link(tmp, path)
     except FileExistsError:
         return False

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from birdsed.config import MAX_SHARDS
 from birdsed.errors import BirdsedError, ConfigError
-from birdsed.fsutil import write_text_atomic
+from birdsed.fsutil import create_text_once, write_text_atomic
 
 SHARDS = "shards"
 
@@ -75,14 +75,7 @@ def shared_partition(out: Path, names: list[str], n: int) -> list[list[str]]:
     path = partition_path(out, n)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"of": n, "shards": partition(names, n)}))
-        try:
-            os.link(tmp, path)  # fails when another shard was first: its partition holds
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
+        create_text_once(path, json.dumps({"of": n, "shards": partition(names, n)}))  # or another shard was first
     try:
         shards = json.loads(path.read_text())["shards"]
     except (OSError, ValueError, KeyError, TypeError) as e:
