@@ -88,7 +88,8 @@ def test_the_same_recording_given_twice_is_predicted_once(model_dir, tmp_path, c
 
 
 def test_a_file_named_like_a_spreadsheet_formula_is_written_as_text(model_dir, tmp_path, capsys):
-    from birdsed.infer.writers import read_spreadsheet_csv
+    from birdsed.evaluate.report import read_detections
+    from birdsed.rows import plain_cell
     from birdsed.truth.formats import Table
 
     name = '=HYPERLINK("x").wav'
@@ -100,9 +101,9 @@ def test_a_file_named_like_a_spreadsheet_formula_is_written_as_text(model_dir, t
     for table in ("detections.csv", "errors.csv"):
         cells = [c for line in (out / table).read_text().splitlines()[1:] for c in next(csv.reader([line]))]
         assert cells and not [c for c in cells if c[:1] in ("=", "+", "@", "-")], (table, cells)
-    det = read_spreadsheet_csv(out / "detections.csv")
+    det = read_detections(out / "detections.csv")
     assert set(det["file"]) == {str(tmp_path / "in" / name)}  # read back as it was
-    assert read_spreadsheet_csv(out / "errors.csv")["file"].tolist() == [str(tmp_path / "in" / "@bad.wav")]
+    assert pd.read_csv(out / "errors.csv")["file"].map(plain_cell).tolist() == [str(tmp_path / "in" / "@bad.wav")]
     events, files = Table.read(out / "detections.csv")  # detections.csv as evaluate's truth: the names as they were
     assert files == [str(tmp_path / "in" / name)]
 

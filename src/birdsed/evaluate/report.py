@@ -37,7 +37,7 @@ from birdsed.errors import AudioDecodeError, BirdsedError, ConfigError  # noqa: 
 from birdsed.fsutil import write_text_atomic  # noqa: E402
 from birdsed.infer.writers import merge_runs  # noqa: E402
 from birdsed.model.meta import default_output_of
-from birdsed.rows import DETECTION_COLUMNS, SCORE_META_COLUMNS
+from birdsed.rows import DETECTION_COLUMNS, SCORE_META_COLUMNS, plain_cell
 
 COLOURS = plt.get_cmap("tab10").colors
 
@@ -66,10 +66,13 @@ def check_pages(max_recordings: int, page_s: float, max_minutes: float) -> None:
 
 
 def read_detections(path: Path) -> pd.DataFrame:
-    """predict's detections.csv with file names and labels as written (an empty or "NA" class name stays text)."""
+    """predict's detections.csv with file names and labels as they are (an empty or "NA" class name stays text)."""
     if not path.is_file():
         return pd.DataFrame(columns=list(DETECTION_COLUMNS))
-    return pd.read_csv(path, dtype={"file": str, "label": str}, keep_default_na=False, na_values={"score": ["", "nan"]})
+    det = pd.read_csv(path, dtype={"file": str, "label": str}, keep_default_na=False, na_values={"score": ["", "nan"]})
+    for c in ("file", "label"):  # as predict wrote them, before the spreadsheet escape (rows.spreadsheet_cell)
+        det[c] = det[c].map(plain_cell)
+    return det
 
 
 def _png(fig) -> str:

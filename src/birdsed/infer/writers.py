@@ -4,8 +4,8 @@ Every file is written to a temporary name and renamed, so a reader never sees ha
 
 The CSV tables meant for spreadsheets (detections.csv, errors.csv) never hold a formula: a text cell starting with
 = + - @, a tab, a carriage return or a quote ' is written with one more ' in front (`=HYPERLINK("x").wav` is written
-`'=HYPERLINK("x").wav`, which a spreadsheet shows as text); `read_spreadsheet_csv` and the truth reader of event
-tables take it off again (`plain_cell`).
+`'=HYPERLINK("x").wav`, which a spreadsheet shows as text); `evaluate.report.read_detections` and the truth reader
+of event tables take it off again (`rows.plain_cell`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from birdsed.fsutil import atomic_path
-from birdsed.rows import plain_cell, spreadsheet_cell
+from birdsed.rows import spreadsheet_cell
 
 
 def spreadsheet_safe(df: pd.DataFrame) -> pd.DataFrame:
@@ -25,15 +25,6 @@ def spreadsheet_safe(df: pd.DataFrame) -> pd.DataFrame:
     if not text:
         return df
     return df.assign(**{c: df[c].map(spreadsheet_cell) for c in text})
-
-
-def read_spreadsheet_csv(path: Path) -> pd.DataFrame:
-    """A table written with spreadsheet_safe, its text cells as they were."""
-    df = pd.read_csv(path)
-    for c in df.columns:
-        if df[c].dtype == object:
-            df[c] = df[c].map(plain_cell)
-    return df
 
 
 def write_errors(errors: list[tuple[str, str]], path: Path) -> Path:
