@@ -31,21 +31,23 @@ def fit_length(x: np.ndarray, n: int, policy: str, offset: int = 0) -> np.ndarra
 class EpochSampler(Sampler):
     """A seeded shuffle per epoch that yields (index, epoch) keys: the order and, through CropDataset, every crop
     are functions of (seed, epoch, index) alone, so a run resumed from an epoch's checkpoint draws what the
-    uninterrupted run drew, whichever loader worker serves the item. Lightning calls set_epoch before each
-    epoch; without it the epoch advances on every pass."""
+    uninterrupted run drew, whichever loader worker serves the item.
 
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
+    `epoch` is the training epoch, set by its owner before each epoch (train/run.py: the trainer's current
+    epoch) and never by a pass: Lightning may draw a pass more than once per epoch (a loader with workers draws
+    its first pass when Lightning sets the loader up, a run with max_steps draws it again), and its own
+    set_epoch is one ahead of its current epoch in a resumed run with max_steps; a pass or a set_epoch that moved
+    the epoch gave a resumed run the crops of another epoch. There is no set_epoch, so Lightning leaves it alone.
+    A run resumed after epoch e starts its sampler at e + 1."""
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, n: int, seed: int, epoch: int = 0):
+        self.n, self.seed, self.epoch = n, seed, epoch
 
     def __len__(self) -> int:
         return self.n
 
     def __iter__(self):
         epoch = self.epoch
-        self.epoch += 1
         for i in np.random.default_rng([self.seed, epoch]).permutation(self.n):
             yield int(i), epoch
 

@@ -32,6 +32,25 @@ def read_checkpoint(path: Path) -> dict:
     return ckpt
 
 
+def close_epoch(ckpt: dict) -> None:
+    """Count a checkpoint's epoch completed and its batches done, as the uninterrupted run does right after writing
+    it, when no validation closed that epoch. last.ckpt is written at an epoch's end, before Lightning counts the
+    epoch completed; resumed with max_steps and without validation, Lightning took that epoch for unfinished and
+    went on with it: a batch past its end under the finished epoch's number, and every later epoch's crops and
+    learning rate one epoch off. (With validation, or without max_steps, Lightning closes the epoch itself.)"""
+    loops = ckpt.get("loops", {}).get("fit_loop", {})
+    validated = loops.get("epoch_loop.val_loop.batch_progress", {}).get("total", {}).get("ready", 0)
+    if validated or not isinstance(loops.get("epoch_progress"), dict):
+        return
+    for counts in loops["epoch_progress"].values():
+        if isinstance(counts, dict) and {"processed", "completed"} <= counts.keys():
+            counts["completed"] = counts["processed"]
+    batches = loops.get("epoch_loop.batch_progress", {})
+    if isinstance(batches.get("current"), dict):
+        batches["current"] = dict.fromkeys(batches["current"], 0)
+        batches["is_last_batch"] = False
+
+
 @contextlib.contextmanager
 def held_run_folder(run: Path, swept: tuple[Path, ...], lock: str = ".lock") -> Iterator[None]:
     """Hold `run`'s lock and remove what a killed run left half-written in the `swept` folders, in the launching

@@ -14,6 +14,7 @@ from birdsed.evaluate.metrics import recording_metrics
 from birdsed.model.detector import window_scores
 from birdsed.model.sed import SEDModel, batchnorm_layers
 from birdsed.train.augment import Augmenter, augmented_mel
+from birdsed.train.checkpoint import close_epoch
 from birdsed.train.loss import bce
 
 
@@ -93,6 +94,8 @@ class SEDTask(L.LightningModule):
         checkpoint["birdsed_rng"] = {"torch": torch.get_rng_state()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # before Lightning restores its loops from the same dict
+        close_epoch(checkpoint)
         state = checkpoint.get("birdsed_rng", {}).get("torch")
         if isinstance(state, torch.Tensor):
             torch.set_rng_state(state)
