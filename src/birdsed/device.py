@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import sys
+
 import torch
 
 from birdsed.config import DEVICES, PRECISIONS
@@ -41,3 +46,27 @@ def lightning_precision(precision: str, accel: str) -> str:
     if precision != "auto":
         return precision
     return "bf16-mixed" if accel == "gpu" else "32-true"
+
+
+def check_devices(t) -> None:
+    """train.devices (a TrainConfig's) within this machine: on the CPU one process per device, at most the cores
+    this process may use; on CUDA at most the GPUs torch sees. A ConfigError naming the value and the limit."""
+    from birdsed.cli.values import cores
+
+    if t.devices == "auto":
+        return
+    gpu = lightning_accelerator(t.device) == "gpu"
+    have, what = (torch.cuda.device_count(), "CUDA devices") if gpu else (cores(), "cores (one process per device)")
+    if t.devices > have:
+        raise ConfigError(f"train.devices = {t.devices}: this machine has {have} {what}; ask for at most {have}")
+
+
+def die_with_parent() -> None:
+    """In a process Lightning started for another device (LOCAL_RANK above 0), have Linux kill it when the process
+    that started it dies: a killed `train --devices N` leaves no training process behind."""
+    if int(os.environ.get("LOCAL_RANK", "0") or 0) == 0 or not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before the request: nothing would kill this process later
+        os._exit(1)

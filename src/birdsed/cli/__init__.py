@@ -13,13 +13,17 @@ import contextlib
 import errno
 import logging
 import os
+import signal
 import sys
 
 from rich.logging import RichHandler
 
 from birdsed import __version__
 from birdsed.cli.registry import VERBS, batch_status, console, verb  # noqa: F401 - the CLI's public names
-from birdsed.errors import BirdsedError
+from birdsed.errors import BirdsedError, Terminated
+
+# exit statuses of a stopped run: 128 + the signal's number, as shells report it
+STOPPED = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "torch"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        with c_stderr_off(not args.verbose):
+        with terminate_as_interrupt(), c_stderr_off(not args.verbose):
             return int(args.func(args) or 0)
     except BirdsedError as e:
         console.print(f"error: {e}", style="red")
@@ -117,6 +121,27 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # disk full, permissions, a read-only file system: one line, what was finished stays
         console.print(f"error: {os_error_message(e)}", style="red")
         return 2
-    except KeyboardInterrupt:
-        console.print("interrupted", style="red")
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: one line, what the verb kept and how to go on (its notes)
+        sig = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+        console.print(" ".join([f"stopped by {sig.name}.", *getattr(e, "__notes__", [])]), style="red")
+        return STOPPED[sig]
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """While inside, SIGTERM stops a verb the way Ctrl-C does (errors.Terminated); in the main thread only, the
+    previous handler back on leaving."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -6,15 +6,26 @@ import argparse
 from pathlib import Path
 
 from birdsed.cli.registry import batch_status, console, verb
+from birdsed.cli.values import cores_cap, count, number
 from birdsed.config import DEVICES, OUTPUT_KINDS, SHORT_POLICIES, preset_names
 
 
 def _add_soft_label_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="clipwise", choices=OUTPUT_KINDS, help="which output gives the soft labels")
-    p.add_argument("--temperature", type=float, default=1.0, help="sigmoid(logit(p) / T) (below 1 sharpens)")
-    p.add_argument("--power", type=float, default=1.0, help="p ** power, after the temperature (above 1 sharpens)")
-    p.add_argument("--floor", type=float, default=0.0, help="soft labels below this become 0")
-    p.add_argument("--top-k", type=int, help="keep each row's k highest soft labels, the rest 0")
+    p.add_argument(
+        "--temperature",
+        type=number(0, 100, lo_open=True, hi_open=True),
+        default=1.0,
+        help="sigmoid(logit(p) / T) (below 1 sharpens)",
+    )
+    p.add_argument(
+        "--power",
+        type=number(0, 100, lo_open=True, hi_open=True),
+        default=1.0,
+        help="p ** power, after the temperature (above 1 sharpens)",
+    )
+    p.add_argument("--floor", type=number(0, 1, hi_open=True), default=0.0, help="soft labels below this become 0")
+    p.add_argument("--top-k", type=count(1, None), help="keep each row's k highest soft labels, the rest 0")
 
 
 def _add_pseudo_label(p: argparse.ArgumentParser) -> None:
@@ -24,14 +35,14 @@ def _add_pseudo_label(p: argparse.ArgumentParser) -> None:
         "--out", type=Path, required=True, help="output folder (a re-run resumes); writes pseudo_labels.parquet"
     )
     _add_soft_label_options(p)
-    p.add_argument("--window-s", type=float, help="window length (default: the model's)")
-    p.add_argument("--hop-s", type=float, help="hop between windows (default: the model's)")
+    p.add_argument("--window-s", type=number(0.1, 3600), help="window length (default: the model's)")
+    p.add_argument("--hop-s", type=number(0.01, 3600), help="hop between windows (default: the model's)")
     p.add_argument(
         "--short", choices=SHORT_POLICIES, help="recordings shorter than a window (default: as the model trained)"
     )
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=count(1, 65_536), default=64)
     p.add_argument("--device", default="auto", choices=DEVICES)
-    p.add_argument("--workers", type=int, help="decoding processes (default as predict)")
+    p.add_argument("--workers", type=count(0, cores_cap()), help="decoding processes (default as predict)")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -65,7 +76,7 @@ def cmd_pseudo_label(a: argparse.Namespace) -> int:
 def _add_self_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="the labelled data set (or a prepared store)")
     p.add_argument("--unlabelled", nargs="+", required=True, help="unlabelled audio files and folders")
-    p.add_argument("--rounds", type=int, default=2, help="students after the teacher")
+    p.add_argument("--rounds", type=count(1, 100), default=2, help="students after the teacher")
     p.add_argument(
         "--config",
         default="small",
@@ -76,7 +87,7 @@ def _add_self_train(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--val", type=Path, help="a separate labelled validation set (default: the config's split)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any config value")
-    p.add_argument("--workers", type=int, help="decoding processes while pseudo-labelling")
+    p.add_argument("--workers", type=count(0, cores_cap()), help="decoding processes while pseudo-labelling")
     p.add_argument("--quiet", action="store_true")
     _add_soft_label_options(p)
 
@@ -94,7 +105,11 @@ def cmd_self_train(a: argparse.Namespace) -> int:
 
     cfg = apply_overrides(load_config(a.config), a.set)
     opts = SoftLabelOptions(a.output, a.temperature, a.power, a.floor, a.top_k)
-    table = self_train(a.data, a.unlabelled, a.rounds, cfg, a.out, opts, a.val, a.quiet, a.workers)
+    try:
+        table = self_train(a.data, a.unlabelled, a.rounds, cfg, a.out, opts, a.val, a.quiet, a.workers)
+    except KeyboardInterrupt as e:  # cli.main prints the notes
+        e.add_note("The same command continues from the rounds and the epoch kept.")
+        raise
     console.print(table.to_string(index=False))
     console.print(f"rounds written to {a.out / 'rounds.csv'}; the last student: {table['model'].iloc[-1]}")
     return 0

@@ -7,7 +7,11 @@ import json
 from pathlib import Path
 
 from birdsed.cli.registry import console, verb
+from birdsed.cli.values import cores_cap, count, count_or
 from birdsed.config import DEVICES, preset_names
+
+MAX_EPOCHS, MAX_STEPS, MAX_BATCH, MAX_DEVICES = 100_000, 10**9, 65_536, 4096
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seeds are 32-bit
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
@@ -17,18 +21,24 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--val", type=Path, default=None, help="a separate validation data set (default: a stratified split)"
     )
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs", type=count(1, MAX_EPOCHS))
+    p.add_argument("--max-steps", type=count(1, MAX_STEPS), help="stop after this many optimiser steps")
+    p.add_argument("--batch-size", type=count(1, MAX_BATCH))
     p.add_argument("--backbone")
     p.add_argument("--device", choices=DEVICES)
-    p.add_argument("--devices", help="number of devices (GPUs or CPU processes)")
     p.add_argument(
-        "--num-nodes", type=int, help="machines of a multi-node run (srun / torchrun start one process per device)"
+        "--devices",
+        type=count_or("auto", 1, MAX_DEVICES),
+        help="number of devices (GPUs, or CPU processes: at most the cores) or auto",
+    )
+    p.add_argument(
+        "--num-nodes",
+        type=count(1, MAX_DEVICES),
+        help="machines of a multi-node run (srun / torchrun start one process per device)",
     )
     p.add_argument("--strategy", help="Lightning strategy, e.g. ddp")
-    p.add_argument("--workers", type=int, help="data-loader worker processes")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--workers", type=count(0, cores_cap()), help="data-loader worker processes")
+    p.add_argument("--seed", type=count(0, MAX_SEED))
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.ckpt")
     p.add_argument(
         "--pseudo",
@@ -73,18 +83,13 @@ def cmd_train(a: argparse.Namespace) -> int:
         "train.strategy": a.strategy,
     }
     overrides = a.set + [f"{k}={v}" for k, v in flags.items() if v is not None]  # named flags win
-    pseudo = [str(Path(p).resolve()) for p in a.pseudo or []]
-    if a.teacher:
-        from birdsed.train.pseudo import teacher_labels
-
-        checked = apply_overrides(cfg, overrides)
-        checked.check()  # refused before the teacher runs
-        pl = teacher_labels(a.teacher, a.data, a.out / "teacher_pl", a.unlabelled, quiet=a.quiet,
-                            allow_outside=checked.data.allow_outside_paths)  # fmt: skip
-        pseudo.append(str(pl.resolve()))
-    if pseudo:
-        overrides.append(f"data.pseudo={json.dumps(pseudo)}")
+    if a.pseudo:
+        overrides.append(f"data.pseudo={json.dumps([str(Path(p).resolve()) for p in a.pseudo])}")
     cfg = apply_overrides(cfg, overrides)
-    model_dir = train(a.data, cfg, a.out, resume=a.resume, val_data=a.val, quiet=a.quiet)
+    try:
+        model_dir = train(a.data, cfg, a.out, a.resume, a.val, a.quiet, teacher=a.teacher, unlabelled=a.unlabelled)
+    except KeyboardInterrupt as e:  # cli.main prints the notes
+        e.add_note("The same command with --resume continues.")
+        raise
     console.print(f"model written to {model_dir}")
     return 0

@@ -78,3 +78,19 @@ def count(lo: int | None = 0, hi: int | None = None, also: tuple[int, ...] = ())
 
     parse.__name__ = "count"
     return parse
+
+
+def count_or(word: str, lo: int | None = 0, hi: int | None = None) -> Callable[[str], int | str]:
+    """An argparse type: `word` itself (e.g. "auto"), or a whole number in [lo, hi] (count)."""
+    whole = count(lo, hi)
+
+    def parse(text: str) -> int | str:
+        if text == word:
+            return word
+        try:
+            return whole(text)
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"{e} (or {word!r})") from None
+
+    parse.__name__ = "count"
+    return parse

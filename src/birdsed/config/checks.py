@@ -72,7 +72,8 @@ RANGES: dict[str, tuple] = {
     "train.ema_decay": (0, 1, False, False),
     "train.framewise_loss_weight": NONNEG,
     "train.workers": NONNEG,
-    "train.seed": NONNEG,
+    "train.seed": (0, 2**32 - 1, True, True),  # numpy's and Lightning's seeds are 32-bit
+    "train.devices": (1, None, True, False),
     "train.limit_val_batches": (0, 1, False, True),
 }
 
@@ -159,3 +160,51 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{key} = {value!r}: expected text")
         return value
     return value
+
+
+# What the network can build: the backbone's input image (the log-mel resized by model.freq_scale and
+# model.time_scale) from MIN_SIDE (a CNN's stride of 32: one cell) to MAX_SIDE pixels a side.
+MIN_SIDE, MAX_SIDE = 32, 4096
+
+
+def check_frontend(f: Any) -> None:
+    """A FrontendConfig's cross-field limits (also a model.json's front end): an FFT window of at most a second of
+    audio, a hop within it, and no more mel bands than FFT bins."""
+    if f.n_fft > f.sample_rate_hz:
+        raise ConfigError(
+            f"frontend.n_fft = {f.n_fft}: a window longer than a second (sample_rate_hz {f.sample_rate_hz}); "
+            f"at most {f.sample_rate_hz}"
+        )
+    if f.hop_length > f.n_fft:
+        raise ConfigError(f"frontend.hop_length {f.hop_length} is longer than n_fft {f.n_fft}")
+    if f.n_mels > f.n_fft // 2 + 1:
+        raise ConfigError(
+            f"frontend.n_mels = {f.n_mels}: more mel bands than the {f.n_fft // 2 + 1} FFT bins of n_fft {f.n_fft}"
+        )
+
+
+def check_image(f: Any, m: Any, crop_s: float) -> None:
+    """The backbone's input for a crop, n_mels x frames resized by model.freq_scale x model.time_scale (as
+    F.interpolate sizes it), between MIN_SIDE and MAX_SIDE pixels a side."""
+    frames = int(crop_s * f.sample_rate_hz) // f.hop_length + 1
+    sides = {
+        "height": (int(f.n_mels * m.freq_scale), f"frontend.n_mels {f.n_mels} x model.freq_scale {m.freq_scale:g}"),
+        "width": (int(frames * m.time_scale), f"{frames} frames of data.crop_s x model.time_scale {m.time_scale:g}"),
+    }
+    for side, (pixels, how) in sides.items():
+        if not MIN_SIDE <= pixels <= MAX_SIDE:
+            raise ConfigError(
+                f"the backbone's input image would be {pixels} pixels in {side} ({how}): it must be between "
+                f"{MIN_SIDE} and {MAX_SIDE}"
+            )
+
+
+def check_run(t: Any) -> None:
+    """A TrainConfig's devices ("auto" or a whole number) and strategy (one Lightning knows)."""
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    if isinstance(t.devices, str) and t.devices != "auto":
+        raise ConfigError(f"train.devices = {t.devices!r}: a whole number or auto")
+    strategies = ["auto", *StrategyRegistry.available_strategies()]
+    if t.strategy not in strategies:
+        raise ConfigError(f"train.strategy = {t.strategy!r}: valid: {', '.join(sorted(strategies))}")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from birdsed import SAMPLE_RATE_HZ
+from birdsed.config.checks import check_frontend, check_image, check_run
 from birdsed.config.choices import BACKBONES, COMPRESSIONS
 from birdsed.errors import ConfigError
 
@@ -37,8 +38,7 @@ class FrontendConfig:
                 f"frontend needs fmin_hz < fmax_hz <= sample_rate_hz / 2 (Nyquist), got fmin_hz "
                 f"{self.fmin_hz}, fmax_hz {self.fmax_hz}, sample_rate_hz {self.sample_rate_hz}"
             )
-        if self.hop_length > self.n_fft:
-            raise ConfigError(f"frontend.hop_length {self.hop_length} is longer than n_fft {self.n_fft}")
+        check_frontend(self)
 
 
 @dataclass
@@ -196,3 +196,6 @@ class Config:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        if m.backbone != "birdnet":
+            check_image(f, m, self.data.crop_s)
+        check_run(self.train)

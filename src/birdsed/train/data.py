@@ -38,7 +38,8 @@ def _open_or_prepare(data: Path, dest: Path, workers: int | None, allow_outside:
 
 
 def load_train_data(data: Path, run: Path, cfg: Config, val_data: Path | None = None) -> TrainData:
-    cfg.check()
+    """The training and validation recordings of `data` (prepared into run/store unless a store already), `cfg`
+    checked by the caller (train())."""
     store = _open_or_prepare(Path(data), run / "store", cfg.train.workers or None, cfg.data.allow_outside_paths)
     manifest = store.manifest()
     if len(manifest) == 0:

@@ -11,11 +11,15 @@ RUN/
 from __future__ import annotations
 
 import logging
+import signal
 import warnings
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, RichProgressBar
 from torch.utils.data import DataLoader
 
@@ -23,7 +27,7 @@ from birdsed.config import Config, save_config
 from birdsed.data.dataset import CropDataset, EpochSampler, WindowDataset
 from birdsed.data.sampling import build_items, targets
 from birdsed.data.store import check_store, is_store
-from birdsed.device import lightning_accelerator, lightning_precision
+from birdsed.device import check_devices, die_with_parent, lightning_accelerator, lightning_precision
 from birdsed.errors import ConfigError
 from birdsed.model.modeldir import save_model_dir
 from birdsed.train.augment import augmented_mel
@@ -43,22 +47,88 @@ def train(
     val_data: str | Path | None = None,
     quiet: bool = False,
     extra_callbacks: list | None = None,
+    teacher: str | Path | None = None,
+    unlabelled: list[str] | None = None,
 ) -> Path:
     """Train on `data` (a data-set folder or a prepared store) into the run folder `out`; returns out/model.
     model.backbone=birdnet trains the head on frozen BirdNET embeddings instead (embedtrain.py).
-    One run at a time into a folder: the launching process (rank zero) holds its lock and first removes what a
-    killed run left half-written; the other ranks of a multi-process run write nothing there."""
+    teacher: distil, the teacher model's soft labels of the training recordings and of `unlabelled` recordings
+    (out/teacher_pl) join training as pseudo-labels (data.pseudo).
+    The config and the machine's limits are checked first, before anything is written. One run at a time into a
+    folder: the launching process (rank zero) holds its lock and first removes what a killed run left
+    half-written; the other ranks of a multi-process run write nothing there."""
     cfg.check()
+    check_devices(cfg.train)
+    die_with_parent()
     for given in (data, val_data):
         if given is not None and is_store(given):
             check_store(given)  # a damaged store is refused before the run folder exists
     run = Path(out)
     with held_run_folder(run, (run, run / "checkpoints", run / "model")):
+        if teacher is not None:
+            cfg = _with_teacher(cfg, Path(teacher), Path(data), run, unlabelled or [], quiet)
         if cfg.model.backbone == "birdnet":
             from birdsed.train.embedtrain import train_birdnet
 
             return train_birdnet(Path(data), cfg, run, Path(val_data) if val_data else None, quiet)
         return _train_sed(Path(data), cfg, run, resume, val_data, quiet, extra_callbacks)
+
+
+class SamplerEpoch(L.Callback):
+    """Sets the sampler's epoch to the trainer's current epoch as each epoch starts (before its pass is drawn)."""
+
+    def __init__(self, sampler: EpochSampler):
+        self.sampler = sampler
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.sampler.epoch = trainer.current_epoch
+
+
+class StopCatcher(L.Callback):
+    """Keeps the KeyboardInterrupt (Ctrl-C, or errors.Terminated for SIGTERM) that stopped a fit: Lightning
+    hands it to on_exception, then turns it into exit(1)."""
+
+    def __init__(self):
+        self.signal: KeyboardInterrupt | None = None
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.signal = exception
+
+
+def fit_stoppable(trainer: L.Trainer, stop: StopCatcher, fit: Callable[[], None], last: Path) -> None:
+    """Run `fit`; stopped by a signal, raise it again (not Lightning's exit(1)) with a note saying what is kept:
+    the last finished epoch's checkpoint, `last`, which a resumed run continues from."""
+    try:
+        fit()
+    except SystemExit:
+        if stop.signal is None:
+            raise
+        kept = (
+            f"The last finished epoch is kept ({last})."
+            if last.is_file()
+            else f"No epoch had finished: nothing kept in {last.parent.parent}."
+        )
+        stop.signal.add_note(kept)
+        raise stop.signal from None
+
+
+def quiet_worker(worker_id: int) -> None:
+    """A data-loader worker leaves Ctrl-C and SIGTERM to the training process (which stops it): a worker killed
+    by the signal sent to the whole process group made the loader raise its own error instead of a clean stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    pl_worker_init_function(worker_id)
+
+
+def _with_teacher(cfg: Config, teacher: Path, data: Path, run: Path, unlabelled: list[str], quiet: bool) -> Config:
+    """cfg with the teacher's soft labels of `data` and `unlabelled` (run/teacher_pl) added to data.pseudo."""
+    from birdsed.train.pseudo import teacher_labels
+
+    pl = teacher_labels(
+        teacher, data, run / "teacher_pl", unlabelled, quiet=quiet, allow_outside=cfg.data.allow_outside_paths
+    )
+    return replace(cfg, data=replace(cfg.data, pseudo=(*cfg.data.pseudo, str(pl.resolve()))))
 
 
 def _train_sed(
@@ -113,12 +183,18 @@ def _train_sed(
         cfg.data.short_policy,
     )
     accel = lightning_accelerator(t.device)
-    loader_kw = dict(num_workers=t.workers, pin_memory=accel == "gpu", persistent_workers=t.workers > 0)
+    loader_kw = dict(
+        num_workers=t.workers,
+        pin_memory=accel == "gpu",
+        persistent_workers=t.workers > 0,
+        worker_init_fn=quiet_worker,
+    )
     # loaders draw from their own generators, never the global one (a resumed run's RNG stream stays the same)
+    sampler = EpochSampler(len(train_ds), t.seed, epoch=0 if resume_epoch is None else resume_epoch + 1)
     train_dl = DataLoader(
         train_ds,
         batch_size=t.batch_size,
-        sampler=EpochSampler(len(train_ds), t.seed),
+        sampler=sampler,
         drop_last=len(train_ds) > t.batch_size,
         generator=torch.Generator().manual_seed(t.seed),
         **loader_kw,
@@ -181,7 +257,8 @@ def _train_sed(
         callbacks.append(EMAWeightAveraging(decay=t.ema_decay))
     if not quiet:
         callbacks.append(RichProgressBar(leave=True))
-    callbacks += extra_callbacks or []
+    stop = StopCatcher()
+    callbacks += [*(extra_callbacks or []), stop, SamplerEpoch(sampler)]
     trainer = L.Trainer(
         accelerator=accel,
         devices=t.devices,
@@ -211,7 +288,12 @@ def _train_sed(
             ".*no `val_dataloader`.*",
         ):
             warnings.filterwarnings("ignore", noise)
-        trainer.fit(task, train_dl, val_dl, ckpt_path=str(last) if resume else None, weights_only=True)
+        fit_stoppable(
+            trainer,
+            stop,
+            lambda: trainer.fit(task, train_dl, val_dl, ckpt_path=str(last) if resume else None, weights_only=True),
+            last,
+        )
     if not trainer.is_global_zero:
         return run / "model"
     best = ckpt_dir / "best.ckpt"
