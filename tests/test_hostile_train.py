@@ -225,3 +225,17 @@ def test_a_stopped_self_train_says_so(synth_data, tmp_path):
     assert rc == 130, out
     assert "Traceback" not in out
     assert "stopped by SIGINT." in out and "The same command continues" in out.replace("\n", " ")
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_weights(tmp_path):
+    """benchmarks/bench_resume.py with three kills (random moments and checkpoint writes): every resumed run ends
+    with the uninterrupted run's weights, byte for byte."""
+    import json
+
+    out = tmp_path / "resume.json"
+    argv = [sys.executable, str(REPO / "benchmarks" / "bench_resume.py"), "--kills", "3", "--kills-per-trial", "3"]
+    done = subprocess.run([*argv, "--work", str(tmp_path / "w"), "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    assert result["kills"] >= 3 and result["all_identical"]
