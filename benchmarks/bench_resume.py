@@ -78,7 +78,7 @@ def trial(i: int, store: Path, root: Path, ref_s: float, kills: int, args, rng: 
         argv = train_argv(store, run, args) + (["--resume"] if resume else [])
         if killed < kills:
             on_write = rng.random() < args.mid_write_share
-            what, s = run_until(argv, rng.uniform(0.25, 1.0) * ref_s, on_write, run)
+            what, s = run_until(argv, rng.uniform(0.1, 0.8) * ref_s, on_write, run)
             killed += what != "finished"
         else:
             what, s = run_until(argv, None, False, run)
@@ -126,12 +126,12 @@ def main() -> None:
     rows = [{"trial": "again", "kills": 0, "path": "uninterrupted", "same": weights_digest(again) == reference,
              "steps": trained_steps(again)}]  # fmt: skip
     rng, left, i = random.Random(args.seed), args.kills, 0
-    while left > 0:
+    while left > 0 and i < 3 * args.kills:  # a run may finish before its kill moment: trials until enough kills
         r = trial(i, store, root, ref_s, min(left, args.kills_per_trial), args, rng)
         r["same"] = r.pop("digest") == reference
         rows.append(r)
         print(f"trial {i}: {r['kills']} kill(s), {'identical' if r['same'] else 'DIFFERENT'}: {r['path']}", flush=True)
-        left -= max(1, r["kills"])
+        left -= r["kills"]
         i += 1
     print_markdown(rows, {"trial": "{trial}", "kills": "{kills}", "what happened": "{path}", "steps": "{steps}",
                           "weights identical": "{same}"})  # fmt: skip
