@@ -44,6 +44,27 @@ def tiny_model(folder: Path, classes: list[str]) -> Path:
     return save_model_dir(model, folder)
 
 
+# The one set of fast training overrides for tests of what a trained run does (not of what it learns): a few epochs
+# of tiny batches, no loader process. Add what a test needs (`[*FAST, "train.max_steps=3"]`).
+FAST = ["train.epochs=3", "train.batch_size=4", "train.workers=0", "data.balance_min=4", "data.val_windows=1"]
+FAST_SET = [x for kv in FAST for x in ("--set", kv)]  # the same as CLI options
+
+
+def run_cli(capsys, *argv) -> tuple[int, str]:
+    """birdsed's main() in this process: (exit status, what it printed)."""
+    from birdsed.cli import main
+
+    rc = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return rc, cap.out + cap.err
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """One untrained tiny SED model over classes x and y for the session: copy it before changing it."""
+    return tiny_model(tmp_path_factory.mktemp("model") / "m", ["x", "y"])
+
+
 @pytest.fixture
 def nips4b() -> Path:
     if not (NIPS4B / "labels.csv").is_file():

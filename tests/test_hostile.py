@@ -20,16 +20,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-from conftest import write_audio
+from conftest import FAST, FAST_SET, run_cli, write_audio
 
-from birdsed.cli import main
-from birdsed.config import FrontendConfig, ModelConfig, apply_overrides, load_config
-from birdsed.model.modeldir import save_model_dir
-from birdsed.model.sed import SEDModel
+from birdsed.config import apply_overrides, load_config
 from birdsed.train.embedcache import EmbeddingCache
-
-FAST = ["train.epochs=3", "train.batch_size=4", "train.workers=0", "data.balance_min=4", "data.val_windows=1"]
-FAST_SET = [x for kv in FAST for x in ("--set", kv)]
 
 
 class _Payload:
@@ -43,19 +37,6 @@ class _Payload:
 def plant_pickle(path, marker):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps({"state_dict": {"w": _Payload(marker)}, "epoch": 0}))
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    m = SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), ["x", "y"]).eval()
-    return save_model_dir(m, tmp_path_factory.mktemp("model") / "m")
-
-
-def run_cli(capsys, *argv) -> tuple[int, str]:
-    rc = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return rc, cap.out + cap.err
 
 
 def no_temp_files(folder) -> bool:

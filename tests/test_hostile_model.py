@@ -8,9 +8,8 @@ import shutil
 
 import pandas as pd
 import pytest
-from conftest import tiny_model, write_audio
+from conftest import run_cli, tiny_model, write_audio
 
-from birdsed.cli import main
 from birdsed.data.manifest import read_dataset
 from birdsed.data.store import AudioStore, prepare
 from birdsed.errors import ManifestError, ModelError, StoreError
@@ -22,12 +21,6 @@ from birdsed.model.modeldir import save_ensemble
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     return tiny_model(tmp_path_factory.mktemp("model") / "m", ["a", "b"])
-
-
-def run_cli(capsys, *argv) -> tuple[int, str]:
-    rc = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return rc, cap.out + cap.err
 
 
 def tampered(model_dir, tmp_path, edit) -> object:

@@ -12,27 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
-from conftest import write_audio
+from conftest import run_cli, write_audio
 
 from birdsed.cli import main
-from birdsed.config import FrontendConfig, ModelConfig
 from birdsed.errors import BirdsedError
-from birdsed.model.modeldir import save_model_dir
-from birdsed.model.sed import SEDModel
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    m = SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), ["x", "y"]).eval()
-    return save_model_dir(m, tmp_path_factory.mktemp("model") / "m")
-
-
-def run_cli(capsys, *argv) -> tuple[int, str]:
-    rc = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return rc, cap.out + cap.err
 
 
 def predict(capsys, model_dir, out, *args) -> tuple[int, str]:

@@ -13,20 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import tiny_model
+from conftest import FAST, FAST_SET, run_cli, tiny_model
 
 from birdsed.cli import main
 from birdsed.cli.values import cores
 
-FAST = ["train.epochs=3", "train.batch_size=4", "train.workers=0", "data.balance_min=4", "data.val_windows=1"]
-FAST_SET = [x for kv in FAST for x in ("--set", kv)]
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run_cli(capsys, *argv) -> tuple[int, str]:
-    rc = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return rc, cap.out + cap.err
 
 
 # --- values checked before anything is written --------------------------------------------------------------------
