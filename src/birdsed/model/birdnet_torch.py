@@ -5,9 +5,12 @@ CPU or CUDA.
 Each operator kind is one small function of OPS; a graph with a kind that is not there is refused when the module
 is built (a ModelError naming the kinds and the first operator of each), never run to a wrong score. Tensors keep
 TFLite's NHWC layout; a convolution sees them as channels-last NCHW views (no copy). Integer tensors (the
-spectrogram's framing arithmetic, computed from the input's shape) stay on the CPU; float constants are buffers, so
-`.to(device, dtype)` moves them. The front end's RFFT runs in fp64 whatever the dtype (LiteRT's
-FFT is more exact than torch's in fp32).
+spectrogram's framing arithmetic, computed from the input's shape) stay on the CPU. The float constants of the
+network after its spectrogram front end (the operators from the first CONV_2D on: convolution kernels and biases,
+batch-norm-folded scales and shifts, dense matrices) are parameters, so the port can be fine-tuned
+(train/finetune.py); the front end's constants (frame window, mel matrix, its normalisation) are fixed buffers.
+`.to(device, dtype)` moves both. The front end's RFFT runs in fp64 whatever the dtype (LiteRT's FFT is more exact
+than torch's in fp32).
 
 `BirdNETTorch` gives the 6,522 logits and the 1,024-d embedding (the mean before the classifier). It needs only
 torch once built: `save_state` writes the graph to a file that `from_state_file` loads where neither LiteRT nor
@@ -288,12 +291,17 @@ class TFLiteModule(nn.Module):
             raise ModelError(f"{graph.source}: operators the torch port does not know: {shown}")
         self.graph, self.out_idx = graph, list(outputs or graph.outputs)
         self.ints: dict[int, torch.Tensor] = {}  # integer constants: on the CPU, never cast
-        self.prepared: dict[tuple[int, int], str] = {}  # (op, input) -> buffer of its weight in torch's layout
+        self.prepared: dict[tuple[int, int], str] = {}  # (op, input) -> parameter of its weight in torch's layout
+        self.frontend_ops = next((n for n, op in enumerate(graph.ops) if op.kind == "CONV_2D"), len(graph.ops))
+        weights = {i for op in graph.ops[self.frontend_ops :] for i in op.inputs}
+        self.kernels = {op.inputs[1] for op in graph.ops if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D")}
         for i, t in graph.constants.items():
-            if t.is_floating_point():
-                self.register_buffer(f"c{i}", t.float())
-            else:
+            if not t.is_floating_point():
                 self.ints[i] = t
+            elif i in weights and i not in self.kernels:  # a kernel is kept once, in torch's layout (_prepare)
+                self.register_parameter(f"c{i}", nn.Parameter(t.float()))
+            elif i not in weights:
+                self.register_buffer(f"c{i}", t.float())
         for n, op in enumerate(graph.ops):
             if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
                 self._prepare(n, op)
@@ -306,6 +314,8 @@ class TFLiteModule(nn.Module):
             if i not in graph.constants and i not in self.out_idx and i >= 0:
                 self.free_after[n].append(i)
         self._float = torch.float32
+        # applied to the front end's output (the first CONV_2D's input, NHWC) when set: SpecAugment in fine-tuning
+        self.frontend_hook: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def _prepare(self, n: int, op: Op) -> None:
         w = self.graph.constants.get(op.inputs[1])
@@ -313,7 +323,7 @@ class TFLiteModule(nn.Module):
             raise ModelError(f"{self.graph.source}: {op.kind} (operator {n}) has a weight that is not a constant")
         # CONV_2D: (O, KH, KW, I) -> (O, I, KH, KW); DEPTHWISE_CONV_2D: (1, KH, KW, C*M) -> (C*M, 1, KH, KW)
         w = w.permute(0, 3, 1, 2) if op.kind == "CONV_2D" else w.permute(3, 0, 1, 2)
-        self.register_buffer(f"w{n}", w.float().contiguous())
+        self.register_parameter(f"w{n}", nn.Parameter(w.float().contiguous()))
         self.prepared[(n, 1)] = f"w{n}"
         if len(op.inputs) > 2 and op.inputs[2] >= 0:
             self.prepared[(n, 2)] = f"c{op.inputs[2]}"
@@ -334,14 +344,16 @@ class TFLiteModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         g = self.graph
-        floats = dict(self.named_buffers())
+        floats = {**dict(self.named_buffers()), **dict(self.named_parameters())}
         values: dict[int, torch.Tensor] = dict(self.ints)
         values.update({i: floats[f"c{i}"] for i in g.constants if f"c{i}" in floats})
         self._float = x.dtype
         values[g.inputs[0]] = x
         for n, op in enumerate(g.ops):
             self._op_index = n
-            args = [values[i] if i >= 0 else None for i in op.inputs]
+            if n == self.frontend_ops and self.frontend_hook is not None:
+                values[op.inputs[0]] = self.frontend_hook(values[op.inputs[0]])
+            args = [values[i] if i >= 0 and i not in self.kernels else None for i in op.inputs]  # kernel: weight()
             try:
                 out = OPS[op.kind](self, op, *args)
             except ModelError:
@@ -369,6 +381,17 @@ class BirdNETTorch(nn.Module):
         with exact_fp32(x.device):
             logits, emb = self.net(x)
         return logits, emb.reshape(len(x), -1)
+
+    def embedding_parameters(self) -> dict[str, nn.Parameter]:
+        """The parameters the embedding depends on, by their state_dict names (not those of the classifier after
+        the embedding, which fine-tuning under birdsed's head never reaches)."""
+        g = self.net.graph
+        reached, classifier = {g.index(EMBEDDING_TENSOR)}, set()
+        for n, op in enumerate(g.ops):
+            if reached.intersection(op.inputs):
+                reached.update(op.outputs)
+                classifier.update({f"c{i}" for i in op.inputs} | {f"w{n}"})
+        return {f"net.{k}": p for k, p in self.net.named_parameters() if k not in classifier}
 
     def save_state(self, path: str | Path, sha256: str) -> None:
         """The graph and the sha256 of the file it came from, to a file from_state_file reads (torch only)."""

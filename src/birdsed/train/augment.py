@@ -122,22 +122,27 @@ class Augmenter(nn.Module):
         return F.grid_sample(m, grid.to(m.dtype), mode="bilinear", padding_mode="zeros", align_corners=True)
 
     def _specaugment(self, m: torch.Tensor) -> torch.Tensor:
-        c = self.cfg
-        if c.specaug_p <= 0:
-            return m
-        B, _, M, T = m.shape
-        dev = m.device
-        keep = torch.ones(B, M, T, dtype=torch.bool, device=dev)
-        for n, width, size, axis in ((c.time_masks, c.time_mask_frames, T, 1), (c.freq_masks, c.freq_mask_bins, M, 2)):
-            if n <= 0 or width <= 0:
-                continue
-            w = torch.randint(0, width + 1, (B, n, 1), device=dev)
-            start = (torch.rand(B, n, 1, device=dev) * (size - w).clamp_min(1)).long()
-            pos = torch.arange(size, device=dev)[None, None, :]
-            masked = ((pos >= start) & (pos < start + w)).any(dim=1)  # (B, size)
-            keep &= ~masked.unsqueeze(axis)
-        keep |= ~_chosen(c.specaug_p, B, dev)[:, None, None]
-        return m * keep.unsqueeze(1)
+        return specaugment(m, self.cfg)
+
+
+def specaugment(m: torch.Tensor, c: AugmentConfig) -> torch.Tensor:
+    """(B, C, n_freq, T) -> same: with probability specaug_p per example, time_masks stripes of up to
+    time_mask_frames frames and freq_masks stripes of up to freq_mask_bins bins zeroed (the same on every channel)."""
+    if c.specaug_p <= 0:
+        return m
+    B, _, M, T = m.shape
+    dev = m.device
+    keep = torch.ones(B, M, T, dtype=torch.bool, device=dev)
+    for n, width, size, axis in ((c.time_masks, c.time_mask_frames, T, 1), (c.freq_masks, c.freq_mask_bins, M, 2)):
+        if n <= 0 or width <= 0:
+            continue
+        w = torch.randint(0, width + 1, (B, n, 1), device=dev)
+        start = (torch.rand(B, n, 1, device=dev) * (size - w).clamp_min(1)).long()
+        pos = torch.arange(size, device=dev)[None, None, :]
+        masked = ((pos >= start) & (pos < start + w)).any(dim=1)  # (B, size)
+        keep &= ~masked.unsqueeze(axis)
+    keep |= ~_chosen(c.specaug_p, B, dev)[:, None, None]
+    return m * keep.unsqueeze(1)
 
 
 def mixup(
