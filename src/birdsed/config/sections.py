@@ -54,6 +54,8 @@ class ModelConfig:
     # or flat (every cell kept as its own channels: the head knows where in the spectrum a pattern lies)
     embed_hop_s: float = 1.0  # backbone birdnet: 3 s sub-windows of a crop every this many seconds (embedhead.py)
     birdnet_prior: bool = False  # backbone birdnet: classes BirdNET knows start from its own classifier (embedhead.py)
+    freeze_backbone: bool = True  # backbone birdnet: false fine-tunes BirdNET itself under the head, from audio
+    # (train/finetune.py) instead of training the head on cached embeddings
 
 
 @dataclass
@@ -118,6 +120,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-2
     warmup_frac: float = 0.05
+    backbone_lr_scale: float = 0.1  # model.freeze_backbone false: BirdNET's weights learn at lr x this
     head_warmup_epochs: int = 0  # LP-FT: first train the head on the frozen backbone's features (head_warmup.py)
     head_warmup_lr: float = 1e-3
     head_warmup_views: int = 1  # >1: the warm-up cache also holds views - 1 augmented copies of each window
@@ -174,6 +177,16 @@ class Config:
             (
                 not m.birdnet_prior or m.backbone == "birdnet",
                 f"model.birdnet_prior needs model.backbone birdnet, got {m.backbone!r}",
+            ),
+            (
+                m.freeze_backbone or m.backbone == "birdnet",
+                f"model.freeze_backbone false fine-tunes BirdNET's backbone under birdsed's head; model.backbone "
+                f"{m.backbone!r} has no such backbone (a CNN trains whole): set model.backbone birdnet",
+            ),
+            (
+                m.freeze_backbone or (self.data.embedding_views == 1 and not self.data.pseudo),
+                "model.freeze_backbone false trains from audio: data.embedding_views and data.pseudo apply to the "
+                "frozen head's cached embeddings only",
             ),
             (
                 self.augment.lowpass_p <= 0 or f.compression == "db",

