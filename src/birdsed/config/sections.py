@@ -175,13 +175,13 @@ class Config:
                 f"{self.data.crop_s}",
             ),
             (
-                not m.birdnet_prior or m.backbone == "birdnet",
-                f"model.birdnet_prior needs model.backbone birdnet, got {m.backbone!r}",
-            ),
-            (
                 m.freeze_backbone or m.backbone == "birdnet",
                 f"model.freeze_backbone false fine-tunes BirdNET's backbone under birdsed's head; model.backbone "
                 f"{m.backbone!r} has no such backbone (a CNN trains whole): set model.backbone birdnet",
+            ),
+            (
+                not m.birdnet_prior or m.backbone == "birdnet",
+                f"model.birdnet_prior needs model.backbone birdnet, got {m.backbone!r}",
             ),
             (
                 m.freeze_backbone or (self.data.embedding_views == 1 and not self.data.pseudo),

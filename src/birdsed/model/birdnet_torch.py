@@ -299,7 +299,8 @@ class TFLiteModule(nn.Module):
             if not t.is_floating_point():
                 self.ints[i] = t
             elif i in weights and i not in self.kernels:  # a kernel is kept once, in torch's layout (_prepare)
-                self.register_parameter(f"c{i}", nn.Parameter(t.float()))
+                # a copy: t.float() is t itself, and training in place must not change the graph (cached per process)
+                self.register_parameter(f"c{i}", nn.Parameter(t.float().clone()))
             elif i not in weights:
                 self.register_buffer(f"c{i}", t.float())
         for n, op in enumerate(graph.ops):
@@ -323,7 +324,7 @@ class TFLiteModule(nn.Module):
             raise ModelError(f"{self.graph.source}: {op.kind} (operator {n}) has a weight that is not a constant")
         # CONV_2D: (O, KH, KW, I) -> (O, I, KH, KW); DEPTHWISE_CONV_2D: (1, KH, KW, C*M) -> (C*M, 1, KH, KW)
         w = w.permute(0, 3, 1, 2) if op.kind == "CONV_2D" else w.permute(3, 0, 1, 2)
-        self.register_parameter(f"w{n}", nn.Parameter(w.float().contiguous()))
+        self.register_parameter(f"w{n}", nn.Parameter(w.float().clone(memory_format=torch.contiguous_format)))
         self.prepared[(n, 1)] = f"w{n}"
         if len(op.inputs) > 2 and op.inputs[2] >= 0:
             self.prepared[(n, 2)] = f"c{op.inputs[2]}"

@@ -184,6 +184,8 @@ def fine_tune(
         opt.load_state_dict(ckpt["opt"])
         sched.load_state_dict(ckpt["sched"])
         first, step, rows = int(ckpt["epoch"]) + 1, int(ckpt["step"]), list(ckpt["rows"])
+        for group, base in zip(opt.param_groups, sched.base_lrs):  # the schedule of this run's epochs
+            group["lr"] = base * lr_factor(step, total, int(t.warmup_frac * total))
         log.info("resuming after epoch %d from %s", first - 1, ckpt_path)
     else:
         if cfg.model.birdnet_prior:
