@@ -2,8 +2,10 @@
 
 This module is the one place that makes temporaries and names them: `.NAME.birdsed-<8 hex>.tmp<NAME's suffix>`
 (a file, atomic_path) and `.NAME.birdsed-<8 hex>.tmpdir` (a folder, atomic_dir). remove_stale_temps removes only
-names that match those patterns exactly (TEMP_FILE, TEMP_DIR), of the right kind (a regular file, a real folder):
-a user's `.notes.tmp`, `.cache.tmp/` or `.scores.parquet.tmp` is never birdsed's, and is never touched.
+names that match those patterns exactly (TEMP_FILE, TEMP_DIR), of the right kind (a regular file, a real folder), and
+only the temporaries of the files its caller writes in that folder (`owned`): a user's `.notes.tmp`, `.cache.tmp/` or
+`.scores.parquet.tmp` is never birdsed's, nor is `.x.birdsed-12345678.tmp` in a folder where birdsed writes no `x`
+(a name that only looks like birdsed's proves nothing), and none of them is ever touched.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import secrets
 import shutil
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 _UMASK = os.umask(0)
@@ -102,21 +104,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def remove_stale_temps(folder: str | os.PathLike, names: Iterable[str] | None = None) -> int:
+def remove_stale_temps(folder: str | os.PathLike, owned: Iterable[str] | Callable[[str], bool]) -> int:
     """Remove the temporaries (temp_of: atomic_path's files, atomic_dir's folders) that a killed run left in
     `folder`, and nothing else; call it only while holding the folder's run_lock, so that no live writer's file is
-    taken. With `names`, only the temporaries of those files (a shard's own, beside other shards' live ones).
-    Returns how many."""
+    taken. `owned` says which files the caller writes in `folder` (their names, or a test of a name, such as a
+    suffix): only their temporaries go, so a file merely named like one of birdsed's, of a name birdsed does not
+    write there, stays. Returns how many."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    wanted = None if names is None else set(names)
+    owns = owned if callable(owned) else set(owned).__contains__
     n = 0
     for p in folder.iterdir():  # one listing of the folder
         if not p.name.startswith(".") or f".{MARKER}-" not in p.name:
             continue
         name = temp_of(p)
-        if name is None or (wanted is not None and name not in wanted):
+        if name is None or not owns(name):
             continue
         with contextlib.suppress(FileNotFoundError):
             if p.is_dir():
@@ -201,6 +204,7 @@ def run_lock(folder: str | os.PathLike, name: str = ".lock") -> Iterator[Path]:
     path = Path(folder) / name
     for _ in range(3):
         if _link_lock(path):
+            remove_stale_temps(folder, [name])  # a killed taker's words, left under their temporary name
             try:
                 yield path
             finally:

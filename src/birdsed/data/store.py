@@ -34,6 +34,7 @@ from birdsed.progress import progress_bar
 from birdsed.rows import class_name_problem
 
 STORE_VERSION = 1
+STORE_FILES = ("store.json", "index.parquet", "manifest.parquet", "report.csv")  # in the store's folder itself
 _INT16_SCALE = 32767.0
 
 
@@ -112,8 +113,8 @@ def prepare(
     audio_dir = out / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(out):  # one prepare at a time into a store; then what a killed run left half-written goes
-        for folder in (out, audio_dir):
-            remove_stale_temps(folder)
+        remove_stale_temps(out, STORE_FILES)
+        remove_stale_temps(audio_dir, lambda name: Path(name).suffix in (".i16", ".json"))  # each recording's pair
         return _prepare_locked(manifest, out, audio_dir, workers, quiet)
 
 

@@ -34,7 +34,7 @@ from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import remove_stale_temps, run_lock, undecodable_name, write_text_atomic
 from birdsed.infer.grid import FileResult, rows_table
 from birdsed.infer.merge import merge_if_complete
-from birdsed.infer.outputs import FORMATS, DecisionOptions, OutputSpec, write_combined
+from birdsed.infer.outputs import COMBINED, FORMATS, DecisionOptions, OutputSpec, write_combined
 from birdsed.infer.parts import part_paths, superseded
 from birdsed.infer.shard import my_inputs, parse_shard, write_record
 from birdsed.infer.writers import write_errors, write_table
@@ -43,6 +43,8 @@ from birdsed.kaggle.cornell import read_kaggle_test
 from birdsed.model.meta import default_output_of, kind_of, model_digest, read_meta, thresholds_of
 
 log = logging.getLogger(__name__)
+
+RUN_FILES = ("run.json", "errors.csv", *COMBINED)  # what predict writes in OUT itself (a killed run's temporaries go)
 
 
 @dataclass
@@ -210,8 +212,8 @@ def run_predict(
             if shard:  # what this shard's killed run left half-written (never another shard's live files)
                 remove_stale_temps(parts, [p.name for p in part_of.values()])
             else:
-                for folder in (out, parts):
-                    remove_stale_temps(folder)
+                remove_stale_temps(out, RUN_FILES)
+                remove_stale_temps(parts, lambda name: name.endswith(".parquet"))  # any run's parts, of any input
             changed = superseded(parts, part_of)
             todo = [f for f in files if not part_of[f].is_file()]
             if changed:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -52,16 +52,19 @@ def close_epoch(ckpt: dict) -> None:
 
 
 @contextlib.contextmanager
-def held_run_folder(run: Path, swept: tuple[Path, ...], lock: str = ".lock") -> Iterator[None]:
-    """Hold `run`'s lock and remove what a killed run left half-written in the `swept` folders, in the launching
-    process (rank zero) alone: a multi-process run's other ranks start after it, and write nothing there."""
+def held_run_folder(
+    run: Path, swept: dict[Path, Iterable[str] | Callable[[str], bool]], lock: str = ".lock"
+) -> Iterator[None]:
+    """Hold `run`'s lock and remove what a killed run left half-written in the `swept` folders (each with the files
+    the run writes there: remove_stale_temps), in the launching process (rank zero) alone: a multi-process run's
+    other ranks start after it, and write nothing there."""
     run.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank != 0:
         yield
         return
     with run_lock(run, lock):
-        for folder in swept:
-            remove_stale_temps(folder)
+        for folder, owned in swept.items():
+            remove_stale_temps(folder, owned)
         yield
 
 

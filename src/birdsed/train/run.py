@@ -29,6 +29,7 @@ from birdsed.data.sampling import build_items, targets
 from birdsed.data.store import check_store, is_store
 from birdsed.device import check_devices, die_with_parent, lightning_accelerator, lightning_precision
 from birdsed.errors import ConfigError
+from birdsed.model.meta import META, WEIGHTS
 from birdsed.model.modeldir import save_model_dir
 from birdsed.train.augment import augmented_mel
 from birdsed.train.checkpoint import AtomicCheckpointIO, csv_logger, held_run_folder, read_checkpoint
@@ -37,6 +38,8 @@ from birdsed.train.head_warmup import warm_up_head
 from birdsed.train.task import SEDTask
 
 log = logging.getLogger(__name__)
+
+RUN_FILES = ("config.yaml", "metrics.csv")  # what a run writes in its folder itself (a killed run's temporaries go)
 
 
 def train(
@@ -65,7 +68,12 @@ def train(
         if given is not None and is_store(given):
             check_store(given)  # a damaged store is refused before the run folder exists
     run = Path(out)
-    with held_run_folder(run, (run, run / "checkpoints", run / "model")):
+    swept = {
+        run: RUN_FILES,
+        run / "checkpoints": lambda name: name.endswith((".ckpt", ".pt")),
+        run / "model": (META, WEIGHTS),
+    }
+    with held_run_folder(run, swept):
         if teacher is not None:
             cfg = _with_teacher(cfg, Path(teacher), Path(data), run, unlabelled or [], quiet)
         if cfg.model.backbone == "birdnet" and not cfg.model.freeze_backbone:

@@ -73,7 +73,8 @@ def self_train(
     val = Path(val_data) if val_data else None
     from birdsed.train.checkpoint import held_run_folder
 
-    with held_run_folder(out, (out,), ".lock-self-train"):  # its rounds.csv; each round's folder: its own train
+    # its rounds.csv here; each round's folder is its own train's
+    with held_run_folder(out, {out: ["rounds.csv"]}, ".lock-self-train"):
         rows = []
         model = train_round(data, cfg, out / "round0", val, quiet)
         rows.append(round_row(0, out / "round0", 0))
