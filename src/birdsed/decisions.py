@@ -33,10 +33,13 @@ class Thresholds:
     @classmethod
     def from_dict(cls, d: dict | None) -> Thresholds:
         """From model.json's "thresholds" ({"global": {kind: t}, "per_class": {kind: {class: t}}}); every t a number
-        in [0, 1], every kind one of OUTPUT_KINDS (a ConfigError naming the value otherwise)."""
-        d = d or {}
+        in [0, 1], every kind one of OUTPUT_KINDS (a ConfigError naming the value otherwise); None (no thresholds
+        written) is the reference thresholds, any other value that is not that mapping (0, [], a key of another name)
+        an error."""
+        d = {} if d is None else d
         if (
             not isinstance(d, dict)
+            or not set(d) <= {"global", "per_class"}
             or not isinstance(d.get("global", {}), dict)
             or not isinstance(d.get("per_class", {}), dict)
         ):

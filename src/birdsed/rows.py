@@ -4,6 +4,7 @@ last one possibly partial (a recording of 12 s has rows [0, 5), [5, 10), [10, 12
 from __future__ import annotations
 
 import math
+import unicodedata
 
 import numpy as np
 import pandas as pd
@@ -50,11 +51,18 @@ RESERVED_NAMES = frozenset(SCORE_META_COLUMNS)
 
 
 def class_name_problem(classes: list[str]) -> str | None:
-    """What is wrong with a list of class names, or None: an empty (or blank) name, a name listed twice, or one of
+    """What is wrong with a list of class names, or None: an empty (or blank) name, a name holding a control
+    character (a tab or a line break splits a row of the Raven and Audacity tables), a name listed twice, or one of
     RESERVED_NAMES (a class named `file` would overwrite scores.parquet's file column, and every predict dies)."""
     blank = [c for c in classes if not str(c).strip()]
     if blank:
         return f"an empty class name ({blank[0]!r})"
+    control = [c for c in classes if any(unicodedata.category(ch) == "Cc" for ch in str(c))]
+    if control:
+        return (
+            f"class name(s) {control[:5]} hold a tab, line break or other control character, which splits a row "
+            "of the Raven and Audacity tables; rename them"
+        )
     reserved = sorted({c for c in classes if c in RESERVED_NAMES})
     if reserved:
         return f"class name(s) {reserved} are reserved for output columns ({sorted(RESERVED_NAMES)}); rename them"

@@ -304,8 +304,10 @@ KINDS: dict[str, Kind] = {
 
 
 def kind_of(raw: dict[str, Any]) -> str:
-    """model.json's kind (directories written before kinds existed: "ensemble" when it lists members, else "sed")."""
-    return raw.get("kind") or ("ensemble" if "ensemble" in raw else "sed")
+    """model.json's kind (directories written before kinds existed: "ensemble" when it lists members, else "sed");
+    a kind that is not a name (0, [1], {}) is returned as written, for parse_meta to refuse."""
+    kind = raw.get("kind")
+    return ("ensemble" if "ensemble" in raw else "sed") if kind is None else kind
 
 
 def parse_meta(path: Path, raw: Any) -> ModelMeta:
@@ -315,6 +317,6 @@ def parse_meta(path: Path, raw: Any) -> ModelMeta:
     if depth(raw) > MAX_DEPTH:
         raise _fail(path, f"nested deeper than {MAX_DEPTH} levels; not a model.json birdsed wrote")
     kind = kind_of(raw)
-    if kind not in KINDS:
-        raise _fail(path, f"unknown model kind {kind!r}; valid: {list(KINDS)}")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise _fail(path, f"unknown model kind {kind!r:.100}; valid: {list(KINDS)}")
     return KINDS[kind].parse(path, raw)
