@@ -66,6 +66,17 @@ OS_ADVICE = {
 }
 
 
+def error_message(e: BirdsedError) -> str:
+    """A birdsed error as its own words: one raised in a DataLoader worker comes back wrapped by torch ("Caught
+    StoreError in DataLoader worker process 0." and the worker's traceback); its last line is the message."""
+    text = str(e)
+    if "\nOriginal Traceback" not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    name = f"{type(e).__module__}.{type(e).__qualname__}: "
+    return last.removeprefix(name)
+
+
 def os_error_message(e: OSError) -> str:
     """An OSError as one line naming the path and what to do."""
     where = e.filename or "a file"
@@ -116,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         with terminate_as_interrupt(), c_stderr_off(not args.verbose):
             return int(args.func(args) or 0)
     except BirdsedError as e:
-        console.print(f"error: {e}", style="red")
+        console.print(f"error: {error_message(e)}", style="red")
         return 2
     except OSError as e:  # disk full, permissions, a read-only file system: one line, what was finished stays
         console.print(f"error: {os_error_message(e)}", style="red")

@@ -71,11 +71,22 @@ def _source_stamp(path: str) -> dict:
 
 
 def _entry_is_current(json_path: Path, source: str) -> bool:
+    """Whether a recording's samples are in the store whole, from its source as it is now (a truncated or
+    replaced .i16 is decoded again)."""
     try:
         entry = json.loads(json_path.read_text())
         stamp = _source_stamp(source)
-        return json_path.with_suffix(".i16").is_file() and all(entry.get(k) == v for k, v in stamp.items())
-    except (OSError, ValueError):
+        whole = _i16_is_whole(json_path.with_suffix(".i16"), entry.get("n_samples"))
+        return whole and all(entry.get(k) == v for k, v in stamp.items())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _i16_is_whole(path: Path, n_samples: object) -> bool:
+    """Whether `path` is a regular file holding exactly `n_samples` int16 samples."""
+    try:
+        return path.is_file() and path.stat().st_size == 2 * int(n_samples)
+    except (OSError, TypeError, ValueError):
         return False
 
 
@@ -190,6 +201,7 @@ def _write_tables(out: Path, manifest: Manifest, entries: dict[str, dict], failu
         report.to_csv(tmp, index=False)
 
 
+_KEY = re.compile(r"[A-Za-z0-9._-]+")  # recording_key's characters: a key never leaves the audio folder
 INDEX_COLUMNS = ("recording_id", "key", "n_samples", "duration_s")
 MANIFEST_COLUMNS = ("recording_id", "path", "primary_labels", "secondary_labels")
 
@@ -235,17 +247,38 @@ def _checked_index(root: Path) -> pd.DataFrame:
         n = pd.to_numeric(index["n_samples"], errors="raise")
         d = pd.to_numeric(index["duration_s"], errors="raise")
         ok = bool(((n >= 0) & np.isfinite(d) & (d >= 0)).all()) and index["recording_id"].map(type).eq(str).all()
+        ok = ok and index["key"].map(lambda k: isinstance(k, str) and _KEY.fullmatch(k) is not None).all()
     except (ValueError, TypeError):
         ok = False
     if not ok or index["recording_id"].duplicated().any():
-        raise StoreError(f"{root / 'index.parquet'}: damaged ids, sample counts or durations; prepare the store again")
+        raise StoreError(
+            f"{root / 'index.parquet'}: damaged ids, keys, sample counts or durations; prepare the store again"
+        )
     return index
+
+
+def _check_audio(root: Path, index: pd.DataFrame) -> None:
+    """Every recording's samples there whole (a stat each), or a StoreError naming the first broken ones."""
+    broken = [
+        root / "audio" / f"{key}.i16"
+        for key, n in zip(index["key"], index["n_samples"], strict=True)
+        if not _i16_is_whole(root / "audio" / f"{key}.i16", n)
+    ]
+    if broken:
+        more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+        raise StoreError(
+            f"{broken[0]}{more}: missing or of the wrong size; run `birdsed prepare` into the store again "
+            "(it decodes them afresh)"
+        )
 
 
 def check_store(root: str | os.PathLike) -> Manifest:
     """Open a prepared store and read its manifest, every file checked (a StoreError naming the file and what is
-    wrong): what `train` calls before it creates anything."""
-    return AudioStore(root).manifest()
+    wrong, every recording's samples there whole): what `train` calls before it creates anything."""
+    store = AudioStore(root)
+    manifest = store.manifest()
+    _check_audio(store.root, store.index)
+    return manifest
 
 
 class AudioStore:
