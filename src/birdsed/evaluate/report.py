@@ -36,7 +36,7 @@ from birdsed.config.choices import REPORT_MAX_MINUTES, REPORT_MAX_PICTURES, REPO
 from birdsed.errors import AudioDecodeError, BirdsedError, ConfigError  # noqa: E402
 from birdsed.fsutil import write_text_atomic  # noqa: E402
 from birdsed.infer.writers import merge_runs  # noqa: E402
-from birdsed.model.meta import default_output_of
+from birdsed.model.meta import default_output_of, read_meta
 from birdsed.rows import DETECTION_COLUMNS, SCORE_META_COLUMNS, plain_cell
 
 COLOURS = plt.get_cmap("tab10").colors
@@ -66,13 +66,36 @@ def check_pages(max_recordings: int, page_s: float, max_minutes: float) -> None:
 
 
 def read_detections(path: Path) -> pd.DataFrame:
-    """predict's detections.csv with file names and labels as they are (an empty or "NA" class name stays text)."""
+    """predict's detections.csv with file names and labels as written (an empty or "NA" class name stays text); a
+    damaged one is a BirdsedError naming it."""
     if not path.is_file():
         return pd.DataFrame(columns=list(DETECTION_COLUMNS))
-    det = pd.read_csv(path, dtype={"file": str, "label": str}, keep_default_na=False, na_values={"score": ["", "nan"]})
+    try:
+        det = pd.read_csv(
+            path, dtype={"file": str, "label": str}, keep_default_na=False, na_values={"score": ["", "nan"]}
+        )
+    except (ValueError, UnicodeDecodeError) as e:  # pandas' ParserError and EmptyDataError are ValueErrors
+        raise BirdsedError(f"{path}: not a detections table of predict ({type(e).__name__}); predict again") from e
+    lacking = [c for c in DETECTION_COLUMNS if c not in det.columns]
+    if lacking:
+        raise BirdsedError(f"{path}: not a detections table of predict: no column(s) {lacking}; predict again")
     for c in ("file", "label"):  # as predict wrote them, before the spreadsheet escape (rows.spreadsheet_cell)
         det[c] = det[c].map(plain_cell)
     return det
+
+
+def _run_model(pred_dir: Path) -> Path | None:
+    """The model folder predict ran (run.json's "model"), None without a run.json; a damaged one is an error."""
+    path = pred_dir / "run.json"
+    if not path.is_file():
+        return None
+    try:
+        model = json.loads(path.read_text())["model"]
+    except (OSError, ValueError, KeyError, TypeError) as e:  # not JSON, not an object, no "model"
+        raise BirdsedError(f"{path}: not a predict folder's run.json ({type(e).__name__}: {e})") from e
+    if not isinstance(model, str):
+        raise BirdsedError(f"{path}: 'model' = {model!r:.80}: not a folder name")
+    return Path(model)
 
 
 def _png(fig) -> str:
@@ -266,11 +289,13 @@ def build_report(
     if not (pred_dir / "scores.parquet").is_file():
         raise BirdsedError(f"{pred_dir}: no scores.parquet; run `birdsed predict --out {pred_dir}` first")
     out = Path(out) if out else pred_dir / "report.html"
-    scores = pd.read_parquet(pred_dir / "scores.parquet")
+    from birdsed.evaluate.score import read_scores
+
+    scores = read_scores(pred_dir / "scores.parquet")
     det = read_detections(pred_dir / "detections.csv")
-    run_json = json.loads((pred_dir / "run.json").read_text()) if (pred_dir / "run.json").is_file() else {}
-    model_json = Path(run_json.get("model", "")) / "model.json"
-    default_output = default_output_of(json.loads(model_json.read_text()) if model_json.is_file() else {})
+    model_dir = _run_model(pred_dir)
+    meta = read_meta(model_dir) if model_dir is not None and (model_dir / "model.json").is_file() else {}
+    default_output = default_output_of(meta)
     output = output or default_output
     aligned = None
     if truth:
