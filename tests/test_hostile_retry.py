@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import write_audio
-from test_hostile import FAST_SET, model_dir, run_cli  # noqa: F401 - fixtures
+from conftest import FAST_SET, run_cli, write_audio
 from test_hostile_temps import _dataset, _predict_argv
 
 from birdsed.fsutil import temp_name

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from conftest import tiny_model, write_audio
-from test_hostile import FAST_SET, kill_when, model_dir, run_cli, tiny_disk  # noqa: F401 - fixtures
+from conftest import FAST_SET, run_cli, tiny_model, write_audio
+from test_hostile import kill_when, tiny_disk  # noqa: F401 - fixtures
 
 from birdsed.fsutil import TEMP_DIR, TEMP_FILE, temp_name, temp_of
 
