@@ -14,6 +14,7 @@ import pytest
 from birdsed.data.store import recording_key
 from birdsed.decisions import Thresholds
 from birdsed.infer.outputs import DecisionOptions, OutputSpec, write_combined
+from birdsed.infer.writers import WRITERS
 
 GOLDEN = Path(__file__).parent / "data" / "combined_outputs"
 CLASSES = ["amecro", "blujay", "norcar"]
@@ -91,3 +92,55 @@ def golden(variant: str) -> dict[str, bytes]:
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_every_format_writes_the_bytes_it_wrote_before_the_writers(variant, tmp_path):
     assert combined_outputs(tmp_path, variant) == golden(variant)
+
+
+def _write(tmp_path: Path, formats: tuple[str, ...]) -> list[str]:
+    """write_combined over the fixed parts with `formats` and no Kaggle input: the files of OUT, relative."""
+    audio, out = tmp_path / "audio", tmp_path / "out"
+    for name in RECORDINGS:
+        (audio / name).parent.mkdir(parents=True, exist_ok=True)
+        (audio / name).write_bytes(b"")
+    spec = OutputSpec(formats, DecisionOptions(threshold=0.5))
+    write_combined(out, _parts(audio, tmp_path / "parts"), CLASSES, Thresholds(), "segmentwise", spec)
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+
+
+def test_format_names_exactly_what_is_written(tmp_path):
+    """scores.parquet always, then only what --format names: raven alone writes no detections.csv."""
+    files = _write(tmp_path, ("raven",))
+    assert files[-1] == "scores.parquet" and [f for f in files if not f.startswith("raven/")] == ["scores.parquet"]
+    assert len([f for f in files if f.startswith("raven/")]) == len(RECORDINGS)
+
+
+def test_kaggle_names_the_submission_of_the_kaggle_input_given():
+    assert OutputSpec(("csv",)).writers() == ["scores", "csv"]
+    assert OutputSpec(("csv", "csv", "raven")).writers() == ["scores", "csv", "raven"]
+    assert OutputSpec(("csv",), test_csv="test.csv").writers() == ["scores", "csv", "cornell"]  # implied, as before
+    assert OutputSpec(("kaggle",), sample_submission="s.csv").writers() == ["scores", "birdclef"]
+    assert set(OutputSpec(("csv", "kaggle", "raven", "audacity"), test_csv="t").writers()) <= set(WRITERS)
+
+
+def test_a_writer_failing_leaves_no_combined_output_half_written(tmp_path, monkeypatch):
+    """One writer raising mid-run: every writer's files are discarded (no scores.parquet, no temporaries)."""
+    from birdsed.fsutil import temp_of
+
+    def fail(self, batch):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(WRITERS["audacity"], "add", fail)
+    with pytest.raises(OSError, match="disk full"):
+        _write(tmp_path, ("csv", "audacity"))
+    left = [p.name for p in (tmp_path / "out").rglob("*")]
+    assert "scores.parquet" not in left and "detections.csv" not in left
+    assert not [n for n in left if temp_of(tmp_path / "out" / n) is not None]
+
+
+def test_format_kaggle_without_a_kaggle_input_is_refused(tmp_path, capsys):
+    """--format kaggle with plain recordings: exit 2, one error line naming the inputs it needs, nothing written."""
+    from birdsed.cli import main
+
+    argv = ["predict", "--model", str(tmp_path / "m"), str(tmp_path), "--out", str(tmp_path / "out"), "--quiet"]
+    assert main([*argv, "--format", "csv", "kaggle"]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "--format kaggle" in err and "--test-csv" in err
+    assert not (tmp_path / "out").exists()

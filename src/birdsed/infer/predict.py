@@ -34,10 +34,10 @@ from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import remove_stale_temps, run_lock, undecodable_name, write_text_atomic
 from birdsed.infer.grid import FileResult, rows_table
 from birdsed.infer.merge import merge_if_complete
-from birdsed.infer.outputs import COMBINED, FORMATS, DecisionOptions, OutputSpec, write_combined
+from birdsed.infer.outputs import DecisionOptions, OutputSpec, write_combined
 from birdsed.infer.parts import part_paths, superseded
 from birdsed.infer.shard import my_inputs, parse_shard, write_record
-from birdsed.infer.writers import write_errors, write_table
+from birdsed.infer.writers import COMBINED, write_errors, write_table
 from birdsed.kaggle.birdclef import sample_columns
 from birdsed.kaggle.cornell import read_kaggle_test
 from birdsed.model.meta import default_output_of, kind_of, model_digest, read_meta, thresholds_of
@@ -163,9 +163,14 @@ def run_predict(
     cluster: run the recordings on a dask.distributed cluster (cluster.py: local:N, tcp://HOST:PORT, FILE.yaml)."""
     if cluster and backend != "torch":
         raise ConfigError("--cluster runs the torch backend")
-    unknown = set(formats) - set(FORMATS)
-    if unknown:
-        raise ConfigError(f"unknown format(s) {sorted(unknown)}; valid: {list(FORMATS)}")
+    spec = OutputSpec(
+        tuple(formats),
+        decision,
+        str(test_csv) if test_csv else None,
+        str(audio_dir) if audio_dir else None,
+        str(sample_submission) if sample_submission else None,
+    )
+    spec.check()
     _check_grid(window_s, hop_s)
     if sample_submission and test_csv:
         raise ConfigError(
@@ -180,13 +185,6 @@ def run_predict(
         files, errors = resolve_inputs(inputs, test)
         if not files and not errors:
             raise BirdsedError("no audio files to predict (give files, folders or --test-csv)")
-        spec = OutputSpec(
-            tuple(formats),
-            decision,
-            str(test_csv) if test_csv else None,
-            str(audio_dir) if audio_dir else None,
-            str(sample_submission) if sample_submission else None,
-        )
         i, n = parse_shard(shard) if shard else (0, 0)
         if shard:
             out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,13 @@
-"""Output writers: scores.parquet, detections.csv, Raven selection tables, Audacity labels (the submissions: kaggle/).
+"""Output writers: predict's combined outputs, one class per format, registered by name (whisper's ResultWriter and
+get_writer); and the tables they write.
 
-Every file is written to a temporary name and renamed, so a reader never sees half a file.
+    WRITERS[name]   scores (scores.parquet), csv (detections.csv), raven (raven/), audacity (audacity/), cornell and
+                    birdclef (submission.csv: row_id,birds for a Kaggle test.csv; BirdCLEF 2023-2025's probabilities)
+    Writer          start(target) -> add(batch) for each Decided batch of whole recordings, in order -> close()
+
+A new format is one Writer subclass here, registered with @writer("name"); outputs.write_combined feeds the chosen
+ones and knows none of them. Every file is written to a temporary name and renamed, so a reader never sees half a file:
+a writer's files are committed by close() and discarded when the run fails (the writer used as a context manager).
 
 The CSV tables meant for spreadsheets (detections.csv, errors.csv) never hold a formula: a text cell starting with
 = + - @, a tab, a carriage return or a quote ' is written with one more ' in front (`=HYPERLINK("x").wav` is written
@@ -10,13 +17,30 @@ of event tables take it off again (`rows.plain_cell`).
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, TextIO
 
 import numpy as np
 import pandas as pd
 
-from birdsed.fsutil import atomic_path
-from birdsed.rows import spreadsheet_cell
+from birdsed.data.store import recording_key
+from birdsed.decisions import labels_of
+from birdsed.errors import ConfigError
+from birdsed.fsutil import atomic_path, remove_stale_temps
+from birdsed.infer.decide import decide
+from birdsed.rows import DETECTION_COLUMNS, SCORE_META_COLUMNS, spreadsheet_cell
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
 
 
 def spreadsheet_safe(df: pd.DataFrame) -> pd.DataFrame:
@@ -104,3 +128,304 @@ def write_audacity(events: pd.DataFrame, path: Path) -> Path:
             for s, e, lab, sc in zip(events["start_s"], events["end_s"], events["label"], events["score"]):
                 f.write(f"{s:.3f}\t{e:.3f}\t{lab} ({sc:.2f})\n")
     return path
+
+
+# the longest stem a Raven / Audacity file is named by: the name plus ".Table.1.selections.txt" and the temporary
+# name's additions (fsutil.atomic_path) must stay within the 255 bytes of a file name
+MAX_LABEL_STEM_BYTES = 150
+
+
+def label_file_names(files: list[str]) -> dict[str, str]:
+    """Raven / Audacity files are named by the recording's stem; recordings sharing a stem, and stems too long for a
+    file name (over MAX_LABEL_STEM_BYTES bytes), get their unique key (data.store.recording_key: at most 91
+    characters, the name's end and a hash of the whole)."""
+    stem_counts = Counter(Path(f).stem for f in files)
+
+    def name(f: str) -> str:
+        stem = Path(f).stem
+        fits = len(os.fsencode(stem)) <= MAX_LABEL_STEM_BYTES
+        return stem if stem_counts[stem] == 1 and fits else recording_key(f)
+
+    return {f: name(f) for f in files}
+
+
+@dataclass
+class Target:
+    """What every writer is started with: the output folder, the model's classes, every recording to be added (in
+    order), and the decision and Kaggle inputs some formats need."""
+
+    out: Path
+    classes: list[str]
+    files: list[str]
+    max_birds: int | None = None
+    test_csv: str | None = None
+    audio_dir: str | None = None
+    sample_submission: str | None = None
+
+
+@dataclass
+class Decided:
+    """A batch of whole recordings, scored and decided (outputs.decided_batches)."""
+
+    files: list[str]  # the recordings, in order
+    scores: pa.Table  # their rows of every output kind: scores.parquet's
+    rows: pd.DataFrame  # their rows of the decided output kind, smoothed [n_rows]
+    present: np.ndarray  # [shape=(n_rows, K)] bool: the decision
+    recording: np.ndarray  # [shape=(n_rows,)] each row's recording: its place in `files`
+    thresholds: np.ndarray  # [shape=(K,)] of the decided output kind
+    classes: list[str]
+
+    @cached_property
+    def detections(self) -> pd.DataFrame:
+        """detections.csv's lines of the batch (not yet spreadsheet-safe), row by row."""
+        return detections(self.rows, self.present, self.classes)
+
+    @cached_property
+    def events(self) -> list[pd.DataFrame]:
+        """Each recording's events (merge_runs of its detections), in the order of `files`."""
+        det = self.detections
+        r = np.nonzero(self.present)[0]  # each detection's row, in the order of `det`
+        at = pd.Index(np.arange(len(r))).groupby(self.recording[r])
+        return [merge_runs(det.iloc[at[j]] if j in at else det.iloc[:0]) for j in range(len(self.files))]
+
+
+class Writer:
+    """One output format: start(target), add(batch) for each batch of whole recordings in order, close() (the files
+    committed whole). Used as a context manager: an error before close() discards what was half written."""
+
+    name: ClassVar[str]
+
+    def __init__(self) -> None:
+        self._files = contextlib.ExitStack()  # the atomic_path temporaries (and their open handles) of this writer
+
+    @classmethod
+    def sweep(cls, target: Target) -> None:
+        """Remove the temporaries of this format's files that a killed run left (the caller holds the lock of the
+        combined outputs)."""
+
+    def start(self, target: Target) -> None:
+        self.target = target
+
+    def add(self, batch: Decided) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Write what close() commits (nothing by default)."""
+
+    def close(self) -> None:
+        """Finish and commit the files (renamed from their temporaries; removed instead when finishing fails)."""
+        with self._files:
+            self.finish()
+
+    def _temporary(self, path: Path) -> Path:
+        """A temporary for `path`, renamed to it by close()."""
+        return self._files.enter_context(atomic_path(path))
+
+    def _open_text(self, path: Path) -> TextIO:
+        return self._files.enter_context(open(self._temporary(path), "w", newline=""))
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is not None:
+            self._files.__exit__(*exc)
+
+
+WRITERS: dict[str, type[Writer]] = {}
+
+
+def writer(name: str) -> Callable[[type[Writer]], type[Writer]]:
+    """Register a Writer class under `name`."""
+
+    def register(cls: type[Writer]) -> type[Writer]:
+        cls.name = name
+        WRITERS[name] = cls
+        return cls
+
+    return register
+
+
+def get_writer(name: str) -> Writer:
+    if name not in WRITERS:
+        raise ConfigError(f"unknown output writer {name!r}; valid: {sorted(WRITERS)}")
+    return WRITERS[name]()
+
+
+@writer("scores")
+class ScoresWriter(Writer):
+    """scores.parquet: every output kind's rows, row group by row group (parts.RowGroups)."""
+
+    FILE = "scores.parquet"
+
+    @classmethod
+    def sweep(cls, target: Target) -> None:
+        remove_stale_temps(target.out, [cls.FILE])
+
+    def start(self, target: Target) -> None:
+        from birdsed.infer.parts import RowGroups
+
+        super().start(target)
+        self.path = self._temporary(target.out / self.FILE)
+        self.groups = RowGroups(self._files, self.path)
+
+    def add(self, batch: Decided) -> None:
+        self.groups.add(batch.scores)
+
+    def finish(self) -> None:
+        if not self.groups.close():  # nothing finished: the table with its columns and no row
+            pd.DataFrame(columns=[*SCORE_META_COLUMNS, *self.target.classes]).to_parquet(self.path, index=False)
+
+
+class _AppendedCsv(Writer):
+    """A CSV table in `out` appended batch by batch, its header before the first lines (alone when none came)."""
+
+    FILE: ClassVar[str]
+
+    @classmethod
+    def sweep(cls, target: Target) -> None:
+        remove_stale_temps(target.out, [cls.FILE])
+
+    def start(self, target: Target) -> None:
+        super().start(target)
+        self.file, self.first = self._open_text(target.out / self.FILE), True
+
+    def add(self, batch: Decided) -> None:
+        self.lines(batch).to_csv(self.file, header=self.first, index=False)
+        self.first = False
+
+    def lines(self, batch: Decided) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def header(self) -> list[str]:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        if self.first:
+            pd.DataFrame(columns=self.header()).to_csv(self.file, index=False)
+
+
+@writer("csv")
+class DetectionsWriter(_AppendedCsv):
+    """detections.csv: file,start_s,end_s,label,score for what passes the decision (spreadsheet-safe)."""
+
+    FILE = "detections.csv"
+
+    def lines(self, batch: Decided) -> pd.DataFrame:
+        return spreadsheet_safe(batch.detections)
+
+    def header(self) -> list[str]:
+        return list(DETECTION_COLUMNS)
+
+
+@writer("birdclef")
+class ProbabilitySubmission(_AppendedCsv):
+    """submission.csv of BirdCLEF 2023-2025: row_id, then the sample submission's class columns (kaggle.birdclef)."""
+
+    FILE = "submission.csv"
+
+    def start(self, target: Target) -> None:
+        from birdsed.kaggle.birdclef import sample_columns
+
+        self.columns = sample_columns(target.sample_submission)
+        self.unknown: list[str] = []
+        super().start(target)
+
+    def lines(self, batch: Decided) -> pd.DataFrame:
+        from birdsed.kaggle.birdclef import probability_submission
+
+        sub, self.unknown = probability_submission(batch.rows, self.target.classes, self.columns)
+        return sub
+
+    def header(self) -> list[str]:
+        return ["row_id", *self.columns]
+
+    def close(self) -> None:
+        super().close()
+        if self.unknown:
+            log.warning(
+                "%d class(es) of the sample submission the model does not know score 0, e.g. %s",
+                len(self.unknown),
+                self.unknown[:5],
+            )
+
+
+@writer("cornell")
+class RowSubmission(Writer):
+    """submission.csv of Kaggle Cornell 2020 / BirdCLEF 2021: row_id,birds for every row of test.csv, in its order
+    (kaggle.cornell): each row's birds by recording and start, a whole-file row's (site 3) decided over the file's
+    rows' maxima. test.csv is held whole, as the submission is written from it at close."""
+
+    FILE = "submission.csv"
+
+    @classmethod
+    def sweep(cls, target: Target) -> None:
+        remove_stale_temps(target.out, [cls.FILE])
+
+    def start(self, target: Target) -> None:
+        from birdsed.kaggle.cornell import read_kaggle_test
+
+        super().start(target)
+        self.test = read_kaggle_test(target.test_csv, target.audio_dir)
+        self.row_birds: dict[tuple[str, float], str] = {}
+        self.file_birds: dict[str, str] = {}
+
+    def add(self, batch: Decided) -> None:
+        rows, classes = batch.rows, self.target.classes
+        names_of_rows = [batch.files[j] for j in batch.recording]
+        self.row_birds.update(zip(zip(names_of_rows, rows["start_s"].astype(float)), labels_of(batch.present, classes)))
+        per_file = pd.DataFrame(rows[classes].to_numpy()).groupby(batch.recording).max()
+        whole = labels_of(decide(per_file.to_numpy(), batch.thresholds, self.target.max_birds), classes)
+        self.file_birds.update((batch.files[j], b) for j, b in zip(per_file.index, whole))
+
+    def finish(self) -> None:
+        from birdsed.kaggle.cornell import submission
+
+        write_table(submission(self.test, self.row_birds, self.file_birds), self.target.out / self.FILE)
+
+
+class _LabelFiles(Writer):
+    """One file per recording in OUT/<folder>/, named by label_file_names (written even when it has no event)."""
+
+    FOLDER: ClassVar[str]
+    SUFFIX: ClassVar[str]
+
+    @classmethod
+    def sweep(cls, target: Target) -> None:
+        names = label_file_names(target.files).values()
+        remove_stale_temps(target.out / cls.FOLDER, [f"{name}{cls.SUFFIX}" for name in names])
+
+    def start(self, target: Target) -> None:
+        super().start(target)
+        self.names = label_file_names(target.files)
+
+    def add(self, batch: Decided) -> None:
+        for f, events in zip(batch.files, batch.events):
+            self.write(events, self.target.out / self.FOLDER / f"{self.names[f]}{self.SUFFIX}")
+
+    def write(self, events: pd.DataFrame, path: Path) -> None:
+        raise NotImplementedError
+
+
+@writer("raven")
+class RavenWriter(_LabelFiles):
+    """raven/<name>.Table.1.selections.txt: a Raven Pro selection table per recording."""
+
+    FOLDER, SUFFIX = "raven", ".Table.1.selections.txt"
+
+    def write(self, events: pd.DataFrame, path: Path) -> None:
+        write_table(raven_table(events), path, sep="\t")
+
+
+@writer("audacity")
+class AudacityWriter(_LabelFiles):
+    """audacity/<name>.txt: an Audacity label track per recording."""
+
+    FOLDER, SUFFIX = "audacity", ".txt"
+
+    def write(self, events: pd.DataFrame, path: Path) -> None:
+        write_audacity(events, path)
+
+
+# The files the writers put in OUT itself (scores.parquet, detections.csv, submission.csv): predict's own names there.
+COMBINED = tuple(sorted({cls.FILE for cls in WRITERS.values() if hasattr(cls, "FILE")}))
