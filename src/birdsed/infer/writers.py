@@ -194,6 +194,7 @@ class Writer:
     committed whole). Used as a context manager: an error before close() discards what was half written."""
 
     name: ClassVar[str]
+    FILE: ClassVar[str | None] = None  # the one file in OUT the format writes, if it writes one
 
     def __init__(self) -> None:
         self._files = contextlib.ExitStack()  # the atomic_path temporaries (and their open handles) of this writer
@@ -202,6 +203,8 @@ class Writer:
     def sweep(cls, target: Target) -> None:
         """Remove the temporaries of this format's files that a killed run left (the caller holds the lock of the
         combined outputs)."""
+        if cls.FILE:
+            remove_stale_temps(target.out, [cls.FILE])
 
     def start(self, target: Target) -> None:
         self.target = target
@@ -258,10 +261,6 @@ class ScoresWriter(Writer):
 
     FILE = "scores.parquet"
 
-    @classmethod
-    def sweep(cls, target: Target) -> None:
-        remove_stale_temps(target.out, [cls.FILE])
-
     def start(self, target: Target) -> None:
         from birdsed.infer.parts import RowGroups
 
@@ -279,12 +278,6 @@ class ScoresWriter(Writer):
 
 class _AppendedCsv(Writer):
     """A CSV table in `out` appended batch by batch, its header before the first lines (alone when none came)."""
-
-    FILE: ClassVar[str]
-
-    @classmethod
-    def sweep(cls, target: Target) -> None:
-        remove_stale_temps(target.out, [cls.FILE])
 
     def start(self, target: Target) -> None:
         super().start(target)
@@ -357,10 +350,6 @@ class RowSubmission(Writer):
     rows' maxima. test.csv is held whole, as the submission is written from it at close."""
 
     FILE = "submission.csv"
-
-    @classmethod
-    def sweep(cls, target: Target) -> None:
-        remove_stale_temps(target.out, [cls.FILE])
 
     def start(self, target: Target) -> None:
         from birdsed.kaggle.cornell import read_kaggle_test
