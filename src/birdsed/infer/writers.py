@@ -417,4 +417,4 @@ class AudacityWriter(_LabelFiles):
 
 
 # The files the writers put in OUT itself (scores.parquet, detections.csv, submission.csv): predict's own names there.
-COMBINED = tuple(sorted({cls.FILE for cls in WRITERS.values() if hasattr(cls, "FILE")}))
+COMBINED = tuple(sorted({cls.FILE for cls in WRITERS.values() if cls.FILE}))
