@@ -186,3 +186,14 @@ def test_a_recording_of_the_input_set_missing_from_the_merge_is_an_error(model_d
     assert rc == 1, text
     errors = pd.read_csv(out / "errors.csv")
     assert str(d / "a.wav") in errors["file"].tolist() and "in no shard's outputs" in " ".join(errors["reason"])
+
+
+def test_text_cells_of_any_text_dtype_are_made_spreadsheet_safe():
+    """pandas 3 infers a string dtype for columns of str (not object): they are text cells too."""
+    from birdsed.infer.writers import spreadsheet_safe
+
+    df = pd.DataFrame({"file": ["=HYPERLINK(1).wav", "a.wav"], "label": ["+bird", "-x"], "score": [0.5, 0.25]})
+    df["obj"] = pd.Series(["@sum", "b"], dtype=object)
+    safe = spreadsheet_safe(df)
+    assert list(safe["file"]) == ["'=HYPERLINK(1).wav", "a.wav"] and list(safe["label"]) == ["'+bird", "'-x"]
+    assert list(safe["obj"]) == ["'@sum", "b"] and list(safe["score"]) == [0.5, 0.25]

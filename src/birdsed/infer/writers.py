@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 
 def spreadsheet_safe(df: pd.DataFrame) -> pd.DataFrame:
     """`df` with every text cell made safe by spreadsheet_cell (a copy; numbers untouched)."""
-    text = [c for c in df.columns if df[c].dtype == object]
+    # text columns: object, or pandas 3's string dtype (inferred for every column of str)
+    text = [c for c in df.columns if df[c].dtype == object or pd.api.types.is_string_dtype(df[c].dtype)]
     if not text:
         return df
     return df.assign(**{c: df[c].map(spreadsheet_cell) for c in text})
