@@ -200,3 +200,23 @@ def test_evaluate_json_names_the_reference_not_the_seed(tmp_path, capsys):
         keys = set(report["outputs"][output])
         assert {"reference_threshold", "reference_row_f1"} <= keys
         assert not [k for k in keys if k.startswith("seed")]
+
+
+def test_a_table_with_a_column_twice_is_refused_naming_it(tmp_path, capsys):
+    """labels.csv with two `labels` columns (pandas reads the second as `labels.1` and the reader used the first)."""
+    from conftest import run_cli, write_audio
+
+    from birdsed.data.manifest import read_dataset
+    from birdsed.errors import ManifestError, TruthError
+    from birdsed.truth.formats import Table
+
+    write_audio(tmp_path / "ds" / "audio" / "a.wav", seconds=1.0)
+    (tmp_path / "ds" / "labels.csv").write_text("filename,labels,labels\na.wav,x,y\n")
+    with pytest.raises(ManifestError, match=r"\['labels'\] appear more than once"):
+        read_dataset(tmp_path / "ds")
+    rc, text = run_cli(capsys, "prepare", tmp_path / "ds", "--out", tmp_path / "st")
+    assert rc == 2 and "more than once" in text and not (tmp_path / "st").exists(), text
+    table = tmp_path / "events.csv"
+    table.write_text("file,start_s,end_s,label,label\na.wav,0,1,x,y\n")
+    with pytest.raises(TruthError, match="more than once"):
+        Table.read(table)

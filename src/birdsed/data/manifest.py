@@ -62,10 +62,28 @@ class Manifest:
         return Manifest(self.table[np.asarray(mask)].reset_index(drop=True), self.root, self.source)
 
 
+def repeated_columns(path: Path) -> list[str]:
+    """The column names a CSV's header holds more than once (pandas would rename the second `labels` to `labels.1`,
+    and the table's reader would silently use only the first)."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []  # the reader that follows says what is wrong with the file
+    names = [h.strip() for h in header]
+    return sorted({n for n in names if names.count(n) > 1})
+
+
 def read_csv_checked(path: Path, required: list[str]) -> pd.DataFrame:
-    """Read a CSV as strings; a malformed file or missing column raises ManifestError naming file, line, column."""
+    """Read a CSV as strings; a malformed file, a missing or repeated column raises ManifestError naming file, line,
+    column."""
     if not path.is_file():
         raise ManifestError(f"{path}: file not found")
+    repeated = repeated_columns(path)
+    if repeated:
+        raise ManifestError(f"{path}: column(s) {repeated} appear more than once in the header; keep one of each")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[], on_bad_lines="error")
     except pd.errors.ParserError as e:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from birdsed.data.manifest import repeated_columns
 from birdsed.errors import TruthError
 from birdsed.rows import plain_cell
 from birdsed.truth.events import event_table
@@ -173,6 +174,9 @@ class Table:
 
     @staticmethod
     def read(path: Path, label_column: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+        repeated = repeated_columns(path)
+        if repeated:
+            raise TruthError(f"{path}: column(s) {repeated} appear more than once in the header; keep one of each")
         try:
             df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
         except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
