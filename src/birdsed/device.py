@@ -51,7 +51,7 @@ def lightning_precision(precision: str, accel: str) -> str:
 def check_devices(t) -> None:
     """train.devices (a TrainConfig's) within this machine: on the CPU one process per device, at most the cores
     this process may use; on CUDA at most the GPUs torch sees. A ConfigError naming the value and the limit."""
-    from birdsed.cli.values import cores
+    from birdsed.machine import cores
 
     if t.devices == "auto":
         return

@@ -14,21 +14,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from collections.abc import Callable
 
-
-def cores() -> int:
-    """The cores this process may run on (its affinity, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def cores_cap(factor: int = 4) -> int:
-    """The most worker processes a verb starts: `factor` per core this process may use (at least 4)."""
-    return max(4, factor * cores())
+from birdsed.machine import cores, cores_cap  # noqa: F401 - the options' bounds, re-exported
 
 
 def _fmt(x: float) -> str:

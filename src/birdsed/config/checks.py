@@ -202,10 +202,12 @@ def check_image(f: Any, m: Any, crop_s: float) -> None:
 
 def check_run(t: Any) -> None:
     """A TrainConfig's devices ("auto" or a whole number) and strategy (one Lightning knows)."""
-    from lightning.pytorch.strategies import StrategyRegistry
-
     if isinstance(t.devices, str) and t.devices != "auto":
         raise ConfigError(f"train.devices = {t.devices!r}: a whole number or auto")
+    if t.strategy == "auto":  # the default: checked without importing Lightning (config stays torch-free)
+        return
+    from lightning.pytorch.strategies import StrategyRegistry
+
     strategies = ["auto", *StrategyRegistry.available_strategies()]
     if t.strategy not in strategies:
         raise ConfigError(f"train.strategy = {t.strategy!r}: valid: {', '.join(sorted(strategies))}")

@@ -39,7 +39,11 @@ from birdsed.train.task import SEDTask
 
 log = logging.getLogger(__name__)
 
-RUN_FILES = ("config.yaml", "metrics.csv")  # what a run writes in its folder itself (a killed run's temporaries go)
+RUN_FILES = (
+    "config.yaml",
+    "metrics.csv",
+    "model",
+)  # what a run writes in its folder itself (a killed run's temporaries go; model: atomic_dir)
 
 
 def train(
