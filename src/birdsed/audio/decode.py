@@ -134,14 +134,27 @@ def find_audio_files(paths: list[str | os.PathLike]) -> list[Path]:
     """Expand files and folders (recursively) into a sorted list of audio files, one entry per real file (the first
     name it was given by: `one one/x.wav`, or a relative and an absolute path, is scored once; said under -v).
     Entries named like audio that are not regular files (a folder `x.mp3`, a pipe) are listed too, so that the batch
-    reports them."""
+    reports them. In a folder, hidden entries (a name starting with '.', macOS's AppleDouble sidecars `._x.mp3` among
+    them, and whatever lies in a hidden folder) are skipped, said under -v; a hidden file named itself is listed."""
     found: list[Path] = []
+    hidden = 0
     for p in map(Path, paths):
         if p.is_dir():
-            found.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in AUDIO_EXTENSIONS))
+            audio = sorted(q for q in p.rglob("*") if q.suffix.lower() in AUDIO_EXTENSIONS)
+            shown = [q for q in audio if not is_hidden(q.relative_to(p))]
+            hidden += len(audio) - len(shown)
+            found.extend(shown)
         else:
             found.append(p)
+    if hidden:
+        log.info("skipped %d hidden / AppleDouble files (names starting with '.') in the input folders", hidden)
     return _one_per_file(found)
+
+
+def is_hidden(relative: Path) -> bool:
+    """Whether a path inside a listed folder is hidden: one of its parts starts with '.' (AppleDouble `._x.mp3`, a
+    `.Trash` or `.cache` folder)."""
+    return any(part.startswith(".") for part in relative.parts)
 
 
 def _one_per_file(found: list[Path]) -> list[Path]:

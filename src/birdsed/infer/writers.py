@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, ClassVar, TextIO
 
 import numpy as np
 import pandas as pd
+import soundfile as sf
 
 from birdsed.data.store import recording_key
 from birdsed.decisions import labels_of
@@ -105,7 +106,11 @@ def merge_runs(det: pd.DataFrame) -> pd.DataFrame:
     return merged.sort_values(["file", "start_s", "label"]).reset_index(drop=True)
 
 
-def raven_table(events: pd.DataFrame, low_hz: float = 50.0, high_hz: float = 14000.0) -> pd.DataFrame:
+# the band a Raven selection spans: birds' calls, up to the recording's Nyquist frequency when that is lower
+RAVEN_LOW_HZ, RAVEN_HIGH_HZ = 50.0, 14000.0
+
+
+def raven_table(events: pd.DataFrame, low_hz: float = RAVEN_LOW_HZ, high_hz: float = RAVEN_HIGH_HZ) -> pd.DataFrame:
     """A Raven Pro selection table (tab-separated) for one recording's events."""
     return pd.DataFrame(
         {
@@ -129,6 +134,18 @@ def write_audacity(events: pd.DataFrame, path: Path) -> Path:
             for s, e, lab, sc in zip(events["start_s"], events["end_s"], events["label"], events["score"]):
                 f.write(f"{s:.3f}\t{e:.3f}\t{lab} ({sc:.2f})\n")
     return path
+
+
+def raven_high_hz(recording: str | os.PathLike) -> float:
+    """A Raven selection's top: RAVEN_HIGH_HZ, or the recording's Nyquist frequency where lower (a selection above it
+    is outside the spectrogram Raven draws). The header of the recording is read once; a recording that can no longer
+    be read (moved away before `merge`) keeps RAVEN_HIGH_HZ."""
+    try:
+        rate_hz = sf.info(os.fspath(recording)).samplerate
+    except (sf.LibsndfileError, RuntimeError, OSError, TypeError) as e:
+        log.info("%s: sample rate not read (%s): Raven's High Freq stays %g Hz", recording, e, RAVEN_HIGH_HZ)
+        return RAVEN_HIGH_HZ
+    return min(RAVEN_HIGH_HZ, rate_hz / 2)
 
 
 # the longest stem a Raven / Audacity file is named by: the name plus ".Table.1.selections.txt" and the temporary
@@ -391,9 +408,9 @@ class _LabelFiles(Writer):
 
     def add(self, batch: Decided) -> None:
         for f, events in zip(batch.files, batch.events):
-            self.write(events, self.target.out / self.FOLDER / f"{self.names[f]}{self.SUFFIX}")
+            self.write(events, self.target.out / self.FOLDER / f"{self.names[f]}{self.SUFFIX}", f)
 
-    def write(self, events: pd.DataFrame, path: Path) -> None:
+    def write(self, events: pd.DataFrame, path: Path, recording: str) -> None:
         raise NotImplementedError
 
 
@@ -403,8 +420,8 @@ class RavenWriter(_LabelFiles):
 
     FOLDER, SUFFIX = "raven", ".Table.1.selections.txt"
 
-    def write(self, events: pd.DataFrame, path: Path) -> None:
-        write_table(raven_table(events), path, sep="\t")
+    def write(self, events: pd.DataFrame, path: Path, recording: str) -> None:
+        write_table(raven_table(events, high_hz=raven_high_hz(recording)), path, sep="\t")
 
 
 @writer("audacity")
@@ -413,7 +430,7 @@ class AudacityWriter(_LabelFiles):
 
     FOLDER, SUFFIX = "audacity", ".txt"
 
-    def write(self, events: pd.DataFrame, path: Path) -> None:
+    def write(self, events: pd.DataFrame, path: Path, recording: str) -> None:
         write_audacity(events, path)
 
 

@@ -1,0 +1,59 @@
+"""Raven and files (issue 36 item 5): hidden and AppleDouble files in input folders, Raven's High Freq within the
+recording's Nyquist frequency, per-recording Raven tables that name their sound."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import run_cli, write_audio
+
+from birdsed.audio.decode import find_audio_files
+from birdsed.infer.writers import RAVEN_HIGH_HZ, RavenWriter, raven_high_hz
+
+
+def _folder_with_hidden(root: Path) -> Path:
+    write_audio(root / "a.wav")
+    (root / "._a.mp3").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)  # macOS AppleDouble sidecar
+    write_audio(root / ".b.wav")
+    write_audio(root / ".cache" / "c.wav")
+    return root
+
+
+def test_hidden_and_appledouble_files_in_a_folder_are_skipped_and_said(tmp_path, caplog):
+    root = _folder_with_hidden(tmp_path / "in")
+    with caplog.at_level(logging.INFO, logger="birdsed.audio.decode"):
+        assert find_audio_files([root]) == [root / "a.wav"]
+    assert "skipped 3 hidden / AppleDouble files" in caplog.text
+
+
+def test_a_hidden_file_named_itself_is_listed(tmp_path):
+    root = _folder_with_hidden(tmp_path / "in")
+    assert find_audio_files([root / ".b.wav"]) == [root / ".b.wav"]
+
+
+def test_predict_over_a_folder_with_appledouble_sidecars_exits_0(capsys, model_dir, tmp_path):
+    root = _folder_with_hidden(tmp_path / "in")
+    rc, text = run_cli(capsys, "predict", "--model", model_dir, root, "--out", tmp_path / "out")
+    assert rc == 0, text
+    files = pd.read_parquet(tmp_path / "out" / "scores.parquet", columns=["file"])["file"].unique()
+    assert [Path(f).name for f in files] == ["a.wav"]
+
+
+EVENTS = pd.DataFrame({"start_s": [0.0, 5.0], "end_s": [5.0, 10.0], "label": ["x", "y"], "score": [0.9, 0.8]})
+
+
+@pytest.mark.parametrize(("rate", "high_hz"), [(22050, 11025.0), (16000, 8000.0), (32000, RAVEN_HIGH_HZ)])
+def test_raven_high_freq_is_at_most_the_recording_nyquist(tmp_path, rate, high_hz):
+    rec = write_audio(tmp_path / "r.wav", rate=rate)
+    path = tmp_path / "raven" / "r.Table.1.selections.txt"
+    RavenWriter().write(EVENTS, path, str(rec))
+    table = pd.read_csv(path, sep="\t")
+    assert (table["High Freq (Hz)"] == high_hz).all()
+    assert (table["High Freq (Hz)"] > table["Low Freq (Hz)"]).all()
+
+
+def test_raven_high_freq_of_a_recording_gone_keeps_the_default(tmp_path):
+    assert raven_high_hz(tmp_path / "moved.wav") == RAVEN_HIGH_HZ
