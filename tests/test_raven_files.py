@@ -57,3 +57,28 @@ def test_raven_high_freq_is_at_most_the_recording_nyquist(tmp_path, rate, high_h
 
 def test_raven_high_freq_of_a_recording_gone_keeps_the_default(tmp_path):
     assert raven_high_hz(tmp_path / "moved.wav") == RAVEN_HIGH_HZ
+
+
+def test_raven_tables_of_recordings_sharing_a_name_each_name_their_sound(capsys, model_dir, tmp_path):
+    recs = [write_audio(tmp_path / "in" / d / "a.wav", seconds=s) for d, s in (("one", 5.0), ("two", 10.0))]
+    rc, text = run_cli(
+        capsys, "predict", "--model", model_dir, tmp_path / "in", "--out", tmp_path / "out", "--format", "raven",
+        "--threshold", "0",
+    )  # fmt: skip
+    assert rc == 0, text
+    tables = sorted((tmp_path / "out" / "raven").glob("*.Table.1.selections.txt"))
+    assert len(tables) == 2
+    paths = set()
+    for t in tables:
+        table = pd.read_csv(t, sep="\t")
+        assert len(table) and table["Begin Path"].nunique() == 1
+        assert (table["Begin File"] == "a.wav").all()
+        assert (table["File Offset (s)"] == table["Begin Time (s)"]).all()
+        paths.add(table["Begin Path"].iloc[0])
+    assert paths == {str(r.resolve()) for r in recs}
+    # the truth reader takes each table's recording from the table, not from the table's (keyed) name
+    from birdsed.truth import load_truth
+
+    truth = load_truth(tmp_path / "out" / "raven")
+    ends = truth.events.groupby("file")["end_s"].max()
+    assert {Path(f).parent.name: e for f, e in ends.items()} == {"one": 5.0, "two": 10.0}

@@ -110,8 +110,14 @@ def merge_runs(det: pd.DataFrame) -> pd.DataFrame:
 RAVEN_LOW_HZ, RAVEN_HIGH_HZ = 50.0, 14000.0
 
 
-def raven_table(events: pd.DataFrame, low_hz: float = RAVEN_LOW_HZ, high_hz: float = RAVEN_HIGH_HZ) -> pd.DataFrame:
-    """A Raven Pro selection table (tab-separated) for one recording's events."""
+def raven_table(
+    events: pd.DataFrame, recording: str, low_hz: float = RAVEN_LOW_HZ, high_hz: float = RAVEN_HIGH_HZ
+) -> pd.DataFrame:
+    """A Raven Pro selection table (tab-separated) for one recording's events. It names its sound: `Begin Path` (the
+    recording's absolute path), `Begin File` (its name) and `File Offset (s)` (the time within it), so that Raven
+    pairs table and sound whatever the table is called (two `a.wav` of two folders), and the truth reader
+    (truth.formats.Raven) reads the recording from the table, not from the table's name."""
+    path = os.path.abspath(recording)
     return pd.DataFrame(
         {
             "Selection": np.arange(1, len(events) + 1),
@@ -121,6 +127,9 @@ def raven_table(events: pd.DataFrame, low_hz: float = RAVEN_LOW_HZ, high_hz: flo
             "End Time (s)": events["end_s"].to_numpy(),
             "Low Freq (Hz)": low_hz,
             "High Freq (Hz)": high_hz,
+            "Begin Path": path,
+            "File Offset (s)": events["start_s"].to_numpy(),
+            "Begin File": os.path.basename(path),
             "Species": events["label"].to_numpy(),
             "Score": events["score"].to_numpy(),
         }
@@ -416,12 +425,12 @@ class _LabelFiles(Writer):
 
 @writer("raven")
 class RavenWriter(_LabelFiles):
-    """raven/<name>.Table.1.selections.txt: a Raven Pro selection table per recording."""
+    """raven/<name>.Table.1.selections.txt: a Raven Pro selection table per recording naming its sound (raven_table)."""
 
     FOLDER, SUFFIX = "raven", ".Table.1.selections.txt"
 
     def write(self, events: pd.DataFrame, path: Path, recording: str) -> None:
-        write_table(raven_table(events, high_hz=raven_high_hz(recording)), path, sep="\t")
+        write_table(raven_table(events, recording, high_hz=raven_high_hz(recording)), path, sep="\t")
 
 
 @writer("audacity")
