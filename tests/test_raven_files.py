@@ -82,3 +82,40 @@ def test_raven_tables_of_recordings_sharing_a_name_each_name_their_sound(capsys,
     truth = load_truth(tmp_path / "out" / "raven")
     ends = truth.events.groupby("file")["end_s"].max()
     assert {Path(f).parent.name: e for f, e in ends.items()} == {"one": 5.0, "two": 10.0}
+
+
+def test_one_raven_table_of_every_recording_opens_them_in_sequence(capsys, model_dir, tmp_path):
+    """--format raven-all: raven.selections.txt, Begin Time counted from the first recording's start (Raven plays the
+    sounds of Begin Path one after the other), File Offset within each; read back, the same events as raven/."""
+    for d, s in (("one", 5.0), ("two", 10.0), ("three", 7.5)):
+        write_audio(tmp_path / "in" / d / "a.wav", seconds=s)
+    rc, text = run_cli(
+        capsys, "predict", "--model", model_dir, tmp_path / "in", "--out", tmp_path / "out", "--format", "raven",
+        "raven-all", "--threshold", "0",
+    )  # fmt: skip
+    assert rc == 0, text
+    table = pd.read_csv(tmp_path / "out" / "raven.selections.txt", sep="\t")
+    assert table["Selection"].tolist() == list(range(1, len(table) + 1))
+    start_s = {"one": 0.0, "three": 5.0, "two": 12.5}  # the recordings in order: one, three, two
+    folder = table["Begin Path"].map(lambda p: Path(p).parent.name)
+    assert (table["Begin Time (s)"] - table["File Offset (s)"] == folder.map(start_s)).all()
+    from birdsed.truth import load_truth
+
+    def events(path: Path) -> pd.DataFrame:
+        e = load_truth(path).events[["file", "start_s", "end_s", "label"]]
+        return e.sort_values(["file", "start_s", "label"]).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(events(tmp_path / "out" / "raven.selections.txt"), events(tmp_path / "out" / "raven"))
+
+
+def test_one_raven_table_of_no_recording_is_its_header(tmp_path):
+    from birdsed.infer.writers import CombinedRavenWriter, Target
+
+    with CombinedRavenWriter() as w:
+        w.start(Target(tmp_path, ["x"], []))
+        w.close()
+    assert (tmp_path / "raven.selections.txt").read_text().split("\n")[0].split("\t")[7:10] == [
+        "Begin Path",
+        "File Offset (s)",
+        "Begin File",
+    ]

@@ -87,7 +87,8 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
         nargs="+",
         default=["csv"],
         choices=OUTPUT_FORMATS,
-        help="what is written besides scores.parquet: csv = detections.csv, raven = raven/, audacity = audacity/, "
+        help="what is written besides scores.parquet: csv = detections.csv, raven = raven/, raven-all = "
+        "raven.selections.txt (one Raven table of every recording), audacity = audacity/, "
         "kaggle = submission.csv (implied by --test-csv, --sample-submission, --competition) (default: csv)",
     )
     p.add_argument("--batch-size", type=count(1, 65536), default=64, help="windows per forward pass (1 to 65536)")

@@ -31,7 +31,7 @@ POOLINGS = ("window", "segment")  # infer/loop.py: a row's score from whole wind
 PRECISIONS = ("auto", "fp32", "bf16")  # device.py
 DEVICES = ("auto", "cpu", "cuda")  # device.py
 BACKENDS = ("torch", "onnx", "openvino")  # infer/predict.py, model/export.py
-OUTPUT_FORMATS = ("csv", "kaggle", "raven", "audacity")  # infer/outputs.py
+OUTPUT_FORMATS = ("csv", "kaggle", "raven", "raven-all", "audacity")  # infer/outputs.py
 SMOOTHINGS = ("sum", "max")  # infer/decide.py
 # predict --window-s / --hop-s (infer/predict.py): a window up to a minute (the models train on 3 to 5 s; 1e9 s tried
 # to allocate 116 TiB), a hop of at least 50 ms (20 windows a second; 0.0001 s kept a 7 s file busy for minutes)

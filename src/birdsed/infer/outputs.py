@@ -8,6 +8,7 @@ OUT/parts/<key>.parquet (one per finished recording, what a re-run resumes from)
   submission.csv     Kaggle Cornell / BirdCLEF 2021 (row_id,birds for every row of test.csv: the one table held
                      whole, as test.csv itself is) or BirdCLEF 2023-2025 (appended recording by recording)
   raven/, audacity/  one file per recording
+  raven.selections.txt  one Raven table of every recording, appended recording by recording
 Each is one writer (writers.py: WRITERS, by name); OutputSpec.writers says which a run writes (scores.parquet always,
 then what --format names), write_combined decides each batch of whole recordings once and feeds it to every chosen
 writer. Every combined file is written under a temporary name and renamed when whole.

@@ -1,8 +1,9 @@
 """Output writers: predict's combined outputs, one class per format, registered by name (whisper's ResultWriter and
 get_writer); and the tables they write.
 
-    WRITERS[name]   scores (scores.parquet), csv (detections.csv), raven (raven/), audacity (audacity/), cornell and
-                    birdclef (submission.csv: row_id,birds for a Kaggle test.csv; BirdCLEF 2023-2025's probabilities)
+    WRITERS[name]   scores (scores.parquet), csv (detections.csv), raven (raven/), raven-all (raven.selections.txt),
+                    audacity (audacity/), cornell and birdclef (submission.csv: row_id,birds for a Kaggle
+                    test.csv; BirdCLEF 2023-2025's probabilities)
     Writer          start(target) -> add(batch) for each Decided batch of whole recordings, in order -> close()
 
 A new format is one Writer subclass here, registered with @writer("name"); outputs.write_combined feeds the chosen
@@ -306,12 +307,14 @@ class ScoresWriter(Writer):
 class _AppendedCsv(Writer):
     """A CSV table in `out` appended batch by batch, its header before the first lines (alone when none came)."""
 
+    SEP: ClassVar[str] = ","
+
     def start(self, target: Target) -> None:
         super().start(target)
         self.file, self.first = self._open_text(target.out / self.FILE), True
 
     def add(self, batch: Decided) -> None:
-        self.lines(batch).to_csv(self.file, header=self.first, index=False)
+        self.lines(batch).to_csv(self.file, sep=self.SEP, header=self.first, index=False)
         self.first = False
 
     def lines(self, batch: Decided) -> pd.DataFrame:
@@ -322,7 +325,7 @@ class _AppendedCsv(Writer):
 
     def finish(self) -> None:
         if self.first:
-            pd.DataFrame(columns=self.header()).to_csv(self.file, index=False)
+            pd.DataFrame(columns=self.header()).to_csv(self.file, sep=self.SEP, index=False)
 
 
 @writer("csv")
@@ -431,6 +434,34 @@ class RavenWriter(_LabelFiles):
 
     def write(self, events: pd.DataFrame, path: Path, recording: str) -> None:
         write_table(raven_table(events, recording, high_hz=raven_high_hz(recording)), path, sep="\t")
+
+
+@writer("raven-all")
+class CombinedRavenWriter(_AppendedCsv):
+    """raven.selections.txt: one Raven Pro selection table of every recording (BirdNET-Analyzer's combined table).
+    Raven opens the sounds of its `Begin Path` one after the other: `Begin Time (s)` counts from the start of the
+    first recording, `File Offset (s)` is the time within the recording the row names."""
+
+    FILE, SEP = "raven.selections.txt", "\t"
+
+    def start(self, target: Target) -> None:
+        super().start(target)
+        self.offset_s, self.selections = 0.0, 0  # the recordings written so far: their length, their selections
+
+    def lines(self, batch: Decided) -> pd.DataFrame:
+        tables = []
+        for j, (f, events) in enumerate(zip(batch.files, batch.events)):
+            table = raven_table(events, f, high_hz=raven_high_hz(f))
+            table["Begin Time (s)"] += self.offset_s
+            table["End Time (s)"] += self.offset_s
+            table["Selection"] += self.selections
+            tables.append(table)
+            self.selections += len(table)
+            self.offset_s += float(batch.rows["end_s"].to_numpy()[batch.recording == j].max(initial=0.0))
+        return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=self.header())
+
+    def header(self) -> list[str]:
+        return list(raven_table(pd.DataFrame(columns=["start_s", "end_s", "label", "score"]), "").columns)
 
 
 @writer("audacity")
