@@ -158,12 +158,24 @@ def cmd_predict(a: argparse.Namespace) -> int:
         + f"); {s.audio_s / 3600:.2f} h of audio in "
         f"{s.wall_s:.1f} s = {s.realtime_factor:.0f}x real time; outputs in {s.out}"
     )
+    if s.n_detections is not None:
+        said = f"{s.n_detections} detection(s)" if s.n_detections else "0 detections: nothing passed the decision"
+        console.print(said + _decided_by(s.out))
     if not s.merged:
         console.print(
             f"shard {a.shard} done; the combined outputs wait for the other shards (the last one merges, or "
             f"`birdsed merge {s.out}`)"
         )
     return batch_status(len(s.errors), s.out / "errors.csv")
+
+
+def _decided_by(out) -> str:
+    """' (output kind, threshold)' of run.json's decision record, to say beside the count."""
+    import json
+
+    d = json.loads((out / "run.json").read_text()).get("decision", {})
+    thr = f"threshold {d['threshold']:g}" + (" and per-class ones" if d.get("per_class_thresholds") else "")
+    return f" ({d['output']} scores, {thr} from {d['thresholds_from']}; run.json records the decision)"
 
 
 def _add_merge(p: argparse.ArgumentParser) -> None:

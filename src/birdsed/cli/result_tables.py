@@ -41,12 +41,17 @@ def print_score_report(report: dict) -> None:
     for r in df.itertuples(index=False):
         t.add_row(r[0], *(f"{x:.4f}" if i != 0 and i != 2 else f"{x:.2f}" for i, x in enumerate(r[1:])))
     console.print(t)
-    sweep = Table("threshold", *OUTPUT_KINDS, title="row-wise F1 against threshold")
-    rows = zip(*(report["outputs"][k]["sweep"] for k in OUTPUT_KINDS))
+    if report.get("one_score_per_window"):
+        console.print("one score per window: the three output kinds are equal, shown once")
+    kinds = list(report["outputs"])
+    sweep = Table("threshold", *kinds, title="row-wise F1 against threshold")
+    rows = zip(*(report["outputs"][k]["sweep"] for k in kinds))
     for r in rows:
         sweep.add_row(f"{r[0]['threshold']:.2f}", *(f"{x['row_f1']:.4f}" for x in r))
     console.print(sweep)
-    if "event_recall" in report["outputs"][OUTPUT_KINDS[0]]:
+    if "decision" in report:
+        print_per_class(report)
+    if "event_recall" in report["outputs"][kinds[0]]:
         df = event_table(report)
         ev = Table(
             *df.columns, title="annotated calls found (a detected row of a label overlapping a call of that label)"
@@ -55,6 +60,23 @@ def print_score_report(report: dict) -> None:
             ev.add_row(r[0], f"{r[1]:.2f}", f"{r[2]:.4f}", f"{r[3]:.4f}", str(r[4]), str(r[5]))
         console.print(ev)
     print_unused(report["unused_lines"])
+
+
+def print_per_class(report: dict) -> None:
+    """The threshold predict used (evaluate.score.used_decision) and each class's precision, recall and F1 there."""
+    d = report["decision"]
+    extra = f" ({len(d['per_class'])} classes with their own)" if d["per_class"] else ""
+    console.print(f"threshold used: {d['output']} {d['threshold']:g}{extra}; from {d['source']}")
+    t = Table("class", "threshold", "precision", "recall", "F1", "support", "predicted", title="per class, at it")
+    for r in report["per_class"]:
+        t.add_row(
+            r["class"],
+            f"{r['threshold']:.2f}",
+            *(f"{r[k]:.3f}" for k in ("precision", "recall", "f1")),
+            str(r["support"]),
+            str(r["predicted"]),
+        )
+    console.print(t)
 
 
 def print_unused(lines: list[str]) -> None:

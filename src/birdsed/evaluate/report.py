@@ -31,7 +31,6 @@ import pandas as pd  # noqa: E402
 
 from birdsed import SAMPLE_RATE_HZ  # noqa: E402
 from birdsed.audio.decode import stream_audio  # noqa: E402
-from birdsed.config import OUTPUT_KINDS  # noqa: E402
 from birdsed.config.choices import REPORT_MAX_MINUTES, REPORT_MAX_PICTURES, REPORT_MIN_PAGE_S  # noqa: E402
 from birdsed.errors import AudioDecodeError, BirdsedError, ConfigError  # noqa: E402
 from birdsed.fsutil import write_text_atomic  # noqa: E402
@@ -233,8 +232,10 @@ _LIMIT_NOTE = (
 
 @plain_text
 def sweep_figure(score_report: dict) -> str:
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.2), sharey=True)
-    for ax, output in zip(axes, OUTPUT_KINDS):
+    kinds = list(score_report["outputs"])  # one when the three outputs are equal (score.shown_outputs)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(14, 3.2), sharey=True, squeeze=False)
+    axes = axes[0]
+    for ax, output in zip(axes, kinds):
         sw = pd.DataFrame(score_report["outputs"][output]["sweep"])
         ax.plot(sw["threshold"], sw["row_f1"], label="row-wise F1")
         ax.plot(sw["threshold"], sw["species_f1"], label="species F1", ls="--")
@@ -316,7 +317,7 @@ def build_report(
     )
     parts.append("<h2>Detections per class</h2>" + (_table(summary) if len(summary) else "<p>none</p>"))
     if aligned is not None:
-        from birdsed.evaluate.score import event_table, score_report, score_table
+        from birdsed.evaluate.score import event_table, score_report, score_table, used_decision
         from birdsed.evaluate.submission import evaluate_submission
 
         parts.append(f"<h2>Evaluation</h2><p>truth: {html.escape(str(truth))}</p>")
@@ -327,7 +328,7 @@ def build_report(
                 f"recall {rep.recall:.3f}, F1 {rep.species_f1:.3f} ({rep.n_rows} rows)</p>"
             )
             parts.append(_table(rep.per_class))
-        sr = score_report(aligned)
+        sr = score_report(aligned, used_decision(pred_dir / "scores.parquet"))
         parts.append(_table(score_table(sr)) + sweep_figure(sr))
         if aligned.events is not None:
             parts.append("<h3>Annotated calls found</h3>" + _table(event_table(sr)))

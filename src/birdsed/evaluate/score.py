@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from birdsed.config import DEFAULT_MIN_OVERLAP_S, OUTPUT_KINDS, REFERENCE_THRESHOLDS
+from birdsed.config import DEFAULT_MIN_OVERLAP_S, DEFAULT_OUTPUT, OUTPUT_KINDS, REFERENCE_THRESHOLDS
 from birdsed.errors import BirdsedError
 from birdsed.evaluate.metrics import (
     average_precision,
+    per_class_prf,
     row_f1,
     sets_to_matrix,
     threshold_sweep,
 )
 from birdsed.evaluate.submission import Unused, check_overlap
 from birdsed.kaggle.birdclef import macro_roc_auc, padded_cmap
+from birdsed.model.meta import default_output_of, model_digest, read_meta, thresholds_of
 from birdsed.rows import ROW_S, SCORE_META_COLUMNS
 from birdsed.truth import Truth, load_truth
 from birdsed.truth.events import match_events
@@ -137,16 +141,81 @@ def row_detections(al: AlignedScores, output: str, threshold: float) -> pd.DataF
     )
 
 
-def score_report(al: AlignedScores) -> dict:
-    """For each output: F1 against threshold (a sweep), macro/micro AP, and the reference solution's table."""
+@dataclass
+class UsedDecision:
+    """The decision behind predict's detections, as far as the scores' folder tells: the output kind, the global
+    threshold and the per-class ones that differ from it, and where they come from (`source`, said beside them)."""
+
+    output: str = DEFAULT_OUTPUT
+    threshold: float = REFERENCE_THRESHOLDS[DEFAULT_OUTPUT]
+    per_class: dict[str, float] = field(default_factory=dict)
+    source: str = "model unknown (no run.json beside the scores): the reference threshold"
+    model: str | None = None
+
+    def vector(self, classes: list[str]) -> np.ndarray:
+        """[shape=(K,)] the threshold of each class."""
+        return np.array([self.per_class.get(c, self.threshold) for c in classes], np.float32)
+
+
+def used_decision(scores_path: str | Path) -> UsedDecision:
+    """What decided the detections of the predict folder holding `scores_path`: its run.json's decision record
+    (predict writes it), else the thresholds stored in the model run.json names (model/meta.py; an older run.json),
+    else "model unknown" and the reference threshold of the default output."""
+    path = Path(scores_path)
+    run_path = (path if path.is_dir() else path.parent) / "run.json"
+    try:
+        run = json.loads(run_path.read_text())
+        model = str(run["model"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return UsedDecision()
+    record = run.get("decision")
+    if isinstance(record, dict):
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            return UsedDecision(
+                record["output"],
+                float(record["threshold"]),
+                {str(c): float(t) for c, t in record.get("per_class_thresholds", {}).items()},
+                f"{run_path}'s decision record (thresholds from {record.get('thresholds_from', '?')})",
+                model,
+            )
+    model_dir = Path(model)
+    if not (model_dir / "model.json").is_file() or model_digest(model_dir) != run.get("model_sha256"):
+        return UsedDecision(source=f"model unknown ({model_dir} is not there or changed): the reference threshold")
+    meta = read_meta(model_dir)
+    kind, thresholds = default_output_of(meta), thresholds_of(model_dir, meta)
+    per_class = {c: t for c, t in thresholds.per_class.get(kind, {}).items() if t != thresholds.global_[kind]}
+    return UsedDecision(kind, thresholds.global_[kind], per_class, f"{model_dir}'s stored thresholds", model)
+
+
+def shown_outputs(al: AlignedScores, decided: str) -> list[str]:
+    """The output kinds worth showing: all three, or only the decided one when their scores are equal (a model with
+    one score per window, such as BirdNET, fills the three with the same values)."""
+    first = al.scores[OUTPUT_KINDS[0]]
+    if all(np.array_equal(first, al.scores[k]) for k in OUTPUT_KINDS[1:]):
+        return [decided]
+    return list(OUTPUT_KINDS)
+
+
+def score_report(al: AlignedScores, used: UsedDecision | None = None) -> dict:
+    """For each output shown (shown_outputs): F1 against threshold (a sweep), macro/micro AP, and the reference
+    solution's table; the decision predict used (`used`, default "model unknown") and the per-class precision, recall
+    and F1 at its thresholds."""
+    used = used or UsedDecision()
+    thr = used.vector(al.classes)
+    per_class = per_class_prf(al.scores[used.output] >= thr[None, :], al.true, al.classes)
+    per_class["threshold"] = thr
+    kinds = shown_outputs(al, used.output)
     report = {
         "n_rows": len(al.row_ids),
         "missing_rows": al.missing_rows,
         "unused": asdict(al.unused),
         "unused_lines": al.unused.lines(),
+        "decision": asdict(used),
+        "one_score_per_window": len(kinds) == 1,
+        "per_class": per_class.to_dict("records"),
         "outputs": {},
     }
-    for output in OUTPUT_KINDS:
+    for output in kinds:
         s = al.scores[output]
         sweep = threshold_sweep(s, al.true)
         best = sweep.loc[sweep["row_f1"].idxmax()]
@@ -199,7 +268,9 @@ def scores_report_from_files(
     strict: bool = False,
     **truth_kw,
 ) -> dict:
-    return score_report(align_files(scores_path, truth, test_csv, audio_dir, strict, **truth_kw))
+    return score_report(
+        align_files(scores_path, truth, test_csv, audio_dir, strict, **truth_kw), used_decision(scores_path)
+    )
 
 
 def score_table(report: dict) -> pd.DataFrame:
@@ -217,7 +288,7 @@ def score_table(report: dict) -> pd.DataFrame:
                 "padded cmAP": o["padded_cmap"],
                 "ROC-AUC": o["roc_auc"],
             }
-            for k, o in ((k, report["outputs"][k]) for k in OUTPUT_KINDS)
+            for k, o in report["outputs"].items()
         ]
     )
 
@@ -234,6 +305,6 @@ def event_table(report: dict) -> pd.DataFrame:
                 "events": o["n_events"],
                 "detected rows": o["n_detections"],
             }
-            for k, o in ((k, report["outputs"][k]) for k in OUTPUT_KINDS)
+            for k, o in report["outputs"].items()
         ]
     )

@@ -4,7 +4,8 @@ in, the minutes present, the first and last detection, the highest score and the
 Streamed over PRED/scores.parquet one row group at a time (a row group holds whole recordings), so memory holds one
 row group and the running totals (groups x classes), never the archive. A row has a species where predict's decision
 says so: the same output kind, thresholds, neighbour smoothing and max-birds (infer/outputs.decide_scores), with the
-model's thresholds read from model.json without torch, and the options of a sharded run from its shard records.
+model's thresholds read from model.json without torch, and the options from run.json (older sharded runs: their
+shard records).
 
 --by site needs a `site` column in the scores, --by day and --by hour a `time` column (each row's start as a
 date-time); predict writes neither yet, so those groupings are refused with what is missing.
@@ -25,7 +26,7 @@ import pyarrow.parquet as pq
 
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.infer.decide import Thresholds
-from birdsed.infer.outputs import DecisionOptions, decide_scores
+from birdsed.infer.outputs import RUN_DECISION_KEY, DecisionOptions, decide_scores
 from birdsed.model.meta import default_output_of, model_digest, read_meta, thresholds_of
 from birdsed.model.names import Names
 from birdsed.rows import SCORE_META_COLUMNS
@@ -93,7 +94,12 @@ def decision_of(pred: Path, output: str | None = None, threshold: float | None =
 
 
 def _recorded_options(pred: Path) -> DecisionOptions:
-    """A sharded run's decision options (its shard records keep them); the defaults otherwise."""
+    """The decision options predict used: run.json's record (predict and merge write it), else a sharded run's
+    shard records (older runs), else the defaults (a run.json from before the record, with no shards)."""
+    try:
+        return DecisionOptions(**json.loads((pred / "run.json").read_text())[RUN_DECISION_KEY]["options"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     for record in sorted((pred / "shards").glob("*-of-*.json")):
         try:
             return DecisionOptions(**json.loads(record.read_text())["spec"]["decision"])

@@ -11,7 +11,7 @@ from pathlib import Path
 from birdsed.data.store import recording_key
 from birdsed.errors import BirdsedError, RunLocked
 from birdsed.fsutil import run_lock
-from birdsed.infer.outputs import OutputSpec, write_combined
+from birdsed.infer.outputs import OutputSpec, record_decision, write_combined
 from birdsed.infer.shard import finished, missing_shards, partition_path, shared_partition
 from birdsed.infer.writers import write_errors
 from birdsed.model.meta import default_output_of, model_digest, read_meta, thresholds_of
@@ -80,12 +80,8 @@ def merge(out: str | Path) -> tuple[int, int]:
     done = [(f, p) for f, p in done if p.is_file()]
     errors = sorted(errors | set(unaccounted(out, n, files, [f for f, _ in done], errors)))
     write_errors(errors, out / "errors.csv")
-    write_combined(
-        out,
-        done,
-        run["classes"],
-        thresholds_of(model_dir, meta),
-        default_output_of(meta),
-        OutputSpec.from_dict(records[0]["spec"]),
-    )
+    thresholds, default_output = thresholds_of(model_dir, meta), default_output_of(meta)
+    spec = OutputSpec.from_dict(records[0]["spec"])
+    write_combined(out, done, run["classes"], thresholds, default_output, spec)
+    record_decision(out, spec.decision_record(run["classes"], thresholds, default_output))
     return len(done), len(errors)

@@ -17,6 +17,7 @@ writer. Every combined file is written under a temporary name and renamed when w
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ import pandas as pd
 
 from birdsed.config import OUTPUT_FORMATS, OUTPUT_KINDS
 from birdsed.errors import ConfigError
+from birdsed.fsutil import write_text_atomic
 from birdsed.infer.decide import Thresholds, decide, smooth_rows
 from birdsed.infer.parts import batches, concat
 from birdsed.infer.writers import WRITERS, Decided, Target, get_writer
@@ -74,6 +76,29 @@ class OutputSpec:
     def to_dict(self) -> dict:
         return {**asdict(self), "formats": list(self.formats)}
 
+    def decision_record(self, classes: list[str], thresholds: Thresholds, default_output: str) -> dict:
+        """The decision as made, for run.json: the options given (`options`, what summary reads back), the output
+        kind used, the global threshold and the per-class ones that differ from it ("model": the model's stored
+        ones, "--threshold": the option's), max-birds, smoothing, and whether scores were calibrated (not yet)."""
+        opts = self.decision
+        kind = opts.output or default_output
+        if opts.threshold is not None:
+            source, global_thr, per_class = "--threshold", opts.threshold, {}
+        else:
+            own = thresholds.per_class.get(kind, {})
+            source, global_thr = "model", thresholds.global_[kind]
+            per_class = {c: own[c] for c in classes if c in own and own[c] != global_thr}
+        return {
+            "options": asdict(opts),
+            "output": kind,
+            "thresholds_from": source,
+            "threshold": global_thr,
+            "per_class_thresholds": per_class,
+            "max_birds": opts.max_birds,
+            "neighbour_smoothing": opts.neighbour_smoothing,
+            "calibrated": False,
+        }
+
     @classmethod
     def from_dict(cls, d: dict) -> OutputSpec:
         return cls(
@@ -83,6 +108,18 @@ class OutputSpec:
             d.get("audio_dir"),
             d.get("sample_submission"),
         )
+
+
+RUN_DECISION_KEY = "decision"  # run.json's record of the decision the combined outputs were made with
+
+
+def record_decision(out: Path, record: dict) -> None:
+    """Put the decision the combined outputs were made with (OutputSpec.decision_record) into OUT/run.json, replacing
+    an earlier run's: run.json's other keys are the stamp a re-run must match, this one follows the latest outputs."""
+    path = out / "run.json"
+    run = json.loads(path.read_text())
+    run[RUN_DECISION_KEY] = record
+    write_text_atomic(path, json.dumps(run, indent=2))
 
 
 def decide_scores(
@@ -135,10 +172,10 @@ def write_combined(
     thresholds: Thresholds,
     default_output: str,
     spec: OutputSpec,
-) -> None:
+) -> int:
     """Build the combined outputs `spec` names (OutputSpec.writers) in `out` from the (recording, part) pairs, in
     their order, streaming: each writer started, fed every decided batch, closed (its files committed whole; all of
-    them discarded when one fails before)."""
+    them discarded when one fails before). Returns the number of detections (rows x classes present)."""
     target = Target(
         out,
         classes,
@@ -154,8 +191,11 @@ def write_combined(
         writers = [stack.enter_context(get_writer(name)) for name in spec.writers()]
         for w in writers:
             w.start(target)
+        n_detections = 0
         for batch in decided_batches(parts, classes, thresholds, default_output, spec.decision):
+            n_detections += int(batch.present.sum())
             for w in writers:
                 w.add(batch)
         for w in reversed(writers):
             w.close()
+    return n_detections

@@ -34,7 +34,7 @@ from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import remove_stale_temps, run_lock, undecodable_name, write_text_atomic
 from birdsed.infer.grid import FileResult, rows_table
 from birdsed.infer.merge import merge_if_complete
-from birdsed.infer.outputs import DecisionOptions, OutputSpec, write_combined
+from birdsed.infer.outputs import RUN_DECISION_KEY, DecisionOptions, OutputSpec, record_decision, write_combined
 from birdsed.infer.parts import part_paths, superseded
 from birdsed.infer.shard import my_inputs, parse_shard, write_record
 from birdsed.infer.writers import COMBINED, write_errors, write_table
@@ -57,6 +57,7 @@ class PredictSummary:
     out: Path | None = None
     n_changed: int = 0  # recordings scored again: they changed since their part was written (parts.py)
     merged: bool = True  # False: a shard whose combined outputs wait for the other shards
+    n_detections: int | None = None  # rows x classes in detections.csv (None: not merged yet)
 
     @property
     def realtime_factor(self) -> float:
@@ -123,6 +124,7 @@ def _check_run(
             old = json.loads(path.read_text())
         except (ValueError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not readable ({e}); this --out was tampered with: use a new --out") from e
+        old.pop(RUN_DECISION_KEY, None)  # what the last run decided, not part of the stamp
         if old != stamp:
             changed = sorted(k for k in set(old) | set(stamp) if old.get(k) != stamp.get(k))
             raise ConfigError(
@@ -258,14 +260,11 @@ def run_predict(
             else:
                 write_errors(errors, out / "errors.csv")
                 done = [f for f in files if part_of[f].is_file()]
-                write_combined(
-                    out,
-                    [(f, part_of[f]) for f in done],
-                    classes,
-                    thresholds,
-                    default_output_of(meta),
-                    spec,
+                default_output = default_output_of(meta)
+                summary.n_detections = write_combined(
+                    out, [(f, part_of[f]) for f in done], classes, thresholds, default_output, spec
                 )
+                record_decision(out, spec.decision_record(classes, thresholds, default_output))
                 return summary
     summary.merged = merge_if_complete(out)
     return summary
