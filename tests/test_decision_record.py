@@ -90,7 +90,7 @@ def test_evaluate_shows_the_models_threshold_and_per_class_prf_at_it(tmp_path, c
     # woothr >= 0.5: a.wav@0 (true), a.wav@10, b.wav@15 (false): precision 1/3, recall 1
     assert by["woothr"]["precision"] == pytest.approx(1 / 3) and by["woothr"]["recall"] == 1.0
     rc, said = run_cli(capsys, *argv)
-    assert rc == 0 and "threshold used: clipwise 0.5 (1 classes with their own)" in said
+    assert rc == 0 and "threshold used: clipwise 0.5 (1 class(es) with their own)" in said
     assert "per class, at it" in said
 
 

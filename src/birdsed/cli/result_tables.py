@@ -65,7 +65,7 @@ def print_score_report(report: dict) -> None:
 def print_per_class(report: dict) -> None:
     """The threshold predict used (evaluate.score.used_decision) and each class's precision, recall and F1 there."""
     d = report["decision"]
-    extra = f" ({len(d['per_class'])} classes with their own)" if d["per_class"] else ""
+    extra = f" ({len(d['per_class'])} class(es) with their own)" if d["per_class"] else ""
     console.print(f"threshold used: {d['output']} {d['threshold']:g}{extra}; from {d['source']}")
     t = Table("class", "threshold", "precision", "recall", "F1", "support", "predicted", title="per class, at it")
     for r in report["per_class"]:

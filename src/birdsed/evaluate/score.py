@@ -170,7 +170,7 @@ def used_decision(scores_path: str | Path) -> UsedDecision:
         return UsedDecision()
     record = run.get("decision")
     if isinstance(record, dict):
-        with contextlib.suppress(KeyError, TypeError, ValueError):
+        with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):
             return UsedDecision(
                 record["output"],
                 float(record["threshold"]),
