@@ -124,7 +124,8 @@ def _check_run(
             old = json.loads(path.read_text())
         except (ValueError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not readable ({e}); this --out was tampered with: use a new --out") from e
-        old.pop(RUN_DECISION_KEY, None)  # what the last run decided, not part of the stamp
+        if isinstance(old, dict):  # what the last run decided is not part of the stamp
+            old.pop(RUN_DECISION_KEY, None)
         if old != stamp:
             changed = sorted(k for k in set(old) | set(stamp) if old.get(k) != stamp.get(k))
             raise ConfigError(
