@@ -59,6 +59,22 @@ def run_cli(capsys, *argv) -> tuple[int, str]:
     return rc, cap.out + cap.err
 
 
+def birdnet_meta(**over) -> dict:
+    """A BirdNET detector's model.json over classes a and b (`over` replaces keys of its `birdnet` section)."""
+    from birdsed.model import birdnet_labels
+
+    b = {
+        "model_file": birdnet_labels.MODEL_FILE,
+        "sha256": birdnet_labels.SHA256[birdnet_labels.MODEL_FILE],
+        "n_labels": 6522,
+        "indices": [5, -1],
+        "hop_s": 1.5,
+        "sensitivity": 1.0,
+        **over,
+    }
+    return {"kind": "birdnet", "classes": ["a", "b"], "birdnet": b}
+
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
     """One untrained tiny SED model over classes x and y for the session: copy it before changing it."""

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import write_audio
+from conftest import birdnet_meta, write_audio
 
 from birdsed.data.sampling import Item
 from birdsed.errors import ConfigError, ModelError
@@ -82,19 +82,6 @@ def test_a_model_file_with_another_checksum_is_refused(tmp_path, monkeypatch):
         birdnet_labels.checked_file(birdnet_labels.MODEL_FILE)
 
 
-def _birdnet_meta(**over):
-    b = {
-        "model_file": birdnet_labels.MODEL_FILE,
-        "sha256": birdnet_labels.SHA256[birdnet_labels.MODEL_FILE],
-        "n_labels": 6522,
-        "indices": [5, -1],
-        "hop_s": 1.5,
-        "sensitivity": 1.0,
-        **over,
-    }
-    return {"kind": "birdnet", "classes": ["a", "b"], "birdnet": b}
-
-
 @pytest.mark.parametrize(
     "over, match",
     [
@@ -106,13 +93,13 @@ def _birdnet_meta(**over):
     ],
 )
 def test_a_tampered_birdnet_model_json_is_refused(tmp_path, over, match):
-    (tmp_path / "model.json").write_text(json.dumps(_birdnet_meta(**over)))
+    (tmp_path / "model.json").write_text(json.dumps(birdnet_meta(**over)))
     with pytest.raises(ModelError, match=match):
         load_model_dir(tmp_path)
 
 
 def test_a_birdnet_model_directory_loads_without_running_birdnet(tmp_path):
-    (tmp_path / "model.json").write_text(json.dumps(_birdnet_meta()))
+    (tmp_path / "model.json").write_text(json.dumps(birdnet_meta()))
     model, _, meta = load_model_dir(tmp_path)
     assert kind_of(meta) == "birdnet" and model.classes == ["a", "b"] and model.hop_s == 1.5
     assert model.window_s == 3.0 and model.sample_rate_hz == 48000

@@ -8,7 +8,7 @@ import shutil
 
 import pandas as pd
 import pytest
-from conftest import run_cli, tiny_model, write_audio
+from conftest import birdnet_meta, run_cli, tiny_model, write_audio
 
 from birdsed.data.manifest import read_dataset
 from birdsed.data.store import AudioStore, prepare
@@ -65,28 +65,13 @@ def test_a_model_json_of_100000_nested_brackets_is_a_model_error(tmp_path, capsy
         read_meta(tmp_path / "m")
 
 
-def _birdnet(**over):
-    from birdsed.model import birdnet_labels
-
-    b = {
-        "model_file": birdnet_labels.MODEL_FILE,
-        "sha256": birdnet_labels.SHA256[birdnet_labels.MODEL_FILE],
-        "n_labels": 6522,
-        "indices": [5, -1],
-        "hop_s": 1.5,
-        "sensitivity": 1.0,
-        **over,
-    }
-    return {"kind": "birdnet", "classes": ["a", "b"], "birdnet": b}
-
-
 @pytest.mark.parametrize(
     "meta,message",
     [
-        (_birdnet(hop_s=float("inf")), "birdnet.hop_s = inf"),
-        (_birdnet(hop_s=1e-6), "birdnet.hop_s = 1e-06"),
-        ({**_birdnet(), "birdnet": [1, 2]}, "birdnet = [1, 2]: must be a JSON object"),
-        (_birdnet(n_labels=True), "birdnet.n_labels = True"),
+        (birdnet_meta(hop_s=float("inf")), "birdnet.hop_s = inf"),
+        (birdnet_meta(hop_s=1e-6), "birdnet.hop_s = 1e-06"),
+        ({**birdnet_meta(), "birdnet": [1, 2]}, "birdnet = [1, 2]: must be a JSON object"),
+        (birdnet_meta(n_labels=True), "birdnet.n_labels = True"),
     ],
 )
 def test_a_tampered_birdnet_model_json_is_a_model_error(tmp_path, meta, message):
