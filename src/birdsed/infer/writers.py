@@ -18,6 +18,7 @@ of event tables take it off again (`rows.plain_cell`).
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import os
@@ -217,7 +218,7 @@ class Decided:
         return [merge_runs(det.iloc[at[j]] if j in at else det.iloc[:0]) for j in range(len(self.files))]
 
 
-class Writer:
+class Writer(abc.ABC):
     """One output format: start(target), add(batch) for each batch of whole recordings in order, close() (the files
     committed whole). Used as a context manager: an error before close() discards what was half written."""
 
@@ -237,8 +238,9 @@ class Writer:
     def start(self, target: Target) -> None:
         self.target = target
 
+    @abc.abstractmethod
     def add(self, batch: Decided) -> None:
-        raise NotImplementedError
+        """Write one batch of whole recordings (in order)."""
 
     def finish(self) -> None:
         """Write what close() commits (nothing by default)."""
@@ -317,11 +319,13 @@ class _AppendedCsv(Writer):
         self.lines(batch).to_csv(self.file, sep=self.SEP, header=self.first, index=False)
         self.first = False
 
+    @abc.abstractmethod
     def lines(self, batch: Decided) -> pd.DataFrame:
-        raise NotImplementedError
+        """The batch's lines of the table."""
 
+    @abc.abstractmethod
     def header(self) -> list[str]:
-        raise NotImplementedError
+        """The table's columns (written alone when no batch has a line)."""
 
     def finish(self) -> None:
         if self.first:
@@ -422,8 +426,9 @@ class _LabelFiles(Writer):
         for f, events in zip(batch.files, batch.events):
             self.write(events, self.target.out / self.FOLDER / f"{self.names[f]}{self.SUFFIX}", f)
 
+    @abc.abstractmethod
     def write(self, events: pd.DataFrame, path: Path, recording: str) -> None:
-        raise NotImplementedError
+        """One recording's table of events at `path`."""
 
 
 @writer("raven")
