@@ -59,6 +59,32 @@ def run_cli(capsys, *argv) -> tuple[int, str]:
     return rc, cap.out + cap.err
 
 
+def serve_review(pred: Path, timeout_s: float = 120.0):
+    """Start `birdsed review PRED` on a free port of 127.0.0.1 and wait until it answers: (process, base URL)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "birdsed", "review", str(pred), "--no-browser", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the review server did not start"
+            time.sleep(0.2)
+
+
 def birdnet_meta(**over) -> dict:
     """A BirdNET detector's model.json over classes a and b (`over` replaces keys of its `birdnet` section)."""
     from birdsed.model import birdnet_labels

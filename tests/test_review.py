@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_model, write_audio
+from conftest import serve_review, tiny_model, write_audio
 
 from birdsed.errors import ReviewError
 from birdsed.review.queue import QueueSpec, band_of, progress, select
@@ -341,30 +341,14 @@ def test_kill_9_of_the_server_loses_no_verdict_and_a_restart_goes_on(pred, tmp_p
     copy = tmp_path / "pred"
     subprocess.run(["cp", "-r", str(pred), str(copy)], check=True)
 
-    def start() -> tuple[subprocess.Popen, str]:
-        port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "birdsed", "review", str(copy), "--no-browser", "--port", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return proc, f"http://127.0.0.1:{port}"
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "the review server did not start"
-                time.sleep(0.2)
-
-    proc, base = start()
+    proc, base = serve_review(copy)
     cards = json.loads(get(f"{base}/api/queue?n=5")[1])["cards"]
     for card, verdict in zip(cards, ["yes", "no", "unsure", "yes", "no"]):
         clip = {k: card[k] for k in ("file", "start_s", "end_s", "label")}
         assert post(f"{base}/api/verdict", {**clip, "verdict": verdict})[0] == 200
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
-    proc, base = start()
+    proc, base = serve_review(copy)
     try:
         state = json.loads(get(f"{base}/api/state")[1])
         assert len(state["verdicts"]) == 5

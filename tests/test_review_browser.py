@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import serve_review
 
 from birdsed.review.verdicts import load_verdicts
 
@@ -27,24 +27,8 @@ SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "review.png"  # writ
 def served(tmp_path_factory):
     """`birdsed review` of a copy of the tiny predict folder of test_review.py; yields (url, PRED)."""
     pred = _make_pred(tmp_path_factory)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "birdsed", "review", str(pred), "--no-browser", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "the review server did not start"
-            time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}/", pred
+    proc, base = serve_review(pred)
+    yield f"{base}/", pred
     proc.terminate()
     proc.wait(30)
 
