@@ -58,6 +58,25 @@ def test_the_ports_weights_are_parameters_and_its_front_end_stays_fixed(port):
     assert len(emb) == len(params) - 2  # the classifier after the embedding is not among them
 
 
+@needs_birdnet
+def test_train_from_keeps_the_shallow_layers_fixed(port):
+    from birdsed.model.birdnet_finetune import FineTunedNet
+    from birdsed.model.embedhead import EmbeddingHead
+
+    depth = port.parameter_depths()
+    assert set(depth) == set(port.embedding_parameters()) and all(0 <= d < 1 for d in depth.values())
+    first_conv = f"net.w{port.net.frontend_ops}"
+    assert depth[first_conv] == min(depth.values())
+    trains = {}
+    for train_from in (0.5, 0.0):  # 0.0 last: the shared port ends as the fixture made it
+        net = FineTunedNet(port, EmbeddingHead(2), train_from=train_from)
+        trains[train_from] = {f"net.{k}" for k, p in port.net.named_parameters() if p.requires_grad}
+    assert trains[0.0] == set(depth)
+    assert trains[0.5] == {k for k, d in depth.items() if d >= 0.5}
+    assert first_conv not in trains[0.5] and 0 < len(trains[0.5]) < len(trains[0.0])
+    assert all(p.requires_grad for p in net.head.parameters())
+
+
 @pytest.mark.slow
 @needs_birdnet
 def test_a_step_moves_the_backbone_when_unfrozen_and_only_then(port):

@@ -66,6 +66,7 @@ RANGES: dict[str, tuple] = {
     "train.weight_decay": NONNEG,
     "train.warmup_frac": FRACTION,
     "train.backbone_lr_scale": (0, 1, False, True),
+    "train.backbone_train_from": (0, 1, True, True),
     "train.head_warmup_epochs": NONNEG,
     "train.head_warmup_lr": POSITIVE,
     "train.head_warmup_views": (1, None, True, False),

@@ -121,6 +121,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     warmup_frac: float = 0.05
     backbone_lr_scale: float = 0.1  # model.freeze_backbone false: BirdNET's weights learn at lr x this
+    backbone_train_from: float = 0.0  # model.freeze_backbone false: only BirdNET's layers from this depth (0-1) train
     head_warmup_epochs: int = 0  # LP-FT: first train the head on the frozen backbone's features (head_warmup.py)
     head_warmup_lr: float = 1e-3
     head_warmup_views: int = 1  # >1: the warm-up cache also holds views - 1 augmented copies of each window

@@ -37,10 +37,13 @@ INFER_BATCH = 64  # sub-windows per forward pass at inference
 class FineTunedNet(nn.Module):
     """(B, n_sub, 144000) sub-windows -> the head's output dict, BirdNET's port embedding each sub-window."""
 
-    def __init__(self, backbone: BirdNETTorch, head: EmbeddingHead):
+    def __init__(self, backbone: BirdNETTorch, head: EmbeddingHead, train_from: float = 0.0):
+        """train_from (train.backbone_train_from): only the port's weights at that depth of its graph or deeper
+        (BirdNETTorch.parameter_depths) train; 0 all those the embedding depends on."""
         super().__init__()
         self.backbone, self.head = backbone, head
-        trainable = set(backbone.embedding_parameters().values())
+        depth = backbone.parameter_depths()
+        trainable = [p for k, p in backbone.embedding_parameters().items() if depth[k] >= train_from]
         for p in backbone.parameters():  # the classifier after the embedding gets no gradient: kept out of training
             p.requires_grad_(any(p is q for q in trainable))
 

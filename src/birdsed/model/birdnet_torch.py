@@ -394,6 +394,16 @@ class BirdNETTorch(nn.Module):
                 classifier.update({f"c{i}" for i in op.inputs} | {f"w{n}"})
         return {f"net.{k}": p for k, p in self.net.named_parameters() if k not in classifier}
 
+    def parameter_depths(self) -> dict[str, float]:
+        """Each of embedding_parameters' depth in the graph, in [0, 1): the index of the first operator that reads it
+        over the number of operators (the front end's first, the embedding's last layers near 1)."""
+        g, first = self.net.graph, {}
+        for n, op in enumerate(g.ops):
+            first.setdefault(f"w{n}", n)
+            for i in op.inputs:
+                first.setdefault(f"c{i}", n)
+        return {k: first[k.removeprefix("net.")] / len(g.ops) for k in self.embedding_parameters()}
+
     def save_state(self, path: str | Path, sha256: str) -> None:
         """The graph and the sha256 of the file it came from, to a file from_state_file reads (torch only)."""
         torch.save({"sha256": sha256, "graph": self.net.graph.state()}, path)

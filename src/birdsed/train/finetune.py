@@ -11,9 +11,11 @@ channels, through the port's front-end hook; augment.specaug_p and the mask size
 
 Learning rates: AdamW with warm-up and cosine decay, the head at train.lr, BirdNET's weights (those the embedding
 depends on; its front end and classifier stay fixed) at train.lr x train.backbone_lr_scale (default 0.1): the
-pretrained features move slowly while the new head learns. The head's input standardisation is taken from the
-starting port's embeddings of a batch of training crops; with model.birdnet_prior the head starts from BirdNET's
-own classifier rows, as in the frozen path.
+pretrained features move slowly while the new head learns; with train.backbone_train_from (0-1) only the port's
+layers from that depth of its graph on train (0.5: the second half; BirdNETTorch.parameter_depths). train.precision
+as for the CNNs: auto is bf16 autocast on CUDA (the loss in float32), float32 on the CPU. The head's input
+standardisation is taken from the starting port's embeddings of a batch of training crops; with model.birdnet_prior
+the head starts from BirdNET's own classifier rows, as in the frozen path.
 
 Resume (`train --resume`): RUN/checkpoints/last.pt after every epoch (tensors and plain data only, read with
 weights_only) holds the head, the port's trained weights, the optimiser and scheduler; each epoch draws from
@@ -36,7 +38,7 @@ import torch
 from birdsed.config import Config, save_config
 from birdsed.data.sampling import Item, build_items, targets
 from birdsed.data.store import AudioStore
-from birdsed.device import pick_device
+from birdsed.device import lightning_precision, pick_device
 from birdsed.errors import ConfigError
 from birdsed.evaluate.metrics import average_precision
 from birdsed.fsutil import atomic_path
@@ -163,7 +165,7 @@ def fine_tune(
         raise ConfigError(f"--resume: no checkpoint at {ckpt_path}")
     torch.manual_seed(t.seed)
     head = EmbeddingHead(len(td.classes), cfg.model.dropout, prior=cfg.model.birdnet_prior)
-    net = FineTunedNet(load_birdnet_torch(), head)
+    net = FineTunedNet(load_birdnet_torch(), head, train_from=t.backbone_train_from)
     model = FineTunedHeadModel(
         td.classes, net, window_s=d.crop_s, embed_hop_s=cfg.model.embed_hop_s, short_policy=d.short_policy
     )
@@ -176,6 +178,7 @@ def fine_tune(
     if t.max_steps > 0:
         total = min(total, t.max_steps)
     opt = optimiser(net, cfg)
+    bf16 = lightning_precision(t.precision, "gpu" if device.type == "cuda" else "cpu").startswith("bf16")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, int(t.warmup_frac * total)))
     first, step, rows = 0, 0, []
     if resume:
@@ -204,7 +207,9 @@ def fine_tune(
                 break
             w, y = data.batch([data.items[j] for j in order[i : i + t.batch_size]], rng)
             w, y = mixup(w, y, cfg.augment.mixup_p, cfg.augment.mixup_alpha, cfg.augment.mixup_union, gen)
-            loss = bce(net(model.sub_windows(w).to(device))["clipwise"], y.to(device))
+            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+                out = net(model.sub_windows(w).to(device))["clipwise"]
+            loss = bce(out.float(), y.to(device))
             opt.zero_grad()
             loss.backward()
             if t.grad_clip:
@@ -256,5 +261,12 @@ def train_finetuned(
     td = load_train_data(data, run, cfg, val_data)
     save_config(cfg, run / "config.yaml")
     model = fine_tune(td, cfg, run, resume, quiet, dataset_aliases(data) if data.is_dir() else {})
-    extra = {"train": {"data": str(data), "epochs": cfg.train.epochs, "backbone_lr_scale": cfg.train.backbone_lr_scale}}
+    extra = {
+        "train": {
+            "data": str(data),
+            "epochs": cfg.train.epochs,
+            "backbone_lr_scale": cfg.train.backbone_lr_scale,
+            "backbone_train_from": cfg.train.backbone_train_from,
+        }
+    }
     return save_finetuned_dir(model, run / "model", extra=extra)
