@@ -1,5 +1,6 @@
 """predict's combined outputs (outputs.py, writers.py): one writer per format, chosen by name; the files are those
-birdsed wrote before the writers were split (golden copies in tests/data/combined_outputs/: what `combined_outputs`
+birdsed wrote before the writers were split, with the columns added since appended (names and places, issue #36) and
+recordings.csv (golden copies in tests/data/combined_outputs/: what `combined_outputs`
 below returned when run on the code of before)."""
 
 from __future__ import annotations
@@ -106,17 +107,18 @@ def _write(tmp_path: Path, formats: tuple[str, ...]) -> list[str]:
 
 
 def test_format_names_exactly_what_is_written(tmp_path):
-    """scores.parquet always, then only what --format names: raven alone writes no detections.csv."""
+    """scores.parquet and recordings.csv always, then only what --format names: raven alone writes no
+    detections.csv."""
     files = _write(tmp_path, ("raven",))
-    assert files[-1] == "scores.parquet" and [f for f in files if not f.startswith("raven/")] == ["scores.parquet"]
+    assert [f for f in files if not f.startswith("raven/")] == ["recordings.csv", "scores.parquet"]
     assert len([f for f in files if f.startswith("raven/")]) == len(RECORDINGS)
 
 
 def test_kaggle_names_the_submission_of_the_kaggle_input_given():
-    assert OutputSpec(("csv",)).writers() == ["scores", "csv"]
-    assert OutputSpec(("csv", "csv", "raven")).writers() == ["scores", "csv", "raven"]
-    assert OutputSpec(("csv",), test_csv="test.csv").writers() == ["scores", "csv", "cornell"]  # implied, as before
-    assert OutputSpec(("kaggle",), sample_submission="s.csv").writers() == ["scores", "birdclef"]
+    assert OutputSpec(("csv",)).writers() == ["scores", "recordings", "csv"]
+    assert OutputSpec(("csv", "csv", "raven")).writers() == ["scores", "recordings", "csv", "raven"]
+    assert OutputSpec(("csv",), test_csv="test.csv").writers() == ["scores", "recordings", "csv", "cornell"]
+    assert OutputSpec(("kaggle",), sample_submission="s.csv").writers() == ["scores", "recordings", "birdclef"]
     assert set(OutputSpec(("csv", "kaggle", "raven", "audacity"), test_csv="t").writers()) <= set(WRITERS)
 
 

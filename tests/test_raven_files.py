@@ -11,7 +11,7 @@ import pytest
 from conftest import run_cli, write_audio
 
 from birdsed.audio.decode import find_audio_files
-from birdsed.infer.writers import RAVEN_HIGH_HZ, RavenWriter, raven_high_hz
+from birdsed.infer.writers import RAVEN_HIGH_HZ, RavenWriter, Target, raven_high_hz
 
 
 def _folder_with_hidden(root: Path) -> Path:
@@ -49,7 +49,9 @@ EVENTS = pd.DataFrame({"start_s": [0.0, 5.0], "end_s": [5.0, 10.0], "label": ["x
 def test_raven_high_freq_is_at_most_the_recording_nyquist(tmp_path, rate, high_hz):
     rec = write_audio(tmp_path / "r.wav", rate=rate)
     path = tmp_path / "raven" / "r.Table.1.selections.txt"
-    RavenWriter().write(EVENTS, path, str(rec))
+    w = RavenWriter()
+    w.start(Target(tmp_path, ["x", "y"], [str(rec)]))
+    w.write(EVENTS, path, str(rec))
     table = pd.read_csv(path, sep="\t")
     assert (table["High Freq (Hz)"] == high_hz).all()
     assert (table["High Freq (Hz)"] > table["Low Freq (Hz)"]).all()

@@ -23,6 +23,12 @@ def n_rows(duration_s: float, row_s: float = ROW_S) -> int:
 SCORE_META_COLUMNS = ("file", "start_s", "end_s", "output")
 # detections.csv: one row per (row, present class)
 DETECTION_COLUMNS = ("file", "start_s", "end_s", "label", "score")
+# ... then each label's names (model/names.py; "" where unknown) and each row's place and date-time (places.py: ISO
+# 8601 with the offset; "" where unknown)
+DETECTION_NAME_COLUMNS = ("code", "common", "scientific")
+DETECTION_PLACE_COLUMNS = ("site", "lat", "lon", "time")
+# recordings.csv: each recording's place and start (places.py) and its length
+RECORDING_COLUMNS = ("file", "site", "lat", "lon", "timezone", "start", "duration_s")
 
 
 def _union_length(spans: list[tuple[float, float]]) -> float:

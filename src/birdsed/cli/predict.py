@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from birdsed.cli.registry import batch_status, console, verb
-from birdsed.cli.values import cores_cap, count, number
+from birdsed.cli.values import cores_cap, count, lat_lon, number
 from birdsed.config import (
     BACKENDS,
     COMPETITIONS,
@@ -20,6 +20,7 @@ from birdsed.config import (
     PRECISIONS,
     SHORT_POLICIES,
     SMOOTHINGS,
+    SPECIES_NAMES,
 )
 
 
@@ -91,6 +92,35 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
         "raven.selections.txt (one Raven table of every recording), audacity = audacity/, "
         "kaggle = submission.csv (implied by --test-csv, --sample-submission, --competition) (default: csv)",
     )
+    p.add_argument(
+        "--names",
+        choices=SPECIES_NAMES,
+        help="what Raven's Species column and Audacity's labels show: the eBird code, common or scientific name "
+        "(default: the class as the model names it; detections.csv and Raven carry all three in columns of their own)",
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--sites",
+        type=Path,
+        metavar="SITES.csv",
+        help="a sites table: pattern,site,lat,lon[,timezone][,start]; a glob pattern names a recording or a folder "
+        "(siteA, siteA/*.wav, SMM01234_*); outputs carry each recording's site, place and date-time",
+    )
+    where.add_argument(
+        "--site", type=lat_lon(), metavar="LAT,LON", help="one place for every recording (e.g. 43.61,3.87)"
+    )
+    p.add_argument(
+        "--time-pattern",
+        metavar="PATTERN",
+        help="how file names give the start: strptime's %%Y %%y %%m %%d %%j %%H %%M %%S, e.g. 'rec-%%Y-%%m-%%d_%%H%%M' "
+        "(a / reads folders too) (default: AudioMoth's YYYYMMDD_HHMMSS and Song Meter's PREFIX_YYYYMMDD_HHMMSS)",
+    )
+    p.add_argument(
+        "--timezone",
+        metavar="ZONE",
+        help="the recorders' clock: an IANA name (Europe/Paris), UTC or an offset (+02:00) (default: the sites "
+        "table's timezone column, else UTC, AudioMoth's clock)",
+    )
     p.add_argument("--batch-size", type=count(1, 65536), default=64, help="windows per forward pass (1 to 65536)")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument(
@@ -117,12 +147,14 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
 @verb(
     "predict",
     "find calls in recordings: scores, detections, submission, Raven/Audacity files",
-    "birdsed predict --model runs/small/model recordings/ --out preds --format csv raven audacity",
+    "birdsed predict --model runs/small/model recordings/ --out preds --format csv raven audacity\n"
+    "  birdsed predict --model bn recordings/ --out preds --sites sites.csv --timezone Europe/Paris --names common",
     _add_predict,
 )
 def cmd_predict(a: argparse.Namespace) -> int:
     from birdsed.infer.outputs import DecisionOptions
     from birdsed.infer.predict import run_predict
+    from birdsed.places import PlaceOptions
 
     decision = DecisionOptions(a.output, a.threshold, a.max_birds, a.neighbour_smoothing)
     inputs, test_csv, audio_dir, sample = a.inputs, a.test_csv, a.audio_dir, a.sample_submission
@@ -151,6 +183,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
         sample_submission=sample,
         shard=a.shard,
         cluster=a.cluster,
+        names=a.names,
+        places=PlaceOptions(str(a.sites) if a.sites else None, a.site, a.time_pattern, a.timezone),
     )
     console.print(
         f"{s.n_files} recording(s) ({s.n_done_before} done before"

@@ -8,6 +8,7 @@ of processes and devices. Every numeric option of every verb takes its type from
     p.add_argument("--batch-size", type=count(1, 65536), ...)        # a whole number, 1 <= n <= 65536
     p.add_argument("--workers", type=count(0, cores_cap()), ...)
     p.add_argument("--week", type=count(1, 48, also=(-1,)), ...)    # 1 <= n <= 48, or -1
+    p.add_argument("--site", type=lat_lon(), ...)                    # "LAT,LON": -90..90, -180..180
 """
 
 from __future__ import annotations
@@ -82,3 +83,29 @@ def count_or(word: str, lo: int | None = 0, hi: int | None = None) -> Callable[[
 
     parse.__name__ = "count"
     return parse
+
+
+def lat_lon() -> Callable[[str], tuple[float, float]]:
+    """An argparse type: "LAT,LON", a latitude in [-90, 90] and a longitude in [-180, 180] (each checked by number)."""
+    lat, lon = number(-90, 90), number(-180, 180)
+
+    def parse(text: str) -> tuple[float, float]:
+        parts = text.split(",")
+        if len(parts) != 2:
+            raise argparse.ArgumentTypeError(f"{text!r}: give LAT,LON (e.g. 43.61,3.87)")
+        try:
+            return lat(parts[0].strip()), lon(parts[1].strip())
+        except argparse.ArgumentTypeError as e:
+            which = "latitude" if not _fits(lat, parts[0]) else "longitude"
+            raise argparse.ArgumentTypeError(f"{which} {e}") from None
+
+    parse.__name__ = "lat_lon"
+    return parse
+
+
+def _fits(parse: Callable[[str], float], text: str) -> bool:
+    try:
+        parse(text.strip())
+    except argparse.ArgumentTypeError:
+        return False
+    return True

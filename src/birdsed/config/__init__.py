@@ -31,6 +31,7 @@ from birdsed.config.choices import (
     REFERENCE_THRESHOLDS,
     SHORT_POLICIES,
     SMOOTHINGS,
+    SPECIES_NAMES,
     TRUTH_FORMATS,
 )
 from birdsed.config.load import (
@@ -63,6 +64,7 @@ __all__ = [
     "BACKENDS",
     "OUTPUT_FORMATS",
     "SMOOTHINGS",
+    "SPECIES_NAMES",
     "MAX_SHARDS",
     "MAX_WINDOW_S",
     "MIN_HOP_S",

@@ -33,6 +33,7 @@ DEVICES = ("auto", "cpu", "cuda")  # device.py
 BACKENDS = ("torch", "onnx", "openvino")  # infer/predict.py, model/export.py
 OUTPUT_FORMATS = ("csv", "kaggle", "raven", "raven-all", "audacity")  # infer/outputs.py
 SMOOTHINGS = ("sum", "max")  # infer/decide.py
+SPECIES_NAMES = ("code", "common", "scientific")  # predict --names: what Raven's Species column shows (model/names.py)
 # predict --window-s / --hop-s (infer/predict.py): a window up to a minute (the models train on 3 to 5 s; 1e9 s tried
 # to allocate 116 TiB), a hop of at least 50 ms (20 windows a second; 0.0001 s kept a 7 s file busy for minutes)
 MIN_WINDOW_S, MAX_WINDOW_S, MIN_HOP_S = 0.5, 60.0, 0.05

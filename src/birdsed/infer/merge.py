@@ -82,6 +82,6 @@ def merge(out: str | Path) -> tuple[int, int]:
     write_errors(errors, out / "errors.csv")
     thresholds, default_output = thresholds_of(model_dir, meta), default_output_of(meta)
     spec = OutputSpec.from_dict(records[0]["spec"])
-    write_combined(out, done, run["classes"], thresholds, default_output, spec)
+    write_combined(out, done, run["classes"], thresholds, default_output, spec, meta)
     record_decision(out, spec.decision_record(run["classes"], thresholds, default_output))
     return len(done), len(errors)

@@ -2,6 +2,7 @@
 never the archive's (issue #21).
 
 OUT/parts/<key>.parquet (one per finished recording, what a re-run resumes from) ->
+  recordings.csv     each recording's site, lat, lon, time zone, start (places.py) and length
   scores.parquet     one Parquet file in row groups of about ROW_GROUP_ROWS rows, whole recordings each
                      (pd.read_parquet reads it whole; pyarrow's ParquetFile.iter_batches a piece at a time)
   detections.csv     appended recording by recording
@@ -31,6 +32,8 @@ from birdsed.fsutil import write_text_atomic
 from birdsed.infer.decide import Thresholds, decide, smooth_rows
 from birdsed.infer.parts import batches, concat
 from birdsed.infer.writers import WRITERS, Decided, Target, get_writer
+from birdsed.model.names import class_names
+from birdsed.places import PlaceOptions, Places
 from birdsed.rows import SCORE_META_COLUMNS
 
 FORMATS = OUTPUT_FORMATS
@@ -53,13 +56,15 @@ class OutputSpec:
     test_csv: str | None = None
     audio_dir: str | None = None
     sample_submission: str | None = None
+    names: str | None = None  # what Raven's Species column and Audacity's labels show (None: the class)
+    places: PlaceOptions = field(default_factory=PlaceOptions)
 
     def writers(self) -> list[str]:
-        """The writers (writers.WRITERS) of what --format names: scores always, then csv (detections.csv), raven,
-        audacity, and kaggle: the submission of the Kaggle input given (cornell for a test.csv, birdclef for a sample
-        submission), implied by that input."""
+        """The writers (writers.WRITERS) of what --format names: scores and recordings always, then csv
+        (detections.csv), raven, audacity, and kaggle: the submission of the Kaggle input given (cornell for a
+        test.csv, birdclef for a sample submission), implied by that input."""
         submission = "cornell" if self.test_csv else "birdclef" if self.sample_submission else None
-        names = ["scores", *(f for f in dict.fromkeys(self.formats) if f != "kaggle")]
+        names = ["scores", "recordings", *(f for f in dict.fromkeys(self.formats) if f != "kaggle")]
         return [*names, submission] if submission else names
 
     def check(self) -> None:
@@ -72,9 +77,11 @@ class OutputSpec:
                 "--format kaggle writes the submission of a Kaggle test set: give --test-csv, --sample-submission "
                 "or --competition"
             )
+        class_names([], shown=self.names)  # a name choice that is not one
+        Places.from_options(self.places)  # a bad sites table, place, time pattern or time zone
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "formats": list(self.formats)}
+        return {**asdict(self), "formats": list(self.formats), "places": self.places.to_dict()}
 
     def decision_record(self, classes: list[str], thresholds: Thresholds, default_output: str) -> dict:
         """The decision as made, for run.json: the options given (`options`, what summary reads back), the output
@@ -107,6 +114,8 @@ class OutputSpec:
             d.get("test_csv"),
             d.get("audio_dir"),
             d.get("sample_submission"),
+            d.get("names"),
+            PlaceOptions.from_dict(d.get("places")),
         )
 
 
@@ -172,18 +181,23 @@ def write_combined(
     thresholds: Thresholds,
     default_output: str,
     spec: OutputSpec,
+    meta: dict | None = None,
 ) -> int:
     """Build the combined outputs `spec` names (OutputSpec.writers) in `out` from the (recording, part) pairs, in
     their order, streaming: each writer started, fed every decided batch, closed (its files committed whole; all of
-    them discarded when one fails before). Returns the number of detections (rows x classes present)."""
+    them discarded when one fails before). `meta` (model.json) names the classes' species where their own names do
+    not (model/names.class_names). Returns the number of detections (rows x classes present)."""
+    files = [f for f, _ in parts]
     target = Target(
         out,
         classes,
-        [f for f, _ in parts],
+        files,
         spec.decision.max_birds,
         spec.test_csv,
         spec.audio_dir,
         spec.sample_submission,
+        class_names(classes, meta, spec.names),
+        Places.from_options(spec.places).resolve(files).places,  # predict said what they lack, before it ran
     )
     for cls in WRITERS.values():  # what a run killed while writing left (every format's: a re-run may name others)
         cls.sweep(target)

@@ -5,7 +5,10 @@ OUT/
   parts/<key>.<size>-<mtime_ns>.parquet  one per finished recording (what makes a re-run resume; a recording whose
                        size or mtime changed since is scored again: parts.py)
   scores.parquet       all rows, all three outputs (row groups of whole recordings, parts.ROW_GROUP_ROWS rows)
-  detections.csv       file,start_s,end_s,label,score (what passes the decision)
+  detections.csv       file,start_s,end_s,label,score (what passes the decision), then the label's code, common and
+                       scientific names and the row's site, lat, lon and date-time (ISO 8601 with the offset)
+  recordings.csv       each recording's site, lat, lon, time zone, start (places.py: --sites, --site, the name's
+                       time) and length
   submission.csv       with --test-csv: row_id,birds for every row, in order; with --sample-submission (BirdCLEF
                        2023-2025): row_id, then the scores of each class in the sample's column order
   raven/<name>.Table.1.selections.txt, audacity/<name>.txt   on request
@@ -41,6 +44,7 @@ from birdsed.infer.writers import COMBINED, write_errors, write_table
 from birdsed.kaggle.birdclef import sample_columns
 from birdsed.kaggle.cornell import read_kaggle_test
 from birdsed.model.meta import default_output_of, kind_of, model_digest, read_meta, thresholds_of
+from birdsed.places import PlaceOptions, Places
 
 log = logging.getLogger(__name__)
 
@@ -157,13 +161,18 @@ def run_predict(
     sample_submission: str | Path | None = None,
     shard: str | None = None,
     cluster: str | None = None,
+    names: str | None = None,
+    places: PlaceOptions | None = None,
 ) -> PredictSummary:
     """short_policy: how recordings shorter than a window are fitted to it, "loop" or "pad", for every model
     (default: each model, or each member of an ensemble, as it saw them in training).
     window_s, hop_s: default the model's own (5 s / 2.5 s for the SED models, 3 s windows for BirdNET).
     sample_submission: a BirdCLEF 2023-2025 sample_submission.csv: submission.csv takes its layout (kaggle.birdclef).
     shard: "I/N": only the I-th of N shards of the inputs (shard.py); the last shard to finish merges.
-    cluster: run the recordings on a dask.distributed cluster (cluster.py: local:N, tcp://HOST:PORT, FILE.yaml)."""
+    cluster: run the recordings on a dask.distributed cluster (cluster.py: local:N, tcp://HOST:PORT, FILE.yaml).
+    names: what Raven's Species column and Audacity's labels show: "code", "common", "scientific" (default the class).
+    places: the recordings' sites and start times (places.py: a sites table or one place, a time pattern, a time
+    zone); what they lack is said before anything runs, a recording two rows of the table match is refused."""
     if cluster and backend != "torch":
         raise ConfigError("--cluster runs the torch backend")
     spec = OutputSpec(
@@ -172,6 +181,8 @@ def run_predict(
         str(test_csv) if test_csv else None,
         str(audio_dir) if audio_dir else None,
         str(sample_submission) if sample_submission else None,
+        names,
+        places or PlaceOptions(),
     )
     spec.check()
     _check_grid(window_s, hop_s)
@@ -200,6 +211,8 @@ def run_predict(
                     out,
                     ", ".join(new[:3]) + (", ..." if len(new) > 3 else ""),
                 )
+        for message in Places.from_options(spec.places).resolve(files).messages(spec.places):
+            log.warning("%s", message)
         facts = runner.model_facts() if runner else model  # window_s, hop_s, classes
         window_s = facts.window_s if window_s is None else window_s
         hop_s = facts.hop_s if hop_s is None else hop_s
@@ -263,7 +276,7 @@ def run_predict(
                 done = [f for f in files if part_of[f].is_file()]
                 default_output = default_output_of(meta)
                 summary.n_detections = write_combined(
-                    out, [(f, part_of[f]) for f in done], classes, thresholds, default_output, spec
+                    out, [(f, part_of[f]) for f in done], classes, thresholds, default_output, spec, meta
                 )
                 record_decision(out, spec.decision_record(classes, thresholds, default_output))
                 return summary

@@ -1,9 +1,10 @@
 """Output writers: predict's combined outputs, one class per format, registered by name (whisper's ResultWriter and
 get_writer); and the tables they write.
 
-    WRITERS[name]   scores (scores.parquet), csv (detections.csv), raven (raven/), raven-all (raven.selections.txt),
-                    audacity (audacity/), cornell and birdclef (submission.csv: row_id,birds for a Kaggle
-                    test.csv; BirdCLEF 2023-2025's probabilities)
+    WRITERS[name]   scores (scores.parquet), recordings (recordings.csv: each recording's place, start and length),
+                    csv (detections.csv), raven (raven/), raven-all (raven.selections.txt), audacity (audacity/),
+                    cornell and birdclef (submission.csv: row_id,birds for a Kaggle test.csv; BirdCLEF 2023-2025's
+                    probabilities)
     Writer          start(target) -> add(batch) for each Decided batch of whole recordings, in order -> close()
 
 A new format is one Writer subclass here, registered with @writer("name"); outputs.write_combined feeds the chosen
@@ -24,7 +25,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TextIO
@@ -38,7 +39,16 @@ from birdsed.decisions import labels_of
 from birdsed.errors import ConfigError
 from birdsed.fsutil import atomic_path, remove_stale_temps
 from birdsed.infer.decide import decide
-from birdsed.rows import DETECTION_COLUMNS, SCORE_META_COLUMNS, spreadsheet_cell
+from birdsed.model.names import ClassNames, class_names
+from birdsed.places import RecordingPlace
+from birdsed.rows import (
+    DETECTION_COLUMNS,
+    DETECTION_NAME_COLUMNS,
+    DETECTION_PLACE_COLUMNS,
+    RECORDING_COLUMNS,
+    SCORE_META_COLUMNS,
+    spreadsheet_cell,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -87,6 +97,25 @@ def detections(scores: pd.DataFrame, present: np.ndarray, classes: list[str]) ->
     )
 
 
+NO_PLACE = RecordingPlace()
+
+
+def described(det: pd.DataFrame, names: ClassNames, places: dict[str, RecordingPlace]) -> pd.DataFrame:
+    """Detections (or events) with their label's names (code, common, scientific: model/names.py) and their row's
+    place and date-time (site, lat, lon, time: places.py, ISO 8601 with the offset), "" where unknown."""
+    species = [names.of(lab) for lab in det["label"]]
+    where = [places.get(f, NO_PLACE) for f in det["file"]]
+    return det.assign(
+        code=[s.code for s in species],
+        common=[s.common for s in species],
+        scientific=[s.scientific for s in species],
+        site=[p.site for p in where],
+        lat=pd.array([p.lat for p in where], dtype="Float64"),
+        lon=pd.array([p.lon for p in where], dtype="Float64"),
+        time=[p.iso_at(t) for p, t in zip(where, det["start_s"])],
+    )
+
+
 def merge_runs(det: pd.DataFrame) -> pd.DataFrame:
     """Join detections of one label in touching rows of one file into one event (score = max)."""
     if det.empty:
@@ -113,13 +142,22 @@ RAVEN_LOW_HZ, RAVEN_HIGH_HZ = 50.0, 14000.0
 
 
 def raven_table(
-    events: pd.DataFrame, recording: str, low_hz: float = RAVEN_LOW_HZ, high_hz: float = RAVEN_HIGH_HZ
+    events: pd.DataFrame,
+    recording: str,
+    low_hz: float = RAVEN_LOW_HZ,
+    high_hz: float = RAVEN_HIGH_HZ,
+    names: ClassNames | None = None,
+    place: RecordingPlace = NO_PLACE,
 ) -> pd.DataFrame:
     """A Raven Pro selection table (tab-separated) for one recording's events. It names its sound: `Begin Path` (the
     recording's absolute path), `Begin File` (its name) and `File Offset (s)` (the time within it), so that Raven
     pairs table and sound whatever the table is called (two `a.wav` of two folders), and the truth reader
-    (truth.formats.Raven) reads the recording from the table, not from the table's name."""
+    (truth.formats.Raven) reads the recording from the table, not from the table's name. `Species` shows the class,
+    or the name `names.shown` chooses (predict --names); the species' code, common and scientific names, the site
+    and the date-time of each selection's start (ISO 8601 with the offset) follow, "" where unknown."""
     path = os.path.abspath(recording)
+    names = names or ClassNames({})
+    species = [names.of(lab) for lab in events["label"]]
     return pd.DataFrame(
         {
             "Selection": np.arange(1, len(events) + 1),
@@ -132,18 +170,25 @@ def raven_table(
             "Begin Path": path,
             "File Offset (s)": events["start_s"].to_numpy(),
             "Begin File": os.path.basename(path),
-            "Species": events["label"].to_numpy(),
+            "Species": [names.show(lab) for lab in events["label"]],
             "Score": events["score"].to_numpy(),
+            "Species Code": [s.code for s in species],
+            "Common Name": [s.common for s in species],
+            "Scientific Name": [s.scientific for s in species],
+            "Site": place.site,
+            "Begin Date Time": [place.iso_at(t) for t in events["start_s"]],
         }
     )
 
 
-def write_audacity(events: pd.DataFrame, path: Path) -> Path:
-    """Audacity label track: start<TAB>end<TAB>label per line, no header."""
+def write_audacity(events: pd.DataFrame, path: Path, names: ClassNames | None = None) -> Path:
+    """Audacity label track: start<TAB>end<TAB>label (score) per line, no header; the label shown as `names` chooses
+    (predict --names; default the class)."""
+    names = names or ClassNames({})
     with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
             for s, e, lab, sc in zip(events["start_s"], events["end_s"], events["label"], events["score"]):
-                f.write(f"{s:.3f}\t{e:.3f}\t{lab} ({sc:.2f})\n")
+                f.write(f"{s:.3f}\t{e:.3f}\t{names.show(lab)} ({sc:.2f})\n")
     return path
 
 
@@ -190,6 +235,14 @@ class Target:
     test_csv: str | None = None
     audio_dir: str | None = None
     sample_submission: str | None = None
+    names: ClassNames | None = None  # the classes' species names and which one tables show (default: by class name)
+    places: dict[str, RecordingPlace] = field(default_factory=dict)  # each recording's place and start (places.py)
+
+    def __post_init__(self) -> None:
+        self.names = self.names or class_names(self.classes)
+
+    def place(self, recording: str) -> RecordingPlace:
+        return self.places.get(recording, NO_PLACE)
 
 
 @dataclass
@@ -339,10 +392,37 @@ class DetectionsWriter(_AppendedCsv):
     FILE = "detections.csv"
 
     def lines(self, batch: Decided) -> pd.DataFrame:
-        return spreadsheet_safe(batch.detections)
+        return spreadsheet_safe(described(batch.detections, self.target.names, self.target.places))
 
     def header(self) -> list[str]:
-        return list(DETECTION_COLUMNS)
+        return [*DETECTION_COLUMNS, *DETECTION_NAME_COLUMNS, *DETECTION_PLACE_COLUMNS]
+
+
+@writer("recordings")
+class RecordingsWriter(_AppendedCsv):
+    """recordings.csv: each recording's site, lat, lon, time zone and start (places.py; "" where unknown) and its
+    length in seconds (spreadsheet-safe): what `summary --by site|day|hour` reads."""
+
+    FILE = "recordings.csv"
+
+    def lines(self, batch: Decided) -> pd.DataFrame:
+        ends = batch.rows["end_s"].to_numpy()
+        where = [self.target.place(f) for f in batch.files]
+        table = pd.DataFrame(
+            {
+                "file": batch.files,
+                "site": [p.site for p in where],
+                "lat": pd.array([p.lat for p in where], dtype="Float64"),
+                "lon": pd.array([p.lon for p in where], dtype="Float64"),
+                "timezone": [p.timezone for p in where],
+                "start": [p.iso_at(0) for p in where],
+                "duration_s": [float(ends[batch.recording == j].max(initial=0.0)) for j in range(len(batch.files))],
+            }
+        )
+        return spreadsheet_safe(table)
+
+    def header(self) -> list[str]:
+        return list(RECORDING_COLUMNS)
 
 
 @writer("birdclef")
@@ -438,7 +518,14 @@ class RavenWriter(_LabelFiles):
     FOLDER, SUFFIX = "raven", ".Table.1.selections.txt"
 
     def write(self, events: pd.DataFrame, path: Path, recording: str) -> None:
-        write_table(raven_table(events, recording, high_hz=raven_high_hz(recording)), path, sep="\t")
+        table = raven_table(
+            events,
+            recording,
+            high_hz=raven_high_hz(recording),
+            names=self.target.names,
+            place=self.target.place(recording),
+        )
+        write_table(table, path, sep="\t")
 
 
 @writer("raven-all")
@@ -456,7 +543,9 @@ class CombinedRavenWriter(_AppendedCsv):
     def lines(self, batch: Decided) -> pd.DataFrame:
         tables = []
         for j, (f, events) in enumerate(zip(batch.files, batch.events)):
-            table = raven_table(events, f, high_hz=raven_high_hz(f))
+            table = raven_table(
+                events, f, high_hz=raven_high_hz(f), names=self.target.names, place=self.target.place(f)
+            )
             table["Begin Time (s)"] += self.offset_s
             table["End Time (s)"] += self.offset_s
             table["Selection"] += self.selections
@@ -476,7 +565,7 @@ class AudacityWriter(_LabelFiles):
     FOLDER, SUFFIX = "audacity", ".txt"
 
     def write(self, events: pd.DataFrame, path: Path, recording: str) -> None:
-        write_audacity(events, path)
+        write_audacity(events, path, self.target.names)
 
 
 # The files the writers put in OUT itself (scores.parquet, detections.csv, submission.csv): predict's own names there.

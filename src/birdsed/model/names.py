@@ -21,6 +21,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from birdsed.config.choices import SPECIES_NAMES
 from birdsed.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -173,3 +174,33 @@ def read_species_list(path: str | Path, known: Names | None = None) -> SpeciesLi
     for message in found.messages(str(path)):
         log.warning("%s", message)
     return found
+
+
+@dataclass(frozen=True)
+class ClassNames:
+    """A model's classes with their species' names, and which name the tables' species column shows."""
+
+    species: dict[str, Species]  # class -> its species (only the class itself when unknown)
+    shown: str | None = None  # "code", "common" or "scientific" (config.SPECIES_NAMES); None: the class as named
+
+    def of(self, label: str) -> Species:
+        return self.species.get(label) or Species(label, "", "")
+
+    def show(self, label: str) -> str:
+        """The name a table shows for a class: the one chosen, or the class itself where that name is unknown."""
+        return (getattr(self.of(label), self.shown) if self.shown else "") or label
+
+
+def class_names(classes: list[str], meta: dict | None = None, shown: str | None = None) -> ClassNames:
+    """Each class's species: by its own name, else by the name a BirdNET model matched it through (model.json's
+    birdnet.via: e.g. a data set's species.csv names Aegcau_call "Aegithalos caudatus")."""
+    if shown is not None and shown not in SPECIES_NAMES:
+        raise ConfigError(f"names {shown!r}: valid: {list(SPECIES_NAMES)}")
+    known = Names.default()
+    via = list((meta or {}).get("birdnet", {}).get("via", [])) if isinstance(meta, dict) else []
+    via = via if len(via) == len(classes) else [""] * len(classes)
+    out = {}
+    for c, v in zip(classes, via):
+        sp = known.lookup(c) or (known.lookup(v) if v else None)
+        out[c] = sp if sp is not None else Species(c, "", "")
+    return ClassNames(out, shown)
