@@ -138,15 +138,60 @@ def test_summary_by_site_day_and_hour_when_the_scores_carry_them(tmp_path):
 @pytest.mark.parametrize(
     "by, message",
     [
-        ("site", "--by site needs each row's site (a 'site' column), which"),
-        ("day", "--by day needs each row's date and time (a 'time' column), which"),
-        ("hour", "--by hour needs each row's date and time (a 'time' column)"),
+        ("site", "--by site needs each recording's site: neither"),
+        ("day", "--by day needs each recording's start time: neither"),
+        ("hour", "--by hour needs each recording's start time: neither"),
     ],
 )
 def test_summary_by_site_day_or_hour_without_them_says_what_is_missing(tmp_path, capsys, by, message):
     pred = make_pred(tmp_path)
     rc, text = run_cli(capsys, "summary", pred, "--by", by, "--out", tmp_path / "s.csv")
-    assert rc == 2 and message in text and "scores.parquet" in text and not (tmp_path / "s.csv").exists()
+    assert rc == 2 and message in text and "scores.parquet" in text and "recordings.csv" in text
+    assert not (tmp_path / "s.csv").exists()
+
+
+def _recordings(pred, rows):
+    """PRED/recordings.csv as predict writes it: file, site, lat, lon, timezone, start, duration_s."""
+    columns = ["file", "site", "lat", "lon", "timezone", "start", "duration_s"]
+    pd.DataFrame(rows, columns=columns).to_csv(pred / "recordings.csv", index=False)
+
+
+def test_summary_by_site_day_and_hour_from_predicts_recordings_table(tmp_path):
+    """Places and times from recordings.csv: a day and an hour are the recording's local ones (a.wav starts at
+    05:59:50 in Paris, 03:59:50 UTC); a recording without a site or a start falls in the group "unknown"."""
+    pred = make_pred(tmp_path)
+    _recordings(
+        pred,
+        [
+            ("a.wav", "north", 43.6, 3.9, "Europe/Paris", "2026-06-01T05:59:50+02:00", 20.0),
+            ("b.wav", "", "", "", "", "", 20.0),
+        ],
+    )
+    hour = summarize(pred, by="hour")[0].set_index(["hour", "class"])
+    assert hour.loc[("05", "woothr"), "rows"] == 1 and hour.loc[("06", "woothr"), "rows"] == 1
+    assert hour.loc[("unknown", "woothr"), "rows"] == 1
+    day = summarize(pred, by="day")[0].set_index(["day", "class"])
+    assert day.loc[("2026-06-01", "mycall"), "rows"] == 1 and day.loc[("unknown", "mycall"), "rows"] == 1
+    site = summarize(pred, by="site")[0].set_index(["site", "class"])
+    assert site.loc[("north", "woothr"), "rows"] == 2 and site.loc[("unknown", "woothr"), "rows"] == 1
+    north = summarize(pred, by="site")[0].query("site == 'north' and `class` == 'woothr'").iloc[0]
+    assert (north["first_time"], north["last_time"]) == ("2026-06-01T05:59:50+02:00", "2026-06-01T06:00:00+02:00")
+
+
+def test_summary_first_and_last_follow_the_recordings_times(tmp_path):
+    """b.wav was recorded a day before a.wav: its woothr row is the first, whatever the order of the scores."""
+    pred = make_pred(tmp_path)
+    _recordings(
+        pred,
+        [
+            ("a.wav", "n", 1, 2, "UTC", "2026-06-02T05:00:00+00:00", 20.0),
+            ("b.wav", "n", 1, 2, "America/Los_Angeles", "2026-06-01T05:00:00-07:00", 20.0),
+        ],
+    )
+    w = summarize(pred)[0].set_index("class").loc["woothr"]
+    assert (w["first_file"], w["first_time"]) == ("b.wav", "2026-06-01T05:00:15-07:00")
+    assert (w["last_file"], w["last_time"]) == ("a.wav", "2026-06-02T05:00:10+00:00")
+    assert w["common"] == "Wood Thrush" and w["scientific"] == "Hylocichla mustelina"
 
 
 def test_summary_refusals_name_the_file(tmp_path, capsys):

@@ -74,7 +74,8 @@ def cmd_summary(a: argparse.Namespace) -> int:
 def _when(r: dict, which: str, by: str) -> str:
     """A detection's place for the console: its time when known, else the recording (unless grouped by it) and
     the offset."""
-    if f"{which}_time" in r:
-        return str(r[f"{which}_time"])
+    time = r.get(f"{which}_time")
+    if time is not None and time == time and str(time):  # not None, NaN or "": unknown
+        return str(time)
     offset = f"{r[f'{which}_s']:g} s"
     return offset if by == "recording" else f"{Path(r[f'{which}_file']).name} {offset}"

@@ -7,8 +7,11 @@ says so: the same output kind, thresholds, neighbour smoothing and max-birds (in
 model's thresholds read from model.json without torch, and the options from run.json (older sharded runs: their
 shard records).
 
---by site needs a `site` column in the scores, --by day and --by hour a `time` column (each row's start as a
-date-time); predict writes neither yet, so those groupings are refused with what is missing.
+--by site, day and hour read each recording's site and start from PRED/recordings.csv (predict writes it: places.py,
+from --sites / --site and the names' times); a row's date-time is its recording's start plus its offset, in the
+recording's time zone, so a day and an hour are the recorders' local ones. A scores table that carries its own `site`
+and `time` columns (a naive date-time per row) is read as it is. A grouping none of them can give is refused, saying
+what is missing; rows whose recording has no site or no time fall in the group "unknown".
 """
 
 from __future__ import annotations
@@ -28,12 +31,15 @@ from birdsed.errors import BirdsedError, ConfigError
 from birdsed.infer.decide import Thresholds
 from birdsed.infer.outputs import RUN_DECISION_KEY, DecisionOptions, decide_scores
 from birdsed.model.meta import default_output_of, model_digest, read_meta, thresholds_of
-from birdsed.model.names import Names
-from birdsed.rows import SCORE_META_COLUMNS
+from birdsed.model.names import class_names
+from birdsed.places import zone
+from birdsed.rows import SCORE_META_COLUMNS, plain_cell
 
 GROUPINGS = ("all", "recording", "site", "day", "hour")
 SITE_COLUMN = "site"  # a row's site (from a sites table, when predict knows it)
 TIME_COLUMN = "time"  # a row's start as a date-time (from the recording's name or a sites table)
+RECORDINGS_FILE = "recordings.csv"  # predict's table of each recording's site and start (infer/writers.py)
+UNKNOWN = "unknown"  # the group of rows whose recording has no site, or no time
 NEEDS = {"site": SITE_COLUMN, "day": TIME_COLUMN, "hour": TIME_COLUMN}
 GROUP_COLUMN = {"recording": "file", "site": "site", "day": "day", "hour": "hour"}
 SUMMARY_FORMATS = (".csv", ".parquet")
@@ -64,6 +70,7 @@ class Decision:
     thresholds: Thresholds
     default_output: str
     source: str  # where the thresholds come from, to say so
+    meta: dict = field(default_factory=dict)  # model.json, when the model is there (the classes' species names)
 
 
 def decision_of(pred: Path, output: str | None = None, threshold: float | None = None) -> Decision:
@@ -90,7 +97,8 @@ def decision_of(pred: Path, output: str | None = None, threshold: float | None =
         return Decision(classes, options, Thresholds(), options.output or "clipwise", f"--threshold {threshold}")
     meta = read_meta(model_dir)
     source = f"--threshold {options.threshold}" if options.threshold is not None else f"{model_dir}'s thresholds"
-    return Decision(classes, options, thresholds_of(model_dir, meta), default_output_of(meta), source)
+    raw = json.loads((model_dir / "model.json").read_text())
+    return Decision(classes, options, thresholds_of(model_dir, meta), default_output_of(meta), source, raw)
 
 
 def _recorded_options(pred: Path) -> DecisionOptions:
@@ -148,19 +156,77 @@ class Totals:
 
 def _when(rows: pd.DataFrame, order: np.ndarray, i: int) -> tuple:
     time = rows[TIME_COLUMN].iloc[i] if TIME_COLUMN in rows else None
-    return (float(order[i]), rows["file"].iloc[i], float(rows["start_s"].iloc[i]), time)
+    return (float(order[i]), rows["file"].iloc[i], float(rows["start_s"].iloc[i]), time or None)
 
 
-def check_grouping(by: str, columns: list[str], where: Path) -> None:
-    """A grouping the scores can give, or a ConfigError saying what is missing."""
+@dataclass
+class Recordings:
+    """PRED/recordings.csv: each recording's site and start (an aware Timestamp in its time zone, or None)."""
+
+    site: dict[str, str]
+    start: dict[str, pd.Timestamp | None]
+
+    @classmethod
+    def read(cls, pred: Path) -> Recordings:
+        """The table predict wrote ({} when it wrote none: a run from before it); a damaged one names itself."""
+        path = pred / RECORDINGS_FILE
+        if not path.is_file():
+            return cls({}, {})
+        try:
+            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+            files = [plain_cell(f) for f in table["file"]]
+            starts = [_start(s, tz) for s, tz in zip(table["start"], table["timezone"])]
+            return cls(dict(zip(files, map(plain_cell, table["site"]))), dict(zip(files, starts)))
+        except (ValueError, KeyError, UnicodeDecodeError, ConfigError) as e:
+            raise BirdsedError(f"{path}: not predict's table of recordings ({e}); predict again") from e
+
+    def has(self, column: str) -> bool:
+        values = self.site.values() if column == SITE_COLUMN else self.start.values()
+        return any(bool(v) if column == SITE_COLUMN else v is not None for v in values)
+
+    def add_to(self, rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+        """`rows` with the `columns` (SITE_COLUMN, TIME_COLUMN) the scores lack: each row's site, and its date-time
+        (ISO 8601 with its offset, "" when unknown) with its local clock time (_local) and UTC (_utc_ns)."""
+        out = rows.copy()
+        if SITE_COLUMN in columns:
+            out[SITE_COLUMN] = [self.site.get(f, "") for f in rows["file"]]
+        if TIME_COLUMN in columns:
+            n = len(rows)
+            local = np.full(n, np.datetime64("NaT"), "datetime64[ns]")
+            utc = np.full(n, np.nan)
+            iso = np.full(n, "", object)
+            offsets = rows["start_s"].to_numpy(np.float64)
+            for f, idx in rows.groupby("file", sort=False).indices.items():
+                start = self.start.get(f)
+                if start is None:
+                    continue
+                t = start + pd.to_timedelta(offsets[idx], unit="s")  # absolute: right across summer time
+                local[idx] = t.tz_localize(None).to_numpy("datetime64[ns]")
+                utc[idx] = t.tz_convert("UTC").tz_localize(None).to_numpy("datetime64[ns]").astype(np.int64)
+                iso[idx] = [x.isoformat() for x in t]
+            out[TIME_COLUMN], out["_local"], out["_utc_ns"] = iso, local, utc
+        return out
+
+
+def _start(text: str, tz: str) -> pd.Timestamp | None:
+    return pd.Timestamp(text).tz_convert(zone(tz or "UTC")) if text else None
+
+
+def check_grouping(by: str, columns: list[str], where: Path, recordings: Recordings | None = None) -> None:
+    """A grouping the scores (or predict's recordings.csv) can give, or a ConfigError saying what is missing."""
     if by not in GROUPINGS:
         raise ConfigError(f"--by {by!r}: valid: {list(GROUPINGS)}")
     need = NEEDS.get(by)
-    if need and need not in columns:
+    if need and need not in columns and not (recordings and recordings.has(need)):
+        what = "site" if need == SITE_COLUMN else "start time"
+        how = (
+            "predict --sites SITES.csv (or a site column)"
+            if need == SITE_COLUMN
+            else "names with YYYYMMDD_HHMMSS, predict --time-pattern, or a start column in --sites"
+        )
         raise ConfigError(
-            f"--by {by} needs each row's {'site' if need == SITE_COLUMN else 'date and time'} (a {need!r} column), "
-            f"which {where} does not have: predict does not write recording places and times yet; "
-            "use --by recording or all"
+            f"--by {by} needs each recording's {what}: neither {where} (a {need!r} column) nor "
+            f"{where.parent / RECORDINGS_FILE} has one; predict again with {how}, or use --by recording or all"
         )
 
 
@@ -179,13 +245,32 @@ def _row_groups(path: Path, kind: str, columns: list[str]) -> Iterator[pd.DataFr
 
 
 def group_keys(rows: pd.DataFrame, by: str) -> pd.Series:
-    """Each row's group under `by`."""
+    """Each row's group under `by` (UNKNOWN for a row without a site or a time)."""
     if by == "all":
         return pd.Series("", index=rows.index)
     if by in ("recording", "site"):
-        return rows[GROUP_COLUMN[by]].astype(str)
-    time = pd.to_datetime(rows[TIME_COLUMN])
-    return time.dt.strftime("%Y-%m-%d") if by == "day" else time.dt.hour.astype(str).str.zfill(2)
+        keys = rows[GROUP_COLUMN[by]].astype(str)
+        return keys.where(keys != "", UNKNOWN)
+    time = pd.Series(_local_times(rows), index=rows.index)
+    keys = time.dt.strftime("%Y-%m-%d") if by == "day" else time.dt.hour.astype("Int64").astype(str).str.zfill(2)
+    return keys.where(time.notna(), UNKNOWN)
+
+
+def _local_times(rows: pd.DataFrame) -> np.ndarray:
+    """Each row's local clock time [shape=(n,)] (NaT when unknown): recordings.csv's, or the scores' own column."""
+    if "_local" in rows:
+        return rows["_local"].to_numpy("datetime64[ns]")
+    return pd.to_datetime(rows[TIME_COLUMN]).to_numpy("datetime64[ns]")
+
+
+def _order(rows: pd.DataFrame, seen: int, timed: bool) -> np.ndarray:
+    """Each row's sort key for first / last: its time (UTC) when every recording has one, else its place in the
+    stream."""
+    if not timed:
+        return np.arange(seen, seen + len(rows), dtype=np.float64)
+    if "_utc_ns" in rows:
+        return rows["_utc_ns"].to_numpy(np.float64)
+    return pd.to_datetime(rows[TIME_COLUMN]).to_numpy("datetime64[ns]").astype(np.int64).astype(np.float64)
 
 
 def summarize(
@@ -201,12 +286,15 @@ def summarize(
         names_in = pq.read_schema(path).names
     except (OSError, pa.ArrowException) as e:
         raise BirdsedError(f"{path}: not a readable Parquet file ({e})") from e
-    check_grouping(by, names_in, path)
+    recordings = Recordings.read(pred)
+    check_grouping(by, names_in, path, recordings)
     classes = decision.classes
     missing = [c for c in [*SCORE_META_COLUMNS, *classes] if c not in names_in]
     if missing:
         raise BirdsedError(f"{path}: columns {missing[:5]} missing (run.json's classes); predict again")
     extra = [c for c in (SITE_COLUMN, TIME_COLUMN) if c in names_in]
+    added = [c for c in (SITE_COLUMN, TIME_COLUMN) if c not in names_in and recordings.has(c)]
+    timed = TIME_COLUMN in extra or (TIME_COLUMN in added and all(v is not None for v in recordings.start.values()))
     kind = decision.options.output or decision.default_output
     totals: dict[str, Totals] = {}
     seen = 0
@@ -214,24 +302,21 @@ def summarize(
         if rows.empty:
             continue
         rows, present, _, _ = decide_scores(rows, classes, decision.thresholds, decision.options, kind)
+        rows = recordings.add_to(rows, added) if added else rows
         values = rows[classes].to_numpy(np.float32)
-        order = (
-            pd.to_datetime(rows[TIME_COLUMN]).to_numpy("datetime64[ns]").astype(np.int64).astype(np.float64)
-            if TIME_COLUMN in rows
-            else np.arange(seen, seen + len(rows), dtype=np.float64)
-        )
+        order = _order(rows, seen, timed)
         seen += len(rows)
         keys = group_keys(rows, by)
         for key, idx in keys.groupby(keys, sort=False).indices.items():
             t = totals.setdefault(key, Totals(len(classes)))
             t.add(present[idx], values[idx], rows.iloc[idx], order[idx])
-    return _table(totals, classes, by, TIME_COLUMN in extra), decision
+    return _table(totals, classes, by, TIME_COLUMN in [*extra, *added], decision.meta), decision
 
 
-def _table(totals: dict[str, Totals], classes: list[str], by: str, with_time: bool) -> pd.DataFrame:
+def _table(totals: dict[str, Totals], classes: list[str], by: str, with_time: bool, meta: dict) -> pd.DataFrame:
     """One row per group and species detected: each group's columns built as arrays."""
-    names = Names.default()
-    described = [names.describe(c) for c in classes]
+    names = class_names(classes, meta)
+    described = [names.of(c) for c in classes]
     parts = []
     for key, t in totals.items():
         ks = np.nonzero(t.rows)[0]
