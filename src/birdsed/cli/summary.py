@@ -51,11 +51,13 @@ def cmd_summary(a: argparse.Namespace) -> int:
     kind = decision.options.output or decision.default_output
     shown = Table(title=f"{a.pred}: {len(table)} rows, species by {a.by} ({kind}, {decision.source})")
     group = [table.columns[0]] if a.by != "all" else []
-    for c in [*group, "code", "common", "rows", "minutes", "first", "last", "max", "per hour"]:
+    # the class too where it is not its code (a data set's Erirub_call and Erirub_song are one species' two classes)
+    own = ["class"] if (table["class"] != table["code"]).any() else []
+    for c in [*group, *own, "code", "common", "rows", "minutes", "first", "last", "max", "per hour"]:
         shown.add_column(c, overflow="fold", justify="right" if c in ("rows", "minutes", "max", "per hour") else "left")
     for r in table.head(SHOWN_ROWS).to_dict("records"):
         first, last = _when(r, "first", a.by), _when(r, "last", a.by)
-        cells = [Path(r[c]).name if c == "file" else str(r[c]) for c in group] + [
+        cells = [Path(r[c]).name if c == "file" else str(r[c]) for c in [*group, *own]] + [
             r["code"],
             r["common"],
             str(r["rows"]),
