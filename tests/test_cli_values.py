@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from birdsed.cli.values import cores, cores_cap, count, number
+from birdsed.cli.values import cores, cores_cap, count, lat_lon, number
 
 
 @pytest.mark.parametrize("text", ["nan", "inf", "-inf", "abc", "-0.5", "1.5"])
@@ -37,3 +37,16 @@ def test_an_option_with_a_bad_value_exits_2_naming_it(capsys):
 
 def test_the_cap_on_processes_follows_the_cores():
     assert cores() >= 1 and cores_cap() >= 4 * cores()
+
+
+def test_lat_lon_takes_a_place_and_names_the_coordinate_out_of_range():
+    parse = lat_lon()
+    assert parse("43.61, 3.87") == (43.61, 3.87)
+    for text, message in (
+        ("91,0", "latitude 91: must be <= 90"),
+        ("0,-181", "longitude -181: must be >= -180"),
+        ("43", "give LAT,LON"),
+        ("nan,0", "latitude 'nan': must be a finite number"),
+    ):
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            parse(text)

@@ -131,3 +131,15 @@ def test_site_out_of_range_is_refused_by_its_type(capsys, bird_model, tmp_path, 
         _predict(capsys, bird_model, tmp_path, "--site", value)
     assert e.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_sharded_run_merges_with_the_same_places(capsys, bird_model, tmp_path):
+    """The places options travel with each shard's output options: the merge writes the same columns."""
+    rc, text, out = _predict(
+        capsys, bird_model, tmp_path, "--shard", "1/1", "--site", "43.61,3.87", "--timezone", "Europe/Paris"
+    )
+    assert rc == 0, text
+    det = pd.read_csv(out / "detections.csv", keep_default_na=False)
+    assert set(det["lat"]) == {43.61} and det["time"].str.endswith("+02:00").all()
+    rec = pd.read_csv(out / "recordings.csv", keep_default_na=False)
+    assert set(rec["timezone"]) == {"Europe/Paris"} and set(rec["site"]) == {""}
