@@ -153,3 +153,19 @@ def test_options_round_trip_through_a_dict():
     assert PlaceOptions.from_dict(opts.to_dict()) == opts
     assert PlaceOptions.from_dict(PlaceOptions(site=(1.0, 2.0)).to_dict()).site == (1.0, 2.0)
     assert PlaceOptions.from_dict(None) == PlaceOptions()
+
+
+@pytest.mark.parametrize(
+    "pattern", ["siteA", "siteA/*.wav", "*.wav", "/d/siteA/x.wav", "/d/siteA", "d/*/x.wav", "[ab]*"]
+)
+def test_patterns_match_as_pathlib_matches_a_path_or_a_folder_above_it(pattern):
+    """The precompiled matcher agrees with PurePath.match over the recording and each folder above it."""
+    from pathlib import PurePath
+
+    from birdsed.places import SiteRow
+
+    places = Places(rows=[SiteRow(2, pattern, "s", 0.0, 0.0)])
+    for path in ["/d/siteA/x.wav", "/d/siteB/SMM1_2023.wav", "/a.wav", "/b/c/d.flac", "/d/siteA/sub/x.wav"]:
+        p = PurePath(path)
+        expected = any(q.match(pattern) for q in (p, *p.parents) if q.name)
+        assert bool(places.rows_of(path)) == expected, (pattern, path)

@@ -22,6 +22,7 @@ with examples), and the run goes on.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import math
 import re
 from collections.abc import Iterable
@@ -178,9 +179,21 @@ class SiteRow:
     timezone: str = ""
     start: str = ""
 
-    def matches(self, path: PurePath) -> bool:
-        """The pattern matches the recording's path or a folder above it."""
-        return any(p.match(self.pattern) for p in (path, *path.parents) if p.name)
+    @cached_property
+    def _parts(self) -> tuple[bool, list[re.Pattern[str]]]:
+        """(absolute, one compiled glob per part of the pattern)."""
+        pattern = PurePath(self.pattern)
+        parts = [part for part in pattern.parts if part != pattern.anchor]
+        return pattern.is_absolute(), [re.compile(fnmatch.translate(part)) for part in parts]
+
+    def matches_path(self, parts: tuple[str, ...]) -> bool:
+        """The pattern matches this path (its parts, the anchor first) from the right (PurePath.match, precompiled:
+        a sites table is matched against every recording of an archive)."""
+        absolute, globs = self._parts
+        names = parts[1:] if parts and parts[0] == "/" else parts
+        if len(globs) > len(names) or (absolute and len(globs) != len(names)) or not globs:
+            return False
+        return all(g.match(n) for g, n in zip(globs, names[len(names) - len(globs) :]))
 
 
 @dataclass(frozen=True)
@@ -304,6 +317,7 @@ class Places:
 
     options: PlaceOptions = field(default_factory=PlaceOptions)
     rows: list[SiteRow] = field(default_factory=list)
+    _folders: dict[tuple[str, ...], frozenset[int]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_options(cls, opts: PlaceOptions | None = None) -> Places:
@@ -324,8 +338,19 @@ class Places:
         return time_regex(self.options.time_pattern) if self.options.time_pattern else None
 
     def rows_of(self, path: str | PurePath) -> list[SiteRow]:
-        p = PurePath(path)
-        return [r for r in self.rows if r.matches(p)]
+        """The rows whose pattern matches the recording's path or a folder above it."""
+        parts = PurePath(path).parts
+        above = self._folder_rows(parts[:-1])
+        return [r for r in self.rows if r.line in above or r.matches_path(parts)]
+
+    def _folder_rows(self, parts: tuple[str, ...]) -> frozenset[int]:
+        """The lines of the rows matching this folder or one above it (remembered: an archive's recordings share
+        their folders)."""
+        if parts not in self._folders:
+            above = self._folder_rows(parts[:-1]) if len(parts) > 1 else frozenset()
+            here = {r.line for r in self.rows if r.matches_path(parts)} if parts and parts[-1] != "/" else set()
+            self._folders[parts] = above | here
+        return self._folders[parts]
 
     def of(self, path: str | PurePath) -> RecordingPlace:
         """One recording's place and time; a ConfigError when two rows of the table match it."""
