@@ -15,6 +15,7 @@ from birdsed.errors import ConfigError
 from birdsed.infer.outputs import DecisionOptions
 from birdsed.infer.predict import run_predict
 from birdsed.model.modeldir import load_model_dir
+from birdsed.rows import DETECTION_COLUMNS, DETECTION_NAME_COLUMNS, DETECTION_PLACE_COLUMNS
 from birdsed.train.data import load_train_data
 from birdsed.train.run import train
 
@@ -136,7 +137,8 @@ def test_predict_writes_every_output_and_resumes(trained, synth_data, tmp_path):
     )
     assert sub.loc[sub["row_id"] == r1["row_id"], "birds"].item() == expect
     det = pd.read_csv(out / "detections.csv")
-    assert list(det.columns) == ["file", "start_s", "end_s", "label", "score"]
+    assert list(det.columns) == [*DETECTION_COLUMNS, *DETECTION_NAME_COLUMNS, *DETECTION_PLACE_COLUMNS]
+    assert list(det.columns)[:5] == ["file", "start_s", "end_s", "label", "score"]  # the old columns first, as before
     raven = list((out / "raven").glob("*.txt"))
     assert len(raven) == 2
     table = pd.read_csv(raven[0], sep="\t")
