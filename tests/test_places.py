@@ -121,6 +121,7 @@ def test_a_recording_matched_by_two_rows_is_refused(tmp_path):
         ("siteA,A,north,2", r"sites.csv:2: lat 'north', lon '2': not numbers"),
         ("siteA,A,1,2,Europe/Atlantis", r"sites.csv:2: time zone 'Europe/Atlantis' does not exist"),
         ("siteA,A,1,2,,June", r"sites.csv:2: start 'June' is not an ISO 8601"),
+        ('siteA,"A\tB",1,2', r"sites.csv:2: site 'A\\tB' holds a tab, line break or other control character"),
     ],
 )
 def test_a_bad_row_of_a_sites_table_is_refused_naming_its_line(tmp_path, row, message):

@@ -25,6 +25,7 @@ import csv
 import fnmatch
 import math
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
@@ -256,6 +257,11 @@ def read_sites(path: str | Path) -> list[SiteRow]:
 def _site_row(r: dict[str, str], where: str, line: int) -> SiteRow:
     if not r["pattern"]:
         raise ConfigError(f"{where}: empty pattern")
+    if any(unicodedata.category(ch) == "Cc" for ch in r["site"]):
+        raise ConfigError(
+            f"{where}: site {r['site']!r} holds a tab, line break or other control character, which splits a row of "
+            "the Raven tables; rename it"
+        )
     try:
         lat, lon = float(r["lat"]), float(r["lon"])
     except ValueError:
