@@ -4,12 +4,12 @@
 #   finetuned  birdsed's head and BirdNET V2.4's torch port trained together from audio (model.freeze_backbone=false)
 #   frozen     the head on cached BirdNET embeddings (the birdnet preset), with the logistic-regression anchor
 #              (--baseline) fitted on the same folds
-# Meant for a GPU (a fine-tuning step of 32 crops runs about 100 forward+backward passes of BirdNET: ~2 min on the
-# 2-core CPU this was written on, so 5 folds x 20 epochs there would take days). Each recipe writes
+# Meant for a GPU (a fine-tuning step of 32 crops runs about 100 forward+backward passes of BirdNET: minutes on a
+# 2-core CPU); benchmarks/gpu_finetune.sh runs the fine-tuned levers on the `device` tool's GPU machine. Each recipe writes
 # $OUT/<name>/nips4b.json (per fold: AP, F1, train_s; summary.pooled: the pooled APs) and its log.
 #
 #   bash benchmarks/nips4b_birdnet_finetune.sh                       # DATA=../shared/data/nips4b OUT=bench-out/...
-#   EPOCHS=30 LR_SCALE=0.03 bash benchmarks/nips4b_birdnet_finetune.sh   # the levers: epochs, backbone lr factor
+#   EPOCHS=30 LR_SCALE=0.01 bash benchmarks/nips4b_birdnet_finetune.sh   # the levers: epochs, backbone lr factor
 #
 # SMOKE=1 runs the fine-tuned recipe alone on fold 0 for one step of two 3 s crops (tests/test_nips4b_bench.py).
 set -euo pipefail
@@ -18,7 +18,7 @@ PY=${PY:-python}
 DATA=${DATA:-$HERE/../../shared/data/nips4b}
 OUT=${OUT:-bench-out/nips4b-birdnet-finetune}
 EPOCHS=${EPOCHS:-20}
-LR_SCALE=${LR_SCALE:-0.1}
+LR_SCALE=${LR_SCALE:-0.03}  # train.backbone_lr_scale's default, the best measured (docs/BENCHMARKS.md)
 BATCH=${BATCH:-32}
 DEVICE=${DEVICE:-auto}
 mkdir -p "$OUT"

@@ -120,7 +120,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-2
     warmup_frac: float = 0.05
-    backbone_lr_scale: float = 0.1  # model.freeze_backbone false: BirdNET's weights learn at lr x this
+    backbone_lr_scale: float = 0.03  # model.freeze_backbone false: BirdNET's weights learn at lr x this (NIPS4B best)
     backbone_train_from: float = 0.0  # model.freeze_backbone false: only BirdNET's layers from this depth (0-1) train
     head_warmup_epochs: int = 0  # LP-FT: first train the head on the frozen backbone's features (head_warmup.py)
     head_warmup_lr: float = 1e-3

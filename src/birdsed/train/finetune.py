@@ -10,7 +10,7 @@ SpecAugment masks stripes of BirdNET's own spectrogram (the front end's output, 
 channels, through the port's front-end hook; augment.specaug_p and the mask sizes, in those bins and frames).
 
 Learning rates: AdamW with warm-up and cosine decay, the head at train.lr, BirdNET's weights (those the embedding
-depends on; its front end and classifier stay fixed) at train.lr x train.backbone_lr_scale (default 0.1): the
+depends on; its front end and classifier stay fixed) at train.lr x train.backbone_lr_scale (default 0.03): the
 pretrained features move slowly while the new head learns; with train.backbone_train_from (0-1) only the port's
 layers from that depth of its graph on train (0.5: the second half; BirdNETTorch.parameter_depths). train.precision
 as for the CNNs: auto is bf16 autocast on CUDA (the loss in float32), float32 on the CPU. The head's input
