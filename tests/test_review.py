@@ -282,6 +282,25 @@ def test_the_server_serves_only_the_recordings_of_the_predictions(server, tmp_pa
     assert status == 403 and not load_verdicts(copy / "review" / "verdicts.sqlite").shape[0]
 
 
+def test_a_card_is_addressed_by_its_recording_row_and_species_as_the_report_links_it(server):
+    from birdsed.review.links import card_url
+
+    base, _ = server
+    rec = json.loads(get(f"{base}/api/queue?species=amecro&n=1")[1])["cards"][0]["file"]
+    url = card_url("woothr", rec, 5.0, base + "/")
+    status, page, _ = get(url)
+    assert status == 200 and b"openLinked" in page  # the page opens the card its own address names
+    status, body, _ = get(url.replace("/?", "/api/card?"))
+    card = json.loads(body)["card"]
+    assert status == 200 and (card["file"], card["start_s"], card["end_s"], card["label"]) == (rec, 5.0, 10.0, "woothr")
+    assert card["common"] == "Wood Thrush" and card["score"] >= 0 and card["problem"] == ""
+    for bad, code in ((card_url("woothr", rec, 7.0, base + "/"), 404), (card_url("nope", rec, 5.0, base + "/"), 404)):
+        status, body, _ = get(bad.replace("/?", "/api/card?"))
+        assert status == code and b"no row of" in body
+    status, _, _ = get(card_url("woothr", "/etc/passwd", 5.0, base + "/").replace("/?", "/api/card?"))
+    assert status == 403
+
+
 def test_a_card_plays_seeks_and_its_verdicts_are_committed_at_once(server):
     base, copy = server
     status, body, _ = get(f"{base}/api/queue?species=woothr&n=3")

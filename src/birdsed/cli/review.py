@@ -8,12 +8,15 @@ from pathlib import Path
 from birdsed.cli.registry import console, verb
 from birdsed.cli.values import count, number
 from birdsed.config import OUTPUT_KINDS
+from birdsed.review.links import REVIEW_PORT
 
 
 def _add_review(p: argparse.ArgumentParser) -> None:
     p.add_argument("pred", type=Path, metavar="PRED", help="a predict --out folder (its scores.parquet and run.json)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=count(1, 65535), default=8765, help="port to serve on (default 8765)")
+    p.add_argument(
+        "--port", type=count(1, 65535), default=REVIEW_PORT, help=f"port to serve on (default {REVIEW_PORT})"
+    )
     p.add_argument("--no-browser", action="store_true", help="do not open the page in a browser")
     p.add_argument(
         "--output", choices=OUTPUT_KINDS, help="output kind whose scores are reviewed (default: the model's)"

@@ -4,6 +4,8 @@ Routes (all under one predict folder, PRED):
     GET  /                      the page (page.html)
     GET  /api/state             classes with their names, the output kind, progress per species, the verdicts given
     GET  /api/queue             the next cards: ?species= &recording= &folder= &lo= &hi= &sample= &n= &seed=
+    GET  /api/card              one card by its address (?file= &start_s= &label=: review/links.card_url; the page
+                                opens it first when its own URL carries them)
     GET  /api/audio             a clip with context as WAV (Range requests answered): ?file= &start_s= &end_s=
     GET  /api/spectrogram       the same clip's spectrogram as PNG
     POST /api/verdict           {file, start_s, end_s, label, verdict, other_label, reviewer}: committed at once
@@ -154,6 +156,16 @@ def build_app(pred: str | Path, output: str | None = None) -> Starlette:
         ]
         return JSONResponse({"cards": cards})
 
+    async def card(req: Request) -> Response:
+        file = review.check_file(req.query_params.get("file", ""))
+        label = req.query_params.get("label", "")
+        clip = review.preds.clip_at(file, _number(req, "start_s"), label)
+        if clip is None:
+            raise Refused(404, f"no row of {label!r} at {req.query_params['start_s']} s in {file!r}")
+        return JSONResponse(
+            {"card": {**clip, **review.species(label), "name": Path(file).name, "problem": review.problem(file)}}
+        )
+
     async def audio(req: Request) -> Response:
         file, start_s, end_s = _clip_of(review, req)
         data = wav_bytes(excerpt(file, start_s, end_s))
@@ -185,6 +197,7 @@ def build_app(pred: str | Path, output: str | None = None) -> Starlette:
         Route("/", guarded(page)),
         Route("/api/state", guarded(state)),
         Route("/api/queue", guarded(queue)),
+        Route("/api/card", guarded(card)),
         Route("/api/audio", guarded(audio)),
         Route("/api/spectrogram", guarded(spectrogram)),
         Route("/api/verdict", guarded(verdict), methods=["POST"]),

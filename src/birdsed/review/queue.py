@@ -193,6 +193,23 @@ class Predictions:
         except ValueError:
             raise ReviewError(f"{species!r}: not a class of {self.pred}'s model") from None
 
+    def clip_at(self, file: str, start_s: float, label: str) -> dict | None:
+        """The clip (CLIP_COLUMNS) of `file`'s row starting at start_s for class `label`, or None if PRED has none."""
+        if label not in self.classes:
+            return None
+        hit = np.flatnonzero((self.rows["file"].to_numpy() == file) & np.isclose(self.rows["start_s"], start_s))
+        if not len(hit):
+            return None
+        row = self.rows.iloc[hit[0]]
+        score = float(self.scores[hit[0], self.class_index(label)])
+        return {
+            "file": file,
+            "start_s": float(row["start_s"]),
+            "end_s": float(row["end_s"]),
+            "label": label,
+            "score": score,
+        }
+
     def score_of(self, file: str, start_s: float, label: str) -> float | None:
         """The score of one clip, or None if PRED has no such row or class."""
         if label not in self.classes:
