@@ -10,6 +10,7 @@ from birdsed.cli.registry import console, verb
 from birdsed.cli.values import count, number
 from birdsed.config import OUTPUT_KINDS
 from birdsed.config.choices import REPORT_MAX_MINUTES, REPORT_MIN_PAGE_S
+from birdsed.review.links import REVIEW_PORT
 from birdsed.rows import ROW_S
 
 
@@ -138,14 +139,20 @@ def _add_report(p: argparse.ArgumentParser) -> None:
     _add_truth_options(p)
     p.add_argument("--test-csv", type=Path, help="maps truth row_ids to files (default: test.csv beside --truth)")
     p.add_argument("--run", type=Path, help="a training run folder: adds its loss and metric curves")
-    p.add_argument("--output", choices=OUTPUT_KINDS, help="score timeline to draw")
+    p.add_argument("--output", choices=OUTPUT_KINDS, help="score curves to draw (default: the output decided on)")
     p.add_argument("--max-recordings", type=count(0, 100_000), default=20, help="recordings drawn")
-    p.add_argument("--page-s", type=number(REPORT_MIN_PAGE_S, 3600), default=60.0, help="seconds of audio per picture")
+    p.add_argument("--page-s", type=number(REPORT_MIN_PAGE_S, 3600), default=60.0, help="seconds of audio per panel")
     p.add_argument(
         "--max-minutes",
         type=number(0, REPORT_MAX_MINUTES, lo_open=True),
-        default=10.0,
-        help="minutes drawn per recording",
+        default=REPORT_MAX_MINUTES,
+        help=f"minutes drawn per recording (default {REPORT_MAX_MINUTES:g}: whole recordings up to that)",
+    )
+    p.add_argument(
+        "--review-port",
+        type=count(1, 65535),
+        default=REVIEW_PORT,
+        help=f"port of `birdsed review PRED` that detections link to (default {REVIEW_PORT})",
     )
 
 
@@ -169,7 +176,9 @@ def cmd_report(a: argparse.Namespace) -> int:
         max_recordings=a.max_recordings,
         page_s=a.page_s,
         max_minutes=a.max_minutes,
+        review_port=a.review_port,
         **_truth_kw(a),
     )
     console.print(f"report written to {out}")
+    console.print(f"its detections link to the review page: birdsed review {a.pred} --port {a.review_port}")
     return 0

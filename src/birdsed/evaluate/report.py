@@ -1,13 +1,15 @@
-"""`birdsed report`: one self-contained HTML page (images embedded) of what `predict` found.
+"""`birdsed report`: one self-contained HTML page (pictures embedded, nothing fetched) of what `predict` found.
 
-Per recording: the log-mel spectrogram in pages of `page_s` seconds with detections drawn as
-labelled bands (truth, when given, as outlined boxes in another colour) and the score
-timeline of the top classes under it. Then a summary per class, the evaluation and the
-threshold sweep when truth is given, and the training curves when a run folder is given.
+The decision as run.json records it; a legend of every species drawn (its colour, code, common and scientific
+names, detections); with truth, the evaluation and each class's precision, recall and F1 at the threshold used;
+activity by hour of day and species by date when the scores carry each row's start time (summary.TIME_COLUMN);
+the training curves of a run folder. Then every recording whole (up to --max-minutes), in panels of `page_s`
+seconds (evaluate/panels.py): spectrogram in kHz, each species' detections (links to their review cards) and truth
+in its lane, its score curve under them. A species has one colour in every report (evaluate/palette.py).
 
-Text from the data (class names, file names) is drawn as written: matplotlib's mathtext is off for every figure
-(a class named `a$\foo$b` is text, not a formula), and the page escapes it as HTML. The pictures drawn are bounded
-(REPORT_MAX_PICTURES, pages of at least REPORT_MIN_PAGE_S): past the bound the page says what was not drawn.
+Text from the data (class names, file names) is escaped as HTML, and drawn as written in the matplotlib figures
+(mathtext off: a class named `a$\\foo$b` is text, not a formula). The panels drawn are bounded (REPORT_MAX_PICTURES,
+pages of at least REPORT_MIN_PAGE_S): past the bound the page says what was not drawn.
 """
 
 from __future__ import annotations
@@ -24,21 +26,18 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import librosa  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from birdsed import SAMPLE_RATE_HZ  # noqa: E402
-from birdsed.audio.decode import stream_audio  # noqa: E402
 from birdsed.config.choices import REPORT_MAX_MINUTES, REPORT_MAX_PICTURES, REPORT_MIN_PAGE_S  # noqa: E402
-from birdsed.errors import AudioDecodeError, BirdsedError, ConfigError  # noqa: E402
+from birdsed.errors import BirdsedError, ConfigError  # noqa: E402
+from birdsed.evaluate.palette import class_colours  # noqa: E402
+from birdsed.evaluate.panels import Band, RecordingView, recording_panels  # noqa: E402
 from birdsed.fsutil import write_text_atomic  # noqa: E402
-from birdsed.infer.writers import merge_runs  # noqa: E402
-from birdsed.model.meta import default_output_of, read_meta
-from birdsed.rows import DETECTION_COLUMNS, SCORE_META_COLUMNS, plain_cell
-
-COLOURS = plt.get_cmap("tab10").colors
+from birdsed.model.names import Names  # noqa: E402
+from birdsed.review.links import REVIEW_PORT, review_base  # noqa: E402
+from birdsed.rows import DETECTION_COLUMNS, plain_cell  # noqa: E402
 
 
 def plain_text(draw: Callable[..., str | list[str]]) -> Callable[..., str | list[str]]:
@@ -104,125 +103,21 @@ def _png(fig) -> str:
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
-def _head_audio(path: str, max_s: float) -> np.ndarray:
-    """The first max_s seconds of a recording (streamed: a long file is never read whole)."""
-    chunks, total = [], 0
-    for c in stream_audio(path, chunk_s=30.0):
-        chunks.append(c)
-        total += len(c)
-        if total >= max_s * SAMPLE_RATE_HZ:
-            break
-    return np.concatenate(chunks)[: int(max_s * SAMPLE_RATE_HZ)]
-
-
-Band = tuple[float, float, str, float, float]  # start_s, end_s, label, low_hz, high_hz (NaN: the whole band)
-MEL_FMIN_HZ, MEL_FMAX_HZ, MEL_BINS = 50.0, 14000.0, 128
-
-
 def truth_bands(al) -> dict[str, list[Band]]:
     """{predicted file: [Band]}: the annotated calls with their frequency bounds (evaluate.AlignedScores.events),
-    or, for Kaggle's row truth, each labelled row as a box over the whole band."""
-    bands: dict[str, list] = {}
+    or, for Kaggle's row truth, each labelled row (the whole file for a row without seconds)."""
+    bands: dict[str, list[Band]] = {}
     if al.events is not None:
         for f, a, b, lab, lo, hi in al.events[["file", "start_s", "end_s", "label", "low_hz", "high_hz"]].itertuples(
             index=False
         ):
-            bands.setdefault(f, []).append((float(a), float(b), lab, float(lo), float(hi)))
+            bands.setdefault(f, []).append(Band(float(a), float(b), lab, float(lo), float(hi)))
         return bands
     labels = [[al.classes[k] for k in np.flatnonzero(row)] for row in al.true]
     for (f, start), labs in zip(al.rows.itertuples(index=False), labels):
         span = (0.0, float("inf")) if np.isnan(start) else (float(start), float(start) + 5.0)
-        bands.setdefault(f, []).extend((*span, lab, np.nan, np.nan) for lab in labs)
+        bands.setdefault(f, []).extend(Band(*span, lab) for lab in labs)
     return bands
-
-
-def mel_bin(hz: float) -> float:
-    """Where a frequency falls on the report's mel axis (MEL_BINS bins over MEL_FMIN_HZ..MEL_FMAX_HZ)."""
-    lo, hi = librosa.hz_to_mel(MEL_FMIN_HZ), librosa.hz_to_mel(MEL_FMAX_HZ)
-    return float(np.clip((librosa.hz_to_mel(hz) - lo) / (hi - lo) * MEL_BINS, 0, MEL_BINS))
-
-
-@plain_text
-def recording_figures(
-    path: str,
-    scores: pd.DataFrame,
-    det: pd.DataFrame,
-    output: str,
-    truth: list[Band],
-    page_s: float,
-    max_s: float,
-    top_k: int = 5,
-    max_pictures: int = REPORT_MAX_PICTURES,
-) -> list[str]:
-    """One image per page: spectrogram with detections (and truth) over the score timeline of the top classes; at
-    most `max_pictures` of them, then a line saying how many pages were left out."""
-    try:
-        audio = _head_audio(path, max_s)
-    except AudioDecodeError as e:
-        return [f"<p class=err>{html.escape(str(e))}</p>"]
-    duration = len(audio) / SAMPLE_RATE_HZ
-    rows = scores[(scores["file"] == path) & (scores["output"] == output)]
-    classes = [c for c in scores.columns if c not in SCORE_META_COLUMNS]
-    top = rows[classes].max().sort_values(ascending=False).index[:top_k].tolist() if len(rows) else []
-    colour = {
-        c: COLOURS[i % len(COLOURS)] for i, c in enumerate(sorted(set(top) | set(det["label"]) | {t[2] for t in truth}))
-    }
-    mel = librosa.power_to_db(
-        librosa.feature.melspectrogram(
-            y=audio, sr=SAMPLE_RATE_HZ, n_fft=1024, hop_length=320, n_mels=MEL_BINS, fmin=MEL_FMIN_HZ, fmax=MEL_FMAX_HZ
-        ),
-        ref=np.max,
-    )
-    events = merge_runs(det)
-    lane = {c: i for i, c in enumerate(sorted(set(det["label"])))}  # one lane per class, from the top
-    truth_lane = {c: i for i, c in enumerate(sorted({t[2] for t in truth}))}  # boxes without bounds: a lane per class
-    images = []
-    starts = np.arange(0, max(duration, 1e-3), page_s)
-    for p0 in starts[:max_pictures]:
-        p1 = min(p0 + page_s, duration)
-        fig, (ax, ax2) = plt.subplots(2, 1, figsize=(14, 4.6), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
-        f0, f1 = int(p0 * 100), int(p1 * 100) + 1
-        ax.imshow(mel[:, f0:f1], origin="lower", aspect="auto", cmap="magma", extent=(p0, p1, 0, 128), vmin=-80, vmax=0)
-        ax.set_ylabel("mel bin")
-        for _, d in events[(events["end_s"] > p0) & (events["start_s"] < p1)].iterrows():
-            top_y = 1.0 - 0.09 * lane[d["label"]]
-            ax.axvspan(
-                max(d["start_s"], p0),
-                min(d["end_s"], p1),
-                ymin=top_y - 0.08,
-                ymax=top_y,
-                color=colour[d["label"]],
-                alpha=0.85,
-            )
-            ax.text(
-                max(d["start_s"], p0) + 0.1,
-                128 * (top_y - 0.04),
-                f"{d['label']} {d['score']:.2f}",
-                color="white",
-                fontsize=8,
-                va="center",
-            )
-        for a, b, lab, lo, hi in truth:
-            if b > p0 and a < p1:
-                if np.isfinite(lo) and np.isfinite(hi):  # an annotated box: its own frequency bounds
-                    y, h = mel_bin(lo), max(1.0, mel_bin(hi) - mel_bin(lo))
-                else:
-                    y, h = 2 + 11 * truth_lane[lab], 10
-                ax.add_patch(plt.Rectangle((max(a, p0), y), min(b, p1) - max(a, p0), h, fill=False, ec="cyan", lw=1.2))
-                ax.text(max(a, p0) + 0.1, y + h / 2, f"truth: {lab}", color="cyan", fontsize=7, va="center")
-        centres = rows["start_s"].to_numpy() + 2.5
-        lines = [ax2.step(centres, rows[c].to_numpy(), where="mid", color=colour[c])[0] for c in top]
-        ax2.set_ylim(0, 1.02)
-        ax2.set_xlim(p0, p0 + page_s)
-        ax2.set_ylabel(f"{output}\nscore")
-        ax2.set_xlabel("time (s)")
-        if top:
-            # handles and labels given: a class named "_x" is not hidden, as matplotlib hides "_" labels
-            ax2.legend(lines, top, loc="upper right", fontsize=7, ncol=min(5, len(top)))
-        images.append(_png(fig))
-    if len(starts) > max_pictures:
-        images.append(f"<p class=err>{len(starts) - max_pictures} page(s) not drawn: {_LIMIT_NOTE}</p>")
-    return images
 
 
 _LIMIT_NOTE = (
@@ -239,7 +134,10 @@ def sweep_figure(score_report: dict) -> str:
         sw = pd.DataFrame(score_report["outputs"][output]["sweep"])
         ax.plot(sw["threshold"], sw["row_f1"], label="row-wise F1")
         ax.plot(sw["threshold"], sw["species_f1"], label="species F1", ls="--")
-        ax.axvline(score_report["outputs"][output]["reference_threshold"], color="grey", lw=0.8)
+        ax.axvline(score_report["outputs"][output]["reference_threshold"], color="grey", lw=0.8, label="reference")
+        used = score_report.get("decision", {})
+        if used.get("output") == output:
+            ax.axvline(used["threshold"], color="black", ls=":", lw=1.2, label="used (detections.csv)")
         ax.set_title(output)
         ax.set_xlabel("threshold")
     axes[0].set_ylabel("F1")
@@ -271,6 +169,212 @@ def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, float_format=lambda x: f"{x:.3f}", border=0, classes="t")
 
 
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _swatch(colour: str) -> str:
+    return f'<span class=sw style="background:{colour}"></span>'
+
+
+def _rgba(colour: str, alpha: float) -> str:
+    r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha:.2f})"
+
+
+def _names_cells(label: str, names: Names) -> str:
+    """A species' cells: class as the model names it, code, common and scientific names (empty where unknown)."""
+    sp = names.describe(label)
+    return f"<td>{_e(label)}</td><td>{_e(sp.code)}</td><td>{_e(sp.common)}</td><td><i>{_e(sp.scientific)}</i></td>"
+
+
+def legend_table(det: pd.DataFrame, colours: dict[str, str], names: Names) -> str:
+    """The legend: every species detected, one row each (most detected first): its colour and names, its detections
+    (5 s rows), mean score and recordings; then the species only the truth has, in their colours."""
+    counts = det.groupby("label").agg(n=("score", "size"), mean=("score", "mean"), files=("file", "nunique"))
+    annotated = sorted(set(colours) - set(counts.index))
+    more = (
+        "<p>annotated, not detected: "
+        + " ".join(f"{_swatch(colours[c])}{_e(names.describe(c).code)}" for c in annotated)
+        + "</p>"
+        if annotated
+        else ""
+    )
+    if counts.empty:
+        return "<p>none</p>" + more
+    rows = []
+    for label in sorted(counts.index, key=lambda c: (-counts["n"][c], c)):
+        n, mean, files = (counts[k].get(label, 0) for k in ("n", "mean", "files"))
+        rows.append(
+            f'<tr><td class=sp data-label="{_e(label)}">{_swatch(colours[label])}</td>{_names_cells(label, names)}'
+            f"<td class=n>{n}</td><td class=n>{f'{mean:.3f}' if n else ''}</td><td class=n>{files}</td></tr>"
+        )
+    return (
+        '<table class="t legend"><tr class=head><th></th><th>class</th><th>code</th><th>common name</th>'
+        "<th>scientific name</th><th>detections</th><th>mean score</th><th>recordings</th></tr>"
+        + "".join(rows)
+        + "</table>"
+        + more
+    )
+
+
+def decision_section(pred_dir: Path, used) -> str:
+    """The decision behind detections.csv as run.json records it (predict's decision record), else where
+    evaluate.score.used_decision found it."""
+    try:
+        record = json.loads((pred_dir / "run.json").read_text()).get("decision")
+    except (OSError, ValueError, AttributeError):
+        record = None
+    items = [("output", used.output), ("threshold", f"{used.threshold:g}"), ("from", used.source)]
+    if isinstance(record, dict):
+        items += [
+            ("max birds per row", record.get("max_birds")),
+            ("neighbour smoothing", record.get("neighbour_smoothing")),
+            ("calibrated scores", record.get("calibrated")),
+        ]
+    if used.per_class:
+        shown = ", ".join(f"{c} {t:g}" for c, t in list(used.per_class.items())[:30])
+        more = f" and {len(used.per_class) - 30} more" if len(used.per_class) > 30 else ""
+        items.append((f"per-class thresholds ({len(used.per_class)})", shown + more))
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in items)
+    return f'<h2>Decision</h2><table class="t kv" id=decision>{rows}</table>'
+
+
+def per_class_table(sr: dict, colours: dict[str, str], names: Names) -> str:
+    """Each class's precision, recall and F1 at the threshold predict used (score_report's per_class), the classes
+    with truth or detections; how many classes had neither."""
+    per = pd.DataFrame(sr["per_class"])
+    shown = per[(per["support"] > 0) | (per["predicted"] > 0)].sort_values(
+        ["support", "class"], ascending=[False, True]
+    )
+    rows = "".join(
+        f"<tr><td>{_swatch(colours[r['class']]) if r['class'] in colours else ''}</td>{_names_cells(r['class'], names)}"
+        f"<td class=n>{r['threshold']:.2f}</td><td class=n>{r['precision']:.3f}</td><td class=n>{r['recall']:.3f}</td>"
+        f"<td class=n>{r['f1']:.3f}</td><td class=n>{r['support']}</td><td class=n>{r['predicted']}</td></tr>"
+        for r in shown.to_dict("records")
+    )
+    d = sr["decision"]
+    left = len(per) - len(shown)
+    return (
+        f"<h3>Per class, at the threshold used ({_e(d['output'])} {d['threshold']:g})</h3>"
+        '<table class="t per-class" id=per-class><tr class=head><th></th><th>class</th><th>code</th>'
+        "<th>common name</th><th>scientific name</th><th>threshold</th><th>precision</th><th>recall</th><th>F1</th>"
+        "<th>rows with it (truth)</th><th>rows detected</th></tr>"
+        + rows
+        + "</table>"
+        + (f"<p>{left} class(es) with neither truth nor detections not listed</p>" if left else "")
+    )
+
+
+def _heat_table(table: pd.DataFrame, key: str, keys: list[str], colours: dict[str, str], names: Names, id_: str):
+    """Species (rows) by `key` (columns): detected 5 s rows, each cell shaded in the species' colour by its share of
+    the species' busiest cell; an "all species" row first."""
+    grid = table.pivot_table(index="class", columns=key, values="rows", aggfunc="sum", fill_value=0)
+    grid = grid.reindex(columns=keys, fill_value=0)
+    grid = grid.loc[grid.sum(axis=1).sort_values(ascending=False, kind="stable").index]
+    head = "".join(f"<th>{_e(k)}</th>" for k in keys)
+    total = grid.sum(axis=0)
+    cells = "".join(f"<td>{int(v)}</td>" if v else "<td></td>" for v in total)
+    rows = [f"<tr class=all><th>all species</th>{cells}</tr>"]
+    for label, counts in grid.iterrows():
+        colour, top = colours.get(label, "#555555"), max(int(counts.max()), 1)
+        sp = names.describe(label)
+        cells = "".join(
+            f'<td style="background:{_rgba(colour, 0.1 + 0.9 * v / top)}">{int(v)}</td>' if v else "<td></td>"
+            for v in counts
+        )
+        rows.append(f'<tr><th title="{_e(sp.common)}">{_swatch(colour)}{_e(sp.code)}</th>{cells}</tr>')
+    return f'<table class="t heat" id={id_}><tr class=head><th>{key}</th>{head}</tr>{"".join(rows)}</table>'
+
+
+def activity_section(pred_dir: Path, colours: dict[str, str], names: Names) -> str:
+    """Detections by hour of day and species by date, as `birdsed summary --by hour / day` counts them (the same
+    decision, the same `time` column); "" when the scores carry no start times."""
+    import pyarrow.parquet as pq
+
+    from birdsed.evaluate.summary import TIME_COLUMN, summarize
+
+    if TIME_COLUMN not in pq.read_schema(pred_dir / "scores.parquet").names:
+        return ""
+    try:
+        by_hour, _ = summarize(pred_dir, by="hour")
+        by_day, _ = summarize(pred_dir, by="day")
+    except BirdsedError as e:
+        return f"<h2>Activity</h2><p class=err>not drawn: {_e(e)}</p>"
+    for t in (by_hour, by_day):
+        for c in t["class"]:
+            colours.setdefault(c, "#555555")
+    hours = [f"{h:02d}" for h in range(24)]
+    days = sorted(by_day["day"].unique())
+    return (
+        "<h2>Activity</h2><p>5 s rows with each species (as <code>birdsed summary</code> counts them), by the hour "
+        "of day they start in and by date (the recordings' own clock)</p>"
+        "<h3>By hour of day</h3>"
+        + _heat_table(by_hour, "hour", hours, colours, names, "by-hour")
+        + "<h3>By date</h3>"
+        + _heat_table(by_day, "day", days, colours, names, "by-day")
+    )
+
+
+def evaluation_section(pred_dir: Path, aligned, truth, used, colours: dict[str, str], names: Names) -> str:
+    """The evaluation against truth: row-wise F1 of a submission, the outputs' table and sweep, the per-class table at
+    the threshold used, the annotated calls found, what was not used."""
+    from birdsed.evaluate.score import event_table, score_report, score_table
+    from birdsed.evaluate.submission import evaluate_submission
+
+    parts = [f"<h2>Evaluation</h2><p>truth: {_e(truth)}</p>"]
+    if aligned.events is None and (pred_dir / "submission.csv").is_file():
+        rep = evaluate_submission(pred_dir / "submission.csv", truth)
+        parts.append(
+            f"<p>row-wise micro F1 <b>{rep.row_f1:.4f}</b>; species precision {rep.precision:.3f}, "
+            f"recall {rep.recall:.3f}, F1 {rep.species_f1:.3f} ({rep.n_rows} rows)</p>"
+        )
+        parts.append(_table(rep.per_class))
+    sr = score_report(aligned, used)
+    parts.append(_table(score_table(sr)) + sweep_figure(sr))
+    parts.append(per_class_table(sr, colours, names))
+    if aligned.events is not None:
+        parts.append("<h3>Annotated calls found</h3>" + _table(event_table(sr)))
+    parts += [f"<p class=err>not used: {_e(line)}</p>" for line in sr["unused_lines"]]
+    return "".join(parts)
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1340px;padding:0 1em;color:#222}
+img{max-width:100%;display:block;margin:4px 0}
+table.t{border-collapse:collapse;font-size:13px;margin:6px 0}
+table.t td,table.t th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}
+table.t td.n{text-align:right}
+table.kv th{font-weight:normal;color:#555}
+table.heat td{text-align:center;min-width:1.6em;font-size:11px;padding:1px 3px}
+table.heat tr.all td{font-weight:bold}
+.sw{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:4px;vertical-align:-1px}
+.err{color:#b00}
+.rec{margin-top:1.4em}
+.rec .meta{color:#555;font-size:13px;margin:2px 0 6px}
+figure.panel{position:relative;margin:0 0 6px;break-inside:avoid;page-break-inside:avoid}
+figure.panel img.sg{position:absolute;margin:0;image-rendering:auto}
+figure.panel svg{position:absolute;left:0;top:0;width:100%;height:100%}
+svg text{font-size:11px;fill:#333}
+svg text.yl{text-anchor:end}
+svg text.xl{text-anchor:middle}
+svg text.unit{fill:#666;text-anchor:middle}
+svg text.lane{text-anchor:end;font-weight:bold}
+svg text.score{fill:#fff;font-size:10px;font-weight:bold;pointer-events:none}
+svg text.thrl{fill:#777;font-size:10px}
+svg rect.frame{fill:none;stroke:#bbb}
+svg rect.truth{fill:none;stroke-width:1.6;stroke-dasharray:4 2}
+svg a.det rect{opacity:.9}
+svg a.det:hover rect{opacity:1;stroke:#000}
+svg line.tick,svg line.axis{stroke:#666}
+svg line.grid{stroke:#e4e4e4}
+svg line.thr{stroke:#888;stroke-dasharray:5 3}
+svg polyline.curve{fill:none;stroke-width:1.6}
+*{-webkit-print-color-adjust:exact;print-color-adjust:exact}
+@media print{body{max-width:none;margin:0}}
+"""
+
+
 def build_report(
     pred_dir: str | Path,
     out: str | Path | None = None,
@@ -280,88 +384,95 @@ def build_report(
     output: str | None = None,
     max_recordings: int = 20,
     page_s: float = 60.0,
-    max_minutes: float = 10.0,
+    max_minutes: float = REPORT_MAX_MINUTES,
+    review_port: int = REVIEW_PORT,
     **truth_kw,
 ) -> Path:
     """The report of predict's output folder; with `truth` (any truth evaluate reads; truth_kw: its options) the
-    evaluation and the annotated calls drawn under the detections."""
+    evaluation and the annotated calls drawn in the species' lanes. Detections link to their cards on the review
+    server at 127.0.0.1:`review_port` (`birdsed review PRED --port review_port`)."""
     pred_dir = Path(pred_dir)
     check_pages(max_recordings, page_s, max_minutes)
     if not (pred_dir / "scores.parquet").is_file():
         raise BirdsedError(f"{pred_dir}: no scores.parquet; run `birdsed predict --out {pred_dir}` first")
     out = Path(out) if out else pred_dir / "report.html"
-    from birdsed.evaluate.score import read_scores
+    from birdsed.evaluate.score import align_files, read_scores, used_decision
 
     scores = read_scores(pred_dir / "scores.parquet")
     det = read_detections(pred_dir / "detections.csv")
     model_dir = _run_model(pred_dir)
-    meta = read_meta(model_dir) if model_dir is not None and (model_dir / "model.json").is_file() else {}
-    default_output = default_output_of(meta)
-    output = output or default_output
-    aligned = None
-    if truth:
-        from birdsed.evaluate.score import align_files
-
-        aligned = align_files(pred_dir / "scores.parquet", truth, test_csv, **truth_kw)
+    used = used_decision(pred_dir / "scores.parquet")
+    output = output or used.output
+    aligned = align_files(pred_dir / "scores.parquet", truth, test_csv, **truth_kw) if truth else None
     bands = truth_bands(aligned) if aligned is not None else {}
+    files = list(dict.fromkeys(scores["file"]))
+    drawn = files[:max_recordings]
+    species = sorted(set(det["label"]) | {b.label for f in drawn for b in bands.get(f, [])})
+    colours = class_colours(species, first=det["label"])
+    names = Names.default()
+    threshold = used.threshold if output == used.output else None
     parts = [
-        f"<h1>birdsed report</h1><p>predictions: {html.escape(str(pred_dir.resolve()))}; "
-        f"{scores['file'].nunique()} recording(s); rows decided on <b>{output}</b></p>"
+        "<h1>birdsed report</h1>"
+        f"<p>predictions: {_e(pred_dir.resolve())}; model: {_e(model_dir or 'unknown (no run.json)')}; "
+        f"{len(files)} recording(s); {len(det)} detection(s); scores drawn: <b>{_e(output)}</b></p>",
+        decision_section(pred_dir, used),
+        "<h2>Detections per class</h2>" + legend_table(det, colours, names),
     ]
-    summary = (
-        det.groupby("label")
-        .agg(detections=("score", "size"), mean_score=("score", "mean"), files=("file", "nunique"))
-        .reset_index()
-        if len(det)
-        else pd.DataFrame()
-    )
-    parts.append("<h2>Detections per class</h2>" + (_table(summary) if len(summary) else "<p>none</p>"))
     if aligned is not None:
-        from birdsed.evaluate.score import event_table, score_report, score_table, used_decision
-        from birdsed.evaluate.submission import evaluate_submission
-
-        parts.append(f"<h2>Evaluation</h2><p>truth: {html.escape(str(truth))}</p>")
-        if aligned.events is None and (pred_dir / "submission.csv").is_file():
-            rep = evaluate_submission(pred_dir / "submission.csv", truth)
-            parts.append(
-                f"<p>row-wise micro F1 <b>{rep.row_f1:.4f}</b>; species precision {rep.precision:.3f}, "
-                f"recall {rep.recall:.3f}, F1 {rep.species_f1:.3f} ({rep.n_rows} rows)</p>"
-            )
-            parts.append(_table(rep.per_class))
-        sr = score_report(aligned, used_decision(pred_dir / "scores.parquet"))
-        parts.append(_table(score_table(sr)) + sweep_figure(sr))
-        if aligned.events is not None:
-            parts.append("<h3>Annotated calls found</h3>" + _table(event_table(sr)))
-        parts += [f"<p class=err>not used: {html.escape(line)}</p>" for line in sr["unused_lines"]]
+        parts.append(evaluation_section(pred_dir, aligned, truth, used, colours, names))
+    parts.append(activity_section(pred_dir, colours, names))
     if run_dir and (Path(run_dir) / "metrics.csv").is_file():
         parts.append("<h2>Training</h2>" + training_figure(Path(run_dir)))
-    files = list(dict.fromkeys(scores["file"]))
+    base = review_base(review_port)
     parts.append(
-        f"<h2>Recordings</h2><p>{min(len(files), max_recordings)} of {len(files)} shown, "
-        f"the first {max_minutes:g} min of each, in pages of {page_s:g} s</p>"
+        f"<h2>Recordings</h2><p>{len(drawn)} of {len(files)} shown (--max-recordings), each whole up to "
+        f"{max_minutes:g} min, in panels of {page_s:g} s. A detection's bar opens its card on the review page: "
+        f"start <code>birdsed review {_e(pred_dir)} --port {review_port}</code>, then click (<code>{_e(base)}</code>)."
+        "</p>"
     )
+    kind_rows = scores[scores["output"] == output]
     budget = REPORT_MAX_PICTURES
-    for i, f in enumerate(files[:max_recordings]):
+    for i, f in enumerate(drawn):
         if budget <= 0:
-            parts.append(
-                f"<p class=err>{min(len(files), max_recordings) - i} recording(s) not drawn: {_LIMIT_NOTE}</p>"
-            )
+            parts.append(f"<p class=err>{len(drawn) - i} recording(s) not drawn: {_LIMIT_NOTE}</p>")
             break
-        parts.append(f"<h3>{html.escape(Path(f).name)}</h3><div class=strip>")
-        figures = recording_figures(
-            f, scores, det[det["file"] == f], output, bands.get(f, []), page_s, max_minutes * 60, max_pictures=budget
+        view = RecordingView(
+            f,
+            kind_rows[kind_rows["file"] == f],
+            det[det["file"] == f],
+            bands.get(f, []),
+            colours,
+            threshold,
+            base,
+            names,
         )
-        budget -= sum(p.startswith("<img") for p in figures)
-        parts += figures
-        parts.append("</div>")
+        parts.append(recording_section(view, page_s, max_minutes * 60, budget))
+        budget -= parts[-1].count("<figure class=panel")
     page = (
-        "<!doctype html><html><head><meta charset=utf-8><title>birdsed report</title><style>"
-        "body{font-family:sans-serif;margin:2em;max-width:1200px}img{max-width:100%;display:block;margin:4px 0}"
-        "table.t{border-collapse:collapse;font-size:13px}"
-        "table.t td,table.t th{padding:2px 8px;border-bottom:1px solid #ddd}"
-        ".strip{max-height:900px;overflow-y:auto;border:1px solid #eee}.err{color:#b00}</style></head><body>"
-        + "\n".join(parts)
-        + "</body></html>"
+        "<!doctype html><html><head><meta charset=utf-8><title>birdsed report</title>"
+        f"<style>{STYLE}</style></head><body>" + "\n".join(parts) + "</body></html>"
     )
     write_text_atomic(out, page)
     return out
+
+
+def recording_section(view: RecordingView, page_s: float, max_s: float, max_panels: int) -> str:
+    """A recording's heading (name, duration, its species in their colours), its panels, what was left out."""
+    drawn = recording_panels(view, page_s, max_s, max_panels)
+    species = " ".join(f"{_swatch(view.colours[c])}{_e(view.names.describe(c).code)}" for c in view.detected)
+    annotated = {b.label for b in view.truth} - set(view.detected)
+    minutes = f"{drawn.duration_s / 60:.1f} min" if drawn.duration_s >= 60 else f"{drawn.duration_s:.1f} s"
+    notes = []
+    if drawn.pages_left:
+        notes.append(f"<p class=err>{drawn.pages_left} page(s) not drawn: {_LIMIT_NOTE}</p>")
+    if drawn.cut_at_s is not None:
+        notes.append(f"<p class=err>only its first {drawn.cut_at_s / 60:g} min drawn (--max-minutes)</p>")
+    return (
+        f'<section class=rec data-file="{_e(view.path)}" data-duration-s="{drawn.duration_s:g}">'
+        f"<h3>{_e(Path(view.path).name)}</h3>"
+        f"<p class=meta>{_e(view.path)} · {minutes} · detected: {species or 'none'}"
+        f"{f' · {len(annotated)} more species annotated' if annotated else ''}</p>"
+        + "".join(drawn.parts)
+        + "".join(notes)
+        + "</section>"
+    )
