@@ -85,6 +85,42 @@ def serve_review(pred: Path, timeout_s: float = 120.0):
             time.sleep(0.2)
 
 
+def chromium_driver(window_size: str = "1400,900"):
+    """Debian's headless chromium driven by Selenium (the caller quits it); tests skip before when either is missing."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        f"--window-size={window_size}",
+        "--autoplay-policy=no-user-gesture-required",
+        "--mute-audio",
+    ):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    driver.set_script_timeout(30)
+    return driver
+
+
+def wait_for(driver, js: str, timeout_s: float = 30.0):
+    """Poll a JavaScript expression in the browser until it is truthy; its value."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = driver.execute_script(f"return {js}")
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {js}")
+
+
 def birdnet_meta(**over) -> dict:
     """A BirdNET detector's model.json over classes a and b (`over` replaces keys of its `birdnet` section)."""
     from birdsed.model import birdnet_labels

@@ -8,11 +8,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import serve_review
+from conftest import chromium_driver, serve_review, wait_for
 
 from birdsed.review.verdicts import load_verdicts
 
@@ -64,34 +63,9 @@ def _make_pred(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def browser():
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,900",
-        "--autoplay-policy=no-user-gesture-required",
-        "--mute-audio",
-    ):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_script_timeout(30)
+    driver = chromium_driver()
     yield driver
     driver.quit()
-
-
-def wait_for(driver, js: str, timeout_s: float = 30.0):
-    """Poll a JavaScript expression until it is truthy; its value."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = driver.execute_script(f"return {js}")
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {js}")
 
 
 def press(driver, key: str) -> None:

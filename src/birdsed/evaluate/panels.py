@@ -16,8 +16,8 @@ import html
 import io
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
-import librosa
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -29,7 +29,7 @@ from birdsed.infer.writers import merge_runs
 from birdsed.model.names import Names
 from birdsed.review.links import card_url
 
-N_FFT, HOP = 1024, 320  # 31 Hz bins, 10 ms frames at 32 kHz
+N_FFT, HOP = 1024, 512  # 31 Hz bins, 16 ms frames at 32 kHz (3 frames a pixel at 20 px/s)
 FREQ_MAX_HZ = SAMPLE_RATE_HZ / 2  # recordings are resampled to 32 kHz: 16 kHz is the top of every picture
 FREQ_TICK_HZ = 2000.0
 PANEL_WIDTH_PX = 1200  # a page of page_s seconds: 20 px/s at the default 60 s
@@ -71,6 +71,11 @@ class RecordingView:
     review_base: str | None = None  # the review server's address (review/links.py); None: its default
     names: Names = field(default_factory=Names.default)
 
+    @cached_property
+    def events(self) -> pd.DataFrame:
+        """The detections joined into runs of touching rows per species (their scores written once a run)."""
+        return merge_runs(self.detections)
+
     @property
     def detected(self) -> list[str]:
         """The species detected anywhere in this recording: each has its score curve in every panel."""
@@ -78,9 +83,10 @@ class RecordingView:
 
     def lanes(self, p0: float, p1: float) -> list[str]:
         """The species with a lane in the panel p0..p1 s: those detected or annotated in it."""
-        det = self.detections
-        inside = det[(det["end_s"] > p0) & (det["start_s"] < p1)]
-        return sorted(set(inside["label"]) | {b.label for b in self.truth if b.end_s > p0 and b.start_s < p1})
+        return sorted(
+            set(within(self.detections, p0, p1)["label"])
+            | {b.label for b in self.truth if b.end_s > p0 and b.start_s < p1}
+        )
 
 
 @dataclass(frozen=True)
@@ -127,16 +133,32 @@ class Layout:
         return self.lanes_top + lane * LANE_HEIGHT_PX
 
 
+def power_frames(audio: np.ndarray) -> np.ndarray:
+    """The power spectrogram of `audio`: Hann-windowed frames of N_FFT every HOP samples, centred (the first frame at
+    0 s). [shape=(T, N_FFT // 2 + 1)], float32"""
+    import scipy.fft  # 10x numpy.fft on float32 frames; imported here, the report's only use
+
+    x = np.pad(audio.astype(np.float32, copy=False), (N_FFT // 2, N_FFT // 2))
+    n = max(1, 1 + (len(x) - N_FFT) // HOP)
+    x = np.pad(x, (0, max(0, N_FFT - len(x))))
+    frames = np.lib.stride_tricks.as_strided(x, (n, N_FFT), (x.strides[0] * HOP, x.strides[0]), writeable=False)
+    spec = scipy.fft.rfft(frames * _WINDOW, axis=1)  # (T, N_FFT // 2 + 1) complex64
+    return spec.real**2 + spec.imag**2
+
+
+_WINDOW = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann
+
+
 def spectrogram_pixels(audio: np.ndarray, width_px: int, height_px: int = SPEC_HEIGHT_PX) -> np.ndarray:
-    """A grey picture of `audio`'s power spectrogram, 0..FREQ_MAX_HZ bottom to top, pooled (max) to the pixels; dark is
-    loud, scaled from the panel's noise floor (its DB_FLOOR_PERCENTILE) up. [shape=(height_px, width_px)], uint8"""
-    audio = np.pad(audio, (0, max(0, N_FFT - len(audio))))
-    power = np.abs(librosa.stft(audio, n_fft=N_FFT, hop_length=HOP, center=True)) ** 2  # (N_FFT // 2 + 1, T)
-    n_bins, n_frames = power.shape
+    """A grey picture of `audio`'s power spectrogram, 0..FREQ_MAX_HZ bottom to top, pooled (max: a short call keeps
+    its pixel) to the pixels; dark is loud, scaled from the panel's noise floor (its DB_FLOOR_PERCENTILE) up.
+    [shape=(height_px, width_px)], uint8"""
+    power = power_frames(audio)  # (T, F)
+    n_frames, n_bins = power.shape
     cols = np.linspace(0, n_frames, width_px + 1).astype(int)[:-1]
-    power = np.maximum.reduceat(power, cols, axis=1) if n_frames >= width_px else power[:, cols]
+    power = np.maximum.reduceat(power, cols, axis=0) if n_frames >= width_px else power[cols]  # (width_px, F)
     rows = np.linspace(0, n_bins, height_px + 1).astype(int)[:-1]
-    power = np.maximum.reduceat(power, rows, axis=0)  # (height_px, width_px), low frequencies first
+    power = np.maximum.reduceat(power, rows, axis=1).T  # (height_px, width_px), low frequencies first
     db = 10 * np.log10(power + 1e-12)
     floor = np.percentile(db, DB_FLOOR_PERCENTILE)
     top = max(np.percentile(db, DB_TOP_PERCENTILE), floor + MIN_DB_RANGE)
@@ -200,14 +222,27 @@ def _axes(lay: Layout, p0: float, p1: float, long: bool) -> list[str]:
     return out
 
 
+def within(table: pd.DataFrame, p0: float, p1: float) -> pd.DataFrame:
+    """The rows of a table of spans (start_s, end_s) that overlap p0..p1 s."""
+    if table.empty:
+        return table
+    return table[(table["end_s"].to_numpy() > p0) & (table["start_s"].to_numpy() < p1)]
+
+
+def spans_of(table: pd.DataFrame, label: str, columns: tuple[str, ...]) -> zip:
+    """The rows of one species in a small table, as tuples of `columns` (numpy, without pandas' indexing per row)."""
+    if table.empty:
+        return zip()
+    mask = table["label"].to_numpy() == label
+    return zip(*(table[c].to_numpy()[mask] for c in columns))
+
+
 def _lanes(view: RecordingView, lay: Layout, p0: float, p1: float) -> list[str]:
     """Per species detected or annotated in the panel: its code at the left, its detected rows as bars (each a link
     to its review card, its score on hover, the run's best score written at its start), its truth outlined (in the
     lane, and as a box in the picture where the truth has frequency bounds)."""
     out = []
-    det = view.detections
-    det = det[(det["end_s"] > p0) & (det["start_s"] < p1)]
-    events = merge_runs(det)
+    det, events = (within(t, p0, p1) for t in (view.detections, view.events))
     for lane, label in enumerate(view.lanes(p0, p1)):
         y, colour, sp = lay.lane_y(lane), view.colours[label], view.names.describe(label)
         name = f"{sp.code} · {sp.common}" if sp.common and sp.common != sp.code else label
@@ -216,7 +251,7 @@ def _lanes(view: RecordingView, lay: Layout, p0: float, p1: float) -> list[str]:
             f'<text class=lane x="{MARGIN_LEFT_PX - 6}" y="{y + LANE_HEIGHT_PX - 4}" fill="{colour}">'
             f"<title>{_e(name)}</title>{_e(short)}</text>"
         )
-        for a, b, score in det.loc[det["label"] == label, ["start_s", "end_s", "score"]].itertuples(index=False):
+        for a, b, score in spans_of(det, label, ("start_s", "end_s", "score")):
             x0, x1 = lay.x(max(a, p0), p0), lay.x(min(b, p1), p0)
             url = card_url(label, view.path, a, view.review_base)
             out.append(
@@ -224,7 +259,7 @@ def _lanes(view: RecordingView, lay: Layout, p0: float, p1: float) -> list[str]:
                 f'width="{max(x1 - x0 - 1, 1):.1f}" height="{LANE_HEIGHT_PX - 2}" fill="{colour}">'
                 f"<title>{_e(name)}: {score:.3f} at {a:g}-{b:g} s (listen and verify)</title></rect></a>"
             )
-        for a, score in events.loc[events["label"] == label, ["start_s", "score"]].itertuples(index=False):
+        for a, score in spans_of(events, label, ("start_s", "score")):
             out.append(f'<text class=score x="{lay.x(max(a, p0), p0) + 3:.1f}" y="{y + 11}">{score:.2f}</text>')
         for band in view.truth:
             if band.label != label or band.end_s <= p0 or band.start_s >= p1:
@@ -247,7 +282,7 @@ def _lanes(view: RecordingView, lay: Layout, p0: float, p1: float) -> list[str]:
 def _curves(view: RecordingView, lay: Layout, p0: float, p1: float) -> list[str]:
     """The score per 5 s row, as a step line, of every species detected in the recording or with a lane in the panel;
     the decision's threshold."""
-    rows = view.rows[(view.rows["end_s"] > p0) & (view.rows["start_s"] < p1)]
+    rows = within(view.rows, p0, p1)
     a, b = rows["start_s"].clip(lower=p0).to_numpy(), rows["end_s"].clip(upper=p1).to_numpy()
     out = []
     for label in sorted(set(view.detected) | set(view.lanes(p0, p1))):
