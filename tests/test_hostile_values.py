@@ -55,6 +55,7 @@ VALUE_CASES = [
     (["report", "{d}"], "--page-s", ["0", "nan", "-1", "0.001", "inf"]),
     (["report", "{d}"], "--max-minutes", ["nan", "inf", "0", "-1", "1e9"]),
     (["report", "{d}"], "--max-recordings", ["-1", "1.5", "x"]),
+    (["report", "{d}"], "--review-port", ["0", "70000", "x"]),
     (["report", "{d}"], "--min-overlap-s", ["nan", "0", "6"]),
     (["tune", "--model", "{d}", "--scores", "{d}/s.parquet", "--truth", "{d}/t.csv"], "--shrink", ["-1", "nan", "inf"]),
     (["evaluate", "--scores", "{d}/s.parquet", "--truth", "{d}/t.csv"], "--min-overlap-s", ["nan", "-1", "inf"]),

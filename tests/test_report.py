@@ -122,6 +122,9 @@ def test_each_recording_is_drawn_whole_in_panels_with_khz_and_time_axes(tmp_path
     assert "kHz" in text and ">16</text>" in text and "mel bin" not in text  # frequency in kHz, 0 to 16
     assert ">2:00</text>" in text and ">m:ss</text>" in text  # a recording of a minute or more: m:ss
     assert "overflow" not in text and "max-height" not in text  # no scroll box: a print shows every panel
+    cut = _Page()
+    cut.feed(text := build_report(pred, page_s=60.0, max_minutes=1.0).read_text())
+    assert cut.panels == [(0.0, 60.0)] and "only its first 1 min drawn (--max-minutes)" in text  # said, not hidden
     short = recording_folder(tmp_path / "short", 12.0, {"a": [0.9, 0.1, 0.1]})
     assert ">10</text>" in build_report(short, page_s=60.0).read_text()  # under a minute: seconds
 
