@@ -188,6 +188,13 @@ def test_activity_by_hour_and_date_when_the_scores_carry_start_times(tmp_path):
     assert cells(rows["woothr"])[5] == "2</td>" and cells(rows["woothr"])[19] == "1</td>"
     assert cells(rows["all species"])[5] == "3</td>" and cells(rows["all species"])[19] == "2</td>"
     assert "<th>2024-06-01</th><th>2024-06-02</th>" in by_day
+    from test_summary import _recordings
+
+    listed = make_pred(tmp_path / "listed")  # what predict writes: each recording's start in recordings.csv
+    _recordings(listed, [("a.wav", "north", 43.6, 3.9, "Europe/Paris", "2026-06-01T05:59:50+02:00", 20.0)])
+    text = build_report(listed).read_text()
+    by_hour = text.split("id=by-hour>", 1)[1].split("</table>", 1)[0]
+    assert "<th>05</th><th>06</th>" in by_hour and "<th>unknown</th>" in by_hour  # b.wav has no start: unknown
     plain = build_report(make_pred(tmp_path / "plain")).read_text()
     assert "Activity" not in plain  # no start times: no activity section
 

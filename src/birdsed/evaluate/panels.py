@@ -26,7 +26,7 @@ from birdsed import SAMPLE_RATE_HZ
 from birdsed.audio.decode import audio_info, stream_audio
 from birdsed.errors import AudioDecodeError
 from birdsed.infer.writers import merge_runs
-from birdsed.model.names import Names
+from birdsed.model.names import ClassNames, Species, class_names
 from birdsed.review.links import card_url
 
 N_FFT, HOP = 1024, 512  # 31 Hz bins, 16 ms frames at 32 kHz (3 frames a pixel at 20 px/s)
@@ -69,7 +69,7 @@ class RecordingView:
     colours: dict[str, str]
     threshold: float | None
     review_base: str | None = None  # the review server's address (review/links.py); None: its default
-    names: Names = field(default_factory=Names.default)
+    names: ClassNames = field(default_factory=lambda: class_names([]))
 
     @cached_property
     def events(self) -> pd.DataFrame:
@@ -186,6 +186,16 @@ def clock(t_s: float, long: bool) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def short_name(label: str, sp: Species, max_chars: int = 13) -> str:
+    """A class's name where space is short (a lane, a table's row): the class itself, or its species' code when the
+    class's name is long ("Cyanocitta stelleri_Steller's Jay": stejay), else the name cut with an ellipsis."""
+    if len(label) <= max_chars:
+        return label
+    if sp.common and len(sp.code) <= max_chars:
+        return sp.code
+    return label[: max_chars - 1] + "…"
+
+
 def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
@@ -244,9 +254,9 @@ def _lanes(view: RecordingView, lay: Layout, p0: float, p1: float) -> list[str]:
     out = []
     det, events = (within(t, p0, p1) for t in (view.detections, view.events))
     for lane, label in enumerate(view.lanes(p0, p1)):
-        y, colour, sp = lay.lane_y(lane), view.colours[label], view.names.describe(label)
-        name = f"{sp.code} · {sp.common}" if sp.common and sp.common != sp.code else label
-        short = sp.code if len(sp.code) <= 13 else sp.code[:12] + "…"
+        y, colour, sp = lay.lane_y(lane), view.colours[label], view.names.of(label)
+        name = f"{label}: {sp.common} ({sp.scientific}, {sp.code})" if sp.common else label
+        short = short_name(label, sp)
         out.append(
             f'<text class=lane x="{MARGIN_LEFT_PX - 6}" y="{y + LANE_HEIGHT_PX - 4}" fill="{colour}">'
             f"<title>{_e(name)}</title>{_e(short)}</text>"

@@ -33,9 +33,10 @@ import pandas as pd  # noqa: E402
 from birdsed.config.choices import REPORT_MAX_MINUTES, REPORT_MAX_PICTURES, REPORT_MIN_PAGE_S  # noqa: E402
 from birdsed.errors import BirdsedError, ConfigError  # noqa: E402
 from birdsed.evaluate.palette import class_colours  # noqa: E402
-from birdsed.evaluate.panels import Band, RecordingView, recording_panels  # noqa: E402
+from birdsed.evaluate.panels import Band, RecordingView, recording_panels, short_name  # noqa: E402
 from birdsed.fsutil import write_text_atomic  # noqa: E402
-from birdsed.model.names import Names  # noqa: E402
+from birdsed.model.meta import read_meta  # noqa: E402
+from birdsed.model.names import ClassNames, class_names  # noqa: E402
 from birdsed.review.links import REVIEW_PORT, review_base  # noqa: E402
 from birdsed.rows import DETECTION_COLUMNS, plain_cell  # noqa: E402
 
@@ -182,20 +183,20 @@ def _rgba(colour: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha:.2f})"
 
 
-def _names_cells(label: str, names: Names) -> str:
+def _names_cells(label: str, names: ClassNames) -> str:
     """A species' cells: class as the model names it, code, common and scientific names (empty where unknown)."""
-    sp = names.describe(label)
+    sp = names.of(label)
     return f"<td>{_e(label)}</td><td>{_e(sp.code)}</td><td>{_e(sp.common)}</td><td><i>{_e(sp.scientific)}</i></td>"
 
 
-def legend_table(det: pd.DataFrame, colours: dict[str, str], names: Names) -> str:
+def legend_table(det: pd.DataFrame, colours: dict[str, str], names: ClassNames) -> str:
     """The legend: every species detected, one row each (most detected first): its colour and names, its detections
     (5 s rows), mean score and recordings; then the species only the truth has, in their colours."""
     counts = det.groupby("label").agg(n=("score", "size"), mean=("score", "mean"), files=("file", "nunique"))
     annotated = sorted(set(colours) - set(counts.index))
     more = (
         "<p>annotated, not detected: "
-        + " ".join(f"{_swatch(colours[c])}{_e(names.describe(c).code)}" for c in annotated)
+        + " ".join(f"{_swatch(colours[c])}{_e(short_name(c, names.of(c)))}" for c in annotated)
         + "</p>"
         if annotated
         else ""
@@ -240,7 +241,7 @@ def decision_section(pred_dir: Path, used) -> str:
     return f'<h2>Decision</h2><table class="t kv" id=decision>{rows}</table>'
 
 
-def per_class_table(sr: dict, colours: dict[str, str], names: Names) -> str:
+def per_class_table(sr: dict, colours: dict[str, str], names: ClassNames) -> str:
     """Each class's precision, recall and F1 at the threshold predict used (score_report's per_class), the classes
     with truth or detections; how many classes had neither."""
     per = pd.DataFrame(sr["per_class"])
@@ -266,7 +267,7 @@ def per_class_table(sr: dict, colours: dict[str, str], names: Names) -> str:
     )
 
 
-def _heat_table(table: pd.DataFrame, key: str, keys: list[str], colours: dict[str, str], names: Names, id_: str):
+def _heat_table(table: pd.DataFrame, key: str, keys: list[str], colours: dict[str, str], names: ClassNames, id_: str):
     """Species (rows) by `key` (columns): detected 5 s rows, each cell shaded in the species' colour by its share of
     the species' busiest cell; an "all species" row first."""
     grid = table.pivot_table(index="class", columns=key, values="rows", aggfunc="sum", fill_value=0)
@@ -278,25 +279,29 @@ def _heat_table(table: pd.DataFrame, key: str, keys: list[str], colours: dict[st
     rows = [f"<tr class=all><th>all species</th>{cells}</tr>"]
     for label, counts in grid.iterrows():
         colour, top = colours.get(label, "#555555"), max(int(counts.max()), 1)
-        sp = names.describe(label)
+        sp = names.of(label)
         cells = "".join(
             f'<td style="background:{_rgba(colour, 0.1 + 0.9 * v / top)}">{int(v)}</td>' if v else "<td></td>"
             for v in counts
         )
-        rows.append(f'<tr><th title="{_e(sp.common)}">{_swatch(colour)}{_e(sp.code)}</th>{cells}</tr>')
+        rows.append(f'<tr><th title="{_e(sp.common)}">{_swatch(colour)}{_e(short_name(label, sp))}</th>{cells}</tr>')
     return f'<table class="t heat" id={id_}><tr class=head><th>{key}</th>{head}</tr>{"".join(rows)}</table>'
 
 
-def activity_section(pred_dir: Path, colours: dict[str, str], names: Names) -> str:
+def activity_section(pred_dir: Path, colours: dict[str, str], names: ClassNames) -> str:
     """Detections by hour of day and species by date, as `birdsed summary --by hour / day` counts them (the same
-    decision, the same `time` column); "" when the scores carry no start times."""
+    decision, the recordings' local clock from PRED/recordings.csv or the scores' `time` column); "" when neither
+    gives the recordings' start times."""
     import pyarrow.parquet as pq
 
-    from birdsed.evaluate.summary import TIME_COLUMN, summarize
+    from birdsed.evaluate.summary import UNKNOWN, Recordings, check_grouping, summarize
 
-    if TIME_COLUMN not in pq.read_schema(pred_dir / "scores.parquet").names:
-        return ""
+    path = pred_dir / "scores.parquet"
     try:
+        try:
+            check_grouping("hour", pq.read_schema(path).names, path, Recordings.read(pred_dir))
+        except ConfigError:
+            return ""  # no start times: nothing to draw
         by_hour, _ = summarize(pred_dir, by="hour")
         by_day, _ = summarize(pred_dir, by="day")
     except BirdsedError as e:
@@ -304,11 +309,13 @@ def activity_section(pred_dir: Path, colours: dict[str, str], names: Names) -> s
     for t in (by_hour, by_day):
         for c in t["class"]:
             colours.setdefault(c, "#555555")
-    hours = [f"{h:02d}" for h in range(24)]
-    days = sorted(by_day["day"].unique())
+    hours = [f"{h:02d}" for h in range(24)] + ([UNKNOWN] if (by_hour["hour"] == UNKNOWN).any() else [])
+    days = sorted(d for d in by_day["day"].unique() if d != UNKNOWN) + (
+        [UNKNOWN] if (by_day["day"] == UNKNOWN).any() else []
+    )
     return (
         "<h2>Activity</h2><p>5 s rows with each species (as <code>birdsed summary</code> counts them), by the hour "
-        "of day they start in and by date (the recordings' own clock)</p>"
+        "of day they start in and by date (the recorders' local clock)</p>"
         "<h3>By hour of day</h3>"
         + _heat_table(by_hour, "hour", hours, colours, names, "by-hour")
         + "<h3>By date</h3>"
@@ -316,7 +323,7 @@ def activity_section(pred_dir: Path, colours: dict[str, str], names: Names) -> s
     )
 
 
-def evaluation_section(pred_dir: Path, aligned, truth, used, colours: dict[str, str], names: Names) -> str:
+def evaluation_section(pred_dir: Path, aligned, truth, used, colours: dict[str, str], names: ClassNames) -> str:
     """The evaluation against truth: row-wise F1 of a submission, the outputs' table and sweep, the per-class table at
     the threshold used, the annotated calls found, what was not used."""
     from birdsed.evaluate.score import event_table, score_report, score_table
@@ -409,7 +416,8 @@ def build_report(
     drawn = files[:max_recordings]
     species = sorted(set(det["label"]) | {b.label for f in drawn for b in bands.get(f, [])})
     colours = class_colours(species, first=det["label"])
-    names = Names.default()
+    meta = read_meta(model_dir) if model_dir is not None and (model_dir / "model.json").is_file() else {}
+    names = class_names(list(meta["classes"]), meta) if meta.get("classes") else class_names(species)
     threshold = used.threshold if output == used.output else None
     parts = [
         "<h1>birdsed report</h1>"
@@ -459,7 +467,7 @@ def build_report(
 def recording_section(view: RecordingView, page_s: float, max_s: float, max_panels: int) -> str:
     """A recording's heading (name, duration, its species in their colours), its panels, what was left out."""
     drawn = recording_panels(view, page_s, max_s, max_panels)
-    species = " ".join(f"{_swatch(view.colours[c])}{_e(view.names.describe(c).code)}" for c in view.detected)
+    species = " ".join(f"{_swatch(view.colours[c])}{_e(short_name(c, view.names.of(c)))}" for c in view.detected)
     annotated = {b.label for b in view.truth} - set(view.detected)
     minutes = f"{drawn.duration_s / 60:.1f} min" if drawn.duration_s >= 60 else f"{drawn.duration_s:.1f} s"
     notes = []
