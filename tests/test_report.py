@@ -95,7 +95,7 @@ class _Page(HTMLParser):
 
     def __init__(self):
         super().__init__()
-        self.panels, self.links, self.curves, self.legend, self.ticks = [], [], [], {}, []
+        self.panels, self.links, self.listen, self.curves, self.legend = [], [], [], [], {}
         self._legend_label = None
 
     def handle_starttag(self, tag, attrs):
@@ -104,6 +104,8 @@ class _Page(HTMLParser):
             self.panels.append((float(a["data-start-s"]), float(a["data-end-s"])))
         elif tag == "a" and a.get("class") == "det":
             self.links.append(a["href"])
+        elif tag == "a" and a.get("class") == "listen":
+            self.listen.append(a["href"])
         elif tag == "polyline":
             self.curves.append(a["stroke"])
         elif tag == "td" and a.get("class") == "sp":
@@ -146,6 +148,9 @@ def test_every_detected_species_has_a_lane_a_curve_a_link_to_its_card_and_its_ow
         card_url(r.label, r.file, r.start_s, "http://127.0.0.1:9123/") for r in det.itertuples()
     )  # every detection opens its card on the review server
     assert "birdsed review" in text and "--port 9123" in text  # and the page says how to start it
+    wav = det["file"][0]  # any 5 s row can be listened to: the spectrogram links each to its top class's card
+    top = [max(species, key=lambda c: scores[c][i]) for i in range(4)]  # the first of equal ones, as argmax
+    assert page.listen == [card_url(top[i], wav, 5.0 * i, "http://127.0.0.1:9123/") for i in range(4)]
     again = build_report(recording_folder(tmp_path / "other", 20.0, {"woothr": scores["woothr"]})).read_text()
     other = _Page()
     other.feed(again)

@@ -28,6 +28,7 @@ from birdsed.errors import AudioDecodeError
 from birdsed.infer.writers import merge_runs
 from birdsed.model.names import ClassNames, Species, class_names
 from birdsed.review.links import card_url
+from birdsed.rows import SCORE_META_COLUMNS
 
 N_FFT, HOP = 1024, 512  # 31 Hz bins, 16 ms frames at 32 kHz (3 frames a pixel at 20 px/s)
 FREQ_MAX_HZ = SAMPLE_RATE_HZ / 2  # recordings are resampled to 32 kHz: 16 kHz is the top of every picture
@@ -75,6 +76,14 @@ class RecordingView:
     def events(self) -> pd.DataFrame:
         """The detections joined into runs of touching rows per species (their scores written once a run)."""
         return merge_runs(self.detections)
+
+    @cached_property
+    def top_class(self) -> np.ndarray:
+        """Each row's highest-scoring class (what clicking the spectrogram at that row opens). [shape=(len(rows),)]"""
+        classes = [c for c in self.rows.columns if c not in SCORE_META_COLUMNS and self.rows[c].dtype.kind == "f"]
+        if not classes or self.rows.empty:
+            return np.array([""] * len(self.rows), dtype=object)
+        return np.asarray(classes, dtype=object)[self.rows[classes].to_numpy(np.float32).argmax(axis=1)]
 
     @property
     def detected(self) -> list[str]:
@@ -289,6 +298,24 @@ def _lanes(view: RecordingView, lay: Layout, p0: float, p1: float) -> list[str]:
     return out
 
 
+def _listen(view: RecordingView, lay: Layout, p0: float, p1: float) -> list[str]:
+    """The spectrogram made clickable: each 5 s row a link to its card on the review page, for the row's
+    highest-scoring class, so that any sound seen (detected or not) can be listened to."""
+    rows = within(view.rows, p0, p1)
+    top = view.top_class[(view.rows["end_s"].to_numpy() > p0) & (view.rows["start_s"].to_numpy() < p1)]
+    out = []
+    for a, b, label in zip(rows["start_s"].to_numpy(), rows["end_s"].to_numpy(), top):
+        if not label:
+            continue
+        x0, x1 = lay.x(max(a, p0), p0), lay.x(min(b, p1), p0)
+        out.append(
+            f'<a class=listen href="{_e(card_url(label, view.path, a, view.review_base))}" target="_blank">'
+            f'<rect x="{x0:.1f}" y="{MARGIN_TOP_PX}" width="{max(x1 - x0, 1):.1f}" height="{SPEC_HEIGHT_PX}">'
+            f"<title>listen to {a:g}-{b:g} s (its top class: {_e(label)})</title></rect></a>"
+        )
+    return out
+
+
 def _curves(view: RecordingView, lay: Layout, p0: float, p1: float) -> list[str]:
     """The score per 5 s row, as a step line, of every species detected in the recording or with a lane in the panel;
     the decision's threshold."""
@@ -327,6 +354,7 @@ def panel_html(view: RecordingView, lay: Layout, p0: float, audio: np.ndarray, l
         f'<svg viewBox="0 0 {w:g} {h:g}" xmlns="http://www.w3.org/2000/svg">',
         f'<rect class=frame x="{MARGIN_LEFT_PX}" y="{MARGIN_TOP_PX}" width="{width_px}" height="{SPEC_HEIGHT_PX}"/>',
         *_axes(lay, p0, p1, long),
+        *_listen(view, lay, p0, p1),
         *_lanes(view, lay, p0, p1),
         *_curves(view, lay, p0, p1),
         "</svg>",

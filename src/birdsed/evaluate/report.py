@@ -371,6 +371,8 @@ svg text.score{fill:#fff;font-size:10px;font-weight:bold;pointer-events:none}
 svg text.thrl{fill:#777;font-size:10px}
 svg rect.frame{fill:none;stroke:#bbb}
 svg rect.truth{fill:none;stroke-width:1.6;stroke-dasharray:4 2}
+svg a.listen rect{fill:transparent;stroke:none}
+svg a.listen:hover rect{fill:rgba(30,90,200,.08);stroke:#1f5fc8;stroke-width:1}
 svg a.det rect{opacity:.9}
 svg a.det:hover rect{opacity:1;stroke:#000}
 svg line.tick,svg line.axis{stroke:#666}
