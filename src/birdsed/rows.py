@@ -21,6 +21,17 @@ def n_rows(duration_s: float, row_s: float = ROW_S) -> int:
 
 # scores.parquet: these columns, then one per class (rows of every output kind, told apart by `output`)
 SCORE_META_COLUMNS = ("file", "start_s", "end_s", "output")
+# with a score transform (predict --prior), the rows of each output kind hold the transformed scores (what the
+# decisions used) and the model's own scores follow as rows of output "<kind>_raw"; readers that select an output
+# kind by name (evaluate, summary, review) never see them unless they ask
+RAW_SUFFIX = "_raw"
+
+
+def raw_output(kind: str) -> str:
+    """The `output` of the rows that keep output `kind`'s scores before a score transform ("segmentwise_raw")."""
+    return kind + RAW_SUFFIX
+
+
 # detections.csv: one row per (row, present class)
 DETECTION_COLUMNS = ("file", "start_s", "end_s", "label", "score")
 # ... then each label's names (model/names.py; "" where unknown) and each row's place and date-time (places.py: ISO

@@ -7,13 +7,11 @@ from pathlib import Path
 
 from birdsed.cli.registry import console, verb
 from birdsed.cli.values import count, number
+from birdsed.config.choices import DEFAULT_MIN_OCCURRENCE as MIN_OCCURRENCE
 from birdsed.model.birdnet_info import DEFAULT_HOP_S, DEFAULT_THRESHOLD, INSTALL, LICENSE_NOTE
 
-MIN_OCCURRENCE = 0.03  # BirdNET-Analyzer's sf_thresh (birdnet_range.DEFAULT_MIN_OCCURRENCE, not imported: --help
-# stays free of numpy)
 
-
-def _add_place(p: argparse.ArgumentParser, required: bool) -> None:
+def add_place(p: argparse.ArgumentParser | argparse._ArgumentGroup, required: bool) -> None:
     """--lat, --lon, --week and the occurrence cut-off (BirdNET's metadata model)."""
     p.add_argument("--lat", type=number(-90, 90), required=required, help="latitude, -90 to 90")
     p.add_argument("--lon", type=number(-180, 180), required=required, help="longitude, -180 to 180")
@@ -54,7 +52,7 @@ def _add_birdnet(p: argparse.ArgumentParser) -> None:
         help="one name a line: an eBird code, a scientific or a common name (default: all 6,522 labels); "
         "two names of one species are one class, names that match none get the closest known ones suggested",
     )
-    _add_place(init, required=False)
+    add_place(init, required=False)
     init.add_argument(
         "--min-occurrence",
         type=number(0, 1),
@@ -84,7 +82,7 @@ def _add_birdnet(p: argparse.ArgumentParser) -> None:
         "(code, common and scientific names, occurrence), the most likely first, and write the list. "
         f"{LICENSE_NOTE}.",
     )
-    _add_place(species, required=True)
+    add_place(species, required=True)
     species.add_argument(
         "--threshold",
         type=number(0, 1),
@@ -111,7 +109,7 @@ def cmd_birdnet(a: argparse.Namespace) -> int:
     return {"init": _init, "species": _species}[a.action](a)
 
 
-def _place(a: argparse.Namespace):
+def place_of(a: argparse.Namespace):
     """The place the options give, or None; --lat and --lon come together."""
     from birdsed.errors import ConfigError
     from birdsed.model.birdnet_range import Place
@@ -130,7 +128,7 @@ def _species(a: argparse.Namespace) -> int:
 
     from birdsed.model.birdnet_range import species_table, write_species_table
 
-    place = _place(a)
+    place = place_of(a)
     table = species_table(place, a.threshold)
     shown = Table(
         title=f"{len(table)} species at {place.lat}, {place.lon}, week {place.week} (occurrence >= {a.threshold})"
@@ -151,7 +149,7 @@ def _init(a: argparse.Namespace) -> int:
     from birdsed.model.names import Names
 
     cmap = init_model_dir(
-        a.out, a.classes_from, a.species, a.hop_s, a.sensitivity, a.threshold, _place(a), a.min_occurrence
+        a.out, a.classes_from, a.species, a.hop_s, a.sensitivity, a.threshold, place_of(a), a.min_occurrence
     )
     n = len(cmap.classes)
     console.print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from birdsed.cli.birdnet import add_place, place_of
 from birdsed.cli.registry import batch_status, console, verb
 from birdsed.cli.values import cores_cap, count, lat_lon, number
 from birdsed.config import (
@@ -22,6 +23,7 @@ from birdsed.config import (
     SMOOTHINGS,
     SPECIES_NAMES,
 )
+from birdsed.config.choices import DEFAULT_MIN_OCCURRENCE, DEFAULT_PRIOR_WEIGHT, MAX_PRIOR_WEIGHT, PRIORS
 
 
 def _add_predict(p: argparse.ArgumentParser) -> None:
@@ -142,6 +144,37 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
         "else cores / 4)",
     )
     p.add_argument("--quiet", action="store_true")
+    _add_prior(p)
+
+
+def _add_prior(p: argparse.ArgumentParser) -> None:
+    """--prior and its place: BirdNET's metadata model as a prior on the scores (infer/prior.py)."""
+    g = p.add_argument_group(
+        "place-and-season prior (BirdNET's metadata model; the birdnet extra)",
+        "for any model whose classes are BirdNET labels, eBird codes, scientific or common names; scores.parquet "
+        "keeps the model's own scores too (output <kind>_raw)",
+    )
+    g.add_argument(
+        "--prior",
+        choices=PRIORS,
+        default="off",
+        help="soft: each score's logit + weight x log(occurrence there and then) (unlikely species down-weighted, "
+        "never dropped); filter: species under --min-occurrence score 0 (BirdNET-Analyzer's); off (default)",
+    )
+    g.add_argument(
+        "--prior-weight",
+        type=number(0, MAX_PRIOR_WEIGHT),
+        default=DEFAULT_PRIOR_WEIGHT,
+        help=f"soft: the weight of log(occurrence), 0 to {MAX_PRIOR_WEIGHT:g} (default {DEFAULT_PRIOR_WEIGHT:g}; "
+        "an occurrence of 0.01 then takes 2.3 off the logit)",
+    )
+    g.add_argument(
+        "--min-occurrence",
+        type=number(0, 1),
+        default=DEFAULT_MIN_OCCURRENCE,
+        help=f"filter: the least occurrence kept, 0 to 1 (default {DEFAULT_MIN_OCCURRENCE:g}, BirdNET-Analyzer's)",
+    )
+    add_place(g, required=False)
 
 
 @verb(
@@ -157,6 +190,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from birdsed.places import PlaceOptions
 
     decision = DecisionOptions(a.output, a.threshold, a.max_birds, a.neighbour_smoothing)
+    prior = _prior(a)
     inputs, test_csv, audio_dir, sample = a.inputs, a.test_csv, a.audio_dir, a.sample_submission
     if a.competition:
         from birdsed.kaggle.birdclef import competition_inputs
@@ -185,6 +219,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         cluster=a.cluster,
         names=a.names,
         places=PlaceOptions(str(a.sites) if a.sites else None, a.site, a.time_pattern, a.timezone),
+        prior=prior,
     )
     console.print(
         f"{s.n_files} recording(s) ({s.n_done_before} done before"
@@ -201,6 +236,13 @@ def cmd_predict(a: argparse.Namespace) -> int:
             f"`birdsed merge {s.out}`)"
         )
     return batch_status(len(s.errors), s.out / "errors.csv")
+
+
+def _prior(a: argparse.Namespace):
+    """The prior the options ask for (PriorOptions checks that a mode and a place come together)."""
+    from birdsed.infer.prior import PriorOptions
+
+    return PriorOptions(a.prior, a.prior_weight, a.min_occurrence, place_of(a))
 
 
 def _decided_by(out) -> str:

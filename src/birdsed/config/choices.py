@@ -39,6 +39,11 @@ SPECIES_NAMES = ("code", "common", "scientific")  # predict --names: what Raven'
 MIN_WINDOW_S, MAX_WINDOW_S, MIN_HOP_S = 0.5, 60.0, 0.05
 MAX_SHARDS = 100_000  # predict --shard I/N (infer/shard.py): N beyond any job array (1/99999999999 ate the memory)
 DATA_FORMATS = ("auto", "cornell", "birdclef", "labels")  # data/manifest.py
+# predict --prior (infer/prior.py): BirdNET's place-and-season occurrence as a prior on the scores; off unless asked
+PRIORS = ("off", "soft", "filter")
+DEFAULT_PRIOR_WEIGHT = 0.5  # soft: logit + weight * log(occurrence) (model/birdnet_range.py soft_prior)
+MAX_PRIOR_WEIGHT = 10.0  # 10 x log(1e-3), the floor: 69 logits, every unlikely score 0 already
+DEFAULT_MIN_OCCURRENCE = 0.03  # filter, and BirdNET's species lists: BirdNET-Analyzer's sf_thresh
 TRUTH_FORMATS = ("auto", "raven", "audacity", "table", "cornell2020", "birdclef2021")  # truth/, kaggle/truth.py
 DEFAULT_MIN_OVERLAP_S = 0.05  # truth/events.py: a row is positive for a label its calls cover this long
 REPORT_MIN_PAGE_S = 1.0  # evaluate/report.py: the shortest page of a recording drawn as one picture

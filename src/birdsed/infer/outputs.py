@@ -25,12 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from birdsed.config import OUTPUT_FORMATS, OUTPUT_KINDS
 from birdsed.errors import ConfigError
 from birdsed.fsutil import write_text_atomic
 from birdsed.infer.decide import Thresholds, decide, smooth_rows
 from birdsed.infer.parts import batches, concat
+from birdsed.infer.prior import OccurrencePrior, PriorOptions
 from birdsed.infer.writers import WRITERS, Decided, Target, get_writer
 from birdsed.model.names import class_names
 from birdsed.places import PlaceOptions, Places
@@ -58,6 +60,7 @@ class OutputSpec:
     sample_submission: str | None = None
     names: str | None = None  # what Raven's Species column and Audacity's labels show (None: the class)
     places: PlaceOptions = field(default_factory=PlaceOptions)
+    prior: PriorOptions | None = None  # predict --prior: BirdNET's occurrence on the scores before the decision
 
     def writers(self) -> list[str]:
         """The writers (writers.WRITERS) of what --format names: scores and recordings always, then csv
@@ -81,7 +84,12 @@ class OutputSpec:
         Places.from_options(self.places)  # a bad sites table, place, time pattern or time zone
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "formats": list(self.formats), "places": self.places.to_dict()}
+        return {
+            **asdict(self),
+            "formats": list(self.formats),
+            "places": self.places.to_dict(),
+            "prior": self.prior.to_dict() if self.prior else None,
+        }
 
     def decision_record(self, classes: list[str], thresholds: Thresholds, default_output: str) -> dict:
         """The decision as made, for run.json: the options given (`options`, what summary reads back), the output
@@ -104,6 +112,7 @@ class OutputSpec:
             "max_birds": opts.max_birds,
             "neighbour_smoothing": opts.neighbour_smoothing,
             "calibrated": False,
+            "prior": self.prior.record() if self.prior else {"mode": "off"},
         }
 
     @classmethod
@@ -116,6 +125,7 @@ class OutputSpec:
             d.get("sample_submission"),
             d.get("names"),
             PlaceOptions.from_dict(d.get("places")),
+            PriorOptions.from_dict(d.get("prior")),
         )
 
 
@@ -160,18 +170,24 @@ def decided_batches(
     thresholds: Thresholds,
     default_output: str,
     decision: DecisionOptions,
+    prior: OccurrencePrior | None = None,
 ) -> Iterator[Decided]:
     """The parts' recordings in their order, in batches of whole recordings (parts.batches), each decided once for
-    every writer; every batch in the first one's schema."""
+    every writer; every batch in the first one's schema. With a prior, the batch's scores are the prior's (decided and
+    written) followed by the model's own as rows of output "<kind>_raw" (prior.py)."""
     schema = None
     for batch in batches(parts, len(SCORE_META_COLUMNS) + len(classes)):
         table = concat([batch.table], schema)
         schema = schema or table.schema
+        scores = table
+        if prior is not None:
+            table, raw = prior.adjust_table(table, batch.files, batch.n_rows, classes)
+            scores = pa.concat_tables([table, raw])
         df = table.to_pandas()
         rows, present, kind, thr = decide_scores(df, classes, thresholds, decision, default_output)
         per_row = np.repeat(np.arange(len(batch.files)), batch.n_rows)  # each row's recording: place in batch
         recording = per_row[df["output"].to_numpy() == kind]  # the recording of each of `rows`
-        yield Decided(batch.files, table, rows, present, recording, thr, classes)
+        yield Decided(batch.files, scores, rows, present, recording, thr, classes)
 
 
 def write_combined(
@@ -206,7 +222,8 @@ def write_combined(
         for w in writers:
             w.start(target)
         n_detections = 0
-        for batch in decided_batches(parts, classes, thresholds, default_output, spec.decision):
+        prior = OccurrencePrior(spec.prior) if spec.prior and spec.prior.on else None
+        for batch in decided_batches(parts, classes, thresholds, default_output, spec.decision, prior):
             n_detections += int(batch.present.sum())
             for w in writers:
                 w.add(batch)

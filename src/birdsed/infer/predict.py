@@ -39,6 +39,7 @@ from birdsed.infer.grid import FileResult, rows_table
 from birdsed.infer.merge import merge_if_complete
 from birdsed.infer.outputs import RUN_DECISION_KEY, DecisionOptions, OutputSpec, record_decision, write_combined
 from birdsed.infer.parts import part_paths, superseded
+from birdsed.infer.prior import PriorOptions
 from birdsed.infer.shard import my_inputs, parse_shard, write_record
 from birdsed.infer.writers import COMBINED, write_errors, write_table
 from birdsed.kaggle.birdclef import sample_columns
@@ -163,6 +164,7 @@ def run_predict(
     cluster: str | None = None,
     names: str | None = None,
     places: PlaceOptions | None = None,
+    prior: PriorOptions | None = None,
 ) -> PredictSummary:
     """short_policy: how recordings shorter than a window are fitted to it, "loop" or "pad", for every model
     (default: each model, or each member of an ensemble, as it saw them in training).
@@ -172,7 +174,9 @@ def run_predict(
     cluster: run the recordings on a dask.distributed cluster (cluster.py: local:N, tcp://HOST:PORT, FILE.yaml).
     names: what Raven's Species column and Audacity's labels show: "code", "common", "scientific" (default the class).
     places: the recordings' sites and start times (places.py: a sites table or one place, a time pattern, a time
-    zone); what they lack is said before anything runs, a recording two rows of the table match is refused."""
+    zone); what they lack is said before anything runs, a recording two rows of the table match is refused.
+    prior: BirdNET's place-and-season prior on the scores before the decision (prior.py); the parts keep the model's
+    scores, so a re-run with another prior decides again without scoring again."""
     if cluster and backend != "torch":
         raise ConfigError("--cluster runs the torch backend")
     spec = OutputSpec(
@@ -183,6 +187,7 @@ def run_predict(
         str(sample_submission) if sample_submission else None,
         names,
         places or PlaceOptions(),
+        prior,
     )
     spec.check()
     _check_grid(window_s, hop_s)
@@ -217,6 +222,7 @@ def run_predict(
         window_s = facts.window_s if window_s is None else window_s
         hop_s = facts.hop_s if hop_s is None else hop_s
         classes = facts.classes
+        spec.prior = prior.for_model(classes, meta) if prior and prior.on else None
         out.mkdir(parents=True, exist_ok=True)
         parts = out / "parts"
         part_of = part_paths(parts, files)  # named by each recording as it is now, before anything reads it

@@ -21,15 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from birdsed.config.choices import DEFAULT_MIN_OCCURRENCE, DEFAULT_PRIOR_WEIGHT
 from birdsed.errors import ConfigError, ModelError
 from birdsed.model.birdnet_info import INSTALL
 from birdsed.model.birdnet_labels import META_MODEL_FILE, checked_file, read_labels
 from birdsed.model.names import Names, species_of_label
 
-DEFAULT_MIN_OCCURRENCE = 0.03  # BirdNET-Analyzer's sf_thresh
 ALL_YEAR = -1
 WEEKS = 48
-DEFAULT_PRIOR_WEIGHT = 0.5
 DEFAULT_OCCURRENCE_FLOOR = 1e-3  # the least occurrence the soft prior uses: at most weight * log(1e3) logits off
 
 
@@ -158,7 +157,8 @@ def soft_prior(
     if weight < 0 or not 0 < floor <= 1:
         raise ConfigError(f"prior weight {weight} must be >= 0 and floor {floor} in (0, 1]")
     shift = weight * np.log(np.clip(np.nan_to_num(occ, nan=1.0), floor, 1.0))  # (K,)
-    return (1.0 / (1.0 + np.exp(-(logit(scores) + shift[None, :])))).astype(np.float32)
+    shifted = 1.0 / (1.0 + np.exp(-(logit(scores) + shift[None, :])))
+    return np.where(shift[None, :] == 0, scores, shifted).astype(np.float32)  # unshifted: exactly as they were
 
 
 def filter_scores(scores: np.ndarray, occ: np.ndarray, min_occurrence: float = DEFAULT_MIN_OCCURRENCE) -> np.ndarray:

@@ -1,0 +1,187 @@
+"""BirdNET's place-and-season prior on predict's scores (`predict --prior soft|filter`): a score transform.
+
+A model's classes are mapped to BirdNET V2.4's labels (`model_labels`: a BirdNET model's own mapping, else each class
+by eBird code, scientific or common name); BirdNET's metadata model (model/birdnet_range.py) gives each label's
+occurrence at a place and week, computed once per (lat, lon, week) and cached. For each recording:
+
+  soft    logit(score) + weight * log(max(occurrence, 1e-3)): an unlikely species is down-weighted (at most
+          weight * 6.9 logits), never dropped; weight 0 changes nothing
+  filter  BirdNET-Analyzer's species filter: a class whose occurrence is under min_occurrence (0.03) scores 0
+  off     the scores as the model gave them
+
+Classes that map to no BirdNET label keep their scores (named in a warning when the prior is set up); a model none of
+whose classes maps is refused. `OccurrencePrior(scores, place)` is the transform: one recording's scores
+[shape=(n_rows, K)] and its Place -> the adjusted scores. `adjust_table` applies it to a batch of whole recordings of
+scores.parquet rows and gives the model's own scores back as rows of output "<kind>_raw" (rows.raw_output), so
+scores.parquet keeps both while the decisions use the adjusted ones.
+
+Where a recording is: `PriorOptions.place` (--lat, --lon, --week) for every recording; `place_of(file)` is the one
+function to change when recordings carry their own place and date (a sites table, start times from file names).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from birdsed.config.choices import DEFAULT_MIN_OCCURRENCE, DEFAULT_PRIOR_WEIGHT, MAX_PRIOR_WEIGHT, PRIORS
+from birdsed.errors import ConfigError
+from birdsed.model.birdnet_range import Place, filter_scores, label_occurrence, soft_prior
+from birdsed.rows import RAW_SUFFIX, SCORE_META_COLUMNS
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class PriorOptions:
+    """What `predict --prior` asks: the mode, its weight (soft) or cut-off (filter), the place and week of the
+    recordings, and (once set up for a model: `for_model`) BirdNET's label of each class ("" for none)."""
+
+    mode: str = "off"
+    weight: float = DEFAULT_PRIOR_WEIGHT
+    min_occurrence: float = DEFAULT_MIN_OCCURRENCE
+    place: Place | None = None
+    labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.mode not in PRIORS:
+            raise ConfigError(f"prior {self.mode!r}: must be one of {list(PRIORS)}")
+        if not (np.isfinite(self.weight) and 0 <= self.weight <= MAX_PRIOR_WEIGHT):
+            raise ConfigError(f"prior weight {self.weight!r}: must be from 0 to {MAX_PRIOR_WEIGHT:g}")
+        if not (np.isfinite(self.min_occurrence) and 0 <= self.min_occurrence <= 1):
+            raise ConfigError(f"minimum occurrence {self.min_occurrence!r}: must be from 0 to 1")
+        if self.mode != "off" and self.place is None:
+            raise ConfigError(
+                f"--prior {self.mode} needs where the recordings are: give --lat and --lon (and --week, BirdNET's "
+                "week 1-48 of the recording date; default -1: all year)"
+            )
+        if self.mode == "off" and self.place is not None:
+            raise ConfigError("--lat, --lon and --week are the place of the prior: give --prior soft or filter")
+
+    @property
+    def on(self) -> bool:
+        return self.mode != "off"
+
+    def for_model(self, classes: list[str], meta: Any) -> PriorOptions:
+        """These options with BirdNET's label of each of the model's classes; the classes that map to none are named
+        in a warning (they keep their scores), a model none of whose classes maps is refused. The metadata model
+        runs once here for the place, so that a missing extra stops the run before anything is scored."""
+        labels = model_labels(classes, meta)
+        unmapped = [c for c, lab in zip(classes, labels) if not lab]
+        if len(unmapped) == len(classes):
+            shown = ", ".join(classes[:8]) + (" ..." if len(classes) > 8 else "")
+            raise ConfigError(
+                f"--prior {self.mode}: none of the model's {len(classes)} classes ({shown}) is a BirdNET label, an "
+                "eBird code, or a scientific or common name BirdNET knows: the prior has nothing to weigh"
+            )
+        if unmapped:
+            log.warning(
+                "--prior %s: %d of %d class(es) map to no BirdNET label and keep their scores (no prior): %s",
+                self.mode,
+                len(unmapped),
+                len(classes),
+                ", ".join(unmapped[:20]) + (" ..." if len(unmapped) > 20 else ""),
+            )
+        resolved = replace(self, labels=tuple(labels))
+        if self.place is not None:
+            OccurrencePrior(resolved).occurrence(self.place)
+        return resolved
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"labels": list(self.labels)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> PriorOptions | None:
+        if not d:
+            return None
+        place = Place(**d["place"]) if d.get("place") else None
+        return cls(d["mode"], d["weight"], d["min_occurrence"], place, tuple(d.get("labels", ())))
+
+    def record(self) -> dict[str, Any]:
+        """What run.json's decision record says of the prior."""
+        out: dict[str, Any] = {"mode": self.mode}
+        if self.on:
+            out |= {"place": asdict(self.place) if self.place else None}
+            out |= {"weight": self.weight} if self.mode == "soft" else {"min_occurrence": self.min_occurrence}
+            out["classes_without_prior"] = sum(1 for lab in self.labels if not lab)
+        return out
+
+
+def model_labels(classes: list[str], meta: Any) -> list[str]:
+    """BirdNET's label of each class ("" for none): a BirdNET model's own mapping (model.json's birdnet.indices),
+    else each class's name looked up among BirdNET's labels and their eBird codes, scientific and common names
+    (the SED models, the embedding heads, ensembles)."""
+    from birdsed.model.birdnet_labels import ebird_codes, name_index, read_labels
+    from birdsed.model.names import norm_name
+
+    labels = read_labels()
+    indices = _birdnet_indices(meta)
+    if indices is None:
+        index = name_index(labels, ebird_codes())
+        indices = [index.get(norm_name(c), -1) for c in classes]
+    return [labels[i] if i >= 0 else "" for i in indices]
+
+
+def _birdnet_indices(meta: Any) -> list[int] | None:
+    """A BirdNET model's label index per class (-1: none), from model.json as read (a dict) or typed (kinds.py's
+    BirdNETMeta); None for any other kind."""
+    if isinstance(meta, dict):
+        return (meta.get("birdnet") or {}).get("indices") if meta.get("kind") == "birdnet" else None
+    section = getattr(meta, "birdnet", None)
+    return list(section.indices) if getattr(meta, "kind", None) == "birdnet" and section is not None else None
+
+
+class OccurrencePrior:
+    """The transform: one recording's scores [shape=(n_rows, K)] and its Place -> the scores under the prior."""
+
+    def __init__(self, options: PriorOptions, place_of: Callable[[str], Place | None] | None = None):
+        self.options = options
+        self.place_of = place_of or (lambda _file: options.place)
+        self._labels = options.labels
+        self._by_place: dict[Place, np.ndarray] = {}
+
+    def occurrence(self, place: Place) -> np.ndarray:
+        """Each class's occurrence at `place` [shape=(K,)], NaN for a class without a BirdNET label; cached."""
+        if place not in self._by_place:
+            from birdsed.model.birdnet_labels import read_labels
+
+            position = {lab: i for i, lab in enumerate(read_labels())}
+            per_label = label_occurrence(place)  # (6522,)
+            self._by_place[place] = np.array(
+                [per_label[position[lab]] if lab else np.nan for lab in self._labels], np.float32
+            )
+        return self._by_place[place]
+
+    def __call__(self, scores: np.ndarray, place: Place | None) -> np.ndarray:
+        if not self.options.on or place is None:
+            return scores
+        occ = self.occurrence(place)  # (K,)
+        assert scores.ndim == 2 and scores.shape[1] == len(occ), (scores.shape, len(occ))
+        if self.options.mode == "filter":
+            return filter_scores(scores, occ, self.options.min_occurrence)
+        return soft_prior(scores, occ, self.options.weight)
+
+    def adjust_table(
+        self, table: pa.Table, files: list[str], n_rows: list[int], classes: list[str]
+    ) -> tuple[pa.Table, pa.Table]:
+        """A batch of whole recordings' scores.parquet rows (files[j] has the next n_rows[j] rows) -> (the same rows
+        with the prior's scores, the model's own scores as rows of output "<kind>_raw")."""
+        values = np.column_stack([table[c].to_numpy() for c in classes]).astype(np.float32)  # (N, K)
+        ends = np.cumsum(n_rows)
+        for f, end, n in zip(files, ends, n_rows):
+            values[end - n : end] = self(values[end - n : end], self.place_of(f))
+        schema = table.schema
+        adjusted = pa.Table.from_arrays(
+            [table[c] for c in SCORE_META_COLUMNS]
+            + [pa.array(values[:, k], type=schema.field(c).type) for k, c in enumerate(classes)],
+            schema=schema,
+        )
+        kind_type = schema.field("output").type
+        raw_kind = pc.binary_join_element_wise(table["output"].cast(pa.string()), RAW_SUFFIX, "")
+        raw = table.set_column(schema.get_field_index("output"), "output", raw_kind.cast(kind_type))
+        return adjusted, raw
