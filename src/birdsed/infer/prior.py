@@ -15,8 +15,9 @@ whose classes maps is refused. `OccurrencePrior(scores, place)` is the transform
 scores.parquet rows and gives the model's own scores back as rows of output "<kind>_raw" (rows.raw_output), so
 scores.parquet keeps both while the decisions use the adjusted ones.
 
-Where a recording is: `PriorOptions.place` (--lat, --lon, --week) for every recording; `place_of(file)` is the one
-function to change when recordings carry their own place and date (a sites table, start times from file names).
+Where a recording is: `PriorOptions.place` (--lat, --lon, --week) for every recording; `OccurrencePrior(options,
+place_of)` takes any file -> Place function instead, so that recordings with their own site and start time (a sites
+table, times in file names) each get their own place and week (`recording_place(lat, lon, start)`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from datetime import date
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +35,7 @@ import pyarrow.compute as pc
 
 from birdsed.config.choices import DEFAULT_MIN_OCCURRENCE, DEFAULT_PRIOR_WEIGHT, MAX_PRIOR_WEIGHT, PRIORS
 from birdsed.errors import ConfigError
-from birdsed.model.birdnet_range import Place, filter_scores, label_occurrence, soft_prior
+from birdsed.model.birdnet_range import ALL_YEAR, Place, filter_scores, label_occurrence, soft_prior, week_of
 from birdsed.rows import RAW_SUFFIX, SCORE_META_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -68,11 +71,11 @@ class PriorOptions:
     def on(self) -> bool:
         return self.mode != "off"
 
-    def for_model(self, classes: list[str], meta: Any) -> PriorOptions:
+    def for_model(self, classes: list[str], meta: Any, model_dir: str | Path | None = None) -> PriorOptions:
         """These options with BirdNET's label of each of the model's classes; the classes that map to none are named
         in a warning (they keep their scores), a model none of whose classes maps is refused. The metadata model
         runs once here for the place, so that a missing extra stops the run before anything is scored."""
-        labels = model_labels(classes, meta)
+        labels = model_labels(classes, meta, model_dir)
         unmapped = [c for c, lab in zip(classes, labels) if not lab]
         if len(unmapped) == len(classes):
             shown = ", ".join(classes[:8]) + (" ..." if len(classes) > 8 else "")
@@ -113,28 +116,50 @@ class PriorOptions:
         return out
 
 
-def model_labels(classes: list[str], meta: Any) -> list[str]:
-    """BirdNET's label of each class ("" for none): a BirdNET model's own mapping (model.json's birdnet.indices),
-    else each class's name looked up among BirdNET's labels and their eBird codes, scientific and common names
-    (the SED models, the embedding heads, ensembles)."""
+def model_labels(classes: list[str], meta: Any, model_dir: str | Path | None = None) -> list[str]:
+    """BirdNET's label of each class ("" for none): a BirdNET model's own mapping (model.json's birdnet.indices; in
+    an ensemble, its BirdNET members' mappings, the first member that maps a class naming it), else the class's name
+    looked up among BirdNET's labels and their eBird codes, scientific and common names (the SED models, the
+    embedding heads)."""
     from birdsed.model.birdnet_labels import ebird_codes, name_index, read_labels
     from birdsed.model.names import norm_name
 
     labels = read_labels()
-    indices = _birdnet_indices(meta)
-    if indices is None:
-        index = name_index(labels, ebird_codes())
-        indices = [index.get(norm_name(c), -1) for c in classes]
+    own = dict(zip(classes, _birdnet_indices(meta) or []))
+    if model_dir is not None and _kind(meta) == "ensemble":
+        from birdsed.model.meta import member_dirs, read_meta
+
+        for member in member_dirs(Path(model_dir), meta):
+            m = read_meta(member)
+            for c, i in zip(m["classes"], _birdnet_indices(m) or []):
+                if i >= 0 and own.get(c, -1) < 0:
+                    own[c] = i
+    index = name_index(labels, ebird_codes())
+    indices = [own[c] if own.get(c, -1) >= 0 else index.get(norm_name(c), -1) for c in classes]
     return [labels[i] if i >= 0 else "" for i in indices]
+
+
+def _kind(meta: Any) -> str | None:
+    return meta.get("kind") if isinstance(meta, dict) else getattr(meta, "kind", None)
 
 
 def _birdnet_indices(meta: Any) -> list[int] | None:
     """A BirdNET model's label index per class (-1: none), from model.json as read (a dict) or typed (kinds.py's
     BirdNETMeta); None for any other kind."""
+    if _kind(meta) != "birdnet":
+        return None
     if isinstance(meta, dict):
-        return (meta.get("birdnet") or {}).get("indices") if meta.get("kind") == "birdnet" else None
-    section = getattr(meta, "birdnet", None)
-    return list(section.indices) if getattr(meta, "kind", None) == "birdnet" and section is not None else None
+        return (meta.get("birdnet") or {}).get("indices")
+    return list(meta.birdnet.indices)
+
+
+def recording_place(lat: float | None, lon: float | None, start: date | None, week: int = ALL_YEAR) -> Place | None:
+    """The prior's place and week of one recording: its BirdNET week from its start date when known, else `week`
+    (--week; default all year); None when its place is unknown (its scores then stay as they are). This is what
+    OccurrencePrior's `place_of` gives once recordings carry their own site and start time."""
+    if lat is None or lon is None:
+        return None
+    return Place(float(lat), float(lon), week_of(start.month, start.day) if start is not None else week)
 
 
 class OccurrencePrior:
