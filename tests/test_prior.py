@@ -15,10 +15,11 @@ import pytest
 from conftest import birdnet_meta, write_audio
 
 from birdsed.cli import main
-from birdsed.errors import ConfigError
+from birdsed.errors import ConfigError, ModelError
 from birdsed.infer import prior as prior_mod
 from birdsed.infer.prior import OccurrencePrior, PriorOptions, model_labels, recording_place
 from birdsed.model import birdnet_labels
+from birdsed.model.birdnet_labels import aliases_entry
 from birdsed.model.birdnet_range import Place
 from birdsed.rows import raw_output
 
@@ -131,6 +132,21 @@ def test_an_ensemble_maps_a_class_through_its_birdnet_members(fake_birdnet, tmp_
     (tmp_path / "e" / "model.json").write_text(json.dumps(meta))
     assert model_labels(meta["classes"], meta, tmp_path / "e") == [LABELS[2], LABELS[0], ""]
     assert model_labels(meta["classes"], meta) == ["", LABELS[0], ""]  # by name alone: a data set's code maps to none
+
+
+def test_a_model_trained_on_a_data_set_keeps_its_classes_names_and_the_prior_maps_them(fake_birdnet, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "species.csv").write_text(
+        "label,english_name,scientific_name\nTurmer_call,Eurasian Blackbird,Turdus merula\n"
+    )
+    entry = aliases_entry(data)  # what train writes into model.json
+    assert entry == {"aliases": {"Turmer_call": ["Turdus merula", "Eurasian Blackbird"]}}
+    assert aliases_entry(tmp_path / "store.npy") == {}  # trained on a store or a file: no names to keep
+    meta = {"kind": "birdnet_head", **entry}
+    assert model_labels(["Turmer_call", "Cicada"], meta) == [LABELS[0], ""]
+    with pytest.raises(ModelError, match="'aliases' must map each class to a list of names"):
+        model_labels(["Turmer_call"], {"kind": "sed", "aliases": {"Turmer_call": "Turdus merula"}})
 
 
 def test_a_recordings_place_and_start_date_give_its_week():

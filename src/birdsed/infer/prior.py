@@ -118,13 +118,15 @@ class PriorOptions:
 
 def model_labels(classes: list[str], meta: Any, model_dir: str | Path | None = None) -> list[str]:
     """BirdNET's label of each class ("" for none): a BirdNET model's own mapping (model.json's birdnet.indices; in
-    an ensemble, its BirdNET members' mappings, the first member that maps a class naming it), else the class's name
+    an ensemble, its BirdNET members' mappings, the first member that maps a class naming it), else the class's name,
+    or one of the further names model.json keeps for it (`aliases`: a data set's species.csv, stored by train),
     looked up among BirdNET's labels and their eBird codes, scientific and common names (the SED models, the
     embedding heads)."""
-    from birdsed.model.birdnet_labels import ebird_codes, name_index, read_labels
+    from birdsed.model.birdnet_labels import ebird_codes, model_aliases, name_index, read_labels
     from birdsed.model.names import norm_name
 
     labels = read_labels()
+    aliases = model_aliases(meta)
     own = dict(zip(classes, _birdnet_indices(meta) or []))
     if model_dir is not None and _kind(meta) == "ensemble":
         from birdsed.model.meta import member_dirs, read_meta
@@ -135,8 +137,10 @@ def model_labels(classes: list[str], meta: Any, model_dir: str | Path | None = N
                 if i >= 0 and own.get(c, -1) < 0:
                     own[c] = i
     index = name_index(labels, ebird_codes())
-    indices = [own[c] if own.get(c, -1) >= 0 else index.get(norm_name(c), -1) for c in classes]
-    return [labels[i] if i >= 0 else "" for i in indices]
+    for c in classes:
+        if own.get(c, -1) < 0:
+            own[c] = next((index[norm_name(n)] for n in [c, *aliases.get(c, [])] if norm_name(n) in index), -1)
+    return [labels[own[c]] if own[c] >= 0 else "" for c in classes]
 
 
 def _kind(meta: Any) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.util
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -15,6 +16,8 @@ from pathlib import Path
 from birdsed.errors import ConfigError, ModelError
 from birdsed.model.birdnet_info import INSTALL, LICENSE_NOTE
 from birdsed.model.names import norm_name, read_species_list
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
 
@@ -158,3 +161,28 @@ def dataset_aliases(root: str | Path) -> dict[str, list[str]]:
         return {}
     cols = [c for c in ALIAS_COLUMNS if c in table.columns]
     return {row["label"]: [row[c] for c in cols if row[c]] for _, row in table.iterrows()}
+
+
+ALIASES_KEY = "aliases"  # model.json: class -> further names, from the data set it trained on (its species.csv)
+
+
+def aliases_entry(data: str | Path) -> dict[str, dict[str, list[str]]]:
+    """What a model trained on the data set `data` stores in model.json so that its classes keep their species'
+    names (a prior, names in outputs): {"aliases": {class: [names]}} from its species.csv; {} when it has none."""
+    root = Path(data)
+    try:
+        aliases = dataset_aliases(root) if root.is_dir() else {}
+    except ConfigError as e:  # after hours of training, a species.csv that does not read costs only its names
+        log.warning("%s: the model keeps no further names of its classes", e)
+        return {}
+    return {ALIASES_KEY: aliases} if aliases else {}
+
+
+def model_aliases(meta: dict) -> dict[str, list[str]]:
+    """model.json's further names per class ({} when it has none); a malformed entry is a ModelError."""
+    aliases = meta.get(ALIASES_KEY, {}) if isinstance(meta, dict) else {}
+    if not isinstance(aliases, dict) or not all(
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(n, str) for n in v) for k, v in aliases.items()
+    ):
+        raise ModelError(f"model.json's {ALIASES_KEY!r} must map each class to a list of names, got {aliases!r:.80}")
+    return aliases

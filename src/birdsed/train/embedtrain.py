@@ -36,7 +36,7 @@ from birdsed.errors import ModelError
 from birdsed.evaluate.metrics import average_precision
 from birdsed.fsutil import atomic_path
 from birdsed.model.birdnet import EMBED_DIM, classifier_rows
-from birdsed.model.birdnet_labels import dataset_aliases
+from birdsed.model.birdnet_labels import aliases_entry, dataset_aliases
 from birdsed.model.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows
 from birdsed.train.embedcache import EmbeddingCache, PseudoEmbeddings
 from birdsed.train.loss import bce
@@ -205,4 +205,5 @@ def train_birdnet(data: Path, cfg: Config, run: Path, val_data: Path | None = No
     td = load_train_data(data, run, cfg, val_data)
     save_config(cfg, run / "config.yaml")
     model = train_embedding_head(td, cfg, run, quiet, dataset_aliases(data) if data.is_dir() else {})
-    return save_head_dir(model, run / "model", extra={"train": {"data": str(data), "epochs": cfg.train.epochs}})
+    extra = {"train": {"data": str(data), "epochs": cfg.train.epochs}, **aliases_entry(data)}
+    return save_head_dir(model, run / "model", extra=extra)

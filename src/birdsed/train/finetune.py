@@ -44,7 +44,7 @@ from birdsed.evaluate.metrics import average_precision
 from birdsed.fsutil import atomic_path
 from birdsed.model.birdnet import SAMPLE_RATE_HZ
 from birdsed.model.birdnet_finetune import FineTunedHeadModel, FineTunedNet
-from birdsed.model.birdnet_labels import dataset_aliases
+from birdsed.model.birdnet_labels import aliases_entry, dataset_aliases
 from birdsed.model.birdnet_torch import load_birdnet_torch
 from birdsed.model.embedhead import EmbeddingHead
 from birdsed.train.augment import specaugment
@@ -267,6 +267,7 @@ def train_finetuned(
             "epochs": cfg.train.epochs,
             "backbone_lr_scale": cfg.train.backbone_lr_scale,
             "backbone_train_from": cfg.train.backbone_train_from,
-        }
+        },
+        **aliases_entry(data),
     }
     return save_finetuned_dir(model, run / "model", extra=extra)

@@ -29,6 +29,7 @@ from birdsed.data.sampling import build_items, targets
 from birdsed.data.store import check_store, is_store
 from birdsed.device import check_devices, die_with_parent, lightning_accelerator, lightning_precision
 from birdsed.errors import ConfigError
+from birdsed.model.birdnet_labels import aliases_entry
 from birdsed.model.meta import META, WEIGHTS
 from birdsed.model.modeldir import save_model_dir
 from birdsed.train.augment import augmented_mel
@@ -329,6 +330,7 @@ def _train_sed(
             "kept_epoch": int(kept.get("epoch", -1)),
             "kept_steps": int(kept.get("global_step", 0)),
         },
+        **aliases_entry(data),
     }  # what was kept
     model = task.model.to("cpu").to(memory_format=torch.contiguous_format)
     return save_model_dir(model, run / "model", extra=extra)
