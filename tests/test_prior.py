@@ -196,6 +196,21 @@ def test_predict_with_the_prior_decides_on_adjusted_scores_and_keeps_the_raw_one
     assert set(pd.read_csv(out / "detections.csv")["label"]) == {"x", "y"}
 
 
+def test_shards_merge_with_the_prior_they_ran_with(tmp_path, capsys, model_dir, monkeypatch, fake_birdnet):
+    monkeypatch.setattr(birdnet_labels, "ebird_codes", lambda: {LABELS[0]: "x", LABELS[2]: "y"})
+    recs = [write_audio(tmp_path / "rec" / f"{n}.wav", seconds=3.0) for n in ("a", "b")]
+    out = tmp_path / "p"
+    prior = ["--prior", "filter", "--lat", 43.6, "--lon", 3.9, "--week", 17]
+    for i in (1, 2):
+        argv = ["predict", "--model", model_dir, *recs, "--out", out, "--shard", f"{i}/2", "--workers", "0"]
+        rc, text = run_cli(capsys, *argv, "--quiet", "--threshold", "1e-9", *prior)
+        assert rc == 0, text
+    scores = pd.read_parquet(out / "scores.parquet")  # built by the last shard's merge, from the shards' records
+    assert sorted(scores.loc[scores["output"] == "segmentwise_raw", "file"]) == sorted(map(str, recs))
+    assert (scores.loc[scores["output"] == "segmentwise", "y"] == 0).all()
+    assert json.loads((out / "run.json").read_text())["decision"]["prior"]["mode"] == "filter"
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
