@@ -196,6 +196,7 @@ def test_predict_with_the_prior_decides_on_adjusted_scores_and_keeps_the_raw_one
     assert set(pd.read_csv(out / "detections.csv")["label"]) == {"x", "y"}
 
 
+@pytest.mark.slow  # two shards' predict runs and a merge: about 20 s on the shared 2-core machine
 def test_shards_merge_with_the_prior_they_ran_with(tmp_path, capsys, model_dir, monkeypatch, fake_birdnet):
     monkeypatch.setattr(birdnet_labels, "ebird_codes", lambda: {LABELS[0]: "x", LABELS[2]: "y"})
     recs = [write_audio(tmp_path / "rec" / f"{n}.wav", seconds=3.0) for n in ("a", "b")]
