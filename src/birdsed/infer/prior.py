@@ -1,7 +1,8 @@
 """BirdNET's place-and-season prior on predict's scores (`predict --prior soft|filter`): a score transform.
 
-A model's classes are mapped to BirdNET V2.4's labels (`model_labels`: a BirdNET model's own mapping, else each class
-by eBird code, scientific or common name); BirdNET's metadata model (model/birdnet_range.py) gives each label's
+A model's classes are mapped to BirdNET V2.4's labels (`model_labels`: a BirdNET model's own mapping, an ensemble's
+BirdNET members', else each class by eBird code, scientific or common name, or by the names model.json keeps for it
+from the data set it trained on); BirdNET's metadata model (model/birdnet_range.py) gives each label's
 occurrence at a place and week, computed once per (lat, lon, week) and cached. For each recording:
 
   soft    logit(score) + weight * log(max(occurrence, 1e-3)): an unlikely species is down-weighted (at most
@@ -10,10 +11,10 @@ occurrence at a place and week, computed once per (lat, lon, week) and cached. F
   off     the scores as the model gave them
 
 Classes that map to no BirdNET label keep their scores (named in a warning when the prior is set up); a model none of
-whose classes maps is refused. `OccurrencePrior(scores, place)` is the transform: one recording's scores
-[shape=(n_rows, K)] and its Place -> the adjusted scores. `adjust_table` applies it to a batch of whole recordings of
-scores.parquet rows and gives the model's own scores back as rows of output "<kind>_raw" (rows.raw_output), so
-scores.parquet keeps both while the decisions use the adjusted ones.
+whose classes maps is refused. An `OccurrencePrior` is the transform: called with one recording's scores
+[shape=(n_rows, K)] and its Place, it gives the adjusted scores. `adjust_table` applies it to a batch of whole
+recordings of scores.parquet rows and gives the model's own scores back as rows of output "<kind>_raw"
+(rows.raw_output), so scores.parquet keeps both while the decisions use the adjusted ones.
 
 Where a recording is: `PriorOptions.place` (--lat, --lon, --week) for every recording; `OccurrencePrior(options,
 place_of)` takes any file -> Place function instead, so that recordings with their own site and start time (a sites
