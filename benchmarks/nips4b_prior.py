@@ -84,10 +84,10 @@ def ap(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
     return float(average_precision_score(y, p, average="macro")), float(average_precision_score(y, p, average="micro"))
 
 
-def settings(place: Place) -> list[tuple[str, PriorOptions]]:
+def settings() -> list[tuple[str, PriorOptions]]:
     out = [("off", PriorOptions("off"))]
-    out.append(("filter 0.03", PriorOptions("filter", place=place)))
-    out += [(f"soft w={w:g}", PriorOptions("soft", weight=w, place=place)) for w in SOFT_WEIGHTS]
+    out.append(("filter 0.03", PriorOptions("filter")))
+    out += [(f"soft w={w:g}", PriorOptions("soft", weight=w)) for w in SOFT_WEIGHTS]
     return out
 
 
@@ -152,7 +152,7 @@ def main() -> None:
     for place_name, (lat, lon) in PLACES.items():
         for week in WEEKS:
             place = Place(lat, lon, week)
-            for name, opts in settings(place):
+            for name, opts in settings():
                 if name == "off" and rows:
                     continue  # the same everywhere
                 prior = OccurrencePrior(replace(opts, labels=class_labels))
@@ -176,7 +176,7 @@ def main() -> None:
                     row["hit_species"] = [lab.split("_")[1] for lab in gone]
                 rows.append(row)
                 print(row)
-            for name, opts in settings(place)[1:]:
+            for name, opts in settings()[1:]:
                 if name not in ("filter 0.03", "soft w=0.5", "soft w=1"):
                     continue
                 prior = OccurrencePrior(replace(opts, labels=tuple(labels)))

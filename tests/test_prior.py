@@ -58,21 +58,21 @@ def run_cli(capsys, *argv) -> tuple[int, str]:
 
 
 def test_soft_down_weights_filter_cuts_and_classes_without_a_label_keep_their_scores(fake_birdnet):
-    opts = PriorOptions("soft", weight=0.5, place=MONTPELLIER, labels=(LABELS[0], LABELS[2], ""))
+    opts = PriorOptions("soft", weight=0.5, labels=(LABELS[0], LABELS[2], ""))
     scores = np.array([[0.8, 0.8, 0.8], [0.0, 1.0, 0.3]], np.float32)  # (rows, K)
     soft = OccurrencePrior(opts)(scores, MONTPELLIER)
     logit = np.log(0.8 / 0.2)
     assert soft[0, 0] == pytest.approx(1 / (1 + np.exp(-(logit + 0.5 * np.log(0.9)))), abs=1e-5)
     assert 0 < soft[0, 1] < soft[0, 0]  # unlikely there: down-weighted, not dropped
     assert soft[:, 2].tolist() == scores[:, 2].tolist()  # no BirdNET label: exactly as it was
-    hard = OccurrencePrior(PriorOptions("filter", place=MONTPELLIER, labels=opts.labels))(scores, MONTPELLIER)
+    hard = OccurrencePrior(PriorOptions("filter", labels=opts.labels))(scores, MONTPELLIER)
     assert hard[:, 1].tolist() == [0.0, 0.0] and hard[:, 0].tolist() == scores[:, 0].tolist()
     off = OccurrencePrior(PriorOptions("off", labels=opts.labels))(scores, None)
     assert off is scores
 
 
 def test_the_occurrence_is_computed_once_per_place_and_week(fake_birdnet):
-    prior = OccurrencePrior(PriorOptions("soft", place=MONTPELLIER, labels=tuple(LABELS)))
+    prior = OccurrencePrior(PriorOptions("soft", labels=tuple(LABELS)))
     for _ in range(3):
         prior(np.full((4, 3), 0.5, np.float32), MONTPELLIER)
     prior(np.full((4, 3), 0.5, np.float32), Place(43.6, 3.9, 18))
@@ -92,7 +92,7 @@ def test_a_batch_of_recordings_each_gets_its_own_place_and_keeps_its_raw_rows(fa
         }
     )
     places = {"north.wav": MONTPELLIER, "south.wav": Place(-33.9, 18.4, 17)}
-    opts = PriorOptions("filter", place=MONTPELLIER, labels=(LABELS[0], LABELS[2]))
+    opts = PriorOptions("filter", labels=(LABELS[0], LABELS[2]))
     adjusted, raw = OccurrencePrior(opts, places.get).adjust_table(table, ["north.wav", "south.wav"], [2, 2], classes)
     assert adjusted.schema == table.schema and raw.schema == table.schema
     assert adjusted["woothr"].to_pylist() == [0.0, 0.0, pytest.approx(0.6), pytest.approx(0.6)]  # cut in the north
@@ -104,11 +104,11 @@ def test_a_batch_of_recordings_each_gets_its_own_place_and_keeps_its_raw_rows(fa
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"mode": "soft"}, "--prior soft needs where the recordings are: give --lat and --lon"),
-        ({"mode": "off", "place": MONTPELLIER}, "give --prior soft or filter"),
-        ({"mode": "soft", "place": MONTPELLIER, "weight": -1.0}, "prior weight -1.0: must be from 0 to 10"),
-        ({"mode": "filter", "place": MONTPELLIER, "min_occurrence": 1.5}, "minimum occurrence 1.5"),
-        ({"mode": "strong", "place": MONTPELLIER}, "prior 'strong': must be one of"),
+        ({"mode": "off", "week": 17}, "--week is the prior's week for recordings whose date is unknown: give --prior"),
+        ({"mode": "soft", "week": 49}, "week 49: must be 1 to 48"),
+        ({"mode": "soft", "weight": -1.0}, "prior weight -1.0: must be from 0 to 10"),
+        ({"mode": "filter", "min_occurrence": 1.5}, "minimum occurrence 1.5"),
+        ({"mode": "strong"}, "prior 'strong': must be one of"),
     ],
 )
 def test_bad_prior_options_are_refused_naming_the_value(kwargs, message):
@@ -156,7 +156,7 @@ def test_a_recordings_place_and_start_date_give_its_week():
 
 
 def test_a_model_whose_classes_do_not_map_is_refused_and_unmapped_ones_are_named(fake_birdnet, caplog):
-    opts = PriorOptions("soft", place=MONTPELLIER)
+    opts = PriorOptions("soft")
     with pytest.raises(ConfigError, match=r"none of the model's 2 classes \(Aegcau_call, Cicada\)"):
         opts.for_model(["Aegcau_call", "Cicada"], {"kind": "sed"})
     with caplog.at_level(logging.WARNING):
@@ -173,7 +173,7 @@ def test_predict_with_the_prior_decides_on_adjusted_scores_and_keeps_the_raw_one
     rec = write_audio(tmp_path / "rec" / "a.wav", seconds=6.0)
     out = tmp_path / "p"
     argv = ["predict", "--model", model_dir, rec, "--out", out, "--threshold", "1e-9", "--workers", "0", "--quiet"]
-    rc, text = run_cli(capsys, *argv, "--prior", "filter", "--lat", 43.6, "--lon", 3.9, "--week", 17)
+    rc, text = run_cli(capsys, *argv, "--prior", "filter", "--site", "43.6,3.9", "--week", 17)
     assert rc == 0, text
     scores = pd.read_parquet(out / "scores.parquet")
     assert set(scores["output"]) == {"segmentwise", "att", "clipwise", "segmentwise_raw", "att_raw", "clipwise_raw"}
@@ -184,7 +184,7 @@ def test_predict_with_the_prior_decides_on_adjusted_scores_and_keeps_the_raw_one
     decision = json.loads((out / "run.json").read_text())["decision"]
     assert decision["prior"] == {
         "mode": "filter",
-        "place": {"lat": 43.6, "lon": 3.9, "week": 17},
+        "week_without_date": 17,
         "min_occurrence": 0.03,
         "classes_without_prior": 0,
     }
@@ -194,6 +194,43 @@ def test_predict_with_the_prior_decides_on_adjusted_scores_and_keeps_the_raw_one
     scores = pd.read_parquet(out / "scores.parquet")
     assert set(scores["output"]) == {"segmentwise", "att", "clipwise"} and (scores["y"] > 0).all()
     assert set(pd.read_csv(out / "detections.csv")["label"]) == {"x", "y"}
+    assert fake_birdnet == [Place(43.6, 3.9, 17)] * 2  # a.wav has no date in its name: --week (set up, then run)
+
+
+def test_each_recording_gets_its_own_place_from_the_sites_table_and_week_from_its_name(
+    tmp_path, capsys, model_dir, monkeypatch, fake_birdnet
+):
+    monkeypatch.setattr(birdnet_labels, "ebird_codes", lambda: {LABELS[0]: "x", LABELS[2]: "y"})
+    north = write_audio(tmp_path / "rec" / "north" / "20230509_060000.wav", seconds=3.0)  # 9 May: BirdNET week 18
+    south = write_audio(tmp_path / "rec" / "south" / "20231224_060000.wav", seconds=3.0)  # 24 December: week 48
+    sites = tmp_path / "sites.csv"
+    sites.write_text("pattern,site,lat,lon\nnorth,N,43.6,3.9\nsouth,S,-33.9,18.4\n")
+    out = tmp_path / "p"
+    argv = ["predict", "--model", model_dir, tmp_path / "rec", "--out", out, "--threshold", "1e-9", "--workers", "0"]
+    rc, text = run_cli(capsys, *argv, "--quiet", "--sites", sites, "--prior", "filter", "--week", 30)
+    assert rc == 0, text
+    assert set(fake_birdnet) == {Place(43.6, 3.9, 18), Place(-33.9, 18.4, 48)}  # --week 30: for no date, unused
+    scores = pd.read_parquet(out / "scores.parquet")
+    kept = scores[scores["output"] == "segmentwise"].set_index("file")
+    raw = scores[scores["output"] == "segmentwise_raw"].set_index("file")
+    assert (kept.loc[str(north), "y"] == 0).all() and (kept.loc[str(north), "x"] == raw.loc[str(north), "x"]).all()
+    assert (kept.loc[str(south), "x"] == 0).all() and (kept.loc[str(south), "y"] == raw.loc[str(south), "y"]).all()
+
+
+def test_the_prior_is_refused_for_recordings_the_sites_table_gives_no_place(
+    tmp_path, capsys, model_dir, monkeypatch, fake_birdnet
+):
+    monkeypatch.setattr(birdnet_labels, "ebird_codes", lambda: {LABELS[0]: "x", LABELS[2]: "y"})
+    write_audio(tmp_path / "rec" / "north" / "a.wav")
+    write_audio(tmp_path / "rec" / "elsewhere" / "b.wav")
+    sites = tmp_path / "sites.csv"
+    sites.write_text("pattern,site,lat,lon\nnorth,N,43.6,3.9\n")
+    argv = ["predict", "--model", model_dir, tmp_path / "rec", "--out", tmp_path / "p", "--sites", sites]
+    rc, text = run_cli(capsys, *argv, "--prior", "soft")
+    said = " ".join(text.split())
+    assert rc == 2 and "error: --prior soft: 1 recording(s) have no place (b.wav): add rows for them" in said, text
+    assert not (tmp_path / "p").exists()
+    assert fake_birdnet == []  # refused before the metadata model ran
 
 
 @pytest.mark.slow  # two shards' predict runs and a merge: about 20 s on the shared 2-core machine
@@ -201,7 +238,7 @@ def test_shards_merge_with_the_prior_they_ran_with(tmp_path, capsys, model_dir, 
     monkeypatch.setattr(birdnet_labels, "ebird_codes", lambda: {LABELS[0]: "x", LABELS[2]: "y"})
     recs = [write_audio(tmp_path / "rec" / f"{n}.wav", seconds=3.0) for n in ("a", "b")]
     out = tmp_path / "p"
-    prior = ["--prior", "filter", "--lat", 43.6, "--lon", 3.9, "--week", 17]
+    prior = ["--prior", "filter", "--site", "43.6,3.9", "--week", 17]
     for i in (1, 2):
         argv = ["predict", "--model", model_dir, *recs, "--out", out, "--shard", f"{i}/2", "--workers", "0"]
         rc, text = run_cli(capsys, *argv, "--quiet", "--threshold", "1e-9", *prior)
@@ -215,13 +252,14 @@ def test_shards_merge_with_the_prior_they_ran_with(tmp_path, capsys, model_dir, 
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--prior", "soft"], "error: --prior soft needs where the recordings are"),
-        (["--prior", "soft", "--lat", "95", "--lon", "3"], "argument --lat: 95: must be <= 90"),
-        (["--prior", "soft", "--lat", "43", "--lon", "-200"], "argument --lon: -200: must be >= -180"),
-        (["--prior", "soft", "--lat", "43", "--lon", "3", "--week", "49"], "argument --week: 49: must be 1 to 48"),
-        (["--prior", "soft", "--lat", "43"], "error: give --lat and --lon together"),
-        (["--lat", "43", "--lon", "3"], "error: --lat, --lon and --week are the place of the prior"),
-        (["--prior", "soft", "--lat", "43", "--lon", "3", "--prior-weight", "11"], "--prior-weight: 11: must be <="),
+        (["--prior", "soft"], "error: --prior soft needs where the recordings are: give --site LAT,LON"),
+        (["--prior", "soft", "--week", "17"], "error: --prior soft needs where the recordings are"),
+        (["--prior", "soft", "--site", "95,3"], "argument --site: latitude 95: must be <= 90"),
+        (["--prior", "soft", "--site", "43,-200"], "argument --site: longitude -200: must be >= -180"),
+        (["--prior", "soft", "--site", "43,3", "--week", "49"], "argument --week: 49: must be 1 to 48"),
+        (["--week", "17"], "error: --week is the prior's week for recordings whose date is unknown"),
+        (["--prior", "soft", "--lat", "43", "--lon", "3"], "unrecognized arguments: --lat 43 --lon 3"),
+        (["--prior", "soft", "--site", "43,3", "--prior-weight", "11"], "--prior-weight: 11: must be <="),
     ],
 )
 def test_predict_refuses_a_bad_prior_naming_it_before_anything_runs(tmp_path, capsys, argv, message):
@@ -233,7 +271,7 @@ def test_predict_refuses_a_bad_prior_naming_it_before_anything_runs(tmp_path, ca
 
 def test_predict_refuses_the_prior_for_a_model_none_of_whose_classes_maps(tmp_path, capsys, model_dir, fake_birdnet):
     rec = write_audio(tmp_path / "a.wav")
-    prior = ["--prior", "soft", "--lat", 43, "--lon", 3]
+    prior = ["--prior", "soft", "--site", "43,3"]
     rc, text = run_cli(capsys, "predict", "--model", model_dir, rec, "--out", tmp_path / "p", *prior)
     assert rc == 2 and "none of the model's 2 classes (x, y)" in " ".join(text.split())
     assert not (tmp_path / "p" / "scores.parquet").exists()
@@ -241,7 +279,7 @@ def test_predict_refuses_the_prior_for_a_model_none_of_whose_classes_maps(tmp_pa
 
 @needs_birdnet
 def test_the_real_metadata_model_down_weights_a_wood_thrush_in_france():
-    opts = PriorOptions("soft", weight=1.0, place=MONTPELLIER).for_model(
+    opts = PriorOptions("soft", weight=1.0).for_model(
         ["eurbla", "woothr"], {"kind": "sed", "classes": ["eurbla", "woothr"]}
     )
     adjusted = OccurrencePrior(opts)(np.full((1, 2), 0.7, np.float32), MONTPELLIER)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from birdsed.cli.birdnet import add_place, place_of
 from birdsed.cli.registry import batch_status, console, verb
 from birdsed.cli.values import cores_cap, count, lat_lon, number
 from birdsed.config import (
@@ -109,7 +108,10 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
         "(siteA, siteA/*.wav, SMM01234_*); outputs carry each recording's site, place and date-time",
     )
     where.add_argument(
-        "--site", type=lat_lon(), metavar="LAT,LON", help="one place for every recording (e.g. 43.61,3.87)"
+        "--site",
+        type=lat_lon(),
+        metavar="LAT,LON",
+        help="one place for every recording (e.g. 43.61,3.87); the place of --prior too",
     )
     p.add_argument(
         "--time-pattern",
@@ -148,11 +150,13 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
 
 
 def _add_prior(p: argparse.ArgumentParser) -> None:
-    """--prior and its place: BirdNET's metadata model as a prior on the scores (infer/prior.py)."""
+    """--prior: BirdNET's metadata model as a prior on the scores (infer/prior.py), at each recording's place (--site
+    or --sites) and week (its name's date, else --week)."""
     g = p.add_argument_group(
         "place-and-season prior (BirdNET's metadata model; the birdnet extra)",
-        "for any model whose classes are BirdNET labels, eBird codes, scientific or common names; scores.parquet "
-        "keeps the model's own scores too (output <kind>_raw)",
+        "for any model whose classes are BirdNET labels, eBird codes, scientific or common names; each recording at "
+        "its own place (--site or --sites) and week (the date in its name, else --week); scores.parquet keeps the "
+        "model's own scores too (output <kind>_raw)",
     )
     g.add_argument(
         "--prior",
@@ -174,7 +178,13 @@ def _add_prior(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_MIN_OCCURRENCE,
         help=f"filter: the least occurrence kept, 0 to 1 (default {DEFAULT_MIN_OCCURRENCE:g}, BirdNET-Analyzer's)",
     )
-    add_place(g, required=False)
+    g.add_argument(
+        "--week",
+        type=count(1, 48, also=(-1,)),
+        default=-1,
+        help="BirdNET's week 1-48 (four a month: 1-4 January) for recordings whose date is unknown, or -1: all "
+        "year (default); a recording whose name or sites row gives its date uses that date's week",
+    )
 
 
 @verb(
@@ -239,10 +249,10 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 
 def _prior(a: argparse.Namespace):
-    """The prior the options ask for (PriorOptions checks that a mode and a place come together)."""
+    """The prior the options ask for (PriorOptions checks the mode and --week; OutputSpec.check that it has places)."""
     from birdsed.infer.prior import PriorOptions
 
-    return PriorOptions(a.prior, a.prior_weight, a.min_occurrence, place_of(a))
+    return PriorOptions(a.prior, a.prior_weight, a.min_occurrence, a.week)
 
 
 def _decided_by(out) -> str:

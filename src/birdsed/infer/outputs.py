@@ -82,6 +82,12 @@ class OutputSpec:
             )
         class_names([], shown=self.names)  # a name choice that is not one
         Places.from_options(self.places)  # a bad sites table, place, time pattern or time zone
+        if self.prior and self.prior.on and not (self.places.sites or self.places.site):
+            raise ConfigError(
+                f"--prior {self.prior.mode} needs where the recordings are: give --site LAT,LON (one place for "
+                "every recording) or --sites SITES.csv (each recording's own); each recording's week comes from the "
+                "date in its name, else --week"
+            )
 
     def to_dict(self) -> dict:
         return {
@@ -204,6 +210,7 @@ def write_combined(
     them discarded when one fails before). `meta` (model.json) names the classes' species where their own names do
     not (model/names.class_names). Returns the number of detections (rows x classes present)."""
     files = [f for f, _ in parts]
+    places = Places.from_options(spec.places).resolve(files).places  # predict said what they lack, before it ran
     target = Target(
         out,
         classes,
@@ -213,7 +220,7 @@ def write_combined(
         spec.audio_dir,
         spec.sample_submission,
         class_names(classes, meta, spec.names),
-        Places.from_options(spec.places).resolve(files).places,  # predict said what they lack, before it ran
+        places,
     )
     for cls in WRITERS.values():  # what a run killed while writing left (every format's: a re-run may name others)
         cls.sweep(target)
@@ -222,7 +229,7 @@ def write_combined(
         for w in writers:
             w.start(target)
         n_detections = 0
-        prior = OccurrencePrior(spec.prior) if spec.prior and spec.prior.on else None
+        prior = OccurrencePrior(spec.prior, spec.prior.places_for(places).get) if spec.prior and spec.prior.on else None
         for batch in decided_batches(parts, classes, thresholds, default_output, spec.decision, prior):
             n_detections += int(batch.present.sum())
             for w in writers:

@@ -216,13 +216,14 @@ def run_predict(
                     out,
                     ", ".join(new[:3]) + (", ..." if len(new) > 3 else ""),
                 )
-        for message in Places.from_options(spec.places).resolve(files).messages(spec.places):
+        resolved = Places.from_options(spec.places).resolve(files)
+        for message in resolved.messages(spec.places):
             log.warning("%s", message)
         facts = runner.model_facts() if runner else model  # window_s, hop_s, classes
         window_s = facts.window_s if window_s is None else window_s
         hop_s = facts.hop_s if hop_s is None else hop_s
         classes = facts.classes
-        spec.prior = prior.for_model(classes, meta, model_dir) if prior and prior.on else None
+        spec.prior = prior.for_model(classes, meta, model_dir, resolved.places) if prior and prior.on else None
         out.mkdir(parents=True, exist_ok=True)
         parts = out / "parts"
         part_of = part_paths(parts, files)  # named by each recording as it is now, before anything reads it

@@ -16,18 +16,20 @@ whose classes maps is refused. An `OccurrencePrior` is the transform: called wit
 recordings of scores.parquet rows and gives the model's own scores back as rows of output "<kind>_raw"
 (rows.raw_output), so scores.parquet keeps both while the decisions use the adjusted ones.
 
-Where a recording is: `PriorOptions.place` (--lat, --lon, --week) for every recording; `OccurrencePrior(options,
-place_of)` takes any file -> Place function instead, so that recordings with their own site and start time (a sites
-table, times in file names) each get their own place and week (`recording_place(lat, lon, start)`).
+Where and when a recording is: its own place and start time from places.py (a row of the sites table or `--site
+LAT,LON`; the start from its name or the table), turned into BirdNET's place and week by `recording_place` (the week
+of its start date; `--week`, default all year, when its date is unknown). `PriorOptions.places_for` does that for
+every recording and refuses the prior, naming them, for recordings without a place; `OccurrencePrior(options,
+place_of)` takes the file -> Place function it gives.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import date
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -36,7 +38,8 @@ import pyarrow.compute as pc
 
 from birdsed.config.choices import DEFAULT_MIN_OCCURRENCE, DEFAULT_PRIOR_WEIGHT, MAX_PRIOR_WEIGHT, PRIORS
 from birdsed.errors import ConfigError
-from birdsed.model.birdnet_range import ALL_YEAR, Place, filter_scores, label_occurrence, soft_prior, week_of
+from birdsed.model.birdnet_range import ALL_YEAR, WEEKS, Place, filter_scores, label_occurrence, soft_prior, week_of
+from birdsed.places import RecordingPlace
 from birdsed.rows import RAW_SUFFIX, SCORE_META_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -44,13 +47,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PriorOptions:
-    """What `predict --prior` asks: the mode, its weight (soft) or cut-off (filter), the place and week of the
-    recordings, and (once set up for a model: `for_model`) BirdNET's label of each class ("" for none)."""
+    """What `predict --prior` asks: the mode, its weight (soft) or cut-off (filter), BirdNET's week for recordings
+    whose date is unknown (--week; -1: all year), and (once set up for a model: `for_model`) BirdNET's label of each
+    class ("" for none). The recordings' places are places.py's (--site, --sites), not the prior's."""
 
     mode: str = "off"
     weight: float = DEFAULT_PRIOR_WEIGHT
     min_occurrence: float = DEFAULT_MIN_OCCURRENCE
-    place: Place | None = None
+    week: int = ALL_YEAR
     labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -60,22 +64,28 @@ class PriorOptions:
             raise ConfigError(f"prior weight {self.weight!r}: must be from 0 to {MAX_PRIOR_WEIGHT:g}")
         if not (np.isfinite(self.min_occurrence) and 0 <= self.min_occurrence <= 1):
             raise ConfigError(f"minimum occurrence {self.min_occurrence!r}: must be from 0 to 1")
-        if self.mode != "off" and self.place is None:
+        if not (self.week == ALL_YEAR or 1 <= self.week <= WEEKS):
+            raise ConfigError(f"week {self.week!r}: must be 1 to {WEEKS} (BirdNET's weeks) or {ALL_YEAR} (all year)")
+        if self.mode == "off" and self.week != ALL_YEAR:
             raise ConfigError(
-                f"--prior {self.mode} needs where the recordings are: give --lat and --lon (and --week, BirdNET's "
-                "week 1-48 of the recording date; default -1: all year)"
+                "--week is the prior's week for recordings whose date is unknown: give --prior soft or filter"
             )
-        if self.mode == "off" and self.place is not None:
-            raise ConfigError("--lat, --lon and --week are the place of the prior: give --prior soft or filter")
 
     @property
     def on(self) -> bool:
         return self.mode != "off"
 
-    def for_model(self, classes: list[str], meta: Any, model_dir: str | Path | None = None) -> PriorOptions:
+    def for_model(
+        self,
+        classes: list[str],
+        meta: Any,
+        model_dir: str | Path | None = None,
+        places: Mapping[str, RecordingPlace] | None = None,
+    ) -> PriorOptions:
         """These options with BirdNET's label of each of the model's classes; the classes that map to none are named
-        in a warning (they keep their scores), a model none of whose classes maps is refused. The metadata model
-        runs once here for the place, so that a missing extra stops the run before anything is scored."""
+        in a warning (they keep their scores), a model none of whose classes maps is refused. With the recordings'
+        `places` (places.py), those without a place are refused (places_for) and the metadata model runs once for
+        one of them, so that a missing extra stops the run before anything is scored."""
         labels = model_labels(classes, meta, model_dir)
         unmapped = [c for c, lab in zip(classes, labels) if not lab]
         if len(unmapped) == len(classes):
@@ -93,9 +103,30 @@ class PriorOptions:
                 ", ".join(unmapped[:20]) + (" ..." if len(unmapped) > 20 else ""),
             )
         resolved = replace(self, labels=tuple(labels))
-        if self.place is not None:
-            OccurrencePrior(resolved).occurrence(self.place)
+        where = resolved.places_for(places or {})
+        if where:
+            OccurrencePrior(resolved).occurrence(next(iter(where.values())))
         return resolved
+
+    def places_for(self, places: Mapping[str, RecordingPlace]) -> dict[str, Place]:
+        """Each recording's place and week for the prior (recording_place: the week of its start date, else
+        self.week); a ConfigError naming the recordings that have no place (no row of the sites table matches
+        them): the prior would leave their scores as the model gave them, unlike the others'."""
+        out: dict[str, Place] = {}
+        nowhere: list[str] = []
+        for f, p in places.items():
+            place = recording_place(p.lat, p.lon, p.start, self.week)
+            if place is None:
+                nowhere.append(f)
+            else:
+                out[f] = place
+        if nowhere:
+            shown = ", ".join(PurePath(f).name for f in nowhere[:3]) + (", ..." if len(nowhere) > 3 else "")
+            raise ConfigError(
+                f"--prior {self.mode}: {len(nowhere)} recording(s) have no place ({shown}): add rows for them to the "
+                "--sites table, or give --site LAT,LON for every recording"
+            )
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"labels": list(self.labels)}
@@ -104,14 +135,13 @@ class PriorOptions:
     def from_dict(cls, d: dict[str, Any] | None) -> PriorOptions | None:
         if not d:
             return None
-        place = Place(**d["place"]) if d.get("place") else None
-        return cls(d["mode"], d["weight"], d["min_occurrence"], place, tuple(d.get("labels", ())))
+        return cls(d["mode"], d["weight"], d["min_occurrence"], d.get("week", ALL_YEAR), tuple(d.get("labels", ())))
 
     def record(self) -> dict[str, Any]:
         """What run.json's decision record says of the prior."""
         out: dict[str, Any] = {"mode": self.mode}
         if self.on:
-            out |= {"place": asdict(self.place) if self.place else None}
+            out["week_without_date"] = self.week  # the places: each recording's own (options.places)
             out |= {"weight": self.weight} if self.mode == "soft" else {"min_occurrence": self.min_occurrence}
             out["classes_without_prior"] = sum(1 for lab in self.labels if not lab)
         return out
@@ -160,8 +190,8 @@ def _birdnet_indices(meta: Any) -> list[int] | None:
 
 def recording_place(lat: float | None, lon: float | None, start: date | None, week: int = ALL_YEAR) -> Place | None:
     """The prior's place and week of one recording: its BirdNET week from its start date when known, else `week`
-    (--week; default all year); None when its place is unknown (its scores then stay as they are). This is what
-    OccurrencePrior's `place_of` gives once recordings carry their own site and start time."""
+    (--week; default all year); None when its place is unknown. `start` is the recording's local date (places.py's
+    aware start time: its date where it was recorded)."""
     if lat is None or lon is None:
         return None
     return Place(float(lat), float(lon), week_of(start.month, start.day) if start is not None else week)
@@ -171,8 +201,10 @@ class OccurrencePrior:
     """The transform: one recording's scores [shape=(n_rows, K)] and its Place -> the scores under the prior."""
 
     def __init__(self, options: PriorOptions, place_of: Callable[[str], Place | None] | None = None):
+        """place_of: each recording's place and week (PriorOptions.places_for), for adjust_table; a recording it
+        gives no place keeps its scores."""
         self.options = options
-        self.place_of = place_of or (lambda _file: options.place)
+        self.place_of = place_of or (lambda _file: None)
         self._labels = options.labels
         self._by_place: dict[Place, np.ndarray] = {}
 
