@@ -218,6 +218,20 @@ class BirdNETDetector:
         wave = torch.cat([piece_windows(audio, q, window, hop, policy) for q in pieces]).float()
         return one_segment_outputs(self.scores(wave if backend_for(self.device) == "torch" else wave.cpu().numpy()))
 
+    embedding_dim = EMBED_DIM
+    embedding_space = f"BirdNET V2.4 ({SHA256[MODEL_FILE][:12]}), {WINDOW_S:g} s windows"
+
+    def window_embeddings(
+        self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int, short_policy: str | None
+    ) -> torch.Tensor:
+        """BirdNET's 1,024-d embedding of each window [shape=(W, 1024)] (the windows of window_outputs)."""
+        if window != N_SAMPLES:
+            raise ConfigError(f"BirdNET embeds {WINDOW_S:g} s windows at {SAMPLE_RATE_HZ} Hz; got {window} samples")
+        policy = short_policy or self.short_policy
+        wave = torch.cat([piece_windows(audio, q, window, hop, policy) for q in pieces]).float()
+        runtime = shared_runtime(True, self.device)
+        return torch.from_numpy(runtime.embed(wave if backend_for(self.device) == "torch" else wave.cpu().numpy()))
+
     def __call__(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
         wave = wave.float()
         return one_segment_outputs(self.scores(wave if backend_for(self.device) == "torch" else wave.cpu().numpy()))

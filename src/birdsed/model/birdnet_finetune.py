@@ -77,6 +77,8 @@ class FineTunedNet(nn.Module):
 class FineTunedHeadModel(EmbeddingHeadModel):
     """A Detector (detector.py): the head on its own fine-tuned BirdNET port, in torch on the device given."""
 
+    embedding_space = None  # its own fine-tuned BirdNET: the model's digest stands for it
+
     def __init__(self, classes: list[str], net: FineTunedNet, **kw: Any):
         super().__init__(classes, net.head, **kw)
         self.net = net

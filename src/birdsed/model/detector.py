@@ -12,6 +12,15 @@ of recordings in it (windows.Piece), and returns per-window outputs in the SED h
   norm_att    (W, K, T')  attention weights over T', summing to 1
 
 so that the three output kinds predict writes (clipwise, segmentwise, att) exist for every kind.
+
+Optional: a kind that can give one embedding per window (`birdsed embed`, search/) implements
+
+  window_embeddings(audio, pieces, window, hop, short_policy) -> (W, D)   the same windows as window_outputs
+  embedding_dim: int            D
+  embedding_space: str | None   what makes two models' embeddings comparable (BirdNET's file and window), None:
+                                the model's own (its digest stands for it)
+
+(`window_embeddings` below calls it, or refuses a kind without it, naming it).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from birdsed.errors import ModelError
 from birdsed.model.windows import Piece
 
 
@@ -63,3 +73,21 @@ def segment_scores(out: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """Time-resolved scores of a window, each [shape=(B, K, T')]: segmentwise, and att = norm_att * segmentwise."""
     seg = out["segmentwise"].float()
     return {"segmentwise": seg.cpu().numpy(), "att": (out["norm_att"].float() * seg).cpu().numpy()}
+
+
+def window_embeddings(
+    model: Detector, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int, short_policy: str | None
+) -> torch.Tensor:
+    """The embedding of every window of `pieces` [shape=(W, D)], as window_outputs orders them; a ModelError for a
+    kind of model that gives none (an ensemble, an ONNX export)."""
+    fn = getattr(model, "window_embeddings", None)
+    if fn is None:
+        raise ModelError(
+            f"a {type(model).__name__} model gives no window embedding (BirdNET, a head on BirdNET embeddings and the "
+            "SED networks do): embed with one of those"
+        )
+    return fn(audio, pieces, window, hop, short_policy)
+
+
+def can_embed(model: Detector) -> bool:
+    return callable(getattr(model, "window_embeddings", None))

@@ -151,6 +151,23 @@ class EmbeddingHeadModel:
         windows = torch.cat([fitted_audio(audio, q, policy).unfold(0, window, hop) for q in pieces])
         return self.head(self.embed(windows))
 
+    def window_embeddings(
+        self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int, short_policy: str | None
+    ) -> torch.Tensor:
+        """BirdNET's embedding of each window: the mean over its sub-windows [shape=(W, 1024)]."""
+        policy = short_policy or self.short_policy
+        windows = torch.cat([fitted_audio(audio, q, policy).unfold(0, window, hop) for q in pieces])
+        return self.embed(windows).mean(dim=1)
+
+    embedding_dim = EMBED_DIM
+
+    @property
+    def embedding_space(self) -> str | None:
+        return (
+            f"BirdNET V2.4 ({SHA256[MODEL_FILE][:12]}), mean of {self.n_sub} 3 s sub-windows every "
+            f"{self.embed_hop_s:g} s"
+        )
+
     def __call__(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.head(self.embed(wave))
 

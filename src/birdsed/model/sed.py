@@ -236,6 +236,21 @@ class SEDModel(nn.Module):
         db = torch.cat([fe.windowed_db(fitted_audio(audio, q, policy), window, hop) for q in pieces])
         return self.encode(fe.normalize(db), framewise=False)  # rows and segments never use framewise
 
+    embedding_space = None  # its own: the model's digest stands for it
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.head.fc1.out_features  # the backbone's channels
+
+    def window_embeddings(
+        self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int, short_policy: str | None
+    ) -> torch.Tensor:
+        """The backbone's features of each window, pooled over frequency and time [shape=(W, C)]."""
+        fe, policy = self.frontend, short_policy or self.short_policy
+        db = torch.cat([fe.windowed_db(fitted_audio(audio, q, policy), window, hop) for q in pieces])
+        feats = self.backbone.forward_features(self.image(fe.normalize(db)))  # (W, C, F', T')
+        return feats.float().mean(dim=(2, 3))
+
     def onnx_module(self) -> SEDModel:
         return self
 
