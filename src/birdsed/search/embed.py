@@ -74,6 +74,7 @@ class EmbedSummary:
     wall_s: float
     errors: list[tuple[str, str]] = field(default_factory=list)
     out: Path | None = None
+    errors_csv: Path | None = None  # where the errors are listed
 
     @property
     def realtime_factor(self) -> float:
@@ -90,13 +91,14 @@ def embed_files(
     device: str = "auto",
     quiet: bool = False,
     short_policy: str | None = None,
+    precision: str = "auto",
 ) -> Iterator[FileEmbeddings | tuple[str, str]]:
     """A FileEmbeddings per recording (in completion order), or (path, error) for one that fails to decode. The
     stream and batching are predict's (infer/loop.py), the model call its `window_embeddings`."""
     import torch
     from torch.utils.data import DataLoader
 
-    from birdsed.device import pick_device
+    from birdsed.device import pick_device, use_bf16
     from birdsed.infer.loop import default_workers
     from birdsed.infer.stream import WindowStream
     from birdsed.model.detector import window_embeddings
@@ -105,6 +107,7 @@ def embed_files(
     if not files:
         return
     dev = pick_device(device)
+    bf16 = use_bf16(precision, dev)
     model = model.for_inference(dev)
     workers = min(default_workers(dev) if workers is None else workers, len(files))
     sr = model.sample_rate_hz
@@ -122,7 +125,9 @@ def embed_files(
         for batch in dl:
             audio, pieces = batch["audio"].to(dev), batch["pieces"]
             if pieces:
-                emb = window_embeddings(model, audio, pieces, ds.window, ds.hop, short_policy).float().cpu().numpy()
+                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16):
+                    emb = window_embeddings(model, audio, pieces, ds.window, ds.hop, short_policy)
+                emb = emb.float().cpu().numpy()
                 assert emb.shape[0] == sum(p.n_windows for p in pieces), emb.shape  # (W, D)
                 at = 0
                 for p in pieces:
@@ -302,6 +307,7 @@ def run_embed(
     quiet: bool = False,
     short_policy: str | None = None,
     shard: str | None = None,
+    precision: str = "auto",
 ) -> EmbedSummary:
     """Embed every window of the inputs' recordings into the DB `out` (module docstring); window_s and hop_s default
     the model's. A DB of another model's embeddings is refused (db.check_info)."""
@@ -347,7 +353,9 @@ def run_embed(
         parts.mkdir(exist_ok=True)
         remove_stale_temps(parts, [p.name for p in part_of.values()])
         _remove_superseded(parts, part_of)
-        for res in embed_files(model, todo, window_s, hop_s, batch_size, workers, device, quiet, short_policy):
+        for res in embed_files(
+            model, todo, window_s, hop_s, batch_size, workers, device, quiet, short_policy, precision
+        ):
             if isinstance(res, FileEmbeddings):
                 write_part(res, part_of[res.path])
                 audio_s += res.duration_s
@@ -358,8 +366,8 @@ def run_embed(
     wall_s = time.perf_counter() - t0
     from birdsed.infer.writers import write_errors
 
-    write_errors(errors, out / (f"errors-shard{i}of{n}.csv" if shard else "errors.csv"))
-    return EmbedSummary(len(files), n_before, added, audio_s, wall_s, errors, out)
+    report = write_errors(errors, out / (f"errors-shard{i}of{n}.csv" if shard else "errors.csv"))
+    return EmbedSummary(len(files), n_before, added, audio_s, wall_s, errors, out, report)
 
 
 def _remove_superseded(parts: Path, part_of: dict[str, Path]) -> None:
