@@ -34,6 +34,7 @@ from birdsed.fsutil import atomic_dir, atomic_path, remove_stale_temps, run_lock
 from birdsed.infer.parts import part_paths, stamp
 from birdsed.infer.shard import my_inputs, parse_shard
 from birdsed.search.db import (
+    DB_JSON,
     INDEX,
     PARTS,
     RECORDINGS,
@@ -398,3 +399,8 @@ def waited_lock(db: Path, wait_s: float = COMMIT_WAIT_S) -> Iterator[Path]:
         finally:
             lock.__exit__(None, None, None)
         return
+
+
+def open_db_model(db: str | Path) -> Path:
+    """The model folder a DB was embedded with (db.json)."""
+    return Path(DBInfo.read(Path(db) / DB_JSON).model)

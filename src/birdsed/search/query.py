@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from birdsed.audio.decode import audio_info
 from birdsed.errors import AudioDecodeError, ConfigError
 from birdsed.fsutil import atomic_path, write_text_atomic
 from birdsed.search.db import DBError, EmbeddingDB
@@ -159,7 +160,13 @@ def search(
     if not 1 <= k <= MAX_K:
         raise ConfigError(f"k = {k}: must be 1 to {MAX_K}")
     examples = [*positives, *negatives]
-    embedder = Embedder(db, model_dir, device) if any(not e.window for e in examples) else None
+    clips = [e for e in examples if not e.window]
+    for e in clips:  # a clip that does not decode is refused before the model is loaded
+        try:
+            audio_info(e.path)
+        except AudioDecodeError as err:
+            raise AudioDecodeError(f"query clip: {err}") from err
+    embedder = Embedder(db, model_dir, device) if clips else None
     q = combine(example_vectors(db, positives, embedder), example_vectors(db, list(negatives), embedder))
     ids, sims = db.nearest(q[None, :], k)
     ids, sims = ids[0], sims[0]
