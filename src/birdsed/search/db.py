@@ -21,6 +21,7 @@ so that building one index holds at most that many vectors); nothing committed i
     db = open_db("archive.db")
     db.n, db.dim, db.info.window_s               # 1_234_567 windows of 1024-d, 3 s
     db.windows()                                 # DataFrame id, file, start_s, end_s (all; or columns=[...])
+    db.windows_of([5, 17])                       # the rows of those ids
     db.vectors([5, 17, 42])                      # (3, D) float32
     for ids, x in db.blocks(65_536): ...         # every window, in id order, a block at a time: bounded memory
     ids, sims = db.nearest(query, k=100)         # (q, k) ids and cosine similarities, best first
@@ -174,6 +175,20 @@ class EmbeddingDB:
             return pd.DataFrame({c: pd.Series(dtype="int64" if c == "id" else "float64") for c in cols})
         return pd.concat(tables, ignore_index=True)
 
+    def windows_of(self, ids: Sequence[int] | np.ndarray) -> pd.DataFrame:
+        """The rows of `ids` of the windows table, in the order given (read from the segments that hold them)."""
+        ids = self._checked(ids)
+        seg_of = np.searchsorted(self._starts, ids, side="right") - 1
+        tables = [
+            pq.read_table(
+                self.segments[k].path / WINDOWS, filters=[("id", "in", ids[seg_of == k].tolist())]
+            ).to_pandas()
+            for k in np.unique(seg_of)
+        ]
+        if not tables:
+            return self.windows().iloc[:0]
+        return pd.concat(tables, ignore_index=True).set_index("id").loc[ids].reset_index()
+
     def recordings(self) -> pd.DataFrame:
         """file, stamp, first_id, n_windows of every recording in the DB."""
         tables = [pq.read_table(s.path / RECORDINGS).to_pandas() for s in self.segments]
@@ -183,10 +198,7 @@ class EmbeddingDB:
 
     def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """The vectors of `ids` [shape=(len(ids), D)], float32, in the order given; an id out of range is a DBError."""
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        if len(ids) and (ids.min() < 0 or ids.max() >= self.n):
-            bad = ids[(ids < 0) | (ids >= self.n)][0]
-            raise DBError(f"{self.path}: no window of id {bad} (it holds ids 0 to {self.n - 1})")
+        ids = self._checked(ids)
         out = np.empty((len(ids), self.dim), np.float32)
         seg_of = np.searchsorted(self._starts, ids, side="right") - 1
         for k in np.unique(seg_of):
@@ -196,6 +208,14 @@ class EmbeddingDB:
             order = np.argsort(rows)  # sorted reads from the memory map
             out[np.flatnonzero(sel)[order]] = seg.vectors[rows[order]]
         return out
+
+    def _checked(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """`ids` as int64 (n,); a DBError naming the first out of range."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if len(ids) and (ids.min() < 0 or ids.max() >= self.n):
+            bad = ids[(ids < 0) | (ids >= self.n)][0]
+            raise DBError(f"{self.path}: no window of id {bad} (it holds ids 0 to {self.n - 1})")
+        return ids
 
     def blocks(self, size: int = BLOCK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every window in id order as (ids (n,), vectors (n, D) float32), at most `size` at a time."""
@@ -214,7 +234,9 @@ class EmbeddingDB:
         ids = np.concatenate([f[0] for f in found], axis=1)
         sims = np.concatenate([f[1] for f in found], axis=1)
         order = np.argsort(-sims, axis=1, kind="stable")[:, : min(k, self.n)]
-        return np.take_along_axis(ids, order, 1), np.take_along_axis(sims, order, 1)
+        ids, sims = np.take_along_axis(ids, order, 1), np.take_along_axis(sims, order, 1)
+        found = (ids >= 0).all(axis=0)  # columns some query's search left unfilled (fewer found than k) go
+        return ids[:, found], sims[:, found]
 
     def exact_nearest(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """As nearest, by a scan of every vector (block by block): the reference for the index's recall."""

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from birdsed.errors import BirdsedError, RunLocked
 from birdsed.fsutil import atomic_dir, atomic_path, remove_stale_temps, run_lock
-from birdsed.infer.parts import part_paths, stamp
+from birdsed.infer.parts import part_paths
 from birdsed.infer.shard import my_inputs, parse_shard
 from birdsed.search.db import (
     DB_JSON,
@@ -53,6 +53,10 @@ from birdsed.search.index import build_index
 log = logging.getLogger(__name__)
 
 PART_SUFFIX = ".npz"
+CHANGED = (
+    "changed since it was embedded (size or modification time): not embedded again (a DB never rewrites what it "
+    "holds); embed it into a new DB"
+)
 COMMIT_WAIT_S = 600.0  # how long a run waits for another to finish committing
 
 
@@ -157,8 +161,13 @@ def write_part(res: FileEmbeddings, path: Path) -> None:
             emb=res.embeddings.astype(np.float16),
             start_s=res.start_s.astype(np.float64),
             recording=np.array(res.path),
-            stamp=np.array(path.name[: -len(PART_SUFFIX)].rsplit(".", 1)[-1]),
+            stamp=np.array(stamp_of(path)),
         )
+
+
+def stamp_of(part: Path) -> str:
+    """The recording's "<size>-<mtime_ns>" a part's name holds (<key>.<stamp>.npz)."""
+    return part.name.rsplit(".", 2)[1]
 
 
 @dataclass
@@ -193,6 +202,7 @@ def committed_stamps(db: Path) -> dict[str, str]:
 def commit_parts(db: Path, info: DBInfo) -> int:
     """Move every part of DB/parts into new segments (at most SEGMENT_WINDOWS windows each), index them, remove the
     parts; returns the windows added. Call it holding the DB's lock."""
+    remove_stale_temps(db / SEGMENTS, lambda name: name.isdigit())  # a killed commit's half-written segment
     parts_dir = db / PARTS
     if not parts_dir.is_dir():
         return 0
@@ -333,21 +343,11 @@ def run_embed(
         if new:
             log.warning("%d input(s) appeared after the first shard started: not embedded: %s", len(new), new[:3])
     parts = out / PARTS
-    part_of = embed_part_paths(parts, files)
-    todo = []
-    for f in files:
-        if f in done:
-            if done[f] != stamp(f):
-                errors.append(
-                    (
-                        f,
-                        "changed since it was embedded (size or modification time): not embedded again; "
-                        "embed it into a new DB",
-                    )
-                )
-        elif not part_of[f].is_file():
-            todo.append(f)
-    n_before = len(files) - len(todo) - sum(1 for f in files if f in done and done[f] != stamp(f))
+    part_of = embed_part_paths(parts, files)  # named by each recording as it is now, before anything reads it
+    changed = [f for f in files if f in done and done[f] != stamp_of(part_of[f])]
+    errors += [(f, CHANGED) for f in changed]
+    todo = [f for f in files if f not in done and not part_of[f].is_file()]
+    n_before = len(files) - len(todo) - len(changed)
     t0 = time.perf_counter()
     audio_s = 0.0
     with run_lock(out, f".lock-shard{i}of{n}" if shard else ".lock-embed"):

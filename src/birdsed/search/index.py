@@ -86,5 +86,13 @@ def search_index(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
     k = min(k, len(index))
     found = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
     keys = np.asarray(found.keys).reshape(len(queries), -1)[:, :k].astype(np.int64)
-    dist = np.asarray(found.distances).reshape(len(queries), -1)[:, :k].astype(np.float64)
-    return keys, 1.0 - dist
+    sims = 1.0 - np.asarray(found.distances, np.float64).reshape(len(queries), -1)[:, :k]
+    if keys.shape[1] < k:  # a single query's Matches hold only what was found
+        pad = k - keys.shape[1]
+        keys = np.pad(keys, ((0, 0), (0, pad)), constant_values=-1)
+        sims = np.pad(sims, ((0, 0), (0, pad)), constant_values=-np.inf)
+    # a graph search may find fewer than k: the rest is filler (one query gives Matches, several BatchMatches)
+    counts = np.asarray(found.counts if hasattr(found, "counts") else [len(found.keys)]).reshape(-1)
+    missing = np.arange(keys.shape[1])[None, :] >= counts[:, None]
+    keys[missing], sims[missing] = -1, -np.inf
+    return keys, sims

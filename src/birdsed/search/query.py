@@ -170,7 +170,7 @@ def search(
     q = combine(example_vectors(db, positives, embedder), example_vectors(db, list(negatives), embedder))
     ids, sims = db.nearest(q[None, :], k)
     ids, sims = ids[0], sims[0]
-    windows = db.windows().set_index("id").loc[ids] if len(ids) else pd.DataFrame(columns=["file", "start_s", "end_s"])
+    windows = db.windows_of(ids)
     return pd.DataFrame(
         {
             "rank": np.arange(1, len(ids) + 1),
