@@ -240,3 +240,24 @@ def test_birdnet_embeds_1024_d_windows_and_finds_them(tmp_path, capsys):
     assert db.n == 3 and db.recordings().set_index("file")["n_windows"].to_dict() == {str(a): 2, str(b): 1}
     rc, out = run_cli(capsys, "search", tmp_path / "db", "--query", f"{b}", "--k", 1, "--out", tmp_path / "found")
     assert rc == 0 and pd.read_csv(tmp_path / "found" / "results.csv")["file"][0] == str(b)
+
+
+@pytest.mark.slow  # a local cluster's start: about 50 s on 2 shared cores
+def test_a_local_cluster_embeds_what_one_process_does(model_dir, tmp_path, capsys):
+    pytest.importorskip("distributed", reason="the cluster extra: pip install 'birdsed[cluster]'")
+    import os
+
+    env = dict(os.environ)  # a LocalCluster sets OMP_NUM_THREADS=1 and more in this process (test_cluster.py)
+    archive(tmp_path / "a", n=3)
+    (tmp_path / "a" / "bad.wav").write_bytes(b"not audio")
+    try:
+        rc, out = embed(capsys, model_dir, [tmp_path / "a"], tmp_path / "cluster", "--cluster", "local:2")
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+    assert rc == 1 and "1 recording(s) failed" in out
+    assert embed(capsys, model_dir, [tmp_path / "a"], tmp_path / "one")[0] == 1
+    a, b = open_db(tmp_path / "cluster"), open_db(tmp_path / "one")
+    wa, wb = (d.windows().sort_values(["file", "start_s"]) for d in (a, b))
+    assert a.n == b.n == 9 and (wa["file"].to_numpy() == wb["file"].to_numpy()).all()
+    assert np.allclose(a.vectors(wa["id"]), b.vectors(wb["id"]), atol=1e-3)

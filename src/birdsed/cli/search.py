@@ -25,6 +25,12 @@ def _add_embed(p: argparse.ArgumentParser) -> None:
         "commits its windows when done",
     )
     p.add_argument(
+        "--cluster",
+        metavar="SPEC",
+        help="embed on a dask.distributed cluster: local:N, tcp://HOST:PORT or FILE.yaml (as predict --cluster; "
+        "pip install 'birdsed[cluster]')",
+    )
+    p.add_argument(
         "--window-s",
         type=number(MIN_WINDOW_S, MAX_WINDOW_S),
         help=f"window length, {MIN_WINDOW_S:g} to {MAX_WINDOW_S:g} s (default: the model's: 5 s, BirdNET 3 s)",
@@ -64,6 +70,7 @@ def cmd_embed(a: argparse.Namespace) -> int:
         short_policy=a.short,
         shard=a.shard,
         precision=a.precision,
+        cluster=a.cluster,
     )
     console.print(
         f"{s.n_files} recording(s) ({s.n_done_before} in the DB before); {s.audio_s / 3600:.2f} h of audio in "

@@ -319,9 +319,11 @@ def run_embed(
     short_policy: str | None = None,
     shard: str | None = None,
     precision: str = "auto",
+    cluster: str | None = None,
 ) -> EmbedSummary:
     """Embed every window of the inputs' recordings into the DB `out` (module docstring); window_s and hop_s default
-    the model's. A DB of another model's embeddings is refused (db.check_info)."""
+    the model's. A DB of another model's embeddings is refused (db.check_info). cluster: embed on a dask cluster
+    (search/cluster.py; the model is loaded here too, for what the DB records of it)."""
     from birdsed.infer.predict import resolve_inputs
     from birdsed.model.modeldir import load_model_dir
 
@@ -348,20 +350,30 @@ def run_embed(
     errors += [(f, CHANGED) for f in changed]
     todo = [f for f in files if f not in done and not part_of[f].is_file()]
     n_before = len(files) - len(todo) - len(changed)
+    options = {
+        "window_s": window_s,
+        "hop_s": hop_s,
+        "batch_size": batch_size,
+        "device": device,
+        "short_policy": short_policy,
+        "precision": precision,
+    }
     t0 = time.perf_counter()
     audio_s = 0.0
     with run_lock(out, f".lock-shard{i}of{n}" if shard else ".lock-embed"):
         parts.mkdir(exist_ok=True)
         remove_stale_temps(parts, [p.name for p in part_of.values()])
         _remove_superseded(parts, part_of)
-        for res in embed_files(
-            model, todo, window_s, hop_s, batch_size, workers, device, quiet, short_policy, precision
-        ):
-            if isinstance(res, FileEmbeddings):
-                write_part(res, part_of[res.path])
-                audio_s += res.duration_s
-            else:
-                errors.append(res)
+        if cluster:
+            audio_s, failed = _embed_on_cluster(cluster, model_dir, todo, part_of, parts, quiet, options)
+            errors += failed
+        else:
+            for res in embed_files(model, todo, quiet=quiet, workers=workers, **options):
+                if isinstance(res, FileEmbeddings):
+                    write_part(res, part_of[res.path])
+                    audio_s += res.duration_s
+                else:
+                    errors.append(res)
     with waited_lock(out):
         added = commit_parts(out, info)
     wall_s = time.perf_counter() - t0
@@ -369,6 +381,18 @@ def run_embed(
 
     report = write_errors(errors, out / (f"errors-shard{i}of{n}.csv" if shard else "errors.csv"))
     return EmbedSummary(len(files), n_before, added, audio_s, wall_s, errors, out, report)
+
+
+def _embed_on_cluster(
+    cluster: str, model_dir: Path, todo: list[str], part_of: dict[str, Path], parts: Path, quiet: bool, options: dict
+) -> tuple[float, list[tuple[str, str]]]:
+    if not todo:
+        return 0.0, []
+    from birdsed.search.cluster import embed_on_cluster
+
+    got = embed_on_cluster(cluster, model_dir, todo, part_of, options, quiet)
+    remove_stale_temps(parts, [part_of[f].name for f in todo])  # a worker killed mid-write left it
+    return got
 
 
 def _remove_superseded(parts: Path, part_of: dict[str, Path]) -> None:
