@@ -261,3 +261,19 @@ def test_a_local_cluster_embeds_what_one_process_does(model_dir, tmp_path, capsy
     wa, wb = (d.windows().sort_values(["file", "start_s"]) for d in (a, b))
     assert a.n == b.n == 9 and (wa["file"].to_numpy() == wb["file"].to_numpy()).all()
     assert np.allclose(a.vectors(wa["id"]), b.vectors(wb["id"]), atol=1e-3)
+
+
+def test_a_stretch_of_a_clip_queries_its_windows_and_one_after_the_end_is_refused(searched, capsys):
+    a, db = searched
+    rc, out = run_cli(capsys, "search", db, "--query", f"{a / 'r1.wav'}:2.5-7.5", "--query", f"{a / 'r1.wav'}:0-1")
+    assert rc == 0 and "r1.wav" in out
+    rc, out = run_cli(capsys, "search", db, "--query", f"{a / 'r1.wav'}:30-40")
+    assert rc == 2 and "starts after the recording's end (9.00 s)" in out
+
+
+def test_covering_takes_the_windows_inside_or_the_one_overlapping_most():
+    from birdsed.search.query import covering
+
+    starts = np.array([0.0, 2.5, 5.0, 7.5])
+    assert list(covering(starts, 5.0, 2.5, 10.0)) == [1, 2]
+    assert list(covering(starts, 5.0, 6.0, 7.0)) == [1]  # shorter than a window: the one covering most of it

@@ -131,7 +131,9 @@ def cmd_search(a: argparse.Namespace) -> int:
     results = search(db, positives, negatives, a.k, a.model, a.device)
     from rich.table import Table
 
-    table = Table("rank", "file", "start_s", "end_s", "similarity", title=f"nearest {len(results)} of {db.n} windows")
+    table = Table(title=f"nearest {len(results)} of {db.n} windows")
+    for name in ("rank", "file", "start_s", "end_s", "similarity"):
+        table.add_column(name, overflow="fold")  # a long path stays whole, over several lines
     for r in results.head(a.show).itertuples():
         table.add_row(str(r.rank), r.file, f"{r.start_s:g}", f"{r.end_s:g}", f"{r.similarity:.3f}")
     console.print(table)

@@ -119,22 +119,29 @@ class Embedder:
             )
             raise ConfigError(f"{db.path} holds embeddings of another model ({db.info.model}): {said}")
         self.db, self.model, self.device = db, model, device
+        self.done: dict[str, object] = {}  # path -> FileEmbeddings of the clips embedded
 
-    def clip_vector(self, ex: Example) -> np.ndarray:
-        """The clip's vector [shape=(D,)]: the mean of its windows' unit vectors (module docstring)."""
+    def embed_clips(self, examples: list[Example]) -> None:
+        """Embed the recordings of `examples` in one pass (the model prepared once), kept for clip_vector."""
         from birdsed.search.embed import FileEmbeddings, embed_files
 
         info = self.db.info
-        (res,) = list(
-            embed_files(self.model, [ex.path], info.window_s, info.hop_s, device=self.device, quiet=True, workers=0)
-        )
-        if not isinstance(res, FileEmbeddings):
-            raise AudioDecodeError(f"query clip: {res[1]}")
+        paths = sorted({ex.path for ex in examples if not ex.window} - set(self.done))
+        for res in embed_files(self.model, paths, info.window_s, info.hop_s, device=self.device, quiet=True, workers=0):
+            if not isinstance(res, FileEmbeddings):
+                raise AudioDecodeError(f"query clip: {res[1]}")
+            self.done[res.path] = res
+
+    def clip_vector(self, ex: Example) -> np.ndarray:
+        """The clip's vector [shape=(D,)]: the mean of its windows' unit vectors (module docstring)."""
+        if ex.path not in self.done:
+            self.embed_clips([ex])
+        res = self.done[ex.path]
         lo = 0.0 if ex.start_s is None else ex.start_s
         hi = res.duration_s if ex.end_s is None else ex.end_s
         if lo >= res.duration_s:
             raise ConfigError(f"query clip {ex}: starts after the recording's end ({res.duration_s:.2f} s)")
-        return unit(res.embeddings[covering(res.start_s, info.window_s, lo, hi)]).mean(axis=0)
+        return unit(res.embeddings[covering(res.start_s, self.db.info.window_s, lo, hi)]).mean(axis=0)
 
 
 def example_vectors(db: EmbeddingDB, examples: list[Example], embedder: Embedder | None) -> list[np.ndarray]:
@@ -167,6 +174,8 @@ def search(
         except AudioDecodeError as err:
             raise AudioDecodeError(f"query clip: {err}") from err
     embedder = Embedder(db, model_dir, device) if clips else None
+    if embedder:
+        embedder.embed_clips(clips)
     q = combine(example_vectors(db, positives, embedder), example_vectors(db, list(negatives), embedder))
     ids, sims = db.nearest(q[None, :], k)
     ids, sims = ids[0], sims[0]
