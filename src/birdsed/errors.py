@@ -37,6 +37,10 @@ class ReviewError(BirdsedError):
     """A predict folder cannot be reviewed, a verdict table is malformed, or a request names what PRED lacks."""
 
 
+class LearnError(BirdsedError):
+    """Verdicts that cannot make a classifier, or an embedding DB or learn folder that does not fit the round asked."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread as Ctrl-C's KeyboardInterrupt is (cli.main installs the handler), so that
     whatever stops cleanly on Ctrl-C (Lightning's fit, predict's parts) stops the same way; exit status 143."""

@@ -53,7 +53,19 @@ def _register_all() -> None:
     """Import every module that registers verbs (in the order `birdsed --help` lists them)."""
     import importlib
 
-    for name in ("data", "train", "predict", "evaluate", "summary", "review", "search", "model", "birdnet", "pseudo"):
+    for name in (
+        "data",
+        "train",
+        "predict",
+        "evaluate",
+        "summary",
+        "review",
+        "search",
+        "learn",
+        "model",
+        "birdnet",
+        "pseudo",
+    ):
         importlib.import_module(f"birdsed.cli.{name}")
 
 

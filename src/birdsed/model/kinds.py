@@ -266,6 +266,21 @@ class FineTunedMeta(HeadMeta):
 
 
 @dataclass(frozen=True)
+class LinearMeta(HeadMeta):
+    """A linear classifier on BirdNET embeddings (model/linearhead.py, written by `learn`): a head's sections (its
+    "model" holds no dropout), and the hop between the 3 s windows predict scores."""
+
+    hop_s: float
+
+    @classmethod
+    def parse(cls, path: Path, raw: dict[str, Any]) -> LinearMeta:
+        head = HeadMeta.parse(path, raw)
+        fields = {f: getattr(head, f) for f in head.__dataclass_fields__}
+        hop_s = number(path, "model.hop_s", mapping(path, "model", raw["model"]).get("hop_s"), *BIRDNET_HOP_S)
+        return cls(**{**fields, "kind": "birdnet_linear"}, hop_s=hop_s)
+
+
+@dataclass(frozen=True)
 class Kind:
     """One kind of model: the model.json keys it requires, its typed metadata, and its loader ("module:function",
     imported only when a model of this kind is loaded: that is where torch, timm or LiteRT come in)."""
@@ -299,6 +314,7 @@ KINDS: dict[str, Kind] = {
             FineTunedMeta,
             "birdsed.model.birdnet_finetune:load_finetuned",
         ),
+        Kind("birdnet_linear", ("classes", "model", "embedding"), LinearMeta, "birdsed.model.linearhead:load_linear"),
     )
 }
 

@@ -128,6 +128,7 @@ def build_app(pred: str | Path, output: str | None = None) -> Starlette:
             {
                 "pred": str(review.preds.pred),
                 "output": review.preds.output,
+                "queue": review.preds.has_queue,
                 "classes": [review.species(c) for c in review.preds.classes],
                 "progress": progress(table, review.preds.classes).fillna(-1).to_dict("records"),
                 "verdicts": table.fillna(-1).to_dict("records"),

@@ -1,6 +1,7 @@
 """What to review next: clips (a recording's 5 s row and one species, with its score) from a predict folder's
 scores.parquet, filtered by species, recording, folder and score band, and sampled `top` (highest scores first),
-`stratified` (equal counts per score band: the sample calibrate wants) or `random` (seeded); progress per species.
+`stratified` (equal counts per score band: the sample calibrate wants), `random` (seeded), or `queue`: the clips of
+PRED/queue.csv in its order (a list another step proposed: `birdsed learn`'s next clips); progress per species.
 
 The selection functions are pure: a clip table in, a clip table out.
 
@@ -25,7 +26,8 @@ from birdsed.config import DEFAULT_OUTPUT, OUTPUT_KINDS
 from birdsed.errors import BirdsedError, ReviewError
 from birdsed.rows import SCORE_META_COLUMNS
 
-SAMPLINGS = ("top", "stratified", "random")
+SAMPLINGS = ("top", "stratified", "random", "queue")
+QUEUE_FILE = "queue.csv"  # PRED/queue.csv: CLIP_COLUMNS, in the order they are to be reviewed
 BAND_EDGES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # score bands: stratified draws equally from each
 CLIP_COLUMNS = ("file", "start_s", "end_s", "label", "score")
 
@@ -75,6 +77,8 @@ def select(clips: pd.DataFrame, spec: QueueSpec, done: set | frozenset = frozens
         out = pool.sort_values(["score", "file", "start_s"], ascending=[False, True, True], kind="stable")
     elif spec.sample == "random":
         out = pool.iloc[rng.permutation(len(pool))]
+    elif spec.sample == "queue":
+        out = pool
     else:
         out = pool.iloc[_stratified_order(pool["score"].to_numpy(), rng)]
     return out.head(spec.n).reset_index(drop=True)
@@ -158,6 +162,8 @@ class Predictions:
         """The clips `select(..., spec, done)` can choose from, bounded without building every (row, class) clip: per
         class in scope, the rows that pass the filters, then at most n + (its clips in `done`) per class (per score
         band for `stratified`): the highest for `top`, a seeded random draw otherwise."""
+        if spec.sample == "queue":
+            return self.queued()
         rows = np.ones(len(self.rows), dtype=bool)
         if spec.recording is not None:
             rows &= (self.rows["file"] == spec.recording).to_numpy()
@@ -186,6 +192,23 @@ class Predictions:
         out = pd.concat(parts, ignore_index=True)
         out["score"] = out["score"].astype(np.float64)
         return out[list(CLIP_COLUMNS)]
+
+    @property
+    def has_queue(self) -> bool:
+        return (self.pred / QUEUE_FILE).is_file()
+
+    def queued(self) -> pd.DataFrame:
+        """PRED/queue.csv (CLIP_COLUMNS, in order): the clips of its files and classes; a ReviewError when absent."""
+        path = self.pred / QUEUE_FILE
+        if not path.is_file():
+            raise ReviewError(f"{self.pred}: no {QUEUE_FILE} (`birdsed learn` writes one): choose another sampling")
+        try:
+            table = pd.read_csv(path, dtype={"file": str, "label": str}, keep_default_na=False)
+            table = table[list(CLIP_COLUMNS)].astype({"start_s": float, "end_s": float, "score": float})
+        except (OSError, ValueError, KeyError, pd.errors.ParserError) as e:
+            raise ReviewError(f"{path}: not a queue of {list(CLIP_COLUMNS)} ({e})") from e
+        known = table["file"].isin(self.files) & table["label"].isin(self.classes)
+        return table[known.to_numpy()].reset_index(drop=True)
 
     def class_index(self, species: str) -> int:
         try:
