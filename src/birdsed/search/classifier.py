@@ -79,7 +79,9 @@ def fit_linear(ts: TrainingSet, l2: float = L2) -> nn.Module:
     head = LinearHead(ts.y.shape[1], ts.x.shape[1])
     x = standardise(head, ts.x)
     y, w = torch.from_numpy(ts.y.astype(np.float32)), torch.from_numpy(ts.balanced())
-    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=LBFGS_ITERATIONS, history_size=20, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        head.parameters(), lr=1.0, max_iter=LBFGS_ITERATIONS, history_size=20, line_search_fn="strong_wolfe"
+    )
 
     def closure() -> torch.Tensor:
         opt.zero_grad()

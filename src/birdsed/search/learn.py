@@ -50,6 +50,7 @@ from birdsed.fsutil import atomic_dir, atomic_path, remove_stale_temps, run_lock
 from birdsed.review.queue import CLIP_COLUMNS
 from birdsed.review.verdicts import STORE_DIR, STORE_NAME, VERDICT_COLUMNS, load_verdicts
 from birdsed.search.classifier import CLASSIFIERS, DEFAULT_CLASSIFIER, TrainingSet, check_trainable, fit, score
+from birdsed.search.db import DBInfo, EmbeddingDB, open_db
 from birdsed.search.propose import POOL_FACTOR, SELECTIONS, Candidates, k_center
 
 log = logging.getLogger(__name__)
@@ -109,13 +110,37 @@ class ArrayDB:
         return self.data[np.asarray(ids, dtype=np.int64)].astype(np.float32)
 
 
-def open_window_db(path: str | Path) -> WindowDB:
-    """The embedding DB `birdsed embed` wrote at path (search/db.py)."""
-    try:
-        from birdsed.search.db import open_db
-    except ImportError as e:  # pragma: no cover - the DB module arrives with `birdsed embed`
-        raise LearnError(f"{path}: this birdsed cannot open embedding DBs ({e})") from e
-    return open_db(path)
+class StoredDB:
+    """An embedding DB `birdsed embed` wrote (search/db.py), as learn reads it: its windows table held once (three
+    columns; ids run 0 .. n - 1 in its order), vectors read from the memory-mapped segments."""
+
+    def __init__(self, db: EmbeddingDB):
+        self.db = db
+        self.windows = db.windows(["file", "start_s", "end_s"])
+        self.embedder = embedder_of(db.info)
+
+    def blocks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return self.db.blocks(size)
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        return self.db.vectors(ids)
+
+
+def embedder_of(info: DBInfo) -> Embedder:
+    """A DB's db.json as an Embedder: backbone "birdnet" and BirdNET's sha256 when its windows are BirdNET V2.4's own
+    3 s windows (the embeddings a learnt model can compute again on new recordings), else its model's kind and
+    digest."""
+    from birdsed.model.birdnet import BirdNETDetector
+    from birdsed.model.birdnet_labels import MODEL_FILE, SHA256
+
+    if info.space == BirdNETDetector.embedding_space:
+        return Embedder("birdnet", SHA256[MODEL_FILE], info.window_s, info.hop_s, info.dim)
+    return Embedder(info.kind, info.model_sha256, info.window_s, info.hop_s, info.dim)
+
+
+def open_window_db(path: str | Path) -> StoredDB:
+    """The embedding DB at path (a DBError naming what is missing or damaged)."""
+    return StoredDB(open_db(path))
 
 
 @dataclass(frozen=True)
@@ -170,9 +195,7 @@ def targets_of(verdicts: pd.DataFrame) -> pd.DataFrame:
     return out[["file", "start_s", "end_s", "label", "target", "verdict_row"]].reset_index(drop=True)
 
 
-def match_windows(
-    windows: pd.DataFrame, clips: pd.DataFrame, min_overlap: float
-) -> tuple[pd.DataFrame, np.ndarray]:
+def match_windows(windows: pd.DataFrame, clips: pd.DataFrame, min_overlap: float) -> tuple[pd.DataFrame, np.ndarray]:
     """Each clip (file, start_s, end_s, ...) against the DB windows of its file: rows (clip's columns + `window`, the
     window id) for every window overlapping it by >= min_overlap of the shorter of the two; and, per clip, why none
     matched ("" when some did) [shape=(len(clips),)]."""
@@ -249,8 +272,12 @@ def score_archive(
             mask = np.stack([np.isin(ids, seen.get(k, ids[:0])) for k in range(len(classes))], axis=1)
             best.add(ids, probs, mask)
             w = db.windows.iloc[ids]
-            cols = [pa.array(w["file"].to_numpy(), pa.string()), pa.array(w["start_s"].to_numpy(np.float64)),
-                    pa.array(w["end_s"].to_numpy(np.float64)), pa.array(["clipwise"] * len(ids), pa.string())]  # fmt: skip
+            cols = [
+                pa.array(w["file"].to_numpy(), pa.string()),
+                pa.array(w["start_s"].to_numpy(np.float64)),
+                pa.array(w["end_s"].to_numpy(np.float64)),
+                pa.array(["clipwise"] * len(ids), pa.string()),
+            ]
             cols += [pa.array(probs[:, k]) for k in range(len(classes))]
             writer.write_table(pa.Table.from_arrays(cols, schema=schema))
     return best
@@ -401,7 +428,7 @@ def _round(db: WindowDB, where: str, sources: list, out: Path, spec: LearnSpec |
     classes = [*known, *sorted(set(labelled["label"]) - set(known))]
     digest = _digest(labelled.to_dict("list"), asdict(spec), classes)
     number = len(state.rounds) + 1 if state else 1
-    if state and state.rounds and state.rounds[-1]["digest"] == digest and (out / "model").exists():
+    if state and state.rounds and state.rounds[-1]["digest"] == digest and (out / QUEUE).is_file():
         last = state.rounds[-1]
         return RoundResult(last["round"], out, classes, pd.DataFrame(last["counts"]), pd.read_csv(out / QUEUE),
                            unmatched, out / "model", 0.0, up_to_date=True)  # fmt: skip
