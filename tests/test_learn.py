@@ -308,3 +308,13 @@ def test_the_whole_loop_embed_search_verdicts_learn_predict(tmp_path, capsys):
     low, high = (s[s["file"].str.endswith(n)]["low"].max() for n in ("low.wav", "high.wav"))
     assert low > 0.5 > high
     shutil.rmtree(tmp_path / "db")
+
+
+def test_the_proposed_sampling_needs_a_queue(tmp_path):
+    from birdsed.errors import ReviewError
+
+    db, truth = fake_db()
+    learn_round(db, [verdicts_on(db, truth, [0, 1, 2, 3])], tmp_path / "m", LearnSpec(n=2, background=10))
+    (tmp_path / "m" / "queue.csv").unlink()
+    with pytest.raises(ReviewError, match="no queue.csv"):
+        Predictions.open(tmp_path / "m").candidates(QueueSpec(sample="queue"))

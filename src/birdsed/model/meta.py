@@ -4,7 +4,7 @@ folder that is a link leaving the folder is refused (own_file). Loading the netw
 
 The files of a model directory:
   model.json            every kind: kind, classes, thresholds, default_output, and the kind's own keys
-  weights.safetensors   the network's weights (sed, birdnet_head, birdnet_finetuned)
+  weights.safetensors   the network's weights (sed, birdnet_head, birdnet_linear, birdnet_finetuned)
   members/<i>/          an ensemble's members, each a model directory
 """
 

