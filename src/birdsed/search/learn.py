@@ -200,10 +200,14 @@ def match_windows(windows: pd.DataFrame, clips: pd.DataFrame, min_overlap: float
     window id) for every window overlapping it by >= min_overlap of the shorter of the two; and, per clip, why none
     matched ("" when some did) [shape=(len(clips),)]."""
     by_file = {f: g for f, g in windows.assign(window=np.arange(len(windows))).groupby("file", sort=False)}
+    resolved: dict[str, pd.DataFrame] = {}  # the DB's files by absolute path, built when a clip names one otherwise
     reasons = np.full(len(clips), "", dtype=object)
     parts = []
     for i, c in enumerate(clips.itertuples(index=False)):
         g = by_file.get(c.file)
+        if g is None:
+            resolved = resolved or {str(Path(f).resolve()): g for f, g in by_file.items()}
+            g = resolved.get(str(Path(c.file).resolve()))
         if g is None:
             reasons[i] = "file not in the DB"
             continue
@@ -214,8 +218,9 @@ def match_windows(windows: pd.DataFrame, clips: pd.DataFrame, min_overlap: float
         if not len(hit):
             reasons[i] = f"no DB window of the file overlaps {c.start_s:g}-{c.end_s:g} s by {min_overlap:.0%}"
             continue
-        parts.append(pd.DataFrame({**{k: [v] * len(hit) for k, v in c._asdict().items()},
-                                   "window": g["window"].to_numpy()[hit]}))  # fmt: skip
+        parts.append(
+            pd.DataFrame({**{k: [v] * len(hit) for k, v in c._asdict().items()}, "window": g["window"].to_numpy()[hit]})
+        )
     cols = [*clips.columns, "window"]
     return (pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)), reasons
 
@@ -397,7 +402,7 @@ def learn_round(
     if not isinstance(db, (str, Path)):
         where = db_path or "(in memory)"
     else:
-        where, db = str(db), open_window_db(db)
+        where, db = str(Path(db).resolve()), open_window_db(db)
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):
         remove_stale_temps(out, OUTPUTS)
@@ -417,7 +422,7 @@ def _round(db: WindowDB, where: str, sources: list, out: Path, spec: LearnSpec |
             f"{embedder['backbone']} embeddings (sha256 {embedder['sha256'][:12]}...): use another --out"
         )
     spec = spec or (LearnSpec(**state.spec) if state is not None else LearnSpec())
-    named = [str(s) for s in sources if not isinstance(s, pd.DataFrame)]
+    named = [str(Path(s).resolve()) for s in sources if not isinstance(s, pd.DataFrame)]
     paths = list(dict.fromkeys([*(state.verdicts if state else []), *named]))
     table = gather_verdicts([*paths, *[s for s in sources if isinstance(s, pd.DataFrame)]], out)
     labelled, unmatched = labelled_windows(db.windows, table, spec.min_overlap)
