@@ -318,3 +318,42 @@ def test_the_proposed_sampling_needs_a_queue(tmp_path):
     (tmp_path / "m" / "queue.csv").unlink()
     with pytest.raises(ReviewError, match="no queue.csv"):
         Predictions.open(tmp_path / "m").candidates(QueueSpec(sample="queue"))
+
+
+def write_db(folder, windows: pd.DataFrame, vectors: np.ndarray, space: str = "test space") -> None:
+    """An embedding DB of one segment in the layout `embed` writes (search/db.py's docstring), without its index."""
+    from birdsed.search.db import DB_JSON, RECORDINGS, SEGMENT_JSON, SEGMENTS, VECTORS, WINDOWS, DBInfo
+
+    seg = folder / SEGMENTS / "000000"
+    seg.mkdir(parents=True)
+    DBInfo("m", "f" * 64, "sed", space, vectors.shape[1], 3.0, 3.0, 32000).write(folder / DB_JSON)
+    (seg / VECTORS).write_bytes(np.ascontiguousarray(vectors, np.float16).tobytes())
+    windows.assign(id=np.arange(len(windows)))[["id", "file", "start_s", "end_s"]].to_parquet(seg / WINDOWS)
+    files = windows.groupby("file", sort=False).size()
+    first = np.concatenate([[0], np.cumsum(files.to_numpy())[:-1]])
+    pd.DataFrame({"file": files.index, "stamp": "1-1", "first_id": first, "n_windows": files.to_numpy()}).to_parquet(
+        seg / RECORDINGS
+    )
+    (seg / SEGMENT_JSON).write_text(json.dumps({"first_id": 0, "n": len(windows), "dim": vectors.shape[1]}))
+
+
+@pytest.mark.slow
+def test_kill_9_of_learn_then_the_same_command(tmp_path, capsys):
+    """kill -9 while a round scores 300,000 windows: the same command does round 1 whole, as a run never killed."""
+    from test_hostile import kill_when, no_temp_files
+
+    db, truth = fake_db(n_files=3000, per_file=100)
+    write_db(tmp_path / "db", db.windows, db.data)
+    v = tmp_path / "v.csv"
+    verdicts_on(db, truth, range(40)).to_csv(v, index=False)
+    argv = ["learn", tmp_path / "db", "--verdicts", v, "--n", 5]
+    killed = tmp_path / "killed"
+    kill_when([*argv, "--out", killed], lambda: killed.is_dir() and any(killed.glob(".scores.parquet.*")))
+    assert not (killed / "learn.json").exists()  # killed inside the round
+    assert run_cli(capsys, *argv, "--out", killed)[0] == 0
+    assert run_cli(capsys, *argv, "--out", tmp_path / "whole")[0] == 0
+    a, b = (json.loads((tmp_path / d / "learn.json").read_text()) for d in ("killed", "whole"))
+    assert [r["round"] for r in a["rounds"]] == [r["round"] for r in b["rounds"]] == [1]
+    assert pd.read_csv(killed / "queue.csv").equals(pd.read_csv(tmp_path / "whole" / "queue.csv"))
+    assert len(pd.read_parquet(killed / "scores.parquet")) == len(db.windows)
+    assert no_temp_files(killed) and not (killed / ".lock").exists()

@@ -319,16 +319,22 @@ def save_model(head, classes: list[str], embedder: Embedder, spec: LearnSpec, ou
             f"no model directory: the DB holds embeddings of {embedder.backbone!r} (sha256 {embedder.sha256[:12]}...), "
             "and predict runs learnt classifiers on BirdNET V2.4 embeddings only"
         )
+    from birdsed.config import OUTPUT_KINDS
+    from birdsed.decisions import Thresholds
+
+    # one score a window: every output is it; 0.5 is where the classifier's yes and no weigh the same
+    thresholds = Thresholds({kind: 0.5 for kind in OUTPUT_KINDS})
+    extra = {**extra, "default_output": "clipwise"}
     if spec.classifier == "linear":
         from birdsed.model.linearhead import save_linear_dir
 
-        save_linear_dir(classes, head, out, hop_s=embedder.hop_s, extra=extra)
+        save_linear_dir(classes, head, out, hop_s=embedder.hop_s, thresholds=thresholds, extra=extra)
     else:
         from birdsed.model.birdnet import WINDOW_S
         from birdsed.model.embedhead import EmbeddingHeadModel, save_head_dir
 
         model = EmbeddingHeadModel(classes, head, window_s=WINDOW_S, embed_hop_s=1.0, hop_s=embedder.hop_s)
-        save_head_dir(model, out, extra=extra)
+        save_head_dir(model, out, thresholds=thresholds, extra=extra)
     return None
 
 
