@@ -401,9 +401,10 @@ def learn_round(
     spec: LearnSpec | None = None,
     db_path: str | None = None,
 ) -> RoundResult:
-    """One round into OUT (see the module's docstring): the verdicts of `verdicts`, of earlier rounds' tables and of
-    OUT's review store; `spec` None: the last round's options (LearnSpec() on the first). A round whose verdicts and
-    options equal the last one's is not run again (up_to_date)."""
+    """One round into OUT (see the module's docstring): the verdicts of `verdicts` (tables given as files are
+    remembered for later rounds, DataFrames are not), of earlier rounds' tables and of OUT's review store; `spec`
+    None: the last round's options (LearnSpec() on the first). A round whose verdicts and options equal the last
+    one's is not run again (up_to_date)."""
     out = Path(out)
     if not isinstance(db, (str, Path)):
         where = db_path or "(in memory)"
@@ -441,8 +442,9 @@ def _round(db: WindowDB, where: str, sources: list, out: Path, spec: LearnSpec |
     number = len(state.rounds) + 1 if state else 1
     if state and state.rounds and state.rounds[-1]["digest"] == digest and (out / QUEUE).is_file():
         last = state.rounds[-1]
+        model_dir = out / "model" if (out / "model").is_dir() else None
         return RoundResult(last["round"], out, classes, pd.DataFrame(last["counts"]), pd.read_csv(out / QUEUE),
-                           unmatched, out / "model", 0.0, up_to_date=True)  # fmt: skip
+                           unmatched, model_dir, 0.0, up_to_date=True)  # fmt: skip
     ts, _ = training_set(db, labelled, classes, spec.background, spec.seed)
     check_trainable(ts, classes)
     head = fit(ts, spec.classifier, spec.seed)
@@ -453,15 +455,30 @@ def _round(db: WindowDB, where: str, sources: list, out: Path, spec: LearnSpec |
         labelled.groupby("label")["target"].agg(yes="sum", windows="size").reindex(classes).reset_index()
         .assign(no=lambda d: d["windows"] - d["yes"])[["label", "yes", "no", "windows"]]
     )  # fmt: skip
-    notes = []
+    note = _write_round(out, number, head, classes, db.embedder, spec, where, queue, unmatched, table)
+    seconds = time.perf_counter() - t0
+    entry = {"round": number, "digest": digest, "verdicts": len(table), "matched_windows": len(labelled),
+             "unmatched": len(unmatched), "counts": counts.to_dict("list"), "seconds": round(seconds, 3)}  # fmt: skip
+    rounds = [*(state.rounds if state else []), entry]
+    LearnState(where, embedder, paths, asdict(spec), classes, rounds).write(out)
+    model_dir = None if note else out / "model"
+    return RoundResult(number, out, classes, counts, queue, unmatched, model_dir, seconds, notes=[note] if note else [])
+
+
+def _write_round(
+    out: Path, number: int, head, classes: list[str], embedder: Embedder, spec: LearnSpec, where: str,
+    queue: pd.DataFrame, unmatched: pd.DataFrame, verdicts: pd.DataFrame,
+) -> str | None:  # fmt: skip
+    """A round's files (scores.parquet is written while scoring; learn.json, last, by the caller): the model folder
+    (swapped in whole), run.json, the queue, the unmatched verdicts, rounds/NNN/. Returns why no model was written."""
     with atomic_dir(out / "model.new") as tmp:
-        note = save_model(head, classes, db.embedder, spec, tmp, {"learn": {"round": number, "db": where}})
+        note = save_model(head, classes, embedder, spec, tmp, {"learn": {"round": number, "db": where}})
     if note:
-        notes.append(note)
         _remove(out / "model.new")
     else:
         _replace(out / "model.new", out / "model")
-    write_text_atomic(out / "run.json", json.dumps({"classes": classes, "model": str(out / "model"), "learn": True}))
+    run = {"classes": classes, "model": None if note else str(out / "model"), "learn": True}
+    write_text_atomic(out / "run.json", json.dumps(run))
     with atomic_path(out / QUEUE) as tmp:
         queue.to_csv(tmp, index=False)
     if len(unmatched):
@@ -471,14 +488,8 @@ def _round(db: WindowDB, where: str, sources: list, out: Path, spec: LearnSpec |
         (out / UNMATCHED).unlink()
     with atomic_dir(out / "rounds" / f"{number:03d}", into_existing=True) as tmp:
         queue.to_csv(tmp / QUEUE, index=False)
-        table.to_csv(tmp / "verdicts.csv", index=False)
-    seconds = time.perf_counter() - t0
-    entry = {"round": number, "digest": digest, "verdicts": len(table), "matched_windows": len(labelled),
-             "unmatched": len(unmatched), "counts": counts.to_dict("list"), "seconds": round(seconds, 3)}  # fmt: skip
-    rounds = [*(state.rounds if state else []), entry]
-    LearnState(where, embedder, paths, asdict(spec), classes, rounds).write(out)
-    model_dir = None if note else out / "model"
-    return RoundResult(number, out, classes, counts, queue, unmatched, model_dir, seconds, notes=notes)
+        verdicts.to_csv(tmp / "verdicts.csv", index=False)
+    return note
 
 
 def _replace(new: Path, old: Path) -> None:
