@@ -357,3 +357,30 @@ def test_kill_9_of_learn_then_the_same_command(tmp_path, capsys):
     assert pd.read_csv(killed / "queue.csv").equals(pd.read_csv(tmp_path / "whole" / "queue.csv"))
     assert len(pd.read_parquet(killed / "scores.parquet")) == len(db.windows)
     assert no_temp_files(killed) and not (killed / ".lock").exists()
+
+
+def test_the_review_page_opens_a_learn_folder_with_its_queue_first(tmp_path):
+    pytest.importorskip("starlette", reason="the review page needs the review extra")
+    from conftest import serve_review
+    from test_review import get, post
+
+    db, truth = fake_db()
+    verdicts_on(db, truth, [0, 1, 2, 3]).to_csv(tmp_path / "seed.csv", index=False)
+    r = learn_round(db, [tmp_path / "seed.csv"], tmp_path / "m", LearnSpec(n=3, background=20))
+    proc, url = serve_review(tmp_path / "m")
+    try:
+        status, body, _ = get(f"{url}/api/state")
+        assert status == 200 and json.loads(body)["queue"] is True
+        status, body, _ = get(f"{url}/api/queue?sample=queue&n=100")
+        cards = json.loads(body)["cards"]
+        assert [(c["file"], c["start_s"]) for c in cards] == list(zip(r.queue["file"], r.queue["start_s"]))
+        first = cards[0]
+        verdict = {k: first[k] for k in ("file", "start_s", "end_s", "label")}
+        assert post(f"{url}/api/verdict", {**verdict, "verdict": "yes", "reviewer": ""})[0] == 200
+        cards = json.loads(get(f"{url}/api/queue?sample=queue&n=100")[1])["cards"]
+        assert len(cards) == len(r.queue) - 1  # the answered clip leaves the queue; its verdict is in M's store
+    finally:
+        proc.terminate()
+        proc.wait()
+    again = learn_round(db, [], tmp_path / "m")
+    assert again.round == 2 and int(again.counts["windows"].iloc[0]) == 5
