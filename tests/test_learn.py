@@ -384,3 +384,13 @@ def test_the_review_page_opens_a_learn_folder_with_its_queue_first(tmp_path):
         proc.wait()
     again = learn_round(db, [], tmp_path / "m")
     assert again.round == 2 and int(again.counts["windows"].iloc[0]) == 5
+
+
+def test_a_verdict_naming_the_recording_by_another_path_matches_it(tmp_path, monkeypatch):
+    from birdsed.search.learn import match_windows
+
+    monkeypatch.chdir(tmp_path)
+    windows = pd.DataFrame({"file": [str(tmp_path / "a" / "r.wav")], "start_s": [0.0], "end_s": [3.0]})
+    clips = pd.DataFrame({"file": ["a/r.wav", "a/../a/r.wav"], "start_s": [0.0, 1.0], "end_s": [3.0, 2.0]})
+    matched, reasons = match_windows(windows, clips, 0.5)
+    assert list(matched["window"]) == [0, 0] and list(reasons) == ["", ""]
