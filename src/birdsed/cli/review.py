@@ -36,6 +36,14 @@ def _add_review(p: argparse.ArgumentParser) -> None:
         metavar="F.csv",
         help="write PRED's verdicts as CSV (with each clip's score), and stop",
     )
+    p.add_argument(
+        "--export-labels",
+        dest="export_labels",
+        type=Path,
+        metavar="DATA",
+        help="write the verified clips as a data set train reads (DATA/labels.csv + DATA/audio/): yes and another "
+        "species are labels, clips with only no are negatives, unsure is left out; and stop",
+    )
 
 
 @verb(
@@ -46,7 +54,7 @@ def _add_review(p: argparse.ArgumentParser) -> None:
 )
 def cmd_review(a: argparse.Namespace) -> int:
 
-    if a.import_csv is not None or a.export_csv is not None:
+    if a.import_csv is not None or a.export_csv is not None or a.export_labels is not None:
         return _exchange(a)
     import importlib.util
 
@@ -95,7 +103,32 @@ def _exchange(a: argparse.Namespace) -> int:
         table = vs.load_verdicts(a.pred)
         vs.write_verdict_table(table, a.export_csv)
         console.print(f"{len(table)} verdict(s) written to {a.export_csv}")
+    if a.export_labels is not None:
+        status = max(status, _export_labels(a.pred, a.export_labels))
     return status
+
+
+def _export_labels(pred: Path, data: Path) -> int:
+    """--export-labels: PRED's verified clips as a labels.csv data set; clips left out listed in DATA/skipped.csv."""
+    from birdsed.cli.registry import batch_status
+    from birdsed.fsutil import atomic_path
+    from birdsed.review.labels import export_labels
+    from birdsed.review.verdicts import load_verdicts
+
+    done = export_labels(load_verdicts(pred), data)
+    console.print(
+        f"{done.clips} verified clip(s) written to {data} ({done.positives} with a species, {done.negatives} "
+        f"negative): birdsed train --data {data} --config birdnet --out RUN"
+    )
+    report = data / "skipped.csv"
+    if len(done.skipped):
+        with atomic_path(report) as tmp:
+            done.skipped.to_csv(tmp, index=False)
+        for r in done.skipped.head(10).itertuples(index=False):
+            console.print(f"  not exported: {r.file} {r.start_s:g} s: {r.reason}", style="yellow")
+    else:
+        report.unlink(missing_ok=True)
+    return batch_status(len(done.skipped), report, "verified clip(s) not exported")
 
 
 def _add_calibrate(p: argparse.ArgumentParser) -> None:
