@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_model
+from conftest import tiny_model, write_audio
 
 from birdsed.errors import ReviewError
 from birdsed.evaluate.calibrate import LAMBDAS, calibrate, fit_map, logit, probability, sigmoid
@@ -135,3 +135,63 @@ def test_calibrate_refuses_a_class_the_model_lacks_and_leaves_the_model_as_it_wa
     assert "Traceback" not in res.stderr and (m / "model.json").read_text() == before
     res = run_cli("calibrate", "--model", m, "--verdicts", tmp_path / "v.csv", "--precision", "1.5")
     assert res.returncode == 2 and "1.5: must be <= 0.999" in res.stderr
+
+
+# --- predict --calibrated ------------------------------------------------------------------------------------------
+
+
+def test_the_score_calibration_gives_each_class_its_curve_and_the_pooled_one_to_a_class_without_verdicts():
+    from birdsed.decisions import ScoreCalibration
+    from birdsed.errors import ConfigError
+
+    cal = calibrate(simulated(n=200).query("label != 'woothr'"), list(TRUTH))
+    stored = ScoreCalibration.from_dict(cal.to_dict("segmentwise"))
+    scores = np.random.default_rng(0).uniform(0, 1, (50, 3)).astype(np.float32)
+    p = stored.probabilities(scores, list(TRUTH))
+    assert p.shape == (50, 3) and p.dtype == np.float32
+    for k, label in enumerate(TRUTH):
+        a, b = next(((s.a, s.b) for s in cal.species if s.label == label), cal.pooled)
+        np.testing.assert_allclose(p[:, k], probability(scores[:, k], a, b), rtol=1e-5)
+    assert label == "Turdus merula" and "woothr" not in stored.per_class  # woothr: the pooled curve
+    with pytest.raises(ConfigError, match=r"per_class\['amecro'\].b = 'x': must be a finite number"):
+        ScoreCalibration.from_dict({**cal.to_dict("att"), "per_class": {"amecro": {"a": 0.0, "b": "x"}}})
+
+
+def test_predict_calibrated_writes_probabilities_keeps_the_scores_and_decides_as_without(model, tmp_path, capsys):
+    from conftest import run_cli as main
+
+    m = tmp_path / "model"
+    shutil.copytree(model, m)
+    audio = tmp_path / "audio"
+    for i, f in enumerate([700, 3000]):
+        write_audio(audio / f"r{i}.wav", seconds=12, rate=16000, freq_hz=f)
+    predict = ["predict", "--model", m, audio, "--quiet", "--device", "cpu", "--workers", "0", "--out"]
+    rc, said = main(capsys, *predict, tmp_path / "p", "--calibrated")
+    assert rc == 2 and "--calibrated: the model has no calibration: run `birdsed calibrate" in said
+    assert not (tmp_path / "p" / "scores.parquet").exists()
+    simulated().to_csv(tmp_path / "v.csv", index=False)
+    assert main(capsys, "calibrate", "--model", m, "--verdicts", tmp_path / "v.csv")[0] == 0
+    # thresholds low enough that the untrained model's scores pass some of them
+    meta = json.loads((m / "model.json").read_text())
+    meta["thresholds"]["per_class"]["segmentwise"] = {c: 0.5 for c in TRUTH}
+    (m / "model.json").write_text(json.dumps(meta))
+    for name, more in (("raw", []), ("cal", ["--calibrated"])):
+        rc, said = main(capsys, *predict, tmp_path / name, "--format", "csv", "raven", *more)
+        assert rc == 0, said
+    raw, cal = (pd.read_parquet(tmp_path / n / "scores.parquet") for n in ("raw", "cal"))
+    assert set(cal["output"]) == {"segmentwise", "att", "clipwise", "calibrated"}
+    pd.testing.assert_frame_equal(cal[cal["output"] != "calibrated"].reset_index(drop=True), raw)
+    from birdsed.decisions import ScoreCalibration
+
+    curve = ScoreCalibration.from_dict(meta["calibration"])
+    seg = raw[raw["output"] == "segmentwise"]
+    want = curve.probabilities(seg[list(TRUTH)].to_numpy(np.float32), list(TRUTH))
+    np.testing.assert_allclose(cal.loc[cal["output"] == "calibrated", list(TRUTH)].to_numpy(), want, rtol=1e-6)
+    d_raw, d_cal = (pd.read_csv(tmp_path / n / "detections.csv") for n in ("raw", "cal"))
+    assert len(d_raw) > 0 and d_raw[["file", "start_s", "label"]].equals(d_cal[["file", "start_s", "label"]])
+    k = [list(TRUTH).index(lab) for lab in d_raw["label"]]
+    a, b = (np.array(x)[k] for x in curve.coefficients(list(TRUTH)))
+    np.testing.assert_allclose(d_cal["score"], sigmoid(a + b * logit(d_raw["score"].to_numpy())), atol=1e-4)
+    assert json.loads((tmp_path / "cal" / "run.json").read_text())["decision"]["calibrated"] is True
+    rc, said = main(capsys, *predict, tmp_path / "att", "--calibrated", "--output", "att")
+    assert rc == 2 and "calibration is of segmentwise scores, and att scores are decided on" in " ".join(said.split())

@@ -35,7 +35,13 @@ def test_run_json_records_the_decision_settings_and_a_rerun_with_others_updates_
     d = _decision(out)
     assert d["output"] == "segmentwise" and d["threshold"] == 0.3 and d["thresholds_from"] == "--threshold"
     assert (d["max_birds"], d["neighbour_smoothing"], d["calibrated"]) == (1, "max", False)
-    assert d["options"] == {"output": None, "threshold": 0.3, "max_birds": 1, "neighbour_smoothing": "max"}
+    assert d["options"] == {
+        "output": None,
+        "threshold": 0.3,
+        "max_birds": 1,
+        "neighbour_smoothing": "max",
+        "calibrated": False,
+    }
     rc, said = run_cli(capsys, *argv, "--output", "clipwise")  # other decision options: no "differ" refusal
     assert rc == 0, said
     d = _decision(out)

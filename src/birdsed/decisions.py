@@ -1,5 +1,6 @@
-"""Decisions, below both model/ and infer/: the thresholds a model stores (model.json's "thresholds") and the
-word of a row with no class present. infer/decide.py applies them to scores."""
+"""Decisions, below both model/ and infer/: the thresholds a model stores (model.json's "thresholds"), the calibration
+of its scores (model.json's "calibration", written by `calibrate`) and the word of a row with no class present.
+infer/decide.py applies the thresholds to scores; `predict --calibrated` writes ScoreCalibration.probabilities."""
 
 from __future__ import annotations
 
@@ -11,6 +12,58 @@ from birdsed.config.choices import OUTPUT_KINDS, REFERENCE_THRESHOLDS
 from birdsed.errors import ConfigError
 
 NOCALL = "nocall"
+EPS = 1e-4  # scores are clipped to [EPS, 1 - EPS] before their logit
+
+
+def sigmoid(z: np.ndarray | float) -> np.ndarray | float:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
+
+
+def logit(p: np.ndarray | float) -> np.ndarray | float:
+    p = np.clip(p, EPS, 1 - EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+@dataclass(frozen=True)
+class ScoreCalibration:
+    """P(a detection is right | score s) = sigmoid(a + b logit(s)) per class, for the scores of one output kind:
+    each class's own (a, b) where `calibrate` fitted one, else the pooled curve over all species (the prior every
+    species' fit is pulled towards: what a species with no verdicts is given)."""
+
+    output: str
+    pooled: tuple[float, float]
+    per_class: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def coefficients(self, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(a, b) of each class [shape=(K,) each]."""
+        ab = np.array([self.per_class.get(c, self.pooled) for c in classes], dtype=np.float64).reshape(-1, 2)
+        return ab[:, 0], ab[:, 1]
+
+    def probabilities(self, scores: np.ndarray, classes: list[str]) -> np.ndarray:
+        """Calibrated probabilities of `scores` [shape=(N, K), K = len(classes)] -> float32 [shape=(N, K)]."""
+        assert scores.ndim == 2 and scores.shape[1] == len(classes), (scores.shape, len(classes))
+        a, b = self.coefficients(classes)
+        return sigmoid(a + b * logit(scores.astype(np.float64))).astype(np.float32)
+
+    @classmethod
+    def from_dict(cls, d: object) -> ScoreCalibration:
+        """From model.json's "calibration" ({"output", "pooled": {"a", "b"}, "per_class": {class: {"a", "b", ...}}});
+        a ConfigError naming the value that is not that."""
+        try:
+            pooled = _ab("pooled", d["pooled"])
+            per_class = {str(c): _ab(f"per_class[{c!r}]", v) for c, v in d.get("per_class", {}).items()}
+            output = _kind(d["output"])
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ConfigError(f"calibration must map 'output', 'pooled' and 'per_class', got {d!r:.200} ({e})") from e
+        return cls(output, pooled, per_class)
+
+
+def _ab(where: str, v: object) -> tuple[float, float]:
+    a, b = v["a"], v["b"]
+    for name, x in (("a", a), ("b", b)):
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not np.isfinite(x):
+            raise ConfigError(f"calibration {where}.{name} = {x!r}: must be a finite number")
+    return float(a), float(b)
 
 
 @dataclass
@@ -19,6 +72,15 @@ class Thresholds:
 
     global_: dict[str, float] = field(default_factory=lambda: dict(REFERENCE_THRESHOLDS))
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    calibration: ScoreCalibration | None = None  # model.json's "calibration", when `calibrate` wrote one
+
+    @classmethod
+    def of_model(cls, meta: dict) -> Thresholds:
+        """A model.json's "thresholds" (from_dict) with its "calibration" when it has one (ScoreCalibration)."""
+        thresholds = cls.from_dict(meta.get("thresholds"))
+        if meta.get("calibration") is not None:
+            thresholds.calibration = ScoreCalibration.from_dict(meta["calibration"])
+        return thresholds
 
     def vector(self, kind: str, classes: list[str]) -> np.ndarray:
         """(K,) thresholds of `kind` for `classes`."""
@@ -28,6 +90,7 @@ class Thresholds:
         return np.array([own.get(c, self.global_[kind]) for c in classes], dtype=np.float32)
 
     def to_dict(self) -> dict:
+        """model.json's "thresholds" (the calibration is its own key, written by `calibrate`)."""
         return {"global": dict(self.global_), "per_class": {k: dict(v) for k, v in self.per_class.items()}}
 
     @classmethod

@@ -27,6 +27,11 @@ SCORE_META_COLUMNS = ("file", "start_s", "end_s", "output")
 RAW_SUFFIX = "_raw"
 
 
+# with predict --calibrated, the decided kind's rows also follow as rows of this output, their scores the model's
+# calibrated probabilities (decisions.ScoreCalibration); readers that select an output kind by name never see them
+CALIBRATED_OUTPUT = "calibrated"
+
+
 def raw_output(kind: str) -> str:
     """The `output` of the rows that keep output `kind`'s scores before a score transform ("segmentwise_raw")."""
     return kind + RAW_SUFFIX

@@ -85,6 +85,13 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-birds", type=count(1), help="keep at most K >= 1 classes per row (default: no limit)")
     p.add_argument("--neighbour-smoothing", choices=SMOOTHINGS, help="combine each row's scores with its neighbours'")
     p.add_argument(
+        "--calibrated",
+        action="store_true",
+        help="write the probability that a detection is right (the model's calibration from `birdsed calibrate`) as "
+        "the score of detections, Raven and Audacity files; scores.parquet keeps the scores and adds these as output "
+        "'calibrated'; detections are still decided by the stored thresholds",
+    )
+    p.add_argument(
         "--format",
         nargs="+",
         default=["csv"],
@@ -199,7 +206,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from birdsed.infer.predict import run_predict
     from birdsed.places import PlaceOptions
 
-    decision = DecisionOptions(a.output, a.threshold, a.max_birds, a.neighbour_smoothing)
+    decision = DecisionOptions(a.output, a.threshold, a.max_birds, a.neighbour_smoothing, a.calibrated)
     prior = _prior(a)
     inputs, test_csv, audio_dir, sample = a.inputs, a.test_csv, a.audio_dir, a.sample_submission
     if a.competition:

@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from birdsed.decisions import logit, sigmoid
 from birdsed.errors import ReviewError
 
-EPS = 1e-4
 LAMBDAS = np.logspace(-2, 3, 26)  # candidate prior precisions
 POOLED_RIDGE = 1e-2
 MIN_VERDICTS = 10  # a species with fewer verdicts (yes + no) gets no threshold: listed as too few to trust
@@ -68,7 +68,7 @@ class Calibration:
         return [s for s in self.species if s.threshold is None]
 
     def to_dict(self, output: str) -> dict:
-        """As model.json's "calibration" (what predict --calibrated will read)."""
+        """As model.json's "calibration" (what predict --calibrated reads: decisions.Calibration)."""
         return {
             "method": "logistic regression of the verdict on logit(score), partially pooled (see evaluate/calibrate)",
             "output": output,
@@ -77,15 +77,6 @@ class Calibration:
             "pooled": {"a": self.pooled[0], "b": self.pooled[1]},
             "per_class": {s.label: {k: v for k, v in asdict(s).items() if k != "label"} for s in self.species},
         }
-
-
-def sigmoid(z: np.ndarray | float) -> np.ndarray | float:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
-
-
-def logit(p: np.ndarray | float) -> np.ndarray | float:
-    p = np.clip(p, EPS, 1 - EPS)
-    return np.log(p) - np.log1p(-p)
 
 
 def fit_map(x: np.ndarray, y: np.ndarray, mu: np.ndarray, lam: float, iters: int = 50) -> tuple[np.ndarray, np.ndarray]:

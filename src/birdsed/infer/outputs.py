@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 
 from birdsed.config import OUTPUT_FORMATS, OUTPUT_KINDS
+from birdsed.decisions import ScoreCalibration
 from birdsed.errors import ConfigError
 from birdsed.fsutil import write_text_atomic
 from birdsed.infer.decide import Thresholds, decide, smooth_rows
@@ -36,7 +37,7 @@ from birdsed.infer.prior import OccurrencePrior, PriorOptions
 from birdsed.infer.writers import WRITERS, Decided, Target, get_writer
 from birdsed.model.names import class_names
 from birdsed.places import PlaceOptions, Places
-from birdsed.rows import SCORE_META_COLUMNS
+from birdsed.rows import CALIBRATED_OUTPUT, SCORE_META_COLUMNS
 
 FORMATS = OUTPUT_FORMATS
 
@@ -47,6 +48,7 @@ class DecisionOptions:
     threshold: float | None = None  # overrides the model's thresholds for `output`
     max_birds: int | None = None
     neighbour_smoothing: str | None = None  # "sum" or "max"
+    calibrated: bool = False  # score columns hold the model's calibrated probabilities (scores.parquet keeps both)
 
 
 @dataclass
@@ -100,7 +102,7 @@ class OutputSpec:
     def decision_record(self, classes: list[str], thresholds: Thresholds, default_output: str) -> dict:
         """The decision as made, for run.json: the options given (`options`, what summary reads back), the output
         kind used, the global threshold and the per-class ones that differ from it ("model": the model's stored
-        ones, "--threshold": the option's), max-birds, smoothing, and whether scores were calibrated (not yet)."""
+        ones, "--threshold": the option's), max-birds, smoothing, and whether scores were calibrated."""
         opts = self.decision
         kind = opts.output or default_output
         if opts.threshold is not None:
@@ -117,9 +119,26 @@ class OutputSpec:
             "per_class_thresholds": per_class,
             "max_birds": opts.max_birds,
             "neighbour_smoothing": opts.neighbour_smoothing,
-            "calibrated": False,
+            "calibrated": opts.calibrated,
             "prior": self.prior.record() if self.prior else {"mode": "off"},
         }
+
+    def calibration(self, thresholds: Thresholds, default_output: str) -> ScoreCalibration | None:
+        """The model's calibration when --calibrated asks for it (None otherwise); a ConfigError when the model has
+        none, or has one of another output kind than the one decided on."""
+        if not self.decision.calibrated:
+            return None
+        cal, kind = thresholds.calibration, self.decision.output or default_output
+        if cal is None:
+            raise ConfigError(
+                "--calibrated: the model has no calibration: run `birdsed calibrate --model M --verdicts PRED` first"
+            )
+        if cal.output != kind:
+            raise ConfigError(
+                f"--calibrated: the model's calibration is of {cal.output} scores, and {kind} scores are decided on "
+                f"(give --output {cal.output}, or calibrate {kind} scores)"
+            )
+        return cal
 
     @classmethod
     def from_dict(cls, d: dict) -> OutputSpec:
@@ -180,8 +199,11 @@ def decided_batches(
 ) -> Iterator[Decided]:
     """The parts' recordings in their order, in batches of whole recordings (parts.batches), each decided once for
     every writer; every batch in the first one's schema. With a prior, the batch's scores are the prior's (decided and
-    written) followed by the model's own as rows of output "<kind>_raw" (prior.py)."""
+    written) followed by the model's own as rows of output "<kind>_raw" (prior.py). With decision.calibrated the
+    decision is the same (the stored thresholds, on the scores), the decided rows' score columns hold the calibrated
+    probabilities, and the batch's scores gain those rows as output CALIBRATED_OUTPUT (rows.py)."""
     schema = None
+    calibration = OutputSpec(decision=decision).calibration(thresholds, default_output)
     for batch in batches(parts, len(SCORE_META_COLUMNS) + len(classes)):
         table = concat([batch.table], schema)
         schema = schema or table.schema
@@ -193,6 +215,11 @@ def decided_batches(
         rows, present, kind, thr = decide_scores(df, classes, thresholds, decision, default_output)
         per_row = np.repeat(np.arange(len(batch.files)), batch.n_rows)  # each row's recording: place in batch
         recording = per_row[df["output"].to_numpy() == kind]  # the recording of each of `rows`
+        if calibration is not None:
+            rows[classes] = calibration.probabilities(rows[classes].to_numpy(np.float32), classes)
+            scores = pa.concat_tables(
+                [scores, pa.Table.from_pandas(rows.assign(output=CALIBRATED_OUTPUT), schema=table.schema)]
+            )
         yield Decided(batch.files, scores, rows, present, recording, thr, classes)
 
 

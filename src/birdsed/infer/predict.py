@@ -198,6 +198,7 @@ def run_predict(
     model_dir, out = Path(model_dir), Path(out)
     device = device if backend == "torch" else "cpu"
     with _models(model_dir, backend, cluster) as (model, runner, thresholds, meta):
+        spec.calibration(thresholds, default_output_of(meta))  # --calibrated of a model without one: refused now
         if sample_submission:
             sample_columns(sample_submission)  # a bad sample is refused before anything runs
         test = read_kaggle_test(test_csv, audio_dir) if test_csv else None

@@ -93,7 +93,7 @@ class ModelMeta:
         if problem:
             raise _fail(path, problem)
         try:
-            thresholds = Thresholds.from_dict(raw.get("thresholds"))
+            thresholds = Thresholds.of_model(raw)
         except ConfigError as e:
             raise _fail(path, str(e)) from None
         output = raw.get("default_output", DEFAULT_OUTPUT)

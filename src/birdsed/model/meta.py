@@ -80,9 +80,10 @@ def default_output_of(meta: dict[str, Any]) -> str:
 
 
 def thresholds_of(model_dir: Path, meta: dict[str, Any]) -> Thresholds:
-    """model.json's thresholds, checked (numbers in [0, 1]; a ModelError naming the file)."""
+    """model.json's thresholds and the calibration `calibrate` stored beside them, checked (thresholds numbers in
+    [0, 1]; a ModelError naming the file)."""
     try:
-        return Thresholds.from_dict(meta.get("thresholds"))
+        return Thresholds.of_model(meta)
     except ConfigError as e:
         raise ModelError(f"{Path(model_dir) / META}: {e}") from None
 
