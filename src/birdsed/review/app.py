@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -167,14 +168,15 @@ def build_app(pred: str | Path, output: str | None = None) -> Starlette:
             {"card": {**clip, **review.species(label), "name": Path(file).name, "problem": review.problem(file)}}
         )
 
+    # decoding and drawing run in worker threads: a card's picture, its audio and the next queue are served at once
     async def audio(req: Request) -> Response:
         file, start_s, end_s = _clip_of(review, req)
-        data = wav_bytes(excerpt(file, start_s, end_s))
+        data = await run_in_threadpool(lambda: wav_bytes(excerpt(file, start_s, end_s)))
         return _ranged(data, req.headers.get("range"), "audio/wav")
 
     async def spectrogram(req: Request) -> Response:
         file, start_s, end_s = _clip_of(review, req)
-        png = spectrogram_png(excerpt(file, start_s, end_s), start_s, end_s)
+        png = await run_in_threadpool(lambda: spectrogram_png(excerpt(file, start_s, end_s), start_s, end_s))
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     async def verdict(req: Request) -> Response:

@@ -5,7 +5,9 @@ recording, the detection's 5 s boxed)."""
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import soundfile as sf
@@ -19,6 +21,7 @@ HOP = 128
 MAX_RATE_HZ = 48_000  # a picture above 24 kHz is of no bird; faster recordings are decimated for the picture only
 FIG_SIZE_IN = (8.0, 3.0)
 DPI = 100
+PNG_COMPRESS_LEVEL = 1  # zlib level of the picture: level 6 (the default) spent half of a card's time compressing
 
 
 @dataclass(frozen=True)
@@ -82,34 +85,48 @@ def spectrogram_db(x: Excerpt) -> tuple[np.ndarray, float, np.ndarray]:
 
 def spectrogram_png(x: Excerpt, start_s: float, end_s: float, title: str = "") -> bytes:
     """The excerpt's spectrogram (kHz against seconds of the recording) with the clip [start_s, end_s) boxed."""
-    from matplotlib.figure import Figure  # no pyplot: figures made in server threads share no global state
+    db, rate, _ = spectrogram_db(x)
+    db = _pooled_frames(db, MAX_FRAMES)
+    top_khz = rate / 2000
+    vmax = float(db.max())
+    with _CANVAS_LOCK:
+        fig, ax, image, box = _canvas(bool(title))
+        image.set_data(db)
+        image.set_extent((x.t0_s, x.t1_s, 0.0, top_khz))
+        image.set_clim(vmax - 80, vmax)
+        box.set_bounds(start_s, 0.02 * top_khz, end_s - start_s, 0.96 * top_khz)
+        ax.set_xlim(x.t0_s, x.t1_s)
+        ax.set_ylim(0.0, top_khz)
+        ax.set_title(title, fontsize=10)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
+    return buf.getvalue()
+
+
+MAX_FRAMES = 1024  # a picture's columns: more frames than the plot has pixels are max-pooled (a call stays seen)
+_CANVAS_LOCK = threading.Lock()
+
+
+def _pooled_frames(db: np.ndarray, max_frames: int) -> np.ndarray:
+    """[shape=(freqs, frames)] -> at most `max_frames` columns, each the max of consecutive frames."""
+    step = -(-db.shape[1] // max_frames)
+    if step <= 1:
+        return db
+    n = db.shape[1] // step * step
+    return db[:, :n].reshape(db.shape[0], -1, step).max(axis=2)
+
+
+@lru_cache(maxsize=2)
+def _canvas(titled: bool):
+    """One figure per layout, made once and redrawn for every clip (making a figure's axes and ticks cost more than
+    drawing it): (figure, axes, image, box). Used under _CANVAS_LOCK only."""
+    from matplotlib.figure import Figure  # no pyplot: no global state
     from matplotlib.patches import Rectangle
 
-    db, rate, centres_s = spectrogram_db(x)
-    top_khz = rate / 2000
     fig = Figure(figsize=FIG_SIZE_IN, dpi=DPI)
-    ax = fig.add_axes((0.07, 0.17, 0.91, 0.73 if title else 0.8))
-    vmax = float(db.max())
-    ax.imshow(
-        db,
-        origin="lower",
-        aspect="auto",
-        cmap="magma",
-        vmin=vmax - 80,
-        vmax=vmax,
-        extent=(x.t0_s, x.t1_s, 0.0, top_khz),
-        interpolation="nearest",
-    )
-    ax.add_patch(
-        Rectangle(
-            (start_s, 0.02 * top_khz), end_s - start_s, 0.96 * top_khz, fill=False, edgecolor="#00e5ff", linewidth=2
-        )
-    )
-    ax.set_xlim(x.t0_s, x.t1_s)
+    ax = fig.add_axes((0.07, 0.17, 0.91, 0.73 if titled else 0.8))
+    image = ax.imshow(np.zeros((2, 2)), origin="lower", aspect="auto", cmap="magma", interpolation="nearest")
+    box = ax.add_patch(Rectangle((0, 0), 1, 1, fill=False, edgecolor="#00e5ff", linewidth=2))
     ax.set_xlabel("time in the recording (s)")
     ax.set_ylabel("kHz")
-    if title:
-        ax.set_title(title, fontsize=10)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return fig, ax, image, box

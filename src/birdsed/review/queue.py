@@ -136,16 +136,7 @@ class Predictions:
             model_dir = Path(run["model"]) if run.get("model") else None
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ReviewError(f"{run_path}: not a predict folder's run.json ({e})") from e
-        table = _read_scores(scores_path, classes)
-        present = [k for k in OUTPUT_KINDS if k in set(table["output"].unique().to_pylist())]
-        if output is None:
-            output = _default_output(model_dir) if model_dir else DEFAULT_OUTPUT
-            output = output if output in present else (present[0] if present else output)
-        if output not in present:
-            raise ReviewError(f"{scores_path}: no rows of output {output!r}; it holds {present}")
-        table = table.filter(pc.equal(table["output"], output))
-        rows = table.select(["file", "start_s", "end_s"]).to_pandas()
-        scores = np.stack([table[c].to_numpy(zero_copy_only=False) for c in classes], axis=1).astype(np.float32)
+        rows, scores, output = _read_scores(scores_path, classes, output, model_dir)
         return cls(pred, classes, output, model_dir, rows, scores)
 
     @property
@@ -241,12 +232,42 @@ class Predictions:
         return float(self.scores[hit[0], self.class_index(label)]) if len(hit) else None
 
 
-def _read_scores(path: Path, classes: list[str]) -> pa.Table:
+def _read_scores(
+    path: Path, classes: list[str], output: str | None, model_dir: Path | None
+) -> tuple[pd.DataFrame, np.ndarray, str]:
+    """The rows (file as a category, start_s, end_s) and the scores [shape=(rows, classes), each class's column
+    contiguous] of one output kind (`output`, else the model's default, else the first present), read batch by batch:
+    only that kind's rows and the classes' columns are ever held (never the whole table)."""
     try:
-        table = pq.read_table(path, columns=[*SCORE_META_COLUMNS, *classes])
+        pf = pq.ParquetFile(path, read_dictionary=["file", "output"])
+        missing = [c for c in [*SCORE_META_COLUMNS, *classes] if c not in pf.schema_arrow.names]
+        if missing:
+            raise ReviewError(f"{path}: not a scores table of run.json's classes: no column(s) {missing[:5]}")
+        kinds = pf.read(columns=["output"])["output"]
+        counts = {str(r["values"]): int(r["counts"]) for r in pc.value_counts(kinds).to_pylist()}
+        present = [k for k in OUTPUT_KINDS if k in counts]
+        if output is None:
+            output = _default_output(model_dir) if model_dir else DEFAULT_OUTPUT
+            output = output if output in present else (present[0] if present else output)
+        if output not in present:
+            raise ReviewError(f"{path}: no rows of output {output!r}; it holds {present}")
+        by_class = np.empty((len(classes), counts[output]), dtype=np.float32)  # (K, N): a class's scores contiguous
+        meta: dict[str, list] = {c: [] for c in ("file", "start_s", "end_s")}
+        at = 0
+        for g in range(pf.num_row_groups):  # one row group at a time: memory of one (predict writes them bounded)
+            batch = pf.read_row_group(g, columns=[*SCORE_META_COLUMNS, *classes])
+            batch = batch.filter(pc.equal(batch.column("output"), output))
+            n = batch.num_rows
+            for k, c in enumerate(classes):
+                by_class[k, at : at + n] = batch.column(c).to_numpy(zero_copy_only=False)
+            for c, chunks in meta.items():
+                chunks.append(batch.column(c))
+            at += n
     except (OSError, pa.ArrowException) as e:
         raise ReviewError(f"{path}: not a readable scores table with run.json's classes ({e})") from e
-    return table
+    rows = pd.DataFrame({c: pa.chunked_array(chunks).to_pandas() for c, chunks in meta.items()})
+    rows["file"] = rows["file"].astype("category")
+    return rows, by_class.T, output
 
 
 def _default_output(model_dir: Path) -> str:
