@@ -155,6 +155,11 @@ def test_the_score_calibration_gives_each_class_its_curve_and_the_pooled_one_to_
     assert label == "Turdus merula" and "woothr" not in stored.per_class  # woothr: the pooled curve
     with pytest.raises(ConfigError, match=r"per_class\['amecro'\].b = 'x': must be a finite number"):
         ScoreCalibration.from_dict({**cal.to_dict("att"), "per_class": {"amecro": {"a": 0.0, "b": "x"}}})
+    from birdsed.errors import ModelError
+    from birdsed.model.meta import thresholds_of
+
+    with pytest.raises(ModelError, match=r"model.json: calibration must map 'output', 'pooled' and 'per_class'"):
+        thresholds_of(Path("m"), {"calibration": [1, 2]})
 
 
 def test_predict_calibrated_writes_probabilities_keeps_the_scores_and_decides_as_without(model, tmp_path, capsys):

@@ -159,6 +159,26 @@ def test_a_folder_without_scores_is_refused(tmp_path):
     assert res.returncode == 2 and "no scores.parquet" in res.stderr and "Traceback" not in res.stderr
 
 
+def test_a_damaged_scores_table_or_verdict_store_is_refused_naming_the_file(pred, tmp_path):
+    copy = tmp_path / "pred"
+    subprocess.run(["cp", "-r", str(pred), str(copy)], check=True)
+    run = json.loads((copy / "run.json").read_text())
+    (copy / "run.json").write_text(json.dumps({**run, "classes": [*run["classes"], "dodo"]}))
+    res = run_cli("review", copy, "--no-browser")
+    assert res.returncode == 2 and "not a scores table of run.json's classes: no column(s) ['dodo']" in res.stderr
+    (copy / "run.json").write_text(json.dumps(run))
+    (copy / "scores.parquet").write_bytes(b"PAR1 not parquet")
+    res = run_cli("review", copy, "--no-browser")
+    assert res.returncode == 2 and "scores.parquet: not a readable scores table" in res.stderr
+    store = copy / "review" / "verdicts.sqlite"
+    store.parent.mkdir(exist_ok=True)
+    store.write_bytes(b"not a database" * 100)
+    for more in (["--export", tmp_path / "v.csv"], ["--export-labels", tmp_path / "data"]):
+        res = run_cli("review", copy, *more)
+        assert res.returncode == 2 and f"{store}: not a readable verdict store" in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr and not (tmp_path / "v.csv").exists() and not (tmp_path / "data").exists()
+
+
 # --- queues --------------------------------------------------------------------------------------------------------
 
 

@@ -93,6 +93,9 @@ def test_export_labels_writes_a_data_set_train_reads_and_lists_what_it_left_out(
     res = run_cli("review", verified, "--export-labels", other)
     assert res.returncode == 2 and "is not an earlier --export-labels folder" in res.stderr
     assert (other / "labels.csv").read_text() == "filename,labels\n"
+    (tmp_path / "no-verdicts").mkdir()
+    res = run_cli("review", tmp_path / "no-verdicts", "--export-labels", tmp_path / "d2")
+    assert res.returncode == 2 and "no verdicts yet" in res.stderr and not (tmp_path / "d2").exists()
 
 
 @pytest.mark.skipif(not has_birdnet, reason="BirdNET extra not installed: pip install 'birdsed[birdnet]'")
