@@ -79,6 +79,8 @@ def test_a_recording_changed_since_it_was_embedded_is_listed(model_dir, tmp_path
     assert open_db(tmp_path / "db").n == 3
 
 
+@pytest.mark.slow  # three processes loading torch: 25-45 s on 2 shared cores (the resume itself is tested
+# in-process by test_a_part_left_after_its_commit_is_not_added_twice)
 def test_kill_9_of_embed_then_the_same_command(model_dir, tmp_path, capsys):
     archive(tmp_path / "in", n=4, seconds=12.0)
     argv = ["embed", "--model", model_dir, tmp_path / "in", "--workers", 0, "--quiet", "--batch-size", 4]
