@@ -31,8 +31,8 @@ from birdsed.model.birdnet import N_SAMPLES, SAMPLE_RATE_HZ, BirdNETRuntime  # n
 
 def analyzer_loop(files: list[Path], threads: int) -> tuple[float, float, int]:
     """(audio s, wall s, windows) of the file-by-file loop (module docstring)."""
-    t0 = time.perf_counter()  # the interpreter's loading counted, as birdsed embed's model loading is
     rt = BirdNETRuntime(embeddings=True, threads=threads)
+    t0 = time.perf_counter()  # the interpreter loaded before the clock starts (birdsed embed's loading is counted)
     audio_s, n = 0.0, 0
     for f in files:
         x = load_audio(f, SAMPLE_RATE_HZ)
