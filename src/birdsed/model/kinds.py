@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,7 @@ class ModelMeta:
     thresholds: Thresholds
     default_output: str
     short_policy: str
+    raw: dict[str, Any] = field(repr=False, compare=False)  # model.json as read: its digest, and what is written back
 
     @classmethod
     def common(cls, path: Path, kind: str, raw: dict[str, Any], short_policy: str) -> dict[str, Any]:
@@ -103,7 +104,7 @@ class ModelMeta:
         if policy not in SHORT_POLICIES:
             raise _fail(path, f"short_policy {policy!r}: valid: {list(SHORT_POLICIES)}")
         return dict(path=path, kind=kind, classes=list(classes), thresholds=thresholds, default_output=output,
-                    short_policy=policy)  # fmt: skip
+                    short_policy=policy, raw=raw)  # fmt: skip
 
 
 def frontend_section(path: Path, raw: Any) -> FrontendConfig:

@@ -102,20 +102,21 @@ def member_dirs(model_dir: Path, meta: dict[str, Any] | EnsembleMeta) -> list[Pa
     return [model_dir / n for n in typed.members]
 
 
-def model_digest(model_dir: str | Path) -> str:
+def model_digest(model_dir: str | Path, meta: ModelMeta | None = None) -> str:
     """sha256 of what makes the model's scores: every file of the directory (an ensemble's members too) but
-    model.json's thresholds, default output and calibration, which only decide. predict stamps its --out with it."""
+    model.json's thresholds, default output and calibration, which only decide. predict stamps its --out with it.
+    meta: the directory's model.json already read (read_model_meta), so that it is not read again."""
     model_dir = Path(model_dir)
     h = hashlib.sha256()
-    meta = read_meta(model_dir)
-    scoring = {k: v for k, v in meta.items() if k not in DECIDING_KEYS}
+    meta = read_model_meta(model_dir) if meta is None else meta
+    scoring = {k: v for k, v in meta.raw.items() if k not in DECIDING_KEYS}
     h.update(json.dumps(scoring, sort_keys=True).encode())
     for f in sorted(own_file(model_dir, p.name) for p in model_dir.iterdir() if p.is_file() and p.name != META):
         h.update(f.name.encode())
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
-    if kind_of(meta) == "ensemble":
+    if isinstance(meta, EnsembleMeta):
         for d in member_dirs(model_dir, meta):
             h.update(model_digest(d).encode())
     return h.hexdigest()

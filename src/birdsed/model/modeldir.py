@@ -31,7 +31,7 @@ from birdsed.errors import ModelError
 from birdsed.fsutil import atomic_dir, atomic_path
 from birdsed.model.detector import Detector
 from birdsed.model.ensemble import Ensemble, mean_thresholds
-from birdsed.model.kinds import KINDS, EnsembleMeta, SedMeta
+from birdsed.model.kinds import KINDS, EnsembleMeta, ModelMeta, SedMeta
 from birdsed.model.meta import (
     MAX_MEMBERS,
     MEMBERS,
@@ -102,9 +102,11 @@ def load_ensemble(model_dir: Path, meta: EnsembleMeta) -> Ensemble:
     return Ensemble(members, meta.weights)
 
 
-def load_detector(model_dir: str | Path) -> Detector:
+def load_detector(model_dir: str | Path, meta: ModelMeta | None = None) -> Detector:
+    """The model of any kind, in eval mode, from its directory; meta: its model.json already read (read_model_meta),
+    so that it is not read again."""
     model_dir = Path(model_dir)
-    meta = read_model_meta(model_dir)
+    meta = read_model_meta(model_dir) if meta is None else meta
     return KINDS[meta.kind].loader()(model_dir, meta)
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from birdsed.errors import ModelError
-from birdsed.model.kinds import SedMeta
+from birdsed.model.kinds import ModelMeta, SedMeta
 from birdsed.model.meta import read_model_meta
 from birdsed.model.windows import SED_HOP_S, SED_WINDOW_S, Piece, piece_windows
 
@@ -24,20 +24,21 @@ class OnnxSED:
     window_s = SED_WINDOW_S
     hop_s = SED_HOP_S
 
-    def __init__(self, model_dir: str | Path, threads: int | None = None):
+    def __init__(self, model_dir: str | Path, threads: int | None = None, meta: ModelMeta | None = None):
         import onnxruntime as ort
 
-        path = self._load(model_dir)
+        path = self._load(model_dir, meta)
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
         self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
-    def _load(self, model_dir: str | Path) -> Path:
+    def _load(self, model_dir: str | Path, meta: ModelMeta | None) -> Path:
+        """The export's path; meta: the directory's model.json already read (else read here)."""
         path = Path(model_dir) / ONNX_NAME
         if not path.is_file():
             raise ModelError(f"{path} not found; write it with `birdsed export --model {model_dir} --onnx {path}`")
-        meta = read_model_meta(model_dir)
+        meta = read_model_meta(model_dir) if meta is None else meta
         if not isinstance(meta, SedMeta):
             raise ModelError(f"{model_dir} is a {meta.kind} model; an ONNX export is of a single SED model")
         self.classes = meta.classes
@@ -70,12 +71,12 @@ class OpenVinoSED(OnnxSED):
     """The exported ONNX model compiled by OpenVINO for the CPU (predict --backend openvino; pip install openvino):
     BirdCLEF 2023's 2nd place ran its CPU inference on it (about 40 % less time than ONNX Runtime, its paper)."""
 
-    def __init__(self, model_dir: str | Path, threads: int | None = None):
+    def __init__(self, model_dir: str | Path, threads: int | None = None, meta: ModelMeta | None = None):
         try:
             import openvino as ov
         except ImportError as e:
             raise ModelError("--backend openvino needs OpenVINO: pip install 'birdsed[openvino]'") from e
-        path = self._load(model_dir)
+        path = self._load(model_dir, meta)
         # f32: on CPUs with AMX OpenVINO would run bf16 by default, and its scores would differ from torch's
         config = {"INFERENCE_PRECISION_HINT": "f32", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
         self.compiled = ov.Core().compile_model(str(path), "CPU", config)
