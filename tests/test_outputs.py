@@ -126,7 +126,7 @@ def test_a_writer_failing_leaves_no_combined_output_half_written(tmp_path, monke
     """One writer raising mid-run: every writer's files are discarded (no scores.parquet, no temporaries)."""
     from birdsed.fsutil import temp_of
 
-    def fail(self, batch):
+    def fail(self, block):
         raise OSError("disk full")
 
     monkeypatch.setattr(WRITERS["audacity"], "add", fail)

@@ -134,7 +134,7 @@ def test_scores_are_written_in_row_groups_of_whole_recordings(synth_data, tmp_pa
 
 
 def test_the_combined_outputs_do_not_depend_on_how_the_parts_are_batched(synth_data, tmp_path, monkeypatch):
-    """write_combined decides many recordings at once (parts.batches); one recording a batch gives the same files."""
+    """write_combined decides many recordings at once (parts.blocks); one recording a block gives the same files."""
     from birdsed.data.manifest import read_dataset
     from birdsed.infer import parts
 
@@ -144,7 +144,7 @@ def test_the_combined_outputs_do_not_depend_on_how_the_parts_are_batched(synth_d
     decision = DecisionOptions(threshold=0.0, max_birds=1)  # a detection in every row: files with something in them
     kw = dict(test_csv=synth_data / "test.csv", formats=("csv", "raven", "audacity"), decision=decision, quiet=True)
     run_predict(m, [], tmp_path / "whole", workers=0, **kw)
-    monkeypatch.setattr(parts, "DECIDE_CELLS", 1)  # every recording a batch alone
+    monkeypatch.setattr(parts, "DECIDE_CELLS", 1)  # every recording a block alone
     run_predict(m, [], tmp_path / "one", workers=0, **kw)
     whole = sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole").rglob("*") if p.is_file())
     assert [p for p in whole if p.parts[0] == "raven"] and pd.read_csv(tmp_path / "whole" / "detections.csv").size

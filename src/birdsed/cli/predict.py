@@ -203,41 +203,38 @@ def _add_prior(p: argparse.ArgumentParser) -> None:
 )
 def cmd_predict(a: argparse.Namespace) -> int:
     from birdsed.infer.outputs import DecisionOptions
-    from birdsed.infer.predict import run_predict
+    from birdsed.infer.predict import PredictOptions, run_predict
     from birdsed.places import PlaceOptions
 
-    decision = DecisionOptions(a.output, a.threshold, a.max_birds, a.neighbour_smoothing, a.calibrated)
     prior = _prior(a)
     inputs, test_csv, audio_dir, sample = a.inputs, a.test_csv, a.audio_dir, a.sample_submission
     if a.competition:
         from birdsed.kaggle.birdclef import competition_inputs
 
         inputs, test_csv, audio_dir, sample = competition_inputs(a.competition, inputs)
-    s = run_predict(
-        a.model,
-        inputs,
-        a.out,
+    options = PredictOptions(
         test_csv=test_csv,
         audio_dir=audio_dir,
+        sample_submission=sample,
         formats=tuple(a.format),
+        decision=DecisionOptions(a.output, a.threshold, a.max_birds, a.neighbour_smoothing, a.calibrated),
         window_s=a.window_s,
         hop_s=a.hop_s,
         batch_size=a.batch_size,
         workers=a.workers,
         device=a.device,
-        decision=decision,
-        quiet=a.quiet,
         pooling=a.pooling,
-        backend=a.backend,
         precision=a.precision,
         short_policy=a.short,
-        sample_submission=sample,
+        backend=a.backend,
         shard=a.shard,
         cluster=a.cluster,
         names=a.names,
         places=PlaceOptions(str(a.sites) if a.sites else None, a.site, a.time_pattern, a.timezone),
         prior=prior,
+        quiet=a.quiet,
     )
+    s = run_predict(a.model, inputs, a.out, options)
     console.print(
         f"{s.n_files} recording(s) ({s.n_done_before} done before"
         + (f"; {s.n_changed} changed since scored, scored again" if s.n_changed else "")

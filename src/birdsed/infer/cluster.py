@@ -5,13 +5,13 @@
     FILE.yaml         a batch-system cluster of dask-jobqueue: {kind: slurm|pbs|sge|lsf|htcondor, jobs: N, then the
                       keyword arguments of its cluster class: cores, memory, queue, walltime, account, ...}
 
-Work goes out in chunks of files of about equal total size (shard.partition), 16 per worker, so that a slow
-one is not waited for. Each worker loads the model once and keeps it (one per worker process), and runs the same
-streamed, batched loop as `predict` on one machine (loop.predict_files) over its chunk, writing each recording's
-part into OUT/parts (a shared file system for workers on other machines), atomically. What the client gets back
-is small: each recording's duration, or why it failed to decode.
+Work goes out in tasks, each a group of recordings of about equal total size (shard.partition), 16 per worker, so that a
+slow one is not waited for. Each worker loads the model once and keeps it (one per worker process), and runs the same
+loop as `predict` on one machine (runners.write_parts) over its task's recordings, writing each recording's part into
+OUT/parts (a shared file system for workers on other machines), atomically. What the client gets back is small: the
+seconds of audio scored, and why the recordings that failed to decode did (runners.Scored).
 
-Faults: a worker that dies mid-chunk loses what it had not written; the scheduler runs the chunk again elsewhere,
+Faults: a worker that dies mid-task loses what it had not written; the scheduler runs the task again elsewhere,
 and the recordings whose parts exist are skipped there. A recording that fails to decode is an error returned once,
 not an exception, so it is never retried. A client killed and started again with the same command resumes from the
 parts. The combined outputs are built by the client afterwards (outputs.py), as on one machine, while the cluster
@@ -27,10 +27,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 from birdsed.errors import BirdsedError, ConfigError
+from birdsed.fsutil import remove_stale_temps
+from birdsed.infer.runners import ModelFacts, Scored, ScoringOptions
 from birdsed.infer.shard import partition
 from birdsed.progress import progress_bar
 
@@ -92,8 +93,8 @@ def connect(spec: str) -> tuple[object, object | None]:
 
 
 # what a local worker needs before its first task: imported once, in the fork server, not once a worker
-WORKER_PRELOAD = ["distributed", "birdsed.infer.cluster_worker", "birdsed.infer.loop", "birdsed.model.modeldir",
-                  "birdsed.model.sed"]  # fmt: skip
+WORKER_PRELOAD = ["distributed", "birdsed.infer.cluster_worker", "birdsed.infer.runners", "birdsed.infer.loop",
+                  "birdsed.model.modeldir", "birdsed.model.sed"]  # fmt: skip
 
 
 def _forkserver() -> dict:
@@ -135,28 +136,19 @@ def _jobqueue(path: Path):
     return cluster
 
 
-@dataclass(frozen=True)
-class ModelFacts:
-    """What predict's client needs of a model the workers hold (the names a Detector gives them)."""
-
-    window_s: float
-    hop_s: float
-    classes: list[str]
-
-
 class ClusterRun:
-    """One predict's cluster: started first, its workers load the model while the client lists the inputs (the
-    client itself imports neither torch nor the network); closed in the background while the client builds the
-    combined outputs (close_soon), and waited for on exit.
+    """One predict's cluster, a Runner (runners.py): started first, its workers load the model while the client lists
+    the inputs (the client itself imports neither torch nor the network); closed in the background while the client
+    builds the combined outputs (close_soon), and waited for on exit.
 
         with ClusterRun(spec, model_dir) as run:
-            facts = run.model_facts()  # window_s, hop_s, classes, from the first worker to load the model
-            audio_s, errors = run.predict(files, part_of, options)
+            facts = run.facts()  # window_s, hop_s, classes, from the first worker to load the model
+            scored = run.score(files, part_of, scoring, quiet)
             run.close_soon()
     """
 
-    def __init__(self, spec: str, model_dir: Path, chunks_per_worker: int = 16):
-        self.spec, self.model_dir, self.chunks_per_worker = spec, str(model_dir.resolve()), chunks_per_worker
+    def __init__(self, spec: str, model_dir: Path, tasks_per_worker: int = 16):
+        self.spec, self.model_dir, self.tasks_per_worker = spec, str(model_dir.resolve()), tasks_per_worker
         self.client = self.cluster = self._closer = None
 
     def __enter__(self) -> ClusterRun:
@@ -211,44 +203,42 @@ class ClusterRun:
         self._closer = threading.Thread(target=self._close_cluster, name="birdsed-cluster-close", daemon=True)
         self._closer.start()
 
-    def model_facts(self) -> ModelFacts:
+    def facts(self) -> ModelFacts:
         """The model's window_s, hop_s and classes, from the first worker to load it (a model a worker cannot load
         raises its ModelError here)."""
         first = next(iter(_need_distributed().as_completed(self._loading)))
         return ModelFacts(*first.result())
 
-    def predict(
-        self, files: list[str], part_of: dict[str, Path], options: dict, quiet: bool = False
-    ) -> tuple[float, list[tuple[str, str]]]:
-        """Run the files on the cluster (module docstring); returns (seconds of audio predicted, decode errors)."""
-        from birdsed.infer.cluster_worker import run_chunk
+    def score(self, files: list[str], part_of: dict[str, Path], scoring: ScoringOptions, quiet: bool) -> Scored:
+        """Write the files' parts on the cluster, in tasks (module docstring); a worker killed mid-write left a
+        temporary, removed here."""
+        if not files:
+            return Scored()
+        from birdsed.infer.cluster_worker import run_task
 
         client = self.client
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-        n_chunks = min(len(files), max(1, n_workers * self.chunks_per_worker))
-        chunks = [c for c in partition(files, n_chunks) if c]
+        n_tasks = min(len(files), max(1, n_workers * self.tasks_per_worker))
+        tasks = [t for t in partition(files, n_tasks) if t]
         futures = [
             client.submit(
-                run_chunk,
+                run_task,
                 self.model_dir,
-                c,
-                [str(part_of[f]) for f in c],
-                options,
-                key=f"birdsed-chunk-{i}-{len(chunks)}",
+                t,
+                [str(part_of[f]) for f in t],
+                scoring,
+                key=f"birdsed-task-{i}-{len(tasks)}",
                 retries=2,
                 pure=False,
             )
-            for i, c in enumerate(chunks)
+            for i, t in enumerate(tasks)
         ]
-        audio_s, errors = 0.0, []
+        scored = Scored()
         with progress_bar(len(files), f"predict on {n_workers} worker(s)", disable=quiet) as advance:
-            size = {fut.key: len(c) for fut, c in zip(futures, chunks)}
+            size = {fut.key: len(t) for fut, t in zip(futures, tasks)}
             for fut in _need_distributed().as_completed(futures):
-                for f, duration, reason in fut.result():
-                    if duration is None:
-                        errors.append((f, reason))
-                    else:
-                        audio_s += duration
+                scored += fut.result()
                 advance(size[fut.key])
-        log.info("%d chunk(s) on %d worker(s): %.2f h of audio", len(chunks), n_workers, audio_s / 3600)
-        return audio_s, errors
+        log.info("%d task(s) on %d worker(s): %.2f h of audio", len(tasks), n_workers, scored.audio_s / 3600)
+        remove_stale_temps(part_of[files[0]].parent, [part_of[f].name for f in files])
+        return scored

@@ -1,50 +1,38 @@
 """What runs on `predict --cluster`'s workers (cluster.py is the client's side): loading the model once a worker
-process, predicting a chunk of files into their parts, and exiting at once when the cluster closes them."""
+process, writing the parts of a task's recordings, and exiting at once when the cluster closes them."""
 
 from __future__ import annotations
 
 import atexit
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from distributed import WorkerPlugin
+
+from birdsed.infer.runners import Scored, ScoringOptions, write_parts
 
 _MODELS: dict[str, object] = {}  # per worker process: model directory -> loaded model
 
 
 def load_on_worker(model_dir: str) -> tuple[float, float, list[str]]:
-    """On a worker: load the model (kept for the worker's chunks); returns what the client needs of it (window_s,
+    """On a worker: load the model (kept for the worker's tasks); returns what the client needs of it (window_s,
     hop_s, classes), so that the client never builds the network itself."""
-    from birdsed.model.modeldir import load_model_dir
+    from birdsed.model.modeldir import load_detector
 
     if model_dir not in _MODELS:
-        _MODELS[model_dir] = load_model_dir(Path(model_dir))[0]
+        _MODELS[model_dir] = load_detector(model_dir)
     model = _MODELS[model_dir]
     return model.window_s, model.hop_s, list(model.classes)
 
 
-def run_chunk(model_dir: str, files: list[str], parts: list[str], options: dict) -> list[tuple[str, float | None, str]]:
-    """On a worker: predict `files` whose parts are not there yet, writing each part; returns (file, duration_s,
-    "") for each one predicted and (file, None, reason) for each that failed to decode."""
-    from birdsed.infer.grid import FileResult, rows_table
-    from birdsed.infer.loop import predict_files
-    from birdsed.infer.writers import write_table
-
-    part_of = dict(zip(files, map(Path, parts)))
-    todo = [f for f in files if not part_of[f].is_file()]
-    if not todo:
-        return []
+def run_task(model_dir: str, files: list[str], parts: list[str], scoring: ScoringOptions) -> Scored:
+    """On a worker: write the parts of a task's recordings that are not there yet (runners.write_parts, the loop a
+    single process runs too), decoding in this process."""
     load_on_worker(model_dir)
-    model = _MODELS[model_dir]
-    out = []
-    for res in predict_files(model, todo, quiet=True, workers=0, **options):
-        if isinstance(res, FileResult):
-            write_table(rows_table(res, model.classes), part_of[res.path])
-            out.append((res.path, res.duration_s, ""))
-        else:
-            out.append((res[0], None, res[1]))
-    return out
+    part_of = dict(zip(files, map(Path, parts)))
+    return write_parts(_MODELS[model_dir], files, part_of, replace(scoring, workers=0), quiet=True)
 
 
 def _exit_now() -> None:

@@ -41,16 +41,16 @@ def score_pieces(
     """
     dev_type = audio.device.type
     group: list[Piece] = []
-    held = 0  # windows in the group
+    n_windows = 0  # in the group
     for j, p in enumerate(pieces):
         group.append(p)
-        held += p.n_windows
-        if held < batch_size and j + 1 < len(pieces):
+        n_windows += p.n_windows
+        if n_windows < batch_size and j + 1 < len(pieces):
             continue
         with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=bf16):
             out = model.window_outputs(audio, group, window, hop, short_policy)
         yield group, out
-        group, held = [], 0
+        group, n_windows = [], 0
 
 
 def _collate(batch):

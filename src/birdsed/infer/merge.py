@@ -8,13 +8,12 @@ import json
 import logging
 from pathlib import Path
 
-from birdsed.data.store import recording_key
 from birdsed.errors import BirdsedError, RunLocked
 from birdsed.fsutil import run_lock
-from birdsed.infer.outputs import OutputSpec, record_decision, write_combined
+from birdsed.infer.outputs import OutputSpec, combine
+from birdsed.infer.parts import recorded_parts
 from birdsed.infer.shard import finished, missing_shards, partition_path, shared_partition
-from birdsed.infer.writers import write_errors
-from birdsed.model.meta import default_output_of, model_digest, read_meta, thresholds_of
+from birdsed.model.meta import model_digest, read_model_meta
 
 log = logging.getLogger(__name__)
 
@@ -66,22 +65,16 @@ def merge(out: str | Path) -> tuple[int, int]:
     except (OSError, ValueError) as e:
         raise BirdsedError(f"{out / 'run.json'}: unreadable ({e})") from e
     model_dir = Path(run["model"])
-    if not (model_dir / "model.json").is_file() or model_digest(model_dir) != run["model_sha256"]:
+    meta = read_model_meta(model_dir) if (model_dir / "model.json").is_file() else None
+    if meta is None or model_digest(model_dir, meta) != run["model_sha256"]:
         raise BirdsedError(
             f"{model_dir}: the model the shards ran is not there, or changed; merge needs it "
             "(its thresholds decide the detections)"
         )
-    meta = read_meta(model_dir)
     files = sorted({f for r in records for f in r["files"]})
     errors = {tuple(e) for r in records for e in r["errors"]}
-    parts = out / "parts"
     name_of = {f: name for r in records for f, name in r.get("parts", {}).items()}
-    done = [(f, parts / name_of.get(f, f"{recording_key(f)}.parquet")) for f in files]
-    done = [(f, p) for f, p in done if p.is_file()]
+    done = [(f, p) for f, p in recorded_parts(out / "parts", files, name_of).items() if p.is_file()]
     errors = sorted(errors | set(unaccounted(out, n, files, [f for f, _ in done], errors)))
-    write_errors(errors, out / "errors.csv")
-    thresholds, default_output = thresholds_of(model_dir, meta), default_output_of(meta)
-    spec = OutputSpec.from_dict(records[0]["spec"])
-    write_combined(out, done, run["classes"], thresholds, default_output, spec, meta)
-    record_decision(out, spec.decision_record(run["classes"], thresholds, default_output))
+    combine(out, done, errors, run["classes"], meta, OutputSpec.from_dict(records[0]["spec"]))
     return len(done), len(errors)

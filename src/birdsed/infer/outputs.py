@@ -11,7 +11,7 @@ OUT/parts/<key>.parquet (one per finished recording, what a re-run resumes from)
   raven/, audacity/  one file per recording
   raven.selections.txt  one Raven table of every recording, appended recording by recording
 Each is one writer (writers.py: WRITERS, by name); OutputSpec.writers says which a run writes (scores.parquet always,
-then what --format names), write_combined decides each batch of whole recordings once and feeds it to every chosen
+then what --format names), write_combined decides each block of whole recordings once and feeds it to every chosen
 writer. Every combined file is written under a temporary name and renamed when whole.
 """
 
@@ -32,9 +32,12 @@ from birdsed.decisions import ScoreCalibration
 from birdsed.errors import ConfigError
 from birdsed.fsutil import write_text_atomic
 from birdsed.infer.decide import Thresholds, decide, smooth_rows
-from birdsed.infer.parts import batches, concat
+from birdsed.infer.parts import blocks, concat
 from birdsed.infer.prior import OccurrencePrior, PriorOptions
-from birdsed.infer.writers import WRITERS, Decided, Target, get_writer
+from birdsed.infer.transforms import ScoreTransform, apply_transforms
+from birdsed.infer.transforms import from_dict as transform_from_dict
+from birdsed.infer.writers import WRITERS, Decided, RecordingContext, Target, get_writer, write_errors
+from birdsed.model.kinds import ModelMeta
 from birdsed.model.names import class_names
 from birdsed.places import PlaceOptions, Places
 from birdsed.rows import CALIBRATED_OUTPUT, SCORE_META_COLUMNS
@@ -63,6 +66,7 @@ class OutputSpec:
     names: str | None = None  # what Raven's Species column and Audacity's labels show (None: the class)
     places: PlaceOptions = field(default_factory=PlaceOptions)
     prior: PriorOptions | None = None  # predict --prior: BirdNET's occurrence on the scores before the decision
+    transforms: tuple[ScoreTransform, ...] = ()  # applied in order before the decision (transforms.py)
 
     def writers(self) -> list[str]:
         """The writers (writers.WRITERS) of what --format names: scores and recordings always, then csv
@@ -92,12 +96,16 @@ class OutputSpec:
             )
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             **asdict(self),
             "formats": list(self.formats),
             "places": self.places.to_dict(),
             "prior": self.prior.to_dict() if self.prior else None,
+            "transforms": [t.to_dict() for t in self.transforms],
         }
+        if not self.transforms:  # the records of runs with none are as they were before transforms existed
+            del d["transforms"]
+        return d
 
     def decision_record(self, classes: list[str], thresholds: Thresholds, default_output: str) -> dict:
         """The decision as made, for run.json: the options given (`options`, what summary reads back), the output
@@ -151,6 +159,7 @@ class OutputSpec:
             d.get("names"),
             PlaceOptions.from_dict(d.get("places")),
             PriorOptions.from_dict(d.get("prior")),
+            tuple(transform_from_dict(t) for t in d.get("transforms", [])),
         )
 
 
@@ -189,38 +198,54 @@ def decide_scores(
     return rows, present, kind, thr
 
 
-def decided_batches(
+def recording_contexts(
+    files: list[str], n_rows: list[int], end_s: np.ndarray, target: Target
+) -> list[RecordingContext]:
+    """Each recording's context (writers.RecordingContext): its duration from its rows (consecutive, `n_rows` each:
+    the last row's end), its place and start from the target's (places.py)."""
+    ends = np.maximum.reduceat(end_s, np.cumsum([0, *n_rows[:-1]])) if len(end_s) else np.zeros(len(files))
+    return [RecordingContext(f, float(e), target.place(f)) for f, e in zip(files, ends)]
+
+
+def decided_blocks(
     parts: list[tuple[str, Path]],
-    classes: list[str],
+    target: Target,
     thresholds: Thresholds,
     default_output: str,
-    decision: DecisionOptions,
+    spec: OutputSpec,
     prior: OccurrencePrior | None = None,
 ) -> Iterator[Decided]:
-    """The parts' recordings in their order, in batches of whole recordings (parts.batches), each decided once for
-    every writer; every batch in the first one's schema. With a prior, the batch's scores are the prior's (decided and
-    written) followed by the model's own as rows of output "<kind>_raw" (prior.py). With decision.calibrated the
-    decision is the same (the stored thresholds, on the scores), the decided rows' score columns hold the calibrated
-    probabilities, and the batch's scores gain those rows as output CALIBRATED_OUTPUT (rows.py)."""
+    """The parts' recordings in their order, in blocks of whole recordings (parts.blocks), each transformed
+    (spec.transforms, none by default) and decided once for every writer; every block in the first one's schema.
+    With a prior, the block's scores are the prior's (decided and written) followed by the model's own as rows of
+    output "<kind>_raw" (prior.py). With decision.calibrated the decision is the same (the stored thresholds, on the
+    scores), the decided rows' score columns hold the calibrated probabilities, and the block's scores gain those rows
+    as output CALIBRATED_OUTPUT (rows.py)."""
+    classes = target.classes
     schema = None
-    calibration = OutputSpec(decision=decision).calibration(thresholds, default_output)
-    for batch in batches(parts, len(SCORE_META_COLUMNS) + len(classes)):
-        table = concat([batch.table], schema)
+    calibration = spec.calibration(thresholds, default_output)
+    for block in blocks(parts, len(SCORE_META_COLUMNS) + len(classes)):
+        table = concat([block.table], schema)
         schema = schema or table.schema
-        scores = table
+        contexts = recording_contexts(block.files, block.n_rows, table.column("end_s").to_numpy(), target)
+        kept = None  # the model's own scores, written after the decided ones (the prior's "<kind>_raw" rows)
         if prior is not None:
-            table, raw = prior.adjust_table(table, batch.files, batch.n_rows, classes)
-            scores = pa.concat_tables([table, raw])
+            table, kept = prior.adjust_table(table, block.files, block.n_rows, classes)
         df = table.to_pandas()
-        rows, present, kind, thr = decide_scores(df, classes, thresholds, decision, default_output)
-        per_row = np.repeat(np.arange(len(batch.files)), batch.n_rows)  # each row's recording: place in batch
+        raw = None
+        if spec.transforms:
+            raw, df = table, apply_transforms(df, classes, contexts, spec.transforms)
+            table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+        rows, present, kind, thr = decide_scores(df, classes, thresholds, spec.decision, default_output)
+        per_row = np.repeat(np.arange(len(block.files)), block.n_rows)  # each row's recording: place in block
         recording = per_row[df["output"].to_numpy() == kind]  # the recording of each of `rows`
+        scores = table if kept is None else pa.concat_tables([table, kept])
         if calibration is not None:
             rows[classes] = calibration.probabilities(rows[classes].to_numpy(np.float32), classes)
             scores = pa.concat_tables(
                 [scores, pa.Table.from_pandas(rows.assign(output=CALIBRATED_OUTPUT), schema=table.schema)]
             )
-        yield Decided(batch.files, scores, rows, present, recording, thr, classes)
+        yield Decided(block.files, scores, rows, present, recording, thr, classes, contexts, raw)
 
 
 def write_combined(
@@ -233,9 +258,9 @@ def write_combined(
     meta: dict | None = None,
 ) -> int:
     """Build the combined outputs `spec` names (OutputSpec.writers) in `out` from the (recording, part) pairs, in
-    their order, streaming: each writer started, fed every decided batch, closed (its files committed whole; all of
-    them discarded when one fails before). `meta` (model.json) names the classes' species where their own names do
-    not (model/names.class_names). Returns the number of detections (rows x classes present)."""
+    their order, streaming: each writer started, fed every decided block, closed (its files committed whole; all of
+    them discarded when one fails before). `meta` (model.json as read) names the classes' species where their own
+    names do not (model/names.class_names). Returns the number of detections (rows x classes present)."""
     files = [f for f, _ in parts]
     places = Places.from_options(spec.places).resolve(files).places  # predict said what they lack, before it ran
     target = Target(
@@ -257,10 +282,27 @@ def write_combined(
             w.start(target)
         n_detections = 0
         prior = OccurrencePrior(spec.prior, spec.prior.places_for(places).get) if spec.prior and spec.prior.on else None
-        for batch in decided_batches(parts, classes, thresholds, default_output, spec.decision, prior):
-            n_detections += int(batch.present.sum())
+        for block in decided_blocks(parts, target, thresholds, default_output, spec, prior):
+            n_detections += int(block.present.sum())
             for w in writers:
-                w.add(batch)
+                w.add(block)
         for w in reversed(writers):
             w.close()
+    return n_detections
+
+
+def combine(
+    out: Path,
+    parts: list[tuple[str, Path]],
+    errors: list[tuple[str, str]],
+    classes: list[str],
+    meta: ModelMeta,
+    spec: OutputSpec,
+) -> int:
+    """What a run of the whole input set, and a merge of shards, end with: errors.csv, the combined outputs of the
+    (recording, part) pairs (write_combined, decided by the model's thresholds and default output), and run.json's
+    record of the decision. Returns the number of detections."""
+    write_errors(errors, out / "errors.csv")
+    n_detections = write_combined(out, parts, classes, meta.thresholds, meta.default_output, spec, meta.raw)
+    record_decision(out, spec.decision_record(classes, meta.thresholds, meta.default_output))
     return n_detections

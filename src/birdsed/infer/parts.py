@@ -1,9 +1,9 @@
 """A predict folder's parts (OUT/parts/<key>.<size>-<mtime_ns>.parquet, one per finished recording), read for the
 combined outputs: in
-batches of whole recordings, so that the work per recording is not paid once a recording (2,000 two-second
-recordings took 17 s one by one, pandas' fixed cost per call), and memory holds one batch, never the archive.
+blocks of whole recordings, so that the work per recording is not paid once a recording (2,000 two-second
+recordings took 17 s one by one, pandas' fixed cost per call), and memory holds one block, never the archive.
 
-    parts -> batches(...)  Batch: recordings and one table of their rows, up to ROW_GROUP_ROWS rows and
+    parts -> blocks(...)  Block: recordings and one table of their rows, up to ROW_GROUP_ROWS rows and
                            DECIDE_CELLS score cells (or one recording, when it alone is larger); parts read a few
                            ahead on threads
     RowGroups              scores.parquet, row group by row group: whole recordings, about ROW_GROUP_ROWS rows each
@@ -32,7 +32,7 @@ from birdsed.data.store import recording_key
 from birdsed.errors import BirdsedError
 
 ROW_GROUP_ROWS = 32_768  # rows per row group of scores.parquet (a recording is never split; a long one may exceed it)
-DECIDE_CELLS = 1 << 22  # score cells decided at once (about 16 MB of float32): a wide model's batches hold fewer rows
+DECIDE_CELLS = 1 << 22  # score cells decided at once (about 16 MB of float32): a wide model's blocks hold fewer rows
 COMBINE_EVERY = 256  # tables read, combined into one
 READ_AHEAD = 8  # parts read ahead of the one being gathered (pyarrow reads without the GIL)
 
@@ -49,6 +49,12 @@ def stamp(path: str) -> str:
 def part_paths(parts: Path, files: list[str]) -> dict[str, Path]:
     """Each recording's part as it is now (module docstring): listed before anything is read."""
     return {f: parts / f"{recording_key(f)}.{stamp(f)}.parquet" for f in files}
+
+
+def recorded_parts(parts: Path, files: list[str], names: dict[str, str]) -> dict[str, Path]:
+    """Each recording's part by the name a run recorded for it (`names`, a shard's record), or by the name parts had
+    before they were stamped (<key>.parquet)."""
+    return {f: parts / names.get(f, f"{recording_key(f)}.parquet") for f in files}
 
 
 def superseded(parts: Path, part_of: dict[str, Path]) -> dict[str, list[Path]]:
@@ -101,7 +107,7 @@ def _read_in_order(parts: list[tuple[str, Path]]) -> Iterator[tuple[str, pa.Tabl
 
 
 @dataclass
-class Batch:
+class Block:
     """Whole recordings, in order: their names, their rows in `table` (in that order), and the table."""
 
     files: list[str]
@@ -109,17 +115,17 @@ class Batch:
     table: pa.Table
 
 
-def batches(parts: list[tuple[str, Path]], n_columns: int) -> Iterator[Batch]:
+def blocks(parts: list[tuple[str, Path]], n_columns: int) -> Iterator[Block]:
     """Whole recordings in their order, gathered up to ROW_GROUP_ROWS rows and DECIDE_CELLS cells of `n_columns`
-    columns (a recording larger than that is a batch alone). The tables read are combined every COMBINE_EVERY: ten
-    thousand tiny tables held for one batch took 550 MB (their read buffers), one table of their rows a few."""
+    columns (a recording larger than that is a block alone). The tables read are combined every COMBINE_EVERY: ten
+    thousand tiny tables held for one block took 550 MB (their read buffers), one table of their rows a few."""
     limit = max(1, min(ROW_GROUP_ROWS, DECIDE_CELLS // max(1, n_columns)))
     files: list[str] = []
     n_rows: list[int] = []
     tables: list[pa.Table] = []
     for f, table in _read_in_order(parts):
         if files and sum(n_rows) + table.num_rows > limit:
-            yield Batch(files, n_rows, concat(tables))
+            yield Block(files, n_rows, concat(tables))
             files, n_rows, tables = [], [], []
         files.append(f)
         n_rows.append(table.num_rows)
@@ -127,7 +133,7 @@ def batches(parts: list[tuple[str, Path]], n_columns: int) -> Iterator[Batch]:
         if len(tables) >= COMBINE_EVERY:
             tables = [concat(tables)]
     if files:
-        yield Batch(files, n_rows, concat(tables))
+        yield Block(files, n_rows, concat(tables))
 
 
 def concat(tables: list[pa.Table], schema: pa.Schema | None = None) -> pa.Table:
@@ -137,7 +143,7 @@ def concat(tables: list[pa.Table], schema: pa.Schema | None = None) -> pa.Table:
 
 
 class RowGroups:
-    """scores.parquet written row group by row group: batches are gathered until ROW_GROUP_ROWS, then written, so that
+    """scores.parquet written row group by row group: blocks are gathered until ROW_GROUP_ROWS, then written, so that
     memory holds one row group (not one per recording: 20,000 row groups' metadata alone took 0.8 GB)."""
 
     def __init__(self, stack: contextlib.ExitStack, path: Path):

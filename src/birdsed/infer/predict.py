@@ -16,40 +16,46 @@ OUT/
   shards/I-of-N.json   with --shard I/N: what shard I did (shard.py); the combined files above wait for every shard
 
 The combined files are built by streaming over the parts (outputs.py), in memory bounded by one recording.
+
+run_predict reads top to bottom once, whatever runs the model and whichever recordings the run takes:
+
+    options (PredictOptions) -> model.json read once -> a runner (runners.py: this process, or a Dask cluster)
+      -> the inputs listed, the run's scope's share of them (scope.py: every input, or a --shard I/N)
+      -> under the scope's lock: the runner writes one part per recording (runners.write_parts)
+      -> the scope finishes: the writers build the combined outputs (outputs.combine), or the shard records itself
+         and the last shard merges
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
 from birdsed.audio.decode import find_audio_files
-from birdsed.config import BACKENDS, MAX_WINDOW_S, MIN_HOP_S, MIN_WINDOW_S
+from birdsed.config import MAX_WINDOW_S, MIN_HOP_S, MIN_WINDOW_S
 from birdsed.errors import BirdsedError, ConfigError
-from birdsed.fsutil import remove_stale_temps, run_lock, undecodable_name, write_text_atomic
-from birdsed.infer.grid import FileResult, rows_table
-from birdsed.infer.merge import merge_if_complete
-from birdsed.infer.outputs import RUN_DECISION_KEY, DecisionOptions, OutputSpec, record_decision, write_combined
+from birdsed.fsutil import run_lock, undecodable_name, write_text_atomic
+from birdsed.infer.outputs import RUN_DECISION_KEY, DecisionOptions, OutputSpec
 from birdsed.infer.parts import part_paths, superseded
 from birdsed.infer.prior import PriorOptions
-from birdsed.infer.shard import my_inputs, parse_shard, write_record
-from birdsed.infer.writers import COMBINED, write_errors, write_table
+from birdsed.infer.runners import ModelFacts, ScoringOptions, open_runner
+from birdsed.infer.scope import PARTS, RUN_FILES, FinishedRun, scope_of
+from birdsed.infer.transforms import ScoreTransform
 from birdsed.kaggle.birdclef import sample_columns
 from birdsed.kaggle.cornell import read_kaggle_test
-from birdsed.model.meta import default_output_of, kind_of, model_digest, read_meta, thresholds_of
+from birdsed.model.kinds import ModelMeta
+from birdsed.model.meta import model_digest, read_model_meta
 from birdsed.places import PlaceOptions, Places
 
-log = logging.getLogger(__name__)
+__all__ = ["RUN_FILES", "PredictOptions", "PredictSummary", "run_predict"]
 
-RUN_FILES = ("run.json", "errors.csv", *COMBINED)  # what predict writes in OUT itself (a killed run's temporaries go)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -104,25 +110,18 @@ def _check_grid(window_s: float | None, hop_s: float | None) -> None:
             raise ConfigError(f"{name} = {value!r}: must be a number from {lo:g} to {MAX_WINDOW_S:g} s")
 
 
-def _check_run(
-    out: Path,
-    model_dir: Path,
-    window_s: float,
-    hop_s: float,
-    classes: list[str],
-    pooling: str,
-    short_policy: str | None,
-) -> None:
+def _check_run(out: Path, model_dir: Path, meta: ModelMeta, scoring: ScoringOptions, classes: list[str]) -> None:
+    """Stamp OUT/run.json with the model and the window settings, or refuse an OUT stamped with others."""
     stamp = {
         "model": str(model_dir.resolve()),
-        "model_sha256": model_digest(model_dir),
-        "window_s": window_s,
-        "hop_s": hop_s,
-        "pooling": pooling,
+        "model_sha256": model_digest(model_dir, meta),
+        "window_s": scoring.window_s,
+        "hop_s": scoring.hop_s,
+        "pooling": scoring.pooling,
         "classes": classes,
     }
-    if short_policy:  # only when overridden, so that the stamps of earlier runs still match
-        stamp["short_policy"] = short_policy
+    if scoring.short_policy:  # only when overridden, so that the stamps of earlier runs still match
+        stamp["short_policy"] = scoring.short_policy
     path = out / "run.json"
     if path.is_file():
         try:
@@ -141,183 +140,161 @@ def _check_run(
         write_text_atomic(path, json.dumps(stamp, indent=2))
 
 
-def run_predict(
-    model_dir: str | Path,
-    inputs: list[str],
-    out: str | Path,
-    test_csv: str | Path | None = None,
-    audio_dir: str | Path | None = None,
-    formats: tuple[str, ...] = ("csv",),
-    window_s: float | None = None,
-    hop_s: float | None = None,
-    batch_size: int = 64,
-    workers: int | None = None,
-    device: str = "auto",
-    decision: DecisionOptions = DecisionOptions(),
-    quiet: bool = False,
-    pooling: str = "window",
-    backend: str = "torch",
-    precision: str = "auto",
-    short_policy: str | None = None,
-    sample_submission: str | Path | None = None,
-    shard: str | None = None,
-    cluster: str | None = None,
-    names: str | None = None,
-    places: PlaceOptions | None = None,
-    prior: PriorOptions | None = None,
-) -> PredictSummary:
-    """short_policy: how recordings shorter than a window are fitted to it, "loop" or "pad", for every model
-    (default: each model, or each member of an ensemble, as it saw them in training).
-    window_s, hop_s: default the model's own (5 s / 2.5 s for the SED models, 3 s windows for BirdNET).
+@dataclass(frozen=True)
+class PredictOptions:
+    """Everything `predict` takes besides the model, the inputs and OUT (the CLI's options, typed).
+
+    test_csv, audio_dir: a Kaggle test.csv and its audio (default: test_audio/ beside it): submission.csv for it.
     sample_submission: a BirdCLEF 2023-2025 sample_submission.csv: submission.csv takes its layout (kaggle.birdclef).
+    formats: what is written besides scores.parquet (OutputSpec.writers); decision: how scores become detections.
+    transforms: score transforms (transforms.py) applied, in order, between the rows' scores and the decision;
+      none by default.
+    window_s, hop_s: default the model's own (5 s / 2.5 s for the SED models, 3 s windows for BirdNET).
+    short_policy: how recordings shorter than a window are fitted to it, "loop" or "pad", for every model (default:
+      each model, or each member of an ensemble, as it saw them in training).
+    backend: torch, or the export run by onnx / openvino (a CPU is their device).
     shard: "I/N": only the I-th of N shards of the inputs (shard.py); the last shard to finish merges.
     cluster: run the recordings on a dask.distributed cluster (cluster.py: local:N, tcp://HOST:PORT, FILE.yaml).
     names: what Raven's Species column and Audacity's labels show: "code", "common", "scientific" (default the class).
     places: the recordings' sites and start times (places.py: a sites table or one place, a time pattern, a time
-    zone); what they lack is said before anything runs, a recording two rows of the table match is refused.
+      zone); what they lack is said before anything runs, a recording two rows of the table match is refused.
     prior: BirdNET's place-and-season prior on the scores before the decision (prior.py); the parts keep the model's
-    scores, so a re-run with another prior decides again without scoring again."""
-    if cluster and backend != "torch":
-        raise ConfigError("--cluster runs the torch backend")
-    spec = OutputSpec(
-        tuple(formats),
-        decision,
-        str(test_csv) if test_csv else None,
-        str(audio_dir) if audio_dir else None,
-        str(sample_submission) if sample_submission else None,
-        names,
-        places or PlaceOptions(),
-        prior,
-    )
-    spec.check()
-    _check_grid(window_s, hop_s)
-    if sample_submission and test_csv:
-        raise ConfigError(
-            "--test-csv (row_id,birds) and --sample-submission (probabilities) write different submissions: give one"
+      scores, so a re-run with another prior decides again without scoring again.
+    """
+
+    test_csv: str | Path | None = None
+    audio_dir: str | Path | None = None
+    sample_submission: str | Path | None = None
+    formats: tuple[str, ...] = ("csv",)
+    decision: DecisionOptions = field(default_factory=DecisionOptions)
+    transforms: tuple[ScoreTransform, ...] = ()
+    window_s: float | None = None
+    hop_s: float | None = None
+    batch_size: int = 64
+    workers: int | None = None
+    device: str = "auto"
+    pooling: str = "window"
+    precision: str = "auto"
+    short_policy: str | None = None
+    backend: str = "torch"
+    shard: str | None = None
+    cluster: str | None = None
+    names: str | None = None
+    places: PlaceOptions = field(default_factory=PlaceOptions)
+    prior: PriorOptions | None = None
+    quiet: bool = False
+
+    def output_spec(self) -> OutputSpec:
+        """What the combined outputs are (saved with each shard, for the merge)."""
+        return OutputSpec(
+            tuple(self.formats),
+            self.decision,
+            str(self.test_csv) if self.test_csv else None,
+            str(self.audio_dir) if self.audio_dir else None,
+            str(self.sample_submission) if self.sample_submission else None,
+            self.names,
+            self.places or PlaceOptions(),
+            None,  # the prior, once the model's classes are known (run_predict)
+            tuple(self.transforms),
         )
+
+    def scoring(self, facts: ModelFacts) -> ScoringOptions:
+        """How the runner scores the windows, with the model's window and hop where none was given."""
+        return ScoringOptions(
+            window_s=self.window_s,
+            hop_s=self.hop_s,
+            batch_size=self.batch_size,
+            workers=self.workers,
+            device=self.device if self.backend == "torch" else "cpu",
+            pooling=self.pooling,
+            precision=self.precision,
+            short_policy=self.short_policy,
+        ).resolved(facts)
+
+    def check(self) -> OutputSpec:
+        """Refuse options that do not go together, before anything is read; the output spec they give."""
+        if self.cluster and self.backend != "torch":
+            raise ConfigError("--cluster runs the torch backend")
+        spec = self.output_spec()
+        spec.check()
+        _check_grid(self.window_s, self.hop_s)
+        if self.sample_submission and self.test_csv:
+            raise ConfigError(
+                "--test-csv (row_id,birds) and --sample-submission (probabilities) write different submissions: "
+                "give one"
+            )
+        return spec
+
+
+def list_inputs(inputs: list[str], opts: PredictOptions) -> tuple[list[str], list[tuple[str, str]]]:
+    """The recordings to run and (name, reason) for the inputs that can't run: files and folders, or a Kaggle test
+    set; a bad sample submission, and no input at all, are refused before anything runs."""
+    if opts.sample_submission:
+        sample_columns(opts.sample_submission)
+    test = read_kaggle_test(opts.test_csv, opts.audio_dir) if opts.test_csv else None
+    files, errors = resolve_inputs(inputs, test)
+    if not files and not errors:
+        raise BirdsedError("no audio files to predict (give files, folders or --test-csv)")
+    return files, errors
+
+
+def drop_superseded(parts: Path, part_of: dict[str, Path]) -> dict[str, list[Path]]:
+    """Remove predict's own parts of earlier versions of the recordings (they changed since: parts.superseded), said
+    once; returns them by recording."""
+    changed = superseded(parts, part_of)
+    if changed:
+        log.warning(
+            "%d recording(s) changed since they were scored (size or modification time), scored again: %s",
+            len(changed),
+            ", ".join(sorted(changed)[:3]) + (", ..." if len(changed) > 3 else ""),
+        )
+        for old in changed.values():
+            for path in old:
+                path.unlink(missing_ok=True)
+    return changed
+
+
+def run_predict(
+    model_dir: str | Path,
+    inputs: list[str],
+    out: str | Path,
+    options: PredictOptions | None = None,
+    **fields,
+) -> PredictSummary:
+    """`predict` (module docstring). options: PredictOptions; `fields` are its fields by name, a shorthand that
+    replaces them (run_predict(model, files, out, quiet=True, workers=0))."""
+    opts = replace(options or PredictOptions(), **fields)
+    spec = opts.check()
     model_dir, out = Path(model_dir), Path(out)
-    device = device if backend == "torch" else "cpu"
-    with _models(model_dir, backend, cluster) as (model, runner, thresholds, meta):
-        spec.calibration(thresholds, default_output_of(meta))  # --calibrated of a model without one: refused now
-        if sample_submission:
-            sample_columns(sample_submission)  # a bad sample is refused before anything runs
-        test = read_kaggle_test(test_csv, audio_dir) if test_csv else None
-        files, errors = resolve_inputs(inputs, test)
-        if not files and not errors:
-            raise BirdsedError("no audio files to predict (give files, folders or --test-csv)")
-        i, n = parse_shard(shard) if shard else (0, 0)
-        if shard:
-            out.mkdir(parents=True, exist_ok=True)
-            files, errors, new = my_inputs(out, files, errors, i, n)
-            if new:
-                log.warning(
-                    "%d input(s) appeared after the first shard of %s started: not in its input set, not predicted "
-                    "(run them into a new --out): %s",
-                    len(new),
-                    out,
-                    ", ".join(new[:3]) + (", ..." if len(new) > 3 else ""),
-                )
+    meta = read_model_meta(model_dir)  # the one read of model.json: the runner, the stamp and the decision use it
+    with open_runner(model_dir, meta, opts.backend, opts.cluster) as runner:
+        spec.calibration(meta.thresholds, meta.default_output)  # --calibrated of a model without one: refused now
+        files, errors = list_inputs(inputs, opts)
+        scope = scope_of(opts.shard)
+        files, errors = scope.select(out, files, errors)
         resolved = Places.from_options(spec.places).resolve(files)
         for message in resolved.messages(spec.places):
             log.warning("%s", message)
-        facts = runner.model_facts() if runner else model  # window_s, hop_s, classes
-        window_s = facts.window_s if window_s is None else window_s
-        hop_s = facts.hop_s if hop_s is None else hop_s
-        classes = facts.classes
-        spec.prior = prior.for_model(classes, meta, model_dir, resolved.places) if prior and prior.on else None
+        facts = runner.facts()
+        scoring = opts.scoring(facts)
+        if opts.prior and opts.prior.on:
+            spec.prior = opts.prior.for_model(facts.classes, meta.raw, model_dir, resolved.places)
         out.mkdir(parents=True, exist_ok=True)
-        parts = out / "parts"
-        part_of = part_paths(parts, files)  # named by each recording as it is now, before anything reads it
-        # one lock per shard: N shards write side by side into one --out (their files never overlap)
-        with run_lock(out, f".lock-shard{i}of{n}" if shard else ".lock"):
-            _check_run(out, model_dir, window_s, hop_s, classes, pooling, short_policy)
-            if shard:  # what this shard's killed run left half-written (never another shard's live files)
-                remove_stale_temps(parts, [p.name for p in part_of.values()])
-            else:
-                remove_stale_temps(out, RUN_FILES)
-                remove_stale_temps(parts, lambda name: name.endswith(".parquet"))  # any run's parts, of any input
-            changed = superseded(parts, part_of)
+        part_of = part_paths(out / PARTS, files)  # named by each recording as it is now, before anything reads it
+        with run_lock(out, scope.lock):
+            _check_run(out, model_dir, meta, scoring, facts.classes)
+            scope.sweep(out, part_of)
+            changed = drop_superseded(out / PARTS, part_of)
             todo = [f for f in files if not part_of[f].is_file()]
-            if changed:
-                log.warning(
-                    "%d recording(s) changed since they were scored (size or modification time), scored again: %s",
-                    len(changed),
-                    ", ".join(sorted(changed)[:3]) + (", ..." if len(changed) > 3 else ""),
-                )
-                for old in changed.values():  # predict's own parts of an earlier version of the recording
-                    for path in old:
-                        path.unlink(missing_ok=True)
             t0 = time.perf_counter()
-            audio_s = 0.0
-            if runner:
-                if todo:
-                    options = {
-                        "window_s": window_s,
-                        "hop_s": hop_s,
-                        "batch_size": batch_size,
-                        "device": device,
-                        "pooling": pooling,
-                        "precision": precision,
-                        "short_policy": short_policy,
-                    }
-                    audio_s, failed = runner.predict(todo, part_of, options, quiet)
-                    errors += failed
-                    remove_stale_temps(parts, [part_of[f].name for f in todo])  # a worker killed mid-write left it
-                runner.close_soon()  # while the combined outputs are built
-            else:
-                from birdsed.infer.loop import predict_files  # torch: only where this process predicts
-
-                for res in predict_files(
-                    model, todo, window_s, hop_s, batch_size, workers, device, quiet, pooling, precision, short_policy
-                ):
-                    if isinstance(res, FileResult):
-                        write_table(rows_table(res, classes), part_of[res.path])
-                        audio_s += res.duration_s
-                    else:
-                        errors.append(res)
+            scored = runner.score(todo, part_of, scoring, opts.quiet)
+            runner.close_soon()  # while the combined outputs are built
             wall_s = time.perf_counter() - t0
-            summary = PredictSummary(len(files), len(files) - len(todo), audio_s, wall_s, errors, out, len(changed))
-            if shard:
-                write_record(out, i, n, files, errors, spec.to_dict(), {f: p.name for f, p in part_of.items()})
-            else:
-                write_errors(errors, out / "errors.csv")
-                done = [f for f in files if part_of[f].is_file()]
-                default_output = default_output_of(meta)
-                summary.n_detections = write_combined(
-                    out, [(f, part_of[f]) for f in done], classes, thresholds, default_output, spec, meta
-                )
-                record_decision(out, spec.decision_record(classes, thresholds, default_output))
-                return summary
-    summary.merged = merge_if_complete(out)
-    return summary
-
-
-@contextlib.contextmanager
-def _models(model_dir: Path, backend: str, cluster: str | None) -> Iterator[tuple]:
-    """(model, cluster run, thresholds, model.json): the model loaded here, or with --cluster only model.json here
-    and the model on the workers (ClusterRun: they start loading it at once, while the inputs are listed)."""
-    if cluster:
-        from birdsed.infer.cluster import ClusterRun
-
-        meta = read_meta(model_dir)
-        thresholds = thresholds_of(model_dir, meta)
-        with ClusterRun(cluster, model_dir) as runner:
-            yield None, runner, thresholds, meta
-    elif backend in ("onnx", "openvino"):
-        from birdsed.model.onnx_detector import OnnxSED, OpenVinoSED
-
-        meta = read_meta(model_dir)
-        if kind_of(meta) != "sed":
-            raise ConfigError(
-                f"{model_dir} is a {kind_of(meta)} model; the {backend} backend runs single SED models "
-                "(use --backend torch)"
+            errors = errors + scored.errors
+            summary = PredictSummary(
+                len(files), len(files) - len(todo), scored.audio_s, wall_s, errors, out, len(changed)
             )
-        # the export alone: the PyTorch network (and timm) is never built
-        yield (OnnxSED if backend == "onnx" else OpenVinoSED)(model_dir), None, thresholds_of(model_dir, meta), meta
-    elif backend == "torch":
-        from birdsed.model.modeldir import load_model_dir
-
-        model, thresholds, meta = load_model_dir(model_dir)
-        yield model, None, thresholds, meta
-    else:
-        raise ConfigError(f"unknown backend {backend!r}; valid: {list(BACKENDS)}")
+            summary.merged, summary.n_detections = scope.finish(
+                out, FinishedRun(files, part_of, errors, facts.classes, meta, spec)
+            )
+    return summary

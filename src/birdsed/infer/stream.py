@@ -1,5 +1,6 @@
 """Streamed decoding for inference: files read chunk by chunk in DataLoader worker processes (or the main process),
-several side by side, shipped as stretches of audio whose complete windows go to the model in batches across files."""
+several side by side, shipped as pieces of audio (one recording's complete windows each) that go to the model in
+batches across files."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ class WindowStream(IterableDataset):
 
     Each worker process (or the main process) streams its share of the files chunk by chunk
     (bounded memory), decode_threads files side by side, and ships each chunk's newly complete
-    windows as one stretch of audio (the windows overlap, so a stretch carries each sample about
+    windows as one piece of audio (the windows overlap, so a piece carries each sample about
     once, not twice); `piece_windows` cuts them.
     """
 
@@ -51,7 +52,7 @@ class WindowStream(IterableDataset):
         self.hop = int(round(hop_s * sample_rate_hz))
         self.sample_rate_hz = sample_rate_hz
 
-    def _stretches(self, path: str) -> Iterator[tuple[int, int, np.ndarray, int] | int]:
+    def _pieces(self, path: str) -> Iterator[tuple[int, int, np.ndarray, int] | int]:
         """(first window, n windows, audio, short_len) as windows complete, then the file's total sample count;
         short_len is the recording's length when the whole of it is shorter than a window, else 0."""
         buf = np.zeros(0, np.float32)
@@ -72,8 +73,8 @@ class WindowStream(IterableDataset):
         n = int((starts >= next_start).sum())
         if n:
             tail = np.zeros((n - 1) * self.hop + self.window, np.float32)
-            piece = buf[next_start - buf_start :]
-            tail[: len(piece)] = piece[: len(tail)]
+            rest = buf[next_start - buf_start :]
+            tail[: len(rest)] = rest[: len(tail)]
             yield next_start // self.hop, n, tail, total if total < self.window else 0
         yield total
 
@@ -81,49 +82,50 @@ class WindowStream(IterableDataset):
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         mine = iter(range(wid, len(self.files), nw))
-        held: list[tuple[int, int, int, np.ndarray, int]] = []  # (file, first window, n windows, audio, short_len)
+        # the next batch's pieces: (file, first window, n windows, audio, short_len)
+        pieces: list[tuple[int, int, int, np.ndarray, int]] = []
         done: list[FileDone] = []
-        lanes: list[list] = []  # [file index, its _stretches generator, windows sent so far], one per decoding thread
+        open_files: list[list] = []  # [file index, its _pieces generator, windows sent so far], one a decoding thread
 
         def flush():
-            offsets = np.cumsum([0] + [len(h[3]) for h in held])
+            offsets = np.cumsum([0] + [len(h[3]) for h in pieces])
             batch = {
-                "audio": torch.from_numpy(np.concatenate([h[3] for h in held])) if held else torch.zeros(0),
+                "audio": torch.from_numpy(np.concatenate([h[3] for h in pieces])) if pieces else torch.zeros(0),
                 "pieces": [
-                    Piece(f, first, n, int(o), len(a), short) for (f, first, n, a, short), o in zip(held, offsets)
+                    Piece(f, first, n, int(o), len(a), short) for (f, first, n, a, short), o in zip(pieces, offsets)
                 ],
                 "done": list(done),
             }
-            held.clear(), done.clear()
+            pieces.clear(), done.clear()
             return batch
 
-        def step(lane):  # one chunk of one file; soundfile and soxr release the GIL, so lanes decode in parallel
+        def step(entry):  # one chunk of one file; soundfile and soxr release the GIL, so open files decode in parallel
             try:
-                return next(lane[1])
+                return next(entry[1])
             except AudioDecodeError as e:
                 return e
 
         with ThreadPoolExecutor(self.decode_threads) if self.decode_threads > 1 else nullcontext() as pool:
             while True:
-                while len(lanes) < self.decode_threads and (i := next(mine, None)) is not None:
-                    lanes.append([i, self._stretches(self.files[i]), 0])
-                if not lanes:
+                while len(open_files) < self.decode_threads and (i := next(mine, None)) is not None:
+                    open_files.append([i, self._pieces(self.files[i]), 0])
+                if not open_files:
                     break
-                items = list(pool.map(step, lanes) if pool else map(step, lanes))
-                for lane, item in zip(list(lanes), items):
-                    i = lane[0]
+                items = list(pool.map(step, open_files) if pool else map(step, open_files))
+                for entry, item in zip(list(open_files), items):
+                    i = entry[0]
                     if isinstance(item, AudioDecodeError):
-                        held[:] = [h for h in held if h[0] != i]  # drop the failed file's unsent audio
-                        done.append(FileDone(i, lane[2], 0, str(item)))
+                        pieces[:] = [h for h in pieces if h[0] != i]  # drop the failed file's unsent audio
+                        done.append(FileDone(i, entry[2], 0, str(item)))
                     elif isinstance(item, int):
-                        done.append(FileDone(i, lane[2], item))
+                        done.append(FileDone(i, entry[2], item))
                     else:
                         first, n, a, short = item
-                        held.append((i, first, n, a, short))
-                        lane[2] = first + n
+                        pieces.append((i, first, n, a, short))
+                        entry[2] = first + n
                         continue
-                    lanes.remove(lane)
-                if sum(h[2] for h in held) >= self.batch_size or (done and not held):
+                    open_files.remove(entry)
+                if sum(h[2] for h in pieces) >= self.batch_size or (done and not pieces):
                     yield flush()
-        if held or done:
+        if pieces or done:
             yield flush()

@@ -5,7 +5,7 @@ get_writer); and the tables they write.
                     csv (detections.csv), raven (raven/), raven-all (raven.selections.txt), audacity (audacity/),
                     cornell and birdclef (submission.csv: row_id,birds for a Kaggle test.csv; BirdCLEF 2023-2025's
                     probabilities)
-    Writer          start(target) -> add(batch) for each Decided batch of whole recordings, in order -> close()
+    Writer          start(target) -> add(block) for each Decided block of whole recordings, in order -> close()
 
 A new format is one Writer subclass here, registered with @writer("name"); outputs.write_combined feeds the chosen
 ones and knows none of them. Every file is written to a temporary name and renamed, so a reader never sees half a file:
@@ -223,10 +223,22 @@ def label_file_names(files: list[str]) -> dict[str, str]:
     return {f: name(f) for f in files}
 
 
+@dataclass(frozen=True)
+class RecordingContext:
+    """What the writers and the score transforms (transforms.py) know of one recording besides its rows: its file,
+    its duration (its last row's end), and its place and start (places.py: site, lat, lon, time zone, start; empty
+    where unknown). More of a recording goes here, as a field, filled in outputs.recording_contexts."""
+
+    file: str
+    duration_s: float
+    place: RecordingPlace = NO_PLACE
+
+
 @dataclass
 class Target:
     """What every writer is started with: the output folder, the model's classes, every recording to be added (in
-    order), and the decision and Kaggle inputs some formats need."""
+    order), the decision and Kaggle inputs some formats need, the classes' names and the recordings' places (each
+    recording's place reaches the writers and the transforms in its RecordingContext too)."""
 
     out: Path
     classes: list[str]
@@ -247,19 +259,21 @@ class Target:
 
 @dataclass
 class Decided:
-    """A batch of whole recordings, scored and decided (outputs.decided_batches)."""
+    """A block of whole recordings, scored and decided (outputs.decided_blocks)."""
 
     files: list[str]  # the recordings, in order
-    scores: pa.Table  # their rows of every output kind: scores.parquet's
+    scores: pa.Table  # their rows of every output kind, as decided (after the score transforms): scores.parquet's
     rows: pd.DataFrame  # their rows of the decided output kind, smoothed [n_rows]
     present: np.ndarray  # [shape=(n_rows, K)] bool: the decision
     recording: np.ndarray  # [shape=(n_rows,)] each row's recording: its place in `files`
     thresholds: np.ndarray  # [shape=(K,)] of the decided output kind
     classes: list[str]
+    contexts: list[RecordingContext] = field(default_factory=list)  # one per recording of `files`, in order
+    raw: pa.Table | None = None  # `scores` before the score transforms (None: there were none, they are `scores`)
 
     @cached_property
     def detections(self) -> pd.DataFrame:
-        """detections.csv's lines of the batch (not yet spreadsheet-safe), row by row."""
+        """detections.csv's lines of the block (not yet spreadsheet-safe), row by row."""
         return detections(self.rows, self.present, self.classes)
 
     @cached_property
@@ -272,7 +286,7 @@ class Decided:
 
 
 class Writer(abc.ABC):
-    """One output format: start(target), add(batch) for each batch of whole recordings in order, close() (the files
+    """One output format: start(target), add(block) for each block of whole recordings in order, close() (the files
     committed whole). Used as a context manager: an error before close() discards what was half written."""
 
     name: ClassVar[str]
@@ -292,8 +306,8 @@ class Writer(abc.ABC):
         self.target = target
 
     @abc.abstractmethod
-    def add(self, batch: Decided) -> None:
-        """Write one batch of whole recordings (in order)."""
+    def add(self, block: Decided) -> None:
+        """Write one block of whole recordings (in order)."""
 
     def finish(self) -> None:
         """Write what close() commits (nothing by default)."""
@@ -351,8 +365,8 @@ class ScoresWriter(Writer):
         self.path = self._temporary(target.out / self.FILE)
         self.groups = RowGroups(self._files, self.path)
 
-    def add(self, batch: Decided) -> None:
-        self.groups.add(batch.scores)
+    def add(self, block: Decided) -> None:
+        self.groups.add(block.scores)
 
     def finish(self) -> None:
         if not self.groups.close():  # nothing finished: the table with its columns and no row
@@ -360,7 +374,7 @@ class ScoresWriter(Writer):
 
 
 class _AppendedCsv(Writer):
-    """A CSV table in `out` appended batch by batch, its header before the first lines (alone when none came)."""
+    """A CSV table in `out` appended block by block, its header before the first lines (alone when none came)."""
 
     SEP: ClassVar[str] = ","
 
@@ -368,17 +382,17 @@ class _AppendedCsv(Writer):
         super().start(target)
         self.file, self.first = self._open_text(target.out / self.FILE), True
 
-    def add(self, batch: Decided) -> None:
-        self.lines(batch).to_csv(self.file, sep=self.SEP, header=self.first, index=False)
+    def add(self, block: Decided) -> None:
+        self.lines(block).to_csv(self.file, sep=self.SEP, header=self.first, index=False)
         self.first = False
 
     @abc.abstractmethod
-    def lines(self, batch: Decided) -> pd.DataFrame:
-        """The batch's lines of the table."""
+    def lines(self, block: Decided) -> pd.DataFrame:
+        """The block's lines of the table."""
 
     @abc.abstractmethod
     def header(self) -> list[str]:
-        """The table's columns (written alone when no batch has a line)."""
+        """The table's columns (written alone when no block has a line)."""
 
     def finish(self) -> None:
         if self.first:
@@ -391,8 +405,8 @@ class DetectionsWriter(_AppendedCsv):
 
     FILE = "detections.csv"
 
-    def lines(self, batch: Decided) -> pd.DataFrame:
-        return spreadsheet_safe(described(batch.detections, self.target.names, self.target.places))
+    def lines(self, block: Decided) -> pd.DataFrame:
+        return spreadsheet_safe(described(block.detections, self.target.names, self.target.places))
 
     def header(self) -> list[str]:
         return [*DETECTION_COLUMNS, *DETECTION_NAME_COLUMNS, *DETECTION_PLACE_COLUMNS]
@@ -405,18 +419,17 @@ class RecordingsWriter(_AppendedCsv):
 
     FILE = "recordings.csv"
 
-    def lines(self, batch: Decided) -> pd.DataFrame:
-        ends = batch.rows["end_s"].to_numpy()
-        where = [self.target.place(f) for f in batch.files]
+    def lines(self, block: Decided) -> pd.DataFrame:
+        where = [c.place for c in block.contexts]
         table = pd.DataFrame(
             {
-                "file": batch.files,
+                "file": block.files,
                 "site": [p.site for p in where],
                 "lat": pd.array([p.lat for p in where], dtype="Float64"),
                 "lon": pd.array([p.lon for p in where], dtype="Float64"),
                 "timezone": [p.timezone for p in where],
                 "start": [p.iso_at(0) for p in where],
-                "duration_s": [float(ends[batch.recording == j].max(initial=0.0)) for j in range(len(batch.files))],
+                "duration_s": [c.duration_s for c in block.contexts],
             }
         )
         return spreadsheet_safe(table)
@@ -438,10 +451,10 @@ class ProbabilitySubmission(_AppendedCsv):
         self.unknown: list[str] = []
         super().start(target)
 
-    def lines(self, batch: Decided) -> pd.DataFrame:
+    def lines(self, block: Decided) -> pd.DataFrame:
         from birdsed.kaggle.birdclef import probability_submission
 
-        sub, self.unknown = probability_submission(batch.rows, self.target.classes, self.columns)
+        sub, self.unknown = probability_submission(block.rows, self.target.classes, self.columns)
         return sub
 
     def header(self) -> list[str]:
@@ -473,13 +486,13 @@ class RowSubmission(Writer):
         self.row_birds: dict[tuple[str, float], str] = {}
         self.file_birds: dict[str, str] = {}
 
-    def add(self, batch: Decided) -> None:
-        rows, classes = batch.rows, self.target.classes
-        names_of_rows = [batch.files[j] for j in batch.recording]
-        self.row_birds.update(zip(zip(names_of_rows, rows["start_s"].astype(float)), labels_of(batch.present, classes)))
-        per_file = pd.DataFrame(rows[classes].to_numpy()).groupby(batch.recording).max()
-        whole = labels_of(decide(per_file.to_numpy(), batch.thresholds, self.target.max_birds), classes)
-        self.file_birds.update((batch.files[j], b) for j, b in zip(per_file.index, whole))
+    def add(self, block: Decided) -> None:
+        rows, classes = block.rows, self.target.classes
+        names_of_rows = [block.files[j] for j in block.recording]
+        self.row_birds.update(zip(zip(names_of_rows, rows["start_s"].astype(float)), labels_of(block.present, classes)))
+        per_file = pd.DataFrame(rows[classes].to_numpy()).groupby(block.recording).max()
+        whole = labels_of(decide(per_file.to_numpy(), block.thresholds, self.target.max_birds), classes)
+        self.file_birds.update((block.files[j], b) for j, b in zip(per_file.index, whole))
 
     def finish(self) -> None:
         from birdsed.kaggle.cornell import submission
@@ -502,8 +515,8 @@ class _LabelFiles(Writer):
         super().start(target)
         self.names = label_file_names(target.files)
 
-    def add(self, batch: Decided) -> None:
-        for f, events in zip(batch.files, batch.events):
+    def add(self, block: Decided) -> None:
+        for f, events in zip(block.files, block.events):
             self.write(events, self.target.out / self.FOLDER / f"{self.names[f]}{self.SUFFIX}", f)
 
     @abc.abstractmethod
@@ -540,9 +553,9 @@ class CombinedRavenWriter(_AppendedCsv):
         super().start(target)
         self.offset_s, self.selections = 0.0, 0  # the recordings written so far: their length, their selections
 
-    def lines(self, batch: Decided) -> pd.DataFrame:
+    def lines(self, block: Decided) -> pd.DataFrame:
         tables = []
-        for j, (f, events) in enumerate(zip(batch.files, batch.events)):
+        for j, (f, events) in enumerate(zip(block.files, block.events)):
             table = raven_table(
                 events, f, high_hz=raven_high_hz(f), names=self.target.names, place=self.target.place(f)
             )
@@ -551,7 +564,7 @@ class CombinedRavenWriter(_AppendedCsv):
             table["Selection"] += self.selections
             tables.append(table)
             self.selections += len(table)
-            self.offset_s += float(batch.rows["end_s"].to_numpy()[batch.recording == j].max(initial=0.0))
+            self.offset_s += float(block.rows["end_s"].to_numpy()[block.recording == j].max(initial=0.0))
         return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=self.header())
 
     def header(self) -> list[str]:
