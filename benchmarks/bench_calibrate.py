@@ -59,13 +59,13 @@ class Source:
 
 
 def scores_of(pred: Path, classes: list[str]) -> pd.DataFrame:
-    from birdsed.model.meta import default_output_of, read_meta
+    from birdsed.model.meta import read_model_meta
 
     s = pd.read_parquet(pred / "scores.parquet")
     import json
 
     run = json.loads((pred / "run.json").read_text())
-    kind = default_output_of(read_meta(run["model"]))
+    kind = read_model_meta(run["model"]).default_output
     return s[s["output"] == kind].reset_index(drop=True)
 
 

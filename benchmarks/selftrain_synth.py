@@ -33,7 +33,7 @@ from birdsed.evaluate.score import scores_report_from_files  # noqa: E402
 from birdsed.evaluate.submission import evaluate_submission
 from birdsed.evaluate.tune import tune_model  # noqa: E402
 from birdsed.infer.predict import run_predict  # noqa: E402
-from birdsed.model.meta import read_meta  # noqa: E402
+from birdsed.model.meta import read_model_meta  # noqa: E402
 from birdsed.train.pseudo import SoftLabelOptions  # noqa: E402
 from birdsed.train.selftrain import self_train  # noqa: E402
 
@@ -74,7 +74,7 @@ def score(model: Path, val: Path, test: Path, work: Path, pooling: str) -> dict:
     seconds = time.perf_counter() - t0
     rep = evaluate_submission(work / "test" / "submission.csv", test / "test_labels.csv")
     scores = scores_report_from_files(work / "test" / "scores.parquet", test / "test_labels.csv")
-    out = read_meta(copy).get("default_output", "segmentwise")
+    out = read_model_meta(copy).default_output
     return {
         "row_f1": rep.row_f1,
         "output": tuned.best_output,

@@ -16,7 +16,6 @@ from birdsed.errors import ConfigError, ModelError
 from birdsed.model import birdnet, birdnet_labels
 from birdsed.model.birdnet_labels import classes_to_map, map_classes, norm_name
 from birdsed.model.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows, save_head_dir
-from birdsed.model.meta import kind_of
 from birdsed.model.modeldir import load_model_dir
 from birdsed.train.embedcache import EmbeddingCache, fit_to_window, subwindow_starts
 from birdsed.train.embedtrain import crop_batch, mixup
@@ -101,7 +100,7 @@ def test_a_tampered_birdnet_model_json_is_refused(tmp_path, over, match):
 def test_a_birdnet_model_directory_loads_without_running_birdnet(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps(birdnet_meta()))
     model, _, meta = load_model_dir(tmp_path)
-    assert kind_of(meta) == "birdnet" and model.classes == ["a", "b"] and model.hop_s == 1.5
+    assert meta["kind"] == "birdnet" and model.classes == ["a", "b"] and model.hop_s == 1.5
     assert model.window_s == 3.0 and model.sample_rate_hz == 48000
     with pytest.raises(ModelError, match="no ONNX"):
         model.onnx_module()
@@ -142,9 +141,7 @@ def test_a_head_model_directory_round_trips(tmp_path):
     model = EmbeddingHeadModel(["a", "b"], head, 5.0, 0.5, short_policy="pad")
     save_head_dir(model, tmp_path / "m")
     back, _, meta = load_model_dir(tmp_path / "m")
-    assert (
-        kind_of(meta) == "birdnet_head" and back.embed_hop_s == 0.5 and back.n_sub == 5 and back.short_policy == "pad"
-    )
+    assert meta["kind"] == "birdnet_head" and back.embed_hop_s == 0.5 and back.n_sub == 5 and back.short_policy == "pad"
     for k, v in head.state_dict().items():
         torch.testing.assert_close(back.head.state_dict()[k], v)
     meta["embedding"]["sha256"] = "f" * 64
@@ -342,7 +339,7 @@ def test_train_a_birdnet_head_and_predict(synth_data, tmp_path):
     train(synth_data, cfg, tmp_path / "run2", quiet=True)  # a second run reuses every embedding
     assert len(list((tmp_path / "cache").glob("*.npy"))) == n_cached
     model, _, meta = load_model_dir(model_dir)
-    assert kind_of(meta) == "birdnet_head" and model.n_sub == 3
+    assert meta["kind"] == "birdnet_head" and model.n_sub == 3
     test = sorted((synth_data / "test_audio").iterdir())[:1]
     run_predict(model_dir, [str(test[0])], tmp_path / "pred", quiet=True, workers=0)
     s = pd.read_parquet(tmp_path / "pred" / "scores.parquet")

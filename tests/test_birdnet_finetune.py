@@ -111,13 +111,12 @@ def test_a_step_moves_the_backbone_when_unfrozen_and_only_then(port):
 @needs_birdnet
 def test_a_fine_tuned_model_directory_predicts_with_its_own_weights(synth_data, tmp_path, port):
     from birdsed.infer.predict import run_predict
-    from birdsed.model.meta import kind_of
     from birdsed.model.modeldir import load_model_dir
     from birdsed.train.run import train
 
     model_dir = train(synth_data, tiny("train.backbone_lr_scale=1.0"), tmp_path / "run", quiet=True)
     model, _, meta = load_model_dir(model_dir)
-    assert kind_of(meta) == "birdnet_finetuned" and meta["model"]["freeze_backbone"] is False
+    assert meta["kind"] == "birdnet_finetuned" and meta["model"]["freeze_backbone"] is False
     assert "BirdNET V2.4" in meta["license"] and "CC BY-NC-SA 4.0" in meta["license"]
     saved = load_file(str(model_dir / "weights.safetensors"))
     assert any(k.startswith("backbone.") for k in saved) and any(k.startswith("head.") for k in saved)
@@ -202,9 +201,9 @@ def test_the_cli_refuses_fine_tuning_a_model_with_no_backbone(tmp_path):
 
 
 def test_model_json_of_a_fine_tuned_model_needs_its_licence(tmp_path):
-    from birdsed.model.meta import read_meta
+    from birdsed.model.meta import read_model_meta
 
     meta = {"kind": "birdnet_finetuned", "classes": ["a"], "model": {}, "embedding": {}}
     (tmp_path / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="license"):
-        read_meta(tmp_path)
+        read_model_meta(tmp_path)

@@ -120,9 +120,9 @@ def test_calibrate_writes_thresholds_and_the_calibration_into_the_model_and_prin
     assert cal["per_class"]["woothr"]["threshold"] is None
     assert model_digest(m) == digest  # calibration only decides: predict's --out folders of this model stay valid
     # a model that predicts with these thresholds still loads
-    from birdsed.model.meta import read_meta, thresholds_of
+    from birdsed.model.meta import read_model_meta
 
-    assert thresholds_of(m, read_meta(m)).vector(cal["output"], list(TRUTH))[0] == pytest.approx(thr["amecro"])
+    assert read_model_meta(m).thresholds.vector(cal["output"], list(TRUTH))[0] == pytest.approx(thr["amecro"])
 
 
 def test_calibrate_refuses_a_class_the_model_lacks_and_leaves_the_model_as_it_was(model, tmp_path):
@@ -155,11 +155,13 @@ def test_the_score_calibration_gives_each_class_its_curve_and_the_pooled_one_to_
     assert label == "Turdus merula" and "woothr" not in stored.per_class  # woothr: the pooled curve
     with pytest.raises(ConfigError, match=r"per_class\['amecro'\].b = 'x': must be a finite number"):
         ScoreCalibration.from_dict({**cal.to_dict("att"), "per_class": {"amecro": {"a": 0.0, "b": "x"}}})
+    from conftest import birdnet_meta
+
     from birdsed.errors import ModelError
-    from birdsed.model.meta import thresholds_of
+    from birdsed.model.kinds import parse_meta
 
     with pytest.raises(ModelError, match=r"model.json: calibration must map 'output', 'pooled' and 'per_class'"):
-        thresholds_of(Path("m"), {"calibration": [1, 2]})
+        parse_meta(Path("m") / "model.json", {**birdnet_meta(), "calibration": [1, 2]})
 
 
 def test_predict_calibrated_writes_probabilities_keeps_the_scores_and_decides_as_without(model, tmp_path, capsys):

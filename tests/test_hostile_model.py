@@ -14,7 +14,7 @@ from birdsed.data.manifest import read_dataset
 from birdsed.data.store import AudioStore, prepare
 from birdsed.errors import ManifestError, ModelError, StoreError
 from birdsed.model.ensemble import check_weights
-from birdsed.model.meta import read_meta
+from birdsed.model.meta import read_model_meta
 from birdsed.model.modeldir import save_ensemble
 
 
@@ -58,11 +58,11 @@ def test_a_model_json_of_100000_nested_brackets_is_a_model_error(tmp_path, capsy
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "model.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ModelError, match="nested too deeply"):
-        read_meta(tmp_path / "m")
+        read_model_meta(tmp_path / "m")
     deep = {"kind": "sed", "classes": ["a"], "x": [[[[[[[[[[1]]]]]]]]]]}
     (tmp_path / "m" / "model.json").write_text(json.dumps(deep))
     with pytest.raises(ModelError, match="nested deeper"):
-        read_meta(tmp_path / "m")
+        read_model_meta(tmp_path / "m")
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,7 @@ def test_a_model_json_of_100000_nested_brackets_is_a_model_error(tmp_path, capsy
 def test_a_tampered_birdnet_model_json_is_a_model_error(tmp_path, meta, message):
     (tmp_path / "model.json").write_text(json.dumps(meta))  # json writes inf as Infinity, which json reads back
     with pytest.raises(ModelError, match="model.json") as e:
-        read_meta(tmp_path)
+        read_model_meta(tmp_path)
     assert message in str(e.value)
 
 
@@ -96,7 +96,7 @@ def test_a_class_named_like_an_output_column_is_refused_by_data_set_and_model(tm
     m.mkdir()
     (m / "model.json").write_text(json.dumps({"kind": "sed", "classes": ["a", name], "frontend": {}, "model": {}}))
     with pytest.raises(ModelError, match="reserved" if name else "empty class name"):
-        read_meta(m)
+        read_model_meta(m)
 
 
 # --- 11: a damaged prepared store ------------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ def test_ensemble_weights_of_1e308_are_refused_at_the_cli_and_normalise_in_the_l
     meta["weights"] = [0.0, 0.0]
     (ens / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="'weights'"):
-        read_meta(ens)
+        read_model_meta(ens)
 
 
 # --- 21: links leaving the model folder ------------------------------------------------------------------------------

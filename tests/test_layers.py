@@ -88,7 +88,7 @@ def test_config_checks_a_backbone_by_name_without_importing_the_network():
         "import sys\n"
         "from birdsed.config import Config\n"
         "Config().check()\n"
-        "from birdsed.model.meta import read_meta\n"
+        "from birdsed.model.meta import read_model_meta\n"
         "assert 'torch' not in sys.modules and 'timm' not in sys.modules, sorted(sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -60,3 +60,16 @@ def test_pretrained_model_round_trip(tmp_path):
     wave = torch.randn(1, 32000)
     with torch.no_grad():
         torch.testing.assert_close(m(wave)["clipwise"], back(wave)["clipwise"])
+
+
+def test_model_json_has_one_reader_and_it_is_typed(model_dir):
+    """Every reader goes through read_model_meta (a kind's typed metadata; `.raw` is what is written back): the old
+    dict helpers are gone."""
+    import birdsed.model.meta as meta
+    import birdsed.model.modeldir as modeldir
+
+    old = {"read_meta", "read_both", "default_output_of", "thresholds_of", "kind_of"}
+    assert not old & (set(vars(meta)) | set(vars(modeldir)))
+    typed = meta.read_model_meta(model_dir)
+    assert typed.kind == "sed" and typed.classes == ["x", "y"] and typed.default_output == "segmentwise"
+    assert typed.raw == json.loads((model_dir / "model.json").read_text())

@@ -21,7 +21,7 @@ from birdsed.evaluate.score import scores_report_from_files
 from birdsed.evaluate.submission import evaluate_submission
 from birdsed.evaluate.tune import TuneResult, tune_model
 from birdsed.infer.predict import run_predict
-from birdsed.model.meta import default_output_of, read_meta
+from birdsed.model.meta import read_model_meta
 from birdsed.train.run import train
 
 log = logging.getLogger(__name__)
@@ -96,5 +96,5 @@ def run_demo(
         run_dir=out / "run",
     )
     log.info("report written to %s", report)
-    output = default_output_of(read_meta(model_dir))
+    output = read_model_meta(model_dir).default_output
     return DemoResult(out, rep.row_f1, output, scores, tuned, time.perf_counter() - t0)

@@ -164,12 +164,12 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     from rich.table import Table
 
     from birdsed.evaluate.calibrate import calibrate, store_calibration
-    from birdsed.model.meta import default_output_of, read_meta
+    from birdsed.model.meta import read_model_meta
     from birdsed.review.verdicts import load_verdicts
 
-    meta = read_meta(a.model)
-    output = a.output or default_output_of(meta)
-    cal = calibrate(load_verdicts(a.verdicts), meta["classes"], a.precision, a.min_verdicts)
+    meta = read_model_meta(a.model)
+    output = a.output or meta.default_output
+    cal = calibrate(load_verdicts(a.verdicts), meta.classes, a.precision, a.min_verdicts)
     shown = Table(title=f"calibration at precision {a.precision:g} ({output}; prior strength lambda {cal.lam:.3g})")
     for c in ("species", "verdicts", "yes", "threshold", "precision", "95 % CI", "yes above"):
         shown.add_column(c, justify="left" if c == "species" else "right", overflow="fold")

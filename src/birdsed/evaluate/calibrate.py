@@ -189,10 +189,10 @@ def store_calibration(model_dir, cal: Calibration, output: str) -> None:
     per-class thresholds of `output`, as tune stores thresholds (other classes keep theirs)."""
     from pathlib import Path
 
-    from birdsed.model.meta import read_meta, thresholds_of, write_meta
+    from birdsed.model.meta import read_model_meta, write_meta
 
-    meta = read_meta(model_dir)
-    thresholds = thresholds_of(Path(model_dir), meta)
+    typed = read_model_meta(model_dir)
+    meta, thresholds = dict(typed.raw), typed.thresholds
     own = thresholds.per_class.setdefault(output, {})
     for s in cal.calibrated:
         own[s.label] = s.threshold

@@ -35,7 +35,7 @@ from birdsed.errors import BirdsedError, ConfigError  # noqa: E402
 from birdsed.evaluate.palette import class_colours  # noqa: E402
 from birdsed.evaluate.panels import Band, RecordingView, recording_panels, short_name  # noqa: E402
 from birdsed.fsutil import write_text_atomic  # noqa: E402
-from birdsed.model.meta import read_meta  # noqa: E402
+from birdsed.model.meta import read_model_meta  # noqa: E402
 from birdsed.model.names import ClassNames, class_names  # noqa: E402
 from birdsed.review.links import REVIEW_PORT, review_base  # noqa: E402
 from birdsed.rows import DETECTION_COLUMNS, plain_cell  # noqa: E402
@@ -418,8 +418,9 @@ def build_report(
     drawn = files[:max_recordings]
     species = sorted(set(det["label"]) | {b.label for f in drawn for b in bands.get(f, [])})
     colours = class_colours(species, first=det["label"])
-    meta = read_meta(model_dir) if model_dir is not None and (model_dir / "model.json").is_file() else {}
-    names = class_names(list(meta["classes"]), meta) if meta.get("classes") else class_names(species)
+    has_model = model_dir is not None and (model_dir / "model.json").is_file()
+    meta = read_model_meta(model_dir) if has_model else None
+    names = class_names(meta.classes, meta.raw) if meta is not None else class_names(species)
     threshold = used.threshold if output == used.output else None
     parts = [
         "<h1>birdsed report</h1>"

@@ -21,7 +21,7 @@ from birdsed.evaluate.metrics import (
 )
 from birdsed.evaluate.submission import Unused, check_overlap
 from birdsed.kaggle.birdclef import macro_roc_auc, padded_cmap
-from birdsed.model.meta import default_output_of, model_digest, read_meta, thresholds_of
+from birdsed.model.meta import model_digest, read_model_meta
 from birdsed.rows import ROW_S, SCORE_META_COLUMNS
 from birdsed.truth import Truth, load_truth
 from birdsed.truth.events import match_events
@@ -179,10 +179,10 @@ def used_decision(scores_path: str | Path) -> UsedDecision:
                 model,
             )
     model_dir = Path(model)
-    if not (model_dir / "model.json").is_file() or model_digest(model_dir) != run.get("model_sha256"):
+    meta = read_model_meta(model_dir) if (model_dir / "model.json").is_file() else None
+    if meta is None or model_digest(model_dir, meta) != run.get("model_sha256"):
         return UsedDecision(source=f"model unknown ({model_dir} is not there or changed): the reference threshold")
-    meta = read_meta(model_dir)
-    kind, thresholds = default_output_of(meta), thresholds_of(model_dir, meta)
+    kind, thresholds = meta.default_output, meta.thresholds
     per_class = {c: t for c, t in thresholds.per_class.get(kind, {}).items() if t != thresholds.global_[kind]}
     return UsedDecision(kind, thresholds.global_[kind], per_class, f"{model_dir}'s stored thresholds", model)
 

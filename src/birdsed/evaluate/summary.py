@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.infer.decide import Thresholds
 from birdsed.infer.outputs import RUN_DECISION_KEY, DecisionOptions, decide_scores
-from birdsed.model.meta import default_output_of, model_digest, read_meta, thresholds_of
+from birdsed.model.meta import model_digest, read_model_meta
 from birdsed.model.names import class_names
 from birdsed.places import zone
 from birdsed.rows import SCORE_META_COLUMNS, plain_cell
@@ -95,10 +95,9 @@ def decision_of(pred: Path, output: str | None = None, threshold: float | None =
                 "presence: give --threshold"
             )
         return Decision(classes, options, Thresholds(), options.output or "clipwise", f"--threshold {threshold}")
-    meta = read_meta(model_dir)
+    meta = read_model_meta(model_dir)
     source = f"--threshold {options.threshold}" if options.threshold is not None else f"{model_dir}'s thresholds"
-    raw = json.loads((model_dir / "model.json").read_text())
-    return Decision(classes, options, thresholds_of(model_dir, meta), default_output_of(meta), source, raw)
+    return Decision(classes, options, meta.thresholds, meta.default_output, source, meta.raw)
 
 
 def _recorded_options(pred: Path) -> DecisionOptions:

@@ -15,7 +15,7 @@ from birdsed.data.manifest import read_dataset
 from birdsed.decisions import Thresholds
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.evaluate.metrics import DEFAULT_SWEEP, row_f1, sets_to_matrix
-from birdsed.model.meta import read_meta, thresholds_of, update_thresholds
+from birdsed.model.meta import read_model_meta, update_thresholds
 from birdsed.model.modeldir import load_model_dir
 
 log = logging.getLogger(__name__)
@@ -141,8 +141,8 @@ def tune_model(
     if not (math.isfinite(shrink) and shrink >= 0):
         raise ConfigError(f"tune shrink (--shrink) must be a finite number >= 0, got {shrink}")
     model_dir = Path(model_dir)
-    meta = read_meta(model_dir)
-    classes = meta["classes"]
+    meta = read_model_meta(model_dir)
+    classes = meta.classes
     if scores_path and truth_csv:
         al = align_files(scores_path, truth_csv, test_csv, strict=strict, **truth_kw)
         for line in al.unused.lines():
@@ -153,7 +153,7 @@ def tune_model(
         scores, true, classes = file_level_scores(model_dir, Path(data))
     else:
         raise BirdsedError("tune needs --scores and --truth, or --data")
-    result = tune(scores, true, classes, thresholds_of(model_dir, meta), shrink, per_class)
+    result = tune(scores, true, classes, meta.thresholds, shrink, per_class)
     if not dry_run:
         update_thresholds(model_dir, result.thresholds, result.best_output)
     return result

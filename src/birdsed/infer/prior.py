@@ -160,10 +160,10 @@ def model_labels(classes: list[str], meta: Any, model_dir: str | Path | None = N
     aliases = model_aliases(meta)
     own = dict(zip(classes, _birdnet_indices(meta) or []))
     if model_dir is not None and _kind(meta) == "ensemble":
-        from birdsed.model.meta import member_dirs, read_meta
+        from birdsed.model.meta import read_model_meta
 
-        for member in member_dirs(Path(model_dir), meta):
-            m = read_meta(member)
+        for member in meta["ensemble"]:  # the member folders, checked when model.json was read
+            m = read_model_meta(Path(model_dir) / member).raw
             for c, i in zip(m["classes"], _birdnet_indices(m) or []):
                 if i >= 0 and own.get(c, -1) < 0:
                     own[c] = i

@@ -33,10 +33,10 @@ def kaggle_dataset_folder(
     license_name: str = "CC-BY-SA-4.0",
 ) -> Path:
     """A folder `kaggle datasets create -p` accepts: the model files and dataset-metadata.json."""
-    from birdsed.model.meta import copy_model_dir, read_meta
+    from birdsed.model.meta import copy_model_dir, read_model_meta
 
     model_dir, out = Path(model_dir), Path(out)
-    read_meta(model_dir)
+    read_model_meta(model_dir)  # a folder that is not a model is refused before anything is written
     if "/" not in dataset_id or len(dataset_id.split("/")) != 2 or not all(dataset_id.split("/")):
         raise BirdsedError(f"Kaggle data set id must be owner/slug, got {dataset_id!r}")
     copy_model_dir(model_dir, out)  # an ensemble's members travel inside it

@@ -16,13 +16,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from birdsed.config import DEFAULT_OUTPUT, OUTPUT_KINDS
 from birdsed.decisions import Thresholds
-from birdsed.errors import ConfigError, ModelError
+from birdsed.errors import ModelError
 from birdsed.fsutil import write_text_atomic
-from birdsed.model.kinds import MAX_MEMBERS, EnsembleMeta, ModelMeta, kind_of, parse_meta
+from birdsed.model.kinds import MAX_MEMBERS, EnsembleMeta, ModelMeta, parse_meta
 
-__all__ = ["MAX_MEMBERS", "kind_of"]
+__all__ = ["MAX_MEMBERS"]
 
 WEIGHTS = "weights.safetensors"
 
@@ -45,18 +44,9 @@ def own_file(model_dir: str | Path, name: str) -> Path:
 
 
 def read_model_meta(model_dir: str | Path) -> ModelMeta:
-    """model.json as its kind's typed metadata (model/kinds.py), every value checked."""
-    return read_both(model_dir)[1]
-
-
-def read_meta(model_dir: str | Path) -> dict[str, Any]:
-    """model.json as read (the dict update_thresholds writes back), after its kind's checks passed."""
-    return read_both(model_dir)[0]
-
-
-def read_both(model_dir: str | Path) -> tuple[dict[str, Any], ModelMeta]:
-    """model.json as read and as its kind's typed metadata: a ModelError naming the file and what is wrong (no JSON,
-    nested too deeply, a key missing, a value of the wrong type or out of range, a link out of the folder)."""
+    """model.json as its kind's typed metadata (model/kinds.py), every value checked (`.raw`: as read, what is
+    written back): a ModelError naming the file and what is wrong (no JSON, nested too deeply, a key missing, a value
+    of the wrong type or out of range, a link out of the folder). The one reader of model.json."""
     path = own_file(model_dir, META)
     if not path.is_file():
         raise ModelError(f"{model_dir}: not a model directory (no {META})")
@@ -68,24 +58,7 @@ def read_both(model_dir: str | Path) -> tuple[dict[str, Any], ModelMeta]:
         raise ModelError(f"{path}: nested too deeply to be a model.json") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise ModelError(f"{path}: not valid JSON ({e})") from e
-    return raw, parse_meta(path, raw)
-
-
-def default_output_of(meta: dict[str, Any]) -> str:
-    """The output kind predict decides on: model.json's default_output (set by tune), else DEFAULT_OUTPUT."""
-    kind = meta.get("default_output", DEFAULT_OUTPUT)
-    if kind not in OUTPUT_KINDS:
-        raise ModelError(f"model.json default_output {kind!r}: valid: {list(OUTPUT_KINDS)}")
-    return kind
-
-
-def thresholds_of(model_dir: Path, meta: dict[str, Any]) -> Thresholds:
-    """model.json's thresholds and the calibration `calibrate` stored beside them, checked (thresholds numbers in
-    [0, 1]; a ModelError naming the file)."""
-    try:
-        return Thresholds.of_model(meta)
-    except ConfigError as e:
-        raise ModelError(f"{Path(model_dir) / META}: {e}") from None
+    return parse_meta(path, raw)
 
 
 def write_meta(out: Path, meta: dict[str, Any]) -> None:
@@ -94,12 +67,9 @@ def write_meta(out: Path, meta: dict[str, Any]) -> None:
     write_text_atomic(out / META, json.dumps(meta, indent=2))
 
 
-def member_dirs(model_dir: Path, meta: dict[str, Any] | EnsembleMeta) -> list[Path]:
+def member_dirs(model_dir: Path, meta: EnsembleMeta) -> list[Path]:
     """An ensemble's member folders (their names checked by model/kinds.py), each inside the ensemble's folder."""
-    typed = meta if isinstance(meta, EnsembleMeta) else parse_meta(Path(model_dir) / META, meta)
-    if not isinstance(typed, EnsembleMeta):
-        raise ModelError(f"{model_dir / META}: not an ensemble")
-    return [model_dir / n for n in typed.members]
+    return [model_dir / n for n in meta.members]
 
 
 def model_digest(model_dir: str | Path, meta: ModelMeta | None = None) -> str:
@@ -126,19 +96,19 @@ def copy_model_dir(model_dir: str | Path, out: str | Path) -> None:
     """Copy a model directory's files (an ensemble's members inside it) into `out`; links and stray folders are not
     followed."""
     model_dir, out = Path(model_dir), Path(out)
-    meta = read_meta(model_dir)
+    meta = read_model_meta(model_dir)
     out.mkdir(parents=True, exist_ok=True)
     for f in sorted(model_dir.iterdir()):
         if f.is_file() and not f.is_symlink():
             shutil.copy2(f, out / f.name)
-    if kind_of(meta) == "ensemble":
+    if isinstance(meta, EnsembleMeta):
         for d in member_dirs(model_dir, meta):
             copy_model_dir(d, out / d.relative_to(model_dir))
 
 
 def update_thresholds(model_dir: str | Path, thresholds: Thresholds, default_output: str | None = None) -> None:
     """Store tuned thresholds (and the output kind predict should decide on) in model.json."""
-    meta = read_meta(model_dir)
+    meta = dict(read_model_meta(model_dir).raw)
     meta["thresholds"] = thresholds.to_dict()
     if default_output:
         meta["default_output"] = default_output

@@ -38,11 +38,8 @@ from birdsed.model.meta import (
     META,
     WEIGHTS,
     copy_model_dir,
-    default_output_of,
-    kind_of,
     member_dirs,
     own_file,
-    read_both,
     read_model_meta,
     write_meta,
 )
@@ -111,13 +108,14 @@ def load_detector(model_dir: str | Path, meta: ModelMeta | None = None) -> Detec
 
 
 def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Detector, Thresholds, dict]:
-    """Rebuild the model of any kind from its directory alone; returns (model in eval mode, thresholds, meta)."""
+    """Rebuild the model of any kind from its directory alone; returns (model in eval mode, thresholds, model.json as
+    read: read_model_meta(...).raw)."""
     model_dir = Path(model_dir)
-    raw, meta = read_both(model_dir)
-    model = KINDS[meta.kind].loader()(model_dir, meta)
+    meta = read_model_meta(model_dir)
+    model = load_detector(model_dir, meta)
     if isinstance(model, torch.nn.Module):
         model = model.to(device)
-    return model, meta.thresholds, raw
+    return model, meta.thresholds, meta.raw
 
 
 def save_model_dir(
@@ -155,13 +153,13 @@ def save_ensemble(model_dirs: list[str | Path], out: str | Path, weights: list[f
         raise ModelError("an ensemble needs at least two model directories")
     if len(model_dirs) > MAX_MEMBERS:
         raise ModelError(f"{len(model_dirs)} members; an ensemble holds at most {MAX_MEMBERS}")
-    loaded = [load_model_dir(d) for d in model_dirs]  # checks each member whole before anything is written
-    for d, (_, _, meta) in zip(model_dirs, loaded):
-        if kind_of(meta) == "ensemble":
+    metas = [read_model_meta(d) for d in model_dirs]
+    for d, m in zip(model_dirs, metas):
+        if m.kind == "ensemble":
             raise ModelError(f"{d} is an ensemble already; give its members instead")
-    ens = Ensemble([model for model, _, _ in loaded], weights)
+    # each member loaded whole before anything is written
+    ens = Ensemble([load_detector(d, m) for d, m in zip(model_dirs, metas)], weights)
     names = [f"{MEMBERS}/{i}" for i in range(len(model_dirs))]
-    metas = [meta for _, _, meta in loaded]
     meta = {
         "birdsed_version": __version__,
         "kind": "ensemble",
@@ -170,15 +168,15 @@ def save_ensemble(model_dirs: list[str | Path], out: str | Path, weights: list[f
         "classes": ens.classes,
         "model": {
             "members": len(names),
-            "kinds": [kind_of(m) for m in metas],
-            "backbones": [m.get("model", {}).get("backbone", kind_of(m)) for m in metas],
+            "kinds": [m.kind for m in metas],
+            "backbones": [m.raw.get("model", {}).get("backbone", m.kind) for m in metas],
         },
-        "thresholds": mean_thresholds([thr for _, thr, _ in loaded], ens.classes).to_dict(),
-        "default_output": default_output_of(metas[0]),
+        "thresholds": mean_thresholds([m.thresholds for m in metas], ens.classes).to_dict(),
+        "default_output": metas[0].default_output,
         "sources": [str(Path(d).resolve()) for d in model_dirs],
     }
-    if "frontend" in metas[0]:
-        meta["frontend"] = metas[0]["frontend"]
+    if "frontend" in metas[0].raw:
+        meta["frontend"] = metas[0].raw["frontend"]
     with atomic_dir(out) as tmp:
         for d, name in zip(map(Path, model_dirs), names):
             copy_model_dir(d, tmp / name)

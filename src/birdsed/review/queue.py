@@ -271,9 +271,9 @@ def _read_scores(
 
 
 def _default_output(model_dir: Path) -> str:
-    from birdsed.model.meta import default_output_of, read_meta
+    from birdsed.model.meta import read_model_meta
 
     try:
-        return default_output_of(read_meta(model_dir))
+        return read_model_meta(model_dir).default_output
     except BirdsedError:
         return DEFAULT_OUTPUT

@@ -284,7 +284,8 @@ def db_info(model_dir: Path, model, meta: dict, window_s: float, hop_s: float) -
     """What this model's embeddings are (db.json); a ModelError for a kind of model that gives none."""
     from birdsed.errors import ModelError
     from birdsed.model.detector import can_embed
-    from birdsed.model.meta import kind_of, model_digest
+    from birdsed.model.kinds import kind_of
+    from birdsed.model.meta import model_digest
 
     kind = kind_of(meta)
     if not can_embed(model):

@@ -148,12 +148,12 @@ def pseudo_label(
     """Score unlabelled recordings with any model directory (predict: streamed, resumable, bad files reported) and
     write out/pseudo_labels.parquet. Returns (its path, predict's summary)."""
     from birdsed.infer.predict import run_predict
-    from birdsed.model.meta import model_digest, read_meta
+    from birdsed.model.meta import model_digest, read_model_meta
 
     opts.check()
     out = Path(out)
     summary = run_predict(model_dir, inputs, out, **predict_kw)
-    classes = read_meta(model_dir)["classes"]
+    classes = read_model_meta(model_dir).classes
     table = soft_label_table(pd.read_parquet(out / "scores.parquet"), classes, opts)
     meta = {
         "model_sha256": model_digest(model_dir),
