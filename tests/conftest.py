@@ -48,6 +48,8 @@ def tiny_model(folder: Path, classes: list[str]) -> Path:
 # of tiny batches, no loader process. Add what a test needs (`[*FAST, "train.max_steps=3"]`).
 FAST = ["train.epochs=3", "train.batch_size=4", "train.workers=0", "data.balance_min=4", "data.val_windows=1"]
 FAST_SET = [x for kv in FAST for x in ("--set", kv)]  # the same as CLI options
+# the session's trained model (trained_run): three steps of batches of eight
+TRAINED = [*FAST, "train.epochs=5", "train.max_steps=3", "train.batch_size=8"]
 
 
 def run_cli(capsys, *argv) -> tuple[int, str]:
@@ -141,6 +143,17 @@ def birdnet_meta(**over) -> dict:
 def model_dir(tmp_path_factory) -> Path:
     """One untrained tiny SED model over classes x and y for the session: copy it before changing it."""
     return tiny_model(tmp_path_factory.mktemp("model") / "m", ["x", "y"])
+
+
+@pytest.fixture(scope="session")
+def trained_run(synth_data, tmp_path_factory) -> tuple[Path, Path]:
+    """(run folder, model directory) of the small preset trained on synth_data (TRAINED), once for the session, for
+    every test of what a trained model does: copy either before changing it."""
+    from birdsed.config import apply_overrides, load_config
+    from birdsed.train.run import train
+
+    run = tmp_path_factory.mktemp("trained") / "run"
+    return run, train(synth_data, apply_overrides(load_config("small"), TRAINED), run, quiet=True)
 
 
 @pytest.fixture

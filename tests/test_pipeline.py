@@ -1,6 +1,7 @@
 """The real pipeline end to end on a tiny synthetic set: train -> model dir -> predict -> evaluate -> tune."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TRAINED
 
 from birdsed.cli import build_parser, main
 from birdsed.config import apply_overrides, load_config
@@ -19,26 +21,9 @@ from birdsed.rows import DETECTION_COLUMNS, DETECTION_NAME_COLUMNS, DETECTION_PL
 from birdsed.train.data import load_train_data
 from birdsed.train.run import train
 
-FAST = [
-    "train.epochs=5",
-    "train.max_steps=3",
-    "train.batch_size=8",
-    "train.workers=0",
-    "data.balance_min=4",
-    "data.val_windows=1",
-]
 
-
-@pytest.fixture(scope="module")
-def trained(synth_data, tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    cfg = apply_overrides(load_config("small"), FAST)
-    model_dir = train(synth_data, cfg, run, quiet=True)
-    return run, model_dir
-
-
-def test_train_writes_run_folder_and_model_loads_back(trained):
-    run, model_dir = trained
+def test_train_writes_run_folder_and_model_loads_back(trained_run):
+    run, model_dir = trained_run
     assert (run / "config.yaml").is_file() and (run / "metrics.csv").is_file()
     assert (run / "checkpoints" / "last.ckpt").is_file()
     metrics = pd.read_csv(run / "metrics.csv")
@@ -67,9 +52,10 @@ def load_config_dict(run):
     return yaml.safe_load((run / "config.yaml").read_text())
 
 
-def test_resume_continues_from_saved_step(trained, synth_data):
-    run, _ = trained
-    cfg = apply_overrides(load_config("small"), [*FAST, "train.max_steps=5", "train.epochs=10"])
+def test_resume_continues_from_saved_step(trained_run, synth_data, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run[0], run)  # the session's run stays as it is
+    cfg = apply_overrides(load_config("small"), [*TRAINED, "train.max_steps=5", "train.epochs=10"])
     model_dir = train(synth_data, cfg, run, resume=True, quiet=True)
     meta = json.loads((model_dir / "model.json").read_text())
     assert meta["train"]["steps"] == 5
@@ -79,7 +65,7 @@ def test_resume_continues_from_saved_step(trained, synth_data):
 
 def test_resume_without_checkpoint_is_an_error(synth_data, tmp_path):
     with pytest.raises(ConfigError, match="no checkpoint"):
-        train(synth_data, apply_overrides(load_config("small"), FAST), tmp_path, resume=True, quiet=True)
+        train(synth_data, apply_overrides(load_config("small"), TRAINED), tmp_path, resume=True, quiet=True)
 
 
 def test_corrupt_recording_is_skipped_and_reported(synth_data, tmp_path):
@@ -89,13 +75,13 @@ def test_corrupt_recording_is_skipped_and_reported(synth_data, tmp_path):
     shutil.copytree(synth_data, data)
     first = pd.read_csv(data / "train.csv").iloc[0]
     (data / "train_audio" / first["ebird_code"] / first["filename"]).write_bytes(b"corrupt" * 99)
-    train(data, apply_overrides(load_config("small"), FAST), tmp_path / "run", quiet=True)
+    train(data, apply_overrides(load_config("small"), TRAINED), tmp_path / "run", quiet=True)
     report = pd.read_csv(tmp_path / "run" / "store" / "report.csv")
     assert report["recording_id"].tolist() == [f"{first['ebird_code']}/{first['filename']}"]
 
 
-def test_predict_writes_every_output_and_resumes(trained, synth_data, tmp_path):
-    _, model_dir = trained
+def test_predict_writes_every_output_and_resumes(trained_run, synth_data, tmp_path):
+    _, model_dir = trained_run
     out = tmp_path / "pred"
     s = run_predict(
         model_dir,
@@ -161,10 +147,10 @@ def test_predict_writes_every_output_and_resumes(trained, synth_data, tmp_path):
     )
 
 
-def test_predict_folder_with_a_corrupt_file(trained, synth_data, tmp_path):
+def test_predict_folder_with_a_corrupt_file(trained_run, synth_data, tmp_path):
     import shutil
 
-    _, model_dir = trained
+    _, model_dir = trained_run
     folder = tmp_path / "in"
     shutil.copytree(synth_data / "test_audio", folder)
     (folder / "broken.mp3").write_bytes(b"ID3" + b"\x00" * 500)
@@ -176,19 +162,19 @@ def test_predict_folder_with_a_corrupt_file(trained, synth_data, tmp_path):
     assert pd.read_parquet(out / "scores.parquet")["file"].nunique() == 2
 
 
-def test_predict_refuses_another_models_folder(trained, synth_data, tmp_path):
-    _, model_dir = trained
+def test_predict_refuses_another_models_folder(trained_run, synth_data, tmp_path):
+    _, model_dir = trained_run
     run_predict(model_dir, [str(synth_data / "test_audio")], tmp_path, quiet=True, workers=0)
     with pytest.raises(ConfigError, match="another model or window setting"):
         run_predict(model_dir, [str(synth_data / "test_audio")], tmp_path, quiet=True, workers=0, hop_s=1.0)
 
 
-def test_predict_loops_short_recordings_as_the_model_trained(trained, tmp_path):
+def test_predict_loops_short_recordings_as_the_model_trained(trained_run, tmp_path):
     """The small preset crops short recordings looped (data.short_policy=loop): model.json says so, and predict
     fills a window with a short recording the same way unless told --short pad."""
     from conftest import write_audio
 
-    _, model_dir = trained
+    _, model_dir = trained_run
     assert json.loads((model_dir / "model.json").read_text())["short_policy"] == "loop"
     clip = str(write_audio(tmp_path / "short.wav", seconds=1.5, freq_hz=3000.0))
     scores = {}
@@ -202,8 +188,8 @@ def test_predict_loops_short_recordings_as_the_model_trained(trained, tmp_path):
     assert "short_policy" not in json.loads((tmp_path / "pred_None" / "run.json").read_text())  # as before
 
 
-def test_evaluate_and_tune_cli(trained, synth_data, tmp_path, capsys):
-    _, model_dir = trained
+def test_evaluate_and_tune_cli(trained_run, synth_data, tmp_path, capsys):
+    _, model_dir = trained_run
     out = tmp_path / "pred"
     run_predict(model_dir, [], out, test_csv=synth_data / "test.csv", quiet=True, workers=0)
     truth = synth_data / "test_labels.csv"
@@ -263,7 +249,7 @@ def test_ddp_two_cpu_processes(synth_data, tmp_path):
         "--strategy",
         "ddp",
         "--quiet",
-        *sum((["--set", o] for o in FAST), []),
+        *sum((["--set", o] for o in TRAINED), []),
         "--batch-size",
         "2",
     ]
@@ -274,12 +260,12 @@ def test_ddp_two_cpu_processes(synth_data, tmp_path):
     assert meta["train"]["steps"] == 3, meta["train"]
 
 
-def test_onnx_export_matches_pytorch_and_predict_backend(trained, synth_data, tmp_path):
+def test_onnx_export_matches_pytorch_and_predict_backend(trained_run, synth_data, tmp_path):
     import shutil
 
     from birdsed.model.export import export_onnx
 
-    _, model_dir = trained
+    _, model_dir = trained_run
     model_copy = tmp_path / "model"
     shutil.copytree(model_dir, model_copy)
     audio = sorted((synth_data / "test_audio").glob("*.mp3"))[0]
@@ -298,10 +284,10 @@ def test_onnx_export_matches_pytorch_and_predict_backend(trained, synth_data, tm
     assert not c.errors and np.abs(sa[classes].to_numpy() - sc[classes].to_numpy()).max() < 1e-3
 
 
-def test_onnx_backend_without_export_is_a_clear_error(trained, synth_data, tmp_path):
+def test_onnx_backend_without_export_is_a_clear_error(trained_run, synth_data, tmp_path):
     from birdsed.errors import ModelError
 
-    _, model_dir = trained
+    _, model_dir = trained_run
     with pytest.raises(ModelError, match="birdsed export"):
         run_predict(model_dir, [str(synth_data / "test_audio")], tmp_path, quiet=True, backend="onnx")
 
@@ -353,7 +339,7 @@ def test_kaggle_credentials_are_checked_first(tmp_path, monkeypatch):
     assert credentials_problem({"KAGGLE_USERNAME": "u", "KAGGLE_KEY": "k"}, home=tmp_path / "nowhere") is None
 
 
-def test_kaggle_download_and_publish_with_a_stand_in(trained, tmp_path, monkeypatch):
+def test_kaggle_download_and_publish_with_a_stand_in(trained_run, tmp_path, monkeypatch):
     from birdsed.kaggle.api import KaggleError, download, publish
 
     monkeypatch.setenv("KAGGLE_USERNAME", "me")
@@ -362,7 +348,7 @@ def test_kaggle_download_and_publish_with_a_stand_in(trained, tmp_path, monkeypa
     out = download(tmp_path / "data", client=api)
     assert (out / "train.csv").is_file() and not list(out.glob("*.zip"))
     assert api.calls == [("competition_download_files", "birdsong-recognition")]
-    _, model_dir = trained
+    _, model_dir = trained_run
     folder, action = publish(model_dir, "me/birdsed-test", folder=tmp_path / "ds", dry_run=True, client=api)
     meta = json.loads((folder / "dataset-metadata.json").read_text())
     assert action == "dry-run" and meta["id"] == "me/birdsed-test" and meta["licenses"]
@@ -383,8 +369,8 @@ def test_kaggle_download_and_publish_with_a_stand_in(trained, tmp_path, monkeypa
         publish(model_dir, "no-slash", folder=tmp_path / "x", dry_run=True)
 
 
-def test_export_cli_writes_kaggle_folder(trained, tmp_path):
-    _, model_dir = trained
+def test_export_cli_writes_kaggle_folder(trained_run, tmp_path):
+    _, model_dir = trained_run
     assert (
         main(["export", "--model", str(model_dir), "--kaggle-dataset", str(tmp_path / "k"), "--dataset", "me/m"]) == 0
     )
@@ -397,7 +383,7 @@ def test_recipe_options_train(synth_data, tmp_path):
     cfg = apply_overrides(
         load_config("small"),
         [
-            *FAST,
+            *TRAINED,
             "train.precision=bf16-mixed",
             "train.ema=true",
             "train.ema_decay=0.9",
@@ -414,7 +400,7 @@ def test_recipe_options_train(synth_data, tmp_path):
 
 def test_training_without_a_validation_split_keeps_the_last_epoch(synth_data, tmp_path):
     """data.val_fraction=0: every recording is trained on, nothing is validated, the last epoch's weights are saved."""
-    cfg = apply_overrides(load_config("small"), [*FAST, "data.val_fraction=0"])
+    cfg = apply_overrides(load_config("small"), [*TRAINED, "data.val_fraction=0"])
     model_dir = train(synth_data, cfg, tmp_path, quiet=True)
     model, _, meta = load_model_dir(model_dir)
     assert meta["train"]["steps"] == 3 and meta["train"]["best_score"] is None
@@ -439,7 +425,10 @@ def test_training_without_a_validation_split_keeps_the_last_epoch(synth_data, tm
 def test_a_value_out_of_range_is_a_clear_error_before_anything_is_written(synth_data, tmp_path, override, key):
     with pytest.raises(ConfigError, match=key):
         train(
-            synth_data, apply_overrides(load_config("small"), [*FAST, *override.split()]), tmp_path / "run", quiet=True
+            synth_data,
+            apply_overrides(load_config("small"), [*TRAINED, *override.split()]),
+            tmp_path / "run",
+            quiet=True,
         )
     assert not (tmp_path / "run").exists()
 
@@ -448,7 +437,7 @@ def test_subsample_bags_the_training_recordings_per_seed(synth_data, tmp_path):
     """data.subsample: each seed trains on its own stratified part of the training recordings, every label kept."""
 
     def bag(seed, fraction=0.5):
-        cfg = apply_overrides(load_config("small"), [*FAST, f"data.subsample={fraction}", f"train.seed={seed}"])
+        cfg = apply_overrides(load_config("small"), [*TRAINED, f"data.subsample={fraction}", f"train.seed={seed}"])
         return load_train_data(synth_data, tmp_path / "run", cfg)
 
     full, half, other = bag(0, 1.0), bag(0), bag(1)
@@ -463,7 +452,7 @@ def test_subsample_bags_the_training_recordings_per_seed(synth_data, tmp_path):
 def test_head_warm_up_then_fine_tune_with_frozen_batchnorm(synth_data, tmp_path):
     """LP-FT: the head warms up on frozen features, then fine-tuning leaves the backbone's BatchNorm statistics
     alone."""
-    cfg = apply_overrides(load_config("small"), [*FAST, "train.head_warmup_epochs=2", "train.freeze_bn=true"])
+    cfg = apply_overrides(load_config("small"), [*TRAINED, "train.head_warmup_epochs=2", "train.freeze_bn=true"])
     model_dir = train(synth_data, cfg, tmp_path, quiet=True)
     model, _, _ = load_model_dir(model_dir)
     fresh = torch.nn.BatchNorm2d(1)
@@ -474,10 +463,10 @@ def test_head_warm_up_then_fine_tune_with_frozen_batchnorm(synth_data, tmp_path)
         assert torch.isfinite(model(torch.randn(1, 32000))["clipwise"]).all()
 
 
-def test_label_files_of_recordings_with_the_same_name_do_not_collide(trained, synth_data, tmp_path):
+def test_label_files_of_recordings_with_the_same_name_do_not_collide(trained_run, synth_data, tmp_path):
     import shutil
 
-    _, model_dir = trained
+    _, model_dir = trained_run
     src = sorted((synth_data / "test_audio").glob("*.mp3"))[0]
     for d in ("a", "b"):
         (tmp_path / "in" / d).mkdir(parents=True)
@@ -489,9 +478,9 @@ def test_label_files_of_recordings_with_the_same_name_do_not_collide(trained, sy
     assert len(list((tmp_path / "out" / "audacity").glob("*.txt"))) == 2
 
 
-def test_predict_post_processing_options(trained, synth_data, tmp_path):
+def test_predict_post_processing_options(trained_run, synth_data, tmp_path):
     """--neighbour-smoothing and --max-birds through the whole predict path."""
-    _, model_dir = trained
+    _, model_dir = trained_run
     run_predict(
         model_dir,
         [],

@@ -4,13 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import write_audio
+from conftest import FAST, tiny_model, write_audio
 
 from birdsed.cli import main
-from birdsed.config import FrontendConfig, ModelConfig
 from birdsed.errors import ConfigError
-from birdsed.model.modeldir import save_model_dir
-from birdsed.model.sed import SEDModel
 from birdsed.train.pseudo import SoftLabelOptions, read_soft_labels, soft_label_table, soft_labels, write_soft_labels
 
 
@@ -82,11 +79,7 @@ def test_other_classes_are_refused_naming_them_and_missing_files_reported(tmp_pa
 
 
 def test_the_verb_writes_soft_labels_of_any_model(tmp_path, capsys):
-    torch.manual_seed(0)
-    model = save_model_dir(
-        SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), ["x", "y"]).eval(),
-        tmp_path / "m",
-    )
+    model = tiny_model(tmp_path / "m", ["x", "y"])
     write_audio(tmp_path / "in" / "a.wav", seconds=12.0)
     write_audio(tmp_path / "in" / "b.wav", seconds=7.0, freq_hz=3000)
     argv = [
@@ -157,19 +150,9 @@ def test_weighted_bce_weights_each_example():
     assert torch.allclose(only_first, bce(p[:1], y[:1]))
 
 
-def test_train_with_pseudo_labels_end_to_end(synth_data, tmp_path, capsys):
-    from birdsed.config import apply_overrides, load_config
-    from birdsed.train.run import train
-
-    fast = [
-        "train.epochs=2",
-        "train.max_steps=3",
-        "train.batch_size=8",
-        "train.workers=0",
-        "data.balance_min=4",
-        "data.val_windows=1",
-    ]
-    teacher = train(synth_data, apply_overrides(load_config("small"), fast), tmp_path / "teacher", quiet=True)
+def test_train_with_pseudo_labels_end_to_end(synth_data, trained_run, tmp_path, capsys):
+    _, teacher = trained_run
+    fast = [*FAST, "train.epochs=2", "train.max_steps=3", "train.batch_size=8"]
     assert (
         main(
             [
@@ -216,14 +199,7 @@ def test_train_with_pseudo_labels_end_to_end(synth_data, tmp_path, capsys):
 
 
 def test_self_train_rounds_and_resume(synth_data, tmp_path, capsys):
-    fast = [
-        "train.epochs=2",
-        "train.max_steps=2",
-        "train.batch_size=8",
-        "train.workers=0",
-        "data.balance_min=4",
-        "data.val_windows=1",
-    ]
+    fast = [*FAST, "train.epochs=2", "train.max_steps=2", "train.batch_size=8"]
     argv = [
         "self-train",
         "--data",
@@ -253,22 +229,11 @@ def test_self_train_rounds_and_resume(synth_data, tmp_path, capsys):
 
 
 def test_train_with_a_teacher_distils_its_soft_labels(synth_data, tmp_path, capsys):
-    torch.manual_seed(0)
     from birdsed.data.manifest import read_dataset
 
     classes = read_dataset(synth_data).classes
-    teacher = save_model_dir(
-        SEDModel(FrontendConfig(n_mels=32), ModelConfig(backbone="mobilenetv3_small_100"), classes).eval(),
-        tmp_path / "teacher",
-    )
-    fast = [
-        "train.epochs=1",
-        "train.max_steps=2",
-        "train.batch_size=8",
-        "train.workers=0",
-        "data.balance_min=4",
-        "data.val_windows=1",
-    ]
+    teacher = tiny_model(tmp_path / "teacher", classes)
+    fast = [*FAST, "train.epochs=1", "train.max_steps=2", "train.batch_size=8"]
     argv = [
         "train",
         "--data",

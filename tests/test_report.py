@@ -30,18 +30,11 @@ class _Collect(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def report_page(synth_data, tmp_path_factory):
-    from birdsed.config import apply_overrides, load_config
-    from birdsed.train.run import train
-
+def report_page(synth_data, trained_run, tmp_path_factory):
+    run, model_dir = trained_run
     tmp = tmp_path_factory.mktemp("report")
-    cfg = apply_overrides(
-        load_config("small"),
-        ["train.epochs=2", "train.max_steps=2", "train.batch_size=8", "train.workers=0", "data.balance_min=4"],
-    )
-    model_dir = train(synth_data, cfg, tmp / "run", quiet=True)
     run_predict(model_dir, [], tmp / "pred", test_csv=synth_data / "test.csv", quiet=True, workers=0)
-    page = build_report(tmp / "pred", truth=synth_data / "test_labels.csv", run_dir=tmp / "run", page_s=20.0)
+    page = build_report(tmp / "pred", truth=synth_data / "test_labels.csv", run_dir=run, page_s=20.0)
     return page
 
 
