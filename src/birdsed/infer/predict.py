@@ -45,15 +45,13 @@ from birdsed.infer.outputs import RUN_DECISION_KEY, DecisionOptions, OutputSpec
 from birdsed.infer.parts import part_paths, superseded
 from birdsed.infer.prior import PriorOptions
 from birdsed.infer.runners import ModelFacts, ScoringOptions, open_runner
-from birdsed.infer.scope import PARTS, RUN_FILES, FinishedRun, scope_of
+from birdsed.infer.scope import PARTS, FinishedRun, scope_of
 from birdsed.infer.transforms import ScoreTransform
 from birdsed.kaggle.birdclef import sample_columns
 from birdsed.kaggle.cornell import read_kaggle_test
 from birdsed.model.kinds import ModelMeta
 from birdsed.model.meta import model_digest, read_model_meta
 from birdsed.places import PlaceOptions, Places
-
-__all__ = ["RUN_FILES", "PredictOptions", "PredictSummary", "run_predict"]
 
 log = logging.getLogger(__name__)
 
