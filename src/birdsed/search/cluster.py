@@ -48,7 +48,7 @@ def embed_on_cluster(
     with ClusterRun(spec, model_dir) as run:
         client = run.client
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-        chunks = [c for c in partition(files, min(len(files), n_workers * run.chunks_per_worker)) if c]
+        chunks = [c for c in partition(files, min(len(files), n_workers * run.tasks_per_worker)) if c]
         futures = {
             client.submit(
                 embed_chunk,
