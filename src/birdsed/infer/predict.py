@@ -192,7 +192,7 @@ class PredictOptions:
             str(self.sample_submission) if self.sample_submission else None,
             self.names,
             self.places or PlaceOptions(),
-            None,  # the prior, once the model's classes are known (run_predict)
+            self.prior,  # fitted to the model's classes once they are known (run_predict)
             tuple(self.transforms),
         )
 
@@ -275,8 +275,8 @@ def run_predict(
             log.warning("%s", message)
         facts = runner.facts()
         scoring = opts.scoring(facts)
-        if opts.prior and opts.prior.on:
-            spec.prior = opts.prior.for_model(facts.classes, meta.raw, model_dir, resolved.places)
+        on = opts.prior and opts.prior.on
+        spec.prior = opts.prior.for_model(facts.classes, meta.raw, model_dir, resolved.places) if on else None
         out.mkdir(parents=True, exist_ok=True)
         part_of = part_paths(out / PARTS, files)  # named by each recording as it is now, before anything reads it
         with run_lock(out, scope.lock):
