@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from conftest import write_audio
 
+from birdsed.decisions import Thresholds
 from birdsed.infer.predict import PredictOptions, run_predict
 from birdsed.infer.transforms import ScoreTransform, score_transform
 
@@ -103,3 +104,19 @@ def test_run_predict_takes_one_options_object_or_its_fields_by_name(model_dir, t
     assert (tmp_path / "a" / "raven").is_dir() and (tmp_path / "b" / "raven").is_dir()
     with pytest.raises(TypeError):
         run_predict(model_dir, [str(audio)], tmp_path / "c", windows_s=3.0)  # not an option: refused, not ignored
+
+
+def test_the_prior_and_the_calibration_are_registered_transforms_a_shards_record_rebuilds():
+    from birdsed.decisions import ScoreCalibration
+    from birdsed.infer.outputs import OutputSpec
+    from birdsed.infer.prior import OccurrencePrior, PriorOptions
+    from birdsed.infer.transforms import SCORE_TRANSFORMS, CalibratedScores
+
+    assert {"prior", "calibrated"} <= set(SCORE_TRANSFORMS)
+    prior = OccurrencePrior(PriorOptions("soft", 0.5, week=17, labels=("Turdus merula_Eurasian Blackbird", "")))
+    calibrated = CalibratedScores(ScoreCalibration("att", (0.5, 2.0), {"x": (-1.0, 1.5)}))
+    spec = OutputSpec(transforms=(prior, calibrated))
+    assert OutputSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert spec.decision_record(["x"], Thresholds(), "segmentwise")["prior"] == prior.options.record()
+    old = {**OutputSpec().to_dict(), "prior": prior.options.to_dict()}  # recorded before the prior was a transform
+    assert OutputSpec.from_dict(old).transforms == (prior,)

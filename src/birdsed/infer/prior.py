@@ -11,36 +11,38 @@ occurrence at a place and week, computed once per (lat, lon, week) and cached. F
   off     the scores as the model gave them
 
 Classes that map to no BirdNET label keep their scores (named in a warning when the prior is set up); a model none of
-whose classes maps is refused. An `OccurrencePrior` is the transform: called with one recording's scores
-[shape=(n_rows, K)] and its Place, it gives the adjusted scores. `adjust_table` applies it to a batch of whole
-recordings of scores.parquet rows and gives the model's own scores back as rows of output "<kind>_raw"
-(rows.raw_output), so scores.parquet keeps both while the decisions use the adjusted ones.
+whose classes maps is refused. `OccurrencePrior(options)` is the transform, one registered score transform
+(infer/transforms.py, "prior"; predict puts it first): called with one recording's scores [shape=(n_rows, K)] and its
+Place, it gives the adjusted scores; applied to a block of whole recordings' scores.parquet rows (apply), each
+recording's at its own place, and it keeps the model's own scores as rows of output "<kind>_raw" (rows.raw_output),
+so scores.parquet holds both while the decisions use the adjusted ones.
 
 Where and when a recording is: its own place and start time from places.py (a row of the sites table or `--site
 LAT,LON`; the start from its name or the table), turned into BirdNET's place and week by `recording_place` (the week
 of its start date; `--week`, default all year, when its date is unknown). `PriorOptions.places_for` does that for
-every recording and refuses the prior, naming them, for recordings without a place; `OccurrencePrior(options,
-place_of)` takes the file -> Place function it gives.
+every recording (of a block: from their RecordingContext's place) and refuses the prior, naming them, for recordings
+without a place.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+import pandas as pd
 
 from birdsed.config.choices import DEFAULT_MIN_OCCURRENCE, DEFAULT_PRIOR_WEIGHT, MAX_PRIOR_WEIGHT, PRIORS
 from birdsed.errors import ConfigError
+from birdsed.infer.transforms import ScoreTransform, score_transform
+from birdsed.infer.writers import RecordingContext
 from birdsed.model.birdnet_range import ALL_YEAR, WEEKS, Place, filter_scores, label_occurrence, soft_prior, week_of
 from birdsed.places import RecordingPlace
-from birdsed.rows import RAW_SUFFIX, SCORE_META_COLUMNS
+from birdsed.rows import RAW_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -197,16 +199,16 @@ def recording_place(lat: float | None, lon: float | None, start: date | None, we
     return Place(float(lat), float(lon), week_of(start.month, start.day) if start is not None else week)
 
 
-class OccurrencePrior:
-    """The transform: one recording's scores [shape=(n_rows, K)] and its Place -> the scores under the prior."""
+@score_transform("prior")
+@dataclass(frozen=True)
+class OccurrencePrior(ScoreTransform):
+    """The transform (transforms.ScoreTransform, before the decision): a block's rows, each recording's at its own
+    place and week (its RecordingContext's place: recording_place), under the prior; called with one recording's
+    scores [shape=(n_rows, K)] and its Place, that recording's. scores.parquet keeps the model's own scores as rows
+    of output "<kind>_raw" (rows.raw_output)."""
 
-    def __init__(self, options: PriorOptions, place_of: Callable[[str], Place | None] | None = None):
-        """place_of: each recording's place and week (PriorOptions.places_for), for adjust_table; a recording it
-        gives no place keeps its scores."""
-        self.options = options
-        self.place_of = place_of or (lambda _file: None)
-        self._labels = options.labels
-        self._by_place: dict[Place, np.ndarray] = {}
+    options: PriorOptions
+    _by_place: dict[Place, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def occurrence(self, place: Place) -> np.ndarray:
         """Each class's occurrence at `place` [shape=(K,)], NaN for a class without a BirdNET label; cached."""
@@ -216,7 +218,7 @@ class OccurrencePrior:
             position = {lab: i for i, lab in enumerate(read_labels())}
             per_label = label_occurrence(place)  # (6522,)
             self._by_place[place] = np.array(
-                [per_label[position[lab]] if lab else np.nan for lab in self._labels], np.float32
+                [per_label[position[lab]] if lab else np.nan for lab in self.options.labels], np.float32
             )
         return self._by_place[place]
 
@@ -229,22 +231,26 @@ class OccurrencePrior:
             return filter_scores(scores, occ, self.options.min_occurrence)
         return soft_prior(scores, occ, self.options.weight)
 
-    def adjust_table(
-        self, table: pa.Table, files: list[str], n_rows: list[int], classes: list[str]
-    ) -> tuple[pa.Table, pa.Table]:
-        """A batch of whole recordings' scores.parquet rows (files[j] has the next n_rows[j] rows) -> (the same rows
-        with the prior's scores, the model's own scores as rows of output "<kind>_raw")."""
-        values = np.column_stack([table[c].to_numpy() for c in classes]).astype(np.float32)  # (N, K)
-        ends = np.cumsum(n_rows)
-        for f, end, n in zip(files, ends, n_rows):
-            values[end - n : end] = self(values[end - n : end], self.place_of(f))
-        schema = table.schema
-        adjusted = pa.Table.from_arrays(
-            [table[c] for c in SCORE_META_COLUMNS]
-            + [pa.array(values[:, k], type=schema.field(c).type) for k, c in enumerate(classes)],
-            schema=schema,
-        )
-        kind_type = schema.field("output").type
-        raw_kind = pc.binary_join_element_wise(table["output"].cast(pa.string()), RAW_SUFFIX, "")
-        raw = table.set_column(schema.get_field_index("output"), "output", raw_kind.cast(kind_type))
-        return adjusted, raw
+    def apply(self, scores: pd.DataFrame, classes: list[str], contexts: list[RecordingContext]) -> pd.DataFrame:
+        """Each recording's rows at its place and week; a recording without a place refused (places_for)."""
+        where = self.options.places_for({c.file: c.place for c in contexts})
+        values = scores[classes].to_numpy(np.float32, copy=True)  # (N, K)
+        for file, rows in scores.groupby("file", sort=False, observed=True).indices.items():
+            values[rows] = self(values[rows], where.get(file))
+        out = scores.copy()
+        out[classes] = values
+        return out
+
+    def kept(self, before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+        """The model's own scores, as rows of output "<kind>_raw"."""
+        return before.assign(output=before["output"].astype(str) + RAW_SUFFIX)
+
+    def record(self) -> dict[str, Any]:
+        return {"prior": self.options.record()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.options.to_dict()}
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> OccurrencePrior:
+        return cls(PriorOptions.from_dict(settings))
