@@ -7,18 +7,14 @@ from pathlib import Path
 
 from birdsed.cli.registry import batch_status, console, verb
 from birdsed.cli.values import cores_cap, count, lat_lon, number
+from birdsed.cli.windowing import add_window_options
 from birdsed.config import (
     BACKENDS,
     COMPETITIONS,
-    DEVICES,
-    MAX_WINDOW_S,
-    MIN_HOP_S,
-    MIN_WINDOW_S,
     OUTPUT_FORMATS,
     OUTPUT_KINDS,
     POOLINGS,
     PRECISIONS,
-    SHORT_POLICIES,
     SMOOTHINGS,
     SPECIES_NAMES,
 )
@@ -56,16 +52,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
         "tcp://HOST:PORT (a running scheduler) or FILE.yaml (dask-jobqueue: SLURM, PBS, SGE, LSF); needs "
         "pip install 'birdsed[cluster]'",
     )
-    p.add_argument(
-        "--window-s",
-        type=number(MIN_WINDOW_S, MAX_WINDOW_S),
-        help=f"window length, {MIN_WINDOW_S:g} to {MAX_WINDOW_S:g} s (default: the model's: 5 s, BirdNET 3 s)",
-    )
-    p.add_argument(
-        "--hop-s",
-        type=number(MIN_HOP_S, MAX_WINDOW_S),
-        help=f"hop between windows, {MIN_HOP_S:g} to {MAX_WINDOW_S:g} s (default: the model's: 2.5 s, BirdNET 3 s)",
-    )
+    add_window_options(p)
     p.add_argument(
         "--pooling",
         choices=POOLINGS,
@@ -73,12 +60,6 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
         help="row scores: max over overlapping windows (the seed), or over the head's time segments in the row",
     )
     p.add_argument("--output", choices=OUTPUT_KINDS, help="output to decide on (default: the model's)")
-    p.add_argument(
-        "--short",
-        choices=SHORT_POLICIES,
-        help="a recording shorter than a window: repeat it to fill the window, or zero-pad it "
-        "(default: as the model trained)",
-    )
     p.add_argument(
         "--threshold", type=number(0, 1), help="global threshold in [0, 1] (overrides the model's, per-class ones too)"
     )
@@ -132,8 +113,6 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
         help="the recorders' clock: an IANA name (Europe/Paris), UTC or an offset (+02:00) (default: the sites "
         "table's timezone column, else UTC, AudioMoth's clock)",
     )
-    p.add_argument("--batch-size", type=count(1, 65536), default=64, help="windows per forward pass (1 to 65536)")
-    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument(
         "--precision",
         default="auto",

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from birdsed.cli.registry import batch_status, console, verb
 from birdsed.cli.values import cores_cap, count, number
-from birdsed.config import DEVICES, OUTPUT_KINDS, SHORT_POLICIES, preset_names
+from birdsed.cli.windowing import add_window_options
+from birdsed.config import OUTPUT_KINDS, preset_names
 
 
 def _add_soft_label_options(p: argparse.ArgumentParser) -> None:
@@ -35,13 +36,7 @@ def _add_pseudo_label(p: argparse.ArgumentParser) -> None:
         "--out", type=Path, required=True, help="output folder (a re-run resumes); writes pseudo_labels.parquet"
     )
     _add_soft_label_options(p)
-    p.add_argument("--window-s", type=number(0.1, 3600), help="window length (default: the model's)")
-    p.add_argument("--hop-s", type=number(0.01, 3600), help="hop between windows (default: the model's)")
-    p.add_argument(
-        "--short", choices=SHORT_POLICIES, help="recordings shorter than a window (default: as the model trained)"
-    )
-    p.add_argument("--batch-size", type=count(1, 65_536), default=64)
-    p.add_argument("--device", default="auto", choices=DEVICES)
+    add_window_options(p)
     p.add_argument("--workers", type=count(0, cores_cap()), help="decoding processes (default as predict)")
     p.add_argument("--quiet", action="store_true")
 

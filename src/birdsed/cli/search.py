@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 from birdsed.cli.registry import batch_status, console, verb
-from birdsed.cli.values import cores_cap, count, number
-from birdsed.config import DEVICES, MAX_WINDOW_S, MIN_HOP_S, MIN_WINDOW_S, PRECISIONS, SHORT_POLICIES
+from birdsed.cli.values import cores_cap, count
+from birdsed.cli.windowing import add_window_options
+from birdsed.config import DEVICES, PRECISIONS
 
 MAX_K = 100_000  # search.query.MAX_K (not imported here: --help loads no numpy)
 
@@ -30,19 +31,7 @@ def _add_embed(p: argparse.ArgumentParser) -> None:
         help="embed on a dask.distributed cluster: local:N, tcp://HOST:PORT or FILE.yaml (as predict --cluster; "
         "pip install 'birdsed[cluster]')",
     )
-    p.add_argument(
-        "--window-s",
-        type=number(MIN_WINDOW_S, MAX_WINDOW_S),
-        help=f"window length, {MIN_WINDOW_S:g} to {MAX_WINDOW_S:g} s (default: the model's: 5 s, BirdNET 3 s)",
-    )
-    p.add_argument(
-        "--hop-s",
-        type=number(MIN_HOP_S, MAX_WINDOW_S),
-        help=f"hop between windows, {MIN_HOP_S:g} to {MAX_WINDOW_S:g} s (default: the model's: 2.5 s, BirdNET 3 s)",
-    )
-    p.add_argument("--short", choices=SHORT_POLICIES, help="a recording shorter than a window: loop or zero-pad it")
-    p.add_argument("--batch-size", type=count(1, 65536), default=64, help="windows per forward pass (1 to 65536)")
-    p.add_argument("--device", default="auto", choices=DEVICES)
+    add_window_options(p)
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: bf16 on CUDA, fp32 on CPU")
     p.add_argument("--workers", type=count(0, cores_cap()), help=f"decoding processes, 0 to {cores_cap()}")
     p.add_argument("--quiet", action="store_true")
