@@ -7,7 +7,7 @@ from pathlib import Path
 
 from birdsed.cli.registry import batch_status, console, verb
 from birdsed.cli.values import cores_cap, count, lat_lon, number
-from birdsed.cli.windowing import add_window_options
+from birdsed.cli.windowing import add_window_options, window_arguments
 from birdsed.config import (
     BACKENDS,
     COMPETITIONS,
@@ -197,14 +197,10 @@ def cmd_predict(a: argparse.Namespace) -> int:
         sample_submission=sample,
         formats=tuple(a.format),
         decision=DecisionOptions(a.output, a.threshold, a.max_birds, a.neighbour_smoothing, a.calibrated),
-        window_s=a.window_s,
-        hop_s=a.hop_s,
-        batch_size=a.batch_size,
         workers=a.workers,
-        device=a.device,
+        **window_arguments(a),
         pooling=a.pooling,
         precision=a.precision,
-        short_policy=a.short,
         backend=a.backend,
         shard=a.shard,
         cluster=a.cluster,

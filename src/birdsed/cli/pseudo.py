@@ -7,7 +7,7 @@ from pathlib import Path
 
 from birdsed.cli.registry import batch_status, console, verb
 from birdsed.cli.values import cores_cap, count, number
-from birdsed.cli.windowing import add_window_options
+from birdsed.cli.windowing import add_window_options, window_arguments
 from birdsed.config import OUTPUT_KINDS, preset_names
 
 
@@ -56,13 +56,9 @@ def cmd_pseudo_label(a: argparse.Namespace) -> int:
         a.inputs,
         a.out,
         opts,
-        window_s=a.window_s,
-        hop_s=a.hop_s,
-        batch_size=a.batch_size,
         workers=a.workers,
-        device=a.device,
+        **window_arguments(a),
         quiet=a.quiet,
-        short_policy=a.short,
     )
     console.print(f"soft labels of {s.n_files - len(s.errors)} recording(s) written to {path}")
     return batch_status(len(s.errors), s.out / "errors.csv")

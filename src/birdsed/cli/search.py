@@ -7,7 +7,7 @@ from pathlib import Path
 
 from birdsed.cli.registry import batch_status, console, verb
 from birdsed.cli.values import cores_cap, count
-from birdsed.cli.windowing import add_window_options
+from birdsed.cli.windowing import add_window_options, window_arguments
 from birdsed.config import DEVICES, PRECISIONS
 
 MAX_K = 100_000  # search.query.MAX_K (not imported here: --help loads no numpy)
@@ -50,13 +50,9 @@ def cmd_embed(a: argparse.Namespace) -> int:
         a.model,
         a.inputs,
         a.out,
-        window_s=a.window_s,
-        hop_s=a.hop_s,
-        batch_size=a.batch_size,
         workers=a.workers,
-        device=a.device,
+        **window_arguments(a),
         quiet=a.quiet,
-        short_policy=a.short,
         shard=a.shard,
         precision=a.precision,
         cluster=a.cluster,

@@ -29,3 +29,14 @@ def add_window_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=count(1, 65536), default=64, help="windows per forward pass (1 to 65536)")
     p.add_argument("--device", default="auto", choices=DEVICES)
+
+
+def window_arguments(a: argparse.Namespace) -> dict:
+    """What add_window_options parsed, as the keywords run_predict, run_embed and pseudo_label take."""
+    return {
+        "window_s": a.window_s,
+        "hop_s": a.hop_s,
+        "short_policy": a.short,
+        "batch_size": a.batch_size,
+        "device": a.device,
+    }
