@@ -166,7 +166,7 @@ def test_a_fine_tuning_run_resumes_after_its_last_epoch(synth_data, tmp_path):
         (["model.backbone=resnet18"], "model.freeze_backbone false .* 'resnet18' has no such backbone"),
         (["train.backbone_lr_scale=0"], r"train.backbone_lr_scale = 0.0: must be in \(0, 1\]"),
         (["train.backbone_lr_scale=2"], r"train.backbone_lr_scale = 2.0: must be in \(0, 1\]"),
-        (["data.embedding_views=2"], "data.embedding_views and data.pseudo apply to the frozen head"),
+        (["data.embedding_views=2"], "data.embedding_views and data.pseudo apply to cached features"),
     ],
 )
 def test_fine_tuning_settings_that_cannot_work_are_refused(over, match):

@@ -140,7 +140,7 @@ def test_planted_pickles_never_run(model_dir, tmp_path, capsys, synth_data):
     # as a cached BirdNET embedding: computed afresh, never unpickled
     cached = tmp_path / "cache" / "x.npy"
     plant_pickle(cached, marker)
-    assert EmbeddingCache.load(cached) is None
+    assert EmbeddingCache(tmp_path / "cache", 5.0, 1.0, "loop").load(cached) is None
     assert not marker.exists()
 
 

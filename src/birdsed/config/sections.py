@@ -122,6 +122,7 @@ class TrainConfig:
     warmup_frac: float = 0.05
     backbone_lr_scale: float = 0.03  # model.freeze_backbone false: BirdNET's weights learn at lr x this (NIPS4B best)
     backbone_train_from: float = 0.0  # model.freeze_backbone false: only BirdNET's layers from this depth (0-1) train
+    backbone_cache: bool = False  # model.freeze_backbone false: cache the frozen layers' output, train the rest (CPU)
     head_warmup_epochs: int = 0  # LP-FT: first train the head on the frozen backbone's features (head_warmup.py)
     head_warmup_lr: float = 1e-3
     head_warmup_views: int = 1  # >1: the warm-up cache also holds views - 1 augmented copies of each window
@@ -185,9 +186,16 @@ class Config:
                 f"model.birdnet_prior needs model.backbone birdnet, got {m.backbone!r}",
             ),
             (
-                m.freeze_backbone or (self.data.embedding_views == 1 and not self.data.pseudo),
-                "model.freeze_backbone false trains from audio: data.embedding_views and data.pseudo apply to the "
-                "frozen head's cached embeddings only",
+                m.freeze_backbone
+                or self.train.backbone_cache
+                or (self.data.embedding_views == 1 and not self.data.pseudo),
+                "model.freeze_backbone false trains from audio: data.embedding_views and data.pseudo apply to cached "
+                "features only (the frozen head's embeddings, or train.backbone_cache's)",
+            ),
+            (
+                not self.train.backbone_cache or (not m.freeze_backbone and self.train.backbone_train_from > 0),
+                "train.backbone_cache caches BirdNET's frozen layers to train the layers after them: it needs "
+                "model.freeze_backbone false and train.backbone_train_from > 0 (0.8: the last blocks train)",
             ),
             (
                 self.augment.lowpass_p <= 0 or f.compression == "db",

@@ -35,13 +35,15 @@ INFER_BATCH = 64  # sub-windows per forward pass at inference
 
 
 class FineTunedNet(nn.Module):
-    """(B, n_sub, 144000) sub-windows -> the head's output dict, BirdNET's port embedding each sub-window."""
+    """(B, n_sub, 144000) sub-windows -> the head's output dict, BirdNET's port embedding each sub-window; with
+    `cut` (train.backbone_cache), (B, n_sub, *shape) activations at that tensor of the port's graph instead, from
+    which only the layers after it run (the model it saves runs from audio all the same)."""
 
-    def __init__(self, backbone: BirdNETTorch, head: EmbeddingHead, train_from: float = 0.0):
+    def __init__(self, backbone: BirdNETTorch, head: EmbeddingHead, train_from: float = 0.0, cut: int | None = None):
         """train_from (train.backbone_train_from): only the port's weights at that depth of its graph or deeper
         (BirdNETTorch.parameter_depths) train; 0 all those the embedding depends on."""
         super().__init__()
-        self.backbone, self.head = backbone, head
+        self.backbone, self.head, self.cut = backbone, head, cut
         depth = backbone.parameter_depths()
         trainable = [p for k, p in backbone.embedding_parameters().items() if depth[k] >= train_from]
         for p in backbone.parameters():  # the classifier after the embedding gets no gradient: kept out of training
@@ -52,8 +54,13 @@ class FineTunedNet(nn.Module):
         b, n = subs.shape[:2]
         return self.backbone(subs.reshape(b * n, N_SAMPLES))[1].float().view(b, n, EMBED_DIM)
 
-    def forward(self, subs: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.head(self.embed(subs))
+    def embed_cut(self, acts: torch.Tensor) -> torch.Tensor:
+        """(B, n_sub, *shape) activations at self.cut -> (B, n_sub, 1024)."""
+        b, n = acts.shape[:2]
+        return self.backbone.embed_from(acts.flatten(0, 1), self.cut).float().view(b, n, EMBED_DIM)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.head(self.embed(x) if self.cut is None else self.embed_cut(x))
 
     def saved_state(self) -> dict[str, torch.Tensor]:
         """What the model directory keeps: the head's state and the port's weights the embedding depends on."""

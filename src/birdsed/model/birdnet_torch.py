@@ -343,14 +343,45 @@ class TFLiteModule(nn.Module):
         """b on a's device when a is a float tensor (an integer constant used in float arithmetic)."""
         return b.to(a.device) if b.device != a.device and a.is_floating_point() else b
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def producer(self, tensor: int) -> int:
+        """The index of the operator that computes `tensor` (-1: the graph's input)."""
+        if tensor in self.graph.inputs:
+            return -1
+        return next(n for n, op in enumerate(self.graph.ops) if tensor in op.outputs)
+
+    def cut_points(self) -> list[tuple[int, int]]:
+        """(operator n, tensor t) after the front end where t, computed by n, is the only computed tensor that the
+        operators after n read: the graph can be run in two parts there, forward(stop=t) then forward(x, start=t)."""
+        g, last, made, out = self.graph, {}, {}, []
+        for n, op in enumerate(g.ops):
+            for i in op.inputs:
+                last[i] = n
+            for i in op.outputs:
+                made[i] = n
+        for n in range(self.frontend_ops, len(g.ops) - 1):
+            live = [i for i, m in made.items() if m <= n and last.get(i, -1) > n and i not in g.constants]
+            if len(live) == 1 and made[live[0]] == n:
+                out.append((n, live[0]))
+        return out
+
+    def forward(
+        self, x: torch.Tensor, start: int | None = None, stop: int | None = None, shapes: dict | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """x: the graph's input, or with `start` (a cut point's tensor) that tensor's value, the operators after
+        it run; with `stop`, that tensor is returned (alone in the tuple) once computed. `shapes`, when given, gets
+        the shape of every tensor computed."""
         g = self.graph
+        if start is not None and start == stop:
+            return (x,)
         floats = {**dict(self.named_buffers()), **dict(self.named_parameters())}
         values: dict[int, torch.Tensor] = dict(self.ints)
         values.update({i: floats[f"c{i}"] for i in g.constants if f"c{i}" in floats})
         self._float = x.dtype
-        values[g.inputs[0]] = x
+        first = 0 if start is None else self.producer(start) + 1
+        values[g.inputs[0] if start is None else start] = x
         for n, op in enumerate(g.ops):
+            if n < first:
+                continue
             self._op_index = n
             if n == self.frontend_ops and self.frontend_hook is not None:
                 values[op.inputs[0]] = self.frontend_hook(values[op.inputs[0]])
@@ -363,6 +394,10 @@ class TFLiteModule(nn.Module):
                 raise ModelError(f"{g.source}: {op.kind} (operator {n}) failed: {e}") from e
             for i, v in zip(op.outputs, out if isinstance(out, list) else [out]):
                 values[i] = v
+                if shapes is not None:
+                    shapes[i] = tuple(v.shape)
+            if stop is not None and stop in op.outputs:
+                return (values[stop],)
             for i in self.free_after[n]:
                 values.pop(i, None)
         return tuple(values[i] for i in self.out_idx)
@@ -403,6 +438,40 @@ class BirdNETTorch(nn.Module):
             for i in op.inputs:
                 first.setdefault(f"c{i}", n)
         return {k: first[k.removeprefix("net.")] / len(g.ops) for k in self.embedding_parameters()}
+
+    def cut_before(self, train_from: float) -> int:
+        """Where the frozen layers are cut off from those that train (train.backbone_cache): of the cut points
+        (TFLiteModule.cut_points) before the first operator that reads a parameter at depth >= train_from
+        (parameter_depths), the one with the fewest values per window, the latest of equals (a block's output
+        rather than the wide tensors inside a block). Its tensor's index; ModelError when there is none."""
+        depth = self.parameter_depths()
+        first = min(
+            (round(d * len(self.net.graph.ops)) for d in depth.values() if d >= train_from),
+            default=len(self.net.graph.ops),
+        )
+        cuts = [t for n, t in self.net.cut_points() if n < first]
+        shapes: dict[int, tuple[int, ...]] = {}
+        with torch.no_grad():
+            self.net(torch.zeros(1, N_SAMPLES, device=next(self.parameters()).device), shapes=shapes)
+        cuts.sort(key=lambda t: (math.prod(shapes[t]), -self.net.producer(t)))
+        if not cuts:
+            raise ModelError(
+                f"train.backbone_train_from {train_from:g}: no layer of BirdNET's graph before that depth can be "
+                f"cached (the first cut point is at depth {self.net.cut_points()[0][0] / len(self.net.graph.ops):.2f})"
+            )
+        return cuts[0]
+
+    def run_to(self, x: torch.Tensor, cut: int) -> torch.Tensor:
+        """(B, 144000) windows -> (B, *shape) the activation at the cut tensor `cut` (cut_before)."""
+        if x.dim() != 2 or x.shape[1] != N_SAMPLES:
+            raise ModelError(f"BirdNET takes (batch, {N_SAMPLES}) windows at 48 kHz, got {tuple(x.shape)}")
+        with exact_fp32(x.device):
+            return self.net(x, stop=cut)[0]
+
+    def embed_from(self, a: torch.Tensor, cut: int) -> torch.Tensor:
+        """(B, *shape) activations at the cut tensor `cut` -> (B, 1024) embeddings (the layers after the cut)."""
+        with exact_fp32(a.device):
+            return self.net(a, start=cut, stop=self.net.graph.index(EMBEDDING_TENSOR))[0].reshape(len(a), -1)
 
     def save_state(self, path: str | Path, sha256: str) -> None:
         """The graph and the sha256 of the file it came from, to a file from_state_file reads (torch only)."""

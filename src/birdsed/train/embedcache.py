@@ -1,5 +1,7 @@
 """BirdNET embeddings of the training recordings, computed once and cached on disk (per recording and augmented
-view), and those of pseudo-labelled windows."""
+view), and those of pseudo-labelled windows. What is cached per 3 s sub-window is a `Features`: BirdNET's 1,024-d
+embedding (`Embeddings`, the frozen head's input), or the activation of BirdNET's frozen layers at a cut of its graph
+(`Trunk`, train.backbone_cache: the layers after the cut then train under the head)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import soxr
@@ -51,20 +54,70 @@ def augmented_view(x: np.ndarray, rid: str, view: int, sample_rate_hz: int = SAM
     return y
 
 
+class Features(Protocol):
+    """What the cache keeps per sub-window: `name` (part of the cache key, "" for the embedding), `shape` (of one
+    sub-window's value) and `compute` ((n, 144000) float32 sub-windows -> (n, *shape) float16)."""
+
+    name: str
+    shape: tuple[int, ...]
+
+    def compute(self, subs: np.ndarray, device: torch.device) -> np.ndarray: ...
+
+
+class Embeddings:
+    """BirdNET's (n, 1024) embeddings (birdnet.backend_for: LiteRT on the CPU, the torch port on CUDA), in fp32."""
+
+    name, shape = "", (EMBED_DIM,)
+
+    def compute(self, subs: np.ndarray, device: torch.device) -> np.ndarray:
+        return shared_runtime(True, device).embed(subs).astype(np.float16)
+
+
+class Trunk:
+    """The activation of the torch port's frozen layers at the cut tensor `cut` (BirdNETTorch.cut_before), in fp32,
+    kept as float16 (the embedding computed from it differs by < 1e-3 from the uncut port's)."""
+
+    BATCH = 32  # sub-windows per forward pass
+
+    def __init__(self, backbone, cut: int):
+        self.backbone, self.cut = backbone, cut
+        self.name = f"trunk:{backbone.net.graph.names[cut]}"
+        shapes: dict[int, tuple[int, ...]] = {}
+        with torch.no_grad():
+            backbone.net(torch.zeros(1, N_SAMPLES), stop=cut, shapes=shapes)
+        self.shape = shapes[cut][1:]
+
+    def compute(self, subs: np.ndarray, device: torch.device) -> np.ndarray:
+        self.backbone.to(device)
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(subs), self.BATCH):
+                x = torch.from_numpy(subs[i : i + self.BATCH]).to(device)
+                out.append(self.backbone.run_to(x, self.cut).cpu().numpy().astype(np.float16))
+        return np.concatenate(out)
+
+
 def subwindow_starts(n_samples: int, hop: int) -> np.ndarray:
     """Starts of the 3 s sub-windows wholly inside a recording of n_samples (>= one window), every hop."""
     return np.arange(0, n_samples - N_SAMPLES + 1, hop, dtype=np.int64)
 
 
 class EmbeddingCache:
-    """(n_sub, 1024) float16 BirdNET embeddings per recording of a store, computed once, kept as .npy files.
+    """(n_sub, *features.shape) float16 values per recording of a store (BirdNET's (n_sub, 1024) embeddings unless
+    `features` says otherwise), computed once, kept as .npy files.
 
     BirdNET runs on `device` (birdnet.backend_for: torch on CUDA, LiteRT on the CPU), always in fp32. The key does
     not name the backend: both give the same embeddings at the cache's float16 precision on real recordings
     (tests/test_birdnet_torch.py), so a cache written on a GPU serves a CPU run and back."""
 
     def __init__(
-        self, folder: Path, window_s: float, embed_hop_s: float, short_policy: str, device: torch.device | str = "cpu"
+        self,
+        folder: Path,
+        window_s: float,
+        embed_hop_s: float,
+        short_policy: str,
+        device: torch.device | str = "cpu",
+        features: Features | None = None,
     ):
         self.folder, self.window_s, self.embed_hop_s, self.short_policy = (
             Path(folder),
@@ -73,6 +126,7 @@ class EmbeddingCache:
             short_policy,
         )
         self.device = torch.device(device)
+        self.features: Features = features or Embeddings()
 
     def key(self, store: AudioStore, rid: str, view: int = 0) -> str:
         row = store.index.loc[rid]
@@ -88,6 +142,8 @@ class EmbeddingCache:
         }
         if view:
             stamp["view"] = [view, AUGMENT_VERSION]
+        if self.features.name:  # the embedding's keys stay as they were before other features existed
+            stamp["features"] = self.features.name
         return hashlib.sha1(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:20]
 
     def path(self, store: AudioStore, rid: str, view: int = 0) -> Path:
@@ -99,12 +155,11 @@ class EmbeddingCache:
         x = fit_to_window(x, int(round(self.window_s * SAMPLE_RATE_HZ)), self.short_policy)
         starts = subwindow_starts(len(x), int(round(self.embed_hop_s * SAMPLE_RATE_HZ)))
         subs = np.stack([x[s : s + N_SAMPLES] for s in starts])
-        return shared_runtime(True, self.device).embed(subs).astype(np.float16)
+        return self.features.compute(subs, self.device)
 
-    @staticmethod
-    def load(path: Path) -> np.ndarray | None:
-        """A cached (n_sub, 1024) array, or None (absent, or not what this cache writes: it is computed afresh;
-        nothing is unpickled)."""
+    def load(self, path: Path) -> np.ndarray | None:
+        """A cached (n_sub, *features.shape) array, or None (absent, or not what this cache writes: it is computed
+        afresh; nothing is unpickled)."""
         if not path.is_file():
             return None
         try:
@@ -112,7 +167,7 @@ class EmbeddingCache:
         except (ValueError, OSError, EOFError) as err:
             log.warning("%s: unreadable cached embedding (%s); computing it again", path, err)
             return None
-        if e.ndim != 2 or e.shape[1] != EMBED_DIM or not len(e):
+        if e.shape[1:] != tuple(self.features.shape) or not len(e):
             log.warning("%s: cached embedding of shape %s; computing it again", path, e.shape)
             return None
         return e

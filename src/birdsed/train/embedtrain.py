@@ -13,6 +13,14 @@ An epoch draws one crop of T' consecutive embeddings (a window_s crop) from each
 class balancing as for the CNNs), with secondary labels as targets, mixup on the embedding sequences
 (augment.mixup_p / mixup_alpha / mixup_union), AdamW with warm-up and cosine decay, BCE on the clipwise output.
 
+With model.freeze_backbone false and train.backbone_cache (`CachedTail`), the cache holds instead the activation
+of BirdNET's frozen layers (those before train.backbone_train_from) at a cut of the torch port's graph
+(BirdNETTorch.cut_before), and the layers after the cut train under the head, at train.lr x train.backbone_lr_scale,
+on train.device: fine-tuning BirdNET's last blocks in minutes on a CPU. Everything else is as above (crops of the
+cached sequences, views, mixup of the activations, pseudo-labels); SpecAugment needs BirdNET's spectrogram, before
+the cut, so it is not applied (fine-tuning from audio, finetune.py, applies it). The model it writes is the
+fine-tuned kind ("birdnet_finetuned"), which runs from audio.
+
 Pseudo-labels (data.pseudo, pseudo.py): every pseudo-labelled recording is embedded once too (its own store,
 RUN/pseudo_store; the same cache), and each epoch adds data.pseudo_items x the labelled items of its 5 s windows
 (the next ones of a seeded order), each the window's own sub-windows with its soft labels as targets, weighted
@@ -23,7 +31,9 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,8 +47,8 @@ from birdsed.evaluate.metrics import average_precision
 from birdsed.fsutil import atomic_path
 from birdsed.model.birdnet import EMBED_DIM, classifier_rows
 from birdsed.model.birdnet_labels import aliases_entry, dataset_aliases
-from birdsed.model.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows
-from birdsed.train.embedcache import EmbeddingCache, PseudoEmbeddings
+from birdsed.model.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows, save_head_dir
+from birdsed.train.embedcache import EmbeddingCache, Embeddings, Features, PseudoEmbeddings, Trunk
 from birdsed.train.loss import bce
 
 log = logging.getLogger(__name__)
@@ -47,9 +57,10 @@ log = logging.getLogger(__name__)
 def crop_batch(
     items: list[Item], emb: dict[str, np.ndarray], n_sub: int, hop_s: float, rng: np.random.Generator
 ) -> torch.Tensor:
-    """(B, n_sub, 1024): for each item, n_sub consecutive embeddings starting at a random sub-window in its
-    time range."""
-    out = np.empty((len(items), n_sub, EMBED_DIM), np.float32)
+    """(B, n_sub, *shape): for each item, n_sub consecutive cached values (embeddings (1024,), or a Trunk's
+    activations) starting at a random sub-window in its time range."""
+    shape = next(iter(emb.values())).shape[1:] if emb else (EMBED_DIM,)
+    out = np.empty((len(items), n_sub, *shape), np.float32)
     for b, it in enumerate(items):
         e = emb[it.recording_id]
         last = len(e) - n_sub  # the last start with n_sub embeddings after it
@@ -97,21 +108,132 @@ def birdnet_prior(head: EmbeddingHead, classes: list[str], aliases: dict[str, li
     )
 
 
+@dataclass
+class FrozenHead:
+    """The head alone on BirdNET's cached embeddings (the birdnet preset), trained on the CPU."""
+
+    head: EmbeddingHead
+    features: Features
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.head
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def param_groups(self, cfg: Config) -> list[dict]:
+        return [{"params": list(self.head.parameters()), "lr": cfg.train.lr}]
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in self.head.state_dict().items()}
+
+    def restore(self, state: dict[str, torch.Tensor]) -> None:
+        self.head.load_state_dict(state)
+
+    def detector(self, classes: list[str], window_s: float, hop: float, policy: str) -> EmbeddingHeadModel:
+        return EmbeddingHeadModel(classes, self.head.eval(), window_s, hop, short_policy=policy)
+
+    def save(self, model: EmbeddingHeadModel, out: Path, extra: dict[str, Any]) -> Path:
+        return save_head_dir(model, out, extra=extra)
+
+
+@dataclass
+class CachedTail:
+    """BirdNET's layers after a cut (train.backbone_train_from) and the head, on cached activations at the cut."""
+
+    net: Any  # birdnet_finetune.FineTunedNet with its cut set
+    features: Features
+    device: torch.device
+
+    @classmethod
+    def build(cls, head: EmbeddingHead, cfg: Config, device: torch.device) -> CachedTail:
+        from birdsed.model.birdnet_finetune import FineTunedNet
+        from birdsed.model.birdnet_torch import load_birdnet_torch
+
+        backbone = load_birdnet_torch()
+        cut = backbone.cut_before(cfg.train.backbone_train_from)
+        net = FineTunedNet(backbone, head, cfg.train.backbone_train_from, cut=cut)
+        log.info(
+            "BirdNET's layers before %s stay frozen and are cached; %d of its weights train after them",
+            backbone.net.graph.names[cut],
+            sum(p.numel() for p in backbone.parameters() if p.requires_grad),
+        )
+        if cfg.augment.specaug_p > 0:
+            log.info("SpecAugment needs BirdNET's spectrogram, before the cut: not applied with train.backbone_cache")
+        return cls(net, Trunk(backbone, cut), device)
+
+    @property
+    def head(self) -> EmbeddingHead:
+        return self.net.head
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.net.to(self.device)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, *shape) activations -> (N, 1024), in batches."""
+        with torch.no_grad():
+            out = [
+                self.net.backbone.embed_from(x[i : i + 256].to(self.device), self.net.cut)
+                for i in range(0, len(x), 256)
+            ]
+        return torch.cat(out).float().cpu()
+
+    def param_groups(self, cfg: Config) -> list[dict]:
+        from birdsed.train.finetune import param_groups
+
+        return param_groups(self.net, cfg)
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.net.saved_state().items()}
+
+    def restore(self, state: dict[str, torch.Tensor]) -> None:
+        self.net.load_saved_state(state, "the best epoch's weights")
+
+    def detector(self, classes: list[str], window_s: float, hop: float, policy: str):
+        from birdsed.model.birdnet_finetune import FineTunedHeadModel
+
+        self.net.cut = None  # the model runs from audio
+        model = FineTunedHeadModel(classes, self.net.cpu(), window_s=window_s, embed_hop_s=hop, short_policy=policy)
+        return model.eval()
+
+    def save(self, model, out: Path, extra: dict[str, Any]) -> Path:
+        from birdsed.model.birdnet_finetune import save_finetuned_dir
+
+        return save_finetuned_dir(model, out, extra=extra)
+
+
+def learner_for(cfg: Config, n_classes: int, device: torch.device) -> FrozenHead | CachedTail:
+    """FrozenHead, or CachedTail with train.backbone_cache; the head's weights drawn from train.seed."""
+    torch.manual_seed(cfg.train.seed)
+    head = EmbeddingHead(n_classes, cfg.model.dropout, prior=cfg.model.birdnet_prior)
+    if cfg.train.backbone_cache:
+        return CachedTail.build(head, cfg, device)
+    return FrozenHead(head, Embeddings())
+
+
 def train_embedding_head(
     td, cfg: Config, run: Path, quiet: bool = False, aliases: dict[str, list[str]] | None = None
-) -> EmbeddingHeadModel:
-    """Train the head on td (train.TrainData) into run/; returns the model (the best epoch by validation macro AP
-    when there is a validation split, else the last). Writes run/metrics.csv. aliases: further names per class
-    for model.birdnet_prior's class mapping (a data set's species.csv)."""
+) -> tuple[Any, FrozenHead | CachedTail]:
+    """Train the head on td (train.TrainData) into run/ (with train.backbone_cache, BirdNET's layers after the
+    cut with it); returns the model (the best epoch by validation macro AP when there is a validation split, else
+    the last) and its learner. Writes run/metrics.csv. aliases: further names per class for
+    model.birdnet_prior's class mapping (a data set's species.csv)."""
     t, d = cfg.train, cfg.data
     window_s, hop = d.crop_s, cfg.model.embed_hop_s
     n_sub = n_subwindows(window_s, hop)
+    device = pick_device("cuda" if t.device == "gpu" else t.device)
+    learner = learner_for(cfg, len(td.classes), device)
+    head, dev = learner.head, learner.device
     cache = EmbeddingCache(
         Path(d.embedding_cache) if d.embedding_cache else run / "embeddings",
         window_s,
         hop,
         d.short_policy,
-        pick_device("cuda" if t.device == "gpu" else t.device),
+        device,
+        learner.features,
     )
     train_ids, val_ids = list(td.train.table["recording_id"]), list(td.val.table["recording_id"])
     views = [cache.get_all(td.store, train_ids, v, quiet) for v in range(d.embedding_views)]
@@ -122,14 +244,15 @@ def train_embedding_head(
     items = build_items(td.train, d, t.seed)
     pseudo = PseudoEmbeddings(cfg, td.classes, run, cache, n_sub, quiet) if d.pseudo else None
     n_pseudo = int(round(d.pseudo_items * len(items))) if pseudo is not None and len(pseudo.items) else 0
-    torch.manual_seed(t.seed)
-    head = EmbeddingHead(len(td.classes), cfg.model.dropout, prior=cfg.model.birdnet_prior)
     if cfg.model.birdnet_prior:
         birdnet_prior(head, td.classes, aliases or {})
-    stacked = torch.from_numpy(np.concatenate([emb[r] for r in train_ids]).astype(np.float32))
+    stacked = learner.embed(torch.from_numpy(np.concatenate([emb[r] for r in train_ids]).astype(np.float32)))
     head.mean.copy_(stacked.mean(0))
     head.std.copy_(stacked.std(0).clamp_min(1e-3))
-    opt = torch.optim.AdamW(head.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    del stacked
+    module = learner.module
+    opt = torch.optim.AdamW(learner.param_groups(cfg), weight_decay=t.weight_decay)
+    trained = [p for g in opt.param_groups for p in g["params"]]
     steps_per_epoch = max(1, math.ceil(len(items) / t.batch_size))
     total = steps_per_epoch * t.epochs
     from birdsed.train.task import lr_factor
@@ -144,7 +267,7 @@ def train_embedding_head(
     val_y = np.stack([tgt[r] for r in val_ids]) >= 0.5 if val_ids else None
     best, best_state, rows = -1.0, None, []
     for epoch in range(t.epochs):
-        head.train()
+        module.train()
         order = rng.permutation(
             len(items) + n_pseudo
         )  # j >= len(items): the epoch's pseudo-labelled window j - len(items)
@@ -164,46 +287,54 @@ def train_embedding_head(
             x, y = torch.cat(xs), torch.cat(ys)
             w = torch.cat([torch.ones(len(batch)), torch.full((len(ks),), d.pseudo_weight)]) if ks else None
             x, y = mixup(x, y, cfg.augment.mixup_p, cfg.augment.mixup_alpha, cfg.augment.mixup_union, gen)
-            loss = bce(head(x)["clipwise"], y, w)
+            loss = bce(module(x.to(dev))["clipwise"].float().cpu(), y, w)
             opt.zero_grad()
             loss.backward()
             if t.grad_clip:
-                torch.nn.utils.clip_grad_norm_(head.parameters(), t.grad_clip)
+                torch.nn.utils.clip_grad_norm_(trained, t.grad_clip)
             opt.step()
             sched.step()
             losses.append(loss.item())
         row = {"epoch": epoch, "train_loss": float(np.mean(losses))}
         if val_x is not None:
-            head.eval()
+            module.eval()
             with torch.no_grad():
-                p = head(val_x)["clipwise"].numpy()
-            row["val_macro_ap"], row["val_micro_ap"] = average_precision(p, val_y)
+                p = torch.cat(
+                    [module(val_x[i : i + 64].to(dev))["clipwise"].float().cpu() for i in range(0, len(val_x), 64)]
+                )
+            row["val_macro_ap"], row["val_micro_ap"] = average_precision(p.numpy(), val_y)
             if row["val_macro_ap"] > best:
-                best, best_state = row["val_macro_ap"], {k: v.clone() for k, v in head.state_dict().items()}
+                best, best_state = row["val_macro_ap"], learner.snapshot()
         rows.append(row)
         log.debug("epoch %d: %s", epoch, row)
     if best_state is not None:
-        head.load_state_dict(best_state)
+        learner.restore(best_state)
     with atomic_path(run / "metrics.csv") as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
     log.info(
-        "BirdNET-embedding head: %d items, %d epochs, last loss %.4f%s",
+        "BirdNET-embedding head%s: %d items, %d epochs, last loss %.4f%s",
+        " and BirdNET's layers after the cut" if cfg.train.backbone_cache else "",
         len(items),
         t.epochs,
         rows[-1]["train_loss"],
         f", best validation macro AP {best:.4f}" if best_state is not None else "",
     )
-    return EmbeddingHeadModel(td.classes, head.eval(), window_s, hop, short_policy=d.short_policy)
+    return learner.detector(td.classes, window_s, hop, d.short_policy), learner
 
 
 def train_birdnet(data: Path, cfg: Config, run: Path, val_data: Path | None = None, quiet: bool = False) -> Path:
-    """`train` for model.backbone=birdnet: prepare (or open) the store, train the head, write run/model."""
-    from birdsed.model.embedhead import save_head_dir
+    """`train` for model.backbone=birdnet on cached features (the frozen head; with train.backbone_cache, BirdNET's
+    last layers too): prepare (or open) the store, train, write run/model."""
     from birdsed.train.data import load_train_data
 
     run.mkdir(parents=True, exist_ok=True)
     td = load_train_data(data, run, cfg, val_data)
     save_config(cfg, run / "config.yaml")
-    model = train_embedding_head(td, cfg, run, quiet, dataset_aliases(data) if data.is_dir() else {})
-    extra = {"train": {"data": str(data), "epochs": cfg.train.epochs}, **aliases_entry(data)}
-    return save_head_dir(model, run / "model", extra=extra)
+    model, learner = train_embedding_head(td, cfg, run, quiet, dataset_aliases(data) if data.is_dir() else {})
+    t = cfg.train
+    trained = {"data": str(data), "epochs": t.epochs}
+    if t.backbone_cache:
+        trained.update(
+            backbone_lr_scale=t.backbone_lr_scale, backbone_train_from=t.backbone_train_from, backbone_cache=True
+        )
+    return learner.save(model, run / "model", {"train": trained, **aliases_entry(data)})

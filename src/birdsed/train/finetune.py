@@ -114,17 +114,19 @@ def head_statistics(net: FineTunedNet, data: Batches, device: torch.device, n: i
     net.head.std.copy_(e.std(0).clamp_min(1e-3) if len(e) > 1 else torch.ones_like(e[0]))
 
 
-def optimiser(net: FineTunedNet, cfg: Config) -> torch.optim.AdamW:
-    """AdamW: the head at train.lr, BirdNET's trained weights at train.lr x train.backbone_lr_scale."""
+def param_groups(net: FineTunedNet, cfg: Config) -> list[dict]:
+    """The head at train.lr, BirdNET's trained weights at train.lr x train.backbone_lr_scale."""
     t = cfg.train
     backbone = [p for p in net.backbone.parameters() if p.requires_grad]
-    return torch.optim.AdamW(
-        [
-            {"params": list(net.head.parameters()), "lr": t.lr},
-            {"params": backbone, "lr": t.lr * t.backbone_lr_scale},
-        ],
-        weight_decay=t.weight_decay,
-    )
+    return [
+        {"params": list(net.head.parameters()), "lr": t.lr},
+        {"params": backbone, "lr": t.lr * t.backbone_lr_scale},
+    ]
+
+
+def optimiser(net: FineTunedNet, cfg: Config) -> torch.optim.AdamW:
+    """AdamW over param_groups."""
+    return torch.optim.AdamW(param_groups(net, cfg), weight_decay=cfg.train.weight_decay)
 
 
 def save_checkpoint(path: Path, epoch: int, step: int, net: FineTunedNet, opt, sched, rows: list[dict]) -> None:

@@ -60,7 +60,8 @@ def train(
 ) -> Path:
     """Train on `data` (a data-set folder or a prepared store) into the run folder `out`; returns out/model.
     model.backbone=birdnet trains the head on frozen BirdNET embeddings instead (embedtrain.py), or, with
-    model.freeze_backbone false, the head and BirdNET's torch port together from audio (finetune.py).
+    model.freeze_backbone false, the head and BirdNET's torch port together from audio (finetune.py), or with
+    train.backbone_cache too, the head and BirdNET's last layers on the cached output of the others (embedtrain.py).
     teacher: distil, the teacher model's soft labels of the training recordings and of `unlabelled` recordings
     (out/teacher_pl) join training as pseudo-labels (data.pseudo).
     The config and the machine's limits are checked first, before anything is written. One run at a time into a
@@ -81,7 +82,7 @@ def train(
     with held_run_folder(run, swept):
         if teacher is not None:
             cfg = _with_teacher(cfg, Path(teacher), Path(data), run, unlabelled or [], quiet)
-        if cfg.model.backbone == "birdnet" and not cfg.model.freeze_backbone:
+        if cfg.model.backbone == "birdnet" and not cfg.model.freeze_backbone and not cfg.train.backbone_cache:
             from birdsed.train.finetune import train_finetuned
 
             return train_finetuned(Path(data), cfg, run, Path(val_data) if val_data else None, resume, quiet)

