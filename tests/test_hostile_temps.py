@@ -285,3 +285,22 @@ def test_synth_builds_its_data_set_aside_and_a_killed_ones_folder_goes(tmp_path,
     assert rc == 0, text
     assert not killed.exists() and (out / "notes.txt").read_bytes() == b"mine" and (out / "test_labels.csv").is_file()
     assert snapshot(tmp_path) == before and not birdsed_temps(tmp_path)
+
+
+def test_a_takers_words_swept_by_the_lock_holder_are_written_again(tmp_path, monkeypatch):
+    """The lock's winner sweeps the takers' temporaries (remove_stale_temps cannot tell a killed taker's from a live
+    one's): a taker whose words went before its link writes them again, never fails on the missing file."""
+    from birdsed import fsutil
+
+    real, swept = os.link, []
+
+    def link(src, dst):
+        if not swept:
+            swept.append(fsutil.remove_stale_temps(tmp_path, [".lock"]))  # the winner's sweep, between write and link
+        return real(src, dst)
+
+    monkeypatch.setattr(fsutil.os, "link", link)
+    assert fsutil.create_text_once(tmp_path / ".lock", "host 1")
+    assert swept == [1] and (tmp_path / ".lock").read_text() == "host 1" and not birdsed_temps(tmp_path)
+    assert not fsutil.create_text_once(tmp_path / ".lock", "host 2")  # taken: left as it is
+    assert (tmp_path / ".lock").read_text() == "host 1"
