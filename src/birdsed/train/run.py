@@ -89,6 +89,8 @@ def train(
         if cfg.model.backbone == "birdnet":
             from birdsed.train.embedtrain import train_birdnet
 
+            if resume:
+                log.info("--resume: training on cached BirdNET features starts again at epoch 0; the cache is kept")
             return train_birdnet(Path(data), cfg, run, Path(val_data) if val_data else None, quiet)
         return _train_sed(Path(data), cfg, run, resume, val_data, quiet, extra_callbacks)
 
