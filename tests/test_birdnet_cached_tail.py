@@ -42,14 +42,32 @@ def test_the_port_run_in_two_parts_at_a_cut_equals_the_whole(port):
 @needs_birdnet
 def test_the_cut_is_the_smallest_tensor_before_the_first_layer_that_trains(port):
     depth, n_ops = port.parameter_depths(), len(port.net.graph.ops)
+    shapes = {}
+    with torch.no_grad():
+        port.net(torch.zeros(1, 144_000), shapes=shapes)
+    size = {t: int(np.prod(shapes[t])) for _, t in port.net.cut_points()}
     for train_from in (0.5, 0.8, 0.9):
         cut = port.cut_before(train_from)
         first = min(round(d * n_ops) for d in depth.values() if d >= train_from)
-        assert port.net.producer(cut) < first
+        before = [t for n, t in port.net.cut_points() if n < first]
+        assert port.net.producer(cut) < first and size[cut] == min(size[t] for t in before)
     # 0.8 falls inside BirdNET's last stage: the cut is the stage's input (a block's output), not a wide tensor
-    assert port.net.graph.names[port.cut_before(0.8)].endswith("_ADD/add")
-    with pytest.raises(ModelError, match="backbone_train_from 0: no layer"):
+    assert port.net.graph.names[port.cut_before(0.8)] == "model/BLOCK_3-5_ADD/add"
+    with pytest.raises(
+        ModelError, match=r"backbone_train_from 0: .* cannot be cached apart .* set it to 0\.\d+ or more"
+    ):
         port.cut_before(0.0)
+    with pytest.raises(ModelError, match="backbone_train_from 0.995: none of BirdNET's layers is that deep"):
+        port.cut_before(0.995)
+
+
+@needs_birdnet
+def test_a_depth_that_cannot_be_cut_is_refused_before_the_data_are_prepared(synth_data, tmp_path):
+    from birdsed.train.run import train
+
+    with pytest.raises(ModelError, match="train.backbone_train_from 0.1: .* set it to"):
+        train(synth_data, cached("train.backbone_train_from=0.1"), tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run" / "store").exists()
 
 
 @pytest.mark.slow
@@ -98,5 +116,8 @@ def test_backbone_cache_settings_that_cannot_work_are_refused(over, match):
         cached(*over).check()
 
 
-def test_views_and_pseudo_labels_are_allowed_on_a_cached_trunk():
+def test_views_and_pseudo_labels_are_allowed_on_a_cached_trunk(tmp_path):
     cached("data.embedding_views=2").check()
+    cfg = cached()
+    cfg.data.pseudo = (str(tmp_path / "pl"),)
+    cfg.check()

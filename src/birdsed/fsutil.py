@@ -223,26 +223,27 @@ def create_text_once(path: str | os.PathLike, text: str) -> bool:
     """Create `path` whole, holding `text`, unless it exists (then False, and it is left as it is): two processes
     racing to create it agree on one whole file (a run's lock, a shared partition of shards)."""
     path = Path(path)
-    for attempt in range(3):
+    attempts = 3
+    for attempt in range(attempts):
         tmp = temp_name(path)  # the words first, under a temporary name (a kill here leaves it to remove_stale_temps)
         try:
             with open(tmp, "x") as f:
                 f.write(text)
             os.link(tmp, path)
+            return True
         except FileExistsError:
             return False
         except FileNotFoundError as e:
             # the temporary went before the link: a racing run that took the lock swept the takers' words (its
             # remove_stale_temps cannot tell a killed taker's from a live one's); a fresh one settles who holds it
-            if attempt < 2 and path.parent.is_dir() and not tmp.exists():
-                continue
-            raise (_write_failed(e, path, tmp) or e) from e
+            swept = path.parent.is_dir() and not tmp.exists()
+            if not swept or attempt == attempts - 1:
+                raise (_write_failed(e, path, tmp) or e) from e
         except OSError as e:
             raise (_write_failed(e, path, tmp) or e) from e
         finally:
             tmp.unlink(missing_ok=True)
-        return True
-    raise AssertionError("unreachable")
+    return False  # not reached: the last attempt returns or raises
 
 
 def _refuse_or_break(folder: str | os.PathLike, path: Path) -> None:

@@ -444,21 +444,26 @@ class BirdNETTorch(nn.Module):
         (TFLiteModule.cut_points) before the first operator that reads a parameter at depth >= train_from
         (parameter_depths), the one with the fewest values per window, the latest of equals (a block's output
         rather than the wide tensors inside a block). Its tensor's index; ModelError when there is none."""
-        depth = self.parameter_depths()
-        first = min(
-            (round(d * len(self.net.graph.ops)) for d in depth.values() if d >= train_from),
-            default=len(self.net.graph.ops),
-        )
+        n_ops = len(self.net.graph.ops)
+        trained = [round(d * n_ops) for d in self.parameter_depths().values() if d >= train_from]
+        if not trained:
+            raise ModelError(
+                f"train.backbone_train_from {train_from:g}: none of BirdNET's layers is that deep (the deepest "
+                f"starts at {max(self.parameter_depths().values()):.3f}), so none would train"
+            )
+        first = min(trained)
         cuts = [t for n, t in self.net.cut_points() if n < first]
+        if not cuts:
+            n0 = self.net.cut_points()[0][0]
+            lowest = math.ceil(min(d for d in self.parameter_depths().values() if round(d * n_ops) > n0) * 1e4) / 1e4
+            raise ModelError(
+                f"train.backbone_train_from {train_from:g}: BirdNET's layers before that depth cannot be cached "
+                f"apart from the rest; set it to {lowest:g} or more"
+            )
         shapes: dict[int, tuple[int, ...]] = {}
         with torch.no_grad():
             self.net(torch.zeros(1, N_SAMPLES, device=next(self.parameters()).device), shapes=shapes)
         cuts.sort(key=lambda t: (math.prod(shapes[t]), -self.net.producer(t)))
-        if not cuts:
-            raise ModelError(
-                f"train.backbone_train_from {train_from:g}: no layer of BirdNET's graph before that depth can be "
-                f"cached (the first cut point is at depth {self.net.cut_points()[0][0] / len(self.net.graph.ops):.2f})"
-            )
         return cuts[0]
 
     def run_to(self, x: torch.Tensor, cut: int) -> torch.Tensor:

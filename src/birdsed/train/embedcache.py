@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import soxr
@@ -22,6 +22,9 @@ from birdsed.fsutil import atomic_path
 from birdsed.model.birdnet import EMBED_DIM, N_SAMPLES, SAMPLE_RATE_HZ, shared_runtime
 from birdsed.model.birdnet_labels import MODEL_FILE, SHA256
 from birdsed.progress import progress_bar
+
+if TYPE_CHECKING:
+    from birdsed.model.birdnet_torch import BirdNETTorch
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +77,13 @@ class Embeddings:
 
 
 class Trunk:
-    """The activation of the torch port's frozen layers at the cut tensor `cut` (BirdNETTorch.cut_before), in fp32,
-    kept as float16 (the embedding computed from it differs by < 1e-3 from the uncut port's)."""
+    """The activation of the torch port's frozen layers at the cut tensor `cut` (BirdNETTorch.cut_before), in fp32
+    on the device the port is on, kept as float16 (the embedding computed from it differs by < 1e-3 from the uncut
+    port's)."""
 
     BATCH = 32  # sub-windows per forward pass
 
-    def __init__(self, backbone, cut: int):
+    def __init__(self, backbone: BirdNETTorch, cut: int):
         self.backbone, self.cut = backbone, cut
         self.name = f"trunk:{backbone.net.graph.names[cut]}"
         shapes: dict[int, tuple[int, ...]] = {}
@@ -88,11 +92,11 @@ class Trunk:
         self.shape = shapes[cut][1:]
 
     def compute(self, subs: np.ndarray, device: torch.device) -> np.ndarray:
-        self.backbone.to(device)
+        on = next(self.backbone.parameters()).device  # the port's (shared with the layers that train), not moved
         out = []
         with torch.inference_mode():
             for i in range(0, len(subs), self.BATCH):
-                x = torch.from_numpy(subs[i : i + self.BATCH]).to(device)
+                x = torch.from_numpy(subs[i : i + self.BATCH]).to(on)
                 out.append(self.backbone.run_to(x, self.cut).cpu().numpy().astype(np.float16))
         return np.concatenate(out)
 

@@ -33,7 +33,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -50,6 +50,10 @@ from birdsed.model.birdnet_labels import aliases_entry, dataset_aliases
 from birdsed.model.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows, save_head_dir
 from birdsed.train.embedcache import EmbeddingCache, Embeddings, Features, PseudoEmbeddings, Trunk
 from birdsed.train.loss import bce
+
+if TYPE_CHECKING:
+    from birdsed.model.birdnet_finetune import FineTunedHeadModel, FineTunedNet
+    from birdsed.model.detector import Detector
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +112,37 @@ def birdnet_prior(head: EmbeddingHead, classes: list[str], aliases: dict[str, li
     )
 
 
+EVAL_BATCH = 64  # items per forward pass when scoring the validation split
+STATS_BATCH = 256  # sub-windows per forward pass when taking the head's input statistics
+
+
+class Learner(Protocol):
+    """What trains on cached features: the features it reads (`features`), the head in it, the module that maps
+    (B, n_sub, *features.shape) to the head's outputs (`module`, on `device`), its parameter groups; then the
+    Detector it makes and how that is saved."""
+
+    features: Features
+    device: torch.device
+
+    @property
+    def head(self) -> EmbeddingHead: ...
+
+    @property
+    def module(self) -> torch.nn.Module: ...
+
+    def statistics(self, cached: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def param_groups(self, cfg: Config) -> list[dict]: ...
+
+    def snapshot(self) -> dict[str, torch.Tensor]: ...
+
+    def restore(self, state: dict[str, torch.Tensor]) -> None: ...
+
+    def detector(self, classes: list[str], window_s: float, hop: float, policy: str) -> Detector: ...
+
+    def save(self, model: Detector, out: Path, extra: dict[str, Any]) -> Path: ...
+
+
 @dataclass
 class FrozenHead:
     """The head alone on BirdNET's cached embeddings (the birdnet preset), trained on the CPU."""
@@ -120,8 +155,10 @@ class FrozenHead:
     def module(self) -> torch.nn.Module:
         return self.head
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return x
+    def statistics(self, cached: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean and std (1024,) of the training recordings' embeddings [each (n_sub, 1024)]."""
+        stacked = torch.from_numpy(np.concatenate(cached).astype(np.float32))
+        return stacked.mean(0), stacked.std(0)
 
     def param_groups(self, cfg: Config) -> list[dict]:
         return [{"params": list(self.head.parameters()), "lr": cfg.train.lr}]
@@ -143,9 +180,10 @@ class FrozenHead:
 class CachedTail:
     """BirdNET's layers after a cut (train.backbone_train_from) and the head, on cached activations at the cut."""
 
-    net: Any  # birdnet_finetune.FineTunedNet with its cut set
+    net: FineTunedNet  # with its cut set: it reads (B, n_sub, *shape) activations
     features: Features
     device: torch.device
+    train_from: float
 
     @classmethod
     def build(cls, head: EmbeddingHead, cfg: Config, device: torch.device) -> CachedTail:
@@ -154,7 +192,7 @@ class CachedTail:
 
         backbone = load_birdnet_torch()
         cut = backbone.cut_before(cfg.train.backbone_train_from)
-        net = FineTunedNet(backbone, head, cfg.train.backbone_train_from, cut=cut)
+        net = FineTunedNet(backbone, head, cfg.train.backbone_train_from, cut=cut).to(device)
         log.info(
             "BirdNET's layers before %s stay frozen and are cached; %d of its weights train after them",
             backbone.net.graph.names[cut],
@@ -162,7 +200,7 @@ class CachedTail:
         )
         if cfg.augment.specaug_p > 0:
             log.info("SpecAugment needs BirdNET's spectrogram, before the cut: not applied with train.backbone_cache")
-        return cls(net, Trunk(backbone, cut), device)
+        return cls(net, Trunk(backbone, cut), device, cfg.train.backbone_train_from)
 
     @property
     def head(self) -> EmbeddingHead:
@@ -170,16 +208,19 @@ class CachedTail:
 
     @property
     def module(self) -> torch.nn.Module:
-        return self.net.to(self.device)
+        return self.net
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, *shape) activations -> (N, 1024), in batches."""
+    def statistics(self, cached: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean and std (1024,) of the starting port's embeddings of the training recordings' cached
+        activations, embedded a batch at a time (the activations are never all in float32 at once)."""
+        out = []
         with torch.no_grad():
-            out = [
-                self.net.backbone.embed_from(x[i : i + 256].to(self.device), self.net.cut)
-                for i in range(0, len(x), 256)
-            ]
-        return torch.cat(out).float().cpu()
+            for a in cached:
+                for i in range(0, len(a), STATS_BATCH):
+                    x = torch.from_numpy(a[i : i + STATS_BATCH].astype(np.float32)).to(self.device)
+                    out.append(self.net.backbone.embed_from(x, self.net.cut).float().cpu())
+        stacked = torch.cat(out)
+        return stacked.mean(0), stacked.std(0)
 
     def param_groups(self, cfg: Config) -> list[dict]:
         from birdsed.train.finetune import param_groups
@@ -192,20 +233,20 @@ class CachedTail:
     def restore(self, state: dict[str, torch.Tensor]) -> None:
         self.net.load_saved_state(state, "the best epoch's weights")
 
-    def detector(self, classes: list[str], window_s: float, hop: float, policy: str):
-        from birdsed.model.birdnet_finetune import FineTunedHeadModel
+    def detector(self, classes: list[str], window_s: float, hop: float, policy: str) -> FineTunedHeadModel:
+        """The fine-tuned model, on the CPU, running from audio (its own net over the same port and head)."""
+        from birdsed.model.birdnet_finetune import FineTunedHeadModel, FineTunedNet
 
-        self.net.cut = None  # the model runs from audio
-        model = FineTunedHeadModel(classes, self.net.cpu(), window_s=window_s, embed_hop_s=hop, short_policy=policy)
-        return model.eval()
+        net = FineTunedNet(self.net.backbone, self.net.head, self.train_from).cpu()
+        return FineTunedHeadModel(classes, net, window_s=window_s, embed_hop_s=hop, short_policy=policy).eval()
 
-    def save(self, model, out: Path, extra: dict[str, Any]) -> Path:
+    def save(self, model: FineTunedHeadModel, out: Path, extra: dict[str, Any]) -> Path:
         from birdsed.model.birdnet_finetune import save_finetuned_dir
 
         return save_finetuned_dir(model, out, extra=extra)
 
 
-def learner_for(cfg: Config, n_classes: int, device: torch.device) -> FrozenHead | CachedTail:
+def learner_for(cfg: Config, n_classes: int, device: torch.device) -> Learner:
     """FrozenHead, or CachedTail with train.backbone_cache; the head's weights drawn from train.seed."""
     torch.manual_seed(cfg.train.seed)
     head = EmbeddingHead(n_classes, cfg.model.dropout, prior=cfg.model.birdnet_prior)
@@ -216,7 +257,7 @@ def learner_for(cfg: Config, n_classes: int, device: torch.device) -> FrozenHead
 
 def train_embedding_head(
     td, cfg: Config, run: Path, quiet: bool = False, aliases: dict[str, list[str]] | None = None
-) -> tuple[Any, FrozenHead | CachedTail]:
+) -> tuple[Detector, Learner]:
     """Train the head on td (train.TrainData) into run/ (with train.backbone_cache, BirdNET's layers after the
     cut with it); returns the model (the best epoch by validation macro AP when there is a validation split, else
     the last) and its learner. Writes run/metrics.csv. aliases: further names per class for
@@ -246,10 +287,9 @@ def train_embedding_head(
     n_pseudo = int(round(d.pseudo_items * len(items))) if pseudo is not None and len(pseudo.items) else 0
     if cfg.model.birdnet_prior:
         birdnet_prior(head, td.classes, aliases or {})
-    stacked = learner.embed(torch.from_numpy(np.concatenate([emb[r] for r in train_ids]).astype(np.float32)))
-    head.mean.copy_(stacked.mean(0))
-    head.std.copy_(stacked.std(0).clamp_min(1e-3))
-    del stacked
+    mean, std = learner.statistics([emb[r] for r in train_ids])
+    head.mean.copy_(mean)
+    head.std.copy_(std.clamp_min(1e-3))
     module = learner.module
     opt = torch.optim.AdamW(learner.param_groups(cfg), weight_decay=t.weight_decay)
     trained = [p for g in opt.param_groups for p in g["params"]]
@@ -300,7 +340,10 @@ def train_embedding_head(
             module.eval()
             with torch.no_grad():
                 p = torch.cat(
-                    [module(val_x[i : i + 64].to(dev))["clipwise"].float().cpu() for i in range(0, len(val_x), 64)]
+                    [
+                        module(val_x[i : i + EVAL_BATCH].to(dev))["clipwise"].float().cpu()
+                        for i in range(0, len(val_x), EVAL_BATCH)
+                    ]
                 )
             row["val_macro_ap"], row["val_micro_ap"] = average_precision(p.numpy(), val_y)
             if row["val_macro_ap"] > best:
@@ -327,6 +370,10 @@ def train_birdnet(data: Path, cfg: Config, run: Path, val_data: Path | None = No
     last layers too): prepare (or open) the store, train, write run/model."""
     from birdsed.train.data import load_train_data
 
+    if cfg.train.backbone_cache:  # a depth that cannot be cut is refused before the data are prepared
+        from birdsed.model.birdnet_torch import load_birdnet_torch
+
+        load_birdnet_torch().cut_before(cfg.train.backbone_train_from)
     run.mkdir(parents=True, exist_ok=True)
     td = load_train_data(data, run, cfg, val_data)
     save_config(cfg, run / "config.yaml")
