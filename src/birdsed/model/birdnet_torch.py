@@ -444,27 +444,33 @@ class BirdNETTorch(nn.Module):
         (TFLiteModule.cut_points) before the first operator that reads a parameter at depth >= train_from
         (parameter_depths), the one with the fewest values per window, the latest of equals (a block's output
         rather than the wide tensors inside a block). Its tensor's index; ModelError when there is none."""
-        n_ops = len(self.net.graph.ops)
-        trained = [round(d * n_ops) for d in self.parameter_depths().values() if d >= train_from]
+        n_ops, depths, cut_points = len(self.net.graph.ops), self.parameter_depths(), self.net.cut_points()
+        trained = [round(d * n_ops) for d in depths.values() if d >= train_from]
         if not trained:
             raise ModelError(
                 f"train.backbone_train_from {train_from:g}: none of BirdNET's layers is that deep (the deepest "
-                f"starts at {max(self.parameter_depths().values()):.3f}), so none would train"
+                f"starts at {max(depths.values()):.3f}), so none would train"
             )
         first = min(trained)
-        cuts = [t for n, t in self.net.cut_points() if n < first]
+        cuts = [t for n, t in cut_points if n < first]
         if not cuts:
-            n0 = self.net.cut_points()[0][0]
-            lowest = math.ceil(min(d for d in self.parameter_depths().values() if round(d * n_ops) > n0) * 1e4) / 1e4
+            n0 = cut_points[0][0]
+            lowest = math.ceil(min(d for d in depths.values() if round(d * n_ops) > n0) * 1e4) / 1e4
             raise ModelError(
                 f"train.backbone_train_from {train_from:g}: BirdNET's layers before that depth cannot be cached "
                 f"apart from the rest; set it to {lowest:g} or more"
             )
-        shapes: dict[int, tuple[int, ...]] = {}
-        with torch.no_grad():
-            self.net(torch.zeros(1, N_SAMPLES, device=next(self.parameters()).device), shapes=shapes)
+        shapes = self.tensor_shapes()
         cuts.sort(key=lambda t: (math.prod(shapes[t]), -self.net.producer(t)))
         return cuts[0]
+
+    def tensor_shapes(self) -> dict[int, tuple[int, ...]]:
+        """The shape of every tensor the graph computes for one window (batch 1), from one forward pass, kept."""
+        if not hasattr(self, "_shapes"):
+            self._shapes: dict[int, tuple[int, ...]] = {}
+            with torch.no_grad():
+                self.net(torch.zeros(1, N_SAMPLES, device=next(self.parameters()).device), shapes=self._shapes)
+        return self._shapes
 
     def run_to(self, x: torch.Tensor, cut: int) -> torch.Tensor:
         """(B, 144000) windows -> (B, *shape) the activation at the cut tensor `cut` (cut_before)."""

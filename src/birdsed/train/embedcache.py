@@ -86,10 +86,7 @@ class Trunk:
     def __init__(self, backbone: BirdNETTorch, cut: int):
         self.backbone, self.cut = backbone, cut
         self.name = f"trunk:{backbone.net.graph.names[cut]}"
-        shapes: dict[int, tuple[int, ...]] = {}
-        with torch.no_grad():
-            backbone.net(torch.zeros(1, N_SAMPLES), stop=cut, shapes=shapes)
-        self.shape = shapes[cut][1:]
+        self.shape = backbone.tensor_shapes()[cut][1:]
 
     def compute(self, subs: np.ndarray, device: torch.device) -> np.ndarray:
         on = next(self.backbone.parameters()).device  # the port's (shared with the layers that train), not moved
