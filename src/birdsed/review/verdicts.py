@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -97,6 +98,19 @@ def store_path(pred: str | Path) -> Path:
     return Path(pred) / STORE_DIR / STORE_NAME
 
 
+def _wal(db: sqlite3.Connection, tries: int = 50) -> None:
+    """Switch to WAL; SQLite answers "database is locked" at once, without its busy timeout, while another process
+    creates the same new store, so the switch is tried again for up to 5 s."""
+    for i in range(tries):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or i == tries - 1:
+                raise
+            time.sleep(0.1)
+
+
 class VerdictStore:
     """The verdicts of one predict folder, in SQLite (WAL): every call is one committed transaction."""
 
@@ -105,7 +119,7 @@ class VerdictStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            _wal(self._db)
             self._db.execute("PRAGMA synchronous=FULL")  # a verdict acknowledged to the page survives a power cut
             self._db.execute(_SCHEMA)
             self._db.commit()
