@@ -11,8 +11,9 @@ from conftest import needs_birdnet, write_audio  # noqa: F401 - conftest on the 
 from birdsed.cli import main
 from birdsed.errors import ConfigError
 from birdsed.model import birdnet_range
+from birdsed.model.birdnet_labels import map_classes
 from birdsed.model.birdnet_range import Place, filter_scores, soft_prior, week_of
-from birdsed.model.names import Names, read_species_list, resolve_names
+from birdsed.model.names import Names, read_species_list, resolve_names, synonyms
 
 
 def run_cli(capsys, *argv) -> tuple[int, str]:
@@ -137,3 +138,41 @@ def test_birdnet_init_from_a_place_and_from_a_list_with_two_names_of_one_species
     said = caplog.text + text
     assert said.count("are one species") == 1 and said.count("did you mean 'Wood Thrush'") == 1
     assert "1 class(es) have no BirdNET label and score 0: Wood Thursh" in text
+
+
+def test_former_scientific_names_find_birdnets_newer_genera():
+    names = Names.default()
+    assert names.lookup("Sylvia melanocephala").label == "Curruca melanocephala_Sardinian Warbler"
+    assert names.lookup("parus caeruleus").common == "Eurasian Blue Tit"
+    assert names.lookup("Sylvia cantillans").scientific == "Curruca iberiae"  # the split's one BirdNET V2.4 knows
+    assert names.lookup("Sylvia atricapilla").scientific == "Sylvia atricapilla"  # still a Sylvia: its own name
+
+
+def test_every_synonym_names_a_species_birdnet_knows_and_none_shadows_one():
+    scientific = {s.scientific for s in Names.default().species}
+    table = synonyms()
+    assert len(table) > 50
+    assert set(table.values()) <= scientific
+    assert not set(table) & scientific  # a former name that is still some species' own name would take it over
+
+
+def test_a_data_sets_former_names_map_its_classes_to_birdnet_labels():
+    labels = ["Curruca melanocephala_Sardinian Warbler", "Sylvia atricapilla_Eurasian Blackcap"]
+    cmap = map_classes(
+        ["Sylmel_song", "Sylatr_song"],
+        labels,
+        {},
+        aliases={
+            "Sylmel_song": ["Sylvia melanocephala", "Mediterranean Warbler"],
+            "Sylatr_song": ["Sylvia atricapilla"],
+        },
+    )
+    assert cmap.indices == [0, 1] and cmap.via[0] == "Sylvia melanocephala"
+    # a label that carries the former name itself keeps it
+    cmap = map_classes(
+        ["Sylmel_song"],
+        ["Sylvia melanocephala_Old Name", *labels],
+        {},
+        aliases={"Sylmel_song": ["Sylvia melanocephala"]},
+    )
+    assert cmap.indices == [0]

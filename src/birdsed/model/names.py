@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 CODES_TABLE = "model/birdnet_ebird_codes.csv"
 
+SYNONYMS_TABLE = "model/birdnet_synonyms.csv"  # former scientific names -> BirdNET V2.4's (e.g. Sylvia -> Curruca)
+
 
 @dataclass(frozen=True)
 class Species:
@@ -62,6 +64,9 @@ class Names:
         for i, s in enumerate(self.species):
             for name in (s.code, s.scientific, s.common, s.label):
                 self.add(name, i)
+        for old, new in synonyms().items():  # after every real name, which keeps its own species
+            if norm_name(new) in self.index:
+                self.add(old, self.index[norm_name(new)])
 
     def add(self, name: str, i: int) -> None:
         """`name` answers to species i (the first species to claim a name keeps it)."""
@@ -105,6 +110,15 @@ class Names:
         for c in close:
             first.setdefault(self.index[c], self.shown[c])
         return list(first.values())[:n]
+
+
+@lru_cache(maxsize=1)
+def synonyms() -> dict[str, str]:
+    """Former scientific names -> the name BirdNET V2.4 uses (model/birdnet_synonyms.csv, shipped with birdsed): genera
+    split since older field guides and data sets were written (Sylvia melanocephala is Curruca melanocephala, Parus
+    caeruleus Cyanistes caeruleus), so that a data set's names find BirdNET's labels."""
+    with resources.files("birdsed").joinpath(SYNONYMS_TABLE).open(encoding="utf-8") as f:
+        return {row["name"]: row["birdnet_name"] for row in csv.DictReader(f)}
 
 
 @lru_cache(maxsize=1)
