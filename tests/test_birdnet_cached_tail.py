@@ -121,3 +121,36 @@ def test_views_and_pseudo_labels_are_allowed_on_a_cached_trunk(tmp_path):
     cfg = cached()
     cfg.data.pseudo = (str(tmp_path / "pl"),)
     cfg.check()
+
+
+def test_a_weight_average_follows_the_steps_at_its_decay():
+    from birdsed.train.embedtrain import weight_average
+
+    net = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    ema = weight_average(net, 0.75)
+    for value in (4.0, 8.0):
+        with torch.no_grad():
+            net.weight.fill_(value)
+        ema.update_parameters(net)
+    # the first update copies (4), the second moves a quarter of the way: 4 + 0.25 * (8 - 4)
+    assert torch.allclose(ema.module.weight, torch.full((1, 2), 5.0))
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ConfigError, match="train.ema_decay"):
+            weight_average(net, bad)
+
+
+@needs_birdnet
+def test_train_ema_keeps_the_average_of_the_weights_on_cached_features(synth_data, tmp_path):
+    from birdsed.train.run import train
+
+    def trained(name: str, *more: str) -> dict[str, torch.Tensor]:
+        cfg = cached(f"data.embedding_cache={tmp_path / 'cache'}", *more)
+        return load_file(str(train(synth_data, cfg, tmp_path / name, quiet=True) / "weights.safetensors"))
+
+    plain = trained("plain")
+    last = trained("last", "train.ema=true", "train.ema_decay=0.000001")  # an average of the last step alone
+    slow = trained("slow", "train.ema=true", "train.ema_decay=0.9")
+    assert all(torch.allclose(last[k], plain[k], atol=1e-5) for k in plain)
+    assert any(not torch.allclose(slow[k], plain[k], atol=1e-5) for k in plain)

@@ -11,7 +11,8 @@ With data.embedding_views = V > 1, V - 1 augmented copies of every recording (au
 gain, noise; seeded, so cached like the plain one) are embedded too, and each batch draws its crops from one view.
 An epoch draws one crop of T' consecutive embeddings (a window_s crop) from each balanced item (sampling.build_items:
 class balancing as for the CNNs), with secondary labels as targets, mixup on the embedding sequences
-(augment.mixup_p / mixup_alpha / mixup_union), AdamW with warm-up and cosine decay, BCE on the clipwise output.
+(augment.mixup_p / mixup_alpha / mixup_union), AdamW with warm-up and cosine decay, BCE on the clipwise output;
+with train.ema, an exponential moving average of the weights is what validation scores and the model keeps.
 
 With model.freeze_backbone false and train.backbone_cache (`CachedTail`), the cache holds instead the activation
 of BirdNET's frozen layers (those before train.backbone_train_from) at a cut of the torch port's graph
@@ -42,7 +43,7 @@ import torch
 from birdsed.config import Config, save_config
 from birdsed.data.sampling import Item, build_items, targets
 from birdsed.device import pick_device
-from birdsed.errors import ModelError
+from birdsed.errors import ConfigError, ModelError
 from birdsed.evaluate.metrics import average_precision
 from birdsed.fsutil import atomic_path
 from birdsed.model.birdnet import EMBED_DIM, classifier_rows
@@ -134,10 +135,6 @@ class Learner(Protocol):
 
     def param_groups(self, cfg: Config) -> list[dict]: ...
 
-    def snapshot(self) -> dict[str, torch.Tensor]: ...
-
-    def restore(self, state: dict[str, torch.Tensor]) -> None: ...
-
     def detector(self, classes: list[str], window_s: float, hop: float, policy: str) -> Detector: ...
 
     def save(self, model: Detector, out: Path, extra: dict[str, Any]) -> Path: ...
@@ -162,12 +159,6 @@ class FrozenHead:
 
     def param_groups(self, cfg: Config) -> list[dict]:
         return [{"params": list(self.head.parameters()), "lr": cfg.train.lr}]
-
-    def snapshot(self) -> dict[str, torch.Tensor]:
-        return {k: v.clone() for k, v in self.head.state_dict().items()}
-
-    def restore(self, state: dict[str, torch.Tensor]) -> None:
-        self.head.load_state_dict(state)
 
     def detector(self, classes: list[str], window_s: float, hop: float, policy: str) -> EmbeddingHeadModel:
         return EmbeddingHeadModel(classes, self.head.eval(), window_s, hop, short_policy=policy)
@@ -227,12 +218,6 @@ class CachedTail:
 
         return param_groups(self.net, cfg)
 
-    def snapshot(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.net.saved_state().items()}
-
-    def restore(self, state: dict[str, torch.Tensor]) -> None:
-        self.net.load_saved_state(state, "the best epoch's weights")
-
     def detector(self, classes: list[str], window_s: float, hop: float, policy: str) -> FineTunedHeadModel:
         """The fine-tuned model, on the CPU, running from audio (its own net over the same port and head)."""
         from birdsed.model.birdnet_finetune import FineTunedHeadModel, FineTunedNet
@@ -244,6 +229,16 @@ class CachedTail:
         from birdsed.model.birdnet_finetune import save_finetuned_dir
 
         return save_finetuned_dir(model, out, extra=extra)
+
+
+def weight_average(module: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of `module`'s weights and buffers (train.ema), updated after each step; a copy
+    of the module (on its device) that validation scores and training keeps in place of the last step's weights."""
+    if not 0.0 < decay < 1.0:
+        raise ConfigError(f"train.ema_decay = {decay}: must be between 0 and 1")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def learner_for(cfg: Config, n_classes: int, device: torch.device) -> Learner:
@@ -293,6 +288,8 @@ def train_embedding_head(
     module = learner.module
     opt = torch.optim.AdamW(learner.param_groups(cfg), weight_decay=t.weight_decay)
     trained = [p for g in opt.param_groups for p in g["params"]]
+    ema = weight_average(module, t.ema_decay) if t.ema else None
+    evaluated = ema.module if ema is not None else module  # what validation scores and training keeps
     steps_per_epoch = max(1, math.ceil(len(items) / t.batch_size))
     total = steps_per_epoch * t.epochs
     from birdsed.train.task import lr_factor
@@ -334,24 +331,29 @@ def train_embedding_head(
                 torch.nn.utils.clip_grad_norm_(trained, t.grad_clip)
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(module)
             losses.append(loss.item())
         row = {"epoch": epoch, "train_loss": float(np.mean(losses))}
         if val_x is not None:
-            module.eval()
+            evaluated.eval()
             with torch.no_grad():
                 p = torch.cat(
                     [
-                        module(val_x[i : i + EVAL_BATCH].to(dev))["clipwise"].float().cpu()
+                        evaluated(val_x[i : i + EVAL_BATCH].to(dev))["clipwise"].float().cpu()
                         for i in range(0, len(val_x), EVAL_BATCH)
                     ]
                 )
             row["val_macro_ap"], row["val_micro_ap"] = average_precision(p.numpy(), val_y)
             if row["val_macro_ap"] > best:
-                best, best_state = row["val_macro_ap"], learner.snapshot()
+                best = row["val_macro_ap"]
+                best_state = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
         rows.append(row)
         log.debug("epoch %d: %s", epoch, row)
     if best_state is not None:
-        learner.restore(best_state)
+        module.load_state_dict(best_state)
+    elif ema is not None:
+        module.load_state_dict(ema.module.state_dict())
     with atomic_path(run / "metrics.csv") as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
     log.info(
