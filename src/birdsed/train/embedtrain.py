@@ -290,8 +290,8 @@ def train_embedding_head(
     trained = [p for g in opt.param_groups for p in g["params"]]
     ema = weight_average(module, t.ema_decay) if t.ema else None
     evaluated = ema.module if ema is not None else module  # what validation scores and training keeps
-    steps_per_epoch = max(1, math.ceil(len(items) / t.batch_size))
-    total = steps_per_epoch * t.epochs
+    steps_per_epoch = max(1, math.ceil((len(items) + n_pseudo) / t.batch_size))
+    total = steps_per_epoch * t.epochs if t.max_steps <= 0 else min(steps_per_epoch * t.epochs, t.max_steps)
     from birdsed.train.task import lr_factor
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, int(t.warmup_frac * total)))
@@ -302,8 +302,10 @@ def train_embedding_head(
         else None
     )
     val_y = np.stack([tgt[r] for r in val_ids]) >= 0.5 if val_ids else None
-    best, best_state, rows = -1.0, None, []
+    best, best_state, rows, step = -1.0, None, [], 0
     for epoch in range(t.epochs):
+        if step >= total:  # train.max_steps reached
+            break
         module.train()
         order = rng.permutation(
             len(items) + n_pseudo
@@ -311,6 +313,9 @@ def train_embedding_head(
         drawn = pseudo.epoch(epoch, n_pseudo) if n_pseudo else None
         losses = []
         for i in range(0, len(order), t.batch_size):
+            if step >= total:
+                break
+            step += 1
             js = order[i : i + t.batch_size]
             batch = [items[j] for j in js if j < len(items)]
             ks = [int(drawn[j - len(items)]) for j in js if j >= len(items)]
@@ -357,10 +362,11 @@ def train_embedding_head(
     with atomic_path(run / "metrics.csv") as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
     log.info(
-        "BirdNET-embedding head%s: %d items, %d epochs, last loss %.4f%s",
+        "BirdNET-embedding head%s: %d items, %d epochs (%d steps), last loss %.4f%s",
         " and BirdNET's layers after the cut" if cfg.train.backbone_cache else "",
         len(items),
-        t.epochs,
+        len(rows),
+        step,
         rows[-1]["train_loss"],
         f", best validation macro AP {best:.4f}" if best_state is not None else "",
     )
