@@ -77,9 +77,9 @@ def export_program(model_dir: Path, out: Path) -> Path:
     from birdsed.model.modeldir import load_model_dir
 
     if not out.is_file():
-        sed = load_model_dir(model_dir)[0].onnx_module()
-        net = OutputsAsTuple(sed).eval()
-        example = torch.randn(2, 5 * sed.frontend_cfg.sample_rate_hz) * 0.1
+        spec = load_model_dir(model_dir)[0].onnx_export()
+        net = OutputsAsTuple(spec.module, spec.outputs).eval()
+        example = torch.randn(2, spec.n_samples) * 0.1
         program = torch.export.export(net, (example,))  # a fixed batch: what is timed is the load
         torch.export.save(program, str(out))
     return out

@@ -98,7 +98,7 @@ def test_a_birdnet_model_directory_loads_without_running_birdnet(tmp_path):
     assert meta["kind"] == "birdnet" and model.classes == ["a", "b"] and model.hop_s == 1.5
     assert model.window_s == 3.0 and model.sample_rate_hz == 48000
     with pytest.raises(ModelError, match="no ONNX"):
-        model.onnx_module()
+        model.onnx_export()
 
 
 def test_one_score_a_window_fills_the_three_outputs():
@@ -342,8 +342,6 @@ def test_train_a_birdnet_head_and_predict(synth_data, tmp_path):
     run_predict(model_dir, [str(test[0])], tmp_path / "pred", quiet=True, workers=0)
     s = pd.read_parquet(tmp_path / "pred" / "scores.parquet")
     assert set(s["output"]) == {"clipwise", "segmentwise", "att"} and np.isfinite(s[meta["classes"]].to_numpy()).all()
-    with pytest.raises(ModelError, match="no ONNX"):
-        model.onnx_module()
     # a BirdNET-head member (48 kHz) and a CNN member (32 kHz) in one ensemble, rows on the same 5 s grid
     from birdsed.config import FrontendConfig, ModelConfig
     from birdsed.model.modeldir import save_ensemble, save_model_dir

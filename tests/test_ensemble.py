@@ -177,7 +177,7 @@ def test_predict_through_an_ensemble(tmp_path):
     assert mixed.shape == one.shape and not np.allclose(mixed, one, atol=1e-4)
     with pytest.raises(Exception, match="another model"):
         run_predict(tmp_path / "same", [str(audio)], tmp_path / "mixed", quiet=True, workers=0)
-    with pytest.raises(Exception, match="onnx backend runs single SED models"):
+    with pytest.raises(Exception, match="ensemble model; the onnx backend runs the exports of sed"):
         run_predict(tmp_path / "same", [str(audio)], tmp_path / "onnx", quiet=True, workers=0, backend="onnx")
 
 

@@ -131,10 +131,11 @@ def local_model(model_dir: Path, meta: ModelMeta, backend: str):
     if backend in ("onnx", "openvino"):
         from birdsed.model.onnx_detector import OnnxSED, OpenVinoSED
 
-        if meta.kind != "sed":
+        exported = {"onnx": ("sed", "birdnet_head", "birdnet_finetuned"), "openvino": ("sed",)}[backend]
+        if meta.kind not in exported:
             raise ConfigError(
-                f"{model_dir} is a {meta.kind} model; the {backend} backend runs single SED models "
-                "(use --backend torch)"
+                f"{model_dir} is a {meta.kind} model; the {backend} backend runs the exports of "
+                f"{', '.join(exported)} models (use --backend torch)"
             )
         return (OnnxSED if backend == "onnx" else OpenVinoSED)(model_dir, meta=meta)
     if backend == "torch":

@@ -27,10 +27,10 @@ import copy
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import nn
 
 from birdsed import __version__
 from birdsed.config import OUTPUT_KINDS
@@ -52,6 +52,9 @@ from birdsed.model.birdnet_range import DEFAULT_MIN_OCCURRENCE, Place, species_t
 from birdsed.model.kinds import BIRDNET_HOP_S, BIRDNET_SENSITIVITY, BirdNETMeta
 from birdsed.model.meta import write_meta
 from birdsed.model.windows import Piece, piece_windows
+
+if TYPE_CHECKING:
+    from birdsed.model.onnx_detector import OnnxExport
 
 SAMPLE_RATE_HZ = 48_000
 WINDOW_S = 3.0
@@ -236,8 +239,11 @@ class BirdNETDetector:
         wave = wave.float()
         return one_segment_outputs(self.scores(wave if backend_for(self.device) == "torch" else wave.cpu().numpy()))
 
-    def onnx_module(self) -> nn.Module:
-        raise ModelError("BirdNET is a TFLite model; it has no ONNX export in birdsed")
+    def onnx_export(self) -> OnnxExport:
+        raise ModelError(
+            "BirdNET's own detector has no ONNX export in birdsed (its 6,522 labels are LiteRT's); a head on BirdNET "
+            "(--config birdnet) has one"
+        )
 
     def eval(self) -> BirdNETDetector:
         return self

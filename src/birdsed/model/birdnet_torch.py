@@ -10,7 +10,8 @@ network after its spectrogram front end (the operators from the first CONV_2D on
 batch-norm-folded scales and shifts, dense matrices) are parameters, so the port can be fine-tuned
 (train/finetune.py); the front end's constants (frame window, mel matrix, its normalisation) are fixed buffers.
 `.to(device, dtype)` moves both. The front end's RFFT runs in fp64 whatever the dtype (LiteRT's FFT is more exact
-than torch's in fp32).
+than torch's in fp32); traced for ONNX, it becomes ONNX's DFT of the real part, the only part BirdNET reads
+(`RealRFFT`), and the shapes the graph computes from its input are fixed at the traced batch.
 
 `BirdNETTorch` gives the 6,522 logits and the 1,024-d embedding (the mean before the classifier). It needs only
 torch once built: `save_state` writes the graph to a file that `from_state_file` loads where neither LiteRT nor
@@ -191,10 +192,34 @@ def expand_dims(m: TFLiteModule, op: Op, x: torch.Tensor, axis: torch.Tensor) ->
     return x.unsqueeze(a if a >= 0 else a + x.dim() + 1)
 
 
+class RealRFFT(torch.autograd.Function):
+    """The real part of a real FFT over the last axis, in float64: torch's FFT when run, ONNX's DFT (opset 17)
+    when exported (torch.onnx has no operator for torch's FFTs, and ONNX has no complex tensors)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, n: int) -> torch.Tensor:  # (..., n) -> (..., n // 2 + 1)
+        return torch.fft.rfft(x.double(), n=n).real
+
+    @staticmethod
+    def symbolic(g, x, n: int):  # noqa: ANN001, ANN205 - torch.onnx's graph context and values
+        x = g.op("Cast", x, to_i=11)  # DOUBLE
+        x = g.op("Unsqueeze", x, g.op("Constant", value_t=torch.tensor([-1])))  # (..., n, 1): real signal
+        rank = x.type().dim()
+        spectrum = g.op("DFT", x, axis_i=rank - 2, onesided_i=1)  # (..., n // 2 + 1, 2): real, imaginary
+        return g.op("Gather", spectrum, g.op("Constant", value_t=torch.tensor(0)), axis_i=-1)
+
+
 def rfft2d(m: TFLiteModule, op: Op, x: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
     # in float64: torch's float32 FFT rounds the quiet bins differently from LiteRT's, and the spectrogram's power
     # < 1 lifts that noise up to 3e-4 in a logit on real recordings (1.9e-5 with float64)
-    return torch.fft.rfft2(x.double(), s=tuple(ints(length)))
+    if not torch.onnx.is_in_onnx_export():
+        return torch.fft.rfft2(x.double(), s=tuple(ints(length)))
+    # exported: BirdNET's frames are (..., 1, n) with lengths (1, n), and only the real part is read after (CAST):
+    # the real part of a 1-D real FFT over the last axis, which ONNX can express
+    rows, n = ints(length)
+    if rows != 1 or x.shape[-2] != 1 or not m.real_part_only(op):
+        raise ModelError(f"{m.graph.source}: this RFFT2D (operator {m._op_index}) has no ONNX export in birdsed")
+    return RealRFFT.apply(x, n)
 
 
 def cast(m: TFLiteModule, op: Op, x: torch.Tensor) -> torch.Tensor:
@@ -342,6 +367,19 @@ class TFLiteModule(nn.Module):
     def like(b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """b on a's device when a is a float tensor (an integer constant used in float arithmetic)."""
         return b.to(a.device) if b.device != a.device and a.is_floating_point() else b
+
+    def real_part_only(self, op: Op) -> bool:
+        """Whether every reader of op's (complex) outputs, through operators that only reshape, is a CAST to a real
+        type, which keeps the real part: then computing the real part alone gives the same values."""
+        g, todo = self.graph, list(op.outputs)
+        while todo:
+            t = todo.pop()
+            for reader in (r for r in g.ops if t in r.inputs):
+                if reader.kind in ("SQUEEZE", "RESHAPE", "EXPAND_DIMS") and reader.inputs[0] == t:
+                    todo += reader.outputs
+                elif reader.kind != "CAST" or getattr(torch, g.dtypes[reader.outputs[0]]).is_complex:
+                    return False
+        return True
 
     def producer(self, tensor: int) -> int:
         """The index of the operator that computes `tensor` (-1: the graph's input)."""

@@ -25,14 +25,16 @@ Optional: a kind that can give one embedding per window (`birdsed embed`, search
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from torch import nn
 
 from birdsed.errors import ModelError
 from birdsed.model.windows import Piece
+
+if TYPE_CHECKING:
+    from birdsed.model.onnx_detector import OnnxExport
 
 
 @runtime_checkable
@@ -54,8 +56,8 @@ class Detector(Protocol):
         samples; `short_policy` overrides the detector's own when given."""
         ...
 
-    def onnx_module(self) -> nn.Module:
-        """A module (B, n_samples) -> output dict that torch.onnx can export; a ModelError for kinds that can't."""
+    def onnx_export(self) -> OnnxExport:
+        """What `export --onnx` traces (onnx_detector.OnnxExport); a ModelError for kinds that have no ONNX graph."""
         ...
 
 

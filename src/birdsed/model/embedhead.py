@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -20,12 +20,16 @@ from birdsed import __version__
 from birdsed.decisions import Thresholds
 from birdsed.errors import ModelError
 from birdsed.model.birdnet import EMBED_DIM, N_SAMPLES, SAMPLE_RATE_HZ, backend_for, shared_runtime
+from birdsed.model.birdnet_info import LICENSE_NOTE
 from birdsed.model.birdnet_labels import MODEL_FILE, SHA256
 from birdsed.model.kinds import HeadMeta
 from birdsed.model.meta import write_meta
 from birdsed.model.modeldir import load_weights, save_weights
 from birdsed.model.sed import AttentionHead
 from birdsed.model.windows import Piece, fitted_audio
+
+if TYPE_CHECKING:
+    from birdsed.model.onnx_detector import OnnxExport
 
 
 def n_subwindows(window_s: float, embed_hop_s: float, sub_s: float = N_SAMPLES / SAMPLE_RATE_HZ) -> int:
@@ -171,8 +175,12 @@ class EmbeddingHeadModel:
     def __call__(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.head(self.embed(wave))
 
-    def onnx_module(self) -> nn.Module:
-        raise ModelError("a BirdNET-embedding head runs BirdNET's TFLite model; it has no ONNX export in birdsed")
+    def onnx_export(self) -> OnnxExport:
+        """BirdNET (as shipped, through the torch port) and the head, one window a call."""
+        from birdsed.model.birdnet_finetune import FineTunedNet, window_export
+        from birdsed.model.birdnet_torch import load_birdnet_torch
+
+        return window_export(self, FineTunedNet(load_birdnet_torch(), self.head), LICENSE_NOTE)
 
     def eval(self) -> EmbeddingHeadModel:
         self.head.eval()

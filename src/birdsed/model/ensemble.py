@@ -20,17 +20,21 @@ read by modeldir.py.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import soxr
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from birdsed.config import OUTPUT_KINDS
 from birdsed.decisions import Thresholds
 from birdsed.errors import ModelError
 from birdsed.model.detector import Detector
 from birdsed.model.windows import Piece
+
+if TYPE_CHECKING:
+    from birdsed.model.onnx_detector import OnnxExport
 
 
 def average_outputs(outs: list[dict[str, torch.Tensor]], weights: list[float] | None = None) -> dict[str, torch.Tensor]:
@@ -102,7 +106,7 @@ class Ensemble:
                 outs.append(m.window_outputs(a, ps, w, h, short_policy))
         return average_outputs(outs, self.weights)
 
-    def onnx_module(self) -> nn.Module:
+    def onnx_export(self) -> OnnxExport:
         raise ModelError("an ensemble has no single ONNX graph; export its members one by one (members/*)")
 
     def eval(self) -> Ensemble:

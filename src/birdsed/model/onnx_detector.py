@@ -1,15 +1,25 @@
 """Exported models as Detectors (detector.py): the ONNX file run by ONNX Runtime or compiled by OpenVINO for the CPU
-(predict --backend onnx | openvino). No timm: predicting with an export never builds the PyTorch network."""
+(predict --backend onnx | openvino). No timm: predicting with an export never builds the PyTorch network.
+
+What a kind exports is declared by its Detector's `onnx_export()` (`OnnxExport`): an SED network takes any number
+of 5 s windows at 32 kHz a call; a head on BirdNET (frozen or fine-tuned, through the torch port) exactly one 5 s
+window at 48 kHz, since the port's graph computes its shapes from its input and the trace fixes them. The reader
+takes the batch and the output names from the file itself."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ContextManager
 
+import numpy as np
 import torch
 from torch import nn
 
 from birdsed.errors import ModelError
-from birdsed.model.kinds import ModelMeta, SedMeta
+from birdsed.model.kinds import HeadMeta, ModelMeta, SedMeta
 from birdsed.model.meta import read_model_meta
 from birdsed.model.windows import SED_HOP_S, SED_WINDOW_S, Piece, piece_windows
 
@@ -18,8 +28,25 @@ ONNX_OUTPUTS = ("clipwise", "segmentwise", "norm_att", "framewise")
 ONNX_NAME = "model.onnx"
 
 
+@dataclass
+class OnnxExport:
+    """What `export --onnx` traces: `module` maps "wave" (batch, n_samples) at sample_rate_hz to an output dict, of
+    which `outputs` are written, in that order; batch None: any number of windows a call (a dynamic axis), else
+    exactly `batch`; `tracing()` switches the module to its exportable operators while it is traced; `metadata`
+    goes into the file (e.g. the licence its weights carry)."""
+
+    module: nn.Module
+    sample_rate_hz: int
+    n_samples: int
+    outputs: tuple[str, ...]
+    batch: int | None = None
+    tracing: Callable[[], ContextManager[None]] = contextlib.nullcontext
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
 class OnnxSED:
-    """An exported SED model run by ONNX Runtime, as a Detector (detector.py): it takes the windows' waveforms."""
+    """An exported model (an SED network, or a head on BirdNET) run by ONNX Runtime, as a Detector (detector.py): it
+    takes the windows' waveforms."""
 
     window_s = SED_WINDOW_S
     hop_s = SED_HOP_S
@@ -39,11 +66,17 @@ class OnnxSED:
         if not path.is_file():
             raise ModelError(f"{path} not found; write it with `birdsed export --model {model_dir} --onnx {path}`")
         meta = read_model_meta(model_dir) if meta is None else meta
-        if not isinstance(meta, SedMeta):
-            raise ModelError(f"{model_dir} is a {meta.kind} model; an ONNX export is of a single SED model")
+        if isinstance(meta, SedMeta):
+            self.sample_rate_hz = meta.frontend.sample_rate_hz
+        elif isinstance(meta, HeadMeta):  # a head on BirdNET (frozen or fine-tuned): 48 kHz, its own window
+            from birdsed.model.birdnet import SAMPLE_RATE_HZ
+
+            self.sample_rate_hz, self.window_s = SAMPLE_RATE_HZ, meta.embedding.window_s
+        else:
+            raise ModelError(
+                f"{model_dir} is a {meta.kind} model; an ONNX export is of a single SED model or a head on BirdNET"
+            )
         self.classes = meta.classes
-        self.frontend_cfg = meta.frontend
-        self.sample_rate_hz = self.frontend_cfg.sample_rate_hz
         self.short_policy = meta.short_policy
         return path
 
@@ -56,15 +89,26 @@ class OnnxSED:
         policy = short_policy or self.short_policy
         return self(torch.cat([piece_windows(audio, q, window, hop, policy) for q in pieces]))
 
-    def onnx_module(self) -> nn.Module:
+    def onnx_export(self) -> OnnxExport:
         raise ModelError("this is an ONNX model already")
 
     def eval(self) -> OnnxSED:
         return self
 
     def __call__(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
-        outs = self.sess.run(None, {"wave": wave.float().cpu().numpy()})
-        return {k: torch.from_numpy(v) for k, v in zip(ONNX_OUTPUTS, outs)}
+        """(W, n_samples) -> the file's outputs by name; an export that takes a fixed batch runs in calls of that
+        many windows, the last padded."""
+        x = wave.float().cpu().numpy()
+        names = [o.name for o in self.sess.get_outputs()]
+        fixed = self.sess.get_inputs()[0].shape[0]
+        if not isinstance(fixed, int) or fixed == len(x):
+            return {k: torch.from_numpy(v) for k, v in zip(names, self.sess.run(None, {"wave": x}))}
+        parts = []
+        for i in range(0, max(len(x), 1), fixed):  # no windows: one call of padding, sliced to none
+            chunk = x[i : i + fixed]
+            padded = np.concatenate([chunk, np.zeros((fixed - len(chunk), x.shape[1]), np.float32)])
+            parts.append([v[: len(chunk)] for v in self.sess.run(None, {"wave": padded})])
+        return {k: torch.from_numpy(np.concatenate([p[j] for p in parts])) for j, k in enumerate(names)}
 
 
 class OpenVinoSED(OnnxSED):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import timm
 import torch
@@ -19,6 +22,9 @@ from birdsed.errors import ModelError
 from birdsed.model.bn_fusion import fold_batchnorm
 from birdsed.model.frontend import LogMel
 from birdsed.model.windows import SED_HOP_S, SED_WINDOW_S, Piece, fitted_audio
+
+if TYPE_CHECKING:
+    from birdsed.model.onnx_detector import OnnxExport
 
 log = logging.getLogger(__name__)
 
@@ -251,8 +257,21 @@ class SEDModel(nn.Module):
         feats = self.backbone.forward_features(self.image(fe.normalize(db)))  # (W, C, F', T')
         return feats.float().mean(dim=(2, 3))
 
-    def onnx_module(self) -> SEDModel:
-        return self
+    def onnx_export(self) -> OnnxExport:
+        """Any number of windows a call; traced with the front end's STFT as a convolution (torch.stft has no ONNX
+        export in the TorchScript exporter)."""
+        from birdsed.model.onnx_detector import ONNX_OUTPUTS, OnnxExport
+
+        @contextlib.contextmanager
+        def conv_stft() -> Iterator[None]:
+            self.frontend.conv_stft = True
+            try:
+                yield
+            finally:
+                self.frontend.conv_stft = False
+
+        rate = self.frontend_cfg.sample_rate_hz
+        return OnnxExport(self, rate, int(round(self.window_s * rate)), ONNX_OUTPUTS, tracing=conv_stft)
 
     def use_channels_last(self) -> SEDModel:
         self.channels_last = True
