@@ -58,3 +58,18 @@ def test_a_head_on_birdnet_exports_to_onnx_and_predicts_as_torch_does(synth_data
     rows_o, onnx_s = scores(model_dir, audio, tmp_path / "pred_onnx", "onnx")
     assert len(rows_t) > 3 and list(rows_o["start_s"]) == list(rows_t["start_s"])  # several windows, one a call
     np.testing.assert_allclose(onnx_s.to_numpy(), torch_s.to_numpy(), atol=1e-4)
+
+
+@needs_birdnet
+def test_an_fft_whose_imaginary_part_is_read_would_not_be_exported(port):
+    g = port.net.graph
+    ffts = [op for op in g.ops if op.kind == "RFFT2D"]
+    assert len(ffts) == 2 and all(port.net.real_part_only(op) for op in ffts)  # BirdNET keeps the real part alone
+    squeeze = next(op for op in g.ops if ffts[0].outputs[0] in op.inputs)
+    cast = next(op for op in g.ops if squeeze.outputs[0] in op.inputs)
+    assert (squeeze.kind, cast.kind) == ("SQUEEZE", "CAST")
+    was, g.dtypes[cast.outputs[0]] = g.dtypes[cast.outputs[0]], "complex64"  # as if the graph went on complex
+    try:
+        assert not port.net.real_part_only(ffts[0])
+    finally:
+        g.dtypes[cast.outputs[0]] = was
