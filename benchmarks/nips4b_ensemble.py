@@ -7,7 +7,9 @@ Each run is the --out folder of a 5-fold `nips4b.py` run (its fold*/pred_test/sc
 per class is the max over its rows of the clipwise output; the ensemble's is the (weighted) mean of the runs' scores.
 Macro AP (over classes with a positive) and micro AP are computed over all 550 held-out clips at once
 ("pooled"), and both also per fold and averaged (as nips4b.py's fold table; higher, since a fold's
-few positives per class rank more easily among 110 clips than among 550).
+few positives per class rank more easily among 110 clips than among 550). --fold-scale adds a diagnostic: each row
+again with every class's logits standardised within each fold's held-out clips, which shows what the five fold
+models' different score scales cost the pooled AP (it reads the held-out clips' score distribution: not a model).
 """
 
 from __future__ import annotations
@@ -31,6 +33,20 @@ def mean_scores(frames: list[pd.DataFrame], weights: list[float] | None = None) 
     classes = sorted(set.union(*(set(f.columns) for f in frames)))
     w = np.ones(len(frames)) if weights is None else np.asarray(weights, float)
     return sum(wi * f.reindex(index=clips, columns=classes, fill_value=0.0) for wi, f in zip(w, frames)) / w.sum()
+
+
+def fold_standardised(scores: pd.DataFrame, fold_of: dict[str, int]) -> pd.DataFrame:
+    """Each class's logits standardised within each fold's held-out clips (their mean and std). A diagnostic, not a
+    model: it uses the held-out clips' score distribution, and shows how much of pooled AP the five fold models'
+    different score scales cost (each fold's ranking, so per-fold AP, is unchanged)."""
+    p = scores.astype("float64").clip(1e-6, 1 - 1e-6)
+    logit = np.log(p / (1 - p))
+    folds = np.array([fold_of[f] for f in scores.index])
+    out = logit.copy()
+    for k in np.unique(folds):
+        part = logit[folds == k]
+        out[folds == k] = (part - part.mean()) / (part.std() + 1e-6)
+    return out
 
 
 def scores_row(name: str, scores: pd.DataFrame, table: pd.DataFrame, fold_of: dict[str, int]) -> dict:
@@ -58,6 +74,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="the fold split's seed (as given to nips4b.py)")
     ap.add_argument("--out", type=Path, help="write the table as JSON here")
     ap.add_argument("--weights", type=float, nargs="+", help="one weight per run for the mean (default equal)")
+    ap.add_argument(
+        "--fold-scale",
+        action="store_true",
+        help="also each row with every class's logits standardised per held-out fold (a diagnostic, not a model)",
+    )
     a = ap.parse_args()
     if a.weights and len(a.weights) != len(a.runs):
         sys.exit(f"{len(a.weights)} weights for {len(a.runs)} runs")
@@ -69,6 +90,12 @@ def main() -> None:
     if len(frames) > 1:
         name = "mean of the runs above" + (f" (weights {a.weights})" if a.weights else "")
         rows.append(scores_row(name, mean_scores(list(frames.values()), a.weights), table, fold_of))
+    if a.fold_scale:
+        mean = mean_scores(list(frames.values()), a.weights) if len(frames) > 1 else None
+        scaled = [(n, f) for n, f in frames.items()] + ([("mean of the runs above", mean)] if mean is not None else [])
+        rows += [
+            scores_row(f"{n}, standardised per fold", fold_standardised(f, fold_of), table, fold_of) for n, f in scaled
+        ]
     print(pd.DataFrame(rows).round(4).to_string(index=False))
     if a.out:
         save_json(a.out, {"output": a.output, "rows": rows})
