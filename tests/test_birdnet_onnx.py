@@ -73,3 +73,26 @@ def test_an_fft_whose_imaginary_part_is_read_would_not_be_exported(port):
         assert not port.net.real_part_only(ffts[0])
     finally:
         g.dtypes[cast.outputs[0]] = was
+
+
+@needs_birdnet
+def test_a_linear_head_exports_and_its_export_predicts_at_its_own_hop(synth_data, tmp_path):
+    from birdsed.errors import ModelError
+    from birdsed.model.export import export_onnx
+    from birdsed.model.linearhead import LinearHead, save_linear_dir
+    from birdsed.model.onnx_detector import OnnxSED, OpenVinoSED
+
+    head = LinearHead(2)
+    with torch.no_grad():
+        head.weight.normal_(std=0.05)
+    model_dir = save_linear_dir(["a", "b"], head, tmp_path / "m", hop_s=1.5)
+    export_onnx(model_dir, model_dir / "model.onnx")
+    audio = sorted((synth_data / "test_audio").iterdir())[0]
+    rows_t, torch_s = scores(model_dir, audio, tmp_path / "pred_torch", "torch")
+    rows_o, onnx_s = scores(model_dir, audio, tmp_path / "pred_onnx", "onnx")
+    assert list(rows_o["start_s"]) == list(rows_t["start_s"])  # 3 s windows every 1.5 s, as the model says
+    np.testing.assert_allclose(onnx_s.to_numpy(), torch_s.to_numpy(), atol=1e-4)
+    with pytest.raises(ModelError, match="takes windows of 3 s, not 5 s"):
+        OnnxSED(model_dir)(torch.zeros(1, 240_000))
+    with pytest.raises(ModelError, match="runs the exports of single SED models"):
+        OpenVinoSED(model_dir)

@@ -14,7 +14,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--onnx",
         type=Path,
-        help="write the model (with its log-mel front end) as ONNX; "
+        help="write the model (with its front end: log-mel, or BirdNET's spectrogram for a head on BirdNET) as ONNX; "
         "name it MODEL/model.onnx for `predict --backend onnx`",
     )
     p.add_argument("--check-audio", type=Path, help="also compare ONNX and PyTorch on this recording")

@@ -131,7 +131,8 @@ def local_model(model_dir: Path, meta: ModelMeta, backend: str):
     if backend in ("onnx", "openvino"):
         from birdsed.model.onnx_detector import OnnxSED, OpenVinoSED
 
-        exported = {"onnx": ("sed", "birdnet_head", "birdnet_finetuned"), "openvino": ("sed",)}[backend]
+        heads = ("birdnet_head", "birdnet_finetuned", "birdnet_linear")
+        exported = {"onnx": ("sed", *heads), "openvino": ("sed",)}[backend]
         if meta.kind not in exported:
             raise ConfigError(
                 f"{model_dir} is a {meta.kind} model; the {backend} backend runs the exports of "

@@ -241,8 +241,8 @@ class BirdNETDetector:
 
     def onnx_export(self) -> OnnxExport:
         raise ModelError(
-            "BirdNET's own detector has no ONNX export in birdsed (its 6,522 labels are LiteRT's); a head on BirdNET "
-            "(--config birdnet) has one"
+            "BirdNET's own detector (kind birdnet) has no ONNX export in birdsed; a head trained on BirdNET "
+            "(train --config birdnet, learn) has one"
         )
 
     def eval(self) -> BirdNETDetector:

@@ -20,9 +20,9 @@ from torch import nn
 from birdsed import __version__
 from birdsed.decisions import Thresholds
 from birdsed.errors import ModelError
-from birdsed.model.birdnet import EMBED_DIM, N_SAMPLES, SAMPLE_RATE_HZ
+from birdsed.model.birdnet import EMBED_DIM, N_SAMPLES
 from birdsed.model.birdnet_torch import BirdNETTorch
-from birdsed.model.embedhead import EmbeddingHead, EmbeddingHeadModel
+from birdsed.model.embedhead import EmbeddingHead, EmbeddingHeadModel, window_export
 from birdsed.model.kinds import FineTunedMeta
 from birdsed.model.meta import WEIGHTS, write_meta
 from birdsed.model.modeldir import read_weights, save_weights
@@ -84,36 +84,6 @@ class FineTunedNet(nn.Module):
         self.load_state_dict(state, strict=False)
 
 
-class WindowNet(nn.Module):
-    """(1, window) 48 kHz -> the head's outputs for that one window (clipwise (1, K); segmentwise, norm_att
-    (1, K, T')), its sub-windows cut as predict cuts them (every `step` samples, `n_sub` of them), each through the
-    port: what `export --onnx` traces for a head on BirdNET."""
-
-    def __init__(self, net: FineTunedNet, n_sub: int, step: int):
-        super().__init__()
-        self.net, self.n_sub, self.step = net, n_sub, step
-
-    def forward(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.net(wave.unfold(1, N_SAMPLES, self.step)[:, : self.n_sub])
-
-
-def window_export(model: EmbeddingHeadModel, net: FineTunedNet, license: str) -> OnnxExport:
-    """The ONNX export of a head on BirdNET with the port `net` (a copy, on the CPU): one window a call (the
-    port's shapes are fixed when traced), the licence its weights carry in the file's metadata."""
-    from birdsed.model.onnx_detector import OnnxExport
-
-    step = int(round(model.embed_hop_s * SAMPLE_RATE_HZ))
-    window = WindowNet(copy.deepcopy(net).cpu().eval(), model.n_sub, step).eval()
-    return OnnxExport(
-        window,
-        SAMPLE_RATE_HZ,
-        int(round(model.window_s * SAMPLE_RATE_HZ)),
-        ("clipwise", "segmentwise", "norm_att"),
-        batch=1,
-        metadata={"license": license},
-    )
-
-
 class FineTunedHeadModel(EmbeddingHeadModel):
     """A Detector (detector.py): the head on its own fine-tuned BirdNET port, in torch on the device given."""
 
@@ -162,7 +132,7 @@ class FineTunedHeadModel(EmbeddingHeadModel):
         return fast
 
     def onnx_export(self) -> OnnxExport:
-        return window_export(self, self.net, LICENSE)
+        return window_export(self, self.net.backbone, LICENSE)
 
     def eval(self) -> FineTunedHeadModel:
         self.net.eval()

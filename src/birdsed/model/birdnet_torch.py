@@ -217,7 +217,7 @@ def rfft2d(m: TFLiteModule, op: Op, x: torch.Tensor, length: torch.Tensor) -> to
     # exported: BirdNET's frames are (..., 1, n) with lengths (1, n), and only the real part is read after (CAST):
     # the real part of a 1-D real FFT over the last axis, which ONNX can express
     rows, n = ints(length)
-    if rows != 1 or x.shape[-2] != 1 or not m.real_part_only(op):
+    if rows != 1 or x.shape[-2] != 1 or x.shape[-1] != n or not m.real_part_only(op):
         raise ModelError(f"{m.graph.source}: this RFFT2D (operator {m._op_index}) has no ONNX export in birdsed")
     return RealRFFT.apply(x, n)
 
@@ -374,6 +374,8 @@ class TFLiteModule(nn.Module):
         g, todo = self.graph, list(op.outputs)
         while todo:
             t = todo.pop()
+            if t in g.outputs:  # the complex values leave the graph
+                return False
             for reader in (r for r in g.ops if t in r.inputs):
                 if reader.kind in ("SQUEEZE", "RESHAPE", "EXPAND_DIMS") and reader.inputs[0] == t:
                     todo += reader.outputs

@@ -26,7 +26,7 @@ from birdsed.model.kinds import HeadMeta
 from birdsed.model.meta import write_meta
 from birdsed.model.modeldir import load_weights, save_weights
 from birdsed.model.sed import AttentionHead
-from birdsed.model.windows import Piece, fitted_audio
+from birdsed.model.windows import SED_HOP_S, Piece, fitted_audio
 
 if TYPE_CHECKING:
     from birdsed.model.onnx_detector import OnnxExport
@@ -77,6 +77,38 @@ class EmbeddingHead(nn.Module):
         return self.head(x.transpose(1, 2)[:, :, None, :], offset)  # (B, D, F' = 1, T')
 
 
+class WindowNet(nn.Module):
+    """(1, window) 48 kHz -> the head's outputs for that one window (clipwise (1, K); segmentwise, norm_att
+    (1, K, T')): its sub-windows cut as predict cuts them (every `step` samples, `n_sub` of them), each embedded
+    by BirdNET's torch `port`: what `export --onnx` traces for a head on BirdNET."""
+
+    def __init__(self, port: nn.Module, head: nn.Module, n_sub: int, step: int):
+        super().__init__()
+        self.port, self.head, self.n_sub, self.step = port, head, n_sub, step
+
+    def forward(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
+        subs = wave.unfold(1, N_SAMPLES, self.step)[:, : self.n_sub]  # (B, T', 144000)
+        b, n = subs.shape[:2]
+        return self.head(self.port(subs.reshape(b * n, N_SAMPLES))[1].float().view(b, n, EMBED_DIM))
+
+
+def window_export(model: EmbeddingHeadModel, port: nn.Module, license: str) -> OnnxExport:
+    """The ONNX export of a head on BirdNET embedded by `port` (BirdNETTorch: as shipped, or fine-tuned; copies of
+    it and the head, on the CPU): one window of model.window_s a call (the port's shapes are fixed when traced),
+    the licence its weights carry in the file's metadata."""
+    from birdsed.model.onnx_detector import OnnxExport
+
+    net = WindowNet(copy.deepcopy(port).cpu(), copy.deepcopy(model.head).cpu(), model.n_sub, model.sub_step)
+    return OnnxExport(
+        net.eval(),
+        SAMPLE_RATE_HZ,
+        int(round(model.window_s * SAMPLE_RATE_HZ)),
+        ("clipwise", "segmentwise", "norm_att"),
+        batch=1,
+        metadata={"license": license},
+    )
+
+
 class EmbeddingHeadModel:
     """A Detector (detector.py): 48 kHz windows of window_s -> BirdNET embeddings of their sub-windows -> the head."""
 
@@ -88,7 +120,7 @@ class EmbeddingHeadModel:
         head: EmbeddingHead,
         window_s: float = 5.0,
         embed_hop_s: float = 1.0,
-        hop_s: float = 2.5,
+        hop_s: float = SED_HOP_S,
         short_policy: str = "loop",
     ):
         if embed_hop_s <= 0 or window_s * SAMPLE_RATE_HZ < N_SAMPLES:
@@ -128,10 +160,14 @@ class EmbeddingHeadModel:
             "short_policy": self.short_policy,
         }
 
+    @property
+    def sub_step(self) -> int:
+        """Samples between the starts of a window's sub-windows."""
+        return int(round(self.embed_hop_s * SAMPLE_RATE_HZ))
+
     def sub_windows(self, windows: torch.Tensor) -> torch.Tensor:
         """(W, window) 48 kHz -> (W, T', 144000) sub-windows."""
-        step = int(round(self.embed_hop_s * SAMPLE_RATE_HZ))
-        return windows.unfold(1, N_SAMPLES, step)[:, : self.n_sub]
+        return windows.unfold(1, N_SAMPLES, self.sub_step)[:, : self.n_sub]
 
     def embed(self, windows: torch.Tensor) -> torch.Tensor:
         """(W, window) -> (W, T', 1024) BirdNET embeddings."""
@@ -177,10 +213,9 @@ class EmbeddingHeadModel:
 
     def onnx_export(self) -> OnnxExport:
         """BirdNET (as shipped, through the torch port) and the head, one window a call."""
-        from birdsed.model.birdnet_finetune import FineTunedNet, window_export
         from birdsed.model.birdnet_torch import load_birdnet_torch
 
-        return window_export(self, FineTunedNet(load_birdnet_torch(), self.head), LICENSE_NOTE)
+        return window_export(self, load_birdnet_torch(), LICENSE_NOTE)
 
     def eval(self) -> EmbeddingHeadModel:
         self.head.eval()

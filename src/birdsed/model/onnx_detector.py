@@ -2,24 +2,24 @@
 (predict --backend onnx | openvino). No timm: predicting with an export never builds the PyTorch network.
 
 What a kind exports is declared by its Detector's `onnx_export()` (`OnnxExport`): an SED network takes any number
-of 5 s windows at 32 kHz a call; a head on BirdNET (frozen or fine-tuned, through the torch port) exactly one 5 s
-window at 48 kHz, since the port's graph computes its shapes from its input and the trace fixes them. The reader
-takes the batch and the output names from the file itself."""
+of 5 s windows at 32 kHz a call; a head on BirdNET (frozen, fine-tuned or linear, through the torch port) exactly one
+window of its own length at 48 kHz, since the port's graph computes its shapes from its input and the trace fixes
+them. The reader takes the batch, the window and the output names from the file itself."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ContextManager
 
 import numpy as np
 import torch
 from torch import nn
 
 from birdsed.errors import ModelError
-from birdsed.model.kinds import HeadMeta, ModelMeta, SedMeta
+from birdsed.model.kinds import HeadMeta, LinearMeta, ModelMeta, SedMeta
 from birdsed.model.meta import read_model_meta
 from birdsed.model.windows import SED_HOP_S, SED_WINDOW_S, Piece, piece_windows
 
@@ -40,7 +40,7 @@ class OnnxExport:
     n_samples: int
     outputs: tuple[str, ...]
     batch: int | None = None
-    tracing: Callable[[], ContextManager[None]] = contextlib.nullcontext
+    tracing: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
     metadata: dict[str, str] = field(default_factory=dict)
 
 
@@ -59,22 +59,29 @@ class OnnxSED:
         if threads:
             opts.intra_op_num_threads = threads
         self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        wave = self.sess.get_inputs()[0]
+        self.names = [o.name for o in self.sess.get_outputs()]
+        # (batch, samples) as exported: ints where the trace fixed them (a head on BirdNET: 1 window a call)
+        self.batch, self.n_samples = (d if isinstance(d, int) else None for d in wave.shape)
 
-    def _load(self, model_dir: str | Path, meta: ModelMeta | None) -> Path:
-        """The export's path; meta: the directory's model.json already read (else read here)."""
+    def _load(self, model_dir: str | Path, meta: ModelMeta | None, heads: bool = True) -> Path:
+        """The export's path; meta: the directory's model.json already read (else read here); heads: the exports of
+        heads on BirdNET are run too."""
         path = Path(model_dir) / ONNX_NAME
         if not path.is_file():
             raise ModelError(f"{path} not found; write it with `birdsed export --model {model_dir} --onnx {path}`")
         meta = read_model_meta(model_dir) if meta is None else meta
         if isinstance(meta, SedMeta):
             self.sample_rate_hz = meta.frontend.sample_rate_hz
-        elif isinstance(meta, HeadMeta):  # a head on BirdNET (frozen or fine-tuned): 48 kHz, its own window
+        elif isinstance(meta, HeadMeta) and heads:  # a head on BirdNET (frozen, fine-tuned, linear): 48 kHz
             from birdsed.model.birdnet import SAMPLE_RATE_HZ
 
             self.sample_rate_hz, self.window_s = SAMPLE_RATE_HZ, meta.embedding.window_s
+            self.hop_s = meta.hop_s if isinstance(meta, LinearMeta) else SED_HOP_S  # as the torch model's
         else:
             raise ModelError(
-                f"{model_dir} is a {meta.kind} model; an ONNX export is of a single SED model or a head on BirdNET"
+                f"{model_dir} is a {meta.kind} model; this backend runs the exports of "
+                + ("single SED models or heads on BirdNET" if heads else "single SED models")
             )
         self.classes = meta.classes
         self.short_policy = meta.short_policy
@@ -99,9 +106,13 @@ class OnnxSED:
         """(W, n_samples) -> the file's outputs by name; an export that takes a fixed batch runs in calls of that
         many windows, the last padded."""
         x = wave.float().cpu().numpy()
-        names = [o.name for o in self.sess.get_outputs()]
-        fixed = self.sess.get_inputs()[0].shape[0]
-        if not isinstance(fixed, int) or fixed == len(x):
+        if self.n_samples is not None and x.shape[1] != self.n_samples:
+            raise ModelError(
+                f"this ONNX export takes windows of {self.n_samples / self.sample_rate_hz:g} s, not "
+                f"{x.shape[1] / self.sample_rate_hz:g} s: predict without --window-s, or export the model again"
+            )
+        names, fixed = self.names, self.batch
+        if fixed is None or fixed == len(x):
             return {k: torch.from_numpy(v) for k, v in zip(names, self.sess.run(None, {"wave": x}))}
         parts = []
         for i in range(0, max(len(x), 1), fixed):  # no windows: one call of padding, sliced to none
@@ -120,7 +131,7 @@ class OpenVinoSED(OnnxSED):
             import openvino as ov
         except ImportError as e:
             raise ModelError("--backend openvino needs OpenVINO: pip install 'birdsed[openvino]'") from e
-        path = self._load(model_dir, meta)
+        path = self._load(model_dir, meta, heads=False)
         # f32: on CPUs with AMX OpenVINO would run bf16 by default, and its scores would differ from torch's
         config = {"INFERENCE_PRECISION_HINT": "f32", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
         self.compiled = ov.Core().compile_model(str(path), "CPU", config)
