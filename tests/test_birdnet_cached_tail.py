@@ -142,7 +142,7 @@ def test_a_weight_average_follows_the_steps_at_its_decay():
 
 
 @needs_birdnet
-def test_train_ema_keeps_the_average_of_the_weights_on_cached_features(synth_data, tmp_path):
+def test_train_ema_keeps_the_average_of_the_weights_on_cached_features(synth_data, tmp_path, caplog):
     from birdsed.train.run import train
 
     def trained(name: str, *more: str) -> dict[str, torch.Tensor]:
@@ -154,3 +154,5 @@ def test_train_ema_keeps_the_average_of_the_weights_on_cached_features(synth_dat
     slow = trained("slow", "train.ema=true", "train.ema_decay=0.9")
     assert all(torch.allclose(last[k], plain[k], atol=1e-5) for k in plain)
     assert any(not torch.allclose(slow[k], plain[k], atol=1e-5) for k in plain)
+    # 0.9 averages over about 10 steps, as many as this tiny run takes: said, with a lower decay to try
+    assert "train.ema_decay 0.9 averages over about 10 steps" in caplog.text

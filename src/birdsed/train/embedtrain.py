@@ -292,6 +292,15 @@ def train_embedding_head(
     evaluated = ema.module if ema is not None else module  # what validation scores and training keeps
     steps_per_epoch = max(1, math.ceil((len(items) + n_pseudo) / t.batch_size))
     total = steps_per_epoch * t.epochs if t.max_steps <= 0 else min(steps_per_epoch * t.epochs, t.max_steps)
+    if ema is not None and 1 / (1 - t.ema_decay) > total / 3:
+        log.warning(
+            "train.ema_decay %g averages over about %d steps, and this run takes %d: the kept weights stay near the "
+            "first steps'; lower it (e.g. %g)",
+            t.ema_decay,
+            round(1 / (1 - t.ema_decay)),
+            total,
+            max(0.5, round(1 - 10 / total, 3)),
+        )
     from birdsed.train.task import lr_factor
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, int(t.warmup_frac * total)))
