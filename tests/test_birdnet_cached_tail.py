@@ -141,6 +141,15 @@ def test_a_weight_average_follows_the_steps_at_its_decay():
             weight_average(net, bad)
 
 
+def test_a_decay_that_spans_too_much_of_the_run_is_said_with_a_lower_valid_one():
+    from birdsed.train.embedtrain import ema_horizon_warning
+
+    assert ema_horizon_warning(0.98, 400) is None  # about 50 of 400 steps
+    said = ema_horizon_warning(0.9999, 25_000)
+    assert "about 10000 steps, and this run takes 25000" in said and "e.g. 0.9996)" in said
+    assert "train.ema=false" in ema_horizon_warning(0.5, 4)  # no decay spans a tenth of 4 steps
+
+
 @needs_birdnet
 def test_train_ema_keeps_the_average_of_the_weights_on_cached_features(synth_data, tmp_path, caplog):
     from birdsed.train.run import train

@@ -146,6 +146,32 @@ def test_a_fine_tuning_run_resumes_after_its_last_epoch(synth_data, tmp_path):
         train(synth_data, tiny("train.epochs=3", "train.max_steps=3"), run, resume=True, quiet=True)
 
 
+@needs_birdnet
+def test_train_ema_on_fine_tuning_keeps_the_average_and_a_resumed_run_continues_it(synth_data, tmp_path, caplog):
+    from birdsed.train.finetune import CHECKPOINT, read_checkpoint_file
+    from birdsed.train.run import train
+
+    ema = ("model.dropout=0", "train.ema=true", "train.ema_decay=0.5")
+    run = tmp_path / "run"
+    train(synth_data, tiny(*ema), run, quiet=True)
+    first = read_checkpoint_file(run / CHECKPOINT)
+    assert first["ema"]["n"] == 1  # the first step's weights, copied
+    model = train(synth_data, tiny(*ema, "train.epochs=2", "train.max_steps=2"), run, resume=True, quiet=True)
+    second = read_checkpoint_file(run / CHECKPOINT)
+    assert second["ema"]["n"] == 2
+    kept, w1, w2 = load_file(str(model / "weights.safetensors")), first["net"], second["net"]
+    moved = [k for k in w2 if not torch.equal(w1[k], w2[k])]
+    assert moved
+    # decay 0.5 over the two steps: half of each; an average restarted on resume would keep the second step's alone
+    assert all(torch.allclose(kept[k], 0.5 * w1[k] + 0.5 * w2[k], atol=1e-6) for k in moved)
+    assert not all(torch.allclose(kept[k], w2[k], atol=1e-6) for k in moved)
+    assert "train.ema_decay 0.5 averages over about 2 steps" in caplog.text
+    plain = tmp_path / "plain"
+    train(synth_data, tiny("model.dropout=0"), plain, quiet=True)
+    train(synth_data, tiny(*ema, "train.epochs=2", "train.max_steps=2"), plain, resume=True, quiet=True)
+    assert "holds no train.ema average" in caplog.text
+
+
 @pytest.mark.parametrize(
     "over, match",
     [

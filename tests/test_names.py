@@ -13,7 +13,7 @@ from birdsed.errors import ConfigError
 from birdsed.model import birdnet_range
 from birdsed.model.birdnet_labels import map_classes
 from birdsed.model.birdnet_range import Place, filter_scores, soft_prior, week_of
-from birdsed.model.names import Names, read_species_list, resolve_names, synonyms
+from birdsed.model.names import Names, read_species_list, resolve_names, synonym_note, synonyms
 
 
 def run_cli(capsys, *argv) -> tuple[int, str]:
@@ -146,6 +146,26 @@ def test_former_scientific_names_find_birdnets_newer_genera():
     assert names.lookup("parus caeruleus").common == "Eurasian Blue Tit"
     assert names.lookup("Sylvia cantillans").scientific == "Curruca iberiae"  # the split's one BirdNET V2.4 knows
     assert names.lookup("Sylvia atricapilla").scientific == "Sylvia atricapilla"  # still a Sylvia: its own name
+
+
+def test_a_former_name_that_covered_a_split_species_is_taken_and_said(tmp_path, caplog):
+    f = tmp_path / "species.txt"
+    f.write_text("Sylvia cantillans\nSylvia melanocephala\n")
+    said = read_species_list(f).messages("species.txt")
+    assert len(said) == 1 and "'Sylvia cantillans' is taken as Curruca iberiae (Western Subalpine Warbler)" in said[0]
+    assert "the eastern Curruca cantillans" in said[0]
+    labels = ["Curruca iberiae_Western Subalpine Warbler", "Curruca melanocephala_Sardinian Warbler"]
+    aliases = {
+        "Sylcan_call": ["Sylvia cantillans"],
+        "Sylcan_song": ["Sylvia cantillans"],
+        "Sylmel": ["Sylvia melanocephala"],
+    }
+    with caplog.at_level("WARNING"):
+        cmap = map_classes(list(aliases), labels, {}, aliases=aliases)
+    assert cmap.indices == [0, 0, 1]
+    warned = [r.getMessage() for r in caplog.records if r.name == "birdsed.model.birdnet_labels"]
+    assert len(warned) == 1 and warned[0].startswith("Sylcan_call, Sylcan_song: 'Sylvia cantillans' is taken as")
+    assert synonym_note("Sylvia melanocephala") == "" and "Iduna opaca" in synonym_note("hippolais pallida")
 
 
 def test_every_synonym_names_a_species_birdnet_knows_and_none_shadows_one():

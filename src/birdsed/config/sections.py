@@ -128,7 +128,7 @@ class TrainConfig:
     head_warmup_views: int = 1  # >1: the warm-up cache also holds views - 1 augmented copies of each window
     freeze_bn: bool = False  # keep the backbone's BatchNorm statistics (pretrained ones) fixed while fine-tuning
     grad_clip: float = 1.0
-    ema: bool = False  # keep an exponential moving average of the weights (Lightning and cached-feature paths)
+    ema: bool = False  # keep an exponential moving average of the weights (every training path)
     ema_decay: float = 0.999
     framewise_loss_weight: float = 0.0  # 6th place: + w * BCE(max_t framewise)
     select_metric: str = "val_f1_clipwise"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from birdsed.errors import ConfigError, ModelError
 from birdsed.model.birdnet_info import INSTALL, LICENSE_NOTE
-from birdsed.model.names import norm_name, read_species_list, synonyms
+from birdsed.model.names import norm_name, read_species_list, synonym_note, synonyms
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,10 @@ def map_classes(
         hit = next(((index[norm_name(n)], n) for n in [c, *(aliases or {}).get(c, [])] if norm_name(n) in index), None)
         indices.append(hit[0] if hit else -1)
         via.append(hit[1] if hit else "")
+    for name in dict.fromkeys(v for v in via if v and synonym_note(v)):
+        held = [c for c, v in zip(wanted, via) if v == name]
+        label = labels[indices[via.index(name)]]
+        log.warning("%s: %r is taken as BirdNET's %r: %s", ", ".join(held), name, label, synonym_note(name))
     if all(i < 0 for i in indices):
         shown = ", ".join(wanted[:8]) + (" ..." if len(wanted) > 8 else "")
         raise ModelError(

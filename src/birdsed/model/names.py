@@ -113,12 +113,24 @@ class Names:
 
 
 @lru_cache(maxsize=1)
+def _synonym_rows() -> tuple[dict[str, str], ...]:
+    with resources.files("birdsed").joinpath(SYNONYMS_TABLE).open(encoding="utf-8") as f:
+        return tuple(csv.DictReader(f))
+
+
 def synonyms() -> dict[str, str]:
     """Former scientific names -> the name BirdNET V2.4 uses (model/birdnet_synonyms.csv, shipped with birdsed): genera
     split since older field guides and data sets were written (Sylvia melanocephala is Curruca melanocephala, Parus
     caeruleus Cyanistes caeruleus), so that a data set's names find BirdNET's labels."""
-    with resources.files("birdsed").joinpath(SYNONYMS_TABLE).open(encoding="utf-8") as f:
-        return {row["name"]: row["birdnet_name"] for row in csv.DictReader(f)}
+    return {row["name"]: row["birdnet_name"] for row in _synonym_rows()}
+
+
+def synonym_note(name: str) -> str:
+    """What a user should know when `name` is taken as BirdNET's name through the synonyms table: its note, set where
+    the former name covered more than BirdNET's species (a species split since; e.g. Sylvia cantillans, the Subalpine
+    Warbler of both sides of the Mediterranean, taken as the western Curruca iberiae); "" for the rest."""
+    key = norm_name(name)
+    return next((row["note"] for row in _synonym_rows() if norm_name(row["name"]) == key and row.get("note")), "")
 
 
 @lru_cache(maxsize=1)
@@ -135,10 +147,12 @@ class SpeciesList:
     classes: list[str]
     merged: list[tuple[str, str]]  # (name dropped, the class it is the same species as)
     unknown: dict[str, list[str]]  # name -> closest known names
+    noted: dict[str, str] = field(default_factory=dict)  # former name -> what taking it as BirdNET's name means
 
     def messages(self, where: str) -> list[str]:
         """What to tell the user, each said once."""
-        out = [
+        out = [f"{where}: {name!r} {said}" for name, said in self.noted.items()]
+        out += [
             f"{where}: {a!r} is listed twice: kept once"
             if a == b
             else f"{where}: {a!r} and {b!r} are one species: kept as one class, {b!r}"
@@ -158,8 +172,11 @@ def resolve_names(names: list[str], known: Names | None = None) -> SpeciesList:
     merged: list[tuple[str, str]] = []
     unknown: dict[str, list[str]] = {}
     first_of: dict[Species | str, str] = {}
+    noted: dict[str, str] = {}
     for name in names:
         sp = known.lookup(name)
+        if sp is not None and (note := synonym_note(name)):
+            noted[name] = f"is taken as {sp.scientific} ({sp.common}): {note}"
         key: Species | str = sp if sp is not None else norm_name(name)
         if key in first_of:
             merged.append((name, first_of[key]))
@@ -168,7 +185,7 @@ def resolve_names(names: list[str], known: Names | None = None) -> SpeciesList:
         classes.append(name)
         if sp is None:
             unknown[name] = known.suggest(name)
-    return SpeciesList(classes, merged, unknown)
+    return SpeciesList(classes, merged, unknown, noted)
 
 
 def read_species_list(path: str | Path, known: Names | None = None) -> SpeciesList:

@@ -241,6 +241,19 @@ def weight_average(module: torch.nn.Module, decay: float) -> torch.optim.swa_uti
     return AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
+def ema_horizon_warning(decay: float, total: int) -> str | None:
+    """What to tell the user when an average of decay `decay` spans more than a third of a run of `total` steps (its
+    kept weights would stay near the first steps'), with a decay that spans a tenth; None when it fits."""
+    if 1 / (1 - decay) <= total / 3:
+        return None
+    tenth = 1 - 10 / total  # below `decay` whenever this is said
+    hint = f"lower it (e.g. {tenth:.4g})" if tenth >= 0.5 else "the run is too short to average over: train.ema=false"
+    return (
+        f"train.ema_decay {decay:g} averages over about {round(1 / (1 - decay))} steps, and this run takes {total}: "
+        f"the kept weights stay near the first steps'; {hint}"
+    )
+
+
 def learner_for(cfg: Config, n_classes: int, device: torch.device) -> Learner:
     """FrozenHead, or CachedTail with train.backbone_cache; the head's weights drawn from train.seed."""
     torch.manual_seed(cfg.train.seed)
@@ -292,15 +305,8 @@ def train_embedding_head(
     evaluated = ema.module if ema is not None else module  # what validation scores and training keeps
     steps_per_epoch = max(1, math.ceil((len(items) + n_pseudo) / t.batch_size))
     total = steps_per_epoch * t.epochs if t.max_steps <= 0 else min(steps_per_epoch * t.epochs, t.max_steps)
-    if ema is not None and 1 / (1 - t.ema_decay) > total / 3:
-        log.warning(
-            "train.ema_decay %g averages over about %d steps, and this run takes %d: the kept weights stay near the "
-            "first steps'; lower it (e.g. %g)",
-            t.ema_decay,
-            round(1 / (1 - t.ema_decay)),
-            total,
-            max(0.5, round(1 - 10 / total, 3)),
-        )
+    if ema is not None and (said := ema_horizon_warning(t.ema_decay, total)):
+        log.warning("%s", said)
     from birdsed.train.task import lr_factor
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, int(t.warmup_frac * total)))

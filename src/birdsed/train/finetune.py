@@ -49,7 +49,7 @@ from birdsed.model.birdnet_torch import load_birdnet_torch
 from birdsed.model.embedhead import EmbeddingHead
 from birdsed.train.augment import specaugment
 from birdsed.train.embedcache import fit_to_window
-from birdsed.train.embedtrain import birdnet_prior, mixup
+from birdsed.train.embedtrain import birdnet_prior, ema_horizon_warning, mixup, weight_average
 from birdsed.train.loss import bce
 from birdsed.train.task import lr_factor
 
@@ -129,10 +129,15 @@ def optimiser(net: FineTunedNet, cfg: Config) -> torch.optim.AdamW:
     return torch.optim.AdamW(param_groups(net, cfg), weight_decay=cfg.train.weight_decay)
 
 
-def save_checkpoint(path: Path, epoch: int, step: int, net: FineTunedNet, opt, sched, rows: list[dict]) -> None:
-    """RUN/checkpoints/last.pt, written beside its path and renamed over it (a kill never leaves half of one)."""
+def save_checkpoint(
+    path: Path, epoch: int, step: int, net: FineTunedNet, opt, sched, rows: list[dict], ema=None
+) -> None:
+    """RUN/checkpoints/last.pt, written beside its path and renamed over it (a kill never leaves half of one); with
+    train.ema, the average's weights and how many steps it holds too."""
     state = {"epoch": epoch, "step": step, "net": net.saved_state(), "rows": rows}
     state.update(opt=opt.state_dict(), sched=sched.state_dict())
+    if ema is not None:
+        state["ema"] = {"net": ema.module.saved_state(), "n": int(ema.n_averaged)}
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(state, f)
@@ -159,7 +164,8 @@ def fine_tune(
     td, cfg: Config, run: Path, resume: bool = False, quiet: bool = False, aliases: dict | None = None
 ) -> FineTunedHeadModel:
     """Train the head and BirdNET's port together on td (train.TrainData) into run/; returns the model of the last
-    epoch. Writes run/metrics.csv and run/checkpoints/last.pt (for `resume`)."""
+    epoch (with train.ema, the average of its weights over the steps, which validation scores too). Writes
+    run/metrics.csv and run/checkpoints/last.pt (for `resume`)."""
     t, d = cfg.train, cfg.data
     device = pick_device("cuda" if t.device == "gpu" else t.device)
     ckpt_path = run / CHECKPOINT
@@ -183,6 +189,8 @@ def fine_tune(
     bf16 = lightning_precision(t.precision, "gpu" if device.type == "cuda" else "cpu").startswith("bf16")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, int(t.warmup_frac * total)))
     first, step, rows = 0, 0, []
+    if t.ema and (said := ema_horizon_warning(t.ema_decay, total)):
+        log.warning("%s", said)
     if resume:
         ckpt = read_checkpoint_file(ckpt_path)
         net.load_saved_state(ckpt["net"], ckpt_path)
@@ -196,6 +204,10 @@ def fine_tune(
         if cfg.model.birdnet_prior:
             birdnet_prior(head, td.classes, aliases or {})
         head_statistics(net, data, device, max(t.batch_size, 8), t.seed)
+    ema = weight_average(net, t.ema_decay) if t.ema else None  # a copy of the weights as they start (or resume)
+    if ema is not None and resume:
+        resume_average(ema, ckpt, ckpt_path)
+    evaluated = ema.module if ema is not None else net
     for epoch in range(first, t.epochs):
         if t.max_steps > 0 and step >= t.max_steps:
             break
@@ -218,13 +230,16 @@ def fine_tune(
                 torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], t.grad_clip)
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(net)
             losses.append(loss.item())
             step += 1
         net.backbone.net.frontend_hook = None
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), **validation(net, model, td, tgt, cfg, device)}
+        scored = validation(evaluated, model, td, tgt, cfg, device)
+        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), **scored}
         rows.append(row)
         log.debug("epoch %d: %s", epoch, row)
-        save_checkpoint(ckpt_path, epoch, step, net, opt, sched, rows)
+        save_checkpoint(ckpt_path, epoch, step, net, opt, sched, rows, ema)
         with atomic_path(run / "metrics.csv") as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
     log.info(
@@ -234,8 +249,20 @@ def fine_tune(
         t.backbone_lr_scale,
         f", last loss {rows[-1]['train_loss']:.4f}" if rows else "",
     )
+    if ema is not None:
+        net.load_state_dict(ema.module.state_dict())
     net.cpu()
     return model.eval()
+
+
+def resume_average(ema, ckpt: dict, path: Path) -> None:
+    """Continue train.ema's average from the checkpoint; one written without it starts the average afresh (said)."""
+    held = ckpt.get("ema")
+    if not isinstance(held, dict) or "net" not in held:
+        log.warning("%s holds no train.ema average (written without it): the average starts at this epoch", path)
+        return
+    ema.module.load_saved_state(held["net"], path)
+    ema.n_averaged.fill_(int(held["n"]))
 
 
 def read_checkpoint_file(path: Path) -> dict:
