@@ -370,19 +370,32 @@ def test_augmented_views_are_seeded_and_keyed_apart(tmp_path):
 
 
 @needs_birdnet
-def test_a_birdnet_head_self_trains_on_pseudo_labelled_windows(synth_data, tmp_path):
+def test_a_birdnet_head_self_trains_on_pseudo_labelled_windows(synth_data, tmp_path, monkeypatch):
     import yaml
 
     from birdsed.config import apply_overrides, load_config
     from birdsed.errors import ConfigError
+    from birdsed.train import task
     from birdsed.train.pseudo import read_soft_labels
     from birdsed.train.selftrain import self_train
 
-    cfg = apply_overrides(load_config("birdnet"), ["train.epochs=2", f"data.embedding_cache={tmp_path / 'cache'}"])
+    seen: dict[int, int] = {}  # each run's schedule length -> the last step it was asked for
+    plain = task.lr_factor
+
+    def recorded(step: int, total: int, warmup: int) -> float:
+        seen[total] = max(step, seen.get(total, 0))
+        return plain(step, total, warmup)
+
+    monkeypatch.setattr(task, "lr_factor", recorded)
+    cfg = apply_overrides(
+        load_config("birdnet"), ["train.epochs=2", "train.batch_size=4", f"data.embedding_cache={tmp_path / 'cache'}"]
+    )
     rounds = self_train(
         synth_data, [str(synth_data / "test_audio")], 1, cfg, tmp_path / "st", quiet=True, predict_workers=0
     )
     assert list(rounds["round"]) == [0, 1] and rounds["pseudo_windows"].iloc[1] > 0
+    # the student's schedule counts its pseudo-labelled steps: the learning rate reaches 0 at its last step, not before
+    assert len(seen) == 2 and all(last == total for total, last in seen.items())
     pl = read_soft_labels(tmp_path / "st" / "round0" / "pl")
     assert pl.table["file"].nunique() == len(list((synth_data / "test_audio").iterdir()))
     student = yaml.safe_load((tmp_path / "st" / "round1" / "config.yaml").read_text())
