@@ -404,3 +404,26 @@ def test_a_birdnet_head_self_trains_on_pseudo_labelled_windows(synth_data, tmp_p
     assert (tmp_path / "st" / "round1" / "model" / "weights.safetensors").read_bytes() != w0
     with pytest.raises(ConfigError, match="pseudo_mix_p mixes audio"):
         apply_overrides(cfg, ['data.pseudo=["x"]', "augment.pseudo_mix_p=0.5"]).check()
+
+
+@needs_birdnet
+def test_a_kaggle_folder_of_a_model_on_birdnet_carries_birdnets_licence(trained_run, tmp_path):
+    from birdsed.cli import main
+    from birdsed.errors import BirdsedError
+    from birdsed.kaggle.api import kaggle_dataset_folder
+
+    def licence(folder) -> str:
+        return json.loads((folder / "dataset-metadata.json").read_text())["licenses"][0]["name"]
+
+    species = tmp_path / "species.txt"
+    species.write_text("eurbla\nGreat Tit\n")
+    for name in ("bn", "bn2"):
+        assert main(["birdnet", "init", "--out", str(tmp_path / name), "--species", str(species)]) == 0
+    assert main(["ensemble", str(tmp_path / "bn"), str(tmp_path / "bn2"), "--out", str(tmp_path / "ens")]) == 0
+    _, own = trained_run
+    assert licence(kaggle_dataset_folder(own, tmp_path / "k1", "me/own")) == "CC-BY-SA-4.0"  # birdsed's own: a choice
+    assert licence(kaggle_dataset_folder(tmp_path / "bn", tmp_path / "k2", "me/bn")) == "CC-BY-NC-SA-4.0"
+    assert licence(kaggle_dataset_folder(tmp_path / "ens", tmp_path / "k3", "me/ens")) == "CC-BY-NC-SA-4.0"
+    with pytest.raises(BirdsedError, match="must be shared under CC-BY-NC-SA-4.0, not CC-BY-SA-4.0"):
+        kaggle_dataset_folder(tmp_path / "bn", tmp_path / "k4", "me/bn", license_name="CC-BY-SA-4.0")
+    assert not (tmp_path / "k4").exists()

@@ -19,6 +19,7 @@ from birdsed.fsutil import write_text_atomic
 
 log = logging.getLogger(__name__)
 COMPETITION = "birdsong-recognition"
+DEFAULT_LICENSE = "CC-BY-SA-4.0"  # a data set of birdsed's own models (Kaggle's name)
 
 
 class KaggleError(BirdsedError):
@@ -30,15 +31,20 @@ def kaggle_dataset_folder(
     out: str | Path,
     dataset_id: str,
     title: str | None = None,
-    license_name: str = "CC-BY-SA-4.0",
+    license_name: str | None = None,
 ) -> Path:
-    """A folder `kaggle datasets create -p` accepts: the model files and dataset-metadata.json."""
-    from birdsed.model.meta import copy_model_dir, read_model_meta
+    """A folder `kaggle datasets create -p` accepts: the model files and dataset-metadata.json. Its licence is the one
+    the model must carry (BirdNET V2.4's CC BY-NC-SA 4.0 for a model that runs or holds its weights: meta.
+    required_licences), else `license_name` (default CC BY-SA 4.0); another licence for such a model is refused."""
+    from birdsed.model.meta import copy_model_dir, required_licences
 
     model_dir, out = Path(model_dir), Path(out)
-    read_model_meta(model_dir)  # a folder that is not a model is refused before anything is written
+    required = required_licences(model_dir)  # a folder that is not a model is refused before anything is written
     if "/" not in dataset_id or len(dataset_id.split("/")) != 2 or not all(dataset_id.split("/")):
         raise BirdsedError(f"Kaggle data set id must be owner/slug, got {dataset_id!r}")
+    if required and license_name not in (None, *required):
+        raise BirdsedError(f"{model_dir} must be shared under {sorted(required)[0]}, not {license_name}")
+    license_name = sorted(required)[0] if required else license_name or DEFAULT_LICENSE
     copy_model_dir(model_dir, out)  # an ensemble's members travel inside it
     meta = {
         "title": title or f"birdsed model {dataset_id.split('/')[1]}",

@@ -290,6 +290,7 @@ class Kind:
     required: tuple[str, ...]
     meta: type[ModelMeta]
     load: str
+    licence: str = ""  # the licence (Kaggle's name) a model of this kind must be shared under; "": the sharer's choice
 
     def parse(self, path: Path, raw: dict[str, Any]) -> ModelMeta:
         missing = [key for key in self.required if key not in raw]
@@ -302,20 +303,35 @@ class Kind:
         return getattr(importlib.import_module(module), name)
 
 
+BIRDNET_LICENCE = "CC-BY-NC-SA-4.0"  # BirdNET V2.4's weights; a head holds its classifier rows (model.birdnet_prior)
+
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
         Kind("sed", ("classes", "frontend", "model"), SedMeta, "birdsed.model.modeldir:load_sed"),
         Kind("ensemble", ("classes", "ensemble"), EnsembleMeta, "birdsed.model.modeldir:load_ensemble"),
-        Kind("birdnet", ("classes", "birdnet"), BirdNETMeta, "birdsed.model.birdnet:load_birdnet"),
-        Kind("birdnet_head", ("classes", "model", "embedding"), HeadMeta, "birdsed.model.embedhead:load_head"),
+        Kind("birdnet", ("classes", "birdnet"), BirdNETMeta, "birdsed.model.birdnet:load_birdnet", BIRDNET_LICENCE),
+        Kind(
+            "birdnet_head",
+            ("classes", "model", "embedding"),
+            HeadMeta,
+            "birdsed.model.embedhead:load_head",
+            BIRDNET_LICENCE,
+        ),
         Kind(
             "birdnet_finetuned",
             ("classes", "model", "embedding", "license"),
             FineTunedMeta,
             "birdsed.model.birdnet_finetune:load_finetuned",
+            BIRDNET_LICENCE,
         ),
-        Kind("birdnet_linear", ("classes", "model", "embedding"), LinearMeta, "birdsed.model.linearhead:load_linear"),
+        Kind(
+            "birdnet_linear",
+            ("classes", "model", "embedding"),
+            LinearMeta,
+            "birdsed.model.linearhead:load_linear",
+            BIRDNET_LICENCE,
+        ),
     )
 }
 

@@ -19,7 +19,7 @@ from typing import Any
 from birdsed.decisions import Thresholds
 from birdsed.errors import ModelError
 from birdsed.fsutil import write_text_atomic
-from birdsed.model.kinds import MAX_MEMBERS, EnsembleMeta, ModelMeta, parse_meta
+from birdsed.model.kinds import KINDS, MAX_MEMBERS, EnsembleMeta, ModelMeta, parse_meta
 
 __all__ = ["MAX_MEMBERS"]
 
@@ -90,6 +90,18 @@ def model_digest(model_dir: str | Path, meta: ModelMeta | None = None) -> str:
         for d in member_dirs(model_dir, meta):
             h.update(model_digest(d).encode())
     return h.hexdigest()
+
+
+def required_licences(model_dir: str | Path) -> set[str]:
+    """The licences a model directory must be shared under (its kind's, an ensemble's members' too): e.g. BirdNET
+    V2.4's CC BY-NC-SA 4.0 for anything that runs or holds its weights; empty when the sharer may choose."""
+    model_dir = Path(model_dir)
+    meta = read_model_meta(model_dir)
+    found = {KINDS[meta.kind].licence} - {""}
+    if isinstance(meta, EnsembleMeta):
+        for d in member_dirs(model_dir, meta):
+            found |= required_licences(d)
+    return found
 
 
 def copy_model_dir(model_dir: str | Path, out: str | Path) -> None:
