@@ -273,6 +273,8 @@ def train_embedding_head(
     t, d = cfg.train, cfg.data
     window_s, hop = d.crop_s, cfg.model.embed_hop_s
     n_sub = n_subwindows(window_s, hop)
+    if t.precision not in ("auto", "32", "32-true"):
+        log.warning("train.precision %s: training on cached features runs in fp32 (the cache is float16)", t.precision)
     device = pick_device("cuda" if t.device == "gpu" else t.device)
     learner = learner_for(cfg, len(td.classes), device)
     head, dev = learner.head, learner.device
