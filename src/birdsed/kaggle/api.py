@@ -39,12 +39,12 @@ def kaggle_dataset_folder(
     from birdsed.model.meta import copy_model_dir, required_licences
 
     model_dir, out = Path(model_dir), Path(out)
-    required = required_licences(model_dir)  # a folder that is not a model is refused before anything is written
+    required = min(required_licences(model_dir), default=None)  # a folder that is not a model is refused here
     if "/" not in dataset_id or len(dataset_id.split("/")) != 2 or not all(dataset_id.split("/")):
         raise BirdsedError(f"Kaggle data set id must be owner/slug, got {dataset_id!r}")
-    if required and license_name not in (None, *required):
-        raise BirdsedError(f"{model_dir} must be shared under {sorted(required)[0]}, not {license_name}")
-    license_name = sorted(required)[0] if required else license_name or DEFAULT_LICENSE
+    if required and license_name not in (None, required):
+        raise BirdsedError(f"{model_dir} must be shared under {required}, not {license_name}")
+    license_name = required or license_name or DEFAULT_LICENSE
     copy_model_dir(model_dir, out)  # an ensemble's members travel inside it
     meta = {
         "title": title or f"birdsed model {dataset_id.split('/')[1]}",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from birdsed.errors import ConfigError, ModelError
 from birdsed.model.birdnet_info import INSTALL, LICENSE_NOTE
-from birdsed.model.names import norm_name, read_species_list, synonym_note, synonyms
+from birdsed.model.names import former_names, norm_name, read_species_list, synonym_note
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,8 @@ def name_index(labels: list[str], codes: dict[str, str]) -> dict[str, int]:
         for name in (lab, sci, common, codes.get(lab, "")):
             if name:
                 index.setdefault(norm_name(name), i)
-    for old, new in synonyms().items():  # after every real name, which keeps its own label
-        if norm_name(new) in index:
-            index.setdefault(norm_name(old), index[norm_name(new)])
+    for old, i in former_names(index):  # after every real name, which keeps its own label
+        index.setdefault(norm_name(old), i)
     return index
 
 

@@ -77,6 +77,11 @@ class EmbeddingHead(nn.Module):
         return self.head(x.transpose(1, 2)[:, :, None, :], offset)  # (B, D, F' = 1, T')
 
 
+def cut_subwindows(windows: torch.Tensor, step: int, n_sub: int) -> torch.Tensor:
+    """(W, window) 48 kHz -> (W, n_sub, 144000): BirdNET's 3 s sub-windows every `step` samples."""
+    return windows.unfold(1, N_SAMPLES, step)[:, :n_sub]
+
+
 class WindowNet(nn.Module):
     """(1, window) 48 kHz -> the head's outputs for that one window (clipwise (1, K); segmentwise, norm_att
     (1, K, T')): its sub-windows cut as predict cuts them (every `step` samples, `n_sub` of them), each embedded
@@ -87,7 +92,7 @@ class WindowNet(nn.Module):
         self.port, self.head, self.n_sub, self.step = port, head, n_sub, step
 
     def forward(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
-        subs = wave.unfold(1, N_SAMPLES, self.step)[:, : self.n_sub]  # (B, T', 144000)
+        subs = cut_subwindows(wave, self.step, self.n_sub)  # (B, T', 144000)
         b, n = subs.shape[:2]
         return self.head(self.port(subs.reshape(b * n, N_SAMPLES))[1].float().view(b, n, EMBED_DIM))
 
@@ -167,7 +172,7 @@ class EmbeddingHeadModel:
 
     def sub_windows(self, windows: torch.Tensor) -> torch.Tensor:
         """(W, window) 48 kHz -> (W, T', 144000) sub-windows."""
-        return windows.unfold(1, N_SAMPLES, self.sub_step)[:, : self.n_sub]
+        return cut_subwindows(windows, self.sub_step, self.n_sub)
 
     def embed(self, windows: torch.Tensor) -> torch.Tensor:
         """(W, window) -> (W, T', 1024) BirdNET embeddings."""

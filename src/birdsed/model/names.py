@@ -64,9 +64,8 @@ class Names:
         for i, s in enumerate(self.species):
             for name in (s.code, s.scientific, s.common, s.label):
                 self.add(name, i)
-        for old, new in synonyms().items():  # after every real name, which keeps its own species
-            if norm_name(new) in self.index:
-                self.add(old, self.index[norm_name(new)])
+        for old, i in former_names(self.index):  # after every real name, which keeps its own species
+            self.add(old, i)
 
     def add(self, name: str, i: int) -> None:
         """`name` answers to species i (the first species to claim a name keeps it)."""
@@ -125,12 +124,22 @@ def synonyms() -> dict[str, str]:
     return {row["name"]: row["birdnet_name"] for row in _synonym_rows()}
 
 
+def former_names(index: dict[str, int]) -> list[tuple[str, int]]:
+    """(former name, what its BirdNET name is at in `index`: norm_name -> a species or label) for every synonym whose
+    BirdNET name `index` holds; added after every real name, which keeps its own place."""
+    return [(old, index[norm_name(new)]) for old, new in synonyms().items() if norm_name(new) in index]
+
+
+@lru_cache(maxsize=1)
+def _synonym_notes() -> dict[str, str]:
+    return {norm_name(row["name"]): row["note"] for row in _synonym_rows() if row.get("note")}
+
+
 def synonym_note(name: str) -> str:
     """What a user should know when `name` is taken as BirdNET's name through the synonyms table: its note, set where
     the former name covered more than BirdNET's species (a species split since; e.g. Sylvia cantillans, the Subalpine
     Warbler of both sides of the Mediterranean, taken as the western Curruca iberiae); "" for the rest."""
-    key = norm_name(name)
-    return next((row["note"] for row in _synonym_rows() if norm_name(row["name"]) == key and row.get("note")), "")
+    return _synonym_notes().get(norm_name(name), "")
 
 
 @lru_cache(maxsize=1)

@@ -305,11 +305,11 @@ def train_embedding_head(
     trained = [p for g in opt.param_groups for p in g["params"]]
     ema = weight_average(module, t.ema_decay) if t.ema else None
     evaluated = ema.module if ema is not None else module  # what validation scores and training keeps
-    steps_per_epoch = max(1, math.ceil((len(items) + n_pseudo) / t.batch_size))
-    total = steps_per_epoch * t.epochs if t.max_steps <= 0 else min(steps_per_epoch * t.epochs, t.max_steps)
+    from birdsed.train.task import lr_factor, total_steps
+
+    total = total_steps(len(items) + n_pseudo, t.batch_size, t.epochs, t.max_steps)
     if ema is not None and (said := ema_horizon_warning(t.ema_decay, total)):
         log.warning("%s", said)
-    from birdsed.train.task import lr_factor
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, int(t.warmup_frac * total)))
     rng, gen = np.random.default_rng(t.seed), torch.Generator().manual_seed(t.seed)

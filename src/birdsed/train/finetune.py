@@ -26,9 +26,9 @@ last epoch's (a validation split's macro AP is logged in metrics.csv per epoch).
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -51,7 +51,10 @@ from birdsed.train.augment import specaugment
 from birdsed.train.embedcache import fit_to_window
 from birdsed.train.embedtrain import birdnet_prior, ema_horizon_warning, mixup, weight_average
 from birdsed.train.loss import bce
-from birdsed.train.task import lr_factor
+from birdsed.train.task import lr_factor, total_steps
+
+if TYPE_CHECKING:
+    from torch.optim.swa_utils import AveragedModel
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +133,7 @@ def optimiser(net: FineTunedNet, cfg: Config) -> torch.optim.AdamW:
 
 
 def save_checkpoint(
-    path: Path, epoch: int, step: int, net: FineTunedNet, opt, sched, rows: list[dict], ema=None
+    path: Path, epoch: int, step: int, net: FineTunedNet, opt, sched, rows: list[dict], ema: AveragedModel | None = None
 ) -> None:
     """RUN/checkpoints/last.pt, written beside its path and renamed over it (a kill never leaves half of one); with
     train.ema, the average's weights and how many steps it holds too."""
@@ -181,10 +184,7 @@ def fine_tune(
     tgt.update(targets(td.val, td.classes, d))
     data = Batches(td.store, build_items(td.train, d, t.seed), tgt, model, d.short_policy)
     net.to(device)
-    steps_per_epoch = max(1, math.ceil(len(data.items) / t.batch_size))
-    total = steps_per_epoch * t.epochs
-    if t.max_steps > 0:
-        total = min(total, t.max_steps)
+    total = total_steps(len(data.items), t.batch_size, t.epochs, t.max_steps)
     opt = optimiser(net, cfg)
     bf16 = lightning_precision(t.precision, "gpu" if device.type == "cuda" else "cpu").startswith("bf16")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, int(t.warmup_frac * total)))
@@ -255,7 +255,7 @@ def fine_tune(
     return model.eval()
 
 
-def resume_average(ema, ckpt: dict, path: Path) -> None:
+def resume_average(ema: AveragedModel, ckpt: dict, path: Path) -> None:
     """Continue train.ema's average from the checkpoint; one written without it starts the average afresh (said)."""
     held = ckpt.get("ema")
     if not isinstance(held, dict) or "net" not in held:

@@ -18,6 +18,12 @@ from birdsed.train.checkpoint import close_epoch
 from birdsed.train.loss import bce
 
 
+def total_steps(items: int, batch_size: int, epochs: int, max_steps: int = -1) -> int:
+    """The optimiser steps of a run over `items` a epoch (at least one a epoch), capped by max_steps when > 0."""
+    total = max(1, math.ceil(items / batch_size)) * epochs
+    return min(total, max_steps) if max_steps > 0 else total
+
+
 def lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warm-up to 1, then cosine decay to 0 at `total` steps."""
     if step < warmup:
