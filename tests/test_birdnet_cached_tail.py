@@ -21,6 +21,7 @@ CACHED = [
     "train.epochs=2",
     "train.batch_size=4",
     "augment.mixup_p=1.0",
+    "augment.specaug_cut=true",
 ]
 
 
@@ -166,3 +167,25 @@ def test_train_ema_keeps_the_average_of_the_weights_on_cached_features(synth_dat
     assert any(not torch.allclose(slow[k], plain[k], atol=1e-5) for k in plain)
     # 0.9 averages over about 10 steps, as many as this tiny run takes: said, with a lower decay to try
     assert "train.ema_decay 0.9 averages over about 10 steps" in caplog.text
+
+
+def test_specaugment_on_the_cut_zeroes_whole_rows_and_columns_of_each_sub_windows_grid():
+    from birdsed.config import AugmentConfig
+    from birdsed.train.embedtrain import CachedTail, at_scale
+
+    tail = CachedTail(net=None, features=None, device=torch.device("cpu"), train_from=0.75, spectrogram=(96, 511))
+    x = torch.ones(8, 3, 6, 16, 108)  # (B, n_sub, H freq, W time, C): BirdNET's grid at its 0.75 cut
+    c = AugmentConfig(specaug_p=1.0, time_masks=2, time_mask_frames=40, freq_masks=2, freq_mask_bins=12)
+    assert tail.augment(x, c, torch.Generator().manual_seed(0)) is x  # augment.specaug_cut off: as it is
+    c.specaug_cut = True
+    out = tail.augment(x, c, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    assert torch.equal(out, tail.augment(x, c, torch.Generator().manual_seed(0)))  # drawn from the generator
+    assert torch.equal(out, out[..., :1].expand_as(out))  # the same stripes on every channel
+    grids = out[..., 0].reshape(-1, 6, 16)
+    for g in grids:
+        rows, cols = (g == 0).all(1), (g == 0).all(0)  # whole freq rows, whole time columns
+        assert torch.equal(g == 0, rows[:, None] | cols[None, :])
+        assert rows.sum() <= 2 and cols.sum() <= 2  # two masks a kind of at most one cell (12 of 96 bins: 0.75 row)
+    assert (grids == 0).any() and len({tuple(g.flatten().tolist()) for g in grids}) > 1  # each sub-window its own
+    assert (at_scale(40, 16 / 511), at_scale(0, 0.5), at_scale(200, 16 / 511)) == (1, 0, 6)

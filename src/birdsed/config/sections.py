@@ -106,6 +106,7 @@ class AugmentConfig:
     time_mask_frames: int = 40
     freq_masks: int = 2
     freq_mask_bins: int = 12
+    specaug_cut: bool = False  # train.backbone_cache: the masks on the cached activation's (freq, time) grid instead
     mixup_p: float = 0.5
     mixup_alpha: float = 0.4
     mixup_union: bool = False  # 3rd place: targets are the union (max) of the two label sets

@@ -512,6 +512,11 @@ class BirdNETTorch(nn.Module):
                 self.net(torch.zeros(1, N_SAMPLES, device=next(self.parameters()).device), shapes=self._shapes)
         return self._shapes
 
+    def spectrogram_shape(self) -> tuple[int, ...]:
+        """The front end's output for one window, NHWC without the batch: (96 mel bins, 511 frames, 2 channels)."""
+        net = self.net
+        return self.tensor_shapes()[net.graph.ops[net.frontend_ops].inputs[0]][1:]
+
     def run_to(self, x: torch.Tensor, cut: int) -> torch.Tensor:
         """(B, 144000) windows -> (B, *shape) the activation at the cut tensor `cut` (cut_before)."""
         if x.dim() != 2 or x.shape[1] != N_SAMPLES:

@@ -18,9 +18,11 @@ With model.freeze_backbone false and train.backbone_cache (`CachedTail`), the ca
 of BirdNET's frozen layers (those before train.backbone_train_from) at a cut of the torch port's graph
 (BirdNETTorch.cut_before), and the layers after the cut train under the head, at train.lr x train.backbone_lr_scale,
 on train.device: fine-tuning BirdNET's last blocks in minutes on a CPU. Everything else is as above (crops of the
-cached sequences, views, mixup of the activations, pseudo-labels); SpecAugment needs BirdNET's spectrogram, before
-the cut, so it is not applied (fine-tuning from audio, finetune.py, applies it). The model it writes is the
-fine-tuned kind ("birdnet_finetuned"), which runs from audio.
+cached sequences, views, mixup of the activations, pseudo-labels). SpecAugment needs BirdNET's spectrogram, before
+the cut (fine-tuning from audio, finetune.py, applies it there); with augment.specaug_cut its masks zero stripes of
+the cached activation's (freq, time) grid instead, their sizes scaled from the spectrogram's bins and frames to the
+grid's (`CachedTail.augment`). The model it writes is the fine-tuned kind ("birdnet_finetuned"), which runs from
+audio.
 
 Pseudo-labels (data.pseudo, pseudo.py): every pseudo-labelled recording is embedded once too (its own store,
 RUN/pseudo_store; the same cache), and each epoch adds data.pseudo_items x the labelled items of its 5 s windows
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,7 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from birdsed.config import Config, save_config
+from birdsed.config import AugmentConfig, Config, save_config
 from birdsed.data.sampling import Item, build_items, targets
 from birdsed.device import pick_device
 from birdsed.errors import ConfigError, ModelError
@@ -49,6 +51,7 @@ from birdsed.fsutil import atomic_path
 from birdsed.model.birdnet import EMBED_DIM, classifier_rows
 from birdsed.model.birdnet_labels import aliases_entry, dataset_aliases
 from birdsed.model.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows, save_head_dir
+from birdsed.train.augment import specaugment
 from birdsed.train.embedcache import EmbeddingCache, Embeddings, Features, PseudoEmbeddings, Trunk
 from birdsed.train.loss import bce
 
@@ -135,6 +138,9 @@ class Learner(Protocol):
 
     def param_groups(self, cfg: Config) -> list[dict]: ...
 
+    def augment(self, x: torch.Tensor, c: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+        """A training batch (B, n_sub, *features.shape) as the learner augments it (after mixup)."""
+
     def detector(self, classes: list[str], window_s: float, hop: float, policy: str) -> Detector: ...
 
     def save(self, model: Detector, out: Path, extra: dict[str, Any]) -> Path: ...
@@ -160,6 +166,10 @@ class FrozenHead:
     def param_groups(self, cfg: Config) -> list[dict]:
         return [{"params": list(self.head.parameters()), "lr": cfg.train.lr}]
 
+    def augment(self, x: torch.Tensor, c: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+        """Embeddings have no time-frequency grid to mask: x as it is."""
+        return x
+
     def detector(self, classes: list[str], window_s: float, hop: float, policy: str) -> EmbeddingHeadModel:
         return EmbeddingHeadModel(classes, self.head.eval(), window_s, hop, short_policy=policy)
 
@@ -175,6 +185,7 @@ class CachedTail:
     features: Features
     device: torch.device
     train_from: float
+    spectrogram: tuple[int, int]  # the port's spectrogram (mel bins, frames) that the cut's (H, W) grid comes from
 
     @classmethod
     def build(cls, head: EmbeddingHead, cfg: Config, device: torch.device) -> CachedTail:
@@ -189,9 +200,13 @@ class CachedTail:
             backbone.net.graph.names[cut],
             sum(p.numel() for p in backbone.parameters() if p.requires_grad),
         )
-        if cfg.augment.specaug_p > 0:
-            log.info("SpecAugment needs BirdNET's spectrogram, before the cut: not applied with train.backbone_cache")
-        return cls(net, Trunk(backbone, cut), device, cfg.train.backbone_train_from)
+        if cfg.augment.specaug_p > 0 and not cfg.augment.specaug_cut:
+            log.info(
+                "SpecAugment needs BirdNET's spectrogram, before the cut: not applied with train.backbone_cache "
+                "(augment.specaug_cut=true masks the cached activation's grid instead)"
+            )
+        spec = backbone.spectrogram_shape()
+        return cls(net, Trunk(backbone, cut), device, cfg.train.backbone_train_from, (spec[0], spec[1]))
 
     @property
     def head(self) -> EmbeddingHead:
@@ -218,6 +233,27 @@ class CachedTail:
 
         return param_groups(self.net, cfg)
 
+    def augment(self, x: torch.Tensor, c: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+        """With augment.specaug_cut: SpecAugment (augment.specaugment) on each sub-window's activation, an NHWC
+        (H freq, W time, C) grid of (B, n_sub, H, W, C) x, with time_mask_frames and freq_mask_bins scaled by W /
+        frames and H / bins of the spectrogram (a mask of one cell at least; BirdNET's 511 frames are 16 columns at
+        its last stage), the same stripes on every channel; drawn from `gen`."""
+        if not c.specaug_cut or c.specaug_p <= 0:
+            return x
+        if x.dim() != 5:
+            raise ConfigError(f"augment.specaug_cut: the activation at the cut, {tuple(x.shape[2:])}, is no NHWC grid")
+        B, n_sub, H, W, C = x.shape
+        bins, frames = self.spectrogram
+        masks = replace(
+            c,
+            time_mask_frames=at_scale(c.time_mask_frames, W / frames),
+            freq_mask_bins=at_scale(c.freq_mask_bins, H / bins),
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(1 << 30, (), generator=gen)))
+            m = specaugment(x.reshape(B * n_sub, H, W, C).permute(0, 3, 1, 2), masks)
+        return m.permute(0, 2, 3, 1).reshape(x.shape)
+
     def detector(self, classes: list[str], window_s: float, hop: float, policy: str) -> FineTunedHeadModel:
         """The fine-tuned model, on the CPU, running from audio (its own net over the same port and head)."""
         from birdsed.model.birdnet_finetune import FineTunedHeadModel, FineTunedNet
@@ -229,6 +265,11 @@ class CachedTail:
         from birdsed.model.birdnet_finetune import save_finetuned_dir
 
         return save_finetuned_dir(model, out, extra=extra)
+
+
+def at_scale(size: int, ratio: float) -> int:
+    """A mask size (bins or frames of the spectrogram) on a grid `ratio` times as fine: one cell at least, 0 stays 0."""
+    return max(1, round(size * ratio)) if size > 0 else 0
 
 
 def weight_average(module: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
@@ -346,6 +387,7 @@ def train_embedding_head(
             x, y = torch.cat(xs), torch.cat(ys)
             w = torch.cat([torch.ones(len(batch)), torch.full((len(ks),), d.pseudo_weight)]) if ks else None
             x, y = mixup(x, y, cfg.augment.mixup_p, cfg.augment.mixup_alpha, cfg.augment.mixup_union, gen)
+            x = learner.augment(x, cfg.augment, gen)
             loss = bce(module(x.to(dev))["clipwise"].float().cpu(), y, w)
             opt.zero_grad()
             loss.backward()
