@@ -334,8 +334,10 @@ def test_train_a_birdnet_head_and_predict(synth_data, tmp_path):
     train(synth_data, cfg, tmp_path / "run2", quiet=True)  # a second run reuses every embedding
     assert len(list((tmp_path / "cache").glob("*.npy"))) == n_cached
     short = apply_overrides(cfg, ["train.epochs=3", "train.max_steps=1"])  # train.max_steps stops it, as for the CNNs
-    train(synth_data, short, tmp_path / "run3", quiet=True)
+    short_dir = train(synth_data, short, tmp_path / "run3", quiet=True)
     assert len(pd.read_csv(tmp_path / "run3" / "metrics.csv")) == 1
+    ran = load_model_dir(short_dir)[2]["train"]  # what ran, not train.epochs
+    assert (ran["epochs"], ran["steps"], ran["kept_epoch"]) == (1, 1, 0)
     model, _, meta = load_model_dir(model_dir)
     assert meta["kind"] == "birdnet_head" and model.n_sub == 3
     test = sorted((synth_data / "test_audio").iterdir())[:1]

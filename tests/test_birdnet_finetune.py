@@ -166,6 +166,8 @@ def test_train_ema_on_fine_tuning_keeps_the_average_and_a_resumed_run_continues_
     assert all(torch.allclose(kept[k], 0.5 * w1[k] + 0.5 * w2[k], atol=1e-6) for k in moved)
     assert not all(torch.allclose(kept[k], w2[k], atol=1e-6) for k in moved)
     assert "train.ema_decay 0.5 averages over about 2 steps" in caplog.text
+    ran = json.loads((model / "model.json").read_text())["train"]  # the resumed run's two epochs, not one
+    assert (ran["epochs"], ran["steps"], ran["kept_epoch"]) == (2, 2, 1)
     plain = tmp_path / "plain"
     train(synth_data, tiny("model.dropout=0"), plain, quiet=True)
     train(synth_data, tiny(*ema, "train.epochs=2", "train.max_steps=2"), plain, resume=True, quiet=True)

@@ -267,6 +267,18 @@ class CachedTail:
         return save_finetuned_dir(model, out, extra=extra)
 
 
+def what_ran(metrics: Path, best_by: str | None = None) -> dict[str, int]:
+    """model.json's record of a run, from its metrics.csv (a row per epoch, `step` the steps after it): the epochs and
+    steps that ran (train.max_steps can stop a run before train.epochs) and the epoch whose weights were kept, the
+    first best by `best_by` where that column has a value, else the last."""
+    if not metrics.is_file():
+        return {"epochs": 0, "steps": 0, "kept_epoch": -1}
+    m = pd.read_csv(metrics)
+    best = m[best_by] if best_by and best_by in m else None
+    kept = m["epoch"][best.idxmax()] if best is not None and best.notna().any() else m["epoch"].iloc[-1]
+    return {"epochs": len(m), "steps": int(m["step"].iloc[-1]), "kept_epoch": int(kept)}
+
+
 def at_scale(size: int, ratio: float) -> int:
     """A mask size (bins or frames of the spectrogram) on a grid `ratio` times as fine: one cell at least, 0 stays 0."""
     return max(1, round(size * ratio)) if size > 0 else 0
@@ -398,7 +410,7 @@ def train_embedding_head(
             if ema is not None:
                 ema.update_parameters(module)
             losses.append(loss.item())
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses))}
+        row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses))}
         if val_x is not None:
             evaluated.eval()
             with torch.no_grad():
@@ -446,7 +458,7 @@ def train_birdnet(data: Path, cfg: Config, run: Path, val_data: Path | None = No
     save_config(cfg, run / "config.yaml")
     model, learner = train_embedding_head(td, cfg, run, quiet, dataset_aliases(data) if data.is_dir() else {})
     t = cfg.train
-    trained = {"data": str(data), "epochs": t.epochs}
+    trained = {"data": str(data), **what_ran(run / "metrics.csv", "val_macro_ap")}
     if t.backbone_cache:
         trained.update(
             backbone_lr_scale=t.backbone_lr_scale, backbone_train_from=t.backbone_train_from, backbone_cache=True

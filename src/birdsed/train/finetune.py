@@ -49,7 +49,7 @@ from birdsed.model.birdnet_torch import load_birdnet_torch
 from birdsed.model.embedhead import EmbeddingHead
 from birdsed.train.augment import specaugment
 from birdsed.train.embedcache import fit_to_window
-from birdsed.train.embedtrain import birdnet_prior, ema_horizon_warning, mixup, weight_average
+from birdsed.train.embedtrain import birdnet_prior, ema_horizon_warning, mixup, weight_average, what_ran
 from birdsed.train.loss import bce
 from birdsed.train.task import lr_factor, total_steps
 
@@ -236,16 +236,17 @@ def fine_tune(
             step += 1
         net.backbone.net.frontend_hook = None
         scored = validation(evaluated, model, td, tgt, cfg, device)
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), **scored}
+        row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)), **scored}
         rows.append(row)
         log.debug("epoch %d: %s", epoch, row)
         save_checkpoint(ckpt_path, epoch, step, net, opt, sched, rows, ema)
         with atomic_path(run / "metrics.csv") as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
     log.info(
-        "BirdNET fine-tuned under the head: %d items, %d epochs, backbone lr x %g%s",
+        "BirdNET fine-tuned under the head: %d items, %d epochs (%d steps), backbone lr x %g%s",
         len(data.items),
-        t.epochs,
+        len(rows),
+        step,
         t.backbone_lr_scale,
         f", last loss {rows[-1]['train_loss']:.4f}" if rows else "",
     )
@@ -293,7 +294,7 @@ def train_finetuned(
     extra = {
         "train": {
             "data": str(data),
-            "epochs": cfg.train.epochs,
+            **what_ran(run / "metrics.csv"),
             "backbone_lr_scale": cfg.train.backbone_lr_scale,
             "backbone_train_from": cfg.train.backbone_train_from,
         },
