@@ -145,6 +145,15 @@ def specaugment(m: torch.Tensor, c: AugmentConfig) -> torch.Tensor:
     return m * keep.unsqueeze(1)
 
 
+def specaugment_nhwc(x: torch.Tensor, c: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """(N, H freq, W time, C) channels-last -> same: specaugment's masks, drawn under a seed taken from `gen` (the
+    global generator, which dropout draws from, is left as it was): BirdNET's spectrogram, or its activation at a
+    cut."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(1 << 30, (), generator=gen)))
+        return specaugment(x.permute(0, 3, 1, 2), c).permute(0, 2, 3, 1)
+
+
 def mixup(
     m: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig, w: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -51,7 +51,7 @@ from birdsed.fsutil import atomic_path
 from birdsed.model.birdnet import EMBED_DIM, classifier_rows
 from birdsed.model.birdnet_labels import aliases_entry, dataset_aliases
 from birdsed.model.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows, save_head_dir
-from birdsed.train.augment import specaugment
+from birdsed.train.augment import specaugment_nhwc
 from birdsed.train.embedcache import EmbeddingCache, Embeddings, Features, PseudoEmbeddings, Trunk
 from birdsed.train.loss import bce
 
@@ -234,7 +234,7 @@ class CachedTail:
         return param_groups(self.net, cfg)
 
     def augment(self, x: torch.Tensor, c: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-        """With augment.specaug_cut: SpecAugment (augment.specaugment) on each sub-window's activation, an NHWC
+        """With augment.specaug_cut: SpecAugment (augment.specaugment_nhwc) on each sub-window's activation, an NHWC
         (H freq, W time, C) grid of (B, n_sub, H, W, C) x, with time_mask_frames and freq_mask_bins scaled by W /
         frames and H / bins of the spectrogram (a mask of one cell at least; BirdNET's 511 frames are 16 columns at
         its last stage), the same stripes on every channel; drawn from `gen`."""
@@ -249,10 +249,7 @@ class CachedTail:
             time_mask_frames=at_scale(c.time_mask_frames, W / frames),
             freq_mask_bins=at_scale(c.freq_mask_bins, H / bins),
         )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(1 << 30, (), generator=gen)))
-            m = specaugment(x.reshape(B * n_sub, H, W, C).permute(0, 3, 1, 2), masks)
-        return m.permute(0, 2, 3, 1).reshape(x.shape)
+        return specaugment_nhwc(x.reshape(B * n_sub, H, W, C), masks, gen).reshape(x.shape)
 
     def detector(self, classes: list[str], window_s: float, hop: float, policy: str) -> FineTunedHeadModel:
         """The fine-tuned model, on the CPU, running from audio (its own net over the same port and head)."""

@@ -47,7 +47,7 @@ from birdsed.model.birdnet_finetune import FineTunedHeadModel, FineTunedNet
 from birdsed.model.birdnet_labels import aliases_entry, dataset_aliases
 from birdsed.model.birdnet_torch import load_birdnet_torch
 from birdsed.model.embedhead import EmbeddingHead
-from birdsed.train.augment import specaugment
+from birdsed.train.augment import specaugment_nhwc
 from birdsed.train.embedcache import fit_to_window
 from birdsed.train.embedtrain import birdnet_prior, ema_horizon_warning, mixup, weight_average, what_ran
 from birdsed.train.loss import bce
@@ -93,11 +93,7 @@ def spec_hook(cfg: Config, gen: torch.Generator, net: FineTunedNet):
     """SpecAugment on the port's spectrogram (B, 96 mel bins, 511 frames, 2 channels), in training only."""
 
     def hook(s: torch.Tensor) -> torch.Tensor:
-        if not net.training:
-            return s
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(1 << 30, (), generator=gen)))
-            return specaugment(s.permute(0, 3, 1, 2), cfg.augment).permute(0, 2, 3, 1)
+        return specaugment_nhwc(s, cfg.augment, gen) if net.training else s
 
     return hook
 
