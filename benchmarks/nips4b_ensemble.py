@@ -10,6 +10,7 @@ Macro AP (over classes with a positive) and micro AP are computed over all 550 h
 few positives per class rank more easily among 110 clips than among 550). --fold-scale adds a diagnostic: each row
 again with every class's logits standardised within each fold's held-out clips, which shows what the five fold
 models' different score scales cost the pooled AP (it reads the held-out clips' score distribution: not a model).
+--per-class N lists the N weakest classes' pooled AP (of the mean of the runs, or of the one run).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from common import save_json  # noqa: E402
 from nips4b import NIPS4B, nips4b_folds, pooled_ap, read_oof  # noqa: E402
 
 from birdsed.data.manifest import read_dataset  # noqa: E402
+from birdsed.evaluate.metrics import average_precision, sets_to_matrix  # noqa: E402
 
 
 def mean_scores(frames: list[pd.DataFrame], weights: list[float] | None = None) -> pd.DataFrame:
@@ -47,6 +49,22 @@ def fold_standardised(scores: pd.DataFrame, fold_of: dict[str, int]) -> pd.DataF
         part = logit[folds == k]
         out[folds == k] = (part - part.mean()) / (part.std() + 1e-6)
     return out
+
+
+def class_ap(scores: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Each class's AP over all the held-out clips in `scores` at once, with its positive clips (classes with one),
+    weakest first: the terms of pooled macro AP."""
+    labels = (
+        table.assign(name=[Path(x).name for x in table["path"]]).set_index("name").loc[scores.index, "primary_labels"]
+    )
+    classes = list(scores.columns)
+    true = sets_to_matrix([set(x) for x in labels], classes)
+    rows = [
+        {"class": c, "ap": average_precision(scores[[c]].to_numpy(np.float32), true[:, [k]])[0], "positives": n}
+        for k, (c, n) in enumerate(zip(classes, true.sum(0)))
+        if n
+    ]
+    return pd.DataFrame(rows).sort_values("ap")
 
 
 def scores_row(name: str, scores: pd.DataFrame, table: pd.DataFrame, fold_of: dict[str, int]) -> dict:
@@ -79,6 +97,7 @@ def main() -> None:
         action="store_true",
         help="also each row with every class's logits standardised per held-out fold (a diagnostic, not a model)",
     )
+    ap.add_argument("--per-class", type=int, metavar="N", help="also the N weakest classes of the last row's scores")
     a = ap.parse_args()
     if a.weights and len(a.weights) != len(a.runs):
         sys.exit(f"{len(a.weights)} weights for {len(a.runs)} runs")
@@ -97,6 +116,9 @@ def main() -> None:
             scores_row(f"{n}, standardised per fold", fold_standardised(f, fold_of), table, fold_of) for n, f in scaled
         ]
     print(pd.DataFrame(rows).round(4).to_string(index=False))
+    if a.per_class:
+        last = mean_scores(list(frames.values()), a.weights) if len(frames) > 1 else next(iter(frames.values()))
+        print(class_ap(last, table).head(a.per_class).round(3).to_string(index=False))
     if a.out:
         save_json(a.out, {"output": a.output, "rows": rows})
 
