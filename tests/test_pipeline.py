@@ -1,5 +1,6 @@
 """The real pipeline end to end on a tiny synthetic set: train -> model dir -> predict -> evaluate -> tune."""
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -10,10 +11,11 @@ import pandas as pd
 import pytest
 import torch
 from conftest import TRAINED
+from safetensors.torch import load_file, save_file
 
 from birdsed.cli import build_parser, main
 from birdsed.config import apply_overrides, load_config
-from birdsed.errors import ConfigError
+from birdsed.errors import ConfigError, ModelError
 from birdsed.infer.outputs import DecisionOptions
 from birdsed.infer.predict import run_predict
 from birdsed.model.modeldir import load_model_dir
@@ -278,14 +280,22 @@ def test_onnx_export_matches_pytorch_and_predict_backend(trained_run, synth_data
     sb = pd.read_parquet(tmp_path / "onnx" / "scores.parquet")
     classes = [c for c in sa.columns if c not in ("file", "start_s", "end_s", "output")]
     assert np.abs(sa[classes].to_numpy() - sb[classes].to_numpy()).max() < 1e-3
-    pytest.importorskip("openvino")
-    c = run_predict(model_copy, [str(audio)], tmp_path / "ov", quiet=True, workers=0, backend="openvino")
-    sc = pd.read_parquet(tmp_path / "ov" / "scores.parquet")
-    assert not c.errors and np.abs(sa[classes].to_numpy() - sc[classes].to_numpy()).max() < 1e-3
+    backends = ["onnx"]
+    if importlib.util.find_spec("openvino"):
+        c = run_predict(model_copy, [str(audio)], tmp_path / "ov", quiet=True, workers=0, backend="openvino")
+        sc = pd.read_parquet(tmp_path / "ov" / "scores.parquet")
+        assert not c.errors and np.abs(sa[classes].to_numpy() - sc[classes].to_numpy()).max() < 1e-3
+        backends.append("openvino")
+    # the model trained again into its folder: the export is of the old weights, refused by both backends
+    weights = load_file(str(model_copy / "weights.safetensors"))
+    first = next(k for k, v in weights.items() if v.is_floating_point())
+    save_file({**weights, first: weights[first] + 0.01}, str(model_copy / "weights.safetensors"))
+    for backend in backends:
+        with pytest.raises(ModelError, match=r"model.onnx was exported from other weights .* `birdsed export --model"):
+            run_predict(model_copy, [str(audio)], tmp_path / f"stale_{backend}", quiet=True, backend=backend)
 
 
 def test_onnx_backend_without_export_is_a_clear_error(trained_run, synth_data, tmp_path):
-    from birdsed.errors import ModelError
 
     _, model_dir = trained_run
     with pytest.raises(ModelError, match="birdsed export"):

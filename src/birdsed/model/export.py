@@ -14,7 +14,9 @@ from torch import nn
 
 from birdsed.errors import ModelError
 from birdsed.fsutil import atomic_path
+from birdsed.model.meta import weights_sha256
 from birdsed.model.modeldir import load_model_dir
+from birdsed.model.onnx_detector import WEIGHTS_KEY
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,9 @@ def export_onnx(
     atol: float = 1e-3,
 ) -> dict[str, float]:
     """Write the model as ONNX (input "wave": waveforms of one window at the model's rate, as many a call as its
-    export takes; outputs by name) and check it against PyTorch on random input and, when given, on a real
-    recording. Returns the max abs differences. Nothing is written when they exceed `atol`."""
+        export takes; outputs by name) and check it against PyTorch on random input and, when given, on a real
+        recording. Returns the max abs differences. Nothing is written when they exceed `atol`. The file's metadata
+    holds the sha256 of the weights it was made from (WEIGHTS_KEY), which predict checks."""
     spec = load_model_dir(model_dir)[0].onnx_export()  # a ModelError for kinds with no ONNX graph
     n, names = spec.n_samples, spec.outputs
     example = torch.randn(spec.batch or 2, n) * 0.1
@@ -58,8 +61,7 @@ def export_onnx(
                 opset_version=17,
                 dynamo=False,
             )
-        if spec.metadata:
-            write_metadata(tmp, spec.metadata)
+        write_metadata(tmp, {**spec.metadata, WEIGHTS_KEY: weights_sha256(model_dir)})
         inputs = {"random": np.random.default_rng(0).standard_normal((spec.batch or 3, n)).astype(np.float32) * 0.1}
         if check_audio:
             from birdsed.audio.decode import load_audio

@@ -72,6 +72,16 @@ def member_dirs(model_dir: Path, meta: EnsembleMeta) -> list[Path]:
     return [model_dir / n for n in meta.members]
 
 
+def weights_sha256(model_dir: str | Path) -> str:
+    """sha256 of the directory's weights file: what `export --onnx` stamps into the export, so that a stale one
+    (the model trained again into the same folder since) is refused."""
+    h = hashlib.sha256()
+    with open(Path(model_dir) / WEIGHTS, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def model_digest(model_dir: str | Path, meta: ModelMeta | None = None) -> str:
     """sha256 of what makes the model's scores: every file of the directory (an ensemble's members too) but
     model.json's thresholds, default output and calibration, which only decide. predict stamps its --out with it.

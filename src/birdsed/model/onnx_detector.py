@@ -9,6 +9,7 @@ them. The reader takes the batch, the window and the output names from the file 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -23,9 +24,34 @@ from birdsed.model.kinds import HeadMeta, LinearMeta, ModelMeta, SedMeta
 from birdsed.model.meta import read_model_meta
 from birdsed.model.windows import SED_HOP_S, SED_WINDOW_S, Piece, piece_windows
 
+log = logging.getLogger(__name__)
+
 ONNX_OUTPUTS = ("clipwise", "segmentwise", "norm_att", "framewise")
 
 ONNX_NAME = "model.onnx"
+
+WEIGHTS_KEY = "birdsed_weights_sha256"  # in the export's metadata: the sha256 of the weights file it was made from
+
+
+def check_export_is_current(path: Path, model_dir: str | Path) -> None:
+    """Refuse an export made from other weights than the directory's (the model trained again into the same folder
+    since: its scores would be the old model's), naming it; an export without the stamp (birdsed before it) is
+    run with a warning."""
+    import onnx
+
+    from birdsed.model.meta import weights_sha256
+
+    stamped = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}.get(WEIGHTS_KEY)
+    if stamped is None:
+        log.warning(
+            "%s does not say which weights it was exported from: if the model was trained again since, export it again",
+            path,
+        )
+    elif stamped != weights_sha256(model_dir):
+        raise ModelError(
+            f"{path} was exported from other weights than {Path(model_dir) / 'weights.safetensors'} (the model was "
+            f"trained again since?): export it again with `birdsed export --model {model_dir} --onnx {path}`"
+        )
 
 
 @dataclass
@@ -70,6 +96,7 @@ class OnnxSED:
         path = Path(model_dir) / ONNX_NAME
         if not path.is_file():
             raise ModelError(f"{path} not found; write it with `birdsed export --model {model_dir} --onnx {path}`")
+        check_export_is_current(path, model_dir)
         meta = read_model_meta(model_dir) if meta is None else meta
         if isinstance(meta, SedMeta):
             self.sample_rate_hz = meta.frontend.sample_rate_hz
