@@ -132,9 +132,14 @@ def test_a_fine_tuning_run_resumes_after_its_last_epoch(synth_data, tmp_path):
     run = tmp_path / "run"
     with pytest.raises(ConfigError, match="no checkpoint"):
         train(synth_data, tiny(), run, resume=True, quiet=True)
+    assert not run.exists()  # refused before anything was written
     train(synth_data, tiny(), run, quiet=True)
     first = read_checkpoint_file(run / CHECKPOINT)
     assert first["epoch"] == 0 and first["step"] == 1
+    config = (run / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"train.backbone_train_from 0.0 -> 0.75\)\. A resumed run keeps its own"):
+        train(synth_data, tiny("train.epochs=2", "train.backbone_train_from=0.75"), run, resume=True, quiet=True)
+    assert (run / "config.yaml").read_text() == config
     train(synth_data, tiny("train.epochs=2", "train.max_steps=2"), run, resume=True, quiet=True)
     second = read_checkpoint_file(run / CHECKPOINT)
     assert second["epoch"] == 1 and second["step"] == 2
@@ -144,6 +149,29 @@ def test_a_fine_tuning_run_resumes_after_its_last_epoch(synth_data, tmp_path):
     (run / CHECKPOINT).write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError, match="last.pt: not a readable fine-tuning checkpoint"):
         train(synth_data, tiny("train.epochs=3", "train.max_steps=3"), run, resume=True, quiet=True)
+
+
+@needs_birdnet
+def test_a_run_killed_after_an_epoch_resumes_to_the_uninterrupted_runs_weights(synth_data, tmp_path, monkeypatch):
+    from birdsed.train import finetune
+    from birdsed.train.run import train
+
+    # one step an epoch; the preset's dropout (0.5) draws on every step
+    cfg = tiny("train.epochs=2", "train.max_steps=0", "train.batch_size=64")
+    whole = train(synth_data, cfg, tmp_path / "whole", quiet=True)
+    saved = finetune.save_checkpoint
+
+    def killed_after_first_epoch(path, epoch, *args, **kwargs):
+        saved(path, epoch, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune, "save_checkpoint", killed_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(synth_data, cfg, tmp_path / "killed", quiet=True)
+    monkeypatch.setattr(finetune, "save_checkpoint", saved)
+    resumed = train(synth_data, cfg, tmp_path / "killed", resume=True, quiet=True)
+    a, b = load_file(str(whole / "weights.safetensors")), load_file(str(resumed / "weights.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @needs_birdnet
@@ -170,7 +198,12 @@ def test_train_ema_on_fine_tuning_keeps_the_average_and_a_resumed_run_continues_
     assert (ran["epochs"], ran["steps"], ran["kept_epoch"]) == (2, 2, 1)
     plain = tmp_path / "plain"
     train(synth_data, tiny("model.dropout=0"), plain, quiet=True)
-    train(synth_data, tiny(*ema, "train.epochs=2", "train.max_steps=2"), plain, resume=True, quiet=True)
+    with pytest.raises(ConfigError, match=r"train.ema False -> True; train.ema_decay 0.999 -> 0.5"):
+        train(synth_data, tiny(*ema, "train.epochs=2", "train.max_steps=2"), plain, resume=True, quiet=True)
+    # a checkpoint without an average (written before train.ema existed) starts the average afresh, and says so
+    from birdsed.train.finetune import resume_average, weight_average
+
+    resume_average(weight_average(torch.nn.Linear(2, 2), 0.5), {}, plain / CHECKPOINT)
     assert "holds no train.ema average" in caplog.text
 
 
@@ -181,11 +214,23 @@ def test_train_ema_on_fine_tuning_keeps_the_average_and_a_resumed_run_continues_
         (["train.backbone_lr_scale=0"], r"train.backbone_lr_scale = 0.0: must be in \(0, 1\]"),
         (["train.backbone_lr_scale=2"], r"train.backbone_lr_scale = 2.0: must be in \(0, 1\]"),
         (["data.embedding_views=2"], "data.embedding_views and data.pseudo apply to cached features"),
+        (["augment.specaug_cut=true"], "augment.specaug_cut masks the activation cached at train.backbone_cache"),
+        (["train.head_warmup_epochs=3"], "train.head_warmup_epochs and train.freeze_bn apply to the CNNs"),
+        (["train.freeze_bn=true"], "train.head_warmup_epochs and train.freeze_bn apply to the CNNs"),
     ],
 )
 def test_fine_tuning_settings_that_cannot_work_are_refused(over, match):
     with pytest.raises(ConfigError, match=match):
         tiny(*over).check()
+
+
+@needs_birdnet
+def test_fine_tuning_from_a_depth_no_layer_reaches_is_refused(port):
+    from birdsed.model.birdnet_finetune import FineTunedNet
+    from birdsed.model.embedhead import EmbeddingHead
+
+    with pytest.raises(ConfigError, match=r"train.backbone_train_from 1: none of BirdNET's layers .* none would train"):
+        FineTunedNet(port, EmbeddingHead(2), train_from=1.0)
 
 
 def test_the_cli_refuses_fine_tuning_a_model_with_no_backbone(tmp_path):

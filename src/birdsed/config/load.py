@@ -104,6 +104,11 @@ def save_config(cfg: Config, path: Path) -> None:
     write_text_atomic(path, yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False))
 
 
+def flat_keys(cfg: Config) -> dict[str, Any]:
+    """{"section.key": value} of every setting, values as config.yaml holds them (lists, not tuples)."""
+    return {f"{s}.{k}": v for s, section in _plain(cfg.to_dict()).items() for k, v in section.items()}
+
+
 def _plain(x: Any) -> Any:
     if isinstance(x, dict):
         return {k: _plain(v) for k, v in x.items()}

@@ -199,6 +199,19 @@ class Config:
                 "model.freeze_backbone false and train.backbone_train_from > 0 (0.8: the last blocks train)",
             ),
             (
+                not self.augment.specaug_cut or self.train.backbone_cache,
+                "augment.specaug_cut masks the activation cached at train.backbone_cache's cut; fine-tuning from audio "
+                "masks BirdNET's spectrogram itself (augment.specaug_p): set train.backbone_cache=true, or leave "
+                "augment.specaug_cut false",
+            ),
+            (
+                m.backbone != "birdnet" or (self.train.head_warmup_epochs == 0 and not self.train.freeze_bn),
+                "train.head_warmup_epochs and train.freeze_bn apply to the CNNs: BirdNET's head trains on its "
+                "features from the first step (model.birdnet_prior starts it from BirdNET's classifier), and its "
+                "graph has its batch norms folded into the convolutions; with backbone birdnet leave them at 0 and "
+                "false",
+            ),
+            (
                 self.augment.lowpass_p <= 0 or f.compression == "db",
                 f"augment.lowpass_p attenuates in dB; frontend.compression {f.compression!r} needs augment.lowpass_p=0",
             ),

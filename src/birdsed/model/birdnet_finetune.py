@@ -19,7 +19,7 @@ from torch import nn
 
 from birdsed import __version__
 from birdsed.decisions import Thresholds
-from birdsed.errors import ModelError
+from birdsed.errors import ConfigError, ModelError
 from birdsed.model.birdnet import EMBED_DIM, N_SAMPLES
 from birdsed.model.birdnet_torch import BirdNETTorch
 from birdsed.model.embedhead import EmbeddingHead, EmbeddingHeadModel, window_export
@@ -49,6 +49,11 @@ class FineTunedNet(nn.Module):
         self.backbone, self.head, self.cut = backbone, head, cut
         depth = backbone.parameter_depths()
         trainable = [p for k, p in backbone.embedding_parameters().items() if depth[k] >= train_from]
+        if not trainable:
+            raise ConfigError(
+                f"train.backbone_train_from {train_from:g}: none of BirdNET's layers is that deep (the deepest "
+                f"starts at {max(depth.values()):.3f}), so none would train"
+            )
         for p in backbone.parameters():  # the classifier after the embedding gets no gradient: kept out of training
             p.requires_grad_(any(p is q for q in trainable))
 

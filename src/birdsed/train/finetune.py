@@ -19,7 +19,8 @@ the head starts from BirdNET's own classifier rows, as in the frozen path.
 
 Resume (`train --resume`): RUN/checkpoints/last.pt after every epoch (tensors and plain data only, read with
 weights_only) holds the head, the port's trained weights, the optimiser and scheduler; each epoch draws from
-generators seeded by (train.seed, epoch), so a resumed run continues where the killed one stopped. The model is the
+generators seeded by (train.seed, epoch), and the global one (the head's dropout) is seeded by them too, so a resumed
+run continues where the killed one stopped and ends with the uninterrupted run's weights. The model is the
 last epoch's (a validation split's macro AP is logged in metrics.csv per epoch).
 """
 
@@ -208,6 +209,7 @@ def fine_tune(
         if t.max_steps > 0 and step >= t.max_steps:
             break
         rng, gen = np.random.default_rng([t.seed, epoch]), torch.Generator().manual_seed(t.seed * 100_003 + epoch)
+        torch.manual_seed(epoch_seed(t.seed, epoch))  # the head's dropout draws from the global generator
         net.backbone.net.frontend_hook = spec_hook(cfg, gen, net)
         net.train()
         losses = []
@@ -250,6 +252,12 @@ def fine_tune(
         net.load_state_dict(ema.module.state_dict())
     net.cpu()
     return model.eval()
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The global torch generator's seed for one epoch (dropout draws from it), apart from the epoch's own
+    generators': a resumed run's epoch draws the masks the uninterrupted run's did."""
+    return int(np.random.SeedSequence([seed, epoch, 1]).generate_state(1)[0])
 
 
 def resume_average(ema: AveragedModel, ckpt: dict, path: Path) -> None:

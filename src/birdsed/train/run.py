@@ -47,6 +47,57 @@ RUN_FILES = (
 )  # what a run writes in its folder itself (a killed run's temporaries go; model: atomic_dir)
 
 
+RESUME_MAY_CHANGE = (
+    "train.epochs",
+    "train.max_steps",
+    "train.device",
+    "train.devices",
+    "train.num_nodes",
+    "train.strategy",
+    "train.workers",
+)  # how long a resumed run goes on and where it runs; any other setting is the run's own
+
+
+def resumed_checkpoint(cfg: Config) -> str | None:
+    """The checkpoint `--resume` continues from, in the run folder; None where training on cached BirdNET
+    features starts again (the cache is kept)."""
+    if cfg.model.backbone != "birdnet":
+        return "checkpoints/last.ckpt"
+    if not cfg.model.freeze_backbone and not cfg.train.backbone_cache:
+        from birdsed.train.finetune import CHECKPOINT
+
+        return CHECKPOINT
+    return None
+
+
+def check_resume(run: Path, cfg: Config, teacher: bool = False) -> None:
+    """`--resume` continues the run in `run` as it was set up: its checkpoint must be there and `cfg` may differ
+    from its config.yaml only in RESUME_MAY_CHANGE. Else a ConfigError naming each changed key, before anything
+    is written. With a teacher, the run's own teacher_pl table in data.pseudo is the one this command adds."""
+    from birdsed.config import load_config
+    from birdsed.config.load import flat_keys
+
+    ckpt = resumed_checkpoint(cfg)
+    if ckpt is None:
+        return
+    if not (run / ckpt).is_file():
+        raise ConfigError(f"--resume: no checkpoint at {run / ckpt}: nothing to continue (leave --resume out)")
+    if not (run / "config.yaml").is_file():
+        raise ConfigError(f"--resume: {run} has a checkpoint but no config.yaml, so its settings are unknown")
+    before, now = flat_keys(load_config(run / "config.yaml")), flat_keys(cfg)
+    if teacher:
+        own = str((run / "teacher_pl").resolve())
+        before["data.pseudo"] = [p for p in before["data.pseudo"] if p != own]
+    changed = [k for k in now if k not in RESUME_MAY_CHANGE and before.get(k) != now[k]]
+    if changed:
+        said = "; ".join(f"{k} {before.get(k)!r} -> {now[k]!r}" for k in changed)
+        raise ConfigError(
+            f"--resume: {run} was trained with other settings ({said}). A resumed run keeps its own (only "
+            f"{', '.join(RESUME_MAY_CHANGE[:2])} and where it runs may change): leave those out, or train into a new "
+            "--out"
+        )
+
+
 def train(
     data: str | Path,
     cfg: Config,
@@ -74,6 +125,8 @@ def train(
         if given is not None and is_store(given):
             check_store(given)  # a damaged store is refused before the run folder exists
     run = Path(out)
+    if resume:
+        check_resume(run, cfg, teacher is not None)
     swept = {
         run: RUN_FILES,
         run / "checkpoints": lambda name: name.endswith((".ckpt", ".pt")),
