@@ -76,6 +76,25 @@ def test_a_model_file_with_another_checksum_is_refused(tmp_path, monkeypatch):
         birdnet_labels.checked_file(birdnet_labels.MODEL_FILE)
 
 
+@needs_birdnet
+def test_birdnet_init_refuses_a_model_file_with_another_checksum_and_writes_nothing(tmp_path, monkeypatch):
+    import shutil
+
+    from birdsed.model import birdnet
+
+    shipped = birdnet_labels.model_folder()
+    for f in shipped.iterdir():  # the labels and the taxonomy as shipped, the model file another
+        if f.is_file() and f.name != birdnet_labels.MODEL_FILE:
+            shutil.copy(f, tmp_path / f.name)
+    (tmp_path / birdnet_labels.MODEL_FILE).write_bytes(b"not BirdNET")
+    monkeypatch.setattr(birdnet_labels, "model_folder", lambda: tmp_path)
+    species = tmp_path / "species.txt"
+    species.write_text("Erithacus rubecula\n")
+    with pytest.raises(ModelError, match="checksum does not match"):
+        birdnet.init_model_dir(tmp_path / "bn", species_file=species)
+    assert not (tmp_path / "bn").exists()
+
+
 @pytest.mark.parametrize(
     "over, match",
     [

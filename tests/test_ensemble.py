@@ -145,6 +145,9 @@ def test_save_ensemble_refuses_bad_input_and_leaves_nothing(tmp_path):
     with pytest.raises(ModelError, match="not a readable safetensors"):
         save_ensemble(dirs, tmp_path / "e2")
     assert not (tmp_path / "e2").exists() and not list(tmp_path.glob(".e2*"))
+    save_model_dir(_model(1, classes=["x", "y"]), dirs[1])
+    with pytest.raises(ModelError, match=r"member 1 has other classes .* \(member 0: .*m0, member 1: .*m1\)"):
+        save_ensemble(dirs, tmp_path / "e2")
     save_model_dir(_model(1), dirs[1])
     ens = save_ensemble(dirs, tmp_path / "e3")
     with pytest.raises(ModelError, match="exists"):

@@ -39,7 +39,11 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", help="Lightning strategy, e.g. ddp")
     p.add_argument("--workers", type=count(0, cores_cap()), help="data-loader worker processes")
     p.add_argument("--seed", type=count(0, MAX_SEED))
-    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.ckpt")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from RUN/checkpoints/last.ckpt (last.pt: BirdNET fine-tuned from audio)",
+    )
     p.add_argument(
         "--pseudo",
         action="append",

@@ -196,7 +196,7 @@ class Config:
             (
                 not self.train.backbone_cache or (not m.freeze_backbone and self.train.backbone_train_from > 0),
                 "train.backbone_cache caches BirdNET's frozen layers to train the layers after them: it needs "
-                "model.freeze_backbone false and train.backbone_train_from > 0 (0.8: the last blocks train)",
+                "model.freeze_backbone false and train.backbone_train_from > 0 (0.75: BirdNET's last stage trains)",
             ),
             (
                 not self.augment.specaug_cut or self.train.backbone_cache,

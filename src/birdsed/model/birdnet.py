@@ -294,6 +294,7 @@ def init_model_dir(
         wanted, aliases = classes_to_map(classes_from, species_file)
     cmap = map_classes(wanted, labels, ebird_codes(), aliases)
     BirdNETDetector(cmap, hop_s, sensitivity)  # checks the values before anything is written
+    checked_file(MODEL_FILE)  # the model it will run: its sha256, before the directory is written
     save_birdnet_dir(out, cmap, len(labels), hop_s, sensitivity, threshold, SHA256[MODEL_FILE], MODEL_FILE)
     return cmap
 

@@ -158,7 +158,11 @@ def save_ensemble(model_dirs: list[str | Path], out: str | Path, weights: list[f
         if m.kind == "ensemble":
             raise ModelError(f"{d} is an ensemble already; give its members instead")
     # each member loaded whole before anything is written
-    ens = Ensemble([load_detector(d, m) for d, m in zip(model_dirs, metas)], weights)
+    try:
+        ens = Ensemble([load_detector(d, m) for d, m in zip(model_dirs, metas)], weights)
+    except ModelError as e:  # its message counts members from 0: name them
+        named = ", ".join(f"member {i}: {d}" for i, d in enumerate(model_dirs))
+        raise ModelError(f"{e} ({named})") from e
     names = [f"{MEMBERS}/{i}" for i in range(len(model_dirs))]
     meta = {
         "birdsed_version": __version__,

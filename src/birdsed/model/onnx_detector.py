@@ -136,7 +136,7 @@ class OnnxSED:
         if self.n_samples is not None and x.shape[1] != self.n_samples:
             raise ModelError(
                 f"this ONNX export takes windows of {self.n_samples / self.sample_rate_hz:g} s, not "
-                f"{x.shape[1] / self.sample_rate_hz:g} s: predict without --window-s, or export the model again"
+                f"{x.shape[1] / self.sample_rate_hz:g} s (the model's own window): predict without --window-s"
             )
         names, fixed = self.names, self.batch
         if fixed is None or fixed == len(x):

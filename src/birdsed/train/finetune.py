@@ -277,7 +277,10 @@ def read_checkpoint_file(path: Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises several types for bad or unsafe files
-        raise ModelError(f"{path}: not a readable fine-tuning checkpoint ({str(e)[:200]}); nothing was changed") from e
+        raise ModelError(
+            f"{path}: not a readable fine-tuning checkpoint (damaged, cut short, or not written by birdsed: torch "
+            f"says {type(e).__name__}); nothing was changed"
+        ) from e
     if not isinstance(ckpt, dict) or not {"epoch", "step", "net", "opt", "sched", "rows"} <= set(ckpt):
         raise ModelError(f"{path}: not a fine-tuning checkpoint of birdsed; nothing was changed")
     return ckpt
