@@ -196,3 +196,21 @@ def test_a_data_sets_former_names_map_its_classes_to_birdnet_labels():
         aliases={"Sylmel_song": ["Sylvia melanocephala"]},
     )
     assert cmap.indices == [0]
+
+
+def test_a_trained_models_aliases_name_its_classes():
+    """model.json's `aliases` (train keeps a data set's species.csv there) name the classes their own names do not;
+    a malformed entry costs only the names."""
+    from birdsed.model.names import class_names, own_species
+
+    meta = {
+        "aliases": {"Butbut_call": ["Buteo buteo", "Common Buzzard"], "Cicorn_song": ["Cicada orni", "Grey Cicada"]}
+    }
+    names = class_names(["Butbut_call", "Cicorn_song", "Mycall_1", "woothr"], meta, shown="common")
+    assert names.of("Butbut_call").scientific == "Buteo buteo" and names.show("Butbut_call") == "Common Buzzard"
+    assert names.of("Cicorn_song") == own_species("Cicorn_song", ["Cicada orni", "Grey Cicada"])
+    assert names.show("Cicorn_song") == "Grey Cicada" and names.show("Mycall_1") == "Mycall_1"
+    assert names.show("woothr") == "Wood Thrush"
+    assert own_species("X_1", ["Grey Cicada", "grecic1"]) == own_species("X_1", ["Grey Cicada"])  # no scientific
+    assert own_species("X_1", ["Grey Cicada"]).scientific == "" and own_species("X_1", []).common == ""
+    assert class_names(["Butbut_call"], {"aliases": ["Buteo buteo"]}).of("Butbut_call").common == ""

@@ -143,3 +143,35 @@ def test_a_sharded_run_merges_with_the_same_places(capsys, bird_model, tmp_path)
     assert set(det["lat"]) == {43.61} and det["time"].str.endswith("+02:00").all()
     rec = pd.read_csv(out / "recordings.csv", keep_default_na=False)
     assert set(rec["timezone"]) == {"Europe/Paris"} and set(rec["site"]) == {""}
+
+
+def test_a_trained_models_classes_are_named_by_its_data_sets_species_csv(capsys, tmp_path):
+    """train keeps a data set's species.csv names in model.json (`aliases`): its own codes get their species' names
+    in detections.csv, Raven and Audacity (they were empty, and Raven's Species column showed the code)."""
+    import json
+
+    from birdsed.model.birdnet_labels import aliases_entry
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "species.csv").write_text(
+        "label,english_name,scientific_name\nTurmer_song,Common Blackbird,Turdus merula\n"
+        "Cicorn_song,Grey Cicada,Cicada orni\n"
+    )
+    model = tiny_model(tmp_path / "m", ["Turmer_song", "Cicorn_song", "Mycall_1"])
+    meta = json.loads((model / "model.json").read_text())
+    (model / "model.json").write_text(json.dumps({**meta, **aliases_entry(data)}))
+    rc, text, out = _predict(
+        capsys, model, tmp_path, "--names", "common", "--format", "csv", "raven", "audacity", "--workers", 0
+    )
+    assert rc == 0, text
+    det = pd.read_csv(out / "detections.csv", keep_default_na=False)
+    names = det.drop_duplicates("label").set_index("label")[["code", "common", "scientific"]].T.to_dict("list")
+    assert names == {
+        "Turmer_song": ["eurbla", "Eurasian Blackbird", "Turdus merula"],  # BirdNET's species of one of its names
+        "Cicorn_song": ["Cicorn_song", "Grey Cicada", "Cicada orni"],  # one BirdNET does not know: the names given
+        "Mycall_1": ["Mycall_1", "", ""],  # no names kept for it
+    }
+    raven = pd.read_csv(next((out / "raven").glob("2023*.txt")), sep="\t", keep_default_na=False)
+    assert set(raven["Species"]) == {"Eurasian Blackbird", "Grey Cicada", "Mycall_1"}
+    assert "Grey Cicada (" in next((out / "audacity").glob("2023*.txt")).read_text()

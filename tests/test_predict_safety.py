@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import write_audio
+from conftest import birdnet_meta, needs_birdnet, run_cli, write_audio
 
 from birdsed.config import FrontendConfig, ModelConfig
 from birdsed.errors import BirdsedError, ConfigError
@@ -72,3 +72,38 @@ def test_the_stamp_names_what_changed(model_dir, tmp_path):
     assert len(stamp["model_sha256"]) == 64
     with pytest.raises(ConfigError, match="hop_s"):
         run_predict(model_dir, [str(audio)], tmp_path / "out", quiet=True, workers=0, hop_s=1.0)
+
+
+def listing(folder) -> dict[str, bytes] | None:
+    """Every file under `folder` with its bytes (None: no folder): what a refused run must leave as it was."""
+    if not folder.exists():
+        return None
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_predict_refused_for_its_device_leaves_out_as_it_was(model_dir, tmp_path, capsys, monkeypatch):
+    """--device cuda where torch sees none is refused before OUT is made, or before a folder given holds anything
+    of this run; the command without it then runs into the same OUT."""
+    audio = write_audio(tmp_path / "in" / "a.wav", seconds=6.0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    (tmp_path / "empty").mkdir()
+    for out in (tmp_path / "new", tmp_path / "empty"):
+        before = listing(out)
+        rc, text = run_cli(capsys, "predict", "--model", model_dir, audio, "--out", out, "--device", "cuda", "--quiet")
+        assert rc == 2 and "torch sees no CUDA device" in text
+        assert listing(out) == before
+        rc, text = run_cli(capsys, "predict", "--model", model_dir, audio, "--out", out, "--workers", 0, "--quiet")
+        assert rc == 0 and (out / "scores.parquet").is_file(), text
+
+
+@needs_birdnet
+def test_a_predict_refused_for_its_window_leaves_out_as_it_was(tmp_path, capsys):
+    """BirdNET's 3 s window: --window-s 5 is refused before OUT is made (it wrote OUT/run.json, which then refused the
+    command the error asked for); the command without it runs into the same OUT."""
+    (tmp_path / "bn").mkdir()
+    (tmp_path / "bn" / "model.json").write_text(json.dumps(birdnet_meta()))
+    audio, out = write_audio(tmp_path / "in" / "a.wav", seconds=0.5), tmp_path / "out"
+    rc, text = run_cli(capsys, "predict", "--model", tmp_path / "bn", audio, "--out", out, "--window-s", 5, "--quiet")
+    assert rc == 2 and "leave --window-s unset" in text and not out.exists()
+    rc, text = run_cli(capsys, "predict", "--model", tmp_path / "bn", audio, "--out", out, "--workers", 0, "--quiet")
+    assert rc == 0 and json.loads((out / "run.json").read_text())["window_s"] == 3.0, text

@@ -136,6 +136,19 @@ def test_a_db_of_another_models_embeddings_is_refused(model_dir, tmp_path, capsy
     assert rc == 2 and "another model" in out and "space" in out
 
 
+def test_an_embed_refused_for_its_device_leaves_no_db(model_dir, tmp_path, capsys, monkeypatch):
+    """--device cuda where torch sees none is refused before the DB folder is made (it left db.json and parts/);
+    the command without it then embeds into the same DB."""
+    import torch
+
+    archive(tmp_path / "a", n=1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    rc, out = embed(capsys, model_dir, [tmp_path / "a"], tmp_path / "db", "--device", "cuda")
+    assert rc == 2 and "torch sees no CUDA device" in out and not (tmp_path / "db").exists()
+    assert embed(capsys, model_dir, [tmp_path / "a"], tmp_path / "db")[0] == 0
+    assert open_db(tmp_path / "db").n == 3
+
+
 @pytest.fixture(scope="module")
 def searched(model_dir, tmp_path_factory):
     """A DB of three tones (r0..r2.wav) beside a file that does not decode (bad.wav), made once: (audio folder, DB)."""

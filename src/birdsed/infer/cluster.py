@@ -143,6 +143,7 @@ class ClusterRun:
 
         with ClusterRun(spec, model_dir) as run:
             facts = run.facts()  # window_s, hop_s, classes, from the first worker to load the model
+            run.check(scoring)   # what the workers would refuse at their first batch, refused by one of them now
             scored = run.score(files, part_of, scoring, quiet)
             run.close_soon()
     """
@@ -208,6 +209,13 @@ class ClusterRun:
         raises its ModelError here)."""
         first = next(iter(_need_distributed().as_completed(self._loading)))
         return ModelFacts(*first.result())
+
+    def check(self, scoring: ScoringOptions) -> None:
+        """Refuse what the workers would refuse at their first batch, as one of them sees it (its device, its model's
+        runtime, the window): its exception is raised here."""
+        from birdsed.infer.cluster_worker import check_on_worker
+
+        self.client.submit(check_on_worker, self.model_dir, scoring, key="birdsed-check", pure=False).result()
 
     def score(self, files: list[str], part_of: dict[str, Path], scoring: ScoringOptions, quiet: bool) -> Scored:
         """Write the files' parts on the cluster, in tasks (module docstring); a worker killed mid-write left a

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from distributed import WorkerPlugin
 
-from birdsed.infer.runners import Scored, ScoringOptions, write_parts
+from birdsed.infer.runners import Scored, ScoringOptions, check_model, write_parts
 
 _MODELS: dict[str, object] = {}  # per worker process: model directory -> loaded model
 
@@ -25,6 +25,12 @@ def load_on_worker(model_dir: str) -> tuple[float, float, list[str]]:
         _MODELS[model_dir] = load_detector(model_dir)
     model = _MODELS[model_dir]
     return model.window_s, model.hop_s, list(model.classes)
+
+
+def check_on_worker(model_dir: str, scoring: ScoringOptions) -> None:
+    """On a worker: refuse what run_task would refuse at its first batch (runners.check_model), on its device."""
+    load_on_worker(model_dir)
+    check_model(_MODELS[model_dir], scoring)
 
 
 def run_task(model_dir: str, files: list[str], parts: list[str], scoring: ScoringOptions) -> Scored:

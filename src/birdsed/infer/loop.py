@@ -16,7 +16,7 @@ from birdsed.config import OUTPUT_KINDS, POOLINGS, PRECISIONS, SHORT_POLICIES
 from birdsed.device import pick_device, use_bf16
 from birdsed.errors import ConfigError
 from birdsed.infer.grid import FileResult, RowAccumulator
-from birdsed.infer.stream import WindowStream
+from birdsed.infer.stream import WindowStream, samples_of
 from birdsed.model.detector import Detector, segment_scores, window_scores
 from birdsed.model.windows import Piece
 from birdsed.progress import progress_bar
@@ -68,6 +68,57 @@ def default_workers(dev: torch.device) -> int:
     return 0 if cores < 4 else cores // 4
 
 
+def _check_choices(pooling: str, precision: str, short_policy: str | None) -> None:
+    if pooling not in POOLINGS:
+        raise ConfigError(f"unknown pooling {pooling!r}; valid: {list(POOLINGS)}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; valid: {list(PRECISIONS)}")
+    if short_policy is not None and short_policy not in SHORT_POLICIES:
+        raise ConfigError(f"unknown short-recording policy {short_policy!r}; valid: {list(SHORT_POLICIES)}")
+
+
+def ready(model: Detector, device: str, precision: str) -> tuple[Detector, torch.device, bool]:
+    """(the model ready to score on `device`, that device, whether it runs in bf16 autocast): a device this machine
+    has not, or a runtime the model cannot build (a BirdNET file that fails its checksum), is refused here.
+
+    SED models: BatchNorms folded (the small model's encoder 1.9x on a 2-core CPU), channels_last (1.7x there, and the
+    usual layout on GPUs), on a copy, so the caller's model is not changed."""
+    dev = pick_device(device)
+    bf16 = use_bf16(precision, dev)
+    return model.for_inference(dev), dev, bf16
+
+
+def silent_window(
+    sample_rate_hz: int, window_s: float, hop_s: float, dev: torch.device
+) -> tuple[torch.Tensor, list[Piece], int, int]:
+    """One window of silence as the stream ships a recording's: (audio [shape=(window,)], its one piece, the window
+    and the hop in samples)."""
+    window, hop = samples_of(window_s, sample_rate_hz), samples_of(hop_s, sample_rate_hz)
+    return torch.zeros(window, device=dev), [Piece(0, 0, 1, 0, window)], window, hop
+
+
+def check_scoring(
+    model: Detector,
+    window_s: float | None = None,
+    hop_s: float | None = None,
+    device: str = "auto",
+    pooling: str = "window",
+    precision: str = "auto",
+    short_policy: str | None = None,
+) -> None:
+    """Refuse now what predict_files (the same keywords) would refuse at its first batch, by scoring one window of
+    silence as it scores a recording's: a device this machine has not, a runtime the model cannot build, a window
+    the model does not take (BirdNET's 3 s, an ONNX export's own). A caller checks before it writes anything."""
+    _check_choices(pooling, precision, short_policy)
+    window_s = model.window_s if window_s is None else window_s
+    hop_s = model.hop_s if hop_s is None else hop_s
+    model, dev, bf16 = ready(model, device, precision)
+    audio, pieces, window, hop = silent_window(model.sample_rate_hz, window_s, hop_s, dev)
+    with torch.inference_mode():
+        for _ in score_pieces(model, audio, pieces, window, hop, 1, bf16, short_policy):
+            pass
+
+
 def predict_files(
     model: Detector,
     files: list[str],
@@ -93,19 +144,10 @@ def predict_files(
     pooling "segment": segmentwise and att rows take the max over the head's time segments whose
     centre lies in the row (sharper in time); clipwise stays window-pooled.
     """
-    if pooling not in POOLINGS:
-        raise ConfigError(f"unknown pooling {pooling!r}; valid: {list(POOLINGS)}")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; valid: {list(PRECISIONS)}")
-    if short_policy is not None and short_policy not in SHORT_POLICIES:
-        raise ConfigError(f"unknown short-recording policy {short_policy!r}; valid: {list(SHORT_POLICIES)}")
-    dev = pick_device(device)
-    bf16 = use_bf16(precision, dev)
+    _check_choices(pooling, precision, short_policy)
     window_s = model.window_s if window_s is None else window_s
     hop_s = model.hop_s if hop_s is None else hop_s
-    # SED models: BatchNorms folded (the small model's encoder 1.9x on a 2-core CPU), channels_last (1.7x there,
-    # and the usual layout on GPUs), on a copy, so the caller's model is not changed
-    model = model.for_inference(dev)
+    model, dev, bf16 = ready(model, device, precision)
     workers = default_workers(dev) if workers is None else workers
     workers = min(workers, len(files))
     sr = model.sample_rate_hz

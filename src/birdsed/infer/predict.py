@@ -20,7 +20,9 @@ The combined files are built by streaming over the parts (outputs.py), in memory
 run_predict reads top to bottom once, whatever runs the model and whichever recordings the run takes:
 
     options (PredictOptions) -> model.json read once -> a runner (runners.py: this process, or a Dask cluster)
-      -> the inputs listed, the run's scope's share of them (scope.py: every input, or a --shard I/N)
+      -> the inputs listed; what scoring would refuse (the device, the model's runtime, the window) refused before
+         anything is written into OUT (runner.check)
+      -> the run's scope's share of the inputs (scope.py: every input, or a --shard I/N)
       -> under the scope's lock: the runner writes one part per recording (runners.write_parts)
       -> the scope finishes: the writers build the combined outputs (outputs.combine), or the shard records itself
          and the last shard merges
@@ -273,13 +275,14 @@ def run_predict(
     with open_runner(model_dir, meta, opts.backend, opts.cluster) as runner:
         calibrated = spec.calibrated(meta.thresholds, meta.default_output)  # of a model without one: refused now
         files, errors = list_inputs(inputs, opts)
+        facts = runner.facts()
+        scoring = opts.scoring(facts)
+        runner.check(scoring)  # the device, the model's runtime, the window: refused before OUT is touched
         scope = scope_of(opts.shard)
         files, errors = scope.select(out, files, errors)
         resolved = Places.from_options(spec.places).resolve(files)
         for message in resolved.messages(spec.places):
             log.warning("%s", message)
-        facts = runner.facts()
-        scoring = opts.scoring(facts)
         if opts.prior and opts.prior.on:  # the score transforms, set up for the model: the prior's first
             fitted = opts.prior.for_model(facts.classes, meta.raw, model_dir, resolved.places)
             spec.transforms = (OccurrencePrior(fitted), *spec.transforms)

@@ -2,6 +2,7 @@
 
     with open_runner(model_dir, meta, backend, cluster) as runner:  # the model loaded (or the workers loading it)
         facts = runner.facts()                                       # the model's window_s, hop_s and classes
+        runner.check(scoring)                                        # what scoring would refuse, refused now
         scored = runner.score(files, part_of, scoring, quiet)        # one part per recording; Scored(audio_s, errors)
         runner.close_soon()                                          # let go of what the combined outputs don't need
 
@@ -95,12 +96,24 @@ def write_parts(model, files: list[str], part_of: dict[str, Path], scoring: Scor
     return scored
 
 
+def check_model(model, scoring: ScoringOptions) -> None:
+    """Refuse what write_parts would refuse at its first batch (loop.check_scoring), wherever the model runs."""
+    from birdsed.infer.loop import check_scoring  # torch: only where the model runs
+
+    o = scoring
+    check_scoring(model, o.window_s, o.hop_s, o.device, o.pooling, o.precision, o.short_policy)
+
+
 class Runner(Protocol):
     """What runs the model for predict (module docstring): one process or a cluster, the same calls."""
 
     def facts(self) -> ModelFacts:
         """The model's window_s, hop_s and classes (a model that cannot be loaded raises its ModelError here, or
         before)."""
+
+    def check(self, scoring: ScoringOptions) -> None:
+        """Refuse what `score` would refuse at its first batch (loop.check_scoring: the device, the model's runtime,
+        the window), before the caller writes anything into OUT."""
 
     def score(self, files: list[str], part_of: dict[str, Path], scoring: ScoringOptions, quiet: bool) -> Scored:
         """Write the part of each of `files` that has none (write_parts, wherever it runs)."""
@@ -117,6 +130,9 @@ class LocalRunner:
 
     def facts(self) -> ModelFacts:
         return ModelFacts(self.model.window_s, self.model.hop_s, list(self.model.classes))
+
+    def check(self, scoring: ScoringOptions) -> None:
+        check_model(self.model, scoring)
 
     def score(self, files: list[str], part_of: dict[str, Path], scoring: ScoringOptions, quiet: bool) -> Scored:
         return write_parts(self.model, files, part_of, scoring, quiet)

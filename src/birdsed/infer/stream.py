@@ -19,6 +19,11 @@ from birdsed.infer.grid import window_starts
 from birdsed.model.windows import Piece
 
 
+def samples_of(seconds: float, sample_rate_hz: int) -> int:
+    """A window's or a hop's length in samples at `sample_rate_hz` (the one rounding of the stream and its checks)."""
+    return int(round(seconds * sample_rate_hz))
+
+
 @dataclass
 class FileDone:
     index: int
@@ -48,8 +53,8 @@ class WindowStream(IterableDataset):
     ):
         self.files, self.batch_size, self.chunk_s = files, batch_size, chunk_s
         self.decode_threads = max(1, decode_threads)  # files decoded side by side, a chunk each per step
-        self.window = int(round(window_s * sample_rate_hz))
-        self.hop = int(round(hop_s * sample_rate_hz))
+        self.window = samples_of(window_s, sample_rate_hz)
+        self.hop = samples_of(hop_s, sample_rate_hz)
         self.sample_rate_hz = sample_rate_hz
 
     def _pieces(self, path: str) -> Iterator[tuple[int, int, np.ndarray, int] | int]:

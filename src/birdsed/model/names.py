@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 from birdsed.config.choices import SPECIES_NAMES
-from birdsed.errors import ConfigError
+from birdsed.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +80,12 @@ class Names:
 
     def with_aliases(self, aliases: dict[str, list[str]]) -> Names:
         """A copy where each own code (a data set's class) answers to the species one of its names matches; own codes
-        that match nothing become species of their own (code = common = the code)."""
+        that match nothing become species of their own, named by their names (own_species)."""
         out = Names(list(self.species))
         for own, others in aliases.items():
             hit = next((out.index[norm_name(n)] for n in [own, *others] if norm_name(n) in out.index), None)
             if hit is None:
-                scientific = next((n for n in others if " " in n.strip()), own)
-                out.species.append(Species(own, own, scientific))
+                out.species.append(own_species(own, others))
                 hit = len(out.species) - 1
             out.add(own, hit)
             for n in others:
@@ -109,6 +108,20 @@ class Names:
         for c in close:
             first.setdefault(self.index[c], self.shown[c])
         return list(first.values())[:n]
+
+
+SCIENTIFIC = re.compile(r"[A-Z][a-z]+ [a-z]")  # how a scientific name starts: "Genus epithet"
+CODE = re.compile(r"[a-z0-9]+")  # an eBird code (combuz1): no common name
+
+
+def own_species(own: str, names: list[str]) -> Species:
+    """A data set's own class that no known species answers to, named by its further names (its species.csv's, in
+    dataset_aliases' order: scientific names first): the scientific name the first that reads as one, the common name
+    the first other that is not a code; "" for what they lack. (Cicorn_song, ["Cicada orni", "Grey Cicada"]) ->
+    Species("Cicorn_song", "Grey Cicada", "Cicada orni")."""
+    scientific = next((n.strip() for n in names if SCIENTIFIC.match(n.strip())), "")
+    common = next((n.strip() for n in names if n.strip() not in ("", scientific) and not CODE.fullmatch(n.strip())), "")
+    return Species(own, common, scientific)
 
 
 @lru_cache(maxsize=1)
@@ -233,14 +246,29 @@ class ClassNames:
 
 def class_names(classes: list[str], meta: dict | None = None, shown: str | None = None) -> ClassNames:
     """Each class's species: by its own name, else by the name a BirdNET model matched it through (model.json's
-    birdnet.via: e.g. a data set's species.csv names Aegcau_call "Aegithalos caudatus")."""
+    birdnet.via: e.g. a data set's species.csv names Aegcau_call "Aegithalos caudatus"), else by the further names a
+    trained model keeps of it (model.json's aliases, its data set's species.csv: Butbut_call -> ["Buteo buteo",
+    "Common Buzzard"]): the species one of them is, or one named by them (own_species)."""
     if shown is not None and shown not in SPECIES_NAMES:
         raise ConfigError(f"names {shown!r}: valid: {list(SPECIES_NAMES)}")
     known = Names.default()
     via = list((meta or {}).get("birdnet", {}).get("via", [])) if isinstance(meta, dict) else []
     via = via if len(via) == len(classes) else [""] * len(classes)
+    aliases = _model_aliases(meta)
+    named = known.with_aliases({c: aliases[c] for c in classes if c in aliases}) if aliases else known
     out = {}
     for c, v in zip(classes, via):
-        sp = known.lookup(c) or (known.lookup(v) if v else None)
+        sp = known.lookup(c) or (known.lookup(v) if v else None) or named.lookup(c)
         out[c] = sp if sp is not None else Species(c, "", "")
     return ClassNames(out, shown)
+
+
+def _model_aliases(meta: dict | None) -> dict[str, list[str]]:
+    """model.json's further names per class ({} when it has none); a malformed entry costs only the names, said."""
+    from birdsed.model.birdnet_labels import model_aliases  # it imports this module
+
+    try:
+        return model_aliases(meta) if isinstance(meta, dict) else {}
+    except ModelError as e:
+        log.warning("%s: the classes are shown by their own names", e)
+        return {}

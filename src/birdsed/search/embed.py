@@ -103,17 +103,14 @@ def embed_files(
     import torch
     from torch.utils.data import DataLoader
 
-    from birdsed.device import pick_device, use_bf16
-    from birdsed.infer.loop import default_workers
+    from birdsed.infer.loop import default_workers, ready
     from birdsed.infer.stream import WindowStream
     from birdsed.model.detector import window_embeddings
     from birdsed.progress import progress_bar
 
     if not files:
         return
-    dev = pick_device(device)
-    bf16 = use_bf16(precision, dev)
-    model = model.for_inference(dev)
+    model, dev, bf16 = ready(model, device, precision)
     workers = min(default_workers(dev) if workers is None else workers, len(files))
     sr = model.sample_rate_hz
     ds = WindowStream(
@@ -150,6 +147,23 @@ def embed_files(
                 starts = np.concatenate([g[0] for g in got]) if got else np.zeros(0)
                 vecs = np.concatenate([g[1] for g in got]) if got else np.zeros((0, 0), np.float32)
                 yield FileEmbeddings(files[d.index], duration_s, starts, vecs)
+
+
+def check_embedding(
+    model, window_s: float, hop_s: float, device: str = "auto", precision: str = "auto", short_policy: str | None = None
+) -> None:
+    """Refuse now what embed_files (the same keywords) would refuse at its first batch, by embedding one window of
+    silence as it embeds a recording's: a device this machine has not, a runtime the model cannot build, a window the
+    model does not take (BirdNET's 3 s). run_embed checks before it writes anything into the DB."""
+    import torch
+
+    from birdsed.infer.loop import ready, silent_window
+    from birdsed.model.detector import window_embeddings
+
+    model, dev, bf16 = ready(model, device, precision)
+    audio, pieces, window, hop = silent_window(model.sample_rate_hz, window_s, hop_s, dev)
+    with torch.inference_mode(), torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16):
+        window_embeddings(model, audio, pieces, window, hop, short_policy)
 
 
 def write_part(res: FileEmbeddings, path: Path) -> None:
@@ -337,6 +351,8 @@ def run_embed(
     if not files and not errors:
         raise BirdsedError("no audio files to embed (give files or folders)")
     i, n = parse_shard(shard) if shard else (0, 0)
+    # before the DB is touched; a cluster's device is its workers' (they say what they lack), the window is checked here
+    check_embedding(model, window_s, hop_s, "cpu" if cluster else device, precision, short_policy)
     out.mkdir(parents=True, exist_ok=True)
     with waited_lock(out):
         check_info(out, info)  # before anything is embedded: a DB of other embeddings is refused now
