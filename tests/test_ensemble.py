@@ -160,6 +160,19 @@ def test_save_ensemble_refuses_bad_input_and_leaves_nothing(tmp_path):
         load_model_dir(ens)
 
 
+def test_an_ensemble_keeps_its_members_species_names(tmp_path):
+    from birdsed.model.names import class_names
+
+    dirs = _dirs(tmp_path, _model(0), _model(1))
+    for d, names in zip(dirs, (["Buteo buteo", "Common Buzzard"], ["Pica pica", "Eurasian Magpie"])):
+        meta = json.loads((d / "model.json").read_text())
+        (d / "model.json").write_text(json.dumps({**meta, "aliases": {"x": names, "y": names}}))
+    meta = json.loads((save_ensemble(dirs, tmp_path / "ens") / "model.json").read_text())
+    assert meta["aliases"] == {"x": ["Buteo buteo", "Common Buzzard"], "y": ["Buteo buteo", "Common Buzzard"]}
+    named = class_names(CLASSES, meta)
+    assert named.of("x").scientific == "Buteo buteo" and named.of("z").scientific == ""
+
+
 def test_predict_through_an_ensemble(tmp_path):
     audio = tmp_path / "in" / "a.wav"
     write_audio(audio, seconds=12.0)

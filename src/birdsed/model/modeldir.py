@@ -142,6 +142,18 @@ def save_model_dir(
     return out
 
 
+def members_aliases(metas: list[ModelMeta]) -> dict[str, list[str]]:
+    """The further names of each class (model.json's aliases: the species names and the place prior read them)
+    that the members keep, the first member's where several do."""
+    from birdsed.model.birdnet_labels import model_aliases  # BirdNET's labels module: imported when used
+
+    merged: dict[str, list[str]] = {}
+    for m in metas:
+        for c, names in model_aliases(m.raw).items():
+            merged.setdefault(c, names)
+    return merged
+
+
 def save_ensemble(model_dirs: list[str | Path], out: str | Path, weights: list[float] | None = None) -> Path:
     """Copy the model directories (of any kinds) into an ensemble directory `out` (written beside it, then renamed).
 
@@ -181,6 +193,8 @@ def save_ensemble(model_dirs: list[str | Path], out: str | Path, weights: list[f
     }
     if "frontend" in metas[0].raw:
         meta["frontend"] = metas[0].raw["frontend"]
+    if aliases := members_aliases(metas):
+        meta["aliases"] = aliases  # birdnet_labels.ALIASES_KEY
     with atomic_dir(out) as tmp:
         for d, name in zip(map(Path, model_dirs), names):
             copy_model_dir(d, tmp / name)
