@@ -22,7 +22,7 @@ import soundfile as sf
 import torch
 from conftest import FAST, FAST_SET, run_cli, write_audio
 
-from birdsed.config import apply_overrides, load_config
+from birdsed.config import apply_overrides, load_config, save_config
 from birdsed.train.embedcache import EmbeddingCache
 
 
@@ -131,6 +131,8 @@ def test_planted_pickles_never_run(model_dir, tmp_path, capsys, synth_data):
     run = tmp_path / "run"
     plant_pickle(run / "checkpoints" / "last.ckpt", marker)
     (run / "metrics.csv").write_text("epoch,step,train_loss_step\n0,0,1.0\n")
+    sets = [x for x in FAST_SET if x != "--set"]
+    save_config(apply_overrides(load_config("small"), sets), run / "config.yaml")  # the run's own settings
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     rc, text = run_cli(
         capsys, "train", "--data", synth_data, "--config", "small", "--out", run, "--resume", "--quiet", *FAST_SET
