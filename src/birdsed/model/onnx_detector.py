@@ -33,15 +33,12 @@ ONNX_NAME = "model.onnx"
 WEIGHTS_KEY = "birdsed_weights_sha256"  # in the export's metadata: the sha256 of the weights file it was made from
 
 
-def check_export_is_current(path: Path, model_dir: str | Path) -> None:
+def check_export_is_current(stamped: str | None, path: Path, model_dir: str | Path) -> None:
     """Refuse an export made from other weights than the directory's (the model trained again into the same folder
-    since: its scores would be the old model's), naming it; an export without the stamp (birdsed before it) is
-    run with a warning."""
-    import onnx
-
+    since: its scores would be the old model's), naming it; `stamped`: the file's WEIGHTS_KEY. An export without the
+    stamp (birdsed before it) is run with a warning."""
     from birdsed.model.meta import weights_sha256
 
-    stamped = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}.get(WEIGHTS_KEY)
     if stamped is None:
         log.warning(
             "%s does not say which weights it was exported from: if the model was trained again since, export it again",
@@ -85,6 +82,7 @@ class OnnxSED:
         if threads:
             opts.intra_op_num_threads = threads
         self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        check_export_is_current(self.sess.get_modelmeta().custom_metadata_map.get(WEIGHTS_KEY), path, model_dir)
         wave = self.sess.get_inputs()[0]
         self.names = [o.name for o in self.sess.get_outputs()]
         # (batch, samples) as exported: ints where the trace fixed them (a head on BirdNET: 1 window a call)
@@ -96,7 +94,6 @@ class OnnxSED:
         path = Path(model_dir) / ONNX_NAME
         if not path.is_file():
             raise ModelError(f"{path} not found; write it with `birdsed export --model {model_dir} --onnx {path}`")
-        check_export_is_current(path, model_dir)
         meta = read_model_meta(model_dir) if meta is None else meta
         if isinstance(meta, SedMeta):
             self.sample_rate_hz = meta.frontend.sample_rate_hz
@@ -159,6 +156,10 @@ class OpenVinoSED(OnnxSED):
         except ImportError as e:
             raise ModelError("--backend openvino needs OpenVINO: pip install 'birdsed[openvino]'") from e
         path = self._load(model_dir, meta, heads=False)
+        import onnx  # its metadata: OpenVINO does not show it (0.7 s to import: the onnx backend reads ORT's instead)
+
+        stamps = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        check_export_is_current(stamps.get(WEIGHTS_KEY), path, model_dir)
         # f32: on CPUs with AMX OpenVINO would run bf16 by default, and its scores would differ from torch's
         config = {"INFERENCE_PRECISION_HINT": "f32", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
         self.compiled = ov.Core().compile_model(str(path), "CPU", config)
