@@ -8,6 +8,8 @@ sub-windows every model.embed_hop_s: the birdnet preset's 5 s crop at 1 s hop is
     python benchmarks/bench_finetune.py --device cpu --precisions fp32 --steps 0 --tails 0.9 0.8 0.75 0.6 0.5 \
         --tail-steps 5   # train.backbone_cache: steps of the layers after each depth's cut, on cached activations
 
+With --audio-from, the step from audio again, with only the port's layers from each depth on training
+(train.backbone_train_from without the cache: the forward runs whole, the backward stops at that depth).
 With --tails, each depth's step is timed the same way on activations at its cut (BirdNETTorch.cut_before) instead
 of audio: what train.backbone_cache trains (embedtrain.CachedTail), fp32.
 
@@ -101,6 +103,9 @@ def main() -> None:
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     ap.add_argument("--tails", nargs="*", type=float, default=[], help="train.backbone_train_from depths to time")
     ap.add_argument("--tail-steps", type=int, default=5)
+    ap.add_argument(
+        "--audio-from", nargs="*", type=float, default=[], help="from audio, training only from these depths (fp32)"
+    )
     ap.add_argument("--out", type=Path, default=Path("bench-out/finetune"))
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -108,22 +113,26 @@ def main() -> None:
     crop_s, hop_s = cfg.data.crop_s, cfg.model.embed_hop_s
     n_sub = int((crop_s - 3.0) / hop_s) + 1
     rows = []
-    for precision in args.precisions if args.steps else []:
+    audio_runs = [(p, 0.0, args.steps) for p in (args.precisions if args.steps else [])]
+    audio_runs += [("fp32", d, args.tail_steps) for d in args.audio_from]
+    for precision, depth, steps in audio_runs:
         torch.manual_seed(0)
-        net = FineTunedNet(load_birdnet_torch(), EmbeddingHead(args.classes)).to(device).train()
+        net = FineTunedNet(load_birdnet_torch(), EmbeddingHead(args.classes), depth).to(device).train()
         opt = optimiser(net, cfg)
         x = torch.randn(args.batch, n_sub, N_SAMPLES, device=device) * 0.1
         y = (torch.rand(args.batch, args.classes, device=device) < 0.05).float()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        s = timed_steps(net, opt, x, y, args.steps, args.warmup, precision == "bf16", device)
-        crops = args.batch * args.steps
+        s = timed_steps(net, opt, x, y, steps, args.warmup, precision == "bf16", device)
+        crops = args.batch * steps
+        trained = sum(p.numel() for p in net.backbone.parameters() if p.requires_grad)
         row = {
             "device": str(device),
             "precision": precision,
+            "cut": f"audio {precision}, from {depth:g} ({trained / 1e6:.2f} M)",
             "batch": args.batch,
             "sub_windows_per_crop": n_sub,
-            "steps": args.steps,
+            "steps": steps,
             "wall_s": round(s, 3),
             "crops_per_s": round(crops / s, 1),
             "x_real_time": round(crops * crop_s / s, 1),

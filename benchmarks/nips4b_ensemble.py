@@ -10,7 +10,9 @@ Macro AP (over classes with a positive) and micro AP are computed over all 550 h
 few positives per class rank more easily among 110 clips than among 550). --fold-scale adds a diagnostic: each row
 again with every class's logits standardised within each fold's held-out clips, which shows what the five fold
 models' different score scales cost the pooled AP (it reads the held-out clips' score distribution: not a model).
---per-class N lists the N weakest classes' pooled AP (of the mean of the runs, or of the one run).
+--per-class N lists the N weakest classes' pooled AP (of the mean of the runs, or of the one run). --siblings lists,
+for each class whose species has another class (a call and a song), its AP and what its 2n top-scored clips are (n
+its positive clips): its own positives, or clips of only the sibling class (the confusion BirdNET's labels invite).
 """
 
 from __future__ import annotations
@@ -67,6 +69,37 @@ def class_ap(scores: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("ap")
 
 
+def sibling_confusion(scores: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """For each class with a sibling (another class of the same species code, e.g. Parcae_call and Parcae_song):
+    its pooled AP, its positive clips n, and among its 2n top-scored clips how many are its positives and how many
+    carry a sibling's label but not its own."""
+    labels = [
+        set(x)
+        for x in table.assign(name=[Path(x).name for x in table["path"]])
+        .set_index("name")
+        .loc[scores.index, "primary_labels"]
+    ]
+    ap = class_ap(scores, table).set_index("class")["ap"]
+    rows = []
+    for c in scores.columns:
+        siblings = {s for s in scores.columns if s != c and s.split("_")[0] == c.split("_")[0]}
+        pos = np.array([c in x for x in labels])
+        if not siblings or not pos.any():
+            continue
+        top = np.argsort(-scores[c].to_numpy())[: 2 * pos.sum()]
+        sibling_only = np.array([bool(x & siblings) and c not in x for x in labels])
+        rows.append(
+            {
+                "class": c,
+                "ap": ap[c],
+                "positives": int(pos.sum()),
+                "top_2n_positives": int(pos[top].sum()),
+                "top_2n_sibling_only": int(sibling_only[top].sum()),
+            }
+        )
+    return pd.DataFrame(rows).sort_values("ap")
+
+
 def scores_row(name: str, scores: pd.DataFrame, table: pd.DataFrame, fold_of: dict[str, int]) -> dict:
     folds = sorted({fold_of[f] for f in scores.index})
     per_fold = np.array(
@@ -98,6 +131,9 @@ def main() -> None:
         help="also each row with every class's logits standardised per held-out fold (a diagnostic, not a model)",
     )
     ap.add_argument("--per-class", type=int, metavar="N", help="also the N weakest classes of the last row's scores")
+    ap.add_argument(
+        "--siblings", action="store_true", help="also the classes with a sibling (call / song): what outranks them"
+    )
     a = ap.parse_args()
     if a.weights and len(a.weights) != len(a.runs):
         sys.exit(f"{len(a.weights)} weights for {len(a.runs)} runs")
@@ -119,6 +155,16 @@ def main() -> None:
     if a.per_class:
         last = mean_scores(list(frames.values()), a.weights) if len(frames) > 1 else next(iter(frames.values()))
         print(class_ap(last, table).head(a.per_class).round(3).to_string(index=False))
+    if a.siblings:
+        last = mean_scores(list(frames.values()), a.weights) if len(frames) > 1 else next(iter(frames.values()))
+        sib = sibling_confusion(last, table)
+        print(sib.round(3).to_string(index=False))
+        for kind, part in sib.groupby(sib["class"].str.split("_").str[-1]):
+            wrong = int((2 * part["positives"] - part["top_2n_positives"]).sum())
+            print(
+                f"{kind}: {len(part)} classes, mean AP {part['ap'].mean():.3f}; of the {wrong} other clips among their"
+                f" top 2n, {int(part['top_2n_sibling_only'].sum())} carry only a sibling's label"
+            )
     if a.out:
         save_json(a.out, {"output": a.output, "rows": rows})
 
