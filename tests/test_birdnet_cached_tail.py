@@ -63,6 +63,20 @@ def test_the_cut_is_the_smallest_tensor_before_the_first_layer_that_trains(port)
 
 
 @needs_birdnet
+def test_a_depth_that_cannot_be_cut_is_refused_before_a_run_folder_is_made(synth_data, tmp_path):
+    from birdsed.train.run import train
+
+    for depth in ("0.1", "0.995"):
+        with pytest.raises(ModelError, match=f"backbone_train_from {depth}"):
+            train(synth_data, cached(f"train.backbone_train_from={depth}"), tmp_path / "run", quiet=True)
+        assert not (tmp_path / "run").exists()
+    (tmp_path / "mine").mkdir()  # a folder that was there before is left as it was, empty or not
+    with pytest.raises(ModelError):
+        train(synth_data, cached("train.backbone_train_from=0.995"), tmp_path / "mine", quiet=True)
+    assert (tmp_path / "mine").is_dir()
+
+
+@needs_birdnet
 def test_a_depth_that_cannot_be_cut_is_refused_before_the_data_are_prepared(synth_data, tmp_path):
     from birdsed.train.run import train
 

@@ -10,6 +10,7 @@ RUN/
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import warnings
@@ -28,7 +29,7 @@ from birdsed.data.dataset import CropDataset, EpochSampler, WindowDataset
 from birdsed.data.sampling import build_items, targets
 from birdsed.data.store import check_store, is_store
 from birdsed.device import check_devices, die_with_parent, lightning_accelerator, lightning_precision
-from birdsed.errors import ConfigError
+from birdsed.errors import BirdsedError, ConfigError
 from birdsed.model.birdnet_labels import aliases_entry
 from birdsed.model.meta import META, WEIGHTS
 from birdsed.model.modeldir import save_model_dir
@@ -132,20 +133,27 @@ def train(
         run / "checkpoints": lambda name: name.endswith((".ckpt", ".pt")),
         run / "model": (META, WEIGHTS),
     }
-    with held_run_folder(run, swept):
-        if teacher is not None:
-            cfg = _with_teacher(cfg, Path(teacher), Path(data), run, unlabelled or [], quiet)
-        if cfg.model.backbone == "birdnet" and not cfg.model.freeze_backbone and not cfg.train.backbone_cache:
-            from birdsed.train.finetune import train_finetuned
+    fresh = not run.exists()
+    try:
+        with held_run_folder(run, swept):
+            if teacher is not None:
+                cfg = _with_teacher(cfg, Path(teacher), Path(data), run, unlabelled or [], quiet)
+            if cfg.model.backbone == "birdnet" and not cfg.model.freeze_backbone and not cfg.train.backbone_cache:
+                from birdsed.train.finetune import train_finetuned
 
-            return train_finetuned(Path(data), cfg, run, Path(val_data) if val_data else None, resume, quiet)
-        if cfg.model.backbone == "birdnet":
-            from birdsed.train.embedtrain import train_birdnet
+                return train_finetuned(Path(data), cfg, run, Path(val_data) if val_data else None, resume, quiet)
+            if cfg.model.backbone == "birdnet":
+                from birdsed.train.embedtrain import train_birdnet
 
-            if resume:
-                log.info("--resume: training on cached BirdNET features starts again at epoch 0; the cache is kept")
-            return train_birdnet(Path(data), cfg, run, Path(val_data) if val_data else None, quiet)
-        return _train_sed(Path(data), cfg, run, resume, val_data, quiet, extra_callbacks)
+                if resume:
+                    log.info("--resume: training on cached BirdNET features starts again at epoch 0; the cache is kept")
+                return train_birdnet(Path(data), cfg, run, Path(val_data) if val_data else None, quiet)
+            return _train_sed(Path(data), cfg, run, resume, val_data, quiet, extra_callbacks)
+    except BirdsedError:
+        if fresh:  # a refusal before the run wrote anything: no empty run folder left behind
+            with contextlib.suppress(OSError):
+                run.rmdir()
+        raise
 
 
 class SamplerEpoch(L.Callback):
