@@ -92,15 +92,19 @@ def read_oof(
     return pd.concat(parts).fillna(0.0)
 
 
+def clip_labels(names: pd.Index, table: pd.DataFrame) -> list[set[str]]:
+    """The labels of the clips named (by file name, as read_oof indexes them), in that order."""
+    by_name = table.assign(name=[Path(x).name for x in table["path"]]).set_index("name")
+    return [set(x) for x in by_name.loc[names, "primary_labels"]]
+
+
 def pooled_ap(scores: pd.DataFrame, table: pd.DataFrame) -> tuple[float, float]:
     """Macro / micro AP over all the held-out clips in `scores` (indexed by file name) at once, over the
     classes with a positive."""
-    labels = (
-        table.assign(name=[Path(x).name for x in table["path"]]).set_index("name").loc[scores.index, "primary_labels"]
-    )
-    classes = sorted(set(scores.columns) | set().union(*map(set, labels)))
+    labels = clip_labels(scores.index, table)
+    classes = sorted(set(scores.columns) | set().union(*labels))
     s = scores.reindex(columns=classes, fill_value=0.0).to_numpy(np.float32)
-    return average_precision(s, sets_to_matrix([set(x) for x in labels], classes))
+    return average_precision(s, sets_to_matrix(labels, classes))
 
 
 def fold_teacher(runs: list[Path], k: int, fold_dir: Path) -> Path:

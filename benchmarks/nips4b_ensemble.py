@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from common import save_json  # noqa: E402
-from nips4b import NIPS4B, nips4b_folds, pooled_ap, read_oof  # noqa: E402
+from nips4b import NIPS4B, clip_labels, nips4b_folds, pooled_ap, read_oof  # noqa: E402
 
 from birdsed.data.manifest import read_dataset  # noqa: E402
 from birdsed.evaluate.metrics import average_precision, sets_to_matrix  # noqa: E402
@@ -56,11 +56,8 @@ def fold_standardised(scores: pd.DataFrame, fold_of: dict[str, int]) -> pd.DataF
 def class_ap(scores: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """Each class's AP over all the held-out clips in `scores` at once, with its positive clips (classes with one),
     weakest first: the terms of pooled macro AP."""
-    labels = (
-        table.assign(name=[Path(x).name for x in table["path"]]).set_index("name").loc[scores.index, "primary_labels"]
-    )
     classes = list(scores.columns)
-    true = sets_to_matrix([set(x) for x in labels], classes)
+    true = sets_to_matrix(clip_labels(scores.index, table), classes)
     rows = [
         {"class": c, "ap": average_precision(scores[[c]].to_numpy(np.float32), true[:, [k]])[0], "positives": n}
         for k, (c, n) in enumerate(zip(classes, true.sum(0)))
@@ -73,12 +70,7 @@ def sibling_confusion(scores: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame
     """For each class with a sibling (another class of the same species code, e.g. Parcae_call and Parcae_song):
     its pooled AP, its positive clips n, and among its 2n top-scored clips how many are its positives and how many
     carry a sibling's label but not its own."""
-    labels = [
-        set(x)
-        for x in table.assign(name=[Path(x).name for x in table["path"]])
-        .set_index("name")
-        .loc[scores.index, "primary_labels"]
-    ]
+    labels = clip_labels(scores.index, table)
     ap = class_ap(scores, table).set_index("class")["ap"]
     rows = []
     for c in scores.columns:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import secrets
@@ -29,6 +30,20 @@ TEMP_FILE = re.compile(rf"\.(?P<name>.+)\.{MARKER}-[0-9a-f]{{8}}\.tmp(?P<suffix>
 TEMP_DIR = re.compile(rf"\.(?P<name>.+)\.{MARKER}-[0-9a-f]{{8}}\.tmpdir")
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # never a read's: the file being written is the one to name
 FULL_BYTES = 64 * 1024  # under this free, a failed write (a library's own error, no errno) is a full disk
+
+
+def hash_file(h: hashlib._Hash, path: str | os.PathLike) -> None:
+    """Feed a file's bytes to the hash `h`, a MiB at a time."""
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    hash_file(h, path)
+    return h.hexdigest()
 
 
 def temp_name(path: Path, folder: bool = False) -> Path:

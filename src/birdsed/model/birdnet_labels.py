@@ -5,7 +5,6 @@ birdnet_synonyms.csv), common name, or a data set's own alias columns (species.c
 from __future__ import annotations
 
 import csv
-import hashlib
 import importlib.util
 import logging
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from birdsed.errors import ConfigError, ModelError
+from birdsed.fsutil import file_sha256
 from birdsed.model.birdnet_info import INSTALL, LICENSE_NOTE
 from birdsed.model.names import former_names, norm_name, read_species_list, synonym_note
 
@@ -43,11 +43,7 @@ def model_folder() -> Path:
 
 @lru_cache(maxsize=None)
 def _sha256(path: Path, mtime_ns: int, size: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_sha256(path)  # once per file version (mtime, size)
 
 
 def checked_file(name: str) -> Path:

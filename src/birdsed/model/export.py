@@ -40,8 +40,8 @@ def export_onnx(
     atol: float = 1e-3,
 ) -> dict[str, float]:
     """Write the model as ONNX (input "wave": waveforms of one window at the model's rate, as many a call as its
-        export takes; outputs by name) and check it against PyTorch on random input and, when given, on a real
-        recording. Returns the max abs differences. Nothing is written when they exceed `atol`. The file's metadata
+    export takes; outputs by name) and check it against PyTorch on random input and, when given, on a real
+    recording. Returns the max abs differences. Nothing is written when they exceed `atol`. The file's metadata
     holds the sha256 of the weights it was made from (WEIGHTS_KEY), which predict checks."""
     spec = load_model_dir(model_dir)[0].onnx_export()  # a ModelError for kinds with no ONNX graph
     n, names = spec.n_samples, spec.outputs

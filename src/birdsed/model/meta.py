@@ -18,7 +18,7 @@ from typing import Any
 
 from birdsed.decisions import Thresholds
 from birdsed.errors import ModelError
-from birdsed.fsutil import write_text_atomic
+from birdsed.fsutil import file_sha256, hash_file, write_text_atomic
 from birdsed.model.kinds import KINDS, MAX_MEMBERS, EnsembleMeta, ModelMeta, parse_meta
 
 __all__ = ["MAX_MEMBERS"]
@@ -75,11 +75,7 @@ def member_dirs(model_dir: Path, meta: EnsembleMeta) -> list[Path]:
 def weights_sha256(model_dir: str | Path) -> str:
     """sha256 of the directory's weights file: what `export --onnx` stamps into the export, so that a stale one
     (the model trained again into the same folder since) is refused."""
-    h = hashlib.sha256()
-    with open(Path(model_dir) / WEIGHTS, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_sha256(Path(model_dir) / WEIGHTS)
 
 
 def model_digest(model_dir: str | Path, meta: ModelMeta | None = None) -> str:
@@ -93,9 +89,7 @@ def model_digest(model_dir: str | Path, meta: ModelMeta | None = None) -> str:
     h.update(json.dumps(scoring, sort_keys=True).encode())
     for f in sorted(own_file(model_dir, p.name) for p in model_dir.iterdir() if p.is_file() and p.name != META):
         h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        hash_file(h, f)
     if isinstance(meta, EnsembleMeta):
         for d in member_dirs(model_dir, meta):
             h.update(model_digest(d).encode())

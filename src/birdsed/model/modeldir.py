@@ -29,6 +29,7 @@ from birdsed import __version__
 from birdsed.decisions import Thresholds
 from birdsed.errors import ModelError
 from birdsed.fsutil import atomic_dir, atomic_path
+from birdsed.model.birdnet_labels import ALIASES_KEY, model_aliases
 from birdsed.model.detector import Detector
 from birdsed.model.ensemble import Ensemble, mean_thresholds
 from birdsed.model.kinds import KINDS, EnsembleMeta, ModelMeta, SedMeta
@@ -145,8 +146,6 @@ def save_model_dir(
 def members_aliases(metas: list[ModelMeta]) -> dict[str, list[str]]:
     """The further names of each class (model.json's aliases: the species names and the place prior read them)
     that the members keep, the first member's where several do."""
-    from birdsed.model.birdnet_labels import model_aliases  # BirdNET's labels module: imported when used
-
     merged: dict[str, list[str]] = {}
     for m in metas:
         for c, names in model_aliases(m.raw).items():
@@ -194,7 +193,7 @@ def save_ensemble(model_dirs: list[str | Path], out: str | Path, weights: list[f
     if "frontend" in metas[0].raw:
         meta["frontend"] = metas[0].raw["frontend"]
     if aliases := members_aliases(metas):
-        meta["aliases"] = aliases  # birdnet_labels.ALIASES_KEY
+        meta[ALIASES_KEY] = aliases
     with atomic_dir(out) as tmp:
         for d, name in zip(map(Path, model_dirs), names):
             copy_model_dir(d, tmp / name)

@@ -40,7 +40,6 @@ from birdsed.config import Config, save_config
 from birdsed.data.sampling import Item, build_items, targets
 from birdsed.data.store import AudioStore
 from birdsed.device import lightning_precision, pick_device
-from birdsed.errors import ConfigError
 from birdsed.evaluate.metrics import average_precision
 from birdsed.fsutil import atomic_path
 from birdsed.model.birdnet import SAMPLE_RATE_HZ
@@ -168,9 +167,7 @@ def fine_tune(
     run/metrics.csv and run/checkpoints/last.pt (for `resume`)."""
     t, d = cfg.train, cfg.data
     device = pick_device("cuda" if t.device == "gpu" else t.device)
-    ckpt_path = run / CHECKPOINT
-    if resume and not ckpt_path.is_file():
-        raise ConfigError(f"--resume: no checkpoint at {ckpt_path}")
+    ckpt_path = run / CHECKPOINT  # with resume, there (train.run.check_resume)
     torch.manual_seed(t.seed)
     head = EmbeddingHead(len(td.classes), cfg.model.dropout, prior=cfg.model.birdnet_prior)
     net = FineTunedNet(load_birdnet_torch(), head, train_from=t.backbone_train_from)

@@ -59,16 +59,27 @@ RESUME_MAY_CHANGE = (
 )  # how long a resumed run goes on and where it runs; any other setting is the run's own
 
 
+SED_CHECKPOINT = "checkpoints/last.ckpt"  # Lightning's, every epoch's end (fine-tuned BirdNET: finetune.CHECKPOINT)
+
+
+def training_path(cfg: Config) -> str:
+    """Which trainer a config runs: "sed" (a CNN, Lightning), "finetune" (BirdNET's port and the head from audio,
+    finetune.py) or "cached" (the head, with train.backbone_cache BirdNET's last layers too, on cached features,
+    embedtrain.py)."""
+    if cfg.model.backbone != "birdnet":
+        return "sed"
+    return "finetune" if not cfg.model.freeze_backbone and not cfg.train.backbone_cache else "cached"
+
+
 def resumed_checkpoint(cfg: Config) -> str | None:
     """The checkpoint `--resume` continues from, in the run folder; None where training on cached BirdNET
     features starts again (the cache is kept)."""
-    if cfg.model.backbone != "birdnet":
-        return "checkpoints/last.ckpt"
-    if not cfg.model.freeze_backbone and not cfg.train.backbone_cache:
+    path = training_path(cfg)
+    if path == "finetune":
         from birdsed.train.finetune import CHECKPOINT
 
         return CHECKPOINT
-    return None
+    return SED_CHECKPOINT if path == "sed" else None
 
 
 def check_resume(run: Path, cfg: Config, teacher: bool = False) -> None:
@@ -138,11 +149,12 @@ def train(
         with held_run_folder(run, swept):
             if teacher is not None:
                 cfg = _with_teacher(cfg, Path(teacher), Path(data), run, unlabelled or [], quiet)
-            if cfg.model.backbone == "birdnet" and not cfg.model.freeze_backbone and not cfg.train.backbone_cache:
+            path = training_path(cfg)
+            if path == "finetune":
                 from birdsed.train.finetune import train_finetuned
 
                 return train_finetuned(Path(data), cfg, run, Path(val_data) if val_data else None, resume, quiet)
-            if cfg.model.backbone == "birdnet":
+            if path == "cached":
                 from birdsed.train.embedtrain import train_birdnet
 
                 if resume:
@@ -224,10 +236,8 @@ def _train_sed(
 ) -> Path:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    ckpt_dir = run / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
-    if resume and not last.is_file():
-        raise ConfigError(f"--resume: no checkpoint at {last}")
+    last = run / SED_CHECKPOINT  # with resume, there (check_resume)
+    ckpt_dir = last.parent
     resume_epoch = (
         int(read_checkpoint(last).get("epoch", 0)) if resume else None
     )  # a bad file: refused, nothing touched
