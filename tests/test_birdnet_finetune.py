@@ -126,7 +126,8 @@ def test_a_fine_tuned_model_directory_predicts_with_its_own_weights(synth_data, 
 @pytest.mark.slow
 @needs_birdnet
 def test_a_fine_tuning_run_resumes_after_its_last_epoch(synth_data, tmp_path):
-    from birdsed.train.finetune import CHECKPOINT, read_checkpoint_file
+    from birdsed.train.checkpoint import read_epoch_checkpoint
+    from birdsed.train.finetune import CHECKPOINT
     from birdsed.train.run import train
 
     run = tmp_path / "run"
@@ -134,20 +135,20 @@ def test_a_fine_tuning_run_resumes_after_its_last_epoch(synth_data, tmp_path):
         train(synth_data, tiny(), run, resume=True, quiet=True)
     assert not run.exists()  # refused before anything was written
     train(synth_data, tiny(), run, quiet=True)
-    first = read_checkpoint_file(run / CHECKPOINT)
+    first = read_epoch_checkpoint(run / CHECKPOINT)
     assert first["epoch"] == 0 and first["step"] == 1
     config = (run / "config.yaml").read_text()
     with pytest.raises(ConfigError, match=r"train.backbone_train_from 0.0 -> 0.75\)\. A resumed run keeps its own"):
         train(synth_data, tiny("train.epochs=2", "train.backbone_train_from=0.75"), run, resume=True, quiet=True)
     assert (run / "config.yaml").read_text() == config
     train(synth_data, tiny("train.epochs=2", "train.max_steps=2"), run, resume=True, quiet=True)
-    second = read_checkpoint_file(run / CHECKPOINT)
+    second = read_epoch_checkpoint(run / CHECKPOINT)
     assert second["epoch"] == 1 and second["step"] == 2
     assert list(pd.read_csv(run / "metrics.csv")["epoch"]) == [0, 1]
     a, b = first["net"], second["net"]
     assert [k for k in a if k.startswith("backbone.") and not torch.equal(a[k], b[k])]  # epoch 1 trained on from 0
     (run / CHECKPOINT).write_bytes(b"not a checkpoint")
-    with pytest.raises(ModelError, match="last.pt: not a readable fine-tuning checkpoint"):
+    with pytest.raises(ModelError, match="last.pt: not a readable training checkpoint"):
         train(synth_data, tiny("train.epochs=3", "train.max_steps=3"), run, resume=True, quiet=True)
 
 
@@ -176,16 +177,17 @@ def test_a_run_killed_after_an_epoch_resumes_to_the_uninterrupted_runs_weights(s
 
 @needs_birdnet
 def test_train_ema_on_fine_tuning_keeps_the_average_and_a_resumed_run_continues_it(synth_data, tmp_path, caplog):
-    from birdsed.train.finetune import CHECKPOINT, read_checkpoint_file
+    from birdsed.train.checkpoint import read_epoch_checkpoint
+    from birdsed.train.finetune import CHECKPOINT
     from birdsed.train.run import train
 
     ema = ("model.dropout=0", "train.ema=true", "train.ema_decay=0.5")
     run = tmp_path / "run"
     train(synth_data, tiny(*ema), run, quiet=True)
-    first = read_checkpoint_file(run / CHECKPOINT)
+    first = read_epoch_checkpoint(run / CHECKPOINT)
     assert first["ema"]["n"] == 1  # the first step's weights, copied
     model = train(synth_data, tiny(*ema, "train.epochs=2", "train.max_steps=2"), run, resume=True, quiet=True)
-    second = read_checkpoint_file(run / CHECKPOINT)
+    second = read_epoch_checkpoint(run / CHECKPOINT)
     assert second["ema"]["n"] == 2
     kept, w1, w2 = load_file(str(model / "weights.safetensors")), first["net"], second["net"]
     moved = [k for k in w2 if not torch.equal(w1[k], w2[k])]
@@ -201,9 +203,9 @@ def test_train_ema_on_fine_tuning_keeps_the_average_and_a_resumed_run_continues_
     with pytest.raises(ConfigError, match=r"train.ema False -> True; train.ema_decay 0.999 -> 0.5"):
         train(synth_data, tiny(*ema, "train.epochs=2", "train.max_steps=2"), plain, resume=True, quiet=True)
     # a checkpoint without an average (written before train.ema existed) starts the average afresh, and says so
-    from birdsed.train.finetune import resume_average, weight_average
+    from birdsed.train.embedtrain import resume_average, weight_average
 
-    resume_average(weight_average(torch.nn.Linear(2, 2), 0.5), {}, plain / CHECKPOINT)
+    resume_average(weight_average(torch.nn.Linear(2, 2), 0.5), {}, plain / CHECKPOINT, lambda m, state: None)
     assert "holds no train.ema average" in caplog.text
 
 

@@ -1,6 +1,6 @@
-"""What a training run keeps on disk and a kill must not corrupt: Lightning checkpoints, written atomically beside
-their path and read without running code, and metrics.csv, rewritten atomically (a resumed run appends to the
-epochs it kept)."""
+"""What a training run keeps on disk and a kill must not corrupt: Lightning checkpoints and BirdNET's trainers' epoch
+checkpoints, written atomically beside their path and read without running code, and metrics.csv, rewritten
+atomically (a resumed run appends to the epochs it kept)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
-from birdsed.errors import ModelError
+from birdsed.config import Config, save_config
+from birdsed.errors import ConfigError, ModelError
 from birdsed.fsutil import atomic_path, remove_stale_temps, run_lock
 
 
@@ -135,3 +137,60 @@ def csv_logger(run: Path, resume_epoch: int | None) -> CSVLogger:
     Path(logger.log_dir).mkdir(parents=True, exist_ok=True)
     logger._experiment = _AtomicWriter(logger.log_dir, keep=resume_epoch is not None)  # the property builds Lightning's
     return logger
+
+
+SED_CHECKPOINT = "checkpoints/last.ckpt"  # Lightning's (the CNNs), every epoch's end
+EPOCH_CHECKPOINT = "checkpoints/last.pt"  # BirdNET's trainers (finetune.py, embedtrain.py): every epoch's end
+
+
+def write_run_config(run: Path, cfg: Config, resume: bool) -> None:
+    """RUN/config.yaml, as a run starts training (its data read); a fresh run (not `resume`) first removes the
+    checkpoints an earlier run left in the folder: a fresh run killed before its first epoch ended would otherwise
+    leave another run's checkpoint that `--resume` took for its own."""
+    if not resume:
+        for name in (SED_CHECKPOINT, EPOCH_CHECKPOINT):
+            (run / name).unlink(missing_ok=True)
+    save_config(cfg, run / "config.yaml")
+
+
+EPOCH_KEYS = ("epoch", "step", "net", "opt", "sched", "rows")  # and "classes", "ema", "best" where written
+
+
+def write_epoch_checkpoint(path: Path, state: dict) -> None:
+    """An epoch checkpoint of BirdNET's trainers (EPOCH_KEYS: tensors and plain data), written beside its path and
+    renamed over it: a kill never leaves half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
+
+
+def read_epoch_checkpoint(path: Path, classes: list[str] | None = None) -> dict:
+    """An epoch checkpoint, read with weights_only (a planted file cannot run code); a damaged or foreign file is a
+    ModelError naming it. With `classes` (the data's), a checkpoint trained on other classes is a ConfigError
+    saying so, before any weight is loaded (a resumed run must read the data it was trained on)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises several types for bad or unsafe files
+        raise ModelError(
+            f"{path}: not a readable training checkpoint (damaged, cut short, or not written by birdsed: torch "
+            f"says {type(e).__name__}); nothing was changed"
+        ) from e
+    if not isinstance(ckpt, dict) or not set(EPOCH_KEYS) <= set(ckpt):
+        raise ModelError(f"{path}: not a training checkpoint of birdsed; nothing was changed")
+    held = ckpt.get("classes")
+    if classes is not None and held is not None and list(held) != list(classes):
+        gone, new = sorted(set(held) - set(classes)), sorted(set(classes) - set(held))
+        raise ConfigError(
+            f"--resume: {path} was trained on {len(held)} classes, the data given has {len(classes)}"
+            + (f" (not in the data: {', '.join(gone[:5])}{' ...' if len(gone) > 5 else ''})" if gone else "")
+            + (f" (new: {', '.join(new[:5])}{' ...' if len(new) > 5 else ''})" if new else "")
+            + ("" if gone or new else " in another order")
+            + ": resume with the data the run was trained on, or train into a new --out"
+        )
+    return ckpt
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The global torch generator's seed for one epoch (dropout draws from it), apart from the epoch's own
+    generators': a resumed run's epoch draws the masks the uninterrupted run's did."""
+    return int(np.random.SeedSequence([seed, epoch, 1]).generate_state(1)[0])

@@ -28,12 +28,18 @@ Pseudo-labels (data.pseudo, pseudo.py): every pseudo-labelled recording is embed
 RUN/pseudo_store; the same cache), and each epoch adds data.pseudo_items x the labelled items of its 5 s windows
 (the next ones of a seeded order), each the window's own sub-windows with its soft labels as targets, weighted
 data.pseudo_weight in the loss. (augment.pseudo_mix_p mixes audio and is the CNNs' alone.)
+
+Resume (`train --resume`): RUN/checkpoints/last.pt after every epoch (tensors and plain data, read with weights_only)
+holds the learner's weights (Learner.saved), the optimiser, the schedule, train.ema's average, the best epoch's
+weights so far and the classes; each epoch draws from generators seeded by (train.seed, epoch), the global one (the
+head's dropout) too, so a resumed run ends with the uninterrupted run's weights. The cache is reused, never re-made.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -42,7 +48,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from birdsed.config import AugmentConfig, Config, save_config
+from birdsed.config import AugmentConfig, Config
 from birdsed.data.sampling import Item, build_items, targets
 from birdsed.device import pick_device
 from birdsed.errors import ConfigError, ModelError
@@ -52,6 +58,13 @@ from birdsed.model.birdnet import EMBED_DIM, classifier_rows
 from birdsed.model.birdnet_labels import aliases_entry, dataset_aliases
 from birdsed.model.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows, save_head_dir
 from birdsed.train.augment import specaugment_nhwc
+from birdsed.train.checkpoint import (
+    EPOCH_CHECKPOINT,
+    epoch_seed,
+    read_epoch_checkpoint,
+    write_epoch_checkpoint,
+    write_run_config,
+)
 from birdsed.train.embedcache import EmbeddingCache, Embeddings, Features, PseudoEmbeddings, Trunk
 from birdsed.train.loss import bce
 
@@ -138,6 +151,13 @@ class Learner(Protocol):
 
     def param_groups(self, cfg: Config) -> list[dict]: ...
 
+    def saved(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """A copy of the weights of `module` (the learner's module, or its train.ema average) that a checkpoint
+        keeps and `load` puts back."""
+
+    def load(self, module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path | str) -> None:
+        """Put `saved`'s weights back into `module`; weights of another shape are a ModelError naming `source`."""
+
     def augment(self, x: torch.Tensor, c: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
         """A training batch (B, n_sub, *features.shape) as the learner augments it (after mixup)."""
 
@@ -165,6 +185,15 @@ class FrozenHead:
 
     def param_groups(self, cfg: Config) -> list[dict]:
         return [{"params": list(self.head.parameters()), "lr": cfg.train.lr}]
+
+    def saved(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    def load(self, module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path | str) -> None:
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as e:
+            raise ModelError(f"{source}: weights do not fit this head ({str(e).splitlines()[0][:200]})") from e
 
     def augment(self, x: torch.Tensor, c: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
         """Embeddings have no time-frequency grid to mask: x as it is."""
@@ -233,6 +262,13 @@ class CachedTail:
 
         return param_groups(self.net, cfg)
 
+    def saved(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The head's state and the port's trained weights (FineTunedNet.saved_state), copied."""
+        return {k: v.detach().clone() for k, v in module.saved_state().items()}
+
+    def load(self, module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path | str) -> None:
+        module.load_saved_state(state, source)
+
     def augment(self, x: torch.Tensor, c: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
         """With augment.specaug_cut: SpecAugment (augment.specaugment_nhwc) on each sub-window's activation, an NHWC
         (H freq, W time, C) grid of (B, n_sub, H, W, C) x, with time_mask_frames and freq_mask_bins scaled by W /
@@ -291,6 +327,22 @@ def weight_average(module: torch.nn.Module, decay: float) -> torch.optim.swa_uti
     return AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
+def resume_average(
+    ema: torch.optim.swa_utils.AveragedModel,
+    ckpt: dict,
+    path: Path,
+    load: Callable[[torch.nn.Module, dict[str, torch.Tensor]], None],
+) -> None:
+    """Continue train.ema's average from an epoch checkpoint (its "ema": the average's weights, put back by `load`,
+    and how many steps it holds); one written without it starts the average afresh (said)."""
+    held = ckpt.get("ema")
+    if not isinstance(held, dict) or "net" not in held:
+        log.warning("%s holds no train.ema average (written without it): the average starts at this epoch", path)
+        return
+    load(ema.module, held["net"])
+    ema.n_averaged.fill_(int(held["n"]))
+
+
 def ema_horizon_warning(decay: float, total: int) -> str | None:
     """What to tell the user when an average of decay `decay` spans more than a third of a run of `total` steps (its
     kept weights would stay near the first steps'), with a decay that spans a tenth; None when it fits."""
@@ -314,17 +366,26 @@ def learner_for(cfg: Config, n_classes: int, device: torch.device) -> Learner:
 
 
 def train_embedding_head(
-    td, cfg: Config, run: Path, quiet: bool = False, aliases: dict[str, list[str]] | None = None
+    td,
+    cfg: Config,
+    run: Path,
+    quiet: bool = False,
+    aliases: dict[str, list[str]] | None = None,
+    resume: bool = False,
 ) -> tuple[Detector, Learner]:
     """Train the head on td (train.TrainData) into run/ (with train.backbone_cache, BirdNET's layers after the
     cut with it); returns the model (the best epoch by validation macro AP when there is a validation split, else
-    the last) and its learner. Writes run/metrics.csv. aliases: further names per class for
-    model.birdnet_prior's class mapping (a data set's species.csv)."""
+    the last) and its learner. Writes run/metrics.csv and, after every epoch, run/checkpoints/last.pt (the weights,
+    optimiser, schedule, the average and the best epoch's weights so far); `resume` continues from it. Each epoch
+    draws from generators seeded by (train.seed, epoch), so a resumed run ends with the uninterrupted run's
+    weights. aliases: further names per class for model.birdnet_prior's class mapping (a data set's species.csv)."""
     t, d = cfg.train, cfg.data
     window_s, hop = d.crop_s, cfg.model.embed_hop_s
     n_sub = n_subwindows(window_s, hop)
     if t.precision not in ("auto", "32", "32-true"):
         log.warning("train.precision %s: training on cached features runs in fp32 (the cache is float16)", t.precision)
+    ckpt_path = run / EPOCH_CHECKPOINT  # with resume, there (train.run.check_resume)
+    ckpt = read_epoch_checkpoint(ckpt_path, td.classes) if resume else None  # other data: refused before embedding
     device = pick_device("cuda" if t.device == "gpu" else t.device)
     learner = learner_for(cfg, len(td.classes), device)
     head, dev = learner.head, learner.device
@@ -345,15 +406,18 @@ def train_embedding_head(
     items = build_items(td.train, d, t.seed)
     pseudo = PseudoEmbeddings(cfg, td.classes, run, cache, n_sub, quiet) if d.pseudo else None
     n_pseudo = int(round(d.pseudo_items * len(items))) if pseudo is not None and len(pseudo.items) else 0
-    if cfg.model.birdnet_prior:
-        birdnet_prior(head, td.classes, aliases or {})
-    mean, std = learner.statistics([emb[r] for r in train_ids])
-    head.mean.copy_(mean)
-    head.std.copy_(std.clamp_min(1e-3))
     module = learner.module
+    if ckpt is None:
+        if cfg.model.birdnet_prior:
+            birdnet_prior(head, td.classes, aliases or {})
+        mean, std = learner.statistics([emb[r] for r in train_ids])
+        head.mean.copy_(mean)
+        head.std.copy_(std.clamp_min(1e-3))
+    else:
+        learner.load(module, ckpt["net"], ckpt_path)
     opt = torch.optim.AdamW(learner.param_groups(cfg), weight_decay=t.weight_decay)
     trained = [p for g in opt.param_groups for p in g["params"]]
-    ema = weight_average(module, t.ema_decay) if t.ema else None
+    ema = weight_average(module, t.ema_decay) if t.ema else None  # a copy of the weights as they start (or resume)
     evaluated = ema.module if ema is not None else module  # what validation scores and training keeps
     from birdsed.train.task import lr_factor, total_steps
 
@@ -362,21 +426,32 @@ def train_embedding_head(
         log.warning("%s", said)
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, int(t.warmup_frac * total)))
-    rng, gen = np.random.default_rng(t.seed), torch.Generator().manual_seed(t.seed)
+    val_rng = np.random.default_rng([t.seed, 0, 2])
     val_x = (
-        torch.stack([crop_batch([Item(r, 0.0, window_s)], val_emb, n_sub, hop, rng)[0] for r in val_ids])
+        torch.stack([crop_batch([Item(r, 0.0, window_s)], val_emb, n_sub, hop, val_rng)[0] for r in val_ids])
         if val_ids
         else None
     )
     val_y = np.stack([tgt[r] for r in val_ids]) >= 0.5 if val_ids else None
-    best, best_state, rows, step = -1.0, None, [], 0
-    for epoch in range(t.epochs):
+    best, best_state, rows, step, first = -1.0, None, [], 0, 0
+    if ckpt is not None:
+        opt.load_state_dict(ckpt["opt"])
+        sched.load_state_dict(ckpt["sched"])
+        first, step, rows = int(ckpt["epoch"]) + 1, int(ckpt["step"]), list(ckpt["rows"])
+        for group, base in zip(opt.param_groups, sched.base_lrs):  # the schedule of this run's epochs
+            group["lr"] = base * lr_factor(step, total, int(t.warmup_frac * total))
+        if ema is not None:
+            resume_average(ema, ckpt, ckpt_path, lambda m, state: learner.load(m, state, ckpt_path))
+        if isinstance(ckpt.get("best"), dict):
+            best, best_state = float(ckpt["best"]["score"]), ckpt["best"]["net"]
+        log.info("resuming after epoch %d from %s", first - 1, ckpt_path)
+    for epoch in range(first, t.epochs):
         if step >= total:  # train.max_steps reached
             break
+        rng, gen = np.random.default_rng([t.seed, epoch]), torch.Generator().manual_seed(t.seed * 100_003 + epoch)
+        torch.manual_seed(epoch_seed(t.seed, epoch))  # the head's dropout draws from the global generator
         module.train()
-        order = rng.permutation(
-            len(items) + n_pseudo
-        )  # j >= len(items): the epoch's pseudo-labelled window j - len(items)
+        order = rng.permutation(len(items) + n_pseudo)  # j >= len(items): the epoch's pseudo-labelled window
         drawn = pseudo.epoch(epoch, n_pseudo) if n_pseudo else None
         losses = []
         for i in range(0, len(order), t.batch_size):
@@ -419,31 +494,40 @@ def train_embedding_head(
                 )
             row["val_macro_ap"], row["val_micro_ap"] = average_precision(p.numpy(), val_y)
             if row["val_macro_ap"] > best:
-                best = row["val_macro_ap"]
-                best_state = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
+                best, best_state = row["val_macro_ap"], learner.saved(evaluated)
         rows.append(row)
         log.debug("epoch %d: %s", epoch, row)
+        state = {"epoch": epoch, "step": step, "net": learner.saved(module), "rows": rows, "classes": td.classes}
+        state.update(opt=opt.state_dict(), sched=sched.state_dict())
+        if ema is not None:
+            state["ema"] = {"net": learner.saved(ema.module), "n": int(ema.n_averaged)}
+        if best_state is not None:
+            state["best"] = {"score": best, "net": best_state}
+        write_epoch_checkpoint(ckpt_path, state)
+        with atomic_path(run / "metrics.csv") as tmp:
+            pd.DataFrame(rows).to_csv(tmp, index=False)
     if best_state is not None:
-        module.load_state_dict(best_state)
+        learner.load(module, best_state, ckpt_path)
     elif ema is not None:
         module.load_state_dict(ema.module.state_dict())
-    with atomic_path(run / "metrics.csv") as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
     log.info(
         "BirdNET-embedding head%s: %d items, %d epochs (%d steps), last loss %.4f%s",
         " and BirdNET's layers after the cut" if cfg.train.backbone_cache else "",
         len(items),
         len(rows),
         step,
-        rows[-1]["train_loss"],
+        rows[-1]["train_loss"] if rows else float("nan"),
         f", best validation macro AP {best:.4f}" if best_state is not None else "",
     )
     return learner.detector(td.classes, window_s, hop, d.short_policy), learner
 
 
-def train_birdnet(data: Path, cfg: Config, run: Path, val_data: Path | None = None, quiet: bool = False) -> Path:
+def train_birdnet(
+    data: Path, cfg: Config, run: Path, val_data: Path | None = None, resume: bool = False, quiet: bool = False
+) -> Path:
     """`train` for model.backbone=birdnet on cached features (the frozen head; with train.backbone_cache, BirdNET's
-    last layers too): prepare (or open) the store, train, write run/model."""
+    last layers too): prepare (or open) the store, train (`resume`: from run/checkpoints/last.pt), write
+    run/model."""
     from birdsed.train.data import load_train_data
 
     if cfg.train.backbone_cache:  # a depth that cannot be cut is refused before the data are prepared
@@ -452,8 +536,10 @@ def train_birdnet(data: Path, cfg: Config, run: Path, val_data: Path | None = No
         load_birdnet_torch().cut_before(cfg.train.backbone_train_from)
     run.mkdir(parents=True, exist_ok=True)
     td = load_train_data(data, run, cfg, val_data)
-    save_config(cfg, run / "config.yaml")
-    model, learner = train_embedding_head(td, cfg, run, quiet, dataset_aliases(data) if data.is_dir() else {})
+    write_run_config(run, cfg, resume)
+    model, learner = train_embedding_head(
+        td, cfg, run, quiet, dataset_aliases(data) if data.is_dir() else {}, resume=resume
+    )
     t = cfg.train
     trained = {"data": str(data), **what_ran(run / "metrics.csv", "val_macro_ap")}
     if t.backbone_cache:

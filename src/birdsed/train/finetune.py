@@ -36,7 +36,7 @@ import pandas as pd
 import soxr
 import torch
 
-from birdsed.config import Config, save_config
+from birdsed.config import Config
 from birdsed.data.sampling import Item, build_items, targets
 from birdsed.data.store import AudioStore
 from birdsed.device import lightning_precision, pick_device
@@ -48,8 +48,22 @@ from birdsed.model.birdnet_labels import aliases_entry, dataset_aliases
 from birdsed.model.birdnet_torch import load_birdnet_torch
 from birdsed.model.embedhead import EmbeddingHead
 from birdsed.train.augment import specaugment_nhwc
+from birdsed.train.checkpoint import (
+    EPOCH_CHECKPOINT,
+    epoch_seed,
+    read_epoch_checkpoint,
+    write_epoch_checkpoint,
+    write_run_config,
+)
 from birdsed.train.embedcache import fit_to_window
-from birdsed.train.embedtrain import birdnet_prior, ema_horizon_warning, mixup, weight_average, what_ran
+from birdsed.train.embedtrain import (
+    birdnet_prior,
+    ema_horizon_warning,
+    mixup,
+    resume_average,
+    weight_average,
+    what_ran,
+)
 from birdsed.train.loss import bce
 from birdsed.train.task import lr_factor, total_steps
 
@@ -58,7 +72,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoints/last.pt"
+CHECKPOINT = EPOCH_CHECKPOINT
 
 
 def crop_audio(store: AudioStore, it: Item, window_s: float, policy: str, rng: np.random.Generator) -> np.ndarray:
@@ -129,17 +143,23 @@ def optimiser(net: FineTunedNet, cfg: Config) -> torch.optim.AdamW:
 
 
 def save_checkpoint(
-    path: Path, epoch: int, step: int, net: FineTunedNet, opt, sched, rows: list[dict], ema: AveragedModel | None = None
+    path: Path,
+    epoch: int,
+    step: int,
+    net: FineTunedNet,
+    opt,
+    sched,
+    rows: list[dict],
+    ema: AveragedModel | None = None,
+    classes: list[str] | None = None,
 ) -> None:
-    """RUN/checkpoints/last.pt, written beside its path and renamed over it (a kill never leaves half of one); with
-    train.ema, the average's weights and how many steps it holds too."""
-    state = {"epoch": epoch, "step": step, "net": net.saved_state(), "rows": rows}
+    """RUN/checkpoints/last.pt (checkpoint.write_epoch_checkpoint: atomic); with train.ema, the average's weights
+    and how many steps it holds too; the classes, so that a resume with other data is refused by name."""
+    state = {"epoch": epoch, "step": step, "net": net.saved_state(), "rows": rows, "classes": list(classes or [])}
     state.update(opt=opt.state_dict(), sched=sched.state_dict())
     if ema is not None:
         state["ema"] = {"net": ema.module.saved_state(), "n": int(ema.n_averaged)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(state, f)
+    write_epoch_checkpoint(path, state)
 
 
 def validation(net: FineTunedNet, model: FineTunedHeadModel, td, tgt, cfg: Config, device) -> dict[str, float]:
@@ -186,7 +206,7 @@ def fine_tune(
     if t.ema and (said := ema_horizon_warning(t.ema_decay, total)):
         log.warning("%s", said)
     if resume:
-        ckpt = read_checkpoint_file(ckpt_path)
+        ckpt = read_epoch_checkpoint(ckpt_path, td.classes)
         net.load_saved_state(ckpt["net"], ckpt_path)
         opt.load_state_dict(ckpt["opt"])
         sched.load_state_dict(ckpt["sched"])
@@ -200,7 +220,7 @@ def fine_tune(
         head_statistics(net, data, device, max(t.batch_size, 8), t.seed)
     ema = weight_average(net, t.ema_decay) if t.ema else None  # a copy of the weights as they start (or resume)
     if ema is not None and resume:
-        resume_average(ema, ckpt, ckpt_path)
+        resume_average(ema, ckpt, ckpt_path, lambda m, state: m.load_saved_state(state, ckpt_path))
     evaluated = ema.module if ema is not None else net
     for epoch in range(first, t.epochs):
         if t.max_steps > 0 and step >= t.max_steps:
@@ -234,7 +254,7 @@ def fine_tune(
         row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)), **scored}
         rows.append(row)
         log.debug("epoch %d: %s", epoch, row)
-        save_checkpoint(ckpt_path, epoch, step, net, opt, sched, rows, ema)
+        save_checkpoint(ckpt_path, epoch, step, net, opt, sched, rows, ema, td.classes)
         with atomic_path(run / "metrics.csv") as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
     log.info(
@@ -251,38 +271,6 @@ def fine_tune(
     return model.eval()
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The global torch generator's seed for one epoch (dropout draws from it), apart from the epoch's own
-    generators': a resumed run's epoch draws the masks the uninterrupted run's did."""
-    return int(np.random.SeedSequence([seed, epoch, 1]).generate_state(1)[0])
-
-
-def resume_average(ema: AveragedModel, ckpt: dict, path: Path) -> None:
-    """Continue train.ema's average from the checkpoint; one written without it starts the average afresh (said)."""
-    held = ckpt.get("ema")
-    if not isinstance(held, dict) or "net" not in held:
-        log.warning("%s holds no train.ema average (written without it): the average starts at this epoch", path)
-        return
-    ema.module.load_saved_state(held["net"], path)
-    ema.n_averaged.fill_(int(held["n"]))
-
-
-def read_checkpoint_file(path: Path) -> dict:
-    """last.pt, read with weights_only (a planted file cannot run code); anything else refused naming it."""
-    from birdsed.errors import ModelError
-
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises several types for bad or unsafe files
-        raise ModelError(
-            f"{path}: not a readable fine-tuning checkpoint (damaged, cut short, or not written by birdsed: torch "
-            f"says {type(e).__name__}); nothing was changed"
-        ) from e
-    if not isinstance(ckpt, dict) or not {"epoch", "step", "net", "opt", "sched", "rows"} <= set(ckpt):
-        raise ModelError(f"{path}: not a fine-tuning checkpoint of birdsed; nothing was changed")
-    return ckpt
-
-
 def train_finetuned(
     data: Path, cfg: Config, run: Path, val_data: Path | None = None, resume: bool = False, quiet: bool = False
 ) -> Path:
@@ -293,7 +281,7 @@ def train_finetuned(
 
     run.mkdir(parents=True, exist_ok=True)
     td = load_train_data(data, run, cfg, val_data)
-    save_config(cfg, run / "config.yaml")
+    write_run_config(run, cfg, resume)
     model = fine_tune(td, cfg, run, resume, quiet, dataset_aliases(data) if data.is_dir() else {})
     extra = {
         "train": {

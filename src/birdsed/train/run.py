@@ -3,7 +3,8 @@
 RUN/
   config.yaml          the resolved config
   store/               the prepared store (when DATA was not one already)
-  checkpoints/         best.ckpt (by train.select_metric) and last.ckpt (every epoch's end, for --resume)
+  checkpoints/         best.ckpt (by train.select_metric) and last.ckpt (every epoch's end, for --resume);
+                       BirdNET's trainers: last.pt (every epoch's end, for --resume)
   metrics.csv          one row per logged step / epoch (a resumed run appends to the epochs it kept)
   model/               weights.safetensors + model.json (the best epoch)
 """
@@ -24,7 +25,7 @@ from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, RichProgressBar
 from torch.utils.data import DataLoader
 
-from birdsed.config import Config, save_config
+from birdsed.config import Config
 from birdsed.data.dataset import CropDataset, EpochSampler, WindowDataset
 from birdsed.data.sampling import build_items, targets
 from birdsed.data.store import check_store, is_store
@@ -34,7 +35,15 @@ from birdsed.model.birdnet_labels import aliases_entry
 from birdsed.model.meta import META, WEIGHTS
 from birdsed.model.modeldir import save_model_dir
 from birdsed.train.augment import augmented_mel
-from birdsed.train.checkpoint import AtomicCheckpointIO, csv_logger, held_run_folder, read_checkpoint
+from birdsed.train.checkpoint import (
+    EPOCH_CHECKPOINT,
+    SED_CHECKPOINT,
+    AtomicCheckpointIO,
+    csv_logger,
+    held_run_folder,
+    read_checkpoint,
+    write_run_config,
+)
 from birdsed.train.data import load_train_data
 from birdsed.train.head_warmup import warm_up_head
 from birdsed.train.task import SEDTask
@@ -59,9 +68,6 @@ RESUME_MAY_CHANGE = (
 )  # how long a resumed run goes on and where it runs; any other setting is the run's own
 
 
-SED_CHECKPOINT = "checkpoints/last.ckpt"  # Lightning's, every epoch's end (fine-tuned BirdNET: finetune.CHECKPOINT)
-
-
 def training_path(cfg: Config) -> str:
     """Which trainer a config runs: "sed" (a CNN, Lightning), "finetune" (BirdNET's port and the head from audio,
     finetune.py) or "cached" (the head, with train.backbone_cache BirdNET's last layers too, on cached features,
@@ -71,15 +77,10 @@ def training_path(cfg: Config) -> str:
     return "finetune" if not cfg.model.freeze_backbone and not cfg.train.backbone_cache else "cached"
 
 
-def resumed_checkpoint(cfg: Config) -> str | None:
-    """The checkpoint `--resume` continues from, in the run folder; None where training on cached BirdNET
-    features starts again (the cache is kept)."""
-    path = training_path(cfg)
-    if path == "finetune":
-        from birdsed.train.finetune import CHECKPOINT
-
-        return CHECKPOINT
-    return SED_CHECKPOINT if path == "sed" else None
+def resumed_checkpoint(cfg: Config) -> str:
+    """The checkpoint `--resume` continues from, in the run folder: Lightning's for the CNNs, BirdNET's trainers'
+    own (checkpoint.EPOCH_CHECKPOINT) for the head on cached features and for fine-tuning from audio."""
+    return SED_CHECKPOINT if training_path(cfg) == "sed" else EPOCH_CHECKPOINT
 
 
 def check_resume(run: Path, cfg: Config, teacher: bool = False) -> None:
@@ -90,8 +91,6 @@ def check_resume(run: Path, cfg: Config, teacher: bool = False) -> None:
     from birdsed.config.load import flat_keys
 
     ckpt = resumed_checkpoint(cfg)
-    if ckpt is None:
-        return
     if not (run / ckpt).is_file():
         raise ConfigError(f"--resume: no checkpoint at {run / ckpt}: nothing to continue (leave --resume out)")
     if not (run / "config.yaml").is_file():
@@ -157,9 +156,7 @@ def train(
             if path == "cached":
                 from birdsed.train.embedtrain import train_birdnet
 
-                if resume:
-                    log.info("--resume: training on cached BirdNET features starts again at epoch 0; the cache is kept")
-                return train_birdnet(Path(data), cfg, run, Path(val_data) if val_data else None, quiet)
+                return train_birdnet(Path(data), cfg, run, Path(val_data) if val_data else None, resume, quiet)
             return _train_sed(Path(data), cfg, run, resume, val_data, quiet, extra_callbacks)
     except BirdsedError:
         if fresh:  # a refusal before the run wrote anything: no empty run folder left behind
@@ -243,7 +240,7 @@ def _train_sed(
     )  # a bad file: refused, nothing touched
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     td = load_train_data(Path(data), run, cfg, Path(val_data) if val_data else None)
-    save_config(cfg, run / "config.yaml")
+    write_run_config(run, cfg, resume)
     t = cfg.train
     items = build_items(td.train, cfg.data, t.seed)
     tgt = targets(td.train, td.classes, cfg.data)

@@ -1,0 +1,117 @@
+"""`train --resume` on cached BirdNET features (embedtrain.py): the frozen head (the birdnet preset) and BirdNET's
+last layers on a cached trunk (train.backbone_cache) continue a killed run from RUN/checkpoints/last.pt and end with
+the uninterrupted run's weights; a resume with other data is refused by name before anything is loaded; a fresh run
+into the folder never leaves an earlier run's checkpoint for --resume to take. Tests that run BirdNET skip without
+the optional extra (birdsed[birdnet])."""
+
+import pandas as pd
+import pytest
+import torch
+from conftest import needs_birdnet
+from safetensors.torch import load_file
+
+from birdsed.config import apply_overrides, load_config
+from birdsed.errors import ConfigError
+from birdsed.train.checkpoint import EPOCH_CHECKPOINT, read_epoch_checkpoint
+
+FROZEN = ["train.epochs=3", "train.batch_size=4", "augment.mixup_p=1.0"]
+TAIL = [
+    *FROZEN,
+    "model.freeze_backbone=false",
+    "train.backbone_cache=true",
+    "train.backbone_train_from=0.9",
+    "augment.specaug_cut=true",
+]
+# a weight average, validation (the best epoch is kept): both must come back from the checkpoint too
+EMA = ["train.ema=true", "train.ema_decay=0.5"]
+VALIDATED = ["data.val_fraction=0.34"]
+
+
+def config(base: list[str], cache, *more: str):
+    return apply_overrides(load_config("birdnet"), [*base, f"data.embedding_cache={cache}", *more])
+
+
+def weights(model_dir) -> dict[str, torch.Tensor]:
+    return load_file(str(model_dir / "weights.safetensors"))
+
+
+@needs_birdnet
+@pytest.mark.parametrize(
+    "base, more",
+    [
+        (FROZEN, EMA),
+        (FROZEN, VALIDATED),
+        pytest.param(TAIL, [], marks=pytest.mark.slow),
+        pytest.param(TAIL, [*VALIDATED, *EMA], marks=pytest.mark.slow),
+    ],
+    ids=["frozen-head-ema", "frozen-head-validated", "cached-tail", "cached-tail-validated-ema"],
+)
+def test_a_run_killed_after_an_epoch_resumes_to_the_uninterrupted_runs_weights(
+    synth_data, tmp_path, monkeypatch, base, more
+):
+    from birdsed.train import embedtrain
+    from birdsed.train.run import train
+
+    cfg = config(base, tmp_path / "cache", *more)
+    whole = train(synth_data, cfg, tmp_path / "whole", quiet=True)
+    written = embedtrain.write_epoch_checkpoint
+
+    def killed_after_first_epoch(path, state):
+        written(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(embedtrain, "write_epoch_checkpoint", killed_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(synth_data, cfg, tmp_path / "killed", quiet=True)
+    monkeypatch.setattr(embedtrain, "write_epoch_checkpoint", written)
+    kept = read_epoch_checkpoint(tmp_path / "killed" / EPOCH_CHECKPOINT)
+    assert kept["epoch"] == 0 and ("best" in kept) == (VALIDATED[0] in more)
+    resumed = train(synth_data, cfg, tmp_path / "killed", resume=True, quiet=True)
+    a, b = weights(whole), weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # metrics.csv: every epoch once, as the uninterrupted run's
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "killed" / "metrics.csv"), pd.read_csv(tmp_path / "whole" / "metrics.csv")
+    )
+
+
+@needs_birdnet
+def test_a_resume_is_refused_with_other_data_and_a_fresh_run_drops_the_folders_checkpoint(synth_data, tmp_path):
+    from birdsed.train.run import train
+
+    run = tmp_path / "run"
+    cfg = config(FROZEN, tmp_path / "cache", "train.epochs=1")
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        train(synth_data, cfg, run, resume=True, quiet=True)
+    assert not run.exists()
+    train(synth_data, cfg, run, quiet=True)
+    ckpt = read_epoch_checkpoint(run / EPOCH_CHECKPOINT)
+    assert ckpt["classes"] == sorted(ckpt["classes"]) and len(ckpt["classes"]) == 3
+    # the same data set with one species left out: named, before a weight is loaded
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    for f in synth_data.iterdir():
+        (fewer / f.name).symlink_to(f)
+    (fewer / "train.csv").unlink()
+    table = pd.read_csv(synth_data / "train.csv")
+    gone = ckpt["classes"][0]
+    table[table["ebird_code"] != gone].to_csv(fewer / "train.csv", index=False)
+    with pytest.raises(ConfigError, match=rf"trained on 3 classes, the data given has 2 \(not in the data: {gone}\)"):
+        train(fewer, config(FROZEN, tmp_path / "cache", "train.epochs=2"), run, resume=True, quiet=True)
+    # a fresh run into the folder removes the earlier run's checkpoint as it starts: killed before its first epoch
+    # ended, --resume finds nothing to continue instead of the other run's weights
+    from birdsed.train import embedtrain
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(embedtrain, "train_embedding_head", killed)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(fewer, config(FROZEN, tmp_path / "cache"), run, quiet=True)
+    finally:
+        mp.undo()
+    assert not (run / EPOCH_CHECKPOINT).exists()
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        train(fewer, config(FROZEN, tmp_path / "cache"), run, resume=True, quiet=True)
