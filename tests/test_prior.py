@@ -261,8 +261,9 @@ def test_each_recording_gets_its_own_place_from_the_sites_table_and_week_from_it
     assert (kept.loc[str(south), "x"] == 0).all() and (kept.loc[str(south), "y"] == raw.loc[str(south), "y"]).all()
 
 
+@pytest.mark.parametrize("shard", [[], ["--shard", "1/2"]], ids=["whole", "shard"])
 def test_the_prior_is_refused_for_recordings_the_sites_table_gives_no_place(
-    tmp_path, capsys, model_dir, monkeypatch, fake_birdnet
+    tmp_path, capsys, model_dir, monkeypatch, fake_birdnet, shard
 ):
     monkeypatch.setattr(birdnet_labels, "ebird_codes", lambda: {LABELS[0]: "x", LABELS[2]: "y"})
     write_audio(tmp_path / "rec" / "north" / "a.wav")
@@ -270,10 +271,10 @@ def test_the_prior_is_refused_for_recordings_the_sites_table_gives_no_place(
     sites = tmp_path / "sites.csv"
     sites.write_text("pattern,site,lat,lon\nnorth,N,43.6,3.9\n")
     argv = ["predict", "--model", model_dir, tmp_path / "rec", "--out", tmp_path / "p", "--sites", sites]
-    rc, text = run_cli(capsys, *argv, "--prior", "soft")
+    rc, text = run_cli(capsys, *argv, "--prior", "soft", *shard)
     said = " ".join(text.split())
     assert rc == 2 and "error: --prior soft: 1 recording(s) have no place (b.wav): add rows for them" in said, text
-    assert not (tmp_path / "p").exists()
+    assert not (tmp_path / "p").exists()  # with --shard: no partition of the inputs, which the next run would keep
     assert fake_birdnet == []  # refused before the metadata model ran
 
 

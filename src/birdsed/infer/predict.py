@@ -278,8 +278,8 @@ def run_predict(
         facts = runner.facts()
         scoring = opts.scoring(facts)
         runner.check(scoring)  # the device, the model's runtime, the window: refused before OUT is touched
-        scope = scope_of(opts.shard)
-        files, errors = scope.select(out, files, errors)
+        # every input's place, of the whole input set with --shard (each shard refuses or accepts the same), before
+        # the shard's own inputs are chosen: that writes the shards' partition into OUT
         resolved = Places.from_options(spec.places).resolve(files)
         for message in resolved.messages(spec.places):
             log.warning("%s", message)
@@ -287,6 +287,8 @@ def run_predict(
             fitted = opts.prior.for_model(facts.classes, meta.raw, model_dir, resolved.places)
             spec.transforms = (OccurrencePrior(fitted), *spec.transforms)
         spec.transforms = (*spec.transforms, *calibrated)  # the calibration's last: of the scores decided on
+        scope = scope_of(opts.shard)
+        files, errors = scope.select(out, files, errors)
         out.mkdir(parents=True, exist_ok=True)
         part_of = part_paths(out / PARTS, files)  # named by each recording as it is now, before anything reads it
         with run_lock(out, scope.lock):
