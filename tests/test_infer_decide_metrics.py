@@ -170,6 +170,42 @@ def test_bf16_predict_stays_close_to_fp32(tmp_path):
             np.testing.assert_allclose(bf16[p][k], fp32[p][k], atol=3e-2)
 
 
+def test_bf16_asked_of_a_model_that_runs_outside_torch_is_said_once(caplog):
+    """--precision bf16 of a model that LiteRT, ONNX Runtime or OpenVINO runs in float32 (BirdNET on the CPU): said
+    once a process, naming the runtime; not for the default precision, nor for a model torch runs."""
+    import torch
+
+    from birdsed.infer import loop
+    from birdsed.model.ensemble import Ensemble
+
+    class Runs:
+        classes, sample_rate_hz, window_s, hop_s, short_policy = ["a"], 48_000, 3.0, 3.0, "loop"
+
+        def __init__(self, runtime):
+            self.runtime = runtime
+
+        def for_inference(self, device):
+            return self
+
+        def float32_runtime(self, device):
+            return self.runtime
+
+    loop.said_float32.cache_clear()
+    cpu = torch.device("cpu")
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            loop.ready(Runs("LiteRT"), "cpu", "bf16")
+        loop.ready(Runs("LiteRT"), "cpu", "auto")
+        loop.ready(Runs(None), "cpu", "bf16")
+    said = [r.getMessage() for r in caplog.records if "--precision bf16" in r.getMessage()]
+    assert said == [
+        "--precision bf16: on cpu this model runs in LiteRT, in float32 (bf16 applies where torch runs a model)"
+    ]
+    both = Ensemble([Runs("LiteRT"), Runs(None), Runs("ONNX Runtime"), Runs("LiteRT")])
+    assert both.float32_runtime(cpu) == "LiteRT, ONNX Runtime"
+    assert Ensemble([Runs(None), Runs(None)]).float32_runtime(cpu) is None
+
+
 def test_default_decoding_processes(monkeypatch):
     import torch
 

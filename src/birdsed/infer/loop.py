@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from birdsed.device import pick_device, use_bf16
 from birdsed.errors import ConfigError
 from birdsed.infer.grid import FileResult, RowAccumulator
 from birdsed.infer.stream import WindowStream, samples_of
-from birdsed.model.detector import Detector, segment_scores, window_scores
+from birdsed.model.detector import Detector, float32_runtime, segment_scores, window_scores
 from birdsed.model.windows import Piece
 from birdsed.progress import progress_bar
 
@@ -85,7 +86,19 @@ def ready(model: Detector, device: str, precision: str) -> tuple[Detector, torch
     usual layout on GPUs), on a copy, so the caller's model is not changed."""
     dev = pick_device(device)
     bf16 = use_bf16(precision, dev)
+    if precision == "bf16" and (runtime := float32_runtime(model, dev)):
+        said_float32(runtime, str(dev))
     return model.for_inference(dev), dev, bf16
+
+
+@lru_cache(maxsize=None)
+def said_float32(runtime: str, device: str) -> None:
+    """Say once a process that --precision bf16 does not apply where `runtime` runs the model."""
+    log.warning(
+        "--precision bf16: on %s this model runs in %s, in float32 (bf16 applies where torch runs a model)",
+        device,
+        runtime,
+    )
 
 
 def silent_window(

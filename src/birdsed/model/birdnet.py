@@ -203,6 +203,10 @@ class BirdNETDetector:
         shared_runtime(False, fast.device)  # built now: a port that cannot run this file fails before any batch
         return fast
 
+    def float32_runtime(self, device: torch.device) -> str | None:
+        """LiteRT on the CPU (backend_for), in float32; torch on CUDA."""
+        return "LiteRT" if backend_for(device) == "litert" else None
+
     def scores(self, wave: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(W, 144000) 48 kHz windows -> (W, K) sigmoid(sensitivity * logit) of the model's classes (0 if unmapped)."""
         logits = torch.from_numpy(shared_runtime(False, self.device).logits(wave))

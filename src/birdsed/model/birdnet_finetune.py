@@ -127,6 +127,10 @@ class FineTunedHeadModel(EmbeddingHeadModel):
                 out.append(self.net.embed(subs[i : i + max(1, INFER_BATCH // self.n_sub)].to(self.device)).cpu())
         return torch.cat(out) if out else torch.zeros(0, self.n_sub, EMBED_DIM)
 
+    def float32_runtime(self, device: torch.device) -> str | None:
+        """Its own port runs in torch on every device."""
+        return None
+
     def for_inference(self, device: torch.device) -> FineTunedHeadModel:
         """The port on `device`, the head (tiny) on the CPU, both in eval mode."""
         fast = copy.copy(self)

@@ -21,6 +21,13 @@ Optional: a kind that can give one embedding per window (`birdsed embed`, search
                                 the model's own (its digest stands for it)
 
 (`window_embeddings` below calls it, or refuses a kind without it, naming it).
+
+Optional too: a kind that runs, on some device, outside torch and in float32 whatever --precision asks (LiteRT,
+ONNX Runtime, OpenVINO) says so with
+
+  float32_runtime(device) -> str | None   that runtime's name there, None where torch runs it
+
+(`float32_runtime` below; predict says once that bf16 does not apply there).
 """
 
 from __future__ import annotations
@@ -89,6 +96,13 @@ def window_embeddings(
             "SED networks do): embed with one of those"
         )
     return fn(audio, pieces, window, hop, short_policy)
+
+
+def float32_runtime(model: Detector, device: torch.device) -> str | None:
+    """The runtime outside torch that runs `model` on `device` in float32 whatever the precision asked (its optional
+    `float32_runtime`); None where torch runs it."""
+    fn = getattr(model, "float32_runtime", None)
+    return fn(device) if callable(fn) else None
 
 
 def can_embed(model: Detector) -> bool:

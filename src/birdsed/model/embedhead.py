@@ -181,6 +181,10 @@ class EmbeddingHeadModel:
         emb = runtime.embed(subs if backend_for(self.device) == "torch" else subs.cpu().numpy())
         return torch.from_numpy(emb).view(len(windows), self.n_sub, EMBED_DIM)
 
+    def float32_runtime(self, device: torch.device) -> str | None:
+        """BirdNET's embeddings in LiteRT on the CPU (backend_for), in float32; torch on CUDA."""
+        return "LiteRT" if backend_for(device) == "litert" else None
+
     def for_inference(self, device: torch.device) -> EmbeddingHeadModel:
         """BirdNET on `device` (backend_for: torch on CUDA, LiteRT on the CPU); the head, tiny, on the CPU."""
         fast = copy.copy(self)

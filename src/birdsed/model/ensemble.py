@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from birdsed.config import OUTPUT_KINDS
 from birdsed.decisions import Thresholds
 from birdsed.errors import ModelError
-from birdsed.model.detector import Detector
+from birdsed.model.detector import Detector, float32_runtime
 from birdsed.model.windows import Piece
 
 if TYPE_CHECKING:
@@ -93,6 +93,12 @@ class Ensemble:
 
     def for_inference(self, device: torch.device) -> Ensemble:
         return Ensemble([m.for_inference(device) for m in self.members], self.weights)
+
+    def float32_runtime(self, device: torch.device) -> str | None:
+        """The members' runtimes outside torch (detector.float32_runtime), named once each; None when torch runs
+        them all."""
+        names = dict.fromkeys(r for m in self.members if (r := float32_runtime(m, device)))
+        return ", ".join(names) or None
 
     def window_outputs(
         self, audio: torch.Tensor, pieces: list[Piece], window: int, hop: int, short_policy: str | None
