@@ -217,8 +217,9 @@ def test_train_ema_on_fine_tuning_keeps_the_average_and_a_resumed_run_continues_
         (["train.backbone_lr_scale=2"], r"train.backbone_lr_scale = 2.0: must be in \(0, 1\]"),
         (["data.embedding_views=2"], "data.embedding_views and data.pseudo apply to cached features"),
         (["augment.specaug_cut=true"], "augment.specaug_cut masks the activation cached at train.backbone_cache"),
-        (["train.head_warmup_epochs=3"], "train.head_warmup_epochs and train.freeze_bn apply to the CNNs"),
-        (["train.freeze_bn=true"], "train.head_warmup_epochs and train.freeze_bn apply to the CNNs"),
+        (["model.freeze_backbone=true", "train.head_warmup_epochs=3"], "the frozen head has nothing to unfreeze"),
+        (["train.head_warmup_views=2"], "train.head_warmup_views is the CNNs'"),
+        (["train.freeze_bn=true"], "train.freeze_bn applies to the CNNs"),
     ],
 )
 def test_fine_tuning_settings_that_cannot_work_are_refused(over, match):
@@ -268,3 +269,30 @@ def test_model_json_of_a_fine_tuned_model_needs_its_licence(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="license"):
         read_model_meta(tmp_path)
+
+
+@pytest.mark.slow
+@needs_birdnet
+def test_head_warmup_epochs_from_audio_keep_birdnet_as_shipped_until_they_end(synth_data, tmp_path, port, monkeypatch):
+    from birdsed.train import finetune
+    from birdsed.train.checkpoint import read_epoch_checkpoint
+    from birdsed.train.run import train
+
+    run, cfg = tmp_path / "run", tiny("train.head_warmup_epochs=1", "train.batch_size=8")
+    saved = finetune.save_checkpoint
+
+    def killed_after_first_epoch(*args, **kwargs):
+        saved(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune, "save_checkpoint", killed_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(synth_data, cfg, run, quiet=True)
+    monkeypatch.setattr(finetune, "save_checkpoint", saved)
+    shipped = {f"backbone.{k}": p.detach() for k, p in port.embedding_parameters().items()}
+    net = read_epoch_checkpoint(run / finetune.CHECKPOINT)["net"]
+    assert all(torch.equal(net[k], shipped[k]) for k in shipped)  # the warm-up epoch: the head alone
+    train(synth_data, cfg, run, resume=True, quiet=True)  # the epoch after it trains BirdNET's layers too
+    net = read_epoch_checkpoint(run / finetune.CHECKPOINT)["net"]
+    assert any(not torch.equal(net[k], shipped[k]) for k in shipped)
+    assert pd.read_csv(run / "metrics.csv")["head_only"].tolist() == [True, False]

@@ -43,8 +43,15 @@ def weights(model_dir) -> dict[str, torch.Tensor]:
         (FROZEN, VALIDATED),
         pytest.param(TAIL, [], marks=pytest.mark.slow),
         pytest.param(TAIL, [*VALIDATED, *EMA], marks=pytest.mark.slow),
+        (TAIL, ["train.head_warmup_epochs=1", "train.epochs=2"]),  # killed in the head's warm-up, resumed past it
     ],
-    ids=["frozen-head-ema", "frozen-head-validated", "cached-tail", "cached-tail-validated-ema"],
+    ids=[
+        "frozen-head-ema",
+        "frozen-head-validated",
+        "cached-tail",
+        "cached-tail-validated-ema",
+        "cached-tail-head-first",
+    ],
 )
 def test_a_run_killed_after_an_epoch_resumes_to_the_uninterrupted_runs_weights(
     synth_data, tmp_path, monkeypatch, base, more
@@ -115,3 +122,35 @@ def test_a_resume_is_refused_with_other_data_and_a_fresh_run_drops_the_folders_c
     assert not (run / EPOCH_CHECKPOINT).exists()
     with pytest.raises(ConfigError, match="no checkpoint"):
         train(fewer, config(FROZEN, tmp_path / "cache"), run, resume=True, quiet=True)
+
+
+@needs_birdnet
+def test_head_warmup_epochs_train_the_head_alone_then_birdnets_layers_too(synth_data, tmp_path, monkeypatch, port):
+    """train.head_warmup_epochs with BirdNET's layers training (LP-FT): the first epochs move the head only; the
+    epochs after them move BirdNET's layers too, on the schedule of train.epochs (max_steps counts those alone)."""
+    from birdsed.train import embedtrain
+    from birdsed.train.run import train
+
+    cfg = config(TAIL, tmp_path / "cache", "train.head_warmup_epochs=2", "train.epochs=1")
+    written, states = embedtrain.write_epoch_checkpoint, []
+
+    def keep(path, state):
+        states.append({k: v.clone() for k, v in state["net"].items()})
+        written(path, state)
+
+    monkeypatch.setattr(embedtrain, "write_epoch_checkpoint", keep)
+    model = train(synth_data, cfg, tmp_path / "run", quiet=True)
+    shipped = {f"backbone.{k}": p.detach() for k, p in port.embedding_parameters().items()}
+    assert len(states) == 3
+    for net in states[:2]:  # the warm-up: BirdNET's layers as shipped, the head moving
+        assert all(torch.equal(net[k], shipped[k]) for k in shipped)
+    assert not torch.equal(states[0]["head.head.att.weight"], states[1]["head.head.att.weight"])
+    moved = [k for k in shipped if not torch.equal(states[2][k], shipped[k])]
+    assert moved and all(torch.equal(weights(model)[k], states[2][k]) for k in shipped)
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert metrics["head_only"].tolist() == [True, True, False]
+    # train.max_steps caps the epochs after the warm-up: one step of them
+    capped = config(TAIL, tmp_path / "cache", "train.head_warmup_epochs=1", "train.epochs=3", "train.max_steps=1")
+    train(synth_data, capped, tmp_path / "capped", quiet=True)
+    steps = pd.read_csv(tmp_path / "capped" / "metrics.csv")["step"].tolist()
+    assert len(steps) == 2 and steps[1] == steps[0] + 1

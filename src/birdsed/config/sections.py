@@ -124,7 +124,7 @@ class TrainConfig:
     backbone_lr_scale: float = 0.03  # model.freeze_backbone false: BirdNET's weights learn at lr x this (NIPS4B best)
     backbone_train_from: float = 0.0  # model.freeze_backbone false: only BirdNET's layers from this depth (0-1) train
     backbone_cache: bool = False  # model.freeze_backbone false: cache the frozen layers' output, train the rest (CPU)
-    head_warmup_epochs: int = 0  # LP-FT: first train the head on the frozen backbone's features (head_warmup.py)
+    head_warmup_epochs: int = 0  # LP-FT: the head first, on the frozen backbone (head_warmup.py; BirdNET: HeadFirst)
     head_warmup_lr: float = 1e-3
     head_warmup_views: int = 1  # >1: the warm-up cache also holds views - 1 augmented copies of each window
     freeze_bn: bool = False  # keep the backbone's BatchNorm statistics (pretrained ones) fixed while fine-tuning
@@ -205,11 +205,18 @@ class Config:
                 "augment.specaug_cut false",
             ),
             (
-                m.backbone != "birdnet" or (self.train.head_warmup_epochs == 0 and not self.train.freeze_bn),
-                "train.head_warmup_epochs and train.freeze_bn apply to the CNNs: BirdNET's head trains on its "
-                "features from the first step (model.birdnet_prior starts it from BirdNET's classifier), and its "
-                "graph has its batch norms folded into the convolutions; with backbone birdnet leave them at 0 and "
-                "false",
+                m.backbone != "birdnet" or not self.train.freeze_bn,
+                "train.freeze_bn applies to the CNNs: BirdNET's graph has its batch norms folded into the "
+                "convolutions; with backbone birdnet leave it false",
+            ),
+            (
+                m.backbone != "birdnet"
+                or (
+                    (self.train.head_warmup_epochs == 0 or not m.freeze_backbone) and self.train.head_warmup_views == 1
+                ),
+                "train.head_warmup_epochs with backbone birdnet trains the head alone first when BirdNET's layers "
+                "train after it (model.freeze_backbone false); the frozen head has nothing to unfreeze, and "
+                "train.head_warmup_views is the CNNs' (data.embedding_views augments BirdNET's cache)",
             ),
             (
                 self.augment.lowpass_p <= 0 or f.compression == "db",

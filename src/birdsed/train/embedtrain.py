@@ -24,6 +24,9 @@ the cached activation's (freq, time) grid instead, their sizes scaled from the s
 grid's (`CachedTail.augment`). The model it writes is the fine-tuned kind ("birdnet_finetuned"), which runs from
 audio.
 
+With train.head_warmup_epochs N (HeadFirst; fine-tuning from audio too), the first N epochs train the head alone at
+train.head_warmup_lr, BirdNET's layers frozen, then train.epochs epochs train both on the usual schedule.
+
 Pseudo-labels (data.pseudo, pseudo.py): every pseudo-labelled recording is embedded once too (its own store,
 RUN/pseudo_store; the same cache), and each epoch adds data.pseudo_items x the labelled items of its 5 s windows
 (the next ones of a seeded order), each the window's own sub-windows with its soft labels as targets, weighted
@@ -356,6 +359,43 @@ def ema_horizon_warning(decay: float, total: int) -> str | None:
     )
 
 
+@dataclass(frozen=True)
+class HeadFirst:
+    """train.head_warmup_epochs when BirdNET's layers train (LP-FT: "unfreeze after some epochs"): the run's first
+    `epochs` epochs train the head alone at `lr`, constant, BirdNET's layers frozen (no gradient, no optimiser
+    state); then train.epochs epochs train both, on the usual schedule from its first step (the scheduler steps in
+    those epochs only, so train.max_steps counts them alone). `backbone`: the optimiser's group of BirdNET's
+    weights (param_groups' second)."""
+
+    epochs: int
+    lr: float
+
+    def warming(self, epoch: int) -> bool:
+        return epoch < self.epochs
+
+    def enter(self, epoch: int, opt: torch.optim.Optimizer, sched, total: int, warmup: int) -> None:
+        """Set up `epoch`: in the warm-up the head's rate and BirdNET's layers frozen; after it their gradients back
+        and every group's rate at the schedule's current step."""
+        from birdsed.train.task import lr_factor
+
+        warming = self.warming(epoch)
+        if self.epochs:
+            for p in opt.param_groups[1]["params"]:
+                p.requires_grad_(not warming)
+        if warming:
+            opt.param_groups[0]["lr"], opt.param_groups[1]["lr"] = self.lr, 0.0
+            return
+        for group, base in zip(opt.param_groups, sched.base_lrs):
+            group["lr"] = base * lr_factor(sched.last_epoch, total, warmup)
+
+
+def head_first(cfg: Config) -> HeadFirst:
+    """The warm-up of a config (0 epochs where BirdNET's layers do not train, or it asks none)."""
+    t = cfg.train
+    trains_birdnet = cfg.model.backbone == "birdnet" and not cfg.model.freeze_backbone
+    return HeadFirst(t.head_warmup_epochs if trains_birdnet else 0, t.head_warmup_lr)
+
+
 def learner_for(cfg: Config, n_classes: int, device: torch.device) -> Learner:
     """FrozenHead, or CachedTail with train.backbone_cache; the head's weights drawn from train.seed."""
     torch.manual_seed(cfg.train.seed)
@@ -425,7 +465,9 @@ def train_embedding_head(
     if ema is not None and (said := ema_horizon_warning(t.ema_decay, total)):
         log.warning("%s", said)
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, int(t.warmup_frac * total)))
+    warmup = int(t.warmup_frac * total)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup))
+    first_head = head_first(cfg)
     val_rng = np.random.default_rng([t.seed, 0, 2])
     val_x = (
         torch.stack([crop_batch([Item(r, 0.0, window_s)], val_emb, n_sub, hop, val_rng)[0] for r in val_ids])
@@ -438,16 +480,16 @@ def train_embedding_head(
         opt.load_state_dict(ckpt["opt"])
         sched.load_state_dict(ckpt["sched"])
         first, step, rows = int(ckpt["epoch"]) + 1, int(ckpt["step"]), list(ckpt["rows"])
-        for group, base in zip(opt.param_groups, sched.base_lrs):  # the schedule of this run's epochs
-            group["lr"] = base * lr_factor(step, total, int(t.warmup_frac * total))
         if ema is not None:
             resume_average(ema, ckpt, ckpt_path, lambda m, state: learner.load(m, state, ckpt_path))
         if isinstance(ckpt.get("best"), dict):
             best, best_state = float(ckpt["best"]["score"]), ckpt["best"]["net"]
         log.info("resuming after epoch %d from %s", first - 1, ckpt_path)
-    for epoch in range(first, t.epochs):
-        if step >= total:  # train.max_steps reached
+    for epoch in range(first, first_head.epochs + t.epochs):
+        if sched.last_epoch >= total:  # train.max_steps reached
             break
+        first_head.enter(epoch, opt, sched, total, warmup)  # the rates of this run's schedule (resumed: at its step)
+        warming = first_head.warming(epoch)
         rng, gen = np.random.default_rng([t.seed, epoch]), torch.Generator().manual_seed(t.seed * 100_003 + epoch)
         torch.manual_seed(epoch_seed(t.seed, epoch))  # the head's dropout draws from the global generator
         module.train()
@@ -455,7 +497,7 @@ def train_embedding_head(
         drawn = pseudo.epoch(epoch, n_pseudo) if n_pseudo else None
         losses = []
         for i in range(0, len(order), t.batch_size):
-            if step >= total:
+            if sched.last_epoch >= total:
                 break
             step += 1
             js = order[i : i + t.batch_size]
@@ -478,11 +520,14 @@ def train_embedding_head(
             if t.grad_clip:
                 torch.nn.utils.clip_grad_norm_(trained, t.grad_clip)
             opt.step()
-            sched.step()
+            if not warming:
+                sched.step()
             if ema is not None:
                 ema.update_parameters(module)
             losses.append(loss.item())
         row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses))}
+        if first_head.epochs:
+            row["head_only"] = warming
         if val_x is not None:
             evaluated.eval()
             with torch.no_grad():

@@ -59,6 +59,7 @@ from birdsed.train.embedcache import fit_to_window
 from birdsed.train.embedtrain import (
     birdnet_prior,
     ema_horizon_warning,
+    head_first,
     mixup,
     resume_average,
     weight_average,
@@ -201,7 +202,9 @@ def fine_tune(
     total = total_steps(len(data.items), t.batch_size, t.epochs, t.max_steps)
     opt = optimiser(net, cfg)
     bf16 = lightning_precision(t.precision, "gpu" if device.type == "cuda" else "cpu").startswith("bf16")
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, int(t.warmup_frac * total)))
+    warmup = int(t.warmup_frac * total)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup))
+    first_head = head_first(cfg)
     first, step, rows = 0, 0, []
     if t.ema and (said := ema_horizon_warning(t.ema_decay, total)):
         log.warning("%s", said)
@@ -211,8 +214,6 @@ def fine_tune(
         opt.load_state_dict(ckpt["opt"])
         sched.load_state_dict(ckpt["sched"])
         first, step, rows = int(ckpt["epoch"]) + 1, int(ckpt["step"]), list(ckpt["rows"])
-        for group, base in zip(opt.param_groups, sched.base_lrs):  # the schedule of this run's epochs
-            group["lr"] = base * lr_factor(step, total, int(t.warmup_frac * total))
         log.info("resuming after epoch %d from %s", first - 1, ckpt_path)
     else:
         if cfg.model.birdnet_prior:
@@ -222,9 +223,11 @@ def fine_tune(
     if ema is not None and resume:
         resume_average(ema, ckpt, ckpt_path, lambda m, state: m.load_saved_state(state, ckpt_path))
     evaluated = ema.module if ema is not None else net
-    for epoch in range(first, t.epochs):
-        if t.max_steps > 0 and step >= t.max_steps:
+    for epoch in range(first, first_head.epochs + t.epochs):
+        if sched.last_epoch >= total:  # train.max_steps reached
             break
+        first_head.enter(epoch, opt, sched, total, warmup)  # the rates of this run's schedule (resumed: at its step)
+        warming = first_head.warming(epoch)
         rng, gen = np.random.default_rng([t.seed, epoch]), torch.Generator().manual_seed(t.seed * 100_003 + epoch)
         torch.manual_seed(epoch_seed(t.seed, epoch))  # the head's dropout draws from the global generator
         net.backbone.net.frontend_hook = spec_hook(cfg, gen, net)
@@ -232,7 +235,7 @@ def fine_tune(
         losses = []
         order = rng.permutation(len(data.items))
         for i in range(0, len(order), t.batch_size):
-            if t.max_steps > 0 and step >= t.max_steps:
+            if sched.last_epoch >= total:
                 break
             w, y = data.batch([data.items[j] for j in order[i : i + t.batch_size]], rng)
             w, y = mixup(w, y, cfg.augment.mixup_p, cfg.augment.mixup_alpha, cfg.augment.mixup_union, gen)
@@ -244,7 +247,8 @@ def fine_tune(
             if t.grad_clip:
                 torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], t.grad_clip)
             opt.step()
-            sched.step()
+            if not warming:
+                sched.step()
             if ema is not None:
                 ema.update_parameters(net)
             losses.append(loss.item())
@@ -252,6 +256,8 @@ def fine_tune(
         net.backbone.net.frontend_hook = None
         scored = validation(evaluated, model, td, tgt, cfg, device)
         row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)), **scored}
+        if first_head.epochs:
+            row["head_only"] = warming
         rows.append(row)
         log.debug("epoch %d: %s", epoch, row)
         save_checkpoint(ckpt_path, epoch, step, net, opt, sched, rows, ema, td.classes)
