@@ -154,3 +154,33 @@ def test_head_warmup_epochs_train_the_head_alone_then_birdnets_layers_too(synth_
     train(synth_data, capped, tmp_path / "capped", quiet=True)
     steps = pd.read_csv(tmp_path / "capped" / "metrics.csv")["step"].tolist()
     assert len(steps) == 2 and steps[1] == steps[0] + 1
+
+
+@needs_birdnet
+def test_a_run_stopped_before_its_first_epoch_ended_does_not_say_resume(synth_data, tmp_path, capsys, monkeypatch):
+    from conftest import run_cli
+
+    from birdsed.train import embedtrain
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C while the embeddings are cached: no epoch kept
+
+    run = tmp_path / "run"
+    argv = ["train", "--data", synth_data, "--config", "birdnet", "--out", run, "--quiet", "--epochs", "1"]
+    argv += ["--set", f"data.embedding_cache={tmp_path / 'cache'}"]
+    monkeypatch.setattr(embedtrain, "train_embedding_head", stopped)
+    rc, out = run_cli(capsys, *argv)
+    assert rc == 130 and "--resume continues" not in out and "No epoch had finished" in out, out
+    rc, out = run_cli(capsys, *argv, "--resume")
+    assert rc == 2 and "no checkpoint" in out, out
+    # stopped after an epoch: the note says how to go on
+    monkeypatch.undo()
+    written = embedtrain.write_epoch_checkpoint
+
+    def stopped_after_an_epoch(path, state):
+        written(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(embedtrain, "write_epoch_checkpoint", stopped_after_an_epoch)
+    rc, out = run_cli(capsys, *argv)
+    assert rc == 130 and "The same command with --resume continues." in out.replace("\n", " "), out

@@ -42,7 +42,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue from RUN/checkpoints/last.ckpt (last.pt: BirdNET fine-tuned from audio)",
+        help="continue from RUN/checkpoints/last.ckpt (last.pt: BirdNET, fine-tuned or on cached features)",
     )
     p.add_argument(
         "--pseudo",
@@ -71,7 +71,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 )
 def cmd_train(a: argparse.Namespace) -> int:
     from birdsed.config import apply_overrides, load_config
-    from birdsed.train.run import train
+    from birdsed.train.run import resumed_checkpoint, train
 
     cfg = load_config(a.config)
     flags = {
@@ -93,7 +93,10 @@ def cmd_train(a: argparse.Namespace) -> int:
     try:
         model_dir = train(a.data, cfg, a.out, a.resume, a.val, a.quiet, teacher=a.teacher, unlabelled=a.unlabelled)
     except KeyboardInterrupt as e:  # cli.main prints the notes
-        e.add_note("The same command with --resume continues.")
+        if (Path(a.out) / resumed_checkpoint(cfg)).is_file():
+            e.add_note("The same command with --resume continues.")
+        elif not getattr(e, "__notes__", None):  # (Lightning's fit says what it kept)
+            e.add_note("No epoch had finished: nothing to resume (the same command without --resume starts again).")
         raise
     console.print(f"model written to {model_dir}")
     return 0
