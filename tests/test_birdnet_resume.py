@@ -184,3 +184,27 @@ def test_a_run_stopped_before_its_first_epoch_ended_does_not_say_resume(synth_da
     monkeypatch.setattr(embedtrain, "write_epoch_checkpoint", stopped_after_an_epoch)
     rc, out = run_cli(capsys, *argv)
     assert rc == 130 and "The same command with --resume continues." in out.replace("\n", " "), out
+
+
+@needs_birdnet
+def test_a_resume_without_the_runs_validation_set_is_refused(synth_data, tmp_path):
+    """A run validated on --val resumed without it (or the other way) kept the best epoch of the first part only,
+    with empty validation columns after it in metrics.csv: refused by name before anything is embedded."""
+    from birdsed.train.run import train
+
+    val = tmp_path / "val"
+    val.mkdir()
+    for f in synth_data.iterdir():
+        (val / f.name).symlink_to(f)
+    run, other = tmp_path / "run", tmp_path / "other"
+    cfg = config(FROZEN, tmp_path / "cache", "train.epochs=1")
+    train(synth_data, cfg, run, val_data=val, quiet=True)
+    train(synth_data, cfg, other, quiet=True)
+    more = config(FROZEN, tmp_path / "cache", "train.epochs=2")
+    with pytest.raises(ConfigError, match="trained with a validation split .* the data given have none"):
+        train(synth_data, more, run, resume=True, quiet=True)
+    with pytest.raises(ConfigError, match="trained without a validation split .* the data given have one"):
+        train(synth_data, more, other, val_data=val, resume=True, quiet=True)
+    assert len(pd.read_csv(run / "metrics.csv")) == len(pd.read_csv(other / "metrics.csv")) == 1
+    train(synth_data, more, run, val_data=val, resume=True, quiet=True)
+    assert pd.read_csv(run / "metrics.csv")["val_macro_ap"].notna().all()

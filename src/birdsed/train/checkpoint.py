@@ -164,10 +164,11 @@ def write_epoch_checkpoint(path: Path, state: dict) -> None:
         torch.save(state, f)
 
 
-def read_epoch_checkpoint(path: Path, classes: list[str] | None = None) -> dict:
+def read_epoch_checkpoint(path: Path, classes: list[str] | None = None, validated: bool | None = None) -> dict:
     """An epoch checkpoint, read with weights_only (a planted file cannot run code); a damaged or foreign file is a
     ModelError naming it. With `classes` (the data's), a checkpoint trained on other classes is a ConfigError
-    saying so, before any weight is loaded (a resumed run must read the data it was trained on)."""
+    saying so, before any weight is loaded (a resumed run must read the data it was trained on); with `validated`
+    (whether the data given have a validation split), so is one of a run with (or without) one."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises several types for bad or unsafe files
@@ -186,6 +187,13 @@ def read_epoch_checkpoint(path: Path, classes: list[str] | None = None) -> dict:
             + (f" (new: {', '.join(new[:5])}{' ...' if len(new) > 5 else ''})" if new else "")
             + ("" if gone or new else " in another order")
             + ": resume with the data the run was trained on, or train into a new --out"
+        )
+    rows = ckpt["rows"]
+    if validated is not None and rows and isinstance(rows[-1], dict) and ("val_macro_ap" in rows[-1]) != validated:
+        raise ConfigError(
+            f"--resume: {path} was trained {'with' if not validated else 'without'} a validation split (--val or "
+            f"data.val_fraction), the data given have {'one' if validated else 'none'}: resume with the data the run "
+            "was trained on (the same --val), or train into a new --out"
         )
     return ckpt
 

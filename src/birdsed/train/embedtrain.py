@@ -425,7 +425,8 @@ def train_embedding_head(
     if t.precision not in ("auto", "32", "32-true"):
         log.warning("train.precision %s: training on cached features runs in fp32 (the cache is float16)", t.precision)
     ckpt_path = run / EPOCH_CHECKPOINT  # with resume, there (train.run.check_resume)
-    ckpt = read_epoch_checkpoint(ckpt_path, td.classes) if resume else None  # other data: refused before embedding
+    # other data (classes, a validation split or none): refused before embedding
+    ckpt = read_epoch_checkpoint(ckpt_path, td.classes, len(td.val.table) > 0) if resume else None
     device = pick_device("cuda" if t.device == "gpu" else t.device)
     learner = learner_for(cfg, len(td.classes), device)
     head, dev = learner.head, learner.device

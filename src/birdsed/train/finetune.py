@@ -209,7 +209,7 @@ def fine_tune(
     if t.ema and (said := ema_horizon_warning(t.ema_decay, total)):
         log.warning("%s", said)
     if resume:
-        ckpt = read_epoch_checkpoint(ckpt_path, td.classes)
+        ckpt = read_epoch_checkpoint(ckpt_path, td.classes, len(td.val.table) > 0)
         net.load_saved_state(ckpt["net"], ckpt_path)
         opt.load_state_dict(ckpt["opt"])
         sched.load_state_dict(ckpt["sched"])
