@@ -35,7 +35,8 @@ data.pseudo_weight in the loss. (augment.pseudo_mix_p mixes audio and is the CNN
 Resume (`train --resume`): RUN/checkpoints/last.pt after every epoch (tensors and plain data, read with weights_only)
 holds the learner's weights (Learner.saved), the optimiser, the schedule, train.ema's average, the best epoch's
 weights so far and the classes; each epoch draws from generators seeded by (train.seed, epoch), the global one (the
-head's dropout) too, so a resumed run ends with the uninterrupted run's weights. The cache is reused (one deleted in between is made again, to the same values).
+head's dropout) too, so a resumed run ends with the uninterrupted run's weights. The cache is reused (one deleted in
+between is made again, to the same values).
 """
 
 from __future__ import annotations
