@@ -365,8 +365,8 @@ class HeadFirst:
     """train.head_warmup_epochs when BirdNET's layers train (LP-FT: "unfreeze after some epochs"): the run's first
     `epochs` epochs train the head alone at `lr`, constant, BirdNET's layers frozen (no gradient, no optimiser
     state); then train.epochs epochs train both, on the usual schedule from its first step (the scheduler steps in
-    those epochs only, so train.max_steps counts them alone). `backbone`: the optimiser's group of BirdNET's
-    weights (param_groups' second)."""
+    those epochs only, so train.max_steps counts them alone). BirdNET's weights are the optimiser's second parameter
+    group (param_groups)."""
 
     epochs: int
     lr: float
