@@ -208,3 +208,21 @@ def test_a_resume_without_the_runs_validation_set_is_refused(synth_data, tmp_pat
     assert len(pd.read_csv(run / "metrics.csv")) == len(pd.read_csv(other / "metrics.csv")) == 1
     train(synth_data, more, run, val_data=val, resume=True, quiet=True)
     assert pd.read_csv(run / "metrics.csv")["val_macro_ap"].notna().all()
+
+
+def test_weights_that_do_not_fit_the_head_are_named():
+    from birdsed.errors import ModelError
+    from birdsed.model.embedhead import EmbeddingHead
+    from birdsed.train.embedtrain import FrozenHead
+
+    head = EmbeddingHead(3)
+    learner = FrozenHead(head, features=None)
+    state = learner.saved(head)
+    learner.load(head, state, "last.pt")  # its own weights fit
+    state.pop("mean")
+    state["head.cla.weight"] = torch.zeros(5, 1024)
+    state["stray"] = torch.zeros(1)
+    with pytest.raises(
+        ModelError, match=r"last.pt: .*missing \['mean'\], unexpected \['stray'\], misshapen \['head.cla"
+    ):
+        learner.load(head, state, "last.pt")

@@ -194,10 +194,15 @@ class FrozenHead:
         return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
     def load(self, module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path | str) -> None:
-        try:
-            module.load_state_dict(state)
-        except RuntimeError as e:
-            raise ModelError(f"{source}: weights do not fit this head ({str(e).splitlines()[0][:200]})") from e
+        want = module.state_dict()
+        missing, extra = sorted(set(want) - set(state)), sorted(set(state) - set(want))
+        bad = [k for k in want if k in state and getattr(state[k], "shape", None) != want[k].shape]
+        if missing or extra or bad:
+            raise ModelError(
+                f"{source}: weights do not fit this head (missing {missing[:3]}, unexpected {extra[:3]}, "
+                f"misshapen {bad[:3]})"
+            )
+        module.load_state_dict(state)
 
     def augment(self, x: torch.Tensor, c: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
         """Embeddings have no time-frequency grid to mask: x as it is."""
