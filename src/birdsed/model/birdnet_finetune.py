@@ -19,13 +19,13 @@ from torch import nn
 
 from birdsed import __version__
 from birdsed.decisions import Thresholds
-from birdsed.errors import ConfigError, ModelError
+from birdsed.errors import ConfigError
 from birdsed.model.birdnet import EMBED_DIM, N_SAMPLES
 from birdsed.model.birdnet_torch import BirdNETTorch
 from birdsed.model.embedhead import EmbeddingHead, EmbeddingHeadModel, window_export
 from birdsed.model.kinds import FineTunedMeta
 from birdsed.model.meta import WEIGHTS, write_meta
-from birdsed.model.modeldir import read_weights, save_weights
+from birdsed.model.modeldir import check_fits, read_weights, save_weights
 
 if TYPE_CHECKING:
     from birdsed.model.onnx_detector import OnnxExport
@@ -78,14 +78,7 @@ class FineTunedNet(nn.Module):
 
     def load_saved_state(self, state: dict[str, torch.Tensor], source: Path | str) -> None:
         """Load saved_state's dict (its keys exactly, else a ModelError naming `source`)."""
-        want = self.saved_state()
-        missing, extra = sorted(set(want) - set(state)), sorted(set(state) - set(want))
-        bad = [k for k in want if k in state and state[k].shape != want[k].shape]
-        if missing or extra or bad:
-            raise ModelError(
-                f"{source}: weights do not fit a fine-tuned BirdNET head (missing {missing[:3]}, unexpected "
-                f"{extra[:3]}, misshapen {bad[:3]})"
-            )
+        check_fits(self.saved_state(), state, source, "a fine-tuned BirdNET head")
         self.load_state_dict(state, strict=False)
 
 

@@ -70,6 +70,17 @@ def load_weights(model_dir: Path, module: torch.nn.Module) -> None:
         raise ModelError(f"{weights}: weights do not fit the model in {META} ({str(e)[:300]})") from e
 
 
+def check_fits(want: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: Path | str, what: str) -> None:
+    """Refuse `state` unless it holds exactly `want`'s keys at their shapes: a ModelError naming `source` and the
+    first keys missing, unexpected and misshapen ("weights do not fit {what}")."""
+    missing, extra = sorted(set(want) - set(state)), sorted(set(state) - set(want))
+    bad = [k for k in want if k in state and getattr(state[k], "shape", None) != want[k].shape]
+    if missing or extra or bad:
+        raise ModelError(
+            f"{source}: weights do not fit {what} (missing {missing[:3]}, unexpected {extra[:3]}, misshapen {bad[:3]})"
+        )
+
+
 def save_weights(module: torch.nn.Module, out: Path, state: dict[str, torch.Tensor] | None = None) -> None:
     """WEIGHTS in `out`: the module's state_dict, or `state` when given, written atomically."""
     state = module.state_dict() if state is None else state

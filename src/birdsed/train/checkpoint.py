@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -20,6 +21,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from birdsed.config import Config, save_config
 from birdsed.errors import ConfigError, ModelError
 from birdsed.fsutil import atomic_path, remove_stale_temps, run_lock
+
+log = logging.getLogger(__name__)
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -164,6 +167,36 @@ def write_epoch_checkpoint(path: Path, state: dict) -> None:
         torch.save(state, f)
 
 
+def epoch_state(
+    epoch: int,
+    step: int,
+    rows: list[dict],
+    classes: list[str],
+    opt: torch.optim.Optimizer,
+    sched,
+    saved: Callable[[torch.nn.Module], dict[str, torch.Tensor]],
+    net: torch.nn.Module,
+    ema: torch.optim.swa_utils.AveragedModel | None = None,
+) -> dict:
+    """What an epoch checkpoint holds (EPOCH_KEYS and the classes): `net`'s weights as `saved` gives them, the
+    optimiser and the schedule; with train.ema the average's weights and how many steps it holds ("ema")."""
+    state = {"epoch": epoch, "step": step, "net": saved(net), "rows": rows, "classes": list(classes)}
+    state.update(opt=opt.state_dict(), sched=sched.state_dict())
+    if ema is not None:
+        state["ema"] = {"net": saved(ema.module), "n": int(ema.n_averaged)}
+    return state
+
+
+def resume_optimiser(ckpt: dict, opt: torch.optim.Optimizer, sched, path: Path) -> tuple[int, int, list[dict]]:
+    """Put an epoch checkpoint's optimiser and schedule back; returns (the epoch to go on with, the steps done, the
+    rows of metrics.csv so far)."""
+    opt.load_state_dict(ckpt["opt"])
+    sched.load_state_dict(ckpt["sched"])
+    first = int(ckpt["epoch"]) + 1
+    log.info("resuming after epoch %d from %s", first - 1, path)
+    return first, int(ckpt["step"]), list(ckpt["rows"])
+
+
 def read_epoch_checkpoint(path: Path, classes: list[str] | None = None, validated: bool | None = None) -> dict:
     """An epoch checkpoint, read with weights_only (a planted file cannot run code); a damaged or foreign file is a
     ModelError naming it. With `classes` (the data's), a checkpoint trained on other classes is a ConfigError
@@ -183,8 +216,8 @@ def read_epoch_checkpoint(path: Path, classes: list[str] | None = None, validate
         gone, new = sorted(set(held) - set(classes)), sorted(set(classes) - set(held))
         raise ConfigError(
             f"--resume: {path} was trained on {len(held)} classes, the data given has {len(classes)}"
-            + (f" (not in the data: {', '.join(gone[:5])}{' ...' if len(gone) > 5 else ''})" if gone else "")
-            + (f" (new: {', '.join(new[:5])}{' ...' if len(new) > 5 else ''})" if new else "")
+            + (f" (not in the data: {_few(gone)})" if gone else "")
+            + (f" (new: {_few(new)})" if new else "")
             + ("" if gone or new else " in another order")
             + ": resume with the data the run was trained on, or train into a new --out"
         )
@@ -196,6 +229,10 @@ def read_epoch_checkpoint(path: Path, classes: list[str] | None = None, validate
             "was trained on (the same --val), or train into a new --out"
         )
     return ckpt
+
+
+def _few(names: list[str], n: int = 5) -> str:
+    return ", ".join(names[:n]) + (" ..." if len(names) > n else "")
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -61,11 +61,14 @@ from birdsed.fsutil import atomic_path
 from birdsed.model.birdnet import EMBED_DIM, classifier_rows
 from birdsed.model.birdnet_labels import aliases_entry, dataset_aliases
 from birdsed.model.embedhead import EmbeddingHead, EmbeddingHeadModel, n_subwindows, save_head_dir
+from birdsed.model.modeldir import check_fits
 from birdsed.train.augment import specaugment_nhwc
 from birdsed.train.checkpoint import (
     EPOCH_CHECKPOINT,
     epoch_seed,
+    epoch_state,
     read_epoch_checkpoint,
+    resume_optimiser,
     write_epoch_checkpoint,
     write_run_config,
 )
@@ -194,14 +197,7 @@ class FrozenHead:
         return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
     def load(self, module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path | str) -> None:
-        want = module.state_dict()
-        missing, extra = sorted(set(want) - set(state)), sorted(set(state) - set(want))
-        bad = [k for k in want if k in state and getattr(state[k], "shape", None) != want[k].shape]
-        if missing or extra or bad:
-            raise ModelError(
-                f"{source}: weights do not fit this head (missing {missing[:3]}, unexpected {extra[:3]}, "
-                f"misshapen {bad[:3]})"
-            )
+        check_fits(module.state_dict(), state, source, "this head")
         module.load_state_dict(state)
 
     def augment(self, x: torch.Tensor, c: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
@@ -484,14 +480,11 @@ def train_embedding_head(
     val_y = np.stack([tgt[r] for r in val_ids]) >= 0.5 if val_ids else None
     best, best_state, rows, step, first = -1.0, None, [], 0, 0
     if ckpt is not None:
-        opt.load_state_dict(ckpt["opt"])
-        sched.load_state_dict(ckpt["sched"])
-        first, step, rows = int(ckpt["epoch"]) + 1, int(ckpt["step"]), list(ckpt["rows"])
+        first, step, rows = resume_optimiser(ckpt, opt, sched, ckpt_path)
         if ema is not None:
             resume_average(ema, ckpt, ckpt_path, lambda m, state: learner.load(m, state, ckpt_path))
         if isinstance(ckpt.get("best"), dict):
             best, best_state = float(ckpt["best"]["score"]), ckpt["best"]["net"]
-        log.info("resuming after epoch %d from %s", first - 1, ckpt_path)
     for epoch in range(first, first_head.epochs + t.epochs):
         if sched.last_epoch >= total:  # train.max_steps reached
             break
@@ -549,10 +542,7 @@ def train_embedding_head(
                 best, best_state = row["val_macro_ap"], learner.saved(evaluated)
         rows.append(row)
         log.debug("epoch %d: %s", epoch, row)
-        state = {"epoch": epoch, "step": step, "net": learner.saved(module), "rows": rows, "classes": td.classes}
-        state.update(opt=opt.state_dict(), sched=sched.state_dict())
-        if ema is not None:
-            state["ema"] = {"net": learner.saved(ema.module), "n": int(ema.n_averaged)}
+        state = epoch_state(epoch, step, rows, td.classes, opt, sched, learner.saved, module, ema)
         if best_state is not None:
             state["best"] = {"score": best, "net": best_state}
         write_epoch_checkpoint(ckpt_path, state)

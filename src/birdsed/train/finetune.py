@@ -51,7 +51,9 @@ from birdsed.train.augment import specaugment_nhwc
 from birdsed.train.checkpoint import (
     EPOCH_CHECKPOINT,
     epoch_seed,
+    epoch_state,
     read_epoch_checkpoint,
+    resume_optimiser,
     write_epoch_checkpoint,
     write_run_config,
 )
@@ -156,10 +158,7 @@ def save_checkpoint(
 ) -> None:
     """RUN/checkpoints/last.pt (checkpoint.write_epoch_checkpoint: atomic); with train.ema, the average's weights
     and how many steps it holds too; the classes, so that a resume with other data is refused by name."""
-    state = {"epoch": epoch, "step": step, "net": net.saved_state(), "rows": rows, "classes": list(classes or [])}
-    state.update(opt=opt.state_dict(), sched=sched.state_dict())
-    if ema is not None:
-        state["ema"] = {"net": ema.module.saved_state(), "n": int(ema.n_averaged)}
+    state = epoch_state(epoch, step, rows, list(classes or []), opt, sched, FineTunedNet.saved_state, net, ema)
     write_epoch_checkpoint(path, state)
 
 
@@ -211,10 +210,7 @@ def fine_tune(
     if resume:
         ckpt = read_epoch_checkpoint(ckpt_path, td.classes, len(td.val.table) > 0)
         net.load_saved_state(ckpt["net"], ckpt_path)
-        opt.load_state_dict(ckpt["opt"])
-        sched.load_state_dict(ckpt["sched"])
-        first, step, rows = int(ckpt["epoch"]) + 1, int(ckpt["step"]), list(ckpt["rows"])
-        log.info("resuming after epoch %d from %s", first - 1, ckpt_path)
+        first, step, rows = resume_optimiser(ckpt, opt, sched, ckpt_path)
     else:
         if cfg.model.birdnet_prior:
             birdnet_prior(head, td.classes, aliases or {})
