@@ -47,16 +47,8 @@ from birdsed.model.birdnet_finetune import FineTunedHeadModel, FineTunedNet
 from birdsed.model.birdnet_labels import aliases_entry, dataset_aliases
 from birdsed.model.birdnet_torch import load_birdnet_torch
 from birdsed.model.embedhead import EmbeddingHead
+from birdsed.train import checkpoint
 from birdsed.train.augment import specaugment_nhwc
-from birdsed.train.checkpoint import (
-    EPOCH_CHECKPOINT,
-    epoch_seed,
-    epoch_state,
-    read_epoch_checkpoint,
-    resume_optimiser,
-    write_epoch_checkpoint,
-    write_run_config,
-)
 from birdsed.train.embedcache import fit_to_window
 from birdsed.train.embedtrain import (
     birdnet_prior,
@@ -75,7 +67,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = EPOCH_CHECKPOINT
+CHECKPOINT = checkpoint.EPOCH_CHECKPOINT
 
 
 def crop_audio(store: AudioStore, it: Item, window_s: float, policy: str, rng: np.random.Generator) -> np.ndarray:
@@ -158,8 +150,10 @@ def save_checkpoint(
 ) -> None:
     """RUN/checkpoints/last.pt (checkpoint.write_epoch_checkpoint: atomic); with train.ema, the average's weights
     and how many steps it holds too; the classes, so that a resume with other data is refused by name."""
-    state = epoch_state(epoch, step, rows, list(classes or []), opt, sched, FineTunedNet.saved_state, net, ema)
-    write_epoch_checkpoint(path, state)
+    state = checkpoint.epoch_state(
+        epoch, step, rows, list(classes or []), opt, sched, FineTunedNet.saved_state, net, ema
+    )
+    checkpoint.write_epoch_checkpoint(path, state)
 
 
 def validation(net: FineTunedNet, model: FineTunedHeadModel, td, tgt, cfg: Config, device) -> dict[str, float]:
@@ -208,9 +202,9 @@ def fine_tune(
     if t.ema and (said := ema_horizon_warning(t.ema_decay, total)):
         log.warning("%s", said)
     if resume:
-        ckpt = read_epoch_checkpoint(ckpt_path, td.classes, len(td.val.table) > 0)
+        ckpt = checkpoint.read_epoch_checkpoint(ckpt_path, td.classes, len(td.val.table) > 0)
         net.load_saved_state(ckpt["net"], ckpt_path)
-        first, step, rows = resume_optimiser(ckpt, opt, sched, ckpt_path)
+        first, step, rows = checkpoint.resume_optimiser(ckpt, opt, sched, ckpt_path)
     else:
         if cfg.model.birdnet_prior:
             birdnet_prior(head, td.classes, aliases or {})
@@ -225,7 +219,7 @@ def fine_tune(
         first_head.enter(epoch, opt, sched, total, warmup)  # the rates of this run's schedule (resumed: at its step)
         warming = first_head.warming(epoch)
         rng, gen = np.random.default_rng([t.seed, epoch]), torch.Generator().manual_seed(t.seed * 100_003 + epoch)
-        torch.manual_seed(epoch_seed(t.seed, epoch))  # the head's dropout draws from the global generator
+        torch.manual_seed(checkpoint.epoch_seed(t.seed, epoch))  # the head's dropout draws from the global generator
         net.backbone.net.frontend_hook = spec_hook(cfg, gen, net)
         net.train()
         losses = []
@@ -283,7 +277,7 @@ def train_finetuned(
 
     run.mkdir(parents=True, exist_ok=True)
     td = load_train_data(data, run, cfg, val_data)
-    write_run_config(run, cfg, resume)
+    checkpoint.write_run_config(run, cfg, resume)
     model = fine_tune(td, cfg, run, resume, quiet, dataset_aliases(data) if data.is_dir() else {})
     extra = {
         "train": {
