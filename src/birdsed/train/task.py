@@ -42,6 +42,7 @@ class SEDTask(L.LightningModule):
         self.aug = Augmenter(self.cfg.augment, self.cfg.frontend)
         self._val: list[tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]] = []
         self._tick: tuple[float, int] | None = None
+        self._epoch_loss: tuple[torch.Tensor | float, int] = (0.0, 0)  # this epoch's sum of loss x batch size, items
 
     def loss(self, wave: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         """The recipe's training loss of a batch, wave (B, n_samples), y (B, K) (soft for pseudo-labelled items),
@@ -62,7 +63,9 @@ class SEDTask(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss, n = self.loss(*batch)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        self.log("train_loss_step", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
+        total, items = self._epoch_loss
+        self._epoch_loss = (total + loss.detach() * n, items + n)
         now = time.perf_counter()
         if self._tick is not None:
             dt = now - self._tick[0]
@@ -72,6 +75,7 @@ class SEDTask(L.LightningModule):
 
     def on_train_epoch_start(self):
         self._tick = None
+        self._epoch_loss = (0.0, 0)
         if self.cfg.train.freeze_bn:  # Lightning keeps modules' modes across validation, so once per epoch is enough
             self.freeze_batchnorm()
 
@@ -95,7 +99,24 @@ class SEDTask(L.LightningModule):
         for k, v in metrics.items():
             self.log(k, v, prog_bar=k in ("val_f1_clipwise", "val_map"), rank_zero_only=True)
 
+    def log_epoch_loss(self) -> None:
+        """metrics.csv's row of the epoch's mean training loss (train_loss_epoch, weighted by batch size), written
+        once, before the epoch's first checkpoint: Lightning's own epoch row came after last.ckpt, and a kill
+        between the two lost it from the resumed run's metrics.csv."""
+        total, items = self._epoch_loss
+        if not items or self.logger is None:
+            return
+        self._epoch_loss = (0.0, 0)
+        self.logger.log_metrics(
+            {"train_loss_epoch": float(total / items), "epoch": self.current_epoch}, self.global_step - 1
+        )
+        self.logger.save()
+
+    def on_train_epoch_end(self) -> None:
+        self.log_epoch_loss()  # an epoch no checkpoint closed (e.g. max_steps reached mid-epoch)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.log_epoch_loss()
         # the global RNG drives augmentation, mixup and dropout: a resumed run continues its stream
         checkpoint["birdsed_rng"] = {"torch": torch.get_rng_state()}
 
