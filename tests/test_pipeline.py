@@ -65,6 +65,34 @@ def test_resume_continues_from_saved_step(trained_run, synth_data, tmp_path):
     assert steps.max() >= 4
 
 
+def _without_one_recording(synth_data, dest):
+    """A copy of synth_data (links) whose train.csv leaves its first recording out: the same classes, one fewer
+    recording."""
+    dest.mkdir()
+    for f in synth_data.iterdir():
+        if f.name != "train.csv":
+            (dest / f.name).symlink_to(f)
+    table = pd.read_csv(synth_data / "train.csv")
+    table.iloc[1:].to_csv(dest / "train.csv", index=False)
+    return f"{table.iloc[0]['ebird_code']}/{table.iloc[0]['filename']}"
+
+
+def test_resume_with_other_recordings_of_the_same_classes_is_refused(trained_run, synth_data, tmp_path):
+    """Another data set with the same classes went on silently (other items, a model of neither data set): the
+    checkpoint keeps its recordings, and a resume that reads others is refused naming them."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run[0], run)
+    other = tmp_path / "other"
+    gone = _without_one_recording(synth_data, other)
+    cfg = apply_overrides(load_config("small"), [*TRAINED, "train.max_steps=5", "train.epochs=10"])
+    before = (run / "checkpoints" / "last.ckpt").read_bytes()
+    with pytest.raises(ConfigError, match=r"recordings, the data given have .*not in the data: .*") as e:
+        train(other, cfg, run, resume=True, quiet=True)
+    assert gone in str(e.value) or "validation" in str(e.value)
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == before
+    train(synth_data, cfg, run, resume=True, quiet=True)  # the run's own data: goes on
+
+
 def test_resume_without_checkpoint_is_an_error(synth_data, tmp_path):
     with pytest.raises(ConfigError, match="no checkpoint"):
         train(synth_data, apply_overrides(load_config("small"), TRAINED), tmp_path, resume=True, quiet=True)

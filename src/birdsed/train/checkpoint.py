@@ -142,6 +142,7 @@ def csv_logger(run: Path, resume_epoch: int | None) -> CSVLogger:
     return logger
 
 
+DATA_KEY = "birdsed_data"  # a Lightning checkpoint's record of its run's recordings ({"train": ids, "val": ids})
 SED_CHECKPOINT = "checkpoints/last.ckpt"  # Lightning's (the CNNs), every epoch's end
 EPOCH_CHECKPOINT = "checkpoints/last.pt"  # BirdNET's trainers (finetune.py, embedtrain.py): every epoch's end
 
@@ -156,7 +157,7 @@ def write_run_config(run: Path, cfg: Config, resume: bool) -> None:
     save_config(cfg, run / "config.yaml")
 
 
-EPOCH_KEYS = ("epoch", "step", "net", "opt", "sched", "rows")  # and "classes", "ema", "best" where written
+EPOCH_KEYS = ("epoch", "step", "net", "opt", "sched", "rows")  # and "classes", "data", "ema", "best" where written
 
 
 def write_epoch_checkpoint(path: Path, state: dict) -> None:
@@ -171,16 +172,18 @@ def epoch_state(
     epoch: int,
     step: int,
     rows: list[dict],
-    classes: list[str],
+    data: dict[str, list[str]],
     opt: torch.optim.Optimizer,
     sched,
     saved: Callable[[torch.nn.Module], dict[str, torch.Tensor]],
     net: torch.nn.Module,
     ema: torch.optim.swa_utils.AveragedModel | None = None,
 ) -> dict:
-    """What an epoch checkpoint holds (EPOCH_KEYS and the classes): `net`'s weights as `saved` gives them, the
-    optimiser and the schedule; with train.ema the average's weights and how many steps it holds ("ema")."""
-    state = {"epoch": epoch, "step": step, "net": saved(net), "rows": rows, "classes": list(classes)}
+    """What an epoch checkpoint holds (EPOCH_KEYS, the classes and the recordings of `data`, TrainData.identity):
+    `net`'s weights as `saved` gives them, the optimiser and the schedule; with train.ema the average's weights and
+    how many steps it holds ("ema")."""
+    state = {"epoch": epoch, "step": step, "net": saved(net), "rows": rows, "classes": list(data["classes"])}
+    state["data"] = {"train": list(data["train"]), "val": list(data["val"])}
     state.update(opt=opt.state_dict(), sched=sched.state_dict())
     if ema is not None:
         state["ema"] = {"net": saved(ema.module), "n": int(ema.n_averaged)}
@@ -197,11 +200,10 @@ def resume_optimiser(ckpt: dict, opt: torch.optim.Optimizer, sched, path: Path) 
     return first, int(ckpt["step"]), list(ckpt["rows"])
 
 
-def read_epoch_checkpoint(path: Path, classes: list[str] | None = None, validated: bool | None = None) -> dict:
+def read_epoch_checkpoint(path: Path, data: dict[str, list[str]] | None = None) -> dict:
     """An epoch checkpoint, read with weights_only (a planted file cannot run code); a damaged or foreign file is a
-    ModelError naming it. With `classes` (the data's), a checkpoint trained on other classes is a ConfigError
-    saying so, before any weight is loaded (a resumed run must read the data it was trained on); with `validated`
-    (whether the data given have a validation split), so is one of a run with (or without) one."""
+    ModelError naming it. With `data` (TrainData.identity of the data given), a checkpoint of a run on other data
+    is a ConfigError saying how, before any weight is loaded (check_same_data)."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises several types for bad or unsafe files
@@ -211,24 +213,46 @@ def read_epoch_checkpoint(path: Path, classes: list[str] | None = None, validate
         ) from e
     if not isinstance(ckpt, dict) or not set(EPOCH_KEYS) <= set(ckpt):
         raise ModelError(f"{path}: not a training checkpoint of birdsed; nothing was changed")
-    held = ckpt.get("classes")
-    if classes is not None and held is not None and list(held) != list(classes):
-        gone, new = sorted(set(held) - set(classes)), sorted(set(classes) - set(held))
+    if data is not None:
+        rows = ckpt["rows"]
+        validated = "val_macro_ap" in rows[-1] if rows and isinstance(rows[-1], dict) else None
+        check_same_data(path, {"classes": ckpt.get("classes"), **ckpt.get("data", {})}, data, validated)
+    return ckpt
+
+
+def check_same_data(path: Path, held: dict, data: dict[str, list[str]], validated: bool | None = None) -> None:
+    """`--resume` reads the data its run was trained on: the classes, the training and the validation recordings
+    held in the checkpoint at `path` (any of them may be absent from an older one; `validated`: whether its run
+    logged validation) against `data` (TrainData.identity). Another data set, a recording added or left out, a
+    validation split added or dropped: a ConfigError naming the difference (the resumed run would go on with
+    other items, a model of neither)."""
+    again = ": resume with the data the run was trained on (the same --data and --val), or train into a new --out"
+    classes, had = data["classes"], held.get("classes")
+    if had is not None and list(had) != list(classes):
+        gone, new = sorted(set(had) - set(classes)), sorted(set(classes) - set(had))
         raise ConfigError(
-            f"--resume: {path} was trained on {len(held)} classes, the data given has {len(classes)}"
+            f"--resume: {path} was trained on {len(had)} classes, the data given has {len(classes)}"
             + (f" (not in the data: {_few(gone)})" if gone else "")
             + (f" (new: {_few(new)})" if new else "")
             + ("" if gone or new else " in another order")
-            + ": resume with the data the run was trained on, or train into a new --out"
+            + again
         )
-    rows = ckpt["rows"]
-    if validated is not None and rows and isinstance(rows[-1], dict) and ("val_macro_ap" in rows[-1]) != validated:
+    if validated is not None and validated != bool(data["val"]):
         raise ConfigError(
-            f"--resume: {path} was trained {'with' if not validated else 'without'} a validation split (--val or "
-            f"data.val_fraction), the data given have {'one' if validated else 'none'}: resume with the data the run "
-            "was trained on (the same --val), or train into a new --out"
+            f"--resume: {path} was trained {'with' if validated else 'without'} a validation split (--val or "
+            f"data.val_fraction), the data given have {'one' if data['val'] else 'none'}" + again
         )
-    return ckpt
+    for part, name in (("train", "training"), ("val", "validation")):
+        if held.get(part) is None or set(held[part]) == set(data[part]):
+            continue
+        gone, new = sorted(set(held[part]) - set(data[part])), sorted(set(data[part]) - set(held[part]))
+        raise ConfigError(
+            f"--resume: {path} was trained with {len(held[part])} {name} recordings, the data given have "
+            f"{len(data[part])}"
+            + (f" (not in the data: {_few(gone, 3)})" if gone else "")
+            + (f" (new: {_few(new, 3)})" if new else "")
+            + again
+        )
 
 
 def _few(names: list[str], n: int = 5) -> str:

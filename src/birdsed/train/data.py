@@ -24,6 +24,15 @@ class TrainData:
     val_store: AudioStore
     classes: list[str]
 
+    def identity(self) -> dict[str, list[str]]:
+        """What the run reads, as its checkpoints keep it (checkpoint.check_same_data): the classes, and the
+        training and validation recordings' ids (sorted)."""
+        return {
+            "classes": list(self.classes),
+            "train": sorted(map(str, self.train.table["recording_id"])),
+            "val": sorted(map(str, self.val.table["recording_id"])),
+        }
+
 
 def _open_or_prepare(data: Path, dest: Path, workers: int | None, allow_outside: bool = False) -> AudioStore:
     if is_store(data):

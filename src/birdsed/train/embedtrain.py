@@ -428,7 +428,8 @@ def train_embedding_head(
         log.warning("train.precision %s: training on cached features runs in fp32 (the cache is float16)", t.precision)
     ckpt_path = run / EPOCH_CHECKPOINT  # with resume, there (train.run.check_resume)
     # other data (classes, a validation split or none): refused before embedding
-    ckpt = read_epoch_checkpoint(ckpt_path, td.classes, len(td.val.table) > 0) if resume else None
+    identity = td.identity()  # what the checkpoints keep of the data
+    ckpt = read_epoch_checkpoint(ckpt_path, identity) if resume else None
     device = pick_device("cuda" if t.device == "gpu" else t.device)
     learner = learner_for(cfg, len(td.classes), device)
     head, dev = learner.head, learner.device
@@ -542,7 +543,7 @@ def train_embedding_head(
                 best, best_state = row["val_macro_ap"], learner.saved(evaluated)
         rows.append(row)
         log.debug("epoch %d: %s", epoch, row)
-        state = epoch_state(epoch, step, rows, td.classes, opt, sched, learner.saved, module, ema)
+        state = epoch_state(epoch, step, rows, identity, opt, sched, learner.saved, module, ema)
         if best_state is not None:
             state["best"] = {"score": best, "net": best_state}
         write_epoch_checkpoint(ckpt_path, state)

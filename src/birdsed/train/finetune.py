@@ -145,14 +145,13 @@ def save_checkpoint(
     opt,
     sched,
     rows: list[dict],
+    data: dict[str, list[str]],
     ema: AveragedModel | None = None,
-    classes: list[str] | None = None,
 ) -> None:
     """RUN/checkpoints/last.pt (checkpoint.write_epoch_checkpoint: atomic); with train.ema, the average's weights
-    and how many steps it holds too; the classes, so that a resume with other data is refused by name."""
-    state = checkpoint.epoch_state(
-        epoch, step, rows, list(classes or []), opt, sched, FineTunedNet.saved_state, net, ema
-    )
+    and how many steps it holds too; the classes and recordings (TrainData.identity), so that a resume with other
+    data is refused by name."""
+    state = checkpoint.epoch_state(epoch, step, rows, data, opt, sched, FineTunedNet.saved_state, net, ema)
     checkpoint.write_epoch_checkpoint(path, state)
 
 
@@ -182,6 +181,8 @@ def fine_tune(
     t, d = cfg.train, cfg.data
     device = pick_device("cuda" if t.device == "gpu" else t.device)
     ckpt_path = run / CHECKPOINT  # with resume, there (train.run.check_resume)
+    identity = td.identity()  # what the checkpoints keep of the data: other data is refused before BirdNET loads
+    ckpt = checkpoint.read_epoch_checkpoint(ckpt_path, identity) if resume else None
     torch.manual_seed(t.seed)
     head = EmbeddingHead(len(td.classes), cfg.model.dropout, prior=cfg.model.birdnet_prior)
     net = FineTunedNet(load_birdnet_torch(), head, train_from=t.backbone_train_from)
@@ -201,8 +202,7 @@ def fine_tune(
     first, step, rows = 0, 0, []
     if t.ema and (said := ema_horizon_warning(t.ema_decay, total)):
         log.warning("%s", said)
-    if resume:
-        ckpt = checkpoint.read_epoch_checkpoint(ckpt_path, td.classes, len(td.val.table) > 0)
+    if ckpt is not None:
         net.load_saved_state(ckpt["net"], ckpt_path)
         first, step, rows = checkpoint.resume_optimiser(ckpt, opt, sched, ckpt_path)
     else:
@@ -250,7 +250,7 @@ def fine_tune(
             row["head_only"] = warming
         rows.append(row)
         log.debug("epoch %d: %s", epoch, row)
-        save_checkpoint(ckpt_path, epoch, step, net, opt, sched, rows, ema, td.classes)
+        save_checkpoint(ckpt_path, epoch, step, net, opt, sched, rows, identity, ema)
         with atomic_path(run / "metrics.csv") as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
     log.info(

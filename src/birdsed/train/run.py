@@ -36,9 +36,11 @@ from birdsed.model.meta import META, WEIGHTS
 from birdsed.model.modeldir import save_model_dir
 from birdsed.train.augment import augmented_mel
 from birdsed.train.checkpoint import (
+    DATA_KEY,
     EPOCH_CHECKPOINT,
     SED_CHECKPOINT,
     AtomicCheckpointIO,
+    check_same_data,
     csv_logger,
     held_run_folder,
     read_checkpoint,
@@ -235,11 +237,19 @@ def _train_sed(
         logging.getLogger(name).setLevel(logging.WARNING)
     last = run / SED_CHECKPOINT  # with resume, there (check_resume)
     ckpt_dir = last.parent
-    resume_epoch = (
-        int(read_checkpoint(last).get("epoch", 0)) if resume else None
-    )  # a bad file: refused, nothing touched
+    held = read_checkpoint(last) if resume else None  # a bad file: refused, nothing touched
+    resume_epoch = int(held.get("epoch", 0)) if held is not None else None
+    held_data = (
+        {"classes": held.get("hyper_parameters", {}).get("classes"), **held.get(DATA_KEY, {})}
+        if held is not None
+        else None
+    )
+    del held
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     td = load_train_data(Path(data), run, cfg, Path(val_data) if val_data else None)
+    identity = td.identity()
+    if held_data is not None:
+        check_same_data(last, held_data, identity)
     write_run_config(run, cfg, resume)
     t = cfg.train
     items = build_items(td.train, cfg.data, t.seed)
@@ -310,6 +320,7 @@ def _train_sed(
             cfg.data.val_fraction,
         )
     task = SEDTask(cfg.to_dict(), td.classes)
+    task.recordings = {"train": identity["train"], "val": identity["val"]}
     if t.head_warmup_epochs > 0 and not resume:
         probe_ds = WindowDataset(
             td.store, list(td.train.table["recording_id"]), tgt, cfg.data.crop_s, 1, cfg.data.short_policy

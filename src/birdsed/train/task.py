@@ -14,7 +14,7 @@ from birdsed.evaluate.metrics import recording_metrics
 from birdsed.model.detector import window_scores
 from birdsed.model.sed import SEDModel, batchnorm_layers
 from birdsed.train.augment import Augmenter, augmented_mel
-from birdsed.train.checkpoint import close_epoch
+from birdsed.train.checkpoint import DATA_KEY, close_epoch
 from birdsed.train.loss import bce
 
 
@@ -43,6 +43,7 @@ class SEDTask(L.LightningModule):
         self._val: list[tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]] = []
         self._tick: tuple[float, int] | None = None
         self._epoch_loss: tuple[torch.Tensor | float, int] = (0.0, 0)  # this epoch's sum of loss x batch size, items
+        self.recordings: dict[str, list[str]] = {}  # the training and validation recordings' ids, for checkpoints
 
     def loss(self, wave: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         """The recipe's training loss of a batch, wave (B, n_samples), y (B, K) (soft for pseudo-labelled items),
@@ -119,6 +120,8 @@ class SEDTask(L.LightningModule):
         self.log_epoch_loss()
         # the global RNG drives augmentation, mixup and dropout: a resumed run continues its stream
         checkpoint["birdsed_rng"] = {"torch": torch.get_rng_state()}
+        if self.recordings:  # a resume with other recordings is refused (checkpoint.check_same_data)
+            checkpoint[DATA_KEY] = self.recordings
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # before Lightning restores its loops from the same dict
