@@ -93,6 +93,21 @@ def test_resume_with_other_recordings_of_the_same_classes_is_refused(trained_run
     train(synth_data, cfg, run, resume=True, quiet=True)  # the run's own data: goes on
 
 
+def test_max_steps_0_is_no_limit_also_on_resume(trained_run, synth_data, tmp_path, capsys):
+    """train.max_steps 0 (now --max-steps 0 too, to lift a limit on resume) was Lightning's "stop at once": an
+    untrained model was written, 0 steps."""
+    from conftest import run_cli
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run[0], run)  # 5 epochs at most, stopped by max_steps 3
+    argv = ["train", "--data", synth_data, "--config", "small", "--out", run, "--quiet", "--resume"]
+    argv += [x for kv in TRAINED for x in ("--set", kv)]
+    rc, out = run_cli(capsys, *argv, "--max-steps", "0")
+    assert rc == 0, out
+    meta = json.loads((run / "model" / "model.json").read_text())["train"]
+    assert meta["epochs"] == 5 and meta["steps"] > 3, meta
+
+
 def test_resume_without_checkpoint_is_an_error(synth_data, tmp_path):
     with pytest.raises(ConfigError, match="no checkpoint"):
         train(synth_data, apply_overrides(load_config("small"), TRAINED), tmp_path, resume=True, quiet=True)

@@ -22,7 +22,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         "--val", type=Path, default=None, help="a separate validation data set (default: a stratified split)"
     )
     p.add_argument("--epochs", type=count(1, MAX_EPOCHS))
-    p.add_argument("--max-steps", type=count(1, MAX_STEPS), help="stop after this many optimiser steps")
+    p.add_argument(
+        "--max-steps", type=count(0, MAX_STEPS), help="stop after this many optimiser steps (0: no limit, the epochs)"
+    )
     p.add_argument("--batch-size", type=count(1, MAX_BATCH))
     p.add_argument("--backbone")
     p.add_argument("--device", choices=DEVICES)

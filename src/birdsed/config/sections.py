@@ -116,7 +116,7 @@ class AugmentConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 30
-    max_steps: int = -1
+    max_steps: int = -1  # 0 or -1: no limit (train.epochs decide)
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-2

@@ -366,7 +366,7 @@ def _train_sed(
         strategy=t.strategy,
         precision=precision,
         max_epochs=t.epochs,
-        max_steps=t.max_steps,
+        max_steps=t.max_steps if t.max_steps > 0 else -1,  # 0 is no limit, as for the schedule (Lightning: none)
         gradient_clip_val=t.grad_clip or None,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
