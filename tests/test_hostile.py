@@ -341,14 +341,15 @@ def test_a_full_disk_is_one_clear_error(model_dir, tmp_path, capsys, tiny_disk):
 # --- kill -9 and the same command again -------------------------------------------------------------------------------
 
 
-def kill_when(argv, ready, timeout_s=120.0) -> None:
-    """Start `python -m birdsed ARGV`, kill -9 it as soon as ready() holds (or it ends by itself)."""
+def kill_when(argv, ready, timeout_s=120.0, poll_s=0.05) -> None:
+    """Start `python -m birdsed ARGV`, kill -9 it as soon as ready() holds (checked every poll_s; or it ends by
+    itself)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "birdsed", *map(str, argv)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     t0 = time.time()
     while proc.poll() is None and not ready() and time.time() - t0 < timeout_s:
-        time.sleep(0.05)
+        time.sleep(poll_s)
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -397,7 +398,7 @@ def test_kill_9_of_prepare_then_the_same_command(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "more",
-    [[], ["data.val_fraction=0", "train.max_steps=8", "train.epochs=4"]],
+    [["train.epochs=5"], ["data.val_fraction=0", "train.max_steps=14", "train.epochs=6"]],
     ids=["validated", "no-validation-max-steps"],
 )
 def test_kill_9_of_train_then_resume_gives_the_uninterrupted_model(synth_data, tmp_path, capsys, more):

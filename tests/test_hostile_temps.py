@@ -187,29 +187,31 @@ def test_an_empty_young_lock_is_held_and_an_old_one_broken(model_dir, tmp_path, 
 
 
 _RACE = """
-import sys, time
+import os, pathlib, sys, time
 from birdsed.errors import RunLocked
 from birdsed.fsutil import run_lock
-folder, go = sys.argv[1], float(sys.argv[2])
+folder, go, marks, others = sys.argv[1], float(sys.argv[2]), pathlib.Path(sys.argv[3]), int(sys.argv[4])
 while time.time() < go:
     pass
 try:
     with run_lock(folder):
         print("took", flush=True)
-        time.sleep(2.0)
+        deadline = time.time() + 60  # held until every other process was refused (a late one would take it)
+        while len(list(marks.iterdir())) < others and time.time() < deadline:
+            time.sleep(0.05)
 except RunLocked:
     print("refused", flush=True)
+    (marks / str(os.getpid())).touch()
 """
 
 
 def test_the_lock_is_taken_once_by_racing_processes(tmp_path):
     """Eight processes try to take one folder's lock at the same instant: exactly one takes it."""
-    go = time.time() + 3.0
-    procs = [
-        subprocess.Popen([sys.executable, "-c", _RACE, str(tmp_path), str(go)], stdout=subprocess.PIPE, text=True)
-        for _ in range(8)
-    ]
-    said = [p.communicate(timeout=60)[0].strip() for p in procs]
+    go, marks = time.time() + 3.0, tmp_path.parent / f"{tmp_path.name}-refused"
+    marks.mkdir()
+    argv = [sys.executable, "-c", _RACE, str(tmp_path), str(go), str(marks), "7"]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(8)]
+    said = [p.communicate(timeout=90)[0].strip() for p in procs]
     assert sorted(said) == ["refused"] * 7 + ["took"], said
     assert not (tmp_path / ".lock").exists() and not birdsed_temps(tmp_path)
 

@@ -210,6 +210,24 @@ def test_a_stopped_train_says_so_keeps_its_epoch_and_resumes(synth_data, tmp_pat
     assert rc == 0, text
 
 
+def test_a_train_stopped_while_writing_its_model_says_what_is_kept(synth_data, tmp_path, capsys, monkeypatch):
+    """Ctrl-C after the last epoch, while the model folder is written (outside Lightning's fit): the note said
+    only "--resume continues", not what was kept (found by a review of the kill tests' windows)."""
+    from birdsed.train import run as train_run
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_run, "save_model_dir", stopped)
+    run = tmp_path / "run"
+    argv = ["train", "--data", synth_data, "--config", "small", "--out", run, "--quiet", *FAST_SET]
+    rc, out = run_cli(capsys, *argv)
+    assert rc == 130, out
+    said = " ".join(out.split())
+    assert f"The last finished epoch is kept ({run / 'checkpoints' / 'last.ckpt'})." in said, out
+    assert said.count("The last finished epoch is kept") == 1 and "--resume continues" in said, out
+
+
 def test_a_stopped_self_train_says_so(synth_data, tmp_path):
     run = tmp_path / "st"
     argv = ["self-train", "--data", synth_data, "--unlabelled", synth_data / "test_audio", "--rounds", "1"]

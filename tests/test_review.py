@@ -263,7 +263,9 @@ def server(pred, tmp_path):
     srv = uvicorn.Server(uvicorn.Config(build_app(copy), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
-    while not srv.started:
+    deadline = time.time() + 60
+    while not srv.started:  # a port taken meanwhile: uvicorn's thread ends, the test fails instead of hanging
+        assert thread.is_alive() and time.time() < deadline, f"the review server did not start on port {port}"
         time.sleep(0.05)
     yield f"http://127.0.0.1:{port}", copy
     srv.should_exit = True

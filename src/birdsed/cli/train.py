@@ -95,7 +95,10 @@ def cmd_train(a: argparse.Namespace) -> int:
     try:
         model_dir = train(a.data, cfg, a.out, a.resume, a.val, a.quiet, teacher=a.teacher, unlabelled=a.unlabelled)
     except KeyboardInterrupt as e:  # cli.main prints the notes
-        if (Path(a.out) / resumed_checkpoint(cfg)).is_file():
+        last = Path(a.out) / resumed_checkpoint(cfg)
+        if last.is_file():
+            if not any(n.startswith("The last finished epoch is kept") for n in getattr(e, "__notes__", [])):
+                e.add_note(f"The last finished epoch is kept ({last}).")  # stopped outside fit (writing the model)
             e.add_note("The same command with --resume continues.")
         elif not getattr(e, "__notes__", None):  # (Lightning's fit says what it kept)
             e.add_note("No epoch had finished: nothing to resume (the same command without --resume starts again).")
