@@ -229,6 +229,7 @@ def test_weights_that_do_not_fit_the_head_are_named():
 
 
 def test_the_data_check_names_what_differs(tmp_path):
+    from birdsed.errors import ModelError
     from birdsed.train.checkpoint import check_same_data
 
     held = {"classes": ["a", "b"], "train": ["a/1.wav", "a/2.wav", "b/1.wav"], "val": ["b/2.wav"]}
@@ -238,12 +239,16 @@ def test_the_data_check_names_what_differs(tmp_path):
     for changed, said in [
         ({"classes": ["a"]}, "trained on 2 classes, the data given has 1 .not in the data: b."),
         ({"classes": ["b", "a"]}, "in another order"),
-        ({"train": ["a/1.wav", "b/1.wav"]}, "3 training recordings, the data given have 2 .not in the data: a/2.wav."),
-        ({"train": [*held["train"], "c/9.wav"]}, "4 .new: c/9.wav."),
+        ({"train": ["a/1.wav", "b/1.wav"]}, "on 4 recordings, the data given have 3 .not in the data: a/2.wav.: "),
+        ({"train": [*held["train"], "c/9.wav"]}, "the data given have 5 .new: c/9.wav."),
         ({"val": []}, "trained with a validation split .* the data given have none"),
+        # one recording moved between the splits: neither gone nor new
+        ({"train": ["a/1.wav", "a/2.wav", "b/2.wav"], "val": ["b/1.wav"]}, "validated on other .*: b/1.wav, b/2"),
     ]:
         with pytest.raises(ConfigError, match=said):
             check_same_data(tmp_path / "last.pt", held, {**same, **changed}, validated=True)
+    with pytest.raises(ModelError, match="record of the run's train is not a list of names"):
+        check_same_data(tmp_path / "last.pt", {**held, "train": {"a": 1}}, same)
 
 
 @needs_birdnet
@@ -256,7 +261,7 @@ def test_a_resume_with_other_recordings_of_the_same_classes_is_refused(synth_dat
     gone = _without_one_recording(synth_data, other)
     train(synth_data, config(FROZEN, tmp_path / "cache", "train.epochs=1"), run, quiet=True)
     more = config(FROZEN, tmp_path / "cache", "train.epochs=2")
-    with pytest.raises(ConfigError, match=f"training recordings, the data given have .*not in the data: {gone}"):
+    with pytest.raises(ConfigError, match=f"recordings, the data given have .*not in the data: {gone}"):
         train(other, more, run, resume=True, quiet=True)
     assert len(pd.read_csv(run / "metrics.csv")) == 1
     train(synth_data, more, run, resume=True, quiet=True)

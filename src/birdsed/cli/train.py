@@ -92,11 +92,12 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.pseudo:
         overrides.append(f"data.pseudo={json.dumps([str(Path(p).resolve()) for p in a.pseudo])}")
     cfg = apply_overrides(cfg, overrides)
+    last = Path(a.out) / resumed_checkpoint(cfg)
+    before = last.stat().st_mtime_ns if last.is_file() else None  # an earlier run's, unless this one writes its own
     try:
         model_dir = train(a.data, cfg, a.out, a.resume, a.val, a.quiet, teacher=a.teacher, unlabelled=a.unlabelled)
     except KeyboardInterrupt as e:  # cli.main prints the notes
-        last = Path(a.out) / resumed_checkpoint(cfg)
-        if last.is_file():
+        if last.is_file() and (a.resume or last.stat().st_mtime_ns != before):
             if not any(n.startswith("The last finished epoch is kept") for n in getattr(e, "__notes__", [])):
                 e.add_note(f"The last finished epoch is kept ({last}).")  # stopped outside fit (writing the model)
             e.add_note("The same command with --resume continues.")

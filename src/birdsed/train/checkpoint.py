@@ -216,7 +216,8 @@ def read_epoch_checkpoint(path: Path, data: dict[str, list[str]] | None = None) 
     if data is not None:
         rows = ckpt["rows"]
         validated = "val_macro_ap" in rows[-1] if rows and isinstance(rows[-1], dict) else None
-        check_same_data(path, {"classes": ckpt.get("classes"), **ckpt.get("data", {})}, data, validated)
+        record = ckpt.get("data") if isinstance(ckpt.get("data"), dict) else {}
+        check_same_data(path, {"classes": ckpt.get("classes"), **record}, data, validated)
     return ckpt
 
 
@@ -224,9 +225,14 @@ def check_same_data(path: Path, held: dict, data: dict[str, list[str]], validate
     """`--resume` reads the data its run was trained on: the classes, the training and the validation recordings
     held in the checkpoint at `path` (any of them may be absent from an older one; `validated`: whether its run
     logged validation) against `data` (TrainData.identity). Another data set, a recording added or left out, a
-    validation split added or dropped: a ConfigError naming the difference (the resumed run would go on with
-    other items, a model of neither)."""
+    validation split added, dropped or drawn otherwise: a ConfigError naming the difference (the resumed run would
+    go on with other items, a model of neither). A checkpoint whose record is not lists of names: a ModelError."""
     again = ": resume with the data the run was trained on (the same --data and --val), or train into a new --out"
+    for key in ("classes", "train", "val"):
+        if held.get(key) is not None and not (
+            isinstance(held[key], (list, tuple)) and all(isinstance(x, str) for x in held[key])
+        ):
+            raise ModelError(f"{path}: its record of the run's {key} is not a list of names; nothing was changed")
     classes, had = data["classes"], held.get("classes")
     if had is not None and list(had) != list(classes):
         gone, new = sorted(set(had) - set(classes)), sorted(set(classes) - set(had))
@@ -242,16 +248,22 @@ def check_same_data(path: Path, held: dict, data: dict[str, list[str]], validate
             f"--resume: {path} was trained {'with' if validated else 'without'} a validation split (--val or "
             f"data.val_fraction), the data given have {'one' if data['val'] else 'none'}" + again
         )
-    for part, name in (("train", "training"), ("val", "validation")):
-        if held.get(part) is None or set(held[part]) == set(data[part]):
-            continue
-        gone, new = sorted(set(held[part]) - set(data[part])), sorted(set(data[part]) - set(held[part]))
+    if held.get("train") is None or held.get("val") is None:
+        return
+    was, now = {*held["train"], *held["val"]}, {*data["train"], *data["val"]}
+    if was != now:  # a recording moved between the splits is neither gone nor new
+        gone, new = sorted(was - now), sorted(now - was)
         raise ConfigError(
-            f"--resume: {path} was trained with {len(held[part])} {name} recordings, the data given have "
-            f"{len(data[part])}"
+            f"--resume: {path} was trained and validated on {len(was)} recordings, the data given have {len(now)}"
             + (f" (not in the data: {_few(gone, 3)})" if gone else "")
             + (f" (new: {_few(new, 3)})" if new else "")
             + again
+        )
+    if set(held["val"]) != set(data["val"]):
+        moved = sorted(set(held["val"]) ^ set(data["val"]))
+        raise ConfigError(
+            f"--resume: {path} was validated on other recordings of the same data (in one split and not the other: "
+            f"{_few(moved, 3)}; another --val, data.val_fraction or seed)" + again
         )
 
 

@@ -239,11 +239,13 @@ def _train_sed(
     ckpt_dir = last.parent
     held = read_checkpoint(last) if resume else None  # a bad file: refused, nothing touched
     resume_epoch = int(held.get("epoch", 0)) if held is not None else None
-    held_data = (
-        {"classes": held.get("hyper_parameters", {}).get("classes"), **held.get(DATA_KEY, {})}
-        if held is not None
-        else None
-    )
+    held_data = None
+    if held is not None:
+        hparams, record = held.get("hyper_parameters"), held.get(DATA_KEY)
+        held_data = {
+            "classes": hparams.get("classes") if isinstance(hparams, dict) else None,
+            **(record if isinstance(record, dict) else {}),
+        }
     del held
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     td = load_train_data(Path(data), run, cfg, Path(val_data) if val_data else None)

@@ -101,9 +101,9 @@ class SEDTask(L.LightningModule):
             self.log(k, v, prog_bar=k in ("val_f1_clipwise", "val_map"), rank_zero_only=True)
 
     def log_epoch_loss(self) -> None:
-        """metrics.csv's row of the epoch's mean training loss (train_loss_epoch, weighted by batch size), written
-        once, before the epoch's first checkpoint: Lightning's own epoch row came after last.ckpt, and a kill
-        between the two lost it from the resumed run's metrics.csv."""
+        """metrics.csv's row of the epoch's mean training loss (train_loss_epoch, weighted by batch size; rank
+        zero's batches in a multi-process run), written once, before the epoch's first checkpoint: Lightning's own
+        epoch row came after last.ckpt, and a kill between the two lost it from the resumed run's metrics.csv."""
         total, items = self._epoch_loss
         if not items or self.logger is None:
             return
@@ -114,10 +114,10 @@ class SEDTask(L.LightningModule):
         self.logger.save()
 
     def on_train_epoch_end(self) -> None:
-        self.log_epoch_loss()  # an epoch no checkpoint closed (e.g. max_steps reached mid-epoch)
+        self.log_epoch_loss()  # the module's hook runs before the checkpoint callbacks' (which write last.ckpt)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        self.log_epoch_loss()
+        self.log_epoch_loss()  # (a checkpoint before the epoch's end, as a val_check_interval below 1 would write)
         # the global RNG drives augmentation, mixup and dropout: a resumed run continues its stream
         checkpoint["birdsed_rng"] = {"torch": torch.get_rng_state()}
         if self.recordings:  # a resume with other recordings is refused (checkpoint.check_same_data)
