@@ -240,7 +240,8 @@ def _read_scores(
     only that kind's rows and the classes' columns are ever held (never the whole table)."""
     try:
         pf = pq.ParquetFile(path, read_dictionary=["file", "output"])
-        missing = [c for c in [*SCORE_META_COLUMNS, *classes] if c not in pf.schema_arrow.names]
+        names = set(pf.schema_arrow.names)  # (schema_arrow is built anew at each use: once, not once per class)
+        missing = [c for c in [*SCORE_META_COLUMNS, *classes] if c not in names]
         if missing:
             raise ReviewError(f"{path}: not a scores table of run.json's classes: no column(s) {missing[:5]}")
         kinds = pf.read(columns=["output"])["output"]
