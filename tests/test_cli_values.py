@@ -50,3 +50,15 @@ def test_lat_lon_takes_a_place_and_names_the_coordinate_out_of_range():
     ):
         with pytest.raises(argparse.ArgumentTypeError, match=message):
             parse(text)
+
+
+def test_a_value_starting_with_minus_and_a_digit_is_the_options_value():
+    """argparse took "-33.9,151.2" and "-03:00" for options ("expected one argument"); flags are left alone."""
+    from birdsed.cli import build_parser, signed_values
+
+    parser = build_parser()
+    argv = ["predict", "--model", "m", "in", "--out", "o", "--site", "-33.9,151.2", "--timezone", "-03:00"]
+    assert signed_values(parser, argv)[-2:] == ["--site=-33.9,151.2", "--timezone=-03:00"]
+    args = parser.parse_args(signed_values(parser, argv))
+    assert (args.site, args.timezone) == ((-33.9, 151.2), "-03:00")
+    assert signed_values(parser, ["predict", "--quiet", "-1.wav"]) == ["predict", "--quiet", "-1.wav"]

@@ -85,6 +85,20 @@ def test_predict_without_places_reads_the_names_times_in_utc_and_says_so(capsys,
     assert set(rec["site"]) == {""}
 
 
+@pytest.mark.parametrize("zone", ["+02:00", "-03:00"])
+def test_an_offset_time_zone_and_a_southern_site_read_back_in_summary(capsys, bird_model, tmp_path, zone):
+    """--timezone +02:00 (the README's form): recordings.csv holds it spreadsheet-safe ("'+02:00"), and summary
+    refused its own table ("time zone "'+02:00" does not exist"). "--site -33.9,151.2" and "--timezone -03:00" were
+    argparse's "expected one argument" (a value starting with "-")."""
+    rc, text, out = _predict(capsys, bird_model, tmp_path, "--timezone", zone, "--site", "-33.9,151.2")
+    assert rc == 0, text
+    rec = pd.read_csv(out / "recordings.csv", keep_default_na=False)
+    assert set(rec["lat"]) == {-33.9} and set(rec["timezone"]) == {"'" + zone}
+    rc, text = run_cli(capsys, "summary", out, "--by", "hour")
+    assert rc == 0, text
+    assert f"2023-06-15T05:30:00{zone}" in text and f"2023-06-16T22:00:00{zone}" in text, text
+
+
 def test_a_name_whose_time_does_not_parse_is_said_and_the_run_goes_on(capsys, bird_model, tmp_path, caplog):
     write_audio(tmp_path / "in" / "siteA" / "dawn chorus.wav", seconds=3.0)
     with caplog.at_level(logging.WARNING):

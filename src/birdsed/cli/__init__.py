@@ -125,9 +125,25 @@ def c_stderr_off(off: bool):
         sys.stderr = py_stderr
 
 
+def signed_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """`argv` with an option that takes one value, followed by a value starting with "-" and a digit, written
+    OPTION=VALUE: argparse takes "-33.9,151.2" (a southern --site) or "-03:00" (a --timezone) for an option and
+    says "expected one argument" (no option of birdsed's starts with "-" and a digit)."""
+    parsers = [parser]
+    parsers += [c for a in parser._actions if isinstance(a, argparse._SubParsersAction) for c in a.choices.values()]
+    one_value = {o for p in parsers for a in p._actions if a.nargs is None for o in a.option_strings}
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1] in one_value and token[:1] == "-" and token[1:2].isdigit():
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(signed_values(parser, sys.argv[1:] if argv is None else [str(a) for a in argv]))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(message)s",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,8 +11,10 @@ from rich.console import Console
 
 # Long paths in messages stay whole, never wrapped mid-word. No markup: what is printed holds paths, class names and
 # error texts, where `pip install 'birdsed[cluster]'` or a folder `site [A]` would lose its brackets; emphasis is a
-# `style=` or a rich Text.
-console = Console(stderr=True, soft_wrap=True, markup=False)
+# `style=` or a rich Text. Piped or captured, tables get room (TABLE_WIDTH; rich's default of 80 cut summary's nine
+# columns to a few characters each); a narrower table prints at its own width.
+TABLE_WIDTH = 220
+console = Console(stderr=True, soft_wrap=True, markup=False, width=None if sys.stderr.isatty() else TABLE_WIDTH)
 AddArgs = Callable[[argparse.ArgumentParser], None]
 VERBS: dict[str, tuple[str, str, AddArgs, Callable[[argparse.Namespace], int]]] = {}
 

@@ -8,10 +8,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from birdsed.cli.registry import TABLE_WIDTH
 from birdsed.config import OUTPUT_KINDS
 from birdsed.evaluate.score import event_table, score_table
 
-console = Console(width=None if sys.stdout.isatty() else 120, markup=False)  # as registry.console
+console = Console(width=None if sys.stdout.isatty() else TABLE_WIDTH, markup=False)  # as registry.console
 
 
 def print_submission_report(rep) -> None:

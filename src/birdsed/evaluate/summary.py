@@ -173,9 +173,11 @@ class Recordings:
             return cls({}, {})
         try:
             table = pd.read_csv(path, dtype=str, keep_default_na=False)
-            files = [plain_cell(f) for f in table["file"]]
+            for column in ("file", "site", "timezone", "start"):  # text cells as predict had them (a "+02:00" zone)
+                table[column] = table[column].map(plain_cell)
+            files = list(table["file"])
             starts = [_start(s, tz) for s, tz in zip(table["start"], table["timezone"])]
-            return cls(dict(zip(files, map(plain_cell, table["site"]))), dict(zip(files, starts)))
+            return cls(dict(zip(files, table["site"])), dict(zip(files, starts)))
         except (ValueError, KeyError, UnicodeDecodeError, ConfigError) as e:
             raise BirdsedError(f"{path}: not predict's table of recordings ({e}); predict again") from e
 
