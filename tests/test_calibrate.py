@@ -57,6 +57,15 @@ def test_the_threshold_of_a_known_curve_is_found_with_an_interval_that_holds_the
         assert s.n_above and s.yes_above / s.n_above > 0.8
 
 
+def test_a_precision_no_score_reaches_is_said_and_no_threshold_of_one_is_written():
+    """A species whose verdicts are yes in about half of its clips even at the top scores: 0.9 is past the highest
+    score. Was: threshold 1.000 written ("precision 0.90"), and predict --calibrated dropped its every detection."""
+    cal = calibrate(simulated({"amecro": (-1.0, 1.5), "woothr": (-0.5, 0.15)}), ["amecro", "woothr"], precision=0.9)
+    woothr = next(s for s in cal.species if s.label == "woothr")
+    assert woothr.threshold is None and "precision 0.9 is not reached at any score" in woothr.reason
+    assert [s.label for s in cal.calibrated] == ["amecro"]
+
+
 def test_a_species_with_few_verdicts_borrows_from_the_pooled_fit():
     x = logit(np.array([0.2, 0.4, 0.6, 0.8, 0.9]))
     y = np.array([0.0, 1.0, 0.0, 1.0, 1.0])
@@ -111,7 +120,7 @@ def test_calibrate_writes_thresholds_and_the_calibration_into_the_model_and_prin
     verdicts.to_csv(tmp_path / "v.csv", index=False)
     res = run_cli("calibrate", "--model", m, "--verdicts", tmp_path / "v.csv", "--precision", "0.9")
     assert res.returncode == 1, res.stderr  # done, with a species listed as too few to trust
-    assert "too few verdicts to trust for woothr: 5 verdicts" in res.stderr and "Turdus" in res.stderr
+    assert "not calibrated: woothr: 5 verdicts" in res.stderr and "Turdus" in res.stderr
     meta = json.loads((m / "model.json").read_text())
     cal = meta["calibration"]
     assert cal["precision"] == 0.9 and cal["output"] == meta.get("default_output", "segmentwise")

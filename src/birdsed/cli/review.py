@@ -187,12 +187,10 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     store_calibration(a.model, cal, output)
     console.print(f"{len(cal.calibrated)} species' thresholds and the calibration written to {a.model}/model.json")
     for s in cal.too_few:
-        console.print(
-            f"  too few verdicts to trust for {s.label}: {s.reason} (its threshold unchanged)", style="yellow"
-        )
+        console.print(f"  not calibrated: {s.label}: {s.reason} (its threshold unchanged)", style="yellow")
     if cal.too_few:
         console.print(
-            f"{len(cal.too_few)} species not calibrated: review more of their clips "
+            f"{len(cal.too_few)} species not calibrated: review more of their clips, at high scores too "
             "(birdsed review PRED, sampling 'stratified')",
             style="yellow",
         )

@@ -13,7 +13,8 @@ lambda is chosen by empirical Bayes: of the grid LAMBDAS, the value that maximis
 Laplace approximation of the marginal likelihood of their verdicts.
 
 The threshold for precision p is the score where P(yes | s) = p: logit(t) = (logit(p) - a_c) / b_c, so every detection
-above it is right with probability at least p (b_c > 0). The estimated precision there comes with a 95 % interval
+above it is right with probability at least p (b_c > 0); where that is past the highest score (1 - EPS), p is not
+reachable and the species keeps its threshold. The estimated precision there comes with a 95 % interval
 from the delta method on the posterior covariance (H + lambda I)^-1 of (a_c, b_c). `yes` is 1, `no` (or another
 species) 0, `unsure` is left out.
 """
@@ -158,6 +159,14 @@ def _species(label, x, y, pooled, lam, precision, min_verdicts) -> SpeciesCalibr
     if reason:
         return base
     x_t = (float(logit(precision)) - beta[0]) / beta[1]
+    x_top = float(logit(1.0))  # the highest score's logit (scores are clipped to 1 - EPS)
+    if x_t >= x_top:  # a threshold of 1: nothing would pass it (predict --calibrated then dropped every detection)
+        top = float(sigmoid(beta[0] + beta[1] * x_top))
+        base.reason = (
+            f"precision {precision:g} is not reached at any score (its verdicts give {top:.2f} at the highest); "
+            "ask for a lower --precision"
+        )
+        return base
     t = float(sigmoid(x_t))
     cov = np.linalg.inv(H)
     g = np.array([1.0, x_t])
