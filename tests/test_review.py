@@ -304,6 +304,33 @@ def test_the_server_serves_only_the_recordings_of_the_predictions(server, tmp_pa
     assert status == 403 and not load_verdicts(copy / "review" / "verdicts.sqlite").shape[0]
 
 
+def test_other_sites_cannot_write_verdicts_or_reach_the_server_by_another_name(server):
+    """Any web page open in the browser could POST text/plain here (no preflight) and add or undo verdicts, which
+    calibrate and --export-labels then read; a page elsewhere could reach the server through DNS rebinding (any
+    Host header was answered). Found by a hostile try as a BirdNET user."""
+    base, copy = server
+    card = json.loads(get(f"{base}/api/queue?species=woothr&n=1")[1])["cards"][0]
+    body = json.dumps({**{k: card[k] for k in ("file", "start_s", "end_s", "label")}, "verdict": "no"}).encode()
+    for headers, code in (
+        ({"Content-Type": "text/plain"}, 415),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, 415),
+        ({"Content-Type": "application/json", "Origin": "http://evil.example"}, 403),
+    ):
+        for route in ("verdict", "undo"):
+            req = urllib.request.Request(f"{base}/api/{route}", body, headers)
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req, timeout=30)
+            assert e.value.code == code, (headers, route)
+    assert not load_verdicts(copy / "review" / "verdicts.sqlite").shape[0]
+    status, _, _ = get(f"{base}/api/state", {"Host": "evil.example"})
+    assert status == 400
+    assert get(f"{base}/api/state", {"Host": base.split("//")[1].replace("127.0.0.1", "localhost")})[0] == 200
+    origin = {"Content-Type": "application/json", "Origin": base}
+    req = urllib.request.Request(f"{base}/api/verdict", body, origin)
+    with urllib.request.urlopen(req, timeout=30) as r:  # the page itself
+        assert r.status == 200
+
+
 def test_a_card_is_addressed_by_its_recording_row_and_species_as_the_report_links_it(server):
     from birdsed.review.links import card_url
 

@@ -23,9 +23,12 @@ from dataclasses import asdict
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -102,8 +105,21 @@ def _clip_of(review: Review, req: Request) -> tuple[str, float, float]:
     return file, start_s, end_s
 
 
-def build_app(pred: str | Path, output: str | None = None) -> Starlette:
-    """The app over one predict folder (a ReviewError if PRED cannot be reviewed)."""
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def allowed_hosts(host: str) -> list[str]:
+    """The Host headers the app answers, served on `host`: this machine's names, and `host` itself (every name where
+    it is all addresses, as the user asked). Another name is a page elsewhere reaching this server through DNS
+    rebinding: refused (400)."""
+    if host in ("0.0.0.0", "::", ""):
+        return ["*"]
+    return [*LOCAL_HOSTS, host, f"[{host}]" if ":" in host else host]
+
+
+def build_app(pred: str | Path, output: str | None = None, host: str = "127.0.0.1") -> Starlette:
+    """The app over one predict folder (a ReviewError if PRED cannot be reviewed), answering only requests for
+    `host` (allowed_hosts); a verdict or an undo is taken only as JSON from the page itself (same_origin_json)."""
     review = Review(Path(pred), output)
 
     def guarded(handler):
@@ -206,12 +222,24 @@ def build_app(pred: str | Path, output: str | None = None) -> Starlette:
         Route("/api/verdict", guarded(verdict), methods=["POST"]),
         Route("/api/undo", guarded(undo), methods=["POST"]),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host))])
     app.state.review = review
     return app
 
 
+def same_origin_json(req: Request) -> None:
+    """A write comes from the page: JSON (a form or text/plain POST, which any web page open in the browser may send
+    here without asking, is refused: 415), and an Origin, where the browser sends one, of this server (403)."""
+    kind = req.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise Refused(415, f"a verdict is sent as application/json, not {kind or 'no content type'}")
+    origin = req.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != req.headers.get("host", ""):
+        raise Refused(403, f"a verdict from another site ({origin}) is refused")
+
+
 async def _json(req: Request) -> dict:
+    same_origin_json(req)
     try:
         body = await req.json()
     except ValueError:
@@ -295,7 +323,7 @@ def serve(pred: str | Path, host: str, port: int, open_browser: bool, output: st
     """Serve the review page of PRED until interrupted (Ctrl-C); every verdict is already on disk."""
     import uvicorn
 
-    app = build_app(pred, output)
+    app = build_app(pred, output, host)
     check_port_free(host, port)
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
     n = len(app.state.review.preds.rows)
