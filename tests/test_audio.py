@@ -116,3 +116,16 @@ def test_find_audio_files_recurses(tmp_path):
     write_audio(tmp_path / "y.flac")
     (tmp_path / "notes.txt").write_text("x")
     assert [p.name for p in find_audio_files([tmp_path])] == ["x.wav", "y.flac"]
+
+
+def test_a_missing_relative_path_says_where_it_was_read_from(tmp_path, monkeypatch):
+    """review and report read predict's paths as given: a relative one, from another folder, was only "file not
+    found" (the README said the outputs' paths were absolute)."""
+    from birdsed.audio.decode import audio_info
+
+    monkeypatch.chdir(tmp_path)
+    said = f"rec/a.wav: file not found .a relative path, read from {tmp_path}: run"
+    with pytest.raises(AudioDecodeError, match=said):
+        audio_info("rec/a.wav")
+    with pytest.raises(AudioDecodeError, match="a.wav: file not found$"):
+        audio_info(tmp_path / "a.wav")

@@ -48,7 +48,8 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     """Header of an audio file; raises AudioDecodeError for missing or unreadable files."""
     path = Path(path)
     if not path.exists():
-        raise AudioDecodeError(f"{path}: file not found")
+        where = "" if path.is_absolute() else f" (a relative path, read from {Path.cwd()}: run this where predict ran)"
+        raise AudioDecodeError(f"{path}: file not found{where}")
     if path.is_dir():
         raise AudioDecodeError(f"{path}: is a folder, not an audio file")
     st = path.stat()
