@@ -4,6 +4,7 @@ anything is written, or said while the run goes on."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -189,3 +190,9 @@ def test_a_trained_models_classes_are_named_by_its_data_sets_species_csv(capsys,
     raven = pd.read_csv(next((out / "raven").glob("2023*.txt")), sep="\t", keep_default_na=False)
     assert set(raven["Species"]) == {"Eurasian Blackbird", "Grey Cicada", "Mycall_1"}
     assert "Grey Cicada (" in next((out / "audacity").glob("2023*.txt")).read_text()
+    if importlib.util.find_spec("starlette") is not None:  # the review page's cards name them alike (they were empty)
+        from birdsed.review.app import build_app
+
+        review = build_app(out).state.review
+        shown = {c: [review.species(c)[k] for k in ("code", "common", "scientific")] for c in names}
+        assert shown == names

@@ -34,7 +34,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from birdsed.errors import AudioDecodeError, BirdsedError, ReviewError
-from birdsed.model.names import Names
+from birdsed.model.names import ClassNames, class_names
 from birdsed.review.media import excerpt, spectrogram_png, wav_bytes
 from birdsed.review.queue import Predictions, QueueSpec, progress, select
 from birdsed.review.verdicts import Verdict, VerdictStore, store_path
@@ -57,11 +57,11 @@ class Review:
     def __init__(self, pred: Path, output: str | None = None):
         self.preds = Predictions.open(pred, output)
         self.store = VerdictStore(store_path(pred))
-        self.names = Names.default()
+        self.names = _class_names(self.preds.classes, self.preds.model_dir)
         self._files = self.preds.files
 
     def species(self, label: str) -> dict:
-        s = self.names.describe(label)
+        s = self.names.of(label)
         return {"label": label, "code": s.code, "common": s.common, "scientific": s.scientific}
 
     def check_file(self, file: str) -> str:
@@ -80,6 +80,19 @@ class Review:
         except AudioDecodeError as e:
             return str(e)
         return ""
+
+
+def _class_names(classes: list[str], model_dir: Path | None) -> ClassNames:
+    """The classes' species names as predict's tables name them (model.class_names: a class by its own name, or by
+    the names its model keeps of it, e.g. a BirdNET model's classes mapped from a data set's species.csv); the
+    model's record unread (moved, damaged): by their own names."""
+    from birdsed.model.meta import read_model_meta
+
+    try:
+        meta = read_model_meta(model_dir).raw if model_dir is not None else None
+    except BirdsedError:
+        meta = None
+    return class_names(classes, meta)
 
 
 def _number(req: Request, name: str, default: float | None = None) -> float:
