@@ -158,6 +158,23 @@ def test_a_recording_changed_after_it_was_scored_is_scored_again(model_dir, tmp_
     assert rc == 0 and "2 done before)" in text, text
 
 
+def test_a_rerun_given_fewer_inputs_says_the_others_are_left_out(model_dir, tmp_path, capsys):
+    """A user who adds a new SD card's folder into the same --out: the combined outputs list only the inputs given,
+    which was said nowhere (found by a hostile try as a BirdNET user)."""
+    old, new = tmp_path / "card1", tmp_path / "card2"
+    write_audio(old / "a.wav", seconds=3.0)
+    write_audio(old / "b.wav", seconds=3.0)
+    write_audio(new / "c.wav", seconds=3.0)
+    out = tmp_path / "out"
+    assert predict(capsys, model_dir, out, old)[0] == 0
+    rc, text = predict(capsys, model_dir, out, new)
+    said = " ".join(text.split())
+    assert rc == 0 and "also holds the scores of 2 recording(s) not given this time" in said, text
+    assert set(pd.read_parquet(out / "scores.parquet")["file"]) == {str(new / "c.wav")}
+    rc, text = predict(capsys, model_dir, out, old, new)
+    assert rc == 0 and "3 done before)" in text and "not given this time" not in text, text
+
+
 def test_a_recording_whose_size_changes_between_shards_is_in_one_shard(model_dir, tmp_path, capsys):
     d = tmp_path / "in"
     write_audio(d / "a.wav", seconds=6.0)

@@ -219,6 +219,12 @@ def cmd_predict(a: argparse.Namespace) -> int:
     if s.n_detections is not None:
         said = f"{s.n_detections} detection(s)" if s.n_detections else "0 detections: nothing passed the decision"
         console.print(said + _decided_by(s.out))
+    if s.n_unlisted:
+        console.print(
+            f"{s.out} also holds the scores of {s.n_unlisted} recording(s) not given this time: the combined outputs "
+            "list only these inputs. Give every input again to list them all (none is scored twice)",
+            style="yellow",
+        )
     if not s.merged:
         console.print(
             f"shard {a.shard} done; the combined outputs wait for the other shards (the last one merges, or "

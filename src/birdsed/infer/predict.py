@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -69,6 +70,7 @@ class PredictSummary:
     n_changed: int = 0  # recordings scored again: they changed since their part was written (parts.py)
     merged: bool = True  # False: a shard whose combined outputs wait for the other shards
     n_detections: int | None = None  # rows x classes in detections.csv (None: not merged yet)
+    n_unlisted: int = 0  # parts in OUT of recordings not among these inputs: kept, out of the combined outputs
 
     @property
     def realtime_factor(self) -> float:
@@ -307,4 +309,16 @@ def run_predict(
             summary.merged, summary.n_detections = scope.finish(
                 out, FinishedRun(files, part_of, errors, facts.classes, meta, spec)
             )
+            if opts.shard is None:
+                summary.n_unlisted = unlisted_parts(out / PARTS, part_of)
     return summary
+
+
+def unlisted_parts(parts: Path, part_of: dict[str, Path]) -> int:
+    """How many of predict's parts in `parts` are of none of this run's inputs (`part_of`): recordings an earlier
+    run into the same OUT was given. They stay (a later run given them again does not score them twice), but the
+    combined outputs list only this run's inputs."""
+    if not parts.is_dir():
+        return 0
+    own = {p.name for p in part_of.values()}
+    return sum(1 for n in os.listdir(parts) if n.endswith(".parquet") and not n.startswith(".") and n not in own)
