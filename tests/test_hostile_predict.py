@@ -175,6 +175,27 @@ def test_a_rerun_given_fewer_inputs_says_the_others_are_left_out(model_dir, tmp_
     assert rc == 0 and "3 done before)" in text and "not given this time" not in text, text
 
 
+def test_a_stopped_predict_says_what_it_kept_and_how_to_go_on(model_dir, tmp_path, capsys, monkeypatch):
+    """Ctrl-C of predict said only "stopped by SIGINT." (the README: what was kept and how to go on)."""
+    from birdsed.infer import predict as predict_module
+
+    d = tmp_path / "in"
+    for name in ("a.wav", "b.wav"):
+        write_audio(d / name, seconds=3.0)
+    out = tmp_path / "out"
+    assert predict(capsys, model_dir, out, d / "a.wav")[0] == 0
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predict_module, "run_predict", stopped)
+    rc, text = predict(capsys, model_dir, out, d)
+    said = " ".join(text.split())
+    assert rc == 130 and f"stopped by SIGINT. 1 recording(s) scored are kept in {out / 'parts'}" in said, text
+    rc, text = predict(capsys, model_dir, tmp_path / "fresh", d)
+    assert rc == 130 and "No recording had been scored; the same command starts again." in " ".join(text.split())
+
+
 def test_a_recording_whose_size_changes_between_shards_is_in_one_shard(model_dir, tmp_path, capsys):
     d = tmp_path / "in"
     write_audio(d / "a.wav", seconds=6.0)

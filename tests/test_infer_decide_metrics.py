@@ -20,7 +20,10 @@ def test_window_starts_edge_cases():
 
 
 def test_n_rows():
-    assert n_rows(0.5) == 1 and n_rows(5.0) == 1 and n_rows(5.01) == 2 and n_rows(600.0) == 120
+    assert n_rows(0.5) == 1 and n_rows(5.0) == 1 and n_rows(5.6) == 2 and n_rows(600.0) == 120
+    assert n_rows(12.0) == 3 and n_rows(10.51) == 3
+    # a recorder's few extra samples make no row (they repeated the row before: a second detection, card, clip)
+    assert n_rows(5.0039) == 1 and n_rows(60.02) == 12 and n_rows(10.5) == 2
 
 
 def test_rows_take_max_over_overlapping_windows():

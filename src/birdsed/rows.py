@@ -1,5 +1,7 @@
 """The 5 s row every decision, submission and truth is counted in: row r of a recording is [5 r, 5 r + 5), the
-last one possibly partial (a recording of 12 s has rows [0, 5), [5, 10), [10, 12))."""
+last one possibly partial (a recording of 12 s has rows [0, 5), [5, 10), [10, 12)), unless a tenth of a row or less
+(MIN_LAST_ROW): a recorder's few extra samples (NIPS4B's clips are 5.0039 s, a field recorder's minute 60.02 s)
+make no row of their own, which would repeat the row before it as a second detection, card and training clip."""
 
 from __future__ import annotations
 
@@ -12,11 +14,13 @@ import pandas as pd
 from birdsed.config.choices import DEFAULT_MIN_OVERLAP_S
 
 ROW_S = 5.0
+MIN_LAST_ROW = 0.1  # of a row: a last partial row this long or shorter is no row (0.5 s of a 5 s row)
 
 
 def n_rows(duration_s: float, row_s: float = ROW_S) -> int:
-    """Rows of a recording: [0, 5), [5, 10), ... the last one possibly partial; at least one."""
-    return max(1, math.ceil(duration_s / row_s - 1e-9))
+    """Rows of a recording: [0, 5), [5, 10), ... the last one possibly partial (longer than MIN_LAST_ROW of a row);
+    at least one."""
+    return max(1, math.ceil(duration_s / row_s - MIN_LAST_ROW))
 
 
 # scores.parquet: these columns, then one per class (rows of every output kind, told apart by `output`)

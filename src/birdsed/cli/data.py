@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.text import Text
 
-from birdsed.cli.registry import batch_status, console, verb
+from birdsed.cli.registry import batch_status, console, goes_on, verb
 from birdsed.cli.values import cores_cap, count, number
 from birdsed.config import DATA_FORMATS
 from birdsed.rows import ROW_S
@@ -108,7 +108,8 @@ def cmd_prepare(a: argparse.Namespace) -> int:
     from birdsed.data.store import prepare
 
     manifest = read_dataset(a.data, a.format, allow_outside=a.allow_outside_paths)
-    result = prepare(manifest, a.out, workers=a.workers)
+    with goes_on(lambda: f"The recordings decoded are kept in {a.out}; the same command goes on from them."):
+        result = prepare(manifest, a.out, workers=a.workers)
     console.print(result.summary())
     return batch_status(result.n_skipped, a.out / "report.csv", "recording(s) skipped")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from birdsed.cli.registry import batch_status, console, verb
+from birdsed.cli.registry import batch_status, console, goes_on, verb
 from birdsed.cli.values import cores_cap, count, lat_lon, number
 from birdsed.cli.windowing import add_window_options, window_arguments
 from birdsed.config import (
@@ -209,7 +209,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
         prior=prior,
         quiet=a.quiet,
     )
-    s = run_predict(a.model, inputs, a.out, options)
+    with goes_on(lambda: _kept(a.out)):
+        s = run_predict(a.model, inputs, a.out, options)
     console.print(
         f"{s.n_files} recording(s) ({s.n_done_before} done before"
         + (f"; {s.n_changed} changed since scored, scored again" if s.n_changed else "")
@@ -231,6 +232,17 @@ def cmd_predict(a: argparse.Namespace) -> int:
             f"`birdsed merge {s.out}`)"
         )
     return batch_status(len(s.errors), s.out / "errors.csv")
+
+
+def _kept(out: Path) -> str:
+    """What a stopped predict kept: its recordings' parts (parts.py), which the same command does not score again."""
+    parts = Path(out) / "parts"
+    n = sum(1 for p in parts.glob("*.parquet") if not p.name.startswith(".")) if parts.is_dir() else 0
+    return (
+        f"{n} recording(s) scored are kept in {parts}; the same command goes on (none is scored twice)."
+        if n
+        else "No recording had been scored; the same command starts again."
+    )
 
 
 def _prior(a: argparse.Namespace):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -36,3 +37,14 @@ def batch_status(n_skipped: int, report: Path, what: str = "recording(s) failed"
         console.print(f"{n_skipped} {what}: see {report}", style="yellow")
         return 1
     return 0
+
+
+@contextlib.contextmanager
+def goes_on(note: Callable[[], str]) -> Iterator[None]:
+    """Around a verb whose stopped run the same command continues: Ctrl-C or SIGTERM (a KeyboardInterrupt) gets
+    note() (what was kept, how to go on), which main prints after "stopped by SIGINT."."""
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        e.add_note(note())
+        raise

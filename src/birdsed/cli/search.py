@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from birdsed.cli.registry import batch_status, console, verb
+from birdsed.cli.registry import batch_status, console, goes_on, verb
 from birdsed.cli.values import cores_cap, count
 from birdsed.cli.windowing import add_window_options, window_arguments
 from birdsed.config import DEVICES, PRECISIONS
@@ -46,17 +46,18 @@ def _add_embed(p: argparse.ArgumentParser) -> None:
 def cmd_embed(a: argparse.Namespace) -> int:
     from birdsed.search.embed import run_embed
 
-    s = run_embed(
-        a.model,
-        a.inputs,
-        a.out,
-        workers=a.workers,
-        **window_arguments(a),
-        quiet=a.quiet,
-        shard=a.shard,
-        precision=a.precision,
-        cluster=a.cluster,
-    )
+    with goes_on(lambda: f"The recordings embedded are kept in {a.out}; the same command goes on from them."):
+        s = run_embed(
+            a.model,
+            a.inputs,
+            a.out,
+            workers=a.workers,
+            **window_arguments(a),
+            quiet=a.quiet,
+            shard=a.shard,
+            precision=a.precision,
+            cluster=a.cluster,
+        )
     console.print(
         f"{s.n_files} recording(s) ({s.n_done_before} in the DB before); {s.audio_s / 3600:.2f} h of audio in "
         f"{s.wall_s:.1f} s = {s.realtime_factor:.0f}x real time; {s.n_windows_added} window(s) added to {s.out}"
