@@ -196,6 +196,14 @@ def test_a_stopped_predict_says_what_it_kept_and_how_to_go_on(model_dir, tmp_pat
     assert rc == 130 and "No recording had been scored; the same command starts again." in " ".join(text.split())
 
 
+def test_a_mistyped_input_is_refused_before_anything_is_written(model_dir, tmp_path, capsys):
+    """predict ... nosuchdir made OUT, wrote empty outputs and exited 1 with errors.csv (a batch item)."""
+    write_audio(tmp_path / "in" / "a.wav", seconds=3.0)
+    rc, text = predict(capsys, model_dir, tmp_path / "out", tmp_path / "in", tmp_path / "nosuchdir")
+    assert rc == 2 and "nosuchdir: no such file or folder (check the path); nothing was run" in text, text
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_recording_whose_size_changes_between_shards_is_in_one_shard(model_dir, tmp_path, capsys):
     d = tmp_path / "in"
     write_audio(d / "a.wav", seconds=6.0)

@@ -78,7 +78,8 @@ class PredictSummary:
 
 
 def resolve_inputs(inputs: list[str], test: pd.DataFrame | None) -> tuple[list[str], list[tuple[str, str]]]:
-    """Audio files to run, and (name, reason) for inputs that can't be run at all."""
+    """Audio files to run, and (name, reason) for inputs that can't be run at all (a file in a folder that cannot be
+    decoded, a dangling link); an input given that does not exist is a ConfigError (a typo, said before any run)."""
     missing: list[tuple[str, str]] = []
     if test is not None:
         files = sorted({p for p in test["path"] if p})
@@ -93,6 +94,10 @@ def resolve_inputs(inputs: list[str], test: pd.DataFrame | None) -> tuple[list[s
             for a in sorted(set(test.loc[test["path"] == "", "audio_id"]))
         ]
         return files, missing
+    absent = [str(p) for p in inputs if not os.path.lexists(p)]
+    if absent:  # a path typed on the command line: a mistake to fix now, not a recording to skip
+        shown = ", ".join(absent[:3]) + (f" and {len(absent) - 3} more" if len(absent) > 3 else "")
+        raise ConfigError(f"{shown}: no such file or folder (check the path); nothing was run")
     files = []
     for p in find_audio_files(inputs):
         shown = undecodable_name(p)
