@@ -122,6 +122,10 @@ def test_a_verdict_csv_is_read_checked_and_unknown_files_and_labels_are_listed(t
         "label not a class of the model",
         "other_label not a class of the model",
     ]
+    # with the recordings' lengths: a verdict past its recording's end (it exported as a second, duplicate clip)
+    good, bad = check_known(table.iloc[:2], {"a.wav"}, CLASSES, {"a.wav": 7.87})
+    assert len(good) == 1 and list(bad["reason"]) == ["past the recording's end (7.87 s)"]
+    assert len(check_known(table.iloc[:2], {"a.wav"}, CLASSES, {"a.wav": 9.5})[0]) == 2  # its tail is no row
     path.write_text("file,start_s,end_s,label,verdict\na.wav,zero,5,amecro,yes\n")
     with pytest.raises(ReviewError, match=r"row 2: start_s 'zero' is not a number"):
         read_verdict_table(path)

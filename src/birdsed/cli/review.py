@@ -79,7 +79,7 @@ def _exchange(a: argparse.Namespace) -> int:
     if a.import_csv is not None:
         preds = Predictions.open(a.pred, a.output)
         table = vs.read_verdict_table(a.import_csv)
-        good, bad = vs.check_known(table, preds.files, preds.classes)
+        good, bad = vs.check_known(table, preds.files, preds.classes, preds.ends_s)
         missing = good["score"].isna()
         good.loc[missing, "score"] = [
             preds.score_of(f, s, lab)

@@ -143,6 +143,12 @@ class Predictions:
     def files(self) -> set[str]:
         return set(self.rows["file"].unique())
 
+    @property
+    def ends_s(self) -> dict[str, float]:
+        """Each recording's length as its rows end (the last row's end_s)."""
+        ends = self.rows.groupby("file", observed=True)["end_s"].max()
+        return {str(f): float(e) for f, e in ends.items()}
+
     def clips(self, species: str | None = None) -> pd.DataFrame:
         """Every (row, class) of one species (or all) as CLIP_COLUMNS."""
         which = range(len(self.classes)) if species is None else [self.class_index(species)]
