@@ -124,7 +124,7 @@ def test_a_missing_relative_path_says_where_it_was_read_from(tmp_path, monkeypat
     from birdsed.audio.decode import audio_info
 
     monkeypatch.chdir(tmp_path)
-    said = f"rec/a.wav: file not found .a relative path, read from {tmp_path}: run"
+    said = f"rec/a.wav: file not found .a relative path, read from {tmp_path}.$"
     with pytest.raises(AudioDecodeError, match=said):
         audio_info("rec/a.wav")
     with pytest.raises(AudioDecodeError, match="a.wav: file not found$"):

@@ -191,7 +191,7 @@ def test_a_stopped_predict_says_what_it_kept_and_how_to_go_on(model_dir, tmp_pat
     monkeypatch.setattr(predict_module, "run_predict", stopped)
     rc, text = predict(capsys, model_dir, out, d)
     said = " ".join(text.split())
-    assert rc == 130 and f"stopped by SIGINT. 1 recording(s) scored are kept in {out / 'parts'}" in said, text
+    assert rc == 130 and f"stopped by SIGINT. {out / 'parts'} holds 1 recording(s) scored" in said, text
     rc, text = predict(capsys, model_dir, tmp_path / "fresh", d)
     assert rc == 130 and "No recording had been scored; the same command starts again." in " ".join(text.split())
 

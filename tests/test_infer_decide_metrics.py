@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import write_audio
 
@@ -296,3 +297,18 @@ def test_per_class_thresholds_shrink_toward_global():
     free = per_class_thresholds(scores, true, 0.5, shrink=0.0)
     shrunk = per_class_thresholds(scores, true, 0.5, shrink=100.0)
     assert free[0] < 0.3 and abs(shrunk[0] - 0.5) < abs(free[0] - 0.5)
+
+
+def test_a_short_tail_is_the_last_rows_in_scores_and_truth():
+    """A 5.4 s recording has one row, [0, 5.4): a window or a call in its last 0.4 s counts in it (when the tail was
+    simply dropped, a call annotated at 5.05-5.4 s was lost without a word)."""
+    from birdsed.infer.grid import FileResult, rows_from_windows, rows_table
+    from birdsed.rows import row_labels
+
+    rows = rows_from_windows(np.array([0.0, 2.4]), 3.0, np.array([[0.1], [0.9]], np.float32), 5.4)
+    assert rows.shape == (1, 1) and rows[0, 0] == np.float32(0.9)  # the window 2.4-5.4 s
+    table = rows_table(FileResult("a.wav", 5.4, {k: rows for k in ("segmentwise", "att", "clipwise")}), ["x"])
+    assert set(table["end_s"]) == {5.4}
+    calls = pd.DataFrame({"start_s": [5.05, 1.0], "end_s": [5.4, 2.0], "label": ["tail", "early"]})
+    assert row_labels(calls, n_rows(5.4)) == [{"tail", "early"}]
+    assert row_labels(calls, 2) == [{"early"}, {"tail"}]  # a folder scored with a row for the tail

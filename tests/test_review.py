@@ -122,10 +122,10 @@ def test_a_verdict_csv_is_read_checked_and_unknown_files_and_labels_are_listed(t
         "label not a class of the model",
         "other_label not a class of the model",
     ]
-    # with the recordings' lengths: a verdict past its recording's end (it exported as a second, duplicate clip)
-    good, bad = check_known(table.iloc[:2], {"a.wav"}, CLASSES, {"a.wav": 7.87})
-    assert len(good) == 1 and list(bad["reason"]) == ["past the recording's end (7.87 s)"]
-    assert len(check_known(table.iloc[:2], {"a.wav"}, CLASSES, {"a.wav": 9.5})[0]) == 2  # its tail is no row
+    # with the recordings' lengths: a verdict starting past its recording's end (a clip of nothing, exported)
+    good, bad = check_known(table.iloc[:2], {"a.wav"}, CLASSES, {"a.wav": 5.0})
+    assert len(good) == 1 and list(bad["reason"]) == ["starts at or past the recording's end (5 s)"]
+    assert len(check_known(table.iloc[:2], {"a.wav"}, CLASSES, {"a.wav": 7.87})[0]) == 2  # 5-10 s: ends past it
     path.write_text("file,start_s,end_s,label,verdict\na.wav,zero,5,amecro,yes\n")
     with pytest.raises(ReviewError, match=r"row 2: start_s 'zero' is not a number"):
         read_verdict_table(path)
@@ -431,3 +431,16 @@ def test_kill_9_of_the_server_loses_no_verdict_and_a_restart_goes_on(pred, tmp_p
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_served_on_every_address_the_page_still_answers_only_this_machines_names():
+    """--host 0.0.0.0 answered any Host ("*"): a page elsewhere could read and write verdicts through DNS
+    rebinding."""
+    import socket
+
+    from birdsed.review.app import allowed_hosts
+
+    hosts = allowed_hosts("0.0.0.0")
+    assert "*" not in hosts and "evil.example" not in hosts
+    assert {"127.0.0.1", "localhost", socket.gethostname()} <= set(hosts)
+    assert allowed_hosts("192.168.1.5")[-1] == "192.168.1.5" and "[fe80::1]" in allowed_hosts("fe80::1")

@@ -1,7 +1,8 @@
 """The 5 s row every decision, submission and truth is counted in: row r of a recording is [5 r, 5 r + 5), the
-last one possibly partial (a recording of 12 s has rows [0, 5), [5, 10), [10, 12)), unless a tenth of a row or less
-(MIN_LAST_ROW): a recorder's few extra samples (NIPS4B's clips are 5.0039 s, a field recorder's minute 60.02 s)
-make no row of their own, which would repeat the row before it as a second detection, card and training clip."""
+last one possibly partial (a recording of 12 s has rows [0, 5), [5, 10), [10, 12)); a tail of a tenth of a row or
+less (MIN_LAST_ROW) is the last row's: a recorder's few extra samples (NIPS4B's clips are 5.0039 s, a field
+recorder's minute 60.02 s) make no row of their own, which repeated the row before as a second detection, card
+and training clip. The last row runs to the recording's end."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pandas as pd
 from birdsed.config.choices import DEFAULT_MIN_OVERLAP_S
 
 ROW_S = 5.0
-MIN_LAST_ROW = 0.1  # of a row: a last partial row this long or shorter is no row (0.5 s of a 5 s row)
+MIN_LAST_ROW = 0.1  # of a row: a tail this long or shorter is the last row's, not a row (0.5 s of a 5 s row)
 
 
 def n_rows(duration_s: float, row_s: float = ROW_S) -> int:
@@ -61,12 +62,13 @@ def _union_length(spans: list[tuple[float, float]]) -> float:
 
 
 def row_labels(events: pd.DataFrame, rows: int, min_overlap_s: float = DEFAULT_MIN_OVERLAP_S) -> list[set[str]]:
-    """The labels of each of a file's `rows` 5 s rows, from its events (truth/events.py's docstring); events past
-    the last row are the caller's to report (truth.events.past_end)."""
+    """The labels of each of a file's `rows` 5 s rows, from its events (truth/events.py's docstring); the last row
+    runs on to the recording's end (a short tail is its own: MIN_LAST_ROW); events past the recording's end are the
+    caller's to report (truth.events.past_end)."""
     spans: list[dict[str, list[tuple[float, float]]]] = [{} for _ in range(rows)]
     for a, b, lab in zip(events["start_s"], events["end_s"], events["label"]):
-        for r in range(int(a // ROW_S), min(rows, int(b // ROW_S) + 1)):
-            lo, hi = max(a, r * ROW_S), min(b, (r + 1) * ROW_S)
+        for r in range(min(int(a // ROW_S), rows - 1), min(rows, int(b // ROW_S) + 1)):
+            lo, hi = max(a, r * ROW_S), (min(b, (r + 1) * ROW_S) if r < rows - 1 else b)
             if hi > lo:
                 spans[r].setdefault(lab, []).append((lo, hi))
     return [{lab for lab, s in row.items() if _union_length(s) >= min_overlap_s - 1e-9} for row in spans]

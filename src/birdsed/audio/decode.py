@@ -48,7 +48,7 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     """Header of an audio file; raises AudioDecodeError for missing or unreadable files."""
     path = Path(path)
     if not path.exists():
-        where = "" if path.is_absolute() else f" (a relative path, read from {Path.cwd()}: run this where predict ran)"
+        where = "" if path.is_absolute() else f" (a relative path, read from {Path.cwd()})"
         raise AudioDecodeError(f"{path}: file not found{where}")
     if path.is_dir():
         raise AudioDecodeError(f"{path}: is a folder, not an audio file")

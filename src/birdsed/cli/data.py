@@ -108,7 +108,7 @@ def cmd_prepare(a: argparse.Namespace) -> int:
     from birdsed.data.store import prepare
 
     manifest = read_dataset(a.data, a.format, allow_outside=a.allow_outside_paths)
-    with goes_on(lambda: f"The recordings decoded are kept in {a.out}; the same command goes on from them."):
+    with goes_on(lambda: f"What was decoded is kept in {a.out}; the same command goes on from it."):
         result = prepare(manifest, a.out, workers=a.workers)
     console.print(result.summary())
     return batch_status(result.n_skipped, a.out / "report.csv", "recording(s) skipped")

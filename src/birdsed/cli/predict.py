@@ -239,7 +239,7 @@ def _kept(out: Path) -> str:
     parts = Path(out) / "parts"
     n = sum(1 for p in parts.glob("*.parquet") if not p.name.startswith(".")) if parts.is_dir() else 0
     return (
-        f"{n} recording(s) scored are kept in {parts}; the same command goes on (none is scored twice)."
+        f"{parts} holds {n} recording(s) scored; the same command goes on (none is scored twice)."
         if n
         else "No recording had been scored; the same command starts again."
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +16,8 @@ from rich.console import Console
 # `style=` or a rich Text. Piped or captured, tables get room (TABLE_WIDTH; rich's default of 80 cut summary's nine
 # columns to a few characters each); a narrower table prints at its own width.
 TABLE_WIDTH = 220
-console = Console(stderr=True, soft_wrap=True, markup=False, width=None if sys.stderr.isatty() else TABLE_WIDTH)
+_PIPED = not sys.stderr.isatty() and "COLUMNS" not in os.environ  # (COLUMNS, where set, is the width)
+console = Console(stderr=True, soft_wrap=True, markup=False, width=TABLE_WIDTH if _PIPED else None)
 AddArgs = Callable[[argparse.ArgumentParser], None]
 VERBS: dict[str, tuple[str, str, AddArgs, Callable[[argparse.Namespace], int]]] = {}
 

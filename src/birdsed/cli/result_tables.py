@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from rich.console import Console
@@ -12,7 +13,7 @@ from birdsed.cli.registry import TABLE_WIDTH
 from birdsed.config import OUTPUT_KINDS
 from birdsed.evaluate.score import event_table, score_table
 
-console = Console(width=None if sys.stdout.isatty() else TABLE_WIDTH, markup=False)  # as registry.console
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else TABLE_WIDTH, markup=False)
 
 
 def print_submission_report(rep) -> None:

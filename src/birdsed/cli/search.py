@@ -46,7 +46,7 @@ def _add_embed(p: argparse.ArgumentParser) -> None:
 def cmd_embed(a: argparse.Namespace) -> int:
     from birdsed.search.embed import run_embed
 
-    with goes_on(lambda: f"The recordings embedded are kept in {a.out}; the same command goes on from them."):
+    with goes_on(lambda: f"What was embedded is kept in {a.out}; the same command goes on from it."):
         s = run_embed(
             a.model,
             a.inputs,

@@ -83,7 +83,12 @@ class RowAccumulator:
         np.maximum.at(self.rows, r.ravel(), seg.transpose(0, 2, 1).reshape(-1, seg.shape[1]))
 
     def result(self, duration_s: float) -> np.ndarray:
-        out = self.rows[: n_rows(duration_s, self.row_s)]
+        """The rows of a recording of `duration_s` [shape=(n_rows, K)]; what fell past the last row (a tail too
+        short to be a row: rows.MIN_LAST_ROW) is the last row's."""
+        n = n_rows(duration_s, self.row_s)
+        out = self.rows[:n].copy()
+        if len(self.rows) > n:
+            out[n - 1] = self.rows[n - 1 :].max(axis=0)
         return np.where(np.isfinite(out), out, 0.0).astype(np.float32)
 
 
@@ -100,7 +105,10 @@ def rows_table(result: FileResult, classes: list[str], row_s: float = ROW_S) -> 
     for kind in OUTPUT_KINDS:
         scores = result.rows[kind]
         starts = np.arange(len(scores)) * row_s
-        meta = {"file": result.path, "start_s": starts, "end_s": np.minimum(starts + row_s, result.duration_s)}
+        ends = np.minimum(starts + row_s, result.duration_s)
+        if len(ends):
+            ends[-1] = max(ends[-1], result.duration_s)  # the last row runs to the end (a short tail is its own)
+        meta = {"file": result.path, "start_s": starts, "end_s": ends}
         meta["output"] = kind
         df = pd.DataFrame(scores, columns=classes)
         for i, col in enumerate(SCORE_META_COLUMNS):

@@ -122,12 +122,20 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 def allowed_hosts(host: str) -> list[str]:
-    """The Host headers the app answers, served on `host`: this machine's names, and `host` itself (every name where
-    it is all addresses, as the user asked). Another name is a page elsewhere reaching this server through DNS
-    rebinding: refused (400)."""
+    """The Host headers the app answers, served on `host`: this machine's loopback names and `host` itself; served
+    on every address (0.0.0.0, ::), also the machine's own name, full name and the addresses that name resolves to.
+    Another name is a page elsewhere reaching this server through DNS rebinding: refused (400)."""
+    names = [*LOCAL_HOSTS, host, f"[{host}]" if ":" in host else host]
     if host in ("0.0.0.0", "::", ""):
-        return ["*"]
-    return [*LOCAL_HOSTS, host, f"[{host}]" if ":" in host else host]
+        import socket
+
+        own = {socket.gethostname(), socket.getfqdn()}
+        try:
+            own |= {str(a[4][0]) for a in socket.getaddrinfo(socket.gethostname(), None)}
+        except OSError:
+            pass
+        names += [f"[{n}]" if ":" in n else n for n in own]
+    return list(dict.fromkeys(names))
 
 
 def build_app(pred: str | Path, output: str | None = None, host: str = "127.0.0.1") -> Starlette:

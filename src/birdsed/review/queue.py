@@ -145,7 +145,7 @@ class Predictions:
 
     @property
     def ends_s(self) -> dict[str, float]:
-        """Each recording's length as its rows end (the last row's end_s)."""
+        """Each recording's length: its last row's end (rows.py: the last row runs to the recording's end)."""
         ends = self.rows.groupby("file", observed=True)["end_s"].max()
         return {str(f): float(e) for f, e in ends.items()}
 

@@ -27,7 +27,6 @@ from pathlib import Path
 import pandas as pd
 
 from birdsed.errors import ReviewError
-from birdsed.rows import MIN_LAST_ROW, ROW_S
 
 VERDICT_COLUMNS = ("file", "start_s", "end_s", "label", "verdict", "other_label", "reviewer", "time")
 OPTIONAL_COLUMNS = ("score",)
@@ -247,23 +246,18 @@ def load_verdicts(source: str | Path) -> pd.DataFrame:
     return read_verdict_table(source)
 
 
-# a verdict may end this much past its recording's last row: the tail no row holds (rows.MIN_LAST_ROW), and an
-# editor's rounding
-END_SLACK_S = MIN_LAST_ROW * ROW_S + 0.05
-
-
 def check_known(
     table: pd.DataFrame, files: set[str], classes: list[str], ends_s: dict[str, float] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split verdicts into those about a file and label the predictions know, and the others with a `reason` column
     ("file not in the predictions", "label not a class of the model", "other_label not a class of the model", and
-    with `ends_s`, each recording's length, "past the recording's end (2.87 s)")."""
+    with `ends_s`, each recording's length, "starts at or past the recording's end (2.87 s)": a clip of nothing)."""
     known = set(classes)
     reason = pd.Series("", index=table.index, dtype=object)
     if ends_s:
         end = table["file"].map(ends_s).astype(float)
-        past = end.notna() & (pd.to_numeric(table["end_s"], errors="coerce") > end + END_SLACK_S)
-        reason[past] = [f"past the recording's end ({e:g} s)" for e in end[past]]
+        past = end.notna() & (pd.to_numeric(table["start_s"], errors="coerce") >= end)
+        reason[past] = [f"starts at or past the recording's end ({e:g} s)" for e in end[past]]
     reason[~table["label"].isin(known)] = "label not a class of the model"
     other = table["other_label"].astype(str)
     reason[(other != "") & ~other.isin(known)] = "other_label not a class of the model"

@@ -97,7 +97,8 @@ def truth_rows(
         beyond = past_end(e, duration)
         late += list(e.loc[beyond, "where"])
         e = e[~beyond]
-        labels = row_labels(e, n_rows(duration), min_overlap_s)
+        # as many rows as were scored: a folder scored before a short tail was the last row's has a row for it
+        labels = row_labels(e, max(n_rows(duration), len(starts)), min_overlap_s)
         for s in starts:
             r = int(round(s / ROW_S))
             rows.append((f"{f}@{s:g}", f, float(s), labels[r] if r < len(labels) else set()))
