@@ -236,8 +236,10 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 def _kept(out: Path) -> str:
     """What a stopped predict kept: its recordings' parts (parts.py), which the same command does not score again."""
+    from birdsed.infer.parts import part_files
+
     parts = Path(out) / "parts"
-    n = sum(1 for p in parts.glob("*.parquet") if not p.name.startswith(".")) if parts.is_dir() else 0
+    n = len(part_files(parts))
     return (
         f"{parts} holds {n} recording(s) scored; the same command goes on (none is scored twice)."
         if n

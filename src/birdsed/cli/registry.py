@@ -16,8 +16,15 @@ from rich.console import Console
 # `style=` or a rich Text. Piped or captured, tables get room (TABLE_WIDTH; rich's default of 80 cut summary's nine
 # columns to a few characters each); a narrower table prints at its own width.
 TABLE_WIDTH = 220
-_PIPED = not sys.stderr.isatty() and "COLUMNS" not in os.environ  # (COLUMNS, where set, is the width)
-console = Console(stderr=True, soft_wrap=True, markup=False, width=TABLE_WIDTH if _PIPED else None)
+
+
+def table_width(stream) -> int | None:
+    """A console's width on `stream`: the terminal's (None: rich measures it, or reads COLUMNS where set), else
+    TABLE_WIDTH."""
+    return None if stream.isatty() or "COLUMNS" in os.environ else TABLE_WIDTH
+
+
+console = Console(stderr=True, soft_wrap=True, markup=False, width=table_width(sys.stderr))
 AddArgs = Callable[[argparse.ArgumentParser], None]
 VERBS: dict[str, tuple[str, str, AddArgs, Callable[[argparse.Namespace], int]]] = {}
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from birdsed.cli.registry import TABLE_WIDTH
+from birdsed.cli.registry import table_width
 from birdsed.config import OUTPUT_KINDS
 from birdsed.evaluate.score import event_table, score_table
 
-console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else TABLE_WIDTH, markup=False)
+console = Console(width=table_width(sys.stdout), markup=False)  # as registry.console
 
 
 def print_submission_report(rep) -> None:

@@ -73,7 +73,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 )
 def cmd_train(a: argparse.Namespace) -> int:
     from birdsed.config import apply_overrides, load_config
-    from birdsed.train.run import resumed_checkpoint, train
+    from birdsed.train.run import KEPT_NOTE, resumed_checkpoint, train
 
     cfg = load_config(a.config)
     flags = {
@@ -98,8 +98,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         model_dir = train(a.data, cfg, a.out, a.resume, a.val, a.quiet, teacher=a.teacher, unlabelled=a.unlabelled)
     except KeyboardInterrupt as e:  # cli.main prints the notes
         if last.is_file() and (a.resume or last.stat().st_mtime_ns != before):
-            if not any(n.startswith("The last finished epoch is kept") for n in getattr(e, "__notes__", [])):
-                e.add_note(f"The last finished epoch is kept ({last}).")  # stopped outside fit (writing the model)
+            if not any(n.startswith(KEPT_NOTE) for n in getattr(e, "__notes__", [])):
+                e.add_note(f"{KEPT_NOTE} ({last}).")  # stopped outside fit (writing the model)
             e.add_note("The same command with --resume continues.")
         elif not getattr(e, "__notes__", None):  # (Lightning's fit says what it kept)
             e.add_note("No epoch had finished: nothing to resume (the same command without --resume starts again).")

@@ -57,15 +57,19 @@ def recorded_parts(parts: Path, files: list[str], names: dict[str, str]) -> dict
     return {f: parts / names.get(f, f"{recording_key(f)}.parquet") for f in files}
 
 
+def part_files(parts: Path) -> list[str]:
+    """The names of the finished parts in `parts` ([] when there is none): predict's own names, never a hidden
+    temporary."""
+    if not parts.is_dir():
+        return []
+    return [n for n in os.listdir(parts) if n.endswith(".parquet") and not n.startswith(".")]
+
+
 def superseded(parts: Path, part_of: dict[str, Path]) -> dict[str, list[Path]]:
     """The parts of the recordings of `part_of` that scored an earlier version of them (another size or mtime, or
     the name of before the stamp), by recording; only names predict itself gives its parts."""
-    if not parts.is_dir():
-        return {}
     by_key: dict[str, list[str]] = {}
-    for name in os.listdir(parts):
-        if not name.endswith(".parquet") or name.startswith("."):
-            continue
+    for name in part_files(parts):
         base = name[: -len(".parquet")]
         m = _STAMPED.fullmatch(base)
         for key in {base, m[1]} if m else {base}:  # <key>.<size>-<mtime_ns>, or <key> (before the stamp)

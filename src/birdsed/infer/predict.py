@@ -45,7 +45,7 @@ from birdsed.config import MAX_WINDOW_S, MIN_HOP_S, MIN_WINDOW_S
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.fsutil import run_lock, undecodable_name, write_text_atomic
 from birdsed.infer.outputs import RUN_DECISION_KEY, DecisionOptions, OutputSpec
-from birdsed.infer.parts import part_paths, superseded
+from birdsed.infer.parts import part_files, part_paths, superseded
 from birdsed.infer.prior import OccurrencePrior, PriorOptions
 from birdsed.infer.runners import ModelFacts, ScoringOptions, open_runner
 from birdsed.infer.scope import PARTS, FinishedRun, scope_of
@@ -323,7 +323,5 @@ def unlisted_parts(parts: Path, part_of: dict[str, Path]) -> int:
     """How many of predict's parts in `parts` are of none of this run's inputs (`part_of`): recordings an earlier
     run into the same OUT was given. They stay (a later run given them again does not score them twice), but the
     combined outputs list only this run's inputs."""
-    if not parts.is_dir():
-        return 0
     own = {p.name for p in part_of.values()}
-    return sum(1 for n in os.listdir(parts) if n.endswith(".parquet") and not n.startswith(".") and n not in own)
+    return sum(1 for n in part_files(parts) if n not in own)

@@ -216,9 +216,14 @@ def read_epoch_checkpoint(path: Path, data: dict[str, list[str]] | None = None) 
     if data is not None:
         rows = ckpt["rows"]
         validated = "val_macro_ap" in rows[-1] if rows and isinstance(rows[-1], dict) else None
-        record = ckpt.get("data") if isinstance(ckpt.get("data"), dict) else {}
-        check_same_data(path, {"classes": ckpt.get("classes"), **record}, data, validated)
+        check_same_data(path, held_data(ckpt.get("classes"), ckpt.get("data")), data, validated)
     return ckpt
+
+
+def held_data(classes: object, record: object) -> dict:
+    """A checkpoint's record of its run's data, as check_same_data reads it: the classes, and the training and
+    validation ids of `record` ({"train": ids, "val": ids}; anything else, or none: not held)."""
+    return {"classes": classes, **(record if isinstance(record, dict) else {})}
 
 
 def check_same_data(path: Path, held: dict, data: dict[str, list[str]], validated: bool | None = None) -> None:

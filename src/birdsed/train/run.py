@@ -42,6 +42,7 @@ from birdsed.train.checkpoint import (
     AtomicCheckpointIO,
     check_same_data,
     csv_logger,
+    held_data,
     held_run_folder,
     read_checkpoint,
     write_run_config,
@@ -189,6 +190,9 @@ class StopCatcher(L.Callback):
             self.signal = exception
 
 
+KEPT_NOTE = "The last finished epoch is kept"  # a stop's note (fit_stoppable, cli/train.py), then "(its checkpoint)."
+
+
 def fit_stoppable(trainer: L.Trainer, stop: StopCatcher, fit: Callable[[], None], last: Path) -> None:
     """Run `fit`; stopped by a signal, raise it again (not Lightning's exit(1)) with a note saying what is kept:
     the last finished epoch's checkpoint, `last`, which a resumed run continues from."""
@@ -198,7 +202,7 @@ def fit_stoppable(trainer: L.Trainer, stop: StopCatcher, fit: Callable[[], None]
         if stop.signal is None:
             raise
         kept = (
-            f"The last finished epoch is kept ({last})."
+            f"{KEPT_NOTE} ({last})."
             if last.is_file()
             else f"No epoch had finished: nothing kept in {last.parent.parent}."
         )
@@ -239,19 +243,16 @@ def _train_sed(
     ckpt_dir = last.parent
     held = read_checkpoint(last) if resume else None  # a bad file: refused, nothing touched
     resume_epoch = int(held.get("epoch", 0)) if held is not None else None
-    held_data = None
+    record = None
     if held is not None:
-        hparams, record = held.get("hyper_parameters"), held.get(DATA_KEY)
-        held_data = {
-            "classes": hparams.get("classes") if isinstance(hparams, dict) else None,
-            **(record if isinstance(record, dict) else {}),
-        }
+        hparams = held.get("hyper_parameters")
+        record = held_data(hparams.get("classes") if isinstance(hparams, dict) else None, held.get(DATA_KEY))
     del held
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     td = load_train_data(Path(data), run, cfg, Path(val_data) if val_data else None)
     identity = td.identity()
-    if held_data is not None:
-        check_same_data(last, held_data, identity)
+    if record is not None:
+        check_same_data(last, record, identity)
     write_run_config(run, cfg, resume)
     t = cfg.train
     items = build_items(td.train, cfg.data, t.seed)
