@@ -62,3 +62,5 @@ def test_a_value_starting_with_minus_and_a_digit_is_the_options_value():
     args = parser.parse_args(signed_values(parser, argv))
     assert (args.site, args.timezone) == ((-33.9, 151.2), "-03:00")
     assert signed_values(parser, ["predict", "--quiet", "-1.wav"]) == ["predict", "--quiet", "-1.wav"]
+    abbreviated = parser.parse_args(signed_values(parser, [*argv[:-2], "--timez", "-03:00"]))
+    assert (abbreviated.site, abbreviated.timezone) == ((-33.9, 151.2), "-03:00")

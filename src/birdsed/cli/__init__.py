@@ -131,10 +131,24 @@ def signed_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]
     says "expected one argument" (no option of birdsed's starts with "-" and a digit)."""
     parsers = [parser]
     parsers += [c for a in parser._actions if isinstance(a, argparse._SubParsersAction) for c in a.choices.values()]
-    one_value = {o for p in parsers for a in p._actions if a.nargs is None for o in a.option_strings}
+
+    def takes_one_value(option: str) -> bool:
+        """In some parser, `option` or the one option it abbreviates (argparse's --sit for --site) takes a value."""
+        for p in parsers:
+            actions = p._option_string_actions
+            if option in actions:
+                named = {actions[option]}
+            elif option.startswith("--") and p.allow_abbrev:
+                named = {a for o, a in actions.items() if o.startswith(option)}
+            else:
+                continue
+            if len(named) == 1 and next(iter(named)).nargs is None and next(iter(named)).option_strings:
+                return True
+        return False
+
     out: list[str] = []
     for token in argv:
-        if out and out[-1] in one_value and token[:1] == "-" and token[1:2].isdigit():
+        if out and token[:1] == "-" and token[1:2].isdigit() and takes_one_value(out[-1]):
             out[-1] = f"{out[-1]}={token}"
         else:
             out.append(token)
