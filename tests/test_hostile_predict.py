@@ -155,7 +155,7 @@ def test_a_recording_changed_after_it_was_scored_is_scored_again(model_dir, tmp_
     assert again[again["file"] == str(d / "a.wav")]["end_s"].max() > first["end_s"].max()
     assert len(list((out / "parts").glob("*.parquet"))) == 2  # the old part of a.wav is gone
     rc, text = predict(capsys, model_dir, out, d)
-    assert rc == 0 and "2 done before)" in text, text
+    assert rc == 0 and "2 done before); no new audio (" in text, text  # was "0.00 h of audio ... = 0x real time"
 
 
 def test_a_rerun_given_fewer_inputs_says_the_others_are_left_out(model_dir, tmp_path, capsys):

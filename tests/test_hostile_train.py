@@ -71,6 +71,22 @@ def test_train_values_the_network_or_machine_cannot_take_are_refused_before_anyt
     assert not out.exists()  # no config.yaml, no lock, no folder
 
 
+def test_a_train_refused_after_preparing_says_what_its_folder_keeps(synth_data, tmp_path, capsys, caplog):
+    """Every recording undecodable: refused after the store was prepared; the folder keeps the store (its
+    report.csv says why each was left out) and says so, and holds nothing else (no config.yaml, no lock)."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_data, data)
+    for f in (data / "train_audio").rglob("*.*"):
+        f.write_bytes(os.urandom(100))
+    out = tmp_path / "run"
+    rc, text = run_cli(capsys, "train", "--data", data, "--config", "small", "--out", out)
+    assert rc == 2 and "error: " in text and "no usable recordings" in text, text
+    assert f"{out} keeps what this run prepared (store): a train into the same --out reuses it" in caplog.text
+    assert sorted(p.name for p in out.iterdir()) == ["store"] and (out / "store" / "report.csv").is_file()
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

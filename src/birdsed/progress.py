@@ -28,3 +28,12 @@ def progress_bar(
             bar.update(task, advance=n, extra=extra() if extra else "")
 
         yield advance
+
+
+def audio_pace(audio_s: float, wall_s: float) -> str:
+    """A batch's audio and pace: "0.12 h of audio in 3.1 s = 140x real time"; "no new audio (0.3 s)" where every
+    recording was done before (a pace of 0x said nothing true)."""
+    if audio_s <= 0:
+        return f"no new audio ({wall_s:.1f} s)"
+    rate = audio_s / wall_s if wall_s > 0 else float("inf")
+    return f"{audio_s / 3600:.2f} h of audio in {wall_s:.1f} s = {rate:.0f}x real time"

@@ -19,6 +19,7 @@ from birdsed.config import (
     SPECIES_NAMES,
 )
 from birdsed.config.choices import DEFAULT_MIN_OCCURRENCE, DEFAULT_PRIOR_WEIGHT, MAX_PRIOR_WEIGHT, PRIORS
+from birdsed.progress import audio_pace
 
 
 def _add_predict(p: argparse.ArgumentParser) -> None:
@@ -214,8 +215,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     console.print(
         f"{s.n_files} recording(s) ({s.n_done_before} done before"
         + (f"; {s.n_changed} changed since scored, scored again" if s.n_changed else "")
-        + f"); {s.audio_s / 3600:.2f} h of audio in "
-        f"{s.wall_s:.1f} s = {s.realtime_factor:.0f}x real time; outputs in {s.out}"
+        + f"); {audio_pace(s.audio_s, s.wall_s)}; outputs in {s.out}"
     )
     if s.n_detections is not None:
         said = f"{s.n_detections} detection(s)" if s.n_detections else "0 detections: nothing passed the decision"

@@ -9,6 +9,7 @@ from birdsed.cli.registry import batch_status, console, goes_on, verb
 from birdsed.cli.values import cores_cap, count
 from birdsed.cli.windowing import add_window_options, window_arguments
 from birdsed.config import DEVICES, PRECISIONS
+from birdsed.progress import audio_pace
 
 MAX_K = 100_000  # search.query.MAX_K (not imported here: --help loads no numpy)
 
@@ -59,8 +60,8 @@ def cmd_embed(a: argparse.Namespace) -> int:
             cluster=a.cluster,
         )
     console.print(
-        f"{s.n_files} recording(s) ({s.n_done_before} in the DB before); {s.audio_s / 3600:.2f} h of audio in "
-        f"{s.wall_s:.1f} s = {s.realtime_factor:.0f}x real time; {s.n_windows_added} window(s) added to {s.out}"
+        f"{s.n_files} recording(s) ({s.n_done_before} in the DB before); {audio_pace(s.audio_s, s.wall_s)}; "
+        f"{s.n_windows_added} window(s) added to {s.out}"
     )
     return batch_status(len(s.errors), s.errors_csv)
 

@@ -30,7 +30,7 @@ from birdsed.audio.decode import audio_info, stream_audio
 from birdsed.data.manifest import OUTSIDE, Manifest
 from birdsed.errors import AudioDecodeError, StoreError
 from birdsed.fsutil import atomic_path, remove_stale_temps, run_lock, write_text_atomic
-from birdsed.progress import progress_bar
+from birdsed.progress import audio_pace, progress_bar
 from birdsed.rows import class_name_problem
 
 STORE_VERSION = 1
@@ -57,11 +57,9 @@ class PrepareResult:
     wall_s: float
 
     def summary(self) -> str:
-        rate = self.audio_s / self.wall_s if self.wall_s > 0 else float("inf")
         return (
             f"prepared {self.n_prepared} recording(s), {self.n_resumed} already done, "
-            f"{self.n_skipped} skipped; {self.audio_s / 3600:.2f} h of audio in {self.wall_s:.1f} s "
-            f"({rate:.0f}x real time)"
+            f"{self.n_skipped} skipped; {audio_pace(self.audio_s, self.wall_s)}"
         )
 
 

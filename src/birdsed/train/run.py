@@ -165,6 +165,9 @@ def train(
         if fresh:  # a refusal before the run wrote anything: no empty run folder left behind
             with contextlib.suppress(OSError):
                 run.rmdir()
+            if run.is_dir():  # the recordings prepared (and report.csv, why some were left out) are worth keeping
+                kept = ", ".join(sorted(p.name for p in run.iterdir()))
+                log.warning("%s keeps what this run prepared (%s): a train into the same --out reuses it", run, kept)
         raise
 
 
