@@ -156,6 +156,27 @@ def test_event_matching_by_overlap_and_label():
     assert per.loc["a", "found"] == 1 and per.loc["a", "events"] == 3 and per.loc["c", "correct"] == 0
 
 
+def test_a_recording_annotated_with_no_calls_is_covered_in_every_layout(tmp_path):
+    """Raven's table of no selections (its header alone, also with Begin Path) and Audacity's empty label file are
+    recordings annotated with no calls: covered, so their rows score as negatives. Was: the Raven table covered
+    nothing (its detections never counted as false) and the empty file was refused as no format birdsed knows."""
+    header = RAVEN_HEADER + "\tBegin Path"
+    (tmp_path / "r").mkdir()
+    raven(tmp_path / "r" / "quiet.Table.1.selections.txt", [], header)
+    row = (1, "Spectrogram 1", 1, 1.0, 2.0, 0, 1, "a", "/x/loud.wav")
+    raven(tmp_path / "r" / "loud.Table.1.selections.txt", [row], header)
+    truth = load_truth(tmp_path / "r")
+    assert truth.fmt == "raven" and truth.covered == ["/x/loud.wav", "quiet"]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "quiet.txt").write_text("")
+    (tmp_path / "a" / "loud.txt").write_text("1\t2\ta\n")
+    truth = load_truth(tmp_path / "a")
+    assert truth.fmt == "audacity" and truth.covered == ["loud", "quiet"] and len(truth.events) == 1
+    assert load_truth(tmp_path / "a" / "quiet.txt").covered == ["quiet"]
+    al = align_scores(scores_of({"/x/loud.wav": 1, "/x/quiet.wav": 2}, ["a"], {("/x/quiet.wav", 5.0, "a"): 0.9}), truth)
+    assert al.row_ids == ["/x/loud.wav@0", "/x/quiet.wav@0", "/x/quiet.wav@5"] and not al.true[1:].any()
+
+
 def test_names_match_by_path_name_or_stem_and_ambiguity_is_an_error(tmp_path):
     pred = [str(tmp_path / "x" / "rec1.wav"), str(tmp_path / "y" / "rec2.flac")]
     got = match_names(["rec1", "C:/field/rec2.flac", str(tmp_path / "x" / "rec1.wav"), "other"], pred)

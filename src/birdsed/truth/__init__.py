@@ -20,7 +20,7 @@ from birdsed.config import TRUTH_FORMATS
 from birdsed.errors import TruthError
 from birdsed.kaggle import truth as kaggle
 from birdsed.truth.events import EVENT_COLUMNS
-from birdsed.truth.formats import FORMATS
+from birdsed.truth.formats import FORMATS, is_blank, recording_of
 
 TABLE_SUFFIXES = (".txt", ".csv", ".tsv")
 
@@ -83,14 +83,16 @@ def load_truth(
     if fmt not in TRUTH_FORMATS:
         raise TruthError(f"truth format {fmt!r}: valid: {list(TRUTH_FORMATS)}")
     tables = tables_in(path)
+    blank = [t for t in tables if is_blank(t)]  # label files of recordings with no calls: they cover their recording
+    tables = [t for t in tables if t not in blank]
     formats = {t: (fmt if fmt != "auto" else sniff(t)) for t in tables}
     if len(set(formats.values())) > 1:
         raise TruthError(
             f"{path}: tables of several formats ({sorted(set(formats.values()))}); give one format per folder"
         )
-    found = next(iter(formats.values()))
+    found = next(iter(formats.values()), fmt if fmt != "auto" else "audacity")
     if found in ("cornell2020", "birdclef2021"):
-        if len(tables) > 1:
+        if len(tables) != 1:
             raise TruthError(f"{path}: one {found} table at a time, found {len(tables)}")
         if found == "birdclef2021":
             rows, not_listed = kaggle.birdclef2021_rows(tables[0], Path(audio_dir) if audio_dir else None)
@@ -102,7 +104,9 @@ def load_truth(
                 )
             rows, not_listed = kaggle.cornell_rows(tables[0], test, Path(audio_dir) if audio_dir else None)
         return Truth(str(path), found, rows=rows, not_listed=not_listed)
-    parts, covered = [], []
+    if blank and found not in ("raven", "audacity"):
+        raise TruthError(f"{blank[0]}: an empty file among {found} tables; remove it (or give each its header)")
+    parts, covered = [], [recording_of(t) for t in blank]
     for t in tables:
         events, files = FORMATS[found].read(t, label_column)
         parts.append(events)

@@ -59,6 +59,11 @@ def _head(path: Path, n_bytes: int = 16_384) -> str:
         return raw.decode("latin-1")
 
 
+def is_blank(path: Path) -> bool:
+    """A .txt file with nothing in it (Audacity's export of a recording with no labels): no calls, no format."""
+    return path.suffix.lower() == ".txt" and not _head(path).strip()
+
+
 def recording_of(table: Path) -> str:
     """The recording a per-recording table is named after: 'XC1.Table.1.selections.txt' -> 'XC1'."""
     name = table.name
@@ -124,7 +129,8 @@ class Raven:
             list(df["Low Freq (Hz)"]) if "Low Freq (Hz)" in header else None,
             list(df["High Freq (Hz)"]) if "High Freq (Hz)" in header else None,
         )
-        return events, sorted(set(files)) if file_col is not None else [recording_of(path)]
+        # a table of no selections (its header alone) covers the recording it is named after: annotated, no calls
+        return events, sorted(set(files)) if file_col is not None and len(df) else [recording_of(path)]
 
 
 _NUMBER = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
