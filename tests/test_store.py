@@ -93,3 +93,19 @@ def test_store_errors_are_clear(tmp_path):
     (tmp_path / "store" / "store.json").write_text(json.dumps({**meta, "version": 99}))
     with pytest.raises(StoreError, match="version"):
         AudioStore(tmp_path / "store")
+
+
+def test_a_store_keeps_its_data_sets_species_names(tmp_path):
+    """`train --data STORE` names its classes as `--data DATA` does: the store keeps the data set's species.csv
+    (was: lost, so a BirdNET head on a store mapped no class to BirdNET's labels and a model kept no aliases); a
+    data set that dropped its species.csv drops it from the store too."""
+    from birdsed.model.birdnet_labels import aliases_entry, dataset_aliases
+
+    m = _dataset(tmp_path)
+    (m.root / "species.csv").write_text("label,scientific_name,common_name\nsp0,Parus major,Great Tit\n")
+    prepare(m, tmp_path / "store", workers=1, quiet=True)
+    assert dataset_aliases(tmp_path / "store") == dataset_aliases(m.root) == {"sp0": ["Parus major", "Great Tit"]}
+    assert aliases_entry(tmp_path / "store") == aliases_entry(m.root)
+    (m.root / "species.csv").unlink()
+    prepare(m, tmp_path / "store", workers=1, quiet=True)
+    assert dataset_aliases(tmp_path / "store") == {}

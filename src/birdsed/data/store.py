@@ -5,6 +5,7 @@ Layout of a store folder:
   manifest.parquet      the Manifest of the recordings that were prepared
   index.parquet         recording_id, key, n_samples, duration_s, orig_rate_hz, orig_channels
   report.csv            recording_id,path,reason for every recording skipped
+  species.csv           the data set's species.csv, where it has one (so a model trained on the store keeps the names)
   audio/<key>.i16       raw little-endian int16 samples (written to a temp name, then renamed)
   audio/<key>.json      the recording's entry, written last: an entry exists only when its audio is whole
 
@@ -17,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -34,7 +36,8 @@ from birdsed.progress import audio_pace, progress_bar
 from birdsed.rows import class_name_problem
 
 STORE_VERSION = 1
-STORE_FILES = ("store.json", "index.parquet", "manifest.parquet", "report.csv")  # in the store's folder itself
+SPECIES_FILE = "species.csv"  # a data set's names of its classes (model.birdnet_labels.dataset_aliases), copied
+STORE_FILES = ("store.json", "index.parquet", "manifest.parquet", "report.csv", SPECIES_FILE)  # in the store's folder
 _INT16_SCALE = 32767.0
 
 
@@ -197,6 +200,12 @@ def _write_tables(out: Path, manifest: Manifest, entries: dict[str, dict], failu
             df.to_parquet(tmp, index=False)
     with atomic_path(out / "report.csv") as tmp:
         report.to_csv(tmp, index=False)
+    species = manifest.root / SPECIES_FILE  # the classes' names: a model trained on the store keeps them too
+    if species.is_file():
+        with atomic_path(out / SPECIES_FILE) as tmp:
+            shutil.copyfile(species, tmp)
+    else:
+        (out / SPECIES_FILE).unlink(missing_ok=True)
 
 
 _KEY = re.compile(r"[A-Za-z0-9._-]+")  # recording_key's characters: a key never leaves the audio folder
