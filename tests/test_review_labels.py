@@ -98,6 +98,33 @@ def test_export_labels_writes_a_data_set_train_reads_and_lists_what_it_left_out(
     assert res.returncode == 2 and "no verdicts yet" in res.stderr and not (tmp_path / "d2").exists()
 
 
+def test_labels_holding_spaces_stay_one_class_each_and_keep_their_names(tmp_path):
+    """A model whose classes are common or scientific names ("Sardinian Warbler"): labels.csv's labels are
+    space-separated, so each is written with "_" and DATA/species.csv keeps its name. Was: written as they were, and
+    train read 'Sardinian', 'Warbler', 'Parus', 'caeruleus' as four classes."""
+    from birdsed.errors import ReviewError
+    from birdsed.model.birdnet_labels import dataset_aliases
+    from birdsed.review.labels import export_labels
+
+    rec = str(write_audio(tmp_path / "a.wav", seconds=12, rate=22050))
+    table = verdict_table([(rec, 0.0, "Sardinian Warbler", "yes"), (rec, 5.0, "Parus caeruleus", "yes")])
+    export_labels(table, tmp_path / "data")
+    m = read_dataset(tmp_path / "data")
+    assert m.classes == ["Parus_caeruleus", "Sardinian_Warbler"]
+    assert dataset_aliases(tmp_path / "data") == {
+        "Parus_caeruleus": ["Parus caeruleus"],
+        "Sardinian_Warbler": ["Sardinian Warbler"],
+    }
+    assert pd.read_csv(tmp_path / "data" / "species.csv")["scientific_name"].fillna("").tolist() == [
+        "Parus caeruleus",
+        "",
+    ]
+    clash = verdict_table([(rec, 0.0, "Sardinian Warbler", "yes"), (rec, 5.0, "Sardinian_Warbler", "yes")])
+    with pytest.raises(ReviewError, match="would be one class in labels.csv"):
+        export_labels(clash, tmp_path / "data2")
+    assert not (tmp_path / "data2").exists()
+
+
 @pytest.mark.skipif(not has_birdnet, reason="BirdNET extra not installed: pip install 'birdsed[birdnet]'")
 def test_a_birdnet_head_trains_on_exported_verified_clips(verified, tmp_path):
     data = tmp_path / "data"

@@ -5,7 +5,8 @@ one short audio file cut from its recording, `DATA/audio/<name>.wav`, and one ro
 
     filename, labels, source_file, start_s, end_s, verdicts
 
-`labels` are the clip's verified species (space-separated): a `yes` makes the verdict's species a label, a verdict
+`labels` are the clip's verified species (space-separated; a label holding spaces is written with "_" for them, and
+DATA/species.csv keeps its name): a `yes` makes the verdict's species a label, a verdict
 naming another species (`other_label`) makes that one a label. A clip with only `no` verdicts has no label: a negative
 clip, whose target train sets to 0 for every class, so the species that was said `no` learns from it (a clip is
 exported once, so what its other classes are is what train assumes of every clip: absent unless labelled). `unsure`
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,7 @@ import pandas as pd
 import soundfile as sf
 
 from birdsed.errors import AudioDecodeError, ReviewError
+from birdsed.model.names import SCIENTIFIC
 from birdsed.review.media import excerpt
 
 LABELS_COLUMNS = ("filename", "labels", "source_file", "start_s", "end_s", "verdicts")
@@ -64,6 +67,24 @@ def clip_labels(verdicts: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         pd.DataFrame(rows, columns=[*CLIP_KEY, "labels", "verdicts"]),
         pd.DataFrame(skipped, columns=[*CLIP_KEY, "reason"]),
     )
+
+
+def spaceless(labels: list[str]) -> dict[str, str]:
+    """The labels that hold white space, each -> its name with "_" for each run of it: labels.csv's labels are
+    space-separated ("Sardinian Warbler" -> "Sardinian_Warbler"). A ReviewError if two labels would become one."""
+    renamed = {lab: re.sub(r"\s+", "_", lab.strip()) for lab in labels if re.search(r"\s", lab)}
+    taken = {new: old for old, new in renamed.items()}
+    clash = sorted(f"{old!r} and {new!r}" for new, old in taken.items() if new in labels)
+    if clash or len(taken) < len(renamed):
+        raise ReviewError(f"labels {clash or sorted(renamed)} would be one class in labels.csv: rename one of them")
+    return renamed
+
+
+def write_species_names(renamed: dict[str, str], path: Path) -> None:
+    """species.csv of the renamed labels (label, scientific_name, common_name), so that a model trained on the
+    export keeps each class's name as the reviewed model had it (its aliases, BirdNET's prior)."""
+    rows = [(new, old, "") if SCIENTIFIC.match(old) else (new, "", old) for old, new in sorted(renamed.items())]
+    pd.DataFrame(rows, columns=["label", "scientific_name", "common_name"]).to_csv(path, index=False)
 
 
 def clip_name(file: str, start_s: float, end_s: float) -> str:
@@ -107,7 +128,10 @@ def export_labels(verdicts: pd.DataFrame, folder: str | Path) -> LabelExport:
             raise ReviewError(f"no clip to export: none of the {len(clips)} verified clips' recordings decodes")
         table = pd.DataFrame(kept)
         table.insert(0, "filename", names)
-        table["labels"] = [" ".join(ls) for ls in table["labels"]]
+        renamed = spaceless(sorted({lab for ls in table["labels"] for lab in ls}))
+        table["labels"] = [" ".join(renamed.get(lab, lab) for lab in ls) for ls in table["labels"]]
+        if renamed:
+            write_species_names(renamed, tmp / "species.csv")
         table = table.rename(columns={"file": "source_file"})[list(LABELS_COLUMNS)]
         table.to_csv(tmp / "labels.csv", index=False)
         (tmp / MARKER).write_text(json.dumps({"clips": len(table), "skipped": len(lost)}, indent=1) + "\n")
