@@ -73,6 +73,10 @@ def test_labels_csv_keeps_negatives_and_reports_missing_audio(tmp_path, caplog):
     assert list(m.table["primary_labels"]) == [["x", "y"], []]
     assert m.table.loc[0, "secondary_labels"] == ["z"]
     assert m.missing == ["c.wav"] and "do not exist" in caplog.text
+    assert "comma" not in caplog.text
+    (tmp_path / "labels.csv").write_text('filename,labels\na.wav,"x,y"\nb.wav,z\n')
+    m = read_dataset(tmp_path, "labels")  # a list written with commas: one class as written, and said
+    assert m.classes == ["x,y", "z"] and "1 label(s) hold a comma, e.g. 'x,y'" in caplog.text
 
 
 def test_birdclef(tmp_path):

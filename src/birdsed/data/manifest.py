@@ -261,6 +261,14 @@ def read_labels_csv(root: Path, allow_outside: bool = False) -> Manifest:
     out["primary_labels"] = [v.split() for v in df["labels"]]
     sec = df["secondary_labels"] if "secondary_labels" in df.columns else pd.Series([""] * len(df))
     out["secondary_labels"] = [v.split() for v in sec]
+    joined = sorted({lab for ls in (*out["primary_labels"], *out["secondary_labels"]) for lab in ls if "," in lab})
+    if joined:  # "a,b" is one class of that name: said, since a list written with commas is the likely cause
+        log.warning(
+            "%s: %d label(s) hold a comma, e.g. %r: each is one class as written (labels are separated by spaces)",
+            csv_path,
+            len(joined),
+            joined[0],
+        )
     out["duration_s"] = _float_column(df, "duration", csv_path)
     out["rating"] = _float_column(df, "rating", csv_path)
     return _finish(out, root, "labels", list(df.columns), audio_root, allow_outside)
