@@ -407,6 +407,19 @@ def test_a_port_in_use_is_one_clear_error(pred):
     assert res.returncode == 2 and f"port {port} on 127.0.0.1 is in use" in res.stderr and "Traceback" not in res.stderr
 
 
+@pytest.mark.parametrize("sig, status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_ctrl_c_and_sigterm_stop_the_server_with_every_verbs_exit_status(pred, sig, status):
+    """Was: Ctrl-C exited 0 (uvicorn hands the signal back to asyncio's handler, which let it go when the server
+    had already stopped); the README says 130 for every verb stopped by Ctrl-C."""
+    import signal
+
+    proc, base = serve_review(pred)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=60)
+    said = " ".join(err.decode().split())
+    assert proc.returncode == status and f"stopped by {sig}. Every verdict given is saved." in said, said
+
+
 def test_kill_9_of_the_server_loses_no_verdict_and_a_restart_goes_on(pred, tmp_path):
     import signal
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import signal
 from dataclasses import asdict
 from functools import lru_cache
 from importlib import resources
@@ -357,4 +358,26 @@ def serve(pred: str | Path, host: str, port: int, open_browser: bool, output: st
         import webbrowser
 
         webbrowser.open(url)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    server = _uvicorn_server()(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    try:
+        server.run()
+        if server.stopped_by == signal.SIGINT:  # uvicorn gives Ctrl-C to asyncio's handler, which may let it go
+            raise KeyboardInterrupt
+    except KeyboardInterrupt as stop:  # and SIGTERM (errors.Terminated): exit 130 / 143, as every verb
+        stop.add_note("Every verdict given is saved.")
+        raise
+
+
+def _uvicorn_server():
+    import uvicorn
+
+    class StopSaid(uvicorn.Server):
+        """uvicorn's server, keeping the signal that stopped it."""
+
+        stopped_by: int | None = None
+
+        def handle_exit(self, sig: int, frame) -> None:
+            self.stopped_by = self.stopped_by or sig
+            super().handle_exit(sig, frame)
+
+    return StopSaid
