@@ -228,8 +228,13 @@ def test_self_train_rounds_and_resume(synth_data, tmp_path, capsys):
     assert (tmp_path / "st" / "round1" / "model" / "weights.safetensors").stat().st_mtime_ns == before
 
 
-def test_train_with_a_teacher_distils_its_soft_labels(synth_data, tmp_path, capsys):
-    from birdsed.data.manifest import read_dataset
+def test_train_with_a_teacher_distils_its_soft_labels(synth_data, tmp_path, capsys, caplog):
+    """...of the training and unlabelled recordings alone: the validation split's are left out of the pool (were
+    trained on: the student was validated on audio it had learnt from)."""
+    import logging
+
+    from birdsed.data.manifest import clean_id, read_dataset
+    from birdsed.train.pseudo import load_pool
 
     classes = read_dataset(synth_data).classes
     teacher = tiny_model(tmp_path / "teacher", classes)
@@ -249,10 +254,16 @@ def test_train_with_a_teacher_distils_its_soft_labels(synth_data, tmp_path, caps
         str(synth_data / "test_audio"),
         *[x for kv in fast for x in ("--set", kv)],
     ]
-    assert main(argv) == 0
+    with caplog.at_level(logging.INFO, logger="birdsed.train.pseudo"):
+        assert main(argv) == 0
     pl = read_soft_labels(tmp_path / "student" / "teacher_pl", classes)
-    n_train = len(read_dataset(synth_data))
-    assert pl.table["file"].nunique() == n_train + len(list((synth_data / "test_audio").iterdir()))
+    m = read_dataset(synth_data)
+    assert pl.table["file"].nunique() == len(m) + len(list((synth_data / "test_audio").iterdir()))
+    held = list(m.table["path"][:2])
+    pool = load_pool([str(tmp_path / "student" / "teacher_pl")], classes, tmp_path / "ps", 0, held)
+    assert len(pool) == len(pl.table) - int(pl.table["file"].isin(held).sum()) > 0
+    assert not {r for r, _, _ in pool.rows} & {clean_id(p) for p in held}
+    assert "validation recording(s) left out" in caplog.text
     assert (tmp_path / "student" / "model" / "model.json").is_file()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -194,11 +195,21 @@ class PseudoEmbeddings:
     """The pseudo-labelled windows of data.pseudo as embedding-head items: the windows (Item, exact: a crop of one
     start), their recordings' embeddings, their soft labels (N, K), and the epoch's draw of them."""
 
-    def __init__(self, cfg: Config, classes: list[str], run: Path, cache: EmbeddingCache, n_sub: int, quiet: bool):
+    def __init__(
+        self,
+        cfg: Config,
+        classes: list[str],
+        run: Path,
+        cache: EmbeddingCache,
+        n_sub: int,
+        quiet: bool,
+        held_out: Iterable[str] = (),
+    ):
+        """held_out: the validation recordings' paths, whose windows are left out (pseudo.load_pool)."""
         from birdsed.train.pseudo import load_pool
 
         hop = cfg.model.embed_hop_s
-        pool = load_pool(list(cfg.data.pseudo), classes, run / "pseudo_store", cfg.train.workers or None)
+        pool = load_pool(list(cfg.data.pseudo), classes, run / "pseudo_store", cfg.train.workers or None, held_out)
         store = AudioStore(pool.store_root)
         self.emb = cache.get_all(store, sorted({rid for rid, _, _ in pool.rows}), quiet=quiet)
         # end_s = start_s + (n_sub - 1) * hop: crop_batch's range then holds one start, the window's own

@@ -448,7 +448,7 @@ def train_embedding_head(
     tgt = targets(td.train, td.classes, d)
     tgt.update(targets(td.val, td.classes, d))
     items = build_items(td.train, d, t.seed)
-    pseudo = PseudoEmbeddings(cfg, td.classes, run, cache, n_sub, quiet) if d.pseudo else None
+    pseudo = PseudoEmbeddings(cfg, td.classes, run, cache, n_sub, quiet, td.val.table["path"]) if d.pseudo else None
     n_pseudo = int(round(d.pseudo_items * len(items))) if pseudo is not None and len(pseudo.items) else 0
     module = learner.module
     if ckpt is None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -187,15 +189,28 @@ class PseudoPool:
         return fit_length(x, n, "pad"), self.targets[k]
 
 
-def load_pool(paths: list[str], classes: list[str], dest: Path, workers: int | None = None) -> PseudoPool:
+def load_pool(
+    paths: list[str], classes: list[str], dest: Path, workers: int | None = None, held_out: Iterable[str] = ()
+) -> PseudoPool:
     """The windows of pseudo-label tables (each checked against the training classes), their recordings prepared
     once into the store `dest` (a re-run resumes; files that fail to decode are left out and listed in
-    dest/report.csv)."""
+    dest/report.csv). Windows of the `held_out` recordings (the validation set's paths) are left out: a student
+    trained on them would be validated on audio it learnt from (train --teacher labels every recording of --data)."""
     from birdsed.data.manifest import Manifest, clean_id
     from birdsed.data.store import prepare
 
     tables = [read_soft_labels(p, classes).table for p in paths]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=[*KEY_COLUMNS, *classes])
+    held = {os.path.realpath(p) for p in held_out}
+    if held:
+        validation = table["file"].map(os.path.realpath).isin(held).to_numpy()
+        if validation.any():
+            log.info(
+                "%d pseudo-labelled window(s) of %d validation recording(s) left out (the validation set stays unseen)",
+                int(validation.sum()),
+                table["file"][validation].nunique(),
+            )
+            table = table[~validation].reset_index(drop=True)
     files = sorted(table["file"].unique())
     manifest = Manifest(
         pd.DataFrame(

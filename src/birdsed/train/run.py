@@ -265,7 +265,9 @@ def _train_sed(
     if cfg.data.pseudo:
         from birdsed.train.pseudo import load_pool
 
-        pool = load_pool(list(cfg.data.pseudo), td.classes, run / "pseudo_store", t.workers or None)
+        pool = load_pool(
+            list(cfg.data.pseudo), td.classes, run / "pseudo_store", t.workers or None, td.val.table["path"]
+        )
         log.info("%d pseudo-labelled windows from %d table(s)", len(pool), len(cfg.data.pseudo))
     train_ds = CropDataset(
         td.store,
