@@ -140,6 +140,7 @@ def test_review_import_and_export_round_trip_and_list_what_was_not_added(pred, t
     src.write_text(
         f"file,start_s,end_s,label,verdict\n{rec0},0,5,amecro,yes\n{rec0},5,10,woothr,no\n"
         f"/elsewhere/x.wav,0,5,amecro,yes\n{rec0},0,5,dodo,no\n"
+        "rec0.wav,5,10,amecro,yes\n/Volumes/card/rec0.wav,0,5,woothr,no\n"  # a name alone, Raven's Begin Path
     )
     pred_copy = tmp_path / "pred"
     subprocess.run(["cp", "-r", str(pred), str(pred_copy)], check=True)
@@ -154,8 +155,9 @@ def test_review_import_and_export_round_trip_and_list_what_was_not_added(pred, t
     assert res.returncode == 0, res.stderr
     out = pd.read_csv(tmp_path / "out.csv")
     assert list(out.columns) == [*VERDICT_COLUMNS, "score"]
-    assert len(out) == 2 and out["score"].between(0, 1).all()  # scores filled in from the predictions
-    assert len(load_verdicts(pred_copy)) == 2
+    assert len(out) == 4 and out["score"].between(0, 1).all()  # scores filled in from the predictions
+    assert set(out["file"]) == {rec0}  # as the predictions name it
+    assert len(load_verdicts(pred_copy)) == 4
 
 
 def test_a_folder_without_scores_is_refused(tmp_path):
@@ -352,6 +354,12 @@ def test_a_card_is_addressed_by_its_recording_row_and_species_as_the_report_link
         assert status == code and b"no row of" in body
     status, _, _ = get(card_url("woothr", "/etc/passwd", 5.0, base + "/").replace("/?", "/api/card?"))
     assert status == 403
+    # the recording filter takes the name a card shows (was: only the full path, else silently no clip)
+    for name in (Path(rec).name, Path(rec).stem, rec):
+        cards = json.loads(get(f"{base}/api/queue?recording={urllib.parse.quote(name)}&n=100")[1])["cards"]
+        assert cards and {c["file"] for c in cards} == {rec}, name
+    status, body, _ = get(f"{base}/api/queue?recording=nothing.wav")
+    assert status == 400 and b"'nothing.wav' is not one of the predictions' recordings" in body
 
 
 def test_a_card_plays_seeks_and_its_verdicts_are_committed_at_once(server):

@@ -179,9 +179,18 @@ def build_app(pred: str | Path, output: str | None = None, host: str = "127.0.0.
         species = q.get("species") or None
         if species is not None and species not in review.preds.classes:
             raise Refused(400, f"species {species!r} is not a class of the model")
+        recording = q.get("recording") or None
+        if recording is not None:  # the name a card shows, or a path as the user has it
+            try:
+                found = review.preds.find_file(recording)
+            except ReviewError as e:
+                raise Refused(400, str(e)) from e
+            if found is None:
+                raise Refused(400, f"recording {recording!r} is not one of the predictions' recordings")
+            recording = found
         spec = QueueSpec(
             species=species,
-            recording=q.get("recording") or None,
+            recording=recording,
             folder=q.get("folder") or None,
             band=(_number(req, "lo", 0.0), _number(req, "hi", 1.0)),
             sample=q.get("sample", "top"),

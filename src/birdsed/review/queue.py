@@ -143,6 +143,19 @@ class Predictions:
     def files(self) -> set[str]:
         return set(self.rows["file"].unique())
 
+    def find_file(self, name: str) -> str | None:
+        """The predicted recording `name` means: the path as predict saw it, else the one recording whose resolved
+        path, file name or stem it is (as annotations are matched: truth.grid.match_names); None when none is; a
+        ReviewError naming them when several are."""
+        from birdsed.errors import TruthError
+        from birdsed.truth.grid import match_names
+
+        files = sorted(self.files)
+        try:
+            return match_names([name], files).get(name)
+        except TruthError as e:
+            raise ReviewError(str(e).replace("annotated recording", "recording")) from e
+
     @property
     def ends_s(self) -> dict[str, float]:
         """Each recording's length: its last row's end (rows.py: the last row runs to the recording's end)."""

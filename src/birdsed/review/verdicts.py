@@ -16,6 +16,7 @@ predictions when a CSV without it is imported.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sqlite3
 import time
@@ -244,6 +245,27 @@ def load_verdicts(source: str | Path) -> pd.DataFrame:
         with VerdictStore(source) as store:
             return store.table()
     return read_verdict_table(source)
+
+
+def predicted_files(files: pd.Series, preds) -> pd.Series:
+    """Each verdict's file as the predictions name it (queue.Predictions.find_file: a path as predict saw it, or
+    the one recording of that resolved path, file name or stem: a path from Raven's Begin Path, a name alone); a file
+    none or several recordings answer to is kept as written (check_known lists it)."""
+    from birdsed.errors import TruthError
+    from birdsed.truth.grid import match_names
+
+    known = preds.files
+    unknown = [str(n) for n in files.unique() if n not in known]
+    if not unknown:
+        return files
+    try:
+        found = match_names(unknown, sorted(known))
+    except TruthError:  # some name several recordings answer to: each name alone, those left as written
+        found = {}
+        for name in unknown:
+            with contextlib.suppress(ReviewError):
+                found[name] = preds.find_file(name)
+    return files.map(lambda f: found.get(f) or f)
 
 
 def check_known(
