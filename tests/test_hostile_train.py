@@ -226,6 +226,37 @@ def test_a_stopped_train_says_so_keeps_its_epoch_and_resumes(synth_data, tmp_pat
     assert rc == 0, text
 
 
+def test_a_stop_sent_to_the_main_process_alone_ends_the_workers_that_ignore_it(tmp_path):
+    """kill -INT PID (not the group) of a train: its loader's workers ignore SIGINT and SIGTERM (quiet_worker), and
+    Python's exit waited for ever on them (its SIGTERM to daemonic children is ignored too): found hanging with no
+    CPU by a hostile try. A stopped verb now kills its workers (cli.end_workers) and exits 130."""
+    script = textwrap.dedent(
+        """
+        import argparse, multiprocessing, signal, sys, time
+        from birdsed import cli
+
+        def quiet():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            time.sleep(600)
+
+        def verb(a):
+            multiprocessing.Process(target=quiet, daemon=True).start()
+            time.sleep(0.5)
+            raise KeyboardInterrupt
+
+        parser = argparse.ArgumentParser()
+        parser.add_argument("-v", dest="verbose", action="store_true")
+        parser.set_defaults(func=verb)
+        cli.build_parser = lambda: parser
+        sys.exit(cli.main([]))
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 130 and "stopped by SIGINT." in res.stdout + res.stderr, res.stderr
+    assert "Traceback" not in res.stderr, res.stderr
+
+
 def test_a_train_stopped_while_writing_its_model_says_what_is_kept(synth_data, tmp_path, capsys, monkeypatch):
     """Ctrl-C after the last epoch, while the model folder is written (outside Lightning's fit): the note said
     only "--resume continues", not what was kept (found by a review of the kill tests' windows)."""

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 from rich.logging import RichHandler
 
@@ -177,7 +178,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: one line, what the verb kept and how to go on (its notes)
         sig = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
         console.print(" ".join([f"stopped by {sig.name}.", *getattr(e, "__notes__", [])]), style="red")
+        end_workers()
         return STOPPED[sig]
+
+
+def end_workers() -> None:
+    """Kill the worker processes a stopped verb leaves (a data loader's, a decoding pool's): they ignore Ctrl-C and
+    SIGTERM (train.run.quiet_worker), so when the stop came to the main process alone, with their loader not shut
+    down, Python's exit waited on them for ever (its SIGTERM to daemonic children was ignored too). Whatever they
+    did is redone by the resumed run, as after kill -9."""
+    import multiprocessing
+
+    workers = multiprocessing.active_children()
+    if workers and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler would raise on each worker killed here
+    for w in workers:
+        w.kill()
+    for w in workers:
+        w.join(10)
 
 
 def _raise_terminated(signum: int, frame: object) -> None:

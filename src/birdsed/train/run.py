@@ -201,7 +201,7 @@ def fit_stoppable(trainer: L.Trainer, stop: StopCatcher, fit: Callable[[], None]
     the last finished epoch's checkpoint, `last`, which a resumed run continues from."""
     try:
         fit()
-    except SystemExit:
+    except (SystemExit, RuntimeError):  # a stop in the loop's set-up: Lightning's teardown may fail after it
         if stop.signal is None:
             raise
         kept = (
