@@ -147,3 +147,14 @@ def test_a_birdnet_head_trains_on_exported_verified_clips(verified, tmp_path):
 
     meta = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
     assert meta["classes"] == ["amecro"] and meta["kind"] == "birdnet_head"
+
+
+def test_an_export_of_no_recording_found_says_why(tmp_path):
+    """Run from another folder than predict's, every recording is missing: the error says so (was: only "none of the
+    N verified clips' recordings decodes")."""
+    from birdsed.errors import ReviewError
+    from birdsed.review.labels import export_labels
+
+    with pytest.raises(ReviewError, match=r"recordings decodes \(gone.wav: file not found \(a relative path, read from"):
+        export_labels(verdict_table([("gone.wav", 0.0, "amecro", "yes")]), tmp_path / "data")
+    assert not (tmp_path / "data").exists()

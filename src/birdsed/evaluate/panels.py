@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import logging
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -41,6 +42,8 @@ TIME_STEPS_S = (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
 MAX_TIME_TICKS = 12
 DB_FLOOR_PERCENTILE, DB_TOP_PERCENTILE, MIN_DB_RANGE = 50.0, 99.9, 30.0
 JPEG_QUALITY = 85
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -393,7 +396,8 @@ def recording_panels(view: RecordingView, page_s: float, max_s: float, max_panel
                 p0 += page_s
                 if p0 >= max_s - 1e-9 or len(parts) >= max_panels:
                     break
-    except AudioDecodeError as e:
+    except AudioDecodeError as e:  # said on the console too: a report run from another folder finds no audio
+        log.warning("report: not drawn: %s", e)
         return Drawn([f"<p class=err>{_e(e)}</p>"], 0, 0.0)
     shown_s = min(duration, max_s)
     pages_left = max(0, math.ceil(shown_s / page_s - 1e-9) - len(parts))

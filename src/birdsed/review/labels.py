@@ -125,7 +125,9 @@ def export_labels(verdicts: pd.DataFrame, folder: str | Path) -> LabelExport:
             names.append(name)
             kept.append(r)
         if not kept:
-            raise ReviewError(f"no clip to export: none of the {len(clips)} verified clips' recordings decodes")
+            raise ReviewError(
+                f"no clip to export: none of the {len(clips)} verified clips' recordings decodes ({lost[-1][3]})"
+            )
         table = pd.DataFrame(kept)
         table.insert(0, "filename", names)
         renamed = spaceless(sorted({lab for ls in table["labels"] for lab in ls}))
