@@ -116,6 +116,17 @@ def test_evaluate_prefers_run_jsons_decision_record(tmp_path, capsys):
     report = json.loads(run_cli(capsys, *argv)[1])
     assert report["decision"]["threshold"] == 0.8 and "decision record" in report["decision"]["source"]
     assert {r["class"]: r["threshold"] for r in report["per_class"]}["mycall"] == pytest.approx(0.8)
+    # the headline table shows the decided output at that threshold (was: the reference solution's 0.5 beside it)
+    from birdsed.evaluate.metrics import row_f1
+    from birdsed.evaluate.score import align_files, score_table
+
+    al = align_files(pred / "scores.parquet", _truth(tmp_path))
+    head = score_table(report).set_index("output").loc["clipwise"]
+    assert head["threshold"] == 0.8 and head["row F1"] == pytest.approx(row_f1(al.scores["clipwise"] >= 0.8, al.true))
+    assert (
+        report["outputs"]["segmentwise"]["reference_threshold"]
+        == score_table(report).set_index("output").loc["segmentwise", "threshold"]
+    )
 
 
 def test_evaluate_shows_one_output_when_the_three_are_equal(tmp_path, capsys):

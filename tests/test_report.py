@@ -124,13 +124,14 @@ def test_each_recording_is_drawn_whole_in_panels_with_khz_and_time_axes(tmp_path
     assert ">10</text>" in build_report(short, page_s=60.0).read_text()  # under a minute: seconds
 
 
-
 def test_a_recording_not_found_from_here_is_said_on_the_console_too(tmp_path, caplog):
     """A report built from another folder than predict's (relative paths): the page said why, the console nothing."""
     pred = recording_folder(tmp_path / "pred", 12.0, {"a": [0.9, 0.1, 0.1]})
     (pred / "rec.wav").unlink()
     text = build_report(pred, page_s=60.0).read_text()
-    assert "rec.wav: file not found" in text and "report: not drawn: " in caplog.text and "file not found" in caplog.text
+    assert (
+        "rec.wav: file not found" in text and "report: not drawn: " in caplog.text and "file not found" in caplog.text
+    )
 
 
 def test_every_detected_species_has_a_lane_a_curve_a_link_to_its_card_and_its_own_colour(tmp_path):

@@ -155,6 +155,8 @@ def test_an_export_of_no_recording_found_says_why(tmp_path):
     from birdsed.errors import ReviewError
     from birdsed.review.labels import export_labels
 
-    with pytest.raises(ReviewError, match=r"recordings decodes \(gone.wav: file not found \(a relative path, read from"):
+    with pytest.raises(
+        ReviewError, match=r"recordings decodes \(gone.wav: file not found \(a relative path, read from"
+    ):
         export_labels(verdict_table([("gone.wav", 0.0, "amecro", "yes")]), tmp_path / "data")
     assert not (tmp_path / "data").exists()

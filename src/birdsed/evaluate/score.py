@@ -224,6 +224,11 @@ def score_report(al: AlignedScores, used: UsedDecision | None = None) -> dict:
         report["outputs"][output] = {
             "reference_threshold": ref_thr,
             "reference_row_f1": row_f1(s >= ref_thr, al.true),
+            **(
+                {"used_threshold": used.threshold, "used_row_f1": row_f1(s >= thr[None, :], al.true)}
+                if output == used.output
+                else {}
+            ),
             "best_threshold": float(best["threshold"]),
             "best_row_f1": float(best["row_f1"]),
             "macro_ap": macro,
@@ -274,13 +279,14 @@ def scores_report_from_files(
 
 
 def score_table(report: dict) -> pd.DataFrame:
-    """The reference solution's table: each output at its threshold, its best threshold, and AP."""
+    """Each output at its threshold (the decided one at the threshold predict used, per-class ones included; the
+    others at the reference solution's), its best threshold, and AP."""
     return pd.DataFrame(
         [
             {
                 "output": k,
-                "threshold": o["reference_threshold"],
-                "row F1": o["reference_row_f1"],
+                "threshold": o.get("used_threshold", o["reference_threshold"]),
+                "row F1": o.get("used_row_f1", o["reference_row_f1"]),
                 "best threshold": o["best_threshold"],
                 "best row F1": o["best_row_f1"],
                 "macro AP": o["macro_ap"],
