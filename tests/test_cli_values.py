@@ -64,3 +64,13 @@ def test_a_value_starting_with_minus_and_a_digit_is_the_options_value():
     assert signed_values(parser, ["predict", "--quiet", "-1.wav"]) == ["predict", "--quiet", "-1.wav"]
     abbreviated = parser.parse_args(signed_values(parser, [*argv[:-2], "--timez", "-03:00"]))
     assert (abbreviated.site, abbreviated.timezone) == ((-33.9, 151.2), "-03:00")
+
+
+def test_verbose_is_taken_before_and_after_the_verb():
+    """`birdsed predict ... -v` was "unrecognized arguments: -v" (only `birdsed -v predict ...` worked)."""
+    from birdsed.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["predict", "--model", "m", "in", "--out", "o", "-v"]).verbose is True
+    assert parser.parse_args(["-v", "predict", "--model", "m", "in", "--out", "o"]).verbose is True
+    assert parser.parse_args(["predict", "--model", "m", "in", "--out", "o"]).verbose is False

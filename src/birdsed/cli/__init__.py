@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         add_args(p)
+        # also after the verb (birdsed predict ... -v); SUPPRESS keeps a -v given before it
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
         p.set_defaults(func=fn)
     return parser
 
