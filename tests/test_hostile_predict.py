@@ -141,6 +141,20 @@ def test_a_data_set_path_that_is_not_utf8_is_reported_by_prepare(tmp_path, capsy
     assert report["recording_id"].tolist() == ["a.wav"] and "ds\\xff" in report["reason"][0]
 
 
+def test_outputs_of_a_format_not_asked_again_are_kept_and_said(model_dir, tmp_path, capsys, caplog):
+    """A re-run into the same --out with other formats left the earlier run's Raven tables (made at another decision
+    or with other names) without a word; they are kept (a Raven table may hold someone's edits) and said."""
+    d = tmp_path / "in"
+    write_audio(d / "a.wav", seconds=6.0)
+    out = tmp_path / "out"
+    assert predict(capsys, model_dir, out, d, "--format", "csv", "raven", "audacity")[0] == 0
+    assert "from an earlier run" not in caplog.text
+    assert predict(capsys, model_dir, out, d, "--format", "csv", "raven-all", "--threshold", "0.9")[0] == 0
+    said = " ".join(caplog.text.split())
+    assert f"{out / 'raven'}, {out / 'audacity'}: from an earlier run, not written this time" in said, said
+    assert (out / "raven").is_dir() and (out / "raven.selections.txt").is_file()
+
+
 def test_a_recording_changed_after_it_was_scored_is_scored_again(model_dir, tmp_path, capsys):
     d = tmp_path / "in"
     write_audio(d / "a.wav", seconds=3.0)

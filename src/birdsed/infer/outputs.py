@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ from birdsed.places import PlaceOptions, Places
 from birdsed.rows import SCORE_META_COLUMNS
 
 FORMATS = OUTPUT_FORMATS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -264,6 +267,15 @@ def write_combined(
     )
     for cls in WRITERS.values():  # what a run killed while writing left (every format's: a re-run may name others)
         cls.sweep(target)
+    asked = set(spec.writers())
+    now = {p for name in asked for p in WRITERS[name].found(out)}  # (two formats may write one file: submission.csv)
+    earlier = [p for name, cls in WRITERS.items() if name not in asked for p in cls.found(out) if p not in now]
+    if earlier:  # kept (a Raven table may hold someone's edits), and said: they follow the decision of an earlier run
+        log.warning(
+            "%s: from an earlier run, not written this time (its format was not asked for): it may disagree with "
+            "this run's detections; remove it, or ask for its format again",
+            ", ".join(str(p) for p in earlier),
+        )
     with contextlib.ExitStack() as stack:
         writers = [stack.enter_context(get_writer(name)) for name in spec.writers()]
         for w in writers:

@@ -302,6 +302,11 @@ class Writer(abc.ABC):
         if cls.FILE:
             remove_stale_temps(target.out, [cls.FILE])
 
+    @classmethod
+    def found(cls, out: Path) -> list[Path]:
+        """What of this format an earlier run left in `out` (its file, or its folder)."""
+        return [out / cls.FILE] if cls.FILE and (out / cls.FILE).is_file() else []
+
     def start(self, target: Target) -> None:
         self.target = target
 
@@ -505,6 +510,10 @@ class _LabelFiles(Writer):
 
     FOLDER: ClassVar[str]
     SUFFIX: ClassVar[str]
+
+    @classmethod
+    def found(cls, out: Path) -> list[Path]:
+        return [out / cls.FOLDER] if (out / cls.FOLDER).is_dir() else []
 
     @classmethod
     def sweep(cls, target: Target) -> None:
