@@ -129,3 +129,26 @@ def test_a_model_the_workers_cannot_load_is_a_clear_error_and_the_client_never_i
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert res.returncode == 2 and "weights.safetensors: not a readable safetensors file" in res.stderr, res.stderr
+
+
+def test_a_local_cluster_serves_no_pages_and_starts_quietly(caplog):
+    """Its scheduler served status, health and metrics pages on 127.0.0.1:8787 (the dashboard off, those not), and
+    about 35 lines of Dask's INFO log came with every run."""
+    import logging
+    import urllib.error
+    import urllib.request
+
+    from birdsed.infer.cluster import connect
+
+    with caplog.at_level(logging.INFO):
+        client, cluster = connect("local:1")
+    try:
+        port = client.scheduler_info()["services"].get("dashboard", 8787)
+        for path in ("/health", "/info/main/workers.html", "/metrics"):
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10)
+            assert e.value.code == 404, path
+    finally:
+        client.close()
+        cluster.close()
+    assert not [r for r in caplog.records if r.name.startswith("distributed") and r.levelno < logging.WARNING]

@@ -50,6 +50,8 @@ def _need_distributed():
         import distributed
     except ImportError as e:
         raise BirdsedError("--cluster needs dask.distributed: pip install 'birdsed[cluster]'") from e
+    if not log.isEnabledFor(logging.DEBUG):  # its start and stop (about 35 lines a run) only under -v
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     return distributed
 
 
@@ -72,7 +74,10 @@ def connect(spec: str) -> tuple[object, object | None]:
         # thread limits it sets (OMP_NUM_THREADS=1, ...) are kept
         spawn_env = dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}
         keep = {k: v for k, v in spawn_env.items() if k != "MALLOC_TRIM_THRESHOLD_"}
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": keep, **_forkserver()}):
+        # no HTTP server answers but the scheduler's own protocol: the dashboard is off, and its status, health and
+        # metrics pages (served on 127.0.0.1:8787 even so) are not asked for
+        no_pages = {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": keep, **no_pages, **_forkserver()}):
             cluster = distributed.LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
             )
