@@ -52,6 +52,11 @@ def test_a_typo_gets_the_closest_names_suggested(tmp_path, caplog):
     assert found.classes == ["Wood Thursh", "eurbla"]
     assert found.unknown["Wood Thursh"][0] == "Wood Thrush" and "woothr" not in found.unknown["Wood Thursh"]
     assert "did you mean 'Wood Thrush'" in caplog.text
+    # a group name gets species of that group, not eBird codes it is a few letters from ('trokin' for Robin)
+    robins = Names.default().suggest("Robin")
+    assert len(robins) == 3 and all(r.endswith(" Robin") for r in robins), robins
+    assert Names.default().suggest("Gret Tit")[0] == "Great Tit" and "gretit4" not in Names.default().suggest("Gret Tit")
+    assert "eurbla" in Names.default().suggest("eurbl")  # written as a code: codes suggested
 
 
 def test_two_names_of_one_species_become_one_class_said_once(caplog):

@@ -102,8 +102,16 @@ class Names:
         return self.lookup(name) or Species(name, "", "")
 
     def suggest(self, name: str, n: int = 3) -> list[str]:
-        """Up to n known names closest to `name` (difflib's ratio, at least 0.6), one per species."""
-        close = difflib.get_close_matches(norm_name(name), list(self.shown), n=4 * n, cutoff=0.6)
+        """Up to n known names for `name`, one per species: first the names it ends (the group a common name ends
+        in: "Robin" -> "Indian Robin", "European Robin", shortest first), then the closest (difflib's ratio, at least
+        0.6); eBird codes only for what is written as one ("Robin" is no typo of "trokin")."""
+        q = norm_name(name)
+        as_code = bool(CODE.fullmatch(name.strip()))
+        pool = [k for k, shown in self.shown.items() if as_code or not CODE.fullmatch(shown)]
+        ending = sorted(
+            (k for k in pool if k != q and k.endswith(" " + q) and "_" not in self.shown[k]), key=lambda k: (len(k), k)
+        )
+        close = ending[: 4 * n] + difflib.get_close_matches(q, pool, n=4 * n, cutoff=0.6)
         first = {}  # one name per species: the closest
         for c in close:
             first.setdefault(self.index[c], self.shown[c])
