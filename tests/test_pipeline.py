@@ -108,6 +108,18 @@ def test_max_steps_0_is_no_limit_also_on_resume(trained_run, synth_data, tmp_pat
     assert meta["epochs"] == 5 and meta["steps"] > 3, meta
 
 
+def test_a_fresh_train_into_a_finished_run_says_it_replaces_its_model(trained_run, synth_data, tmp_path, caplog):
+    """Without --resume, a finished run's model was replaced without a word (found by a hostile try)."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run[0], run)
+    cfg = apply_overrides(load_config("small"), TRAINED)
+    train(synth_data, cfg, run, quiet=True)
+    assert f"{run / 'model'} holds a trained model: this run replaces it" in caplog.text
+    caplog.clear()
+    train(synth_data, cfg, tmp_path / "new", quiet=True)
+    assert "holds a trained model" not in caplog.text
+
+
 def test_resume_without_checkpoint_is_an_error(synth_data, tmp_path):
     with pytest.raises(ConfigError, match="no checkpoint"):
         train(synth_data, apply_overrides(load_config("small"), TRAINED), tmp_path, resume=True, quiet=True)

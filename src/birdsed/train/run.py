@@ -141,6 +141,8 @@ def train(
     run = Path(out)
     if resume:
         check_resume(run, cfg, teacher is not None)
+    elif (run / "model" / META).is_file():  # said before hours of training replace it
+        log.warning("%s holds a trained model: this run replaces it (train into a new --out to keep it)", run / "model")
     swept = {
         run: RUN_FILES,
         run / "checkpoints": lambda name: name.endswith((".ckpt", ".pt")),
