@@ -134,6 +134,24 @@ def test_a_verdict_csv_is_read_checked_and_unknown_files_and_labels_are_listed(t
         read_verdict_table(path)
 
 
+def test_imported_files_are_matched_once_and_a_name_of_several_recordings_is_listed_as_such():
+    """An AudioMoth name repeats across site folders: listed as matching several (was: "file not in the
+    predictions", after one full index of the predictions per imported name: minutes for a large archive)."""
+    from types import SimpleNamespace
+
+    from birdsed.review.verdicts import predicted_files
+
+    preds = SimpleNamespace(files={"/a/20240501_050000.WAV", "/b/20240501_050000.WAV", "/a/x.wav"})
+    table = pd.DataFrame(
+        {"file": ["x.wav", "20240501_050000.WAV", "/a/x.wav"], "start_s": 0.0, "end_s": 5.0, "label": "amecro"}
+    )
+    table = table.assign(verdict="yes", other_label="")
+    table["file"], several = predicted_files(table["file"], preds)
+    assert list(table["file"]) == ["/a/x.wav", "20240501_050000.WAV", "/a/x.wav"]
+    good, bad = check_known(table, preds.files, CLASSES, None, several)
+    assert len(good) == 2 and bad["reason"].iloc[0].startswith("file matches several recordings of the predictions")
+
+
 def test_review_import_and_export_round_trip_and_list_what_was_not_added(pred, tmp_path):
     rec0 = str(pred.parent / "audio" / "rec0.wav")
     src = tmp_path / "raven.csv"

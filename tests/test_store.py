@@ -109,3 +109,41 @@ def test_a_store_keeps_its_data_sets_species_names(tmp_path):
     (m.root / "species.csv").unlink()
     prepare(m, tmp_path / "store", workers=1, quiet=True)
     assert dataset_aliases(tmp_path / "store") == {}
+
+
+def test_a_stopped_prepare_does_not_decode_what_was_still_queued(tmp_path):
+    """Ctrl-C of `prepare --workers N`: the pool's `with` waited for every queued recording before the stop came
+    through (found by a review: the whole data set was decoded after Ctrl-C). A job marks each recording it starts."""
+    import subprocess
+    import sys
+    import textwrap
+
+    root = tmp_path / "data"
+    (root / "audio").mkdir(parents=True)
+    for i in range(40):
+        (root / "audio" / f"r{i}.wav").write_bytes(b"RIFF")
+    (root / "labels.csv").write_text("filename,labels\n" + "".join(f"r{i}.wav,sp\n" for i in range(40)))
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys, threading, time
+        from pathlib import Path
+        from birdsed.data import store
+        from birdsed.data.manifest import read_dataset
+
+        def slow(rid, src, audio_dir):
+            Path(r"{tmp_path}", "started-" + rid).touch()
+            time.sleep(0.5)
+            return rid, None, "not decoded"
+
+        store._prepare_one = slow
+        threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        try:
+            store.prepare(read_dataset(Path(r"{root}")), Path(r"{tmp_path / "store"}"), workers=2, quiet=True)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 130, res.stderr
+    started = len(list(tmp_path.glob("started-*")))
+    assert 0 < started < 20, started  # about 2 workers x 1.5 s / 0.5 s, and those running; was all 40

@@ -167,6 +167,8 @@ def test_a_recording_annotated_with_no_calls_is_covered_in_every_layout(tmp_path
     raven(tmp_path / "r" / "loud.Table.1.selections.txt", [row], header)
     truth = load_truth(tmp_path / "r")
     assert truth.fmt == "raven" and truth.covered == ["/x/loud.wav", "quiet"]
+    session = raven(tmp_path / "session.selections.txt", [], header)  # a table of many sounds: it names none
+    assert load_truth(session).covered == []
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "quiet.txt").write_text("")
     (tmp_path / "a" / "loud.txt").write_text("1\t2\ta\n")

@@ -79,8 +79,8 @@ def _exchange(a: argparse.Namespace) -> int:
     if a.import_csv is not None:
         preds = Predictions.open(a.pred, a.output)
         table = vs.read_verdict_table(a.import_csv)
-        table["file"] = vs.predicted_files(table["file"], preds)
-        good, bad = vs.check_known(table, preds.files, preds.classes, preds.ends_s)
+        table["file"], several = vs.predicted_files(table["file"], preds)
+        good, bad = vs.check_known(table, preds.files, preds.classes, preds.ends_s, several)
         missing = good["score"].isna()
         good.loc[missing, "score"] = [
             preds.score_of(f, s, lab)

@@ -165,11 +165,16 @@ def _prepare_locked(manifest: Manifest, out: Path, audio_dir: Path, workers: int
                 new_audio_s += _collect(rid, entry, err, entries, failures)
                 advance(1)
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            pool = ProcessPoolExecutor(max_workers=workers)
+            try:
                 futures = [pool.submit(_prepare_one, rid, src, str(audio_dir)) for rid, src in todo]
                 for fut in as_completed(futures):
                     new_audio_s += _collect(*fut.result(), entries, failures)
                     advance(1)
+            except BaseException:  # Ctrl-C: not every recording queued first (the pool's `with` waited for them)
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
     _write_tables(out, manifest, entries, failures)
     return PrepareResult(len(entries) - n_resumed, n_resumed, len(failures), new_audio_s, time.perf_counter() - t0)
 

@@ -269,7 +269,9 @@ def write_combined(
         cls.sweep(target)
     asked = set(spec.writers())
     now = {p for name in asked for p in WRITERS[name].found(out)}  # (two formats may write one file: submission.csv)
-    earlier = [p for name, cls in WRITERS.items() if name not in asked for p in cls.found(out) if p not in now]
+    earlier = list(
+        dict.fromkeys(p for name, cls in WRITERS.items() if name not in asked for p in cls.found(out) if p not in now)
+    )
     if earlier:  # kept (a Raven table may hold someone's edits), and said: they follow the decision of an earlier run
         log.warning(
             "%s: from an earlier run, not written this time (its format was not asked for): it may disagree with "

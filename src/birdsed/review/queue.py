@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +140,7 @@ class Predictions:
         rows, scores, output = _read_scores(scores_path, classes, output, model_dir)
         return cls(pred, classes, output, model_dir, rows, scores)
 
-    @property
+    @cached_property
     def files(self) -> set[str]:
         return set(self.rows["file"].unique())
 
@@ -147,14 +148,15 @@ class Predictions:
         """The predicted recording `name` means: the path as predict saw it, else the one recording whose resolved
         path, file name or stem it is (as annotations are matched: truth.grid.match_names); None when none is; a
         ReviewError naming them when several are."""
-        from birdsed.errors import TruthError
         from birdsed.truth.grid import match_names
 
-        files = sorted(self.files)
-        try:
-            return match_names([name], files).get(name)
-        except TruthError as e:
-            raise ReviewError(str(e).replace("annotated recording", "recording")) from e
+        if name in self.files:
+            return name
+        several: dict[str, list[str]] = {}
+        found = match_names([name], sorted(self.files), several).get(name)
+        if several:
+            raise ReviewError(f"recording {name!r} matches several of the predictions' recordings: {several[name][:3]}")
+        return found
 
     @property
     def ends_s(self) -> dict[str, float]:

@@ -16,7 +16,6 @@ predictions when a CSV without it is imported.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sqlite3
 import time
@@ -247,29 +246,25 @@ def load_verdicts(source: str | Path) -> pd.DataFrame:
     return read_verdict_table(source)
 
 
-def predicted_files(files: pd.Series, preds) -> pd.Series:
-    """Each verdict's file as the predictions name it (queue.Predictions.find_file: a path as predict saw it, or
-    the one recording of that resolved path, file name or stem: a path from Raven's Begin Path, a name alone); a file
-    none or several recordings answer to is kept as written (check_known lists it)."""
-    from birdsed.errors import TruthError
+def predicted_files(files: pd.Series, preds) -> tuple[pd.Series, dict[str, list[str]]]:
+    """Each verdict's file as the predictions name it (the path as predict saw it, or the one recording of that
+    resolved path, file name or stem: truth.grid.match_names; a path from Raven's Begin Path, a name alone), and
+    the files several recordings answer to (name -> them), kept as written for check_known to list."""
     from birdsed.truth.grid import match_names
 
     known = preds.files
     unknown = [str(n) for n in files.unique() if n not in known]
-    if not unknown:
-        return files
-    try:
-        found = match_names(unknown, sorted(known))
-    except TruthError:  # some name several recordings answer to: each name alone, those left as written
-        found = {}
-        for name in unknown:
-            with contextlib.suppress(ReviewError):
-                found[name] = preds.find_file(name)
-    return files.map(lambda f: found.get(f) or f)
+    several: dict[str, list[str]] = {}
+    found = match_names(unknown, sorted(known), several) if unknown else {}
+    return files.map(lambda f: found.get(f, f)), several
 
 
 def check_known(
-    table: pd.DataFrame, files: set[str], classes: list[str], ends_s: dict[str, float] | None = None
+    table: pd.DataFrame,
+    files: set[str],
+    classes: list[str],
+    ends_s: dict[str, float] | None = None,
+    several: dict[str, list[str]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split verdicts into those about a file and label the predictions know, and the others with a `reason` column
     ("file not in the predictions", "label not a class of the model", "other_label not a class of the model", and
@@ -284,5 +279,7 @@ def check_known(
     other = table["other_label"].astype(str)
     reason[(other != "") & ~other.isin(known)] = "other_label not a class of the model"
     reason[~table["file"].isin(files)] = "file not in the predictions"
+    for name, hits in (several or {}).items():  # a name alone that recordings of several folders have
+        reason[table["file"] == name] = f"file matches several recordings of the predictions ({', '.join(hits[:2])})"
     bad = reason != ""
     return table[~bad].reset_index(drop=True), table[bad].assign(reason=reason[bad]).reset_index(drop=True)

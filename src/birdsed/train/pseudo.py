@@ -203,7 +203,8 @@ def load_pool(
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=[*KEY_COLUMNS, *classes])
     held = {os.path.realpath(p) for p in held_out}
     if held:
-        validation = table["file"].map(os.path.realpath).isin(held).to_numpy()
+        real = {f: os.path.realpath(f) for f in table["file"].unique()}  # once per recording, not per window
+        validation = table["file"].map(real).isin(held).to_numpy()
         if validation.any():
             log.info(
                 "%d pseudo-labelled window(s) of %d validation recording(s) left out (the validation set stays unseen)",

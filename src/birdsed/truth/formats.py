@@ -129,8 +129,12 @@ class Raven:
             list(df["Low Freq (Hz)"]) if "Low Freq (Hz)" in header else None,
             list(df["High Freq (Hz)"]) if "High Freq (Hz)" in header else None,
         )
-        # a table of no selections (its header alone) covers the recording it is named after: annotated, no calls
-        return events, sorted(set(files)) if file_col is not None and len(df) else [recording_of(path)]
+        if file_col is None:
+            return events, [recording_of(path)]
+        # a table of no selections (its header alone) covers the recording it is named after (Raven names a table of
+        # one sound SOUND.Table.1.selections.txt): annotated, no calls; a table of many sounds names none then
+        alone = not len(df) and ".Table." in path.name
+        return events, [recording_of(path)] if alone else sorted(set(files))
 
 
 _NUMBER = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"

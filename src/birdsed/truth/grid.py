@@ -34,9 +34,12 @@ class TruthRows:
     past_end: list[str] = field(default_factory=list)  # events beginning after their recording's end (not used)
 
 
-def match_names(names: list[str], predicted: list[str]) -> dict[str, str]:
+def match_names(
+    names: list[str], predicted: list[str], ambiguous: dict[str, list[str]] | None = None
+) -> dict[str, str]:
     """{annotation's name: predicted file} for the names that match one predicted file (module docstring);
-    a name matching several predicted files at one step is an error naming them."""
+    a name matching several predicted files at one step is an error naming them, or, given `ambiguous`, put there
+    (name -> the files) and left out."""
     keys = (lambda f: f, lambda f: str(Path(f).resolve()), lambda f: Path(f).name, lambda f: Path(f).stem)
     index = [defaultdict(list) for _ in keys]
     for f in predicted:
@@ -46,6 +49,9 @@ def match_names(names: list[str], predicted: list[str]) -> dict[str, str]:
     for name in names:
         for idx, key in zip(index, keys):
             hits = idx.get(key(name), [])
+            if len(hits) > 1 and ambiguous is not None:
+                ambiguous[name] = hits
+                break
             if len(hits) > 1:
                 raise TruthError(f"annotated recording {name!r} matches several predicted files: {hits[:3]}")
             if hits:
