@@ -181,8 +181,8 @@ def test_a_recording_annotated_with_no_calls_is_covered_in_every_layout(tmp_path
 
 def test_names_match_by_path_name_or_stem_and_ambiguity_is_an_error(tmp_path):
     pred = [str(tmp_path / "x" / "rec1.wav"), str(tmp_path / "y" / "rec2.flac")]
-    got = match_names(["rec1", "C:/field/rec2.flac", str(tmp_path / "x" / "rec1.wav"), "other"], pred)
-    assert got == {"rec1": pred[0], "C:/field/rec2.flac": pred[1], str(tmp_path / "x" / "rec1.wav"): pred[0]}
+    got = match_names(["rec1", "C:\\field\\rec2.flac", str(tmp_path / "x" / "rec1.wav"), "other"], pred)
+    assert got == {"rec1": pred[0], "C:\\field\\rec2.flac": pred[1], str(tmp_path / "x" / "rec1.wav"): pred[0]}
     with pytest.raises(TruthError, match="matches several"):
         match_names(["rec1"], [str(tmp_path / "a" / "rec1.wav"), str(tmp_path / "b" / "rec1.wav")])
 

@@ -40,7 +40,13 @@ def match_names(
     """{annotation's name: predicted file} for the names that match one predicted file (module docstring);
     a name matching several predicted files at one step is an error naming them, or, given `ambiguous`, put there
     (name -> the files) and left out."""
-    keys = (lambda f: f, lambda f: str(Path(f).resolve()), lambda f: Path(f).name, lambda f: Path(f).stem)
+    # a Windows path (Raven's Begin Path on another machine) has its name after the last backslash
+    keys = (
+        lambda f: f,
+        lambda f: str(Path(f).resolve()),
+        lambda f: Path(f.replace("\\", "/")).name,
+        lambda f: Path(f.replace("\\", "/")).stem,
+    )
     index = [defaultdict(list) for _ in keys]
     for f in predicted:
         for idx, key in zip(index, keys):
