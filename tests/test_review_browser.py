@@ -82,6 +82,17 @@ def test_the_review_page_plays_a_clip_takes_verdicts_by_key_and_keeps_them(serve
     browser.get(url)
     wait_for(browser, "document.getElementById('card') !== null")
     first = browser.find_element(By.ID, "code").text
+    # a recording 5.0039 s long: its card said "0–5.003916666666667 s"
+    assert browser.execute_script("return [secs(5.003916666666667), secs(2.5), secs(0)]") == ["5.004", "2.5", "0"]
+    # a class name or file name with a quote stays inside its attribute (a model's classes are not to be trusted)
+    evil = 'x" onfocus="alert(1)'
+    got = browser.execute_script(
+        "const s = document.createElement('select');"
+        "s.innerHTML = `<option value=\"${escAttr(arguments[0])}\">x</option>`;"
+        "return [s.options[0].value, s.options[0].attributes.length]",
+        evil,
+    )
+    assert got == [evil, 1], got
     # the clip's sound: it loads, has a duration (5 s and its context) and no error, and plays
     duration = wait_for(browser, "(a => a.readyState >= 1 && a.duration)(document.getElementById('audio'))")
     assert 5.0 < duration <= 8.0
