@@ -88,7 +88,7 @@ def test_the_review_page_plays_a_clip_takes_verdicts_by_key_and_keeps_them(serve
     evil = 'x" onfocus="alert(1)'
     got = browser.execute_script(
         "const s = document.createElement('select');"
-        "s.innerHTML = `<option value=\"${escAttr(arguments[0])}\">x</option>`;"
+        's.innerHTML = `<option value="${escAttr(arguments[0])}">x</option>`;'
         "return [s.options[0].value, s.options[0].attributes.length]",
         evil,
     )
