@@ -256,6 +256,11 @@ def test_candidates_are_bounded_and_give_the_queue_the_whole_table_gives(pred):
         assert select(small, spec, done).equals(select(every, spec, done))
     strat = preds.candidates(QueueSpec(n=1, sample="stratified"))
     assert strat.groupby(["label", band_of(strat["score"].to_numpy())]).size().max() == 1
+    # over every species, a species that never scores 0.1 is not drawn (its score-0 clips filled the lowest band)
+    preds.scores[:, preds.class_index("woothr")] = 0.05
+    strat = preds.candidates(QueueSpec(n=5, sample="stratified"))
+    assert "woothr" not in set(strat["label"]) and len(strat)
+    assert len(preds.candidates(QueueSpec(n=5, sample="stratified", species="woothr"))) == 5  # asked for by name
 
 
 def test_progress_per_species():

@@ -173,7 +173,10 @@ class Predictions:
     def candidates(self, spec: QueueSpec, done: set | frozenset = frozenset()) -> pd.DataFrame:
         """The clips `select(..., spec, done)` can choose from, bounded without building every (row, class) clip: per
         class in scope, the rows that pass the filters, then at most n + (its clips in `done`) per class (per score
-        band for `stratified`): the highest for `top`, a seeded random draw otherwise."""
+        band for `stratified`): the highest for `top`, a seeded random draw otherwise. `stratified` over every species
+        draws from the species that score BAND_EDGES[1] (0.1) or more in some row in scope: a species the model never
+        scores above it (most of BirdNET's 6,522 labels at one site) has no detection to calibrate, and its clips of
+        score 0 filled the lowest band."""
         if spec.sample == "queue":
             return self.queued()
         rows = np.ones(len(self.rows), dtype=bool)
@@ -185,8 +188,11 @@ class Predictions:
         done_per_class = pd.Series([k[2] for k in done], dtype=object).value_counts().to_dict() if done else {}
         rng = np.random.default_rng(spec.seed)
         parts = []
+        every_species = spec.sample == "stratified" and spec.species is None
         for k in which:
             s = self.scores[:, k]
+            if every_species and not (rows & (s >= BAND_EDGES[1])).any():
+                continue
             pos = np.flatnonzero(rows & (s >= spec.band[0]) & (s <= spec.band[1]))
             cap = spec.n + int(done_per_class.get(self.classes[k], 0))
             if spec.sample == "top" and len(pos) > cap:
