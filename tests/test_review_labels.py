@@ -107,18 +107,20 @@ def test_labels_holding_spaces_stay_one_class_each_and_keep_their_names(tmp_path
     from birdsed.review.labels import export_labels
 
     rec = str(write_audio(tmp_path / "a.wav", seconds=12, rate=22050))
-    table = verdict_table([(rec, 0.0, "Sardinian Warbler", "yes"), (rec, 5.0, "Parus caeruleus", "yes")])
+    table = verdict_table(
+        [(rec, 0.0, "Sardinian Warbler", "yes"), (rec, 5.0, "Parus caeruleus", "yes"), (rec, 7.0, "Great tit", "yes")]
+    )
     export_labels(table, tmp_path / "data")
     m = read_dataset(tmp_path / "data")
-    assert m.classes == ["Parus_caeruleus", "Sardinian_Warbler"]
+    assert m.classes == ["Great_tit", "Parus_caeruleus", "Sardinian_Warbler"]
     assert dataset_aliases(tmp_path / "data") == {
+        "Great_tit": ["Great tit"],
         "Parus_caeruleus": ["Parus caeruleus"],
         "Sardinian_Warbler": ["Sardinian Warbler"],
     }
-    assert pd.read_csv(tmp_path / "data" / "species.csv")["scientific_name"].fillna("").tolist() == [
-        "Parus caeruleus",
-        "",
-    ]
+    species = pd.read_csv(tmp_path / "data" / "species.csv", dtype=str).fillna("")
+    assert species["scientific_name"].tolist() == ["", "Parus caeruleus", ""]  # "Great tit" is a common name
+    assert species["common_name"].tolist() == ["Great tit", "", "Sardinian Warbler"]
     clash = verdict_table([(rec, 0.0, "Sardinian Warbler", "yes"), (rec, 5.0, "Sardinian_Warbler", "yes")])
     with pytest.raises(ReviewError, match="would be one class in labels.csv"):
         export_labels(clash, tmp_path / "data2")

@@ -26,7 +26,7 @@ import pandas as pd
 import soundfile as sf
 
 from birdsed.errors import AudioDecodeError, ReviewError
-from birdsed.model.names import SCIENTIFIC
+from birdsed.model.names import SCIENTIFIC, Names, norm_name
 from birdsed.review.media import excerpt
 
 LABELS_COLUMNS = ("filename", "labels", "source_file", "start_s", "end_s", "verdicts")
@@ -83,7 +83,13 @@ def spaceless(labels: list[str]) -> dict[str, str]:
 def write_species_names(renamed: dict[str, str], path: Path) -> None:
     """species.csv of the renamed labels (label, scientific_name, common_name), so that a model trained on the
     export keeps each class's name as the reviewed model had it (its aliases, BirdNET's prior)."""
-    rows = [(new, old, "") if SCIENTIFIC.match(old) else (new, "", old) for old, new in sorted(renamed.items())]
+    known = Names.default()
+
+    def scientific(name: str) -> bool:  # a known species' name says which it is ("Great tit" reads as "Genus epithet")
+        sp = known.lookup(name)
+        return norm_name(sp.common) != norm_name(name) if sp else bool(SCIENTIFIC.match(name))
+
+    rows = [(new, old, "") if scientific(old) else (new, "", old) for old, new in sorted(renamed.items())]
     pd.DataFrame(rows, columns=["label", "scientific_name", "common_name"]).to_csv(path, index=False)
 
 
