@@ -128,6 +128,7 @@ def _literal_list(value: str, path: Path, line: int, col: str) -> list[str]:
 OUTSIDE = "outside the data set's audio folder: refused, never opened (data.allow_outside_paths=true allows it)"
 
 
+SPECIES_FILE = "species.csv"  # beside a data set's table: its classes' further names (birdnet_labels.dataset_aliases)
 BAD_NAME = "_bad_name"  # a reader's column, taken off by _finish: the path is not valid UTF-8 (shown escaped)
 
 

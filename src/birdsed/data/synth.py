@@ -32,6 +32,7 @@ import scipy.signal
 import soundfile as sf
 import soxr
 
+from birdsed.data.manifest import SPECIES_FILE
 from birdsed.data.synth_calls import Species, call_bout, insects, make_species, noise_bed, place, reverb
 from birdsed.errors import ConfigError
 from birdsed.fsutil import atomic_dir, atomic_path, remove_stale_temps, run_lock
@@ -234,7 +235,7 @@ def _synthesize(out: Path, cfg: SynthConfig, quiet: bool) -> None:
             }
             for s in species
         ]
-    ).to_csv(out / "species.csv", index=False)
+    ).to_csv(out / SPECIES_FILE, index=False)
     rows = []
     total = cfg.species * cfg.clips_per_species + cfg.soundscapes
     with progress_bar(total=total, description="synth", disable=quiet) as advance:

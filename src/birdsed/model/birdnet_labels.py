@@ -153,7 +153,9 @@ def dataset_aliases(root: str | Path) -> dict[str, list[str]]:
     it has none."""
     import pandas as pd
 
-    species = Path(root) / "species.csv"
+    from birdsed.data.manifest import SPECIES_FILE
+
+    species = Path(root) / SPECIES_FILE
     if not species.is_file():
         return {}
     try:

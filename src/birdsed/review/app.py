@@ -59,7 +59,6 @@ class Review:
         self.preds = Predictions.open(pred, output)
         self.store = VerdictStore(store_path(pred))
         self.names = _class_names(self.preds.classes, self.preds.model_dir)
-        self._files = self.preds.files
 
     def species(self, label: str) -> dict:
         s = self.names.of(label)
@@ -67,7 +66,7 @@ class Review:
 
     def check_file(self, file: str) -> str:
         """`file` if PRED's scores name it; refused otherwise (the server opens no other file)."""
-        if file not in self._files:
+        if file not in self.preds.files:
             raise Refused(403, f"{file!r} is not a recording of {self.preds.pred}'s predictions: not served")
         return file
 

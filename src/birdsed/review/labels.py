@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from birdsed.data.manifest import SPECIES_FILE
 from birdsed.errors import AudioDecodeError, ReviewError
 from birdsed.model.names import SCIENTIFIC, Names, norm_name
 from birdsed.review.media import excerpt
@@ -139,7 +140,7 @@ def export_labels(verdicts: pd.DataFrame, folder: str | Path) -> LabelExport:
         renamed = spaceless(sorted({lab for ls in table["labels"] for lab in ls}))
         table["labels"] = [" ".join(renamed.get(lab, lab) for lab in ls) for ls in table["labels"]]
         if renamed:
-            write_species_names(renamed, tmp / "species.csv")
+            write_species_names(renamed, tmp / SPECIES_FILE)
         table = table.rename(columns={"file": "source_file"})[list(LABELS_COLUMNS)]
         table.to_csv(tmp / "labels.csv", index=False)
         (tmp / MARKER).write_text(json.dumps({"clips": len(table), "skipped": len(lost)}, indent=1) + "\n")
