@@ -29,14 +29,13 @@ import pandas as pd
 
 from birdsed import SAMPLE_RATE_HZ
 from birdsed.audio.decode import audio_info, stream_audio
-from birdsed.data.manifest import OUTSIDE, Manifest
+from birdsed.data.manifest import OUTSIDE, SPECIES_FILE, Manifest
 from birdsed.errors import AudioDecodeError, StoreError
 from birdsed.fsutil import atomic_path, remove_stale_temps, run_lock, write_text_atomic
 from birdsed.progress import audio_pace, progress_bar
 from birdsed.rows import class_name_problem
 
 STORE_VERSION = 1
-SPECIES_FILE = "species.csv"  # a data set's names of its classes (model.birdnet_labels.dataset_aliases), copied
 STORE_FILES = ("store.json", "index.parquet", "manifest.parquet", "report.csv", SPECIES_FILE)  # in the store's folder
 _INT16_SCALE = 32767.0
 
@@ -165,14 +164,16 @@ def _prepare_locked(manifest: Manifest, out: Path, audio_dir: Path, workers: int
                 new_audio_s += _collect(rid, entry, err, entries, failures)
                 advance(1)
         else:
-            pool = ProcessPoolExecutor(max_workers=workers)
+            pool, futures = ProcessPoolExecutor(max_workers=workers), []
             try:
                 futures = [pool.submit(_prepare_one, rid, src, str(audio_dir)) for rid, src in todo]
                 for fut in as_completed(futures):
                     new_audio_s += _collect(*fut.result(), entries, failures)
                     advance(1)
             except BaseException:  # Ctrl-C: not every recording queued first (the pool's `with` waited for them)
-                pool.shutdown(wait=False, cancel_futures=True)
+                for fut in futures:  # here, not by shutdown(cancel_futures=True): its manager thread cancels only
+                    fut.cancel()  # while the pool object lives, and the stop may drop it first
+                pool.shutdown(wait=False)
                 raise
             pool.shutdown()
     _write_tables(out, manifest, entries, failures)
